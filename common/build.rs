@@ -1,0 +1,18 @@
+//! Compiles the protos with protox (pure Rust), so no system `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/ferrisdb/v1/types.proto",
+        "proto/ferrisdb/v1/compute.proto",
+        "proto/ferrisdb/v1/safekeeper.proto",
+        "proto/ferrisdb/v1/pageserver.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

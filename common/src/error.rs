@@ -1,0 +1,279 @@
+//! The one public error type: a [`ErrorKind`] with a stable code, and a message.
+//!
+//! Codes cross the wire in the `ferrisdb-code` gRPC metadata entry, so a client sees exactly the
+//! kind the server chose, whatever gRPC status it was mapped onto.
+
+use std::fmt;
+
+/// The gRPC metadata key that carries an error's FerrisDB code.
+pub const CODE_METADATA_KEY: &str = "ferrisdb-code";
+
+/// What went wrong, as a small closed set with stable names (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A write committed after the read version intersects the transaction's read ranges.
+    NotCommitted,
+    /// The read version is older than the resolver's window (5 s).
+    TransactionTooOld,
+    /// The commit may or may not have happened; only the caller can decide whether to retry.
+    CommitUnknownResult,
+    /// A key is longer than [`crate::limits::MAX_KEY_SIZE`].
+    KeyTooLarge,
+    /// A value is longer than [`crate::limits::MAX_VALUE_SIZE`].
+    ValueTooLarge,
+    /// Mutations plus conflict ranges exceed [`crate::limits::MAX_TRANSACTION_SIZE`].
+    TransactionTooLarge,
+    /// No database of that name.
+    DatabaseNotFound,
+    /// The version asked for is not (yet) committed or ingested.
+    FutureVersion,
+    /// The version asked for is below the retention window.
+    VersionTooOld,
+    /// Not enough of the cluster is reachable to answer.
+    Unavailable,
+    /// A newer term or generation has taken over; this node no longer leads.
+    Fenced,
+    /// The request itself is malformed.
+    InvalidArgument,
+    /// Stored data failed its checksum or is otherwise inconsistent.
+    Corruption,
+    /// A bug or an unexpected failure of the environment (I/O, object store).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::NotCommitted,
+        ErrorKind::TransactionTooOld,
+        ErrorKind::CommitUnknownResult,
+        ErrorKind::KeyTooLarge,
+        ErrorKind::ValueTooLarge,
+        ErrorKind::TransactionTooLarge,
+        ErrorKind::DatabaseNotFound,
+        ErrorKind::FutureVersion,
+        ErrorKind::VersionTooOld,
+        ErrorKind::Unavailable,
+        ErrorKind::Fenced,
+        ErrorKind::InvalidArgument,
+        ErrorKind::Corruption,
+        ErrorKind::Internal,
+    ];
+
+    /// The stable code users and scripts match on.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::NotCommitted => "not_committed",
+            ErrorKind::TransactionTooOld => "transaction_too_old",
+            ErrorKind::CommitUnknownResult => "commit_unknown_result",
+            ErrorKind::KeyTooLarge => "key_too_large",
+            ErrorKind::ValueTooLarge => "value_too_large",
+            ErrorKind::TransactionTooLarge => "transaction_too_large",
+            ErrorKind::DatabaseNotFound => "database_not_found",
+            ErrorKind::FutureVersion => "future_version",
+            ErrorKind::VersionTooOld => "version_too_old",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Fenced => "fenced",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::Corruption => "corruption",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The kind with this code, if any.
+    pub fn from_code(code: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// The gRPC status code this kind travels as.
+    pub fn grpc_code(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ErrorKind::NotCommitted => Code::Aborted,
+            ErrorKind::TransactionTooOld => Code::FailedPrecondition,
+            ErrorKind::CommitUnknownResult => Code::Unknown,
+            ErrorKind::KeyTooLarge
+            | ErrorKind::ValueTooLarge
+            | ErrorKind::TransactionTooLarge
+            | ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::DatabaseNotFound => Code::NotFound,
+            ErrorKind::FutureVersion => Code::DeadlineExceeded,
+            ErrorKind::VersionTooOld => Code::OutOfRange,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Fenced => Code::PermissionDenied,
+            ErrorKind::Corruption => Code::DataLoss,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    /// Whether a transaction that failed with this kind may simply be run again.
+    ///
+    /// `commit_unknown_result` is deliberately not retryable: the first attempt may have
+    /// committed, and only the caller knows whether doing it twice is harmless.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::NotCommitted
+                | ErrorKind::TransactionTooOld
+                | ErrorKind::Unavailable
+                | ErrorKind::FutureVersion
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A FerrisDB error: a kind with a stable code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// The result type used throughout FerrisDB.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error of `kind` saying `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The stable code of [`Self::kind`].
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    /// The human-readable part.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Shorthand for an [`ErrorKind::Unavailable`] error.
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Unavailable, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::InvalidArgument`] error.
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Internal`] error.
+    pub fn internal(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Corruption`] error.
+    pub fn corruption(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Corruption, message)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::internal(format!("i/o: {e}"))
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Error {
+        Error::new(ErrorKind::Unavailable, format!("object store: {e}"))
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> tonic::Status {
+        let mut status = tonic::Status::new(e.kind.grpc_code(), e.message);
+        if let Ok(v) = e.kind.code().parse() {
+            status.metadata_mut().insert(CODE_METADATA_KEY, v);
+        }
+        status
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Error {
+        let tagged = status
+            .metadata()
+            .get(CODE_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(ErrorKind::from_code);
+        match tagged {
+            Some(kind) => Error::new(kind, status.message()),
+            // No FerrisDB code: the failure happened below us (connection refused, reset,
+            // deadline), so the peer is unreachable rather than saying no.
+            None => {
+                let kind = match status.code() {
+                    tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
+                    tonic::Code::Unimplemented | tonic::Code::Internal => ErrorKind::Internal,
+                    _ => ErrorKind::Unavailable,
+                };
+                Error::new(kind, format!("{}: {}", status.code(), status.message()))
+            }
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Error {
+        Error::unavailable(format!("transport: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_grpc_status() {
+        for kind in ErrorKind::ALL {
+            let status: tonic::Status = Error::new(kind, "boom").into();
+            assert_eq!(status.code(), kind.grpc_code());
+            let back: Error = status.into();
+            assert_eq!(back.kind(), kind);
+            assert_eq!(back.message(), "boom");
+        }
+    }
+
+    #[test]
+    fn codes_are_unique_and_parse_back() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.code()), "duplicate code {}", kind.code());
+            assert_eq!(ErrorKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_code("no_such_code"), None);
+    }
+
+    #[test]
+    fn untagged_transport_failure_is_unavailable() {
+        let e: Error = tonic::Status::unavailable("connection refused").into();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        let e: Error = tonic::Status::cancelled("gone").into();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn only_safe_kinds_are_retryable() {
+        assert!(ErrorKind::NotCommitted.is_retryable());
+        assert!(ErrorKind::TransactionTooOld.is_retryable());
+        assert!(ErrorKind::Unavailable.is_retryable());
+        assert!(!ErrorKind::CommitUnknownResult.is_retryable());
+        assert!(!ErrorKind::Fenced.is_retryable());
+        assert!(!ErrorKind::KeyTooLarge.is_retryable());
+    }
+}

@@ -1,0 +1,138 @@
+//! Object storage chosen by URL: `file:///path`, `memory://`, `s3://bucket/prefix`.
+//!
+//! Every component talks to object storage through `Arc<dyn ObjectStore>`, which is the seam
+//! tests use to inject faults.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::prefix::PrefixStore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where a process keeps its objects, and how to reach S3-compatible storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectStoreConfig {
+    /// `file:///abs/path`, `memory://`, or `s3://bucket[/prefix]`.
+    pub url: String,
+    /// S3 endpoint (MinIO, moto); when absent, `AWS_ENDPOINT_URL` or AWS itself.
+    pub s3_endpoint: Option<String>,
+    /// S3 region; when absent, `AWS_REGION` or `us-east-1`.
+    pub s3_region: Option<String>,
+    /// Access key id; when absent, `AWS_ACCESS_KEY_ID`.
+    pub s3_access_key_id: Option<String>,
+    /// Secret access key; when absent, `AWS_SECRET_ACCESS_KEY`.
+    pub s3_secret_access_key: Option<String>,
+}
+
+impl ObjectStoreConfig {
+    /// A configuration for `url` with everything else from the environment.
+    pub fn from_url(url: impl Into<String>) -> ObjectStoreConfig {
+        ObjectStoreConfig {
+            url: url.into(),
+            ..ObjectStoreConfig::default()
+        }
+    }
+
+    /// Opens the store the URL names, creating a local directory if needed.
+    pub fn open(&self) -> Result<Arc<dyn ObjectStore>> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| Error::invalid(format!("object store URL {:?}: {e}", self.url)))?;
+        match url.scheme() {
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| Error::invalid(format!("not a local path: {}", self.url)))?;
+                std::fs::create_dir_all(&path)?;
+                let fs = LocalFileSystem::new_with_prefix(&path)
+                    .map_err(|e| Error::invalid(format!("object store at {}: {e}", path.display())))?;
+                Ok(Arc::new(fs))
+            }
+            "memory" => Ok(Arc::new(InMemory::new())),
+            "s3" => self.open_s3(&url),
+            other => Err(Error::invalid(format!(
+                "unsupported object store scheme {other:?}: use file://, memory:// or s3://"
+            ))),
+        }
+    }
+
+    fn open_s3(&self, url: &url::Url) -> Result<Arc<dyn ObjectStore>> {
+        let bucket = url
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| Error::invalid(format!("no bucket in {}", self.url)))?;
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let endpoint = self
+            .s3_endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        if let Some(endpoint) = endpoint {
+            // Self-hosted S3 (MinIO, moto) is addressed by path, often over plain HTTP.
+            builder = builder
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false)
+                .with_endpoint(endpoint);
+        }
+        let region = self
+            .s3_region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        builder = builder.with_region(region);
+        if let Some(k) = &self.s3_access_key_id {
+            builder = builder.with_access_key_id(k);
+        }
+        if let Some(s) = &self.s3_secret_access_key {
+            builder = builder.with_secret_access_key(s);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            builder
+                .build()
+                .map_err(|e| Error::invalid(format!("S3 configuration: {e}")))?,
+        );
+        let prefix = url.path().trim_matches('/');
+        if prefix.is_empty() {
+            Ok(store)
+        } else {
+            Ok(Arc::new(PrefixStore::new(store, prefix.to_string())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_invalid_argument() {
+        for url in ["nonsense", "ftp://x/y", "s3:///prefix"] {
+            let e = ObjectStoreConfig::from_url(url).open().unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{url}");
+        }
+    }
+
+    #[test]
+    fn file_url_creates_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("objects");
+        let url = format!("file://{}", path.display());
+        ObjectStoreConfig::from_url(url).open().unwrap();
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn s3_url_with_endpoint_builds() {
+        let cfg = ObjectStoreConfig {
+            url: "s3://bucket/some/prefix".into(),
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            s3_region: Some("us-east-1".into()),
+            s3_access_key_id: Some("k".into()),
+            s3_secret_access_key: Some("s".into()),
+        };
+        cfg.open().unwrap();
+    }
+}
