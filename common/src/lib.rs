@@ -17,3 +17,20 @@ pub use version::{Lsn, Version};
 
 /// The database a process serves when none is named.
 pub const DEFAULT_DATABASE: &str = "default";
+
+/// Checks a database name: 1–64 characters of `[A-Za-z0-9_-]`, so it is safe as a directory
+/// and object-store path component.
+pub fn validate_database_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "database name {name:?} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"
+        )))
+    }
+}

@@ -1,1 +1,101 @@
-//! placeholder
+//! The FerrisDB safekeeper: one acceptor of the quorum-replicated WAL.
+//!
+//! Each database's log lives in segment files of checksummed frames under the data directory,
+//! with a control file holding the promised term and the term history. An append is answered
+//! only after fdatasync. The primary compute drives the protocol (see [`acceptor`] and
+//! docs/wal-protocol.md); pageservers follow the committed log with `ReadWal`.
+
+pub mod acceptor;
+pub mod control;
+pub mod log;
+pub mod metrics;
+pub mod service;
+pub mod timeline;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::routing::get;
+use ferrisdb_common::proto::safekeeper_server::SafekeeperServer;
+use ferrisdb_common::{Error, Result, admin, net};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::service::{SafekeeperService, SafekeeperState};
+
+/// How a safekeeper process is started.
+#[derive(Debug, Clone)]
+pub struct SafekeeperConfig {
+    /// Its name in logs and status (`safekeeper-1`).
+    pub name: String,
+    /// Where the WAL protocol is served.
+    pub listen_grpc: SocketAddr,
+    /// Where the admin HTTP API is served.
+    pub listen_http: SocketAddr,
+    /// Where the logs are kept.
+    pub data_dir: PathBuf,
+}
+
+/// Runs a safekeeper until `shutdown` resolves.
+pub async fn run(config: SafekeeperConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
+    let state = SafekeeperState::open(config.data_dir.clone(), metrics.clone()).await?;
+    let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
+    let http_listener = net::bind(config.listen_http, "HTTP").await?;
+    tracing::info!(name = %config.name, grpc = %config.listen_grpc, http = %config.listen_http, "safekeeper serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let persister = {
+        let state = state.clone();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => state.persist_commit_positions().await,
+                    _ = &mut stop => break,
+                }
+            }
+            state.persist_commit_positions().await;
+        })
+    };
+
+    let router = admin::base_router(metrics.registry.clone()).route(
+        "/v1/status",
+        get({
+            let state = state.clone();
+            let name = config.name.clone();
+            move || status(state.clone(), name.clone())
+        }),
+    );
+    let http = tokio::spawn(admin::serve(http_listener, router, stopped(stop_rx.clone())));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(SafekeeperServer::new(SafekeeperService::new(state.clone())))
+        .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx.clone()));
+    grpc.await?;
+    let _ = http.await;
+    let _ = persister.await;
+    Ok(())
+}
+
+async fn status(state: Arc<SafekeeperState>, name: String) -> Json<serde_json::Value> {
+    let (databases, corrupt) = state.all_status().await;
+    Json(serde_json::json!({
+        "kind": "safekeeper",
+        "name": name,
+        "databases": databases,
+        "corrupt_databases": corrupt,
+    }))
+}

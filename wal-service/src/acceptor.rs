@@ -1,0 +1,350 @@
+//! The acceptor: one database's safekeeper state machine over its durable storage.
+//!
+//! Paxos-style, in the shape Neon's safekeepers use (docs/wal-protocol.md):
+//!
+//! 1. **Vote**: a proposer asks for term `t`. The acceptor grants it only if `t` is above every
+//!    term it has promised, persisting the promise before answering, so it never votes twice in
+//!    a term. The answer carries its log's position and term history.
+//! 2. **Elected**: the winner sends its term history (the donor's, plus its own term starting
+//!    where the donor's log ends). The acceptor finds the last point where its log agrees with
+//!    that history, truncates anything after it (never below the commit position), and adopts
+//!    the history. Only then does it take appends in that term.
+//! 3. **Append**: frames at the end of the log from the current term's proposer, fdatasynced
+//!    before the answer. A lower term is refused (`fenced`), which is how a deposed primary
+//!    learns to step down.
+//!
+//! All methods are synchronous and do their own I/O; the gRPC layer runs them on the blocking
+//! pool.
+
+use std::path::PathBuf;
+
+use ferrisdb_common::wal;
+use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
+
+use crate::control::{Control, TermSwitch};
+use crate::log::WalLog;
+
+/// A snapshot of the acceptor's position, as reported to proposers and operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AcceptorStatus {
+    /// The highest promised term.
+    pub term: u64,
+    /// Term switches of the log held, up to its end.
+    pub history: Vec<TermSwitch>,
+    /// The first LSN held.
+    pub log_start_lsn: Lsn,
+    /// The end of the durable log.
+    pub flush_lsn: Lsn,
+    /// The last commit position heard.
+    pub commit_lsn: Lsn,
+}
+
+/// One database's acceptor.
+#[derive(Debug)]
+pub struct Acceptor {
+    dir: PathBuf,
+    control: Control,
+    log: WalLog,
+    /// The commit position the control file last recorded; it is re-persisted lazily.
+    persisted_commit_lsn: Lsn,
+}
+
+impl Acceptor {
+    /// Opens (or creates) the acceptor whose files live in `dir`.
+    pub fn open(dir: PathBuf) -> Result<Acceptor> {
+        std::fs::create_dir_all(&dir)?;
+        let control = Control::load(&dir)?;
+        let (log, recovery) = WalLog::open(&dir, control.log_start_lsn)?;
+        if log.flush_lsn() < control.commit_lsn {
+            // Bytes below the commit position were acknowledged to a proposer; losing them is
+            // not a torn write but damage, and serving from here could serve a hole.
+            return Err(Error::corruption(format!(
+                "log in {} ends at {} but {} was committed ({} damaged bytes cut from the tail)",
+                dir.display(),
+                log.flush_lsn(),
+                control.commit_lsn,
+                recovery.truncated_bytes
+            )));
+        }
+        if recovery.truncated_bytes > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes = recovery.truncated_bytes,
+                flush_lsn = log.flush_lsn(),
+                "cut a torn record off the log tail"
+            );
+        }
+        let persisted_commit_lsn = control.commit_lsn;
+        Ok(Acceptor {
+            dir,
+            control,
+            log,
+            persisted_commit_lsn,
+        })
+    }
+
+    /// The current position.
+    pub fn status(&self) -> AcceptorStatus {
+        AcceptorStatus {
+            term: self.control.term,
+            history: self.control.history_up_to(self.log.flush_lsn()),
+            log_start_lsn: self.log.start_lsn(),
+            flush_lsn: self.log.flush_lsn(),
+            commit_lsn: self.control.commit_lsn,
+        }
+    }
+
+    /// Phase 1: grants `term` if it is above every promised term.
+    pub fn vote(&mut self, term: u64) -> Result<(bool, AcceptorStatus)> {
+        if term <= self.control.term {
+            return Ok((false, self.status()));
+        }
+        let mut next = self.control.clone();
+        next.term = term;
+        next.store(&self.dir)?;
+        self.control = next;
+        self.persisted_commit_lsn = self.control.commit_lsn;
+        Ok((true, self.status()))
+    }
+
+    /// Phase 2 set-up: adopt the elected proposer's `history` for `term`, truncating whatever
+    /// part of this log diverges from it. `log_start_lsn` is where the proposer's log may begin
+    /// (everything below is in object storage); a log that agrees with nothing above it is
+    /// dropped and restarted there.
+    pub fn elected(
+        &mut self,
+        term: u64,
+        history: &[TermSwitch],
+        log_start_lsn: Lsn,
+    ) -> Result<AcceptorStatus> {
+        if term < self.control.term {
+            return Err(fenced(term, self.control.term));
+        }
+        let Some(last) = history.last() else {
+            return Err(Error::invalid("elected with an empty term history"));
+        };
+        if last.term != term || history.windows(2).any(|w| w[0].term >= w[1].term) {
+            return Err(Error::invalid(format!(
+                "term history {history:?} does not end in term {term} or is not increasing"
+            )));
+        }
+        let flush = self.log.flush_lsn();
+        let agreed = matching_lsn(&self.control.history_up_to(flush), flush, history);
+        let mut next = self.control.clone();
+        next.term = term;
+        next.history = history.to_vec();
+        if agreed < log_start_lsn || agreed < self.log.start_lsn() {
+            // Nothing worth keeping: what agrees lies below the object-storage horizon.
+            self.log.reset(log_start_lsn.max(agreed))?;
+            next.log_start_lsn = self.log.start_lsn();
+            next.commit_lsn = next.commit_lsn.max(next.log_start_lsn);
+        } else {
+            if agreed < self.control.commit_lsn {
+                return Err(Error::corruption(format!(
+                    "term {term} history diverges at {agreed}, below the committed {}",
+                    self.control.commit_lsn
+                )));
+            }
+            self.log.truncate(agreed)?;
+        }
+        // Truncate first, then record the history: a crash between the two leaves the old
+        // history, which still describes the (shorter) log correctly.
+        next.store(&self.dir)?;
+        self.persisted_commit_lsn = next.commit_lsn;
+        self.control = next;
+        Ok(self.status())
+    }
+
+    /// Appends `frames` at `begin` for the proposer of `term`, fdatasynced on return, and
+    /// learns the commit position. Returns the new end of the log.
+    pub fn append(&mut self, term: u64, begin: Lsn, frames: &[u8], commit_lsn: Lsn) -> Result<Lsn> {
+        if term < self.control.term {
+            return Err(fenced(term, self.control.term));
+        }
+        if term > self.control.term || self.control.history.last().map(|s| s.term) != Some(term) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("not set up for term {term}: send Elected first"),
+            ));
+        }
+        let flush = self.log.flush_lsn();
+        let end = begin + frames.len() as u64;
+        if begin > flush {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("append at {begin} leaves a gap after the log end {flush}"),
+            ));
+        }
+        if end > flush {
+            // Everything below `flush` is already here and, since this log follows the
+            // current term's history, identical: write only what is new.
+            let new = &frames[(flush - begin) as usize..];
+            if wal::whole_frames_len(new)? != new.len() {
+                return Err(Error::invalid("append does not hold whole frames"));
+            }
+            self.log.append(new)?;
+        }
+        let flush = self.log.flush_lsn();
+        self.control.commit_lsn = self.control.commit_lsn.max(commit_lsn.min(flush));
+        Ok(flush)
+    }
+
+    /// Reads whole frames in `[start, end)`; see [`WalLog::read`].
+    pub fn read(&self, start: Lsn, end: Lsn, max_bytes: usize) -> Result<Vec<u8>> {
+        self.log.read(start, end, max_bytes)
+    }
+
+    /// Records the commit position in the control file if it moved since it was last stored.
+    /// It is kept lazily because a lagging value is safe (it only limits what is served).
+    pub fn persist_commit_lsn(&mut self) -> Result<()> {
+        if self.control.commit_lsn != self.persisted_commit_lsn {
+            self.control.store(&self.dir)?;
+            self.persisted_commit_lsn = self.control.commit_lsn;
+        }
+        Ok(())
+    }
+}
+
+fn fenced(term: u64, current: u64) -> Error {
+    Error::new(
+        ErrorKind::Fenced,
+        format!("term {term} is superseded by term {current}"),
+    )
+}
+
+/// Where a log with history `own` (cut at `own_flush`) stops agreeing with a proposer whose
+/// history is `proposer`: the end of the last term both hold, at whichever of the two logs
+/// leaves that term first. With no term in common, nothing agrees (0).
+pub fn matching_lsn(own: &[TermSwitch], own_flush: Lsn, proposer: &[TermSwitch]) -> Lsn {
+    for (i, mine) in own.iter().enumerate().rev() {
+        let Some(j) = proposer.iter().position(|p| p.term == mine.term) else {
+            continue;
+        };
+        if proposer[j].lsn != mine.lsn {
+            // One proposer per term starts at one place: a mismatch means nothing here agrees.
+            continue;
+        }
+        let own_end = own.get(i + 1).map_or(own_flush, |s| s.lsn);
+        let proposer_end = proposer.get(j + 1).map_or(Lsn::MAX, |s| s.lsn);
+        return own_end.min(proposer_end);
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ferrisdb_common::wal::{Mutation, encode_frame};
+
+    fn ts(term: u64, lsn: Lsn) -> TermSwitch {
+        TermSwitch { term, lsn }
+    }
+
+    fn frame(at: Lsn, tag: u8) -> Bytes {
+        let m = Mutation::Set {
+            key: Bytes::from(vec![tag]),
+            value: Bytes::from(vec![tag; 20]),
+        };
+        encode_frame(at, tag as u64, &[m]).0
+    }
+
+    #[test]
+    fn matching_lsn_cases() {
+        // Same history: agrees up to our own end.
+        assert_eq!(matching_lsn(&[ts(1, 0)], 300, &[ts(1, 0), ts(2, 500)]), 300);
+        // We ran ahead in term 1 beyond where the proposer's log switched to term 2.
+        assert_eq!(matching_lsn(&[ts(1, 0)], 800, &[ts(1, 0), ts(2, 500)]), 500);
+        // Our term 2 was a losing proposer's: back to the common term 1.
+        assert_eq!(
+            matching_lsn(&[ts(1, 0), ts(2, 400)], 600, &[ts(1, 0), ts(3, 450)]),
+            400
+        );
+        // Nothing in common.
+        assert_eq!(matching_lsn(&[ts(1, 0)], 100, &[ts(2, 0)]), 0);
+        assert_eq!(matching_lsn(&[], 0, &[ts(1, 0)]), 0);
+    }
+
+    #[test]
+    fn votes_once_per_term_and_persists_the_promise() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert!(a.vote(1).unwrap().0);
+        assert!(!a.vote(1).unwrap().0, "voted twice in term 1");
+        drop(a);
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(a.status().term, 1);
+        assert!(!a.vote(1).unwrap().0, "forgot its promise across a restart");
+        assert!(a.vote(2).unwrap().0);
+    }
+
+    #[test]
+    fn append_requires_election_and_refuses_old_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(2).unwrap();
+        let f = frame(0, 1);
+        let e = a.append(2, 0, &f, 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        a.elected(2, &[ts(2, 0)], 0).unwrap();
+        let end = a.append(2, 0, &f, 0).unwrap();
+        assert_eq!(end, f.len() as u64);
+        // Re-sending what is already there is harmless.
+        assert_eq!(a.append(2, 0, &f, end).unwrap(), end);
+        assert_eq!(a.status().commit_lsn, end);
+        a.vote(3).unwrap();
+        let e = a.append(2, end, &frame(end, 2), end).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fenced);
+    }
+
+    #[test]
+    fn a_divergent_uncommitted_suffix_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(1).unwrap();
+        a.elected(1, &[ts(1, 0)], 0).unwrap();
+        let f1 = frame(0, 1);
+        let c = a.append(1, 0, &f1, 0).unwrap();
+        let f2 = frame(c, 2);
+        let end = a.append(1, c, &f2, c).unwrap();
+        assert_eq!(a.status().commit_lsn, c);
+        // Term 2's proposer took over from a donor whose log ended at `c`: our f2 diverges.
+        a.vote(2).unwrap();
+        let st = a.elected(2, &[ts(1, 0), ts(2, c)], 0).unwrap();
+        assert_eq!(st.flush_lsn, c);
+        assert!(end > c);
+        drop(a);
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(a.status().flush_lsn, c);
+        assert_eq!(a.status().history, vec![ts(1, 0), ts(2, c)]);
+    }
+
+    #[test]
+    fn election_never_truncates_below_the_commit_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(1).unwrap();
+        a.elected(1, &[ts(1, 0)], 0).unwrap();
+        let f1 = frame(0, 1);
+        let c = a.append(1, 0, &f1, 0).unwrap();
+        a.append(1, c, &[], c).unwrap();
+        a.vote(5).unwrap();
+        // A (buggy) proposer whose history shares nothing with ours.
+        let e = a.elected(5, &[ts(4, 0), ts(5, 10)], 0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption);
+        assert_eq!(a.status().flush_lsn, c);
+    }
+
+    #[test]
+    fn elected_with_a_higher_log_start_restarts_an_empty_log_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(1).unwrap();
+        let st = a.elected(1, &[ts(1, 9000)], 9000).unwrap();
+        assert_eq!((st.log_start_lsn, st.flush_lsn), (9000, 9000));
+        let end = a.append(1, 9000, &frame(9000, 1), 0).unwrap();
+        drop(a);
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!((a.status().log_start_lsn, a.status().flush_lsn), (9000, end));
+    }
+}

@@ -1,0 +1,342 @@
+//! The log itself: segment files of framed, checksummed records.
+//!
+//! A segment is named by the LSN of its first byte (`{lsn:016X}.seg`) and holds whole frames
+//! only; a new segment starts once the current one passes [`SEGMENT_TARGET_SIZE`]. On open, the
+//! tail of the last segment is scanned and a torn final record (a crash mid-write) is cut off.
+//! An append is durable when [`WalLog::append`] returns: it is written and fdatasynced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ferrisdb_common::wal::{self, FRAME_HEADER_LEN, FrameCheck};
+use ferrisdb_common::{Error, Lsn, Result};
+
+use crate::control::sync_dir;
+
+/// A segment is closed and a new one begun once it reaches this size.
+pub const SEGMENT_TARGET_SIZE: u64 = 16 << 20;
+
+#[derive(Debug)]
+struct Segment {
+    start: Lsn,
+    len: u64,
+    path: PathBuf,
+}
+
+/// One database's log on disk.
+#[derive(Debug)]
+pub struct WalLog {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    /// Append handle on the last segment.
+    tail: Option<File>,
+    start_lsn: Lsn,
+    flush_lsn: Lsn,
+}
+
+/// What [`WalLog::open`] found at the tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes cut off the tail because they did not form a whole, valid frame.
+    pub truncated_bytes: u64,
+}
+
+impl WalLog {
+    /// Opens the log in `dir`, whose first LSN is `start_lsn` when it holds no segment.
+    /// Cuts a torn or damaged record off the tail, reporting how much went; the caller
+    /// decides whether that much could be lost (it must lie above the commit position).
+    pub fn open(dir: &Path, start_lsn: Lsn) -> Result<(WalLog, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(hex) = name.strip_suffix(".seg") else { continue };
+            let start = Lsn::from_str_radix(hex, 16)
+                .map_err(|_| Error::corruption(format!("odd segment name {name}")))?;
+            segments.push(Segment {
+                start,
+                len: entry.metadata()?.len(),
+                path: entry.path(),
+            });
+        }
+        segments.sort_by_key(|s| s.start);
+        for pair in segments.windows(2) {
+            if pair[0].start + pair[0].len != pair[1].start {
+                return Err(Error::corruption(format!(
+                    "segments {} and {} do not meet",
+                    pair[0].path.display(),
+                    pair[1].path.display()
+                )));
+            }
+        }
+        let mut recovery = Recovery { truncated_bytes: 0 };
+        if let Some(last) = segments.last_mut() {
+            let bytes = fs::read(&last.path)?;
+            let valid = valid_prefix(&bytes);
+            if (valid as u64) < last.len {
+                recovery.truncated_bytes = last.len - valid as u64;
+                let f = OpenOptions::new().write(true).open(&last.path)?;
+                f.set_len(valid as u64)?;
+                f.sync_all()?;
+                last.len = valid as u64;
+            }
+        }
+        let start = segments.first().map_or(start_lsn, |s| s.start);
+        let flush = segments.last().map_or(start_lsn, |s| s.start + s.len);
+        let tail = match segments.last() {
+            Some(s) => Some(OpenOptions::new().append(true).open(&s.path)?),
+            None => None,
+        };
+        Ok((
+            WalLog {
+                dir: dir.to_path_buf(),
+                segments,
+                tail,
+                start_lsn: start,
+                flush_lsn: flush,
+            },
+            recovery,
+        ))
+    }
+
+    /// The first LSN held.
+    pub fn start_lsn(&self) -> Lsn {
+        self.start_lsn
+    }
+
+    /// The end of the durable log.
+    pub fn flush_lsn(&self) -> Lsn {
+        self.flush_lsn
+    }
+
+    /// Appends whole frames at the end of the log and fdatasyncs them.
+    pub fn append(&mut self, frames: &[u8]) -> Result<Lsn> {
+        if frames.is_empty() {
+            return Ok(self.flush_lsn);
+        }
+        let need_new = match self.segments.last() {
+            None => true,
+            Some(s) => s.len >= SEGMENT_TARGET_SIZE,
+        };
+        if need_new {
+            self.start_segment()?;
+        }
+        let (Some(tail), Some(seg)) = (self.tail.as_mut(), self.segments.last_mut()) else {
+            return Err(Error::internal("log has no tail segment"));
+        };
+        tail.write_all(frames)?;
+        tail.sync_data()?;
+        seg.len += frames.len() as u64;
+        self.flush_lsn += frames.len() as u64;
+        Ok(self.flush_lsn)
+    }
+
+    fn start_segment(&mut self) -> Result<()> {
+        let path = self.dir.join(format!("{:016X}.seg", self.flush_lsn));
+        let f = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            start: self.flush_lsn,
+            len: 0,
+            path,
+        });
+        self.tail = Some(f);
+        Ok(())
+    }
+
+    /// Cuts the log back to end at `lsn` (a frame boundary at or above the log start).
+    pub fn truncate(&mut self, lsn: Lsn) -> Result<()> {
+        if lsn >= self.flush_lsn {
+            return Ok(());
+        }
+        if lsn < self.start_lsn {
+            return Err(Error::internal(format!(
+                "truncate to {lsn} below the log start {}",
+                self.start_lsn
+            )));
+        }
+        while let Some(last) = self.segments.last() {
+            if last.start < lsn || (last.start == lsn && self.segments.len() == 1) {
+                break;
+            }
+            fs::remove_file(&last.path)?;
+            self.segments.pop();
+        }
+        if let Some(last) = self.segments.last_mut() {
+            let f = OpenOptions::new().write(true).open(&last.path)?;
+            f.set_len(lsn - last.start)?;
+            f.sync_all()?;
+            last.len = lsn - last.start;
+            self.tail = Some(OpenOptions::new().append(true).open(&last.path)?);
+        } else {
+            self.tail = None;
+        }
+        sync_dir(&self.dir)?;
+        self.flush_lsn = lsn;
+        Ok(())
+    }
+
+    /// Drops every segment and starts an empty log at `lsn`: used when everything below `lsn`
+    /// is durable in object storage and this log's contents diverge from or precede it.
+    pub fn reset(&mut self, lsn: Lsn) -> Result<()> {
+        for s in self.segments.drain(..) {
+            fs::remove_file(&s.path)?;
+        }
+        sync_dir(&self.dir)?;
+        self.tail = None;
+        self.start_lsn = lsn;
+        self.flush_lsn = lsn;
+        Ok(())
+    }
+
+    /// Reads whole frames from `start` (a frame boundary) towards `end`, at most about
+    /// `max_bytes` of them but always at least one frame when one is there.
+    pub fn read(&self, start: Lsn, end: Lsn, max_bytes: usize) -> Result<Vec<u8>> {
+        let end = end.min(self.flush_lsn);
+        if start < self.start_lsn {
+            return Err(Error::new(
+                ferrisdb_common::ErrorKind::VersionTooOld,
+                format!("LSN {start} is below the log start {}", self.start_lsn),
+            ));
+        }
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let want = ((end - start) as usize).min(max_bytes.max(FRAME_HEADER_LEN));
+        let mut buf = self.read_raw(start, want)?;
+        let mut whole = wal::whole_frames_len(&buf)?;
+        if whole == 0 {
+            // The first frame is larger than `max_bytes`: read exactly that frame.
+            let len = match wal::check_frame(&self.read_raw(start, FRAME_HEADER_LEN)?) {
+                FrameCheck::Corrupt(why) => {
+                    return Err(Error::corruption(format!("frame at LSN {start}: {why}")));
+                }
+                _ => {
+                    let h = self.read_raw(start, 4)?;
+                    FRAME_HEADER_LEN + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize
+                }
+            };
+            buf = self.read_raw(start, len)?;
+            whole = wal::whole_frames_len(&buf)?;
+            if whole != len {
+                return Err(Error::corruption(format!("frame at LSN {start} is damaged")));
+            }
+        }
+        buf.truncate(whole);
+        Ok(buf)
+    }
+
+    fn read_raw(&self, start: Lsn, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        let mut at = start;
+        let end = start + len as u64;
+        while at < end {
+            let idx = self.segments.partition_point(|s| s.start <= at);
+            let seg = idx
+                .checked_sub(1)
+                .and_then(|i| self.segments.get(i))
+                .ok_or_else(|| Error::internal(format!("no segment holds LSN {at}")))?;
+            let seg_end = seg.start + seg.len;
+            if at >= seg_end {
+                return Err(Error::internal(format!("LSN {at} is past the log end")));
+            }
+            let n = (end.min(seg_end) - at) as usize;
+            let mut chunk = vec![0u8; n];
+            File::open(&seg.path)?.read_exact_at(&mut chunk, at - seg.start)?;
+            out.extend_from_slice(&chunk);
+            at += n as u64;
+        }
+        Ok(out)
+    }
+}
+
+/// The length of the prefix of `bytes` made of whole, valid frames.
+fn valid_prefix(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let FrameCheck::Complete { len } = wal::check_frame(&bytes[at..]) {
+        at += len;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ferrisdb_common::wal::{Mutation, encode_frame};
+
+    fn frame(at: Lsn, n: u8) -> Bytes {
+        let m = Mutation::Set {
+            key: Bytes::from(vec![n]),
+            value: Bytes::from(vec![n; 10]),
+        };
+        encode_frame(at, n as u64, &[m]).0
+    }
+
+    #[test]
+    fn append_reopen_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let f1 = frame(0, 1);
+        let end1 = log.append(&f1).unwrap();
+        let f2 = frame(end1, 2);
+        let end2 = log.append(&f2).unwrap();
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(rec.truncated_bytes, 0);
+        assert_eq!(log.flush_lsn(), end2);
+        let all = log.read(0, end2, 1 << 20).unwrap();
+        assert_eq!(&all[..f1.len()], &f1[..]);
+        let recs = wal::decode_frames(&all, 0).unwrap();
+        assert_eq!(recs.len(), 2);
+        // A small budget still returns one whole frame.
+        assert_eq!(log.read(0, end2, 1).unwrap(), f1.to_vec());
+        assert_eq!(log.read(end1, end2, 1 << 20).unwrap(), f2.to_vec());
+    }
+
+    #[test]
+    fn torn_tail_is_cut_off_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let end1 = log.append(&frame(0, 1)).unwrap();
+        let f2 = frame(end1, 2);
+        log.append(&f2[..f2.len() - 5]).unwrap(); // a crash mid-write
+        drop(log);
+        let (mut log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(rec.truncated_bytes, f2.len() as u64 - 5);
+        assert_eq!(log.flush_lsn(), end1);
+        // The log continues cleanly after the cut.
+        let end2 = log.append(&f2).unwrap();
+        assert_eq!(wal::decode_frames(&log.read(0, end2, 1 << 20).unwrap(), 0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn truncate_and_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let end1 = log.append(&frame(0, 1)).unwrap();
+        log.append(&frame(end1, 2)).unwrap();
+        log.truncate(end1).unwrap();
+        assert_eq!(log.flush_lsn(), end1);
+        drop(log);
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(log.flush_lsn(), end1);
+        log.reset(5000).unwrap();
+        assert_eq!((log.start_lsn(), log.flush_lsn()), (5000, 5000));
+        let end = log.append(&frame(5000, 3)).unwrap();
+        drop(log);
+        let (log, _) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!((log.start_lsn(), log.flush_lsn()), (5000, end));
+        assert_eq!(
+            log.read(0, end, 100).unwrap_err().kind(),
+            ferrisdb_common::ErrorKind::VersionTooOld
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Safekeeper metrics, exported on `/metrics`.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+
+/// The safekeeper's counters and histograms.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Where they are registered.
+    pub registry: Registry,
+    /// Appends that wrote WAL.
+    pub appends: IntCounter,
+    /// WAL bytes appended.
+    pub append_bytes: IntCounter,
+    /// Time from receiving an append to its fdatasync completing.
+    pub append_seconds: Histogram,
+    /// Databases found damaged and not served.
+    pub broken_databases: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let appends = IntCounter::new("ferrisdb_safekeeper_appends_total", "Appends that wrote WAL")?;
+        let append_bytes =
+            IntCounter::new("ferrisdb_safekeeper_append_bytes_total", "WAL bytes appended")?;
+        let append_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferrisdb_safekeeper_append_seconds",
+                "Append latency including fdatasync",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+        )?;
+        let broken_databases = IntCounter::new(
+            "ferrisdb_safekeeper_corrupt_databases_total",
+            "Databases whose log failed its checks on open and is not served",
+        )?;
+        registry.register(Box::new(appends.clone()))?;
+        registry.register(Box::new(append_bytes.clone()))?;
+        registry.register(Box::new(append_seconds.clone()))?;
+        registry.register(Box::new(broken_databases.clone()))?;
+        Ok(Metrics {
+            registry,
+            appends,
+            append_bytes,
+            append_seconds,
+            broken_databases,
+        })
+    }
+}

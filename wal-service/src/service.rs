@@ -1,0 +1,289 @@
+//! The Safekeeper gRPC service: the WAL protocol for proposers and the WAL stream for
+//! pageservers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrisdb_common::proto::safekeeper_server::Safekeeper;
+use ferrisdb_common::proto::{
+    AppendRequest, AppendResponse, ElectedRequest, ElectedResponse, ReadWalRequest,
+    SafekeeperStatus, SafekeeperStatusRequest, VoteRequest, VoteResponse, WalChunk,
+};
+use ferrisdb_common::{Error, Lsn, Result, validate_database_name};
+use tokio::sync::{Mutex, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::acceptor::{Acceptor, AcceptorStatus};
+use crate::control::{TermSwitch, database_dir};
+use crate::metrics::Metrics;
+use crate::timeline::Timeline;
+
+/// How much WAL one streamed chunk carries at most (a larger single record goes whole).
+const READ_CHUNK_BYTES: usize = 1 << 20;
+/// A follower hears from an idle stream this often, so it can tell a quiet log from a dead peer.
+const KEEPALIVE: Duration = Duration::from_millis(500);
+
+/// Every database this safekeeper holds, opened on first use.
+#[derive(Debug)]
+pub struct SafekeeperState {
+    data_dir: PathBuf,
+    timelines: Mutex<BTreeMap<String, Arc<Timeline>>>,
+    /// Databases whose log failed to open, with why: not served until repaired.
+    broken: Mutex<BTreeMap<String, String>>,
+    pub(crate) metrics: Metrics,
+}
+
+impl SafekeeperState {
+    /// State over `data_dir`, opening each database found there eagerly so damage shows at once.
+    pub async fn open(data_dir: PathBuf, metrics: Metrics) -> Result<Arc<SafekeeperState>> {
+        std::fs::create_dir_all(&data_dir)?;
+        let state = Arc::new(SafekeeperState {
+            data_dir: data_dir.clone(),
+            timelines: Mutex::new(BTreeMap::new()),
+            broken: Mutex::new(BTreeMap::new()),
+            metrics,
+        });
+        for entry in std::fs::read_dir(&data_dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir()
+                && let Some(name) = entry.file_name().to_str()
+                && validate_database_name(name).is_ok()
+            {
+                // Errors are recorded in `broken`; keep opening the others.
+                let _ = state.timeline(name).await;
+            }
+        }
+        Ok(state)
+    }
+
+    /// The timeline of `database`, opened (or created) on first use.
+    pub async fn timeline(&self, database: &str) -> Result<Arc<Timeline>> {
+        validate_database_name(database)?;
+        let mut timelines = self.timelines.lock().await;
+        if let Some(t) = timelines.get(database) {
+            return Ok(t.clone());
+        }
+        if let Some(why) = self.broken.lock().await.get(database) {
+            return Err(Error::corruption(format!("database {database} is not served: {why}")));
+        }
+        let dir = database_dir(&self.data_dir, database);
+        let opened = tokio::task::spawn_blocking(move || Acceptor::open(dir))
+            .await
+            .map_err(|e| Error::internal(format!("open task: {e}")))?;
+        match opened {
+            Ok(acceptor) => {
+                let t = Arc::new(Timeline::new(acceptor));
+                timelines.insert(database.to_string(), t.clone());
+                Ok(t)
+            }
+            Err(e) => {
+                tracing::error!(database, error = %e, "database log is damaged; not serving it");
+                self.metrics.broken_databases.inc();
+                self.broken
+                    .lock()
+                    .await
+                    .insert(database.to_string(), e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Status of every open database, and the damaged ones with why.
+    pub async fn all_status(&self) -> (BTreeMap<String, AcceptorStatus>, BTreeMap<String, String>) {
+        let timelines: Vec<_> = self
+            .timelines
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = BTreeMap::new();
+        for (name, t) in timelines {
+            if let Ok(s) = t.status().await {
+                out.insert(name, s);
+            }
+        }
+        (out, self.broken.lock().await.clone())
+    }
+
+    /// Stores each database's commit position if it moved (done periodically).
+    pub async fn persist_commit_positions(&self) {
+        let timelines: Vec<_> = self.timelines.lock().await.values().cloned().collect();
+        for t in timelines {
+            if let Err(e) = t.with(|a| a.persist_commit_lsn()).await {
+                tracing::warn!(error = %e, "persisting commit position");
+            }
+        }
+    }
+}
+
+/// The gRPC face of [`SafekeeperState`].
+#[derive(Debug, Clone)]
+pub struct SafekeeperService {
+    state: Arc<SafekeeperState>,
+}
+
+impl SafekeeperService {
+    /// A service over `state`.
+    pub fn new(state: Arc<SafekeeperState>) -> SafekeeperService {
+        SafekeeperService { state }
+    }
+}
+
+fn to_proto(s: AcceptorStatus) -> SafekeeperStatus {
+    SafekeeperStatus {
+        term: s.term,
+        history: s
+            .history
+            .into_iter()
+            .map(|h| ferrisdb_common::proto::TermSwitch {
+                term: h.term,
+                lsn: h.lsn,
+            })
+            .collect(),
+        log_start_lsn: s.log_start_lsn,
+        flush_lsn: s.flush_lsn,
+        commit_lsn: s.commit_lsn,
+    }
+}
+
+#[tonic::async_trait]
+impl Safekeeper for SafekeeperService {
+    async fn get_status(
+        &self,
+        req: Request<SafekeeperStatusRequest>,
+    ) -> Result<Response<SafekeeperStatus>, Status> {
+        let t = self.state.timeline(&req.get_ref().database).await?;
+        Ok(Response::new(to_proto(t.status().await?)))
+    }
+
+    async fn request_vote(&self, req: Request<VoteRequest>) -> Result<Response<VoteResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.state.timeline(&req.database).await?;
+        let (granted, status) = t.with(move |a| a.vote(req.term)).await?;
+        tracing::info!(database = %req.database, term = req.term, granted, "vote");
+        Ok(Response::new(VoteResponse {
+            granted,
+            status: Some(to_proto(status)),
+        }))
+    }
+
+    async fn elected(&self, req: Request<ElectedRequest>) -> Result<Response<ElectedResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.state.timeline(&req.database).await?;
+        let history: Vec<TermSwitch> = req
+            .history
+            .iter()
+            .map(|h| TermSwitch {
+                term: h.term,
+                lsn: h.lsn,
+            })
+            .collect();
+        let (term, start) = (req.term, req.log_start_lsn);
+        let status = t.with(move |a| a.elected(term, &history, start)).await?;
+        tracing::info!(database = %req.database, term, flush_lsn = status.flush_lsn, "adopted proposer history");
+        Ok(Response::new(ElectedResponse {
+            status: Some(to_proto(status)),
+        }))
+    }
+
+    async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.state.timeline(&req.database).await?;
+        let bytes = req.wal.len();
+        let started = Instant::now();
+        let flush_lsn = t
+            .with(move |a| a.append(req.term, req.begin_lsn, &req.wal, req.commit_lsn))
+            .await?;
+        if bytes > 0 {
+            let m = &self.state.metrics;
+            m.appends.inc();
+            m.append_bytes.inc_by(bytes as u64);
+            m.append_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(Response::new(AppendResponse { flush_lsn }))
+    }
+
+    type ReadWalStream = ReceiverStream<Result<WalChunk, Status>>;
+
+    async fn read_wal(&self, req: Request<ReadWalRequest>) -> Result<Response<Self::ReadWalStream>, Status> {
+        let req = req.into_inner();
+        let t = self.state.timeline(&req.database).await?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let result = match req.end_lsn {
+                Some(end) => stream_bounded(&t, req.start_lsn, end, &tx).await,
+                None => stream_committed(&t, req.start_lsn, &tx).await,
+            };
+            if let Err(e) = result {
+                let _ = tx.send(Err(e.into())).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+type ChunkSender = mpsc::Sender<Result<WalChunk, Status>>;
+
+async fn read_chunk(t: &Timeline, at: Lsn, end: Lsn) -> Result<Vec<u8>> {
+    t.with(move |a| a.read(at, end, READ_CHUNK_BYTES)).await
+}
+
+/// `[start, min(end, flush))`, then the stream ends.
+async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) -> Result<()> {
+    let mut at = start;
+    let commit_lsn = *t.watch_commit().borrow();
+    while at < end {
+        let wal = read_chunk(t, at, end).await?;
+        if wal.is_empty() {
+            break;
+        }
+        let n = wal.len() as u64;
+        let chunk = WalChunk { begin_lsn: at, wal: wal.into(), commit_lsn };
+        if tx.send(Ok(chunk)).await.is_err() {
+            return Ok(());
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+/// Committed WAL from `start`, following the commit position until the reader goes away.
+async fn stream_committed(t: &Timeline, start: Lsn, tx: &ChunkSender) -> Result<()> {
+    let mut commit = t.watch_commit();
+    let mut at = start;
+    loop {
+        let commit_lsn = *commit.borrow_and_update();
+        if at < commit_lsn {
+            let wal = read_chunk(t, at, commit_lsn).await?;
+            if wal.is_empty() {
+                return Err(Error::internal(format!(
+                    "commit position {commit_lsn} is beyond the readable log at {at}"
+                )));
+            }
+            let n = wal.len() as u64;
+            let chunk = WalChunk { begin_lsn: at, wal: wal.into(), commit_lsn };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Ok(());
+            }
+            at += n;
+            continue;
+        }
+        tokio::select! {
+            changed = commit.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep(KEEPALIVE) => {
+                let chunk = WalChunk { begin_lsn: at, wal: Default::default(), commit_lsn };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
