@@ -1,1 +1,144 @@
-//! placeholder
+//! The FerrisDB pageserver: turns the committed WAL into a database in object storage.
+//!
+//! It follows the WAL from the safekeepers ([`ingest`]) into an in-memory layer, serves reads at
+//! any ingested version ([`timeline`]), and on checkpoint uploads the in-memory layer as a
+//! sorted delta layer ([`delta_layer`]) and then a new manifest generation ([`manifest`]). On
+//! start it rebuilds each database from its newest manifest and resumes the WAL where that
+//! manifest's durable version ends.
+
+pub mod delta_layer;
+pub mod ingest;
+pub mod manifest;
+pub mod metrics;
+pub mod service;
+pub mod timeline;
+pub mod versioned_map;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use ferrisdb_common::objstore::ObjectStoreConfig;
+use ferrisdb_common::proto::pageserver_server::PageserverServer;
+use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::service::{PageserverService, Timelines};
+use crate::timeline::Timeline;
+
+/// How a pageserver process is started.
+#[derive(Debug, Clone)]
+pub struct PageserverConfig {
+    /// Where the read API is served.
+    pub listen_grpc: SocketAddr,
+    /// Where the admin HTTP API is served.
+    pub listen_http: SocketAddr,
+    /// Object storage holding the layers and manifests.
+    pub object_store: ObjectStoreConfig,
+    /// gRPC endpoints of the safekeepers to follow.
+    pub safekeepers: Vec<String>,
+    /// The databases to serve.
+    pub databases: Vec<String>,
+    /// How often ingested WAL is uploaded without being asked.
+    pub checkpoint_interval: Duration,
+}
+
+/// Runs a pageserver until `shutdown` resolves.
+pub async fn run(config: PageserverConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    if config.safekeepers.is_empty() {
+        return Err(Error::invalid("a pageserver needs at least one --safekeeper to follow"));
+    }
+    let store = config.object_store.open()?;
+    let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
+    let mut map = BTreeMap::new();
+    for db in &config.databases {
+        validate_database_name(db)?;
+        let t = Timeline::load(db, store.clone(), metrics.clone()).await?;
+        map.insert(db.clone(), Arc::new(t));
+    }
+    let timelines = Timelines(Arc::new(map));
+    let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
+    let http_listener = net::bind(config.listen_http, "HTTP").await?;
+    tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, store = %config.object_store.url, "pageserver serving");
+
+    let mut tasks = Vec::new();
+    for t in timelines.0.values() {
+        tasks.push(tokio::spawn(ingest::follow(t.clone(), config.safekeepers.clone())));
+        let t = t.clone();
+        let every = config.checkpoint_interval;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if t.ingested_version() > t.remote_consistent_version()
+                    && let Err(e) = t.checkpoint(Version::ZERO).await
+                {
+                    tracing::warn!(database = t.database(), error = %e, "periodic checkpoint failed");
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), Error>(())
+        }));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let routes = axum::Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/databases/{database}/checkpoint", post(checkpoint))
+        .with_state(timelines.clone());
+    let router = admin::base_router(metrics.registry.clone()).merge(routes);
+    let http = tokio::spawn(admin::serve(http_listener, router, stopped(stop_rx.clone())));
+    tonic::transport::Server::builder()
+        .add_service(PageserverServer::new(PageserverService::new(timelines)))
+        .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx))
+        .await?;
+    let _ = http.await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn status(State(timelines): State<Timelines>) -> Json<serde_json::Value> {
+    let mut databases = serde_json::Map::new();
+    for (name, t) in timelines.0.iter() {
+        databases.insert(
+            name.clone(),
+            serde_json::json!({
+                "ingested_version": t.ingested_version(),
+                "remote_consistent_version": t.remote_consistent_version(),
+                "manifest_generation": t.manifest_generation().await,
+                "open_layer_bytes": t.open_layer_bytes(),
+            }),
+        );
+    }
+    Json(serde_json::json!({"kind": "pageserver", "databases": databases}))
+}
+
+#[derive(serde::Deserialize)]
+struct CheckpointParams {
+    #[serde(default)]
+    wait_for_version: u64,
+}
+
+async fn checkpoint(
+    State(timelines): State<Timelines>,
+    Path(database): Path<String>,
+    Query(params): Query<CheckpointParams>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let t = timelines.get(&database)?;
+    let v = t.checkpoint(Version(params.wait_for_version)).await?;
+    Ok(Json(serde_json::json!({"database": database, "remote_consistent_version": v})))
+}

@@ -1,0 +1,142 @@
+//! The manifest: which layers make up a database in object storage, and up to which version
+//! they make it durable.
+//!
+//! Manifests are immutable objects `databases/<db>/manifest/<generation:020>.json`; the live
+//! one is the highest generation. A new one is written with create-if-absent (`PutMode::Create`)
+//! at generation + 1, so of two writers racing from the same generation exactly one wins and
+//! the other learns it has been fenced. Layers are uploaded before the manifest that names
+//! them. See docs/bucket-layout.md.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
+
+/// One layer the manifest names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerEntry {
+    /// Object name under `databases/<db>/layers/`.
+    pub name: String,
+    /// Covers versions above this…
+    pub start: Version,
+    /// …up to and including this.
+    pub end: Version,
+    /// Object size in bytes.
+    pub size: u64,
+}
+
+/// The contents of one manifest generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format of this document.
+    pub format: u32,
+    /// The database it describes.
+    pub database: String,
+    /// Its generation (also in its object name).
+    pub generation: u64,
+    /// Every commit up to here is in the named layers.
+    pub remote_consistent_version: Version,
+    /// Live layers, oldest first.
+    pub layers: Vec<LayerEntry>,
+}
+
+impl Manifest {
+    /// The state of a database nothing was ever uploaded for.
+    pub fn empty(database: &str) -> Manifest {
+        Manifest {
+            format: 1,
+            database: database.to_string(),
+            generation: 0,
+            remote_consistent_version: Version::ZERO,
+            layers: Vec::new(),
+        }
+    }
+}
+
+/// Where a database's objects live in the bucket.
+pub fn database_prefix(database: &str) -> Path {
+    Path::from(format!("databases/{database}"))
+}
+
+/// The path of a layer object.
+pub fn layer_path(database: &str, name: &str) -> Path {
+    Path::from(format!("databases/{database}/layers/{name}"))
+}
+
+fn manifest_path(database: &str, generation: u64) -> Path {
+    Path::from(format!("databases/{database}/manifest/{generation:020}.json"))
+}
+
+/// Loads the newest manifest of `database`, or an empty one if there is none.
+pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result<Manifest> {
+    let prefix = Path::from(format!("databases/{database}/manifest"));
+    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+    let newest = metas
+        .iter()
+        .filter_map(|m| {
+            let name = m.location.filename()?;
+            let generation: u64 = name.strip_suffix(".json")?.parse().ok()?;
+            Some((generation, m.location.clone()))
+        })
+        .max_by_key(|(g, _)| *g);
+    let Some((generation, path)) = newest else {
+        return Ok(Manifest::empty(database));
+    };
+    let bytes = store.get(&path).await?.bytes().await?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corruption(format!("manifest {path}: {e}")))?;
+    if manifest.generation != generation || manifest.database != database {
+        return Err(Error::corruption(format!(
+            "manifest {path} describes {} generation {}",
+            manifest.database, manifest.generation
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Writes `next` as generation `next.generation`, failing with `fenced` if that generation
+/// already exists (another pageserver got there first).
+pub async fn store_next(store: &Arc<dyn ObjectStore>, next: &Manifest) -> Result<()> {
+    let body = serde_json::to_vec_pretty(next)
+        .map_err(|e| Error::internal(format!("encoding manifest: {e}")))?;
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let path = manifest_path(&next.database, next.generation);
+    match store.put_opts(&path, PutPayload::from(body), opts).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => Err(Error::new(
+            ErrorKind::Fenced,
+            format!("manifest generation {} was written by another pageserver", next.generation),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn newest_generation_wins_and_a_second_writer_is_fenced() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        assert_eq!(load_latest(&store, "db").await.unwrap(), Manifest::empty("db"));
+        let mut m = Manifest::empty("db");
+        for g in 1..=3 {
+            m.generation = g;
+            m.remote_consistent_version = Version(g * 100);
+            store_next(&store, &m).await.unwrap();
+        }
+        let latest = load_latest(&store, "db").await.unwrap();
+        assert_eq!(latest.generation, 3);
+        assert_eq!(latest.remote_consistent_version, Version(300));
+        let e = store_next(&store, &m).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fenced);
+    }
+}

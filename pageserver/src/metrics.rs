@@ -1,0 +1,53 @@
+//! Pageserver metrics, exported on `/metrics`.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+/// The pageserver's counters and gauges.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Where they are registered.
+    pub registry: Registry,
+    /// The highest version applied.
+    pub ingested_version: IntGauge,
+    /// The highest version in object storage.
+    pub remote_consistent_version: IntGauge,
+    /// WAL records applied.
+    pub ingested_records: IntCounter,
+    /// Checkpoints uploaded.
+    pub checkpoints: IntCounter,
+    /// Live delta layers.
+    pub layers: IntGauge,
+    /// Reads served (get and range).
+    pub reads: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let ingested_version = IntGauge::new("ferrisdb_pageserver_ingested_version", "Highest version applied")?;
+        let remote_consistent_version = IntGauge::new(
+            "ferrisdb_pageserver_remote_consistent_version",
+            "Highest version durable in object storage",
+        )?;
+        let ingested_records = IntCounter::new("ferrisdb_pageserver_ingested_records_total", "WAL records applied")?;
+        let checkpoints = IntCounter::new("ferrisdb_pageserver_checkpoints_total", "Checkpoints uploaded")?;
+        let layers = IntGauge::new("ferrisdb_pageserver_layers", "Live delta layers")?;
+        let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
+        for c in [&ingested_records, &checkpoints, &reads] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for g in [&ingested_version, &remote_consistent_version, &layers] {
+            registry.register(Box::new(g.clone()))?;
+        }
+        Ok(Metrics {
+            registry,
+            ingested_version,
+            remote_consistent_version,
+            ingested_records,
+            checkpoints,
+            layers,
+            reads,
+        })
+    }
+}

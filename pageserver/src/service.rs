@@ -1,0 +1,84 @@
+//! The Pageserver gRPC service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferrisdb_common::proto::pageserver_server::Pageserver;
+use ferrisdb_common::proto::{
+    CheckpointRequest, KeyValue, PageGetRangeRequest, PageGetRangeResponse, PageGetRequest,
+    PageGetResponse, PageserverStatus, PageserverStatusRequest,
+};
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use tonic::{Request, Response, Status};
+
+use crate::timeline::Timeline;
+
+/// The databases a pageserver serves, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Timelines(pub Arc<BTreeMap<String, Arc<Timeline>>>);
+
+impl Timelines {
+    /// The timeline of `database`, or `database_not_found`.
+    pub fn get(&self, database: &str) -> Result<Arc<Timeline>> {
+        self.0.get(database).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::DatabaseNotFound,
+                format!("this pageserver does not serve database {database:?}"),
+            )
+        })
+    }
+}
+
+/// The gRPC face of the pageserver.
+#[derive(Debug, Clone)]
+pub struct PageserverService {
+    timelines: Timelines,
+}
+
+impl PageserverService {
+    /// A service over `timelines`.
+    pub fn new(timelines: Timelines) -> PageserverService {
+        PageserverService { timelines }
+    }
+}
+
+fn status_of(t: &Timeline) -> PageserverStatus {
+    PageserverStatus {
+        ingested_version: t.ingested_version().0,
+        remote_consistent_version: t.remote_consistent_version().0,
+    }
+}
+
+#[tonic::async_trait]
+impl Pageserver for PageserverService {
+    async fn get(&self, req: Request<PageGetRequest>) -> Result<Response<PageGetResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.timelines.get(&req.database)?;
+        let value = t.get(&req.key, Version(req.version)).await?;
+        Ok(Response::new(PageGetResponse { value }))
+    }
+
+    async fn get_range(&self, req: Request<PageGetRangeRequest>) -> Result<Response<PageGetRangeResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.timelines.get(&req.database)?;
+        let (kvs, more) = t
+            .get_range(&req.begin, &req.end, Version(req.version), req.limit as usize, req.reverse)
+            .await?;
+        Ok(Response::new(PageGetRangeResponse {
+            kvs: kvs.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+            more,
+        }))
+    }
+
+    async fn get_status(&self, req: Request<PageserverStatusRequest>) -> Result<Response<PageserverStatus>, Status> {
+        let t = self.timelines.get(&req.get_ref().database)?;
+        Ok(Response::new(status_of(&t)))
+    }
+
+    async fn checkpoint(&self, req: Request<CheckpointRequest>) -> Result<Response<PageserverStatus>, Status> {
+        let req = req.into_inner();
+        let t = self.timelines.get(&req.database)?;
+        t.checkpoint(Version(req.wait_for_version)).await?;
+        Ok(Response::new(status_of(&t)))
+    }
+}
