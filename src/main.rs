@@ -1,1 +1,184 @@
-fn main() {}
+//! The `ferrisdb` binary: parses the command line and hands off to a component's `run` or a
+//! client command. `ferrisdb dev` starts a whole local cluster.
+
+mod cli;
+mod dev;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ferrisdb_common::DEFAULT_DATABASE;
+use ferrisdb_common::objstore::ObjectStoreConfig;
+
+/// FerrisDB: a disaggregated transactional key-value database.
+#[derive(Debug, Parser)]
+#[command(name = "ferrisdb", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where to find S3-compatible storage when the object store URL is `s3://…`.
+#[derive(Debug, Clone, clap::Args)]
+struct S3Args {
+    /// S3 endpoint (MinIO, moto); default: AWS_ENDPOINT_URL or AWS.
+    #[arg(long, env = "FERRISDB_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region; default: AWS_REGION or us-east-1.
+    #[arg(long, env = "FERRISDB_S3_REGION")]
+    s3_region: Option<String>,
+}
+
+impl S3Args {
+    fn config(&self, url: String) -> ObjectStoreConfig {
+        ObjectStoreConfig {
+            url,
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            ..ObjectStoreConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a whole local cluster: 3 safekeepers, a pageserver and a compute, each its own process.
+    Dev(dev::DevArgs),
+    /// Run one safekeeper (an acceptor of the WAL quorum).
+    Safekeeper {
+        /// Name in logs and status.
+        #[arg(long, default_value = "safekeeper")]
+        name: String,
+        /// gRPC listen address.
+        #[arg(long, default_value = "127.0.0.1:4501")]
+        listen_grpc: SocketAddr,
+        /// Admin HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:4581")]
+        listen_http: SocketAddr,
+        /// Where the WAL is kept.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Run a pageserver.
+    Pageserver {
+        /// gRPC listen address.
+        #[arg(long, default_value = "127.0.0.1:4510")]
+        listen_grpc: SocketAddr,
+        /// Admin HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:4590")]
+        listen_http: SocketAddr,
+        /// Object storage URL: file:///path, memory://, s3://bucket/prefix.
+        #[arg(long)]
+        object_store: String,
+        #[command(flatten)]
+        s3: S3Args,
+        /// A safekeeper gRPC endpoint to follow (repeat for each).
+        #[arg(long = "safekeeper", required = true)]
+        safekeepers: Vec<String>,
+        /// A database to serve (repeatable).
+        #[arg(long = "database", default_value = DEFAULT_DATABASE)]
+        databases: Vec<String>,
+        /// Seconds between automatic checkpoints.
+        #[arg(long, default_value_t = 30)]
+        checkpoint_interval_secs: u64,
+    },
+    /// Run a compute node (the primary for one database).
+    Compute {
+        /// gRPC listen address (the client API).
+        #[arg(long, default_value = "127.0.0.1:4500")]
+        listen_grpc: SocketAddr,
+        /// Admin HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:4580")]
+        listen_http: SocketAddr,
+        /// The database to serve.
+        #[arg(long, default_value = DEFAULT_DATABASE)]
+        database: String,
+        /// A safekeeper gRPC endpoint (repeat for each).
+        #[arg(long = "safekeeper", required = true)]
+        safekeepers: Vec<String>,
+        /// The pageserver's gRPC endpoint.
+        #[arg(long)]
+        pageserver: String,
+    },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = ferrisdb_common::net::shutdown_signal;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => {
+                init_tracing("info");
+                dev::run(args).await
+            }
+            Command::Safekeeper { name, listen_grpc, listen_http, data_dir } => {
+                init_tracing("info");
+                let config = ferrisdb_wal_service::SafekeeperConfig { name, listen_grpc, listen_http, data_dir };
+                ferrisdb_wal_service::run(config, shutdown()).await
+            }
+            Command::Pageserver {
+                listen_grpc,
+                listen_http,
+                object_store,
+                s3,
+                safekeepers,
+                databases,
+                checkpoint_interval_secs,
+            } => {
+                init_tracing("info");
+                let config = ferrisdb_pageserver::PageserverConfig {
+                    listen_grpc,
+                    listen_http,
+                    object_store: s3.config(object_store),
+                    safekeepers,
+                    databases,
+                    checkpoint_interval: Duration::from_secs(checkpoint_interval_secs.max(1)),
+                };
+                ferrisdb_pageserver::run(config, shutdown()).await
+            }
+            Command::Compute { listen_grpc, listen_http, database, safekeepers, pageserver } => {
+                init_tracing("info");
+                let config = ferrisdb_compute::ComputeConfig {
+                    listen_grpc,
+                    listen_http,
+                    database,
+                    safekeepers,
+                    pageserver,
+                };
+                ferrisdb_compute::run(config, shutdown()).await
+            }
+            Command::Client(cmd) => {
+                init_tracing("warn");
+                return cli::run(cmd).await;
+            }
+        }
+        .map(|()| ExitCode::SUCCESS)
+        .or_else(|e| {
+            eprintln!("error: {e}");
+            Ok::<_, ()>(ExitCode::FAILURE)
+        })
+        .unwrap_or(ExitCode::FAILURE)
+    });
+    result
+}

@@ -1,1 +1,25 @@
-//! placeholder
+//! The FerrisDB Rust SDK: transactions with FoundationDB's semantics over gRPC.
+//!
+//! ```no_run
+//! # async fn demo() -> ferrisdb_client::Result<()> {
+//! use ferrisdb_client::Database;
+//!
+//! let db = Database::connect("http://127.0.0.1:4500").await?;
+//! db.run(|tx| async move {
+//!     tx.set("hello", "world");
+//!     Ok(())
+//! })
+//! .await?;
+//! let value = db.run(|tx| async move { tx.get("hello").await }).await?;
+//! assert_eq!(value.as_deref(), Some(&b"world"[..]));
+//! # Ok(())
+//! # }
+//! ```
+
+mod database;
+mod transaction;
+
+pub use bytes::Bytes;
+pub use database::{Database, RetryOptions};
+pub use ferrisdb_common::{Error, ErrorKind, Result, Version};
+pub use transaction::{RangeOptions, Transaction};

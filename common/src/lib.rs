@@ -10,6 +10,7 @@ pub mod net;
 pub mod objstore;
 pub mod proto;
 pub mod version;
+pub mod versioned_map;
 pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};

@@ -1,1 +1,158 @@
-//! placeholder
+//! The FerrisDB compute: transactions over the quorum log and the pageserver.
+//!
+//! On start the compute wins a term on the safekeepers ([`proposer`]) and becomes the
+//! [`primary`]: it serves the client API ([`service`]), resolves conflicts ([`resolver`]),
+//! commits through one pipeline ([`committer`]) and keeps every commit the pageserver has not
+//! yet ingested in the [`hot_tier`]. It holds nothing that cannot be rebuilt: killing it loses
+//! no acknowledged commit.
+
+pub mod committer;
+pub mod hot_tier;
+pub mod metrics;
+pub mod primary;
+pub mod proposer;
+pub mod resolver;
+pub mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::{get, post};
+use ferrisdb_common::clock::{Clock, SystemClock};
+use ferrisdb_common::proto::database_server::DatabaseServer;
+use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use ferrisdb_common::proto::{CheckpointRequest, PageserverStatusRequest};
+use ferrisdb_common::{Error, Result, admin, net, validate_database_name};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::primary::Primary;
+use crate::proposer::Proposer;
+use crate::service::ComputeService;
+
+/// Pause between election attempts.
+const ELECTION_RETRY: Duration = Duration::from_millis(300);
+
+/// How a compute process is started.
+#[derive(Debug, Clone)]
+pub struct ComputeConfig {
+    /// Where the client API is served.
+    pub listen_grpc: SocketAddr,
+    /// Where the admin HTTP API is served.
+    pub listen_http: SocketAddr,
+    /// The database this compute is primary for.
+    pub database: String,
+    /// gRPC endpoints of the safekeepers.
+    pub safekeepers: Vec<String>,
+    /// gRPC endpoint of the pageserver.
+    pub pageserver: String,
+}
+
+/// Runs a compute until `shutdown` resolves.
+pub async fn run(config: ComputeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    validate_database_name(&config.database)?;
+    if config.safekeepers.is_empty() {
+        return Err(Error::invalid("a compute needs --safekeeper endpoints"));
+    }
+    let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
+    let pageserver = PageserverClient::new(net::channel(&config.pageserver)?);
+    let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
+    let http_listener = net::bind(config.listen_http, "HTTP").await?;
+    tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
+
+    let (primary_tx, primary_rx) = watch::channel(None);
+    let election = tokio::spawn(become_primary(config.clone(), pageserver.clone(), metrics.clone(), primary_tx));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let routes = axum::Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/checkpoint", post(checkpoint))
+        .with_state(AdminState { database: config.database.clone(), primary: primary_rx.clone() });
+    let router = admin::base_router(metrics.registry.clone()).merge(routes);
+    let http = tokio::spawn(admin::serve(http_listener, router, stopped(stop_rx.clone())));
+    tonic::transport::Server::builder()
+        .add_service(DatabaseServer::new(ComputeService::new(config.database.clone(), primary_rx)))
+        .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx))
+        .await?;
+    election.abort();
+    let _ = http.await;
+    Ok(())
+}
+
+/// Retries elections until one is won and the log recovered, then publishes the primary.
+async fn become_primary(
+    config: ComputeConfig,
+    pageserver: PageserverClient<tonic::transport::Channel>,
+    metrics: Metrics,
+    primary: watch::Sender<Option<Arc<Primary>>>,
+) {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = async {
+            // What object storage already holds bounds the log from below (see Proposer::elect).
+            let req = PageserverStatusRequest { database: config.database.clone() };
+            let durable = pageserver.clone().get_status(req).await?.into_inner().remote_consistent_version;
+            let proposer = Proposer::elect(&config.database, &config.safekeepers, durable).await?;
+            Primary::start(config.database.clone(), proposer, pageserver.clone(), clock.clone(), metrics.clone()).await
+        }
+        .await;
+        match result {
+            Ok(p) => {
+                primary.send_replace(Some(p));
+                return;
+            }
+            Err(e) => {
+                if attempt % 10 == 1 {
+                    tracing::warn!(attempt, error = %e, "not primary yet; retrying");
+                }
+                tokio::time::sleep(ELECTION_RETRY).await;
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    database: String,
+    primary: watch::Receiver<Option<Arc<Primary>>>,
+}
+
+async fn status(State(s): State<AdminState>) -> Json<serde_json::Value> {
+    let primary = s.primary.borrow().clone();
+    Json(serde_json::json!({
+        "kind": "compute",
+        "database": s.database,
+        "primary": primary.map(|p| p.status()),
+    }))
+}
+
+/// Uploads everything committed so far to object storage: waits for the pageserver to ingest
+/// the latest commit, then has it checkpoint.
+async fn checkpoint(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, Error> {
+    let primary = s
+        .primary
+        .borrow()
+        .clone()
+        .ok_or_else(|| Error::unavailable("the compute has not won a term yet"))?;
+    let version = primary.read_version()?;
+    let req = CheckpointRequest { database: primary.database().to_string(), wait_for_version: version.0 };
+    let status = primary.pageserver().checkpoint(req).await?.into_inner();
+    Ok(Json(serde_json::json!({
+        "database": s.database,
+        "checkpointed_version": version,
+        "remote_consistent_version": status.remote_consistent_version,
+    })))
+}

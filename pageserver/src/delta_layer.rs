@@ -15,7 +15,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrisdb_common::{Error, Result, Version};
 
-use crate::versioned_map::VersionedMap;
+use ferrisdb_common::versioned_map::VersionedMap;
 
 const MAGIC: &[u8; 8] = b"FDBDELTA";
 const FORMAT: u32 = 1;
@@ -126,7 +126,7 @@ fn take(p: &mut &[u8]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::versioned_map::Lookup;
+    use ferrisdb_common::versioned_map::Lookup;
 
     #[test]
     fn round_trips_and_refuses_damage() {

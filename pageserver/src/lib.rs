@@ -12,7 +12,6 @@ pub mod manifest;
 pub mod metrics;
 pub mod service;
 pub mod timeline;
-pub mod versioned_map;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -18,7 +18,7 @@ use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use crate::delta_layer::{self, DeltaLayer};
 use crate::manifest::{self, LayerEntry, Manifest};
 use crate::metrics::Metrics;
-use crate::versioned_map::{Lookup, VersionedMap};
+use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
 
 /// How long a read waits for its version to be ingested before answering `future_version`.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
@@ -199,7 +199,7 @@ impl Timeline {
             }
         }
         let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
-        Ok(take_limited(live, limit, reverse))
+        Ok(ferrisdb_common::versioned_map::take_limited(live, limit, reverse))
     }
 
     /// Uploads everything ingested (after waiting for `wait_for`) as a delta layer, then a
@@ -291,22 +291,6 @@ impl Timeline {
     }
 }
 
-/// Takes up to `limit` items (0: all), from the back when `reverse`, saying whether more remained.
-pub fn take_limited<T>(items: impl DoubleEndedIterator<Item = T>, limit: usize, reverse: bool) -> (Vec<T>, bool) {
-    let limit = if limit == 0 { usize::MAX } else { limit };
-    let mut out = Vec::new();
-    let mut more = false;
-    let iter: Box<dyn Iterator<Item = T>> = if reverse { Box::new(items.rev()) } else { Box::new(items) };
-    for item in iter {
-        if out.len() == limit {
-            more = true;
-            break;
-        }
-        out.push(item);
-    }
-    (out, more)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,13 +369,5 @@ mod tests {
         let t = Timeline::load("db", store, Metrics::new().unwrap()).await.unwrap();
         let e = t.get(b"a", Version(5)).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::FutureVersion);
-    }
-
-    #[test]
-    fn take_limited_cuts_and_reverses() {
-        assert_eq!(take_limited(1..=5, 2, false), (vec![1, 2], true));
-        assert_eq!(take_limited(1..=5, 2, true), (vec![5, 4], true));
-        assert_eq!(take_limited(1..=2, 2, false), (vec![1, 2], false));
-        assert_eq!(take_limited(1..=3, 0, false), (vec![1, 2, 3], false));
     }
 }

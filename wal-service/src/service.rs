@@ -14,7 +14,7 @@ use ferrisdb_common::proto::{
 use ferrisdb_common::{Error, Lsn, Result, validate_database_name};
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::acceptor::{Acceptor, AcceptorStatus};
 use crate::control::{TermSwitch, database_dir};
@@ -190,21 +190,31 @@ impl Safekeeper for SafekeeperService {
         }))
     }
 
-    async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendResponse>, Status> {
-        let req = req.into_inner();
-        let t = self.state.timeline(&req.database).await?;
-        let bytes = req.wal.len();
-        let started = Instant::now();
-        let flush_lsn = t
-            .with(move |a| a.append(req.term, req.begin_lsn, &req.wal, req.commit_lsn))
-            .await?;
-        if bytes > 0 {
-            let m = &self.state.metrics;
-            m.appends.inc();
-            m.append_bytes.inc_by(bytes as u64);
-            m.append_seconds.observe(started.elapsed().as_secs_f64());
-        }
-        Ok(Response::new(AppendResponse { flush_lsn }))
+    type AppendStream = ReceiverStream<Result<AppendResponse, Status>>;
+
+    async fn append(
+        &self,
+        req: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStream>, Status> {
+        let mut requests = req.into_inner();
+        let state = self.state.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            // Requests are applied strictly in arrival order; the first error ends the stream,
+            // and the proposer re-establishes it (Elected, then appends from our flush).
+            loop {
+                let req = match requests.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) | Err(_) => return,
+                };
+                let result = append_one(&state, req).await;
+                let failed = result.is_err();
+                if tx.send(result.map_err(Status::from)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     type ReadWalStream = ReceiverStream<Result<WalChunk, Status>>;
@@ -224,6 +234,22 @@ impl Safekeeper for SafekeeperService {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+async fn append_one(state: &SafekeeperState, req: AppendRequest) -> Result<AppendResponse> {
+    let t = state.timeline(&req.database).await?;
+    let bytes = req.wal.len();
+    let started = Instant::now();
+    let flush_lsn = t
+        .with(move |a| a.append(req.term, req.begin_lsn, &req.wal, req.commit_lsn))
+        .await?;
+    if bytes > 0 {
+        let m = &state.metrics;
+        m.appends.inc();
+        m.append_bytes.inc_by(bytes as u64);
+        m.append_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    Ok(AppendResponse { flush_lsn })
 }
 
 type ChunkSender = mpsc::Sender<Result<WalChunk, Status>>;

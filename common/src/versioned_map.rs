@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use ferrisdb_common::Version;
+use crate::Version;
 
 /// Every version of every key it holds; `None` is a tombstone.
 #[derive(Debug, Default, Clone)]
@@ -81,10 +81,44 @@ impl VersionedMap {
         self.entries == 0
     }
 
+    /// Drops every entry at or below `version`, returning how many went.
+    pub fn evict_up_to(&mut self, version: Version) -> usize {
+        let mut evicted = 0;
+        self.keys.retain(|key, versions| {
+            let keep = versions.split_off(&Version(version.0.saturating_add(1)));
+            for value in versions.values() {
+                evicted += 1;
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(key.len() + value.as_ref().map_or(0, |v| v.len()) + 17);
+            }
+            *versions = keep;
+            !versions.is_empty()
+        });
+        self.entries -= evicted;
+        evicted
+    }
+
     /// Approximate bytes held.
     pub fn approximate_bytes(&self) -> usize {
         self.bytes
     }
+}
+
+/// Takes up to `limit` items (0: all), from the back when `reverse`, saying whether more remained.
+pub fn take_limited<T>(items: impl DoubleEndedIterator<Item = T>, limit: usize, reverse: bool) -> (Vec<T>, bool) {
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let mut out = Vec::new();
+    let mut more = false;
+    let iter: Box<dyn Iterator<Item = T>> = if reverse { Box::new(items.rev()) } else { Box::new(items) };
+    for item in iter {
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        out.push(item);
+    }
+    (out, more)
 }
 
 #[cfg(test)]
@@ -113,5 +147,17 @@ mod tests {
         assert_eq!(r, vec![(b("a"), Some(b("a10"))), (b("b"), Some(b("b15")))]);
         assert_eq!(m.range_at(b"c", b"a", Version(99)).count(), 0);
         assert_eq!(m.len(), 4);
+        assert_eq!(m.evict_up_to(Version(15)), 2);
+        assert_eq!(m.get(b"a", Version(16)), Lookup::Absent);
+        assert_eq!(m.get(b"a", Version(99)), Lookup::Found(Some(b("a30"))));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn take_limited_cuts_and_reverses() {
+        assert_eq!(take_limited(1..=5, 2, false), (vec![1, 2], true));
+        assert_eq!(take_limited(1..=5, 2, true), (vec![5, 4], true));
+        assert_eq!(take_limited(1..=2, 2, false), (vec![1, 2], false));
+        assert_eq!(take_limited(1..=3, 0, false), (vec![1, 2, 3], false));
     }
 }

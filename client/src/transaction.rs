@@ -1,0 +1,212 @@
+//! A transaction: reads at one version, writes buffered here and sent whole with the commit.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferrisdb_common::proto::database_client::DatabaseClient;
+use ferrisdb_common::proto::{
+    CommitRequest, GetRangeRequest, GetReadVersionRequest, GetRequest, KeyRange, Mutation,
+    MutationType,
+};
+use ferrisdb_common::{Error, Result, Version};
+use tonic::transport::Channel;
+
+/// How a range read is cut and ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many pairs; 0 means all.
+    pub limit: usize,
+    /// From the end of the range backwards.
+    pub reverse: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    read_version: Option<Version>,
+    /// This transaction's own writes, so its reads see them (`None`: cleared).
+    writes: BTreeMap<Bytes, Option<Bytes>>,
+    mutations: Vec<Mutation>,
+    read_conflicts: Vec<KeyRange>,
+    committed: Option<Version>,
+}
+
+/// A FoundationDB-style transaction. Cheap to clone: clones share one transaction, which is
+/// what lets `Database::run` hand one to a closure and still commit it afterwards.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    client: DatabaseClient<Channel>,
+    database: Arc<str>,
+    state: Arc<Mutex<State>>,
+}
+
+fn key_after(key: &[u8]) -> Bytes {
+    let mut k = key.to_vec();
+    k.push(0);
+    Bytes::from(k)
+}
+
+impl Transaction {
+    pub(crate) fn new(client: DatabaseClient<Channel>, database: Arc<str>) -> Transaction {
+        Transaction { client, database, state: Arc::default() }
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| Error::internal("transaction state poisoned"))
+    }
+
+    /// The version this transaction reads at, fetched on first use.
+    pub async fn read_version(&self) -> Result<Version> {
+        if let Some(v) = self.state()?.read_version {
+            return Ok(v);
+        }
+        let req = GetReadVersionRequest { database: self.database.to_string() };
+        let v = Version(self.client.clone().get_read_version(req).await?.into_inner().version);
+        Ok(*self.state()?.read_version.get_or_insert(v))
+    }
+
+    /// Reads from the version `version` instead of the latest one (must be called before any read).
+    pub fn set_read_version(&self, version: Version) -> Result<()> {
+        self.state()?.read_version = Some(version);
+        Ok(())
+    }
+
+    /// The value of `key`, seeing this transaction's own writes.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>> {
+        let key = key.into();
+        if let Some(own) = self.state()?.writes.get(&key) {
+            return Ok(own.clone());
+        }
+        let version = self.read_version().await?;
+        let req = GetRequest { database: self.database.to_string(), key: key.clone(), version: version.0 };
+        let value = self.client.clone().get(req).await?.into_inner().value;
+        self.state()?.read_conflicts.push(KeyRange { begin: key.clone(), end: key_after(&key) });
+        Ok(value)
+    }
+
+    /// Up to `limit` (0: all) key-value pairs in `[begin, end)`, in key order.
+    pub async fn get_range(
+        &self,
+        begin: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        self.get_range_opts(begin, end, RangeOptions { limit, reverse: false }).await
+    }
+
+    /// A range read with [`RangeOptions`], seeing this transaction's own writes.
+    pub async fn get_range_opts(
+        &self,
+        begin: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+        opts: RangeOptions,
+    ) -> Result<Vec<(Bytes, Bytes)>> {
+        let (begin, end) = (begin.into(), end.into());
+        if begin >= end {
+            return Ok(Vec::new());
+        }
+        let own: Vec<(Bytes, Option<Bytes>)> = self
+            .state()?
+            .writes
+            .range::<Bytes, _>((Bound::Included(&begin), Bound::Excluded(&end)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let version = self.read_version().await?;
+        // Each own write can hide at most one stored row.
+        let server_limit = if opts.limit == 0 { 0 } else { opts.limit + own.len() };
+        let req = GetRangeRequest {
+            database: self.database.to_string(),
+            begin: begin.clone(),
+            end: end.clone(),
+            version: version.0,
+            limit: server_limit.min(u32::MAX as usize) as u32,
+            reverse: opts.reverse,
+        };
+        let resp = self.client.clone().get_range(req).await?.into_inner();
+        let more = resp.more;
+        let mut merged: BTreeMap<Bytes, Option<Bytes>> =
+            resp.kvs.into_iter().map(|kv| (kv.key, Some(kv.value))).collect();
+        // Where a cut-short server answer stopped: own writes beyond it are not yet in view.
+        let boundary = if more {
+            if opts.reverse { merged.keys().next().cloned() } else { merged.keys().next_back().cloned() }
+        } else {
+            None
+        };
+        for (k, v) in own {
+            let beyond = boundary.as_ref().is_some_and(|b| if opts.reverse { k < *b } else { k > *b });
+            if !beyond {
+                merged.insert(k, v);
+            }
+        }
+        let live: Vec<(Bytes, Bytes)> = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+        let limit = if opts.limit == 0 { usize::MAX } else { opts.limit };
+        let rows: Vec<(Bytes, Bytes)> = if opts.reverse {
+            live.into_iter().rev().take(limit).collect()
+        } else {
+            live.into_iter().take(limit).collect()
+        };
+        // Conflict on what was actually read: the whole range, or up to the last row returned.
+        let cut = opts.limit != 0 && rows.len() == opts.limit;
+        let conflict = match (cut, rows.last(), opts.reverse) {
+            (true, Some((last, _)), false) => KeyRange { begin, end: key_after(last) },
+            (true, Some((last, _)), true) => KeyRange { begin: last.clone(), end },
+            _ => KeyRange { begin, end },
+        };
+        self.state()?.read_conflicts.push(conflict);
+        Ok(rows)
+    }
+
+    /// Sets `key` to `value` when the transaction commits.
+    pub fn set(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
+        let (key, value) = (key.into(), value.into());
+        if let Ok(mut s) = self.state() {
+            s.writes.insert(key.clone(), Some(value.clone()));
+            s.mutations.push(Mutation { r#type: MutationType::Set as i32, key, param: value });
+        }
+    }
+
+    /// Removes `key` when the transaction commits.
+    pub fn clear(&self, key: impl Into<Bytes>) {
+        let key = key.into();
+        if let Ok(mut s) = self.state() {
+            s.writes.insert(key.clone(), None);
+            s.mutations.push(Mutation { r#type: MutationType::Clear as i32, key, param: Bytes::new() });
+        }
+    }
+
+    /// Commits: the writes become durable on a safekeeper quorum, or the error says why not.
+    /// Returns the commit version (the read version for a transaction that wrote nothing).
+    pub async fn commit(&self) -> Result<Version> {
+        let (mutations, read_conflicts, read_version) = {
+            let s = self.state()?;
+            if let Some(v) = s.committed {
+                return Ok(v);
+            }
+            (s.mutations.clone(), s.read_conflicts.clone(), s.read_version)
+        };
+        if mutations.is_empty() {
+            let v = match read_version {
+                Some(v) => v,
+                None => self.read_version().await?,
+            };
+            self.state()?.committed = Some(v);
+            return Ok(v);
+        }
+        let req = CommitRequest {
+            database: self.database.to_string(),
+            read_version: read_version.unwrap_or_default().0,
+            read_conflicts,
+            write_conflicts: Vec::new(),
+            mutations,
+        };
+        let version = Version(self.client.clone().commit(req).await?.into_inner().version);
+        self.state()?.committed = Some(version);
+        Ok(version)
+    }
+
+    /// The version this transaction committed at, once it has.
+    pub fn committed_version(&self) -> Option<Version> {
+        self.state().ok().and_then(|s| s.committed)
+    }
+}

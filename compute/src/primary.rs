@@ -1,0 +1,213 @@
+//! The primary: a compute that has won its term and serves reads and commits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrisdb_common::clock::Clock;
+use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use ferrisdb_common::proto::{PageGetRangeRequest, PageGetRequest, PageserverStatusRequest};
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
+
+use crate::committer::{CommitRequest, Committer};
+use crate::hot_tier::{HotRead, HotTier};
+use crate::metrics::Metrics;
+use crate::proposer::Proposer;
+use crate::resolver::KeyRange;
+
+/// How often the pageserver's ingest position is polled to evict the hot tier.
+const EVICT_EVERY: Duration = Duration::from_millis(200);
+
+/// A compute that won its term: the proposer, the tiers and the pipeline.
+#[derive(Debug)]
+pub struct Primary {
+    database: String,
+    proposer: Arc<Proposer>,
+    hot: Arc<HotTier>,
+    committed: watch::Receiver<Version>,
+    pipeline: mpsc::Sender<CommitRequest>,
+    pageserver: PageserverClient<Channel>,
+    metrics: Metrics,
+}
+
+impl Primary {
+    /// Finishes taking over after winning an election: waits until a majority holds the log
+    /// as elected, then starts the pipeline with everything up to there committed.
+    pub async fn start(
+        database: String,
+        proposer: Arc<Proposer>,
+        pageserver: PageserverClient<Channel>,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Result<Arc<Primary>> {
+        proposer.start();
+        let start = proposer.elected_end();
+        proposer.wait_durable(start, Duration::from_secs(30)).await?;
+        proposer.set_commit(start);
+        let start = Version(start);
+        let hot = Arc::new(HotTier::new(start));
+        let (committed_tx, committed) = watch::channel(start);
+        let (pipeline, requests) = mpsc::channel(4096);
+        let committer = Committer::new(proposer.clone(), start, hot.clone(), clock, committed_tx, metrics.clone());
+        tokio::spawn(committer.run(requests));
+        metrics.committed_version.set(start.0 as i64);
+        let primary = Arc::new(Primary {
+            database,
+            proposer,
+            hot,
+            committed,
+            pipeline,
+            pageserver,
+            metrics,
+        });
+        tokio::spawn(primary.clone().evict_loop());
+        tracing::info!(database = %primary.database, term = primary.proposer.term(), %start, "primary serving");
+        Ok(primary)
+    }
+
+    /// The term this primary leads.
+    pub fn term(&self) -> u64 {
+        self.proposer.term()
+    }
+
+    /// Refuses with `fenced` once a newer term has taken over.
+    fn check_not_fenced(&self) -> Result<()> {
+        match &self.proposer.watch_quorum().borrow().fenced {
+            Some(why) => Err(Error::new(ErrorKind::Fenced, format!("this compute is no longer primary: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The latest committed version.
+    pub fn read_version(&self) -> Result<Version> {
+        self.check_not_fenced()?;
+        Ok(*self.committed.borrow())
+    }
+
+    fn check_version(&self, version: Version) -> Result<()> {
+        let committed = *self.committed.borrow();
+        if version > committed {
+            return Err(Error::new(
+                ErrorKind::FutureVersion,
+                format!("version {version} is newer than the latest commit {committed}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A point read at `version`.
+    pub async fn get(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
+        self.check_version(version)?;
+        match self.hot.get(&key, version) {
+            HotRead::Found(v) => {
+                self.metrics.reads.with_label_values(&["hot"]).inc();
+                Ok(v)
+            }
+            HotRead::AskPageserverAt(at) => {
+                self.metrics.reads.with_label_values(&["pageserver"]).inc();
+                let req = PageGetRequest {
+                    database: self.database.clone(),
+                    key,
+                    version: at.0,
+                };
+                Ok(self.pageserver.clone().get(req).await?.into_inner().value)
+            }
+        }
+    }
+
+    /// A range read at `version`: the pageserver's answer at the hot tier's floor, overlaid
+    /// with the hot tier's newer entries.
+    pub async fn get_range(
+        &self,
+        begin: Bytes,
+        end: Bytes,
+        version: Version,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+        self.check_version(version)?;
+        let (hot, at) = self.hot.range(&begin, &end, version);
+        // Each hot entry can hide at most one pageserver row, so asking for that many more
+        // guarantees the first `limit` merged rows are all known.
+        let ps_limit = if limit == 0 { 0 } else { limit + hot.len() };
+        let req = PageGetRangeRequest {
+            database: self.database.clone(),
+            begin,
+            end,
+            version: at.0,
+            limit: ps_limit.min(u32::MAX as usize) as u32,
+            reverse,
+        };
+        let resp = self.pageserver.clone().get_range(req).await?.into_inner();
+        let mut merged: std::collections::BTreeMap<Bytes, Option<Bytes>> =
+            resp.kvs.into_iter().map(|kv| (kv.key, Some(kv.value))).collect();
+        let ps_more = resp.more;
+        for (k, v) in hot {
+            merged.insert(k, v);
+        }
+        let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
+        let (rows, more) = ferrisdb_common::versioned_map::take_limited(live, limit, reverse);
+        self.metrics.reads.with_label_values(&["range"]).inc();
+        Ok((rows, more || ps_more))
+    }
+
+    /// Queues a commit and waits for its outcome.
+    pub async fn commit(
+        &self,
+        read_version: Version,
+        reads: Vec<KeyRange>,
+        writes: Vec<KeyRange>,
+        mutations: Vec<ferrisdb_common::wal::Mutation>,
+    ) -> Result<(Version, u64)> {
+        self.check_not_fenced()?;
+        let (reply, outcome) = oneshot::channel();
+        let req = CommitRequest { read_version, reads, writes, mutations, reply };
+        self.pipeline
+            .send(req)
+            .await
+            .map_err(|_| Error::unavailable("commit pipeline stopped"))?;
+        outcome.await.map_err(|_| {
+            Error::new(ErrorKind::CommitUnknownResult, "commit pipeline stopped mid-commit")
+        })?
+    }
+
+    /// Status for the admin API.
+    pub fn status(&self) -> serde_json::Value {
+        let q = self.proposer.watch_quorum().borrow().clone();
+        let (floor, entries, bytes) = self.hot.stats();
+        serde_json::json!({
+            "role": if q.fenced.is_some() { "fenced" } else { "primary" },
+            "term": self.proposer.term(),
+            "committed_version": *self.committed.borrow(),
+            "safekeepers": q.peers.iter().map(|p| serde_json::json!({"up": p.up, "flush_lsn": p.flush})).collect::<Vec<_>>(),
+            "hot_tier": {"floor": floor, "entries": entries, "bytes": bytes},
+        })
+    }
+
+    /// The pageserver client, for admin calls.
+    pub fn pageserver(&self) -> PageserverClient<Channel> {
+        self.pageserver.clone()
+    }
+
+    /// The database served.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Raises the hot tier's floor as the pageserver ingests.
+    async fn evict_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(EVICT_EVERY).await;
+            let req = PageserverStatusRequest { database: self.database.clone() };
+            if let Ok(resp) = self.pageserver.clone().get_status(req).await {
+                let ingested = Version(resp.into_inner().ingested_version);
+                let committed = *self.committed.borrow();
+                self.hot.evict_up_to(ingested.min(committed));
+            }
+            self.metrics.hot_tier_bytes.set(self.hot.stats().2 as i64);
+            self.metrics.committed_version.set(self.committed.borrow().0 as i64);
+        }
+    }
+}

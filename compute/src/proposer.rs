@@ -1,0 +1,472 @@
+//! The WAL proposer: how the primary compute wins a term on the safekeepers and makes its log
+//! durable on a quorum of them (docs/wal-protocol.md).
+//!
+//! Election: ask every safekeeper for its position, propose a term above all of them, and win
+//! with a majority of votes. The most advanced log among the voters (by last term, then end
+//! position) is the donor: the proposer's log is the donor's log, and its own term starts where
+//! the donor's log ends. If object storage already holds more than any voter (the safekeepers'
+//! disks were wiped), the log restarts at the pageserver's durable version instead.
+//!
+//! Replication: one task per safekeeper keeps a bidirectional `Append` stream open. It first
+//! sends `Elected` (the acceptor truncates whatever diverges from our history), then streams
+//! every frame the acceptor lacks, from our in-memory buffer or, for older WAL, from a
+//! safekeeper that already holds it. A broken stream marks the safekeeper down at once, so
+//! the committer can refuse new commits (`unavailable`) instead of appending to a minority.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+use ferrisdb_common::proto::{
+    AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
+    TermSwitch, VoteRequest,
+};
+use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// How long one RPC to a safekeeper may take before it counts as down.
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before reconnecting to a safekeeper that went down.
+const RECONNECT: Duration = Duration::from_millis(100);
+/// At most this much WAL goes in one append message.
+const MAX_APPEND_BYTES: usize = 4 << 20;
+/// At most this much WAL is sent but not yet acknowledged on one stream.
+const MAX_IN_FLIGHT_BYTES: u64 = 16 << 20;
+/// The buffer keeps at most this much WAL below the commit position for lagging safekeepers;
+/// older WAL is read back from a safekeeper that has it.
+const MAX_BUFFERED_COMMITTED_BYTES: usize = 64 << 20;
+
+/// What the proposer knows of one safekeeper in its term.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerState {
+    /// Its append stream is open.
+    pub up: bool,
+    /// The end of its log, once it has adopted this term's history.
+    pub flush: Option<Lsn>,
+}
+
+/// Every safekeeper's state, plus whether a newer term has fenced this proposer.
+#[derive(Debug, Clone, Default)]
+pub struct Quorum {
+    /// One entry per safekeeper, in configuration order.
+    pub peers: Vec<PeerState>,
+    /// Why this proposer was fenced, once it was.
+    pub fenced: Option<String>,
+}
+
+impl Quorum {
+    /// How many safekeepers make a majority.
+    pub fn majority(&self) -> usize {
+        self.peers.len() / 2 + 1
+    }
+
+    /// Whether a majority has an open stream: an append now can succeed.
+    pub fn quorum_up(&self) -> bool {
+        self.peers.iter().filter(|p| p.up).count() >= self.majority()
+    }
+
+    /// The highest LSN a majority has fsynced in this term.
+    pub fn durable_lsn(&self) -> Option<Lsn> {
+        let mut flushes: Vec<Lsn> = self.peers.iter().filter_map(|p| p.flush).collect();
+        flushes.sort_unstable_by(|a, b| b.cmp(a));
+        flushes.get(self.majority() - 1).copied()
+    }
+}
+
+#[derive(Debug)]
+struct Log {
+    /// Where `frames` begins; WAL below it must be read from a safekeeper.
+    buffer_start: Lsn,
+    frames: VecDeque<(Lsn, Bytes)>,
+    buffered_bytes: usize,
+    end: Lsn,
+    commit: Lsn,
+}
+
+/// The elected proposer of one database's term.
+#[derive(Debug)]
+pub struct Proposer {
+    database: String,
+    term: u64,
+    history: Vec<TermSwitch>,
+    log_start: Lsn,
+    clients: Vec<SafekeeperClient<Channel>>,
+    /// The voter whose log became ours, and where that log ends.
+    donor: (usize, Lsn),
+    log: Mutex<Log>,
+    /// (end, commit): wakes the senders when either moves.
+    positions: watch::Sender<(Lsn, Lsn)>,
+    quorum: watch::Sender<Quorum>,
+}
+
+impl Proposer {
+    /// Runs one election for `database` over `safekeepers`. `durable_elsewhere` is the version
+    /// object storage already holds (the pageserver's remote consistent version).
+    pub async fn elect(
+        database: &str,
+        safekeepers: &[String],
+        durable_elsewhere: Lsn,
+    ) -> Result<Arc<Proposer>> {
+        let clients = safekeepers
+            .iter()
+            .map(|url| Ok(SafekeeperClient::new(ferrisdb_common::net::channel(url)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let majority = clients.len() / 2 + 1;
+        let statuses = futures::future::join_all(clients.iter().map(|c| {
+            let mut c = c.clone();
+            let req = SafekeeperStatusRequest { database: database.to_string() };
+            async move { rpc(c.get_status(req)).await }
+        }))
+        .await;
+        let reachable = statuses.iter().filter(|s| s.is_ok()).count();
+        if reachable < majority {
+            return Err(Error::unavailable(format!(
+                "only {reachable} of {} safekeepers reachable; {majority} needed to elect",
+                clients.len()
+            )));
+        }
+        let term = statuses.iter().flatten().map(|s| s.term).max().unwrap_or(0) + 1;
+        let votes = futures::future::join_all(clients.iter().map(|c| {
+            let mut c = c.clone();
+            let req = VoteRequest { database: database.to_string(), term };
+            async move { rpc(c.request_vote(req)).await }
+        }))
+        .await;
+        let granted: Vec<(usize, SafekeeperStatus)> = votes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                Ok(v) if v.granted => v.status.map(|s| (i, s)),
+                _ => None,
+            })
+            .collect();
+        if granted.len() < majority {
+            return Err(Error::unavailable(format!(
+                "term {term}: {} of {} votes; {majority} needed",
+                granted.len(),
+                clients.len()
+            )));
+        }
+        let (donor, donor_status) = granted
+            .iter()
+            .max_by_key(|(_, s)| (s.history.last().map_or(0, |h| h.term), s.flush_lsn))
+            .map(|(i, s)| (*i, s.clone()))
+            .ok_or_else(|| Error::internal("no voters"))?;
+        let voters_commit = granted.iter().map(|(_, s)| s.commit_lsn).max().unwrap_or(0);
+        let (end, mut history) = if durable_elsewhere > donor_status.flush_lsn {
+            tracing::warn!(
+                database,
+                durable_elsewhere,
+                donor_flush = donor_status.flush_lsn,
+                "object storage is ahead of every safekeeper: restarting the log there"
+            );
+            (durable_elsewhere, Vec::new())
+        } else {
+            (donor_status.flush_lsn, donor_status.history.clone())
+        };
+        history.push(TermSwitch { term, lsn: end });
+        let log_start = durable_elsewhere.min(end);
+        tracing::info!(database, term, donor, end, "won election");
+        let peers = vec![PeerState::default(); clients.len()];
+        Ok(Arc::new(Proposer {
+            database: database.to_string(),
+            term,
+            history,
+            log_start,
+            clients,
+            donor: (donor, end),
+            log: Mutex::new(Log {
+                buffer_start: end,
+                frames: VecDeque::new(),
+                buffered_bytes: 0,
+                end,
+                commit: voters_commit.min(end),
+            }),
+            positions: watch::channel((end, voters_commit.min(end))).0,
+            quorum: watch::channel(Quorum { peers, fenced: None }).0,
+        }))
+    }
+
+    /// The term this proposer won.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// The end of the log: where the next append begins.
+    pub fn end_lsn(&self) -> Lsn {
+        self.positions.borrow().0
+    }
+
+    /// Where the log stood when this proposer was elected: everything up to here is committed
+    /// once a majority holds it in this term.
+    pub fn elected_end(&self) -> Lsn {
+        self.donor.1
+    }
+
+    /// A view of the safekeepers' states that changes as they do.
+    pub fn watch_quorum(&self) -> watch::Receiver<Quorum> {
+        self.quorum.subscribe()
+    }
+
+    /// Starts one replication task per safekeeper.
+    pub fn start(self: &Arc<Self>) {
+        for i in 0..self.clients.len() {
+            let me = self.clone();
+            tokio::spawn(async move { me.replicate(i).await });
+        }
+    }
+
+    /// Adds whole frames at the end of the log; the senders ship them. Returns the new end.
+    pub fn append(&self, frames: Bytes) -> Result<Lsn> {
+        let mut log = self.log.lock().map_err(|_| Error::internal("proposer lock poisoned"))?;
+        let begin = log.end;
+        log.end += frames.len() as u64;
+        log.buffered_bytes += frames.len();
+        log.frames.push_back((begin, frames));
+        let positions = (log.end, log.commit);
+        drop(log);
+        self.positions.send_replace(positions);
+        Ok(positions.0)
+    }
+
+    /// Records that everything up to `lsn` is committed, so safekeepers may serve it.
+    pub fn set_commit(&self, lsn: Lsn) {
+        let Ok(mut log) = self.log.lock() else { return };
+        log.commit = log.commit.max(lsn);
+        // Keep WAL above the commit position (it may still be needed to finish replication)
+        // and a bounded tail below it for safekeepers that fell behind.
+        while log.buffered_bytes > MAX_BUFFERED_COMMITTED_BYTES {
+            let front_end = match log.frames.front() {
+                Some((begin, f)) => begin + f.len() as u64,
+                None => break,
+            };
+            if front_end > log.commit {
+                break;
+            }
+            if let Some((_, f)) = log.frames.pop_front() {
+                log.buffered_bytes -= f.len();
+                log.buffer_start = front_end;
+            }
+        }
+        let positions = (log.end, log.commit);
+        drop(log);
+        self.positions.send_replace(positions);
+    }
+
+    /// Waits until a majority has fsynced up to `lsn`, the proposer is fenced, or `timeout`.
+    pub async fn wait_durable(&self, lsn: Lsn, timeout: Duration) -> Result<()> {
+        let mut rx = self.quorum.subscribe();
+        let wait = rx.wait_for(|q| q.fenced.is_some() || q.durable_lsn().is_some_and(|d| d >= lsn));
+        let q = match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(q)) => q.clone(),
+            Ok(Err(_)) => return Err(Error::internal("proposer went away")),
+            Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "WAL up to {lsn} not on a safekeeper quorum after {timeout:?}"
+                )));
+            }
+        };
+        match q.fenced {
+            Some(why) => Err(Error::new(ErrorKind::Fenced, why)),
+            None => Ok(()),
+        }
+    }
+
+    fn update_peer(&self, i: usize, f: impl FnOnce(&mut PeerState)) {
+        self.quorum.send_modify(|q| f(&mut q.peers[i]));
+    }
+
+    fn fence(&self, why: String) {
+        tracing::error!(database = %self.database, term = self.term, %why, "fenced: stepping down");
+        self.quorum.send_modify(|q| {
+            q.fenced.get_or_insert(why);
+        });
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.quorum.borrow().fenced.is_some()
+    }
+
+    /// Keeps safekeeper `i` replicated for as long as this proposer lives and is not fenced.
+    async fn replicate(self: Arc<Self>, i: usize) {
+        while !self.is_fenced() {
+            let result = self.replicate_once(i).await;
+            let was_up = self.quorum.borrow().peers[i].up;
+            self.update_peer(i, |p| *p = PeerState::default());
+            match result {
+                Err(e) if e.kind() == ErrorKind::Fenced => self.fence(e.message().to_string()),
+                Err(e) if was_up => {
+                    tracing::warn!(database = %self.database, safekeeper = i, error = %e, "safekeeper down");
+                }
+                _ => {}
+            }
+            tokio::time::sleep(RECONNECT).await;
+        }
+    }
+
+    async fn replicate_once(&self, i: usize) -> Result<()> {
+        let mut client = self.clients[i].clone();
+        let elected = rpc(client.elected(ElectedRequest {
+            database: self.database.clone(),
+            term: self.term,
+            history: self.history.clone(),
+            log_start_lsn: self.log_start,
+        }))
+        .await?;
+        let mut flush = elected.status.map_or(0, |s| s.flush_lsn);
+        let (tx, rx) = mpsc::channel::<AppendRequest>(64);
+        let mut responses = client.append(ReceiverStream::new(rx)).await?.into_inner();
+        self.update_peer(i, |p| {
+            p.up = true;
+            p.flush = Some(flush);
+        });
+        tracing::info!(database = %self.database, safekeeper = i, flush, "safekeeper in sync for term {}", self.term);
+        let mut positions = self.positions.subscribe();
+        let mut sent = flush;
+        let mut commit_sent = 0;
+        loop {
+            let (end, commit) = *positions.borrow_and_update();
+            if sent < end && sent - flush < MAX_IN_FLIGHT_BYTES {
+                let wal = self.frames_from(i, sent, end).await?;
+                let req = AppendRequest {
+                    database: self.database.clone(),
+                    term: self.term,
+                    begin_lsn: sent,
+                    wal: wal.clone(),
+                    commit_lsn: commit,
+                };
+                tx.send(req).await.map_err(|_| Error::unavailable("append stream closed"))?;
+                sent += wal.len() as u64;
+                commit_sent = commit;
+                continue;
+            }
+            if commit_sent < commit && sent == flush {
+                let req = AppendRequest {
+                    database: self.database.clone(),
+                    term: self.term,
+                    begin_lsn: sent,
+                    wal: Bytes::new(),
+                    commit_lsn: commit,
+                };
+                tx.send(req).await.map_err(|_| Error::unavailable("append stream closed"))?;
+                commit_sent = commit;
+            }
+            tokio::select! {
+                msg = responses.message() => {
+                    let Some(resp) = msg? else {
+                        return Err(Error::unavailable("safekeeper closed the append stream"));
+                    };
+                    flush = resp.flush_lsn;
+                    self.update_peer(i, |p| p.flush = Some(flush));
+                }
+                changed = positions.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whole frames of our log from `from` towards `end`, at most [`MAX_APPEND_BYTES`] (but at
+    /// least one frame): from the buffer, or read back from a safekeeper that holds them.
+    async fn frames_from(&self, target: usize, from: Lsn, end: Lsn) -> Result<Bytes> {
+        let buffer_start = {
+            let log = self.log.lock().map_err(|_| Error::internal("proposer lock poisoned"))?;
+            if from >= log.buffer_start {
+                let mut out = BytesMut::new();
+                for (begin, f) in log.frames.iter() {
+                    if *begin < from {
+                        continue;
+                    }
+                    if *begin != from + out.len() as u64 {
+                        return Err(Error::internal(format!("buffer does not hold LSN {from}")));
+                    }
+                    if !out.is_empty() && out.len() + f.len() > MAX_APPEND_BYTES {
+                        break;
+                    }
+                    out.extend_from_slice(f);
+                }
+                if out.is_empty() && from < end {
+                    return Err(Error::internal(format!("buffer does not hold LSN {from}")));
+                }
+                return Ok(out.freeze());
+            }
+            log.buffer_start
+        };
+        self.read_from_peers(target, from, buffer_start).await
+    }
+
+    /// Reads `[from, to)` of our log from a safekeeper known to hold it: the donor for WAL
+    /// below the election point, or any safekeeper in sync with this term.
+    async fn read_from_peers(&self, target: usize, from: Lsn, to: Lsn) -> Result<Bytes> {
+        let q = self.quorum.borrow().clone();
+        let mut sources: Vec<(usize, Lsn)> = q
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(j, p)| p.flush.map(|f| (j, f)))
+            .collect();
+        sources.push(self.donor);
+        sources.retain(|(j, f)| *j != target && *f > from);
+        sources.sort_by_key(|(_, f)| std::cmp::Reverse(*f));
+        let mut last_err = Error::unavailable(format!("no safekeeper holds WAL from {from}"));
+        for (j, f) in sources {
+            let mut c = self.clients[j].clone();
+            let req = ReadWalRequest {
+                database: self.database.clone(),
+                start_lsn: from,
+                end_lsn: Some(to.min(f)),
+            };
+            let read = async {
+                let mut stream = c.read_wal(req).await?.into_inner();
+                match stream.message().await? {
+                    Some(chunk) if chunk.begin_lsn == from && !chunk.wal.is_empty() => Ok(chunk.wal),
+                    _ => Err(Error::unavailable(format!("safekeeper {j} sent no WAL at {from}"))),
+                }
+            };
+            match tokio::time::timeout(RPC_TIMEOUT, read).await {
+                Ok(Ok(wal)) => return Ok(wal),
+                Ok(Err(e)) => last_err = e,
+                Err(_) => last_err = Error::unavailable(format!("safekeeper {j} timed out")),
+            }
+        }
+        Err(last_err)
+    }
+}
+
+/// Runs one unary RPC with [`RPC_TIMEOUT`], mapping failures to FerrisDB errors.
+async fn rpc<T>(
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    match tokio::time::timeout(RPC_TIMEOUT, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(status)) => Err(status.into()),
+        Err(_) => Err(Error::unavailable("safekeeper did not answer in time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_lsn_is_the_majority_minimum() {
+        let p = |flush| PeerState { up: true, flush };
+        let q = Quorum {
+            peers: vec![p(Some(300)), p(Some(100)), p(Some(200))],
+            fenced: None,
+        };
+        assert_eq!(q.durable_lsn(), Some(200));
+        let q = Quorum {
+            peers: vec![p(Some(300)), PeerState::default(), PeerState::default()],
+            fenced: None,
+        };
+        assert_eq!(q.durable_lsn(), None);
+        assert!(!q.quorum_up());
+    }
+}

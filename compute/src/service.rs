@@ -1,0 +1,115 @@
+//! The client API (`ferrisdb.v1.Database`) served by the compute.
+
+use std::sync::Arc;
+
+use ferrisdb_common::limits::{check_key, check_transaction_size, check_value};
+use ferrisdb_common::proto::database_server::Database;
+use ferrisdb_common::proto::{
+    CommitRequest, CommitResponse, GetRangeRequest, GetRangeResponse, GetReadVersionRequest,
+    GetReadVersionResponse, GetRequest, GetResponse, KeyValue,
+};
+use ferrisdb_common::wal::Mutation;
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::primary::Primary;
+use crate::resolver::KeyRange;
+
+/// What the client API needs: the database name and, once elected, the primary.
+#[derive(Debug, Clone)]
+pub struct ComputeService {
+    database: String,
+    primary: watch::Receiver<Option<Arc<Primary>>>,
+}
+
+impl ComputeService {
+    /// A service for `database` that answers `unavailable` until `primary` holds a value.
+    pub fn new(database: String, primary: watch::Receiver<Option<Arc<Primary>>>) -> ComputeService {
+        ComputeService { database, primary }
+    }
+
+    fn primary(&self, database: &str) -> Result<Arc<Primary>> {
+        if database != self.database {
+            return Err(Error::new(
+                ErrorKind::DatabaseNotFound,
+                format!("this compute serves database {:?}, not {database:?}", self.database),
+            ));
+        }
+        self.primary
+            .borrow()
+            .clone()
+            .ok_or_else(|| Error::unavailable("the compute is starting: it has not won a term yet"))
+    }
+}
+
+fn range(r: ferrisdb_common::proto::KeyRange) -> Result<KeyRange> {
+    if r.begin > r.end {
+        return Err(Error::invalid("conflict range begins after it ends"));
+    }
+    Ok(KeyRange { begin: r.begin, end: r.end })
+}
+
+#[tonic::async_trait]
+impl Database for ComputeService {
+    async fn get_read_version(
+        &self,
+        req: Request<GetReadVersionRequest>,
+    ) -> Result<Response<GetReadVersionResponse>, Status> {
+        let p = self.primary(&req.get_ref().database)?;
+        Ok(Response::new(GetReadVersionResponse { version: p.read_version()?.0 }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = req.into_inner();
+        let p = self.primary(&req.database)?;
+        if req.key.len() > ferrisdb_common::limits::MAX_KEY_SIZE {
+            check_key(&req.key)?;
+        }
+        let value = p.get(req.key, Version(req.version)).await?;
+        Ok(Response::new(GetResponse { value }))
+    }
+
+    async fn get_range(&self, req: Request<GetRangeRequest>) -> Result<Response<GetRangeResponse>, Status> {
+        let req = req.into_inner();
+        let p = self.primary(&req.database)?;
+        let (rows, more) = p
+            .get_range(req.begin, req.end, Version(req.version), req.limit as usize, req.reverse)
+            .await?;
+        Ok(Response::new(GetRangeResponse {
+            kvs: rows.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+            more,
+        }))
+    }
+
+    async fn commit(&self, req: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let req = req.into_inner();
+        let p = self.primary(&req.database)?;
+        let read_version = Version(req.read_version);
+        if req.mutations.is_empty() {
+            // A read-only transaction is serializable at its read version: nothing to commit.
+            return Ok(Response::new(CommitResponse { version: read_version.0, commit_time_micros: 0 }));
+        }
+        let mut size = 0usize;
+        let mut mutations = Vec::with_capacity(req.mutations.len());
+        let mut writes = Vec::with_capacity(req.mutations.len() + req.write_conflicts.len());
+        for m in req.mutations {
+            let m = Mutation::try_from(m)?;
+            check_key(m.key())?;
+            if let Some(v) = m.value() {
+                check_value(v)?;
+            }
+            size += m.key().len() + m.value().map_or(0, |v| v.len());
+            writes.push(KeyRange::single(m.key()));
+            mutations.push(m);
+        }
+        let reads = req.read_conflicts.into_iter().map(range).collect::<Result<Vec<_>>>()?;
+        for r in req.write_conflicts {
+            writes.push(range(r)?);
+        }
+        size += reads.iter().chain(writes.iter()).map(|r| r.begin.len() + r.end.len()).sum::<usize>();
+        check_transaction_size(size)?;
+        let (version, commit_time_micros) = p.commit(read_version, reads, writes, mutations).await?;
+        Ok(Response::new(CommitResponse { version: version.0, commit_time_micros }))
+    }
+}

@@ -1,0 +1,294 @@
+//! Client commands: one transaction each through the SDK, or one call to the admin API.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use ferrisdb_client::{Database, Error, ErrorKind, RetryOptions, Version};
+use ferrisdb_common::DEFAULT_DATABASE;
+use serde_json::json;
+
+/// Options every data command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The compute's client API.
+    #[arg(long, env = "FERRISDB_ENDPOINT", default_value = "http://127.0.0.1:4500")]
+    endpoint: String,
+    /// The database.
+    #[arg(long, default_value = DEFAULT_DATABASE)]
+    database: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Give up retrying after this many seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+}
+
+/// Options of admin commands.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The admin HTTP API.
+    #[arg(long, env = "FERRISDB_ADMIN_ENDPOINT", default_value = "http://127.0.0.1:4580")]
+    endpoint: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The client commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Set KEY to VALUE and print the commit version.
+    Set {
+        /// The key (UTF-8).
+        key: String,
+        /// The value (UTF-8).
+        value: String,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Print the value of KEY.
+    Get {
+        /// The key (UTF-8).
+        key: String,
+        /// Read at this version instead of the latest.
+        #[arg(long)]
+        at_version: Option<u64>,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Remove KEY.
+    Clear {
+        /// The key (UTF-8).
+        key: String,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Print the pairs with BEGIN <= key < END.
+    Scan {
+        /// First key of the range.
+        begin: String,
+        /// First key past the range.
+        end: String,
+        /// At most this many pairs (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Read at this version instead of the latest.
+        #[arg(long)]
+        at_version: Option<u64>,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Operate the cluster through the admin HTTP API.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+/// Admin commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Upload everything committed so far to object storage.
+    Checkpoint {
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Print the status of the process behind the admin endpoint.
+    Status {
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn connect(args: &ClientArgs) -> Result<Database, Error> {
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.0));
+    Ok(Database::connect(&args.endpoint)
+        .await?
+        .with_database(&args.database)
+        .with_retry(RetryOptions { timeout, ..RetryOptions::default() }))
+}
+
+fn fail(json: bool, e: &Error) -> ExitCode {
+    if json {
+        println!("{}", json!({"error": {"code": e.code(), "message": e.message()}}));
+    } else {
+        eprintln!("error: {e}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Runs one client command, printing its outcome.
+pub async fn run(cmd: ClientCommand) -> ExitCode {
+    match cmd {
+        ClientCommand::Admin { command } => admin(command).await,
+        ClientCommand::Set { key, value, args } => {
+            let out = async {
+                let db = connect(&args).await?;
+                let (k, v) = (key.clone(), value.clone());
+                db.run(|tx| {
+                    let (k, v) = (k.clone(), v.clone());
+                    async move {
+                        tx.set(k, v);
+                        tx.commit().await
+                    }
+                })
+                .await
+            }
+            .await;
+            match out {
+                Ok(version) if args.json => {
+                    println!("{}", json!({"key": key, "value": value, "version": version}));
+                    ExitCode::SUCCESS
+                }
+                Ok(version) => {
+                    println!("OK (version {version})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(args.json, &e),
+            }
+        }
+        ClientCommand::Clear { key, args } => {
+            let out = async {
+                let db = connect(&args).await?;
+                let k = key.clone();
+                db.run(|tx| {
+                    let k = k.clone();
+                    async move {
+                        tx.clear(k);
+                        tx.commit().await
+                    }
+                })
+                .await
+            }
+            .await;
+            match out {
+                Ok(version) if args.json => {
+                    println!("{}", json!({"key": key, "version": version}));
+                    ExitCode::SUCCESS
+                }
+                Ok(version) => {
+                    println!("OK (version {version})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(args.json, &e),
+            }
+        }
+        ClientCommand::Get { key, at_version, args } => {
+            let out = async {
+                let db = connect(&args).await?;
+                let k = key.clone();
+                db.run(|tx| {
+                    let k = k.clone();
+                    async move {
+                        if let Some(v) = at_version {
+                            tx.set_read_version(Version(v))?;
+                        }
+                        let value = tx.get(k).await?;
+                        Ok((value, tx.read_version().await?))
+                    }
+                })
+                .await
+            }
+            .await;
+            match out {
+                Ok((value, version)) if args.json => {
+                    println!(
+                        "{}",
+                        json!({"key": key, "value": value.as_deref().map(text), "version": version})
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok((Some(value), _)) => {
+                    println!("{}", text(&value));
+                    ExitCode::SUCCESS
+                }
+                Ok((None, _)) => {
+                    println!("(not found)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(args.json, &e),
+            }
+        }
+        ClientCommand::Scan { begin, end, limit, at_version, args } => {
+            let out = async {
+                let db = connect(&args).await?;
+                let (b, e) = (Bytes::from(begin.clone()), Bytes::from(end.clone()));
+                db.run(|tx| {
+                    let (b, e) = (b.clone(), e.clone());
+                    async move {
+                        if let Some(v) = at_version {
+                            tx.set_read_version(Version(v))?;
+                        }
+                        let rows = tx.get_range(b, e, limit).await?;
+                        Ok((rows, tx.read_version().await?))
+                    }
+                })
+                .await
+            }
+            .await;
+            match out {
+                Ok((rows, version)) if args.json => {
+                    let rows: Vec<_> = rows
+                        .iter()
+                        .map(|(k, v)| json!({"key": text(k), "value": text(v)}))
+                        .collect();
+                    println!(
+                        "{}",
+                        json!({"begin": begin, "end": end, "version": version, "rows": rows})
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok((rows, _)) => {
+                    for (k, v) in rows {
+                        println!("{} = {}", text(&k), text(&v));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(args.json, &e),
+            }
+        }
+    }
+}
+
+async fn admin(cmd: AdminCommand) -> ExitCode {
+    let (args, method, path) = match &cmd {
+        AdminCommand::Checkpoint { args } => (args, reqwest::Method::POST, "/v1/checkpoint"),
+        AdminCommand::Status { args } => (args, reqwest::Method::GET, "/v1/status"),
+    };
+    let url = format!("{}{path}", args.endpoint.trim_end_matches('/'));
+    let client = reqwest::Client::new();
+    let response = client.request(method, &url).timeout(Duration::from_secs(60)).send().await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => return fail(args.json, &Error::unavailable(format!("{url}: {e}"))),
+    };
+    let status = response.status();
+    let body: serde_json::Value = match response.json().await {
+        Ok(b) => b,
+        Err(e) => return fail(args.json, &Error::internal(format!("{url}: unreadable answer: {e}"))),
+    };
+    if !status.is_success() {
+        let code = body["error"]["code"].as_str().and_then(ErrorKind::from_code).unwrap_or(ErrorKind::Internal);
+        let message = body["error"]["message"].as_str().unwrap_or("").to_string();
+        return fail(args.json, &Error::new(code, message));
+    }
+    match (&cmd, args.json) {
+        (_, true) | (AdminCommand::Status { .. }, false) => {
+            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+        }
+        (AdminCommand::Checkpoint { .. }, false) => {
+            println!(
+                "checkpointed: everything up to version {} is in object storage",
+                body["remote_consistent_version"]
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

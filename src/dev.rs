@@ -1,0 +1,279 @@
+//! `ferrisdb dev`: a whole local cluster, each component its own child process.
+//!
+//! Every component is started from this same binary with an explicit command line, which is
+//! recorded in `<data-dir>/cluster.json` with its pid and endpoints, so a tool (or a person)
+//! can kill one with SIGKILL and start it again exactly the same way. Components that die are
+//! reported, never silently restarted: hiding a crash would hide the bugs tests look for.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use ferrisdb_common::{Error, Result};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+/// Options of `ferrisdb dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Where every component keeps its files.
+    #[arg(long, default_value = ".ferrisdb")]
+    data_dir: PathBuf,
+    /// Object storage URL; default: file://<data-dir>/objects.
+    #[arg(long)]
+    object_store: Option<String>,
+    #[command(flatten)]
+    s3: crate::S3Args,
+    /// Ports: compute gRPC at BASE, safekeepers at BASE+1..3, pageserver at BASE+10; each admin
+    /// HTTP port is its gRPC port + 80.
+    #[arg(long, default_value_t = 4500)]
+    base_port: u16,
+    /// Seconds between the pageserver's automatic checkpoints.
+    #[arg(long, default_value_t = 30)]
+    checkpoint_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Endpoints {
+    grpc: String,
+    http: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Component {
+    name: String,
+    kind: &'static str,
+    pid: u32,
+    argv: Vec<String>,
+    endpoints: Endpoints,
+    log: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterFile<'a> {
+    data_dir: &'a Path,
+    object_store: &'a str,
+    components: &'a [Component],
+}
+
+struct Plan {
+    name: String,
+    kind: &'static str,
+    args: Vec<String>,
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn url(a: SocketAddr) -> String {
+    format!("http://{a}")
+}
+
+fn plan(args: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>> {
+    let base = args.base_port;
+    let port = |offset: u16| {
+        base.checked_add(offset)
+            .ok_or_else(|| Error::invalid(format!("--base-port {base} leaves no room for the cluster's ports")))
+    };
+    let mut plans = Vec::new();
+    let mut safekeepers = Vec::new();
+    for i in 1..=3u16 {
+        let name = format!("safekeeper-{i}");
+        let (grpc, http) = (addr(port(i)?), addr(port(80 + i)?));
+        safekeepers.push(url(grpc));
+        let dir = data_dir.join(&name);
+        plans.push(Plan {
+            args: vec![
+                "safekeeper".into(),
+                "--name".into(),
+                name.clone(),
+                "--listen-grpc".into(),
+                grpc.to_string(),
+                "--listen-http".into(),
+                http.to_string(),
+                "--data-dir".into(),
+                dir.display().to_string(),
+            ],
+            name,
+            kind: "safekeeper",
+            grpc,
+            http,
+        });
+    }
+    let (ps_grpc, ps_http) = (addr(port(10)?), addr(port(90)?));
+    let mut ps_args = vec![
+        "pageserver".to_string(),
+        "--listen-grpc".into(),
+        ps_grpc.to_string(),
+        "--listen-http".into(),
+        ps_http.to_string(),
+        "--object-store".into(),
+        object_store.to_string(),
+        "--checkpoint-interval-secs".into(),
+        args.checkpoint_interval_secs.to_string(),
+    ];
+    if let Some(e) = &args.s3.s3_endpoint {
+        ps_args.extend(["--s3-endpoint".to_string(), e.clone()]);
+    }
+    if let Some(r) = &args.s3.s3_region {
+        ps_args.extend(["--s3-region".to_string(), r.clone()]);
+    }
+    for sk in &safekeepers {
+        ps_args.extend(["--safekeeper".to_string(), sk.clone()]);
+    }
+    plans.push(Plan { name: "pageserver".into(), kind: "pageserver", args: ps_args, grpc: ps_grpc, http: ps_http });
+    let (c_grpc, c_http) = (addr(port(0)?), addr(port(80)?));
+    let mut c_args = vec![
+        "compute".to_string(),
+        "--listen-grpc".into(),
+        c_grpc.to_string(),
+        "--listen-http".into(),
+        c_http.to_string(),
+        "--pageserver".into(),
+        url(ps_grpc),
+    ];
+    for sk in &safekeepers {
+        c_args.extend(["--safekeeper".to_string(), sk.clone()]);
+    }
+    plans.push(Plan { name: "compute".into(), kind: "compute", args: c_args, grpc: c_grpc, http: c_http });
+    Ok(plans)
+}
+
+/// Starts the cluster and supervises it until Ctrl-C or SIGTERM.
+pub async fn run(args: DevArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let object_store = match &args.object_store {
+        Some(u) => u.clone(),
+        None => format!("file://{}", data_dir.join("objects").display()),
+    };
+    // Refuse early and clearly when a port is taken (often: another dev cluster).
+    let plans = plan(&args, &data_dir, &object_store)?;
+    for p in &plans {
+        for a in [p.grpc, p.http] {
+            tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                Error::unavailable(format!(
+                    "port {a} for {} is not free ({e}); is another cluster running? try --base-port",
+                    p.name
+                ))
+            })?;
+        }
+    }
+    let exe = std::env::current_exe()?;
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut components = Vec::new();
+    let mut children = Vec::new();
+    for p in plans {
+        let log = logs.join(format!("{}.log", p.name));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = tokio::process::Command::new(&exe)
+            .args(&p.args)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| Error::internal(format!("starting {}: {e}", p.name)))?;
+        let pid = child.id().ok_or_else(|| Error::internal(format!("{} exited at once", p.name)))?;
+        let mut argv = vec![exe.display().to_string()];
+        argv.extend(p.args);
+        components.push(Component {
+            name: p.name,
+            kind: p.kind,
+            pid,
+            argv,
+            endpoints: Endpoints { grpc: url(p.grpc), http: url(p.http) },
+            log,
+        });
+        children.push(child);
+    }
+    write_cluster_file(&data_dir, &object_store, &components)?;
+
+    println!("FerrisDB dev cluster (data in {})", data_dir.display());
+    for c in &components {
+        println!("  {:<13} gRPC {:<24} admin {:<24} pid {}", c.name, c.endpoints.grpc, c.endpoints.http, c.pid);
+    }
+    println!("  object store  {object_store}");
+    println!("  cluster file  {}", data_dir.join("cluster.json").display());
+    println!("  logs          {}", logs.display());
+
+    let mut waits: FuturesUnordered<_> = children
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut child)| async move { (i, child.wait().await) })
+        .collect();
+    let admin = components.iter().find(|c| c.kind == "compute").map(|c| c.endpoints.http.clone());
+    let ready = wait_ready(admin);
+    tokio::pin!(ready);
+    let mut announced = false;
+    let shutdown = ferrisdb_common::net::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = &mut ready, if !announced => {
+                announced = true;
+                println!("ready: try `ferrisdb set hello world` and `ferrisdb get hello`");
+            }
+            Some((i, status)) = waits.next() => {
+                let c = &components[i];
+                let how = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                tracing::error!(
+                    "{} (pid {}) exited: {how}; dev does not restart it. Start it again with: {}",
+                    c.name, c.pid, c.argv.join(" ")
+                );
+            }
+        }
+    }
+
+    println!("stopping the cluster");
+    for c in &components {
+        let _ = kill(Pid::from_raw(c.pid as i32), Signal::SIGTERM);
+    }
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while waits.next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        for c in &components {
+            let _ = kill(Pid::from_raw(c.pid as i32), Signal::SIGKILL);
+        }
+    }
+    Ok(())
+}
+
+fn write_cluster_file(data_dir: &Path, object_store: &str, components: &[Component]) -> Result<()> {
+    let file = ClusterFile { data_dir, object_store, components };
+    let body = serde_json::to_vec_pretty(&file).map_err(|e| Error::internal(format!("cluster.json: {e}")))?;
+    let tmp = data_dir.join("cluster.json.tmp");
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, data_dir.join("cluster.json"))?;
+    Ok(())
+}
+
+/// Resolves once the compute reports itself primary.
+async fn wait_ready(admin: Option<String>) {
+    let Some(admin) = admin else { return std::future::pending().await };
+    let client = reqwest::Client::new();
+    loop {
+        let status = client
+            .get(format!("{admin}/v1/status"))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        if let Ok(r) = status
+            && let Ok(body) = r.json::<serde_json::Value>().await
+            && !body["primary"].is_null()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
