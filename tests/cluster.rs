@@ -1,0 +1,253 @@
+//! End-to-end tests of the walking skeleton with real processes: `ferrisdb dev` spawns three
+//! safekeepers, a pageserver and a compute, which talk gRPC over loopback; tests drive them
+//! through the SDK and the CLI, and kill them with SIGKILL.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ferrisdb_client::{Bytes, ErrorKind};
+use support::{DevCluster, cli};
+
+fn key(i: usize) -> String {
+    format!("key-{i:04}")
+}
+
+fn val(i: usize) -> String {
+    format!("value-{i}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_set_get_clear_scan_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let ep = cluster.endpoint();
+    let (ok, out, err) = cli(&["set", "hello", "world", "--endpoint", &ep, "--json"]);
+    assert!(ok, "set failed: {err}");
+    let set: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let set_version = set["version"].as_u64().unwrap();
+    assert!(set_version > 0);
+
+    let (ok, out, _) = cli(&["get", "hello", "--endpoint", &ep]);
+    assert!(ok);
+    assert_eq!(out.trim(), "world");
+    let (ok, out, _) = cli(&["get", "hello", "--endpoint", &ep, "--json"]);
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["key"], "hello");
+    assert_eq!(got["value"], "world");
+    assert!(got["version"].as_u64().unwrap() >= set_version);
+
+    let (ok, out, _) = cli(&["get", "missing", "--endpoint", &ep, "--json"]);
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(got["value"].is_null());
+
+    for (k, v) in [("b", "2"), ("a", "1"), ("c", "3")] {
+        assert!(cli(&["set", k, v, "--endpoint", &ep]).0);
+    }
+    assert!(cli(&["clear", "b", "--endpoint", &ep]).0);
+    let (ok, out, _) = cli(&["scan", "a", "hello", "--endpoint", &ep, "--json"]);
+    assert!(ok);
+    let scan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<_> = scan["rows"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap().to_string()).collect();
+    assert_eq!(keys, vec!["a", "c"]);
+    let (ok, out, _) = cli(&["scan", "a", "z", "--limit", "2", "--endpoint", &ep, "--json"]);
+    assert!(ok);
+    let scan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(scan["rows"].as_array().unwrap().len(), 2);
+
+    // Reading at the version of the first write still sees only that write.
+    let v = set_version.to_string();
+    let (ok, out, _) = cli(&["get", "a", "--at-version", &v, "--endpoint", &ep, "--json"]);
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(got["value"].is_null(), "a was written after version {v}: {got}");
+
+    // Bad input gets a code.
+    let big = "x".repeat(10_001);
+    let (ok, out, _) = cli(&["set", &big, "v", "--endpoint", &ep, "--json"]);
+    assert!(!ok);
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["code"], "key_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_of_the_whole_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    for i in 0..50 {
+        let (k, v) = (key(i), val(i));
+        db.run(|tx| {
+            let (k, v) = (k.clone(), v.clone());
+            async move {
+                tx.set(k, v);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    }
+    cluster.kill_all();
+    cluster.launch().await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    for i in 0..50 {
+        let k = key(i);
+        let got = db.run(|tx| {
+            let k = k.clone();
+            async move { tx.get(k).await }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, Some(Bytes::from(val(i))), "{} lost after kill -9", key(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_one_down_works_two_down_is_unavailable_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let ep = cluster.endpoint();
+    let sk1 = cluster.component("safekeeper-1");
+    let sk2 = cluster.component("safekeeper-2");
+
+    DevCluster::kill_pid(sk1.pid);
+    let (ok, _, err) = cli(&["set", "q1", "a", "--endpoint", &ep]);
+    assert!(ok, "write failed with 1 of 3 safekeepers down: {err}");
+
+    DevCluster::kill_pid(sk2.pid);
+    let started = Instant::now();
+    let (ok, out, _) = cli(&["set", "q2", "b", "--endpoint", &ep, "--json"]);
+    let took = started.elapsed();
+    assert!(!ok, "write succeeded with 2 of 3 safekeepers down");
+    assert!(took < Duration::from_secs(10), "failing took {took:?}");
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["code"], "unavailable", "{out}");
+
+    cluster.restart(&sk2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if cli(&["set", "q3", "c", "--endpoint", &ep]).0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes did not resume after restarting a safekeeper");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (k, v) in [("q1", "a"), ("q3", "c")] {
+        let (ok, out, _) = cli(&["get", k, "--endpoint", &ep]);
+        assert!(ok);
+        assert_eq!(out.trim(), v, "acknowledged {k} lost");
+    }
+    // q2 was refused before anything was appended, so it must not appear.
+    let (ok, out, _) = cli(&["get", "q2", "--endpoint", &ep, "--json"]);
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(got["value"].is_null(), "a refused write appeared: {got}");
+
+    // The first safekeeper comes back too and is caught up: with the other two killed, the
+    // quorum now needs it, so a write succeeding proves it holds the whole log.
+    cluster.restart(&sk1);
+    let sk3 = cluster.component("safekeeper-3");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    DevCluster::kill_pid(sk3.pid);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cli(&["set", "q4", "d", "--endpoint", &ep]).0 {
+        assert!(Instant::now() < deadline, "safekeeper-1 was not caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (k, v) in [("q1", "a"), ("q3", "c"), ("q4", "d")] {
+        let (ok, out, _) = cli(&["get", k, "--endpoint", &ep]);
+        assert!(ok);
+        assert_eq!(out.trim(), v, "acknowledged {k} lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_from_the_bucket_alone_after_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let objects = dir.path().join("bucket");
+    let store = format!("file://{}", objects.display());
+    let mut cluster = DevCluster::start(&data, &["--object-store", &store]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let mut last_version = 0;
+    for i in 0..40 {
+        let (k, v) = (key(i), val(i));
+        let tx = db.create_transaction();
+        tx.set(k, v);
+        last_version = tx.commit().await.unwrap().0;
+    }
+    let (ok, out, err) = cli(&["admin", "checkpoint", "--endpoint", &cluster.admin_endpoint(), "--json"]);
+    assert!(ok, "checkpoint failed: {out} {err}");
+    let cp: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(cp["remote_consistent_version"].as_u64().unwrap() >= last_version);
+    cluster.stop();
+
+    // Every local directory goes; only the bucket (outside the data dir here) remains.
+    std::fs::remove_dir_all(&data).unwrap();
+    cluster.launch().await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let rows = db
+        .run(|tx| async move { tx.get_range(Bytes::from("key-"), Bytes::from("key."), 0).await })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 40);
+    for (i, (k, v)) in rows.iter().enumerate() {
+        assert_eq!((k.clone(), v.clone()), (Bytes::from(key(i)), Bytes::from(val(i))));
+    }
+    // The restored database keeps going: new versions continue above the restored ones.
+    let tx = db.create_transaction();
+    tx.set("after-restore", "yes");
+    let v = tx.commit().await.unwrap();
+    assert!(v.0 > last_version, "version {v} after restore is not above {last_version}");
+    let tx = db.create_transaction();
+    assert_eq!(tx.get(key(7)).await.unwrap(), Some(Bytes::from(val(7))));
+    assert_eq!(tx.get("after-restore").await.unwrap(), Some(Bytes::from("yes")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_are_serializable_and_conflicts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    const CLIENTS: u64 = 8;
+    const INCREMENTS: u64 = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let db = cluster.db(Duration::from_secs(60)).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..INCREMENTS {
+                db.run(|tx| async move {
+                    let n = match tx.get("counter").await? {
+                        Some(b) => u64::from_le_bytes(b[..].try_into().unwrap()),
+                        None => 0,
+                    };
+                    tx.set("counter", (n + 1).to_le_bytes().to_vec());
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let n = db.run(|tx| async move { tx.get("counter").await }).await.unwrap().unwrap();
+    assert_eq!(u64::from_le_bytes(n[..].try_into().unwrap()), CLIENTS * INCREMENTS);
+
+    // Two transactions read the same key at the same version and both write it: one wins.
+    let t1 = db.create_transaction();
+    let t2 = db.create_transaction();
+    let v1 = t1.get("contended").await.unwrap();
+    let v2 = t2.get("contended").await.unwrap();
+    assert_eq!(v1, v2);
+    t1.set("contended", "t1");
+    t2.set("contended", "t2");
+    t1.commit().await.unwrap();
+    let e = t2.commit().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotCommitted);
+    let tx = db.create_transaction();
+    assert_eq!(tx.get("contended").await.unwrap(), Some(Bytes::from("t1")));
+}

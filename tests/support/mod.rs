@@ -1,0 +1,232 @@
+//! Process-level test harness: runs the real `ferrisdb` binary as a user would, each cluster
+//! in its own process group so a test can SIGKILL the whole tree, or one component by the pid
+//! `cluster.json` gives, and start it again from the argv recorded there.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+use ferrisdb_client::{Database, RetryOptions};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferrisdb");
+
+/// Port offsets a dev cluster uses from its base port.
+const OFFSETS: [u16; 10] = [0, 1, 2, 3, 10, 80, 81, 82, 83, 90];
+
+static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A base port whose whole block of cluster ports is free right now.
+pub fn free_base_port() -> u16 {
+    if NEXT_BASE.load(Ordering::SeqCst) == 0 {
+        // Spread test binaries (separate processes) over the range by pid.
+        let start = 20_000 + (std::process::id() % 300) as u16 * 100;
+        let _ = NEXT_BASE.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    loop {
+        let base = NEXT_BASE.fetch_add(100, Ordering::SeqCst);
+        let base = if base > 60_000 { 20_000 + base % 100 } else { base };
+        let mut handed = HANDED_OUT.lock().unwrap();
+        let handed = handed.get_or_insert_with(HashSet::new);
+        if handed.contains(&base) {
+            continue;
+        }
+        if OFFSETS.iter().all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok()) {
+            handed.insert(base);
+            return base;
+        }
+    }
+}
+
+/// One component as `cluster.json` records it.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub kind: String,
+    pub pid: i32,
+    pub argv: Vec<String>,
+}
+
+/// A `ferrisdb dev` cluster under test, plus any components restarted by hand.
+pub struct DevCluster {
+    pub data_dir: PathBuf,
+    pub base_port: u16,
+    pub extra_args: Vec<String>,
+    dev: Option<Child>,
+    restarted: Vec<Child>,
+}
+
+impl DevCluster {
+    /// Starts `ferrisdb dev` on `data_dir` and waits until it takes writes.
+    pub async fn start(data_dir: &Path, extra_args: &[&str]) -> DevCluster {
+        let mut c = DevCluster {
+            data_dir: data_dir.to_path_buf(),
+            base_port: free_base_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            dev: None,
+            restarted: Vec::new(),
+        };
+        c.launch().await;
+        c
+    }
+
+    /// (Re)launches `ferrisdb dev` with the same data dir, ports and arguments.
+    pub async fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.data_dir.join("cluster.json"));
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("dev.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--base-port")
+            .arg(self.base_port.to_string())
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn ferrisdb dev");
+        self.dev = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.data_dir.join("cluster.json").exists() {
+                let db = self.db(Duration::from_secs(1)).await;
+                if db.run(|tx| async move { tx.get("probe").await }).await.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "dev cluster in {:?} did not come up", self.data_dir);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The client API endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.base_port)
+    }
+
+    /// The compute's admin API endpoint.
+    pub fn admin_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.base_port + 80)
+    }
+
+    /// An SDK handle whose `run` gives up after `timeout`.
+    pub async fn db(&self, timeout: Duration) -> Database {
+        Database::connect(&self.endpoint())
+            .await
+            .unwrap()
+            .with_retry(RetryOptions { timeout, ..RetryOptions::default() })
+    }
+
+    /// The components as `cluster.json` lists them.
+    pub fn components(&self) -> Vec<ComponentInfo> {
+        let text = std::fs::read_to_string(self.data_dir.join("cluster.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| ComponentInfo {
+                name: c["name"].as_str().unwrap().to_string(),
+                kind: c["kind"].as_str().unwrap().to_string(),
+                pid: c["pid"].as_i64().unwrap() as i32,
+                argv: c["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+            })
+            .collect()
+    }
+
+    /// The component called `name`.
+    pub fn component(&self, name: &str) -> ComponentInfo {
+        self.components().into_iter().find(|c| c.name == name).unwrap()
+    }
+
+    /// SIGKILLs one process. (Signals go through nix, never `/usr/bin/kill`: procps-ng 4.0.2
+    /// misreads `kill -9 -PGID` and signals every process.)
+    pub fn kill_pid(pid: i32) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+
+    fn signal_group(child: &Child, signal: Signal) {
+        let _ = killpg(Pid::from_raw(child.id() as i32), signal);
+    }
+
+    /// Starts a component again from its recorded command line, outside dev's supervision.
+    pub fn restart(&mut self, c: &ComponentInfo) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join(format!("logs/{}.restarted.log", c.name)))
+            .unwrap();
+        let child = Command::new(&c.argv[0])
+            .args(&c.argv[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        self.restarted.push(child);
+    }
+
+    /// SIGKILLs the whole dev process tree (and anything restarted by hand).
+    pub fn kill_all(&mut self) {
+        if let Some(mut dev) = self.dev.take() {
+            Self::signal_group(&dev, Signal::SIGKILL);
+            let _ = dev.wait();
+        }
+        for mut c in self.restarted.drain(..) {
+            Self::signal_group(&c, Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the cluster the way Ctrl-C does, waiting for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut dev) = self.dev.take() {
+            Self::signal_group(&dev, Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = dev.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Self::signal_group(&dev, Signal::SIGKILL);
+            let _ = dev.wait();
+        }
+        self.kill_all();
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Runs the `ferrisdb` CLI, returning (success, stdout, stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run ferrisdb");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
