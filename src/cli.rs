@@ -13,7 +13,11 @@ use serde_json::json;
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The compute's client API.
-    #[arg(long, env = "FERRISDB_ENDPOINT", default_value = "http://127.0.0.1:4500")]
+    #[arg(
+        long,
+        env = "FERRISDB_ENDPOINT",
+        default_value = "http://127.0.0.1:4500"
+    )]
     endpoint: String,
     /// The database.
     #[arg(long, default_value = DEFAULT_DATABASE)]
@@ -30,7 +34,11 @@ pub struct ClientArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// The admin HTTP API.
-    #[arg(long, env = "FERRISDB_ADMIN_ENDPOINT", default_value = "http://127.0.0.1:4580")]
+    #[arg(
+        long,
+        env = "FERRISDB_ADMIN_ENDPOINT",
+        default_value = "http://127.0.0.1:4580"
+    )]
     endpoint: String,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -112,12 +120,18 @@ async fn connect(args: &ClientArgs) -> Result<Database, Error> {
     Ok(Database::connect(&args.endpoint)
         .await?
         .with_database(&args.database)
-        .with_retry(RetryOptions { timeout, ..RetryOptions::default() }))
+        .with_retry(RetryOptions {
+            timeout,
+            ..RetryOptions::default()
+        }))
 }
 
 fn fail(json: bool, e: &Error) -> ExitCode {
     if json {
-        println!("{}", json!({"error": {"code": e.code(), "message": e.message()}}));
+        println!(
+            "{}",
+            json!({"error": {"code": e.code(), "message": e.message()}})
+        );
     } else {
         eprintln!("error: {e}");
     }
@@ -144,7 +158,10 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
             .await;
             match out {
                 Ok(version) if args.json => {
-                    println!("{}", json!({"key": key, "value": value, "version": version}));
+                    println!(
+                        "{}",
+                        json!({"key": key, "value": value, "version": version})
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(version) => {
@@ -180,7 +197,11 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
                 Err(e) => fail(args.json, &e),
             }
         }
-        ClientCommand::Get { key, at_version, args } => {
+        ClientCommand::Get {
+            key,
+            at_version,
+            args,
+        } => {
             let out = async {
                 let db = connect(&args).await?;
                 let k = key.clone();
@@ -216,7 +237,13 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
                 Err(e) => fail(args.json, &e),
             }
         }
-        ClientCommand::Scan { begin, end, limit, at_version, args } => {
+        ClientCommand::Scan {
+            begin,
+            end,
+            limit,
+            at_version,
+            args,
+        } => {
             let out = async {
                 let db = connect(&args).await?;
                 let (b, e) = (Bytes::from(begin.clone()), Bytes::from(end.clone()));
@@ -264,7 +291,11 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
     };
     let url = format!("{}{path}", args.endpoint.trim_end_matches('/'));
     let client = reqwest::Client::new();
-    let response = client.request(method, &url).timeout(Duration::from_secs(60)).send().await;
+    let response = client
+        .request(method, &url)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await;
     let response = match response {
         Ok(r) => r,
         Err(e) => return fail(args.json, &Error::unavailable(format!("{url}: {e}"))),
@@ -272,16 +303,27 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
     let status = response.status();
     let body: serde_json::Value = match response.json().await {
         Ok(b) => b,
-        Err(e) => return fail(args.json, &Error::internal(format!("{url}: unreadable answer: {e}"))),
+        Err(e) => {
+            return fail(
+                args.json,
+                &Error::internal(format!("{url}: unreadable answer: {e}")),
+            );
+        }
     };
     if !status.is_success() {
-        let code = body["error"]["code"].as_str().and_then(ErrorKind::from_code).unwrap_or(ErrorKind::Internal);
+        let code = body["error"]["code"]
+            .as_str()
+            .and_then(ErrorKind::from_code)
+            .unwrap_or(ErrorKind::Internal);
         let message = body["error"]["message"].as_str().unwrap_or("").to_string();
         return fail(args.json, &Error::new(code, message));
     }
     match (&cmd, args.json) {
         (_, true) | (AdminCommand::Status { .. }, false) => {
-            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
         }
         (AdminCommand::Checkpoint { .. }, false) => {
             println!(

@@ -79,8 +79,11 @@ fn url(a: SocketAddr) -> String {
 fn plan(args: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>> {
     let base = args.base_port;
     let port = |offset: u16| {
-        base.checked_add(offset)
-            .ok_or_else(|| Error::invalid(format!("--base-port {base} leaves no room for the cluster's ports")))
+        base.checked_add(offset).ok_or_else(|| {
+            Error::invalid(format!(
+                "--base-port {base} leaves no room for the cluster's ports"
+            ))
+        })
     };
     let mut plans = Vec::new();
     let mut safekeepers = Vec::new();
@@ -128,7 +131,13 @@ fn plan(args: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>
     for sk in &safekeepers {
         ps_args.extend(["--safekeeper".to_string(), sk.clone()]);
     }
-    plans.push(Plan { name: "pageserver".into(), kind: "pageserver", args: ps_args, grpc: ps_grpc, http: ps_http });
+    plans.push(Plan {
+        name: "pageserver".into(),
+        kind: "pageserver",
+        args: ps_args,
+        grpc: ps_grpc,
+        http: ps_http,
+    });
     let (c_grpc, c_http) = (addr(port(0)?), addr(port(80)?));
     let mut c_args = vec![
         "compute".to_string(),
@@ -142,7 +151,13 @@ fn plan(args: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>
     for sk in &safekeepers {
         c_args.extend(["--safekeeper".to_string(), sk.clone()]);
     }
-    plans.push(Plan { name: "compute".into(), kind: "compute", args: c_args, grpc: c_grpc, http: c_http });
+    plans.push(Plan {
+        name: "compute".into(),
+        kind: "compute",
+        args: c_args,
+        grpc: c_grpc,
+        http: c_http,
+    });
     Ok(plans)
 }
 
@@ -173,7 +188,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let mut children = Vec::new();
     for p in plans {
         let log = logs.join(format!("{}.log", p.name));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = tokio::process::Command::new(&exe)
             .args(&p.args)
             .stdin(std::process::Stdio::null())
@@ -181,7 +199,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .stderr(out)
             .spawn()
             .map_err(|e| Error::internal(format!("starting {}: {e}", p.name)))?;
-        let pid = child.id().ok_or_else(|| Error::internal(format!("{} exited at once", p.name)))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::internal(format!("{} exited at once", p.name)))?;
         let mut argv = vec![exe.display().to_string()];
         argv.extend(p.args);
         components.push(Component {
@@ -189,7 +209,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
             kind: p.kind,
             pid,
             argv,
-            endpoints: Endpoints { grpc: url(p.grpc), http: url(p.http) },
+            endpoints: Endpoints {
+                grpc: url(p.grpc),
+                http: url(p.http),
+            },
             log,
         });
         children.push(child);
@@ -198,10 +221,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     println!("FerrisDB dev cluster (data in {})", data_dir.display());
     for c in &components {
-        println!("  {:<13} gRPC {:<24} admin {:<24} pid {}", c.name, c.endpoints.grpc, c.endpoints.http, c.pid);
+        println!(
+            "  {:<13} gRPC {:<24} admin {:<24} pid {}",
+            c.name, c.endpoints.grpc, c.endpoints.http, c.pid
+        );
     }
     println!("  object store  {object_store}");
-    println!("  cluster file  {}", data_dir.join("cluster.json").display());
+    println!(
+        "  cluster file  {}",
+        data_dir.join("cluster.json").display()
+    );
     println!("  logs          {}", logs.display());
 
     let mut waits: FuturesUnordered<_> = children
@@ -209,7 +238,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .enumerate()
         .map(|(i, mut child)| async move { (i, child.wait().await) })
         .collect();
-    let admin = components.iter().find(|c| c.kind == "compute").map(|c| c.endpoints.http.clone());
+    let admin = components
+        .iter()
+        .find(|c| c.kind == "compute")
+        .map(|c| c.endpoints.http.clone());
     let ready = wait_ready(admin);
     tokio::pin!(ready);
     let mut announced = false;
@@ -250,8 +282,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
 }
 
 fn write_cluster_file(data_dir: &Path, object_store: &str, components: &[Component]) -> Result<()> {
-    let file = ClusterFile { data_dir, object_store, components };
-    let body = serde_json::to_vec_pretty(&file).map_err(|e| Error::internal(format!("cluster.json: {e}")))?;
+    let file = ClusterFile {
+        data_dir,
+        object_store,
+        components,
+    };
+    let body = serde_json::to_vec_pretty(&file)
+        .map_err(|e| Error::internal(format!("cluster.json: {e}")))?;
     let tmp = data_dir.join("cluster.json.tmp");
     std::fs::write(&tmp, body)?;
     std::fs::rename(&tmp, data_dir.join("cluster.json"))?;
@@ -260,7 +297,9 @@ fn write_cluster_file(data_dir: &Path, object_store: &str, components: &[Compone
 
 /// Resolves once the compute reports itself primary.
 async fn wait_ready(admin: Option<String>) {
-    let Some(admin) = admin else { return std::future::pending().await };
+    let Some(admin) = admin else {
+        return std::future::pending().await;
+    };
     let client = reqwest::Client::new();
     loop {
         let status = client

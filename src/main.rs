@@ -127,15 +127,25 @@ fn main() -> ExitCode {
         }
     };
     let shutdown = ferrisdb_common::net::shutdown_signal;
-    let result = runtime.block_on(async move {
-        match cli.command {
+    runtime.block_on(async move {
+        let result = match cli.command {
             Command::Dev(args) => {
                 init_tracing("info");
                 dev::run(args).await
             }
-            Command::Safekeeper { name, listen_grpc, listen_http, data_dir } => {
+            Command::Safekeeper {
+                name,
+                listen_grpc,
+                listen_http,
+                data_dir,
+            } => {
                 init_tracing("info");
-                let config = ferrisdb_wal_service::SafekeeperConfig { name, listen_grpc, listen_http, data_dir };
+                let config = ferrisdb_wal_service::SafekeeperConfig {
+                    name,
+                    listen_grpc,
+                    listen_http,
+                    data_dir,
+                };
                 ferrisdb_wal_service::run(config, shutdown()).await
             }
             Command::Pageserver {
@@ -158,7 +168,13 @@ fn main() -> ExitCode {
                 };
                 ferrisdb_pageserver::run(config, shutdown()).await
             }
-            Command::Compute { listen_grpc, listen_http, database, safekeepers, pageserver } => {
+            Command::Compute {
+                listen_grpc,
+                listen_http,
+                database,
+                safekeepers,
+                pageserver,
+            } => {
                 init_tracing("info");
                 let config = ferrisdb_compute::ComputeConfig {
                     listen_grpc,
@@ -173,13 +189,13 @@ fn main() -> ExitCode {
                 init_tracing("warn");
                 return cli::run(cmd).await;
             }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         }
-        .map(|()| ExitCode::SUCCESS)
-        .or_else(|e| {
-            eprintln!("error: {e}");
-            Ok::<_, ()>(ExitCode::FAILURE)
-        })
-        .unwrap_or(ExitCode::FAILURE)
-    });
-    result
+    })
 }

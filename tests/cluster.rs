@@ -2,6 +2,8 @@
 //! safekeepers, a pageserver and a compute, which talk gRPC over loopback; tests drive them
 //! through the SDK and the CLI, and kill them with SIGKILL.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};
@@ -50,9 +52,23 @@ async fn cli_set_get_clear_scan_through_the_binary() {
     let (ok, out, _) = cli(&["scan", "a", "hello", "--endpoint", &ep, "--json"]);
     assert!(ok);
     let scan: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let keys: Vec<_> = scan["rows"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap().to_string()).collect();
+    let keys: Vec<_> = scan["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(keys, vec!["a", "c"]);
-    let (ok, out, _) = cli(&["scan", "a", "z", "--limit", "2", "--endpoint", &ep, "--json"]);
+    let (ok, out, _) = cli(&[
+        "scan",
+        "a",
+        "z",
+        "--limit",
+        "2",
+        "--endpoint",
+        &ep,
+        "--json",
+    ]);
     assert!(ok);
     let scan: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(scan["rows"].as_array().unwrap().len(), 2);
@@ -62,7 +78,10 @@ async fn cli_set_get_clear_scan_through_the_binary() {
     let (ok, out, _) = cli(&["get", "a", "--at-version", &v, "--endpoint", &ep, "--json"]);
     assert!(ok);
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(got["value"].is_null(), "a was written after version {v}: {got}");
+    assert!(
+        got["value"].is_null(),
+        "a was written after version {v}: {got}"
+    );
 
     // Bad input gets a code.
     let big = "x".repeat(10_001);
@@ -94,13 +113,19 @@ async fn acknowledged_writes_survive_kill_9_of_the_whole_tree() {
     let db = cluster.db(Duration::from_secs(10)).await;
     for i in 0..50 {
         let k = key(i);
-        let got = db.run(|tx| {
-            let k = k.clone();
-            async move { tx.get(k).await }
-        })
-        .await
-        .unwrap();
-        assert_eq!(got, Some(Bytes::from(val(i))), "{} lost after kill -9", key(i));
+        let got = db
+            .run(|tx| {
+                let k = k.clone();
+                async move { tx.get(k).await }
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some(Bytes::from(val(i))),
+            "{} lost after kill -9",
+            key(i)
+        );
     }
 }
 
@@ -131,7 +156,10 @@ async fn quorum_one_down_works_two_down_is_unavailable_and_recovers() {
         if cli(&["set", "q3", "c", "--endpoint", &ep]).0 {
             break;
         }
-        assert!(Instant::now() < deadline, "writes did not resume after restarting a safekeeper");
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after restarting a safekeeper"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for (k, v) in [("q1", "a"), ("q3", "c")] {
@@ -178,7 +206,13 @@ async fn restore_from_the_bucket_alone_after_checkpoint() {
         tx.set(k, v);
         last_version = tx.commit().await.unwrap().0;
     }
-    let (ok, out, err) = cli(&["admin", "checkpoint", "--endpoint", &cluster.admin_endpoint(), "--json"]);
+    let (ok, out, err) = cli(&[
+        "admin",
+        "checkpoint",
+        "--endpoint",
+        &cluster.admin_endpoint(),
+        "--json",
+    ]);
     assert!(ok, "checkpoint failed: {out} {err}");
     let cp: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(cp["remote_consistent_version"].as_u64().unwrap() >= last_version);
@@ -189,21 +223,33 @@ async fn restore_from_the_bucket_alone_after_checkpoint() {
     cluster.launch().await;
     let db = cluster.db(Duration::from_secs(10)).await;
     let rows = db
-        .run(|tx| async move { tx.get_range(Bytes::from("key-"), Bytes::from("key."), 0).await })
+        .run(|tx| async move {
+            tx.get_range(Bytes::from("key-"), Bytes::from("key."), 0)
+                .await
+        })
         .await
         .unwrap();
     assert_eq!(rows.len(), 40);
     for (i, (k, v)) in rows.iter().enumerate() {
-        assert_eq!((k.clone(), v.clone()), (Bytes::from(key(i)), Bytes::from(val(i))));
+        assert_eq!(
+            (k.clone(), v.clone()),
+            (Bytes::from(key(i)), Bytes::from(val(i)))
+        );
     }
     // The restored database keeps going: new versions continue above the restored ones.
     let tx = db.create_transaction();
     tx.set("after-restore", "yes");
     let v = tx.commit().await.unwrap();
-    assert!(v.0 > last_version, "version {v} after restore is not above {last_version}");
+    assert!(
+        v.0 > last_version,
+        "version {v} after restore is not above {last_version}"
+    );
     let tx = db.create_transaction();
     assert_eq!(tx.get(key(7)).await.unwrap(), Some(Bytes::from(val(7))));
-    assert_eq!(tx.get("after-restore").await.unwrap(), Some(Bytes::from("yes")));
+    assert_eq!(
+        tx.get("after-restore").await.unwrap(),
+        Some(Bytes::from("yes"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,8 +280,15 @@ async fn concurrent_increments_are_serializable_and_conflicts_are_refused() {
         t.await.unwrap();
     }
     let db = cluster.db(Duration::from_secs(10)).await;
-    let n = db.run(|tx| async move { tx.get("counter").await }).await.unwrap().unwrap();
-    assert_eq!(u64::from_le_bytes(n[..].try_into().unwrap()), CLIENTS * INCREMENTS);
+    let n = db
+        .run(|tx| async move { tx.get("counter").await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        u64::from_le_bytes(n[..].try_into().unwrap()),
+        CLIENTS * INCREMENTS
+    );
 
     // Two transactions read the same key at the same version and both write it: one wins.
     let t1 = db.create_transaction();

@@ -49,11 +49,17 @@ fn key_after(key: &[u8]) -> Bytes {
 
 impl Transaction {
     pub(crate) fn new(client: DatabaseClient<Channel>, database: Arc<str>) -> Transaction {
-        Transaction { client, database, state: Arc::default() }
+        Transaction {
+            client,
+            database,
+            state: Arc::default(),
+        }
     }
 
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State>> {
-        self.state.lock().map_err(|_| Error::internal("transaction state poisoned"))
+        self.state
+            .lock()
+            .map_err(|_| Error::internal("transaction state poisoned"))
     }
 
     /// The version this transaction reads at, fetched on first use.
@@ -61,8 +67,17 @@ impl Transaction {
         if let Some(v) = self.state()?.read_version {
             return Ok(v);
         }
-        let req = GetReadVersionRequest { database: self.database.to_string() };
-        let v = Version(self.client.clone().get_read_version(req).await?.into_inner().version);
+        let req = GetReadVersionRequest {
+            database: self.database.to_string(),
+        };
+        let v = Version(
+            self.client
+                .clone()
+                .get_read_version(req)
+                .await?
+                .into_inner()
+                .version,
+        );
         Ok(*self.state()?.read_version.get_or_insert(v))
     }
 
@@ -79,9 +94,16 @@ impl Transaction {
             return Ok(own.clone());
         }
         let version = self.read_version().await?;
-        let req = GetRequest { database: self.database.to_string(), key: key.clone(), version: version.0 };
+        let req = GetRequest {
+            database: self.database.to_string(),
+            key: key.clone(),
+            version: version.0,
+        };
         let value = self.client.clone().get(req).await?.into_inner().value;
-        self.state()?.read_conflicts.push(KeyRange { begin: key.clone(), end: key_after(&key) });
+        self.state()?.read_conflicts.push(KeyRange {
+            begin: key.clone(),
+            end: key_after(&key),
+        });
         Ok(value)
     }
 
@@ -92,7 +114,15 @@ impl Transaction {
         end: impl Into<Bytes>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Bytes)>> {
-        self.get_range_opts(begin, end, RangeOptions { limit, reverse: false }).await
+        self.get_range_opts(
+            begin,
+            end,
+            RangeOptions {
+                limit,
+                reverse: false,
+            },
+        )
+        .await
     }
 
     /// A range read with [`RangeOptions`], seeing this transaction's own writes.
@@ -114,7 +144,11 @@ impl Transaction {
             .collect();
         let version = self.read_version().await?;
         // Each own write can hide at most one stored row.
-        let server_limit = if opts.limit == 0 { 0 } else { opts.limit + own.len() };
+        let server_limit = if opts.limit == 0 {
+            0
+        } else {
+            opts.limit + own.len()
+        };
         let req = GetRangeRequest {
             database: self.database.to_string(),
             begin: begin.clone(),
@@ -125,22 +159,38 @@ impl Transaction {
         };
         let resp = self.client.clone().get_range(req).await?.into_inner();
         let more = resp.more;
-        let mut merged: BTreeMap<Bytes, Option<Bytes>> =
-            resp.kvs.into_iter().map(|kv| (kv.key, Some(kv.value))).collect();
+        let mut merged: BTreeMap<Bytes, Option<Bytes>> = resp
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, Some(kv.value)))
+            .collect();
         // Where a cut-short server answer stopped: own writes beyond it are not yet in view.
         let boundary = if more {
-            if opts.reverse { merged.keys().next().cloned() } else { merged.keys().next_back().cloned() }
+            if opts.reverse {
+                merged.keys().next().cloned()
+            } else {
+                merged.keys().next_back().cloned()
+            }
         } else {
             None
         };
         for (k, v) in own {
-            let beyond = boundary.as_ref().is_some_and(|b| if opts.reverse { k < *b } else { k > *b });
+            let beyond = boundary
+                .as_ref()
+                .is_some_and(|b| if opts.reverse { k < *b } else { k > *b });
             if !beyond {
                 merged.insert(k, v);
             }
         }
-        let live: Vec<(Bytes, Bytes)> = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
-        let limit = if opts.limit == 0 { usize::MAX } else { opts.limit };
+        let live: Vec<(Bytes, Bytes)> = merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        let limit = if opts.limit == 0 {
+            usize::MAX
+        } else {
+            opts.limit
+        };
         let rows: Vec<(Bytes, Bytes)> = if opts.reverse {
             live.into_iter().rev().take(limit).collect()
         } else {
@@ -149,8 +199,14 @@ impl Transaction {
         // Conflict on what was actually read: the whole range, or up to the last row returned.
         let cut = opts.limit != 0 && rows.len() == opts.limit;
         let conflict = match (cut, rows.last(), opts.reverse) {
-            (true, Some((last, _)), false) => KeyRange { begin, end: key_after(last) },
-            (true, Some((last, _)), true) => KeyRange { begin: last.clone(), end },
+            (true, Some((last, _)), false) => KeyRange {
+                begin,
+                end: key_after(last),
+            },
+            (true, Some((last, _)), true) => KeyRange {
+                begin: last.clone(),
+                end,
+            },
             _ => KeyRange { begin, end },
         };
         self.state()?.read_conflicts.push(conflict);
@@ -162,7 +218,11 @@ impl Transaction {
         let (key, value) = (key.into(), value.into());
         if let Ok(mut s) = self.state() {
             s.writes.insert(key.clone(), Some(value.clone()));
-            s.mutations.push(Mutation { r#type: MutationType::Set as i32, key, param: value });
+            s.mutations.push(Mutation {
+                r#type: MutationType::Set as i32,
+                key,
+                param: value,
+            });
         }
     }
 
@@ -171,7 +231,11 @@ impl Transaction {
         let key = key.into();
         if let Ok(mut s) = self.state() {
             s.writes.insert(key.clone(), None);
-            s.mutations.push(Mutation { r#type: MutationType::Clear as i32, key, param: Bytes::new() });
+            s.mutations.push(Mutation {
+                r#type: MutationType::Clear as i32,
+                key,
+                param: Bytes::new(),
+            });
         }
     }
 
@@ -183,7 +247,11 @@ impl Transaction {
             if let Some(v) = s.committed {
                 return Ok(v);
             }
-            (s.mutations.clone(), s.read_conflicts.clone(), s.read_version)
+            (
+                s.mutations.clone(),
+                s.read_conflicts.clone(),
+                s.read_version,
+            )
         };
         if mutations.is_empty() {
             let v = match read_version {

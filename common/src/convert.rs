@@ -31,7 +31,10 @@ impl TryFrom<proto::Mutation> for Mutation {
                 value: m.param,
             }),
             Ok(proto::MutationType::Clear) => Ok(Mutation::Clear { key: m.key }),
-            _ => Err(Error::invalid(format!("unknown mutation type {}", m.r#type))),
+            _ => Err(Error::invalid(format!(
+                "unknown mutation type {}",
+                m.r#type
+            ))),
         }
     }
 }

@@ -24,7 +24,9 @@ pub fn check_key(key: &[u8]) -> Result<()> {
         ));
     }
     if key.first() == Some(&SYSTEM_KEY_PREFIX) {
-        return Err(Error::invalid("keys beginning with 0xFF are reserved for the system"));
+        return Err(Error::invalid(
+            "keys beginning with 0xFF are reserved for the system",
+        ));
     }
     Ok(())
 }
@@ -34,7 +36,10 @@ pub fn check_value(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE_SIZE {
         return Err(Error::new(
             ErrorKind::ValueTooLarge,
-            format!("value is {} bytes; the limit is {MAX_VALUE_SIZE}", value.len()),
+            format!(
+                "value is {} bytes; the limit is {MAX_VALUE_SIZE}",
+                value.len()
+            ),
         ));
     }
     Ok(())
@@ -60,7 +65,10 @@ mod tests {
         assert!(check_key(&[b'a'; MAX_KEY_SIZE]).is_ok());
         let e = check_key(&[b'a'; MAX_KEY_SIZE + 1]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::KeyTooLarge);
-        assert_eq!(check_key(&[0xFF, 1]).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            check_key(&[0xFF, 1]).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
         assert!(check_value(&vec![0; MAX_VALUE_SIZE]).is_ok());
         let e = check_value(&vec![0; MAX_VALUE_SIZE + 1]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ValueTooLarge);

@@ -55,8 +55,6 @@ pub async fn shutdown_signal() {
 }
 
 /// A `tokio_stream` of connections for tonic's `serve_with_incoming`.
-pub fn incoming(
-    listener: tokio::net::TcpListener,
-) -> tokio_stream::wrappers::TcpListenerStream {
+pub fn incoming(listener: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
     tokio_stream::wrappers::TcpListenerStream::new(listener)
 }

@@ -48,8 +48,9 @@ impl ObjectStoreConfig {
                     .to_file_path()
                     .map_err(|()| Error::invalid(format!("not a local path: {}", self.url)))?;
                 std::fs::create_dir_all(&path)?;
-                let fs = LocalFileSystem::new_with_prefix(&path)
-                    .map_err(|e| Error::invalid(format!("object store at {}: {e}", path.display())))?;
+                let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| {
+                    Error::invalid(format!("object store at {}: {e}", path.display()))
+                })?;
                 Ok(Arc::new(fs))
             }
             "memory" => Ok(Arc::new(InMemory::new())),

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use bytes::Bytes;
 use crate::Version;
+use bytes::Bytes;
 
 /// Every version of every key it holds; `None` is a tombstone.
 #[derive(Debug, Default, Clone)]
@@ -106,11 +106,19 @@ impl VersionedMap {
 }
 
 /// Takes up to `limit` items (0: all), from the back when `reverse`, saying whether more remained.
-pub fn take_limited<T>(items: impl DoubleEndedIterator<Item = T>, limit: usize, reverse: bool) -> (Vec<T>, bool) {
+pub fn take_limited<T>(
+    items: impl DoubleEndedIterator<Item = T>,
+    limit: usize,
+    reverse: bool,
+) -> (Vec<T>, bool) {
     let limit = if limit == 0 { usize::MAX } else { limit };
     let mut out = Vec::new();
     let mut more = false;
-    let iter: Box<dyn Iterator<Item = T>> = if reverse { Box::new(items.rev()) } else { Box::new(items) };
+    let iter: Box<dyn Iterator<Item = T>> = if reverse {
+        Box::new(items.rev())
+    } else {
+        Box::new(items)
+    };
     for item in iter {
         if out.len() == limit {
             more = true;

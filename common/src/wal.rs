@@ -76,7 +76,11 @@ pub struct WalRecord {
 
 /// Encodes one frame to be written at `begin`, returning the frame and the version it carries
 /// (`begin` plus the frame's length).
-pub fn encode_frame(begin: Lsn, commit_time_micros: u64, mutations: &[Mutation]) -> (Bytes, Version) {
+pub fn encode_frame(
+    begin: Lsn,
+    commit_time_micros: u64,
+    mutations: &[Mutation],
+) -> (Bytes, Version) {
     let payload_len =
         PAYLOAD_FIXED_LEN + mutations.iter().map(Mutation::encoded_len).sum::<usize>();
     let version = Version(begin + (FRAME_HEADER_LEN + payload_len) as u64);
@@ -168,7 +172,10 @@ pub fn decode_frames(buf: &[u8], begin: Lsn) -> Result<Vec<WalRecord>> {
                 )));
             }
             FrameCheck::Corrupt(why) => {
-                return Err(Error::corruption(format!("frame at LSN {}: {why}", begin + at as u64)));
+                return Err(Error::corruption(format!(
+                    "frame at LSN {}: {why}",
+                    begin + at as u64
+                )));
             }
         };
         let record = decode_payload(&buf[at + FRAME_HEADER_LEN..at + len])?;
@@ -282,13 +289,20 @@ mod tests {
     fn torn_tail_is_incomplete_and_flipped_byte_is_corrupt() {
         let (f, _) = encode_frame(0, 1, &sample());
         for cut in 0..f.len() {
-            assert_eq!(check_frame(&f[..cut]), FrameCheck::Incomplete, "cut at {cut}");
+            assert_eq!(
+                check_frame(&f[..cut]),
+                FrameCheck::Incomplete,
+                "cut at {cut}"
+            );
         }
         assert_eq!(check_frame(&f), FrameCheck::Complete { len: f.len() });
         for i in FRAME_HEADER_LEN..f.len() {
             let mut bad = f.to_vec();
             bad[i] ^= 0x40;
-            assert!(matches!(check_frame(&bad), FrameCheck::Corrupt(_)), "flip at {i}");
+            assert!(
+                matches!(check_frame(&bad), FrameCheck::Corrupt(_)),
+                "flip at {i}"
+            );
         }
     }
 

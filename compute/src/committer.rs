@@ -142,7 +142,10 @@ impl Committer {
         }
         let time = self.clock.now_micros().max(self.last_commit_time + 1);
         self.last_commit_time = time;
-        let mutations: Vec<Mutation> = accepted.iter().flat_map(|r| r.mutations.iter().cloned()).collect();
+        let mutations: Vec<Mutation> = accepted
+            .iter()
+            .flat_map(|r| r.mutations.iter().cloned())
+            .collect();
         let (frame, version) = wal::encode_frame(self.proposer.end_lsn(), time, &mutations);
         if let Err(e) = self.proposer.append(frame) {
             for r in accepted {
@@ -200,7 +203,10 @@ impl Committer {
     fn refusal(&self) -> Result<()> {
         let q = self.proposer.watch_quorum().borrow().clone();
         if let Some(why) = q.fenced {
-            return Err(Error::new(ErrorKind::Fenced, format!("this compute is no longer primary: {why}")));
+            return Err(Error::new(
+                ErrorKind::Fenced,
+                format!("this compute is no longer primary: {why}"),
+            ));
         }
         if !q.quorum_up() {
             let up = q.peers.iter().filter(|p| p.up).count();

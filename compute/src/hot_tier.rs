@@ -48,9 +48,13 @@ impl HotTier {
 
     /// Applies a committed batch at `version`.
     pub fn apply(&self, version: Version, mutations: &[Mutation]) {
-        let Ok(mut inner) = self.inner.write() else { return };
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
         for m in mutations {
-            inner.map.insert(m.key().clone(), version, m.value().cloned());
+            inner
+                .map
+                .insert(m.key().clone(), version, m.value().cloned());
         }
     }
 
@@ -70,7 +74,12 @@ impl HotTier {
 
     /// For a range read at `version`: the hot entries (tombstones included) and the version
     /// at which the pageserver must be asked for the rest.
-    pub fn range(&self, begin: &[u8], end: &[u8], version: Version) -> (Vec<(Bytes, Option<Bytes>)>, Version) {
+    pub fn range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+    ) -> (Vec<(Bytes, Option<Bytes>)>, Version) {
         let Ok(inner) = self.inner.read() else {
             return (Vec::new(), version);
         };
@@ -87,7 +96,9 @@ impl HotTier {
 
     /// Drops what the pageserver has ingested up to `version` and raises the floor there.
     pub fn evict_up_to(&self, version: Version) {
-        let Ok(mut inner) = self.inner.write() else { return };
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
         if version > inner.floor {
             inner.map.evict_up_to(version);
             inner.floor = version;
@@ -96,9 +107,9 @@ impl HotTier {
 
     /// (floor, entries, approximate bytes), for status and metrics.
     pub fn stats(&self) -> (Version, usize, usize) {
-        self.inner
-            .read()
-            .map_or((Version::ZERO, 0, 0), |i| (i.floor, i.map.len(), i.map.approximate_bytes()))
+        self.inner.read().map_or((Version::ZERO, 0, 0), |i| {
+            (i.floor, i.map.len(), i.map.approximate_bytes())
+        })
     }
 }
 
@@ -117,13 +128,30 @@ mod tests {
     fn reads_fall_through_to_the_floor() {
         let hot = HotTier::new(Version(100));
         hot.apply(Version(110), &[set("a", "1")]);
-        hot.apply(Version(120), &[Mutation::Clear { key: Bytes::from_static(b"a") }]);
-        assert_eq!(hot.get(b"a", Version(115)), HotRead::Found(Some(Bytes::from_static(b"1"))));
+        hot.apply(
+            Version(120),
+            &[Mutation::Clear {
+                key: Bytes::from_static(b"a"),
+            }],
+        );
+        assert_eq!(
+            hot.get(b"a", Version(115)),
+            HotRead::Found(Some(Bytes::from_static(b"1")))
+        );
         assert_eq!(hot.get(b"a", Version(120)), HotRead::Found(None));
-        assert_eq!(hot.get(b"b", Version(120)), HotRead::AskPageserverAt(Version(100)));
-        assert_eq!(hot.get(b"a", Version(90)), HotRead::AskPageserverAt(Version(90)));
+        assert_eq!(
+            hot.get(b"b", Version(120)),
+            HotRead::AskPageserverAt(Version(100))
+        );
+        assert_eq!(
+            hot.get(b"a", Version(90)),
+            HotRead::AskPageserverAt(Version(90))
+        );
         hot.evict_up_to(Version(110));
-        assert_eq!(hot.get(b"a", Version(115)), HotRead::AskPageserverAt(Version(110)));
+        assert_eq!(
+            hot.get(b"a", Version(115)),
+            HotRead::AskPageserverAt(Version(110))
+        );
         assert_eq!(hot.get(b"a", Version(125)), HotRead::Found(None));
         let (entries, floor) = hot.range(b"a", b"z", Version(125));
         assert_eq!(floor, Version(110));

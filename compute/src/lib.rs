@@ -53,7 +53,10 @@ pub struct ComputeConfig {
 }
 
 /// Runs a compute until `shutdown` resolves.
-pub async fn run(config: ComputeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: ComputeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     validate_database_name(&config.database)?;
     if config.safekeepers.is_empty() {
         return Err(Error::invalid("a compute needs --safekeeper endpoints"));
@@ -65,7 +68,12 @@ pub async fn run(config: ComputeConfig, shutdown: impl Future<Output = ()> + Sen
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
 
     let (primary_tx, primary_rx) = watch::channel(None);
-    let election = tokio::spawn(become_primary(config.clone(), pageserver.clone(), metrics.clone(), primary_tx));
+    let election = tokio::spawn(become_primary(
+        config.clone(),
+        pageserver.clone(),
+        metrics.clone(),
+        primary_tx,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -78,11 +86,21 @@ pub async fn run(config: ComputeConfig, shutdown: impl Future<Output = ()> + Sen
     let routes = axum::Router::new()
         .route("/v1/status", get(status))
         .route("/v1/checkpoint", post(checkpoint))
-        .with_state(AdminState { database: config.database.clone(), primary: primary_rx.clone() });
+        .with_state(AdminState {
+            database: config.database.clone(),
+            primary: primary_rx.clone(),
+        });
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let http = tokio::spawn(admin::serve(http_listener, router, stopped(stop_rx.clone())));
+    let http = tokio::spawn(admin::serve(
+        http_listener,
+        router,
+        stopped(stop_rx.clone()),
+    ));
     tonic::transport::Server::builder()
-        .add_service(DatabaseServer::new(ComputeService::new(config.database.clone(), primary_rx)))
+        .add_service(DatabaseServer::new(ComputeService::new(
+            config.database.clone(),
+            primary_rx,
+        )))
         .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx))
         .await?;
     election.abort();
@@ -103,10 +121,24 @@ async fn become_primary(
         attempt += 1;
         let result = async {
             // What object storage already holds bounds the log from below (see Proposer::elect).
-            let req = PageserverStatusRequest { database: config.database.clone() };
-            let durable = pageserver.clone().get_status(req).await?.into_inner().remote_consistent_version;
+            let req = PageserverStatusRequest {
+                database: config.database.clone(),
+            };
+            let durable = pageserver
+                .clone()
+                .get_status(req)
+                .await?
+                .into_inner()
+                .remote_consistent_version;
             let proposer = Proposer::elect(&config.database, &config.safekeepers, durable).await?;
-            Primary::start(config.database.clone(), proposer, pageserver.clone(), clock.clone(), metrics.clone()).await
+            Primary::start(
+                config.database.clone(),
+                proposer,
+                pageserver.clone(),
+                clock.clone(),
+                metrics.clone(),
+            )
+            .await
         }
         .await;
         match result {
@@ -148,7 +180,10 @@ async fn checkpoint(State(s): State<AdminState>) -> Result<Json<serde_json::Valu
         .clone()
         .ok_or_else(|| Error::unavailable("the compute has not won a term yet"))?;
     let version = primary.read_version()?;
-    let req = CheckpointRequest { database: primary.database().to_string(), wait_for_version: version.0 };
+    let req = CheckpointRequest {
+        database: primary.database().to_string(),
+        wait_for_version: version.0,
+    };
     let status = primary.pageserver().checkpoint(req).await?.into_inner();
     Ok(Json(serde_json::json!({
         "database": s.database,

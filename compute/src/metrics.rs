@@ -26,14 +26,29 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let commits = IntCounter::new("ferrisdb_compute_commits_total", "Transactions committed")?;
-        let batches = IntCounter::new("ferrisdb_compute_commit_batches_total", "WAL batches made durable")?;
-        let conflicts = IntCounter::new("ferrisdb_compute_conflicts_total", "Transactions refused with not_committed")?;
+        let batches = IntCounter::new(
+            "ferrisdb_compute_commit_batches_total",
+            "WAL batches made durable",
+        )?;
+        let conflicts = IntCounter::new(
+            "ferrisdb_compute_conflicts_total",
+            "Transactions refused with not_committed",
+        )?;
         let reads = IntCounterVec::new(
-            Opts::new("ferrisdb_compute_reads_total", "Reads by the tier that answered"),
+            Opts::new(
+                "ferrisdb_compute_reads_total",
+                "Reads by the tier that answered",
+            ),
             &["tier"],
         )?;
-        let committed_version = IntGauge::new("ferrisdb_compute_committed_version", "Latest committed version")?;
-        let hot_tier_bytes = IntGauge::new("ferrisdb_compute_hot_tier_bytes", "Bytes held in the hot tier")?;
+        let committed_version = IntGauge::new(
+            "ferrisdb_compute_committed_version",
+            "Latest committed version",
+        )?;
+        let hot_tier_bytes = IntGauge::new(
+            "ferrisdb_compute_hot_tier_bytes",
+            "Bytes held in the hot tier",
+        )?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(batches.clone()))?;
         registry.register(Box::new(conflicts.clone()))?;

@@ -44,13 +44,22 @@ impl Primary {
     ) -> Result<Arc<Primary>> {
         proposer.start();
         let start = proposer.elected_end();
-        proposer.wait_durable(start, Duration::from_secs(30)).await?;
+        proposer
+            .wait_durable(start, Duration::from_secs(30))
+            .await?;
         proposer.set_commit(start);
         let start = Version(start);
         let hot = Arc::new(HotTier::new(start));
         let (committed_tx, committed) = watch::channel(start);
         let (pipeline, requests) = mpsc::channel(4096);
-        let committer = Committer::new(proposer.clone(), start, hot.clone(), clock, committed_tx, metrics.clone());
+        let committer = Committer::new(
+            proposer.clone(),
+            start,
+            hot.clone(),
+            clock,
+            committed_tx,
+            metrics.clone(),
+        );
         tokio::spawn(committer.run(requests));
         metrics.committed_version.set(start.0 as i64);
         let primary = Arc::new(Primary {
@@ -75,7 +84,10 @@ impl Primary {
     /// Refuses with `fenced` once a newer term has taken over.
     fn check_not_fenced(&self) -> Result<()> {
         match &self.proposer.watch_quorum().borrow().fenced {
-            Some(why) => Err(Error::new(ErrorKind::Fenced, format!("this compute is no longer primary: {why}"))),
+            Some(why) => Err(Error::new(
+                ErrorKind::Fenced,
+                format!("this compute is no longer primary: {why}"),
+            )),
             None => Ok(()),
         }
     }
@@ -141,8 +153,11 @@ impl Primary {
             reverse,
         };
         let resp = self.pageserver.clone().get_range(req).await?.into_inner();
-        let mut merged: std::collections::BTreeMap<Bytes, Option<Bytes>> =
-            resp.kvs.into_iter().map(|kv| (kv.key, Some(kv.value))).collect();
+        let mut merged: std::collections::BTreeMap<Bytes, Option<Bytes>> = resp
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, Some(kv.value)))
+            .collect();
         let ps_more = resp.more;
         for (k, v) in hot {
             merged.insert(k, v);
@@ -163,13 +178,22 @@ impl Primary {
     ) -> Result<(Version, u64)> {
         self.check_not_fenced()?;
         let (reply, outcome) = oneshot::channel();
-        let req = CommitRequest { read_version, reads, writes, mutations, reply };
+        let req = CommitRequest {
+            read_version,
+            reads,
+            writes,
+            mutations,
+            reply,
+        };
         self.pipeline
             .send(req)
             .await
             .map_err(|_| Error::unavailable("commit pipeline stopped"))?;
         outcome.await.map_err(|_| {
-            Error::new(ErrorKind::CommitUnknownResult, "commit pipeline stopped mid-commit")
+            Error::new(
+                ErrorKind::CommitUnknownResult,
+                "commit pipeline stopped mid-commit",
+            )
         })?
     }
 
@@ -200,14 +224,18 @@ impl Primary {
     async fn evict_loop(self: Arc<Self>) {
         loop {
             tokio::time::sleep(EVICT_EVERY).await;
-            let req = PageserverStatusRequest { database: self.database.clone() };
+            let req = PageserverStatusRequest {
+                database: self.database.clone(),
+            };
             if let Ok(resp) = self.pageserver.clone().get_status(req).await {
                 let ingested = Version(resp.into_inner().ingested_version);
                 let committed = *self.committed.borrow();
                 self.hot.evict_up_to(ingested.min(committed));
             }
             self.metrics.hot_tier_bytes.set(self.hot.stats().2 as i64);
-            self.metrics.committed_version.set(self.committed.borrow().0 as i64);
+            self.metrics
+                .committed_version
+                .set(self.committed.borrow().0 as i64);
         }
     }
 }

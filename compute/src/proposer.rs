@@ -118,7 +118,9 @@ impl Proposer {
         let majority = clients.len() / 2 + 1;
         let statuses = futures::future::join_all(clients.iter().map(|c| {
             let mut c = c.clone();
-            let req = SafekeeperStatusRequest { database: database.to_string() };
+            let req = SafekeeperStatusRequest {
+                database: database.to_string(),
+            };
             async move { rpc(c.get_status(req)).await }
         }))
         .await;
@@ -132,7 +134,10 @@ impl Proposer {
         let term = statuses.iter().flatten().map(|s| s.term).max().unwrap_or(0) + 1;
         let votes = futures::future::join_all(clients.iter().map(|c| {
             let mut c = c.clone();
-            let req = VoteRequest { database: database.to_string(), term };
+            let req = VoteRequest {
+                database: database.to_string(),
+                term,
+            };
             async move { rpc(c.request_vote(req)).await }
         }))
         .await;
@@ -187,7 +192,11 @@ impl Proposer {
                 commit: voters_commit.min(end),
             }),
             positions: watch::channel((end, voters_commit.min(end))).0,
-            quorum: watch::channel(Quorum { peers, fenced: None }).0,
+            quorum: watch::channel(Quorum {
+                peers,
+                fenced: None,
+            })
+            .0,
         }))
     }
 
@@ -222,7 +231,10 @@ impl Proposer {
 
     /// Adds whole frames at the end of the log; the senders ship them. Returns the new end.
     pub fn append(&self, frames: Bytes) -> Result<Lsn> {
-        let mut log = self.log.lock().map_err(|_| Error::internal("proposer lock poisoned"))?;
+        let mut log = self
+            .log
+            .lock()
+            .map_err(|_| Error::internal("proposer lock poisoned"))?;
         let begin = log.end;
         log.end += frames.len() as u64;
         log.buffered_bytes += frames.len();
@@ -339,7 +351,9 @@ impl Proposer {
                     wal: wal.clone(),
                     commit_lsn: commit,
                 };
-                tx.send(req).await.map_err(|_| Error::unavailable("append stream closed"))?;
+                tx.send(req)
+                    .await
+                    .map_err(|_| Error::unavailable("append stream closed"))?;
                 sent += wal.len() as u64;
                 commit_sent = commit;
                 continue;
@@ -352,7 +366,9 @@ impl Proposer {
                     wal: Bytes::new(),
                     commit_lsn: commit,
                 };
-                tx.send(req).await.map_err(|_| Error::unavailable("append stream closed"))?;
+                tx.send(req)
+                    .await
+                    .map_err(|_| Error::unavailable("append stream closed"))?;
                 commit_sent = commit;
             }
             tokio::select! {
@@ -376,7 +392,10 @@ impl Proposer {
     /// least one frame): from the buffer, or read back from a safekeeper that holds them.
     async fn frames_from(&self, target: usize, from: Lsn, end: Lsn) -> Result<Bytes> {
         let buffer_start = {
-            let log = self.log.lock().map_err(|_| Error::internal("proposer lock poisoned"))?;
+            let log = self
+                .log
+                .lock()
+                .map_err(|_| Error::internal("proposer lock poisoned"))?;
             if from >= log.buffer_start {
                 let mut out = BytesMut::new();
                 for (begin, f) in log.frames.iter() {
@@ -425,8 +444,12 @@ impl Proposer {
             let read = async {
                 let mut stream = c.read_wal(req).await?.into_inner();
                 match stream.message().await? {
-                    Some(chunk) if chunk.begin_lsn == from && !chunk.wal.is_empty() => Ok(chunk.wal),
-                    _ => Err(Error::unavailable(format!("safekeeper {j} sent no WAL at {from}"))),
+                    Some(chunk) if chunk.begin_lsn == from && !chunk.wal.is_empty() => {
+                        Ok(chunk.wal)
+                    }
+                    _ => Err(Error::unavailable(format!(
+                        "safekeeper {j} sent no WAL at {from}"
+                    ))),
                 }
             };
             match tokio::time::timeout(RPC_TIMEOUT, read).await {

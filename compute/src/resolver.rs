@@ -63,7 +63,12 @@ impl Resolver {
 
     /// Checks a transaction that read `reads` at `read_version` against commits after it and
     /// against `pending`, the writes of transactions ahead of it in the same batch.
-    pub fn check(&self, read_version: Version, reads: &[KeyRange], pending: &[KeyRange]) -> Result<()> {
+    pub fn check(
+        &self,
+        read_version: Version,
+        reads: &[KeyRange],
+        pending: &[KeyRange],
+    ) -> Result<()> {
         if reads.is_empty() {
             // Blind writes read nothing, so nothing can have changed under them.
             return Ok(());
@@ -96,7 +101,11 @@ impl Resolver {
 
     /// Records a committed batch and forgets commits older than the window.
     pub fn add(&mut self, version: Version, time_micros: u64, writes: Vec<KeyRange>) {
-        self.history.push_back(Committed { version, time_micros, writes });
+        self.history.push_back(Committed {
+            version,
+            time_micros,
+            writes,
+        });
         let horizon = time_micros.saturating_sub(MAX_READ_VERSION_AGE.as_micros() as u64);
         while let Some(front) = self.history.front() {
             if front.time_micros >= horizon {
@@ -132,16 +141,23 @@ mod tests {
         // Adjacent is not intersecting.
         assert!(res.check(Version(10), &[r("y", "z")], &[]).is_ok());
         // Earlier transactions in the same batch count.
-        let e = res.check(Version(20), &[r("m", "n")], &[r("m", "m\0")]).unwrap_err();
+        let e = res
+            .check(Version(20), &[r("m", "n")], &[r("m", "m\0")])
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotCommitted);
     }
 
     #[test]
     fn old_read_versions_are_too_old() {
         let mut res = Resolver::new(Version(100));
-        assert!(res.check(Version(0), &[], &[]).is_ok(), "blind writes never conflict");
+        assert!(
+            res.check(Version(0), &[], &[]).is_ok(),
+            "blind writes never conflict"
+        );
         assert_eq!(
-            res.check(Version(99), &[r("a", "b")], &[]).unwrap_err().kind(),
+            res.check(Version(99), &[r("a", "b")], &[])
+                .unwrap_err()
+                .kind(),
             ErrorKind::TransactionTooOld
         );
         let five_s = MAX_READ_VERSION_AGE.as_micros() as u64;
@@ -149,7 +165,9 @@ mod tests {
         res.add(Version(120), 1_000 + five_s + 1, vec![]);
         // The commit at 110 left the window: reads below it can no longer be checked.
         assert_eq!(
-            res.check(Version(105), &[r("q", "r")], &[]).unwrap_err().kind(),
+            res.check(Version(105), &[r("q", "r")], &[])
+                .unwrap_err()
+                .kind(),
             ErrorKind::TransactionTooOld
         );
         assert!(res.check(Version(110), &[r("a", "b")], &[]).is_ok());

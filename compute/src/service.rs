@@ -33,7 +33,10 @@ impl ComputeService {
         if database != self.database {
             return Err(Error::new(
                 ErrorKind::DatabaseNotFound,
-                format!("this compute serves database {:?}, not {database:?}", self.database),
+                format!(
+                    "this compute serves database {:?}, not {database:?}",
+                    self.database
+                ),
             ));
         }
         self.primary
@@ -47,7 +50,10 @@ fn range(r: ferrisdb_common::proto::KeyRange) -> Result<KeyRange> {
     if r.begin > r.end {
         return Err(Error::invalid("conflict range begins after it ends"));
     }
-    Ok(KeyRange { begin: r.begin, end: r.end })
+    Ok(KeyRange {
+        begin: r.begin,
+        end: r.end,
+    })
 }
 
 #[tonic::async_trait]
@@ -57,7 +63,9 @@ impl Database for ComputeService {
         req: Request<GetReadVersionRequest>,
     ) -> Result<Response<GetReadVersionResponse>, Status> {
         let p = self.primary(&req.get_ref().database)?;
-        Ok(Response::new(GetReadVersionResponse { version: p.read_version()?.0 }))
+        Ok(Response::new(GetReadVersionResponse {
+            version: p.read_version()?.0,
+        }))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
@@ -70,25 +78,43 @@ impl Database for ComputeService {
         Ok(Response::new(GetResponse { value }))
     }
 
-    async fn get_range(&self, req: Request<GetRangeRequest>) -> Result<Response<GetRangeResponse>, Status> {
+    async fn get_range(
+        &self,
+        req: Request<GetRangeRequest>,
+    ) -> Result<Response<GetRangeResponse>, Status> {
         let req = req.into_inner();
         let p = self.primary(&req.database)?;
         let (rows, more) = p
-            .get_range(req.begin, req.end, Version(req.version), req.limit as usize, req.reverse)
+            .get_range(
+                req.begin,
+                req.end,
+                Version(req.version),
+                req.limit as usize,
+                req.reverse,
+            )
             .await?;
         Ok(Response::new(GetRangeResponse {
-            kvs: rows.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+            kvs: rows
+                .into_iter()
+                .map(|(key, value)| KeyValue { key, value })
+                .collect(),
             more,
         }))
     }
 
-    async fn commit(&self, req: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+    async fn commit(
+        &self,
+        req: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
         let req = req.into_inner();
         let p = self.primary(&req.database)?;
         let read_version = Version(req.read_version);
         if req.mutations.is_empty() {
             // A read-only transaction is serializable at its read version: nothing to commit.
-            return Ok(Response::new(CommitResponse { version: read_version.0, commit_time_micros: 0 }));
+            return Ok(Response::new(CommitResponse {
+                version: read_version.0,
+                commit_time_micros: 0,
+            }));
         }
         let mut size = 0usize;
         let mut mutations = Vec::with_capacity(req.mutations.len());
@@ -103,13 +129,25 @@ impl Database for ComputeService {
             writes.push(KeyRange::single(m.key()));
             mutations.push(m);
         }
-        let reads = req.read_conflicts.into_iter().map(range).collect::<Result<Vec<_>>>()?;
+        let reads = req
+            .read_conflicts
+            .into_iter()
+            .map(range)
+            .collect::<Result<Vec<_>>>()?;
         for r in req.write_conflicts {
             writes.push(range(r)?);
         }
-        size += reads.iter().chain(writes.iter()).map(|r| r.begin.len() + r.end.len()).sum::<usize>();
+        size += reads
+            .iter()
+            .chain(writes.iter())
+            .map(|r| r.begin.len() + r.end.len())
+            .sum::<usize>();
         check_transaction_size(size)?;
-        let (version, commit_time_micros) = p.commit(read_version, reads, writes, mutations).await?;
-        Ok(Response::new(CommitResponse { version: version.0, commit_time_micros }))
+        let (version, commit_time_micros) =
+            p.commit(read_version, reads, writes, mutations).await?;
+        Ok(Response::new(CommitResponse {
+            version: version.0,
+            commit_time_micros,
+        }))
     }
 }

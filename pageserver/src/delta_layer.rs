@@ -131,16 +131,30 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_damage() {
         let mut m = VersionedMap::default();
-        m.insert(Bytes::from_static(b"k1"), Version(11), Some(Bytes::from_static(b"v1")));
+        m.insert(
+            Bytes::from_static(b"k1"),
+            Version(11),
+            Some(Bytes::from_static(b"v1")),
+        );
         m.insert(Bytes::from_static(b"k1"), Version(12), None);
-        m.insert(Bytes::from_static(b"k2"), Version(12), Some(Bytes::from_static(b"")));
+        m.insert(
+            Bytes::from_static(b"k2"),
+            Version(12),
+            Some(Bytes::from_static(b"")),
+        );
         let enc = encode(Version(10), Version(12), &m);
         let layer = decode(&enc).unwrap();
         assert_eq!((layer.start, layer.end), (Version(10), Version(12)));
         assert_eq!(layer.data.len(), 3);
-        assert_eq!(layer.data.get(b"k1", Version(11)), Lookup::Found(Some(Bytes::from_static(b"v1"))));
+        assert_eq!(
+            layer.data.get(b"k1", Version(11)),
+            Lookup::Found(Some(Bytes::from_static(b"v1")))
+        );
         assert_eq!(layer.data.get(b"k1", Version(12)), Lookup::Found(None));
-        assert_eq!(layer.data.get(b"k2", Version(12)), Lookup::Found(Some(Bytes::new())));
+        assert_eq!(
+            layer.data.get(b"k2", Version(12)),
+            Lookup::Found(Some(Bytes::new()))
+        );
         for i in [0, 9, HEADER_LEN + 3, enc.len() - 5] {
             let mut bad = enc.to_vec();
             bad[i] ^= 1;

@@ -45,10 +45,15 @@ pub async fn follow(timeline: Arc<Timeline>, safekeepers: Vec<String>) -> Result
     }
 }
 
-async fn commit_positions(clients: &[SafekeeperClient<Channel>], database: &str) -> Vec<Option<u64>> {
+async fn commit_positions(
+    clients: &[SafekeeperClient<Channel>],
+    database: &str,
+) -> Vec<Option<u64>> {
     let asks = clients.iter().map(|c| {
         let mut c = c.clone();
-        let req = SafekeeperStatusRequest { database: database.to_string() };
+        let req = SafekeeperStatusRequest {
+            database: database.to_string(),
+        };
         async move {
             tokio::time::timeout(Duration::from_secs(1), c.get_status(req))
                 .await
@@ -61,7 +66,11 @@ async fn commit_positions(clients: &[SafekeeperClient<Channel>], database: &str)
 }
 
 /// Streams from safekeeper `i` until the stream fails or another safekeeper is ahead.
-async fn stream_from(clients: &[SafekeeperClient<Channel>], i: usize, timeline: &Timeline) -> Result<()> {
+async fn stream_from(
+    clients: &[SafekeeperClient<Channel>],
+    i: usize,
+    timeline: &Timeline,
+) -> Result<()> {
     let mut at = timeline.ingested_version().0;
     let mut client = clients[i].clone();
     let req = ReadWalRequest {

@@ -49,9 +49,14 @@ pub struct PageserverConfig {
 }
 
 /// Runs a pageserver until `shutdown` resolves.
-pub async fn run(config: PageserverConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: PageserverConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     if config.safekeepers.is_empty() {
-        return Err(Error::invalid("a pageserver needs at least one --safekeeper to follow"));
+        return Err(Error::invalid(
+            "a pageserver needs at least one --safekeeper to follow",
+        ));
     }
     let store = config.object_store.open()?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
@@ -68,7 +73,10 @@ pub async fn run(config: PageserverConfig, shutdown: impl Future<Output = ()> + 
 
     let mut tasks = Vec::new();
     for t in timelines.0.values() {
-        tasks.push(tokio::spawn(ingest::follow(t.clone(), config.safekeepers.clone())));
+        tasks.push(tokio::spawn(ingest::follow(
+            t.clone(),
+            config.safekeepers.clone(),
+        )));
         let t = t.clone();
         let every = config.checkpoint_interval;
         tasks.push(tokio::spawn(async move {
@@ -98,7 +106,11 @@ pub async fn run(config: PageserverConfig, shutdown: impl Future<Output = ()> + 
         .route("/v1/databases/{database}/checkpoint", post(checkpoint))
         .with_state(timelines.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let http = tokio::spawn(admin::serve(http_listener, router, stopped(stop_rx.clone())));
+    let http = tokio::spawn(admin::serve(
+        http_listener,
+        router,
+        stopped(stop_rx.clone()),
+    ));
     tonic::transport::Server::builder()
         .add_service(PageserverServer::new(PageserverService::new(timelines)))
         .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx))
@@ -139,5 +151,7 @@ async fn checkpoint(
 ) -> Result<Json<serde_json::Value>, Error> {
     let t = timelines.get(&database)?;
     let v = t.checkpoint(Version(params.wait_for_version)).await?;
-    Ok(Json(serde_json::json!({"database": database, "remote_consistent_version": v})))
+    Ok(Json(
+        serde_json::json!({"database": database, "remote_consistent_version": v}),
+    ))
 }

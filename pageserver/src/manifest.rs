@@ -68,7 +68,9 @@ pub fn layer_path(database: &str, name: &str) -> Path {
 }
 
 fn manifest_path(database: &str, generation: u64) -> Path {
-    Path::from(format!("databases/{database}/manifest/{generation:020}.json"))
+    Path::from(format!(
+        "databases/{database}/manifest/{generation:020}.json"
+    ))
 }
 
 /// Loads the newest manifest of `database`, or an empty one if there is none.
@@ -112,7 +114,10 @@ pub async fn store_next(store: &Arc<dyn ObjectStore>, next: &Manifest) -> Result
         Ok(_) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => Err(Error::new(
             ErrorKind::Fenced,
-            format!("manifest generation {} was written by another pageserver", next.generation),
+            format!(
+                "manifest generation {} was written by another pageserver",
+                next.generation
+            ),
         )),
         Err(e) => Err(e.into()),
     }
@@ -126,7 +131,10 @@ mod tests {
     #[tokio::test]
     async fn newest_generation_wins_and_a_second_writer_is_fenced() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        assert_eq!(load_latest(&store, "db").await.unwrap(), Manifest::empty("db"));
+        assert_eq!(
+            load_latest(&store, "db").await.unwrap(),
+            Manifest::empty("db")
+        );
         let mut m = Manifest::empty("db");
         for g in 1..=3 {
             m.generation = g;

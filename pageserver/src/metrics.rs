@@ -25,13 +25,22 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
-        let ingested_version = IntGauge::new("ferrisdb_pageserver_ingested_version", "Highest version applied")?;
+        let ingested_version = IntGauge::new(
+            "ferrisdb_pageserver_ingested_version",
+            "Highest version applied",
+        )?;
         let remote_consistent_version = IntGauge::new(
             "ferrisdb_pageserver_remote_consistent_version",
             "Highest version durable in object storage",
         )?;
-        let ingested_records = IntCounter::new("ferrisdb_pageserver_ingested_records_total", "WAL records applied")?;
-        let checkpoints = IntCounter::new("ferrisdb_pageserver_checkpoints_total", "Checkpoints uploaded")?;
+        let ingested_records = IntCounter::new(
+            "ferrisdb_pageserver_ingested_records_total",
+            "WAL records applied",
+        )?;
+        let checkpoints = IntCounter::new(
+            "ferrisdb_pageserver_checkpoints_total",
+            "Checkpoints uploaded",
+        )?;
         let layers = IntGauge::new("ferrisdb_pageserver_layers", "Live delta layers")?;
         let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
         for c in [&ingested_records, &checkpoints, &reads] {

@@ -58,24 +58,42 @@ impl Pageserver for PageserverService {
         Ok(Response::new(PageGetResponse { value }))
     }
 
-    async fn get_range(&self, req: Request<PageGetRangeRequest>) -> Result<Response<PageGetRangeResponse>, Status> {
+    async fn get_range(
+        &self,
+        req: Request<PageGetRangeRequest>,
+    ) -> Result<Response<PageGetRangeResponse>, Status> {
         let req = req.into_inner();
         let t = self.timelines.get(&req.database)?;
         let (kvs, more) = t
-            .get_range(&req.begin, &req.end, Version(req.version), req.limit as usize, req.reverse)
+            .get_range(
+                &req.begin,
+                &req.end,
+                Version(req.version),
+                req.limit as usize,
+                req.reverse,
+            )
             .await?;
         Ok(Response::new(PageGetRangeResponse {
-            kvs: kvs.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+            kvs: kvs
+                .into_iter()
+                .map(|(key, value)| KeyValue { key, value })
+                .collect(),
             more,
         }))
     }
 
-    async fn get_status(&self, req: Request<PageserverStatusRequest>) -> Result<Response<PageserverStatus>, Status> {
+    async fn get_status(
+        &self,
+        req: Request<PageserverStatusRequest>,
+    ) -> Result<Response<PageserverStatus>, Status> {
         let t = self.timelines.get(&req.get_ref().database)?;
         Ok(Response::new(status_of(&t)))
     }
 
-    async fn checkpoint(&self, req: Request<CheckpointRequest>) -> Result<Response<PageserverStatus>, Status> {
+    async fn checkpoint(
+        &self,
+        req: Request<CheckpointRequest>,
+    ) -> Result<Response<PageserverStatus>, Status> {
         let req = req.into_inner();
         let t = self.timelines.get(&req.database)?;
         t.checkpoint(Version(req.wait_for_version)).await?;

@@ -55,7 +55,11 @@ pub struct Timeline {
 
 impl Timeline {
     /// Rebuilds a database's state from object storage: the newest manifest and its layers.
-    pub async fn load(database: &str, store: Arc<dyn ObjectStore>, metrics: Metrics) -> Result<Timeline> {
+    pub async fn load(
+        database: &str,
+        store: Arc<dyn ObjectStore>,
+        metrics: Metrics,
+    ) -> Result<Timeline> {
         let manifest = manifest::load_latest(&store, database).await?;
         let mut layers = Vec::with_capacity(manifest.layers.len());
         let mut expect_start = None;
@@ -117,7 +121,9 @@ impl Timeline {
 
     /// Applies committed records, which must continue exactly where ingestion stands.
     pub fn apply(&self, records: &[WalRecord]) -> Result<()> {
-        let Some(last) = records.last() else { return Ok(()) };
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
         {
             let mut map = self
                 .layers
@@ -132,7 +138,8 @@ impl Timeline {
                     )));
                 }
                 for m in &r.mutations {
-                    map.open.insert(m.key().clone(), r.version, m.value().cloned());
+                    map.open
+                        .insert(m.key().clone(), r.version, m.value().cloned());
                 }
                 at = r.version;
             }
@@ -199,13 +206,16 @@ impl Timeline {
             }
         }
         let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
-        Ok(ferrisdb_common::versioned_map::take_limited(live, limit, reverse))
+        Ok(ferrisdb_common::versioned_map::take_limited(
+            live, limit, reverse,
+        ))
     }
 
     /// Uploads everything ingested (after waiting for `wait_for`) as a delta layer, then a
     /// manifest naming it. Returns the new remote consistent version.
     pub async fn checkpoint(&self, wait_for: Version) -> Result<Version> {
-        self.wait_ingested(wait_for, Duration::from_secs(10)).await?;
+        self.wait_ingested(wait_for, Duration::from_secs(10))
+            .await?;
         let mut manifest = self.manifest.lock().await;
         let start = manifest.remote_consistent_version;
         // Freeze: new WAL goes to a fresh open layer while this one uploads.
@@ -237,7 +247,12 @@ impl Timeline {
                 self.unfreeze(frozen, None)?;
                 return Err(e.into());
             }
-            next.layers.push(LayerEntry { name, start, end, size });
+            next.layers.push(LayerEntry {
+                name,
+                start,
+                end,
+                size,
+            });
             new_layer = Some(Arc::new(DeltaLayer {
                 start,
                 end,
@@ -324,11 +339,15 @@ mod tests {
     async fn reads_at_versions_across_checkpoints_and_reload() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let metrics = Metrics::new().unwrap();
-        let t = Timeline::load("db", store.clone(), metrics.clone()).await.unwrap();
-        t.apply(&[rec(10, &[("a", Some("a1")), ("b", Some("b1"))])]).unwrap();
+        let t = Timeline::load("db", store.clone(), metrics.clone())
+            .await
+            .unwrap();
+        t.apply(&[rec(10, &[("a", Some("a1")), ("b", Some("b1"))])])
+            .unwrap();
         t.apply(&[rec(20, &[("a", Some("a2"))])]).unwrap();
         assert_eq!(t.checkpoint(Version(20)).await.unwrap(), Version(20));
-        t.apply(&[rec(30, &[("a", None), ("c", Some("c3"))])]).unwrap();
+        t.apply(&[rec(30, &[("a", None), ("c", Some("c3"))])])
+            .unwrap();
         t.apply(&[rec(40, &[("a", Some("a4"))])]).unwrap();
         assert_eq!(t.checkpoint(Version(40)).await.unwrap(), Version(40));
         t.apply(&[rec(50, &[("b", Some("b5"))])]).unwrap(); // not checkpointed
@@ -339,10 +358,16 @@ mod tests {
             assert_eq!(t.get(b"a", Version(25)).await.unwrap(), s("a2"));
             assert_eq!(t.get(b"a", Version(30)).await.unwrap(), None);
             assert_eq!(t.get(b"a", Version(40)).await.unwrap(), s("a4"));
-            let (r, more) = t.get_range(b"a", b"z", Version(30), 0, false).await.unwrap();
+            let (r, more) = t
+                .get_range(b"a", b"z", Version(30), 0, false)
+                .await
+                .unwrap();
             assert!(!more);
             let keys: Vec<_> = r.iter().map(|(k, _)| k.clone()).collect();
-            assert_eq!(keys, vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+            assert_eq!(
+                keys,
+                vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
+            );
             let (r, more) = t.get_range(b"a", b"z", Version(40), 2, true).await.unwrap();
             assert!(more);
             assert_eq!(r[0], (Bytes::from_static(b"c"), Bytes::from_static(b"c3")));
@@ -359,14 +384,18 @@ mod tests {
         assert_eq!(reloaded.ingested_version(), Version(40));
         check(reloaded.clone(), false).await;
         // Version 50 was never uploaded: the reloaded state must not pretend to have it.
-        let e = reloaded.wait_ingested(Version(50), Duration::from_millis(10)).await;
+        let e = reloaded
+            .wait_ingested(Version(50), Duration::from_millis(10))
+            .await;
         assert_eq!(e.unwrap_err().kind(), ErrorKind::FutureVersion);
     }
 
     #[tokio::test(start_paused = true)]
     async fn reads_beyond_ingestion_wait_then_fail_with_future_version() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let t = Timeline::load("db", store, Metrics::new().unwrap()).await.unwrap();
+        let t = Timeline::load("db", store, Metrics::new().unwrap())
+            .await
+            .unwrap();
         let e = t.get(b"a", Version(5)).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::FutureVersion);
     }

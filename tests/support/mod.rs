@@ -2,7 +2,7 @@
 //! in its own process group so a test can SIGKILL the whole tree, or one component by the pid
 //! `cluster.json` gives, and start it again from the argv recorded there.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -36,13 +36,20 @@ pub fn free_base_port() -> u16 {
     }
     loop {
         let base = NEXT_BASE.fetch_add(100, Ordering::SeqCst);
-        let base = if base > 60_000 { 20_000 + base % 100 } else { base };
+        let base = if base > 60_000 {
+            20_000 + base % 100
+        } else {
+            base
+        };
         let mut handed = HANDED_OUT.lock().unwrap();
         let handed = handed.get_or_insert_with(HashSet::new);
         if handed.contains(&base) {
             continue;
         }
-        if OFFSETS.iter().all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok()) {
+        if OFFSETS
+            .iter()
+            .all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok())
+        {
             handed.insert(base);
             return base;
         }
@@ -108,11 +115,19 @@ impl DevCluster {
         loop {
             if self.data_dir.join("cluster.json").exists() {
                 let db = self.db(Duration::from_secs(1)).await;
-                if db.run(|tx| async move { tx.get("probe").await }).await.is_ok() {
+                if db
+                    .run(|tx| async move { tx.get("probe").await })
+                    .await
+                    .is_ok()
+                {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "dev cluster in {:?} did not come up", self.data_dir);
+            assert!(
+                Instant::now() < deadline,
+                "dev cluster in {:?} did not come up",
+                self.data_dir
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -132,7 +147,10 @@ impl DevCluster {
         Database::connect(&self.endpoint())
             .await
             .unwrap()
-            .with_retry(RetryOptions { timeout, ..RetryOptions::default() })
+            .with_retry(RetryOptions {
+                timeout,
+                ..RetryOptions::default()
+            })
     }
 
     /// The components as `cluster.json` lists them.
@@ -147,14 +165,22 @@ impl DevCluster {
                 name: c["name"].as_str().unwrap().to_string(),
                 kind: c["kind"].as_str().unwrap().to_string(),
                 pid: c["pid"].as_i64().unwrap() as i32,
-                argv: c["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+                argv: c["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect(),
             })
             .collect()
     }
 
     /// The component called `name`.
     pub fn component(&self, name: &str) -> ComponentInfo {
-        self.components().into_iter().find(|c| c.name == name).unwrap()
+        self.components()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap()
     }
 
     /// SIGKILLs one process. (Signals go through nix, never `/usr/bin/kill`: procps-ng 4.0.2

@@ -345,6 +345,9 @@ mod tests {
         let end = a.append(1, 9000, &frame(9000, 1), 0).unwrap();
         drop(a);
         let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        assert_eq!((a.status().log_start_lsn, a.status().flush_lsn), (9000, end));
+        assert_eq!(
+            (a.status().log_start_lsn, a.status().flush_lsn),
+            (9000, end)
+        );
     }
 }

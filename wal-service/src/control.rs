@@ -63,7 +63,10 @@ impl Control {
             )));
         }
         if on_disk.crc32c != on_disk.control.checksum()? {
-            return Err(Error::corruption(format!("{}: checksum mismatch", path.display())));
+            return Err(Error::corruption(format!(
+                "{}: checksum mismatch",
+                path.display()
+            )));
         }
         Ok(on_disk.control)
     }
@@ -124,7 +127,10 @@ mod tests {
         assert_eq!(Control::load(dir.path()).unwrap(), Control::default());
         let c = Control {
             term: 7,
-            history: vec![TermSwitch { term: 3, lsn: 0 }, TermSwitch { term: 7, lsn: 420 }],
+            history: vec![
+                TermSwitch { term: 3, lsn: 0 },
+                TermSwitch { term: 7, lsn: 420 },
+            ],
             log_start_lsn: 0,
             commit_lsn: 400,
         };
@@ -142,7 +148,10 @@ mod tests {
     #[test]
     fn history_up_to_drops_switches_beyond_the_log() {
         let c = Control {
-            history: vec![TermSwitch { term: 1, lsn: 0 }, TermSwitch { term: 2, lsn: 500 }],
+            history: vec![
+                TermSwitch { term: 1, lsn: 0 },
+                TermSwitch { term: 2, lsn: 500 },
+            ],
             ..Control::default()
         };
         assert_eq!(c.history_up_to(300), vec![TermSwitch { term: 1, lsn: 0 }]);

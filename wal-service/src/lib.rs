@@ -41,7 +41,10 @@ pub struct SafekeeperConfig {
 }
 
 /// Runs a safekeeper until `shutdown` resolves.
-pub async fn run(config: SafekeeperConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: SafekeeperConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let state = SafekeeperState::open(config.data_dir.clone(), metrics.clone()).await?;
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
@@ -80,7 +83,11 @@ pub async fn run(config: SafekeeperConfig, shutdown: impl Future<Output = ()> + 
             move || status(state.clone(), name.clone())
         }),
     );
-    let http = tokio::spawn(admin::serve(http_listener, router, stopped(stop_rx.clone())));
+    let http = tokio::spawn(admin::serve(
+        http_listener,
+        router,
+        stopped(stop_rx.clone()),
+    ));
     let grpc = tonic::transport::Server::builder()
         .add_service(SafekeeperServer::new(SafekeeperService::new(state.clone())))
         .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx.clone()));

@@ -54,7 +54,9 @@ impl WalLog {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(hex) = name.strip_suffix(".seg") else { continue };
+            let Some(hex) = name.strip_suffix(".seg") else {
+                continue;
+            };
             let start = Lsn::from_str_radix(hex, 16)
                 .map_err(|_| Error::corruption(format!("odd segment name {name}")))?;
             segments.push(Segment {
@@ -226,7 +228,9 @@ impl WalLog {
             buf = self.read_raw(start, len)?;
             whole = wal::whole_frames_len(&buf)?;
             if whole != len {
-                return Err(Error::corruption(format!("frame at LSN {start} is damaged")));
+                return Err(Error::corruption(format!(
+                    "frame at LSN {start} is damaged"
+                )));
             }
         }
         buf.truncate(whole);
@@ -314,7 +318,12 @@ mod tests {
         assert_eq!(log.flush_lsn(), end1);
         // The log continues cleanly after the cut.
         let end2 = log.append(&f2).unwrap();
-        assert_eq!(wal::decode_frames(&log.read(0, end2, 1 << 20).unwrap(), 0).unwrap().len(), 2);
+        assert_eq!(
+            wal::decode_frames(&log.read(0, end2, 1 << 20).unwrap(), 0)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

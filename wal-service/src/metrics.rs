@@ -21,9 +21,14 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
-        let appends = IntCounter::new("ferrisdb_safekeeper_appends_total", "Appends that wrote WAL")?;
-        let append_bytes =
-            IntCounter::new("ferrisdb_safekeeper_append_bytes_total", "WAL bytes appended")?;
+        let appends = IntCounter::new(
+            "ferrisdb_safekeeper_appends_total",
+            "Appends that wrote WAL",
+        )?;
+        let append_bytes = IntCounter::new(
+            "ferrisdb_safekeeper_append_bytes_total",
+            "WAL bytes appended",
+        )?;
         let append_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "ferrisdb_safekeeper_append_seconds",

@@ -67,7 +67,9 @@ impl SafekeeperState {
             return Ok(t.clone());
         }
         if let Some(why) = self.broken.lock().await.get(database) {
-            return Err(Error::corruption(format!("database {database} is not served: {why}")));
+            return Err(Error::corruption(format!(
+                "database {database} is not served: {why}"
+            )));
         }
         let dir = database_dir(&self.data_dir, database);
         let opened = tokio::task::spawn_blocking(move || Acceptor::open(dir))
@@ -160,7 +162,10 @@ impl Safekeeper for SafekeeperService {
         Ok(Response::new(to_proto(t.status().await?)))
     }
 
-    async fn request_vote(&self, req: Request<VoteRequest>) -> Result<Response<VoteResponse>, Status> {
+    async fn request_vote(
+        &self,
+        req: Request<VoteRequest>,
+    ) -> Result<Response<VoteResponse>, Status> {
         let req = req.into_inner();
         let t = self.state.timeline(&req.database).await?;
         let (granted, status) = t.with(move |a| a.vote(req.term)).await?;
@@ -171,7 +176,10 @@ impl Safekeeper for SafekeeperService {
         }))
     }
 
-    async fn elected(&self, req: Request<ElectedRequest>) -> Result<Response<ElectedResponse>, Status> {
+    async fn elected(
+        &self,
+        req: Request<ElectedRequest>,
+    ) -> Result<Response<ElectedResponse>, Status> {
         let req = req.into_inner();
         let t = self.state.timeline(&req.database).await?;
         let history: Vec<TermSwitch> = req
@@ -219,7 +227,10 @@ impl Safekeeper for SafekeeperService {
 
     type ReadWalStream = ReceiverStream<Result<WalChunk, Status>>;
 
-    async fn read_wal(&self, req: Request<ReadWalRequest>) -> Result<Response<Self::ReadWalStream>, Status> {
+    async fn read_wal(
+        &self,
+        req: Request<ReadWalRequest>,
+    ) -> Result<Response<Self::ReadWalStream>, Status> {
         let req = req.into_inner();
         let t = self.state.timeline(&req.database).await?;
         let (tx, rx) = mpsc::channel(4);
@@ -268,7 +279,11 @@ async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) ->
             break;
         }
         let n = wal.len() as u64;
-        let chunk = WalChunk { begin_lsn: at, wal: wal.into(), commit_lsn };
+        let chunk = WalChunk {
+            begin_lsn: at,
+            wal: wal.into(),
+            commit_lsn,
+        };
         if tx.send(Ok(chunk)).await.is_err() {
             return Ok(());
         }
@@ -291,7 +306,11 @@ async fn stream_committed(t: &Timeline, start: Lsn, tx: &ChunkSender) -> Result<
                 )));
             }
             let n = wal.len() as u64;
-            let chunk = WalChunk { begin_lsn: at, wal: wal.into(), commit_lsn };
+            let chunk = WalChunk {
+                begin_lsn: at,
+                wal: wal.into(),
+                commit_lsn,
+            };
             if tx.send(Ok(chunk)).await.is_err() {
                 return Ok(());
             }
