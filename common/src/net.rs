@@ -54,7 +54,58 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A `tokio_stream` of connections for tonic's `serve_with_incoming`.
-pub fn incoming(listener: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
+/// How long servers keep draining after shutdown is requested. Long-lived streams (a
+/// proposer's `Append`, a pageserver's `ReadWal`) would otherwise hold a stop forever.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A shutdown request shared by a process's servers and tasks.
+#[derive(Debug, Clone)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Requests shutdown when `signal` resolves.
+    pub fn on(signal: impl std::future::Future<Output = ()> + Send + 'static) -> Shutdown {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = tx.send(true);
+        });
+        Shutdown(rx)
+    }
+
+    /// Resolves once shutdown is requested.
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+
+    /// Resolves [`SHUTDOWN_GRACE`] after shutdown is requested.
+    async fn deadline(self) {
+        self.wait().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    }
+}
+
+/// Serves gRPC on `listener` until `shutdown`, then drains for at most [`SHUTDOWN_GRACE`].
+pub async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::select! {
+        r = router.serve_with_incoming_shutdown(incoming, shutdown.clone().wait()) => r.map_err(Error::from),
+        _ = shutdown.deadline() => Ok(()),
+    }
+}
+
+/// Serves the admin HTTP `router` on `listener` until `shutdown`, bounded like [`serve_grpc`].
+pub async fn serve_http(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
+    tokio::select! {
+        r = crate::admin::serve(listener, router, shutdown.clone().wait()) => r.map_err(Error::from),
+        _ = shutdown.deadline() => Ok(()),
+    }
 }

@@ -75,14 +75,7 @@ pub async fn run(
         primary_tx,
     ));
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let shutdown = net::Shutdown::on(shutdown);
     let routes = axum::Router::new()
         .route("/v1/status", get(status))
         .route("/v1/checkpoint", post(checkpoint))
@@ -91,18 +84,11 @@ pub async fn run(
             primary: primary_rx.clone(),
         });
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let http = tokio::spawn(admin::serve(
-        http_listener,
-        router,
-        stopped(stop_rx.clone()),
+    let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
+    let grpc = tonic::transport::Server::builder().add_service(DatabaseServer::new(
+        ComputeService::new(config.database.clone(), primary_rx),
     ));
-    tonic::transport::Server::builder()
-        .add_service(DatabaseServer::new(ComputeService::new(
-            config.database.clone(),
-            primary_rx,
-        )))
-        .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx))
-        .await?;
+    net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     election.abort();
     let _ = http.await;
     Ok(())

@@ -25,7 +25,6 @@ use axum::routing::{get, post};
 use ferrisdb_common::objstore::ObjectStoreConfig;
 use ferrisdb_common::proto::pageserver_server::PageserverServer;
 use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
-use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::service::{PageserverService, Timelines};
@@ -93,28 +92,16 @@ pub async fn run(
         }));
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let shutdown = net::Shutdown::on(shutdown);
     let routes = axum::Router::new()
         .route("/v1/status", get(status))
         .route("/v1/databases/{database}/checkpoint", post(checkpoint))
         .with_state(timelines.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let http = tokio::spawn(admin::serve(
-        http_listener,
-        router,
-        stopped(stop_rx.clone()),
-    ));
-    tonic::transport::Server::builder()
-        .add_service(PageserverServer::new(PageserverService::new(timelines)))
-        .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx))
-        .await?;
+    let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(PageserverServer::new(PageserverService::new(timelines)));
+    net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     for t in tasks {
         t.abort();

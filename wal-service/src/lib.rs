@@ -22,7 +22,6 @@ use axum::Json;
 use axum::routing::get;
 use ferrisdb_common::proto::safekeeper_server::SafekeeperServer;
 use ferrisdb_common::{Error, Result, admin, net};
-use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::service::{SafekeeperService, SafekeeperState};
@@ -51,18 +50,10 @@ pub async fn run(
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(name = %config.name, grpc = %config.listen_grpc, http = %config.listen_http, "safekeeper serving");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-
+    let shutdown = net::Shutdown::on(shutdown);
     let persister = {
         let state = state.clone();
-        let stop = stopped(stop_rx.clone());
+        let stop = shutdown.clone().wait();
         tokio::spawn(async move {
             tokio::pin!(stop);
             loop {
@@ -83,15 +74,10 @@ pub async fn run(
             move || status(state.clone(), name.clone())
         }),
     );
-    let http = tokio::spawn(admin::serve(
-        http_listener,
-        router,
-        stopped(stop_rx.clone()),
-    ));
+    let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
     let grpc = tonic::transport::Server::builder()
-        .add_service(SafekeeperServer::new(SafekeeperService::new(state.clone())))
-        .serve_with_incoming_shutdown(net::incoming(grpc_listener), stopped(stop_rx.clone()));
-    grpc.await?;
+        .add_service(SafekeeperServer::new(SafekeeperService::new(state.clone())));
+    net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     let _ = persister.await;
     Ok(())
