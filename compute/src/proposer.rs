@@ -342,7 +342,7 @@ impl Proposer {
         let mut commit_sent = 0;
         loop {
             let (end, commit) = *positions.borrow_and_update();
-            if sent < end && sent - flush < MAX_IN_FLIGHT_BYTES {
+            if sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES {
                 let wal = self.frames_from(i, sent, end).await?;
                 let req = AppendRequest {
                     database: self.database.clone(),

@@ -53,8 +53,14 @@ impl Acceptor {
     /// Opens (or creates) the acceptor whose files live in `dir`.
     pub fn open(dir: PathBuf) -> Result<Acceptor> {
         std::fs::create_dir_all(&dir)?;
-        let control = Control::load(&dir)?;
-        let (log, recovery) = WalLog::open(&dir, control.log_start_lsn)?;
+        let mut control = Control::load(&dir)?;
+        let (mut log, recovery) = WalLog::open(&dir, control.log_start_lsn)?;
+        if control.reset_pending {
+            // A reset was interrupted after its intent was stored: finish it.
+            log.reset(control.log_start_lsn)?;
+            control.reset_pending = false;
+            control.store(&dir)?;
+        }
         if log.flush_lsn() < control.commit_lsn {
             // Bytes below the commit position were acknowledged to a proposer; losing them is
             // not a torn write but damage, and serving from here could serve a hole.
@@ -134,10 +140,15 @@ impl Acceptor {
         next.term = term;
         next.history = history.to_vec();
         if agreed < log_start_lsn || agreed < self.log.start_lsn() {
-            // Nothing worth keeping: what agrees lies below the object-storage horizon.
-            self.log.reset(log_start_lsn.max(agreed))?;
-            next.log_start_lsn = self.log.start_lsn();
+            // Nothing worth keeping: what agrees lies below the object-storage horizon. Record
+            // the intent before deleting anything, so a crash midway is finished on open
+            // rather than leaving an empty log under a commit position.
+            next.log_start_lsn = log_start_lsn.max(agreed);
             next.commit_lsn = next.commit_lsn.max(next.log_start_lsn);
+            next.reset_pending = true;
+            next.store(&self.dir)?;
+            self.log.reset(next.log_start_lsn)?;
+            next.reset_pending = false;
         } else {
             if agreed < self.control.commit_lsn {
                 return Err(Error::corruption(format!(
@@ -333,6 +344,33 @@ mod tests {
         let e = a.elected(5, &[ts(4, 0), ts(5, 10)], 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corruption);
         assert_eq!(a.status().flush_lsn, c);
+    }
+
+    #[test]
+    fn an_interrupted_reset_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(1).unwrap();
+        a.elected(1, &[ts(1, 0)], 0).unwrap();
+        let c = a.append(1, 0, &frame(0, 1), 0).unwrap();
+        a.append(1, c, &[], c).unwrap();
+        a.persist_commit_lsn().unwrap();
+        drop(a);
+        // The crash: the intent to restart the log at 9000 is stored, no segment deleted yet.
+        let mut control = Control::load(dir.path()).unwrap();
+        control.term = 2;
+        control.history = vec![ts(2, 9000)];
+        control.log_start_lsn = 9000;
+        control.commit_lsn = 9000;
+        control.reset_pending = true;
+        control.store(dir.path()).unwrap();
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let st = a.status();
+        assert_eq!(
+            (st.log_start_lsn, st.flush_lsn, st.commit_lsn),
+            (9000, 9000, 9000)
+        );
+        assert!(!Control::load(dir.path()).unwrap().reset_pending);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct Control {
     pub log_start_lsn: Lsn,
     /// The last commit position heard (may lag the truth; never ahead of it).
     pub commit_lsn: Lsn,
+    /// Set while the log is being dropped and restarted at `log_start_lsn`: the intent is
+    /// recorded here before any segment is deleted, and a restart finishes the job.
+    #[serde(default)]
+    pub reset_pending: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -133,6 +137,7 @@ mod tests {
             ],
             log_start_lsn: 0,
             commit_lsn: 400,
+            reset_pending: false,
         };
         c.store(dir.path()).unwrap();
         assert_eq!(Control::load(dir.path()).unwrap(), c);
