@@ -142,61 +142,8 @@ fn fail(json: bool, e: &Error) -> ExitCode {
 pub async fn run(cmd: ClientCommand) -> ExitCode {
     match cmd {
         ClientCommand::Admin { command } => admin(command).await,
-        ClientCommand::Set { key, value, args } => {
-            let out = async {
-                let db = connect(&args).await?;
-                let (k, v) = (key.clone(), value.clone());
-                db.run(|tx| {
-                    let (k, v) = (k.clone(), v.clone());
-                    async move {
-                        tx.set(k, v);
-                        tx.commit().await
-                    }
-                })
-                .await
-            }
-            .await;
-            match out {
-                Ok(version) if args.json => {
-                    println!(
-                        "{}",
-                        json!({"key": key, "value": value, "version": version})
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(version) => {
-                    println!("OK (version {version})");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(args.json, &e),
-            }
-        }
-        ClientCommand::Clear { key, args } => {
-            let out = async {
-                let db = connect(&args).await?;
-                let k = key.clone();
-                db.run(|tx| {
-                    let k = k.clone();
-                    async move {
-                        tx.clear(k);
-                        tx.commit().await
-                    }
-                })
-                .await
-            }
-            .await;
-            match out {
-                Ok(version) if args.json => {
-                    println!("{}", json!({"key": key, "version": version}));
-                    ExitCode::SUCCESS
-                }
-                Ok(version) => {
-                    println!("OK (version {version})");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(args.json, &e),
-            }
-        }
+        ClientCommand::Set { key, value, args } => write(args, key, Some(value)).await,
+        ClientCommand::Clear { key, args } => write(args, key, None).await,
         ClientCommand::Get {
             key,
             at_version,
@@ -281,6 +228,39 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
                 Err(e) => fail(args.json, &e),
             }
         }
+    }
+}
+
+/// Sets (or, with no value, clears) one key in its own transaction and reports the version.
+async fn write(args: ClientArgs, key: String, value: Option<String>) -> ExitCode {
+    let out = async {
+        let db = connect(&args).await?;
+        db.run(|tx| {
+            let (k, v) = (key.clone(), value.clone());
+            async move {
+                match v {
+                    Some(v) => tx.set(k, v),
+                    None => tx.clear(k),
+                }
+                tx.commit().await
+            }
+        })
+        .await
+    }
+    .await;
+    match out {
+        Ok(version) if args.json => {
+            println!(
+                "{}",
+                json!({"key": key, "value": value, "version": version})
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(version) => {
+            println!("OK (version {version})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(args.json, &e),
     }
 }
 

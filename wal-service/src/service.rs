@@ -269,23 +269,25 @@ async fn read_chunk(t: &Timeline, at: Lsn, end: Lsn) -> Result<Vec<u8>> {
     t.with(move |a| a.read(at, end, READ_CHUNK_BYTES)).await
 }
 
+/// Sends one chunk; false when the reader has gone away.
+async fn send_chunk(tx: &ChunkSender, begin_lsn: Lsn, wal: Vec<u8>, commit_lsn: Lsn) -> bool {
+    let chunk = WalChunk {
+        begin_lsn,
+        wal: wal.into(),
+        commit_lsn,
+    };
+    tx.send(Ok(chunk)).await.is_ok()
+}
+
 /// `[start, min(end, flush))`, then the stream ends.
 async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) -> Result<()> {
     let mut at = start;
     let commit_lsn = *t.watch_commit().borrow();
     while at < end {
         let wal = read_chunk(t, at, end).await?;
-        if wal.is_empty() {
-            break;
-        }
         let n = wal.len() as u64;
-        let chunk = WalChunk {
-            begin_lsn: at,
-            wal: wal.into(),
-            commit_lsn,
-        };
-        if tx.send(Ok(chunk)).await.is_err() {
-            return Ok(());
+        if n == 0 || !send_chunk(tx, at, wal, commit_lsn).await {
+            break;
         }
         at += n;
     }
@@ -306,12 +308,7 @@ async fn stream_committed(t: &Timeline, start: Lsn, tx: &ChunkSender) -> Result<
                 )));
             }
             let n = wal.len() as u64;
-            let chunk = WalChunk {
-                begin_lsn: at,
-                wal: wal.into(),
-                commit_lsn,
-            };
-            if tx.send(Ok(chunk)).await.is_err() {
+            if !send_chunk(tx, at, wal, commit_lsn).await {
                 return Ok(());
             }
             at += n;
@@ -324,8 +321,7 @@ async fn stream_committed(t: &Timeline, start: Lsn, tx: &ChunkSender) -> Result<
                 }
             }
             _ = tokio::time::sleep(KEEPALIVE) => {
-                let chunk = WalChunk { begin_lsn: at, wal: Default::default(), commit_lsn };
-                if tx.send(Ok(chunk)).await.is_err() {
+                if !send_chunk(tx, at, Vec::new(), commit_lsn).await {
                     return Ok(());
                 }
             }
