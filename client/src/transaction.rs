@@ -47,6 +47,26 @@ fn key_after(key: &[u8]) -> Bytes {
     Bytes::from(k)
 }
 
+/// What a failed commit call means. A FerrisDB code from the compute is its answer. A transport
+/// failure is not: the request may have reached the compute and committed before the
+/// connection broke, so unless it never left (the connection was refused) the honest answer
+/// is `commit_unknown_result`.
+fn commit_error(status: tonic::Status) -> Error {
+    let tagged = status
+        .metadata()
+        .contains_key(ferrisdb_common::error::CODE_METADATA_KEY);
+    let never_sent = status.code() == tonic::Code::Unavailable
+        && (status.message().contains("tcp connect error")
+            || status.message().contains("connection refused"));
+    if tagged || never_sent {
+        return status.into();
+    }
+    Error::new(
+        ferrisdb_common::ErrorKind::CommitUnknownResult,
+        format!("the connection failed during commit, which may have happened: {status}"),
+    )
+}
+
 impl Transaction {
     pub(crate) fn new(client: DatabaseClient<Channel>, database: Arc<str>) -> Transaction {
         Transaction {
@@ -268,7 +288,13 @@ impl Transaction {
             write_conflicts: Vec::new(),
             mutations,
         };
-        let version = Version(self.client.clone().commit(req).await?.into_inner().version);
+        let response = self
+            .client
+            .clone()
+            .commit(req)
+            .await
+            .map_err(commit_error)?;
+        let version = Version(response.into_inner().version);
         self.state()?.committed = Some(version);
         Ok(version)
     }

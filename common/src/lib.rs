@@ -9,6 +9,7 @@ pub mod limits;
 pub mod net;
 pub mod objstore;
 pub mod proto;
+pub mod term_history;
 pub mod version;
 pub mod versioned_map;
 pub mod wal;

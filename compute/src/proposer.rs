@@ -23,6 +23,7 @@ use ferrisdb_common::proto::{
     AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
     TermSwitch, VoteRequest,
 };
+use ferrisdb_common::term_history::{self, Vote, plan_election};
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -156,25 +157,41 @@ impl Proposer {
                 clients.len()
             )));
         }
-        let (donor, donor_status) = granted
+        let votes: Vec<Vote> = granted
             .iter()
-            .max_by_key(|(_, s)| (s.history.last().map_or(0, |h| h.term), s.flush_lsn))
-            .map(|(i, s)| (*i, s.clone()))
+            .map(|(_, s)| Vote {
+                history: s
+                    .history
+                    .iter()
+                    .map(|h| term_history::TermSwitch {
+                        term: h.term,
+                        lsn: h.lsn,
+                    })
+                    .collect(),
+                flush_lsn: s.flush_lsn,
+                commit_lsn: s.commit_lsn,
+            })
+            .collect();
+        let plan = plan_election(term, &votes, durable_elsewhere)
             .ok_or_else(|| Error::internal("no voters"))?;
-        let voters_commit = granted.iter().map(|(_, s)| s.commit_lsn).max().unwrap_or(0);
-        let (end, mut history) = if durable_elsewhere > donor_status.flush_lsn {
+        let donor = granted[plan.donor].0;
+        if plan.end > votes[plan.donor].flush_lsn {
             tracing::warn!(
                 database,
                 durable_elsewhere,
-                donor_flush = donor_status.flush_lsn,
+                donor_flush = votes[plan.donor].flush_lsn,
                 "object storage is ahead of every safekeeper: restarting the log there"
             );
-            (durable_elsewhere, Vec::new())
-        } else {
-            (donor_status.flush_lsn, donor_status.history.clone())
-        };
-        history.push(TermSwitch { term, lsn: end });
-        let log_start = durable_elsewhere.min(end);
+        }
+        let (end, log_start, commit) = (plan.end, plan.log_start, plan.commit);
+        let history: Vec<TermSwitch> = plan
+            .history
+            .iter()
+            .map(|h| TermSwitch {
+                term: h.term,
+                lsn: h.lsn,
+            })
+            .collect();
         tracing::info!(database, term, donor, end, "won election");
         let peers = vec![PeerState::default(); clients.len()];
         Ok(Arc::new(Proposer {
@@ -189,9 +206,9 @@ impl Proposer {
                 frames: VecDeque::new(),
                 buffered_bytes: 0,
                 end,
-                commit: voters_commit.min(end),
+                commit,
             }),
-            positions: watch::channel((end, voters_commit.min(end))).0,
+            positions: watch::channel((end, commit)).0,
             quorum: watch::channel(Quorum {
                 peers,
                 fenced: None,

@@ -21,6 +21,8 @@ use std::path::PathBuf;
 use ferrisdb_common::wal;
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 
+use ferrisdb_common::term_history::{self, matching_lsn};
+
 use crate::control::{Control, TermSwitch};
 use crate::log::WalLog;
 
@@ -93,7 +95,7 @@ impl Acceptor {
     pub fn status(&self) -> AcceptorStatus {
         AcceptorStatus {
             term: self.control.term,
-            history: self.control.history_up_to(self.log.flush_lsn()),
+            history: term_history::up_to(&self.control.history, self.log.flush_lsn()),
             log_start_lsn: self.log.start_lsn(),
             flush_lsn: self.log.flush_lsn(),
             commit_lsn: self.control.commit_lsn,
@@ -135,7 +137,11 @@ impl Acceptor {
             )));
         }
         let flush = self.log.flush_lsn();
-        let agreed = matching_lsn(&self.control.history_up_to(flush), flush, history);
+        let agreed = matching_lsn(
+            &term_history::up_to(&self.control.history, flush),
+            flush,
+            history,
+        );
         let mut next = self.control.clone();
         next.term = term;
         next.history = history.to_vec();
@@ -223,25 +229,6 @@ fn fenced(term: u64, current: u64) -> Error {
     )
 }
 
-/// Where a log with history `own` (cut at `own_flush`) stops agreeing with a proposer whose
-/// history is `proposer`: the end of the last term both hold, at whichever of the two logs
-/// leaves that term first. With no term in common, nothing agrees (0).
-pub fn matching_lsn(own: &[TermSwitch], own_flush: Lsn, proposer: &[TermSwitch]) -> Lsn {
-    for (i, mine) in own.iter().enumerate().rev() {
-        let Some(j) = proposer.iter().position(|p| p.term == mine.term) else {
-            continue;
-        };
-        if proposer[j].lsn != mine.lsn {
-            // One proposer per term starts at one place: a mismatch means nothing here agrees.
-            continue;
-        }
-        let own_end = own.get(i + 1).map_or(own_flush, |s| s.lsn);
-        let proposer_end = proposer.get(j + 1).map_or(Lsn::MAX, |s| s.lsn);
-        return own_end.min(proposer_end);
-    }
-    0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,22 +245,6 @@ mod tests {
             value: Bytes::from(vec![tag; 20]),
         };
         encode_frame(at, tag as u64, &[m]).0
-    }
-
-    #[test]
-    fn matching_lsn_cases() {
-        // Same history: agrees up to our own end.
-        assert_eq!(matching_lsn(&[ts(1, 0)], 300, &[ts(1, 0), ts(2, 500)]), 300);
-        // We ran ahead in term 1 beyond where the proposer's log switched to term 2.
-        assert_eq!(matching_lsn(&[ts(1, 0)], 800, &[ts(1, 0), ts(2, 500)]), 500);
-        // Our term 2 was a losing proposer's: back to the common term 1.
-        assert_eq!(
-            matching_lsn(&[ts(1, 0), ts(2, 400)], 600, &[ts(1, 0), ts(3, 450)]),
-            400
-        );
-        // Nothing in common.
-        assert_eq!(matching_lsn(&[ts(1, 0)], 100, &[ts(2, 0)]), 0);
-        assert_eq!(matching_lsn(&[], 0, &[ts(1, 0)]), 0);
     }
 
     #[test]

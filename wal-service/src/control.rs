@@ -15,14 +15,7 @@ use serde::{Deserialize, Serialize};
 const CONTROL_FILE: &str = "control.json";
 const CONTROL_TMP: &str = "control.json.tmp";
 
-/// One entry of a term history: the term's proposer started writing at `lsn`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TermSwitch {
-    /// The term.
-    pub term: u64,
-    /// Where its proposer's log began.
-    pub lsn: Lsn,
-}
+pub use ferrisdb_common::term_history::TermSwitch;
 
 /// The persistent part of an acceptor's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,17 +90,6 @@ impl Control {
             .map_err(|e| Error::internal(format!("encoding control file: {e}")))?;
         Ok(crc32c::crc32c(&body))
     }
-
-    /// The history as far as the log actually reaches: switches at or below `flush_lsn`.
-    /// A switch above it names records this acceptor does not have, so it must not count
-    /// when comparing logs in an election.
-    pub fn history_up_to(&self, flush_lsn: Lsn) -> Vec<TermSwitch> {
-        self.history
-            .iter()
-            .copied()
-            .filter(|s| s.lsn <= flush_lsn)
-            .collect()
-    }
 }
 
 /// Makes a rename or file creation in `dir` durable.
@@ -148,18 +130,5 @@ mod tests {
             Control::load(dir.path()).unwrap_err().kind(),
             ferrisdb_common::ErrorKind::Corruption
         );
-    }
-
-    #[test]
-    fn history_up_to_drops_switches_beyond_the_log() {
-        let c = Control {
-            history: vec![
-                TermSwitch { term: 1, lsn: 0 },
-                TermSwitch { term: 2, lsn: 500 },
-            ],
-            ..Control::default()
-        };
-        assert_eq!(c.history_up_to(300), vec![TermSwitch { term: 1, lsn: 0 }]);
-        assert_eq!(c.history_up_to(500).len(), 2);
     }
 }
