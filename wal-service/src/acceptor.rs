@@ -26,6 +26,20 @@ use ferrisdb_common::term_history::{self, matching_lsn};
 use crate::control::{Control, TermSwitch};
 use crate::log::WalLog;
 
+/// One append request: frames at `begin` from the proposer of `term`, and the commit
+/// position it knows.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendArgs<'a> {
+    /// The proposer's term.
+    pub term: u64,
+    /// Where the frames begin.
+    pub begin: Lsn,
+    /// Whole frames (possibly none).
+    pub frames: &'a [u8],
+    /// The proposer's commit position.
+    pub commit_lsn: Lsn,
+}
+
 /// A snapshot of the acceptor's position, as reported to proposers and operators.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AcceptorStatus {
@@ -175,6 +189,56 @@ impl Acceptor {
     /// Appends `frames` at `begin` for the proposer of `term`, fdatasynced on return, and
     /// learns the commit position. Returns the new end of the log.
     pub fn append(&mut self, term: u64, begin: Lsn, frames: &[u8], commit_lsn: Lsn) -> Result<Lsn> {
+        let req = AppendArgs {
+            term,
+            begin,
+            frames,
+            commit_lsn,
+        };
+        self.append_group(std::slice::from_ref(&req))
+            .pop()
+            .unwrap_or_else(|| Err(Error::internal("empty append group")))
+    }
+
+    /// Applies several appends with one fdatasync (group commit). Results come in order; the
+    /// first failure ends the group (later appends are not applied and get no result). An
+    /// `Ok` is only returned once its write is durable.
+    pub fn append_group(&mut self, group: &[AppendArgs<'_>]) -> Vec<Result<Lsn>> {
+        let mut results = Vec::with_capacity(group.len());
+        let mut commit = self.control.commit_lsn;
+        for req in group {
+            match self.write_one(req) {
+                Ok(()) => {
+                    commit = commit.max(req.commit_lsn);
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    results.push(Err(e));
+                    break;
+                }
+            }
+        }
+        let synced = self.log.sync();
+        let flush = self.log.flush_lsn();
+        if synced.is_ok() {
+            self.control.commit_lsn = self.control.commit_lsn.max(commit.min(flush));
+        }
+        results
+            .into_iter()
+            .map(|r| match (&synced, r) {
+                (Err(e), Ok(())) => Err(e.clone()),
+                (_, r) => r.map(|()| flush),
+            })
+            .collect()
+    }
+
+    fn write_one(&mut self, req: &AppendArgs<'_>) -> Result<()> {
+        let AppendArgs {
+            term,
+            begin,
+            frames,
+            ..
+        } = *req;
         if term < self.control.term {
             return Err(fenced(term, self.control.term));
         }
@@ -199,11 +263,9 @@ impl Acceptor {
             if wal::whole_frames_len(new)? != new.len() {
                 return Err(Error::invalid("append does not hold whole frames"));
             }
-            self.log.append(new)?;
+            self.log.write(new)?;
         }
-        let flush = self.log.flush_lsn();
-        self.control.commit_lsn = self.control.commit_lsn.max(commit_lsn.min(flush));
-        Ok(flush)
+        Ok(())
     }
 
     /// Reads whole frames in `[start, end)`; see [`WalLog::read`].
@@ -277,6 +339,42 @@ mod tests {
         a.vote(3).unwrap();
         let e = a.append(2, end, &frame(end, 2), end).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fenced);
+    }
+
+    #[test]
+    fn a_group_is_applied_in_order_and_stops_at_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(1).unwrap();
+        a.elected(1, &[ts(1, 0)], 0).unwrap();
+        let f1 = frame(0, 1);
+        let e1 = f1.len() as u64;
+        let f2 = frame(e1, 2);
+        let e2 = e1 + f2.len() as u64;
+        let gap = frame(e2 + 5, 3);
+        let args = |begin, frames: &'static [u8], commit| AppendArgs {
+            term: 1,
+            begin,
+            frames,
+            commit_lsn: commit,
+        };
+        let (f1s, f2s, gaps): (&'static [u8], &'static [u8], &'static [u8]) =
+            (f1.to_vec().leak(), f2.to_vec().leak(), gap.to_vec().leak());
+        let results = a.append_group(&[
+            args(0, f1s, 0),
+            args(e1, f2s, e1),
+            args(e2 + 5, gaps, e2),
+            args(e2, f1s, e2),
+        ]);
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].as_ref().unwrap(), &e2);
+        assert_eq!(results[1].as_ref().unwrap(), &e2);
+        assert!(results[2].is_err());
+        assert_eq!(a.status().flush_lsn, e2);
+        assert_eq!(a.status().commit_lsn, e1);
+        drop(a);
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(a.status().flush_lsn, e2);
     }
 
     #[test]

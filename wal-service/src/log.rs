@@ -34,6 +34,8 @@ pub struct WalLog {
     tail: Option<File>,
     start_lsn: Lsn,
     flush_lsn: Lsn,
+    /// Written but not yet synced.
+    dirty: bool,
 }
 
 /// What [`WalLog::open`] found at the tail.
@@ -100,6 +102,7 @@ impl WalLog {
                 tail,
                 start_lsn: start,
                 flush_lsn: flush,
+                dirty: false,
             },
             recovery,
         ))
@@ -117,6 +120,15 @@ impl WalLog {
 
     /// Appends whole frames at the end of the log and fdatasyncs them.
     pub fn append(&mut self, frames: &[u8]) -> Result<Lsn> {
+        self.write(frames)?;
+        self.sync()?;
+        Ok(self.flush_lsn)
+    }
+
+    /// Writes whole frames at the end of the log without syncing: several writes can share
+    /// one [`WalLog::sync`] (group commit). Nothing written is durable, or may be acknowledged,
+    /// before that sync.
+    pub fn write(&mut self, frames: &[u8]) -> Result<Lsn> {
         if frames.is_empty() {
             return Ok(self.flush_lsn);
         }
@@ -131,13 +143,26 @@ impl WalLog {
             return Err(Error::internal("log has no tail segment"));
         };
         tail.write_all(frames)?;
-        tail.sync_data()?;
+        self.dirty = true;
         seg.len += frames.len() as u64;
         self.flush_lsn += frames.len() as u64;
         Ok(self.flush_lsn)
     }
 
+    /// Makes every write so far durable (fdatasync of the tail segment).
+    pub fn sync(&mut self) -> Result<()> {
+        if self.dirty {
+            if let Some(tail) = &self.tail {
+                tail.sync_data()?;
+            }
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
     fn start_segment(&mut self) -> Result<()> {
+        // The segment being closed must be durable before writes move on to the next.
+        self.sync()?;
         let path = self.dir.join(format!("{:016X}.seg", self.flush_lsn));
         let f = OpenOptions::new()
             .create_new(true)

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub appends: IntCounter,
     /// WAL bytes appended.
     pub append_bytes: IntCounter,
+    /// Group commits: fdatasyncs that made appends durable.
+    pub fsyncs: IntCounter,
     /// Time from receiving an append to its fdatasync completing.
     pub append_seconds: Histogram,
     /// Databases found damaged and not served.
@@ -29,6 +31,10 @@ impl Metrics {
             "ferrisdb_safekeeper_append_bytes_total",
             "WAL bytes appended",
         )?;
+        let fsyncs = IntCounter::new(
+            "ferrisdb_safekeeper_group_fsyncs_total",
+            "fdatasyncs that made appends durable (appends / this = group size)",
+        )?;
         let append_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "ferrisdb_safekeeper_append_seconds",
@@ -42,12 +48,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(appends.clone()))?;
         registry.register(Box::new(append_bytes.clone()))?;
+        registry.register(Box::new(fsyncs.clone()))?;
         registry.register(Box::new(append_seconds.clone()))?;
         registry.register(Box::new(broken_databases.clone()))?;
         Ok(Metrics {
             registry,
             appends,
             append_bytes,
+            fsyncs,
             append_seconds,
             broken_databases,
         })

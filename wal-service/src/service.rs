@@ -12,11 +12,12 @@ use ferrisdb_common::proto::{
     SafekeeperStatus, SafekeeperStatusRequest, VoteRequest, VoteResponse, WalChunk,
 };
 use ferrisdb_common::{Error, Lsn, Result, validate_database_name};
+use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::acceptor::{Acceptor, AcceptorStatus};
+use crate::acceptor::{Acceptor, AcceptorStatus, AppendArgs};
 use crate::control::{TermSwitch, database_dir};
 use crate::metrics::Metrics;
 use crate::timeline::Timeline;
@@ -25,6 +26,8 @@ use crate::timeline::Timeline;
 const READ_CHUNK_BYTES: usize = 1 << 20;
 /// A follower hears from an idle stream this often, so it can tell a quiet log from a dead peer.
 const KEEPALIVE: Duration = Duration::from_millis(500);
+/// At most this many queued appends share one fdatasync.
+const MAX_GROUP: usize = 256;
 
 /// Every database this safekeeper holds, opened on first use.
 #[derive(Debug)]
@@ -208,17 +211,26 @@ impl Safekeeper for SafekeeperService {
         let state = self.state.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            // Requests are applied strictly in arrival order; the first error ends the stream,
-            // and the proposer re-establishes it (Elected, then appends from our flush).
+            // Requests are applied strictly in arrival order. Whatever has queued up behind the
+            // one being written shares its fdatasync (group commit). The first error ends the
+            // stream; the proposer re-establishes it (Elected, then appends from our flush).
             loop {
-                let req = match requests.message().await {
+                let first = match requests.message().await {
                     Ok(Some(r)) => r,
                     Ok(None) | Err(_) => return,
                 };
-                let result = append_one(&state, req).await;
-                let failed = result.is_err();
-                if tx.send(result.map_err(Status::from)).await.is_err() || failed {
-                    return;
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match requests.message().now_or_never() {
+                        Some(Ok(Some(r))) => group.push(r),
+                        _ => break,
+                    }
+                }
+                for result in append_group(&state, group).await {
+                    let failed = result.is_err();
+                    if tx.send(result.map_err(Status::from)).await.is_err() || failed {
+                        return;
+                    }
                 }
             }
         });
@@ -247,20 +259,47 @@ impl Safekeeper for SafekeeperService {
     }
 }
 
-async fn append_one(state: &SafekeeperState, req: AppendRequest) -> Result<AppendResponse> {
-    let t = state.timeline(&req.database).await?;
-    let bytes = req.wal.len();
+async fn append_group(
+    state: &SafekeeperState,
+    group: Vec<AppendRequest>,
+) -> Vec<Result<AppendResponse>> {
+    let database = group[0].database.clone();
+    if group.iter().any(|r| r.database != database) {
+        return vec![Err(Error::invalid("one append stream serves one database"))];
+    }
+    let t = match state.timeline(&database).await {
+        Ok(t) => t,
+        Err(e) => return vec![Err(e)],
+    };
+    let bytes: usize = group.iter().map(|r| r.wal.len()).sum();
     let started = Instant::now();
-    let flush_lsn = t
-        .with(move |a| a.append(req.term, req.begin_lsn, &req.wal, req.commit_lsn))
-        .await?;
+    let results = t
+        .with(move |a| {
+            let args: Vec<AppendArgs<'_>> = group
+                .iter()
+                .map(|r| AppendArgs {
+                    term: r.term,
+                    begin: r.begin_lsn,
+                    frames: &r.wal,
+                    commit_lsn: r.commit_lsn,
+                })
+                .collect();
+            Ok(a.append_group(&args))
+        })
+        .await
+        .unwrap_or_else(|e| vec![Err(e)]);
     if bytes > 0 {
         let m = &state.metrics;
-        m.appends.inc();
+        m.appends
+            .inc_by(results.iter().filter(|r| r.is_ok()).count() as u64);
+        m.fsyncs.inc();
         m.append_bytes.inc_by(bytes as u64);
         m.append_seconds.observe(started.elapsed().as_secs_f64());
     }
-    Ok(AppendResponse { flush_lsn })
+    results
+        .into_iter()
+        .map(|r| r.map(|flush_lsn| AppendResponse { flush_lsn }))
+        .collect()
 }
 
 type ChunkSender = mpsc::Sender<Result<WalChunk, Status>>;
