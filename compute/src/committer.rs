@@ -1,16 +1,19 @@
 //! The commit pipeline: one task that turns queued commit requests into durable batches.
 //!
-//! For each batch: refuse at once if a safekeeper quorum is not connected (nothing is appended,
-//! so the answer `unavailable` is definite); resolve conflicts, including against earlier
-//! transactions of the same batch; encode the survivors as one WAL frame at the end of the
-//! log (its end LSN is the batch's version); append it through the proposer and wait for a
-//! majority to fsync it; then apply it to the hot tier and the resolver, publish the version
-//! and answer. Requests arriving meanwhile form the next batch (group commit).
+//! Each batch: refuse at once if a safekeeper quorum is not connected (nothing is appended, so
+//! `unavailable` is definite); resolve conflicts against recent commits, the batches still in
+//! flight, and earlier transactions of the same batch; encode the survivors as one WAL frame at
+//! the end of the log (its end LSN is the batch's version) and hand it to the proposer. Up to
+//! [`MAX_IN_FLIGHT`] batches are in flight at once, so the next batch goes out while the
+//! previous one is being fsynced (pipelining); requests arriving meanwhile join the next batch
+//! (group commit). As the quorum's durable position passes each batch, in order, it is applied
+//! to the hot tier and the resolver, its version is published, and its clients are answered.
 //!
-//! A batch that was appended but not confirmed in time is answered `commit_unknown_result`,
-//! because it may still commit; the pipeline keeps waiting for it, and answers new requests
-//! `unavailable` while the quorum is down, rather than leave its outcome behind.
+//! A batch not durable within [`COMMIT_TIMEOUT`] is answered `commit_unknown_result`, because
+//! it is in the log and commits if the quorum returns; the pipeline keeps it and applies it
+//! when it does, and answers new requests `unavailable` while the quorum is down.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +21,11 @@ use ferrisdb_common::clock::Clock;
 use ferrisdb_common::wal::{self, Mutation};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use crate::hot_tier::HotTier;
 use crate::metrics::Metrics;
-use crate::proposer::Proposer;
+use crate::proposer::{Proposer, Quorum};
 use crate::resolver::{KeyRange, Resolver};
 
 /// How long a client waits for its batch to reach a quorum before hearing
@@ -29,6 +33,8 @@ use crate::resolver::{KeyRange, Resolver};
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A batch stops growing past this many mutation bytes.
 const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Batches appended but not yet durable.
+pub const MAX_IN_FLIGHT: usize = 8;
 
 /// A transaction asking to commit.
 #[derive(Debug)]
@@ -54,6 +60,17 @@ impl CommitRequest {
     }
 }
 
+/// A batch appended to the log and waiting for the quorum.
+struct InFlight {
+    version: Version,
+    time_micros: u64,
+    mutations: Vec<Mutation>,
+    writes: Vec<KeyRange>,
+    /// `None` once answered (`commit_unknown_result` at the deadline).
+    replies: Vec<Option<oneshot::Sender<Result<(Version, u64)>>>>,
+    deadline: Instant,
+}
+
 /// The state the pipeline owns.
 pub struct Committer {
     proposer: Arc<Proposer>,
@@ -62,6 +79,7 @@ pub struct Committer {
     clock: Arc<dyn Clock>,
     committed: watch::Sender<Version>,
     last_commit_time: u64,
+    in_flight: VecDeque<InFlight>,
     metrics: Metrics,
 }
 
@@ -82,53 +100,83 @@ impl Committer {
             clock,
             committed,
             last_commit_time: 0,
+            in_flight: VecDeque::new(),
             metrics,
         }
     }
 
-    /// Serves `requests` until every sender is gone.
+    /// Serves `requests` until every sender is gone and nothing is in flight.
     pub async fn run(mut self, mut requests: mpsc::Receiver<CommitRequest>) {
+        let mut quorum = self.proposer.watch_quorum();
         let mut queue: Vec<CommitRequest> = Vec::new();
+        let mut open = true;
         loop {
-            if queue.is_empty() {
-                match requests.recv().await {
-                    Some(r) => queue.push(r),
-                    None => return,
-                }
+            let q = quorum.borrow_and_update().clone();
+            self.complete_durable(&q);
+            if !queue.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT {
+                self.launch(std::mem::take(&mut queue), &q);
+                continue;
             }
-            let mut bytes: usize = queue.iter().map(CommitRequest::bytes).sum();
-            while bytes < MAX_BATCH_BYTES {
-                match requests.try_recv() {
-                    Ok(r) => {
-                        bytes += r.bytes();
+            if !open && queue.is_empty() && self.in_flight.is_empty() {
+                return;
+            }
+            let deadline = self
+                .in_flight
+                .iter()
+                .find(|b| b.replies.iter().any(Option::is_some))
+                .map(|b| b.deadline);
+            tokio::select! {
+                r = requests.recv(), if open => match r {
+                    Some(r) => {
                         queue.push(r);
+                        let mut bytes: usize = queue.iter().map(CommitRequest::bytes).sum();
+                        while bytes < MAX_BATCH_BYTES {
+                            let Ok(r) = requests.try_recv() else { break };
+                            bytes += r.bytes();
+                            queue.push(r);
+                        }
+                        // While the quorum is down nothing can be appended: say so now rather
+                        // than hold the request behind a batch that may never finish.
+                        if let Err(e) = refusal(&quorum.borrow()) {
+                            for r in queue.drain(..) {
+                                let _ = r.reply.send(Err(e.clone()));
+                            }
+                        }
                     }
-                    Err(_) => break,
+                    None => open = false,
+                },
+                changed = quorum.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.answer_unknown("not on a safekeeper quorum in time", Instant::now());
                 }
             }
-            let batch = std::mem::take(&mut queue);
-            self.commit_batch(batch, &mut requests, &mut queue).await;
         }
     }
 
-    async fn commit_batch(
-        &mut self,
-        batch: Vec<CommitRequest>,
-        requests: &mut mpsc::Receiver<CommitRequest>,
-        next: &mut Vec<CommitRequest>,
-    ) {
-        if let Err(e) = self.refusal() {
+    /// Resolves and appends one batch.
+    fn launch(&mut self, batch: Vec<CommitRequest>, q: &Quorum) {
+        if let Err(e) = refusal(q) {
             for r in batch {
                 let _ = r.reply.send(Err(e.clone()));
             }
             return;
         }
+        // Batches in flight are ahead of this one in the log: their writes count as committed.
+        let mut pending: Vec<KeyRange> = self
+            .in_flight
+            .iter()
+            .flat_map(|b| b.writes.iter().cloned())
+            .collect();
+        let ahead = pending.len();
         let mut accepted = Vec::with_capacity(batch.len());
-        let mut batch_writes: Vec<KeyRange> = Vec::new();
         for r in batch {
-            match self.resolver.check(r.read_version, &r.reads, &batch_writes) {
+            match self.resolver.check(r.read_version, &r.reads, &pending) {
                 Ok(()) => {
-                    batch_writes.extend(r.writes.iter().cloned());
+                    pending.extend(r.writes.iter().cloned());
                     accepted.push(r);
                 }
                 Err(e) => {
@@ -140,82 +188,90 @@ impl Committer {
         if accepted.is_empty() {
             return;
         }
-        let time = self.clock.now_micros().max(self.last_commit_time + 1);
-        self.last_commit_time = time;
+        let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
+        self.last_commit_time = time_micros;
         let mutations: Vec<Mutation> = accepted
             .iter()
             .flat_map(|r| r.mutations.iter().cloned())
             .collect();
-        let (frame, version) = wal::encode_frame(self.proposer.end_lsn(), time, &mutations);
+        let (frame, version) = wal::encode_frame(self.proposer.end_lsn(), time_micros, &mutations);
         if let Err(e) = self.proposer.append(frame) {
             for r in accepted {
                 let _ = r.reply.send(Err(e.clone()));
             }
             return;
         }
+        self.in_flight.push_back(InFlight {
+            version,
+            time_micros,
+            mutations,
+            writes: pending.split_off(ahead),
+            replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
+            deadline: Instant::now() + COMMIT_TIMEOUT,
+        });
+    }
 
-        // Wait for the quorum, answering `unknown` at the deadline but never giving up on the
-        // batch: it is in our log and will commit if the quorum comes back.
-        let mut replies: Vec<_> = accepted.into_iter().map(|r| Some(r.reply)).collect();
-        let mut timeout = COMMIT_TIMEOUT;
-        loop {
-            let wait = self.proposer.wait_durable(version.0, timeout);
-            tokio::pin!(wait);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut wait => break outcome,
-                    Some(r) = requests.recv() => match self.refusal() {
-                        Err(e) => { let _ = r.reply.send(Err(e)); }
-                        Ok(()) => next.push(r),
-                    },
-                }
+    /// Applies and answers, in log order, every in-flight batch the quorum now holds; once
+    /// fenced, answers the rest `commit_unknown_result` (a newer term may or may not keep them).
+    fn complete_durable(&mut self, q: &Quorum) {
+        let durable = q.durable_lsn().unwrap_or(0);
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|b| b.version.0 <= durable)
+        {
+            let Some(b) = self.in_flight.pop_front() else {
+                break;
             };
-            match outcome {
-                Ok(()) => break,
-                Err(e) => {
-                    let unknown = Error::new(
-                        ErrorKind::CommitUnknownResult,
-                        format!("the commit may or may not have happened: {}", e.message()),
-                    );
-                    for reply in replies.iter_mut().filter_map(Option::take) {
-                        let _ = reply.send(Err(unknown.clone()));
-                    }
-                    if e.kind() == ErrorKind::Fenced {
-                        return;
-                    }
-                    timeout = Duration::from_secs(3600);
-                }
+            self.hot.apply(b.version, &b.mutations);
+            self.resolver.add(b.version, b.time_micros, b.writes);
+            self.committed.send_replace(b.version);
+            self.proposer.set_commit(b.version.0);
+            self.metrics.commits.inc_by(b.replies.len() as u64);
+            self.metrics.batches.inc();
+            for reply in b.replies.into_iter().flatten() {
+                let _ = reply.send(Ok((b.version, b.time_micros)));
             }
         }
-
-        self.hot.apply(version, &mutations);
-        self.resolver.add(version, time, batch_writes);
-        self.committed.send_replace(version);
-        self.proposer.set_commit(version.0);
-        self.metrics.commits.inc_by(replies.len() as u64);
-        self.metrics.batches.inc();
-        for reply in replies.into_iter().flatten() {
-            let _ = reply.send(Ok((version, time)));
+        if let Some(why) = &q.fenced {
+            self.answer_unknown(
+                &format!("this compute was fenced: {why}"),
+                Instant::now() + COMMIT_TIMEOUT,
+            );
+            self.in_flight.clear();
         }
     }
 
-    /// Why a new batch cannot be appended now, if it cannot.
-    fn refusal(&self) -> Result<()> {
-        let q = self.proposer.watch_quorum().borrow().clone();
-        if let Some(why) = q.fenced {
-            return Err(Error::new(
-                ErrorKind::Fenced,
-                format!("this compute is no longer primary: {why}"),
-            ));
+    /// Answers `commit_unknown_result` to the not-yet-answered clients of every in-flight batch
+    /// whose deadline is at or before `cutoff`.
+    fn answer_unknown(&mut self, why: &str, cutoff: Instant) {
+        let e = Error::new(
+            ErrorKind::CommitUnknownResult,
+            format!("the commit may or may not have happened: {why}"),
+        );
+        for b in self.in_flight.iter_mut().filter(|b| b.deadline <= cutoff) {
+            for reply in b.replies.iter_mut().filter_map(Option::take) {
+                let _ = reply.send(Err(e.clone()));
+            }
         }
-        if !q.quorum_up() {
-            let up = q.peers.iter().filter(|p| p.up).count();
-            return Err(Error::unavailable(format!(
-                "only {up} of {} safekeepers connected; a commit needs {}",
-                q.peers.len(),
-                q.majority()
-            )));
-        }
-        Ok(())
     }
+}
+
+/// Why a new batch cannot be appended now, if it cannot.
+fn refusal(q: &Quorum) -> Result<()> {
+    if let Some(why) = &q.fenced {
+        return Err(Error::new(
+            ErrorKind::Fenced,
+            format!("this compute is no longer primary: {why}"),
+        ));
+    }
+    if !q.quorum_up() {
+        let up = q.peers.iter().filter(|p| p.up).count();
+        return Err(Error::unavailable(format!(
+            "only {up} of {} safekeepers connected; a commit needs {}",
+            q.peers.len(),
+            q.majority()
+        )));
+    }
+    Ok(())
 }
