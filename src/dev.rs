@@ -86,24 +86,29 @@ fn plan(args: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>
         })
     };
     let mut plans = Vec::new();
-    let mut safekeepers = Vec::new();
+    let safekeepers: Vec<String> = (1..=3u16)
+        .map(|i| Ok(url(addr(port(i)?))))
+        .collect::<Result<_>>()?;
     for i in 1..=3u16 {
         let name = format!("safekeeper-{i}");
         let (grpc, http) = (addr(port(i)?), addr(port(80 + i)?));
-        safekeepers.push(url(grpc));
         let dir = data_dir.join(&name);
+        let mut args: Vec<String> = vec![
+            "safekeeper".into(),
+            "--name".into(),
+            name.clone(),
+            "--listen-grpc".into(),
+            grpc.to_string(),
+            "--listen-http".into(),
+            http.to_string(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+        ];
+        for peer in safekeepers.iter().filter(|p| **p != url(grpc)) {
+            args.extend(["--peer".to_string(), peer.clone()]);
+        }
         plans.push(Plan {
-            args: vec![
-                "safekeeper".into(),
-                "--name".into(),
-                name.clone(),
-                "--listen-grpc".into(),
-                grpc.to_string(),
-                "--listen-http".into(),
-                http.to_string(),
-                "--data-dir".into(),
-                dir.display().to_string(),
-            ],
+            args,
             name,
             kind: "safekeeper",
             grpc,

@@ -61,6 +61,9 @@ enum Command {
         /// Where the WAL is kept.
         #[arg(long)]
         data_dir: PathBuf,
+        /// Another safekeeper's gRPC endpoint, to repair damaged WAL from (repeat for each).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
     },
     /// Run a pageserver.
     Pageserver {
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
                 listen_grpc,
                 listen_http,
                 data_dir,
+                peers,
             } => {
                 init_tracing("info");
                 let config = ferrisdb_wal_service::SafekeeperConfig {
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
                     listen_grpc,
                     listen_http,
                     data_dir,
+                    peers,
                 };
                 ferrisdb_wal_service::run(config, shutdown()).await
             }

@@ -53,6 +53,19 @@ pub struct AcceptorStatus {
     pub flush_lsn: Lsn,
     /// The last commit position heard.
     pub commit_lsn: Lsn,
+    /// Damage found in the log, until it is repaired.
+    pub damage: Option<Damage>,
+}
+
+/// A damaged stretch of the log: from the first bad frame to the end the log must reach again
+/// (its old end, or the commit position if that is further). Nothing is served, voted or
+/// accepted until a peer's copy replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    /// The first damaged LSN (a frame boundary).
+    pub from: Lsn,
+    /// The repaired log must reach at least here.
+    pub to: Lsn,
 }
 
 /// One database's acceptor.
@@ -63,6 +76,7 @@ pub struct Acceptor {
     log: WalLog,
     /// The commit position the control file last recorded; it is re-persisted lazily.
     persisted_commit_lsn: Lsn,
+    damage: Option<Damage>,
 }
 
 impl Acceptor {
@@ -77,23 +91,25 @@ impl Acceptor {
             control.reset_pending = false;
             control.store(&dir)?;
         }
+        let mut damage = recovery.damage.map(|from| Damage {
+            from,
+            to: log.flush_lsn(),
+        });
         if log.flush_lsn() < control.commit_lsn {
-            // Bytes below the commit position were acknowledged to a proposer; losing them is
-            // not a torn write but damage, and serving from here could serve a hole.
-            return Err(Error::corruption(format!(
-                "log in {} ends at {} but {} was committed ({} damaged bytes cut from the tail)",
-                dir.display(),
-                log.flush_lsn(),
-                control.commit_lsn,
-                recovery.truncated_bytes
-            )));
+            // Bytes below the commit position were acknowledged; losing them is damage, not a
+            // torn write. Peers hold them (they were committed), so it is repairable.
+            let from = damage.map_or(log.flush_lsn(), |d| d.from);
+            damage = Some(Damage {
+                from,
+                to: control.commit_lsn,
+            });
         }
-        if recovery.truncated_bytes > 0 {
-            tracing::warn!(
+        if let Some(d) = damage {
+            tracing::error!(
                 dir = %dir.display(),
-                bytes = recovery.truncated_bytes,
-                flush_lsn = log.flush_lsn(),
-                "cut a torn record off the log tail"
+                from = d.from,
+                to = d.to,
+                "WAL damaged: not serving this database until it is repaired from a peer"
             );
         }
         let persisted_commit_lsn = control.commit_lsn;
@@ -102,6 +118,7 @@ impl Acceptor {
             control,
             log,
             persisted_commit_lsn,
+            damage,
         })
     }
 
@@ -113,11 +130,60 @@ impl Acceptor {
             log_start_lsn: self.log.start_lsn(),
             flush_lsn: self.log.flush_lsn(),
             commit_lsn: self.control.commit_lsn,
+            damage: self.damage,
         }
+    }
+
+    fn check_intact(&self) -> Result<()> {
+        match self.damage {
+            Some(d) => Err(Error::corruption(format!(
+                "the log is damaged from LSN {} (it must reach {}); not served until repaired from a peer",
+                d.from, d.to
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a peer reporting `history` and `[log_start, flush)` holds exactly the bytes
+    /// this acceptor's damaged stretch should hold: it covers the stretch, and the two term
+    /// histories agree up to its end (same proposers wrote the same records).
+    pub fn can_repair_from(&self, history: &[TermSwitch], log_start: Lsn, flush: Lsn) -> bool {
+        let Some(d) = self.damage else { return false };
+        log_start <= d.from
+            && flush >= d.to
+            && term_history::up_to(history, d.to)
+                == term_history::up_to(&self.control.history, d.to)
+    }
+
+    /// Replaces the damaged stretch with `frames` (a peer's copy from the damage onwards), then
+    /// re-reads the whole log from disk to prove it is intact.
+    pub fn repair(&mut self, from: Lsn, frames: &[u8]) -> Result<()> {
+        let Some(d) = self.damage else { return Ok(()) };
+        if from != d.from
+            || from + (frames.len() as u64) < d.to
+            || wal::whole_frames_len(frames)? != frames.len()
+        {
+            return Err(Error::invalid(format!(
+                "a repair of [{}, {}) needs whole frames from exactly {}",
+                d.from, d.to, d.from
+            )));
+        }
+        self.log.truncate(from)?;
+        self.log.write(frames)?;
+        self.log.sync()?;
+        let (log, recovery) = WalLog::open(&self.dir, self.control.log_start_lsn)?;
+        if recovery.damage.is_some() || log.flush_lsn() < d.to {
+            return Err(Error::corruption("the log is still damaged after repair"));
+        }
+        self.log = log;
+        self.damage = None;
+        Ok(())
     }
 
     /// Phase 1: grants `term` if it is above every promised term.
     pub fn vote(&mut self, term: u64) -> Result<(bool, AcceptorStatus)> {
+        // A damaged log could make it the donor of a log with a hole: no vote until repaired.
+        self.check_intact()?;
         if term <= self.control.term {
             return Ok((false, self.status()));
         }
@@ -139,6 +205,7 @@ impl Acceptor {
         history: &[TermSwitch],
         log_start_lsn: Lsn,
     ) -> Result<AcceptorStatus> {
+        self.check_intact()?;
         if term < self.control.term {
             return Err(fenced(term, self.control.term));
         }
@@ -233,6 +300,7 @@ impl Acceptor {
     }
 
     fn write_one(&mut self, req: &AppendArgs<'_>) -> Result<()> {
+        self.check_intact()?;
         let AppendArgs {
             term,
             begin,
@@ -270,6 +338,7 @@ impl Acceptor {
 
     /// Reads whole frames in `[start, end)`; see [`WalLog::read`].
     pub fn read(&self, start: Lsn, end: Lsn, max_bytes: usize) -> Result<Vec<u8>> {
+        self.check_intact()?;
         self.log.read(start, end, max_bytes)
     }
 
@@ -440,6 +509,57 @@ mod tests {
             (9000, 9000, 9000)
         );
         assert!(!Control::load(dir.path()).unwrap().reset_pending);
+    }
+
+    #[test]
+    fn a_damaged_log_serves_nothing_until_repaired_from_a_peer_copy() {
+        let peer_dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut peer = Acceptor::open(peer_dir.path().to_path_buf()).unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let mut end = 0;
+        for acc in [&mut peer, &mut a] {
+            acc.vote(1).unwrap();
+            acc.elected(1, &[ts(1, 0)], 0).unwrap();
+        }
+        for tag in 1..=3u8 {
+            let f = frame(end, tag);
+            peer.append(1, end, &f, end).unwrap();
+            end = a.append(1, end, &f, end).unwrap();
+        }
+        drop(a);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let second = frame(0, 1).len();
+        bytes[second + 12] ^= 0x01; // inside the second frame
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let d = a.status().damage.unwrap();
+        assert_eq!(d.from, second as u64);
+        assert_eq!(
+            a.read(0, end, 1 << 20).unwrap_err().kind(),
+            ErrorKind::Corruption
+        );
+        assert_eq!(a.vote(2).unwrap_err().kind(), ErrorKind::Corruption);
+        assert_eq!(
+            a.append(1, end, &frame(end, 9), 0).unwrap_err().kind(),
+            ErrorKind::Corruption
+        );
+        // A peer whose history disagrees is not a source.
+        assert!(!a.can_repair_from(&[ts(7, 0)], 0, end));
+        let st = peer.status();
+        assert!(a.can_repair_from(&st.history, st.log_start_lsn, st.flush_lsn));
+        let copy = peer.read(d.from, d.to, usize::MAX).unwrap();
+        a.repair(d.from, &copy).unwrap();
+        assert_eq!(a.status().damage, None);
+        assert_eq!(
+            a.read(0, end, usize::MAX).unwrap(),
+            peer.read(0, end, usize::MAX).unwrap()
+        );
+        drop(a);
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(a.status().damage, None);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct SafekeeperConfig {
     pub listen_http: SocketAddr,
     /// Where the logs are kept.
     pub data_dir: PathBuf,
+    /// The other safekeepers' gRPC endpoints, for repairing damaged WAL.
+    pub peers: Vec<String>,
 }
 
 /// Runs a safekeeper until `shutdown` resolves.
@@ -45,7 +47,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
-    let state = SafekeeperState::open(config.data_dir.clone(), metrics.clone()).await?;
+    let state = SafekeeperState::open(
+        config.data_dir.clone(),
+        config.peers.clone(),
+        metrics.clone(),
+    )
+    .await?;
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(name = %config.name, grpc = %config.listen_grpc, http = %config.listen_http, "safekeeper serving");

@@ -38,11 +38,13 @@ pub struct WalLog {
     dirty: bool,
 }
 
-/// What [`WalLog::open`] found at the tail.
+/// What [`WalLog::open`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recovery {
     /// Bytes cut off the tail because they did not form a whole, valid frame.
     pub truncated_bytes: u64,
+    /// The LSN of the first damaged frame, when one lies before valid data.
+    pub damage: Option<Lsn>,
 }
 
 impl WalLog {
@@ -77,16 +79,32 @@ impl WalLog {
                 )));
             }
         }
-        let mut recovery = Recovery { truncated_bytes: 0 };
-        if let Some(last) = segments.last_mut() {
-            let bytes = fs::read(&last.path)?;
+        let mut recovery = Recovery {
+            truncated_bytes: 0,
+            damage: None,
+        };
+        // Every frame of every segment is checked. A bad frame with nothing valid after it at
+        // the end of the log is a torn write (its fdatasync never returned, so it was never
+        // acknowledged) and is cut off; the caller still refuses a cut below the commit
+        // position. A bad frame anywhere else is damage: kept as it is, never served.
+        let count = segments.len();
+        for (i, seg) in segments.iter_mut().enumerate() {
+            let bytes = fs::read(&seg.path)?;
             let valid = valid_prefix(&bytes);
-            if (valid as u64) < last.len {
-                recovery.truncated_bytes = last.len - valid as u64;
-                let f = OpenOptions::new().write(true).open(&last.path)?;
+            if valid == bytes.len() {
+                continue;
+            }
+            let at = seg.start + valid as u64;
+            let is_tail = i + 1 == count && !valid_frame_follows(&bytes[valid..]);
+            if is_tail {
+                recovery.truncated_bytes = seg.len - valid as u64;
+                let f = OpenOptions::new().write(true).open(&seg.path)?;
                 f.set_len(valid as u64)?;
                 f.sync_all()?;
-                last.len = valid as u64;
+                seg.len = valid as u64;
+            } else {
+                recovery.damage = Some(at);
+                break;
             }
         }
         let start = segments.first().map_or(start_lsn, |s| s.start);
@@ -286,6 +304,17 @@ impl WalLog {
     }
 }
 
+/// Whether a whole valid frame starts right after the frame at the start of `bytes`, whose
+/// checksum failed: then its length field was intact, and so was what follows.
+fn valid_frame_follows(bytes: &[u8]) -> bool {
+    if bytes.len() < FRAME_HEADER_LEN {
+        return false;
+    }
+    let len =
+        FRAME_HEADER_LEN + u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    len < bytes.len() && matches!(wal::check_frame(&bytes[len..]), FrameCheck::Complete { .. })
+}
+
 /// The length of the prefix of `bytes` made of whole, valid frames.
 fn valid_prefix(bytes: &[u8]) -> usize {
     let mut at = 0;
@@ -340,6 +369,7 @@ mod tests {
         drop(log);
         let (mut log, rec) = WalLog::open(dir.path(), 0).unwrap();
         assert_eq!(rec.truncated_bytes, f2.len() as u64 - 5);
+        assert_eq!(rec.damage, None);
         assert_eq!(log.flush_lsn(), end1);
         // The log continues cleanly after the cut.
         let end2 = log.append(&f2).unwrap();
@@ -348,6 +378,35 @@ mod tests {
                 .unwrap()
                 .len(),
             2
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_before_valid_frames_is_damage_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let f1 = frame(0, 1);
+        let e1 = log.append(&f1).unwrap();
+        let e2 = log.append(&frame(e1, 2)).unwrap();
+        drop(log);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[FRAME_HEADER_LEN + 3] ^= 0x10; // inside the first frame's payload
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            rec,
+            Recovery {
+                truncated_bytes: 0,
+                damage: Some(0)
+            }
+        );
+        assert_eq!(log.flush_lsn(), e2, "damage must not shorten the log");
+        let e = log.read(0, e2, 1 << 20).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ferrisdb_common::ErrorKind::Corruption,
+            "damaged WAL was served"
         );
     }
 

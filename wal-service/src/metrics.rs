@@ -1,6 +1,6 @@
 //! Safekeeper metrics, exported on `/metrics`.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 /// The safekeeper's counters and histograms.
 #[derive(Debug, Clone)]
@@ -15,8 +15,12 @@ pub struct Metrics {
     pub fsyncs: IntCounter,
     /// Time from receiving an append to its fdatasync completing.
     pub append_seconds: Histogram,
-    /// Databases found damaged and not served.
+    /// Databases that failed to open at all (e.g. a damaged control file).
     pub broken_databases: IntCounter,
+    /// Databases whose WAL is damaged right now, not served until repaired from a peer.
+    pub damaged_databases: IntGauge,
+    /// Damaged logs repaired from a peer.
+    pub repairs: IntCounter,
 }
 
 impl Metrics {
@@ -43,14 +47,24 @@ impl Metrics {
             .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
         )?;
         let broken_databases = IntCounter::new(
-            "ferrisdb_safekeeper_corrupt_databases_total",
-            "Databases whose log failed its checks on open and is not served",
+            "ferrisdb_safekeeper_unopenable_databases_total",
+            "Databases that failed to open (e.g. a damaged control file)",
+        )?;
+        let damaged_databases = IntGauge::new(
+            "ferrisdb_safekeeper_damaged_databases",
+            "Databases whose WAL failed its checksums and is not served until repaired",
+        )?;
+        let repairs = IntCounter::new(
+            "ferrisdb_safekeeper_repairs_total",
+            "Damaged logs repaired from a peer",
         )?;
         registry.register(Box::new(appends.clone()))?;
         registry.register(Box::new(append_bytes.clone()))?;
         registry.register(Box::new(fsyncs.clone()))?;
         registry.register(Box::new(append_seconds.clone()))?;
         registry.register(Box::new(broken_databases.clone()))?;
+        registry.register(Box::new(damaged_databases.clone()))?;
+        registry.register(Box::new(repairs.clone()))?;
         Ok(Metrics {
             registry,
             appends,
@@ -58,6 +72,8 @@ impl Metrics {
             fsyncs,
             append_seconds,
             broken_databases,
+            damaged_databases,
+            repairs,
         })
     }
 }

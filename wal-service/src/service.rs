@@ -36,17 +36,24 @@ pub struct SafekeeperState {
     timelines: Mutex<BTreeMap<String, Arc<Timeline>>>,
     /// Databases whose log failed to open, with why: not served until repaired.
     broken: Mutex<BTreeMap<String, String>>,
+    /// Other safekeepers' gRPC endpoints, to repair damage from.
+    peers: Vec<String>,
     pub(crate) metrics: Metrics,
 }
 
 impl SafekeeperState {
     /// State over `data_dir`, opening each database found there eagerly so damage shows at once.
-    pub async fn open(data_dir: PathBuf, metrics: Metrics) -> Result<Arc<SafekeeperState>> {
+    pub async fn open(
+        data_dir: PathBuf,
+        peers: Vec<String>,
+        metrics: Metrics,
+    ) -> Result<Arc<SafekeeperState>> {
         std::fs::create_dir_all(&data_dir)?;
         let state = Arc::new(SafekeeperState {
             data_dir: data_dir.clone(),
             timelines: Mutex::new(BTreeMap::new()),
             broken: Mutex::new(BTreeMap::new()),
+            peers,
             metrics,
         });
         for entry in std::fs::read_dir(&data_dir)? {
@@ -80,8 +87,14 @@ impl SafekeeperState {
             .map_err(|e| Error::internal(format!("open task: {e}")))?;
         match opened {
             Ok(acceptor) => {
+                let damaged = acceptor.status().damage.is_some();
                 let t = Arc::new(Timeline::new(acceptor));
                 timelines.insert(database.to_string(), t.clone());
+                if damaged {
+                    self.metrics.damaged_databases.inc();
+                    let (t, peers, metrics) = (t.clone(), self.peers.clone(), self.metrics.clone());
+                    tokio::spawn(repair(database.to_string(), t, peers, metrics));
+                }
                 Ok(t)
             }
             Err(e) => {
@@ -122,6 +135,75 @@ impl SafekeeperState {
                 tracing::warn!(error = %e, "persisting commit position");
             }
         }
+    }
+}
+
+/// How often a damaged database looks for a peer to repair from.
+const REPAIR_RETRY: Duration = Duration::from_secs(1);
+
+/// Repairs a damaged database from the first peer holding an agreeing copy, retrying until
+/// one does. Until then the database serves nothing (see [`Acceptor::repair`]).
+async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics: Metrics) {
+    use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+    let clients: Vec<_> = peers
+        .iter()
+        .filter_map(|p| {
+            ferrisdb_common::net::channel(p)
+                .ok()
+                .map(|c| (p.clone(), SafekeeperClient::new(c)))
+        })
+        .collect();
+    loop {
+        let Ok(Some(d)) = t.with(|a| Ok(a.status().damage)).await else {
+            return;
+        };
+        for (peer, client) in &clients {
+            let attempt = async {
+                let mut c = client.clone();
+                let req = SafekeeperStatusRequest {
+                    database: database.clone(),
+                };
+                let st = c.get_status(req).await?.into_inner();
+                let history: Vec<TermSwitch> = st
+                    .history
+                    .iter()
+                    .map(|h| TermSwitch {
+                        term: h.term,
+                        lsn: h.lsn,
+                    })
+                    .collect();
+                if !t
+                    .with(move |a| Ok(a.can_repair_from(&history, st.log_start_lsn, st.flush_lsn)))
+                    .await?
+                {
+                    return Err(Error::unavailable("peer holds no agreeing copy"));
+                }
+                let req = ReadWalRequest {
+                    database: database.clone(),
+                    start_lsn: d.from,
+                    end_lsn: Some(d.to),
+                };
+                let mut stream = c.read_wal(req).await?.into_inner();
+                let mut copy = Vec::new();
+                while let Some(chunk) = stream.message().await? {
+                    copy.extend_from_slice(&chunk.wal);
+                }
+                t.with(move |a| a.repair(d.from, &copy)).await
+            };
+            match tokio::time::timeout(Duration::from_secs(30), attempt).await {
+                Ok(Ok(())) => {
+                    tracing::info!(%database, %peer, from = d.from, to = d.to, "repaired damaged WAL from a peer");
+                    metrics.damaged_databases.dec();
+                    metrics.repairs.inc();
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%database, %peer, error = %e, "cannot repair from this peer")
+                }
+                Err(_) => tracing::debug!(%database, %peer, "repair timed out"),
+            }
+        }
+        tokio::time::sleep(REPAIR_RETRY).await;
     }
 }
 
