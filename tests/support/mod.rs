@@ -63,6 +63,8 @@ pub struct ComponentInfo {
     pub kind: String,
     pub pid: i32,
     pub argv: Vec<String>,
+    pub grpc: String,
+    pub http: String,
 }
 
 /// A `ferrisdb dev` cluster under test, plus any components restarted by hand.
@@ -171,6 +173,8 @@ impl DevCluster {
                     .iter()
                     .map(|a| a.as_str().unwrap().to_string())
                     .collect(),
+                grpc: c["endpoints"]["grpc"].as_str().unwrap().to_string(),
+                http: c["endpoints"]["http"].as_str().unwrap().to_string(),
             })
             .collect()
     }
@@ -193,8 +197,22 @@ impl DevCluster {
         let _ = killpg(Pid::from_raw(child.id() as i32), signal);
     }
 
-    /// Starts a component again from its recorded command line, outside dev's supervision.
-    pub fn restart(&mut self, c: &ComponentInfo) {
+    /// Starts a component again from its recorded command line, outside dev's supervision,
+    /// returning its pid.
+    pub fn restart(&mut self, c: &ComponentInfo) -> i32 {
+        self.spawn_argv(&c.name, &c.argv)
+    }
+
+    /// Starts a process from `argv` in its own process group (killed with the cluster).
+    pub fn spawn_argv(&mut self, name: &str, argv: &[String]) -> i32 {
+        let c = ComponentInfo {
+            name: name.to_string(),
+            kind: String::new(),
+            pid: 0,
+            argv: argv.to_vec(),
+            grpc: String::new(),
+            http: String::new(),
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -208,7 +226,9 @@ impl DevCluster {
             .process_group(0)
             .spawn()
             .unwrap();
+        let pid = child.id() as i32;
         self.restarted.push(child);
+        pid
     }
 
     /// SIGKILLs the whole dev process tree (and anything restarted by hand).
@@ -244,6 +264,42 @@ impl DevCluster {
 impl Drop for DevCluster {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+/// The value of an unlabelled Prometheus metric on `http` (an admin endpoint), if present.
+pub async fn metric(http: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The JSON of `/v1/status` on `http`.
+pub async fn status(http: &str) -> Option<serde_json::Value> {
+    reqwest::get(format!("{http}/v1/status"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -95,7 +95,7 @@ impl WalLog {
                 continue;
             }
             let at = seg.start + valid as u64;
-            let is_tail = i + 1 == count && !valid_frame_follows(&bytes[valid..]);
+            let is_tail = i + 1 == count && !valid_frame_follows(&bytes[valid..], at);
             if is_tail {
                 recovery.truncated_bytes = seg.len - valid as u64;
                 let f = OpenOptions::new().write(true).open(&seg.path)?;
@@ -304,15 +304,21 @@ impl WalLog {
     }
 }
 
-/// Whether a whole valid frame starts right after the frame at the start of `bytes`, whose
-/// checksum failed: then its length field was intact, and so was what follows.
-fn valid_frame_follows(bytes: &[u8]) -> bool {
-    if bytes.len() < FRAME_HEADER_LEN {
-        return false;
-    }
-    let len =
-        FRAME_HEADER_LEN + u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    len < bytes.len() && matches!(wal::check_frame(&bytes[len..]), FrameCheck::Complete { .. })
+/// Whether a valid frame lies anywhere after the bad frame at the start of `bytes` (which
+/// begins at LSN `at`). A candidate counts only if its checksum holds *and* the version inside
+/// it equals the LSN where it ends, which bytes of a torn write do not do by accident. This
+/// tells damage in the middle of the log (valid records follow) from a torn tail, even when
+/// the damage hit a length field and the next frame's position is unknown.
+fn valid_frame_follows(bytes: &[u8], at: Lsn) -> bool {
+    (1..bytes.len()).any(|i| match wal::check_frame(&bytes[i..]) {
+        FrameCheck::Complete { len } => {
+            let version = bytes.get(i + FRAME_HEADER_LEN + 1..i + FRAME_HEADER_LEN + 9);
+            version.is_some_and(|v| {
+                u64::from_le_bytes(v.try_into().unwrap_or([0; 8])) == at + (i + len) as u64
+            })
+        }
+        _ => false,
+    })
 }
 
 /// The length of the prefix of `bytes` made of whole, valid frames.
@@ -408,6 +414,31 @@ mod tests {
             ferrisdb_common::ErrorKind::Corruption,
             "damaged WAL was served"
         );
+    }
+
+    #[test]
+    fn a_damaged_length_field_mid_log_is_damage_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let mut end = 0;
+        for tag in 1..=4 {
+            end = log.append(&frame(end, tag)).unwrap();
+        }
+        drop(log);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let second = frame(0, 1).len();
+        bytes[second + 1] ^= 0x7F; // the second frame's length field
+        std::fs::write(&seg, &bytes).unwrap();
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            rec,
+            Recovery {
+                truncated_bytes: 0,
+                damage: Some(second as u64)
+            }
+        );
+        assert_eq!(log.flush_lsn(), end);
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! Process-level tests of the WAL service: damaged WAL repaired from peers, two computes
+//! fencing each other, and acknowledged commits surviving repeated SIGKILLs of safekeepers
+//! and the compute while writers run.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ferrisdb_client::{Bytes, Database, ErrorKind, RetryOptions};
+use ferrisdb_common::proto::ReadWalRequest;
+use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+use support::{DevCluster, eventually, metric, status};
+
+async fn put(db: &Database, key: String, value: String) -> Result<u64, ferrisdb_client::Error> {
+    let tx = db.create_transaction();
+    tx.set(key, value);
+    tx.commit().await.map(|v| v.0)
+}
+
+/// Everything under `prefix`, read through `db`.
+async fn read_prefix(db: &Database, prefix: &str) -> BTreeMap<String, String> {
+    let (b, e) = (
+        Bytes::from(prefix.to_string()),
+        Bytes::from(format!("{prefix}\u{7f}")),
+    );
+    let rows = db
+        .run(|tx| {
+            let (b, e) = (b.clone(), e.clone());
+            async move { tx.get_range(b, e, 0).await }
+        })
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8(k.to_vec()).unwrap(),
+                String::from_utf8(v.to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// An outcome a writer saw for one key.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Acked(u64),
+    /// Definitely not committed: refused before anything was appended.
+    Refused(ErrorKind),
+    Unknown,
+}
+
+fn classify(r: Result<u64, ferrisdb_client::Error>) -> Outcome {
+    match r {
+        Ok(v) => Outcome::Acked(v),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::NotCommitted
+            ) =>
+        {
+            Outcome::Refused(e.kind())
+        }
+        Err(e) if e.kind() == ErrorKind::CommitUnknownResult => Outcome::Unknown,
+        Err(e) => panic!("unexpected commit error: {e}"),
+    }
+}
+
+/// Every acknowledged write is present with its value, every refused one absent.
+fn check_outcomes(
+    outcomes: &BTreeMap<String, (String, Outcome)>,
+    present: &BTreeMap<String, String>,
+) -> usize {
+    let mut acked = 0;
+    for (key, (value, outcome)) in outcomes {
+        match outcome {
+            Outcome::Acked(_) => {
+                acked += 1;
+                assert_eq!(present.get(key), Some(value), "acknowledged {key} lost");
+            }
+            Outcome::Refused(kind) => {
+                assert!(
+                    !present.contains_key(key),
+                    "{key} was refused ({kind}) but committed"
+                );
+            }
+            Outcome::Unknown => {}
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cluster = DevCluster::start(&data, &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    for i in 0..20 {
+        put(&db, format!("c{i:02}"), format!("v{i}")).await.unwrap();
+    }
+    let sks: Vec<_> = (1..=3)
+        .map(|i| cluster.component(&format!("safekeeper-{i}")))
+        .collect();
+    for sk in &sks {
+        DevCluster::kill_pid(sk.pid);
+    }
+    // Flip one byte in the middle of safekeeper-1's log.
+    let seg = data.join("safekeeper-1/default/0000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let original = bytes.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    // Alone, it cannot repair: it must say it is damaged and serve nothing.
+    cluster.restart(&sks[0]);
+    let http = sks[0].http.clone();
+    eventually(
+        Duration::from_secs(10),
+        "safekeeper-1 reports damage",
+        || async {
+            status(&http)
+                .await
+                .is_some_and(|s| !s["databases"]["default"]["damage"].is_null())
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&http, "ferrisdb_safekeeper_damaged_databases").await,
+        Some(1.0)
+    );
+    let mut client = SafekeeperClient::connect(sks[0].grpc.clone())
+        .await
+        .unwrap();
+    let req = ReadWalRequest {
+        database: "default".into(),
+        start_lsn: 0,
+        end_lsn: Some(u64::MAX),
+    };
+    let served = match client.read_wal(req).await {
+        Ok(r) => r
+            .into_inner()
+            .message()
+            .await
+            .map(|m| m.map(|c| c.wal.len())),
+        Err(e) => Err(e),
+    };
+    let err = served.expect_err("damaged WAL was served");
+    assert_eq!(
+        ferrisdb_client::Error::from(err).kind(),
+        ErrorKind::Corruption
+    );
+
+    // With its peers back, it repairs itself from them.
+    cluster.restart(&sks[1]);
+    cluster.restart(&sks[2]);
+    eventually(Duration::from_secs(20), "safekeeper-1 repaired", || async {
+        metric(&http, "ferrisdb_safekeeper_repairs_total").await == Some(1.0)
+            && metric(&http, "ferrisdb_safekeeper_damaged_databases").await == Some(0.0)
+    })
+    .await;
+    let repaired = std::fs::read(&seg).unwrap();
+    assert_eq!(
+        &repaired[..original.len()],
+        &original[..],
+        "repair did not restore the original bytes"
+    );
+
+    // It counts toward the quorum again: with safekeeper-2 gone, 1 and 3 carry commits.
+    DevCluster::kill_pid(sks[1].pid);
+    let db = cluster.db(Duration::from_secs(20)).await;
+    eventually(
+        Duration::from_secs(20),
+        "a commit on safekeepers 1 and 3",
+        || {
+            let db = db.clone();
+            async move { put(&db, "after-repair".into(), "yes".into()).await.is_ok() }
+        },
+    )
+    .await;
+    let all = read_prefix(&db, "c").await;
+    assert_eq!(all.len(), 20);
+    assert_eq!(all["c07"], "v7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_computes_for_one_database_never_both_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let first = cluster.db(Duration::from_secs(10)).await;
+    put(&first, "before".into(), "1".into()).await.unwrap();
+
+    // A second compute for the same database, on ports of its own.
+    let compute = cluster.component("compute");
+    let other = support::free_base_port();
+    let mut argv = compute.argv.clone();
+    for (flag, port) in [("--listen-grpc", other), ("--listen-http", other + 80)] {
+        let i = argv.iter().position(|a| a == flag).unwrap();
+        argv[i + 1] = format!("127.0.0.1:{port}");
+    }
+    let second = Database::connect(&format!("http://127.0.0.1:{other}"))
+        .await
+        .unwrap()
+        .with_retry(RetryOptions {
+            timeout: Duration::from_secs(10),
+            ..RetryOptions::default()
+        });
+
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for (name, db) in [("a", first.clone()), ("b", second.clone())] {
+        writers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut n = 0;
+            while started.elapsed() < Duration::from_secs(4) {
+                let (k, v) = (format!("{name}{n:04}"), format!("{n}"));
+                let r = put(&db, k.clone(), v.clone()).await;
+                seen.push((k, v, r.map_err(|e| e.kind())));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.spawn_argv("compute-2", &argv);
+    let a = writers.remove(0).await.unwrap();
+    let b = writers.remove(0).await.unwrap();
+
+    let acked = |w: &[(String, String, Result<u64, ErrorKind>)]| -> Vec<u64> {
+        w.iter()
+            .filter_map(|(_, _, r)| r.as_ref().ok().copied())
+            .collect()
+    };
+    let (a_acked, b_acked) = (acked(&a), acked(&b));
+    assert!(
+        !a_acked.is_empty() && !b_acked.is_empty(),
+        "both computes should have served for a while"
+    );
+    // The old primary's last commit precedes the new one's first: never both at once.
+    assert!(
+        a_acked.iter().max() < b_acked.iter().min(),
+        "commits interleave: first compute up to {:?}, second from {:?}",
+        a_acked.iter().max(),
+        b_acked.iter().min()
+    );
+    assert!(
+        a.iter().any(|(_, _, r)| *r == Err(ErrorKind::Fenced)),
+        "the first compute was never told it is fenced"
+    );
+    let status = status(&cluster.admin_endpoint()).await.unwrap();
+    assert_eq!(status["primary"]["role"], "fenced");
+
+    // Nothing acknowledged is lost, nothing refused appears, nothing is duplicated.
+    let mut outcomes = BTreeMap::new();
+    for (k, v, r) in a.into_iter().chain(b) {
+        let o = match r {
+            Ok(version) => Outcome::Acked(version),
+            Err(kind @ (ErrorKind::Fenced | ErrorKind::Unavailable)) => Outcome::Refused(kind),
+            Err(ErrorKind::CommitUnknownResult) => Outcome::Unknown,
+            Err(kind) => panic!("unexpected {kind}"),
+        };
+        outcomes.insert(k, (v, o));
+    }
+    let present = read_prefix(&second, "a")
+        .await
+        .into_iter()
+        .chain(read_prefix(&second, "b").await)
+        .collect();
+    check_outcomes(&outcomes, &present);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_commits_survive_repeated_kill_9_of_safekeepers_and_compute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (db, stop) = (db.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (k, v) = (format!("w{w}-{n:05}"), format!("value {w}/{n}"));
+                let r = classify(put(&db, k.clone(), v.clone()).await);
+                if !matches!(r, Outcome::Acked(_)) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                outcomes.push((k, v, r));
+                n += 1;
+            }
+            outcomes
+        }));
+    }
+
+    // Chaos: kill -9 one safekeeper at a time (a fixed rotation, so runs are comparable),
+    // restart it; every third round kill -9 the compute too and start a new one.
+    let mut pids: BTreeMap<String, i32> = cluster
+        .components()
+        .into_iter()
+        .map(|c| (c.name.clone(), c.pid))
+        .collect();
+    for round in 0..9 {
+        let name = format!("safekeeper-{}", round % 3 + 1);
+        DevCluster::kill_pid(pids[&name]);
+        if round % 3 == 2 {
+            DevCluster::kill_pid(pids["compute"]);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let c = cluster.component("compute");
+            pids.insert("compute".into(), cluster.restart(&c));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let c = cluster.component(&name);
+        pids.insert(name, cluster.restart(&c));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut outcomes = BTreeMap::new();
+    let mut per_writer_versions = Vec::new();
+    for w in writers {
+        let seen = w.await.unwrap();
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter_map(|(_, _, o)| {
+                if let Outcome::Acked(v) = o {
+                    Some(*v)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        per_writer_versions.push(versions);
+        for (k, v, o) in seen {
+            outcomes.insert(k, (v, o));
+        }
+    }
+    // Each writer commits one transaction after another: its versions only grow.
+    for versions in &per_writer_versions {
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "a writer's versions went backwards"
+        );
+    }
+    let db = cluster.db(Duration::from_secs(30)).await;
+    let present = read_prefix(&db, "w").await;
+    let acked = check_outcomes(&outcomes, &present);
+    assert!(
+        acked > 50,
+        "only {acked} commits were acknowledged during chaos"
+    );
+    let unknown = outcomes
+        .values()
+        .filter(|(_, o)| matches!(o, Outcome::Unknown))
+        .count();
+    let refused = outcomes
+        .values()
+        .filter(|(_, o)| matches!(o, Outcome::Refused(_)))
+        .count();
+    eprintln!(
+        "chaos: {acked} acknowledged, {refused} refused, {unknown} unknown; {} present",
+        present.len()
+    );
+}
