@@ -35,6 +35,12 @@ pub struct DevArgs {
     /// Seconds between the pageserver's automatic checkpoints.
     #[arg(long, default_value_t = 30)]
     checkpoint_interval_secs: u64,
+    /// Safekeepers start new WAL segments at this size.
+    #[arg(long, default_value_t = 16 << 20)]
+    segment_size_bytes: u64,
+    /// Safekeepers' WAL disk budget per database.
+    #[arg(long, default_value_t = 8 << 30)]
+    max_wal_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,7 +82,8 @@ fn url(a: SocketAddr) -> String {
     format!("http://{a}")
 }
 
-fn plan(args: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>> {
+fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>> {
+    let args = args_in;
     let base = args.base_port;
     let port = |offset: u16| {
         base.checked_add(offset).ok_or_else(|| {
@@ -104,6 +111,12 @@ fn plan(args: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>
             "--data-dir".into(),
             dir.display().to_string(),
         ];
+        args.extend([
+            "--segment-size-bytes".to_string(),
+            args_in.segment_size_bytes.to_string(),
+            "--max-wal-bytes".to_string(),
+            args_in.max_wal_bytes.to_string(),
+        ]);
         for peer in safekeepers.iter().filter(|p| **p != url(grpc)) {
             args.extend(["--peer".to_string(), peer.clone()]);
         }

@@ -64,6 +64,13 @@ enum Command {
         /// Another safekeeper's gRPC endpoint, to repair damaged WAL from (repeat for each).
         #[arg(long = "peer")]
         peers: Vec<String>,
+        /// New WAL segments start at this size.
+        #[arg(long, default_value_t = 16 << 20)]
+        segment_size_bytes: u64,
+        /// WAL bytes per database past which commits are refused (slowed from 75% on) until
+        /// the pageserver has uploaded enough for the WAL below to be deleted.
+        #[arg(long, default_value_t = 8 << 30)]
+        max_wal_bytes: u64,
     },
     /// Run a pageserver.
     Pageserver {
@@ -142,6 +149,8 @@ fn main() -> ExitCode {
                 listen_http,
                 data_dir,
                 peers,
+                segment_size_bytes,
+                max_wal_bytes,
             } => {
                 init_tracing("info");
                 let config = ferrisdb_wal_service::SafekeeperConfig {
@@ -150,6 +159,10 @@ fn main() -> ExitCode {
                     listen_http,
                     data_dir,
                     peers,
+                    limits: ferrisdb_wal_service::service::Limits {
+                        segment_size: segment_size_bytes,
+                        max_wal_bytes,
+                    },
                 };
                 ferrisdb_wal_service::run(config, shutdown()).await
             }

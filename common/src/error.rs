@@ -5,6 +5,10 @@
 
 use std::fmt;
 
+/// How an `unavailable` error from a safekeeper whose WAL disk budget is full begins, so the
+/// proposer can tell "full" from "down".
+pub const WAL_BUDGET_FULL: &str = "WAL disk budget full";
+
 /// The gRPC metadata key that carries an error's FerrisDB code.
 pub const CODE_METADATA_KEY: &str = "ferrisdb-code";
 

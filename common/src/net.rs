@@ -91,7 +91,9 @@ pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Commits are small request/response exchanges: without TCP_NODELAY, Nagle's algorithm
+    // meets delayed ACKs and adds tens of milliseconds to a round trip.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::select! {
         r = router.serve_with_incoming_shutdown(incoming, shutdown.clone().wait()) => r.map_err(Error::from),
         _ = shutdown.deadline() => Ok(()),

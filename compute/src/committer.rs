@@ -47,9 +47,12 @@ pub struct CommitRequest {
     pub writes: Vec<KeyRange>,
     /// Its mutations, in order.
     pub mutations: Vec<Mutation>,
-    /// Where the outcome goes: the commit version and commit time.
-    pub reply: oneshot::Sender<Result<(Version, u64)>>,
+    /// Where the outcome goes.
+    pub reply: Reply,
 }
+
+/// Where a commit's outcome goes: the commit version and commit time, or why not.
+pub type Reply = oneshot::Sender<Result<(Version, u64)>>;
 
 impl CommitRequest {
     fn bytes(&self) -> usize {
@@ -67,7 +70,7 @@ struct InFlight {
     mutations: Vec<Mutation>,
     writes: Vec<KeyRange>,
     /// `None` once answered (`commit_unknown_result` at the deadline).
-    replies: Vec<Option<oneshot::Sender<Result<(Version, u64)>>>>,
+    replies: Vec<Option<Reply>>,
     deadline: Instant,
 }
 
@@ -266,11 +269,27 @@ fn refusal(q: &Quorum) -> Result<()> {
         ));
     }
     if !q.quorum_up() {
-        let up = q.peers.iter().filter(|p| p.up).count();
+        let up = q.peers.iter().filter(|p| p.up && !p.full).count();
+        let why: Vec<String> = q
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match (p.up, p.full, &p.last_error) {
+                (true, true, _) => Some(format!(
+                    "safekeeper {}: {} until the pageserver's uploads let old WAL be deleted",
+                    i + 1,
+                    ferrisdb_common::error::WAL_BUDGET_FULL
+                )),
+                (false, _, Some(e)) => Some(format!("safekeeper {}: {e}", i + 1)),
+                (false, _, None) => Some(format!("safekeeper {}: not connected", i + 1)),
+                (true, false, _) => None,
+            })
+            .collect();
         return Err(Error::unavailable(format!(
-            "only {up} of {} safekeepers connected; a commit needs {}",
+            "only {up} of {} safekeepers can take WAL; a commit needs {} ({})",
             q.peers.len(),
-            q.majority()
+            q.majority(),
+            why.join("; ")
         )));
     }
     Ok(())

@@ -228,7 +228,9 @@ impl Primary {
                 database: self.database.clone(),
             };
             if let Ok(resp) = self.pageserver.clone().get_status(req).await {
-                let ingested = Version(resp.into_inner().ingested_version);
+                let resp = resp.into_inner();
+                self.proposer.set_log_start(resp.remote_consistent_version);
+                let ingested = Version(resp.ingested_version);
                 let committed = *self.committed.borrow();
                 self.hot.evict_up_to(ingested.min(committed));
             }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use ferrisdb_common::error::WAL_BUDGET_FULL;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
@@ -29,6 +30,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+/// An idle append stream sends an empty append this often, to learn the safekeeper's state.
+const KEEPALIVE: Duration = Duration::from_secs(1);
 /// How long one RPC to a safekeeper may take before it counts as down.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before reconnecting to a safekeeper that went down.
@@ -42,12 +45,17 @@ const MAX_IN_FLIGHT_BYTES: u64 = 16 << 20;
 const MAX_BUFFERED_COMMITTED_BYTES: usize = 64 << 20;
 
 /// What the proposer knows of one safekeeper in its term.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerState {
     /// Its append stream is open.
     pub up: bool,
     /// The end of its log, once it has adopted this term's history.
     pub flush: Option<Lsn>,
+    /// Why it was last dropped, for error messages.
+    pub last_error: Option<String>,
+    /// It refused an append for its WAL disk budget, and no append has succeeded since: it
+    /// does not count toward a quorum for new commits.
+    pub full: bool,
 }
 
 /// Every safekeeper's state, plus whether a newer term has fenced this proposer.
@@ -65,9 +73,9 @@ impl Quorum {
         self.peers.len() / 2 + 1
     }
 
-    /// Whether a majority has an open stream: an append now can succeed.
+    /// Whether a majority has an open stream with room: an append now can succeed.
     pub fn quorum_up(&self) -> bool {
-        self.peers.iter().filter(|p| p.up).count() >= self.majority()
+        self.peers.iter().filter(|p| p.up && !p.full).count() >= self.majority()
     }
 
     /// The highest LSN a majority has fsynced in this term.
@@ -94,7 +102,9 @@ pub struct Proposer {
     database: String,
     term: u64,
     history: Vec<TermSwitch>,
-    log_start: Lsn,
+    /// Object storage holds everything below this: an acceptor that has nothing above it is
+    /// restarted here rather than fed WAL the others have already deleted.
+    log_start: std::sync::atomic::AtomicU64,
     clients: Vec<SafekeeperClient<Channel>>,
     /// The voter whose log became ours, and where that log ends.
     donor: (usize, Lsn),
@@ -198,7 +208,7 @@ impl Proposer {
             database: database.to_string(),
             term,
             history,
-            log_start,
+            log_start: std::sync::atomic::AtomicU64::new(log_start),
             clients,
             donor: (donor, end),
             log: Mutex::new(Log {
@@ -260,6 +270,14 @@ impl Proposer {
         drop(log);
         self.positions.send_replace(positions);
         Ok(positions.0)
+    }
+
+    /// Records that object storage now holds everything below `lsn` (never beyond the commit
+    /// position), for acceptors that must be restarted past deleted WAL.
+    pub fn set_log_start(&self, lsn: Lsn) {
+        let commit = self.positions.borrow().1;
+        self.log_start
+            .fetch_max(lsn.min(commit), std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Records that everything up to `lsn` is committed, so safekeepers may serve it.
@@ -324,8 +342,21 @@ impl Proposer {
     async fn replicate(self: Arc<Self>, i: usize) {
         while !self.is_fenced() {
             let result = self.replicate_once(i).await;
-            let was_up = self.quorum.borrow().peers[i].up;
-            self.update_peer(i, |p| *p = PeerState::default());
+            let (was_up, was_full) = {
+                let q = self.quorum.borrow();
+                (q.peers[i].up, q.peers[i].full)
+            };
+            let last_error = result.as_ref().err().map(|e| e.to_string());
+            let full = result
+                .as_ref()
+                .is_err_and(|e| e.message().starts_with(WAL_BUDGET_FULL));
+            self.update_peer(i, |p| {
+                *p = PeerState {
+                    last_error,
+                    full: full || was_full,
+                    ..PeerState::default()
+                }
+            });
             match result {
                 Err(e) if e.kind() == ErrorKind::Fenced => self.fence(e.message().to_string()),
                 Err(e) if was_up => {
@@ -343,7 +374,7 @@ impl Proposer {
             database: self.database.clone(),
             term: self.term,
             history: self.history.clone(),
-            log_start_lsn: self.log_start,
+            log_start_lsn: self.log_start.load(std::sync::atomic::Ordering::SeqCst),
         }))
         .await?;
         let mut flush = elected.status.map_or(0, |s| s.flush_lsn);
@@ -357,36 +388,34 @@ impl Proposer {
         let mut positions = self.positions.subscribe();
         let mut sent = flush;
         let mut commit_sent = 0;
+        let mut awaiting = 0usize;
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await;
         loop {
             let (end, commit) = *positions.borrow_and_update();
-            if sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES {
-                let wal = self.frames_from(i, sent, end).await?;
+            let wal = if sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES {
+                Some(self.frames_from(i, sent, end).await?)
+            } else if commit_sent < commit && awaiting == 0 {
+                Some(Bytes::new())
+            } else {
+                None
+            };
+            if let Some(wal) = wal {
+                let n = wal.len() as u64;
                 let req = AppendRequest {
                     database: self.database.clone(),
                     term: self.term,
                     begin_lsn: sent,
-                    wal: wal.clone(),
+                    wal,
                     commit_lsn: commit,
                 };
                 tx.send(req)
                     .await
                     .map_err(|_| Error::unavailable("append stream closed"))?;
-                sent += wal.len() as u64;
+                awaiting += 1;
+                sent += n;
                 commit_sent = commit;
                 continue;
-            }
-            if commit_sent < commit && sent == flush {
-                let req = AppendRequest {
-                    database: self.database.clone(),
-                    term: self.term,
-                    begin_lsn: sent,
-                    wal: Bytes::new(),
-                    commit_lsn: commit,
-                };
-                tx.send(req)
-                    .await
-                    .map_err(|_| Error::unavailable("append stream closed"))?;
-                commit_sent = commit;
             }
             tokio::select! {
                 msg = responses.message() => {
@@ -394,7 +423,17 @@ impl Proposer {
                         return Err(Error::unavailable("safekeeper closed the append stream"));
                     };
                     flush = resp.flush_lsn;
-                    self.update_peer(i, |p| p.flush = Some(flush));
+                    awaiting = awaiting.saturating_sub(1);
+                    self.update_peer(i, |p| {
+                        p.flush = Some(flush);
+                        p.full = resp.budget_full;
+                    });
+                }
+                _ = keepalive.tick() => {
+                    // An idle stream still hears how full the safekeeper is.
+                    if awaiting == 0 {
+                        commit_sent = 0;
+                    }
                 }
                 changed = positions.changed() => {
                     if changed.is_err() {
@@ -496,7 +535,11 @@ mod tests {
 
     #[test]
     fn durable_lsn_is_the_majority_minimum() {
-        let p = |flush| PeerState { up: true, flush };
+        let p = |flush| PeerState {
+            up: true,
+            flush,
+            ..PeerState::default()
+        };
         let q = Quorum {
             peers: vec![p(Some(300)), p(Some(100)), p(Some(200))],
             fenced: None,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
-use ferrisdb_common::proto::{ReadWalRequest, SafekeeperStatusRequest};
+use ferrisdb_common::proto::{DurableReport, ReadWalRequest, SafekeeperStatusRequest};
 use ferrisdb_common::{Error, Result, net, wal};
 use tonic::transport::Channel;
 
@@ -42,6 +42,37 @@ pub async fn follow(timeline: Arc<Timeline>, safekeepers: Vec<String>) -> Result
             }
         }
         tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// How often the safekeepers hear what object storage holds.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// Tells every safekeeper, whenever it changes and periodically (a restarted safekeeper must
+/// hear it too), up to which version object storage holds the WAL, so they can delete it.
+pub async fn report_durable(timeline: Arc<Timeline>, safekeepers: Vec<String>) -> Result<()> {
+    let clients = safekeepers
+        .iter()
+        .map(|url| Ok(SafekeeperClient::new(net::channel(url)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut durable = timeline.watch_remote_consistent();
+    loop {
+        let lsn = durable.borrow_and_update().0;
+        if lsn > 0 {
+            let reports =
+                clients.iter().map(|c| {
+                    let mut c = c.clone();
+                    let req = DurableReport {
+                        database: timeline.database().to_string(),
+                        remote_consistent_lsn: lsn,
+                    };
+                    async move {
+                        tokio::time::timeout(Duration::from_secs(1), c.report_durable(req)).await
+                    }
+                });
+            futures::future::join_all(reports).await;
+        }
+        let _ = tokio::time::timeout(REPORT_EVERY, durable.changed()).await;
     }
 }
 

@@ -76,6 +76,10 @@ pub async fn run(
             t.clone(),
             config.safekeepers.clone(),
         )));
+        tasks.push(tokio::spawn(ingest::report_durable(
+            t.clone(),
+            config.safekeepers.clone(),
+        )));
         let t = t.clone();
         let every = config.checkpoint_interval;
         tasks.push(tokio::spawn(async move {

@@ -119,6 +119,11 @@ impl Timeline {
         *self.remote_consistent.borrow()
     }
 
+    /// A receiver that changes whenever the remote consistent version does.
+    pub fn watch_remote_consistent(&self) -> watch::Receiver<Version> {
+        self.remote_consistent.subscribe()
+    }
+
     /// Applies committed records, which must continue exactly where ingestion stands.
     pub fn apply(&self, records: &[WalRecord]) -> Result<()> {
         let Some(last) = records.last() else {

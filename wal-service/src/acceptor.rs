@@ -53,6 +53,10 @@ pub struct AcceptorStatus {
     pub flush_lsn: Lsn,
     /// The last commit position heard.
     pub commit_lsn: Lsn,
+    /// What the pageserver last reported durable in object storage (the trim point).
+    pub remote_consistent_lsn: Lsn,
+    /// WAL bytes on disk.
+    pub disk_bytes: u64,
     /// Damage found in the log, until it is repaired.
     pub damage: Option<Damage>,
 }
@@ -80,11 +84,17 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// Opens (or creates) the acceptor whose files live in `dir`.
+    /// Opens (or creates) the acceptor whose files live in `dir`, with default segment size.
     pub fn open(dir: PathBuf) -> Result<Acceptor> {
+        Acceptor::open_with(dir, crate::log::SEGMENT_TARGET_SIZE)
+    }
+
+    /// Opens (or creates) the acceptor in `dir`, starting new segments at `segment_size`.
+    pub fn open_with(dir: PathBuf, segment_size: u64) -> Result<Acceptor> {
         std::fs::create_dir_all(&dir)?;
         let mut control = Control::load(&dir)?;
         let (mut log, recovery) = WalLog::open(&dir, control.log_start_lsn)?;
+        log.set_segment_size(segment_size);
         if control.reset_pending {
             // A reset was interrupted after its intent was stored: finish it.
             log.reset(control.log_start_lsn)?;
@@ -130,6 +140,8 @@ impl Acceptor {
             log_start_lsn: self.log.start_lsn(),
             flush_lsn: self.log.flush_lsn(),
             commit_lsn: self.control.commit_lsn,
+            remote_consistent_lsn: self.control.remote_consistent_lsn,
+            disk_bytes: self.log.disk_bytes(),
             damage: self.damage,
         }
     }
@@ -171,7 +183,8 @@ impl Acceptor {
         self.log.truncate(from)?;
         self.log.write(frames)?;
         self.log.sync()?;
-        let (log, recovery) = WalLog::open(&self.dir, self.control.log_start_lsn)?;
+        let (mut log, recovery) = WalLog::open(&self.dir, self.control.log_start_lsn)?;
+        log.set_segment_size(self.log.segment_size());
         if recovery.damage.is_some() || log.flush_lsn() < d.to {
             return Err(Error::corruption("the log is still damaged after repair"));
         }
@@ -340,6 +353,30 @@ impl Acceptor {
     pub fn read(&self, start: Lsn, end: Lsn, max_bytes: usize) -> Result<Vec<u8>> {
         self.check_intact()?;
         self.log.read(start, end, max_bytes)
+    }
+
+    /// Deletes WAL that object storage holds: whole segments below `remote_consistent_lsn`
+    /// (and below the commit position, which it can never exceed in a sound cluster).
+    /// Returns the new first LSN.
+    pub fn trim(&mut self, remote_consistent_lsn: Lsn) -> Result<Lsn> {
+        self.check_intact()?;
+        let up_to = remote_consistent_lsn.min(self.control.commit_lsn);
+        self.control.remote_consistent_lsn = self
+            .control
+            .remote_consistent_lsn
+            .max(remote_consistent_lsn);
+        let start = self.log.trim(up_to)?;
+        if start != self.control.log_start_lsn {
+            self.control.log_start_lsn = start;
+            self.control.store(&self.dir)?;
+            self.persisted_commit_lsn = self.control.commit_lsn;
+        }
+        Ok(start)
+    }
+
+    /// Bytes of WAL on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.log.disk_bytes()
     }
 
     /// Records the commit position in the control file if it moved since it was last stored.

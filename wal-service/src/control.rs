@@ -32,6 +32,9 @@ pub struct Control {
     /// recorded here before any segment is deleted, and a restart finishes the job.
     #[serde(default)]
     pub reset_pending: bool,
+    /// What the pageserver last reported durable in object storage.
+    #[serde(default)]
+    pub remote_consistent_lsn: Lsn,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,6 +123,7 @@ mod tests {
             log_start_lsn: 0,
             commit_lsn: 400,
             reset_pending: false,
+            remote_consistent_lsn: 0,
         };
         c.store(dir.path()).unwrap();
         assert_eq!(Control::load(dir.path()).unwrap(), c);

@@ -39,6 +39,8 @@ pub struct SafekeeperConfig {
     pub data_dir: PathBuf,
     /// The other safekeepers' gRPC endpoints, for repairing damaged WAL.
     pub peers: Vec<String>,
+    /// Segment size and WAL disk budget.
+    pub limits: service::Limits,
 }
 
 /// Runs a safekeeper until `shutdown` resolves.
@@ -50,6 +52,7 @@ pub async fn run(
     let state = SafekeeperState::open(
         config.data_dir.clone(),
         config.peers.clone(),
+        config.limits,
         metrics.clone(),
     )
     .await?;

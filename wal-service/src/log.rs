@@ -15,7 +15,7 @@ use ferrisdb_common::{Error, Lsn, Result};
 
 use crate::control::sync_dir;
 
-/// A segment is closed and a new one begun once it reaches this size.
+/// By default a segment is closed and a new one begun once it reaches this size.
 pub const SEGMENT_TARGET_SIZE: u64 = 16 << 20;
 
 #[derive(Debug)]
@@ -36,6 +36,8 @@ pub struct WalLog {
     flush_lsn: Lsn,
     /// Written but not yet synced.
     dirty: bool,
+    /// A new segment starts once the current one reaches this size.
+    segment_size: u64,
 }
 
 /// What [`WalLog::open`] found.
@@ -121,9 +123,45 @@ impl WalLog {
                 start_lsn: start,
                 flush_lsn: flush,
                 dirty: false,
+                segment_size: SEGMENT_TARGET_SIZE,
             },
             recovery,
         ))
+    }
+
+    /// Sets the size at which new segments are started.
+    pub fn set_segment_size(&mut self, bytes: u64) {
+        self.segment_size = bytes.max(1);
+    }
+
+    /// Deletes every whole segment that ends at or below `lsn`, except the last one (the log
+    /// always keeps its tail), and returns the new first LSN.
+    pub fn trim(&mut self, lsn: Lsn) -> Result<Lsn> {
+        let keep_from = self
+            .segments
+            .iter()
+            .position(|s| s.start + s.len > lsn)
+            .unwrap_or(self.segments.len())
+            .min(self.segments.len().saturating_sub(1));
+        if keep_from == 0 {
+            return Ok(self.start_lsn);
+        }
+        for s in self.segments.drain(..keep_from) {
+            fs::remove_file(&s.path)?;
+        }
+        sync_dir(&self.dir)?;
+        self.start_lsn = self.segments.first().map_or(self.flush_lsn, |s| s.start);
+        Ok(self.start_lsn)
+    }
+
+    /// The size at which new segments are started.
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
+    }
+
+    /// Bytes of WAL held on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
     }
 
     /// The first LSN held.
@@ -152,7 +190,7 @@ impl WalLog {
         }
         let need_new = match self.segments.last() {
             None => true,
-            Some(s) => s.len >= SEGMENT_TARGET_SIZE,
+            Some(s) => s.len >= self.segment_size,
         };
         if need_new {
             self.start_segment()?;
@@ -439,6 +477,33 @@ mod tests {
             }
         );
         assert_eq!(log.flush_lsn(), end);
+    }
+
+    #[test]
+    fn trim_deletes_whole_segments_below_and_keeps_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        log.set_segment_size(1);
+        let mut ends = vec![0];
+        for tag in 1..=4 {
+            ends.push(log.append(&frame(*ends.last().unwrap(), tag)).unwrap());
+        }
+        assert_eq!(log.segments.len(), 4);
+        assert_eq!(log.trim(ends[2] + 1).unwrap(), ends[2]);
+        assert_eq!(log.segments.len(), 2);
+        assert_eq!(
+            log.read(ends[2], ends[4], 1 << 20).unwrap().len() as u64,
+            ends[4] - ends[2]
+        );
+        assert_eq!(
+            log.read(0, ends[4], 1 << 20).unwrap_err().kind(),
+            ferrisdb_common::ErrorKind::VersionTooOld
+        );
+        // Never the tail, however far the trim point.
+        assert_eq!(log.trim(u64::MAX).unwrap(), ends[3]);
+        drop(log);
+        let (log, _) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!((log.start_lsn(), log.flush_lsn()), (ends[3], ends[4]));
     }
 
     #[test]

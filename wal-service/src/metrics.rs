@@ -21,6 +21,8 @@ pub struct Metrics {
     pub damaged_databases: IntGauge,
     /// Damaged logs repaired from a peer.
     pub repairs: IntCounter,
+    /// Appends refused because the WAL disk budget was full.
+    pub budget_refusals: IntCounter,
 }
 
 impl Metrics {
@@ -54,6 +56,10 @@ impl Metrics {
             "ferrisdb_safekeeper_damaged_databases",
             "Databases whose WAL failed its checksums and is not served until repaired",
         )?;
+        let budget_refusals = IntCounter::new(
+            "ferrisdb_safekeeper_budget_refusals_total",
+            "Appends refused because the WAL disk budget was full",
+        )?;
         let repairs = IntCounter::new(
             "ferrisdb_safekeeper_repairs_total",
             "Damaged logs repaired from a peer",
@@ -65,6 +71,7 @@ impl Metrics {
         registry.register(Box::new(broken_databases.clone()))?;
         registry.register(Box::new(damaged_databases.clone()))?;
         registry.register(Box::new(repairs.clone()))?;
+        registry.register(Box::new(budget_refusals.clone()))?;
         Ok(Metrics {
             registry,
             appends,
@@ -74,6 +81,7 @@ impl Metrics {
             broken_databases,
             damaged_databases,
             repairs,
+            budget_refusals,
         })
     }
 }

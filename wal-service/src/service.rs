@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrisdb_common::error::WAL_BUDGET_FULL;
 use ferrisdb_common::proto::safekeeper_server::Safekeeper;
 use ferrisdb_common::proto::{
-    AppendRequest, AppendResponse, ElectedRequest, ElectedResponse, ReadWalRequest,
+    AppendRequest, AppendResponse, DurableReport, ElectedRequest, ElectedResponse, ReadWalRequest,
     SafekeeperStatus, SafekeeperStatusRequest, VoteRequest, VoteResponse, WalChunk,
 };
 use ferrisdb_common::{Error, Lsn, Result, validate_database_name};
@@ -38,7 +39,42 @@ pub struct SafekeeperState {
     broken: Mutex<BTreeMap<String, String>>,
     /// Other safekeepers' gRPC endpoints, to repair damage from.
     peers: Vec<String>,
+    limits: Limits,
     pub(crate) metrics: Metrics,
+}
+
+/// Disk limits of a safekeeper.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// New segments start at this size.
+    pub segment_size: u64,
+    /// WAL bytes per database past which appends are refused (slowed from 75% on).
+    pub max_wal_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            segment_size: crate::log::SEGMENT_TARGET_SIZE,
+            max_wal_bytes: 8 << 30,
+        }
+    }
+}
+
+/// Whether `bytes` more WAL would not fit in `limit` with `used` on disk. A sixteenth of the
+/// budget is kept as headroom, so "full" is reported before appends start failing.
+pub fn budget_full(used: u64, bytes: u64, limit: u64) -> bool {
+    used + bytes > limit || used >= limit - limit / 16
+}
+
+/// How long an append waits when WAL on disk is at `used` of `limit`: nothing below 75%, then
+/// up to 200 ms as it approaches the limit, so writers slow down before they are refused.
+pub fn backpressure_delay(used: u64, limit: u64) -> Duration {
+    let fill = used as f64 / limit.max(1) as f64;
+    if fill <= 0.75 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(((fill - 0.75) / 0.25).min(1.0) * 0.2)
 }
 
 impl SafekeeperState {
@@ -46,6 +82,7 @@ impl SafekeeperState {
     pub async fn open(
         data_dir: PathBuf,
         peers: Vec<String>,
+        limits: Limits,
         metrics: Metrics,
     ) -> Result<Arc<SafekeeperState>> {
         std::fs::create_dir_all(&data_dir)?;
@@ -54,6 +91,7 @@ impl SafekeeperState {
             timelines: Mutex::new(BTreeMap::new()),
             broken: Mutex::new(BTreeMap::new()),
             peers,
+            limits,
             metrics,
         });
         for entry in std::fs::read_dir(&data_dir)? {
@@ -82,7 +120,8 @@ impl SafekeeperState {
             )));
         }
         let dir = database_dir(&self.data_dir, database);
-        let opened = tokio::task::spawn_blocking(move || Acceptor::open(dir))
+        let segment_size = self.limits.segment_size;
+        let opened = tokio::task::spawn_blocking(move || Acceptor::open_with(dir, segment_size))
             .await
             .map_err(|e| Error::internal(format!("open task: {e}")))?;
         match opened {
@@ -319,6 +358,21 @@ impl Safekeeper for SafekeeperService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn report_durable(
+        &self,
+        req: Request<DurableReport>,
+    ) -> Result<Response<SafekeeperStatus>, Status> {
+        let req = req.into_inner();
+        let t = self.state.timeline(&req.database).await?;
+        let lsn = req.remote_consistent_lsn;
+        let before = t.status().await?.log_start_lsn;
+        let status = t.with(move |a| a.trim(lsn).map(|_| a.status())).await?;
+        if status.log_start_lsn > before {
+            tracing::info!(database = %req.database, from = before, to = status.log_start_lsn, "trimmed WAL held in object storage");
+        }
+        Ok(Response::new(to_proto(status)))
+    }
+
     type ReadWalStream = ReceiverStream<Result<WalChunk, Status>>;
 
     async fn read_wal(
@@ -355,6 +409,21 @@ async fn append_group(
     };
     let bytes: usize = group.iter().map(|r| r.wal.len()).sum();
     let started = Instant::now();
+    if bytes > 0 {
+        let (used, trimmed_to) = match t.status().await {
+            Ok(st) => (st.disk_bytes, st.remote_consistent_lsn),
+            Err(e) => return vec![Err(e)],
+        };
+        let limit = state.limits.max_wal_bytes;
+        if budget_full(used, bytes as u64, limit) {
+            state.metrics.budget_refusals.inc();
+            return vec![Err(Error::unavailable(format!(
+                "{WAL_BUDGET_FULL} on this safekeeper: {used} of {limit} bytes used, and object storage \
+                 holds WAL only up to {trimmed_to}; commits resume once the pageserver catches up"
+            )))];
+        }
+        tokio::time::sleep(backpressure_delay(used, limit)).await;
+    }
     let results = t
         .with(move |a| {
             let args: Vec<AppendArgs<'_>> = group
@@ -378,9 +447,16 @@ async fn append_group(
         m.append_bytes.inc_by(bytes as u64);
         m.append_seconds.observe(started.elapsed().as_secs_f64());
     }
+    let used = t.status().await.map_or(0, |st| st.disk_bytes);
+    let full = budget_full(used, 0, state.limits.max_wal_bytes);
     results
         .into_iter()
-        .map(|r| r.map(|flush_lsn| AppendResponse { flush_lsn }))
+        .map(|r| {
+            r.map(|flush_lsn| AppendResponse {
+                flush_lsn,
+                budget_full: full,
+            })
+        })
         .collect()
 }
 
@@ -447,5 +523,21 @@ async fn stream_committed(t: &Timeline, start: Lsn, tx: &ChunkSender) -> Result<
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_keeps_headroom_and_backpressure_grows_towards_the_limit() {
+        assert!(!budget_full(0, 100, 1600));
+        assert!(budget_full(1000, 700, 1600), "would overflow");
+        assert!(budget_full(1500, 0, 1600), "inside the headroom");
+        assert_eq!(backpressure_delay(700, 1000), Duration::ZERO);
+        let mid = backpressure_delay(875, 1000);
+        assert!(mid > Duration::ZERO && mid < backpressure_delay(990, 1000));
+        assert_eq!(backpressure_delay(5000, 1000), Duration::from_millis(200));
     }
 }
