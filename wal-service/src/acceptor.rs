@@ -374,6 +374,11 @@ impl Acceptor {
         Ok(start)
     }
 
+    /// The last commit position heard.
+    pub fn commit_lsn(&self) -> Lsn {
+        self.control.commit_lsn
+    }
+
     /// Bytes of WAL on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.log.disk_bytes()

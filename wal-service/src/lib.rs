@@ -95,10 +95,12 @@ pub async fn run(
 
 async fn status(state: Arc<SafekeeperState>, name: String) -> Json<serde_json::Value> {
     let (databases, corrupt) = state.all_status().await;
+    let lag = state.peer_lag(&databases).await;
     Json(serde_json::json!({
         "kind": "safekeeper",
         "name": name,
         "databases": databases,
+        "peer_lag": lag,
         "corrupt_databases": corrupt,
     }))
 }

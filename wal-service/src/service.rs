@@ -148,6 +148,39 @@ impl SafekeeperState {
         }
     }
 
+    /// For each database and peer: the peer's flush and commit positions and how far this
+    /// safekeeper's log is behind it (negative: ahead). Unreachable peers show `null`.
+    pub async fn peer_lag(
+        &self,
+        databases: &BTreeMap<String, AcceptorStatus>,
+    ) -> serde_json::Value {
+        use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+        let mut out = serde_json::Map::new();
+        for (db, own) in databases {
+            let mut peers = serde_json::Map::new();
+            for peer in &self.peers {
+                let ask = async {
+                    let mut c = SafekeeperClient::new(ferrisdb_common::net::channel(peer)?);
+                    let req = SafekeeperStatusRequest {
+                        database: db.clone(),
+                    };
+                    Ok::<_, Error>(c.get_status(req).await?.into_inner())
+                };
+                let v = match tokio::time::timeout(Duration::from_millis(500), ask).await {
+                    Ok(Ok(st)) => serde_json::json!({
+                        "flush_lsn": st.flush_lsn,
+                        "commit_lsn": st.commit_lsn,
+                        "lag_bytes": st.flush_lsn as i128 - own.flush_lsn as i128,
+                    }),
+                    _ => serde_json::Value::Null,
+                };
+                peers.insert(peer.clone(), v);
+            }
+            out.insert(db.clone(), serde_json::Value::Object(peers));
+        }
+        serde_json::Value::Object(out)
+    }
+
     /// Status of every open database, and the damaged ones with why.
     pub async fn all_status(&self) -> (BTreeMap<String, AcceptorStatus>, BTreeMap<String, String>) {
         let timelines: Vec<_> = self
@@ -409,20 +442,20 @@ async fn append_group(
     };
     let bytes: usize = group.iter().map(|r| r.wal.len()).sum();
     let started = Instant::now();
+    let limit = state.limits.max_wal_bytes;
     if bytes > 0 {
-        let (used, trimmed_to) = match t.status().await {
-            Ok(st) => (st.disk_bytes, st.remote_consistent_lsn),
-            Err(e) => return vec![Err(e)],
-        };
-        let limit = state.limits.max_wal_bytes;
+        let used = t.disk_bytes();
         if budget_full(used, bytes as u64, limit) {
             state.metrics.budget_refusals.inc();
             return vec![Err(Error::unavailable(format!(
-                "{WAL_BUDGET_FULL} on this safekeeper: {used} of {limit} bytes used, and object storage \
-                 holds WAL only up to {trimmed_to}; commits resume once the pageserver catches up"
+                "{WAL_BUDGET_FULL} on this safekeeper: {used} of {limit} bytes of WAL on disk; \
+                 commits resume once the pageserver's uploads let older WAL be deleted"
             )))];
         }
-        tokio::time::sleep(backpressure_delay(used, limit)).await;
+        let delay = backpressure_delay(used, limit);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
     }
     let results = t
         .with(move |a| {
@@ -447,8 +480,7 @@ async fn append_group(
         m.append_bytes.inc_by(bytes as u64);
         m.append_seconds.observe(started.elapsed().as_secs_f64());
     }
-    let used = t.status().await.map_or(0, |st| st.disk_bytes);
-    let full = budget_full(used, 0, state.limits.max_wal_bytes);
+    let full = budget_full(t.disk_bytes(), 0, limit);
     results
         .into_iter()
         .map(|r| {

@@ -13,15 +13,19 @@ use crate::acceptor::{Acceptor, AcceptorStatus};
 pub struct Timeline {
     acceptor: Arc<Mutex<Acceptor>>,
     commit: watch::Sender<Lsn>,
+    /// WAL bytes on disk as of the last operation, readable without taking the lock.
+    disk_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Timeline {
     /// Wraps an opened acceptor.
     pub fn new(acceptor: Acceptor) -> Timeline {
         let (commit, _) = watch::channel(acceptor.status().commit_lsn);
+        let disk_bytes = std::sync::atomic::AtomicU64::new(acceptor.disk_bytes());
         Timeline {
             acceptor: Arc::new(Mutex::new(acceptor)),
             commit,
+            disk_bytes,
         }
     }
 
@@ -32,15 +36,17 @@ impl Timeline {
         f: impl FnOnce(&mut Acceptor) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let acceptor = self.acceptor.clone();
-        let (out, commit_lsn) = tokio::task::spawn_blocking(move || {
+        let (out, commit_lsn, disk_bytes) = tokio::task::spawn_blocking(move || {
             let mut a = acceptor
                 .lock()
                 .map_err(|_| Error::internal("acceptor lock poisoned"))?;
             let out = f(&mut a);
-            Ok::<_, Error>((out, a.status().commit_lsn))
+            Ok::<_, Error>((out, a.commit_lsn(), a.disk_bytes()))
         })
         .await
         .map_err(|e| Error::internal(format!("acceptor task: {e}")))??;
+        self.disk_bytes
+            .store(disk_bytes, std::sync::atomic::Ordering::Relaxed);
         self.commit.send_if_modified(|c| {
             let moved = *c != commit_lsn;
             *c = commit_lsn;
@@ -52,6 +58,11 @@ impl Timeline {
     /// The current status.
     pub async fn status(&self) -> Result<AcceptorStatus> {
         self.with(|a| Ok(a.status())).await
+    }
+
+    /// WAL bytes on disk as of the last operation.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A receiver that changes whenever the commit position does.
