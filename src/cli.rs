@@ -62,8 +62,24 @@ pub enum ClientCommand {
         /// The key (UTF-8).
         key: String,
         /// Read at this version instead of the latest.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "at_timestamp")]
         at_version: Option<u64>,
+        /// Read as of this time: Unix microseconds, or RFC 3339 (2026-11-22T01:02:03.5Z).
+        #[arg(long)]
+        at_timestamp: Option<String>,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Print every version of KEY with its commit time, oldest first.
+    History {
+        /// The key (UTF-8).
+        key: String,
+        /// From this version (inclusive).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Up to this version (inclusive); default the latest.
+        #[arg(long, default_value_t = 0)]
+        to: u64,
         #[command(flatten)]
         args: ClientArgs,
     },
@@ -144,13 +160,24 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Admin { command } => admin(command).await,
         ClientCommand::Set { key, value, args } => write(args, key, Some(value)).await,
         ClientCommand::Clear { key, args } => write(args, key, None).await,
+        ClientCommand::History {
+            key,
+            from,
+            to,
+            args,
+        } => history(args, key, from, to).await,
         ClientCommand::Get {
             key,
             at_version,
+            at_timestamp,
             args,
         } => {
             let out = async {
                 let db = connect(&args).await?;
+                let at_version = match &at_timestamp {
+                    Some(ts) => Some(db.version_at(parse_timestamp(ts)?).await?.0),
+                    None => at_version,
+                };
                 let k = key.clone();
                 db.run(|tx| {
                     let k = k.clone();
@@ -228,6 +255,66 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
                 Err(e) => fail(args.json, &e),
             }
         }
+    }
+}
+
+/// Unix microseconds from an integer or an RFC 3339 time.
+fn parse_timestamp(s: &str) -> Result<u64, Error> {
+    if let Ok(micros) = s.parse::<u64>() {
+        return Ok(micros);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        Error::invalid(format!(
+            "timestamp {s:?}: {e} (use Unix microseconds or RFC 3339)"
+        ))
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .map_err(|_| Error::invalid(format!("timestamp {s:?} is before 1970")))
+}
+
+fn rfc3339(micros: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_micros(micros);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+async fn history(args: ClientArgs, key: String, from: u64, to: u64) -> ExitCode {
+    let out = async {
+        let db = connect(&args).await?;
+        db.history(key.clone(), Version(from), Version(to)).await
+    }
+    .await;
+    match out {
+        Ok(entries) if args.json => {
+            let versions: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "version": e.version,
+                        "commit_time_micros": e.commit_time_micros,
+                        "commit_time": rfc3339(e.commit_time_micros),
+                        "value": e.value.as_deref().map(text),
+                    })
+                })
+                .collect();
+            println!("{}", json!({"key": key, "versions": versions}));
+            ExitCode::SUCCESS
+        }
+        Ok(entries) => {
+            for e in entries {
+                let value = e
+                    .value
+                    .as_deref()
+                    .map_or_else(|| "(cleared)".to_string(), text);
+                println!(
+                    "{:>12}  {}  {value}",
+                    e.version,
+                    rfc3339(e.commit_time_micros)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(args.json, &e),
     }
 }
 

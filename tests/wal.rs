@@ -440,7 +440,10 @@ async fn wal_is_trimmed_below_object_storage_and_the_disk_budget_refuses_then_re
     assert!(st["databases"]["default"]["disk_bytes"].as_u64().unwrap() < 65536);
     let lag = st["peer_lag"]["default"].as_object().unwrap();
     assert_eq!(lag.len(), 2, "status lists both peers: {lag:?}");
-    assert!(lag.values().all(|p| p["lag_bytes"].is_number()), "peer lag missing: {lag:?}");
+    assert!(
+        lag.values().all(|p| p["lag_bytes"].is_number()),
+        "peer lag missing: {lag:?}"
+    );
 
     // Everything acknowledged reads back, and still does after kill -9 of the whole tree:
     // recovery starts from object storage where the safekeepers' WAL now begins.

@@ -4,12 +4,26 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use ferrisdb_common::Version;
 use ferrisdb_common::proto::database_client::DatabaseClient;
+use ferrisdb_common::proto::{HistoryRequest, VersionAtRequest};
 use ferrisdb_common::{DEFAULT_DATABASE, Error, Result, net};
 use rand::Rng;
 use tonic::transport::Channel;
 
 use crate::transaction::Transaction;
+
+/// One version of a key, as [`Database::history`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The version.
+    pub version: Version,
+    /// When it committed, in Unix microseconds.
+    pub commit_time_micros: u64,
+    /// The value it set; `None` when it cleared the key.
+    pub value: Option<Bytes>,
+}
 
 /// How [`Database::run`] retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +81,49 @@ impl Database {
     pub fn with_retry(mut self, retry: RetryOptions) -> Database {
         self.retry = retry;
         self
+    }
+
+    /// Every version of `key` from `from` to `to` (inclusive; `Version(0)` for `to` means the
+    /// latest), oldest first, with commit times. A `None` value is a clear.
+    pub async fn history(
+        &self,
+        key: impl Into<Bytes>,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<HistoryEntry>> {
+        let req = HistoryRequest {
+            database: self.database.to_string(),
+            key: key.into(),
+            from_version: from.0,
+            to_version: to.0,
+        };
+        let entries = self.client.clone().history(req).await?.into_inner().entries;
+        Ok(entries
+            .into_iter()
+            .map(|e| HistoryEntry {
+                version: Version(e.version),
+                commit_time_micros: e.commit_time_micros,
+                value: e.value,
+            })
+            .collect())
+    }
+
+    /// The version a Unix-microsecond timestamp maps to: the latest committed at or before it
+    /// (`Version(0)` if nothing had committed). Read at it with
+    /// [`Transaction::set_read_version`].
+    pub async fn version_at(&self, timestamp_micros: u64) -> Result<Version> {
+        let req = VersionAtRequest {
+            database: self.database.to_string(),
+            timestamp_micros,
+        };
+        Ok(Version(
+            self.client
+                .clone()
+                .version_at(req)
+                .await?
+                .into_inner()
+                .version,
+        ))
     }
 
     /// A new transaction; most code wants [`Database::run`] instead.

@@ -20,6 +20,6 @@ mod database;
 mod transaction;
 
 pub use bytes::Bytes;
-pub use database::{Database, RetryOptions};
+pub use database::{Database, HistoryEntry, RetryOptions};
 pub use ferrisdb_common::{Error, ErrorKind, Result, Version};
 pub use transaction::{RangeOptions, Transaction};

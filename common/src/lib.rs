@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod clock;
+pub mod commit_times;
 mod convert;
 pub mod error;
 pub mod limits;

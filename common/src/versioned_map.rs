@@ -64,6 +64,21 @@ impl VersionedMap {
             .filter_map(move |(k, vs)| vs.range(..=version).next_back().map(|(_, v)| (k, v)))
     }
 
+    /// Every entry of `key` with a version in `[from, to]`, oldest first.
+    pub fn versions_of(
+        &self,
+        key: &[u8],
+        from: Version,
+        to: Version,
+    ) -> impl Iterator<Item = (Version, &Option<Bytes>)> {
+        let range = (from <= to).then_some(from..=to);
+        self.keys
+            .get(key)
+            .into_iter()
+            .flat_map(move |vs| range.clone().into_iter().flat_map(move |r| vs.range(r)))
+            .map(|(v, val)| (*v, val))
+    }
+
     /// Every entry, by key then version.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, Version, &Option<Bytes>)> {
         self.keys
@@ -155,6 +170,12 @@ mod tests {
         assert_eq!(r, vec![(b("a"), Some(b("a10"))), (b("b"), Some(b("b15")))]);
         assert_eq!(m.range_at(b"c", b"a", Version(99)).count(), 0);
         assert_eq!(m.len(), 4);
+        let h: Vec<_> = m
+            .versions_of(b"a", Version(10), Version(29))
+            .map(|(v, _)| v.0)
+            .collect();
+        assert_eq!(h, vec![10, 20]);
+        assert_eq!(m.versions_of(b"a", Version(31), Version(30)).count(), 0);
         assert_eq!(m.evict_up_to(Version(15)), 2);
         assert_eq!(m.get(b"a", Version(16)), Lookup::Absent);
         assert_eq!(m.get(b"a", Version(99)), Lookup::Found(Some(b("a30"))));

@@ -226,7 +226,7 @@ impl Committer {
             let Some(b) = self.in_flight.pop_front() else {
                 break;
             };
-            self.hot.apply(b.version, &b.mutations);
+            self.hot.apply(b.version, b.time_micros, &b.mutations);
             self.resolver.add(b.version, b.time_micros, b.writes);
             self.committed.send_replace(b.version);
             self.proposer.set_commit(b.version.0);

@@ -11,6 +11,7 @@ use std::sync::RwLock;
 
 use bytes::Bytes;
 use ferrisdb_common::Version;
+use ferrisdb_common::commit_times::CommitTimes;
 use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
 use ferrisdb_common::wal::Mutation;
 
@@ -18,6 +19,7 @@ use ferrisdb_common::wal::Mutation;
 struct Inner {
     floor: Version,
     map: VersionedMap,
+    times: CommitTimes,
 }
 
 /// Recent commits, versioned.
@@ -42,12 +44,39 @@ impl HotTier {
             inner: RwLock::new(Inner {
                 floor,
                 map: VersionedMap::default(),
+                times: CommitTimes::default(),
             }),
         }
     }
 
-    /// Applies a committed batch at `version`.
-    pub fn apply(&self, version: Version, mutations: &[Mutation]) {
+    /// The versions of `key` in `(floor, to]` with commit times, oldest first, and the floor:
+    /// versions at or below it must come from the pageserver.
+    pub fn history(
+        &self,
+        key: &[u8],
+        to: Version,
+    ) -> (Vec<(Version, u64, Option<Bytes>)>, Version) {
+        let Ok(inner) = self.inner.read() else {
+            return (Vec::new(), Version::ZERO);
+        };
+        let from = Version(inner.floor.0 + 1);
+        let entries = inner
+            .map
+            .versions_of(key, from, to)
+            .map(|(v, val)| (v, inner.times.time_of(v).unwrap_or(0), val.clone()))
+            .collect();
+        (entries, inner.floor)
+    }
+
+    /// The latest version committed at or before `time_micros` among the hot versions; `None`
+    /// when the timestamp is older than all of them (ask the pageserver).
+    pub fn version_at(&self, time_micros: u64) -> Option<Version> {
+        let inner = self.inner.read().ok()?;
+        inner.times.version_at(time_micros)
+    }
+
+    /// Applies a committed batch at `version`, committed at `time_micros`.
+    pub fn apply(&self, version: Version, time_micros: u64, mutations: &[Mutation]) {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
@@ -56,6 +85,7 @@ impl HotTier {
                 .map
                 .insert(m.key().clone(), version, m.value().cloned());
         }
+        inner.times.push(version, time_micros);
     }
 
     /// A point read at `version`.
@@ -101,6 +131,7 @@ impl HotTier {
         };
         if version > inner.floor {
             inner.map.evict_up_to(version);
+            inner.times.evict_up_to(version);
             inner.floor = version;
         }
     }
@@ -127,9 +158,12 @@ mod tests {
     #[test]
     fn reads_fall_through_to_the_floor() {
         let hot = HotTier::new(Version(100));
-        hot.apply(Version(110), &[set("a", "1")]);
+        hot.apply(Version(110), 1_000, &[set("a", "1")]);
+        assert_eq!(hot.version_at(999), None);
+        assert_eq!(hot.version_at(1_500), Some(Version(110)));
         hot.apply(
             Version(120),
+            2_000,
             &[Mutation::Clear {
                 key: Bytes::from_static(b"a"),
             }],
@@ -146,6 +180,15 @@ mod tests {
         assert_eq!(
             hot.get(b"a", Version(90)),
             HotRead::AskPageserverAt(Version(90))
+        );
+        let (h, floor) = hot.history(b"a", Version(120));
+        assert_eq!(floor, Version(100));
+        assert_eq!(
+            h,
+            vec![
+                (Version(110), 1_000, Some(Bytes::from_static(b"1"))),
+                (Version(120), 2_000, None)
+            ]
         );
         hot.evict_up_to(Version(110));
         assert_eq!(

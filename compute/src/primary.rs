@@ -6,7 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrisdb_common::clock::Clock;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::proto::{PageGetRangeRequest, PageGetRequest, PageserverStatusRequest};
+use ferrisdb_common::proto::{
+    HistoryEntry, HistoryRequest, PageGetRangeRequest, PageGetRequest, PageserverStatusRequest,
+    VersionAtRequest,
+};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
@@ -166,6 +169,69 @@ impl Primary {
         let (rows, more) = ferrisdb_common::versioned_map::take_limited(live, limit, reverse);
         self.metrics.reads.with_label_values(&["range"]).inc();
         Ok((rows, more || ps_more))
+    }
+
+    /// Every version of `key` in `[from, to]` (`to` 0: the latest), oldest first: the
+    /// pageserver's up to the hot tier's floor, the hot tier's above it.
+    pub async fn history(
+        &self,
+        key: Bytes,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<HistoryEntry>> {
+        let committed = *self.committed.borrow();
+        let to = if to == Version::ZERO { committed } else { to };
+        self.check_version(to)?;
+        let (hot, floor) = self.hot.history(&key, to);
+        let mut entries = Vec::new();
+        if from <= floor {
+            let req = HistoryRequest {
+                database: self.database.clone(),
+                key,
+                from_version: from.0,
+                to_version: to.min(floor).0,
+            };
+            // Version 0 means "latest" on the wire; an empty range below version 1 has nothing.
+            if req.to_version > 0 {
+                entries = self
+                    .pageserver
+                    .clone()
+                    .history(req)
+                    .await?
+                    .into_inner()
+                    .entries;
+            }
+        }
+        entries.extend(
+            hot.into_iter()
+                .filter(|(v, _, _)| *v >= from)
+                .map(|(v, time, value)| HistoryEntry {
+                    version: v.0,
+                    commit_time_micros: time,
+                    value,
+                }),
+        );
+        Ok(entries)
+    }
+
+    /// The latest committed version at or before `time_micros` (0: nothing had committed).
+    pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
+        if let Some(v) = self.hot.version_at(time_micros) {
+            return Ok(v);
+        }
+        // Older than every hot commit: the pageserver has all of those versions.
+        let req = VersionAtRequest {
+            database: self.database.clone(),
+            timestamp_micros: time_micros,
+        };
+        Ok(Version(
+            self.pageserver
+                .clone()
+                .version_at(req)
+                .await?
+                .into_inner()
+                .version,
+        ))
     }
 
     /// Queues a commit and waits for its outcome.

@@ -6,7 +6,8 @@ use ferrisdb_common::limits::{check_key, check_transaction_size, check_value};
 use ferrisdb_common::proto::database_server::Database;
 use ferrisdb_common::proto::{
     CommitRequest, CommitResponse, GetRangeRequest, GetRangeResponse, GetReadVersionRequest,
-    GetReadVersionResponse, GetRequest, GetResponse, KeyValue,
+    GetReadVersionResponse, GetRequest, GetResponse, HistoryRequest, HistoryResponse, KeyValue,
+    VersionAtRequest, VersionAtResponse,
 };
 use ferrisdb_common::wal::Mutation;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
@@ -100,6 +101,28 @@ impl Database for ComputeService {
                 .collect(),
             more,
         }))
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let req = req.into_inner();
+        let p = self.primary(&req.database)?;
+        let entries = p
+            .history(req.key, Version(req.from_version), Version(req.to_version))
+            .await?;
+        Ok(Response::new(HistoryResponse { entries }))
+    }
+
+    async fn version_at(
+        &self,
+        req: Request<VersionAtRequest>,
+    ) -> Result<Response<VersionAtResponse>, Status> {
+        let req = req.into_inner();
+        let p = self.primary(&req.database)?;
+        let version = p.version_at(req.timestamp_micros).await?;
+        Ok(Response::new(VersionAtResponse { version: version.0 }))
     }
 
     async fn commit(

@@ -4,10 +4,14 @@
 //! Format (little-endian; see docs/storage-format.md):
 //!
 //! ```text
-//! "FDBDELTA" | format: u32 = 1 | start: u64 | end: u64 | count: u64
+//! "FDBDELTA" | format: u32 = 2 | start: u64 | end: u64 | count: u64
 //! entry* = key_len: u32 | key | version: u64 | kind: u8 (0 tombstone, 1 value) | val_len: u32 | val
+//! times: u64 | (version: u64 | commit_time_micros: u64)*
 //! crc32c of everything above: u32 | "FDBDELTA"
 //! ```
+//!
+//! The commit-time section lists every commit in the layer's versions, so a pageserver rebuilt
+//! from the bucket still maps timestamps to versions. Format 1 (no such section) still loads.
 //!
 //! Entries are sorted by key, then version. The whole file is checksummed; a damaged layer is
 //! refused, never half-read.
@@ -18,7 +22,7 @@ use ferrisdb_common::{Error, Result, Version};
 use ferrisdb_common::versioned_map::VersionedMap;
 
 const MAGIC: &[u8; 8] = b"FDBDELTA";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 const FOOTER_LEN: usize = 4 + 8;
 
@@ -31,6 +35,8 @@ pub struct DeltaLayer {
     pub end: Version,
     /// The entries.
     pub data: VersionedMap,
+    /// Commit times of the versions in `(start, end]`.
+    pub times: Vec<(Version, u64)>,
 }
 
 /// The object name of the layer covering `(start, end]` (names sort by version).
@@ -38,8 +44,13 @@ pub fn layer_name(start: Version, end: Version) -> String {
     format!("{:016X}-{:016X}.delta", start.0, end.0)
 }
 
-/// Serializes a layer.
-pub fn encode(start: Version, end: Version, data: &VersionedMap) -> Bytes {
+/// Serializes a layer with the commit times of its versions.
+pub fn encode(
+    start: Version,
+    end: Version,
+    data: &VersionedMap,
+    times: &[(Version, u64)],
+) -> Bytes {
     let mut buf = BytesMut::with_capacity(HEADER_LEN + data.approximate_bytes() + FOOTER_LEN);
     buf.put_slice(MAGIC);
     buf.put_u32_le(FORMAT);
@@ -61,6 +72,11 @@ pub fn encode(start: Version, end: Version, data: &VersionedMap) -> Bytes {
                 buf.put_u32_le(0);
             }
         }
+    }
+    buf.put_u64_le(times.len() as u64);
+    for (v, t) in times {
+        buf.put_u64_le(v.0);
+        buf.put_u64_le(*t);
     }
     let crc = crc32c::crc32c(&buf);
     buf.put_u32_le(crc);
@@ -84,7 +100,8 @@ pub fn decode(bytes: &[u8]) -> Result<DeltaLayer> {
         return Err(bad("checksum mismatch"));
     }
     let mut p = &body[8..];
-    if p.get_u32_le() != FORMAT {
+    let format = p.get_u32_le();
+    if format != 1 && format != FORMAT {
         return Err(bad("unknown format"));
     }
     let start = Version(p.get_u64_le());
@@ -104,10 +121,28 @@ pub fn decode(bytes: &[u8]) -> Result<DeltaLayer> {
         }
         data.insert(key, version, (kind == 1).then_some(value));
     }
+    let mut times = Vec::new();
+    if format >= 2 {
+        if p.remaining() < 8 {
+            return Err(bad("truncated commit times"));
+        }
+        let n = p.get_u64_le();
+        if (p.remaining() as u64) < n.saturating_mul(16) {
+            return Err(bad("truncated commit times"));
+        }
+        for _ in 0..n {
+            times.push((Version(p.get_u64_le()), p.get_u64_le()));
+        }
+    }
     if p.has_remaining() {
         return Err(bad("trailing bytes"));
     }
-    Ok(DeltaLayer { start, end, data })
+    Ok(DeltaLayer {
+        start,
+        end,
+        data,
+        times,
+    })
 }
 
 fn take(p: &mut &[u8]) -> Option<Bytes> {
@@ -142,10 +177,16 @@ mod tests {
             Version(12),
             Some(Bytes::from_static(b"")),
         );
-        let enc = encode(Version(10), Version(12), &m);
+        let enc = encode(
+            Version(10),
+            Version(12),
+            &m,
+            &[(Version(11), 5), (Version(12), 6)],
+        );
         let layer = decode(&enc).unwrap();
         assert_eq!((layer.start, layer.end), (Version(10), Version(12)));
         assert_eq!(layer.data.len(), 3);
+        assert_eq!(layer.times, vec![(Version(11), 5), (Version(12), 6)]);
         assert_eq!(
             layer.data.get(b"k1", Version(11)),
             Lookup::Found(Some(Bytes::from_static(b"v1")))

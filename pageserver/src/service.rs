@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use ferrisdb_common::proto::pageserver_server::Pageserver;
 use ferrisdb_common::proto::{
-    CheckpointRequest, KeyValue, PageGetRangeRequest, PageGetRangeResponse, PageGetRequest,
-    PageGetResponse, PageserverStatus, PageserverStatusRequest,
+    CheckpointRequest, HistoryEntry, HistoryRequest, HistoryResponse, KeyValue,
+    PageGetRangeRequest, PageGetRangeResponse, PageGetRequest, PageGetResponse, PageserverStatus,
+    PageserverStatusRequest, VersionAtRequest, VersionAtResponse,
 };
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tonic::{Request, Response, Status};
@@ -88,6 +89,41 @@ impl Pageserver for PageserverService {
     ) -> Result<Response<PageserverStatus>, Status> {
         let t = self.timelines.get(&req.get_ref().database)?;
         Ok(Response::new(status_of(&t)))
+    }
+
+    async fn history(
+        &self,
+        req: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.timelines.get(&req.database)?;
+        let to = if req.to_version == 0 {
+            t.ingested_version()
+        } else {
+            Version(req.to_version)
+        };
+        let entries = t
+            .history(&req.key, Version(req.from_version), to)
+            .await?
+            .into_iter()
+            .map(|(v, time, value)| HistoryEntry {
+                version: v.0,
+                commit_time_micros: time,
+                value,
+            })
+            .collect();
+        Ok(Response::new(HistoryResponse { entries }))
+    }
+
+    async fn version_at(
+        &self,
+        req: Request<VersionAtRequest>,
+    ) -> Result<Response<VersionAtResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.timelines.get(&req.database)?;
+        Ok(Response::new(VersionAtResponse {
+            version: t.version_at(req.timestamp_micros)?.0,
+        }))
     }
 
     async fn checkpoint(

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::{Mutex, watch};
 
+use ferrisdb_common::commit_times::CommitTimes;
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
@@ -46,6 +47,8 @@ pub struct Timeline {
     database: String,
     store: Arc<dyn ObjectStore>,
     layers: RwLock<LayerMap>,
+    /// Commit time of every version held (layers and memory).
+    times: RwLock<CommitTimes>,
     ingested: watch::Sender<Version>,
     remote_consistent: watch::Sender<Version>,
     /// The live manifest; holding it is the checkpoint lock.
@@ -62,6 +65,7 @@ impl Timeline {
     ) -> Result<Timeline> {
         let manifest = manifest::load_latest(&store, database).await?;
         let mut layers = Vec::with_capacity(manifest.layers.len());
+        let mut times = CommitTimes::default();
         let mut expect_start = None;
         for entry in &manifest.layers {
             if let Some(s) = expect_start
@@ -77,6 +81,9 @@ impl Timeline {
             let bytes = store.get(&path).await?.bytes().await?;
             let layer = delta_layer::decode(&bytes)
                 .map_err(|e| Error::corruption(format!("{path}: {}", e.message())))?;
+            for (v, t) in &layer.times {
+                times.push(*v, *t);
+            }
             layers.push(Arc::new(layer));
         }
         let durable = manifest.remote_consistent_version;
@@ -97,6 +104,7 @@ impl Timeline {
                 layers,
                 ..LayerMap::default()
             }),
+            times: RwLock::new(times),
             ingested: watch::channel(durable).0,
             remote_consistent: watch::channel(durable).0,
             manifest: Mutex::new(manifest),
@@ -147,6 +155,14 @@ impl Timeline {
                         .insert(m.key().clone(), r.version, m.value().cloned());
                 }
                 at = r.version;
+            }
+            // Under the layer-map lock, so a reader never sees a version without its time.
+            let mut times = self
+                .times
+                .write()
+                .map_err(|_| Error::internal("commit times lock poisoned"))?;
+            for r in records {
+                times.push(r.version, r.commit_time_micros);
             }
         }
         self.ingested.send_replace(last.version);
@@ -216,6 +232,42 @@ impl Timeline {
         ))
     }
 
+    /// Every version of `key` in `[from, to]` with its commit time, oldest first (waiting for
+    /// `to` to be ingested).
+    pub async fn history(
+        &self,
+        key: &[u8],
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<(Version, u64, Option<Bytes>)>> {
+        self.wait_ingested(to, READ_WAIT).await?;
+        let map = self
+            .layers
+            .read()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?;
+        let times = self
+            .times
+            .read()
+            .map_err(|_| Error::internal("commit times lock poisoned"))?;
+        let mut out: Vec<(Version, u64, Option<Bytes>)> = map
+            .sources()
+            .flat_map(|s| s.versions_of(key, from, to))
+            .map(|(v, val)| (v, times.time_of(v).unwrap_or(0), val.clone()))
+            .collect();
+        out.sort_by_key(|(v, _, _)| *v);
+        out.dedup_by_key(|(v, _, _)| *v);
+        Ok(out)
+    }
+
+    /// The latest ingested version committed at or before `time_micros` (0 when none was).
+    pub fn version_at(&self, time_micros: u64) -> Result<Version> {
+        let times = self
+            .times
+            .read()
+            .map_err(|_| Error::internal("commit times lock poisoned"))?;
+        Ok(times.version_at(time_micros).unwrap_or(Version::ZERO))
+    }
+
     /// Uploads everything ingested (after waiting for `wait_for`) as a delta layer, then a
     /// manifest naming it. Returns the new remote consistent version.
     pub async fn checkpoint(&self, wait_for: Version) -> Result<Version> {
@@ -244,7 +296,13 @@ impl Timeline {
         let mut new_layer = None;
         if !frozen.is_empty() {
             let name = delta_layer::layer_name(start, end);
-            let body = delta_layer::encode(start, end, &frozen);
+            let times: Vec<(Version, u64)> = self
+                .times
+                .read()
+                .map_err(|_| Error::internal("commit times lock poisoned"))?
+                .range(start, end)
+                .to_vec();
+            let body = delta_layer::encode(start, end, &frozen, &times);
             let size = body.len() as u64;
             let path = manifest::layer_path(&self.database, &name);
             // The layer is in the bucket before any manifest names it.
@@ -262,6 +320,7 @@ impl Timeline {
                 start,
                 end,
                 data: (*frozen).clone(),
+                times,
             }));
         }
         if let Err(e) = manifest::store_next(&self.store, &next).await {
@@ -383,11 +442,36 @@ mod tests {
         };
         let t = Arc::new(t);
         check(t.clone(), true).await;
+        let h: Vec<_> = t.history(b"a", Version(0), Version(50)).await.unwrap();
+        let h: Vec<_> = h
+            .iter()
+            .map(|(v, time, val)| (v.0, *time, val.clone()))
+            .collect();
+        assert_eq!(
+            h,
+            vec![
+                (10, 10, s("a1")),
+                (20, 20, s("a2")),
+                (30, 30, None),
+                (40, 40, s("a4"))
+            ]
+        );
+        assert_eq!(t.version_at(25).unwrap(), Version(20));
+        assert_eq!(t.version_at(9).unwrap(), Version::ZERO);
         // A pageserver restarted with an empty disk sees exactly what was uploaded.
         let reloaded = Arc::new(Timeline::load("db", store, metrics).await.unwrap());
         assert_eq!(reloaded.remote_consistent_version(), Version(40));
         assert_eq!(reloaded.ingested_version(), Version(40));
         check(reloaded.clone(), false).await;
+        assert_eq!(
+            reloaded
+                .history(b"a", Version(0), Version(40))
+                .await
+                .unwrap()
+                .len(),
+            4
+        );
+        assert_eq!(reloaded.version_at(35).unwrap(), Version(30));
         // Version 50 was never uploaded: the reloaded state must not pretend to have it.
         let e = reloaded
             .wait_ingested(Version(50), Duration::from_millis(10))
