@@ -24,13 +24,24 @@ fn get_at(ep: &str, flag: &str, at: &str) -> serde_json::Value {
 fn check(phase: &str, ep: &str, versions: &[u64], between: &[u64]) {
     for (i, v) in versions.iter().enumerate() {
         let want = format!("value-{}", i + 1);
-        assert_eq!(get_at(ep, "--at-version", &v.to_string()), want, "{phase}: at version {v}");
+        assert_eq!(
+            get_at(ep, "--at-version", &v.to_string()),
+            want,
+            "{phase}: at version {v}"
+        );
     }
     // A timestamp between commit i and i+1 reads commit i's value; before the first, nothing.
-    assert!(get_at(ep, "--at-timestamp", &between[0].to_string()).is_null(), "{phase}: before the first write");
+    assert!(
+        get_at(ep, "--at-timestamp", &between[0].to_string()).is_null(),
+        "{phase}: before the first write"
+    );
     for (i, ts) in between[1..].iter().enumerate() {
         let want = format!("value-{}", i + 1);
-        assert_eq!(get_at(ep, "--at-timestamp", &ts.to_string()), want, "{phase}: at timestamp {ts}");
+        assert_eq!(
+            get_at(ep, "--at-timestamp", &ts.to_string()),
+            want,
+            "{phase}: at timestamp {ts}"
+        );
     }
     let (ok, out, _) = cli(&["history", "tt", "--endpoint", ep, "--json"]);
     assert!(ok, "{phase}: history failed");
@@ -39,20 +50,38 @@ fn check(phase: &str, ep: &str, versions: &[u64], between: &[u64]) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["version"].as_u64().unwrap(), e["value"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["version"].as_u64().unwrap(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    let want: Vec<(u64, String)> =
-        versions.iter().enumerate().map(|(i, v)| (*v, format!("value-{}", i + 1))).collect();
+    let want: Vec<(u64, String)> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (*v, format!("value-{}", i + 1)))
+        .collect();
     assert_eq!(got, want, "{phase}: history");
-    let times: Vec<u64> =
-        h["versions"].as_array().unwrap().iter().map(|e| e["commit_time_micros"].as_u64().unwrap()).collect();
+    let times: Vec<u64> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["commit_time_micros"].as_u64().unwrap())
+        .collect();
     for (i, t) in times.iter().enumerate() {
-        assert!(between[i] < *t && *t <= between[i + 1], "{phase}: commit time {t} outside its window");
+        assert!(
+            between[i] < *t && *t <= between[i + 1],
+            "{phase}: commit time {t} outside its window"
+        );
     }
 }
 
 fn now_micros() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +94,14 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     let mut between = vec![now_micros()];
     tokio::time::sleep(Duration::from_millis(5)).await;
     for i in 1..=5 {
-        let (ok, out, err) = cli(&["set", "tt", &format!("value-{i}"), "--endpoint", &ep, "--json"]);
+        let (ok, out, err) = cli(&[
+            "set",
+            "tt",
+            &format!("value-{i}"),
+            "--endpoint",
+            &ep,
+            "--json",
+        ]);
         assert!(ok, "set failed: {err}");
         versions.push(json(&out)["version"].as_u64().unwrap());
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -76,7 +112,12 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     assert!(cli(&["set", "other", "x", "--endpoint", &ep]).0);
 
     check("live", &ep, &versions, &between);
-    let (ok, _, err) = cli(&["admin", "checkpoint", "--endpoint", &cluster.admin_endpoint()]);
+    let (ok, _, err) = cli(&[
+        "admin",
+        "checkpoint",
+        "--endpoint",
+        &cluster.admin_endpoint(),
+    ]);
     assert!(ok, "checkpoint failed: {err}");
     check("checkpointed", &ep, &versions, &between);
 
@@ -98,7 +139,15 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     let t = std::time::UNIX_EPOCH + Duration::from_micros(between[3]);
     let rfc = humantime::format_rfc3339_micros(t).to_string();
     assert_eq!(get_at(&ep, "--at-timestamp", &rfc), "value-3");
-    let (ok, out, _) = cli(&["get", "tt", "--at-timestamp", "yesterday-ish", "--endpoint", &ep, "--json"]);
+    let (ok, out, _) = cli(&[
+        "get",
+        "tt",
+        "--at-timestamp",
+        "yesterday-ish",
+        "--endpoint",
+        &ep,
+        "--json",
+    ]);
     assert!(!ok);
     assert_eq!(json(&out)["error"]["code"], "invalid_argument");
 }
