@@ -6,6 +6,7 @@ pub mod clock;
 pub mod commit_times;
 mod convert;
 pub mod error;
+pub mod faulty_store;
 pub mod limits;
 pub mod net;
 pub mod objstore;

@@ -104,6 +104,44 @@ impl ObjectStoreConfig {
     }
 }
 
+/// How many times [`with_retries`] tries a call.
+pub const RETRY_ATTEMPTS: u32 = 8;
+
+/// Whether an object-store error may go away if the call is repeated: network and server
+/// trouble, as opposed to answers (not found, already exists, precondition failed, denied).
+pub fn is_transient(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
+}
+
+/// Runs `op` until it succeeds, fails with a non-transient error, or [`RETRY_ATTEMPTS`]
+/// attempts have failed, backing off exponentially (50 ms doubling to 2 s, with full jitter)
+/// between attempts. `what` names the call in logs.
+///
+/// A retried write may already have happened: plain PUTs are idempotent, and conditional ones
+/// must check what they find (see the pageserver's manifest).
+pub async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T, object_store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    use rand::Rng;
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_transient(&e) && attempt < RETRY_ATTEMPTS => {
+                let pause = rand::rng().random_range(backoff / 2..=backoff);
+                tracing::debug!(what, attempt, error = %e, ?pause, "object store call failed; retrying");
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

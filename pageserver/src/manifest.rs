@@ -14,6 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use ferrisdb_common::objstore::with_retries;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
 /// One layer the manifest names.
@@ -42,6 +43,10 @@ pub struct Manifest {
     pub remote_consistent_version: Version,
     /// Live layers, oldest first.
     pub layers: Vec<LayerEntry>,
+    /// The pageserver instance that wrote this generation: how a writer whose conditional PUT
+    /// was retried tells its own landed write from another pageserver's.
+    #[serde(default)]
+    pub writer: String,
 }
 
 impl Manifest {
@@ -53,6 +58,7 @@ impl Manifest {
             generation: 0,
             remote_consistent_version: Version::ZERO,
             layers: Vec::new(),
+            writer: String::new(),
         }
     }
 }
@@ -76,7 +82,8 @@ fn manifest_path(database: &str, generation: u64) -> Path {
 /// Loads the newest manifest of `database`, or an empty one if there is none.
 pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result<Manifest> {
     let prefix = Path::from(format!("databases/{database}/manifest"));
-    let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
+    let metas: Vec<_> =
+        with_retries("list manifests", || store.list(Some(&prefix)).try_collect()).await?;
     let newest = metas
         .iter()
         .filter_map(|m| {
@@ -88,7 +95,7 @@ pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result
     let Some((generation, path)) = newest else {
         return Ok(Manifest::empty(database));
     };
-    let bytes = store.get(&path).await?.bytes().await?;
+    let bytes = read_object(store, &path).await?;
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| Error::corruption(format!("manifest {path}: {e}")))?;
     if manifest.generation != generation || manifest.database != database {
@@ -100,8 +107,15 @@ pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result
     Ok(manifest)
 }
 
+/// Reads a whole object, retrying transient failures.
+pub async fn read_object(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bytes::Bytes> {
+    Ok(with_retries("get", || async { store.get(path).await?.bytes().await }).await?)
+}
+
 /// Writes `next` as generation `next.generation`, failing with `fenced` if that generation
-/// already exists (another pageserver got there first).
+/// already exists (another pageserver got there first). A retry that finds the generation
+/// already written reads it back: if it is our own earlier attempt (same writer, same
+/// content), the write succeeded.
 pub async fn store_next(store: &Arc<dyn ObjectStore>, next: &Manifest) -> Result<()> {
     let body = serde_json::to_vec_pretty(next)
         .map_err(|e| Error::internal(format!("encoding manifest: {e}")))?;
@@ -110,15 +124,27 @@ pub async fn store_next(store: &Arc<dyn ObjectStore>, next: &Manifest) -> Result
         ..PutOptions::default()
     };
     let path = manifest_path(&next.database, next.generation);
-    match store.put_opts(&path, PutPayload::from(body), opts).await {
+    let payload = PutPayload::from(body);
+    let put = with_retries("put manifest", || {
+        store.put_opts(&path, payload.clone(), opts.clone())
+    })
+    .await;
+    match put {
         Ok(_) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. }) => Err(Error::new(
-            ErrorKind::Fenced,
-            format!(
-                "manifest generation {} was written by another pageserver",
-                next.generation
-            ),
-        )),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let found = read_object(store, &path).await?;
+            let ours = serde_json::from_slice::<Manifest>(&found).is_ok_and(|m| &m == next);
+            if ours {
+                return Ok(());
+            }
+            Err(Error::new(
+                ErrorKind::Fenced,
+                format!(
+                    "manifest generation {} was written by another pageserver",
+                    next.generation
+                ),
+            ))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -136,6 +162,7 @@ mod tests {
             Manifest::empty("db")
         );
         let mut m = Manifest::empty("db");
+        m.writer = "ps-a".into();
         for g in 1..=3 {
             m.generation = g;
             m.remote_consistent_version = Version(g * 100);
@@ -144,7 +171,12 @@ mod tests {
         let latest = load_latest(&store, "db").await.unwrap();
         assert_eq!(latest.generation, 3);
         assert_eq!(latest.remote_consistent_version, Version(300));
-        let e = store_next(&store, &m).await.unwrap_err();
+        // A retry of our own landed write finds it and succeeds…
+        store_next(&store, &m).await.unwrap();
+        // …but another pageserver writing the same generation is fenced.
+        let mut other = m.clone();
+        other.writer = "ps-b".into();
+        let e = store_next(&store, &other).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fenced);
     }
 }

@@ -13,6 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::{Mutex, watch};
 
 use ferrisdb_common::commit_times::CommitTimes;
+use ferrisdb_common::objstore::with_retries;
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
@@ -53,6 +54,8 @@ pub struct Timeline {
     remote_consistent: watch::Sender<Version>,
     /// The live manifest; holding it is the checkpoint lock.
     manifest: Mutex<Manifest>,
+    /// This instance's identity in the manifests it writes.
+    writer: String,
     metrics: Metrics,
 }
 
@@ -78,7 +81,7 @@ impl Timeline {
             }
             expect_start = Some(entry.end);
             let path = manifest::layer_path(database, &entry.name);
-            let bytes = store.get(&path).await?.bytes().await?;
+            let bytes = manifest::read_object(&store, &path).await?;
             let layer = delta_layer::decode(&bytes)
                 .map_err(|e| Error::corruption(format!("{path}: {}", e.message())))?;
             for (v, t) in &layer.times {
@@ -108,6 +111,7 @@ impl Timeline {
             ingested: watch::channel(durable).0,
             remote_consistent: watch::channel(durable).0,
             manifest: Mutex::new(manifest),
+            writer: format!("{:016x}", rand::random::<u64>()),
             metrics,
         })
     }
@@ -293,6 +297,7 @@ impl Timeline {
         let mut next = manifest.clone();
         next.generation += 1;
         next.remote_consistent_version = end;
+        next.writer = self.writer.clone();
         let mut new_layer = None;
         if !frozen.is_empty() {
             let name = delta_layer::layer_name(start, end);
@@ -306,7 +311,9 @@ impl Timeline {
             let size = body.len() as u64;
             let path = manifest::layer_path(&self.database, &name);
             // The layer is in the bucket before any manifest names it.
-            if let Err(e) = self.store.put(&path, PutPayload::from(body)).await {
+            let payload = PutPayload::from(body);
+            let put = with_retries("put layer", || self.store.put(&path, payload.clone())).await;
+            if let Err(e) = put {
                 self.unfreeze(frozen, None)?;
                 return Err(e.into());
             }

@@ -72,6 +72,8 @@ pub struct DevCluster {
     pub data_dir: PathBuf,
     pub base_port: u16,
     pub extra_args: Vec<String>,
+    /// Environment for `ferrisdb dev` and so for every component it starts.
+    pub envs: Vec<(String, String)>,
     dev: Option<Child>,
     restarted: Vec<Child>,
 }
@@ -83,6 +85,28 @@ impl DevCluster {
             data_dir: data_dir.to_path_buf(),
             base_port: free_base_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            dev: None,
+            restarted: Vec::new(),
+        };
+        c.launch().await;
+        c
+    }
+
+    /// Starts `ferrisdb dev` like [`DevCluster::start`], with `envs` in its environment.
+    pub async fn start_with_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> DevCluster {
+        let mut c = DevCluster {
+            data_dir: data_dir.to_path_buf(),
+            base_port: free_base_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             dev: None,
             restarted: Vec::new(),
         };
@@ -106,6 +130,7 @@ impl DevCluster {
             .arg("--base-port")
             .arg(self.base_port.to_string())
             .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -300,6 +325,103 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A moto S3 server on loopback (its conditional writes hold under concurrency), installed
+/// with pip when the machine lacks it. Killed on drop.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+fn moto_binary() -> Option<PathBuf> {
+    let on_path = Command::new("sh")
+        .arg("-c")
+        .arg("command -v moto_server")
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&on_path.stdout).trim().to_string();
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
+impl Moto {
+    /// Starts moto, installing `moto[server]` from PyPI first if it is missing.
+    pub async fn start() -> Moto {
+        static INSTALL: Mutex<()> = Mutex::new(());
+        let bin = {
+            let _one_at_a_time = INSTALL.lock().unwrap();
+            match moto_binary() {
+                Some(b) => b,
+                None => {
+                    let ok = Command::new("python3")
+                        .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    assert!(
+                        ok,
+                        "moto is needed for the S3 tests and `python3 -m pip install moto[server]` failed"
+                    );
+                    moto_binary().expect("moto_server not on PATH after installing moto[server]")
+                }
+            }
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let moto = Moto { child, endpoint };
+        eventually(Duration::from_secs(30), "moto answers", || async {
+            reqwest::get(format!("{}/", moto.endpoint)).await.is_ok()
+        })
+        .await;
+        moto
+    }
+
+    /// Creates `bucket`.
+    pub async fn create_bucket(&self, bucket: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "creating bucket {bucket}: {}",
+            r.status()
+        );
+    }
+
+    /// The object-store configuration for `s3://bucket/prefix` on this server.
+    pub fn config(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> ferrisdb_common::objstore::ObjectStoreConfig {
+        ferrisdb_common::objstore::ObjectStoreConfig {
+            url: format!("s3://{bucket}/{prefix}"),
+            s3_endpoint: Some(self.endpoint.clone()),
+            s3_region: Some("us-east-1".into()),
+            s3_access_key_id: Some("test".into()),
+            s3_secret_access_key: Some("test".into()),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
     }
 }
 
