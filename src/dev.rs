@@ -139,6 +139,10 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
         object_store.to_string(),
         "--checkpoint-interval-secs".into(),
         args.checkpoint_interval_secs.to_string(),
+        "--cache-dir".into(),
+        data_dir.join("pageserver-cache").display().to_string(),
+        "--cache-disk-bytes".into(),
+        (256u64 << 20).to_string(),
     ];
     if let Some(e) = &args.s3.s3_endpoint {
         ps_args.extend(["--s3-endpoint".to_string(), e.clone()]);

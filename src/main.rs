@@ -94,6 +94,15 @@ enum Command {
         /// Seconds between automatic checkpoints.
         #[arg(long, default_value_t = 30)]
         checkpoint_interval_secs: u64,
+        /// A directory for the block cache's disk tier (none: memory only).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Bytes of layer blocks cached in memory.
+        #[arg(long, default_value_t = 64 << 20)]
+        cache_memory_bytes: usize,
+        /// Bytes of layer blocks cached on local disk (with --cache-dir).
+        #[arg(long, default_value_t = 1 << 30)]
+        cache_disk_bytes: usize,
     },
     /// Run a compute node (the primary for one database).
     Compute {
@@ -174,6 +183,9 @@ fn main() -> ExitCode {
                 safekeepers,
                 databases,
                 checkpoint_interval_secs,
+                cache_dir,
+                cache_memory_bytes,
+                cache_disk_bytes,
             } => {
                 init_tracing("info");
                 let config = ferrisdb_pageserver::PageserverConfig {
@@ -183,6 +195,10 @@ fn main() -> ExitCode {
                     safekeepers,
                     databases,
                     checkpoint_interval: Duration::from_secs(checkpoint_interval_secs.max(1)),
+                    cache: ferrisdb_pageserver::block_cache::BlockCacheConfig {
+                        memory_bytes: cache_memory_bytes,
+                        disk: cache_dir.map(|d| (d, cache_disk_bytes)),
+                    },
                 };
                 ferrisdb_pageserver::run(config, shutdown()).await
             }

@@ -23,6 +23,7 @@ pub struct FaultyStore {
     fail_percent: AtomicU32,
     rng: Mutex<StdRng>,
     injected: AtomicU64,
+    gets: AtomicU64,
 }
 
 impl FaultyStore {
@@ -33,12 +34,18 @@ impl FaultyStore {
             fail_percent: AtomicU32::new(fail_percent),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             injected: AtomicU64::new(0),
+            gets: AtomicU64::new(0),
         }
     }
 
     /// Changes the failure rate (0–100).
     pub fn set_fail_percent(&self, p: u32) {
         self.fail_percent.store(p.min(100), Ordering::SeqCst);
+    }
+
+    /// How many reads (GETs, ranged or not) reached the store so far.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(Ordering::SeqCst)
     }
 
     /// How many failures were injected so far.
@@ -113,6 +120,7 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         if self.roll() {
             return Err(Self::fault("get"));
         }

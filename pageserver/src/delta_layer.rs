@@ -1,148 +1,57 @@
-//! Delta layers: immutable sorted files of (key, version) → value or tombstone covering the
-//! versions `(start, end]`, stored in object storage.
+//! Delta layers: immutable SSTables of (key, version) → value or tombstone covering the
+//! versions `(start, end]`, stored in object storage and read block by block.
 //!
-//! Format (little-endian; see docs/storage-format.md):
+//! Layout (little-endian; see docs/storage-format.md):
 //!
 //! ```text
-//! "FDBDELTA" | format: u32 = 2 | start: u64 | end: u64 | count: u64
-//! entry* = key_len: u32 | key | version: u64 | kind: u8 (0 tombstone, 1 value) | val_len: u32 | val
-//! times: u64 | (version: u64 | commit_time_micros: u64)*
-//! crc32c of everything above: u32 | "FDBDELTA"
+//! data block*   lz4(entries) | crc32c(compressed): u32
+//!               entry = key_len: u32 | key | version: u64 | kind: u8 (0 tombstone, 1 value)
+//!                       | val_len: u32 | val            — sorted by key, then version
+//! index         count: u32 | (first_key | last_key | offset: u64 | len: u32 | entries: u32)*
+//!               | crc32c: u32          (keys as len: u32 | bytes)
+//! bloom         hashes: u32 | bits_len: u32 | bits | crc32c: u32   — over distinct keys
+//! times         count: u64 | (version: u64 | commit_time_micros: u64)* | crc32c: u32
+//! footer        "FDBLAYR3" | format: u32 = 3 | start: u64 | end: u64 | entries: u64
+//!               | index (off: u64, len: u32) | bloom (off, len) | times (off, len) | crc32c: u32
 //! ```
 //!
-//! The commit-time section lists every commit in the layer's versions, so a pageserver rebuilt
-//! from the bucket still maps timestamps to versions. Format 1 (no such section) still loads.
-//!
-//! Entries are sorted by key, then version. The whole file is checksummed; a damaged layer is
-//! refused, never half-read.
+//! Opening a layer reads only the footer, index, bloom filter and times; a point read that the
+//! bloom filter rules out touches no block, and blocks come from the [`BlockCache`] or, on a
+//! miss, a ranged GET. Every block, section and the footer carries its own checksum, so damage
+//! is refused where it is found, never returned as data.
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use ferrisdb_common::objstore::with_retries;
+use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
 use ferrisdb_common::{Error, Result, Version};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
-use ferrisdb_common::versioned_map::VersionedMap;
+use crate::block_cache::BlockCache;
 
-const MAGIC: &[u8; 8] = b"FDBDELTA";
-const FORMAT: u32 = 2;
-const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
-const FOOTER_LEN: usize = 4 + 8;
-
-/// A loaded delta layer.
-#[derive(Debug)]
-pub struct DeltaLayer {
-    /// Versions strictly above this are covered.
-    pub start: Version,
-    /// Versions up to and including this are covered.
-    pub end: Version,
-    /// The entries.
-    pub data: VersionedMap,
-    /// Commit times of the versions in `(start, end]`.
-    pub times: Vec<(Version, u64)>,
-}
+const MAGIC: &[u8; 8] = b"FDBLAYR3";
+const FORMAT: u32 = 3;
+const FOOTER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 3 * (8 + 4) + 4;
+/// Uncompressed size at which a data block is closed.
+const BLOCK_TARGET: usize = 16 * 1024;
+const BLOOM_BITS_PER_KEY: usize = 10;
+const BLOOM_HASHES: u32 = 7;
 
 /// The object name of the layer covering `(start, end]` (names sort by version).
 pub fn layer_name(start: Version, end: Version) -> String {
     format!("{:016X}-{:016X}.delta", start.0, end.0)
 }
 
-/// Serializes a layer with the commit times of its versions.
-pub fn encode(
-    start: Version,
-    end: Version,
-    data: &VersionedMap,
-    times: &[(Version, u64)],
-) -> Bytes {
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + data.approximate_bytes() + FOOTER_LEN);
-    buf.put_slice(MAGIC);
-    buf.put_u32_le(FORMAT);
-    buf.put_u64_le(start.0);
-    buf.put_u64_le(end.0);
-    buf.put_u64_le(data.len() as u64);
-    for (key, version, value) in data.iter() {
-        buf.put_u32_le(key.len() as u32);
-        buf.put_slice(key);
-        buf.put_u64_le(version.0);
-        match value {
-            Some(v) => {
-                buf.put_u8(1);
-                buf.put_u32_le(v.len() as u32);
-                buf.put_slice(v);
-            }
-            None => {
-                buf.put_u8(0);
-                buf.put_u32_le(0);
-            }
-        }
-    }
-    buf.put_u64_le(times.len() as u64);
-    for (v, t) in times {
-        buf.put_u64_le(v.0);
-        buf.put_u64_le(*t);
-    }
-    let crc = crc32c::crc32c(&buf);
-    buf.put_u32_le(crc);
-    buf.put_slice(MAGIC);
-    buf.freeze()
+fn bad(what: &str) -> Error {
+    Error::corruption(format!("delta layer: {what}"))
 }
 
-/// Parses and verifies a layer.
-pub fn decode(bytes: &[u8]) -> Result<DeltaLayer> {
-    let bad = |why: &str| Error::corruption(format!("delta layer: {why}"));
-    if bytes.len() < HEADER_LEN + FOOTER_LEN {
-        return Err(bad("too short"));
-    }
-    let body_len = bytes.len() - FOOTER_LEN;
-    let (body, mut footer) = bytes.split_at(body_len);
-    let crc = footer.get_u32_le();
-    if footer != MAGIC || &body[..8] != MAGIC {
-        return Err(bad("bad magic"));
-    }
-    if crc32c::crc32c(body) != crc {
-        return Err(bad("checksum mismatch"));
-    }
-    let mut p = &body[8..];
-    let format = p.get_u32_le();
-    if format != 1 && format != FORMAT {
-        return Err(bad("unknown format"));
-    }
-    let start = Version(p.get_u64_le());
-    let end = Version(p.get_u64_le());
-    let count = p.get_u64_le();
-    let mut data = VersionedMap::default();
-    for _ in 0..count {
-        let key = take(&mut p).ok_or_else(|| bad("truncated entry"))?;
-        if p.remaining() < 9 {
-            return Err(bad("truncated entry"));
-        }
-        let version = Version(p.get_u64_le());
-        let kind = p.get_u8();
-        let value = take(&mut p).ok_or_else(|| bad("truncated entry"))?;
-        if version <= start || version > end {
-            return Err(bad("entry outside the layer's versions"));
-        }
-        data.insert(key, version, (kind == 1).then_some(value));
-    }
-    let mut times = Vec::new();
-    if format >= 2 {
-        if p.remaining() < 8 {
-            return Err(bad("truncated commit times"));
-        }
-        let n = p.get_u64_le();
-        if (p.remaining() as u64) < n.saturating_mul(16) {
-            return Err(bad("truncated commit times"));
-        }
-        for _ in 0..n {
-            times.push((Version(p.get_u64_le()), p.get_u64_le()));
-        }
-    }
-    if p.has_remaining() {
-        return Err(bad("trailing bytes"));
-    }
-    Ok(DeltaLayer {
-        start,
-        end,
-        data,
-        times,
-    })
+fn put_key(buf: &mut BytesMut, k: &[u8]) {
+    buf.put_u32_le(k.len() as u32);
+    buf.put_slice(k);
 }
 
 fn take(p: &mut &[u8]) -> Option<Bytes> {
@@ -158,49 +67,583 @@ fn take(p: &mut &[u8]) -> Option<Bytes> {
     Some(out)
 }
 
+/// Appends `crc32c(section)` to a section.
+fn seal(mut section: BytesMut) -> Bytes {
+    let crc = crc32c::crc32c(&section);
+    section.put_u32_le(crc);
+    section.freeze()
+}
+
+/// Checks and strips a section's trailing checksum.
+fn unseal<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
+    if bytes.len() < 4 {
+        return Err(bad(&format!("{what} too short")));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(bad(&format!("{what} checksum mismatch")));
+    }
+    Ok(body)
+}
+
+/// A bloom filter over keys, with double hashing from two CRC32C seeds (stable across builds,
+/// unlike std's hasher).
+#[derive(Debug, Clone)]
+struct Bloom {
+    hashes: u32,
+    bits: Vec<u8>,
+}
+
+impl Bloom {
+    fn positions(&self, key: &[u8]) -> impl Iterator<Item = usize> + '_ {
+        let h1 = crc32c::crc32c(key) as u64;
+        let h2 = (crc32c::crc32c_append(0x9E37_79B9, key) as u64) | 1;
+        let m = (self.bits.len() * 8) as u64;
+        (0..self.hashes as u64).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
+    }
+
+    fn build<'a>(keys: impl Iterator<Item = &'a [u8]>, count: usize) -> Bloom {
+        let bytes = (count * BLOOM_BITS_PER_KEY).div_ceil(8).max(8);
+        let mut bloom = Bloom {
+            hashes: BLOOM_HASHES,
+            bits: vec![0; bytes],
+        };
+        for k in keys {
+            let ps: Vec<usize> = bloom.positions(k).collect();
+            for p in ps {
+                bloom.bits[p / 8] |= 1 << (p % 8);
+            }
+        }
+        bloom
+    }
+
+    fn may_contain(&self, key: &[u8]) -> bool {
+        self.positions(key)
+            .all(|p| self.bits[p / 8] & (1 << (p % 8)) != 0)
+    }
+}
+
+/// Serializes a layer holding `data` (versions in `(start, end]`) and their commit times.
+pub fn encode(
+    start: Version,
+    end: Version,
+    data: &VersionedMap,
+    times: &[(Version, u64)],
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.approximate_bytes() / 2 + 4096);
+    let mut index = BytesMut::new();
+    let mut blocks = 0u32;
+    let mut raw = BytesMut::new();
+    let mut entries = 0u32;
+    let (mut first, mut last): (Option<Bytes>, Option<Bytes>) = (None, None);
+    let mut flush = |raw: &mut BytesMut,
+                     entries: &mut u32,
+                     first: &mut Option<Bytes>,
+                     last: &mut Option<Bytes>,
+                     out: &mut BytesMut| {
+        if *entries == 0 {
+            return;
+        }
+        let compressed = lz4_flex::compress_prepend_size(raw);
+        let offset = out.len() as u64;
+        out.put_slice(&compressed);
+        out.put_u32_le(crc32c::crc32c(&compressed));
+        put_key(&mut index, first.as_deref().unwrap_or_default());
+        put_key(&mut index, last.as_deref().unwrap_or_default());
+        index.put_u64_le(offset);
+        index.put_u32_le((compressed.len() + 4) as u32);
+        index.put_u32_le(*entries);
+        blocks += 1;
+        raw.clear();
+        *entries = 0;
+        *first = None;
+    };
+    for (key, version, value) in data.iter() {
+        // A key's versions may span blocks; the index's first and last keys say which to read.
+        raw.put_u32_le(key.len() as u32);
+        raw.put_slice(key);
+        raw.put_u64_le(version.0);
+        match value {
+            Some(v) => {
+                raw.put_u8(1);
+                raw.put_u32_le(v.len() as u32);
+                raw.put_slice(v);
+            }
+            None => {
+                raw.put_u8(0);
+                raw.put_u32_le(0);
+            }
+        }
+        entries += 1;
+        if first.is_none() {
+            first = Some(key.clone());
+        }
+        last = Some(key.clone());
+        if raw.len() >= BLOCK_TARGET {
+            flush(&mut raw, &mut entries, &mut first, &mut last, &mut out);
+        }
+    }
+    flush(&mut raw, &mut entries, &mut first, &mut last, &mut out);
+
+    let mut index_section = BytesMut::new();
+    index_section.put_u32_le(blocks);
+    index_section.put_slice(&index);
+    let index_section = seal(index_section);
+    let distinct = data
+        .iter()
+        .map(|(k, _, _)| k)
+        .collect::<std::collections::BTreeSet<_>>();
+    let bloom = Bloom::build(distinct.iter().map(|k| k.as_ref()), distinct.len());
+    let mut bloom_section = BytesMut::new();
+    bloom_section.put_u32_le(bloom.hashes);
+    bloom_section.put_u32_le(bloom.bits.len() as u32);
+    bloom_section.put_slice(&bloom.bits);
+    let bloom_section = seal(bloom_section);
+    let mut times_section = BytesMut::new();
+    times_section.put_u64_le(times.len() as u64);
+    for (v, t) in times {
+        times_section.put_u64_le(v.0);
+        times_section.put_u64_le(*t);
+    }
+    let times_section = seal(times_section);
+
+    let mut footer = BytesMut::with_capacity(FOOTER_LEN);
+    footer.put_slice(MAGIC);
+    footer.put_u32_le(FORMAT);
+    footer.put_u64_le(start.0);
+    footer.put_u64_le(end.0);
+    footer.put_u64_le(data.len() as u64);
+    for section in [&index_section, &bloom_section, &times_section] {
+        footer.put_u64_le(out.len() as u64);
+        footer.put_u32_le(section.len() as u32);
+        out.put_slice(section);
+    }
+    out.put_slice(&seal(footer));
+    out.freeze()
+}
+
+/// Where one data block lies and which keys it spans.
+#[derive(Debug, Clone)]
+struct BlockMeta {
+    first: Bytes,
+    last: Bytes,
+    range: Range<u64>,
+}
+
+/// An opened delta layer: its metadata in memory, its blocks read on demand.
+#[derive(Debug)]
+pub struct DeltaLayer {
+    /// Versions strictly above this are covered.
+    pub start: Version,
+    /// Versions up to and including this are covered.
+    pub end: Version,
+    /// Commit times of the versions in `(start, end]`.
+    pub times: Vec<(Version, u64)>,
+    /// (key, version) entries held.
+    pub entries: u64,
+    name: String,
+    path: Path,
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<BlockCache>,
+    index: Vec<BlockMeta>,
+    bloom: Bloom,
+}
+
+/// Reads `range` of the object at `path`, retrying transient failures.
+async fn read_range(store: &Arc<dyn ObjectStore>, path: &Path, range: Range<u64>) -> Result<Bytes> {
+    Ok(with_retries("get layer range", || store.get_range(path, range.clone())).await?)
+}
+
+impl DeltaLayer {
+    /// Opens the layer object `name` at `path`: reads its footer and metadata sections.
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        name: String,
+        size: u64,
+        cache: Arc<BlockCache>,
+    ) -> Result<DeltaLayer> {
+        if size < FOOTER_LEN as u64 {
+            return Err(bad("object too small"));
+        }
+        let footer = read_range(&store, &path, size - FOOTER_LEN as u64..size).await?;
+        let sections = parse_footer(&footer, size)?;
+        let metadata = read_range(&store, &path, sections.index.start..sections.times.end).await?;
+        let at = |r: &Range<u64>| {
+            &metadata
+                [(r.start - sections.index.start) as usize..(r.end - sections.index.start) as usize]
+        };
+        let mut layer = DeltaLayer {
+            start: sections.start,
+            end: sections.end,
+            times: parse_times(at(&sections.times))?,
+            entries: sections.entries,
+            name,
+            path,
+            store,
+            cache,
+            index: parse_index(at(&sections.index))?,
+            bloom: parse_bloom(at(&sections.bloom))?,
+        };
+        layer.index.shrink_to_fit();
+        Ok(layer)
+    }
+
+    /// Opens a layer whose bytes are at hand (just written), without reading it back.
+    pub fn from_bytes(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        name: String,
+        bytes: &[u8],
+        cache: Arc<BlockCache>,
+    ) -> Result<DeltaLayer> {
+        let size = bytes.len() as u64;
+        if size < FOOTER_LEN as u64 {
+            return Err(bad("object too small"));
+        }
+        let s = parse_footer(&bytes[bytes.len() - FOOTER_LEN..], size)?;
+        let at = |r: &Range<u64>| &bytes[r.start as usize..r.end as usize];
+        Ok(DeltaLayer {
+            start: s.start,
+            end: s.end,
+            times: parse_times(at(&s.times))?,
+            entries: s.entries,
+            name,
+            path,
+            store,
+            cache,
+            index: parse_index(at(&s.index))?,
+            bloom: parse_bloom(at(&s.bloom))?,
+        })
+    }
+
+    /// The uncompressed entries of block `i`, from the cache or object storage.
+    async fn block(&self, i: usize) -> Result<Bytes> {
+        let key = format!("{}#{i}", self.name);
+        if let Some(raw) = self.cache.get(&key).await {
+            return Ok(raw);
+        }
+        let meta = &self.index[i];
+        let stored = read_range(&self.store, &self.path, meta.range.clone()).await?;
+        let compressed = unseal(&stored, &format!("block {i} of {}", self.name))?;
+        let raw = Bytes::from(
+            lz4_flex::decompress_size_prepended(compressed)
+                .map_err(|e| bad(&format!("block {i}: {e}")))?,
+        );
+        self.cache.insert(key, raw.clone());
+        Ok(raw)
+    }
+
+    /// Blocks that may hold keys in `[begin, end]` (inclusive bounds).
+    fn blocks_for(&self, begin: &[u8], end_inclusive: &[u8]) -> Vec<usize> {
+        let from = self.index.partition_point(|b| b.last.as_ref() < begin);
+        (from..self.index.len())
+            .take_while(|&i| self.index[i].first.as_ref() <= end_inclusive)
+            .collect()
+    }
+
+    /// The latest entry of `key` at or below `version`.
+    pub async fn get(&self, key: &[u8], version: Version) -> Result<Lookup> {
+        if !self.bloom.may_contain(key) {
+            return Ok(Lookup::Absent);
+        }
+        let mut best: Option<(Version, Option<Bytes>)> = None;
+        for i in self.blocks_for(key, key) {
+            for (k, v, val) in parse_block(self.block(i).await?)? {
+                if k == key && v <= version && best.as_ref().is_none_or(|(b, _)| v > *b) {
+                    best = Some((v, val));
+                }
+            }
+        }
+        Ok(best.map_or(Lookup::Absent, |(_, v)| Lookup::Found(v)))
+    }
+
+    /// For each key in `[begin, end)`, its latest entry at or below `version`, in key order.
+    pub async fn range_at(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+    ) -> Result<Vec<(Bytes, Option<Bytes>)>> {
+        let mut latest: std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> =
+            Default::default();
+        if begin >= end {
+            return Ok(Vec::new());
+        }
+        for i in self.blocks_for(begin, end) {
+            for (k, v, val) in parse_block(self.block(i).await?)? {
+                if k.as_ref() < begin || k.as_ref() >= end || v > version {
+                    continue;
+                }
+                match latest.get(&k) {
+                    Some((b, _)) if *b >= v => {}
+                    _ => {
+                        latest.insert(k, (v, val));
+                    }
+                }
+            }
+        }
+        Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
+    }
+
+    /// Every entry of `key` with a version in `[from, to]`.
+    pub async fn versions_of(
+        &self,
+        key: &[u8],
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<(Version, Option<Bytes>)>> {
+        if !self.bloom.may_contain(key) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for i in self.blocks_for(key, key) {
+            for (k, v, val) in parse_block(self.block(i).await?)? {
+                if k == key && v >= from && v <= to {
+                    out.push((v, val));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Sections {
+    start: Version,
+    end: Version,
+    entries: u64,
+    index: Range<u64>,
+    bloom: Range<u64>,
+    times: Range<u64>,
+}
+
+fn parse_footer(footer: &[u8], size: u64) -> Result<Sections> {
+    let mut p = unseal(footer, "footer")?;
+    if &p[..8] != MAGIC {
+        return Err(bad("bad magic (not a format-3 layer)"));
+    }
+    p.advance(8);
+    if p.get_u32_le() != FORMAT {
+        return Err(bad("unknown format"));
+    }
+    let start = Version(p.get_u64_le());
+    let end = Version(p.get_u64_le());
+    let entries = p.get_u64_le();
+    let mut section = || {
+        let off = p.get_u64_le();
+        let len = p.get_u32_le() as u64;
+        off..off + len
+    };
+    let (index, bloom, times) = (section(), section(), section());
+    // The sections are contiguous and end where the footer begins.
+    if index.end != bloom.start || bloom.end != times.start || times.end + FOOTER_LEN as u64 != size
+    {
+        return Err(bad("sections out of place"));
+    }
+    Ok(Sections {
+        start,
+        end,
+        entries,
+        index,
+        bloom,
+        times,
+    })
+}
+
+fn parse_index(section: &[u8]) -> Result<Vec<BlockMeta>> {
+    let mut p = unseal(section, "index")?;
+    let count = p.get_u32_le();
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let first = take(&mut p).ok_or_else(|| bad("truncated index"))?;
+        let last = take(&mut p).ok_or_else(|| bad("truncated index"))?;
+        if p.remaining() < 16 {
+            return Err(bad("truncated index"));
+        }
+        let off = p.get_u64_le();
+        let len = p.get_u32_le() as u64;
+        let _entries = p.get_u32_le();
+        out.push(BlockMeta {
+            first,
+            last,
+            range: off..off + len,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_bloom(section: &[u8]) -> Result<Bloom> {
+    let mut p = unseal(section, "bloom filter")?;
+    let hashes = p.get_u32_le();
+    let len = p.get_u32_le() as usize;
+    if p.remaining() != len || len == 0 {
+        return Err(bad("bloom filter size"));
+    }
+    Ok(Bloom {
+        hashes,
+        bits: p.to_vec(),
+    })
+}
+
+fn parse_times(section: &[u8]) -> Result<Vec<(Version, u64)>> {
+    let mut p = unseal(section, "commit times")?;
+    let n = p.get_u64_le();
+    if p.remaining() as u64 != n.saturating_mul(16) {
+        return Err(bad("commit times size"));
+    }
+    Ok((0..n)
+        .map(|_| (Version(p.get_u64_le()), p.get_u64_le()))
+        .collect())
+}
+
+fn parse_block(raw: Bytes) -> Result<Vec<(Bytes, Version, Option<Bytes>)>> {
+    let mut p = &raw[..];
+    let mut out = Vec::new();
+    while p.has_remaining() {
+        let key = take(&mut p).ok_or_else(|| bad("truncated entry"))?;
+        if p.remaining() < 9 {
+            return Err(bad("truncated entry"));
+        }
+        let version = Version(p.get_u64_le());
+        let kind = p.get_u8();
+        let value = take(&mut p).ok_or_else(|| bad("truncated entry"))?;
+        out.push((key, version, (kind == 1).then_some(value)));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrisdb_common::versioned_map::Lookup;
+    use object_store::memory::InMemory;
 
-    #[test]
-    fn round_trips_and_refuses_damage() {
+    fn sample(n: usize) -> VersionedMap {
         let mut m = VersionedMap::default();
-        m.insert(
-            Bytes::from_static(b"k1"),
-            Version(11),
-            Some(Bytes::from_static(b"v1")),
-        );
-        m.insert(Bytes::from_static(b"k1"), Version(12), None);
-        m.insert(
-            Bytes::from_static(b"k2"),
-            Version(12),
-            Some(Bytes::from_static(b"")),
-        );
-        let enc = encode(
+        for i in 0..n {
+            let key = Bytes::from(format!("key-{i:05}"));
+            m.insert(key.clone(), Version(11), Some(Bytes::from(vec![b'a'; 100])));
+            if i % 3 == 0 {
+                m.insert(key, Version(12), None);
+            }
+        }
+        m
+    }
+
+    async fn written(n: usize) -> (DeltaLayer, Bytes, Arc<dyn ObjectStore>) {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let bytes = encode(
             Version(10),
             Version(12),
-            &m,
+            &sample(n),
             &[(Version(11), 5), (Version(12), 6)],
         );
-        let layer = decode(&enc).unwrap();
-        assert_eq!((layer.start, layer.end), (Version(10), Version(12)));
-        assert_eq!(layer.data.len(), 3);
+        let path = Path::from("l");
+        store.put(&path, bytes.clone().into()).await.unwrap();
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        let layer = DeltaLayer::open(store.clone(), path, "l".into(), bytes.len() as u64, cache)
+            .await
+            .unwrap();
+        (layer, bytes, store)
+    }
+
+    #[tokio::test]
+    async fn many_blocks_read_back_by_point_range_and_history() {
+        let (layer, _, _) = written(2000).await;
+        assert!(layer.index.len() > 5, "only {} blocks", layer.index.len());
         assert_eq!(layer.times, vec![(Version(11), 5), (Version(12), 6)]);
+        assert_eq!(layer.entries, 2000 + 667);
         assert_eq!(
-            layer.data.get(b"k1", Version(11)),
-            Lookup::Found(Some(Bytes::from_static(b"v1")))
+            layer.get(b"key-00001", Version(12)).await.unwrap(),
+            Lookup::Found(Some(Bytes::from(vec![b'a'; 100])))
         );
-        assert_eq!(layer.data.get(b"k1", Version(12)), Lookup::Found(None));
         assert_eq!(
-            layer.data.get(b"k2", Version(12)),
-            Lookup::Found(Some(Bytes::new()))
+            layer.get(b"key-00003", Version(12)).await.unwrap(),
+            Lookup::Found(None)
         );
-        for i in [0, 9, HEADER_LEN + 3, enc.len() - 5] {
-            let mut bad = enc.to_vec();
-            bad[i] ^= 1;
-            assert!(decode(&bad).is_err(), "flip at {i} accepted");
+        assert_eq!(
+            layer.get(b"key-00003", Version(11)).await.unwrap(),
+            Lookup::Found(Some(Bytes::from(vec![b'a'; 100])))
+        );
+        assert_eq!(
+            layer.get(b"key-00003", Version(10)).await.unwrap(),
+            Lookup::Absent
+        );
+        assert_eq!(
+            layer.get(b"nope", Version(12)).await.unwrap(),
+            Lookup::Absent
+        );
+        let r = layer
+            .range_at(b"key-00990", b"key-01010", Version(12))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), 20);
+        assert_eq!(r.iter().filter(|(_, v)| v.is_none()).count(), 7);
+        assert_eq!(
+            layer
+                .versions_of(b"key-01500", Version(0), Version(99))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn the_bloom_filter_rules_out_absent_keys_without_reading_blocks() {
+        let (layer, _, _) = written(2000).await;
+        let mut passed = 0;
+        for i in 0..1000 {
+            if layer.bloom.may_contain(format!("absent-{i}").as_bytes()) {
+                passed += 1;
+            }
         }
-        assert!(decode(&enc[..enc.len() - 1]).is_err());
+        assert!(
+            passed < 50,
+            "{passed} of 1000 absent keys passed the filter"
+        );
+        for i in 0..2000 {
+            assert!(
+                layer.bloom.may_contain(format!("key-{i:05}").as_bytes()),
+                "false negative"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn damage_is_refused_where_it_is_found() {
+        let (layer, bytes, store) = written(2000).await;
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        // A flipped byte inside the second block: only reads of that block fail.
+        let second = layer.index[1].range.start as usize + 10;
+        let mut damaged = bytes.to_vec();
+        damaged[second] ^= 1;
+        let path = Path::from("d");
+        store
+            .put(&path, Bytes::from(damaged.clone()).into())
+            .await
+            .unwrap();
+        let d = DeltaLayer::open(store.clone(), path, "d".into(), damaged.len() as u64, cache)
+            .await
+            .unwrap();
+        let key_in_second = layer.index[1].first.clone();
+        let e = d.get(&key_in_second, Version(12)).await.unwrap_err();
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::Corruption);
+        assert!(d.get(b"key-00000", Version(12)).await.is_ok());
+        // A damaged footer or index is refused at open.
+        for at in [
+            bytes.len() - 7,
+            layer.index.len() + bytes.len() - FOOTER_LEN - 40,
+        ] {
+            let mut damaged = bytes.to_vec();
+            damaged[at] ^= 1;
+            let r = DeltaLayer::from_bytes(
+                store.clone(),
+                Path::from("x"),
+                "x".into(),
+                &damaged,
+                Arc::new(BlockCache::in_memory(1024)),
+            );
+            assert!(r.is_err(), "damage at {at} accepted");
+        }
     }
 }

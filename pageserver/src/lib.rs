@@ -6,6 +6,8 @@
 //! start it rebuilds each database from its newest manifest and resumes the WAL where that
 //! manifest's durable version ends.
 
+pub mod block_cache;
+pub mod cold_segment;
 pub mod delta_layer;
 pub mod ingest;
 pub mod manifest;
@@ -45,6 +47,8 @@ pub struct PageserverConfig {
     pub databases: Vec<String>,
     /// How often ingested WAL is uploaded without being asked.
     pub checkpoint_interval: Duration,
+    /// The block cache's sizes and disk directory.
+    pub cache: block_cache::BlockCacheConfig,
 }
 
 /// Runs a pageserver until `shutdown` resolves.
@@ -59,10 +63,12 @@ pub async fn run(
     }
     let store = config.object_store.open()?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
+    let cache = Arc::new(block_cache::BlockCache::new(&config.cache).await?);
     let mut map = BTreeMap::new();
     for db in &config.databases {
         validate_database_name(db)?;
-        let t = Timeline::load(db, store.clone(), metrics.clone()).await?;
+        let t =
+            Timeline::load_with_cache(db, store.clone(), metrics.clone(), cache.clone()).await?;
         map.insert(db.clone(), Arc::new(t));
     }
     let timelines = Timelines(Arc::new(map));
@@ -123,6 +129,7 @@ async fn status(State(timelines): State<Timelines>) -> Json<serde_json::Value> {
                 "remote_consistent_version": t.remote_consistent_version(),
                 "manifest_generation": t.manifest_generation().await,
                 "open_layer_bytes": t.open_layer_bytes(),
+                "block_cache": {"hits": t.cache_stats().0, "misses": t.cache_stats().1},
             }),
         );
     }

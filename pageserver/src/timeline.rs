@@ -17,6 +17,7 @@ use ferrisdb_common::objstore::with_retries;
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
+use crate::block_cache::BlockCache;
 use crate::delta_layer::{self, DeltaLayer};
 use crate::manifest::{self, LayerEntry, Manifest};
 use crate::metrics::Metrics;
@@ -33,15 +34,6 @@ struct LayerMap {
     layers: Vec<Arc<DeltaLayer>>,
 }
 
-impl LayerMap {
-    /// Sources newest first.
-    fn sources(&self) -> impl Iterator<Item = &VersionedMap> {
-        std::iter::once(&self.open)
-            .chain(self.frozen.as_deref())
-            .chain(self.layers.iter().rev().map(|l| &l.data))
-    }
-}
-
 /// A database's pageserver state.
 #[derive(Debug)]
 pub struct Timeline {
@@ -56,15 +48,33 @@ pub struct Timeline {
     manifest: Mutex<Manifest>,
     /// This instance's identity in the manifests it writes.
     writer: String,
+    cache: Arc<BlockCache>,
     metrics: Metrics,
 }
 
 impl Timeline {
-    /// Rebuilds a database's state from object storage: the newest manifest and its layers.
+    /// Rebuilds a database's state from object storage with a private in-memory block cache.
     pub async fn load(
         database: &str,
         store: Arc<dyn ObjectStore>,
         metrics: Metrics,
+    ) -> Result<Timeline> {
+        Timeline::load_with_cache(
+            database,
+            store,
+            metrics,
+            Arc::new(BlockCache::in_memory(64 << 20)),
+        )
+        .await
+    }
+
+    /// Rebuilds a database's state from object storage: the newest manifest and its layers'
+    /// metadata, reading blocks through `cache`.
+    pub async fn load_with_cache(
+        database: &str,
+        store: Arc<dyn ObjectStore>,
+        metrics: Metrics,
+        cache: Arc<BlockCache>,
     ) -> Result<Timeline> {
         let manifest = manifest::load_latest(&store, database).await?;
         let mut layers = Vec::with_capacity(manifest.layers.len());
@@ -81,9 +91,16 @@ impl Timeline {
             }
             expect_start = Some(entry.end);
             let path = manifest::layer_path(database, &entry.name);
-            let bytes = manifest::read_object(&store, &path).await?;
-            let layer = delta_layer::decode(&bytes)
-                .map_err(|e| Error::corruption(format!("{path}: {}", e.message())))?;
+            // Only the footer, index, bloom filter and times are read now; blocks on demand.
+            let layer = DeltaLayer::open(
+                store.clone(),
+                path.clone(),
+                entry.name.clone(),
+                entry.size,
+                cache.clone(),
+            )
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("{path}: {}", e.message())))?;
             for (v, t) in &layer.times {
                 times.push(*v, *t);
             }
@@ -112,6 +129,7 @@ impl Timeline {
             remote_consistent: watch::channel(durable).0,
             manifest: Mutex::new(manifest),
             writer: format!("{:016x}", rand::random::<u64>()),
+            cache,
             metrics,
         })
     }
@@ -192,15 +210,38 @@ impl Timeline {
         }
     }
 
-    /// The value of `key` at `version` (waiting for it to be ingested).
-    pub async fn get(&self, key: &[u8], version: Version) -> Result<Option<Bytes>> {
-        self.wait_ingested(version, READ_WAIT).await?;
+    /// Takes what a read needs under the layer-map lock — the in-memory layers' answer via
+    /// `memory` and the delta layers as they stand — so the delta layers (immutable, read with
+    /// async I/O) are queried after the lock is released, yet from the same consistent view.
+    fn snapshot<T>(
+        &self,
+        memory: impl FnOnce(&[&VersionedMap]) -> T,
+    ) -> Result<(T, Vec<Arc<DeltaLayer>>)> {
         let map = self
             .layers
             .read()
             .map_err(|_| Error::internal("layer map lock poisoned"))?;
-        for source in map.sources() {
-            if let Lookup::Found(v) = source.get(key, version) {
+        let mems: Vec<&VersionedMap> = std::iter::once(&map.open)
+            .chain(map.frozen.as_deref())
+            .collect();
+        Ok((memory(&mems), map.layers.clone()))
+    }
+
+    /// The value of `key` at `version` (waiting for it to be ingested).
+    pub async fn get(&self, key: &[u8], version: Version) -> Result<Option<Bytes>> {
+        self.wait_ingested(version, READ_WAIT).await?;
+        self.metrics.reads.inc();
+        let (found, layers) = self.snapshot(|mems| {
+            mems.iter()
+                .map(|m| m.get(key, version))
+                .find(|l| *l != Lookup::Absent)
+        })?;
+        if let Some(Lookup::Found(v)) = found {
+            return Ok(v);
+        }
+        // Layers cover disjoint version ranges: the newest one holding the key answers.
+        for layer in layers.iter().rev().filter(|l| l.start < version) {
+            if let Lookup::Found(v) = layer.get(key, version).await? {
                 return Ok(v);
             }
         }
@@ -218,17 +259,24 @@ impl Timeline {
         reverse: bool,
     ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
         self.wait_ingested(version, READ_WAIT).await?;
-        let map = self
-            .layers
-            .read()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?;
-        // Oldest source first, so newer entries overwrite older ones.
-        let sources: Vec<&VersionedMap> = map.sources().collect();
+        self.metrics.reads.inc();
+        let (memory, layers) = self.snapshot(|mems| {
+            // Oldest first, so newer entries overwrite older ones when merged.
+            mems.iter()
+                .rev()
+                .map(|m| {
+                    m.range_at(begin, end, version)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        })?;
         let mut merged = std::collections::BTreeMap::new();
-        for source in sources.into_iter().rev() {
-            for (k, v) in source.range_at(begin, end, version) {
-                merged.insert(k.clone(), v.clone());
-            }
+        for layer in layers.iter().filter(|l| l.start < version) {
+            merged.extend(layer.range_at(begin, end, version).await?);
+        }
+        for rows in memory {
+            merged.extend(rows);
         }
         let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
         Ok(ferrisdb_common::versioned_map::take_limited(
@@ -245,18 +293,25 @@ impl Timeline {
         to: Version,
     ) -> Result<Vec<(Version, u64, Option<Bytes>)>> {
         self.wait_ingested(to, READ_WAIT).await?;
-        let map = self
-            .layers
-            .read()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?;
+        let (memory, layers) = self.snapshot(|mems| {
+            mems.iter()
+                .flat_map(|m| {
+                    m.versions_of(key, from, to)
+                        .map(|(v, val)| (v, val.clone()))
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let mut entries = memory;
+        for layer in layers.iter().filter(|l| l.start < to && l.end >= from) {
+            entries.extend(layer.versions_of(key, from, to).await?);
+        }
         let times = self
             .times
             .read()
             .map_err(|_| Error::internal("commit times lock poisoned"))?;
-        let mut out: Vec<(Version, u64, Option<Bytes>)> = map
-            .sources()
-            .flat_map(|s| s.versions_of(key, from, to))
-            .map(|(v, val)| (v, times.time_of(v).unwrap_or(0), val.clone()))
+        let mut out: Vec<(Version, u64, Option<Bytes>)> = entries
+            .into_iter()
+            .map(|(v, val)| (v, times.time_of(v).unwrap_or(0), val))
             .collect();
         out.sort_by_key(|(v, _, _)| *v);
         out.dedup_by_key(|(v, _, _)| *v);
@@ -310,6 +365,21 @@ impl Timeline {
             let body = delta_layer::encode(start, end, &frozen, &times);
             let size = body.len() as u64;
             let path = manifest::layer_path(&self.database, &name);
+            // Parsed from the bytes at hand (a malformed layer never reaches the bucket).
+            let layer = DeltaLayer::from_bytes(
+                self.store.clone(),
+                path.clone(),
+                name.clone(),
+                &body,
+                self.cache.clone(),
+            );
+            let layer = match layer {
+                Ok(l) => l,
+                Err(e) => {
+                    self.unfreeze(frozen, None)?;
+                    return Err(e);
+                }
+            };
             // The layer is in the bucket before any manifest names it.
             let payload = PutPayload::from(body);
             let put = with_retries("put layer", || self.store.put(&path, payload.clone())).await;
@@ -323,12 +393,7 @@ impl Timeline {
                 end,
                 size,
             });
-            new_layer = Some(Arc::new(DeltaLayer {
-                start,
-                end,
-                data: (*frozen).clone(),
-                times,
-            }));
+            new_layer = Some(Arc::new(layer));
         }
         if let Err(e) = manifest::store_next(&self.store, &next).await {
             self.unfreeze(frozen, None)?;
@@ -369,6 +434,11 @@ impl Timeline {
     /// Bytes held in the open in-memory layer.
     pub fn open_layer_bytes(&self) -> usize {
         self.layers.read().map_or(0, |m| m.open.approximate_bytes())
+    }
+
+    /// Block cache (hits, misses) so far.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
     }
 
     /// The live manifest generation.

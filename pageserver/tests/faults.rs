@@ -113,3 +113,46 @@ async fn checkpoints_under_injected_faults_lose_nothing_and_never_dangle() {
         assert_eq!(v, Some(Bytes::from(format!("v{last_in_round}-1"))));
     }
 }
+
+#[tokio::test]
+async fn hot_reads_stay_in_the_block_cache_and_a_restart_refills_on_demand() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = Timeline::load("db", bucket.clone(), Metrics::new().unwrap())
+        .await
+        .unwrap();
+    t.apply(&[record(100, 0, 50)]).unwrap();
+    t.checkpoint(Version(100)).await.unwrap();
+
+    // A restarted pageserver: empty cache, reads counted at the store.
+    let counting = Arc::new(FaultyStore::new(bucket.clone(), 0, 1));
+    let store: Arc<dyn ObjectStore> = counting.clone();
+    let cache = Arc::new(ferrisdb_pageserver::block_cache::BlockCache::in_memory(
+        1 << 20,
+    ));
+    let r = Timeline::load_with_cache("db", store, Metrics::new().unwrap(), cache)
+        .await
+        .unwrap();
+    let after_open = counting.gets();
+    let first = r.get(b"k000-07", Version(100)).await.unwrap();
+    assert_eq!(first, Some(Bytes::from("v100-7")));
+    let after_miss = counting.gets();
+    assert!(after_miss > after_open, "a cold read must fetch its block");
+    for _ in 0..20 {
+        assert_eq!(r.get(b"k000-07", Version(100)).await.unwrap(), first);
+        // A neighbour in the same block is a hit too.
+        assert_eq!(
+            r.get(b"k000-08", Version(100)).await.unwrap(),
+            Some(Bytes::from("v100-8"))
+        );
+    }
+    assert_eq!(
+        counting.gets(),
+        after_miss,
+        "hot reads went to object storage"
+    );
+    // Keys the bloom filter rules out cost nothing either.
+    assert_eq!(r.get(b"absent", Version(100)).await.unwrap(), None);
+    assert_eq!(counting.gets(), after_miss);
+    let (hits, misses) = r.cache_stats();
+    assert!(hits >= 40 && misses >= 1, "hits {hits}, misses {misses}");
+}
