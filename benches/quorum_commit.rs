@@ -321,6 +321,7 @@ impl Cluster {
             safekeepers: safekeepers.clone(),
             databases: vec![DEFAULT_DATABASE.to_string()],
             checkpoint_interval: Duration::from_secs(30),
+            cache: Default::default(),
         };
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(ferrisdb_pageserver::run(config, shutdown_future(rx)));

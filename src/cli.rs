@@ -83,6 +83,20 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: ClientArgs,
     },
+    /// Print committed records from a version on, one JSON object per line.
+    Changes {
+        /// From this version (inclusive).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep printing new commits as they happen.
+        #[arg(long)]
+        follow: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
     /// Remove KEY.
     Clear {
         /// The key (UTF-8).
@@ -160,6 +174,12 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Admin { command } => admin(command).await,
         ClientCommand::Set { key, value, args } => write(args, key, Some(value)).await,
         ClientCommand::Clear { key, args } => write(args, key, None).await,
+        ClientCommand::Changes {
+            from,
+            follow,
+            limit,
+            args,
+        } => changes(args, from, follow, limit).await,
         ClientCommand::History {
             key,
             from,
@@ -276,6 +296,46 @@ fn parse_timestamp(s: &str) -> Result<u64, Error> {
 fn rfc3339(micros: u64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_micros(micros);
     humantime::format_rfc3339_micros(t).to_string()
+}
+
+async fn changes(args: ClientArgs, from: u64, follow: bool, limit: Option<usize>) -> ExitCode {
+    use futures::StreamExt;
+    let stream = match connect(&args).await {
+        Ok(db) => db.changes(Version(from), follow).await,
+        Err(e) => Err(e),
+    };
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => return fail(args.json, &e),
+    };
+    let mut stream = std::pin::pin!(stream.take(limit.unwrap_or(usize::MAX)));
+    while let Some(record) = stream.next().await {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => return fail(args.json, &e),
+        };
+        let mutations: Vec<_> = record
+            .mutations
+            .iter()
+            .map(|m| match m {
+                ferrisdb_client::Mutation::Set { key, value } => {
+                    json!({"op": "set", "key": text(key), "value": text(value)})
+                }
+                ferrisdb_client::Mutation::Clear { key } => {
+                    json!({"op": "clear", "key": text(key)})
+                }
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "version": record.version,
+                "commit_time_micros": record.commit_time_micros,
+                "mutations": mutations,
+            })
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn history(args: ClientArgs, key: String, from: u64, to: u64) -> ExitCode {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferrisdb_common::Version;
 use ferrisdb_common::proto::database_client::DatabaseClient;
-use ferrisdb_common::proto::{HistoryRequest, VersionAtRequest};
+use ferrisdb_common::proto::{ChangesRequest, HistoryRequest, VersionAtRequest};
+use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{DEFAULT_DATABASE, Error, Result, net};
 use rand::Rng;
 use tonic::transport::Channel;
@@ -106,6 +107,30 @@ impl Database {
                 value: e.value,
             })
             .collect())
+    }
+
+    /// The change feed: every committed record with a version at or above `from`, in commit
+    /// order, each with its mutations in the order they applied. With `follow` the stream
+    /// keeps delivering new commits; without it, it ends once caught up.
+    pub async fn changes(
+        &self,
+        from: Version,
+        follow: bool,
+    ) -> Result<impl futures::Stream<Item = Result<WalRecord>> + use<>> {
+        use futures::StreamExt;
+        let req = ChangesRequest {
+            database: self.database.to_string(),
+            from_version: from.0,
+            follow,
+        };
+        let batches = self.client.clone().changes(req).await?.into_inner();
+        Ok(batches.flat_map(|batch| {
+            let records: Vec<Result<WalRecord>> = match batch {
+                Ok(b) => b.records.into_iter().map(WalRecord::try_from).collect(),
+                Err(status) => vec![Err(status.into())],
+            };
+            futures::stream::iter(records)
+        }))
     }
 
     /// The version a Unix-microsecond timestamp maps to: the latest committed at or before it

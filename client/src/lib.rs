@@ -21,5 +21,6 @@ mod transaction;
 
 pub use bytes::Bytes;
 pub use database::{Database, HistoryEntry, RetryOptions};
+pub use ferrisdb_common::wal::{Mutation, WalRecord as ChangeRecord};
 pub use ferrisdb_common::{Error, ErrorKind, Result, Version};
 pub use transaction::{RangeOptions, Transaction};

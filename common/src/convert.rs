@@ -1,6 +1,34 @@
 //! Conversions between wire messages and domain types.
 
 use crate::error::{Error, Result};
+use crate::version::Version;
+use crate::wal::WalRecord;
+
+impl From<&WalRecord> for proto::CommittedRecord {
+    fn from(r: &WalRecord) -> proto::CommittedRecord {
+        proto::CommittedRecord {
+            version: r.version.0,
+            commit_time_micros: r.commit_time_micros,
+            mutations: r.mutations.iter().map(proto::Mutation::from).collect(),
+        }
+    }
+}
+
+impl TryFrom<proto::CommittedRecord> for WalRecord {
+    type Error = Error;
+
+    fn try_from(r: proto::CommittedRecord) -> Result<WalRecord> {
+        Ok(WalRecord {
+            version: Version(r.version),
+            commit_time_micros: r.commit_time_micros,
+            mutations: r
+                .mutations
+                .into_iter()
+                .map(Mutation::try_from)
+                .collect::<Result<_>>()?,
+        })
+    }
+}
 use crate::proto;
 use crate::wal::Mutation;
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use ferrisdb_common::limits::{check_key, check_transaction_size, check_value};
 use ferrisdb_common::proto::database_server::Database;
 use ferrisdb_common::proto::{
-    CommitRequest, CommitResponse, GetRangeRequest, GetRangeResponse, GetReadVersionRequest,
-    GetReadVersionResponse, GetRequest, GetResponse, HistoryRequest, HistoryResponse, KeyValue,
-    VersionAtRequest, VersionAtResponse,
+    ChangesBatch, ChangesRequest, CommitRequest, CommitResponse, GetRangeRequest, GetRangeResponse,
+    GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, HistoryRequest,
+    HistoryResponse, KeyValue, VersionAtRequest, VersionAtResponse,
 };
 use ferrisdb_common::wal::Mutation;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
@@ -101,6 +101,22 @@ impl Database for ComputeService {
                 .collect(),
             more,
         }))
+    }
+
+    type ChangesStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<ChangesBatch, Status>> + Send + 'static>,
+    >;
+
+    async fn changes(
+        &self,
+        req: Request<ChangesRequest>,
+    ) -> Result<Response<Self::ChangesStream>, Status> {
+        let req = req.into_inner();
+        let p = self.primary(&req.database)?;
+        // The pageserver holds every ingested commit (the hot tier only the newest values), so
+        // it serves the feed; new commits reach it within milliseconds.
+        let stream = p.pageserver().changes(req).await?.into_inner();
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn history(

@@ -30,6 +30,20 @@ pub struct LayerEntry {
     pub size: u64,
 }
 
+/// One cold log segment the manifest names: the committed records with versions in
+/// `[first, last]`, as Parquet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// Object name under `databases/<db>/segments/`.
+    pub name: String,
+    /// The first record's version.
+    pub first: Version,
+    /// The last record's version.
+    pub last: Version,
+    /// Object size in bytes.
+    pub size: u64,
+}
+
 /// The contents of one manifest generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -43,6 +57,9 @@ pub struct Manifest {
     pub remote_consistent_version: Version,
     /// Live layers, oldest first.
     pub layers: Vec<LayerEntry>,
+    /// Cold log segments, oldest first.
+    #[serde(default)]
+    pub segments: Vec<SegmentEntry>,
     /// The pageserver instance that wrote this generation: how a writer whose conditional PUT
     /// was retried tells its own landed write from another pageserver's.
     #[serde(default)]
@@ -58,6 +75,7 @@ impl Manifest {
             generation: 0,
             remote_consistent_version: Version::ZERO,
             layers: Vec::new(),
+            segments: Vec::new(),
             writer: String::new(),
         }
     }
@@ -71,6 +89,11 @@ pub fn database_prefix(database: &str) -> Path {
 /// The path of a layer object.
 pub fn layer_path(database: &str, name: &str) -> Path {
     Path::from(format!("databases/{database}/layers/{name}"))
+}
+
+/// The path of a cold log segment object.
+pub fn segment_path(database: &str, name: &str) -> Path {
+    Path::from(format!("databases/{database}/segments/{name}"))
 }
 
 fn manifest_path(database: &str, generation: u64) -> Path {

@@ -5,14 +5,59 @@ use std::sync::Arc;
 
 use ferrisdb_common::proto::pageserver_server::Pageserver;
 use ferrisdb_common::proto::{
-    CheckpointRequest, HistoryEntry, HistoryRequest, HistoryResponse, KeyValue,
-    PageGetRangeRequest, PageGetRangeResponse, PageGetRequest, PageGetResponse, PageserverStatus,
-    PageserverStatusRequest, VersionAtRequest, VersionAtResponse,
+    ChangesBatch, ChangesRequest, CheckpointRequest, CommittedRecord, HistoryEntry, HistoryRequest,
+    HistoryResponse, KeyValue, PageGetRangeRequest, PageGetRangeResponse, PageGetRequest,
+    PageGetResponse, PageserverStatus, PageserverStatusRequest, VersionAtRequest,
+    VersionAtResponse,
 };
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::timeline::Timeline;
+
+/// Records per streamed batch of the change feed.
+const FEED_BATCH: usize = 256;
+
+/// Streams committed records from `from` on; without `follow`, ends once caught up with what
+/// was ingested when it started.
+async fn feed(
+    t: &Timeline,
+    from: u64,
+    follow: bool,
+    tx: &mpsc::Sender<Result<ChangesBatch, Status>>,
+) -> Result<()> {
+    let stop_at = t.ingested_version();
+    let mut after = Version(from.saturating_sub(1));
+    loop {
+        let records = t.records_since(after).await?;
+        for chunk in records.chunks(FEED_BATCH) {
+            let batch = ChangesBatch {
+                records: chunk.iter().map(CommittedRecord::from).collect(),
+            };
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(());
+            }
+        }
+        if let Some(last) = records.last() {
+            after = last.version;
+        }
+        if !follow && after >= stop_at {
+            return Ok(());
+        }
+        if records.is_empty() {
+            // Caught up: wait for the next ingested commit (or re-check now and then).
+            let next = Version(t.ingested_version().0 + 1);
+            let _ = t.wait_ingested(next, Duration::from_secs(1)).await;
+            if tx.is_closed() {
+                return Ok(());
+            }
+        }
+    }
+}
 
 /// The databases a pageserver serves, by name.
 #[derive(Debug, Clone, Default)]
@@ -124,6 +169,23 @@ impl Pageserver for PageserverService {
         Ok(Response::new(VersionAtResponse {
             version: t.version_at(req.timestamp_micros)?.0,
         }))
+    }
+
+    type ChangesStream = ReceiverStream<Result<ChangesBatch, Status>>;
+
+    async fn changes(
+        &self,
+        req: Request<ChangesRequest>,
+    ) -> Result<Response<Self::ChangesStream>, Status> {
+        let req = req.into_inner();
+        let t = self.timelines.get(&req.database)?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            if let Err(e) = feed(&t, req.from_version, req.follow, &tx).await {
+                let _ = tx.send(Err(e.into())).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn checkpoint(

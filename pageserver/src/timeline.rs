@@ -18,8 +18,9 @@ use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
 use crate::block_cache::BlockCache;
+use crate::cold_segment;
 use crate::delta_layer::{self, DeltaLayer};
-use crate::manifest::{self, LayerEntry, Manifest};
+use crate::manifest::{self, LayerEntry, Manifest, SegmentEntry};
 use crate::metrics::Metrics;
 use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
 
@@ -32,6 +33,12 @@ struct LayerMap {
     frozen: Option<Arc<VersionedMap>>,
     /// Oldest first.
     layers: Vec<Arc<DeltaLayer>>,
+    /// The committed records behind `open` and `frozen`, in commit order: they become the
+    /// next cold segment, and serve the change feed until then.
+    open_records: Vec<WalRecord>,
+    frozen_records: Vec<WalRecord>,
+    /// Cold segments in the bucket, oldest first.
+    segments: Vec<SegmentEntry>,
 }
 
 /// A database's pageserver state.
@@ -122,6 +129,7 @@ impl Timeline {
             store,
             layers: RwLock::new(LayerMap {
                 layers,
+                segments: manifest.segments.clone(),
                 ..LayerMap::default()
             }),
             times: RwLock::new(times),
@@ -178,6 +186,7 @@ impl Timeline {
                 }
                 at = r.version;
             }
+            map.open_records.extend(records.iter().cloned());
             // Under the layer-map lock, so a reader never sees a version without its time.
             let mut times = self
                 .times
@@ -343,6 +352,7 @@ impl Timeline {
             let end = self.ingested_version();
             let frozen = Arc::new(std::mem::take(&mut map.open));
             map.frozen = Some(frozen.clone());
+            map.frozen_records = std::mem::take(&mut map.open_records);
             (frozen, end)
         };
         if end <= start {
@@ -395,11 +405,55 @@ impl Timeline {
             });
             new_layer = Some(Arc::new(layer));
         }
+        // The committed log itself, as a cold segment (also before the manifest names it).
+        let records = self
+            .layers
+            .read()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?
+            .frozen_records
+            .clone();
+        if let (Some(first), Some(last)) = (records.first(), records.last()) {
+            let name = cold_segment::segment_name(first.version, last.version);
+            let entry = SegmentEntry {
+                name: name.clone(),
+                first: first.version,
+                last: last.version,
+                size: 0,
+            };
+            // zstd is CPU work: keep it off the async workers.
+            let encoded =
+                tokio::task::spawn_blocking(move || cold_segment::encode_segment(&records))
+                    .await
+                    .map_err(|e| Error::internal(format!("segment encoder: {e}")))
+                    .and_then(|r| r);
+            let uploaded = match encoded {
+                Ok(body) => {
+                    let size = body.len() as u64;
+                    let path = manifest::segment_path(&self.database, &name);
+                    let payload = PutPayload::from(body);
+                    with_retries("put segment", || self.store.put(&path, payload.clone()))
+                        .await
+                        .map(|_| size)
+                        .map_err(Error::from)
+                }
+                Err(e) => Err(e),
+            };
+            match uploaded {
+                Ok(size) => next.segments.push(SegmentEntry { size, ..entry }),
+                Err(e) => {
+                    self.unfreeze(frozen, None)?;
+                    return Err(e);
+                }
+            }
+        }
         if let Err(e) = manifest::store_next(&self.store, &next).await {
             self.unfreeze(frozen, None)?;
             return Err(e);
         }
         self.unfreeze(frozen, new_layer)?;
+        if let Ok(mut map) = self.layers.write() {
+            map.segments = next.segments.clone();
+        }
         *manifest = next;
         self.remote_consistent.send_replace(end);
         self.metrics.remote_consistent_version.set(end.0 as i64);
@@ -417,9 +471,13 @@ impl Timeline {
             .write()
             .map_err(|_| Error::internal("layer map lock poisoned"))?;
         map.frozen = None;
+        let frozen_records = std::mem::take(&mut map.frozen_records);
         match layer {
             Some(l) => map.layers.push(l),
             None => {
+                // Not uploaded: the records go back in front of what arrived meanwhile.
+                let newer = std::mem::replace(&mut map.open_records, frozen_records);
+                map.open_records.extend(newer);
                 let newer = std::mem::take(&mut map.open);
                 let mut restored = (*frozen).clone();
                 for (k, v, val) in newer.iter() {
@@ -434,6 +492,65 @@ impl Timeline {
     /// Bytes held in the open in-memory layer.
     pub fn open_layer_bytes(&self) -> usize {
         self.layers.read().map_or(0, |m| m.open.approximate_bytes())
+    }
+
+    /// Every committed record with a version above `after`, in commit order: from cold
+    /// segments for what was checkpointed, from memory for what was not. Refuses with
+    /// `version_too_old` when the records just above `after` are no longer kept.
+    pub async fn records_since(&self, after: Version) -> Result<Vec<WalRecord>> {
+        let (segments, mut records) = {
+            let map = self
+                .layers
+                .read()
+                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let memory: Vec<WalRecord> = map
+                .frozen_records
+                .iter()
+                .chain(map.open_records.iter())
+                .filter(|r| r.version > after)
+                .cloned()
+                .collect();
+            let segments: Vec<SegmentEntry> = map
+                .segments
+                .iter()
+                .filter(|s| s.last > after)
+                .cloned()
+                .collect();
+            (segments, memory)
+        };
+        let mut out = Vec::new();
+        for s in segments {
+            let bytes = manifest::read_object(
+                &self.store,
+                &manifest::segment_path(&self.database, &s.name),
+            )
+            .await?;
+            let decoded = tokio::task::spawn_blocking(move || cold_segment::decode_segment(bytes))
+                .await
+                .map_err(|e| Error::internal(format!("segment decoder: {e}")))??;
+            out.extend(decoded.into_iter().filter(|r| r.version > after));
+        }
+        out.append(&mut records);
+        out.sort_by_key(|r| r.version);
+        out.dedup_by_key(|r| r.version);
+        // The first commit after `after` must be the first record returned, or a stretch of the
+        // log is gone (checkpointed before cold segments existed, or collected).
+        let first_commit = {
+            let times = self
+                .times
+                .read()
+                .map_err(|_| Error::internal("commit times lock poisoned"))?;
+            times.range(after, Version::MAX).first().map(|(v, _)| *v)
+        };
+        if let Some(want) = first_commit
+            && out.first().map(|r| r.version) != Some(want)
+        {
+            return Err(Error::new(
+                ErrorKind::VersionTooOld,
+                format!("the change feed no longer holds the commits after version {after}"),
+            ));
+        }
+        Ok(out)
     }
 
     /// Block cache (hits, misses) so far.
@@ -540,6 +657,19 @@ mod tests {
         assert_eq!(reloaded.remote_consistent_version(), Version(40));
         assert_eq!(reloaded.ingested_version(), Version(40));
         check(reloaded.clone(), false).await;
+        // The change feed: from memory and segments live, from segments alone after reload.
+        let versions = |rs: Vec<WalRecord>| rs.iter().map(|r| r.version.0).collect::<Vec<_>>();
+        assert_eq!(
+            versions(t.records_since(Version(0)).await.unwrap()),
+            vec![10, 20, 30, 40, 50]
+        );
+        assert_eq!(
+            versions(t.records_since(Version(25)).await.unwrap()),
+            vec![30, 40, 50]
+        );
+        let from_bucket = reloaded.records_since(Version(0)).await.unwrap();
+        assert_eq!(versions(from_bucket.clone()), vec![10, 20, 30, 40]);
+        assert_eq!(from_bucket[2], rec(30, &[("a", None), ("c", Some("c3"))]));
         assert_eq!(
             reloaded
                 .history(b"a", Version(0), Version(40))
