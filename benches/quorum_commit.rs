@@ -322,6 +322,7 @@ impl Cluster {
             databases: vec![DEFAULT_DATABASE.to_string()],
             checkpoint_interval: Duration::from_secs(30),
             cache: Default::default(),
+            timeline: Default::default(),
         };
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(ferrisdb_pageserver::run(config, shutdown_future(rx)));

@@ -103,6 +103,12 @@ enum Command {
         /// Bytes of layer blocks cached on local disk (with --cache-dir).
         #[arg(long, default_value_t = 1 << 30)]
         cache_disk_bytes: usize,
+        /// Reads may go back this many seconds (the retention window, pitr_interval).
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        pitr_interval_secs: u64,
+        /// Write an image layer once this many delta layers lie above the newest one.
+        #[arg(long, default_value_t = 16)]
+        image_after_deltas: usize,
     },
     /// Run a compute node (the primary for one database).
     Compute {
@@ -186,6 +192,8 @@ fn main() -> ExitCode {
                 cache_dir,
                 cache_memory_bytes,
                 cache_disk_bytes,
+                pitr_interval_secs,
+                image_after_deltas,
             } => {
                 init_tracing("info");
                 let config = ferrisdb_pageserver::PageserverConfig {
@@ -198,6 +206,11 @@ fn main() -> ExitCode {
                     cache: ferrisdb_pageserver::block_cache::BlockCacheConfig {
                         memory_bytes: cache_memory_bytes,
                         disk: cache_dir.map(|d| (d, cache_disk_bytes)),
+                    },
+                    timeline: ferrisdb_pageserver::timeline::TimelineOptions {
+                        pitr_interval: Duration::from_secs(pitr_interval_secs),
+                        image_after_deltas,
+                        ..Default::default()
                     },
                 };
                 ferrisdb_pageserver::run(config, shutdown()).await

@@ -41,7 +41,11 @@ async fn two_pageservers_racing_on_the_manifest_exactly_one_wins() {
         .unwrap();
         let rec = WalRecord {
             version: Version(100),
-            commit_time_micros: 1,
+            // A real time: a 1970 commit would be outside the 7-day retention window at once.
+            commit_time_micros: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64,
             mutations: vec![Mutation::Set {
                 key: Bytes::from("k"),
                 value: Bytes::from(format!("v{round}")),

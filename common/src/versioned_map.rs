@@ -64,6 +64,23 @@ impl VersionedMap {
             .filter_map(move |(k, vs)| vs.range(..=version).next_back().map(|(_, v)| (k, v)))
     }
 
+    /// For each key in `[begin, end)`, its latest entry at or below `version` with that
+    /// entry's own version, in key order.
+    pub fn latest_in_range<'a>(
+        &'a self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+    ) -> impl Iterator<Item = (&'a Bytes, Version, &'a Option<Bytes>)> + 'a {
+        let bounds = (Bound::Included(begin), Bound::Excluded(end));
+        let iter = (begin < end).then(|| self.keys.range::<[u8], _>(bounds));
+        iter.into_iter().flatten().filter_map(move |(k, vs)| {
+            vs.range(..=version)
+                .next_back()
+                .map(|(v, val)| (k, *v, val))
+        })
+    }
+
     /// Every entry of `key` with a version in `[from, to]`, oldest first.
     pub fn versions_of(
         &self,

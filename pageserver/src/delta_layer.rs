@@ -241,6 +241,9 @@ pub struct DeltaLayer {
     pub times: Vec<(Version, u64)>,
     /// (key, version) entries held.
     pub entries: u64,
+    /// An image layer: every live key's latest entry as of `end`. A read at or above `end`
+    /// that finds nothing here has its answer: the key did not exist.
+    pub image: bool,
     name: String,
     path: Path,
     store: Arc<dyn ObjectStore>,
@@ -278,6 +281,7 @@ impl DeltaLayer {
             end: sections.end,
             times: parse_times(at(&sections.times))?,
             entries: sections.entries,
+            image: false,
             name,
             path,
             store,
@@ -287,6 +291,17 @@ impl DeltaLayer {
         };
         layer.index.shrink_to_fit();
         Ok(layer)
+    }
+
+    /// The layer's object name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Marks the layer as an image layer (the manifest says which layers are).
+    pub fn as_image(mut self, image: bool) -> DeltaLayer {
+        self.image = image;
+        self
     }
 
     /// Opens a layer whose bytes are at hand (just written), without reading it back.
@@ -308,6 +323,7 @@ impl DeltaLayer {
             end: s.end,
             times: parse_times(at(&s.times))?,
             entries: s.entries,
+            image: false,
             name,
             path,
             store,
@@ -365,6 +381,21 @@ impl DeltaLayer {
         end: &[u8],
         version: Version,
     ) -> Result<Vec<(Bytes, Option<Bytes>)>> {
+        Ok(self
+            .latest_in_range(begin, end, version)
+            .await?
+            .into_iter()
+            .map(|(k, _, v)| (k, v))
+            .collect())
+    }
+
+    /// Like [`DeltaLayer::range_at`], with each entry's own version.
+    pub async fn latest_in_range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+    ) -> Result<Vec<(Bytes, Version, Option<Bytes>)>> {
         let mut latest: std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> =
             Default::default();
         if begin >= end {
@@ -383,7 +414,10 @@ impl DeltaLayer {
                 }
             }
         }
-        Ok(latest.into_iter().map(|(k, (_, v))| (k, v)).collect())
+        Ok(latest
+            .into_iter()
+            .map(|(k, (ver, v))| (k, ver, v))
+            .collect())
     }
 
     /// Every entry of `key` with a version in `[from, to]`.

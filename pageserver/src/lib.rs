@@ -49,6 +49,8 @@ pub struct PageserverConfig {
     pub checkpoint_interval: Duration,
     /// The block cache's sizes and disk directory.
     pub cache: block_cache::BlockCacheConfig,
+    /// Retention window and image-layer threshold.
+    pub timeline: timeline::TimelineOptions,
 }
 
 /// Runs a pageserver until `shutdown` resolves.
@@ -67,8 +69,14 @@ pub async fn run(
     let mut map = BTreeMap::new();
     for db in &config.databases {
         validate_database_name(db)?;
-        let t =
-            Timeline::load_with_cache(db, store.clone(), metrics.clone(), cache.clone()).await?;
+        let t = Timeline::load_with_options(
+            db,
+            store.clone(),
+            metrics.clone(),
+            cache.clone(),
+            config.timeline.clone(),
+        )
+        .await?;
         map.insert(db.clone(), Arc::new(t));
     }
     let timelines = Timelines(Arc::new(map));

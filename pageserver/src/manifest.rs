@@ -28,6 +28,20 @@ pub struct LayerEntry {
     pub end: Version,
     /// Object size in bytes.
     pub size: u64,
+    /// A delta layer, or an image of every live key at `end`.
+    #[serde(default)]
+    pub kind: LayerKind,
+}
+
+/// What a layer holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    /// Every change in its version range.
+    #[default]
+    Delta,
+    /// Every live key's latest entry as of one version.
+    Image,
 }
 
 /// One cold log segment the manifest names: the committed records with versions in
@@ -60,6 +74,10 @@ pub struct Manifest {
     /// Cold log segments, oldest first.
     #[serde(default)]
     pub segments: Vec<SegmentEntry>,
+    /// Reads below this version are refused (`version_too_old`): GC may have removed what
+    /// they need. It only ever rises.
+    #[serde(default)]
+    pub gc_horizon: Version,
     /// The pageserver instance that wrote this generation: how a writer whose conditional PUT
     /// was retried tells its own landed write from another pageserver's.
     #[serde(default)]
@@ -76,6 +94,7 @@ impl Manifest {
             remote_consistent_version: Version::ZERO,
             layers: Vec::new(),
             segments: Vec::new(),
+            gc_horizon: Version::ZERO,
             writer: String::new(),
         }
     }

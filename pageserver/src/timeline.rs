@@ -20,9 +20,56 @@ use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use crate::block_cache::BlockCache;
 use crate::cold_segment;
 use crate::delta_layer::{self, DeltaLayer};
-use crate::manifest::{self, LayerEntry, Manifest, SegmentEntry};
+use crate::manifest::{self, LayerEntry, LayerKind, Manifest, SegmentEntry};
 use crate::metrics::Metrics;
+use ferrisdb_common::clock::{Clock, SystemClock};
 use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
+
+/// Retention and compaction settings of a timeline.
+#[derive(Clone)]
+pub struct TimelineOptions {
+    /// Reads may go this far back in time; GC may remove what only older reads need.
+    pub pitr_interval: Duration,
+    /// An image layer is written once this many delta layers lie above the newest image.
+    pub image_after_deltas: usize,
+    /// Where "now" comes from, for the retention horizon.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for TimelineOptions {
+    fn default() -> TimelineOptions {
+        TimelineOptions {
+            pitr_interval: Duration::from_secs(7 * 24 * 3600),
+            image_after_deltas: 16,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl TimelineOptions {
+    /// Options that never collect anything (tools and tests that replay history with
+    /// synthetic commit times).
+    pub fn keep_everything() -> TimelineOptions {
+        TimelineOptions {
+            pitr_interval: Duration::MAX,
+            ..TimelineOptions::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for TimelineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimelineOptions")
+            .field("pitr_interval", &self.pitr_interval)
+            .field("image_after_deltas", &self.image_after_deltas)
+            .finish()
+    }
+}
+
+/// Larger than every valid key (keys are at most 10,000 bytes): the end of a whole-keyspace scan.
+fn keyspace_end() -> Vec<u8> {
+    vec![0xFF; ferrisdb_common::limits::MAX_KEY_SIZE + 1]
+}
 
 /// How long a read waits for its version to be ingested before answering `future_version`.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
@@ -56,6 +103,9 @@ pub struct Timeline {
     /// This instance's identity in the manifests it writes.
     writer: String,
     cache: Arc<BlockCache>,
+    options: TimelineOptions,
+    /// Reads below this are refused; mirrors the manifest's `gc_horizon`.
+    gc_horizon: std::sync::atomic::AtomicU64,
     metrics: Metrics,
 }
 
@@ -83,12 +133,26 @@ impl Timeline {
         metrics: Metrics,
         cache: Arc<BlockCache>,
     ) -> Result<Timeline> {
+        Timeline::load_with_options(database, store, metrics, cache, TimelineOptions::default())
+            .await
+    }
+
+    /// Like [`Timeline::load_with_cache`], with retention and compaction settings.
+    pub async fn load_with_options(
+        database: &str,
+        store: Arc<dyn ObjectStore>,
+        metrics: Metrics,
+        cache: Arc<BlockCache>,
+        options: TimelineOptions,
+    ) -> Result<Timeline> {
         let manifest = manifest::load_latest(&store, database).await?;
         let mut layers = Vec::with_capacity(manifest.layers.len());
         let mut times = CommitTimes::default();
         let mut expect_start = None;
         for entry in &manifest.layers {
-            if let Some(s) = expect_start
+            // Delta layers chain without gaps (GC removes only a prefix); images stand apart.
+            if entry.kind == LayerKind::Delta
+                && let Some(s) = expect_start
                 && entry.start != s
             {
                 return Err(Error::corruption(format!(
@@ -96,7 +160,9 @@ impl Timeline {
                     manifest.generation, entry.name
                 )));
             }
-            expect_start = Some(entry.end);
+            if entry.kind == LayerKind::Delta {
+                expect_start = Some(entry.end);
+            }
             let path = manifest::layer_path(database, &entry.name);
             // Only the footer, index, bloom filter and times are read now; blocks on demand.
             let layer = DeltaLayer::open(
@@ -107,13 +173,15 @@ impl Timeline {
                 cache.clone(),
             )
             .await
-            .map_err(|e| Error::new(e.kind(), format!("{path}: {}", e.message())))?;
+            .map_err(|e| Error::new(e.kind(), format!("{path}: {}", e.message())))?
+            .as_image(entry.kind == LayerKind::Image);
             for (v, t) in &layer.times {
                 times.push(*v, *t);
             }
             layers.push(Arc::new(layer));
         }
         let durable = manifest.remote_consistent_version;
+        let gc_horizon = manifest.gc_horizon.0;
         tracing::info!(
             database,
             generation = manifest.generation,
@@ -138,6 +206,8 @@ impl Timeline {
             manifest: Mutex::new(manifest),
             writer: format!("{:016x}", rand::random::<u64>()),
             cache,
+            gc_horizon: std::sync::atomic::AtomicU64::new(gc_horizon),
+            options,
             metrics,
         })
     }
@@ -236,8 +306,41 @@ impl Timeline {
         Ok((memory(&mems), map.layers.clone()))
     }
 
+    /// Refuses versions below the GC horizon: what they need may be gone.
+    fn check_retained(&self, version: Version) -> Result<()> {
+        let horizon = self.gc_horizon.load(std::sync::atomic::Ordering::SeqCst);
+        if version.0 < horizon {
+            return Err(Error::new(
+                ErrorKind::VersionTooOld,
+                format!(
+                    "version {version} of {} is below the retention horizon {horizon}",
+                    self.database
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The layers a read at `version` consults, oldest first: the newest image at or below it
+    /// (if any) and the delta layers above that image holding versions at or below it.
+    fn layers_for(layers: &[Arc<DeltaLayer>], version: Version) -> Vec<Arc<DeltaLayer>> {
+        let image = layers.iter().rposition(|l| l.image && l.end <= version);
+        let base = image.map_or(Version::ZERO, |i| layers[i].end);
+        image
+            .map(|i| layers[i].clone())
+            .into_iter()
+            .chain(
+                layers
+                    .iter()
+                    .filter(|l| !l.image && l.end > base && l.start < version)
+                    .cloned(),
+            )
+            .collect()
+    }
+
     /// The value of `key` at `version` (waiting for it to be ingested).
     pub async fn get(&self, key: &[u8], version: Version) -> Result<Option<Bytes>> {
+        self.check_retained(version)?;
         self.wait_ingested(version, READ_WAIT).await?;
         self.metrics.reads.inc();
         let (found, layers) = self.snapshot(|mems| {
@@ -248,13 +351,33 @@ impl Timeline {
         if let Some(Lookup::Found(v)) = found {
             return Ok(v);
         }
-        // Layers cover disjoint version ranges: the newest one holding the key answers.
-        for layer in layers.iter().rev().filter(|l| l.start < version) {
-            if let Lookup::Found(v) = layer.get(key, version).await? {
-                return Ok(v);
+        // Newest first: layers cover disjoint version ranges, and an image answers for every
+        // version below it.
+        for layer in Self::layers_for(&layers, version).iter().rev() {
+            match layer.get(key, version).await? {
+                Lookup::Found(v) => return Ok(v),
+                Lookup::Absent if layer.image => return Ok(None),
+                Lookup::Absent => {}
             }
         }
         Ok(None)
+    }
+
+    /// Every key's latest entry in `[begin, end)` at `version` with its version, from the
+    /// layers alone (not the in-memory ones), oldest source applied first.
+    async fn layers_range(
+        layers: &[Arc<DeltaLayer>],
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+    ) -> Result<std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)>> {
+        let mut merged = std::collections::BTreeMap::new();
+        for layer in Self::layers_for(layers, version) {
+            for (k, v, val) in layer.latest_in_range(begin, end, version).await? {
+                merged.insert(k, (v, val));
+            }
+        }
+        Ok(merged)
     }
 
     /// Up to `limit` (0: all) key-value pairs of `[begin, end)` at `version`, in key order or
@@ -267,6 +390,7 @@ impl Timeline {
         limit: usize,
         reverse: bool,
     ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+        self.check_retained(version)?;
         self.wait_ingested(version, READ_WAIT).await?;
         self.metrics.reads.inc();
         let (memory, layers) = self.snapshot(|mems| {
@@ -280,10 +404,12 @@ impl Timeline {
                 })
                 .collect::<Vec<_>>()
         })?;
-        let mut merged = std::collections::BTreeMap::new();
-        for layer in layers.iter().filter(|l| l.start < version) {
-            merged.extend(layer.range_at(begin, end, version).await?);
-        }
+        let mut merged: std::collections::BTreeMap<Bytes, Option<Bytes>> =
+            Self::layers_range(&layers, begin, end, version)
+                .await?
+                .into_iter()
+                .map(|(k, (_, v))| (k, v))
+                .collect();
         for rows in memory {
             merged.extend(rows);
         }
@@ -301,6 +427,7 @@ impl Timeline {
         from: Version,
         to: Version,
     ) -> Result<Vec<(Version, u64, Option<Bytes>)>> {
+        self.check_retained(from)?;
         self.wait_ingested(to, READ_WAIT).await?;
         let (memory, layers) = self.snapshot(|mems| {
             mems.iter()
@@ -311,7 +438,11 @@ impl Timeline {
                 .collect::<Vec<_>>()
         })?;
         let mut entries = memory;
-        for layer in layers.iter().filter(|l| l.start < to && l.end >= from) {
+        // Images are copies of entries, not changes: history comes from the deltas.
+        for layer in layers
+            .iter()
+            .filter(|l| !l.image && l.start < to && l.end >= from)
+        {
             entries.extend(layer.versions_of(key, from, to).await?);
         }
         let times = self
@@ -329,16 +460,184 @@ impl Timeline {
 
     /// The latest ingested version committed at or before `time_micros` (0 when none was).
     pub fn version_at(&self, time_micros: u64) -> Result<Version> {
-        let times = self
+        let v = self
             .times
             .read()
-            .map_err(|_| Error::internal("commit times lock poisoned"))?;
-        Ok(times.version_at(time_micros).unwrap_or(Version::ZERO))
+            .map_err(|_| Error::internal("commit times lock poisoned"))?
+            .version_at(time_micros)
+            .unwrap_or(Version::ZERO);
+        self.check_retained(v)?;
+        Ok(v)
     }
 
     /// Uploads everything ingested (after waiting for `wait_for`) as a delta layer, then a
     /// manifest naming it. Returns the new remote consistent version.
     pub async fn checkpoint(&self, wait_for: Version) -> Result<Version> {
+        let end = self.upload(wait_for).await?;
+        // Compaction and GC follow a checkpoint; their failure does not undo it.
+        if let Err(e) = self.maintain().await {
+            tracing::warn!(database = %self.database, error = %e, "image/GC pass failed; retried after the next checkpoint");
+        }
+        Ok(end)
+    }
+
+    /// Writes an image layer where delta depth makes reads slow, then collects what the
+    /// retention window no longer needs.
+    pub async fn maintain(&self) -> Result<()> {
+        self.write_image_if_deep().await?;
+        self.collect_garbage().await
+    }
+
+    /// An image of every live key at the durable version, once [`TimelineOptions::image_after_deltas`]
+    /// delta layers lie above the newest image: reads at or above it then stop there.
+    async fn write_image_if_deep(&self) -> Result<()> {
+        let mut manifest = self.manifest.lock().await;
+        let layers = self
+            .layers
+            .read()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?
+            .layers
+            .clone();
+        let above = layers.iter().rposition(|l| l.image).map_or(0, |i| i + 1);
+        if layers[above..].iter().filter(|l| !l.image).count()
+            < self.options.image_after_deltas.max(1)
+        {
+            return Ok(());
+        }
+        let at = manifest.remote_consistent_version;
+        let mut data = VersionedMap::default();
+        for (k, (v, val)) in Self::layers_range(&layers, b"", &keyspace_end(), at).await? {
+            if let Some(val) = val {
+                data.insert(k, v, Some(val));
+            }
+        }
+        let name = format!("{:016X}.image", at.0);
+        let body = delta_layer::encode(at, at, &data, &[]);
+        let path = manifest::layer_path(&self.database, &name);
+        let layer = DeltaLayer::from_bytes(
+            self.store.clone(),
+            path.clone(),
+            name.clone(),
+            &body,
+            self.cache.clone(),
+        )?
+        .as_image(true);
+        let size = body.len() as u64;
+        let payload = PutPayload::from(body);
+        with_retries("put image", || self.store.put(&path, payload.clone())).await?;
+        let mut next = manifest.clone();
+        next.generation += 1;
+        next.writer = self.writer.clone();
+        next.layers.push(LayerEntry {
+            name,
+            start: at,
+            end: at,
+            size,
+            kind: LayerKind::Image,
+        });
+        manifest::store_next(&self.store, &next).await?;
+        self.layers
+            .write()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?
+            .layers
+            .push(Arc::new(layer));
+        self.metrics.layers.set(next.layers.len() as i64);
+        *manifest = next;
+        tracing::info!(database = %self.database, version = %at, keys = data.len(), "image layer written");
+        Ok(())
+    }
+
+    /// Raises the retention horizon to the newest version committed before
+    /// `now - pitr_interval` (never above what object storage holds), and deletes what only
+    /// reads below it needed: delta layers and older images covered by an image at or below the
+    /// horizon, and cold segments entirely below it. The manifest that stops naming them is
+    /// written first; an interrupted GC leaves only unnamed objects behind.
+    async fn collect_garbage(&self) -> Result<()> {
+        let cutoff = self.options.clock.now_micros().saturating_sub(
+            u64::try_from(self.options.pitr_interval.as_micros()).unwrap_or(u64::MAX),
+        );
+        let Some(horizon) = self
+            .times
+            .read()
+            .map_err(|_| Error::internal("commit times lock poisoned"))?
+            .version_at(cutoff)
+        else {
+            return Ok(());
+        };
+        let mut manifest = self.manifest.lock().await;
+        let horizon = horizon.min(manifest.remote_consistent_version);
+        if horizon <= manifest.gc_horizon {
+            return Ok(());
+        }
+        let image = manifest
+            .layers
+            .iter()
+            .filter(|e| e.kind == LayerKind::Image && e.end <= horizon)
+            .map(|e| e.end)
+            .max();
+        let doomed = |e: &LayerEntry| match (image, e.kind) {
+            (Some(i), LayerKind::Delta) => e.end <= i,
+            (Some(i), LayerKind::Image) => e.end < i,
+            (None, _) => false,
+        };
+        let doomed_layers: Vec<String> = manifest
+            .layers
+            .iter()
+            .filter(|e| doomed(e))
+            .map(|e| e.name.clone())
+            .collect();
+        let doomed_segments: Vec<String> = manifest
+            .segments
+            .iter()
+            .filter(|s| s.last < horizon)
+            .map(|s| s.name.clone())
+            .collect();
+        let mut next = manifest.clone();
+        next.generation += 1;
+        next.writer = self.writer.clone();
+        next.gc_horizon = horizon;
+        next.layers.retain(|e| !doomed(e));
+        next.segments.retain(|s| s.last >= horizon);
+        // Refuse reads below the horizon from now on, before anything they need can go.
+        self.gc_horizon
+            .fetch_max(horizon.0, std::sync::atomic::Ordering::SeqCst);
+        manifest::store_next(&self.store, &next).await?;
+        {
+            let mut map = self
+                .layers
+                .write()
+                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            map.layers
+                .retain(|l| !doomed_layers.iter().any(|d| d == l.name()));
+            map.segments = next.segments.clone();
+        }
+        self.metrics.layers.set(next.layers.len() as i64);
+        *manifest = next;
+        drop(manifest);
+        for name in &doomed_layers {
+            let path = manifest::layer_path(&self.database, name);
+            if let Err(e) = with_retries("delete layer", || self.store.delete(&path)).await {
+                tracing::warn!(%path, error = %e, "could not delete a collected layer; it is no longer named");
+            }
+        }
+        for name in &doomed_segments {
+            let path = manifest::segment_path(&self.database, name);
+            if let Err(e) = with_retries("delete segment", || self.store.delete(&path)).await {
+                tracing::warn!(%path, error = %e, "could not delete a collected segment; it is no longer named");
+            }
+        }
+        tracing::info!(
+            database = %self.database,
+            %horizon,
+            layers = doomed_layers.len(),
+            segments = doomed_segments.len(),
+            "garbage collected"
+        );
+        Ok(())
+    }
+
+    /// Uploads everything ingested (after waiting for `wait_for`); see [`Timeline::checkpoint`].
+    async fn upload(&self, wait_for: Version) -> Result<Version> {
         self.wait_ingested(wait_for, Duration::from_secs(10))
             .await?;
         let mut manifest = self.manifest.lock().await;
@@ -402,6 +701,7 @@ impl Timeline {
                 start,
                 end,
                 size,
+                kind: LayerKind::Delta,
             });
             new_layer = Some(Arc::new(layer));
         }
@@ -498,6 +798,7 @@ impl Timeline {
     /// segments for what was checkpointed, from memory for what was not. Refuses with
     /// `version_too_old` when the records just above `after` are no longer kept.
     pub async fn records_since(&self, after: Version) -> Result<Vec<WalRecord>> {
+        self.check_retained(Version(after.0.saturating_add(1)))?;
         let (segments, mut records) = {
             let map = self
                 .layers
@@ -589,6 +890,18 @@ mod tests {
         }
     }
 
+    async fn load_all(store: Arc<dyn ObjectStore>, metrics: Metrics) -> Result<Timeline> {
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        Timeline::load_with_options(
+            "db",
+            store,
+            metrics,
+            cache,
+            TimelineOptions::keep_everything(),
+        )
+        .await
+    }
+
     fn s(v: &str) -> Option<Bytes> {
         Some(Bytes::copy_from_slice(v.as_bytes()))
     }
@@ -597,9 +910,7 @@ mod tests {
     async fn reads_at_versions_across_checkpoints_and_reload() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let metrics = Metrics::new().unwrap();
-        let t = Timeline::load("db", store.clone(), metrics.clone())
-            .await
-            .unwrap();
+        let t = load_all(store.clone(), metrics.clone()).await.unwrap();
         t.apply(&[rec(10, &[("a", Some("a1")), ("b", Some("b1"))])])
             .unwrap();
         t.apply(&[rec(20, &[("a", Some("a2"))])]).unwrap();
@@ -653,7 +964,7 @@ mod tests {
         assert_eq!(t.version_at(25).unwrap(), Version(20));
         assert_eq!(t.version_at(9).unwrap(), Version::ZERO);
         // A pageserver restarted with an empty disk sees exactly what was uploaded.
-        let reloaded = Arc::new(Timeline::load("db", store, metrics).await.unwrap());
+        let reloaded = Arc::new(load_all(store, metrics).await.unwrap());
         assert_eq!(reloaded.remote_consistent_version(), Version(40));
         assert_eq!(reloaded.ingested_version(), Version(40));
         check(reloaded.clone(), false).await;
@@ -689,10 +1000,197 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reads_beyond_ingestion_wait_then_fail_with_future_version() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let t = Timeline::load("db", store, Metrics::new().unwrap())
-            .await
-            .unwrap();
+        let t = load_all(store, Metrics::new().unwrap()).await.unwrap();
         let e = t.get(b"a", Version(5)).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::FutureVersion);
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use ferrisdb_common::wal::Mutation;
+    use futures::TryStreamExt;
+    use object_store::memory::InMemory;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Default)]
+    struct TestClock(AtomicU64);
+
+    impl Clock for TestClock {
+        fn now_micros(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn rec(version: u64, muts: &[(&str, Option<&str>)]) -> WalRecord {
+        WalRecord {
+            version: Version(version),
+            commit_time_micros: version,
+            mutations: muts
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => Mutation::Set {
+                        key: Bytes::from(k.to_string()),
+                        value: Bytes::from(v.to_string()),
+                    },
+                    None => Mutation::Clear {
+                        key: Bytes::from(k.to_string()),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    async fn objects(store: &Arc<dyn ObjectStore>, kind: &str) -> Vec<String> {
+        let mut names: Vec<String> = store
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(kind))
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn open(store: &Arc<dyn ObjectStore>, clock: &Arc<TestClock>) -> Timeline {
+        let options = TimelineOptions {
+            pitr_interval: Duration::from_micros(100),
+            image_after_deltas: 2,
+            clock: clock.clone(),
+        };
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        Timeline::load_with_options("db", store.clone(), Metrics::new().unwrap(), cache, options)
+            .await
+            .unwrap()
+    }
+
+    fn s(v: &str) -> Option<Bytes> {
+        Some(Bytes::from(v.to_string()))
+    }
+
+    #[tokio::test]
+    async fn images_then_gc_keep_every_answer_above_the_horizon_and_refuse_below() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let clock = Arc::new(TestClock::default());
+        let t = open(&store, &clock).await;
+        let steps: [(u64, &[(&str, Option<&str>)]); 4] = [
+            (10, &[("a", Some("a1")), ("b", Some("b1"))]),
+            (20, &[("a", Some("a2"))]),
+            (30, &[("b", Some("b3")), ("c", Some("c3"))]),
+            (40, &[("a", None)]),
+        ];
+        for (v, muts) in steps {
+            t.apply(&[rec(v, muts)]).unwrap();
+            t.checkpoint(Version(v)).await.unwrap();
+        }
+        assert_eq!(
+            objects(&store, ".image").await.len(),
+            2,
+            "an image after every two deltas"
+        );
+        assert_eq!(objects(&store, ".delta").await.len(), 4);
+
+        // Nothing is old enough yet: every version reads right, through the images too.
+        let expect = [
+            (10, "a", s("a1")),
+            (20, "a", s("a2")),
+            (30, "b", s("b3")),
+            (40, "a", None),
+            (40, "c", s("c3")),
+            (25, "c", None),
+        ];
+        for (v, k, want) in &expect {
+            assert_eq!(
+                t.get(k.as_bytes(), Version(*v)).await.unwrap(),
+                *want,
+                "{k}@{v}"
+            );
+        }
+        let (rows, _) = t
+            .get_range(b"a", b"z", Version(40), 0, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (Bytes::from("b"), Bytes::from("b3")),
+                (Bytes::from("c"), Bytes::from("c3"))
+            ]
+        );
+
+        // The horizon reaches version 20: the two deltas under the image at 20 go.
+        clock.0.store(125, Ordering::SeqCst);
+        t.maintain().await.unwrap();
+        assert_eq!(objects(&store, ".delta").await.len(), 2);
+        let expect = &expect;
+        let check = |t: Timeline| async move {
+            for (v, k, want) in &expect[1..] {
+                assert_eq!(
+                    t.get(k.as_bytes(), Version(*v)).await.unwrap(),
+                    *want,
+                    "{k}@{v}"
+                );
+            }
+            assert_eq!(
+                t.get(b"a", Version(10)).await.unwrap_err().kind(),
+                ErrorKind::VersionTooOld
+            );
+            assert_eq!(
+                t.history(b"a", Version(0), Version(40))
+                    .await
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::VersionTooOld
+            );
+            let h = t.history(b"a", Version(20), Version(40)).await.unwrap();
+            assert_eq!(
+                h.iter().map(|(v, _, _)| v.0).collect::<Vec<_>>(),
+                vec![40],
+                "only the deltas above 20 remain"
+            );
+            assert_eq!(
+                t.version_at(15).unwrap_err().kind(),
+                ErrorKind::VersionTooOld
+            );
+            let (rows, _) = t
+                .get_range(b"a", b"z", Version(20), 0, false)
+                .await
+                .unwrap();
+            assert_eq!(
+                rows,
+                vec![
+                    (Bytes::from("a"), Bytes::from("a2")),
+                    (Bytes::from("b"), Bytes::from("b1"))
+                ]
+            );
+            t
+        };
+        let t = check(t).await;
+        // A pageserver rebuilt from the bucket alone answers the same, horizon included.
+        let reloaded = check(open(&store, &clock).await).await;
+        assert_eq!(
+            reloaded.records_since(Version(5)).await.unwrap_err().kind(),
+            ErrorKind::VersionTooOld
+        );
+
+        // Later still: only the newest image and what lies above it.
+        clock.0.store(1_000, Ordering::SeqCst);
+        t.maintain().await.unwrap();
+        assert_eq!(objects(&store, ".delta").await, Vec::<String>::new());
+        assert_eq!(objects(&store, ".image").await.len(), 1);
+        assert_eq!(t.get(b"c", Version(40)).await.unwrap(), s("c3"));
+        assert_eq!(t.get(b"a", Version(40)).await.unwrap(), None);
+        let m = manifest::load_latest(&store, "db").await.unwrap();
+        assert_eq!(m.gc_horizon, Version(40));
+        for e in &m.layers {
+            store
+                .head(&manifest::layer_path("db", &e.name))
+                .await
+                .unwrap();
+        }
     }
 }

@@ -10,9 +10,14 @@ use bytes::Bytes;
 use ferrisdb_common::Version;
 use ferrisdb_common::faulty_store::FaultyStore;
 use ferrisdb_common::wal::{Mutation, WalRecord};
+use ferrisdb_pageserver::block_cache::BlockCache;
 use ferrisdb_pageserver::manifest;
 use ferrisdb_pageserver::metrics::Metrics;
-use ferrisdb_pageserver::timeline::Timeline;
+use ferrisdb_pageserver::timeline::{Timeline, TimelineOptions};
+
+fn cache() -> Arc<BlockCache> {
+    Arc::new(BlockCache::in_memory(1 << 20))
+}
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -49,9 +54,15 @@ async fn checkpoints_under_injected_faults_lose_nothing_and_never_dangle() {
     let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let faulty = Arc::new(FaultyStore::new(bucket.clone(), 20, 2026));
     let store: Arc<dyn ObjectStore> = faulty.clone();
-    let t = Timeline::load("db", store, Metrics::new().unwrap())
-        .await
-        .unwrap();
+    let t = Timeline::load_with_options(
+        "db",
+        store,
+        Metrics::new().unwrap(),
+        cache(),
+        TimelineOptions::keep_everything(),
+    )
+    .await
+    .unwrap();
 
     let mut version = 0;
     let mut checkpointed_rounds = 0;
@@ -94,9 +105,15 @@ async fn checkpoints_under_injected_faults_lose_nothing_and_never_dangle() {
     );
 
     // A pageserver rebuilt from the bucket alone has every write.
-    let reloaded = Timeline::load("db", bucket.clone(), Metrics::new().unwrap())
-        .await
-        .unwrap();
+    let reloaded = Timeline::load_with_options(
+        "db",
+        bucket.clone(),
+        Metrics::new().unwrap(),
+        cache(),
+        TimelineOptions::keep_everything(),
+    )
+    .await
+    .unwrap();
     assert_eq!(reloaded.remote_consistent_version(), Version(version));
     let rows = reloaded
         .get_range(b"k", b"l", Version(version), 0, false)
@@ -117,9 +134,15 @@ async fn checkpoints_under_injected_faults_lose_nothing_and_never_dangle() {
 #[tokio::test]
 async fn hot_reads_stay_in_the_block_cache_and_a_restart_refills_on_demand() {
     let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let t = Timeline::load("db", bucket.clone(), Metrics::new().unwrap())
-        .await
-        .unwrap();
+    let t = Timeline::load_with_options(
+        "db",
+        bucket.clone(),
+        Metrics::new().unwrap(),
+        cache(),
+        TimelineOptions::keep_everything(),
+    )
+    .await
+    .unwrap();
     t.apply(&[record(100, 0, 50)]).unwrap();
     t.checkpoint(Version(100)).await.unwrap();
 
@@ -129,9 +152,15 @@ async fn hot_reads_stay_in_the_block_cache_and_a_restart_refills_on_demand() {
     let cache = Arc::new(ferrisdb_pageserver::block_cache::BlockCache::in_memory(
         1 << 20,
     ));
-    let r = Timeline::load_with_cache("db", store, Metrics::new().unwrap(), cache)
-        .await
-        .unwrap();
+    let r = Timeline::load_with_options(
+        "db",
+        store,
+        Metrics::new().unwrap(),
+        cache,
+        TimelineOptions::keep_everything(),
+    )
+    .await
+    .unwrap();
     let after_open = counting.gets();
     let first = r.get(b"k000-07", Version(100)).await.unwrap();
     assert_eq!(first, Some(Bytes::from("v100-7")));
