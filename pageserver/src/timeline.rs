@@ -1077,7 +1077,8 @@ mod retention_tests {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let clock = Arc::new(TestClock::default());
         let t = open(&store, &clock).await;
-        let steps: [(u64, &[(&str, Option<&str>)]); 4] = [
+        type Step<'a> = (u64, &'a [(&'a str, Option<&'a str>)]);
+        let steps: [Step<'_>; 4] = [
             (10, &[("a", Some("a1")), ("b", Some("b1"))]),
             (20, &[("a", Some("a2"))]),
             (30, &[("b", Some("b3")), ("c", Some("c3"))]),
