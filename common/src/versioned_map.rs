@@ -71,7 +71,7 @@ impl VersionedMap {
         begin: &[u8],
         end: &[u8],
         version: Version,
-    ) -> impl Iterator<Item = (&'a Bytes, Version, &'a Option<Bytes>)> + 'a {
+    ) -> impl DoubleEndedIterator<Item = (&'a Bytes, Version, &'a Option<Bytes>)> + 'a {
         let bounds = (Bound::Included(begin), Bound::Excluded(end));
         let iter = (begin < end).then(|| self.keys.range::<[u8], _>(bounds));
         iter.into_iter().flatten().filter_map(move |(k, vs)| {

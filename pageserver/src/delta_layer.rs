@@ -420,6 +420,76 @@ impl DeltaLayer {
             .collect())
     }
 
+    /// Up to `want` keys of `[begin, end)` (from the `begin` side, or the `end` side when
+    /// `reverse`), each with its latest entry at or below `version`, in scan order; reads
+    /// blocks only until that many keys are complete. The flag says whether it stopped early
+    /// (more keys may follow in the range).
+    pub async fn scan_limited(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+        want: usize,
+        reverse: bool,
+    ) -> Result<(Vec<(Bytes, Version, Option<Bytes>)>, bool)> {
+        if begin >= end || want == 0 {
+            return Ok((Vec::new(), false));
+        }
+        let mut blocks = self.blocks_for(begin, end);
+        if reverse {
+            blocks.reverse();
+        }
+        let mut latest: std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> =
+            Default::default();
+        for (n, i) in blocks.iter().enumerate() {
+            let entries = parse_block(self.block(*i).await?)?;
+            // A key may continue into the next block in scan order: only keys strictly inside
+            // this block's span (away from that edge) are complete.
+            let edge = if reverse {
+                entries.first()
+            } else {
+                entries.last()
+            }
+            .map(|(k, _, _)| k.clone());
+            for (k, v, val) in entries {
+                if k.as_ref() < begin || k.as_ref() >= end || v > version {
+                    continue;
+                }
+                if latest.get(&k).is_none_or(|(b, _)| v > *b) {
+                    latest.insert(k, (v, val));
+                }
+            }
+            let complete = latest
+                .keys()
+                .filter(|k| {
+                    edge.as_ref()
+                        .is_some_and(|e| if reverse { *k > e } else { *k < e })
+                })
+                .count();
+            if complete >= want && n + 1 < blocks.len() {
+                let mut rows: Vec<_> = latest
+                    .into_iter()
+                    .map(|(k, (v, val))| (k, v, val))
+                    .collect();
+                if reverse {
+                    rows.reverse();
+                }
+                rows.truncate(want);
+                return Ok((rows, true));
+            }
+        }
+        let mut rows: Vec<_> = latest
+            .into_iter()
+            .map(|(k, (v, val))| (k, v, val))
+            .collect();
+        if reverse {
+            rows.reverse();
+        }
+        let cut = rows.len() > want;
+        rows.truncate(want);
+        Ok((rows, cut))
+    }
+
     /// Every entry of `key` with a version in `[from, to]`.
     pub async fn versions_of(
         &self,

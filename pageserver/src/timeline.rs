@@ -393,6 +393,11 @@ impl Timeline {
         self.check_retained(version)?;
         self.wait_ingested(version, READ_WAIT).await?;
         self.metrics.reads.inc();
+        if limit > 0 {
+            return self
+                .scan_windowed(begin, end, version, limit, reverse)
+                .await;
+        }
         let (memory, layers) = self.snapshot(|mems| {
             // Oldest first, so newer entries overwrite older ones when merged.
             mems.iter()
@@ -417,6 +422,95 @@ impl Timeline {
         Ok(ferrisdb_common::versioned_map::take_limited(
             live, limit, reverse,
         ))
+    }
+
+    /// A limited range read that touches only about as much as it returns: each source (the
+    /// in-memory layers and the layers a read at `version` needs) yields its first `want` keys
+    /// from the cursor in scan order; results are final up to the nearest point where a source
+    /// was cut short, and the next window starts after it.
+    async fn scan_windowed(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+        type Row = (Bytes, Version, Option<Bytes>);
+        let (mut lo, mut hi) = (Bytes::copy_from_slice(begin), Bytes::copy_from_slice(end));
+        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+        loop {
+            // Ask for more than needed: tombstones and overwritten keys fall out in the merge.
+            let want = (limit - out.len()) * 2 + 16;
+            let (memory, layers) = self.snapshot(|mems| {
+                mems.iter()
+                    .map(|m| {
+                        let it = m
+                            .latest_in_range(&lo, &hi, version)
+                            .map(|(k, v, val)| (k.clone(), v, val.clone()));
+                        let rows: Vec<Row> = if reverse {
+                            it.rev().take(want + 1).collect()
+                        } else {
+                            it.take(want + 1).collect()
+                        };
+                        let cut = rows.len() > want;
+                        (rows.into_iter().take(want).collect::<Vec<Row>>(), cut)
+                    })
+                    .collect::<Vec<_>>()
+            })?;
+            let mut sources = memory;
+            for layer in Self::layers_for(&layers, version) {
+                sources.push(layer.scan_limited(&lo, &hi, version, want, reverse).await?);
+            }
+            // Everything up to the nearest cut-off is final; past it, a cut source may still
+            // hold keys it did not return.
+            let frontier: Option<Bytes> = sources
+                .iter()
+                .filter(|(rows, cut)| *cut && !rows.is_empty())
+                .filter_map(|(rows, _)| rows.last().map(|(k, _, _)| k.clone()))
+                .reduce(|a, b| if reverse { a.max(b) } else { a.min(b) });
+            let within = |k: &Bytes| {
+                frontier
+                    .as_ref()
+                    .is_none_or(|f| if reverse { k >= f } else { k <= f })
+            };
+            let mut merged: std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> =
+                Default::default();
+            for (rows, _) in sources {
+                for (k, v, val) in rows.into_iter().filter(|(k, _, _)| within(k)) {
+                    // Sources hold disjoint versions: the newest entry of a key is its value.
+                    if merged.get(&k).is_none_or(|(b, _)| v > *b) {
+                        merged.insert(k, (v, val));
+                    }
+                }
+            }
+            let live = merged
+                .into_iter()
+                .filter_map(|(k, (_, v))| v.map(|v| (k, v)));
+            if reverse {
+                out.extend(live.rev());
+            } else {
+                out.extend(live);
+            }
+            if out.len() > limit {
+                out.truncate(limit);
+                return Ok((out, true));
+            }
+            let Some(f) = frontier else {
+                // No source was cut short: the whole remaining range has been read.
+                return Ok((out, false));
+            };
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            if reverse {
+                hi = f;
+            } else {
+                let mut next = f.to_vec();
+                next.push(0);
+                lo = Bytes::from(next);
+            }
+        }
     }
 
     /// Every version of `key` in `[from, to]` with its commit time, oldest first (waiting for
@@ -1192,6 +1286,94 @@ mod retention_tests {
                 .head(&manifest::layer_path("db", &e.name))
                 .await
                 .unwrap();
+        }
+    }
+
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    #[tokio::test]
+    async fn windowed_range_reads_match_the_full_merge() {
+        for seed in 0..12u64 {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let clock = Arc::new(TestClock::default());
+            let options = TimelineOptions {
+                pitr_interval: Duration::MAX,
+                image_after_deltas: 3,
+                clock,
+            };
+            let cache = Arc::new(BlockCache::in_memory(1 << 22));
+            let t =
+                Timeline::load_with_options("db", store, Metrics::new().unwrap(), cache, options)
+                    .await
+                    .unwrap();
+            let mut rng = Lcg(seed);
+            let mut versions = Vec::new();
+            for round in 0..9u64 {
+                let v = (round + 1) * 10;
+                let muts: Vec<Mutation> = (0..60)
+                    .map(|_| {
+                        let key = Bytes::from(format!("k{:03}", rng.below(200)));
+                        if rng.below(4) == 0 {
+                            Mutation::Clear { key }
+                        } else {
+                            Mutation::Set {
+                                key,
+                                value: Bytes::from(vec![b'a' + (round as u8); 600]),
+                            }
+                        }
+                    })
+                    .collect();
+                t.apply(&[WalRecord {
+                    version: Version(v),
+                    commit_time_micros: v,
+                    mutations: muts,
+                }])
+                .unwrap();
+                if round < 7 {
+                    t.checkpoint(Version(v)).await.unwrap();
+                }
+                versions.push(v);
+            }
+            for _ in 0..40 {
+                let a = format!("k{:03}", rng.below(210));
+                let b = format!("k{:03}", rng.below(210));
+                let (begin, end) = if a <= b { (a, b) } else { (b, a) };
+                let version = Version(versions[rng.below(versions.len() as u64) as usize]);
+                let limit = 1 + rng.below(40) as usize;
+                let reverse = rng.below(2) == 0;
+                let (all, _) = t
+                    .get_range(begin.as_bytes(), end.as_bytes(), version, 0, false)
+                    .await
+                    .unwrap();
+                let mut want = all.clone();
+                if reverse {
+                    want.reverse();
+                }
+                let more_exist = want.len() > limit;
+                want.truncate(limit);
+                let (got, more) = t
+                    .get_range(begin.as_bytes(), end.as_bytes(), version, limit, reverse)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    got, want,
+                    "seed {seed}: [{begin}, {end}) @{version} limit {limit} reverse {reverse}"
+                );
+                assert!(
+                    !more_exist || more,
+                    "seed {seed}: more rows exist but `more` is false"
+                );
+            }
         }
     }
 }
