@@ -24,7 +24,7 @@ use ferrisdb_common::proto::{
     AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
     TermSwitch, VoteRequest,
 };
-use ferrisdb_common::term_history::{self, Vote, plan_election};
+use ferrisdb_common::term_history::{Vote, plan_election};
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -170,14 +170,7 @@ impl Proposer {
         let votes: Vec<Vote> = granted
             .iter()
             .map(|(_, s)| Vote {
-                history: s
-                    .history
-                    .iter()
-                    .map(|h| term_history::TermSwitch {
-                        term: h.term,
-                        lsn: h.lsn,
-                    })
-                    .collect(),
+                history: s.history.iter().map(Into::into).collect(),
                 flush_lsn: s.flush_lsn,
                 commit_lsn: s.commit_lsn,
             })
@@ -194,14 +187,7 @@ impl Proposer {
             );
         }
         let (end, log_start, commit) = (plan.end, plan.log_start, plan.commit);
-        let history: Vec<TermSwitch> = plan
-            .history
-            .iter()
-            .map(|h| TermSwitch {
-                term: h.term,
-                lsn: h.lsn,
-            })
-            .collect();
+        let history: Vec<TermSwitch> = plan.history.iter().map(Into::into).collect();
         tracing::info!(database, term, donor, end, "won election");
         let peers = vec![PeerState::default(); clients.len()];
         Ok(Arc::new(Proposer {

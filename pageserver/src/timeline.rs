@@ -965,7 +965,7 @@ mod tests {
     use ferrisdb_common::wal::Mutation;
     use object_store::memory::InMemory;
 
-    fn rec(version: u64, muts: &[(&str, Option<&str>)]) -> WalRecord {
+    pub(super) fn rec(version: u64, muts: &[(&str, Option<&str>)]) -> WalRecord {
         WalRecord {
             version: Version(version),
             commit_time_micros: version,
@@ -1102,6 +1102,7 @@ mod tests {
 
 #[cfg(test)]
 mod retention_tests {
+    use super::tests::rec;
     use super::*;
     use ferrisdb_common::wal::Mutation;
     use futures::TryStreamExt;
@@ -1114,25 +1115,6 @@ mod retention_tests {
     impl Clock for TestClock {
         fn now_micros(&self) -> u64 {
             self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    fn rec(version: u64, muts: &[(&str, Option<&str>)]) -> WalRecord {
-        WalRecord {
-            version: Version(version),
-            commit_time_micros: version,
-            mutations: muts
-                .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => Mutation::Set {
-                        key: Bytes::from(k.to_string()),
-                        value: Bytes::from(v.to_string()),
-                    },
-                    None => Mutation::Clear {
-                        key: Bytes::from(k.to_string()),
-                    },
-                })
-                .collect(),
         }
     }
 

@@ -236,14 +236,7 @@ async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics:
                     database: database.clone(),
                 };
                 let st = c.get_status(req).await?.into_inner();
-                let history: Vec<TermSwitch> = st
-                    .history
-                    .iter()
-                    .map(|h| TermSwitch {
-                        term: h.term,
-                        lsn: h.lsn,
-                    })
-                    .collect();
+                let history: Vec<TermSwitch> = st.history.iter().map(Into::into).collect();
                 if !t
                     .with(move |a| Ok(a.can_repair_from(&history, st.log_start_lsn, st.flush_lsn)))
                     .await?
@@ -295,14 +288,7 @@ impl SafekeeperService {
 fn to_proto(s: AcceptorStatus) -> SafekeeperStatus {
     SafekeeperStatus {
         term: s.term,
-        history: s
-            .history
-            .into_iter()
-            .map(|h| ferrisdb_common::proto::TermSwitch {
-                term: h.term,
-                lsn: h.lsn,
-            })
-            .collect(),
+        history: s.history.iter().map(Into::into).collect(),
         log_start_lsn: s.log_start_lsn,
         flush_lsn: s.flush_lsn,
         commit_lsn: s.commit_lsn,
@@ -339,14 +325,7 @@ impl Safekeeper for SafekeeperService {
     ) -> Result<Response<ElectedResponse>, Status> {
         let req = req.into_inner();
         let t = self.state.timeline(&req.database).await?;
-        let history: Vec<TermSwitch> = req
-            .history
-            .iter()
-            .map(|h| TermSwitch {
-                term: h.term,
-                lsn: h.lsn,
-            })
-            .collect();
+        let history: Vec<TermSwitch> = req.history.iter().map(Into::into).collect();
         let (term, start) = (req.term, req.log_start_lsn);
         let status = t.with(move |a| a.elected(term, &history, start)).await?;
         tracing::info!(database = %req.database, term, flush_lsn = status.flush_lsn, "adopted proposer history");
