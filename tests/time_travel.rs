@@ -135,6 +135,41 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     cluster.launch().await;
     check("restored", &ep, &versions, &between);
 
+    // The admin API answers the same questions.
+    let admin = cluster.admin_endpoint();
+    let h: serde_json::Value = reqwest::get(format!("{admin}/v1/history?key=tt"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<u64> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, versions);
+    let v: serde_json::Value = reqwest::get(format!(
+        "{admin}/v1/version_at?timestamp_micros={}",
+        between[3]
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["version"].as_u64(), Some(versions[2]));
+    // Read amplification is measured on the pageserver.
+    let ps = cluster.component("pageserver");
+    let reads = support::metric(&ps.http, "ferrisdb_pageserver_read_layers_count")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        reads > 0.0,
+        "no point read was measured for read amplification"
+    );
+
     // RFC 3339 timestamps work too.
     let t = std::time::UNIX_EPOCH + Duration::from_micros(between[3]);
     let rfc = humantime::format_rfc3339_micros(t).to_string();

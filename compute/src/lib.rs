@@ -26,7 +26,7 @@ use ferrisdb_common::clock::{Clock, SystemClock};
 use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{CheckpointRequest, PageserverStatusRequest};
-use ferrisdb_common::{Error, Result, admin, net, validate_database_name};
+use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -79,6 +79,8 @@ pub async fn run(
     let routes = axum::Router::new()
         .route("/v1/status", get(status))
         .route("/v1/checkpoint", post(checkpoint))
+        .route("/v1/version_at", get(version_at))
+        .route("/v1/history", get(history))
         .with_state(AdminState {
             database: config.database.clone(),
             primary: primary_rx.clone(),
@@ -155,6 +157,62 @@ async fn status(State(s): State<AdminState>) -> Json<serde_json::Value> {
         "database": s.database,
         "primary": primary.map(|p| p.status()),
     }))
+}
+
+fn primary_of(s: &AdminState) -> Result<Arc<Primary>, Error> {
+    s.primary
+        .borrow()
+        .clone()
+        .ok_or_else(|| Error::unavailable("the compute has not won a term yet"))
+}
+
+#[derive(serde::Deserialize)]
+struct VersionAtParams {
+    timestamp_micros: u64,
+}
+
+/// The version a timestamp maps to (the latest committed at or before it).
+async fn version_at(
+    State(s): State<AdminState>,
+    axum::extract::Query(p): axum::extract::Query<VersionAtParams>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let version = primary_of(&s)?.version_at(p.timestamp_micros).await?;
+    Ok(Json(
+        serde_json::json!({"timestamp_micros": p.timestamp_micros, "version": version}),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryParams {
+    key: String,
+    #[serde(default)]
+    from: u64,
+    #[serde(default)]
+    to: u64,
+}
+
+/// Every version of a (UTF-8) key with its commit time.
+async fn history(
+    State(s): State<AdminState>,
+    axum::extract::Query(p): axum::extract::Query<HistoryParams>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let key = bytes::Bytes::from(p.key.clone());
+    let entries = primary_of(&s)?
+        .history(key, Version(p.from), Version(p.to))
+        .await?;
+    let versions: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "version": e.version,
+                "commit_time_micros": e.commit_time_micros,
+                "value": e.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"key": p.key, "versions": versions}),
+    ))
 }
 
 /// Uploads everything committed so far to object storage: waits for the pageserver to ingest

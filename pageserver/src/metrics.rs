@@ -1,6 +1,6 @@
 //! Pageserver metrics, exported on `/metrics`.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 
 /// The pageserver's counters and gauges.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct Metrics {
     pub layers: IntGauge,
     /// Reads served (get and range).
     pub reads: IntCounter,
+    /// Read amplification: layers (in-memory and in object storage) a point read consulted.
+    pub read_layers: Histogram,
 }
 
 impl Metrics {
@@ -43,6 +45,14 @@ impl Metrics {
         )?;
         let layers = IntGauge::new("ferrisdb_pageserver_layers", "Live delta layers")?;
         let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
+        let read_layers = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferrisdb_pageserver_read_layers",
+                "Layers a point read consulted before it had its answer (read amplification)",
+            )
+            .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]),
+        )?;
+        registry.register(Box::new(read_layers.clone()))?;
         for c in [&ingested_records, &checkpoints, &reads] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -57,6 +67,7 @@ impl Metrics {
             checkpoints,
             layers,
             reads,
+            read_layers,
         })
     }
 }

@@ -343,24 +343,35 @@ impl Timeline {
         self.check_retained(version)?;
         self.wait_ingested(version, READ_WAIT).await?;
         self.metrics.reads.inc();
-        let (found, layers) = self.snapshot(|mems| {
-            mems.iter()
-                .map(|m| m.get(key, version))
-                .find(|l| *l != Lookup::Absent)
+        let ((found, in_memory), layers) = self.snapshot(|mems| {
+            let hit = mems
+                .iter()
+                .position(|m| m.get(key, version) != Lookup::Absent);
+            (
+                hit.map(|i| mems[i].get(key, version)),
+                hit.map_or(mems.len(), |i| i + 1),
+            )
         })?;
-        if let Some(Lookup::Found(v)) = found {
-            return Ok(v);
-        }
-        // Newest first: layers cover disjoint version ranges, and an image answers for every
-        // version below it.
-        for layer in Self::layers_for(&layers, version).iter().rev() {
-            match layer.get(key, version).await? {
-                Lookup::Found(v) => return Ok(v),
-                Lookup::Absent if layer.image => return Ok(None),
-                Lookup::Absent => {}
+        let mut consulted = in_memory;
+        let answer = async {
+            if let Some(Lookup::Found(v)) = found {
+                return Ok(v);
             }
+            // Newest first: layers cover disjoint version ranges, and an image answers for
+            // every version below it.
+            for layer in Self::layers_for(&layers, version).iter().rev() {
+                consulted += 1;
+                match layer.get(key, version).await? {
+                    Lookup::Found(v) => return Ok(v),
+                    Lookup::Absent if layer.image => return Ok(None),
+                    Lookup::Absent => {}
+                }
+            }
+            Ok(None)
         }
-        Ok(None)
+        .await;
+        self.metrics.read_layers.observe(consulted as f64);
+        answer
     }
 
     /// Every key's latest entry in `[begin, end)` at `version` with its version, from the
