@@ -229,7 +229,35 @@ impl DevCluster {
     }
 
     /// Starts a process from `argv` in its own process group (killed with the cluster).
+    ///
+    /// A component killed a moment ago may still hold its ports while the kernel tears it
+    /// down (slowly, on a loaded machine): wait until they can be bound the way the servers
+    /// bind them, and start again if the new process exits at once.
     pub fn spawn_argv(&mut self, name: &str, argv: &[String]) -> i32 {
+        let ports: Vec<std::net::SocketAddr> = argv
+            .windows(2)
+            .filter(|w| w[0] == "--listen-grpc" || w[0] == "--listen-http")
+            .filter_map(|w| w[1].parse().ok())
+            .collect();
+        for attempt in 0..5 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ports.iter().all(|a| port_free(*a)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let pid = self.spawn_once(name, argv);
+            std::thread::sleep(Duration::from_millis(300));
+            let exited = self
+                .restarted
+                .last_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if !exited || attempt == 4 {
+                return pid;
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    fn spawn_once(&mut self, name: &str, argv: &[String]) -> i32 {
         let c = ComponentInfo {
             name: name.to_string(),
             kind: String::new(),
@@ -290,6 +318,14 @@ impl Drop for DevCluster {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// Whether a server could bind `addr` now (with SO_REUSEADDR, as tokio's listeners do).
+fn port_free(addr: std::net::SocketAddr) -> bool {
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else {
+        return false;
+    };
+    socket.set_reuseaddr(true).is_ok() && socket.bind(addr).is_ok() && socket.listen(1).is_ok()
 }
 
 /// The value of an unlabelled Prometheus metric on `http` (an admin endpoint), if present.
