@@ -104,6 +104,16 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: ClientArgs,
     },
+    /// Remove every key with BEGIN <= key < END.
+    #[command(name = "clearrange", alias = "clear-range")]
+    ClearRange {
+        /// First key removed.
+        begin: String,
+        /// First key past the range.
+        end: String,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
     /// Print the pairs with BEGIN <= key < END.
     Scan {
         /// First key of the range.
@@ -172,8 +182,11 @@ fn fail(json: bool, e: &Error) -> ExitCode {
 pub async fn run(cmd: ClientCommand) -> ExitCode {
     match cmd {
         ClientCommand::Admin { command } => admin(command).await,
-        ClientCommand::Set { key, value, args } => write(args, key, Some(value)).await,
-        ClientCommand::Clear { key, args } => write(args, key, None).await,
+        ClientCommand::Set { key, value, args } => write(args, WriteOp::Set(key, value)).await,
+        ClientCommand::Clear { key, args } => write(args, WriteOp::Clear(key)).await,
+        ClientCommand::ClearRange { begin, end, args } => {
+            write(args, WriteOp::ClearRange(begin, end)).await
+        }
         ClientCommand::Changes {
             from,
             follow,
@@ -324,6 +337,9 @@ async fn changes(args: ClientArgs, from: u64, follow: bool, limit: Option<usize>
                 ferrisdb_client::Mutation::Clear { key } => {
                     json!({"op": "clear", "key": text(key)})
                 }
+                ferrisdb_client::Mutation::ClearRange { begin, end } => {
+                    json!({"op": "clear_range", "begin": text(begin), "end": text(end)})
+                }
             })
             .collect();
         println!(
@@ -379,15 +395,24 @@ async fn history(args: ClientArgs, key: String, from: u64, to: u64) -> ExitCode 
 }
 
 /// Sets (or, with no value, clears) one key in its own transaction and reports the version.
-async fn write(args: ClientArgs, key: String, value: Option<String>) -> ExitCode {
+/// A one-mutation transaction the CLI runs.
+#[derive(Debug, Clone)]
+enum WriteOp {
+    Set(String, String),
+    Clear(String),
+    ClearRange(String, String),
+}
+
+async fn write(args: ClientArgs, op: WriteOp) -> ExitCode {
     let out = async {
         let db = connect(&args).await?;
         db.run(|tx| {
-            let (k, v) = (key.clone(), value.clone());
+            let op = op.clone();
             async move {
-                match v {
-                    Some(v) => tx.set(k, v),
-                    None => tx.clear(k),
+                match op {
+                    WriteOp::Set(k, v) => tx.set(k, v),
+                    WriteOp::Clear(k) => tx.clear(k),
+                    WriteOp::ClearRange(b, e) => tx.clear_range(b, e),
                 }
                 tx.commit().await
             }
@@ -397,10 +422,12 @@ async fn write(args: ClientArgs, key: String, value: Option<String>) -> ExitCode
     .await;
     match out {
         Ok(version) if args.json => {
-            println!(
-                "{}",
-                json!({"key": key, "value": value, "version": version})
-            );
+            let out = match &op {
+                WriteOp::Set(k, v) => json!({"key": k, "value": v, "version": version}),
+                WriteOp::Clear(k) => json!({"key": k, "value": null, "version": version}),
+                WriteOp::ClearRange(b, e) => json!({"begin": b, "end": e, "version": version}),
+            };
+            println!("{out}");
             ExitCode::SUCCESS
         }
         Ok(version) => {

@@ -122,16 +122,7 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     check("checkpointed", &ep, &versions, &between);
 
     cluster.stop();
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap() != "objects" {
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                std::fs::remove_file(&path).unwrap();
-            }
-        }
-    }
+    cluster.wipe_all_but_bucket();
     cluster.launch().await;
     check("restored", &ep, &versions, &between);
 
@@ -281,16 +272,7 @@ async fn change_feed_serves_checkpointed_commits_from_parquet_and_new_ones_live(
 
     // From the bucket alone, the checkpointed feed is intact.
     cluster.stop();
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap() != "objects" {
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path).unwrap();
-            } else {
-                std::fs::remove_file(&path).unwrap();
-            }
-        }
-    }
+    cluster.wipe_all_but_bucket();
     cluster.launch().await;
     check(&feed(&cluster.endpoint(), 0), "restored");
 

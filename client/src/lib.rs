@@ -17,7 +17,9 @@
 //! ```
 
 mod database;
+pub mod subspace;
 mod transaction;
+pub mod tuple;
 
 pub use bytes::Bytes;
 pub use database::{Database, HistoryEntry, RetryOptions};

@@ -1,10 +1,10 @@
 //! A transaction: reads at one version, writes buffered here and sent whole with the commit.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use ferrisdb_common::overlay::Overlay;
 use ferrisdb_common::proto::database_client::DatabaseClient;
 use ferrisdb_common::proto::{
     CommitRequest, GetRangeRequest, GetReadVersionRequest, GetRequest, KeyRange, Mutation,
@@ -25,8 +25,8 @@ pub struct RangeOptions {
 #[derive(Debug, Default)]
 struct State {
     read_version: Option<Version>,
-    /// This transaction's own writes, so its reads see them (`None`: cleared).
-    writes: BTreeMap<Bytes, Option<Bytes>>,
+    /// This transaction's own writes and range clears, so its reads see them.
+    own: Overlay,
     mutations: Vec<Mutation>,
     read_conflicts: Vec<KeyRange>,
     committed: Option<Version>,
@@ -110,8 +110,14 @@ impl Transaction {
     /// The value of `key`, seeing this transaction's own writes.
     pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>> {
         let key = key.into();
-        if let Some(own) = self.state()?.writes.get(&key) {
-            return Ok(own.clone());
+        {
+            let s = self.state()?;
+            if let Some(own) = s.own.entries.get(&key) {
+                return Ok(own.clone());
+            }
+            if s.own.is_cleared(&key) {
+                return Ok(None);
+            }
         }
         let version = self.read_version().await?;
         let req = GetRequest {
@@ -156,66 +162,50 @@ impl Transaction {
         if begin >= end {
             return Ok(Vec::new());
         }
-        let own: Vec<(Bytes, Option<Bytes>)> = self
-            .state()?
-            .writes
-            .range::<Bytes, _>((Bound::Included(&begin), Bound::Excluded(&end)))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // The own writes inside the range, copied so no lock is held across the reads.
+        let own = {
+            let s = self.state()?;
+            Overlay {
+                entries: s
+                    .own
+                    .entries
+                    .range::<Bytes, _>((Bound::Included(&begin), Bound::Excluded(&end)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                cleared: s
+                    .own
+                    .cleared
+                    .iter()
+                    .filter(|(b, e)| *b < end && begin < *e)
+                    .cloned()
+                    .collect(),
+            }
+        };
         let version = self.read_version().await?;
-        // Each own write can hide at most one stored row.
-        let server_limit = if opts.limit == 0 {
-            0
-        } else {
-            opts.limit + own.len()
-        };
-        let req = GetRangeRequest {
-            database: self.database.to_string(),
-            begin: begin.clone(),
-            end: end.clone(),
-            version: version.0,
-            limit: server_limit.min(u32::MAX as usize) as u32,
-            reverse: opts.reverse,
-        };
-        let resp = self.client.clone().get_range(req).await?.into_inner();
-        let more = resp.more;
-        let mut merged: BTreeMap<Bytes, Option<Bytes>> = resp
-            .kvs
-            .into_iter()
-            .map(|kv| (kv.key, Some(kv.value)))
-            .collect();
-        // Where a cut-short server answer stopped: own writes beyond it are not yet in view.
-        let boundary = if more {
-            if opts.reverse {
-                merged.keys().next().cloned()
-            } else {
-                merged.keys().next_back().cloned()
-            }
-        } else {
-            None
-        };
-        for (k, v) in own {
-            let beyond = boundary
-                .as_ref()
-                .is_some_and(|b| if opts.reverse { k < *b } else { k > *b });
-            if !beyond {
-                merged.insert(k, v);
-            }
-        }
-        let live: Vec<(Bytes, Bytes)> = merged
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-        let limit = if opts.limit == 0 {
-            usize::MAX
-        } else {
-            opts.limit
-        };
-        let rows: Vec<(Bytes, Bytes)> = if opts.reverse {
-            live.into_iter().rev().take(limit).collect()
-        } else {
-            live.into_iter().take(limit).collect()
-        };
+        let (rows, _) = own
+            .read_range(
+                begin.clone(),
+                end.clone(),
+                opts.limit,
+                opts.reverse,
+                |lo, hi, n| {
+                    let req = GetRangeRequest {
+                        database: self.database.to_string(),
+                        begin: lo,
+                        end: hi,
+                        version: version.0,
+                        limit: n.min(u32::MAX as usize) as u32,
+                        reverse: opts.reverse,
+                    };
+                    let mut client = self.client.clone();
+                    async move {
+                        let resp = client.get_range(req).await?.into_inner();
+                        let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+                        Ok((rows, resp.more))
+                    }
+                },
+            )
+            .await?;
         // Conflict on what was actually read: the whole range, or up to the last row returned.
         let cut = opts.limit != 0 && rows.len() == opts.limit;
         let conflict = match (cut, rows.last(), opts.reverse) {
@@ -237,7 +227,7 @@ impl Transaction {
     pub fn set(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
         let (key, value) = (key.into(), value.into());
         if let Ok(mut s) = self.state() {
-            s.writes.insert(key.clone(), Some(value.clone()));
+            s.own.entries.insert(key.clone(), Some(value.clone()));
             s.mutations.push(Mutation {
                 r#type: MutationType::Set as i32,
                 key,
@@ -250,11 +240,32 @@ impl Transaction {
     pub fn clear(&self, key: impl Into<Bytes>) {
         let key = key.into();
         if let Ok(mut s) = self.state() {
-            s.writes.insert(key.clone(), None);
+            s.own.entries.insert(key.clone(), None);
             s.mutations.push(Mutation {
                 r#type: MutationType::Clear as i32,
                 key,
                 param: Bytes::new(),
+            });
+        }
+    }
+
+    /// Removes every key in `[begin, end)` when the transaction commits; its reads of the
+    /// range see it at once. An empty range does nothing; an inverted one (`begin > end`)
+    /// makes the commit fail with `invalid_argument`.
+    pub fn clear_range(&self, begin: impl Into<Bytes>, end: impl Into<Bytes>) {
+        let (begin, end) = (begin.into(), end.into());
+        if begin == end {
+            return;
+        }
+        if let Ok(mut s) = self.state() {
+            if begin < end {
+                s.own.entries.retain(|k, _| !(begin <= *k && *k < end));
+                s.own.cleared.push((begin.clone(), end.clone()));
+            }
+            s.mutations.push(Mutation {
+                r#type: MutationType::ClearRange as i32,
+                key: begin,
+                param: end,
             });
         }
     }

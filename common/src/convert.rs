@@ -63,6 +63,11 @@ impl From<&Mutation> for proto::Mutation {
                 key: key.clone(),
                 param: Default::default(),
             },
+            Mutation::ClearRange { begin, end } => proto::Mutation {
+                r#type: proto::MutationType::ClearRange as i32,
+                key: begin.clone(),
+                param: end.clone(),
+            },
         }
     }
 }
@@ -77,6 +82,10 @@ impl TryFrom<proto::Mutation> for Mutation {
                 value: m.param,
             }),
             Ok(proto::MutationType::Clear) => Ok(Mutation::Clear { key: m.key }),
+            Ok(proto::MutationType::ClearRange) => Ok(Mutation::ClearRange {
+                begin: m.key,
+                end: m.param,
+            }),
             _ => Err(Error::invalid(format!(
                 "unknown mutation type {}",
                 m.r#type

@@ -2,6 +2,7 @@
 //! codec, the wire protocols (gRPC), object-store configuration and the admin HTTP surface.
 
 pub mod admin;
+pub mod atomic;
 pub mod clock;
 pub mod commit_times;
 mod convert;
@@ -10,6 +11,7 @@ pub mod faulty_store;
 pub mod limits;
 pub mod net;
 pub mod objstore;
+pub mod overlay;
 pub mod proto;
 pub mod term_history;
 pub mod version;

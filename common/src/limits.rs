@@ -31,6 +31,21 @@ pub fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Checks a range a user wants to clear: a writable first key, an end no further than the
+/// end of the user keyspace (`\xFF`), and `begin <= end`.
+pub fn check_clear_range(begin: &[u8], end: &[u8]) -> Result<()> {
+    check_key(begin)?;
+    if end != [SYSTEM_KEY_PREFIX] {
+        check_key(end)?;
+    }
+    if begin > end {
+        return Err(Error::invalid(
+            "inverted range: the end of a range clear sorts before its beginning",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a value a user wants to write.
 pub fn check_value(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE_SIZE {

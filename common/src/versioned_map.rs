@@ -1,5 +1,11 @@
-//! A multi-version sorted map: key → (version → value or tombstone). The in-memory layer and
-//! loaded delta layers both use it.
+//! A multi-version sorted map: key → (version → value or tombstone), plus range tombstones.
+//! The pageserver's in-memory layers and the compute's hot tier use it.
+//!
+//! A range tombstone `[begin, end)` at version `v` removes every key of the range as of `v`.
+//! Point entries and range tombstones combine by version: a key's state at a read version is
+//! its newest point entry unless a newer range tombstone covers it. Within one version (one
+//! commit batch, whose mutations apply in order) a range clear removes the point entries the
+//! batch wrote before it, and a point entry written after it at the same version beats it.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -11,8 +17,118 @@ use bytes::Bytes;
 #[derive(Debug, Default, Clone)]
 pub struct VersionedMap {
     keys: BTreeMap<Bytes, BTreeMap<Version, Option<Bytes>>>,
+    ranges: RangeTombstones,
     entries: usize,
     bytes: usize,
+}
+
+/// `[begin, end)` cleared at `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeTombstone {
+    /// First key cleared.
+    pub begin: Bytes,
+    /// First key past the range.
+    pub end: Bytes,
+    /// The version that cleared it.
+    pub version: Version,
+}
+
+impl RangeTombstone {
+    /// Whether it covers `key`.
+    pub fn covers(&self, key: &[u8]) -> bool {
+        self.begin.as_ref() <= key && key < self.end.as_ref()
+    }
+
+    /// Whether it overlaps `[begin, end)`.
+    pub fn overlaps(&self, begin: &[u8], end: &[u8]) -> bool {
+        self.begin.as_ref() < end && begin < self.end.as_ref()
+    }
+}
+
+/// A set of range tombstones. Range clears are rare next to point writes, so a list ordered by
+/// version is enough; lookups scan it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RangeTombstones(Vec<RangeTombstone>);
+
+impl RangeTombstones {
+    /// Adds a tombstone (versions arrive in non-decreasing order, or are sorted afterwards).
+    pub fn push(&mut self, t: RangeTombstone) {
+        let sorted = self.0.last().is_none_or(|l| l.version <= t.version);
+        self.0.push(t);
+        if !sorted {
+            self.0.sort_by_key(|t| t.version);
+        }
+    }
+
+    /// The newest version at or below `version` whose tombstone covers `key`.
+    pub fn covering(&self, key: &[u8], version: Version) -> Option<Version> {
+        self.0
+            .iter()
+            .rev()
+            .find(|t| t.version <= version && t.covers(key))
+            .map(|t| t.version)
+    }
+
+    /// The tombstones at or below `version` overlapping `[begin, end)`, clipped to it.
+    pub fn overlapping(&self, begin: &[u8], end: &[u8], version: Version) -> RangeTombstones {
+        RangeTombstones(
+            self.0
+                .iter()
+                .filter(|t| t.version <= version && t.overlaps(begin, end))
+                .map(|t| RangeTombstone {
+                    begin: t.begin.clone().max(Bytes::copy_from_slice(begin)),
+                    end: t.end.clone().min(Bytes::copy_from_slice(end)),
+                    version: t.version,
+                })
+                .collect(),
+        )
+    }
+
+    /// The tombstones with versions in `[from, to]` covering `key`, oldest first.
+    pub fn versions_covering(&self, key: &[u8], from: Version, to: Version) -> Vec<Version> {
+        self.0
+            .iter()
+            .filter(|t| t.version >= from && t.version <= to && t.covers(key))
+            .map(|t| t.version)
+            .collect()
+    }
+
+    /// Every tombstone, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &RangeTombstone> {
+        self.0.iter()
+    }
+
+    /// Adds every tombstone of `other`.
+    pub fn extend(&mut self, other: RangeTombstones) {
+        for t in other.0 {
+            self.push(t);
+        }
+    }
+
+    /// How many it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a point entry of `key` at `entry_version` is hidden by a tombstone at or below
+    /// `version` (a tombstone at the entry's own version came earlier in its batch).
+    pub fn hides(&self, key: &[u8], entry_version: Version, version: Version) -> bool {
+        self.covering(key, version)
+            .is_some_and(|t| t > entry_version)
+    }
+}
+
+impl FromIterator<RangeTombstone> for RangeTombstones {
+    fn from_iter<I: IntoIterator<Item = RangeTombstone>>(iter: I) -> RangeTombstones {
+        let mut v: Vec<RangeTombstone> = iter.into_iter().collect();
+        v.sort_by_key(|t| t.version);
+        RangeTombstones(v)
+    }
 }
 
 /// What a source knows about a key at a version.
@@ -34,15 +150,78 @@ impl VersionedMap {
         }
     }
 
-    /// The latest entry of `key` at or below `version`.
+    /// Records a range clear of `[begin, end)` at `version`, removing the point entries the
+    /// same version wrote inside it earlier (they came before the clear in its batch).
+    pub fn clear_range(&mut self, begin: Bytes, end: Bytes, version: Version) {
+        if begin >= end {
+            return;
+        }
+        let doomed: Vec<Bytes> = self
+            .keys
+            .range::<[u8], _>((Bound::Included(&begin[..]), Bound::Excluded(&end[..])))
+            .filter(|(_, vs)| vs.contains_key(&version))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            if let Some(vs) = self.keys.get_mut(&k)
+                && let Some(old) = vs.remove(&version)
+            {
+                self.entries -= 1;
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(k.len() + old.as_ref().map_or(0, |v| v.len()) + 17);
+                if vs.is_empty() {
+                    self.keys.remove(&k);
+                }
+            }
+        }
+        self.bytes += begin.len() + end.len() + 8;
+        self.ranges.push(RangeTombstone {
+            begin,
+            end,
+            version,
+        });
+    }
+
+    /// Applies one mutation at `version`.
+    pub fn apply(&mut self, version: Version, m: &crate::wal::Mutation) {
+        match m {
+            crate::wal::Mutation::ClearRange { begin, end } => {
+                self.clear_range(begin.clone(), end.clone(), version)
+            }
+            _ => self.insert(m.key().clone(), version, m.value().cloned()),
+        }
+    }
+
+    /// Adds every entry and range tombstone of `newer`, whose versions are all above this
+    /// map's (each map already reflects its batches' order).
+    pub fn absorb(&mut self, newer: &VersionedMap) {
+        for (k, v, val) in newer.iter() {
+            self.insert(k.clone(), v, val.clone());
+        }
+        for t in newer.ranges.iter() {
+            self.bytes += t.begin.len() + t.end.len() + 8;
+            self.ranges.push(t.clone());
+        }
+    }
+
+    /// The range tombstones it holds.
+    pub fn range_tombstones(&self) -> &RangeTombstones {
+        &self.ranges
+    }
+
+    /// The latest entry of `key` at or below `version`, range tombstones included.
     pub fn get(&self, key: &[u8], version: Version) -> Lookup {
-        match self
+        let point = self
             .keys
             .get(key)
-            .and_then(|vs| vs.range(..=version).next_back())
-        {
-            Some((_, v)) => Lookup::Found(v.clone()),
-            None => Lookup::Absent,
+            .and_then(|vs| vs.range(..=version).next_back());
+        let cleared = self.ranges.covering(key, version);
+        match (point, cleared) {
+            (Some((v, _)), Some(t)) if t > *v => Lookup::Found(None),
+            (Some((_, val)), _) => Lookup::Found(val.clone()),
+            (None, Some(_)) => Lookup::Found(None),
+            (None, None) => Lookup::Absent,
         }
     }
 
@@ -96,7 +275,7 @@ impl VersionedMap {
             .map(|(v, val)| (*v, val))
     }
 
-    /// Every entry, by key then version.
+    /// Every point entry, by key then version (range tombstones: [`VersionedMap::range_tombstones`]).
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, Version, &Option<Bytes>)> {
         self.keys
             .iter()
@@ -110,7 +289,7 @@ impl VersionedMap {
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries == 0
+        self.entries == 0 && self.ranges.is_empty()
     }
 
     /// Drops every entry at or below `version`, returning how many went.
@@ -128,6 +307,16 @@ impl VersionedMap {
             !versions.is_empty()
         });
         self.entries -= evicted;
+        let keep: RangeTombstones = self
+            .ranges
+            .iter()
+            .filter(|t| t.version > version)
+            .cloned()
+            .collect();
+        for t in self.ranges.iter().filter(|t| t.version <= version) {
+            self.bytes = self.bytes.saturating_sub(t.begin.len() + t.end.len() + 8);
+        }
+        self.ranges = keep;
         evicted
     }
 
@@ -197,6 +386,40 @@ mod tests {
         assert_eq!(m.get(b"a", Version(16)), Lookup::Absent);
         assert_eq!(m.get(b"a", Version(99)), Lookup::Found(Some(b("a30"))));
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn range_tombstones_combine_with_point_entries_by_version() {
+        let mut m = VersionedMap::default();
+        m.insert(b("a"), Version(10), Some(b("a10")));
+        m.insert(b("c"), Version(10), Some(b("c10")));
+        m.insert(b("m"), Version(10), Some(b("m10")));
+        // One batch at 20: sets b, clears [a, f), then sets c again.
+        m.insert(b("b"), Version(20), Some(b("b20")));
+        m.clear_range(b("a"), b("f"), Version(20));
+        m.insert(b("c"), Version(20), Some(b("c20")));
+        assert_eq!(m.get(b"a", Version(15)), Lookup::Found(Some(b("a10"))));
+        assert_eq!(m.get(b"a", Version(20)), Lookup::Found(None));
+        assert_eq!(m.get(b"b", Version(20)), Lookup::Found(None));
+        assert_eq!(m.get(b"c", Version(20)), Lookup::Found(Some(b("c20"))));
+        assert_eq!(m.get(b"d", Version(20)), Lookup::Found(None));
+        assert_eq!(m.get(b"d", Version(19)), Lookup::Absent);
+        assert_eq!(m.get(b"f", Version(20)), Lookup::Absent);
+        assert_eq!(m.get(b"m", Version(20)), Lookup::Found(Some(b("m10"))));
+        let t = m.range_tombstones();
+        assert!(t.hides(b"a", Version(10), Version(20)));
+        assert!(!t.hides(b"c", Version(20), Version(20)));
+        assert!(!t.hides(b"a", Version(10), Version(19)));
+        let clipped = t.overlapping(b"c", b"z", Version(30));
+        assert_eq!(clipped.len(), 1);
+        assert_eq!(clipped.iter().next().map(|t| t.begin.clone()), Some(b("c")));
+        assert_eq!(
+            t.versions_covering(b"e", Version(0), Version(99)),
+            vec![Version(20)]
+        );
+        m.evict_up_to(Version(20));
+        assert!(m.range_tombstones().is_empty());
+        assert_eq!(m.get(b"c", Version(20)), Lookup::Absent);
     }
 
     #[test]

@@ -24,6 +24,7 @@ const FORMAT_V1: u8 = 1;
 const PAYLOAD_FIXED_LEN: usize = 1 + 8 + 8 + 4;
 const OP_SET: u8 = 1;
 const OP_CLEAR: u8 = 2;
+const OP_CLEAR_RANGE: u8 = 3;
 
 /// One change to one key, as the log stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,13 +41,21 @@ pub enum Mutation {
         /// The key.
         key: Bytes,
     },
+    /// Remove every key in `[begin, end)`: a range tombstone.
+    ClearRange {
+        /// First key removed.
+        begin: Bytes,
+        /// First key past the range.
+        end: Bytes,
+    },
 }
 
 impl Mutation {
-    /// The key this mutation writes.
+    /// The key this mutation writes; for a range clear, the first key of the range.
     pub fn key(&self) -> &Bytes {
         match self {
             Mutation::Set { key, .. } | Mutation::Clear { key } => key,
+            Mutation::ClearRange { begin, .. } => begin,
         }
     }
 
@@ -54,12 +63,34 @@ impl Mutation {
     pub fn value(&self) -> Option<&Bytes> {
         match self {
             Mutation::Set { value, .. } => Some(value),
-            Mutation::Clear { .. } => None,
+            Mutation::Clear { .. } | Mutation::ClearRange { .. } => None,
+        }
+    }
+
+    /// The half-open key range it writes (one key: `[key, key\0)`).
+    pub fn range(&self) -> (Bytes, Bytes) {
+        match self {
+            Mutation::ClearRange { begin, end } => (begin.clone(), end.clone()),
+            Mutation::Set { key, .. } | Mutation::Clear { key } => {
+                let mut end = Vec::with_capacity(key.len() + 1);
+                end.extend_from_slice(key);
+                end.push(0);
+                (key.clone(), Bytes::from(end))
+            }
+        }
+    }
+
+    /// The op code and parameter as the log stores them.
+    fn encoded_parts(&self) -> (u8, &[u8]) {
+        match self {
+            Mutation::Set { value, .. } => (OP_SET, &value[..]),
+            Mutation::Clear { .. } => (OP_CLEAR, &[][..]),
+            Mutation::ClearRange { end, .. } => (OP_CLEAR_RANGE, &end[..]),
         }
     }
 
     fn encoded_len(&self) -> usize {
-        1 + 4 + self.key().len() + 4 + self.value().map_or(0, |v| v.len())
+        1 + 4 + self.key().len() + 4 + self.encoded_parts().1.len()
     }
 }
 
@@ -92,10 +123,7 @@ pub fn encode_frame(
     buf.put_u64_le(commit_time_micros);
     buf.put_u32_le(mutations.len() as u32);
     for m in mutations {
-        let (op, param) = match m {
-            Mutation::Set { value, .. } => (OP_SET, &value[..]),
-            Mutation::Clear { .. } => (OP_CLEAR, &[][..]),
-        };
+        let (op, param) = m.encoded_parts();
         buf.put_u8(op);
         buf.put_u32_le(m.key().len() as u32);
         buf.put_slice(m.key());
@@ -215,6 +243,10 @@ fn decode_payload(mut p: &[u8]) -> Result<WalRecord> {
         mutations.push(match op {
             OP_SET => Mutation::Set { key, value: param },
             OP_CLEAR => Mutation::Clear { key },
+            OP_CLEAR_RANGE => Mutation::ClearRange {
+                begin: key,
+                end: param,
+            },
             other => return Err(Error::corruption(format!("unknown mutation op {other}"))),
         });
     }
@@ -257,6 +289,10 @@ mod tests {
             Mutation::Set {
                 key: Bytes::from_static(b""),
                 value: Bytes::from(vec![0u8; 1000]),
+            },
+            Mutation::ClearRange {
+                begin: Bytes::from_static(b"a"),
+                end: Bytes::from_static(b"m"),
             },
         ]
     }

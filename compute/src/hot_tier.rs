@@ -12,6 +12,7 @@ use std::sync::RwLock;
 use bytes::Bytes;
 use ferrisdb_common::Version;
 use ferrisdb_common::commit_times::CommitTimes;
+use ferrisdb_common::overlay::Overlay;
 use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
 use ferrisdb_common::wal::Mutation;
 
@@ -27,6 +28,10 @@ struct Inner {
 pub struct HotTier {
     inner: RwLock<Inner>,
 }
+
+/// One version of a key in the hot tier: version, commit time, value (`None`: cleared), and
+/// whether a range clear made it.
+pub type HotVersion = (Version, u64, Option<Bytes>, bool);
 
 /// What the hot tier says about a point read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,21 +55,29 @@ impl HotTier {
     }
 
     /// The versions of `key` in `(floor, to]` with commit times, oldest first, and the floor:
-    /// versions at or below it must come from the pageserver.
-    pub fn history(
-        &self,
-        key: &[u8],
-        to: Version,
-    ) -> (Vec<(Version, u64, Option<Bytes>)>, Version) {
+    /// versions at or below it must come from the pageserver. Range clears covering the key
+    /// are included as clears flagged `true` (unless a point entry at the same version came
+    /// after them); the caller drops those that removed nothing.
+    pub fn history(&self, key: &[u8], to: Version) -> (Vec<HotVersion>, Version) {
         let Ok(inner) = self.inner.read() else {
             return (Vec::new(), Version::ZERO);
         };
         let from = Version(inner.floor.0 + 1);
-        let entries = inner
+        let mut entries: Vec<HotVersion> = inner
             .map
             .versions_of(key, from, to)
-            .map(|(v, val)| (v, inner.times.time_of(v).unwrap_or(0), val.clone()))
+            .map(|(v, val)| (v, inner.times.time_of(v).unwrap_or(0), val.clone(), false))
             .collect();
+        for c in inner
+            .map
+            .range_tombstones()
+            .versions_covering(key, from, to)
+        {
+            if !entries.iter().any(|e| e.0 == c) {
+                entries.push((c, inner.times.time_of(c).unwrap_or(0), None, true));
+            }
+        }
+        entries.sort_by_key(|e| e.0);
         (entries, inner.floor)
     }
 
@@ -81,9 +94,7 @@ impl HotTier {
             return;
         };
         for m in mutations {
-            inner
-                .map
-                .insert(m.key().clone(), version, m.value().cloned());
+            inner.map.apply(version, m);
         }
         inner.times.push(version, time_micros);
     }
@@ -102,26 +113,37 @@ impl HotTier {
         }
     }
 
-    /// For a range read at `version`: the hot entries (tombstones included) and the version
-    /// at which the pageserver must be asked for the rest.
-    pub fn range(
-        &self,
-        begin: &[u8],
-        end: &[u8],
-        version: Version,
-    ) -> (Vec<(Bytes, Option<Bytes>)>, Version) {
+    /// For a range read at `version`: what the hot tier says (each hot key's value, and the
+    /// ranges cleared above the floor) and the version at which the pageserver must be asked
+    /// for the rest.
+    pub fn range(&self, begin: &[u8], end: &[u8], version: Version) -> (Overlay, Version) {
         let Ok(inner) = self.inner.read() else {
-            return (Vec::new(), version);
+            return (Overlay::default(), version);
         };
         if version <= inner.floor {
-            return (Vec::new(), version);
+            return (Overlay::default(), version);
         }
+        let cleared = inner
+            .map
+            .range_tombstones()
+            .overlapping(begin, end, version);
         let entries = inner
             .map
-            .range_at(begin, end, version)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .latest_in_range(begin, end, version)
+            .map(|(k, v, val)| {
+                let val = if cleared.hides(k, v, version) {
+                    None
+                } else {
+                    val.clone()
+                };
+                (k.clone(), val)
+            })
             .collect();
-        (entries, inner.floor)
+        let cleared = cleared
+            .iter()
+            .map(|t| (t.begin.clone(), t.end.clone()))
+            .collect();
+        (Overlay { entries, cleared }, inner.floor)
     }
 
     /// Drops what the pageserver has ingested up to `version` and raises the floor there.
@@ -186,8 +208,8 @@ mod tests {
         assert_eq!(
             h,
             vec![
-                (Version(110), 1_000, Some(Bytes::from_static(b"1"))),
-                (Version(120), 2_000, None)
+                (Version(110), 1_000, Some(Bytes::from_static(b"1")), false),
+                (Version(120), 2_000, None, false)
             ]
         );
         hot.evict_up_to(Version(110));
@@ -196,8 +218,38 @@ mod tests {
             HotRead::AskPageserverAt(Version(110))
         );
         assert_eq!(hot.get(b"a", Version(125)), HotRead::Found(None));
-        let (entries, floor) = hot.range(b"a", b"z", Version(125));
+        let (range, floor) = hot.range(b"a", b"z", Version(125));
         assert_eq!(floor, Version(110));
-        assert_eq!(entries, vec![(Bytes::from_static(b"a"), None)]);
+        assert_eq!(
+            range.entries.into_iter().collect::<Vec<_>>(),
+            vec![(Bytes::from_static(b"a"), None)]
+        );
+        hot.apply(
+            Version(130),
+            3_000,
+            &[
+                set("b", "2"),
+                Mutation::ClearRange {
+                    begin: Bytes::from_static(b"a"),
+                    end: Bytes::from_static(b"c"),
+                },
+                set("bb", "3"),
+            ],
+        );
+        let (range, _) = hot.range(b"a", b"z", Version(130));
+        assert_eq!(
+            range.entries.clone().into_iter().collect::<Vec<_>>(),
+            vec![
+                (Bytes::from_static(b"a"), None),
+                (Bytes::from_static(b"bb"), Some(Bytes::from_static(b"3")))
+            ]
+        );
+        assert!(range.overrides(b"ab") && range.overrides(b"bb") && !range.overrides(b"c"));
+        assert_eq!(hot.get(b"b", Version(130)), HotRead::Found(None));
+        assert_eq!(hot.get(b"ba", Version(130)), HotRead::Found(None));
+        assert_eq!(
+            hot.get(b"ba", Version(129)),
+            HotRead::AskPageserverAt(Version(110))
+        );
     }
 }

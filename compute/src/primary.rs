@@ -144,31 +144,24 @@ impl Primary {
     ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
         self.check_version(version)?;
         let (hot, at) = self.hot.range(&begin, &end, version);
-        // Each hot entry can hide at most one pageserver row, so asking for that many more
-        // guarantees the first `limit` merged rows are all known.
-        let ps_limit = if limit == 0 { 0 } else { limit + hot.len() };
-        let req = PageGetRangeRequest {
-            database: self.database.clone(),
-            begin,
-            end,
-            version: at.0,
-            limit: ps_limit.min(u32::MAX as usize) as u32,
-            reverse,
-        };
-        let resp = self.pageserver.clone().get_range(req).await?.into_inner();
-        let mut merged: std::collections::BTreeMap<Bytes, Option<Bytes>> = resp
-            .kvs
-            .into_iter()
-            .map(|kv| (kv.key, Some(kv.value)))
-            .collect();
-        let ps_more = resp.more;
-        for (k, v) in hot {
-            merged.insert(k, v);
-        }
-        let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
-        let (rows, more) = ferrisdb_common::versioned_map::take_limited(live, limit, reverse);
         self.metrics.reads.with_label_values(&["range"]).inc();
-        Ok((rows, more || ps_more))
+        hot.read_range(begin, end, limit, reverse, |lo, hi, n| {
+            let req = PageGetRangeRequest {
+                database: self.database.clone(),
+                begin: lo,
+                end: hi,
+                version: at.0,
+                limit: n.min(u32::MAX as usize) as u32,
+                reverse,
+            };
+            let mut pageserver = self.pageserver.clone();
+            async move {
+                let resp = pageserver.get_range(req).await?.into_inner();
+                let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+                Ok((rows, resp.more))
+            }
+        })
+        .await
     }
 
     /// Every version of `key` in `[from, to]` (`to` 0: the latest), oldest first: the
@@ -183,11 +176,12 @@ impl Primary {
         let to = if to == Version::ZERO { committed } else { to };
         self.check_version(to)?;
         let (hot, floor) = self.hot.history(&key, to);
+        let key_for_reads = key.clone();
         let mut entries = Vec::new();
         if from <= floor {
             let req = HistoryRequest {
                 database: self.database.clone(),
-                key,
+                key: key_for_reads,
                 from_version: from.0,
                 to_version: to.min(floor).0,
             };
@@ -202,15 +196,23 @@ impl Primary {
                     .entries;
             }
         }
-        entries.extend(
-            hot.into_iter()
-                .filter(|(v, _, _)| *v >= from)
-                .map(|(v, time, value)| HistoryEntry {
-                    version: v.0,
-                    commit_time_micros: time,
-                    value,
-                }),
-        );
+        for (v, time, value, range_clear) in hot.into_iter().filter(|e| e.0 >= from) {
+            // A range clear is a version of this key only where it removed a value.
+            if range_clear {
+                let had_value = match entries.last() {
+                    Some(prev) => prev.value.is_some(),
+                    None => self.get(key.clone(), Version(v.0 - 1)).await?.is_some(),
+                };
+                if !had_value {
+                    continue;
+                }
+            }
+            entries.push(HistoryEntry {
+                version: v.0,
+                commit_time_micros: time,
+                value,
+            });
+        }
         Ok(entries)
     }
 

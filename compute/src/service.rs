@@ -160,12 +160,24 @@ impl Database for ComputeService {
         let mut writes = Vec::with_capacity(req.mutations.len() + req.write_conflicts.len());
         for m in req.mutations {
             let m = Mutation::try_from(m)?;
-            check_key(m.key())?;
-            if let Some(v) = m.value() {
-                check_value(v)?;
+            match &m {
+                Mutation::ClearRange { begin, end } => {
+                    ferrisdb_common::limits::check_clear_range(begin, end)?;
+                    size += begin.len() + end.len();
+                    writes.push(KeyRange {
+                        begin: begin.clone(),
+                        end: end.clone(),
+                    });
+                }
+                _ => {
+                    check_key(m.key())?;
+                    if let Some(v) = m.value() {
+                        check_value(v)?;
+                    }
+                    size += m.key().len() + m.value().map_or(0, |v| v.len());
+                    writes.push(KeyRange::single(m.key()));
+                }
             }
-            size += m.key().len() + m.value().map_or(0, |v| v.len());
-            writes.push(KeyRange::single(m.key()));
             mutations.push(m);
         }
         let reads = req

@@ -15,9 +15,9 @@
 //! | `version`            | UInt64                        | the record's commit version (end LSN) |
 //! | `commit_time_micros` | Timestamp(Microsecond, "UTC") | the record's commit time              |
 //! | `seq`                | UInt32                        | the mutation's index in its record    |
-//! | `key`                | Binary                        | the key written                       |
-//! | `op`                 | Utf8                          | `set`, `clear` (or `none`, below)     |
-//! | `value`              | Binary, nullable              | the new value; null unless `set`      |
+//! | `key`                | Binary                        | the key written (range: first key)    |
+//! | `op`                 | Utf8                          | `set`, `clear`, `clear_range`, `none` |
+//! | `value`              | Binary, nullable              | `set`: the new value; `clear_range`: the end of the range (exclusive); otherwise null |
 //!
 //! The commit time is a UTC timestamp in microseconds rather than a bare UInt64 so that outside
 //! readers show it as a time and can filter on it with time literals; its Parquet storage is the
@@ -93,6 +93,8 @@ pub const META_CONTENT_CRC32C: &str = "ferrisdb.content_crc32c";
 pub const OP_SET: &str = "set";
 /// The `op` of a [`Mutation::Clear`] row.
 pub const OP_CLEAR: &str = "clear";
+/// The `op` of a [`Mutation::ClearRange`] row (its `value` is the range's end).
+pub const OP_CLEAR_RANGE: &str = "clear_range";
 /// The `op` of the marker row standing for a record without mutations.
 pub const OP_NONE: &str = "none";
 
@@ -224,18 +226,12 @@ fn encode_with(records: &[WalRecord], layout: Layout) -> Result<Bytes> {
             let seq = u32::try_from(seq).map_err(|_| {
                 Error::invalid(format!("version {} has too many mutations", record.version))
             })?;
-            let op = match m {
-                Mutation::Set { .. } => OP_SET,
-                Mutation::Clear { .. } => OP_CLEAR,
+            let (op, value) = match m {
+                Mutation::Set { value, .. } => (OP_SET, Some(&value[..])),
+                Mutation::Clear { .. } => (OP_CLEAR, None),
+                Mutation::ClearRange { end, .. } => (OP_CLEAR_RANGE, Some(&end[..])),
             };
-            batch.push(
-                record.version,
-                time,
-                seq,
-                m.key(),
-                op,
-                m.value().map(|v| &v[..]),
-            );
+            batch.push(record.version, time, seq, m.key(), op, value);
             // Checked per row, not per record: one record may be a 10 MB transaction.
             if batch.is_full(layout) {
                 writer
@@ -579,6 +575,10 @@ fn add_row(records: &mut Vec<WalRecord>, cols: &Columns<'_>, i: usize) -> Result
         (OP_CLEAR, None) => Mutation::Clear {
             key: Bytes::copy_from_slice(key),
         },
+        (OP_CLEAR_RANGE, Some(end)) => Mutation::ClearRange {
+            begin: Bytes::copy_from_slice(key),
+            end: Bytes::copy_from_slice(end),
+        },
         // The marker of a record without mutations, which must be its record's first (and,
         // checked above, only) row: nothing to add.
         (OP_NONE, None) if !continues && key.is_empty() => return Ok(()),
@@ -607,6 +607,7 @@ fn content_crc(records: &[WalRecord]) -> u32 {
             let (op, value): (u8, &[u8]) = match m {
                 Mutation::Set { value, .. } => (1, value),
                 Mutation::Clear { .. } => (2, &[]),
+                Mutation::ClearRange { end, .. } => (3, end),
             };
             crc = crc32c::crc32c_append(crc, &[op]);
             crc = crc32c::crc32c_append(crc, &(m.key().len() as u64).to_le_bytes());
@@ -652,7 +653,15 @@ mod tests {
             record(
                 100,
                 1_700_000_000_000_000,
-                vec![set(b"a", b"1"), clear(b"b"), set(b"", b"")],
+                vec![
+                    set(b"a", b"1"),
+                    clear(b"b"),
+                    set(b"", b""),
+                    Mutation::ClearRange {
+                        begin: Bytes::from_static(b"c"),
+                        end: Bytes::from_static(b"f"),
+                    },
+                ],
             ),
             record(
                 250,
@@ -742,10 +751,10 @@ mod tests {
         assert_eq!(kv[META_FIRST_VERSION], "100");
         assert_eq!(kv[META_LAST_VERSION], (u64::MAX - 1).to_string());
         assert_eq!(kv[META_RECORDS], "4");
-        assert_eq!(kv[META_ROWS], "11");
+        assert_eq!(kv[META_ROWS], "12");
         assert_eq!(
             reader.metadata().file_metadata().num_rows(),
-            11,
+            12,
             "one row per mutation, one marker row"
         );
     }

@@ -11,9 +11,15 @@
 //!               | crc32c: u32          (keys as len: u32 | bytes)
 //! bloom         hashes: u32 | bits_len: u32 | bits | crc32c: u32   — over distinct keys
 //! times         count: u64 | (version: u64 | commit_time_micros: u64)* | crc32c: u32
-//! footer        "FDBLAYR3" | format: u32 = 3 | start: u64 | end: u64 | entries: u64
-//!               | index (off: u64, len: u32) | bloom (off, len) | times (off, len) | crc32c: u32
+//! ranges        count: u32 | (begin | end | version: u64)* | crc32c: u32   — range tombstones
+//! footer        "FDBLAYR4" | format: u32 = 4 | start: u64 | end: u64 | entries: u64
+//!               | index (off: u64, len: u32) | bloom (off, len) | times (off, len)
+//!               | ranges (off, len) | crc32c: u32
 //! ```
+//!
+//! Range tombstones (from `clear_range`) are few next to point entries, so they live in their
+//! own section, loaded whole when the layer opens: a point read consults them without reading
+//! a block.
 //!
 //! Opening a layer reads only the footer, index, bloom filter and times; a point read that the
 //! bloom filter rules out touches no block, and blocks come from the [`BlockCache`] or, on a
@@ -25,16 +31,16 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrisdb_common::objstore::with_retries;
-use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
+use ferrisdb_common::versioned_map::{Lookup, RangeTombstone, RangeTombstones, VersionedMap};
 use ferrisdb_common::{Error, Result, Version};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::block_cache::BlockCache;
 
-const MAGIC: &[u8; 8] = b"FDBLAYR3";
-const FORMAT: u32 = 3;
-const FOOTER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 3 * (8 + 4) + 4;
+const MAGIC: &[u8; 8] = b"FDBLAYR4";
+const FORMAT: u32 = 4;
+const FOOTER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 4 * (8 + 4) + 4;
 /// Uncompressed size at which a data block is closed.
 const BLOCK_TARGET: usize = 16 * 1024;
 const BLOOM_BITS_PER_KEY: usize = 10;
@@ -206,6 +212,14 @@ pub fn encode(
         times_section.put_u64_le(*t);
     }
     let times_section = seal(times_section);
+    let mut ranges_section = BytesMut::new();
+    ranges_section.put_u32_le(data.range_tombstones().len() as u32);
+    for t in data.range_tombstones().iter() {
+        put_key(&mut ranges_section, &t.begin);
+        put_key(&mut ranges_section, &t.end);
+        ranges_section.put_u64_le(t.version.0);
+    }
+    let ranges_section = seal(ranges_section);
 
     let mut footer = BytesMut::with_capacity(FOOTER_LEN);
     footer.put_slice(MAGIC);
@@ -213,7 +227,12 @@ pub fn encode(
     footer.put_u64_le(start.0);
     footer.put_u64_le(end.0);
     footer.put_u64_le(data.len() as u64);
-    for section in [&index_section, &bloom_section, &times_section] {
+    for section in [
+        &index_section,
+        &bloom_section,
+        &times_section,
+        &ranges_section,
+    ] {
         footer.put_u64_le(out.len() as u64);
         footer.put_u32_le(section.len() as u32);
         out.put_slice(section);
@@ -250,6 +269,7 @@ pub struct DeltaLayer {
     cache: Arc<BlockCache>,
     index: Vec<BlockMeta>,
     bloom: Bloom,
+    ranges: RangeTombstones,
 }
 
 /// Reads `range` of the object at `path`, retrying transient failures.
@@ -271,7 +291,7 @@ impl DeltaLayer {
         }
         let footer = read_range(&store, &path, size - FOOTER_LEN as u64..size).await?;
         let sections = parse_footer(&footer, size)?;
-        let metadata = read_range(&store, &path, sections.index.start..sections.times.end).await?;
+        let metadata = read_range(&store, &path, sections.index.start..sections.ranges.end).await?;
         let at = |r: &Range<u64>| {
             &metadata
                 [(r.start - sections.index.start) as usize..(r.end - sections.index.start) as usize]
@@ -288,6 +308,7 @@ impl DeltaLayer {
             cache,
             index: parse_index(at(&sections.index))?,
             bloom: parse_bloom(at(&sections.bloom))?,
+            ranges: parse_ranges(at(&sections.ranges))?,
         };
         layer.index.shrink_to_fit();
         Ok(layer)
@@ -330,6 +351,7 @@ impl DeltaLayer {
             cache,
             index: parse_index(at(&s.index))?,
             bloom: parse_bloom(at(&s.bloom))?,
+            ranges: parse_ranges(at(&s.ranges))?,
         })
     }
 
@@ -358,20 +380,30 @@ impl DeltaLayer {
             .collect()
     }
 
-    /// The latest entry of `key` at or below `version`.
+    /// The range tombstones the layer holds.
+    pub fn range_tombstones(&self) -> &RangeTombstones {
+        &self.ranges
+    }
+
+    /// The latest entry of `key` at or below `version`, range tombstones included.
     pub async fn get(&self, key: &[u8], version: Version) -> Result<Lookup> {
-        if !self.bloom.may_contain(key) {
-            return Ok(Lookup::Absent);
-        }
+        let cleared = self.ranges.covering(key, version);
         let mut best: Option<(Version, Option<Bytes>)> = None;
-        for i in self.blocks_for(key, key) {
-            for (k, v, val) in parse_block(self.block(i).await?)? {
-                if k == key && v <= version && best.as_ref().is_none_or(|(b, _)| v > *b) {
-                    best = Some((v, val));
+        if self.bloom.may_contain(key) {
+            for i in self.blocks_for(key, key) {
+                for (k, v, val) in parse_block(self.block(i).await?)? {
+                    if k == key && v <= version && best.as_ref().is_none_or(|(b, _)| v > *b) {
+                        best = Some((v, val));
+                    }
                 }
             }
         }
-        Ok(best.map_or(Lookup::Absent, |(_, v)| Lookup::Found(v)))
+        Ok(match (best, cleared) {
+            (Some((v, _)), Some(t)) if t > v => Lookup::Found(None),
+            (Some((_, val)), _) => Lookup::Found(val),
+            (None, Some(_)) => Lookup::Found(None),
+            (None, None) => Lookup::Absent,
+        })
     }
 
     /// For each key in `[begin, end)`, its latest entry at or below `version`, in key order.
@@ -519,12 +551,13 @@ struct Sections {
     index: Range<u64>,
     bloom: Range<u64>,
     times: Range<u64>,
+    ranges: Range<u64>,
 }
 
 fn parse_footer(footer: &[u8], size: u64) -> Result<Sections> {
     let mut p = unseal(footer, "footer")?;
     if &p[..8] != MAGIC {
-        return Err(bad("bad magic (not a format-3 layer)"));
+        return Err(bad("bad magic (not a format-4 layer)"));
     }
     p.advance(8);
     if p.get_u32_le() != FORMAT {
@@ -538,9 +571,12 @@ fn parse_footer(footer: &[u8], size: u64) -> Result<Sections> {
         let len = p.get_u32_le() as u64;
         off..off + len
     };
-    let (index, bloom, times) = (section(), section(), section());
+    let (index, bloom, times, ranges) = (section(), section(), section(), section());
     // The sections are contiguous and end where the footer begins.
-    if index.end != bloom.start || bloom.end != times.start || times.end + FOOTER_LEN as u64 != size
+    if index.end != bloom.start
+        || bloom.end != times.start
+        || times.end != ranges.start
+        || ranges.end + FOOTER_LEN as u64 != size
     {
         return Err(bad("sections out of place"));
     }
@@ -551,7 +587,33 @@ fn parse_footer(footer: &[u8], size: u64) -> Result<Sections> {
         index,
         bloom,
         times,
+        ranges,
     })
+}
+
+fn parse_ranges(section: &[u8]) -> Result<RangeTombstones> {
+    let mut p = unseal(section, "range tombstones")?;
+    if p.remaining() < 4 {
+        return Err(bad("truncated range tombstones"));
+    }
+    let n = p.get_u32_le();
+    let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
+    for _ in 0..n {
+        let begin = take(&mut p).ok_or_else(|| bad("truncated range tombstones"))?;
+        let end = take(&mut p).ok_or_else(|| bad("truncated range tombstones"))?;
+        if p.remaining() < 8 {
+            return Err(bad("truncated range tombstones"));
+        }
+        out.push(RangeTombstone {
+            begin,
+            end,
+            version: Version(p.get_u64_le()),
+        });
+    }
+    if p.has_remaining() {
+        return Err(bad("trailing bytes after range tombstones"));
+    }
+    Ok(out.into_iter().collect())
 }
 
 fn parse_index(section: &[u8]) -> Result<Vec<BlockMeta>> {

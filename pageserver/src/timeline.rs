@@ -23,7 +23,41 @@ use crate::delta_layer::{self, DeltaLayer};
 use crate::manifest::{self, LayerEntry, LayerKind, Manifest, SegmentEntry};
 use crate::metrics::Metrics;
 use ferrisdb_common::clock::{Clock, SystemClock};
-use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
+use ferrisdb_common::versioned_map::{Lookup, RangeTombstones, VersionedMap};
+
+/// A key's newest entry in one source: key, version, value (`None`: cleared).
+type Row = (Bytes, Version, Option<Bytes>);
+
+/// One source's part of a range read: its newest entry per key and its range tombstones over
+/// the range.
+type SourceRows = (Vec<Row>, RangeTombstones);
+
+/// Merges sources holding disjoint versions into each key's visible entry at `version`, in key
+/// order: the newest point entry, unless a newer range tombstone from any source hides it.
+fn visible(
+    sources: Vec<SourceRows>,
+    version: Version,
+) -> std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> {
+    let mut tombstones = RangeTombstones::default();
+    let mut merged: std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> =
+        Default::default();
+    for (rows, ts) in sources {
+        tombstones.extend(ts);
+        for (k, v, val) in rows {
+            if merged.get(&k).is_none_or(|(b, _)| v > *b) {
+                merged.insert(k, (v, val));
+            }
+        }
+    }
+    if !tombstones.is_empty() {
+        for (k, (v, val)) in merged.iter_mut() {
+            if tombstones.hides(k, *v, version) {
+                *val = None;
+            }
+        }
+    }
+    merged
+}
 
 /// Retention and compaction settings of a timeline.
 #[derive(Clone)]
@@ -251,8 +285,7 @@ impl Timeline {
                     )));
                 }
                 for m in &r.mutations {
-                    map.open
-                        .insert(m.key().clone(), r.version, m.value().cloned());
+                    map.open.apply(r.version, m);
                 }
                 at = r.version;
             }
@@ -343,6 +376,11 @@ impl Timeline {
         self.check_retained(version)?;
         self.wait_ingested(version, READ_WAIT).await?;
         self.metrics.reads.inc();
+        self.get_unchecked(key, version).await
+    }
+
+    /// [`Timeline::get`] for a version known to be retained and ingested.
+    async fn get_unchecked(&self, key: &[u8], version: Version) -> Result<Option<Bytes>> {
         let ((found, in_memory), layers) = self.snapshot(|mems| {
             let hit = mems
                 .iter()
@@ -374,21 +412,40 @@ impl Timeline {
         answer
     }
 
-    /// Every key's latest entry in `[begin, end)` at `version` with its version, from the
-    /// layers alone (not the in-memory ones), oldest source applied first.
+    /// Each layer's part of a range read of `[begin, end)` at `version` (not the in-memory
+    /// layers').
     async fn layers_range(
         layers: &[Arc<DeltaLayer>],
         begin: &[u8],
         end: &[u8],
         version: Version,
-    ) -> Result<std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)>> {
-        let mut merged = std::collections::BTreeMap::new();
+    ) -> Result<Vec<SourceRows>> {
+        let mut sources = Vec::new();
         for layer in Self::layers_for(layers, version) {
-            for (k, v, val) in layer.latest_in_range(begin, end, version).await? {
-                merged.insert(k, (v, val));
-            }
+            sources.push((
+                layer.latest_in_range(begin, end, version).await?,
+                layer.range_tombstones().overlapping(begin, end, version),
+            ));
         }
-        Ok(merged)
+        Ok(sources)
+    }
+
+    /// The in-memory layers' parts of a range read.
+    fn memory_range(
+        mems: &[&VersionedMap],
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+    ) -> Vec<SourceRows> {
+        mems.iter()
+            .map(|m| {
+                let rows = m
+                    .latest_in_range(begin, end, version)
+                    .map(|(k, v, val)| (k.clone(), v, val.clone()))
+                    .collect();
+                (rows, m.range_tombstones().overlapping(begin, end, version))
+            })
+            .collect()
     }
 
     /// Up to `limit` (0: all) key-value pairs of `[begin, end)` at `version`, in key order or
@@ -409,27 +466,12 @@ impl Timeline {
                 .scan_windowed(begin, end, version, limit, reverse)
                 .await;
         }
-        let (memory, layers) = self.snapshot(|mems| {
-            // Oldest first, so newer entries overwrite older ones when merged.
-            mems.iter()
-                .rev()
-                .map(|m| {
-                    m.range_at(begin, end, version)
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect::<Vec<_>>()
-        })?;
-        let mut merged: std::collections::BTreeMap<Bytes, Option<Bytes>> =
-            Self::layers_range(&layers, begin, end, version)
-                .await?
-                .into_iter()
-                .map(|(k, (_, v))| (k, v))
-                .collect();
-        for rows in memory {
-            merged.extend(rows);
-        }
-        let live = merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
+        let (mut sources, layers) =
+            self.snapshot(|mems| Self::memory_range(mems, begin, end, version))?;
+        sources.extend(Self::layers_range(&layers, begin, end, version).await?);
+        let live = visible(sources, version)
+            .into_iter()
+            .filter_map(|(k, (_, v))| v.map(|v| (k, v)));
         Ok(ferrisdb_common::versioned_map::take_limited(
             live, limit, reverse,
         ))
@@ -447,7 +489,6 @@ impl Timeline {
         limit: usize,
         reverse: bool,
     ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
-        type Row = (Bytes, Version, Option<Bytes>);
         let (mut lo, mut hi) = (Bytes::copy_from_slice(begin), Bytes::copy_from_slice(end));
         let mut out: Vec<(Bytes, Bytes)> = Vec::new();
         loop {
@@ -465,37 +506,41 @@ impl Timeline {
                             it.take(want + 1).collect()
                         };
                         let cut = rows.len() > want;
-                        (rows.into_iter().take(want).collect::<Vec<Row>>(), cut)
+                        let tombstones = m.range_tombstones().overlapping(&lo, &hi, version);
+                        (
+                            rows.into_iter().take(want).collect::<Vec<Row>>(),
+                            cut,
+                            tombstones,
+                        )
                     })
                     .collect::<Vec<_>>()
             })?;
             let mut sources = memory;
             for layer in Self::layers_for(&layers, version) {
-                sources.push(layer.scan_limited(&lo, &hi, version, want, reverse).await?);
+                let (rows, cut) = layer.scan_limited(&lo, &hi, version, want, reverse).await?;
+                let tombstones = layer.range_tombstones().overlapping(&lo, &hi, version);
+                sources.push((rows, cut, tombstones));
             }
             // Everything up to the nearest cut-off is final; past it, a cut source may still
             // hold keys it did not return.
             let frontier: Option<Bytes> = sources
                 .iter()
-                .filter(|(rows, cut)| *cut && !rows.is_empty())
-                .filter_map(|(rows, _)| rows.last().map(|(k, _, _)| k.clone()))
+                .filter(|(rows, cut, _)| *cut && !rows.is_empty())
+                .filter_map(|(rows, _, _)| rows.last().map(|(k, _, _)| k.clone()))
                 .reduce(|a, b| if reverse { a.max(b) } else { a.min(b) });
             let within = |k: &Bytes| {
                 frontier
                     .as_ref()
                     .is_none_or(|f| if reverse { k >= f } else { k <= f })
             };
-            let mut merged: std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> =
-                Default::default();
-            for (rows, _) in sources {
-                for (k, v, val) in rows.into_iter().filter(|(k, _, _)| within(k)) {
-                    // Sources hold disjoint versions: the newest entry of a key is its value.
-                    if merged.get(&k).is_none_or(|(b, _)| v > *b) {
-                        merged.insert(k, (v, val));
-                    }
-                }
-            }
-            let live = merged
+            let windowed = sources
+                .into_iter()
+                .map(|(rows, _, ts)| {
+                    let rows = rows.into_iter().filter(|(k, _, _)| within(k)).collect();
+                    (rows, ts)
+                })
+                .collect();
+            let live = visible(windowed, version)
                 .into_iter()
                 .filter_map(|(k, (_, v))| v.map(|v| (k, v)));
             if reverse {
@@ -534,13 +579,19 @@ impl Timeline {
     ) -> Result<Vec<(Version, u64, Option<Bytes>)>> {
         self.check_retained(from)?;
         self.wait_ingested(to, READ_WAIT).await?;
-        let (memory, layers) = self.snapshot(|mems| {
-            mems.iter()
+        let ((memory, mut cleared), layers) = self.snapshot(|mems| {
+            let points = mems
+                .iter()
                 .flat_map(|m| {
                     m.versions_of(key, from, to)
                         .map(|(v, val)| (v, val.clone()))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            let cleared = mems
+                .iter()
+                .flat_map(|m| m.range_tombstones().versions_covering(key, from, to))
+                .collect::<Vec<_>>();
+            (points, cleared)
         })?;
         let mut entries = memory;
         // Images are copies of entries, not changes: history comes from the deltas.
@@ -549,6 +600,29 @@ impl Timeline {
             .filter(|l| !l.image && l.start < to && l.end >= from)
         {
             entries.extend(layer.versions_of(key, from, to).await?);
+            cleared.extend(layer.range_tombstones().versions_covering(key, from, to));
+        }
+        // A range clear is a version of the key only where it removed a value; a point entry
+        // at the same version came after it in the batch and stands instead.
+        cleared.retain(|c| !entries.iter().any(|(v, _)| v == c));
+        cleared.sort();
+        cleared.dedup();
+        if !cleared.is_empty() {
+            entries.sort_by_key(|(v, _)| *v);
+            for c in cleared {
+                let before = match entries.iter().rev().find(|(v, _)| *v < c) {
+                    Some((_, val)) => val.is_some(),
+                    None if c.0 > from.0 => {
+                        self.get_unchecked(key, Version(c.0 - 1)).await?.is_some()
+                    }
+                    // The value just below the window is not retained; say it was cleared.
+                    None => true,
+                };
+                if before {
+                    entries.push((c, None));
+                    entries.sort_by_key(|(v, _)| *v);
+                }
+            }
         }
         let times = self
             .times
@@ -611,7 +685,8 @@ impl Timeline {
         }
         let at = manifest.remote_consistent_version;
         let mut data = VersionedMap::default();
-        for (k, (v, val)) in Self::layers_range(&layers, b"", &keyspace_end(), at).await? {
+        let sources = Self::layers_range(&layers, b"", &keyspace_end(), at).await?;
+        for (k, (v, val)) in visible(sources, at) {
             if let Some(val) = val {
                 data.insert(k, v, Some(val));
             }
@@ -885,9 +960,7 @@ impl Timeline {
                 map.open_records.extend(newer);
                 let newer = std::mem::take(&mut map.open);
                 let mut restored = (*frozen).clone();
-                for (k, v, val) in newer.iter() {
-                    restored.insert(k.clone(), v, val.clone());
-                }
+                restored.absorb(&newer);
                 map.open = restored;
             }
         }
@@ -1294,8 +1367,12 @@ mod retention_tests {
         }
     }
 
+    /// Random sets, clears and range clears over 9 rounds, checked against a plain model of
+    /// every version: point reads, full and limited range reads both ways, and history, from
+    /// memory, delta layers and images alike.
     #[tokio::test]
     async fn windowed_range_reads_match_the_full_merge() {
+        use std::collections::BTreeMap;
         for seed in 0..12u64 {
             let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
             let clock = Arc::new(TestClock::default());
@@ -1311,21 +1388,40 @@ mod retention_tests {
                     .unwrap();
             let mut rng = Lcg(seed);
             let mut versions = Vec::new();
+            let mut model: BTreeMap<u64, BTreeMap<Bytes, Bytes>> = BTreeMap::new();
+            let mut state: BTreeMap<Bytes, Bytes> = BTreeMap::new();
             for round in 0..9u64 {
                 let v = (round + 1) * 10;
                 let muts: Vec<Mutation> = (0..60)
-                    .map(|_| {
+                    .map(|i| {
                         let key = Bytes::from(format!("k{:03}", rng.below(200)));
-                        if rng.below(4) == 0 {
-                            Mutation::Clear { key }
-                        } else {
-                            Mutation::Set {
+                        match rng.below(20) {
+                            0..=3 => Mutation::Clear { key },
+                            4 => Mutation::ClearRange {
+                                end: Bytes::from(format!("k{:03}", rng.below(30) + 1)),
+                                begin: key.slice(..3),
+                            },
+                            _ => Mutation::Set {
                                 key,
-                                value: Bytes::from(vec![b'a' + (round as u8); 600]),
-                            }
+                                value: Bytes::from(format!("{round}-{i}-{}", "x".repeat(600))),
+                            },
                         }
                     })
                     .collect();
+                for m in &muts {
+                    match m {
+                        Mutation::Set { key, value } => {
+                            state.insert(key.clone(), value.clone());
+                        }
+                        Mutation::Clear { key } => {
+                            state.remove(key);
+                        }
+                        Mutation::ClearRange { begin, end } => {
+                            state.retain(|k, _| !(begin <= k && k < end));
+                        }
+                    }
+                }
+                model.insert(v, state.clone());
                 t.apply(&[WalRecord {
                     version: Version(v),
                     commit_time_micros: v,
@@ -1348,6 +1444,40 @@ mod retention_tests {
                     .get_range(begin.as_bytes(), end.as_bytes(), version, 0, false)
                     .await
                     .unwrap();
+                let expected: Vec<(Bytes, Bytes)> = model[&version.0]
+                    .range(Bytes::from(begin.clone())..Bytes::from(end.clone()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(all, expected, "seed {seed}: [{begin}, {end}) @{version}");
+                let probe = Bytes::from(format!("k{:03}", rng.below(200)));
+                assert_eq!(
+                    t.get(&probe, version).await.unwrap(),
+                    model[&version.0].get(&probe).cloned(),
+                    "seed {seed}: get {probe:?} @{version}"
+                );
+                // History: one entry wherever the key's state changed between model versions.
+                let history = t.history(&probe, Version(1), Version(90)).await.unwrap();
+                let mut prev: Option<Bytes> = None;
+                let mut changes = Vec::new();
+                for (mv, snapshot) in &model {
+                    let now = snapshot.get(&probe).cloned();
+                    if now != prev {
+                        changes.push((*mv, now.clone()));
+                    }
+                    prev = now;
+                }
+                // Entries that left the state unchanged (a clear of an absent key, a rewrite
+                // of the same value) are real versions too; compare the changes only.
+                let mut seen: Option<Bytes> = None;
+                let got: Vec<(u64, Option<Bytes>)> = history
+                    .into_iter()
+                    .filter_map(|(v, _, val)| {
+                        let changed = val != seen;
+                        seen = val.clone();
+                        changed.then_some((v.0, val))
+                    })
+                    .collect();
+                assert_eq!(got, changes, "seed {seed}: history of {probe:?}");
                 let mut want = all.clone();
                 if reverse {
                     want.reverse();

@@ -125,6 +125,10 @@ fn records() -> Vec<WalRecord> {
                 set(&all_bytes, &all_bytes),
                 clear(&[0x00, 0xFF]),
                 set(b"user/1", b"bob"),
+                Mutation::ClearRange {
+                    begin: Bytes::from_static(b"user/3"),
+                    end: Bytes::from_static(b"user/9"),
+                },
             ],
         },
     ];
@@ -153,6 +157,7 @@ fn expected_rows(records: &[WalRecord]) -> Vec<Value> {
             let (op, value) = match m {
                 Mutation::Set { value, .. } => ("set", Value::String(hex(value))),
                 Mutation::Clear { .. } => ("clear", Value::Null),
+                Mutation::ClearRange { end, .. } => ("clear_range", Value::String(hex(end))),
             };
             rows.push(serde_json::json!({
                 "version": r.version.0,

@@ -79,6 +79,21 @@ pub struct DevCluster {
 }
 
 impl DevCluster {
+    /// Deletes everything local but the bucket (`objects/`): what a restore from the bucket
+    /// alone starts from. Call with the cluster stopped.
+    pub fn wipe_all_but_bucket(&self) {
+        for entry in std::fs::read_dir(&self.data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() != "objects" {
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).unwrap();
+                } else {
+                    std::fs::remove_file(&path).unwrap();
+                }
+            }
+        }
+    }
+
     /// Starts `ferrisdb dev` on `data_dir` and waits until it takes writes.
     pub async fn start(data_dir: &Path, extra_args: &[&str]) -> DevCluster {
         let mut c = DevCluster {

@@ -1,0 +1,211 @@
+//! Newer writes laid over an older, paged range source.
+//!
+//! Two places read a range this way: the compute lays its hot tier over the pageserver's
+//! answer at the hot tier's floor, and a transaction lays its own uncommitted writes over the
+//! compute's answer. Both have point entries (a value, or `None` for a clear) and cleared
+//! ranges; both must answer a limited read without knowing how many of the source's rows
+//! their clears hide, so the source is read in pages until enough rows survive.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::Result;
+
+/// Writes newer than a range source: they win over its rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overlay {
+    /// Keys written, with their value (`None`: cleared).
+    pub entries: BTreeMap<Bytes, Option<Bytes>>,
+    /// Ranges cleared: every source row inside them is gone (entries inside still count).
+    pub cleared: Vec<(Bytes, Bytes)>,
+}
+
+/// One page of a range source: rows in scan order, and whether the source holds more past
+/// the last one.
+pub type Page = (Vec<(Bytes, Bytes)>, bool);
+
+impl Overlay {
+    /// Whether `key` lies in a cleared range.
+    pub fn is_cleared(&self, key: &[u8]) -> bool {
+        self.cleared
+            .iter()
+            .any(|(b, e)| b.as_ref() <= key && key < e.as_ref())
+    }
+
+    /// Whether the overlay decides `key`, so the source's row for it does not count.
+    pub fn overrides(&self, key: &[u8]) -> bool {
+        self.entries.contains_key(key) || self.is_cleared(key)
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.cleared.is_empty()
+    }
+
+    /// Up to `limit` (0: all) live rows of `[begin, end)`, in key order or reversed, with a
+    /// flag saying whether more may follow. `fetch(begin, end, limit)` reads one page of the
+    /// source in the same direction.
+    pub async fn read_range<F, Fut>(
+        &self,
+        begin: Bytes,
+        end: Bytes,
+        limit: usize,
+        reverse: bool,
+        mut fetch: F,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool)>
+    where
+        F: FnMut(Bytes, Bytes, usize) -> Fut,
+        Fut: Future<Output = Result<Page>>,
+    {
+        let in_range = |k: &Bytes| *k >= begin && *k < end;
+        let own: Vec<(&Bytes, &Option<Bytes>)> =
+            self.entries.iter().filter(|(k, _)| in_range(k)).collect();
+        // Each entry hides at most one source row, so asking for that many more usually
+        // settles the answer in one page; a cleared range can hide any number, so pages
+        // continue from where the last one ended until enough rows survive.
+        let page_limit = if limit == 0 { 0 } else { limit + own.len() };
+        let (mut lo, mut hi) = (begin.clone(), end.clone());
+        let mut rows: BTreeMap<Bytes, Bytes> = BTreeMap::new();
+        loop {
+            let (page, more) = fetch(lo.clone(), hi.clone(), page_limit).await?;
+            let last = page.last().map(|(k, _)| k.clone());
+            rows.extend(page.into_iter().filter(|(k, _)| !self.overrides(k)));
+            let settled = match (last, more) {
+                (Some(last), true) => last,
+                // The source had nothing more in range: every row is known.
+                _ => {
+                    let live = Self::merge(rows, &own, None, reverse);
+                    let more = limit > 0 && live.len() > limit;
+                    return Ok((Self::cut(live, limit), more));
+                }
+            };
+            // Only what lies up to where this page ended is known.
+            let live = Self::merge(rows.clone(), &own, Some(&settled), reverse);
+            if live.len() >= limit {
+                return Ok((Self::cut(live, limit), true));
+            }
+            if reverse {
+                hi = settled;
+            } else {
+                let mut next = settled.to_vec();
+                next.push(0);
+                lo = Bytes::from(next);
+            }
+        }
+    }
+
+    /// Source rows and own entries merged, live rows only, in scan order; with `upto`, only
+    /// keys up to it in scan order.
+    fn merge(
+        mut rows: BTreeMap<Bytes, Bytes>,
+        own: &[(&Bytes, &Option<Bytes>)],
+        upto: Option<&Bytes>,
+        reverse: bool,
+    ) -> Vec<(Bytes, Bytes)> {
+        let mut cleared = Vec::new();
+        for (k, v) in own {
+            match v {
+                Some(v) => {
+                    rows.insert((*k).clone(), v.clone());
+                }
+                None => cleared.push((*k).clone()),
+            }
+        }
+        for k in cleared {
+            rows.remove(&k);
+        }
+        let within = |k: &Bytes| upto.is_none_or(|u| if reverse { k >= u } else { k <= u });
+        let live = rows.into_iter().filter(|(k, _)| within(k));
+        if reverse {
+            live.rev().collect()
+        } else {
+            live.collect()
+        }
+    }
+
+    fn cut(mut rows: Vec<(Bytes, Bytes)>, limit: usize) -> Vec<(Bytes, Bytes)> {
+        if limit > 0 {
+            rows.truncate(limit);
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// A source of keys k00..k49 answering in pages of the asked size.
+    async fn source(begin: Bytes, end: Bytes, limit: usize, reverse: bool) -> Result<Page> {
+        let all: Vec<(Bytes, Bytes)> = (0..50)
+            .map(|i| (b(&format!("k{i:02}")), b(&format!("v{i}"))))
+            .filter(|(k, _)| *k >= begin && *k < end)
+            .collect();
+        let mut all = all;
+        if reverse {
+            all.reverse();
+        }
+        let more = limit > 0 && all.len() > limit;
+        if limit > 0 {
+            all.truncate(limit);
+        }
+        Ok((all, more))
+    }
+
+    fn keys(rows: &[(Bytes, Bytes)]) -> Vec<String> {
+        rows.iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn clears_hiding_many_rows_are_read_past_in_pages() {
+        let mut o = Overlay::default();
+        o.cleared.push((b("k05"), b("k40")));
+        o.entries.insert(b("k10"), Some(b("mine")));
+        o.entries.insert(b("k02"), None);
+        o.entries.insert(b("k99"), Some(b("outside")));
+        for reverse in [false, true] {
+            let (rows, more) = o
+                .read_range(b("k00"), b("k50"), 0, reverse, |lo, hi, n| {
+                    source(lo, hi, n, reverse)
+                })
+                .await
+                .unwrap();
+            let mut want: Vec<String> = ["k00", "k01", "k03", "k04", "k10"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain((40..50).map(|i| format!("k{i}")))
+                .collect();
+            if reverse {
+                want.reverse();
+            }
+            assert_eq!(keys(&rows), want);
+            assert!(!more);
+            for limit in 1..=16 {
+                let (rows, more) = o
+                    .read_range(b("k00"), b("k50"), limit, reverse, |lo, hi, n| {
+                        source(lo, hi, n, reverse)
+                    })
+                    .await
+                    .unwrap();
+                let expect: Vec<String> = want.iter().take(limit).cloned().collect();
+                assert_eq!(keys(&rows), expect, "limit {limit} reverse {reverse}");
+                assert_eq!(more, limit < want.len(), "limit {limit} reverse {reverse}");
+            }
+        }
+        let (rows, _) = o
+            .read_range(b("k10"), b("k11"), 0, false, |lo, hi, n| {
+                source(lo, hi, n, false)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![(b("k10"), b("mine"))]);
+    }
+}
