@@ -141,6 +141,26 @@ pub enum ClientCommand {
 pub enum AdminCommand {
     /// Upload everything committed so far to object storage.
     Checkpoint {
+        /// The database (default: the compute's own).
+        #[arg(long)]
+        database: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Create database NAME as a branch of another at a version or time, by metadata only
+    /// (default: the parent's latest commit). The compute serves it at once.
+    Branch {
+        /// The new database.
+        name: String,
+        /// The database to branch from (default: the compute's own).
+        #[arg(long = "from")]
+        parent: Option<String>,
+        /// Branch at this version of the parent.
+        #[arg(long, conflicts_with = "at_timestamp")]
+        at_version: Option<u64>,
+        /// Branch at the parent's state at this time: Unix microseconds, or RFC 3339.
+        #[arg(long)]
+        at_timestamp: Option<String>,
         #[command(flatten)]
         args: AdminArgs,
     },
@@ -439,17 +459,44 @@ async fn write(args: ClientArgs, op: WriteOp) -> ExitCode {
 }
 
 async fn admin(cmd: AdminCommand) -> ExitCode {
-    let (args, method, path) = match &cmd {
-        AdminCommand::Checkpoint { args } => (args, reqwest::Method::POST, "/v1/checkpoint"),
-        AdminCommand::Status { args } => (args, reqwest::Method::GET, "/v1/status"),
+    let (args, method, path, body) = match &cmd {
+        AdminCommand::Checkpoint { args, database } => {
+            let path = match database {
+                Some(db) => format!("/v1/checkpoint?database={db}"),
+                None => "/v1/checkpoint".to_string(),
+            };
+            (args, reqwest::Method::POST, path, None)
+        }
+        AdminCommand::Status { args } => (args, reqwest::Method::GET, "/v1/status".into(), None),
+        AdminCommand::Branch {
+            name,
+            parent,
+            at_version,
+            at_timestamp,
+            args,
+        } => {
+            let timestamp = match at_timestamp.as_deref().map(parse_timestamp).transpose() {
+                Ok(t) => t,
+                Err(e) => return fail(args.json, &e),
+            };
+            let body = json!({
+                "name": name,
+                "parent": parent,
+                "version": at_version,
+                "timestamp_micros": timestamp,
+            });
+            (args, reqwest::Method::POST, "/v1/branch".into(), Some(body))
+        }
     };
     let url = format!("{}{path}", args.endpoint.trim_end_matches('/'));
     let client = reqwest::Client::new();
-    let response = client
+    let mut request = client
         .request(method, &url)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await;
+        .timeout(Duration::from_secs(60));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await;
     let response = match response {
         Ok(r) => r,
         Err(e) => return fail(args.json, &Error::unavailable(format!("{url}: {e}"))),
@@ -483,6 +530,14 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
             println!(
                 "checkpointed: everything up to version {} is in object storage",
                 body["remote_consistent_version"]
+            );
+        }
+        (AdminCommand::Branch { .. }, false) => {
+            println!(
+                "created {} from {} at version {}",
+                body["database"].as_str().unwrap_or_default(),
+                body["parent"].as_str().unwrap_or_default(),
+                body["version"]
             );
         }
     }

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{DevCluster, cli};
+use support::{DevCluster, cli, now_micros};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
@@ -75,13 +75,6 @@ fn check(phase: &str, ep: &str, versions: &[u64], between: &[u64]) {
             "{phase}: commit time {t} outside its window"
         );
     }
-}
-
-fn now_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 //! no acknowledged commit.
 
 pub mod committer;
+pub mod databases;
 pub mod hot_tier;
 pub mod metrics;
 pub mod primary;
@@ -17,25 +18,19 @@ pub mod service;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
-use ferrisdb_common::clock::{Clock, SystemClock};
+use ferrisdb_common::proto::CheckpointRequest;
 use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::proto::{CheckpointRequest, PageserverStatusRequest};
 use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
-use tokio::sync::watch;
 
+use crate::databases::Databases;
 use crate::metrics::Metrics;
 use crate::primary::Primary;
-use crate::proposer::Proposer;
 use crate::service::ComputeService;
-
-/// Pause between election attempts.
-const ELECTION_RETRY: Duration = Duration::from_millis(300);
 
 /// How a compute process is started.
 #[derive(Debug, Clone)]
@@ -67,13 +62,14 @@ pub async fn run(
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
 
-    let (primary_tx, primary_rx) = watch::channel(None);
-    let election = tokio::spawn(become_primary(
-        config.clone(),
+    let databases = Databases::new(
+        config.database.clone(),
+        config.safekeepers.clone(),
         pageserver.clone(),
         metrics.clone(),
-        primary_tx,
-    ));
+    );
+    databases.serve(&config.database);
+    let branches = tokio::spawn(databases.clone().serve_branches());
 
     let shutdown = net::Shutdown::on(shutdown);
     let routes = axum::Router::new()
@@ -81,89 +77,52 @@ pub async fn run(
         .route("/v1/checkpoint", post(checkpoint))
         .route("/v1/version_at", get(version_at))
         .route("/v1/history", get(history))
-        .with_state(AdminState {
-            database: config.database.clone(),
-            primary: primary_rx.clone(),
-        });
+        .route("/v1/branch", post(branch))
+        .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder().add_service(DatabaseServer::new(
-        ComputeService::new(config.database.clone(), primary_rx),
-    ));
+    let grpc = tonic::transport::Server::builder()
+        .add_service(DatabaseServer::new(ComputeService::new(databases.clone())));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
-    election.abort();
+    branches.abort();
+    databases.stop();
     let _ = http.await;
     Ok(())
 }
 
-/// Retries elections until one is won and the log recovered, then publishes the primary.
-async fn become_primary(
-    config: ComputeConfig,
-    pageserver: PageserverClient<tonic::transport::Channel>,
-    metrics: Metrics,
-    primary: watch::Sender<Option<Arc<Primary>>>,
-) {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let result = async {
-            // What object storage already holds bounds the log from below (see Proposer::elect).
-            let req = PageserverStatusRequest {
-                database: config.database.clone(),
-            };
-            let durable = pageserver
-                .clone()
-                .get_status(req)
-                .await?
-                .into_inner()
-                .remote_consistent_version;
-            let proposer = Proposer::elect(&config.database, &config.safekeepers, durable).await?;
-            Primary::start(
-                config.database.clone(),
-                proposer,
-                pageserver.clone(),
-                clock.clone(),
-                metrics.clone(),
-            )
-            .await
-        }
-        .await;
-        match result {
-            Ok(p) => {
-                primary.send_replace(Some(p));
-                return;
-            }
-            Err(e) => {
-                if attempt % 10 == 1 {
-                    tracing::warn!(attempt, error = %e, "not primary yet; retrying");
-                }
-                tokio::time::sleep(ELECTION_RETRY).await;
-            }
-        }
+/// Which database an admin call is about (default: the one the compute was started for).
+#[derive(serde::Deserialize)]
+struct DatabaseParam {
+    database: Option<String>,
+}
+
+impl DatabaseParam {
+    fn primary(&self, dbs: &Databases) -> Result<Arc<Primary>, Error> {
+        dbs.primary(self.database.as_deref().unwrap_or(&dbs.root))
     }
 }
 
-#[derive(Clone)]
-struct AdminState {
-    database: String,
-    primary: watch::Receiver<Option<Arc<Primary>>>,
-}
-
-async fn status(State(s): State<AdminState>) -> Json<serde_json::Value> {
-    let primary = s.primary.borrow().clone();
+async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
+    let all = dbs.all();
+    let root = all
+        .iter()
+        .find(|(name, _)| *name == dbs.root)
+        .and_then(|(_, p)| p.as_ref().map(|p| p.status()));
+    let databases: serde_json::Map<String, serde_json::Value> = all
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                serde_json::json!(p.as_ref().map(|p| p.status())),
+            )
+        })
+        .collect();
     Json(serde_json::json!({
         "kind": "compute",
-        "database": s.database,
-        "primary": primary.map(|p| p.status()),
+        "database": dbs.root,
+        "primary": root,
+        "databases": databases,
     }))
-}
-
-fn primary_of(s: &AdminState) -> Result<Arc<Primary>, Error> {
-    s.primary
-        .borrow()
-        .clone()
-        .ok_or_else(|| Error::unavailable("the compute has not won a term yet"))
 }
 
 #[derive(serde::Deserialize)]
@@ -173,10 +132,11 @@ struct VersionAtParams {
 
 /// The version a timestamp maps to (the latest committed at or before it).
 async fn version_at(
-    State(s): State<AdminState>,
+    State(dbs): State<Databases>,
+    axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
     axum::extract::Query(p): axum::extract::Query<VersionAtParams>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let version = primary_of(&s)?.version_at(p.timestamp_micros).await?;
+    let version = db.primary(&dbs)?.version_at(p.timestamp_micros).await?;
     Ok(Json(
         serde_json::json!({"timestamp_micros": p.timestamp_micros, "version": version}),
     ))
@@ -193,11 +153,13 @@ struct HistoryParams {
 
 /// Every version of a (UTF-8) key with its commit time.
 async fn history(
-    State(s): State<AdminState>,
+    State(dbs): State<Databases>,
+    axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
     axum::extract::Query(p): axum::extract::Query<HistoryParams>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let key = bytes::Bytes::from(p.key.clone());
-    let entries = primary_of(&s)?
+    let entries = db
+        .primary(&dbs)?
         .history(key, Version(p.from), Version(p.to))
         .await?;
     let versions: Vec<_> = entries
@@ -217,12 +179,11 @@ async fn history(
 
 /// Uploads everything committed so far to object storage: waits for the pageserver to ingest
 /// the latest commit, then has it checkpoint.
-async fn checkpoint(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, Error> {
-    let primary = s
-        .primary
-        .borrow()
-        .clone()
-        .ok_or_else(|| Error::unavailable("the compute has not won a term yet"))?;
+async fn checkpoint(
+    State(dbs): State<Databases>,
+    axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let primary = db.primary(&dbs)?;
     let version = primary.read_version()?;
     let req = CheckpointRequest {
         database: primary.database().to_string(),
@@ -230,8 +191,34 @@ async fn checkpoint(State(s): State<AdminState>) -> Result<Json<serde_json::Valu
     };
     let status = primary.pageserver().checkpoint(req).await?.into_inner();
     Ok(Json(serde_json::json!({
-        "database": s.database,
+        "database": primary.database(),
         "checkpointed_version": version,
         "remote_consistent_version": status.remote_consistent_version,
     })))
+}
+
+/// The body of a branch request.
+#[derive(serde::Deserialize)]
+struct BranchParams {
+    /// The new database.
+    name: String,
+    /// The database to branch from (default: the compute's own).
+    parent: Option<String>,
+    version: Option<u64>,
+    timestamp_micros: Option<u64>,
+}
+
+/// Creates a database as a branch of another at a version or timestamp (neither: the latest
+/// commit), by metadata only, and starts serving it.
+async fn branch(
+    State(dbs): State<Databases>,
+    Json(p): Json<BranchParams>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let parent = p.parent.clone().unwrap_or_else(|| dbs.root.clone());
+    let at = dbs
+        .branch(&p.name, &parent, p.version.map(Version), p.timestamp_micros)
+        .await?;
+    Ok(Json(
+        serde_json::json!({"database": p.name, "parent": parent, "version": at}),
+    ))
 }

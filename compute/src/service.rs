@@ -10,40 +10,28 @@ use ferrisdb_common::proto::{
     HistoryResponse, KeyValue, VersionAtRequest, VersionAtResponse,
 };
 use ferrisdb_common::wal::Mutation;
-use ferrisdb_common::{Error, ErrorKind, Result, Version};
-use tokio::sync::watch;
+use ferrisdb_common::{Error, Result, Version};
 use tonic::{Request, Response, Status};
 
+use crate::databases::Databases;
 use crate::primary::Primary;
 use crate::resolver::KeyRange;
 
-/// What the client API needs: the database name and, once elected, the primary.
+/// What the client API needs: the databases served and, once elected, their primaries.
 #[derive(Debug, Clone)]
 pub struct ComputeService {
-    database: String,
-    primary: watch::Receiver<Option<Arc<Primary>>>,
+    databases: Databases,
 }
 
 impl ComputeService {
-    /// A service for `database` that answers `unavailable` until `primary` holds a value.
-    pub fn new(database: String, primary: watch::Receiver<Option<Arc<Primary>>>) -> ComputeService {
-        ComputeService { database, primary }
+    /// A service routing each request to its database's primary (`unavailable` until it has
+    /// won its term).
+    pub fn new(databases: Databases) -> ComputeService {
+        ComputeService { databases }
     }
 
     fn primary(&self, database: &str) -> Result<Arc<Primary>> {
-        if database != self.database {
-            return Err(Error::new(
-                ErrorKind::DatabaseNotFound,
-                format!(
-                    "this compute serves database {:?}, not {database:?}",
-                    self.database
-                ),
-            ));
-        }
-        self.primary
-            .borrow()
-            .clone()
-            .ok_or_else(|| Error::unavailable("the compute is starting: it has not won a term yet"))
+        self.databases.primary(database)
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod block_cache;
 pub mod cold_segment;
+pub mod databases;
 pub mod delta_layer;
 pub mod ingest;
 pub mod manifest;
@@ -15,7 +16,6 @@ pub mod metrics;
 pub mod service;
 pub mod timeline;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,11 +26,11 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use ferrisdb_common::objstore::ObjectStoreConfig;
 use ferrisdb_common::proto::pageserver_server::PageserverServer;
-use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
+use ferrisdb_common::{Error, Result, Version, admin, net};
 
+use crate::databases::Databases;
 use crate::metrics::Metrics;
-use crate::service::{PageserverService, Timelines};
-use crate::timeline::Timeline;
+use crate::service::PageserverService;
 
 /// How a pageserver process is started.
 #[derive(Debug, Clone)]
@@ -66,70 +66,42 @@ pub async fn run(
     let store = config.object_store.open()?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let cache = Arc::new(block_cache::BlockCache::new(&config.cache).await?);
-    let mut map = BTreeMap::new();
-    for db in &config.databases {
-        validate_database_name(db)?;
-        let t = Timeline::load_with_options(
-            db,
-            store.clone(),
-            metrics.clone(),
-            cache.clone(),
-            config.timeline.clone(),
-        )
-        .await?;
-        map.insert(db.clone(), Arc::new(t));
-    }
-    let timelines = Timelines(Arc::new(map));
+    let databases = Databases::new(
+        store,
+        metrics.clone(),
+        cache,
+        config.timeline.clone(),
+        config.safekeepers.clone(),
+        config.checkpoint_interval,
+    );
+    databases.start_all(&config.databases).await?;
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, store = %config.object_store.url, "pageserver serving");
-
-    let mut tasks = Vec::new();
-    for t in timelines.0.values() {
-        tasks.push(tokio::spawn(ingest::follow(
-            t.clone(),
-            config.safekeepers.clone(),
-        )));
-        tasks.push(tokio::spawn(ingest::report_durable(
-            t.clone(),
-            config.safekeepers.clone(),
-        )));
-        let t = t.clone();
-        let every = config.checkpoint_interval;
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if t.ingested_version() > t.remote_consistent_version()
-                    && let Err(e) = t.checkpoint(Version::ZERO).await
-                {
-                    tracing::warn!(database = t.database(), error = %e, "periodic checkpoint failed");
-                }
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), Error>(())
-        }));
-    }
 
     let shutdown = net::Shutdown::on(shutdown);
     let routes = axum::Router::new()
         .route("/v1/status", get(status))
         .route("/v1/databases/{database}/checkpoint", post(checkpoint))
-        .with_state(timelines.clone());
+        .route("/v1/databases/{database}/branch", post(branch))
+        .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder()
-        .add_service(PageserverServer::new(PageserverService::new(timelines)));
+    let grpc = tonic::transport::Server::builder().add_service(PageserverServer::new(
+        PageserverService::new(databases.clone()),
+    ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
-    for t in tasks {
-        t.abort();
-    }
+    databases.stop();
     Ok(())
 }
 
-async fn status(State(timelines): State<Timelines>) -> Json<serde_json::Value> {
+async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
     let mut databases = serde_json::Map::new();
-    for (name, t) in timelines.0.iter() {
+    for (name, t) in dbs.timelines.all() {
+        let ancestor = t
+            .ancestor()
+            .map(|(parent, at)| serde_json::json!({"parent": parent, "version": at}));
         databases.insert(
             name.clone(),
             serde_json::json!({
@@ -138,6 +110,7 @@ async fn status(State(timelines): State<Timelines>) -> Json<serde_json::Value> {
                 "manifest_generation": t.manifest_generation().await,
                 "open_layer_bytes": t.open_layer_bytes(),
                 "block_cache": {"hits": t.cache_stats().0, "misses": t.cache_stats().1},
+                "ancestor": ancestor,
             }),
         );
     }
@@ -151,13 +124,39 @@ struct CheckpointParams {
 }
 
 async fn checkpoint(
-    State(timelines): State<Timelines>,
+    State(dbs): State<Databases>,
     Path(database): Path<String>,
     Query(params): Query<CheckpointParams>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let t = timelines.get(&database)?;
+    let t = dbs.timelines.get(&database)?;
     let v = t.checkpoint(Version(params.wait_for_version)).await?;
     Ok(Json(
         serde_json::json!({"database": database, "remote_consistent_version": v}),
+    ))
+}
+
+/// The body of a branch request: the parent, and where in it (neither: its latest version).
+#[derive(serde::Deserialize)]
+struct BranchParams {
+    parent: String,
+    version: Option<u64>,
+    timestamp_micros: Option<u64>,
+}
+
+async fn branch(
+    State(dbs): State<Databases>,
+    Path(database): Path<String>,
+    Json(params): Json<BranchParams>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let at = dbs
+        .branch(
+            &database,
+            &params.parent,
+            params.version.map(Version),
+            params.timestamp_micros,
+        )
+        .await?;
+    Ok(Json(
+        serde_json::json!({"database": database, "parent": params.parent, "version": at}),
     ))
 }

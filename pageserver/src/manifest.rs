@@ -58,6 +58,15 @@ pub struct SegmentEntry {
     pub size: u64,
 }
 
+/// Where a branch meets its parent: a database and a version of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchPoint {
+    /// The other database.
+    pub database: String,
+    /// The version where the branch begins: the branch holds the parent's state at it.
+    pub version: Version,
+}
+
 /// The contents of one manifest generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -82,6 +91,13 @@ pub struct Manifest {
     /// was retried tells its own landed write from another pageserver's.
     #[serde(default)]
     pub writer: String,
+    /// For a branch: the parent and the version it was branched at. Reads of the branch at or
+    /// below that version, and of keys the branch never wrote, are answered by the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ancestor: Option<BranchPoint>,
+    /// Branches made from this database: its GC keeps every version they may read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<BranchPoint>,
 }
 
 impl Manifest {
@@ -96,6 +112,8 @@ impl Manifest {
             segments: Vec::new(),
             gc_horizon: Version::ZERO,
             writer: String::new(),
+            ancestor: None,
+            branches: Vec::new(),
         }
     }
 }
@@ -147,6 +165,20 @@ pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result
         )));
     }
     Ok(manifest)
+}
+
+/// The databases that have objects in the bucket.
+pub async fn list_databases(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>> {
+    let prefix = Path::from("databases");
+    let listing = with_retries("list databases", || {
+        store.list_with_delimiter(Some(&prefix))
+    })
+    .await?;
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect())
 }
 
 /// Reads a whole object, retrying transient failures.

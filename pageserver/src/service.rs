@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use ferrisdb_common::proto::pageserver_server::Pageserver;
 use ferrisdb_common::proto::{
-    ChangesBatch, ChangesRequest, CheckpointRequest, CommittedRecord, HistoryEntry, HistoryRequest,
-    HistoryResponse, KeyValue, PageGetRangeRequest, PageGetRangeResponse, PageGetRequest,
-    PageGetResponse, PageserverStatus, PageserverStatusRequest, VersionAtRequest,
+    ChangesBatch, ChangesRequest, CheckpointRequest, CommittedRecord, CreateBranchRequest,
+    CreateBranchResponse, DatabaseInfo, HistoryEntry, HistoryRequest, HistoryResponse, KeyValue,
+    ListDatabasesRequest, ListDatabasesResponse, PageGetRangeRequest, PageGetRangeResponse,
+    PageGetRequest, PageGetResponse, PageserverStatus, PageserverStatusRequest, VersionAtRequest,
     VersionAtResponse,
 };
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::databases::Databases;
 use crate::timeline::Timeline;
 
 /// Records per streamed batch of the change feed.
@@ -59,19 +61,38 @@ async fn feed(
     }
 }
 
-/// The databases a pageserver serves, by name.
+/// The databases a pageserver serves, by name. Branches join while it runs.
 #[derive(Debug, Clone, Default)]
-pub struct Timelines(pub Arc<BTreeMap<String, Arc<Timeline>>>);
+pub struct Timelines(Arc<std::sync::RwLock<BTreeMap<String, Arc<Timeline>>>>);
 
 impl Timelines {
     /// The timeline of `database`, or `database_not_found`.
     pub fn get(&self, database: &str) -> Result<Arc<Timeline>> {
-        self.0.get(database).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::DatabaseNotFound,
-                format!("this pageserver does not serve database {database:?}"),
-            )
-        })
+        self.0
+            .read()
+            .ok()
+            .and_then(|m| m.get(database).cloned())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::DatabaseNotFound,
+                    format!("this pageserver does not serve database {database:?}"),
+                )
+            })
+    }
+
+    /// Every timeline, by name.
+    pub fn all(&self) -> Vec<(String, Arc<Timeline>)> {
+        self.0.read().map_or_else(
+            |_| Vec::new(),
+            |m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        )
+    }
+
+    /// Adds a timeline.
+    pub fn insert(&self, timeline: Arc<Timeline>) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(timeline.database().to_string(), timeline);
+        }
     }
 }
 
@@ -79,12 +100,16 @@ impl Timelines {
 #[derive(Debug, Clone)]
 pub struct PageserverService {
     timelines: Timelines,
+    databases: Databases,
 }
 
 impl PageserverService {
-    /// A service over `timelines`.
-    pub fn new(timelines: Timelines) -> PageserverService {
-        PageserverService { timelines }
+    /// A service over `databases`.
+    pub fn new(databases: Databases) -> PageserverService {
+        PageserverService {
+            timelines: databases.timelines.clone(),
+            databases,
+        }
     }
 }
 
@@ -196,5 +221,43 @@ impl Pageserver for PageserverService {
         let t = self.timelines.get(&req.database)?;
         t.checkpoint(Version(req.wait_for_version)).await?;
         Ok(Response::new(status_of(&t)))
+    }
+
+    async fn create_branch(
+        &self,
+        req: Request<CreateBranchRequest>,
+    ) -> Result<Response<CreateBranchResponse>, Status> {
+        let req = req.into_inner();
+        let version = (req.version > 0).then_some(Version(req.version));
+        let at = self
+            .databases
+            .branch(&req.database, &req.parent, version, req.timestamp_micros)
+            .await?;
+        Ok(Response::new(CreateBranchResponse {
+            database: req.database,
+            parent: req.parent,
+            version: at.0,
+        }))
+    }
+
+    async fn list_databases(
+        &self,
+        _req: Request<ListDatabasesRequest>,
+    ) -> Result<Response<ListDatabasesResponse>, Status> {
+        let databases = self
+            .databases
+            .list()
+            .into_iter()
+            .map(|(name, ancestor)| {
+                let (parent, branch_version) =
+                    ancestor.map_or((String::new(), 0), |(p, v)| (p, v.0));
+                DatabaseInfo {
+                    name,
+                    parent,
+                    branch_version,
+                }
+            })
+            .collect();
+        Ok(Response::new(ListDatabasesResponse { databases }))
     }
 }

@@ -140,6 +140,9 @@ pub struct Timeline {
     options: TimelineOptions,
     /// Reads below this are refused; mirrors the manifest's `gc_horizon`.
     gc_horizon: std::sync::atomic::AtomicU64,
+    /// For a branch: the parent's timeline and the branch point. The parent answers whatever
+    /// this timeline's own layers do not (see [`Timeline::create_branch`]).
+    ancestor: Option<(Arc<Timeline>, Version)>,
     metrics: Metrics,
 }
 
@@ -179,7 +182,31 @@ impl Timeline {
         cache: Arc<BlockCache>,
         options: TimelineOptions,
     ) -> Result<Timeline> {
+        Timeline::load_with_ancestor(database, store, metrics, cache, options, None).await
+    }
+
+    /// Like [`Timeline::load_with_options`], for a database that may be a branch: `ancestor`
+    /// must be the parent its manifest names, already loaded.
+    pub async fn load_with_ancestor(
+        database: &str,
+        store: Arc<dyn ObjectStore>,
+        metrics: Metrics,
+        cache: Arc<BlockCache>,
+        options: TimelineOptions,
+        ancestor: Option<Arc<Timeline>>,
+    ) -> Result<Timeline> {
         let manifest = manifest::load_latest(&store, database).await?;
+        let ancestor = match (&manifest.ancestor, ancestor) {
+            (None, None) => None,
+            (Some(point), Some(parent)) if parent.database == point.database => {
+                Some((parent, point.version))
+            }
+            (point, _) => {
+                return Err(Error::internal(format!(
+                    "database {database}: manifest names ancestor {point:?}, which was not loaded"
+                )));
+            }
+        };
         let mut layers = Vec::with_capacity(manifest.layers.len());
         let mut times = CommitTimes::default();
         let mut expect_start = None;
@@ -241,9 +268,110 @@ impl Timeline {
             writer: format!("{:016x}", rand::random::<u64>()),
             cache,
             gc_horizon: std::sync::atomic::AtomicU64::new(gc_horizon),
+            ancestor,
             options,
             metrics,
         })
+    }
+
+    /// The parent a branch's manifest names, if any (read before loading, to load parents
+    /// first).
+    pub async fn ancestor_of(
+        store: &Arc<dyn ObjectStore>,
+        database: &str,
+    ) -> Result<Option<manifest::BranchPoint>> {
+        Ok(manifest::load_latest(store, database).await?.ancestor)
+    }
+
+    /// The branch point, for a branch.
+    pub fn ancestor(&self) -> Option<(String, Version)> {
+        self.ancestor
+            .as_ref()
+            .map(|(t, v)| (t.database.clone(), *v))
+    }
+
+    /// Makes `name` a branch of `parent` at version `at`, by metadata only: `parent`'s
+    /// manifest records the branch (so its GC keeps what the branch reads), then the branch's
+    /// first manifest names the parent and makes `at` its durable version, so its WAL starts
+    /// there. Fails with `invalid_argument` if `name` exists, and `version_too_old` or
+    /// `future_version` if `at` is outside what the parent holds.
+    pub async fn create_branch(parent: &Timeline, name: &str, at: Version) -> Result<()> {
+        let existing = manifest::load_latest(&parent.store, name).await?;
+        if existing.generation > 0 {
+            return Err(Error::invalid(format!("database {name:?} already exists")));
+        }
+        parent.check_retained(at)?;
+        if at > parent.ingested_version() {
+            return Err(Error::new(
+                ErrorKind::FutureVersion,
+                format!(
+                    "cannot branch {} at {at}: only {} is ingested",
+                    parent.database,
+                    parent.ingested_version()
+                ),
+            ));
+        }
+        {
+            let mut m = parent.manifest.lock().await;
+            // Checked again under the manifest lock: GC raises the horizon under it.
+            parent.check_retained(at)?;
+            let mut next = m.clone();
+            next.generation += 1;
+            next.writer = parent.writer.clone();
+            next.branches.push(manifest::BranchPoint {
+                database: name.to_string(),
+                version: at,
+            });
+            manifest::store_next(&parent.store, &next).await?;
+            *m = next;
+        }
+        let mut first = Manifest::empty(name);
+        first.generation = 1;
+        first.remote_consistent_version = at;
+        first.writer = parent.writer.clone();
+        first.ancestor = Some(manifest::BranchPoint {
+            database: parent.database.clone(),
+            version: at,
+        });
+        manifest::store_next(&parent.store, &first)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::Fenced => Error::invalid(format!("database {name:?} already exists")),
+                _ => e,
+            })?;
+        tracing::info!(parent = %parent.database, branch = name, version = %at, "branch created");
+        Ok(())
+    }
+
+    /// The parent a range read at `version` also needs: none when an image of this timeline
+    /// already answers for everything below it.
+    fn ancestor_below(
+        &self,
+        layers: &[Arc<DeltaLayer>],
+        version: Version,
+    ) -> Option<(&Arc<Timeline>, Version)> {
+        let imaged = Self::layers_for(layers, version)
+            .first()
+            .is_some_and(|l| l.image);
+        if imaged {
+            None
+        } else {
+            self.ancestor_at(version)
+        }
+    }
+
+    /// The parent's live rows as the oldest source of a merge: each at the branch point, which
+    /// is below every version of the branch's own.
+    fn parent_rows(rows: Vec<(Bytes, Bytes)>, at: Version) -> SourceRows {
+        let rows = rows.into_iter().map(|(k, v)| (k, at, Some(v))).collect();
+        (rows, RangeTombstones::default())
+    }
+
+    /// Where a read at `version` goes in the parent: the branch point or below.
+    fn ancestor_at(&self, version: Version) -> Option<(&Arc<Timeline>, Version)> {
+        self.ancestor
+            .as_ref()
+            .map(|(t, point)| (t, version.min(*point)))
     }
 
     /// The database's name.
@@ -405,7 +533,11 @@ impl Timeline {
                     Lookup::Absent => {}
                 }
             }
-            Ok(None)
+            // Nothing here: the key is as the parent had it at the branch point.
+            match self.ancestor_at(version) {
+                Some((parent, at)) => Box::pin(parent.get(key, at)).await,
+                None => Ok(None),
+            }
         }
         .await;
         self.metrics.read_layers.observe(consulted as f64);
@@ -469,6 +601,10 @@ impl Timeline {
         let (mut sources, layers) =
             self.snapshot(|mems| Self::memory_range(mems, begin, end, version))?;
         sources.extend(Self::layers_range(&layers, begin, end, version).await?);
+        if let Some((parent, at)) = self.ancestor_below(&layers, version) {
+            let (rows, _) = Box::pin(parent.get_range(begin, end, at, 0, false)).await?;
+            sources.push(Self::parent_rows(rows, at));
+        }
         let live = visible(sources, version)
             .into_iter()
             .filter_map(|(k, (_, v))| v.map(|v| (k, v)));
@@ -519,6 +655,11 @@ impl Timeline {
             for layer in Self::layers_for(&layers, version) {
                 let (rows, cut) = layer.scan_limited(&lo, &hi, version, want, reverse).await?;
                 let tombstones = layer.range_tombstones().overlapping(&lo, &hi, version);
+                sources.push((rows, cut, tombstones));
+            }
+            if let Some((parent, at)) = self.ancestor_below(&layers, version) {
+                let (rows, cut) = Box::pin(parent.get_range(&lo, &hi, at, want, reverse)).await?;
+                let (rows, tombstones) = Self::parent_rows(rows, at);
                 sources.push((rows, cut, tombstones));
             }
             // Everything up to the nearest cut-off is final; past it, a cut source may still
@@ -624,16 +765,26 @@ impl Timeline {
                 }
             }
         }
-        let times = self
-            .times
-            .read()
-            .map_err(|_| Error::internal("commit times lock poisoned"))?;
-        let mut out: Vec<(Version, u64, Option<Bytes>)> = entries
-            .into_iter()
-            .map(|(v, val)| (v, times.time_of(v).unwrap_or(0), val))
-            .collect();
+        let mut out: Vec<(Version, u64, Option<Bytes>)> = {
+            let times = self
+                .times
+                .read()
+                .map_err(|_| Error::internal("commit times lock poisoned"))?;
+            entries
+                .into_iter()
+                .map(|(v, val)| (v, times.time_of(v).unwrap_or(0), val))
+                .collect()
+        };
         out.sort_by_key(|(v, _, _)| *v);
         out.dedup_by_key(|(v, _, _)| *v);
+        // A branch's versions up to its branch point are its parent's.
+        if let Some((parent, at)) = self.ancestor_at(to)
+            && from <= at
+        {
+            let mut older = Box::pin(parent.history(key, from, at)).await?;
+            older.append(&mut out);
+            out = older;
+        }
         Ok(out)
     }
 
@@ -643,8 +794,14 @@ impl Timeline {
             .times
             .read()
             .map_err(|_| Error::internal("commit times lock poisoned"))?
-            .version_at(time_micros)
-            .unwrap_or(Version::ZERO);
+            .version_at(time_micros);
+        let v = match (v, self.ancestor_at(Version::MAX)) {
+            (Some(v), _) => v,
+            // Before the branch's first commit: the parent's version then, up to the branch
+            // point (a branch holds nothing of the parent's after it).
+            (None, Some((parent, at))) => parent.version_at(time_micros)?.min(at),
+            (None, None) => Version::ZERO,
+        };
         self.check_retained(v)?;
         Ok(v)
     }
@@ -685,7 +842,13 @@ impl Timeline {
         }
         let at = manifest.remote_consistent_version;
         let mut data = VersionedMap::default();
-        let sources = Self::layers_range(&layers, b"", &keyspace_end(), at).await?;
+        let mut sources = Self::layers_range(&layers, b"", &keyspace_end(), at).await?;
+        // A branch's image holds what it inherited too: reads stop at the image.
+        if let Some((parent, point)) = self.ancestor_below(&layers, at) {
+            let (rows, _) =
+                Box::pin(parent.get_range(b"", &keyspace_end(), point, 0, false)).await?;
+            sources.push(Self::parent_rows(rows, point));
+        }
         for (k, (v, val)) in visible(sources, at) {
             if let Some(val) = val {
                 data.insert(k, v, Some(val));
@@ -745,7 +908,11 @@ impl Timeline {
             return Ok(());
         };
         let mut manifest = self.manifest.lock().await;
-        let horizon = horizon.min(manifest.remote_consistent_version);
+        // Never above a branch point: branches read this database there.
+        let branched = manifest.branches.iter().map(|b| b.version).min();
+        let horizon = horizon
+            .min(manifest.remote_consistent_version)
+            .min(branched.unwrap_or(Version::MAX));
         if horizon <= manifest.gc_horizon {
             return Ok(());
         }
@@ -756,7 +923,9 @@ impl Timeline {
             .map(|e| e.end)
             .max();
         let doomed = |e: &LayerEntry| match (image, e.kind) {
-            (Some(i), LayerKind::Delta) => e.end <= i,
+            // A delta ending at the horizon holds the changes made at it, which history from
+            // the horizon still returns.
+            (Some(i), LayerKind::Delta) => e.end <= i && e.end < horizon,
             (Some(i), LayerKind::Image) => e.end < i,
             (None, _) => false,
         };
@@ -976,6 +1145,18 @@ impl Timeline {
     /// segments for what was checkpointed, from memory for what was not. Refuses with
     /// `version_too_old` when the records just above `after` are no longer kept.
     pub async fn records_since(&self, after: Version) -> Result<Vec<WalRecord>> {
+        // A branch's log up to its branch point is its parent's.
+        if let Some((parent, at)) = self.ancestor_at(Version::MAX)
+            && after < at
+        {
+            let mut older: Vec<WalRecord> = Box::pin(parent.records_since(after))
+                .await?
+                .into_iter()
+                .filter(|r| r.version <= at)
+                .collect();
+            older.extend(Box::pin(self.records_since(at)).await?);
+            return Ok(older);
+        }
         self.check_retained(Version(after.0.saturating_add(1)))?;
         let (segments, mut records) = {
             let map = self
@@ -1216,6 +1397,16 @@ mod retention_tests {
         names
     }
 
+    type Step = (u64, &'static [(&'static str, Option<&'static str>)]);
+
+    /// Four commits: a and b, a again, b again and c, a cleared.
+    const STEPS: [Step; 4] = [
+        (10, &[("a", Some("a1")), ("b", Some("b1"))]),
+        (20, &[("a", Some("a2"))]),
+        (30, &[("b", Some("b3")), ("c", Some("c3"))]),
+        (40, &[("a", None)]),
+    ];
+
     async fn open(store: &Arc<dyn ObjectStore>, clock: &Arc<TestClock>) -> Timeline {
         let options = TimelineOptions {
             pitr_interval: Duration::from_micros(100),
@@ -1233,17 +1424,102 @@ mod retention_tests {
     }
 
     #[tokio::test]
+    async fn parent_gc_stops_at_the_branch_point_and_the_branch_reads_through_it() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let clock = Arc::new(TestClock::default());
+        let parent = Arc::new(open(&store, &clock).await);
+        let steps = STEPS;
+        for (v, muts) in &steps[..2] {
+            parent.apply(&[rec(*v, muts)]).unwrap();
+            parent.checkpoint(Version(*v)).await.unwrap();
+        }
+        Timeline::create_branch(&parent, "br", Version(20))
+            .await
+            .unwrap();
+        let e = Timeline::create_branch(&parent, "br", Version(20))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        for (v, muts) in &steps[2..] {
+            parent.apply(&[rec(*v, muts)]).unwrap();
+            parent.checkpoint(Version(*v)).await.unwrap();
+        }
+        // Old enough for the horizon to reach 40, but the branch point holds it at 20.
+        clock.0.store(1_000, Ordering::SeqCst);
+        parent.maintain().await.unwrap();
+        let m = manifest::load_latest(&store, "db").await.unwrap();
+        assert_eq!(m.gc_horizon, Version(20));
+        assert_eq!(
+            parent.get(b"a", Version(10)).await.unwrap_err().kind(),
+            ErrorKind::VersionTooOld
+        );
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        let branch = Timeline::load_with_ancestor(
+            "br",
+            store.clone(),
+            Metrics::new().unwrap(),
+            cache,
+            TimelineOptions::keep_everything(),
+            Some(parent.clone()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(branch.ancestor(), Some(("db".to_string(), Version(20))));
+        assert_eq!(branch.remote_consistent_version(), Version(20));
+        branch
+            .apply(&[rec(50, &[("c", Some("mine")), ("b", None)])])
+            .unwrap();
+        for (k, v, want) in [
+            ("a", 20, s("a2")),
+            ("b", 20, s("b1")),
+            ("c", 20, None),
+            ("a", 50, s("a2")),
+            ("b", 50, None),
+            ("c", 50, s("mine")),
+        ] {
+            assert_eq!(
+                branch.get(k.as_bytes(), Version(v)).await.unwrap(),
+                want,
+                "{k}@{v}"
+            );
+        }
+        let (rows, _) = branch
+            .get_range(b"a", b"z", Version(50), 0, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (Bytes::from("a"), Bytes::from("a2")),
+                (Bytes::from("c"), Bytes::from("mine"))
+            ]
+        );
+        let (rows, more) = branch
+            .get_range(b"a", b"z", Version(50), 1, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            (rows, more),
+            (vec![(Bytes::from("c"), Bytes::from("mine"))], true)
+        );
+        let h: Vec<u64> = branch
+            .history(b"a", Version(20), Version(50))
+            .await
+            .unwrap()
+            .iter()
+            .map(|(v, _, _)| v.0)
+            .collect();
+        assert_eq!(h, vec![20]);
+        assert_eq!(branch.version_at(25).unwrap(), Version(20));
+        assert_eq!(branch.version_at(55).unwrap(), Version(50));
+    }
+
+    #[tokio::test]
     async fn images_then_gc_keep_every_answer_above_the_horizon_and_refuse_below() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let clock = Arc::new(TestClock::default());
         let t = open(&store, &clock).await;
-        type Step<'a> = (u64, &'a [(&'a str, Option<&'a str>)]);
-        let steps: [Step<'_>; 4] = [
-            (10, &[("a", Some("a1")), ("b", Some("b1"))]),
-            (20, &[("a", Some("a2"))]),
-            (30, &[("b", Some("b3")), ("c", Some("c3"))]),
-            (40, &[("a", None)]),
-        ];
+        let steps = STEPS;
         for (v, muts) in steps {
             t.apply(&[rec(v, muts)]).unwrap();
             t.checkpoint(Version(v)).await.unwrap();
@@ -1283,10 +1559,11 @@ mod retention_tests {
             ]
         );
 
-        // The horizon reaches version 20: the two deltas under the image at 20 go.
+        // The horizon reaches version 20: the delta below it goes; the one ending at it stays
+        // for history from the horizon.
         clock.0.store(125, Ordering::SeqCst);
         t.maintain().await.unwrap();
-        assert_eq!(objects(&store, ".delta").await.len(), 2);
+        assert_eq!(objects(&store, ".delta").await.len(), 3);
         let expect = &expect;
         let check = |t: Timeline| async move {
             for (v, k, want) in &expect[1..] {
@@ -1310,8 +1587,8 @@ mod retention_tests {
             let h = t.history(b"a", Version(20), Version(40)).await.unwrap();
             assert_eq!(
                 h.iter().map(|(v, _, _)| v.0).collect::<Vec<_>>(),
-                vec![40],
-                "only the deltas above 20 remain"
+                vec![20, 40],
+                "history from the horizon on is whole"
             );
             assert_eq!(
                 t.version_at(15).unwrap_err().kind(),
@@ -1341,7 +1618,11 @@ mod retention_tests {
         // Later still: only the newest image and what lies above it.
         clock.0.store(1_000, Ordering::SeqCst);
         t.maintain().await.unwrap();
-        assert_eq!(objects(&store, ".delta").await, Vec::<String>::new());
+        assert_eq!(
+            objects(&store, ".delta").await.len(),
+            1,
+            "the one ending at 40"
+        );
         assert_eq!(objects(&store, ".image").await.len(), 1);
         assert_eq!(t.get(b"c", Version(40)).await.unwrap(), s("c3"));
         assert_eq!(t.get(b"a", Version(40)).await.unwrap(), None);

@@ -366,6 +366,14 @@ pub async fn status(http: &str) -> Option<serde_json::Value> {
         .ok()
 }
 
+/// The wall clock in Unix microseconds, as commit times are.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
 /// Polls `check` every 100 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where

@@ -1,0 +1,174 @@
+//! The set of databases a pageserver serves: loading them (parents before their branches),
+//! starting each one's WAL follower and checkpoint loop, and creating branches while running.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrisdb_common::{Error, Result, Version, validate_database_name};
+use object_store::ObjectStore;
+use tokio::task::AbortHandle;
+
+use crate::block_cache::BlockCache;
+use crate::ingest;
+use crate::metrics::Metrics;
+use crate::service::Timelines;
+use crate::timeline::{Timeline, TimelineOptions};
+
+/// Everything needed to bring a database up, and the ones that are.
+#[derive(Clone)]
+pub struct Databases {
+    /// The databases served.
+    pub timelines: Timelines,
+    store: Arc<dyn ObjectStore>,
+    metrics: Metrics,
+    cache: Arc<BlockCache>,
+    options: TimelineOptions,
+    safekeepers: Vec<String>,
+    checkpoint_interval: Duration,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl std::fmt::Debug for Databases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Databases")
+            .field("databases", &self.timelines.all().len())
+            .finish()
+    }
+}
+
+impl Databases {
+    /// An empty set that will load from `store` and follow `safekeepers`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        metrics: Metrics,
+        cache: Arc<BlockCache>,
+        options: TimelineOptions,
+        safekeepers: Vec<String>,
+        checkpoint_interval: Duration,
+    ) -> Databases {
+        Databases {
+            timelines: Timelines::default(),
+            store,
+            metrics,
+            cache,
+            options,
+            safekeepers,
+            checkpoint_interval,
+            tasks: Arc::default(),
+        }
+    }
+
+    /// Loads and starts `names` and every database the bucket already holds (branches
+    /// created earlier included).
+    pub async fn start_all(&self, names: &[String]) -> Result<()> {
+        let mut all: Vec<String> = names.to_vec();
+        for db in crate::manifest::list_databases(&self.store).await? {
+            if validate_database_name(&db).is_ok() && !all.contains(&db) {
+                all.push(db);
+            }
+        }
+        for db in &all {
+            validate_database_name(db)?;
+            self.open(db).await?;
+        }
+        Ok(())
+    }
+
+    /// The timeline of `name`, loading and starting it (and its ancestors first) if needed.
+    async fn open(&self, name: &str) -> Result<Arc<Timeline>> {
+        if let Ok(t) = self.timelines.get(name) {
+            return Ok(t);
+        }
+        let ancestor = match Timeline::ancestor_of(&self.store, name).await? {
+            Some(point) => Some(Box::pin(self.open(&point.database)).await?),
+            None => None,
+        };
+        let t = Arc::new(
+            Timeline::load_with_ancestor(
+                name,
+                self.store.clone(),
+                self.metrics.clone(),
+                self.cache.clone(),
+                self.options.clone(),
+                ancestor,
+            )
+            .await?,
+        );
+        self.timelines.insert(t.clone());
+        self.start(t.clone());
+        Ok(t)
+    }
+
+    /// Starts a timeline's WAL follower, durable-position reports and periodic checkpoints.
+    fn start(&self, t: Arc<Timeline>) {
+        let every = self.checkpoint_interval;
+        let follow = tokio::spawn(ingest::follow(t.clone(), self.safekeepers.clone()));
+        let report = tokio::spawn(ingest::report_durable(t.clone(), self.safekeepers.clone()));
+        let checkpoints = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if t.ingested_version() > t.remote_consistent_version()
+                    && let Err(e) = t.checkpoint(Version::ZERO).await
+                {
+                    tracing::warn!(database = t.database(), error = %e, "periodic checkpoint failed");
+                }
+            }
+        });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.extend([
+                follow.abort_handle(),
+                report.abort_handle(),
+                checkpoints.abort_handle(),
+            ]);
+        }
+    }
+
+    /// Creates `name` as a branch of `parent` at `version` (or, with `timestamp_micros`, at the
+    /// parent's version then; with neither, at its latest ingested version) and starts serving
+    /// it. Returns the branch point.
+    pub async fn branch(
+        &self,
+        name: &str,
+        parent: &str,
+        version: Option<Version>,
+        timestamp_micros: Option<u64>,
+    ) -> Result<Version> {
+        validate_database_name(name)?;
+        if self.timelines.get(name).is_ok() {
+            return Err(Error::invalid(format!("database {name:?} already exists")));
+        }
+        let p = self.timelines.get(parent)?;
+        let at = match (version, timestamp_micros) {
+            (Some(v), None) => v,
+            (None, Some(t)) => p.version_at(t)?,
+            (None, None) => p.ingested_version(),
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "branch at a version or at a timestamp, not both",
+                ));
+            }
+        };
+        Timeline::create_branch(&p, name, at).await?;
+        self.open(name).await?;
+        Ok(at)
+    }
+
+    /// Every database with its branch point, if it is a branch.
+    pub fn list(&self) -> BTreeMap<String, Option<(String, Version)>> {
+        self.timelines
+            .all()
+            .into_iter()
+            .map(|(name, t)| (name, t.ancestor()))
+            .collect()
+    }
+
+    /// Stops every database's background tasks.
+    pub fn stop(&self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}

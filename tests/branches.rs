@@ -1,0 +1,224 @@
+//! Branches through the real binary: `admin branch` at a version and at a timestamp, reads of
+//! the branch that come from the parent's layers, writes that stay on their side, history
+//! across the branch point, and branches that come back after a restart and after a restore
+//! from the bucket alone.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{DevCluster, cli, now_micros};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out, err) = cli(&all);
+    assert!(ok, "{args:?} failed: {out} {err}");
+    json(&out)
+}
+
+fn get(ep: &str, db: &str, key: &str) -> serde_json::Value {
+    run(&["get", key, "--database", db, "--endpoint", ep])["value"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branches_read_the_parent_below_the_branch_point_and_write_their_own_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cluster = DevCluster::start(&data, &[]).await;
+    let ep = cluster.endpoint();
+    let admin = cluster.admin_endpoint();
+
+    let v1 = run(&["set", "k", "v1", "--endpoint", &ep])["version"]
+        .as_u64()
+        .unwrap();
+    assert!(cli(&["set", "shared", "s", "--endpoint", &ep]).0);
+    // Part of the parent's history is in a layer, part only in memory.
+    assert!(cli(&["admin", "checkpoint", "--endpoint", &admin]).0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let between = now_micros();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let v2 = run(&["set", "k", "v2", "--endpoint", &ep])["version"]
+        .as_u64()
+        .unwrap();
+    assert!(cli(&["set", "later", "x", "--endpoint", &ep]).0);
+
+    // At a version: the parent's state there, nothing after it.
+    let b = run(&[
+        "admin",
+        "branch",
+        "feature",
+        "--at-version",
+        &(v2 - 1).to_string(),
+        "--endpoint",
+        &admin,
+    ]);
+    assert_eq!(b["version"].as_u64(), Some(v2 - 1));
+    assert_eq!(b["parent"], "default");
+    assert_eq!(get(&ep, "feature", "k"), "v1");
+    assert_eq!(get(&ep, "feature", "shared"), "s");
+    assert!(get(&ep, "feature", "later").is_null());
+
+    // Writes on each side stay there.
+    let own = run(&["set", "k", "b1", "--database", "feature", "--endpoint", &ep])["version"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        own > v2 - 1,
+        "branch versions continue above the branch point"
+    );
+    assert!(
+        cli(&[
+            "clear",
+            "shared",
+            "--database",
+            "feature",
+            "--endpoint",
+            &ep
+        ])
+        .0
+    );
+    assert_eq!(get(&ep, "feature", "k"), "b1");
+    assert!(get(&ep, "feature", "shared").is_null());
+    assert_eq!(get(&ep, "default", "k"), "v2");
+    assert_eq!(get(&ep, "default", "shared"), "s");
+
+    // History runs through the branch point; reads below it are the parent's.
+    let h = run(&["history", "k", "--database", "feature", "--endpoint", &ep]);
+    let got: Vec<(u64, String)> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_u64().unwrap(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(v1, "v1".into()), (own, "b1".into())]);
+    let at_v1 = run(&[
+        "get",
+        "k",
+        "--database",
+        "feature",
+        "--at-version",
+        &v1.to_string(),
+        "--endpoint",
+        &ep,
+    ]);
+    assert_eq!(at_v1["value"], "v1");
+    let rows = run(&[
+        "scan",
+        "",
+        "\u{7f}",
+        "--database",
+        "feature",
+        "--endpoint",
+        &ep,
+    ]);
+    let keys: Vec<&str> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec!["k"]);
+
+    // At a timestamp: the parent's state at that time.
+    let t = run(&[
+        "admin",
+        "branch",
+        "then",
+        "--at-timestamp",
+        &between.to_string(),
+        "--endpoint",
+        &admin,
+    ]);
+    assert!(t["version"].as_u64().unwrap() < v2);
+    assert_eq!(get(&ep, "then", "k"), "v1");
+    // A branch of a branch.
+    run(&[
+        "admin",
+        "branch",
+        "grandchild",
+        "--from",
+        "feature",
+        "--endpoint",
+        &admin,
+    ]);
+    assert_eq!(get(&ep, "grandchild", "k"), "b1");
+
+    // Bad requests have codes.
+    let (ok, out, _) = cli(&["admin", "branch", "feature", "--endpoint", &admin, "--json"]);
+    assert!(!ok);
+    assert_eq!(json(&out)["error"]["code"], "invalid_argument");
+    let (ok, out, _) = cli(&[
+        "admin",
+        "branch",
+        "x",
+        "--from",
+        "nope",
+        "--endpoint",
+        &admin,
+        "--json",
+    ]);
+    assert!(!ok);
+    assert_eq!(json(&out)["error"]["code"], "database_not_found");
+    let (ok, out, _) = cli(&[
+        "get",
+        "k",
+        "--database",
+        "nope",
+        "--endpoint",
+        &ep,
+        "--json",
+    ]);
+    assert!(!ok);
+    assert_eq!(json(&out)["error"]["code"], "database_not_found");
+
+    // Everything comes back after a restart, and from the bucket alone once checkpointed.
+    let check = |phase: &str| {
+        assert_eq!(get(&ep, "feature", "k"), "b1", "{phase}");
+        assert!(get(&ep, "feature", "shared").is_null(), "{phase}");
+        assert_eq!(get(&ep, "default", "k"), "v2", "{phase}");
+        assert_eq!(get(&ep, "then", "k"), "v1", "{phase}");
+        assert_eq!(get(&ep, "grandchild", "k"), "b1", "{phase}");
+    };
+    cluster.kill_all();
+    cluster.launch().await;
+    wait_served(&ep, "grandchild").await;
+    check("restarted");
+    for db in ["default", "feature", "then", "grandchild"] {
+        assert!(
+            cli(&[
+                "admin",
+                "checkpoint",
+                "--database",
+                db,
+                "--endpoint",
+                &admin
+            ])
+            .0
+        );
+    }
+    cluster.stop();
+    cluster.wipe_all_but_bucket();
+    cluster.launch().await;
+    wait_served(&ep, "grandchild").await;
+    check("restored");
+}
+
+/// Waits until the compute serves `db` (branches are picked up shortly after it starts).
+async fn wait_served(ep: &str, db: &str) {
+    support::eventually(Duration::from_secs(30), "branch served", || async {
+        cli(&["get", "k", "--database", db, "--endpoint", ep]).0
+    })
+    .await;
+}
