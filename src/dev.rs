@@ -41,6 +41,9 @@ pub struct DevArgs {
     /// Safekeepers' WAL disk budget per database.
     #[arg(long, default_value_t = 8 << 30)]
     max_wal_bytes: u64,
+    /// The pageserver merges L0 delta layers into L1 layers once this many exist.
+    #[arg(long, default_value_t = 8)]
+    compact_after_deltas: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +146,8 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
         data_dir.join("pageserver-cache").display().to_string(),
         "--cache-disk-bytes".into(),
         (256u64 << 20).to_string(),
+        "--compact-after-deltas".into(),
+        args.compact_after_deltas.to_string(),
     ];
     if let Some(e) = &args.s3.s3_endpoint {
         ps_args.extend(["--s3-endpoint".to_string(), e.clone()]);

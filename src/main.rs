@@ -109,6 +109,9 @@ enum Command {
         /// Write an image layer once this many delta layers lie above the newest one.
         #[arg(long, default_value_t = 16)]
         image_after_deltas: usize,
+        /// Merge the L0 delta layers into key-partitioned L1 layers once this many exist.
+        #[arg(long, default_value_t = 8)]
+        compact_after_deltas: usize,
     },
     /// Run a compute node (the primary for one database).
     Compute {
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
                 cache_disk_bytes,
                 pitr_interval_secs,
                 image_after_deltas,
+                compact_after_deltas,
             } => {
                 init_tracing("info");
                 let config = ferrisdb_pageserver::PageserverConfig {
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
                     timeline: ferrisdb_pageserver::timeline::TimelineOptions {
                         pitr_interval: Duration::from_secs(pitr_interval_secs),
                         image_after_deltas,
+                        compact_after_deltas,
                         ..Default::default()
                     },
                 };

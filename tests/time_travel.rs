@@ -81,7 +81,8 @@ fn check(phase: &str, ep: &str, versions: &[u64], between: &[u64]) {
 async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut cluster = DevCluster::start(&data, &[]).await;
+    // Every write is checkpointed into its own L0 layer; three of them compact into L1.
+    let mut cluster = DevCluster::start(&data, &["--compact-after-deltas", "3"]).await;
     let ep = cluster.endpoint();
     let mut versions = Vec::new();
     let mut between = vec![now_micros()];
@@ -105,6 +106,31 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     assert!(cli(&["set", "other", "x", "--endpoint", &ep]).0);
 
     check("live", &ep, &versions, &between);
+    for i in 0..4 {
+        assert!(cli(&["set", "pad", &i.to_string(), "--endpoint", &ep]).0);
+        assert!(
+            cli(&[
+                "admin",
+                "checkpoint",
+                "--endpoint",
+                &cluster.admin_endpoint()
+            ])
+            .0
+        );
+    }
+    let layers = data.join("objects/databases/default/layers");
+    let l1 = std::fs::read_dir(&layers)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "l1")
+        })
+        .count();
+    assert!(l1 > 0, "no L1 layer in {}", layers.display());
+    check("compacted", &ep, &versions, &between);
     let (ok, _, err) = cli(&[
         "admin",
         "checkpoint",

@@ -205,6 +205,13 @@ impl VersionedMap {
         }
     }
 
+    /// Adds a range tombstone as it stands, without touching point entries (for copying
+    /// tombstones between maps whose batches are already applied).
+    pub fn push_range_tombstone(&mut self, t: RangeTombstone) {
+        self.bytes += t.begin.len() + t.end.len() + 8;
+        self.ranges.push(t);
+    }
+
     /// The range tombstones it holds.
     pub fn range_tombstones(&self) -> &RangeTombstones {
         &self.ranges

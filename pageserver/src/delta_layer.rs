@@ -270,6 +270,8 @@ pub struct DeltaLayer {
     index: Vec<BlockMeta>,
     bloom: Bloom,
     ranges: RangeTombstones,
+    /// For an L1 layer: the key partition `[begin, end)` it covers (empty end: unbounded).
+    keys: Option<(Bytes, Bytes)>,
 }
 
 /// Reads `range` of the object at `path`, retrying transient failures.
@@ -309,6 +311,7 @@ impl DeltaLayer {
             index: parse_index(at(&sections.index))?,
             bloom: parse_bloom(at(&sections.bloom))?,
             ranges: parse_ranges(at(&sections.ranges))?,
+            keys: None,
         };
         layer.index.shrink_to_fit();
         Ok(layer)
@@ -352,6 +355,7 @@ impl DeltaLayer {
             index: parse_index(at(&s.index))?,
             bloom: parse_bloom(at(&s.bloom))?,
             ranges: parse_ranges(at(&s.ranges))?,
+            keys: None,
         })
     }
 
@@ -378,6 +382,44 @@ impl DeltaLayer {
         (from..self.index.len())
             .take_while(|&i| self.index[i].first.as_ref() <= end_inclusive)
             .collect()
+    }
+
+    /// Every point entry (by key, then version) and every range tombstone: the whole layer,
+    /// for compaction.
+    pub async fn all_entries(
+        &self,
+    ) -> Result<(Vec<(Bytes, Version, Option<Bytes>)>, Vec<RangeTombstone>)> {
+        let mut points = Vec::with_capacity(self.entries as usize);
+        for i in 0..self.index.len() {
+            points.extend(parse_block(self.block(i).await?)?);
+        }
+        Ok((points, self.ranges.iter().cloned().collect()))
+    }
+
+    /// Whether this is an L1 layer (one key partition of a compacted run).
+    pub fn is_l1(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Whether the layer may hold `key` (an L1 layer covers one key partition).
+    pub fn covers_key(&self, key: &[u8]) -> bool {
+        self.keys
+            .as_ref()
+            .is_none_or(|(b, e)| key >= b.as_ref() && (e.is_empty() || key < e.as_ref()))
+    }
+
+    /// Whether the layer may hold keys in `[begin, end)`.
+    pub fn overlaps_keys(&self, begin: &[u8], end: &[u8]) -> bool {
+        self.keys
+            .as_ref()
+            .is_none_or(|(b, e)| b.as_ref() < end && (e.is_empty() || begin < e.as_ref()))
+    }
+
+    /// Restricts the layer to a key partition `[begin, end)` (empty end: unbounded), as the
+    /// manifest records for L1 layers.
+    pub fn with_keys(mut self, keys: Option<(Bytes, Bytes)>) -> DeltaLayer {
+        self.keys = keys;
+        self
     }
 
     /// The range tombstones the layer holds.

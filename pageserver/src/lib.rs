@@ -8,6 +8,7 @@
 
 pub mod block_cache;
 pub mod cold_segment;
+pub mod compaction;
 pub mod databases;
 pub mod delta_layer;
 pub mod ingest;

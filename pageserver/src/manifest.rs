@@ -31,6 +31,50 @@ pub struct LayerEntry {
     /// A delta layer, or an image of every live key at `end`.
     #[serde(default)]
     pub kind: LayerKind,
+    /// For an L1 delta layer (compacted): the key partition it covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeyPartition>,
+}
+
+/// The keys `[begin, end)` an L1 layer covers, hex-encoded; an empty `end` is unbounded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPartition {
+    /// First key, hex.
+    pub begin: String,
+    /// First key past the partition, hex; empty for the last partition.
+    pub end: String,
+}
+
+impl KeyPartition {
+    /// Encodes a partition.
+    pub fn new(begin: &[u8], end: &[u8]) -> KeyPartition {
+        KeyPartition {
+            begin: hex(begin),
+            end: hex(end),
+        }
+    }
+
+    /// Decodes it, or `corruption` if a bound is not hex.
+    pub fn decode(&self) -> Result<(bytes::Bytes, bytes::Bytes)> {
+        Ok((unhex(&self.begin)?, unhex(&self.end)?))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Result<bytes::Bytes> {
+    let bad = || Error::corruption(format!("manifest: key bound {s:?} is not hex"));
+    if !s.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    (0..s.len() / 2)
+        .map(|i| {
+            u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())
+        })
+        .collect::<Result<Vec<u8>>>()
+        .map(bytes::Bytes::from)
 }
 
 /// What a layer holds.

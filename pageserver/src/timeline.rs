@@ -19,6 +19,7 @@ use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
 use crate::block_cache::BlockCache;
 use crate::cold_segment;
+use crate::compaction;
 use crate::delta_layer::{self, DeltaLayer};
 use crate::manifest::{self, LayerEntry, LayerKind, Manifest, SegmentEntry};
 use crate::metrics::Metrics;
@@ -66,6 +67,10 @@ pub struct TimelineOptions {
     pub pitr_interval: Duration,
     /// An image layer is written once this many delta layers lie above the newest image.
     pub image_after_deltas: usize,
+    /// L0 delta layers are merged into key-partitioned L1 layers once this many exist.
+    pub compact_after_deltas: usize,
+    /// Uncompressed size of one L1 layer's partition.
+    pub l1_target_bytes: usize,
     /// Where "now" comes from, for the retention horizon.
     pub clock: Arc<dyn Clock>,
 }
@@ -75,6 +80,8 @@ impl Default for TimelineOptions {
         TimelineOptions {
             pitr_interval: Duration::from_secs(7 * 24 * 3600),
             image_after_deltas: 16,
+            compact_after_deltas: 8,
+            l1_target_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
         }
     }
@@ -96,6 +103,7 @@ impl std::fmt::Debug for TimelineOptions {
         f.debug_struct("TimelineOptions")
             .field("pitr_interval", &self.pitr_interval)
             .field("image_after_deltas", &self.image_after_deltas)
+            .field("compact_after_deltas", &self.compact_after_deltas)
             .finish()
     }
 }
@@ -210,9 +218,13 @@ impl Timeline {
         let mut layers = Vec::with_capacity(manifest.layers.len());
         let mut times = CommitTimes::default();
         let mut expect_start = None;
+        let mut group = None;
         for entry in &manifest.layers {
-            // Delta layers chain without gaps (GC removes only a prefix); images stand apart.
+            // Delta layers chain without gaps (GC removes only a prefix), the partitions of one
+            // L1 run sharing its versions; images stand apart.
+            let same_run = entry.keys.is_some() && group == Some((entry.start, entry.end));
             if entry.kind == LayerKind::Delta
+                && !same_run
                 && let Some(s) = expect_start
                 && entry.start != s
             {
@@ -223,7 +235,9 @@ impl Timeline {
             }
             if entry.kind == LayerKind::Delta {
                 expect_start = Some(entry.end);
+                group = entry.keys.as_ref().map(|_| (entry.start, entry.end));
             }
+            let keys = entry.keys.as_ref().map(|k| k.decode()).transpose()?;
             let path = manifest::layer_path(database, &entry.name);
             // Only the footer, index, bloom filter and times are read now; blocks on demand.
             let layer = DeltaLayer::open(
@@ -235,7 +249,8 @@ impl Timeline {
             )
             .await
             .map_err(|e| Error::new(e.kind(), format!("{path}: {}", e.message())))?
-            .as_image(entry.kind == LayerKind::Image);
+            .as_image(entry.kind == LayerKind::Image)
+            .with_keys(keys);
             for (v, t) in &layer.times {
                 times.push(*v, *t);
             }
@@ -525,7 +540,11 @@ impl Timeline {
             }
             // Newest first: layers cover disjoint version ranges, and an image answers for
             // every version below it.
-            for layer in Self::layers_for(&layers, version).iter().rev() {
+            for layer in Self::layers_for(&layers, version)
+                .iter()
+                .rev()
+                .filter(|l| l.covers_key(key))
+            {
                 consulted += 1;
                 match layer.get(key, version).await? {
                     Lookup::Found(v) => return Ok(v),
@@ -553,7 +572,10 @@ impl Timeline {
         version: Version,
     ) -> Result<Vec<SourceRows>> {
         let mut sources = Vec::new();
-        for layer in Self::layers_for(layers, version) {
+        for layer in Self::layers_for(layers, version)
+            .into_iter()
+            .filter(|l| l.overlaps_keys(begin, end))
+        {
             sources.push((
                 layer.latest_in_range(begin, end, version).await?,
                 layer.range_tombstones().overlapping(begin, end, version),
@@ -652,7 +674,10 @@ impl Timeline {
                     .collect::<Vec<_>>()
             })?;
             let mut sources = memory;
-            for layer in Self::layers_for(&layers, version) {
+            for layer in Self::layers_for(&layers, version)
+                .into_iter()
+                .filter(|l| l.overlaps_keys(&lo, &hi))
+            {
                 let (rows, cut) = layer.scan_limited(&lo, &hi, version, want, reverse).await?;
                 let tombstones = layer.range_tombstones().overlapping(&lo, &hi, version);
                 sources.push((rows, cut, tombstones));
@@ -738,7 +763,7 @@ impl Timeline {
         // Images are copies of entries, not changes: history comes from the deltas.
         for layer in layers
             .iter()
-            .filter(|l| !l.image && l.start < to && l.end >= from)
+            .filter(|l| !l.image && l.start < to && l.end >= from && l.covers_key(key))
         {
             entries.extend(layer.versions_of(key, from, to).await?);
             cleared.extend(layer.range_tombstones().versions_covering(key, from, to));
@@ -820,8 +845,106 @@ impl Timeline {
     /// Writes an image layer where delta depth makes reads slow, then collects what the
     /// retention window no longer needs.
     pub async fn maintain(&self) -> Result<()> {
+        self.compact_if_many().await?;
         self.write_image_if_deep().await?;
         self.collect_garbage().await
+    }
+
+    /// Merges the L0 delta layers into key-partitioned L1 layers once there are
+    /// [`TimelineOptions::compact_after_deltas`] of them: the L1 layers are uploaded, then a
+    /// manifest naming them instead of the L0 layers, then the L0 objects are deleted.
+    async fn compact_if_many(&self) -> Result<()> {
+        let mut manifest = self.manifest.lock().await;
+        let layers = self
+            .layers
+            .read()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?
+            .layers
+            .clone();
+        // Every L0 layer: checkpoints append them after the last L1 run, so they are
+        // contiguous in versions.
+        let run: Vec<Arc<DeltaLayer>> = layers
+            .iter()
+            .filter(|l| !l.image && !l.is_l1())
+            .cloned()
+            .collect();
+        if run.len() < self.options.compact_after_deltas.max(2) {
+            return Ok(());
+        }
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(());
+        };
+        let (start, end) = (first.start, last.end);
+        let partitions = compaction::merge_run(&run, self.options.l1_target_bytes).await?;
+        let times: Vec<(Version, u64)> = run.iter().flat_map(|l| l.times.clone()).collect();
+        let mut entries = Vec::with_capacity(partitions.len());
+        let mut opened = Vec::with_capacity(partitions.len());
+        for (i, p) in partitions.iter().enumerate() {
+            let name = compaction::l1_name(start, end, i);
+            // Commit times once per run, in its first partition.
+            let body = delta_layer::encode(start, end, &p.data, if i == 0 { &times } else { &[] });
+            let path = manifest::layer_path(&self.database, &name);
+            let keys = Some((p.begin.clone(), p.end.clone()));
+            let layer = DeltaLayer::from_bytes(
+                self.store.clone(),
+                path.clone(),
+                name.clone(),
+                &body,
+                self.cache.clone(),
+            )?
+            .with_keys(keys);
+            let size = body.len() as u64;
+            let payload = PutPayload::from(body);
+            with_retries("put L1 layer", || self.store.put(&path, payload.clone())).await?;
+            entries.push(LayerEntry {
+                name,
+                start,
+                end,
+                size,
+                kind: LayerKind::Delta,
+                keys: Some(manifest::KeyPartition::new(&p.begin, &p.end)),
+            });
+            opened.push(Arc::new(layer));
+        }
+        let doomed: Vec<String> = run.iter().map(|l| l.name().to_string()).collect();
+        let is_doomed = |name: &str| doomed.iter().any(|d| d == name);
+        let mut next = manifest.clone();
+        next.generation += 1;
+        next.writer = self.writer.clone();
+        let at = next
+            .layers
+            .iter()
+            .position(|e| is_doomed(&e.name))
+            .unwrap_or(next.layers.len());
+        next.layers.retain(|e| !is_doomed(&e.name));
+        let at = at.min(next.layers.len());
+        next.layers.splice(at..at, entries);
+        manifest::store_next(&self.store, &next).await?;
+        {
+            let mut map = self
+                .layers
+                .write()
+                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let at = map
+                .layers
+                .iter()
+                .position(|l| is_doomed(l.name()))
+                .unwrap_or(map.layers.len());
+            map.layers.retain(|l| !is_doomed(l.name()));
+            let at = at.min(map.layers.len());
+            map.layers.splice(at..at, opened);
+        }
+        self.metrics.layers.set(next.layers.len() as i64);
+        *manifest = next;
+        drop(manifest);
+        for name in &doomed {
+            let path = manifest::layer_path(&self.database, name);
+            if let Err(e) = with_retries("delete L0 layer", || self.store.delete(&path)).await {
+                tracing::warn!(%path, error = %e, "could not delete a compacted layer; it is no longer named");
+            }
+        }
+        tracing::info!(database = %self.database, l0 = doomed.len(), l1 = partitions.len(), %start, %end, "compacted L0 into L1");
+        Ok(())
     }
 
     /// An image of every live key at the durable version, once [`TimelineOptions::image_after_deltas`]
@@ -835,9 +958,13 @@ impl Timeline {
             .layers
             .clone();
         let above = layers.iter().rposition(|l| l.image).map_or(0, |i| i + 1);
-        if layers[above..].iter().filter(|l| !l.image).count()
-            < self.options.image_after_deltas.max(1)
-        {
+        // An L1 run's partitions count once: a read opens one of them.
+        let runs: std::collections::BTreeSet<(Version, Version)> = layers[above..]
+            .iter()
+            .filter(|l| !l.image)
+            .map(|l| (l.start, l.end))
+            .collect();
+        if runs.len() < self.options.image_after_deltas.max(1) {
             return Ok(());
         }
         let at = manifest.remote_consistent_version;
@@ -877,6 +1004,7 @@ impl Timeline {
             end: at,
             size,
             kind: LayerKind::Image,
+            keys: None,
         });
         manifest::store_next(&self.store, &next).await?;
         self.layers
@@ -1051,6 +1179,7 @@ impl Timeline {
                 end,
                 size,
                 kind: LayerKind::Delta,
+                keys: None,
             });
             new_layer = Some(Arc::new(layer));
         }
@@ -1412,6 +1541,7 @@ mod retention_tests {
             pitr_interval: Duration::from_micros(100),
             image_after_deltas: 2,
             clock: clock.clone(),
+            ..TimelineOptions::default()
         };
         let cache = Arc::new(BlockCache::in_memory(1 << 20));
         Timeline::load_with_options("db", store.clone(), Metrics::new().unwrap(), cache, options)
@@ -1657,16 +1787,24 @@ mod retention_tests {
         for seed in 0..12u64 {
             let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
             let clock = Arc::new(TestClock::default());
+            // L0 runs of 3 compact into L1 partitions of ~8 KiB; images every 2 runs.
             let options = TimelineOptions {
                 pitr_interval: Duration::MAX,
-                image_after_deltas: 3,
+                image_after_deltas: 2,
+                compact_after_deltas: 3,
+                l1_target_bytes: 8 << 10,
                 clock,
             };
             let cache = Arc::new(BlockCache::in_memory(1 << 22));
-            let t =
-                Timeline::load_with_options("db", store, Metrics::new().unwrap(), cache, options)
-                    .await
-                    .unwrap();
+            let t = Timeline::load_with_options(
+                "db",
+                store.clone(),
+                Metrics::new().unwrap(),
+                cache.clone(),
+                options.clone(),
+            )
+            .await
+            .unwrap();
             let mut rng = Lcg(seed);
             let mut versions = Vec::new();
             let mut model: BTreeMap<u64, BTreeMap<Bytes, Bytes>> = BTreeMap::new();
@@ -1777,6 +1915,34 @@ mod retention_tests {
                     !more_exist || more,
                     "seed {seed}: more rows exist but `more` is false"
                 );
+            }
+            // Compaction happened, and a pageserver rebuilt from the bucket reads the same at
+            // every checkpointed version.
+            let names: Vec<String> = store
+                .list(None)
+                .map_ok(|m| m.location.to_string())
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap();
+            assert!(
+                names.iter().filter(|n| n.ends_with(".l1")).count() > 2,
+                "{names:?}"
+            );
+            assert_eq!(names.iter().filter(|n| n.ends_with(".delta")).count(), 1);
+            let reloaded =
+                Timeline::load_with_options("db", store, Metrics::new().unwrap(), cache, options)
+                    .await
+                    .unwrap();
+            for v in &versions[..7] {
+                let (rows, _) = reloaded
+                    .get_range(b"k", b"l", Version(*v), 0, false)
+                    .await
+                    .unwrap();
+                let want: Vec<(Bytes, Bytes)> = model[v]
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(rows, want, "seed {seed}: reloaded @{v}");
             }
         }
     }
