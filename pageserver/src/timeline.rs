@@ -850,6 +850,23 @@ impl Timeline {
         self.collect_garbage().await
     }
 
+    /// Uploads a layer object just encoded, parsing it first (a malformed layer never reaches
+    /// the bucket); returns it opened, and its size.
+    async fn put_layer(&self, name: &str, body: Bytes) -> Result<(DeltaLayer, u64)> {
+        let path = manifest::layer_path(&self.database, name);
+        let layer = DeltaLayer::from_bytes(
+            self.store.clone(),
+            path.clone(),
+            name.to_string(),
+            &body,
+            self.cache.clone(),
+        )?;
+        let size = body.len() as u64;
+        let payload = PutPayload::from(body);
+        with_retries("put layer", || self.store.put(&path, payload.clone())).await?;
+        Ok((layer, size))
+    }
+
     /// Merges the L0 delta layers into key-partitioned L1 layers once there are
     /// [`TimelineOptions::compact_after_deltas`] of them: the L1 layers are uploaded, then a
     /// manifest naming them instead of the L0 layers, then the L0 objects are deleted.
@@ -883,19 +900,8 @@ impl Timeline {
             let name = compaction::l1_name(start, end, i);
             // Commit times once per run, in its first partition.
             let body = delta_layer::encode(start, end, &p.data, if i == 0 { &times } else { &[] });
-            let path = manifest::layer_path(&self.database, &name);
-            let keys = Some((p.begin.clone(), p.end.clone()));
-            let layer = DeltaLayer::from_bytes(
-                self.store.clone(),
-                path.clone(),
-                name.clone(),
-                &body,
-                self.cache.clone(),
-            )?
-            .with_keys(keys);
-            let size = body.len() as u64;
-            let payload = PutPayload::from(body);
-            with_retries("put L1 layer", || self.store.put(&path, payload.clone())).await?;
+            let (layer, size) = self.put_layer(&name, body).await?;
+            let layer = layer.with_keys(Some((p.begin.clone(), p.end.clone())));
             entries.push(LayerEntry {
                 name,
                 start,
@@ -983,18 +989,8 @@ impl Timeline {
         }
         let name = format!("{:016X}.image", at.0);
         let body = delta_layer::encode(at, at, &data, &[]);
-        let path = manifest::layer_path(&self.database, &name);
-        let layer = DeltaLayer::from_bytes(
-            self.store.clone(),
-            path.clone(),
-            name.clone(),
-            &body,
-            self.cache.clone(),
-        )?
-        .as_image(true);
-        let size = body.len() as u64;
-        let payload = PutPayload::from(body);
-        with_retries("put image", || self.store.put(&path, payload.clone())).await?;
+        let (layer, size) = self.put_layer(&name, body).await?;
+        let layer = layer.as_image(true);
         let mut next = manifest.clone();
         next.generation += 1;
         next.writer = self.writer.clone();
