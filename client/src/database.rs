@@ -65,8 +65,8 @@ impl Database {
         let channel = net::channel(endpoint)?;
         Ok(Database {
             client: DatabaseClient::new(channel)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
             database: Arc::from(DEFAULT_DATABASE),
             retry: RetryOptions::default(),
         })

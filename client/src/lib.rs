@@ -23,6 +23,7 @@ pub mod tuple;
 
 pub use bytes::Bytes;
 pub use database::{Database, HistoryEntry, RetryOptions};
+pub use ferrisdb_common::atomic::AtomicOp;
 pub use ferrisdb_common::wal::{Mutation, WalRecord as ChangeRecord};
 pub use ferrisdb_common::{Error, ErrorKind, Result, Version};
 pub use transaction::{RangeOptions, Transaction};

@@ -4,6 +4,9 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferrisdb_common::atomic::{self, AtomicOp};
 use ferrisdb_common::overlay::Overlay;
 use ferrisdb_common::proto::database_client::DatabaseClient;
 use ferrisdb_common::proto::{
@@ -27,9 +30,32 @@ struct State {
     read_version: Option<Version>,
     /// This transaction's own writes and range clears, so its reads see them.
     own: Overlay,
+    /// Atomic ops on keys whose value this transaction does not know yet, in order: a read
+    /// of the key fetches the stored value and applies them.
+    pending: BTreeMap<Bytes, Vec<(AtomicOp, Bytes)>>,
+    /// Keys given a versionstamped value: unknown until the commit.
+    unreadable: BTreeSet<Bytes>,
     mutations: Vec<Mutation>,
     read_conflicts: Vec<KeyRange>,
     committed: Option<Version>,
+    versionstamp: Option<Bytes>,
+}
+
+impl State {
+    /// Forgets what this transaction had pending on keys in `[begin, end)`: a later write
+    /// decides them.
+    fn overwrite(&mut self, begin: &Bytes, end: &Bytes) {
+        let inside = |k: &Bytes| begin <= k && k < end;
+        self.pending.retain(|k, _| !inside(k));
+        self.unreadable.retain(|k| !inside(k));
+    }
+}
+
+fn unreadable(key: &[u8]) -> Error {
+    Error::invalid(format!(
+        "key {:?} has a versionstamped value, which is unknown until the transaction commits",
+        String::from_utf8_lossy(key)
+    ))
 }
 
 /// A FoundationDB-style transaction. Cheap to clone: clones share one transaction, which is
@@ -112,6 +138,9 @@ impl Transaction {
         let key = key.into();
         {
             let s = self.state()?;
+            if s.unreadable.contains(&key) {
+                return Err(unreadable(&key));
+            }
             if let Some(own) = s.own.entries.get(&key) {
                 return Ok(own.clone());
             }
@@ -119,6 +148,25 @@ impl Transaction {
                 return Ok(None);
             }
         }
+        let stored = self.get_stored(&key).await?;
+        let mut s = self.state()?;
+        let Some(ops) = s.pending.remove(&key) else {
+            return Ok(stored);
+        };
+        // The atomic ops written before this read, applied to what it found: from now on the
+        // transaction knows the key's value.
+        let mut value = stored.map(|v| v.to_vec());
+        for (op, param) in ops {
+            value = atomic::apply(op, value.as_deref(), &param)
+                .map_err(|e| Error::invalid(e.to_string()))?;
+        }
+        let value = value.map(Bytes::from);
+        s.own.entries.insert(key, value.clone());
+        Ok(value)
+    }
+
+    /// The stored value of `key` at the read version, with a read conflict on it.
+    async fn get_stored(&self, key: &Bytes) -> Result<Option<Bytes>> {
         let version = self.read_version().await?;
         let req = GetRequest {
             database: self.database.to_string(),
@@ -128,7 +176,7 @@ impl Transaction {
         let value = self.client.clone().get(req).await?.into_inner().value;
         self.state()?.read_conflicts.push(KeyRange {
             begin: key.clone(),
-            end: key_after(&key),
+            end: key_after(key),
         });
         Ok(value)
     }
@@ -161,6 +209,21 @@ impl Transaction {
         let (begin, end) = (begin.into(), end.into());
         if begin >= end {
             return Ok(Vec::new());
+        }
+        // Keys with atomic ops pending are read first, which makes their values known.
+        let (pending, stamped): (Vec<Bytes>, Option<Bytes>) = {
+            let s = self.state()?;
+            let inside = |k: &&Bytes| begin <= **k && **k < end;
+            (
+                s.pending.keys().filter(inside).cloned().collect(),
+                s.unreadable.iter().find(inside).cloned(),
+            )
+        };
+        if let Some(k) = stamped {
+            return Err(unreadable(&k));
+        }
+        for k in pending {
+            self.get(k).await?;
         }
         // The own writes inside the range, copied so no lock is held across the reads.
         let own = {
@@ -227,11 +290,13 @@ impl Transaction {
     pub fn set(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) {
         let (key, value) = (key.into(), value.into());
         if let Ok(mut s) = self.state() {
+            s.overwrite(&key, &key_after(&key));
             s.own.entries.insert(key.clone(), Some(value.clone()));
             s.mutations.push(Mutation {
                 r#type: MutationType::Set as i32,
                 key,
                 param: value,
+                atomic_op: 0,
             });
         }
     }
@@ -240,11 +305,13 @@ impl Transaction {
     pub fn clear(&self, key: impl Into<Bytes>) {
         let key = key.into();
         if let Ok(mut s) = self.state() {
+            s.overwrite(&key, &key_after(&key));
             s.own.entries.insert(key.clone(), None);
             s.mutations.push(Mutation {
                 r#type: MutationType::Clear as i32,
                 key,
                 param: Bytes::new(),
+                atomic_op: 0,
             });
         }
     }
@@ -259,6 +326,7 @@ impl Transaction {
         }
         if let Ok(mut s) = self.state() {
             if begin < end {
+                s.overwrite(&begin, &end);
                 s.own.entries.retain(|k, _| !(begin <= *k && *k < end));
                 s.own.cleared.push((begin.clone(), end.clone()));
             }
@@ -266,6 +334,7 @@ impl Transaction {
                 r#type: MutationType::ClearRange as i32,
                 key: begin,
                 param: end,
+                atomic_op: 0,
             });
         }
     }
@@ -305,9 +374,67 @@ impl Transaction {
             .commit(req)
             .await
             .map_err(commit_error)?;
-        let version = Version(response.into_inner().version);
-        self.state()?.committed = Some(version);
+        let response = response.into_inner();
+        let version = Version(response.version);
+        let mut s = self.state()?;
+        s.committed = Some(version);
+        s.versionstamp = Some(response.versionstamp);
         Ok(version)
+    }
+
+    /// Applies the atomic operation `op` to `key` with `param` when the transaction commits,
+    /// with FoundationDB's semantics (see [`ferrisdb_common::atomic`]): the transaction does
+    /// not read the key, so it adds no read conflict and concurrent atomic ops on one key never
+    /// conflict. Its own later reads of the key see the result.
+    ///
+    /// For [`AtomicOp::SetVersionstampedKey`] the key is a template ending in the 4-byte
+    /// little-endian offset where the 10-byte versionstamp goes (see
+    /// `tuple::pack_with_versionstamp`); for [`AtomicOp::SetVersionstampedValue`], the value
+    /// is. Such a value cannot be read back before the commit (`invalid_argument`).
+    pub fn atomic_op(&self, op: AtomicOp, key: impl Into<Bytes>, param: impl Into<Bytes>) {
+        let (key, param) = (key.into(), param.into());
+        let Ok(mut s) = self.state() else {
+            return;
+        };
+        s.mutations.push(Mutation {
+            r#type: MutationType::Atomic as i32,
+            key: key.clone(),
+            param: param.clone(),
+            atomic_op: u32::from(op.code()),
+        });
+        match op {
+            AtomicOp::SetVersionstampedKey => {}
+            AtomicOp::SetVersionstampedValue => {
+                s.overwrite(&key, &key_after(&key));
+                s.own.entries.remove(&key);
+                s.unreadable.insert(key);
+            }
+            _ => {
+                let known = match s.own.entries.get(&key) {
+                    Some(v) => Some(v.clone()),
+                    None if s.own.is_cleared(&key) => Some(None),
+                    None => None,
+                };
+                match known {
+                    Some(v) => {
+                        // Versionstamp ops are handled above, so `apply` cannot refuse.
+                        let new = atomic::apply(op, v.as_deref(), &param).ok().flatten();
+                        s.own.entries.insert(key, new.map(Bytes::from));
+                    }
+                    None => s.pending.entry(key).or_default().push((op, param)),
+                }
+            }
+        }
+    }
+
+    /// The versionstamp of a committed transaction: its commit version (8 bytes) and its order
+    /// in the commit batch (2 bytes), big-endian — what its versionstamped keys and values
+    /// received. `None` before the commit and for a transaction that wrote nothing.
+    pub fn versionstamp(&self) -> Option<Bytes> {
+        self.state()
+            .ok()
+            .and_then(|s| s.versionstamp.clone())
+            .filter(|v| !v.is_empty())
     }
 
     /// The version this transaction committed at, once it has.

@@ -57,16 +57,19 @@ impl From<&Mutation> for proto::Mutation {
                 r#type: proto::MutationType::Set as i32,
                 key: key.clone(),
                 param: value.clone(),
+                atomic_op: 0,
             },
             Mutation::Clear { key } => proto::Mutation {
                 r#type: proto::MutationType::Clear as i32,
                 key: key.clone(),
                 param: Default::default(),
+                atomic_op: 0,
             },
             Mutation::ClearRange { begin, end } => proto::Mutation {
                 r#type: proto::MutationType::ClearRange as i32,
                 key: begin.clone(),
                 param: end.clone(),
+                atomic_op: 0,
             },
         }
     }

@@ -13,18 +13,21 @@
 //! it is in the log and commits if the quorum returns; the pipeline keeps it and applies it
 //! when it does, and answers new requests `unavailable` while the quorum is down.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrisdb_common::atomic;
 use ferrisdb_common::clock::Clock;
 use ferrisdb_common::wal::{self, Mutation};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::atomics::{self, Write};
 use crate::hot_tier::HotTier;
 use crate::metrics::Metrics;
+use crate::primary::PointReader;
 use crate::proposer::{Proposer, Quorum};
 use crate::resolver::{KeyRange, Resolver};
 
@@ -45,21 +48,22 @@ pub struct CommitRequest {
     pub reads: Vec<KeyRange>,
     /// Ranges it wrote, including every mutated key.
     pub writes: Vec<KeyRange>,
-    /// Its mutations, in order.
-    pub mutations: Vec<Mutation>,
+    /// Its writes, in order.
+    pub mutations: Vec<Write>,
     /// Where the outcome goes.
     pub reply: Reply,
 }
 
-/// Where a commit's outcome goes: the commit version and commit time, or why not.
-pub type Reply = oneshot::Sender<Result<(Version, u64)>>;
+/// A commit's outcome: its version, its commit time, and its order within its batch (the last
+/// two bytes of its versionstamp).
+pub type Committed = (Version, u64, u16);
+
+/// Where a commit's outcome goes.
+pub type Reply = oneshot::Sender<Result<Committed>>;
 
 impl CommitRequest {
     fn bytes(&self) -> usize {
-        self.mutations
-            .iter()
-            .map(|m| m.key().len() + m.value().map_or(0, |v| v.len()))
-            .sum()
+        self.mutations.iter().map(Write::bytes).sum()
     }
 }
 
@@ -83,6 +87,8 @@ pub struct Committer {
     committed: watch::Sender<Version>,
     last_commit_time: u64,
     in_flight: VecDeque<InFlight>,
+    /// Where atomic ops read the value they combine with.
+    reader: PointReader,
     metrics: Metrics,
 }
 
@@ -91,15 +97,16 @@ impl Committer {
     pub fn new(
         proposer: Arc<Proposer>,
         start: Version,
-        hot: Arc<HotTier>,
+        reader: PointReader,
         clock: Arc<dyn Clock>,
         committed: watch::Sender<Version>,
         metrics: Metrics,
     ) -> Committer {
         Committer {
+            hot: reader.hot.clone(),
+            reader,
             proposer,
             resolver: Resolver::new(start),
-            hot,
             clock,
             committed,
             last_commit_time: 0,
@@ -117,7 +124,7 @@ impl Committer {
             let q = quorum.borrow_and_update().clone();
             self.complete_durable(&q);
             if !queue.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT {
-                self.launch(std::mem::take(&mut queue), &q);
+                self.launch(std::mem::take(&mut queue), &q).await;
                 continue;
             }
             if !open && queue.is_empty() && self.in_flight.is_empty() {
@@ -161,7 +168,7 @@ impl Committer {
     }
 
     /// Resolves and appends one batch.
-    fn launch(&mut self, batch: Vec<CommitRequest>, q: &Quorum) {
+    async fn launch(&mut self, batch: Vec<CommitRequest>, q: &Quorum) {
         if let Err(e) = refusal(q) {
             for r in batch {
                 let _ = r.reply.send(Err(e.clone()));
@@ -193,11 +200,16 @@ impl Committer {
         }
         let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
         self.last_commit_time = time_micros;
-        let mutations: Vec<Mutation> = accepted
-            .iter()
-            .flat_map(|r| r.mutations.iter().cloned())
-            .collect();
-        let (frame, version) = wal::encode_frame(self.proposer.end_lsn(), time_micros, &mutations);
+        let encoded = self.resolve_and_encode(&accepted, time_micros).await;
+        let (frame, version, mutations) = match encoded {
+            Ok(e) => e,
+            Err(e) => {
+                for r in accepted {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
         if let Err(e) = self.proposer.append(frame) {
             for r in accepted {
                 let _ = r.reply.send(Err(e.clone()));
@@ -212,6 +224,55 @@ impl Committer {
             replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
         });
+    }
+
+    /// Turns the accepted transactions' writes into the batch's mutations (atomic ops resolved
+    /// against the values before them, versionstamps filled in) and encodes the frame.
+    async fn resolve_and_encode(
+        &self,
+        accepted: &[CommitRequest],
+        time_micros: u64,
+    ) -> Result<(bytes::Bytes, Version, Vec<Mutation>)> {
+        let txns: Vec<&[Write]> = accepted.iter().map(|r| &r.mutations[..]).collect();
+        let keys = atomics::keys_needed(txns.iter().flat_map(|t| t.iter()));
+        let mut before = HashMap::with_capacity(keys.len());
+        if !keys.is_empty() {
+            // Nothing completes while this task awaits: the committed version and the batches
+            // in flight stay as they are, and together they are everything ahead of this batch.
+            let at = *self.committed.borrow();
+            for k in keys {
+                let v = self.reader.read(k.clone(), at).await?;
+                before.insert(k, v);
+            }
+            for b in &self.in_flight {
+                for m in &b.mutations {
+                    atomics::apply_to(&mut before, m);
+                }
+            }
+        }
+        let begin = self.proposer.end_lsn();
+        let flat = |t: Vec<Vec<Mutation>>| t.into_iter().flatten().collect::<Vec<_>>();
+        let stamped = txns
+            .iter()
+            .flat_map(|t| t.iter())
+            .any(|w| matches!(w, Write::Atomic { op, .. } if op.is_versionstamp()));
+        let placeholder = [0u8; atomic::VERSIONSTAMP_LEN];
+        let first = flat(atomics::resolve_batch(&txns, &mut before.clone(), |_| {
+            placeholder
+        })?);
+        let (frame, version) = wal::encode_frame(begin, time_micros, &first);
+        if !stamped {
+            return Ok((frame, version, first));
+        }
+        // The stamps do not change the frame's length, so the version stays.
+        let mutations = flat(atomics::resolve_batch(&txns, &mut before, |i| {
+            atomic::versionstamp(version.0, i)
+        })?);
+        let (frame, again) = wal::encode_frame(begin, time_micros, &mutations);
+        if again != version {
+            return Err(Error::internal("versionstamps changed the batch's length"));
+        }
+        Ok((frame, version, mutations))
     }
 
     /// Applies and answers, in log order, every in-flight batch the quorum now holds; once
@@ -232,8 +293,10 @@ impl Committer {
             self.proposer.set_commit(b.version.0);
             self.metrics.commits.inc_by(b.replies.len() as u64);
             self.metrics.batches.inc();
-            for reply in b.replies.into_iter().flatten() {
-                let _ = reply.send(Ok((b.version, b.time_micros)));
+            for (order, reply) in b.replies.into_iter().enumerate() {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok((b.version, b.time_micros, order as u16)));
+                }
             }
         }
         if let Some(why) = &q.fenced {

@@ -6,6 +6,7 @@
 //! yet ingested in the [`hot_tier`]. It holds nothing that cannot be rebuilt: killing it loses
 //! no acknowledged commit.
 
+pub mod atomics;
 pub mod committer;
 pub mod databases;
 pub mod hot_tier;
@@ -57,7 +58,9 @@ pub async fn run(
         return Err(Error::invalid("a compute needs --safekeeper endpoints"));
     }
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
-    let pageserver = PageserverClient::new(net::channel(&config.pageserver)?);
+    let pageserver = PageserverClient::new(net::channel(&config.pageserver)?)
+        .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(net::MAX_MESSAGE_BYTES);
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
@@ -81,8 +84,11 @@ pub async fn run(
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder()
-        .add_service(DatabaseServer::new(ComputeService::new(databases.clone())));
+    let grpc = tonic::transport::Server::builder().add_service(
+        DatabaseServer::new(ComputeService::new(databases.clone()))
+            .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
+    );
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     branches.abort();
     databases.stop();

@@ -20,6 +20,35 @@ use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::resolver::KeyRange;
 
+/// Point reads of one database: the hot tier, then the pageserver at the hot tier's floor.
+#[derive(Debug, Clone)]
+pub struct PointReader {
+    /// The hot tier.
+    pub hot: Arc<HotTier>,
+    /// The pageserver.
+    pub pageserver: PageserverClient<Channel>,
+    /// The database read.
+    pub database: String,
+}
+
+impl PointReader {
+    /// The value of `key` at `version`: from the hot tier, or from the pageserver at the hot
+    /// tier's floor when the key has not changed since.
+    pub async fn read(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
+        match self.hot.get(&key, version) {
+            HotRead::Found(v) => Ok(v),
+            HotRead::AskPageserverAt(at) => {
+                let req = PageGetRequest {
+                    database: self.database.clone(),
+                    key,
+                    version: at.0,
+                };
+                Ok(self.pageserver.clone().get(req).await?.into_inner().value)
+            }
+        }
+    }
+}
+
 /// How often the pageserver's ingest position is polled to evict the hot tier.
 const EVICT_EVERY: Duration = Duration::from_millis(200);
 
@@ -58,7 +87,11 @@ impl Primary {
         let committer = Committer::new(
             proposer.clone(),
             start,
-            hot.clone(),
+            PointReader {
+                hot: hot.clone(),
+                pageserver: pageserver.clone(),
+                database: database.clone(),
+            },
             clock,
             committed_tx,
             metrics.clone(),
@@ -115,21 +148,17 @@ impl Primary {
     /// A point read at `version`.
     pub async fn get(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
         self.check_version(version)?;
-        match self.hot.get(&key, version) {
-            HotRead::Found(v) => {
-                self.metrics.reads.with_label_values(&["hot"]).inc();
-                Ok(v)
-            }
-            HotRead::AskPageserverAt(at) => {
-                self.metrics.reads.with_label_values(&["pageserver"]).inc();
-                let req = PageGetRequest {
-                    database: self.database.clone(),
-                    key,
-                    version: at.0,
-                };
-                Ok(self.pageserver.clone().get(req).await?.into_inner().value)
-            }
-        }
+        let tier = match self.hot.get(&key, version) {
+            HotRead::Found(_) => "hot",
+            HotRead::AskPageserverAt(_) => "pageserver",
+        };
+        self.metrics.reads.with_label_values(&[tier]).inc();
+        let reader = PointReader {
+            hot: self.hot.clone(),
+            pageserver: self.pageserver.clone(),
+            database: self.database.clone(),
+        };
+        reader.read(key, version).await
     }
 
     /// A range read at `version`: the pageserver's answer at the hot tier's floor, overlaid
@@ -242,8 +271,8 @@ impl Primary {
         read_version: Version,
         reads: Vec<KeyRange>,
         writes: Vec<KeyRange>,
-        mutations: Vec<ferrisdb_common::wal::Mutation>,
-    ) -> Result<(Version, u64)> {
+        mutations: Vec<crate::atomics::Write>,
+    ) -> Result<crate::committer::Committed> {
         self.check_not_fenced()?;
         let (reply, outcome) = oneshot::channel();
         let req = CommitRequest {

@@ -13,9 +13,12 @@ use ferrisdb_common::wal::Mutation;
 use ferrisdb_common::{Error, Result, Version};
 use tonic::{Request, Response, Status};
 
+use crate::atomics::Write;
 use crate::databases::Databases;
 use crate::primary::Primary;
 use crate::resolver::KeyRange;
+use bytes::Bytes;
+use ferrisdb_common::atomic::{self, AtomicOp};
 
 /// What the client API needs: the databases served and, once elected, their primaries.
 #[derive(Debug, Clone)]
@@ -33,6 +36,45 @@ impl ComputeService {
     fn primary(&self, database: &str) -> Result<Arc<Primary>> {
         self.databases.primary(database)
     }
+}
+
+/// Checks an atomic op from the wire: a known op, a writable key, a value within limits, a
+/// well-formed versionstamp template. Returns it with the write conflict it adds (none for a
+/// versionstamped key, which is new by construction).
+fn atomic_write(m: ferrisdb_common::proto::Mutation) -> Result<(Write, Option<KeyRange>)> {
+    let code = u8::try_from(m.atomic_op).ok().and_then(AtomicOp::from_code);
+    let op = code.ok_or_else(|| Error::invalid(format!("unknown atomic op {}", m.atomic_op)))?;
+    let template = |t: &[u8]| {
+        atomic::versionstamp_offset(t)
+            .map(|_| t.len() - atomic::VERSIONSTAMP_OFFSET_LEN)
+            .map_err(|e| Error::invalid(format!("{}: {e}", op.name())))
+    };
+    let conflict = match op {
+        AtomicOp::SetVersionstampedKey => {
+            let len = template(&m.key)?;
+            check_key(&m.key[..len])?;
+            check_value(&m.param)?;
+            None
+        }
+        AtomicOp::SetVersionstampedValue => {
+            check_key(&m.key)?;
+            check_value(&m.param[..template(&m.param)?])?;
+            Some(KeyRange::single(&m.key))
+        }
+        _ => {
+            check_key(&m.key)?;
+            check_value(&m.param)?;
+            Some(KeyRange::single(&m.key))
+        }
+    };
+    Ok((
+        Write::Atomic {
+            op,
+            key: m.key,
+            param: m.param,
+        },
+        conflict,
+    ))
 }
 
 fn range(r: ferrisdb_common::proto::KeyRange) -> Result<KeyRange> {
@@ -141,12 +183,20 @@ impl Database for ComputeService {
             return Ok(Response::new(CommitResponse {
                 version: read_version.0,
                 commit_time_micros: 0,
+                versionstamp: Bytes::new(),
             }));
         }
         let mut size = 0usize;
         let mut mutations = Vec::with_capacity(req.mutations.len());
         let mut writes = Vec::with_capacity(req.mutations.len() + req.write_conflicts.len());
         for m in req.mutations {
+            if m.r#type == ferrisdb_common::proto::MutationType::Atomic as i32 {
+                let (w, conflict) = atomic_write(m)?;
+                size += w.bytes();
+                writes.extend(conflict);
+                mutations.push(w);
+                continue;
+            }
             let m = Mutation::try_from(m)?;
             match &m {
                 Mutation::ClearRange { begin, end } => {
@@ -166,7 +216,7 @@ impl Database for ComputeService {
                     writes.push(KeyRange::single(m.key()));
                 }
             }
-            mutations.push(m);
+            mutations.push(Write::Plain(m));
         }
         let reads = req
             .read_conflicts
@@ -182,11 +232,12 @@ impl Database for ComputeService {
             .map(|r| r.begin.len() + r.end.len())
             .sum::<usize>();
         check_transaction_size(size)?;
-        let (version, commit_time_micros) =
+        let (version, commit_time_micros, order) =
             p.commit(read_version, reads, writes, mutations).await?;
         Ok(Response::new(CommitResponse {
             version: version.0,
             commit_time_micros,
+            versionstamp: Bytes::copy_from_slice(&atomic::versionstamp(version.0, order)),
         }))
     }
 }
