@@ -61,6 +61,8 @@ pub struct Primary {
     committed: watch::Receiver<Version>,
     pipeline: mpsc::Sender<CommitRequest>,
     pageserver: PageserverClient<Channel>,
+    /// Point reads through the hot tier to the pageserver (the committer has a copy).
+    reader: PointReader,
     metrics: Metrics,
 }
 
@@ -84,14 +86,15 @@ impl Primary {
         let hot = Arc::new(HotTier::new(start));
         let (committed_tx, committed) = watch::channel(start);
         let (pipeline, requests) = mpsc::channel(4096);
+        let reader = PointReader {
+            hot: hot.clone(),
+            pageserver: pageserver.clone(),
+            database: database.clone(),
+        };
         let committer = Committer::new(
             proposer.clone(),
             start,
-            PointReader {
-                hot: hot.clone(),
-                pageserver: pageserver.clone(),
-                database: database.clone(),
-            },
+            reader.clone(),
             clock,
             committed_tx,
             metrics.clone(),
@@ -105,6 +108,7 @@ impl Primary {
             committed,
             pipeline,
             pageserver,
+            reader,
             metrics,
         });
         tokio::spawn(primary.clone().evict_loop());
@@ -153,12 +157,7 @@ impl Primary {
             HotRead::AskPageserverAt(_) => "pageserver",
         };
         self.metrics.reads.with_label_values(&[tier]).inc();
-        let reader = PointReader {
-            hot: self.hot.clone(),
-            pageserver: self.pageserver.clone(),
-            database: self.database.clone(),
-        };
-        reader.read(key, version).await
+        self.reader.read(key, version).await
     }
 
     /// A range read at `version`: the pageserver's answer at the hot tier's floor, overlaid
