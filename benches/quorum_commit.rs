@@ -333,13 +333,13 @@ impl Cluster {
         });
 
         let compute_grpc = addrs[8];
-        let config = ComputeConfig {
-            listen_grpc: compute_grpc,
-            listen_http: addrs[9],
-            database: DEFAULT_DATABASE.to_string(),
+        let config = ComputeConfig::new(
+            compute_grpc,
+            addrs[9],
+            DEFAULT_DATABASE,
             safekeepers,
-            pageserver: format!("http://{pageserver_grpc}"),
-        };
+            format!("http://{pageserver_grpc}"),
+        );
         let (stop, rx) = oneshot::channel();
         let task = tokio::spawn(ferrisdb_compute::run(config, shutdown_future(rx)));
         components.push(Component {

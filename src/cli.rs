@@ -1,13 +1,27 @@
 //! Client commands: one transaction each through the SDK, or one call to the admin API.
+//!
+//! Every key and value argument is written in the escape syntax of [`crate::escape`] (`\xNN`,
+//! `\\`, …) or, with `--hex`, in hex; every key and value printed is written back the same
+//! way, so output can be pasted as input. `--json` output holds keys and values as those same
+//! strings, which are lossless, and errors as `{"error": {"code", "message"}}` with a non-zero
+//! exit status.
 
+use std::fmt::Display;
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::{Args, Subcommand};
-use ferrisdb_client::{Database, Error, ErrorKind, RetryOptions, Version};
+use clap::{Args, Subcommand, ValueEnum};
+use ferrisdb_client::{
+    AtomicOp, Database, Error, ErrorKind, KeySelector, RangeOptions, RetryOptions, Version,
+};
 use ferrisdb_common::DEFAULT_DATABASE;
+use ferrisdb_common::atomic::{VERSIONSTAMP_LEN, place_versionstamp, versionstamp_offset};
+use futures::StreamExt;
 use serde_json::json;
+
+use crate::escape::{self, Codec};
 
 /// Options every data command takes.
 #[derive(Debug, Clone, Args)]
@@ -18,16 +32,30 @@ pub struct ClientArgs {
         env = "FERRISDB_ENDPOINT",
         default_value = "http://127.0.0.1:4500"
     )]
-    endpoint: String,
+    pub(crate) endpoint: String,
     /// The database.
     #[arg(long, default_value = DEFAULT_DATABASE)]
-    database: String,
+    pub(crate) database: String,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Keys and values are hex, in arguments and in output, instead of escaped text.
+    #[arg(long)]
+    pub(crate) hex: bool,
     /// Give up retrying after this many seconds.
     #[arg(long, default_value_t = 5.0)]
-    timeout: f64,
+    pub(crate) timeout: f64,
+}
+
+impl ClientArgs {
+    /// How this command's keys and values are written.
+    pub(crate) fn codec(&self) -> Codec {
+        Codec { hex: self.hex }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout.max(0.0))
+    }
 }
 
 /// Options of admin commands.
@@ -45,34 +73,200 @@ pub struct AdminArgs {
     json: bool,
 }
 
+/// Which past state a read sees.
+#[derive(Debug, Clone, Args)]
+pub struct At {
+    /// Read at this version instead of the latest.
+    #[arg(long, conflicts_with = "at_timestamp")]
+    at_version: Option<u64>,
+    /// Read as of this time: Unix microseconds, or RFC 3339 (2026-11-22T01:02:03.5Z).
+    #[arg(long)]
+    at_timestamp: Option<String>,
+}
+
+/// The four key selectors, by FoundationDB's names (or their short forms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Selector {
+    /// The first key at or after KEY.
+    #[value(name = "first_greater_or_equal", alias = "first-greater-or-equal", alias = "ge")]
+    FirstGreaterOrEqual,
+    /// The first key after KEY.
+    #[value(name = "first_greater_than", alias = "first-greater-than", alias = "gt")]
+    FirstGreaterThan,
+    /// The last key before KEY.
+    #[value(name = "last_less_than", alias = "last-less-than", alias = "lt")]
+    LastLessThan,
+    /// The last key at or before KEY.
+    #[value(name = "last_less_or_equal", alias = "last-less-or-equal", alias = "le")]
+    LastLessOrEqual,
+}
+
+/// What `getkey` resolves: a selector anchored at a key, moved by an offset.
+#[derive(Debug, Clone, Args)]
+pub struct SelectorArgs {
+    /// The anchor key.
+    pub(crate) key: String,
+    /// Which key relative to the anchor.
+    #[arg(long, value_enum, default_value = "first_greater_or_equal")]
+    pub(crate) selector: Selector,
+    /// Then move this many keys on (negative: back).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub(crate) offset: i32,
+}
+
+impl SelectorArgs {
+    /// The SDK selector these arguments name.
+    pub(crate) fn selector(&self, codec: Codec) -> Result<KeySelector, Error> {
+        let key = codec.decode("key", &self.key)?;
+        let base = match self.selector {
+            Selector::FirstGreaterOrEqual => KeySelector::first_greater_or_equal(key),
+            Selector::FirstGreaterThan => KeySelector::first_greater_than(key),
+            Selector::LastLessThan => KeySelector::last_less_than(key),
+            Selector::LastLessOrEqual => KeySelector::last_less_or_equal(key),
+        };
+        Ok(base + self.offset)
+    }
+}
+
+/// Where a versionstamp goes in a template given without FoundationDB's trailing offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StampAt {
+    /// At this byte of the template.
+    Offset(u32),
+    /// Appended: the template is followed by the 10-byte versionstamp.
+    End,
+}
+
+fn parse_stamp_at(s: &str) -> Result<StampAt, String> {
+    if s == "end" {
+        return Ok(StampAt::End);
+    }
+    s.parse()
+        .map(StampAt::Offset)
+        .map_err(|_| format!("{s:?} is neither a byte offset nor \"end\""))
+}
+
+/// The arguments of an atomic operation.
+#[derive(Debug, Clone, Args)]
+pub struct AtomicArgs {
+    /// The operation, by FoundationDB's name: add, bit_and, bit_or, bit_xor, append_if_fits,
+    /// max, min, byte_min, byte_max, compare_and_clear, set_versionstamped_key,
+    /// set_versionstamped_value.
+    pub(crate) op: String,
+    /// The key (for set_versionstamped_key, the key template).
+    pub(crate) key: String,
+    /// The parameter (for set_versionstamped_value, the value template).
+    #[arg(allow_hyphen_values = true)]
+    pub(crate) param: String,
+    /// PARAM is a decimal integer, passed as 8 little-endian bytes (two's complement), the
+    /// form add, max, min and the bitwise ops work on.
+    #[arg(long)]
+    pub(crate) i64: bool,
+    /// For the versionstamp ops: the template has no trailing 4-byte offset; put the
+    /// versionstamp at this byte of it, or append it with "end".
+    #[arg(long, value_parser = parse_stamp_at)]
+    pub(crate) stamp_offset: Option<StampAt>,
+}
+
+/// An atomic operation ready for [`ferrisdb_client::Transaction::atomic_op`].
+#[derive(Debug, Clone)]
+pub(crate) struct Atomic {
+    pub(crate) op: AtomicOp,
+    pub(crate) key: Bytes,
+    pub(crate) param: Bytes,
+}
+
+impl AtomicArgs {
+    /// The operation, its key and its parameter as bytes, templates checked.
+    pub(crate) fn resolve(&self, codec: Codec) -> Result<Atomic, Error> {
+        let op: AtomicOp = self
+            .op
+            .parse()
+            .map_err(|e: ferrisdb_common::atomic::AtomicError| Error::invalid(e.to_string()))?;
+        let mut key = codec.decode("key", &self.key)?;
+        let mut param = if self.i64 {
+            let n: i64 = self.param.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "param {:?} is not a decimal 64-bit integer (--i64)",
+                    self.param
+                ))
+            })?;
+            n.to_le_bytes().to_vec()
+        } else {
+            codec.decode("param", &self.param)?
+        };
+        let template = match op {
+            AtomicOp::SetVersionstampedKey => Some(("key", &mut key)),
+            AtomicOp::SetVersionstampedValue => Some(("param", &mut param)),
+            _ => None,
+        };
+        match (template, self.stamp_offset) {
+            (Some((what, t)), at) => {
+                match at {
+                    Some(StampAt::End) => {
+                        let offset = t.len() as u32;
+                        t.extend_from_slice(&[0; VERSIONSTAMP_LEN]);
+                        t.extend_from_slice(&offset.to_le_bytes());
+                    }
+                    Some(StampAt::Offset(offset)) => t.extend_from_slice(&offset.to_le_bytes()),
+                    None => {}
+                }
+                versionstamp_offset(t).map_err(|e| {
+                    Error::invalid(format!(
+                        "{what} template: {e} (or give --stamp-offset N|end to have it added)"
+                    ))
+                })?;
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(format!(
+                    "--stamp-offset is for set_versionstamped_key and set_versionstamped_value, not {op}"
+                )));
+            }
+            (None, None) => {}
+        }
+        Ok(Atomic {
+            op,
+            key: key.into(),
+            param: param.into(),
+        })
+    }
+}
+
 /// The client commands.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Set KEY to VALUE and print the commit version.
     Set {
-        /// The key (UTF-8).
+        /// The key.
         key: String,
-        /// The value (UTF-8).
+        /// The value.
+        #[arg(allow_hyphen_values = true)]
         value: String,
         #[command(flatten)]
         args: ClientArgs,
     },
     /// Print the value of KEY.
     Get {
-        /// The key (UTF-8).
+        /// The key.
         key: String,
-        /// Read at this version instead of the latest.
-        #[arg(long, conflicts_with = "at_timestamp")]
-        at_version: Option<u64>,
-        /// Read as of this time: Unix microseconds, or RFC 3339 (2026-11-22T01:02:03.5Z).
-        #[arg(long)]
-        at_timestamp: Option<String>,
+        #[command(flatten)]
+        at: At,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Print the key a key selector names (by default the first key at or after KEY).
+    #[command(name = "getkey", alias = "get-key")]
+    GetKey {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        #[command(flatten)]
+        at: At,
         #[command(flatten)]
         args: ClientArgs,
     },
     /// Print every version of KEY with its commit time, oldest first.
     History {
-        /// The key (UTF-8).
+        /// The key.
         key: String,
         /// From this version (inclusive).
         #[arg(long, default_value_t = 0)]
@@ -99,7 +293,7 @@ pub enum ClientCommand {
     },
     /// Remove KEY.
     Clear {
-        /// The key (UTF-8).
+        /// The key.
         key: String,
         #[command(flatten)]
         args: ClientArgs,
@@ -114,7 +308,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         args: ClientArgs,
     },
-    /// Print the pairs with BEGIN <= key < END.
+    /// Print the pairs with BEGIN <= key < END, streamed in batches.
+    #[command(alias = "getrange")]
     Scan {
         /// First key of the range.
         begin: String,
@@ -123,9 +318,52 @@ pub enum ClientCommand {
         /// At most this many pairs (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,
-        /// Read at this version instead of the latest.
+        /// From the end of the range backwards.
         #[arg(long)]
-        at_version: Option<u64>,
+        reverse: bool,
+        #[command(flatten)]
+        at: At,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Apply an atomic operation (FoundationDB's semantics) to KEY and print the commit
+    /// version; the versionstamp ops also print the versionstamp.
+    Atomic {
+        #[command(flatten)]
+        atomic: AtomicArgs,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Print the latest committed version (a new transaction's read version).
+    #[command(name = "getversion", alias = "get-version")]
+    GetVersion {
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Print the version a time maps to: the latest committed at or before it.
+    #[command(name = "versionat", alias = "version-at")]
+    VersionAt {
+        /// Unix microseconds, or RFC 3339 (2026-11-22T01:02:03.5Z).
+        timestamp: String,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// Wait until KEY changes, then print its new value and the version that changed it.
+    Watch {
+        /// The key.
+        key: String,
+        /// Keep watching and print every change (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        args: ClientArgs,
+    },
+    /// An interactive shell (line editing, history, transactions across commands); reads
+    /// commands from stdin when it is not a terminal.
+    Shell {
+        /// Run these `;`-separated commands instead of reading any, then exit.
+        #[arg(long)]
+        exec: Option<String>,
         #[command(flatten)]
         args: ClientArgs,
     },
@@ -171,148 +409,363 @@ pub enum AdminCommand {
     },
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Prints one line on stdout. A reader that went away (`| head`) is not an error worth a
+/// panic, which `println!` would give.
+pub(crate) fn say(line: impl Display) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
-async fn connect(args: &ClientArgs) -> Result<Database, Error> {
-    let timeout = Duration::from_secs_f64(args.timeout.max(0.0));
+/// A JSON string literal.
+fn js(s: impl Into<String>) -> serde_json::Value {
+    serde_json::Value::String(s.into())
+}
+
+/// Connects to the database the arguments name.
+pub(crate) async fn connect(args: &ClientArgs) -> Result<Database, Error> {
     Ok(Database::connect(&args.endpoint)
         .await?
         .with_database(&args.database)
         .with_retry(RetryOptions {
-            timeout,
+            timeout: args.timeout(),
             ..RetryOptions::default()
         }))
 }
 
 fn fail(json: bool, e: &Error) -> ExitCode {
     if json {
-        println!(
-            "{}",
-            json!({"error": {"code": e.code(), "message": e.message()}})
-        );
+        say(json!({"error": {"code": e.code(), "message": e.message()}}));
     } else {
         eprintln!("error: {e}");
     }
     ExitCode::FAILURE
 }
 
+fn finish(json: bool, result: Result<(), Error>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(json, &e),
+    }
+}
+
+/// The version a read pinned by `at` happens at, if it is pinned.
+async fn resolve_at(db: &Database, at: &At) -> Result<Option<Version>, Error> {
+    match &at.at_timestamp {
+        Some(ts) => Ok(Some(db.version_at(parse_timestamp(ts)?).await?)),
+        None => Ok(at.at_version.map(Version)),
+    }
+}
+
 /// Runs one client command, printing its outcome.
 pub async fn run(cmd: ClientCommand) -> ExitCode {
     match cmd {
         ClientCommand::Admin { command } => admin(command).await,
-        ClientCommand::Set { key, value, args } => write(args, WriteOp::Set(key, value)).await,
-        ClientCommand::Clear { key, args } => write(args, WriteOp::Clear(key)).await,
-        ClientCommand::ClearRange { begin, end, args } => {
-            write(args, WriteOp::ClearRange(begin, end)).await
-        }
+        ClientCommand::Shell { exec, args } => crate::shell::run(args, exec).await,
+        ClientCommand::Scan {
+            begin,
+            end,
+            limit,
+            reverse,
+            at,
+            args,
+        } => scan(&args, &begin, &end, limit, reverse, &at).await,
         ClientCommand::Changes {
             from,
             follow,
             limit,
             args,
         } => changes(args, from, follow, limit).await,
+        ClientCommand::Set { key, value, args } => {
+            let op = async {
+                let codec = args.codec();
+                Ok(WriteOp::Set(
+                    codec.decode("key", &key)?.into(),
+                    codec.decode("value", &value)?.into(),
+                ))
+            };
+            finish(args.json, write(&args, op.await).await)
+        }
+        ClientCommand::Clear { key, args } => {
+            let op = args.codec().decode("key", &key).map(|k| WriteOp::Clear(k.into()));
+            finish(args.json, write(&args, op).await)
+        }
+        ClientCommand::ClearRange { begin, end, args } => {
+            let codec = args.codec();
+            let op = codec.decode("begin", &begin).and_then(|b| {
+                Ok(WriteOp::ClearRange(
+                    b.into(),
+                    codec.decode("end", &end)?.into(),
+                ))
+            });
+            finish(args.json, write(&args, op).await)
+        }
+        ClientCommand::Atomic { atomic, args } => {
+            let op = atomic.resolve(args.codec()).map(WriteOp::Atomic);
+            finish(args.json, write(&args, op).await)
+        }
         ClientCommand::History {
             key,
             from,
             to,
             args,
-        } => history(args, key, from, to).await,
-        ClientCommand::Get {
-            key,
-            at_version,
-            at_timestamp,
-            args,
-        } => {
-            let out = async {
-                let db = connect(&args).await?;
-                let at_version = match &at_timestamp {
-                    Some(ts) => Some(db.version_at(parse_timestamp(ts)?).await?.0),
-                    None => at_version,
-                };
-                let k = key.clone();
-                db.run(|tx| {
-                    let k = k.clone();
-                    async move {
-                        if let Some(v) = at_version {
-                            tx.set_read_version(Version(v))?;
-                        }
-                        let value = tx.get(k).await?;
-                        Ok((value, tx.read_version().await?))
-                    }
-                })
-                .await
-            }
-            .await;
-            match out {
-                Ok((value, version)) if args.json => {
-                    println!(
-                        "{}",
-                        json!({"key": key, "value": value.as_deref().map(text), "version": version})
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok((Some(value), _)) => {
-                    println!("{}", text(&value));
-                    ExitCode::SUCCESS
-                }
-                Ok((None, _)) => {
-                    println!("(not found)");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(args.json, &e),
-            }
+        } => finish(args.json, history(&args, &key, from, to).await),
+        ClientCommand::Get { key, at, args } => finish(args.json, get(&args, &key, &at).await),
+        ClientCommand::GetKey { selector, at, args } => {
+            finish(args.json, get_key(&args, &selector, &at).await)
         }
-        ClientCommand::Scan {
-            begin,
-            end,
-            limit,
-            at_version,
-            args,
-        } => {
-            let out = async {
-                let db = connect(&args).await?;
-                let (b, e) = (Bytes::from(begin.clone()), Bytes::from(end.clone()));
-                db.run(|tx| {
-                    let (b, e) = (b.clone(), e.clone());
-                    async move {
-                        if let Some(v) = at_version {
-                            tx.set_read_version(Version(v))?;
-                        }
-                        let rows = tx.get_range(b, e, limit).await?;
-                        Ok((rows, tx.read_version().await?))
-                    }
-                })
-                .await
-            }
-            .await;
-            match out {
-                Ok((rows, version)) if args.json => {
-                    let rows: Vec<_> = rows
-                        .iter()
-                        .map(|(k, v)| json!({"key": text(k), "value": text(v)}))
-                        .collect();
-                    println!(
-                        "{}",
-                        json!({"begin": begin, "end": end, "version": version, "rows": rows})
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok((rows, _)) => {
-                    for (k, v) in rows {
-                        println!("{} = {}", text(&k), text(&v));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(args.json, &e),
-            }
+        ClientCommand::GetVersion { args } => finish(args.json, get_version(&args).await),
+        ClientCommand::VersionAt { timestamp, args } => {
+            finish(args.json, version_at(&args, &timestamp).await)
+        }
+        ClientCommand::Watch { key, follow, args } => {
+            finish(args.json, watch(&args, &key, follow).await)
         }
     }
 }
 
+async fn get(args: &ClientArgs, key: &str, at: &At) -> Result<(), Error> {
+    let codec = args.codec();
+    let key = Bytes::from(codec.decode("key", key)?);
+    let db = connect(args).await?;
+    let at = resolve_at(&db, at).await?;
+    let (value, version) = db
+        .run(|tx| {
+            let key = key.clone();
+            async move {
+                if let Some(v) = at {
+                    tx.set_read_version(v)?;
+                }
+                let value = tx.get(key).await?;
+                Ok((value, tx.read_version().await?))
+            }
+        })
+        .await?;
+    if args.json {
+        say(json!({
+            "key": codec.encode(&key),
+            "value": value.as_deref().map(|v| codec.encode(v)),
+            "version": version,
+        }));
+    } else {
+        match value {
+            Some(v) => say(codec.encode(&v)),
+            None => say("(not found)"),
+        }
+    }
+    Ok(())
+}
+
+async fn get_key(args: &ClientArgs, selector: &SelectorArgs, at: &At) -> Result<(), Error> {
+    let codec = args.codec();
+    let sel = selector.selector(codec)?;
+    let db = connect(args).await?;
+    let at = resolve_at(&db, at).await?;
+    let (key, version) = db
+        .run(|tx| {
+            let sel = sel.clone();
+            async move {
+                if let Some(v) = at {
+                    tx.set_read_version(v)?;
+                }
+                let key = tx.get_key(sel).await?;
+                Ok((key, tx.read_version().await?))
+            }
+        })
+        .await?;
+    if args.json {
+        say(json!({
+            "selector": {
+                "key": codec.encode(sel.key()),
+                "or_equal": sel.or_equal(),
+                "offset": sel.offset(),
+            },
+            "key": codec.encode(&key),
+            "version": version,
+        }));
+    } else {
+        say(codec.encode(&key));
+    }
+    Ok(())
+}
+
+async fn get_version(args: &ClientArgs) -> Result<(), Error> {
+    let db = connect(args).await?;
+    let version = db.run(|tx| async move { tx.read_version().await }).await?;
+    if args.json {
+        say(json!({ "version": version }));
+    } else {
+        say(version);
+    }
+    Ok(())
+}
+
+async fn version_at(args: &ClientArgs, timestamp: &str) -> Result<(), Error> {
+    let micros = parse_timestamp(timestamp)?;
+    let db = connect(args).await?;
+    let version = db.version_at(micros).await?;
+    if args.json {
+        say(json!({
+            "timestamp_micros": micros,
+            "timestamp": rfc3339(micros),
+            "version": version,
+        }));
+    } else {
+        say(version);
+    }
+    Ok(())
+}
+
+/// Buffered stdout for long outputs, which notices when its reader has gone away so a scan
+/// piped into `head` stops instead of reading the rest of the range for nobody.
+struct Out {
+    w: std::io::BufWriter<std::io::Stdout>,
+    closed: bool,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out {
+            w: std::io::BufWriter::new(std::io::stdout()),
+            closed: false,
+        }
+    }
+
+    fn put(&mut self, s: impl Display) {
+        if !self.closed && write!(self.w, "{s}").is_err() {
+            self.closed = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.closed && self.w.flush().is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+/// Streams a range read. The read version is fixed first, so when a batch fails with a
+/// retryable error the scan resumes after the last row printed, in a new transaction at the
+/// same version: the output is one consistent snapshot however many retries it took.
+async fn scan(
+    args: &ClientArgs,
+    begin: &str,
+    end: &str,
+    limit: usize,
+    reverse: bool,
+    at: &At,
+) -> ExitCode {
+    let codec = args.codec();
+    let setup = async {
+        let b = Bytes::from(codec.decode("begin", begin)?);
+        let e = Bytes::from(codec.decode("end", end)?);
+        let db = connect(args).await?;
+        let version = match resolve_at(&db, at).await? {
+            Some(v) => v,
+            None => db.run(|tx| async move { tx.read_version().await }).await?,
+        };
+        Ok::<_, Error>((db, b, e, version))
+    };
+    let (db, mut b, mut e, version) = match setup.await {
+        Ok(s) => s,
+        Err(err) => return fail(args.json, &err),
+    };
+    let mut out = Out::new();
+    if args.json {
+        out.put(format_args!(
+            "{{\"begin\":{},\"end\":{},\"version\":{version},\"reverse\":{reverse},\"rows\":[",
+            js(codec.encode(&b)),
+            js(codec.encode(&e)),
+        ));
+    }
+    let mut left = (limit != 0).then_some(limit);
+    let mut rows = 0usize;
+    let mut backoff = Duration::from_millis(5);
+    let mut progress = Instant::now();
+    let failure = 'scan: loop {
+        let tx = db.create_transaction();
+        if let Err(err) = tx.set_read_version(version) {
+            break 'scan Some(err);
+        }
+        let opts = RangeOptions {
+            limit: left.unwrap_or(0),
+            reverse,
+            ..RangeOptions::default()
+        };
+        let mut stream = tx.get_range_stream(b.clone(), e.clone(), opts);
+        loop {
+            match stream.next().await {
+                None => break 'scan None,
+                Some(Ok((k, v))) => {
+                    if args.json {
+                        let sep = if rows == 0 { "" } else { "," };
+                        out.put(format_args!(
+                            "{sep}{}",
+                            json!({"key": codec.encode(&k), "value": codec.encode(&v)})
+                        ));
+                    } else {
+                        out.put(format_args!(
+                            "{} = {}\n",
+                            codec.encode(&k),
+                            codec.encode(&v)
+                        ));
+                    }
+                    if out.closed {
+                        return ExitCode::SUCCESS;
+                    }
+                    rows += 1;
+                    left = left.map(|n| n - 1);
+                    if reverse {
+                        e = k;
+                    } else {
+                        b = key_after(&k);
+                    }
+                    progress = Instant::now();
+                    backoff = Duration::from_millis(5);
+                }
+                Some(Err(err))
+                    if err.kind().is_retryable() && progress.elapsed() + backoff < args.timeout() =>
+                {
+                    tracing::debug!(error = %err, rows, "scan batch failed; resuming");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue 'scan;
+                }
+                Some(Err(err)) => break 'scan Some(err),
+            }
+        }
+    };
+    let code = match (&failure, args.json) {
+        (None, true) => {
+            out.put("]}\n");
+            ExitCode::SUCCESS
+        }
+        (None, false) => ExitCode::SUCCESS,
+        // The rows already printed stay a valid JSON document, with the error inside it.
+        (Some(err), true) => {
+            out.put(format_args!(
+                "],\"error\":{}}}\n",
+                json!({"code": err.code(), "message": err.message()})
+            ));
+            ExitCode::FAILURE
+        }
+        (Some(err), false) => {
+            out.flush();
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    };
+    out.flush();
+    code
+}
+
+fn key_after(key: &[u8]) -> Bytes {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    Bytes::from(k)
+}
+
 /// Unix microseconds from an integer or an RFC 3339 time.
-fn parse_timestamp(s: &str) -> Result<u64, Error> {
+pub(crate) fn parse_timestamp(s: &str) -> Result<u64, Error> {
     if let Ok(micros) = s.parse::<u64>() {
         return Ok(micros);
     }
@@ -326,13 +779,13 @@ fn parse_timestamp(s: &str) -> Result<u64, Error> {
         .map_err(|_| Error::invalid(format!("timestamp {s:?} is before 1970")))
 }
 
-fn rfc3339(micros: u64) -> String {
+pub(crate) fn rfc3339(micros: u64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_micros(micros);
     humantime::format_rfc3339_micros(t).to_string()
 }
 
 async fn changes(args: ClientArgs, from: u64, follow: bool, limit: Option<usize>) -> ExitCode {
-    use futures::StreamExt;
+    let codec = args.codec();
     let stream = match connect(&args).await {
         Ok(db) => db.changes(Version(from), follow).await,
         Err(e) => Err(e),
@@ -352,109 +805,187 @@ async fn changes(args: ClientArgs, from: u64, follow: bool, limit: Option<usize>
             .iter()
             .map(|m| match m {
                 ferrisdb_client::Mutation::Set { key, value } => {
-                    json!({"op": "set", "key": text(key), "value": text(value)})
+                    json!({"op": "set", "key": codec.encode(key), "value": codec.encode(value)})
                 }
                 ferrisdb_client::Mutation::Clear { key } => {
-                    json!({"op": "clear", "key": text(key)})
+                    json!({"op": "clear", "key": codec.encode(key)})
                 }
                 ferrisdb_client::Mutation::ClearRange { begin, end } => {
-                    json!({"op": "clear_range", "begin": text(begin), "end": text(end)})
+                    json!({"op": "clear_range", "begin": codec.encode(begin), "end": codec.encode(end)})
                 }
             })
             .collect();
-        println!(
-            "{}",
-            json!({
-                "version": record.version,
-                "commit_time_micros": record.commit_time_micros,
-                "mutations": mutations,
-            })
-        );
+        // `--follow` runs until interrupted, so each record must reach the reader at once.
+        let line = json!({
+            "version": record.version,
+            "commit_time_micros": record.commit_time_micros,
+            "mutations": mutations,
+        });
+        if writeln!(std::io::stdout(), "{line}").is_err() {
+            break;
+        }
     }
     ExitCode::SUCCESS
 }
 
-async fn history(args: ClientArgs, key: String, from: u64, to: u64) -> ExitCode {
-    let out = async {
-        let db = connect(&args).await?;
-        db.history(key.clone(), Version(from), Version(to)).await
-    }
-    .await;
-    match out {
-        Ok(entries) if args.json => {
-            let versions: Vec<_> = entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "version": e.version,
-                        "commit_time_micros": e.commit_time_micros,
-                        "commit_time": rfc3339(e.commit_time_micros),
-                        "value": e.value.as_deref().map(text),
-                    })
+async fn history(args: &ClientArgs, key: &str, from: u64, to: u64) -> Result<(), Error> {
+    let codec = args.codec();
+    let key = codec.decode("key", key)?;
+    let db = connect(args).await?;
+    let entries = db
+        .history(key.clone(), Version(from), Version(to))
+        .await?;
+    if args.json {
+        let versions: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "version": e.version,
+                    "commit_time_micros": e.commit_time_micros,
+                    "commit_time": rfc3339(e.commit_time_micros),
+                    "value": e.value.as_deref().map(|v| codec.encode(v)),
                 })
-                .collect();
-            println!("{}", json!({"key": key, "versions": versions}));
-            ExitCode::SUCCESS
+            })
+            .collect();
+        say(json!({"key": codec.encode(&key), "versions": versions}));
+    } else {
+        for e in entries {
+            let value = e
+                .value
+                .as_deref()
+                .map_or_else(|| "(cleared)".to_string(), |v| codec.encode(v));
+            say(format_args!(
+                "{:>12}  {}  {value}",
+                e.version,
+                rfc3339(e.commit_time_micros)
+            ));
         }
-        Ok(entries) => {
-            for e in entries {
-                let value = e
-                    .value
-                    .as_deref()
-                    .map_or_else(|| "(cleared)".to_string(), text);
-                println!(
-                    "{:>12}  {}  {value}",
-                    e.version,
-                    rfc3339(e.commit_time_micros)
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(args.json, &e),
     }
+    Ok(())
 }
 
-/// Sets (or, with no value, clears) one key in its own transaction and reports the version.
 /// A one-mutation transaction the CLI runs.
 #[derive(Debug, Clone)]
 enum WriteOp {
-    Set(String, String),
-    Clear(String),
-    ClearRange(String, String),
+    Set(Bytes, Bytes),
+    Clear(Bytes),
+    ClearRange(Bytes, Bytes),
+    Atomic(Atomic),
 }
 
-async fn write(args: ClientArgs, op: WriteOp) -> ExitCode {
-    let out = async {
-        let db = connect(&args).await?;
-        db.run(|tx| {
+async fn write(args: &ClientArgs, op: Result<WriteOp, Error>) -> Result<(), Error> {
+    let op = op?;
+    let codec = args.codec();
+    let db = connect(args).await?;
+    let (version, stamp) = db
+        .run(|tx| {
             let op = op.clone();
             async move {
                 match op {
                     WriteOp::Set(k, v) => tx.set(k, v),
                     WriteOp::Clear(k) => tx.clear(k),
                     WriteOp::ClearRange(b, e) => tx.clear_range(b, e),
+                    WriteOp::Atomic(a) => tx.atomic_op(a.op, a.key, a.param),
                 }
-                tx.commit().await
+                let version = tx.commit().await?;
+                Ok((version, tx.versionstamp()))
             }
         })
-        .await
-    }
-    .await;
-    match out {
-        Ok(version) if args.json => {
-            let out = match &op {
-                WriteOp::Set(k, v) => json!({"key": k, "value": v, "version": version}),
-                WriteOp::Clear(k) => json!({"key": k, "value": null, "version": version}),
-                WriteOp::ClearRange(b, e) => json!({"begin": b, "end": e, "version": version}),
+        .await?;
+    // What a versionstamp op actually wrote: the template with the stamp in place.
+    let stamped = match (&op, &stamp) {
+        (WriteOp::Atomic(a), Some(s)) if a.op.is_versionstamp() => {
+            let mut raw = [0u8; VERSIONSTAMP_LEN];
+            if s.len() == VERSIONSTAMP_LEN {
+                raw.copy_from_slice(s);
+            }
+            let template = match a.op {
+                AtomicOp::SetVersionstampedKey => &a.key,
+                _ => &a.param,
             };
-            println!("{out}");
-            ExitCode::SUCCESS
+            place_versionstamp(template, &raw).ok()
         }
-        Ok(version) => {
-            println!("OK (version {version})");
-            ExitCode::SUCCESS
+        _ => None,
+    };
+    if args.json {
+        let mut out = match &op {
+            WriteOp::Set(k, v) => {
+                json!({"key": codec.encode(k), "value": codec.encode(v), "version": version})
+            }
+            WriteOp::Clear(k) => json!({"key": codec.encode(k), "value": null, "version": version}),
+            WriteOp::ClearRange(b, e) => {
+                json!({"begin": codec.encode(b), "end": codec.encode(e), "version": version})
+            }
+            WriteOp::Atomic(a) => json!({
+                "op": a.op.name(),
+                "key": codec.encode(&a.key),
+                "param": codec.encode(&a.param),
+                "version": version,
+            }),
+        };
+        if let (Some(s), WriteOp::Atomic(a)) = (&stamp, &op)
+            && a.op.is_versionstamp()
+        {
+            out["versionstamp"] = js(escape::hex(s));
+            let field = match a.op {
+                AtomicOp::SetVersionstampedKey => "written_key",
+                _ => "written_value",
+            };
+            out[field] = js(stamped.as_deref().map(|w| codec.encode(w)).unwrap_or_default());
         }
-        Err(e) => fail(args.json, &e),
+        say(out);
+    } else {
+        match (&op, &stamp, &stamped) {
+            (WriteOp::Atomic(a), Some(s), Some(w)) if a.op.is_versionstamp() => {
+                let what = match a.op {
+                    AtomicOp::SetVersionstampedKey => "key",
+                    _ => "value",
+                };
+                say(format_args!(
+                    "OK (version {version}, versionstamp {}, {what} {})",
+                    escape::hex(s),
+                    codec.encode(w)
+                ));
+            }
+            _ => say(format_args!("OK (version {version})")),
+        }
+    }
+    Ok(())
+}
+
+/// Waits for KEY to change. Each round reads the key and watches it from that same read
+/// (`Transaction::watch` after a read-only commit), so with `--follow` no final state is
+/// missed: a change landing between two watches shows up as the next round's read.
+async fn watch(args: &ClientArgs, key: &str, follow: bool) -> Result<(), Error> {
+    let codec = args.codec();
+    let key = Bytes::from(codec.decode("key", key)?);
+    let db = connect(args).await?;
+    let show = |value: Option<&[u8]>, version: Version| {
+        if args.json {
+            say(json!({
+                "key": codec.encode(&key),
+                "value": value.map(|v| codec.encode(v)),
+                "version": version,
+            }));
+        } else {
+            let value = value.map_or_else(|| "(cleared)".to_string(), |v| codec.encode(v));
+            say(format_args!("{version}  {value}"));
+        }
+    };
+    let mut last: Option<Option<Bytes>> = None;
+    loop {
+        let tx = db.create_transaction();
+        let now = tx.get(key.clone()).await?;
+        let read_at = tx.commit().await?;
+        if last.as_ref().is_some_and(|l| *l != now) {
+            show(now.as_deref(), read_at);
+        }
+        let event = tx.watch(key.clone()).await?;
+        show(event.value.as_deref(), event.version);
+        if !follow {
+            return Ok(());
+        }
+        last = Some(event.value);
     }
 }
 
@@ -521,24 +1052,21 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
     }
     match (&cmd, args.json) {
         (_, true) | (AdminCommand::Status { .. }, false) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&body).unwrap_or_default()
-            );
+            say(serde_json::to_string_pretty(&body).unwrap_or_default());
         }
         (AdminCommand::Checkpoint { .. }, false) => {
-            println!(
+            say(format_args!(
                 "checkpointed: everything up to version {} is in object storage",
                 body["remote_consistent_version"]
-            );
+            ));
         }
         (AdminCommand::Branch { .. }, false) => {
-            println!(
+            say(format_args!(
                 "created {} from {} at version {}",
                 body["database"].as_str().unwrap_or_default(),
                 body["parent"].as_str().unwrap_or_default(),
                 body["version"]
-            );
+            ));
         }
     }
     ExitCode::SUCCESS

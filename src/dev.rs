@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -44,6 +45,15 @@ pub struct DevArgs {
     /// The pageserver merges L0 delta layers into L1 layers once this many exist.
     #[arg(long, default_value_t = 8)]
     compact_after_deltas: usize,
+    /// The compute's hot-tier memory budget: past it, commits wait for the pageserver to
+    /// catch up (0: no budget).
+    #[arg(long, default_value_t = ferrisdb_compute::primary::DEFAULT_HOT_BUDGET_BYTES)]
+    hot_tier_budget_bytes: usize,
+    /// Scale to zero: the compute exits after this long without client requests (e.g.
+    /// `30s`), and a proxy on the compute's port starts it again on the next connection
+    /// (the compute itself then listens on BASE+20).
+    #[arg(long)]
+    suspend_after: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,7 +175,9 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
         grpc: ps_grpc,
         http: ps_http,
     });
-    let (c_grpc, c_http) = (addr(port(0)?), addr(port(80)?));
+    // With scale to zero the wake proxy takes the client port and the compute sits behind it.
+    let c_port = if args.suspend_after.is_some() { 20 } else { 0 };
+    let (c_grpc, c_http) = (addr(port(c_port)?), addr(port(80)?));
     let mut c_args = vec![
         "compute".to_string(),
         "--listen-grpc".into(),
@@ -174,9 +186,18 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
         c_http.to_string(),
         "--pageserver".into(),
         url(ps_grpc),
+        "--hot-tier-budget-bytes".into(),
+        args.hot_tier_budget_bytes.to_string(),
+        "--warm-tier-dir".into(),
+        data_dir.join("compute-cache").display().to_string(),
+        "--warm-tier-disk-bytes".into(),
+        (256u64 << 20).to_string(),
     ];
     for sk in &safekeepers {
         c_args.extend(["--safekeeper".to_string(), sk.clone()]);
+    }
+    if let Some(d) = &args.suspend_after {
+        c_args.extend(["--suspend-after".to_string(), d.to_string()]);
     }
     plans.push(Plan {
         name: "compute".into(),
@@ -198,6 +219,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     // Refuse early and clearly when a port is taken (often: another dev cluster).
     let plans = plan(&args, &data_dir, &object_store)?;
+    let proxy_addr = addr(args.base_port);
+    let mut proxy = match args.suspend_after {
+        Some(_) => Some(tokio::net::TcpListener::bind(proxy_addr).await.map_err(|e| {
+            Error::unavailable(format!(
+                "port {proxy_addr} for the wake proxy is not free ({e}); try --base-port"
+            ))
+        })?),
+        None => None,
+    };
     for p in &plans {
         for a in [p.grpc, p.http] {
             tokio::net::TcpListener::bind(a).await.map_err(|e| {
@@ -213,8 +243,30 @@ pub async fn run(args: DevArgs) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     let mut components = Vec::new();
     let mut children = Vec::new();
+    let mut woken = None;
     for p in plans {
         let log = logs.join(format!("{}.log", p.name));
+        if p.kind == "compute"
+            && let Some(listener) = proxy.take()
+        {
+            // Scale to zero: the waker owns the compute, and clients reach it through the
+            // proxy, so the cluster file names the proxy's port.
+            let mut argv = vec![exe.display().to_string()];
+            argv.extend(p.args);
+            components.push(Component {
+                name: p.name,
+                kind: p.kind,
+                pid: 0,
+                argv: argv.clone(),
+                endpoints: Endpoints {
+                    grpc: url(proxy_addr),
+                    http: url(p.http),
+                },
+                log: log.clone(),
+            });
+            woken = Some((listener, p.grpc, argv, log, components.len() - 1));
+            continue;
+        }
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -244,6 +296,29 @@ pub async fn run(args: DevArgs) -> Result<()> {
         });
         children.push(child);
     }
+    let components = Arc::new(std::sync::Mutex::new(components));
+    let waker = match woken {
+        Some((listener, upstream, argv, log, index)) => {
+            let (file, dir, store) = (components.clone(), data_dir.clone(), object_store.clone());
+            let on_start: crate::proxy::OnStart = Box::new(move |pid| {
+                if let Ok(mut c) = file.lock() {
+                    c[index].pid = pid;
+                    if let Err(e) = write_cluster_file(&dir, &store, &c) {
+                        tracing::warn!(error = %e, "cannot update cluster.json");
+                    }
+                }
+            });
+            let waker = Arc::new(crate::proxy::Waker::new(argv, Some(log), on_start)?);
+            waker.ensure_running().await?;
+            tokio::spawn(crate::proxy::serve(listener, upstream, waker.clone()));
+            Some(waker)
+        }
+        None => None,
+    };
+    let components = components
+        .lock()
+        .map_err(|_| Error::internal("component table poisoned"))?
+        .clone();
     write_cluster_file(&data_dir, &object_store, &components)?;
 
     println!("FerrisDB dev cluster (data in {})", data_dir.display());
@@ -293,16 +368,26 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
 
     println!("stopping the cluster");
-    for c in &components {
-        let _ = kill(Pid::from_raw(c.pid as i32), Signal::SIGTERM);
+    let woken_pid = match &waker {
+        Some(w) => w.pid().await,
+        None => None,
+    };
+    let pids: Vec<u32> = components
+        .iter()
+        .map(|c| c.pid)
+        .filter(|p| *p != 0)
+        .chain(woken_pid)
+        .collect();
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
     }
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while waits.next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        for c in &components {
-            let _ = kill(Pid::from_raw(c.pid as i32), Signal::SIGKILL);
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
     }
     Ok(())

@@ -3,6 +3,9 @@
 
 mod cli;
 mod dev;
+mod escape;
+mod proxy;
+mod shell;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferrisdb_common::DEFAULT_DATABASE;
+use ferrisdb_common::net::ServerTls;
 use ferrisdb_common::objstore::ObjectStoreConfig;
 
 /// FerrisDB: a disaggregated transactional key-value database.
@@ -130,6 +134,58 @@ enum Command {
         /// The pageserver's gRPC endpoint.
         #[arg(long)]
         pageserver: String,
+        /// Serve as a read replica: follow the WAL, answer read-only transactions, refuse
+        /// commits with `read_only` naming --primary-endpoint.
+        #[arg(long, conflicts_with = "standby")]
+        replica: bool,
+        /// Serve as a replica until the primary (--primary-endpoint) stops answering, then
+        /// win the next term and take over.
+        #[arg(long, requires = "primary_endpoint")]
+        standby: bool,
+        /// The primary's client endpoint (for replicas and standbys).
+        #[arg(long)]
+        primary_endpoint: Option<String>,
+        /// Exit after this long without client requests (e.g. `5m`); `ferrisdb dev` starts the
+        /// compute again on the next connection.
+        #[arg(long)]
+        suspend_after: Option<humantime::Duration>,
+        /// Serve the client API over TLS: certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Serve the client API over TLS: private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require this bearer token from clients.
+        #[arg(long, env = "FERRISDB_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The hot tier's memory budget: past it (the pageserver has fallen behind), commits
+        /// wait until the pageserver catches up. 0: no budget.
+        #[arg(long, default_value_t = ferrisdb_compute::primary::DEFAULT_HOT_BUDGET_BYTES)]
+        hot_tier_budget_bytes: usize,
+        /// Directory of the warm tier's disk cache (values read from the pageserver); default:
+        /// `ferrisdb-warm-tier-<gRPC port>` in the system's temporary directory.
+        #[arg(long)]
+        warm_tier_dir: Option<PathBuf>,
+        /// Bytes of values the warm tier keeps in memory.
+        #[arg(long, default_value_t = 128 << 20)]
+        warm_tier_memory_bytes: usize,
+        /// Bytes of values the warm tier keeps on disk (0: memory only).
+        #[arg(long, default_value_t = 1 << 30)]
+        warm_tier_disk_bytes: usize,
+    },
+    /// Scale to zero in deployments: listen where clients connect and start the compute
+    /// (the command after `--`) when a connection arrives and none is running.
+    Proxy {
+        /// Where clients connect.
+        #[arg(long, default_value = "0.0.0.0:4500")]
+        listen: SocketAddr,
+        /// Where the compute started by the command serves its client API.
+        #[arg(long)]
+        upstream: SocketAddr,
+        /// The compute's command line, e.g. `-- ferrisdb compute --listen-grpc 127.0.0.1:4520
+        /// --suspend-after 5m …`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -226,16 +282,64 @@ fn main() -> ExitCode {
                 database,
                 safekeepers,
                 pageserver,
+                replica,
+                standby,
+                primary_endpoint,
+                suspend_after,
+                tls_cert,
+                tls_key,
+                token,
+                hot_tier_budget_bytes,
+                warm_tier_dir,
+                warm_tier_memory_bytes,
+                warm_tier_disk_bytes,
             } => {
                 init_tracing("info");
-                let config = ferrisdb_compute::ComputeConfig {
+                let warm_dir = warm_tier_dir.unwrap_or_else(|| {
+                    std::env::temp_dir()
+                        .join(format!("ferrisdb-warm-tier-{}", listen_grpc.port()))
+                });
+                let tiers = ferrisdb_compute::primary::TierConfig {
+                    hot_budget_bytes: hot_tier_budget_bytes,
+                    warm: ferrisdb_compute::warm_tier::WarmTierConfig {
+                        memory_bytes: warm_tier_memory_bytes,
+                        disk: (warm_tier_disk_bytes > 0).then_some((warm_dir, warm_tier_disk_bytes)),
+                    },
+                };
+                let role = match (replica, standby) {
+                    (true, _) => ferrisdb_compute::Role::Replica,
+                    (_, true) => ferrisdb_compute::Role::Standby,
+                    _ => ferrisdb_compute::Role::Primary,
+                };
+                let tls = match (tls_cert, tls_key) {
+                    (Some(c), Some(k)) => ServerTls::from_files(&c, &k).map(Some),
+                    _ => Ok(None),
+                };
+                let config = tls.map(|tls| ferrisdb_compute::ComputeConfig {
                     listen_grpc,
                     listen_http,
                     database,
                     safekeepers,
                     pageserver,
-                };
-                ferrisdb_compute::run(config, shutdown()).await
+                    tiers,
+                    role,
+                    primary_endpoint,
+                    suspend_after: suspend_after.map(Duration::from),
+                    tls,
+                    token,
+                });
+                match config {
+                    Ok(config) => ferrisdb_compute::run(config, shutdown()).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Command::Proxy {
+                listen,
+                upstream,
+                command,
+            } => {
+                init_tracing("info");
+                proxy::run(listen, upstream, command, shutdown()).await
             }
             Command::Client(cmd) => {
                 init_tracing("warn");

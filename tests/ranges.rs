@@ -155,6 +155,7 @@ async fn clear_range_removes_keys_from_every_tier_and_keeps_the_past() {
                     ferrisdb_client::RangeOptions {
                         limit: 2,
                         reverse: true,
+                        ..Default::default()
                     },
                 )
                 .await?;

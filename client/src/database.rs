@@ -6,14 +6,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferrisdb_common::Version;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ferrisdb_common::net::{ClientTls, SendToken};
 use ferrisdb_common::proto::database_client::DatabaseClient;
 use ferrisdb_common::proto::{ChangesRequest, HistoryRequest, VersionAtRequest};
 use ferrisdb_common::wal::WalRecord;
-use ferrisdb_common::{DEFAULT_DATABASE, Error, Result, net};
+use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result, net};
 use rand::Rng;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::transaction::Transaction;
+use crate::watch::Watch;
 
 /// One version of a key, as [`Database::history`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,26 +55,241 @@ impl Default for RetryOptions {
     }
 }
 
+/// The client stub every call goes through: gRPC with the bearer token attached.
+pub(crate) type Client = DatabaseClient<InterceptedService<Channel, SendToken>>;
+
+/// How to reach a database: where, as whom, and how to retry.
+///
+/// ```
+/// use ferrisdb_client::ConnectOptions;
+///
+/// let opts = ConnectOptions::new("http://10.0.0.1:4500")
+///     .endpoint("http://10.0.0.2:4500") // a standby or replica to fail over to
+///     .database("orders")
+///     .token("s3cret");
+/// assert_eq!(opts.endpoints.len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Computes serving the database, tried in order: the SDK stays on one while it answers
+    /// and moves to the next when it is unreachable, fenced or read-only.
+    pub endpoints: Vec<String>,
+    /// The database (default `default`).
+    pub database: String,
+    /// TLS settings; the endpoints are then `https://…`.
+    pub tls: Option<ClientTls>,
+    /// A bearer token sent with every call.
+    pub token: Option<String>,
+    /// How [`Database::run`] retries.
+    pub retry: RetryOptions,
+}
+
+impl ConnectOptions {
+    /// Options for `endpoint` (several may be given comma-separated), database `default`,
+    /// no TLS, no token, default retries.
+    ///
+    /// ```
+    /// let opts = ferrisdb_client::ConnectOptions::new("http://a:4500,http://b:4500");
+    /// assert_eq!(opts.endpoints, ["http://a:4500", "http://b:4500"]);
+    /// ```
+    pub fn new(endpoint: &str) -> ConnectOptions {
+        ConnectOptions {
+            endpoints: Vec::new(),
+            database: DEFAULT_DATABASE.to_string(),
+            tls: None,
+            token: None,
+            retry: RetryOptions::default(),
+        }
+        .endpoint(endpoint)
+    }
+
+    /// Adds endpoints (comma-separated) to fail over to.
+    ///
+    /// ```
+    /// let opts = ferrisdb_client::ConnectOptions::new("http://a:4500").endpoint("http://b:4500");
+    /// assert_eq!(opts.endpoints.len(), 2);
+    /// ```
+    pub fn endpoint(mut self, endpoint: &str) -> ConnectOptions {
+        self.endpoints.extend(
+            endpoint
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from),
+        );
+        self
+    }
+
+    /// Addresses database `name`.
+    ///
+    /// ```
+    /// let opts = ferrisdb_client::ConnectOptions::new("http://a:4500").database("orders");
+    /// assert_eq!(opts.database, "orders");
+    /// ```
+    pub fn database(mut self, name: &str) -> ConnectOptions {
+        self.database = name.to_string();
+        self
+    }
+
+    /// Uses TLS, trusting the CA certificate `ca_pem` (PEM).
+    ///
+    /// ```
+    /// let opts = ferrisdb_client::ConnectOptions::new("https://db.internal:4500")
+    ///     .tls_ca_pem(b"-----BEGIN CERTIFICATE-----\n...".to_vec());
+    /// assert!(opts.tls.is_some());
+    /// ```
+    pub fn tls_ca_pem(mut self, ca_pem: Vec<u8>) -> ConnectOptions {
+        self.tls.get_or_insert_with(ClientTls::default).ca_pem = Some(ca_pem);
+        self
+    }
+
+    /// Sends `token` as a bearer token.
+    ///
+    /// ```
+    /// let opts = ferrisdb_client::ConnectOptions::new("http://a:4500").token("s3cret");
+    /// assert_eq!(opts.token.as_deref(), Some("s3cret"));
+    /// ```
+    pub fn token(mut self, token: &str) -> ConnectOptions {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Retries as `retry` says.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let retry = ferrisdb_client::RetryOptions { max_retries: 3, ..Default::default() };
+    /// let opts = ferrisdb_client::ConnectOptions::new("http://a:4500").retry(retry);
+    /// assert_eq!(opts.retry.max_retries, 3);
+    /// ```
+    pub fn retry(mut self, retry: RetryOptions) -> ConnectOptions {
+        self.retry = retry;
+        self
+    }
+}
+
+/// The computes a [`Database`] may talk to and the one it talks to now.
+#[derive(Debug)]
+struct Endpoints {
+    urls: Vec<String>,
+    clients: Vec<Client>,
+    current: AtomicUsize,
+}
+
+impl Endpoints {
+    /// The client in use and its index.
+    fn current(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::Acquire) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Moves on from endpoint `from` to the next, unless another caller already did.
+    fn fail_over(&self, from: usize) {
+        let next = (from + 1) % self.clients.len();
+        if self
+            .current
+            .compare_exchange(from, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && next != from
+        {
+            tracing::info!(from = %self.urls[from], to = %self.urls[next], "switching compute endpoint");
+        }
+    }
+}
+
+/// Whether an error from endpoint `i` means another endpoint may do better.
+fn wants_other_endpoint(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::ReadOnly
+    )
+}
+
 /// A connection to one FerrisDB database through a compute's client API.
 #[derive(Debug, Clone)]
 pub struct Database {
-    client: DatabaseClient<Channel>,
+    endpoints: Arc<Endpoints>,
     database: Arc<str>,
     retry: RetryOptions,
 }
 
 impl Database {
-    /// Connects to the database `default` at `endpoint` (e.g. `http://127.0.0.1:4500`).
-    /// The connection is made on first use and remade after failures.
+    /// Connects to the database `default` at `endpoint` (e.g. `http://127.0.0.1:4500`;
+    /// several endpoints may be given comma-separated). The connection is made on first use
+    /// and remade after failures.
     pub async fn connect(endpoint: &str) -> Result<Database> {
-        let channel = net::channel(endpoint)?;
+        Database::connect_with(ConnectOptions::new(endpoint)).await
+    }
+
+    /// Connects as `options` say.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> ferrisdb_client::Result<()> {
+    /// use ferrisdb_client::{ConnectOptions, Database};
+    ///
+    /// let ca = std::fs::read("ca.pem")?;
+    /// let db = Database::connect_with(
+    ///     ConnectOptions::new("https://compute-a:4500,https://compute-b:4500")
+    ///         .tls_ca_pem(ca)
+    ///         .token(&std::env::var("FERRISDB_TOKEN").unwrap_or_default()),
+    /// )
+    /// .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with(options: ConnectOptions) -> Result<Database> {
+        if options.endpoints.is_empty() {
+            return Err(Error::invalid("no endpoint to connect to"));
+        }
+        let token = SendToken::new(options.token.as_deref())?;
+        let clients = options
+            .endpoints
+            .iter()
+            .map(|url| {
+                let channel = net::channel_with(url, options.tls.as_ref())?;
+                Ok(DatabaseClient::with_interceptor(channel, token.clone())
+                    .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(net::MAX_MESSAGE_BYTES))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Database {
-            client: DatabaseClient::new(channel)
-                .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
-            database: Arc::from(DEFAULT_DATABASE),
-            retry: RetryOptions::default(),
+            endpoints: Arc::new(Endpoints {
+                urls: options.endpoints,
+                clients,
+                current: AtomicUsize::new(0),
+            }),
+            database: Arc::from(options.database.as_str()),
+            retry: options.retry,
         })
+    }
+
+    /// The endpoint calls go to now.
+    pub fn current_endpoint(&self) -> &str {
+        let (i, _) = self.endpoints.current();
+        &self.endpoints.urls[i]
+    }
+
+    /// Runs one call, moving through the endpoints (each tried once) while they are
+    /// unreachable, fenced or read-only.
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            let (i, client) = self.endpoints.current();
+            match f(client).await {
+                Err(e)
+                    if wants_other_endpoint(e.kind())
+                        && tries + 1 < self.endpoints.clients.len() =>
+                {
+                    tries += 1;
+                    self.endpoints.fail_over(i);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The same connection, addressing database `name`.
@@ -98,7 +318,12 @@ impl Database {
             from_version: from.0,
             to_version: to.0,
         };
-        let entries = self.client.clone().history(req).await?.into_inner().entries;
+        let entries = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { Ok(c.history(req).await?.into_inner().entries) }
+            })
+            .await?;
         Ok(entries
             .into_iter()
             .map(|e| HistoryEntry {
@@ -123,7 +348,12 @@ impl Database {
             from_version: from.0,
             follow,
         };
-        let batches = self.client.clone().changes(req).await?.into_inner();
+        let batches = self
+            .call(|mut c| {
+                let req = req.clone();
+                async move { Ok(c.changes(req).await?.into_inner()) }
+            })
+            .await?;
         Ok(batches.flat_map(|batch| {
             let records: Vec<Result<WalRecord>> = match batch {
                 Ok(b) => b.records.into_iter().map(WalRecord::try_from).collect(),
@@ -141,19 +371,40 @@ impl Database {
             database: self.database.to_string(),
             timestamp_micros,
         };
-        Ok(Version(
-            self.client
-                .clone()
-                .version_at(req)
-                .await?
-                .into_inner()
-                .version,
-        ))
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { Ok(Version(c.version_at(req).await?.into_inner().version)) }
+        })
+        .await
+    }
+
+    /// A watch on `key`'s current value: reads it now, and resolves once the committed value
+    /// differs. For "after my write", use [`Transaction::watch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(db: ferrisdb_client::Database) -> ferrisdb_client::Result<()> {
+    /// let event = db.watch("jobs/next").await?.await?;
+    /// println!("jobs/next changed at version {}", event.version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn watch(&self, key: impl Into<Bytes>) -> Result<Watch> {
+        let key = key.into();
+        let tx = self.create_transaction();
+        let known = tx.snapshot().get(key.clone()).await?;
+        let (_, client) = self.endpoints.current();
+        Ok(Watch::new(Box::pin(crate::watch::wait(
+            client,
+            self.database.clone(),
+            key,
+            known,
+        ))))
     }
 
     /// A new transaction; most code wants [`Database::run`] instead.
     pub fn create_transaction(&self) -> Transaction {
-        Transaction::new(self.client.clone(), self.database.clone())
+        let (_, client) = self.endpoints.current();
+        Transaction::new(client, self.database.clone())
     }
 
     /// Runs `body` in a transaction and commits it, retrying the whole transaction on
@@ -182,7 +433,8 @@ impl Database {
         let mut backoff = self.retry.initial_backoff;
         let mut retries = 0u32;
         loop {
-            let tx = self.create_transaction();
+            let (endpoint, client) = self.endpoints.current();
+            let tx = Transaction::new(client, self.database.clone());
             let outcome = match body(tx.clone()).await {
                 Ok(value) => tx.commit().await.map(|_| value),
                 Err(e) => Err(e),
@@ -191,7 +443,12 @@ impl Database {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
-            if !err.kind().is_retryable()
+            // A fenced or read-only compute cannot commit this, but another endpoint may.
+            let elsewhere = self.endpoints.clients.len() > 1 && wants_other_endpoint(err.kind());
+            if elsewhere {
+                self.endpoints.fail_over(endpoint);
+            }
+            if !(err.kind().is_retryable() || elsewhere)
                 || retries >= self.retry.max_retries
                 || started.elapsed() + backoff > self.retry.timeout
             {

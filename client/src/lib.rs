@@ -17,13 +17,18 @@
 //! ```
 
 mod database;
+mod key_selector;
 pub mod subspace;
 mod transaction;
+mod watch;
 pub mod tuple;
 
 pub use bytes::Bytes;
-pub use database::{Database, HistoryEntry, RetryOptions};
+pub use database::{ConnectOptions, Database, HistoryEntry, RetryOptions};
+pub use ferrisdb_common::net::ClientTls;
+pub use key_selector::KeySelector;
 pub use ferrisdb_common::atomic::AtomicOp;
 pub use ferrisdb_common::wal::{Mutation, WalRecord as ChangeRecord};
 pub use ferrisdb_common::{Error, ErrorKind, Result, Version};
-pub use transaction::{RangeOptions, Transaction};
+pub use transaction::{RangeOptions, RangeStream, Transaction};
+pub use watch::{Watch, WatchEvent};

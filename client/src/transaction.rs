@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferrisdb_common::atomic::{self, AtomicOp};
 use ferrisdb_common::overlay::Overlay;
-use ferrisdb_common::proto::database_client::DatabaseClient;
 use ferrisdb_common::proto::{
     CommitRequest, GetRangeRequest, GetReadVersionRequest, GetRequest, KeyRange, Mutation,
     MutationType,
 };
 use ferrisdb_common::{Error, Result, Version};
-use tonic::transport::Channel;
+
+use crate::KeySelector;
+use crate::database::Client;
+use crate::watch::Watch;
 
 /// How a range read is cut and ordered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,7 +25,15 @@ pub struct RangeOptions {
     pub limit: usize,
     /// From the end of the range backwards.
     pub reverse: bool,
+    /// For [`Transaction::get_range_stream`]: pairs fetched per round trip (0: 1,000).
+    pub batch_size: usize,
 }
+
+/// The pairs of a streamed range read ([`Transaction::get_range_stream`]), in the order asked.
+pub type RangeStream = futures::stream::BoxStream<'static, Result<(Bytes, Bytes)>>;
+
+/// Pairs per round trip of a streamed range read when the options do not say.
+const DEFAULT_BATCH_SIZE: usize = 1_000;
 
 #[derive(Debug, Default)]
 struct State {
@@ -37,6 +47,8 @@ struct State {
     unreadable: BTreeSet<Bytes>,
     mutations: Vec<Mutation>,
     read_conflicts: Vec<KeyRange>,
+    /// Write conflicts added explicitly (mutations add their own on the compute).
+    write_conflicts: Vec<KeyRange>,
     committed: Option<Version>,
     versionstamp: Option<Bytes>,
 }
@@ -62,12 +74,15 @@ fn unreadable(key: &[u8]) -> Error {
 /// what lets `Database::run` hand one to a closure and still commit it afterwards.
 #[derive(Debug, Clone)]
 pub struct Transaction {
-    client: DatabaseClient<Channel>,
+    client: Client,
     database: Arc<str>,
     state: Arc<Mutex<State>>,
+    /// Reads through this handle add no read conflicts (see [`Transaction::snapshot`]).
+    snapshot: bool,
 }
 
-fn key_after(key: &[u8]) -> Bytes {
+/// The first key after `key` in byte order.
+pub(crate) fn key_after(key: &[u8]) -> Bytes {
     let mut k = key.to_vec();
     k.push(0);
     Bytes::from(k)
@@ -94,12 +109,89 @@ fn commit_error(status: tonic::Status) -> Error {
 }
 
 impl Transaction {
-    pub(crate) fn new(client: DatabaseClient<Channel>, database: Arc<str>) -> Transaction {
+    pub(crate) fn new(client: Client, database: Arc<str>) -> Transaction {
         Transaction {
             client,
             database,
             state: Arc::default(),
+            snapshot: false,
         }
+    }
+
+    /// The same transaction, read at snapshot isolation: reads through the returned handle
+    /// see the same version and this transaction's own writes, but add no read conflicts, so
+    /// a concurrent write to what they read does not make the commit fail. Writes through it
+    /// are the transaction's writes as usual.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: ferrisdb_client::Database) -> ferrisdb_client::Result<()> {
+    /// db.run(|tx| async move {
+    ///     // A statistic that may be slightly stale without failing the transaction.
+    ///     let hits = tx.snapshot().get("stats/hits").await?;
+    ///     tx.set("last_seen_hits", hits.unwrap_or_default());
+    ///     Ok(())
+    /// })
+    /// .await
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> Transaction {
+        Transaction {
+            snapshot: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether reads through this handle skip read conflicts.
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot
+    }
+
+    /// Records that this transaction read `[begin, end)`, unless it reads at snapshot
+    /// isolation.
+    fn read_conflict(&self, begin: Bytes, end: Bytes) -> Result<()> {
+        if !self.snapshot {
+            self.state()?.read_conflicts.push(KeyRange { begin, end });
+        }
+        Ok(())
+    }
+
+    /// Makes the commit fail with `not_committed` if anything in `[begin, end)` changed after
+    /// the read version, as if the transaction had read it (FoundationDB's
+    /// `add_read_conflict_range`). An empty or inverted range adds nothing.
+    pub fn add_read_conflict_range(&self, begin: impl Into<Bytes>, end: impl Into<Bytes>) {
+        let (begin, end) = (begin.into(), end.into());
+        if begin < end
+            && let Ok(mut s) = self.state()
+        {
+            s.read_conflicts.push(KeyRange { begin, end });
+        }
+    }
+
+    /// [`add_read_conflict_range`](Transaction::add_read_conflict_range) over one key.
+    pub fn add_read_conflict_key(&self, key: impl Into<Bytes>) {
+        let key = key.into();
+        let end = key_after(&key);
+        self.add_read_conflict_range(key, end);
+    }
+
+    /// Makes concurrent transactions that read anything in `[begin, end)` conflict with this
+    /// one, as if it had written there (FoundationDB's `add_write_conflict_range`). A
+    /// transaction with only conflict ranges still commits and gets a version. An empty or
+    /// inverted range adds nothing.
+    pub fn add_write_conflict_range(&self, begin: impl Into<Bytes>, end: impl Into<Bytes>) {
+        let (begin, end) = (begin.into(), end.into());
+        if begin < end
+            && let Ok(mut s) = self.state()
+        {
+            s.write_conflicts.push(KeyRange { begin, end });
+        }
+    }
+
+    /// [`add_write_conflict_range`](Transaction::add_write_conflict_range) over one key.
+    pub fn add_write_conflict_key(&self, key: impl Into<Bytes>) {
+        let key = key.into();
+        let end = key_after(&key);
+        self.add_write_conflict_range(key, end);
     }
 
     fn state(&self) -> Result<std::sync::MutexGuard<'_, State>> {
@@ -174,10 +266,7 @@ impl Transaction {
             version: version.0,
         };
         let value = self.client.clone().get(req).await?.into_inner().value;
-        self.state()?.read_conflicts.push(KeyRange {
-            begin: key.clone(),
-            end: key_after(key),
-        });
+        self.read_conflict(key.clone(), key_after(key))?;
         Ok(value)
     }
 
@@ -193,7 +282,7 @@ impl Transaction {
             end,
             RangeOptions {
                 limit,
-                reverse: false,
+                ..RangeOptions::default()
             },
         )
         .await
@@ -271,19 +360,110 @@ impl Transaction {
             .await?;
         // Conflict on what was actually read: the whole range, or up to the last row returned.
         let cut = opts.limit != 0 && rows.len() == opts.limit;
-        let conflict = match (cut, rows.last(), opts.reverse) {
-            (true, Some((last, _)), false) => KeyRange {
-                begin,
-                end: key_after(last),
-            },
-            (true, Some((last, _)), true) => KeyRange {
-                begin: last.clone(),
-                end,
-            },
-            _ => KeyRange { begin, end },
+        let (lo, hi) = match (cut, rows.last(), opts.reverse) {
+            (true, Some((last, _)), false) => (begin, key_after(last)),
+            (true, Some((last, _)), true) => (last.clone(), end),
+            _ => (begin, end),
         };
-        self.state()?.read_conflicts.push(conflict);
+        self.read_conflict(lo, hi)?;
         Ok(rows)
+    }
+
+    /// A range read as a stream that fetches `opts.batch_size` pairs per round trip, only as
+    /// the consumer asks for them, so a huge range costs memory for one batch. Every batch
+    /// reads at the transaction's version and sees its own writes; each adds a read conflict
+    /// over the part of the range it covered (so a consumer that stops early conflicts only
+    /// with what it read). `opts.limit` caps the whole stream.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: ferrisdb_client::Database) -> ferrisdb_client::Result<()> {
+    /// use futures::TryStreamExt;
+    ///
+    /// let tx = db.create_transaction();
+    /// let mut rows = tx.get_range_stream("log/", "log0", Default::default());
+    /// while let Some((key, value)) = rows.try_next().await? {
+    ///     println!("{key:?} = {value:?}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn get_range_stream(
+        &self,
+        begin: impl Into<Bytes>,
+        end: impl Into<Bytes>,
+        opts: RangeOptions,
+    ) -> RangeStream {
+        use futures::StreamExt;
+        let batch = if opts.batch_size == 0 {
+            DEFAULT_BATCH_SIZE
+        } else {
+            opts.batch_size
+        };
+        // (rest of the range, rows still allowed, finished)
+        let start = (
+            self.clone(),
+            begin.into(),
+            end.into(),
+            if opts.limit == 0 { usize::MAX } else { opts.limit },
+            false,
+        );
+        futures::stream::try_unfold(start, move |(tx, begin, end, left, done)| async move {
+            if done || left == 0 || begin >= end {
+                return Ok(None);
+            }
+            let n = batch.min(left);
+            let page = RangeOptions {
+                limit: n,
+                reverse: opts.reverse,
+                batch_size: 0,
+            };
+            let rows = tx.get_range_opts(begin.clone(), end.clone(), page).await?;
+            let finished = rows.len() < n;
+            let (begin, end) = match (rows.last(), opts.reverse) {
+                (Some((last, _)), false) => (key_after(last), end),
+                (Some((last, _)), true) => (begin, last.clone()),
+                (None, _) => (begin, end),
+            };
+            let left = left - rows.len();
+            Ok(Some((rows, (tx, begin, end, left, finished))))
+        })
+        .map(|page: Result<Vec<(Bytes, Bytes)>>| {
+            futures::stream::iter(match page {
+                Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+        })
+        .flatten()
+        .boxed()
+    }
+
+    /// Resolves a [`KeySelector`] to a key at the read version, seeing this transaction's own
+    /// writes. A selector before the first key gives the empty key; one past the last key
+    /// gives `\xff` (the end of the user keyspace), as in FoundationDB. The read conflict
+    /// covers the keys between the anchor and the answer.
+    ///
+    /// ```no_run
+    /// # async fn demo(tx: ferrisdb_client::Transaction) -> ferrisdb_client::Result<()> {
+    /// use ferrisdb_client::KeySelector;
+    ///
+    /// // The last user key before "user0", i.e. the largest key under "user/".
+    /// let last = tx.get_key(KeySelector::last_less_than("user0")).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_key(&self, selector: KeySelector) -> Result<Bytes> {
+        let (begin, end, reverse, n) = selector.plan();
+        let opts = RangeOptions {
+            limit: n,
+            reverse,
+            batch_size: 0,
+        };
+        let rows = self.get_range_opts(begin, end, opts).await?;
+        Ok(match rows.get(n - 1) {
+            Some((key, _)) => key.clone(),
+            None if reverse => Bytes::new(),
+            None => Bytes::from_static(b"\xff"),
+        })
     }
 
     /// Sets `key` to `value` when the transaction commits.
@@ -342,7 +522,7 @@ impl Transaction {
     /// Commits: the writes become durable on a safekeeper quorum, or the error says why not.
     /// Returns the commit version (the read version for a transaction that wrote nothing).
     pub async fn commit(&self) -> Result<Version> {
-        let (mutations, read_conflicts, read_version) = {
+        let (mutations, read_conflicts, write_conflicts, read_version) = {
             let s = self.state()?;
             if let Some(v) = s.committed {
                 return Ok(v);
@@ -350,10 +530,11 @@ impl Transaction {
             (
                 s.mutations.clone(),
                 s.read_conflicts.clone(),
+                s.write_conflicts.clone(),
                 s.read_version,
             )
         };
-        if mutations.is_empty() {
+        if mutations.is_empty() && write_conflicts.is_empty() {
             let v = match read_version {
                 Some(v) => v,
                 None => self.read_version().await?,
@@ -365,7 +546,7 @@ impl Transaction {
             database: self.database.to_string(),
             read_version: read_version.unwrap_or_default().0,
             read_conflicts,
-            write_conflicts: Vec::new(),
+            write_conflicts,
             mutations,
         };
         let response = self
@@ -435,6 +616,42 @@ impl Transaction {
             .ok()
             .and_then(|s| s.versionstamp.clone())
             .filter(|v| !v.is_empty())
+    }
+
+    /// A watch on `key` that starts when this transaction commits: it resolves once the key's
+    /// committed value differs from its value at the commit (which includes this
+    /// transaction's own write of it). Await it after the commit; if the transaction never
+    /// commits, the watch fails with `invalid_argument`.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: ferrisdb_client::Database) -> ferrisdb_client::Result<()> {
+    /// let watch = db
+    ///     .run(|tx| async move {
+    ///         tx.set("config/mode", "blue");
+    ///         Ok(tx.watch("config/mode"))
+    ///     })
+    ///     .await?;
+    /// let event = watch.await?; // someone changed the mode
+    /// println!("mode is now {:?} (version {})", event.value, event.version);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch(&self, key: impl Into<Bytes>) -> Watch {
+        let (tx, key) = (self.clone(), key.into());
+        Watch::new(Box::pin(async move {
+            let Some(at) = tx.committed_version() else {
+                return Err(Error::invalid(
+                    "the transaction that set this watch has not committed",
+                ));
+            };
+            let req = GetRequest {
+                database: tx.database.to_string(),
+                key: key.clone(),
+                version: at.0,
+            };
+            let known = tx.client.clone().get(req).await?.into_inner().value;
+            crate::watch::wait(tx.client.clone(), tx.database.clone(), key, known).await
+        }))
     }
 
     /// The version this transaction committed at, once it has.

@@ -23,6 +23,31 @@ pub fn base_router(registry: Registry) -> Router {
         )
 }
 
+/// Requires the bearer token on every route of `router` except `/healthz` (load balancers
+/// probe it without credentials). Without a token configured, `router` is returned as is.
+pub fn require_token(router: Router, token: crate::net::RequireToken) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let header = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if req.uri().path() == "/healthz" || token.accepts(header) {
+                    next.run(req).await
+                } else {
+                    Error::new(
+                        ErrorKind::Unauthenticated,
+                        "a valid bearer token is required (Authorization: Bearer …)",
+                    )
+                    .into_response()
+                }
+            }
+        },
+    ))
+}
+
 fn render_metrics(registry: &Registry) -> Response {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&registry.gather(), &mut buf) {
@@ -52,6 +77,8 @@ impl IntoResponse for Error {
             ErrorKind::DatabaseNotFound => StatusCode::NOT_FOUND,
             ErrorKind::Unavailable | ErrorKind::Fenced => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::FutureVersion => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::ReadOnly => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.message()}});

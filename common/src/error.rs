@@ -43,11 +43,15 @@ pub enum ErrorKind {
     Corruption,
     /// A bug or an unexpected failure of the environment (I/O, object store).
     Internal,
+    /// This compute is a read replica: commits go to the primary the message names.
+    ReadOnly,
+    /// The request lacks the bearer token the server requires, or has a wrong one.
+    Unauthenticated,
 }
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::NotCommitted,
         ErrorKind::TransactionTooOld,
         ErrorKind::CommitUnknownResult,
@@ -62,6 +66,8 @@ impl ErrorKind {
         ErrorKind::InvalidArgument,
         ErrorKind::Corruption,
         ErrorKind::Internal,
+        ErrorKind::ReadOnly,
+        ErrorKind::Unauthenticated,
     ];
 
     /// The stable code users and scripts match on.
@@ -81,6 +87,8 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::Corruption => "corruption",
             ErrorKind::Internal => "internal",
+            ErrorKind::ReadOnly => "read_only",
+            ErrorKind::Unauthenticated => "unauthenticated",
         }
     }
 
@@ -107,6 +115,8 @@ impl ErrorKind {
             ErrorKind::Fenced => Code::PermissionDenied,
             ErrorKind::Corruption => Code::DataLoss,
             ErrorKind::Internal => Code::Internal,
+            ErrorKind::ReadOnly => Code::FailedPrecondition,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod term_history;
 pub mod version;
 pub mod versioned_map;
 pub mod wal;
+pub mod wal_follower;
 
 pub use error::{Error, ErrorKind, Result};
 pub use version::{Lsn, Version};

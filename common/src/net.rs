@@ -28,6 +28,147 @@ pub fn channel(url: &str) -> Result<Channel> {
     Ok(endpoint.connect_lazy())
 }
 
+/// How a client checks a server's TLS certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM of the CA (or self-signed certificate) to trust; `None`: the platform's roots are
+    /// not consulted, so give one for anything but a public CA.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The name the certificate must carry (default: the endpoint's host).
+    pub domain: Option<String>,
+}
+
+/// A lazily connecting channel to `url`, over TLS when `tls` is given (the URL is then
+/// `https://…`).
+pub fn channel_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel> {
+    let Some(tls) = tls else {
+        return channel(url);
+    };
+    let mut config = tonic::transport::ClientTlsConfig::new();
+    if let Some(ca) = &tls.ca_pem {
+        config = config.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    }
+    if let Some(domain) = &tls.domain {
+        config = config.domain_name(domain.clone());
+    }
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| Error::invalid(format!("endpoint {url:?}: {e}")))?
+        .tls_config(config)
+        .map_err(|e| Error::invalid(format!("TLS for {url:?}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(endpoint.connect_lazy())
+}
+
+/// A server's TLS identity: certificate chain and private key, PEM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// The certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// The private key, PEM.
+    pub key_pem: Vec<u8>,
+}
+
+impl ServerTls {
+    /// Reads the certificate and key files.
+    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> Result<ServerTls> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| Error::invalid(format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(ServerTls {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+        })
+    }
+
+    /// A gRPC server builder serving with this identity.
+    pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
+        let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
+        tonic::transport::Server::builder()
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::invalid(format!("TLS identity: {e}")))
+    }
+}
+
+/// The gRPC metadata key of a bearer token.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// Server side of bearer-token auth: refuses requests without `authorization: Bearer TOKEN`
+/// with `unauthenticated` (none configured: everything passes).
+#[derive(Debug, Clone, Default)]
+pub struct RequireToken(Option<std::sync::Arc<str>>);
+
+impl RequireToken {
+    /// Requires `token` when given.
+    pub fn new(token: Option<&str>) -> RequireToken {
+        RequireToken(token.map(std::sync::Arc::from))
+    }
+
+    /// Whether an `Authorization` header value carries the token.
+    pub fn accepts(&self, header: Option<&str>) -> bool {
+        let Some(want) = &self.0 else {
+            return true;
+        };
+        let got = header.and_then(|h| h.strip_prefix("Bearer "));
+        // Compare without an early exit so timing does not reveal how much of a guess matched.
+        got.is_some_and(|g| {
+            g.len() == want.len()
+                && g.bytes()
+                    .zip(want.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    }
+}
+
+impl tonic::service::Interceptor for RequireToken {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = req
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if self.accepts(header) {
+            Ok(req)
+        } else {
+            Err(Error::new(
+                crate::ErrorKind::Unauthenticated,
+                "a valid bearer token is required (--token / FERRISDB_TOKEN)",
+            )
+            .into())
+        }
+    }
+}
+
+/// Client side of bearer-token auth: adds `authorization: Bearer TOKEN` to every request.
+#[derive(Debug, Clone, Default)]
+pub struct SendToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl SendToken {
+    /// Sends `token` when given; `invalid_argument` if it is not a valid header value.
+    pub fn new(token: Option<&str>) -> Result<SendToken> {
+        let value = token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| Error::invalid("the token must be printable ASCII"))
+            })
+            .transpose()?;
+        Ok(SendToken(value))
+    }
+}
+
+impl tonic::service::Interceptor for SendToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(AUTHORIZATION, v.clone());
+        }
+        Ok(req)
+    }
+}
+
 /// Binds `addr`, saying which flag to fix when the port is taken.
 pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)

@@ -9,6 +9,14 @@
 //! (group commit). As the quorum's durable position passes each batch, in order, it is applied
 //! to the hot tier and the resolver, its version is published, and its clients are answered.
 //!
+//! While the hot tier is over its memory budget (the pageserver has fallen behind), no new
+//! batch is appended: queued requests wait, and the channel in front of the pipeline fills and
+//! holds back new ones, until an eviction (signalled through
+//! [`HotTier::subscribe_evictions`]) brings the bytes back under the budget. Commits are
+//! slowed, never dropped, and the wait is logged and counted
+//! (`ferrisdb_compute_commit_throttled_seconds_total`). Batches already in flight still
+//! complete meanwhile.
+//!
 //! A batch not durable within [`COMMIT_TIMEOUT`] is answered `commit_unknown_result`, because
 //! it is in the log and commits if the quorum returns; the pipeline keeps it and applies it
 //! when it does, and answers new requests `unavailable` while the quorum is down.
@@ -30,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::primary::PointReader;
 use crate::proposer::{Proposer, Quorum};
 use crate::resolver::{KeyRange, Resolver};
+use crate::watches::Watches;
 
 /// How long a client waits for its batch to reach a quorum before hearing
 /// `commit_unknown_result`.
@@ -89,6 +98,8 @@ pub struct Committer {
     in_flight: VecDeque<InFlight>,
     /// Where atomic ops read the value they combine with.
     reader: PointReader,
+    /// Told of every committed batch, after its version is published.
+    watches: Arc<Watches>,
     metrics: Metrics,
 }
 
@@ -100,11 +111,13 @@ impl Committer {
         reader: PointReader,
         clock: Arc<dyn Clock>,
         committed: watch::Sender<Version>,
+        watches: Arc<Watches>,
         metrics: Metrics,
     ) -> Committer {
         Committer {
             hot: reader.hot.clone(),
             reader,
+            watches,
             proposer,
             resolver: Resolver::new(start),
             clock,
@@ -118,12 +131,21 @@ impl Committer {
     /// Serves `requests` until every sender is gone and nothing is in flight.
     pub async fn run(mut self, mut requests: mpsc::Receiver<CommitRequest>) {
         let mut quorum = self.proposer.watch_quorum();
+        let mut evictions = self.hot.subscribe_evictions();
+        let mut throttle = Throttle::default();
         let mut queue: Vec<CommitRequest> = Vec::new();
         let mut open = true;
         loop {
             let q = quorum.borrow_and_update().clone();
             self.complete_durable(&q);
-            if !queue.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT {
+            // Marked seen before the bytes are checked, so an eviction in between still wakes
+            // the select below.
+            evictions.borrow_and_update();
+            let throttled = !queue.is_empty() && self.hot.over_budget();
+            throttle.update(throttled, &self.hot, &self.metrics);
+            // A refusal appends nothing, so it need not wait for memory.
+            let may_launch = !throttled || refusal(&q).is_err();
+            if !queue.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && may_launch {
                 self.launch(std::mem::take(&mut queue), &q).await;
                 continue;
             }
@@ -136,7 +158,7 @@ impl Committer {
                 .find(|b| b.replies.iter().any(Option::is_some))
                 .map(|b| b.deadline);
             tokio::select! {
-                r = requests.recv(), if open => match r {
+                r = requests.recv(), if open && !throttled => match r {
                     Some(r) => {
                         queue.push(r);
                         let mut bytes: usize = queue.iter().map(CommitRequest::bytes).sum();
@@ -160,6 +182,8 @@ impl Committer {
                         return;
                     }
                 }
+                // The hot tier keeps the sender, so this never ends in an error.
+                _ = evictions.changed(), if throttled => {}
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.answer_unknown("not on a safekeeper quorum in time", Instant::now());
                 }
@@ -290,6 +314,7 @@ impl Committer {
             self.hot.apply(b.version, b.time_micros, &b.mutations);
             self.resolver.add(b.version, b.time_micros, b.writes);
             self.committed.send_replace(b.version);
+            self.watches.on_commit(b.version, &b.mutations);
             self.proposer.set_commit(b.version.0);
             self.metrics.commits.inc_by(b.replies.len() as u64);
             self.metrics.batches.inc();
@@ -319,6 +344,50 @@ impl Committer {
             for reply in b.replies.iter_mut().filter_map(Option::take) {
                 let _ = reply.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+/// Tracks how long commits wait for the hot tier's memory, for the log and the metrics.
+#[derive(Debug, Default)]
+struct Throttle {
+    /// When the current wait began, and when it was last counted.
+    waiting: Option<(Instant, Instant)>,
+}
+
+impl Throttle {
+    fn update(&mut self, throttled: bool, hot: &HotTier, metrics: &Metrics) {
+        let now = Instant::now();
+        match (self.waiting, throttled) {
+            (None, true) => {
+                self.waiting = Some((now, now));
+                metrics.commit_throttled.set(1);
+                tracing::warn!(
+                    hot_tier_bytes = hot.bytes(),
+                    budget = hot.budget(),
+                    floor = %hot.floor(),
+                    "the hot tier is over its memory budget: commits wait for the pageserver to catch up"
+                );
+            }
+            (Some((since, counted)), true) => {
+                metrics
+                    .commit_throttled_seconds
+                    .inc_by((now - counted).as_secs_f64());
+                self.waiting = Some((since, now));
+            }
+            (Some((since, counted)), false) => {
+                metrics
+                    .commit_throttled_seconds
+                    .inc_by((now - counted).as_secs_f64());
+                metrics.commit_throttled.set(0);
+                self.waiting = None;
+                tracing::info!(
+                    waited_ms = (now - since).as_millis() as u64,
+                    hot_tier_bytes = hot.bytes(),
+                    "the hot tier is back under its memory budget: commits resume"
+                );
+            }
+            (None, false) => {}
         }
     }
 }
@@ -356,4 +425,143 @@ fn refusal(q: &Quorum) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hot_tier::HotRead;
+    use bytes::Bytes;
+    use ferrisdb_common::clock::SystemClock;
+    use ferrisdb_common::proto::pageserver_client::PageserverClient;
+    use tonic::transport::Channel;
+
+    /// Three in-process safekeepers on free ports; dropping the sender stops them.
+    async fn safekeepers(dir: &std::path::Path) -> (Vec<String>, watch::Sender<bool>) {
+        let (stop, stopped) = watch::channel(false);
+        let mut urls = Vec::new();
+        for i in 0..3 {
+            let port = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .unwrap()
+            };
+            let (grpc, http) = (port(), port());
+            urls.push(format!("http://{grpc}"));
+            let config = ferrisdb_wal_service::SafekeeperConfig {
+                name: format!("safekeeper-{i}"),
+                listen_grpc: grpc,
+                listen_http: http,
+                data_dir: dir.join(format!("sk{i}")),
+                peers: Vec::new(),
+                limits: Default::default(),
+            };
+            let mut stopped = stopped.clone();
+            tokio::spawn(ferrisdb_wal_service::run(config, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        (urls, stop)
+    }
+
+    fn set(key: &str, value: Bytes) -> Write {
+        Write::Plain(Mutation::Set {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value,
+        })
+    }
+
+    fn request(read_version: Version, w: Write) -> (CommitRequest, oneshot::Receiver<Result<Committed>>) {
+        let (reply, outcome) = oneshot::channel();
+        let req = CommitRequest {
+            read_version,
+            reads: Vec::new(),
+            writes: Vec::new(),
+            mutations: vec![w],
+            reply,
+        };
+        (req, outcome)
+    }
+
+    /// With the hot tier over its budget, commits wait (none is appended, none answered) and
+    /// every one of them completes, with its data readable, once an eviction frees memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_wait_while_the_hot_tier_is_over_budget_and_all_complete_after_eviction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (urls, _stop) = safekeepers(dir.path()).await;
+        let proposer = loop {
+            match Proposer::elect("db", &urls, 0).await {
+                Ok(p) => break p,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        proposer.start();
+        let start = proposer.elected_end();
+        proposer
+            .wait_durable(start, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let start = Version(start);
+        let hot = Arc::new(HotTier::new(start).with_budget(4 << 10));
+        let metrics = Metrics::new().unwrap();
+        // No atomic ops here, so the pageserver is never asked.
+        let pageserver = PageserverClient::new(Channel::from_static("http://127.0.0.1:9").connect_lazy());
+        let reader = PointReader {
+            hot: hot.clone(),
+            warm: None,
+            pageserver,
+            database: "db".into(),
+            metrics: metrics.clone(),
+        };
+        let (committed_tx, committed) = watch::channel(start);
+        let committer = Committer::new(
+            proposer.clone(),
+            start,
+            reader,
+            Arc::new(SystemClock),
+            committed_tx,
+            Arc::new(Watches::new(16)),
+            metrics.clone(),
+        );
+        let (pipeline, requests) = mpsc::channel(64);
+        tokio::spawn(committer.run(requests));
+
+        // One big commit takes the hot tier past its budget.
+        let big = Bytes::from(vec![7u8; 8 << 10]);
+        let (req, outcome) = request(start, set("big", big.clone()));
+        pipeline.send(req).await.unwrap();
+        let (v1, _, _) = outcome.await.unwrap().unwrap();
+        assert!(hot.over_budget());
+
+        let mut outcomes = Vec::new();
+        for i in 0..5 {
+            let (req, outcome) = request(v1, set(&format!("k{i}"), Bytes::from(format!("v{i}"))));
+            pipeline.send(req).await.unwrap();
+            outcomes.push(outcome);
+        }
+        while metrics.commit_throttled.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Waiting: nothing answered, nothing committed past the big batch.
+        for o in &mut outcomes {
+            assert!(matches!(o.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        }
+        assert_eq!(*committed.borrow(), v1);
+        assert_eq!(hot.get(b"k0", v1), HotRead::AskPageserverAt(start));
+
+        // The pageserver "ingests" the big batch; the eviction wakes the committer.
+        hot.evict_up_to(v1);
+        let mut last = v1;
+        for (i, o) in outcomes.into_iter().enumerate() {
+            let (v, _, _) = o.await.unwrap().unwrap();
+            assert!(v > v1);
+            last = last.max(v);
+            assert_eq!(
+                hot.get(format!("k{i}").as_bytes(), v),
+                HotRead::Found(Some(Bytes::from(format!("v{i}"))))
+            );
+        }
+        assert_eq!(*committed.borrow(), last);
+        assert_eq!(metrics.commit_throttled.get(), 0);
+    }
 }

@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 use tonic::transport::Channel;
 
 use crate::metrics::Metrics;
-use crate::primary::Primary;
+use crate::primary::{Primary, Tiers};
 use crate::proposer::Proposer;
 
 /// Pause between election attempts, and between attempts to list the pageserver's branches.
@@ -31,6 +31,8 @@ pub struct Databases {
     safekeepers: Vec<String>,
     pageserver: PageserverClient<Channel>,
     metrics: Metrics,
+    /// What each primary's hot and warm tiers are built with.
+    tiers: Tiers,
     served: Arc<RwLock<BTreeMap<String, PrimarySlot>>>,
     elections: Arc<std::sync::Mutex<Vec<AbortHandle>>>,
 }
@@ -48,9 +50,16 @@ impl Databases {
             safekeepers,
             pageserver,
             metrics,
+            tiers: Tiers::default(),
             served: Arc::default(),
             elections: Arc::default(),
         }
+    }
+
+    /// Builds every primary's tiers with `tiers` (default: no hot-tier budget, no warm tier).
+    pub fn with_tiers(mut self, tiers: Tiers) -> Databases {
+        self.tiers = tiers;
+        self
     }
 
     /// Starts winning a term for `database` in the background, unless already serving it.
@@ -222,6 +231,7 @@ impl Databases {
                     self.pageserver.clone(),
                     clock.clone(),
                     self.metrics.clone(),
+                    self.tiers.clone(),
                 )
                 .await
             }

@@ -6,6 +6,7 @@
 //! yet ingested in the [`hot_tier`]. It holds nothing that cannot be rebuilt: killing it loses
 //! no acknowledged commit.
 
+pub mod activity;
 pub mod atomics;
 pub mod committer;
 pub mod databases;
@@ -15,6 +16,8 @@ pub mod primary;
 pub mod proposer;
 pub mod resolver;
 pub mod service;
+pub mod warm_tier;
+pub mod watches;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,8 +29,11 @@ use axum::routing::{get, post};
 use ferrisdb_common::proto::CheckpointRequest;
 use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use ferrisdb_common::net::RequireToken;
 use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
+use tonic::service::interceptor::InterceptedService;
 
+use crate::activity::Activity;
 use crate::databases::Databases;
 use crate::metrics::Metrics;
 use crate::primary::Primary;
@@ -46,6 +52,57 @@ pub struct ComputeConfig {
     pub safekeepers: Vec<String>,
     /// gRPC endpoint of the pageserver.
     pub pageserver: String,
+    /// The hot tier's memory budget and the warm tier's memory and disk.
+    pub tiers: crate::primary::TierConfig,
+    /// Primary, read replica or standby.
+    pub role: Role,
+    /// The primary's client endpoint, named to clients whose commits reach a replica, and
+    /// watched by a standby.
+    pub primary_endpoint: Option<String>,
+    /// Exit after this long without a client request (scale to zero); `None`: never.
+    pub suspend_after: Option<std::time::Duration>,
+    /// Serve the client API over TLS with this identity.
+    pub tls: Option<net::ServerTls>,
+    /// Require this bearer token on the client and admin APIs.
+    pub token: Option<String>,
+}
+
+impl ComputeConfig {
+    /// A primary for `database` with default tiers, no suspension, no TLS and no token.
+    pub fn new(
+        listen_grpc: SocketAddr,
+        listen_http: SocketAddr,
+        database: &str,
+        safekeepers: Vec<String>,
+        pageserver: String,
+    ) -> ComputeConfig {
+        ComputeConfig {
+            listen_grpc,
+            listen_http,
+            database: database.to_string(),
+            safekeepers,
+            pageserver,
+            tiers: crate::primary::TierConfig::default(),
+            role: Role::Primary,
+            primary_endpoint: None,
+            suspend_after: None,
+            tls: None,
+            token: None,
+        }
+    }
+}
+
+/// What a compute does for its database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Wins a term on the safekeepers and commits.
+    #[default]
+    Primary,
+    /// Follows the committed WAL and serves read-only transactions at what it has applied;
+    /// commits are refused with `read_only`, naming the primary.
+    Replica,
+    /// A replica that takes over (wins the next term) when the primary stops answering.
+    Standby,
 }
 
 /// Runs a compute until `shutdown` resolves.
@@ -53,6 +110,7 @@ pub async fn run(
     config: ComputeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let started = tokio::time::Instant::now();
     validate_database_name(&config.database)?;
     if config.safekeepers.is_empty() {
         return Err(Error::invalid("a compute needs --safekeeper endpoints"));
@@ -65,15 +123,38 @@ pub async fn run(
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
 
+    let tiers = crate::primary::Tiers::open(&config.tiers).await?;
     let databases = Databases::new(
         config.database.clone(),
         config.safekeepers.clone(),
         pageserver.clone(),
         metrics.clone(),
-    );
+    )
+    .with_tiers(tiers);
     databases.serve(&config.database);
     let branches = tokio::spawn(databases.clone().serve_branches());
 
+    let activity = Arc::new(
+        Activity::new(started, &metrics.registry)
+            .map_err(|e| Error::internal(format!("metrics: {e}")))?,
+    );
+    // Scale to zero: stop when idle, as if asked to.
+    let shutdown = {
+        let activity = activity.clone();
+        let suspend_after = config.suspend_after;
+        async move {
+            let idle = async {
+                match suspend_after {
+                    Some(after) => activity::idle(&activity, after).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown => {}
+                _ = idle => tracing::info!(?suspend_after, "idle: suspending (the next connection through dev or the proxy starts the compute again)"),
+            }
+        }
+    };
     let shutdown = net::Shutdown::on(shutdown);
     let routes = axum::Router::new()
         .route("/v1/status", get(status))
@@ -83,12 +164,18 @@ pub async fn run(
         .route("/v1/branch", post(branch))
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
+    let router = admin::require_token(router, RequireToken::new(config.token.as_deref()));
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder().add_service(
-        DatabaseServer::new(ComputeService::new(databases.clone()))
+    let mut server = match &config.tls {
+        Some(tls) => tls.grpc_server()?,
+        None => tonic::transport::Server::builder(),
+    };
+    let grpc = server.add_service(InterceptedService::new(
+        DatabaseServer::new(ComputeService::new(databases.clone(), activity.clone()))
             .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
-    );
+        RequireToken::new(config.token.as_deref()),
+    ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     branches.abort();
     databases.stop();

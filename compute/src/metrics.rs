@@ -1,6 +1,9 @@
 //! Compute metrics, exported on `/metrics`.
+//!
+//! The registry is shared by every database a compute serves, so the gauges show the last
+//! writer; the counters add up over all of them.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Counter, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The compute's counters and gauges.
 #[derive(Debug, Clone)]
@@ -13,12 +16,28 @@ pub struct Metrics {
     pub batches: IntCounter,
     /// Transactions refused with `not_committed`.
     pub conflicts: IntCounter,
-    /// Reads by the tier that answered (`hot`, `pageserver`).
+    /// Reads by the tier that answered (`hot`, `warm`, `pageserver`, `range`).
     pub reads: IntCounterVec,
+    /// Point lookups a tier answered, by tier (`hot`, `warm`, `pageserver`).
+    pub tier_hits: IntCounterVec,
+    /// Point lookups a tier could not answer, by tier (`hot`, `warm`).
+    pub tier_misses: IntCounterVec,
     /// The latest committed version.
     pub committed_version: IntGauge,
     /// Bytes held in the hot tier.
     pub hot_tier_bytes: IntGauge,
+    /// Entries held in the hot tier.
+    pub hot_tier_entries: IntGauge,
+    /// The hot tier's memory budget.
+    pub hot_tier_budget_bytes: IntGauge,
+    /// Bytes held by the warm tier, by medium (`memory`, `disk`).
+    pub warm_tier_bytes: IntGaugeVec,
+    /// `version_at` answers from the warm tier's metadata cache, by outcome (`hit`, `miss`).
+    pub version_at_cache: IntCounterVec,
+    /// Seconds commits spent waiting for the hot tier to get under its budget.
+    pub commit_throttled_seconds: Counter,
+    /// 1 while commits wait for the hot tier to get under its budget.
+    pub commit_throttled: IntGauge,
 }
 
 impl Metrics {
@@ -41,6 +60,20 @@ impl Metrics {
             ),
             &["tier"],
         )?;
+        let tier_hits = IntCounterVec::new(
+            Opts::new(
+                "ferrisdb_compute_tier_hits_total",
+                "Point lookups a tier answered (hot, warm, pageserver)",
+            ),
+            &["tier"],
+        )?;
+        let tier_misses = IntCounterVec::new(
+            Opts::new(
+                "ferrisdb_compute_tier_misses_total",
+                "Point lookups a tier could not answer, passed to the next (hot, warm)",
+            ),
+            &["tier"],
+        )?;
         let committed_version = IntGauge::new(
             "ferrisdb_compute_committed_version",
             "Latest committed version",
@@ -49,20 +82,66 @@ impl Metrics {
             "ferrisdb_compute_hot_tier_bytes",
             "Bytes held in the hot tier",
         )?;
+        let hot_tier_entries = IntGauge::new(
+            "ferrisdb_compute_hot_tier_entries",
+            "Point entries held in the hot tier",
+        )?;
+        let hot_tier_budget_bytes = IntGauge::new(
+            "ferrisdb_compute_hot_tier_budget_bytes",
+            "The hot tier's memory budget; past it commits wait for evictions",
+        )?;
+        let warm_tier_bytes = IntGaugeVec::new(
+            Opts::new(
+                "ferrisdb_compute_warm_tier_bytes",
+                "Bytes held by the warm tier (disk: estimated)",
+            ),
+            &["medium"],
+        )?;
+        let version_at_cache = IntCounterVec::new(
+            Opts::new(
+                "ferrisdb_compute_version_at_cache_total",
+                "version_at lookups in the warm tier's metadata cache",
+            ),
+            &["outcome"],
+        )?;
+        let commit_throttled_seconds = Counter::new(
+            "ferrisdb_compute_commit_throttled_seconds_total",
+            "Seconds commits waited for the hot tier to get under its memory budget",
+        )?;
+        let commit_throttled = IntGauge::new(
+            "ferrisdb_compute_commit_throttled",
+            "1 while commits wait for the hot tier to get under its memory budget",
+        )?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(batches.clone()))?;
         registry.register(Box::new(conflicts.clone()))?;
         registry.register(Box::new(reads.clone()))?;
+        registry.register(Box::new(tier_hits.clone()))?;
+        registry.register(Box::new(tier_misses.clone()))?;
         registry.register(Box::new(committed_version.clone()))?;
         registry.register(Box::new(hot_tier_bytes.clone()))?;
+        registry.register(Box::new(hot_tier_entries.clone()))?;
+        registry.register(Box::new(hot_tier_budget_bytes.clone()))?;
+        registry.register(Box::new(warm_tier_bytes.clone()))?;
+        registry.register(Box::new(version_at_cache.clone()))?;
+        registry.register(Box::new(commit_throttled_seconds.clone()))?;
+        registry.register(Box::new(commit_throttled.clone()))?;
         Ok(Metrics {
             registry,
             commits,
             batches,
             conflicts,
             reads,
+            tier_hits,
+            tier_misses,
             committed_version,
             hot_tier_bytes,
+            hot_tier_entries,
+            hot_tier_budget_bytes,
+            warm_tier_bytes,
+            version_at_cache,
+            commit_throttled_seconds,
+            commit_throttled,
         })
     }
 }

@@ -19,32 +19,107 @@ use crate::hot_tier::{HotRead, HotTier};
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::resolver::KeyRange;
+use crate::warm_tier::{WarmCache, WarmTier, WarmTierConfig};
+use crate::watches::{Fired, Watches};
 
-/// Point reads of one database: the hot tier, then the pageserver at the hot tier's floor.
+/// How big the tiers may grow, from the command line.
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    /// Past this many bytes in the hot tier, commits wait for the pageserver to catch up
+    /// (0: no budget).
+    pub hot_budget_bytes: usize,
+    /// The warm tier's memory and disk.
+    pub warm: WarmTierConfig,
+}
+
+/// The default hot-tier budget: 512 MiB.
+pub const DEFAULT_HOT_BUDGET_BYTES: usize = 512 << 20;
+
+impl Default for TierConfig {
+    fn default() -> TierConfig {
+        TierConfig {
+            hot_budget_bytes: DEFAULT_HOT_BUDGET_BYTES,
+            warm: WarmTierConfig::default(),
+        }
+    }
+}
+
+impl Tiers {
+    /// Opens the warm cache (its disk tier too) as configured.
+    pub async fn open(config: &TierConfig) -> Result<Tiers> {
+        Ok(Tiers {
+            hot_budget_bytes: config.hot_budget_bytes,
+            warm: Some(WarmCache::open(&config.warm).await?),
+        })
+    }
+}
+
+/// What a primary's tiers are built with: the hot tier's memory budget and the warm cache
+/// shared by every database of the compute.
+#[derive(Debug, Clone, Default)]
+pub struct Tiers {
+    /// Past this many bytes in the hot tier, commits wait for evictions (0: no budget).
+    pub hot_budget_bytes: usize,
+    /// The warm tier's cache (`None`: reads the hot tier cannot answer go to the pageserver).
+    pub warm: Option<Arc<WarmCache>>,
+}
+
+/// Point reads of one database: the hot tier, then the warm tier, then the pageserver, the
+/// last two at the hot tier's floor.
 #[derive(Debug, Clone)]
 pub struct PointReader {
     /// The hot tier.
     pub hot: Arc<HotTier>,
+    /// The warm tier, if any.
+    pub warm: Option<Arc<WarmTier>>,
     /// The pageserver.
     pub pageserver: PageserverClient<Channel>,
     /// The database read.
     pub database: String,
+    /// Where hits and misses per tier are counted.
+    pub metrics: Metrics,
 }
 
 impl PointReader {
-    /// The value of `key` at `version`: from the hot tier, or from the pageserver at the hot
-    /// tier's floor when the key has not changed since.
+    /// The value of `key` at `version`: from the hot tier; or, when the key has not changed
+    /// since the hot tier's floor, from the warm tier or the pageserver at that floor.
     pub async fn read(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
-        match self.hot.get(&key, version) {
-            HotRead::Found(v) => Ok(v),
-            HotRead::AskPageserverAt(at) => {
-                let req = PageGetRequest {
-                    database: self.database.clone(),
-                    key,
-                    version: at.0,
-                };
-                Ok(self.pageserver.clone().get(req).await?.into_inner().value)
+        let at = match self.hot.get(&key, version) {
+            HotRead::Found(v) => {
+                self.count("hot", true);
+                return Ok(v);
             }
+            HotRead::AskPageserverAt(at) => at,
+        };
+        self.count("hot", false);
+        // The warm tier is asked only after the hot tier loaded its floor (its correctness
+        // argument depends on that order; see warm_tier).
+        if let Some(warm) = &self.warm {
+            if let Some(v) = warm.get(&key, at).await {
+                self.count("warm", true);
+                return Ok(v);
+            }
+            self.count("warm", false);
+        }
+        let req = PageGetRequest {
+            database: self.database.clone(),
+            key: key.clone(),
+            version: at.0,
+        };
+        let value = self.pageserver.clone().get(req).await?.into_inner().value;
+        self.count("pageserver", true);
+        if let Some(warm) = &self.warm {
+            warm.insert(&key, at, value.as_ref());
+        }
+        Ok(value)
+    }
+
+    fn count(&self, tier: &str, hit: bool) {
+        if hit {
+            self.metrics.tier_hits.with_label_values(&[tier]).inc();
+            self.metrics.reads.with_label_values(&[tier]).inc();
+        } else {
+            self.metrics.tier_misses.with_label_values(&[tier]).inc();
         }
     }
 }
@@ -63,8 +138,13 @@ pub struct Primary {
     pageserver: PageserverClient<Channel>,
     /// Point reads through the hot tier to the pageserver (the committer has a copy).
     reader: PointReader,
+    /// Clients waiting for keys to change.
+    watches: Arc<Watches>,
     metrics: Metrics,
 }
+
+/// Outstanding watches one compute holds per database before refusing more.
+const MAX_WATCHES: usize = 100_000;
 
 impl Primary {
     /// Finishes taking over after winning an election: waits until a majority holds the log
@@ -75,6 +155,7 @@ impl Primary {
         pageserver: PageserverClient<Channel>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
+        tiers: Tiers,
     ) -> Result<Arc<Primary>> {
         proposer.start();
         let start = proposer.elected_end();
@@ -83,20 +164,32 @@ impl Primary {
             .await?;
         proposer.set_commit(start);
         let start = Version(start);
-        let hot = Arc::new(HotTier::new(start));
+        let warm = tiers.warm.as_ref().map(|w| Arc::new(w.tier()));
+        let mut hot = HotTier::new(start).with_budget(tiers.hot_budget_bytes);
+        if let Some(w) = &warm {
+            hot = hot.with_observer(w.clone());
+        }
+        let hot = Arc::new(hot);
+        metrics
+            .hot_tier_budget_bytes
+            .set(i64::try_from(hot.budget()).unwrap_or(i64::MAX));
         let (committed_tx, committed) = watch::channel(start);
         let (pipeline, requests) = mpsc::channel(4096);
         let reader = PointReader {
             hot: hot.clone(),
+            warm,
             pageserver: pageserver.clone(),
             database: database.clone(),
+            metrics: metrics.clone(),
         };
+        let watches = Arc::new(Watches::new(MAX_WATCHES));
         let committer = Committer::new(
             proposer.clone(),
             start,
             reader.clone(),
             clock,
             committed_tx,
+            watches.clone(),
             metrics.clone(),
         );
         tokio::spawn(committer.run(requests));
@@ -109,6 +202,7 @@ impl Primary {
             pipeline,
             pageserver,
             reader,
+            watches,
             metrics,
         });
         tokio::spawn(primary.clone().evict_loop());
@@ -152,11 +246,6 @@ impl Primary {
     /// A point read at `version`.
     pub async fn get(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
         self.check_version(version)?;
-        let tier = match self.hot.get(&key, version) {
-            HotRead::Found(_) => "hot",
-            HotRead::AskPageserverAt(_) => "pageserver",
-        };
-        self.metrics.reads.with_label_values(&[tier]).inc();
         self.reader.read(key, version).await
     }
 
@@ -190,6 +279,22 @@ impl Primary {
             }
         })
         .await
+    }
+
+    /// Waits until the committed value of `key` differs from `known`; returns the version
+    /// that made it differ (the latest, if it already does) and the value there.
+    pub async fn watch(&self, key: Bytes, known: Option<Bytes>) -> Result<Fired> {
+        // Register before reading, so a commit between the read and the wait is not missed
+        // (see the watches module).
+        let fired = self.watches.register(key.clone(), known.clone())?;
+        let now = self.read_version()?;
+        let current = self.reader.read(key, now).await?;
+        if current != known {
+            return Ok((now, current));
+        }
+        fired.await.map_err(|_| {
+            Error::unavailable("the compute stopped serving this database; watch again")
+        })
     }
 
     /// Every version of `key` in `[from, to]` (`to` 0: the latest), oldest first: the
@@ -249,19 +354,38 @@ impl Primary {
         if let Some(v) = self.hot.version_at(time_micros) {
             return Ok(v);
         }
+        // Read before asking: if a later commit existed already, the answer cannot change.
+        let settled = time_micros < self.hot.last_commit_time();
+        if let Some(warm) = &self.reader.warm {
+            let cached = warm.version_at(time_micros).await;
+            let outcome = if cached.is_some() { "hit" } else { "miss" };
+            self.metrics
+                .version_at_cache
+                .with_label_values(&[outcome])
+                .inc();
+            if let Some(v) = cached {
+                return Ok(v);
+            }
+        }
         // Older than every hot commit: the pageserver has all of those versions.
         let req = VersionAtRequest {
             database: self.database.clone(),
             timestamp_micros: time_micros,
         };
-        Ok(Version(
+        let version = Version(
             self.pageserver
                 .clone()
                 .version_at(req)
                 .await?
                 .into_inner()
                 .version,
-        ))
+        );
+        if let Some(warm) = &self.reader.warm
+            && settled
+        {
+            warm.remember_version_at(time_micros, version).await;
+        }
+        Ok(version)
     }
 
     /// Queues a commit and waits for its outcome.
@@ -297,12 +421,21 @@ impl Primary {
     pub fn status(&self) -> serde_json::Value {
         let q = self.proposer.watch_quorum().borrow().clone();
         let (floor, entries, bytes) = self.hot.stats();
+        let budget = Some(self.hot.budget()).filter(|b| *b != usize::MAX);
+        let warm = self.reader.warm.as_ref().map(|w| w.status());
         serde_json::json!({
             "role": if q.fenced.is_some() { "fenced" } else { "primary" },
             "term": self.proposer.term(),
             "committed_version": *self.committed.borrow(),
             "safekeepers": q.peers.iter().map(|p| serde_json::json!({"up": p.up, "flush_lsn": p.flush})).collect::<Vec<_>>(),
-            "hot_tier": {"floor": floor, "entries": entries, "bytes": bytes},
+            "hot_tier": {
+                "floor": floor,
+                "entries": entries,
+                "bytes": bytes,
+                "budget_bytes": budget,
+                "over_budget": self.hot.over_budget(),
+            },
+            "warm_tier": warm,
         })
     }
 
@@ -330,7 +463,19 @@ impl Primary {
                 let committed = *self.committed.borrow();
                 self.hot.evict_up_to(ingested.min(committed));
             }
-            self.metrics.hot_tier_bytes.set(self.hot.stats().2 as i64);
+            let (_, entries, bytes) = self.hot.stats();
+            self.metrics.hot_tier_bytes.set(bytes as i64);
+            self.metrics.hot_tier_entries.set(entries as i64);
+            if let Some(warm) = &self.reader.warm {
+                let cache = warm.cache();
+                let gauge = &self.metrics.warm_tier_bytes;
+                gauge
+                    .with_label_values(&["memory"])
+                    .set(cache.memory_bytes() as i64);
+                gauge
+                    .with_label_values(&["disk"])
+                    .set(cache.disk_bytes() as i64);
+            }
             self.metrics
                 .committed_version
                 .set(self.committed.borrow().0 as i64);

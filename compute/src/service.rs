@@ -7,12 +7,13 @@ use ferrisdb_common::proto::database_server::Database;
 use ferrisdb_common::proto::{
     ChangesBatch, ChangesRequest, CommitRequest, CommitResponse, GetRangeRequest, GetRangeResponse,
     GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, HistoryRequest,
-    HistoryResponse, KeyValue, VersionAtRequest, VersionAtResponse,
+    HistoryResponse, KeyValue, VersionAtRequest, VersionAtResponse, WatchRequest, WatchResponse,
 };
 use ferrisdb_common::wal::Mutation;
 use ferrisdb_common::{Error, Result, Version};
 use tonic::{Request, Response, Status};
 
+use crate::activity::Activity;
 use crate::atomics::Write;
 use crate::databases::Databases;
 use crate::primary::Primary;
@@ -24,16 +25,21 @@ use ferrisdb_common::atomic::{self, AtomicOp};
 #[derive(Debug, Clone)]
 pub struct ComputeService {
     databases: Databases,
+    activity: Arc<Activity>,
 }
 
 impl ComputeService {
     /// A service routing each request to its database's primary (`unavailable` until it has
-    /// won its term).
-    pub fn new(databases: Databases) -> ComputeService {
-        ComputeService { databases }
+    /// won its term), recording client activity in `activity`.
+    pub fn new(databases: Databases, activity: Arc<Activity>) -> ComputeService {
+        ComputeService {
+            databases,
+            activity,
+        }
     }
 
     fn primary(&self, database: &str) -> Result<Arc<Primary>> {
+        self.activity.touch();
         self.databases.primary(database)
     }
 }
@@ -106,6 +112,7 @@ impl Database for ComputeService {
             check_key(&req.key)?;
         }
         let value = p.get(req.key, Version(req.version)).await?;
+        self.activity.read_answered();
         Ok(Response::new(GetResponse { value }))
     }
 
@@ -124,6 +131,7 @@ impl Database for ComputeService {
                 req.reverse,
             )
             .await?;
+        self.activity.read_answered();
         Ok(Response::new(GetRangeResponse {
             kvs: rows
                 .into_iter()
@@ -171,6 +179,18 @@ impl Database for ComputeService {
         Ok(Response::new(VersionAtResponse { version: version.0 }))
     }
 
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchResponse>, Status> {
+        let req = req.into_inner();
+        let p = self.primary(&req.database)?;
+        check_key(&req.key)?;
+        let _busy = self.activity.busy();
+        let (version, value) = p.watch(req.key, req.value).await?;
+        Ok(Response::new(WatchResponse {
+            version: version.0,
+            value,
+        }))
+    }
+
     async fn commit(
         &self,
         req: Request<CommitRequest>,
@@ -178,7 +198,7 @@ impl Database for ComputeService {
         let req = req.into_inner();
         let p = self.primary(&req.database)?;
         let read_version = Version(req.read_version);
-        if req.mutations.is_empty() {
+        if req.mutations.is_empty() && req.write_conflicts.is_empty() {
             // A read-only transaction is serializable at its read version: nothing to commit.
             return Ok(Response::new(CommitResponse {
                 version: read_version.0,

@@ -1,48 +1,35 @@
-//! Following the committed WAL from the safekeepers into a timeline.
-//!
-//! The follower streams from the safekeeper with the highest commit position. Safekeepers only
-//! stream committed WAL, and the committed prefix is the same on all of them, so switching
-//! between them is always safe; it switches when its stream breaks, or when its safekeeper
-//! idles while another reports a higher commit position (a lagging safekeeper just restarted).
+//! Following the committed WAL from the safekeepers into a timeline (the follower itself is
+//! [`ferrisdb_common::wal_follower`], shared with read replicas), and telling the safekeepers
+//! what object storage holds.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
-use ferrisdb_common::proto::{DurableReport, ReadWalRequest, SafekeeperStatusRequest};
-use ferrisdb_common::{Error, Result, net, wal};
-use tonic::transport::Channel;
+use ferrisdb_common::proto::DurableReport;
+use ferrisdb_common::wal::WalRecord;
+use ferrisdb_common::wal_follower::{self, WalSink};
+use ferrisdb_common::{Result, Version};
 
 use crate::timeline::Timeline;
 
-const RETRY: Duration = Duration::from_millis(200);
+impl WalSink for Timeline {
+    fn database(&self) -> &str {
+        Timeline::database(self)
+    }
+
+    fn applied_lsn(&self) -> u64 {
+        let Version(v) = self.ingested_version();
+        v
+    }
+
+    fn apply(&self, records: &[WalRecord]) -> Result<()> {
+        Timeline::apply(self, records)
+    }
+}
 
 /// Follows the WAL of `timeline`'s database from `safekeepers` until the task is dropped.
 pub async fn follow(timeline: Arc<Timeline>, safekeepers: Vec<String>) -> Result<()> {
-    let clients = safekeepers
-        .iter()
-        .map(|url| Ok(SafekeeperClient::new(net::channel(url)?)))
-        .collect::<Result<Vec<_>>>()?;
-    loop {
-        let commits = commit_positions(&clients, timeline.database()).await;
-        let best = commits
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.map(|c| (i, c)))
-            .max_by_key(|(_, c)| *c);
-        if let Some((i, _)) = best {
-            match stream_from(&clients, i, &timeline).await {
-                Ok(()) => {}
-                Err(e) => tracing::info!(
-                    database = timeline.database(),
-                    safekeeper = %safekeepers[i],
-                    error = %e,
-                    "WAL stream ended; picking a safekeeper again"
-                ),
-            }
-        }
-        tokio::time::sleep(RETRY).await;
-    }
+    wal_follower::follow(timeline.as_ref(), &safekeepers).await
 }
 
 /// How often the safekeepers hear what object storage holds.
@@ -51,10 +38,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// Tells every safekeeper, whenever it changes and periodically (a restarted safekeeper must
 /// hear it too), up to which version object storage holds the WAL, so they can delete it.
 pub async fn report_durable(timeline: Arc<Timeline>, safekeepers: Vec<String>) -> Result<()> {
-    let clients = safekeepers
-        .iter()
-        .map(|url| Ok(SafekeeperClient::new(net::channel(url)?)))
-        .collect::<Result<Vec<_>>>()?;
+    let clients = wal_follower::clients(&safekeepers)?;
     let mut durable = timeline.watch_remote_consistent();
     loop {
         let lsn = durable.borrow_and_update().0;
@@ -74,60 +58,4 @@ pub async fn report_durable(timeline: Arc<Timeline>, safekeepers: Vec<String>) -
         }
         let _ = tokio::time::timeout(REPORT_EVERY, durable.changed()).await;
     }
-}
-
-async fn commit_positions(
-    clients: &[SafekeeperClient<Channel>],
-    database: &str,
-) -> Vec<Option<u64>> {
-    let asks = clients.iter().map(|c| {
-        let mut c = c.clone();
-        let req = SafekeeperStatusRequest {
-            database: database.to_string(),
-        };
-        async move {
-            tokio::time::timeout(Duration::from_secs(1), c.get_status(req))
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .map(|r| r.into_inner().commit_lsn)
-        }
-    });
-    futures::future::join_all(asks).await
-}
-
-/// Streams from safekeeper `i` until the stream fails or another safekeeper is ahead.
-async fn stream_from(
-    clients: &[SafekeeperClient<Channel>],
-    i: usize,
-    timeline: &Timeline,
-) -> Result<()> {
-    let mut at = timeline.ingested_version().0;
-    let mut client = clients[i].clone();
-    let req = ReadWalRequest {
-        database: timeline.database().to_string(),
-        start_lsn: at,
-        end_lsn: None,
-    };
-    let mut stream = client.read_wal(req).await?.into_inner();
-    while let Some(chunk) = stream.message().await? {
-        if chunk.begin_lsn != at {
-            return Err(Error::internal(format!(
-                "WAL chunk starts at {}, expected {at}",
-                chunk.begin_lsn
-            )));
-        }
-        if chunk.wal.is_empty() {
-            // Idle: if another safekeeper has committed WAL this one lacks, go there.
-            let others = commit_positions(clients, timeline.database()).await;
-            if others.iter().flatten().any(|c| *c > at) && chunk.commit_lsn <= at {
-                return Ok(());
-            }
-            continue;
-        }
-        let records = wal::decode_frames(&chunk.wal, chunk.begin_lsn)?;
-        timeline.apply(&records)?;
-        at += chunk.wal.len() as u64;
-    }
-    Ok(())
 }

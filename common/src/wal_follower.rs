@@ -1,0 +1,117 @@
+//! Following a database's committed WAL from the safekeepers: what pageservers and read
+//! replicas both do.
+//!
+//! The follower streams from the safekeeper with the highest commit position. Safekeepers only
+//! stream committed WAL, and the committed prefix is the same on all of them, so switching
+//! between them is always safe; it switches when its stream breaks, or when its safekeeper
+//! idles while another reports a higher commit position (a lagging safekeeper just restarted).
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use crate::proto::safekeeper_client::SafekeeperClient;
+use crate::proto::{ReadWalRequest, SafekeeperStatusRequest};
+use crate::wal::{self, WalRecord};
+use crate::{Error, Result, net};
+
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Where followed WAL goes.
+pub trait WalSink: Send + Sync {
+    /// The database followed.
+    fn database(&self) -> &str;
+    /// The LSN up to which records have been applied: the stream resumes there.
+    fn applied_lsn(&self) -> u64;
+    /// Applies committed records, in log order, contiguous with what came before.
+    fn apply(&self, records: &[WalRecord]) -> Result<()>;
+}
+
+/// Clients of every safekeeper in `endpoints`.
+pub fn clients(endpoints: &[String]) -> Result<Vec<SafekeeperClient<Channel>>> {
+    endpoints
+        .iter()
+        .map(|url| Ok(SafekeeperClient::new(net::channel(url)?)))
+        .collect()
+}
+
+/// Follows the committed WAL into `sink` until the task is dropped.
+pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
+    let clients = clients(safekeepers)?;
+    loop {
+        let commits = commit_positions(&clients, sink.database()).await;
+        let best = commits
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|c| (i, c)))
+            .max_by_key(|(_, c)| *c);
+        if let Some((i, _)) = best
+            && let Err(e) = stream_from(&clients, i, sink).await
+        {
+            tracing::info!(
+                database = sink.database(),
+                safekeeper = %safekeepers[i],
+                error = %e,
+                "WAL stream ended; picking a safekeeper again"
+            );
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Each safekeeper's commit position (`None`: did not answer within a second).
+pub async fn commit_positions(
+    clients: &[SafekeeperClient<Channel>],
+    database: &str,
+) -> Vec<Option<u64>> {
+    let asks = clients.iter().map(|c| {
+        let mut c = c.clone();
+        let req = SafekeeperStatusRequest {
+            database: database.to_string(),
+        };
+        async move {
+            tokio::time::timeout(Duration::from_secs(1), c.get_status(req))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|r| r.into_inner().commit_lsn)
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
+/// Streams from safekeeper `i` until the stream fails or another safekeeper is ahead.
+async fn stream_from(
+    clients: &[SafekeeperClient<Channel>],
+    i: usize,
+    sink: &dyn WalSink,
+) -> Result<()> {
+    let mut at = sink.applied_lsn();
+    let mut client = clients[i].clone();
+    let req = ReadWalRequest {
+        database: sink.database().to_string(),
+        start_lsn: at,
+        end_lsn: None,
+    };
+    let mut stream = client.read_wal(req).await?.into_inner();
+    while let Some(chunk) = stream.message().await? {
+        if chunk.begin_lsn != at {
+            return Err(Error::internal(format!(
+                "WAL chunk starts at {}, expected {at}",
+                chunk.begin_lsn
+            )));
+        }
+        if chunk.wal.is_empty() {
+            // Idle: if another safekeeper has committed WAL this one lacks, go there.
+            let others = commit_positions(clients, sink.database()).await;
+            if others.iter().flatten().any(|c| *c > at) && chunk.commit_lsn <= at {
+                return Ok(());
+            }
+            continue;
+        }
+        let records = wal::decode_frames(&chunk.wal, chunk.begin_lsn)?;
+        sink.apply(&records)?;
+        at += chunk.wal.len() as u64;
+    }
+    Ok(())
+}

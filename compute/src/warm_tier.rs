@@ -1,0 +1,557 @@
+//! The warm tier: values read from the pageserver, kept in a foyer hybrid cache (memory, then
+//! local disk), and small immutable metadata (timestamp → version answers) in moka.
+//!
+//! # What an entry means
+//!
+//! An entry is `key → (f, value)`: the pageserver said `key` had `value` at version `f` (the
+//! version it was asked at — the hot tier's floor, or an older read version). A read that the
+//! hot tier sends to the pageserver at version `at` (so no entry of the key lies in
+//! `(at, read version]`) may use the entry only if the key did not change in `(f, at]`; then
+//! its value at `at` is its value at `f`. Reads at `at < f` never use it.
+//!
+//! # Knowing that the key did not change in `(f, at]`
+//!
+//! Every change in `(f, at]` went through the hot tier and has left it (`at` is at or below
+//! the floor). The hot tier tells this tier about every entry it evicts ([`EvictionObserver`])
+//! *before* it publishes the floor that drops it. This tier records, per bucket of key hashes,
+//! the newest version evicted for any key of the bucket (`stale`), and for range clears, which
+//! cover keys it cannot enumerate, one global newest version (`stale_ranges`). A hit needs
+//!
+//! `max(stale[bucket(key)], stale_ranges) <= f <= at`.
+//!
+//! Why that is enough: the reader loaded the hot tier's floor (to get `at`, or to learn its read
+//! version is at or below the floor) before it loads the marks (SeqCst both). Any change of
+//! the key at `c <= at` was marked before a floor `>= c` was published, so a reader that saw
+//! that floor sees the mark, `c <= mark`, and `f < c` fails the test. Collisions in a bucket
+//! and range clears only cause misses, never wrong answers.
+//!
+//! # The race this rules out
+//!
+//! A pageserver read at `f` is in flight; meanwhile a commit `c > f` to the key is applied and
+//! then evicted (floor `>= c`), and only then does the read return and insert `(f, old)`.
+//! Every later read finds `mark >= c > f` and misses (even an older read version, for which
+//! `old` would be right: the test is deliberately the simple, conservative one). Inserts
+//! therefore never need to be atomic with anything: every hit is validated, whatever was
+//! inserted and whenever.
+//!
+//! # Incarnations
+//!
+//! The foyer cache is shared by every database this compute serves. Each primary's view has a
+//! fresh incarnation number prefixed to its keys, so a new primary (whose marks start empty)
+//! never sees entries a previous one cached; the disk tier is opened without recovery, so
+//! nothing from an earlier process is read back either.
+//!
+//! # Metadata in moka
+//!
+//! `version_at(t)` answers are immutable once a commit with a time after `t` exists (later
+//! commits get later times, and everything at or before `t` has left the hot tier when the
+//! hot tier cannot answer), so those pageserver answers are cached in a small moka cache.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use ferrisdb_common::{Error, Result, Version};
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    PsyncIoEngineConfig, RecoverMode,
+};
+
+use crate::hot_tier::EvictionObserver;
+
+/// Buckets of key hashes whose newest evicted change is tracked: 8 bytes each, per primary.
+const STALE_BUCKETS: usize = 1 << 14;
+/// `version_at` answers kept per primary.
+const VERSION_AT_ENTRIES: u64 = 10_000;
+
+/// Where and how much to cache.
+#[derive(Debug, Clone)]
+pub struct WarmTierConfig {
+    /// Bytes of values kept in memory.
+    pub memory_bytes: usize,
+    /// A directory for the disk tier, and its size; `None` keeps the cache in memory only.
+    pub disk: Option<(PathBuf, usize)>,
+}
+
+impl Default for WarmTierConfig {
+    fn default() -> WarmTierConfig {
+        WarmTierConfig {
+            memory_bytes: 128 << 20,
+            disk: None,
+        }
+    }
+}
+
+/// The cache shared by every database of a compute process.
+pub struct WarmCache {
+    cache: HybridCache<Bytes, Bytes>,
+    memory_capacity: usize,
+    disk_capacity: usize,
+    next_incarnation: AtomicU64,
+}
+
+impl std::fmt::Debug for WarmCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmCache")
+            .field("memory_capacity", &self.memory_capacity)
+            .field("disk_capacity", &self.disk_capacity)
+            .finish()
+    }
+}
+
+impl WarmCache {
+    /// Opens the cache; the disk tier's directory is created if needed and its old contents
+    /// are not recovered.
+    pub async fn open(config: &WarmTierConfig) -> Result<Arc<WarmCache>> {
+        let memory = config.memory_bytes.max(1);
+        let builder = HybridCacheBuilder::new()
+            .with_name("ferrisdb-warm-tier")
+            .memory(memory)
+            .with_weighter(|k: &Bytes, v: &Bytes| k.len() + v.len())
+            .storage();
+        let (cache, disk_capacity) = match &config.disk {
+            Some((dir, bytes)) => {
+                std::fs::create_dir_all(dir)?;
+                let device = FsDeviceBuilder::new(dir)
+                    .with_capacity(*bytes)
+                    .build()
+                    .map_err(|e| {
+                        Error::internal(format!("warm tier device in {}: {e}", dir.display()))
+                    })?;
+                let cache = builder
+                    .with_io_engine_config(PsyncIoEngineConfig::new())
+                    .with_engine_config(BlockEngineConfig::new(device).with_block_size(1 << 20))
+                    .with_recover_mode(RecoverMode::None)
+                    .build()
+                    .await;
+                (cache, *bytes)
+            }
+            None => (builder.build().await, 0),
+        };
+        let cache = cache.map_err(|e| Error::internal(format!("warm tier: {e}")))?;
+        Ok(Arc::new(WarmCache {
+            cache,
+            memory_capacity: memory,
+            disk_capacity,
+            next_incarnation: AtomicU64::new(1),
+        }))
+    }
+
+    /// A fresh view for one primary (see "Incarnations" in the module doc).
+    pub fn tier(self: &Arc<Self>) -> WarmTier {
+        let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
+        WarmTier {
+            cache: self.clone(),
+            prefix: incarnation.to_be_bytes(),
+            stale: (0..STALE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            stale_ranges: AtomicU64::new(0),
+            version_at: moka::future::Cache::new(VERSION_AT_ENTRIES),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of values held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.cache.memory().usage()
+    }
+
+    /// Bytes held on disk, estimated: what was written, up to the disk's capacity (the disk
+    /// tier overwrites its oldest blocks once full).
+    pub fn disk_bytes(&self) -> usize {
+        if self.disk_capacity == 0 {
+            return 0;
+        }
+        self.cache
+            .statistics()
+            .disk_write_bytes()
+            .min(self.disk_capacity)
+    }
+
+    /// (memory capacity, disk capacity) in bytes.
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.memory_capacity, self.disk_capacity)
+    }
+}
+
+/// One primary's view of the warm tier.
+pub struct WarmTier {
+    cache: Arc<WarmCache>,
+    prefix: [u8; 8],
+    /// Per bucket of key hashes: the newest version evicted from the hot tier for a key there.
+    stale: Box<[AtomicU64]>,
+    /// The newest range clear evicted from the hot tier.
+    stale_ranges: AtomicU64,
+    /// Immutable `version_at` answers, by timestamp.
+    version_at: moka::future::Cache<u64, Version>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for WarmTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmTier")
+            .field("incarnation", &u64::from_be_bytes(self.prefix))
+            .field("hits", &self.hits)
+            .field("misses", &self.misses)
+            .finish()
+    }
+}
+
+impl WarmTier {
+    /// A memory-only warm tier of `bytes` (tests, benchmarks).
+    pub fn in_memory(bytes: usize) -> Result<WarmTier> {
+        let config = WarmTierConfig {
+            memory_bytes: bytes,
+            disk: None,
+        };
+        // Without a disk tier the builder completes without awaiting anything.
+        let cache = futures::executor::block_on(WarmCache::open(&config))?;
+        Ok(cache.tier())
+    }
+
+    fn bucket(&self, key: &[u8]) -> &AtomicU64 {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        &self.stale[(h.finish() as usize) % self.stale.len()]
+    }
+
+    /// The newest version at which `key` may have changed and left the hot tier.
+    fn stale_mark(&self, key: &[u8]) -> Version {
+        let point = self.bucket(key).load(Ordering::SeqCst);
+        Version(point.max(self.stale_ranges.load(Ordering::SeqCst)))
+    }
+
+    fn cache_key(&self, key: &[u8]) -> Bytes {
+        let mut k = BytesMut::with_capacity(self.prefix.len() + key.len());
+        k.put_slice(&self.prefix);
+        k.put_slice(key);
+        k.freeze()
+    }
+
+    /// The value of `key` at `at`, if cached and provably unchanged since it was read. The
+    /// caller must have loaded the hot tier's floor (by asking the hot tier, which answered
+    /// "ask the pageserver at `at`") before calling.
+    pub async fn get(&self, key: &[u8], at: Version) -> Option<Option<Bytes>> {
+        let mark = self.stale_mark(key);
+        let found = match self.cache.cache.get(&self.cache_key(key)).await {
+            Ok(Some(entry)) => decode(entry.value()).filter(|(f, _)| mark <= *f && *f <= at),
+            _ => None,
+        };
+        match found {
+            Some((_, value)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(value)
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Caches what the pageserver said `key` was at `at`.
+    pub fn insert(&self, key: &[u8], at: Version, value: Option<&Bytes>) {
+        // A value older than what the hot tier has already let go would miss on every read.
+        if at < self.stale_mark(key) {
+            return;
+        }
+        let mut v = BytesMut::with_capacity(9 + value.map_or(0, Bytes::len));
+        v.put_u64(at.0);
+        match value {
+            Some(value) => {
+                v.put_u8(1);
+                v.put_slice(value);
+            }
+            None => v.put_u8(0),
+        }
+        self.cache.cache.insert(self.cache_key(key), v.freeze());
+    }
+
+    /// A cached `version_at` answer.
+    pub async fn version_at(&self, time_micros: u64) -> Option<Version> {
+        self.version_at.get(&time_micros).await
+    }
+
+    /// Remembers a `version_at` answer; only for answers that can no longer change (a commit
+    /// later than `time_micros` exists).
+    pub async fn remember_version_at(&self, time_micros: u64, version: Version) {
+        self.version_at.insert(time_micros, version).await;
+    }
+
+    /// (hits, misses) of point reads.
+    pub fn hit_stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The shared cache.
+    pub fn cache(&self) -> &Arc<WarmCache> {
+        &self.cache
+    }
+
+    /// Status for the admin API.
+    pub fn status(&self) -> serde_json::Value {
+        let (hits, misses) = self.hit_stats();
+        let (memory_capacity, disk_capacity) = self.cache.capacity();
+        serde_json::json!({
+            "memory_bytes": self.cache.memory_bytes(),
+            "memory_capacity_bytes": memory_capacity,
+            "disk_bytes": self.cache.disk_bytes(),
+            "disk_capacity_bytes": disk_capacity,
+            "hits": hits,
+            "misses": misses,
+            "version_at_entries": self.version_at.entry_count(),
+        })
+    }
+}
+
+impl EvictionObserver for WarmTier {
+    fn evicted_point(&self, key: &[u8], version: Version) {
+        self.bucket(key).fetch_max(version.0, Ordering::SeqCst);
+    }
+
+    fn evicted_range(&self, _begin: &[u8], _end: &[u8], version: Version) {
+        self.stale_ranges.fetch_max(version.0, Ordering::SeqCst);
+    }
+}
+
+/// An entry's (version read at, value).
+fn decode(v: &Bytes) -> Option<(Version, Option<Bytes>)> {
+    if v.len() < 9 {
+        return None;
+    }
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&v[..8]);
+    let value = match v[8] {
+        0 => None,
+        _ => Some(v.slice(9..)),
+    };
+    Some((Version(u64::from_be_bytes(at)), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hot_tier::{HotRead, HotTier};
+    use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
+    use ferrisdb_common::wal::Mutation;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn set(k: &str, v: &str) -> Mutation {
+        Mutation::Set {
+            key: b(k),
+            value: b(v),
+        }
+    }
+
+    /// A read the way `PointReader` does it, against a model "pageserver" that has everything.
+    async fn read(
+        hot: &HotTier,
+        warm: &WarmTier,
+        model: &VersionedMap,
+        key: &[u8],
+        v: Version,
+    ) -> Option<Bytes> {
+        match hot.get(key, v) {
+            HotRead::Found(x) => x,
+            HotRead::AskPageserverAt(at) => {
+                if let Some(x) = warm.get(key, at).await {
+                    return x;
+                }
+                let x = match model.get(key, at) {
+                    Lookup::Found(x) => x,
+                    Lookup::Absent => None,
+                };
+                warm.insert(key, at, x.as_ref());
+                x
+            }
+        }
+    }
+
+    /// The race from the module doc, step by step: a pageserver read at the floor is in
+    /// flight while a newer commit to the key is applied and evicted; its late insert must
+    /// not be served to reads that should see the commit.
+    #[tokio::test]
+    async fn a_late_insert_of_a_stale_read_is_never_served() {
+        let warm = Arc::new(WarmTier::in_memory(1 << 20).unwrap());
+        let hot = HotTier::new(Version(10)).with_observer(warm.clone());
+        let mut model = VersionedMap::default();
+        model.insert(b("k"), Version(5), Some(b("old")));
+        // The read starts: the hot tier sends it to the pageserver at 10, which says "old".
+        let at = match hot.get(b"k", Version(10)) {
+            HotRead::AskPageserverAt(at) => at,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at, Version(10));
+        // Meanwhile: k = new at 20, applied, ingested, evicted.
+        hot.apply(Version(20), 2, &[set("k", "new")]);
+        model.insert(b("k"), Version(20), Some(b("new")));
+        hot.evict_up_to(Version(20));
+        // Now the stale read lands in the cache.
+        warm.insert(b"k", at, Some(&b("old")));
+        assert_eq!(
+            read(&hot, &warm, &model, b"k", Version(20)).await,
+            Some(b("new"))
+        );
+        // Not even for older read versions: the mark is newer than the entry.
+        assert_eq!(warm.get(b"k", Version(15)).await, None);
+        assert_eq!(warm.get(b"k", Version(10)).await, None);
+        // And a fresh read at 20 is cached and hit.
+        assert_eq!(warm.get(b"k", Version(20)).await, Some(Some(b("new"))));
+        // Range clears invalidate everything older than them.
+        hot.apply(
+            Version(30),
+            3,
+            &[Mutation::ClearRange {
+                begin: b("a"),
+                end: b("z"),
+            }],
+        );
+        model.clear_range(b("a"), b("z"), Version(30));
+        hot.evict_up_to(Version(30));
+        assert_eq!(warm.get(b"k", Version(30)).await, None);
+        assert_eq!(read(&hot, &warm, &model, b"k", Version(30)).await, None);
+        assert_eq!(warm.get(b"k", Version(30)).await, Some(None));
+    }
+
+    /// Readers (with deliberately slow "pageserver" reads, so inserts land late), a writer and
+    /// an evictor at once; every read is checked against the model.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_reads_through_the_warm_tier_agree_with_a_model() {
+        const KEYS: u64 = 8;
+        const BATCHES: u64 = 1_500;
+        let key = |i: u64| Bytes::from(format!("k{i}"));
+        let mut model = VersionedMap::default();
+        let batches: Vec<(Version, Vec<Mutation>)> = (1..=BATCHES)
+            .map(|v| {
+                let k = key((v * 7) % KEYS);
+                let m = if v % 97 == 0 {
+                    Mutation::ClearRange {
+                        begin: key(2),
+                        end: key(5),
+                    }
+                } else {
+                    Mutation::Set {
+                        key: k,
+                        value: Bytes::from(format!("v{v}")),
+                    }
+                };
+                (Version(v), vec![m])
+            })
+            .collect();
+        for (v, ms) in &batches {
+            for m in ms {
+                model.apply(*v, m);
+            }
+        }
+        let model = Arc::new(model);
+        let warm = Arc::new(WarmTier::in_memory(1 << 20).unwrap());
+        let hot = Arc::new(HotTier::new(Version::ZERO).with_observer(warm.clone()));
+        let committed = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (hot, committed, done) = (hot.clone(), committed.clone(), done.clone());
+            tokio::spawn(async move {
+                for (v, ms) in &batches {
+                    hot.apply(*v, v.0, ms);
+                    committed.store(v.0, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let evictor = {
+            let (hot, committed, done) = (hot.clone(), committed.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(Ordering::SeqCst) {
+                    let c = committed.load(Ordering::SeqCst);
+                    hot.evict_up_to(Version(c.saturating_sub(3)));
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut readers = Vec::new();
+        for t in 0..4u64 {
+            let (hot, warm, model, committed, done) = (
+                hot.clone(),
+                warm.clone(),
+                model.clone(),
+                committed.clone(),
+                done.clone(),
+            );
+            readers.push(tokio::spawn(async move {
+                let mut i = t;
+                let mut reads = 0;
+                while !done.load(Ordering::SeqCst) || reads < 500 {
+                    i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let k = key((i >> 33) % KEYS);
+                    let v = Version(committed.load(Ordering::SeqCst));
+                    let got = match hot.get(&k, v) {
+                        HotRead::Found(x) => x,
+                        HotRead::AskPageserverAt(at) => match warm.get(&k, at).await {
+                            Some(x) => x,
+                            None => {
+                                let x = match model.get(&k, at) {
+                                    Lookup::Found(x) => x,
+                                    Lookup::Absent => None,
+                                };
+                                // The "pageserver" answers slowly: evictions pass meanwhile.
+                                for _ in 0..(i >> 60) {
+                                    tokio::task::yield_now().await;
+                                }
+                                warm.insert(&k, at, x.as_ref());
+                                x
+                            }
+                        },
+                    };
+                    let want = match model.get(&k, v) {
+                        Lookup::Found(x) => x,
+                        Lookup::Absent => None,
+                    };
+                    assert_eq!(got, want, "{k:?} at {v}");
+                    reads += 1;
+                }
+            }));
+        }
+        writer.await.unwrap();
+        evictor.await.unwrap();
+        for r in readers {
+            r.await.unwrap();
+        }
+        let (hits, _) = warm.hit_stats();
+        assert!(hits > 0, "the warm tier never answered");
+    }
+
+    #[tokio::test]
+    async fn version_at_answers_are_remembered() {
+        let warm = WarmTier::in_memory(1 << 20).unwrap();
+        assert_eq!(warm.version_at(100).await, None);
+        warm.remember_version_at(100, Version(42)).await;
+        assert_eq!(warm.version_at(100).await, Some(Version(42)));
+    }
+
+    #[tokio::test]
+    async fn a_disk_tier_opens_in_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WarmTierConfig {
+            memory_bytes: 1 << 20,
+            disk: Some((dir.path().join("warm"), 16 << 20)),
+        };
+        let cache = WarmCache::open(&config).await.unwrap();
+        let warm = cache.tier();
+        warm.insert(b"k", Version(3), Some(&b("v")));
+        assert_eq!(warm.get(b"k", Version(3)).await, Some(Some(b("v"))));
+        assert_eq!(cache.capacity(), (1 << 20, 16 << 20));
+        assert!(dir.path().join("warm").is_dir());
+        // Another primary's view never sees this one's entries.
+        assert_eq!(cache.tier().get(b"k", Version(3)).await, None);
+    }
+}

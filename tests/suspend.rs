@@ -1,0 +1,70 @@
+//! Scale to zero through the real CLI: `ferrisdb dev --suspend-after` lets an idle compute
+//! process exit, the next `ferrisdb get` wakes it through dev's proxy and reads the right
+//! value, and the woken compute reports its cold start as a metric.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{DevCluster, cli, metric};
+
+/// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_compute_exits_and_the_next_get_wakes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &["--suspend-after", "2s"]).await;
+    let ep = cluster.endpoint();
+    let (ok, out, err) = cli(&["set", "greeting", "hello", "--endpoint", &ep]);
+    assert!(ok, "set failed: {out} {err}");
+
+    let first = cluster.component("compute").pid;
+    assert!(first > 0 && alive(first));
+    // Idle for 2 s: the compute process exits by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(first) {
+        assert!(Instant::now() < deadline, "the idle compute did not suspend");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", cluster.base_port + 20)).is_err(),
+        "nothing serves behind the proxy while suspended"
+    );
+
+    // The next get goes through the proxy, which starts the compute again.
+    let (ok, out, err) = cli(&["get", "greeting", "--endpoint", &ep, "--timeout", "30"]);
+    assert!(ok, "get after suspend failed: {out} {err}");
+    assert_eq!(out.trim(), "hello");
+    let second = cluster.component("compute").pid;
+    assert!(second != first && alive(second), "a new compute process serves");
+
+    let cold = metric(&cluster.admin_endpoint(), "ferrisdb_compute_cold_start_seconds")
+        .await
+        .unwrap();
+    assert!(cold > 0.0, "cold start recorded: {cold}");
+    println!("cold start (process start to first answered read): {:.0} ms", cold * 1000.0);
+
+    // And it keeps serving writes and reads, then suspends again.
+    let (ok, _, err) = cli(&["set", "greeting", "again", "--endpoint", &ep]);
+    assert!(ok, "{err}");
+    let (_, out, _) = cli(&["get", "greeting", "--endpoint", &ep]);
+    assert_eq!(out.trim(), "again");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(second) {
+        assert!(Instant::now() < deadline, "the woken compute did not suspend again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, out, _) = cli(&["get", "greeting", "--endpoint", &ep, "--timeout", "30"]);
+    assert_eq!(out.trim(), "again");
+}

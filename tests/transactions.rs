@@ -1,0 +1,265 @@
+//! Transaction semantics through the SDK against `ferrisdb dev`: read and write conflicts,
+//! snapshot reads, explicit conflict ranges, key selectors, streamed range reads, watches and
+//! the 5-second read-version window.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrisdb_client::{Database, ErrorKind, KeySelector, RangeOptions, Transaction, Version};
+use futures::{StreamExt, TryStreamExt};
+use support::DevCluster;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn put(db: &Database, pairs: &[(&str, &str)]) -> Version {
+    let pairs: Vec<(Bytes, Bytes)> = pairs.iter().map(|(k, v)| (b(k), b(v))).collect();
+    let tx = db.create_transaction();
+    for (k, v) in pairs {
+        tx.set(k, v);
+    }
+    tx.commit().await.unwrap()
+}
+
+/// Two transactions at the same read version; `first` commits, then `second` tries.
+async fn race(
+    db: &Database,
+    first: impl FnOnce(&Transaction),
+    second: impl AsyncFnOnce(&Transaction),
+) -> Result<Version, ErrorKind> {
+    let (t1, t2) = (db.create_transaction(), db.create_transaction());
+    let v = t1.read_version().await.unwrap();
+    t2.set_read_version(v).unwrap();
+    second(&t2).await;
+    first(&t1);
+    t1.commit().await.unwrap();
+    t2.commit().await.map_err(|e| e.kind())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_snapshot_reads_and_explicit_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    put(&db, &[("acct/a", "10"), ("acct/b", "20")]).await;
+
+    // A read of a key written after the read version: not_committed.
+    let out = race(
+        &db,
+        |t1| t1.set("acct/a", "11"),
+        async |t2| {
+            assert_eq!(t2.get("acct/a").await.unwrap(), Some(b("11")).filter(|_| false).or(Some(b("10"))));
+            t2.set("acct/b", "21");
+        },
+    )
+    .await;
+    assert_eq!(out, Err(ErrorKind::NotCommitted));
+
+    // The same through a snapshot read: no read conflict, so it commits.
+    let out = race(
+        &db,
+        |t1| t1.set("acct/a", "12"),
+        async |t2| {
+            assert_eq!(t2.snapshot().get("acct/a").await.unwrap(), Some(b("11")));
+            t2.set("acct/b", "22");
+        },
+    )
+    .await;
+    assert!(out.is_ok(), "{out:?}");
+
+    // A range read conflicts with an insert inside it; a snapshot range read does not.
+    let out = race(
+        &db,
+        |t1| t1.set("acct/c", "1"),
+        async |t2| {
+            assert_eq!(t2.get_range("acct/", "acct0", 0).await.unwrap().len(), 2);
+            t2.set("x", "1");
+        },
+    )
+    .await;
+    assert_eq!(out, Err(ErrorKind::NotCommitted));
+    let out = race(
+        &db,
+        |t1| t1.set("acct/d", "1"),
+        async |t2| {
+            assert_eq!(t2.snapshot().get_range("acct/", "acct0", 0).await.unwrap().len(), 3);
+            t2.set("x", "2");
+        },
+    )
+    .await;
+    assert!(out.is_ok(), "{out:?}");
+
+    // A limited read conflicts only on what it returned: a write past its last row is fine.
+    let out = race(
+        &db,
+        |t1| t1.set("acct/z", "1"),
+        async |t2| {
+            let rows = t2.get_range("acct/", "acct0", 2).await.unwrap();
+            assert_eq!(rows[1].0, b("acct/b"));
+            t2.set("x", "3");
+        },
+    )
+    .await;
+    assert!(out.is_ok(), "{out:?}");
+
+    // Explicit read conflict ranges act as reads; explicit write conflict ranges as writes.
+    let out = race(
+        &db,
+        |t1| t1.set("lock/1", "held"),
+        async |t2| {
+            t2.add_read_conflict_range("lock/", "lock0");
+            t2.set("x", "4");
+        },
+    )
+    .await;
+    assert_eq!(out, Err(ErrorKind::NotCommitted));
+    let out = race(
+        &db,
+        |t1| t1.add_write_conflict_key("guard"),
+        async |t2| {
+            t2.add_read_conflict_key("guard");
+            t2.set("x", "5");
+        },
+    )
+    .await;
+    assert_eq!(out, Err(ErrorKind::NotCommitted), "a conflict-only commit conflicts");
+    // ...and a transaction with only a write conflict range commits with a new version.
+    let tx = db.create_transaction();
+    let rv = tx.read_version().await.unwrap();
+    tx.add_write_conflict_range("guard", "guard0");
+    let v = tx.commit().await.unwrap();
+    assert!(v > rv, "a conflict-only transaction gets its own version ({v} > {rv})");
+    // A blind write never conflicts, whatever committed in between.
+    let out = race(&db, |t1| t1.set("acct/a", "13"), async |t2| t2.set("acct/a", "14")).await;
+    assert!(out.is_ok());
+    assert_eq!(
+        db.run(|tx| async move { tx.get("acct/a").await }).await.unwrap(),
+        Some(b("14")),
+        "the later commit wins"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_selectors_streams_watches_and_the_read_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    put(&db, &[("b", "1"), ("d", "2"), ("f", "3"), ("h", "4")]).await;
+
+    // Key selectors, each against the answer worked out by hand, and again with the
+    // transaction's own writes (a new key "e", a cleared "f") in the picture.
+    let tx = db.create_transaction();
+    let table: &[(KeySelector, &str)] = &[
+        (KeySelector::first_greater_or_equal("d"), "d"),
+        (KeySelector::first_greater_or_equal("c"), "d"),
+        (KeySelector::first_greater_than("d"), "f"),
+        (KeySelector::last_less_than("d"), "b"),
+        (KeySelector::last_less_or_equal("d"), "d"),
+        (KeySelector::last_less_or_equal("e"), "d"),
+        (KeySelector::first_greater_or_equal("d") + 2, "h"),
+        (KeySelector::last_less_than("h") - 1, "d"),
+        (KeySelector::last_less_than("b"), ""),
+        (KeySelector::first_greater_than("h"), "\u{ff}"),
+        (KeySelector::first_greater_or_equal("a") + 10, "\u{ff}"),
+    ];
+    for (sel, want) in table {
+        let got = tx.get_key(sel.clone()).await.unwrap();
+        let want = if *want == "\u{ff}" { Bytes::from_static(b"\xff") } else { b(want) };
+        assert_eq!(got, want, "{sel:?}");
+    }
+    tx.set("e", "new");
+    tx.clear("f");
+    assert_eq!(tx.get_key(KeySelector::first_greater_than("d")).await.unwrap(), b("e"));
+    assert_eq!(tx.get_key(KeySelector::first_greater_than("e")).await.unwrap(), b("h"));
+    assert_eq!(tx.get_key(KeySelector::last_less_than("h")).await.unwrap(), b("e"));
+
+    // Streamed range reads: many rows in small batches, forwards and backwards, with a limit,
+    // seeing the transaction's own writes.
+    let keys: Vec<String> = (0..250).map(|i| format!("row/{i:04}")).collect();
+    let t = db.create_transaction();
+    for k in &keys {
+        t.set(b(k), b("v"));
+    }
+    t.commit().await.unwrap();
+    let tx = db.create_transaction();
+    tx.set("row/0100x", "own");
+    tx.clear_range("row/0200", "row/0210");
+    let opts = RangeOptions { batch_size: 7, ..Default::default() };
+    let rows: Vec<(Bytes, Bytes)> =
+        tx.get_range_stream("row/", "row0", opts).try_collect().await.unwrap();
+    let mut want: Vec<String> = keys.iter().filter(|k| !(*k >= &"row/0200".to_string() && *k < &"row/0210".to_string())).cloned().collect();
+    want.push("row/0100x".into());
+    want.sort();
+    assert_eq!(rows.iter().map(|r| String::from_utf8_lossy(&r.0).into_owned()).collect::<Vec<_>>(), want);
+    assert_eq!(rows.iter().find(|r| r.0 == b("row/0100x")).unwrap().1, b("own"));
+    let back: Vec<(Bytes, Bytes)> = tx
+        .get_range_stream("row/", "row0", RangeOptions { reverse: true, limit: 20, batch_size: 6 })
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 20);
+    assert_eq!(back[0].0, b("row/0249"));
+    assert_eq!(back[19].0, b("row/0230"));
+    // A consumer that stops after 3 rows reads (and conflicts on) one batch only.
+    let first: Vec<_> = db.create_transaction().get_range_stream("row/", "row0", opts).take(3).collect().await;
+    assert_eq!(first.len(), 3);
+
+    // Watches: fires when the value changes, not on a write of the same value.
+    let watch = db.watch("w").await.unwrap();
+    let waiter = tokio::spawn(watch);
+    put(&db, &[("other", "x")]).await;
+    let changed = put(&db, &[("w", "1")]).await;
+    let event = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    assert_eq!(event.value, Some(b("1")));
+    assert_eq!(event.version, changed);
+    let watch = db.watch("w").await.unwrap();
+    let waiter = tokio::spawn(watch);
+    let same = put(&db, &[("w", "1")]).await;
+    let differs = put(&db, &[("w", "2")]).await;
+    let event = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    assert!(differs > same);
+    assert_eq!((event.version, event.value), (differs, Some(b("2"))), "the same-value write did not fire it");
+    // A transaction's watch starts from its own commit; a clear fires it.
+    let watch = db
+        .run(|tx| async move {
+            tx.set("w", "3");
+            Ok(tx.watch("w"))
+        })
+        .await
+        .unwrap();
+    let waiter = tokio::spawn(watch);
+    let cleared = {
+        let tx = db.create_transaction();
+        tx.clear_range("v", "x");
+        tx.commit().await.unwrap()
+    };
+    let event = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    assert_eq!((event.version, event.value), (cleared, None));
+    // A watch set by a transaction that never committed fails instead of hanging.
+    let tx = db.create_transaction();
+    assert_eq!(tx.watch("w").await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+
+    // The 5-second window: a read version that stopped being the latest more than 5 s ago
+    // cannot be checked any more.
+    let old = db.create_transaction();
+    old.get("acct").await.unwrap();
+    put(&db, &[("tick", "1")]).await;
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    put(&db, &[("tick", "2")]).await;
+    old.set("late", "1");
+    assert_eq!(old.commit().await.unwrap_err().kind(), ErrorKind::TransactionTooOld);
+    // ...and the retry loop gets past it with a fresh read version.
+    let v = db
+        .run(|tx| async move {
+            tx.get("acct").await?;
+            tx.set("late", "2");
+            Ok(())
+        })
+        .await;
+    assert!(v.is_ok());
+}
