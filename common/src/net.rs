@@ -38,12 +38,20 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
+/// Picks rustls's process-wide crypto provider (ring). Two are compiled in (other
+/// dependencies bring aws-lc-rs), and rustls refuses to guess between them.
+fn install_crypto_provider() {
+    // An error only means a provider is installed already, which is all this wants.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A lazily connecting channel to `url`, over TLS when `tls` is given (the URL is then
 /// `https://…`).
 pub fn channel_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel> {
     let Some(tls) = tls else {
         return channel(url);
     };
+    install_crypto_provider();
     let mut config = tonic::transport::ClientTlsConfig::new();
     if let Some(ca) = &tls.ca_pem {
         config = config.ca_certificate(tonic::transport::Certificate::from_pem(ca));
@@ -86,6 +94,7 @@ impl ServerTls {
 
     /// A gRPC server builder serving with this identity.
     pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
+        install_crypto_provider();
         let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
         tonic::transport::Server::builder()
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
