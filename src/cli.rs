@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use ferrisdb_client::{
-    AtomicOp, Database, Error, ErrorKind, KeySelector, RangeOptions, RetryOptions, Version,
+    AtomicOp, ConnectOptions, Database, Error, ErrorKind, KeySelector, RangeOptions, RetryOptions,
+    Version,
 };
 use ferrisdb_common::DEFAULT_DATABASE;
 use ferrisdb_common::atomic::{VERSIONSTAMP_LEN, place_versionstamp, versionstamp_offset};
@@ -26,13 +27,21 @@ use crate::escape::{self, Codec};
 /// Options every data command takes.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The compute's client API.
+    /// The compute's client API; repeat it or separate with commas to list computes to fail
+    /// over to, in order.
     #[arg(
-        long,
+        long = "endpoint",
         env = "FERRISDB_ENDPOINT",
-        default_value = "http://127.0.0.1:4500"
+        default_value = "http://127.0.0.1:4500",
+        value_delimiter = ','
     )]
-    pub(crate) endpoint: String,
+    pub(crate) endpoints: Vec<String>,
+    /// Trust this CA certificate (PEM) for TLS; the endpoints are then https://….
+    #[arg(long, env = "FERRISDB_TLS_CA", value_name = "FILE")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// The bearer token the compute requires.
+    #[arg(long, env = "FERRISDB_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// The database.
     #[arg(long, default_value = DEFAULT_DATABASE)]
     pub(crate) database: String,
@@ -68,6 +77,9 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:4580"
     )]
     endpoint: String,
+    /// The bearer token the admin API requires.
+    #[arg(long, env = "FERRISDB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -88,16 +100,28 @@ pub struct At {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Selector {
     /// The first key at or after KEY.
-    #[value(name = "first_greater_or_equal", alias = "first-greater-or-equal", alias = "ge")]
+    #[value(
+        name = "first_greater_or_equal",
+        alias = "first-greater-or-equal",
+        alias = "ge"
+    )]
     FirstGreaterOrEqual,
     /// The first key after KEY.
-    #[value(name = "first_greater_than", alias = "first-greater-than", alias = "gt")]
+    #[value(
+        name = "first_greater_than",
+        alias = "first-greater-than",
+        alias = "gt"
+    )]
     FirstGreaterThan,
     /// The last key before KEY.
     #[value(name = "last_less_than", alias = "last-less-than", alias = "lt")]
     LastLessThan,
     /// The last key at or before KEY.
-    #[value(name = "last_less_or_equal", alias = "last-less-or-equal", alias = "le")]
+    #[value(
+        name = "last_less_or_equal",
+        alias = "last-less-or-equal",
+        alias = "le"
+    )]
     LastLessOrEqual,
 }
 
@@ -164,15 +188,18 @@ pub struct AtomicArgs {
     pub(crate) i64: bool,
     /// For the versionstamp ops: the template has no trailing 4-byte offset; put the
     /// versionstamp at this byte of it, or append it with "end".
-    #[arg(long, value_parser = parse_stamp_at)]
+    #[arg(long, value_parser = parse_stamp_at, value_name = "N|end")]
     pub(crate) stamp_offset: Option<StampAt>,
 }
 
 /// An atomic operation ready for [`ferrisdb_client::Transaction::atomic_op`].
 #[derive(Debug, Clone)]
 pub(crate) struct Atomic {
+    /// The operation.
     pub(crate) op: AtomicOp,
+    /// The key, or the complete key template.
     pub(crate) key: Bytes,
+    /// The parameter, or the complete value template.
     pub(crate) param: Bytes,
 }
 
@@ -422,13 +449,21 @@ fn js(s: impl Into<String>) -> serde_json::Value {
 
 /// Connects to the database the arguments name.
 pub(crate) async fn connect(args: &ClientArgs) -> Result<Database, Error> {
-    Ok(Database::connect(&args.endpoint)
-        .await?
-        .with_database(&args.database)
-        .with_retry(RetryOptions {
+    let mut options = ConnectOptions::new(&args.endpoints.join(","))
+        .database(&args.database)
+        .retry(RetryOptions {
             timeout: args.timeout(),
             ..RetryOptions::default()
-        }))
+        });
+    if let Some(path) = &args.tls_ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::invalid(format!("--tls-ca {}: {e}", path.display())))?;
+        options = options.tls_ca_pem(pem);
+    }
+    if let Some(token) = &args.token {
+        options = options.token(token);
+    }
+    Database::connect_with(options).await
 }
 
 fn fail(json: bool, e: &Error) -> ExitCode {
@@ -485,7 +520,10 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
             finish(args.json, write(&args, op.await).await)
         }
         ClientCommand::Clear { key, args } => {
-            let op = args.codec().decode("key", &key).map(|k| WriteOp::Clear(k.into()));
+            let op = args
+                .codec()
+                .decode("key", &key)
+                .map(|k| WriteOp::Clear(k.into()));
             finish(args.json, write(&args, op).await)
         }
         ClientCommand::ClearRange { begin, end, args } => {
@@ -722,7 +760,8 @@ async fn scan(
                     backoff = Duration::from_millis(5);
                 }
                 Some(Err(err))
-                    if err.kind().is_retryable() && progress.elapsed() + backoff < args.timeout() =>
+                    if err.kind().is_retryable()
+                        && progress.elapsed() + backoff < args.timeout() =>
                 {
                     tracing::debug!(error = %err, rows, "scan batch failed; resuming");
                     tokio::time::sleep(backoff).await;
@@ -832,9 +871,7 @@ async fn history(args: &ClientArgs, key: &str, from: u64, to: u64) -> Result<(),
     let codec = args.codec();
     let key = codec.decode("key", key)?;
     let db = connect(args).await?;
-    let entries = db
-        .history(key.clone(), Version(from), Version(to))
-        .await?;
+    let entries = db.history(key.clone(), Version(from), Version(to)).await?;
     if args.json {
         let versions: Vec<_> = entries
             .iter()
@@ -931,7 +968,10 @@ async fn write(args: &ClientArgs, op: Result<WriteOp, Error>) -> Result<(), Erro
                 AtomicOp::SetVersionstampedKey => "written_key",
                 _ => "written_value",
             };
-            out[field] = js(stamped.as_deref().map(|w| codec.encode(w)).unwrap_or_default());
+            out[field] = js(stamped
+                .as_deref()
+                .map(|w| codec.encode(w))
+                .unwrap_or_default());
         }
         say(out);
     } else {
@@ -1026,6 +1066,9 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
         .timeout(Duration::from_secs(60));
     if let Some(body) = body {
         request = request.json(&body);
+    }
+    if let Some(token) = &args.token {
+        request = request.bearer_auth(token);
     }
     let response = request.send().await;
     let response = match response {

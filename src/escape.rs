@@ -113,7 +113,7 @@ pub fn parse_hex(what: &str, s: &str) -> Result<Vec<u8>, Error> {
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(Error::invalid(format!(
             "{what} \"{s}\" is not hex: it has an odd number of digits"
         )));

@@ -12,7 +12,8 @@
 //! On a terminal the shell has line editing and a history file (`~/.ferrisdb_history`), and
 //! Ctrl-C cancels the command running. With stdin not a terminal, or with `--exec`, it runs
 //! the commands it is given without prompts and stops at the first one that fails, with a
-//! non-zero exit status: a script never commits past an error.
+//! non-zero exit status: a script never commits past an error. Ending inside a transaction
+//! discards it and, for a script, is a failure too.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -339,7 +340,9 @@ impl Shell {
             Command::Set { key, value } => {
                 let key = Bytes::from(codec.decode("key", &key)?);
                 let value = Bytes::from(codec.decode("value", &value)?);
-                return self.write(false, |tx| tx.set(key.clone(), value.clone())).await;
+                return self
+                    .write(false, |tx| tx.set(key.clone(), value.clone()))
+                    .await;
             }
             Command::Clear { key } => {
                 let key = Bytes::from(codec.decode("key", &key)?);
@@ -355,7 +358,9 @@ impl Shell {
             Command::Atomic(args) => {
                 let a = args.resolve(codec)?;
                 return self
-                    .write(a.op.is_versionstamp(), |tx| tx.atomic_op(a.op, a.key.clone(), a.param.clone()))
+                    .write(a.op.is_versionstamp(), |tx| {
+                        tx.atomic_op(a.op, a.key.clone(), a.param.clone())
+                    })
                     .await;
             }
             Command::GetRange {
@@ -439,15 +444,14 @@ impl Shell {
                 say("Transaction reset");
             }
             Command::GetVersion => {
-                let v = self.read(|tx| async move { tx.read_version().await }).await?;
+                let v = self
+                    .read(|tx| async move { tx.read_version().await })
+                    .await?;
                 say(v);
             }
             Command::History { key } => {
                 let key = codec.decode("key", &key)?;
-                let entries = self
-                    .db
-                    .history(key, Version::ZERO, Version::ZERO)
-                    .await?;
+                let entries = self.db.history(key, Version::ZERO, Version::ZERO).await?;
                 if entries.is_empty() {
                     say("(no versions)");
                 }
@@ -551,6 +555,9 @@ pub async fn run(args: ClientArgs, exec: Option<String>) -> ExitCode {
     }
     if shell.tx.is_some() {
         eprintln!("warning: the open transaction was not committed; its writes are discarded");
+        // A script that ends inside `begin` did not do what it says; on a terminal the
+        // person saw the warning.
+        failed |= !interactive;
     }
     if failed {
         ExitCode::FAILURE
@@ -575,7 +582,8 @@ async fn terminal(shell: &mut Shell, args: &ClientArgs) -> bool {
     }
     say(format_args!(
         "Connected to {} (database {}). `help` lists the commands; Ctrl-D leaves.",
-        args.endpoint, args.database
+        args.endpoints.join(","),
+        args.database
     ));
     let ok = loop {
         let prompt = if shell.tx.is_some() {

@@ -82,7 +82,10 @@ async fn binary_keys_and_values_through_escapes_hex_and_json() {
     assert_eq!(got["key"], "62696e2f00ff5c6b");
     assert_eq!(got["value"], "760a0901c3a9");
     ok(&ep, &["set", "62696e2f01", "00ff00", "--hex"]);
-    assert_eq!(stored(&db, b"bin/\x01").await.as_deref(), Some(&b"\0\xff\0"[..]));
+    assert_eq!(
+        stored(&db, b"bin/\x01").await.as_deref(),
+        Some(&b"\0\xff\0"[..])
+    );
     assert_eq!(ok(&ep, &["get", r"bin/\x01"]), "\\x00\\xff\\x00\n");
 
     // A key made of every byte value survives the trip through text both ways.
@@ -122,7 +125,10 @@ async fn binary_keys_and_values_through_escapes_hex_and_json() {
     assert_eq!(rows(&back), reversed);
     assert_eq!(back["reverse"], true);
     assert_eq!(
-        rows(&ok_json(&ep, &["scan", "r/", "r0", "--reverse", "--limit", "2"])),
+        rows(&ok_json(
+            &ep,
+            &["scan", "r/", "r0", "--reverse", "--limit", "2"]
+        )),
         reversed[..2]
     );
     assert_eq!(
@@ -138,6 +144,29 @@ async fn binary_keys_and_values_through_escapes_hex_and_json() {
     assert_eq!(hex_rows["rows"][0]["value"], "7630");
     assert_eq!(hex_rows["begin"], "722f");
 
+    // A scan longer than one batch streams through every page, both ways.
+    db.run(|tx| async move {
+        for i in 0..2_500u32 {
+            tx.set(format!("big/{i:05}"), format!("{i}"));
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let all_big = ok_json(&ep, &["scan", "big/", "big0"]);
+    let big = rows(&all_big);
+    assert_eq!(big.len(), 2_500);
+    assert!(big.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(big[1_234], ("big/01234".to_string(), "1234".to_string()));
+    let text = ok(
+        &ep,
+        &["scan", "big/", "big0", "--reverse", "--limit", "1500"],
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1_500);
+    assert_eq!(lines[0], "big/02499 = 2499");
+    assert_eq!(lines[1_499], "big/01000 = 1000");
+
     // clear and clearrange take escapes too.
     ok(&ep, &["clear", r"r/\x00"]);
     ok(&ep, &["clearrange", r"r/\x01", r"r/\x03"]);
@@ -152,14 +181,24 @@ async fn binary_keys_and_values_through_escapes_hex_and_json() {
     assert!(m.contains(r"unknown escape \q"), "{m}");
     assert!(m.starts_with("key "), "{m}");
     let m = fails_with(&ep, &["set", "k", r"\x4"], "invalid_argument");
-    assert!(m.starts_with("value ") && m.contains("two hex digits"), "{m}");
+    assert!(
+        m.starts_with("value ") && m.contains("two hex digits"),
+        "{m}"
+    );
     let m = fails_with(&ep, &["get", "abc", "--hex"], "invalid_argument");
     assert!(m.contains("odd number"), "{m}");
     fails_with(&ep, &["scan", "zz", "7a", "--hex"], "invalid_argument");
-    fails_with(&ep, &["get", "k", "--at-timestamp", "yesterday"], "invalid_argument");
+    fails_with(
+        &ep,
+        &["get", "k", "--at-timestamp", "yesterday"],
+        "invalid_argument",
+    );
     let (ok_, out, err) = cli(&["get", r"trailing\", "--endpoint", &ep]);
     assert!(!ok_ && out.is_empty(), "{out}");
-    assert!(err.contains("invalid_argument") && err.contains("backslash ends it"), "{err}");
+    assert!(
+        err.contains("invalid_argument") && err.contains("backslash ends it"),
+        "{err}"
+    );
     assert_eq!(stored(&db, b"bad\\q").await, None);
     assert_eq!(stored(&db, b"k").await, None);
     // Errors from the database carry their codes the same way.
@@ -183,7 +222,10 @@ async fn every_atomic_op_by_its_name() {
     ok(&ep, &["atomic", "add", "n", "-3", "--i64"]);
     assert_eq!(stored(&db, b"n").await.unwrap().to_vec(), le(42));
     // Without --i64 the parameter is bytes, as FoundationDB's add takes them.
-    ok(&ep, &["atomic", "add", "n", r"\x01\x00\x00\x00\x00\x00\x00\x00"]);
+    ok(
+        &ep,
+        &["atomic", "add", "n", r"\x01\x00\x00\x00\x00\x00\x00\x00"],
+    );
     assert_eq!(stored(&db, b"n").await.unwrap().to_vec(), le(43));
 
     let cases: &[(&str, &[u8], &str, &[u8])] = &[
@@ -198,8 +240,8 @@ async fn every_atomic_op_by_its_name() {
     ];
     for (op, before, param, after) in cases {
         let key = format!("op/{op}");
-        let hex: String = before.iter().map(|b| format!("{b:02x}")).collect();
-        ok(&ep, &["set", &key, &hex, "--hex"]);
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        ok(&ep, &["set", &hex(key.as_bytes()), &hex(before), "--hex"]);
         ok(&ep, &["atomic", op, &key, param]);
         assert_eq!(
             stored(&db, key.as_bytes()).await.as_deref(),
@@ -217,7 +259,14 @@ async fn every_atomic_op_by_its_name() {
     // set_versionstamped_key: the stamp is the commit version and batch order, big-endian.
     let out = ok_json(
         &ep,
-        &["atomic", "set_versionstamped_key", "log/", "entry", "--stamp-offset", "end"],
+        &[
+            "atomic",
+            "set_versionstamped_key",
+            "log/",
+            "entry",
+            "--stamp-offset",
+            "end",
+        ],
     );
     let version = out["version"].as_u64().unwrap();
     let stamp = out["versionstamp"].as_str().unwrap();
@@ -262,14 +311,21 @@ async fn every_atomic_op_by_its_name() {
     value.extend_from_slice(&[0, 0]);
     assert_eq!(stored(&db, b"vs").await.as_deref(), Some(&value[..]));
     assert_eq!(
-        ok(&ep, &["get", "vs", "--hex"]).trim(),
+        ok(&ep, &["get", "7673", "--hex"]).trim(),
         value.iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
 
     // Bad atomic input is refused before anything is sent.
     let m = fails_with(&ep, &["atomic", "increment", "n", "1"], "invalid_argument");
-    assert!(m.contains("bit_and") && m.contains("set_versionstamped_key"), "{m}");
-    let m = fails_with(&ep, &["atomic", "add", "n", "1.5", "--i64"], "invalid_argument");
+    assert!(
+        m.contains("bit_and") && m.contains("set_versionstamped_key"),
+        "{m}"
+    );
+    let m = fails_with(
+        &ep,
+        &["atomic", "add", "n", "1.5", "--i64"],
+        "invalid_argument",
+    );
     assert!(m.contains("--i64"), "{m}");
     let m = fails_with(
         &ep,
@@ -306,7 +362,10 @@ async fn selectors_versions_and_watches() {
     assert_eq!(getkey(&["k/c", "--selector", "lt"]), "k/a");
     assert_eq!(getkey(&["k/c", "--selector", "le"]), "k/c");
     assert_eq!(getkey(&["k/a", "--offset", "2"]), "k/e");
-    assert_eq!(getkey(&["k/e", "--selector", "le", "--offset", "-2"]), "k/a");
+    assert_eq!(
+        getkey(&["k/e", "--selector", "le", "--offset", "-2"]),
+        "k/a"
+    );
     // Past the last key: the end of the user keyspace, escaped.
     assert_eq!(getkey(&["k/f"]), r"\xff");
     let j = ok_json(&ep, &["getkey", "k/a", "--selector", "gt"]);
@@ -314,7 +373,9 @@ async fn selectors_versions_and_watches() {
     assert_eq!(j["selector"]["or_equal"], true);
 
     // getversion is the latest commit; versionat maps a time to it.
-    let v = ok_json(&ep, &["set", "k/g", "v"])["version"].as_u64().unwrap();
+    let v = ok_json(&ep, &["set", "k/g", "v"])["version"]
+        .as_u64()
+        .unwrap();
     assert_eq!(ok(&ep, &["getversion"]).trim(), v.to_string());
     assert_eq!(ok_json(&ep, &["getversion"])["version"], v);
     let now = support::now_micros().to_string();
@@ -323,10 +384,24 @@ async fn selectors_versions_and_watches() {
     assert_eq!(ok(&ep, &["versionat", "0"]).trim(), "0");
     // Reads at that version see the past.
     ok(&ep, &["set", "k/a", "new"]);
-    assert_eq!(ok(&ep, &["get", "k/a", "--at-version", &v.to_string()]), "v\n");
+    assert_eq!(
+        ok(&ep, &["get", "k/a", "--at-version", &v.to_string()]),
+        "v\n"
+    );
     assert_eq!(ok(&ep, &["get", "k/a", "--at-timestamp", &now]), "v\n");
     assert_eq!(
-        ok(&ep, &["getkey", "k/a", "--selector", "gt", "--at-version", &v.to_string()]).trim(),
+        ok(
+            &ep,
+            &[
+                "getkey",
+                "k/a",
+                "--selector",
+                "gt",
+                "--at-version",
+                &v.to_string()
+            ]
+        )
+        .trim(),
         "k/c"
     );
 
@@ -441,7 +516,10 @@ async fn piped_shell_runs_transactions_and_stops_at_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // `reset` outside a transaction is the failing last command.
     assert!(!out.status.success(), "{stdout} {stderr}");
-    assert!(stderr.contains("ERROR: invalid_argument: no transaction to reset"), "{stderr}");
+    assert!(
+        stderr.contains("ERROR: invalid_argument: no transaction to reset"),
+        "{stderr}"
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("Committed (version "), "{stdout}");
     assert_eq!(lines[1], "`auto' is `a b'");
@@ -487,6 +565,11 @@ async fn piped_shell_runs_transactions_and_stops_at_errors() {
     assert!(err.contains("bogus"), "{err}");
     assert!(err.contains("not committed"), "{err}");
     assert_eq!(stored(&db, b"f1").await, None);
+    // So does ending a script inside a transaction: its writes are discarded, and it says so.
+    let (ok_, _, err) = cli(&["shell", "--endpoint", &ep, "--exec", "begin; set f2 2"]);
+    assert!(!ok_);
+    assert!(err.contains("not committed"), "{err}");
+    assert_eq!(stored(&db, b"f2").await, None);
 
     // A conflict: the shell's transaction read a key someone else then wrote.
     let mut sh = PipedShell::start(&ep);
@@ -504,24 +587,56 @@ async fn piped_shell_runs_transactions_and_stops_at_errors() {
     assert_eq!(stored(&db, b"auto").await.as_deref(), Some(&b"theirs"[..]));
 }
 
-/// A tmux server of our own (its own socket), killed on drop.
+/// A tmux server of our own, on a socket in the test's temporary directory (so neither the
+/// server nor its socket outlives the test), killed on drop.
 struct Tmux {
-    socket: String,
+    socket: std::path::PathBuf,
 }
 
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .args(args)
             .output()
             .expect("run tmux")
     }
 
+    fn prompts(&self) -> usize {
+        let screen = self.screen();
+        screen.matches("ferrisdb> ").count() + screen.matches("ferrisdb (tx)> ").count()
+    }
+
+    /// Types `line` and Enter at the prompt, and waits for the next prompt: like a person,
+    /// it does not type ahead (rustyline reads the terminal's answer to its cursor query at
+    /// each prompt, and can swallow keys typed before it).
     fn type_line(&self, line: &str) {
-        assert!(self.cmd(&["send-keys", "-t", "shell", "-l", line]).status.success());
-        assert!(self.cmd(&["send-keys", "-t", "shell", "Enter"]).status.success());
+        let before = self.prompts();
+        assert!(
+            self.cmd(&["send-keys", "-t", "shell", "-l", line])
+                .status
+                .success()
+        );
+        self.enter(before);
+    }
+
+    /// Presses Enter and waits for the prompt after the one counted in `before`.
+    fn enter(&self, before: usize) {
+        assert!(
+            self.cmd(&["send-keys", "-t", "shell", "Enter"])
+                .status
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.prompts() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "no prompt after Enter:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn screen(&self) -> String {
@@ -562,14 +677,19 @@ async fn shell_on_a_real_terminal() {
     std::fs::create_dir_all(&home).unwrap();
 
     let tmux = Tmux {
-        socket: format!("ferrisdb-cli-test-{}", std::process::id()),
+        socket: dir.path().join("tmux.sock"),
     };
-    let command = format!(
-        "env HOME={} {BIN} shell --endpoint {ep}",
-        home.display()
-    );
+    let command = format!("env HOME={} {BIN} shell --endpoint {ep}", home.display());
     let started = tmux.cmd(&[
-        "new-session", "-d", "-s", "shell", "-x", "200", "-y", "50", &command,
+        "new-session",
+        "-d",
+        "-s",
+        "shell",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        &command,
     ]);
     assert!(started.status.success(), "{started:?}");
     tmux.wait_for("ferrisdb> ", 1);
@@ -609,7 +729,10 @@ async fn shell_on_a_real_terminal() {
     tmux.wait_for("Transaction rolled back", 1);
     tmux.type_line("get rolled");
     tmux.wait_for("`rolled': not found", 1);
-    assert_eq!(ok_json(&ep, &["get", "rolled"])["value"], serde_json::Value::Null);
+    assert_eq!(
+        ok_json(&ep, &["get", "rolled"])["value"],
+        serde_json::Value::Null
+    );
 
     // Autocommit, an atomic op, a range read, and errors that leave the session usable.
     tmux.type_line("atomic add ctr 2 --i64; atomic add ctr 3 --i64");
@@ -627,22 +750,125 @@ async fn shell_on_a_real_terminal() {
     // Line editing: recall the previous line with the up arrow and run it again.
     tmux.type_line("set edited first");
     tmux.wait_for("Committed (version ", 4);
-    assert!(tmux.cmd(&["send-keys", "-t", "shell", "Up"]).status.success());
+    assert!(
+        tmux.cmd(&["send-keys", "-t", "shell", "Up"])
+            .status
+            .success()
+    );
     // Replace the last word: delete "first" and type "second".
     for _ in 0.."first".len() {
-        assert!(tmux.cmd(&["send-keys", "-t", "shell", "BSpace"]).status.success());
+        assert!(
+            tmux.cmd(&["send-keys", "-t", "shell", "BSpace"])
+                .status
+                .success()
+        );
     }
-    tmux.type_line("second");
+    let before = tmux.prompts();
+    assert!(
+        tmux.cmd(&["send-keys", "-t", "shell", "-l", "second"])
+            .status
+            .success()
+    );
+    tmux.enter(before);
     tmux.wait_for("Committed (version ", 5);
-    assert_eq!(stored(&db, b"edited").await.as_deref(), Some(&b"second"[..]));
+    assert_eq!(
+        stored(&db, b"edited").await.as_deref(),
+        Some(&b"second"[..])
+    );
 
     // exit leaves, and the history file has the session's lines.
-    tmux.type_line("exit");
+    assert!(
+        tmux.cmd(&["send-keys", "-t", "shell", "-l", "exit"])
+            .status
+            .success()
+    );
+    assert!(
+        tmux.cmd(&["send-keys", "-t", "shell", "Enter"])
+            .status
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let history_file = home.join(".ferrisdb_history");
-    while !std::fs::read_to_string(&history_file).is_ok_and(|h| h.contains("set edited second"))
-    {
+    while !std::fs::read_to_string(&history_file).is_ok_and(|h| h.contains("set edited second")) {
         assert!(Instant::now() < deadline, "no history file written");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flags_token_and_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let ep = cluster.endpoint();
+    ok(&ep, &["set", "tok", "before"]);
+
+    // The compute again, now requiring a bearer token.
+    let compute = cluster.component("compute");
+    DevCluster::kill_pid(compute.pid);
+    let mut argv = compute.argv.clone();
+    argv.extend(["--token".to_string(), "s3cret".to_string()]);
+    cluster.spawn_argv("compute", &argv);
+
+    let with_token = |extra: &[&str], envs: &[(&str, &str)]| {
+        let out = Command::new(BIN)
+            .args(["get", "tok", "--json"])
+            .args(extra)
+            .env_remove("FERRISDB_TOKEN")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            json(&String::from_utf8_lossy(&out.stdout)),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok_, v) = with_token(&["--endpoint", &ep, "--token", "s3cret"], &[]);
+        if ok_ {
+            assert_eq!(v["value"], "before");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the compute never came back: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok_, v) = with_token(&["--endpoint", &ep], &[]);
+    assert!(!ok_);
+    assert_eq!(v["error"]["code"], "unauthenticated");
+    let (ok_, v) = with_token(&["--endpoint", &ep, "--token", "wrong"], &[]);
+    assert!(!ok_);
+    assert_eq!(v["error"]["code"], "unauthenticated");
+    // The token from the environment, as scripts pass secrets.
+    let (ok_, v) = with_token(&["--endpoint", &ep], &[("FERRISDB_TOKEN", "s3cret")]);
+    assert!(ok_, "{v}");
+    // Endpoints to fail over to: a dead one first, comma-separated or repeated.
+    let dead = format!("http://127.0.0.1:{}", support::free_base_port());
+    let list = format!("{dead},{ep}");
+    let (ok_, v) = with_token(&["--endpoint", &list, "--token", "s3cret"], &[]);
+    assert!(ok_, "{v}");
+    assert_eq!(v["value"], "before");
+    let (ok_, v) = with_token(
+        &["--endpoint", &dead, "--endpoint", &ep, "--token", "s3cret"],
+        &[],
+    );
+    assert!(ok_, "{v}");
+    // The shell takes the same flags.
+    let (ok_, out, err) = cli(&[
+        "shell",
+        "--endpoint",
+        &list,
+        "--token",
+        "s3cret",
+        "--exec",
+        "set tok after; get tok",
+    ]);
+    assert!(ok_, "{out} {err}");
+    assert!(out.ends_with("`tok' is `after'\n"), "{out}");
+    // A CA file that is not there is bad input, not a connection failure.
+    let (ok_, v) = with_token(&["--endpoint", &ep, "--tls-ca", "/nonexistent/ca.pem"], &[]);
+    assert!(!ok_);
+    assert_eq!(v["error"]["code"], "invalid_argument");
 }
