@@ -1,6 +1,7 @@
-//! The databases a compute is primary for: the one it was started for and that database's
-//! branches (created through it, or found on the pageserver when it starts). Each has its own
-//! term on the safekeepers and its own primary; the client API routes by database name.
+//! The databases a compute serves: the one it was started for and that database's branches
+//! (created through it, or found on the pageserver when it starts). For each it is primary
+//! (its own term on the safekeepers), replica (following the WAL), or standby (a replica that
+//! takes over when the primary stops answering); the client API routes by database name.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -14,14 +15,25 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tonic::transport::Channel;
 
+use crate::Role;
 use crate::metrics::Metrics;
+use crate::node::Node;
 use crate::primary::{Primary, Tiers};
 use crate::proposer::Proposer;
+use crate::replica::Replica;
+use ferrisdb_common::net;
+use ferrisdb_common::proto::GetReadVersionRequest;
+use ferrisdb_common::proto::database_client::DatabaseClient;
 
 /// Pause between election attempts, and between attempts to list the pageserver's branches.
 const RETRY: Duration = Duration::from_millis(300);
 
-type PrimarySlot = watch::Receiver<Option<Arc<Primary>>>;
+/// How often a standby asks the primary whether it is alive.
+const PROBE_EVERY: Duration = Duration::from_millis(300);
+/// Failed probes in a row after which a standby takes over (about a second of silence).
+const PROBES_BEFORE_TAKEOVER: u32 = 3;
+
+type NodeSlot = watch::Receiver<Option<Node>>;
 
 /// The databases served and how to reach the rest of the cluster.
 #[derive(Debug, Clone)]
@@ -33,8 +45,11 @@ pub struct Databases {
     metrics: Metrics,
     /// What each primary's hot and warm tiers are built with.
     tiers: Tiers,
-    served: Arc<RwLock<BTreeMap<String, PrimarySlot>>>,
+    served: Arc<RwLock<BTreeMap<String, NodeSlot>>>,
     elections: Arc<std::sync::Mutex<Vec<AbortHandle>>>,
+    role: Role,
+    /// The primary's client endpoint (replicas name it; standbys watch it).
+    primary_endpoint: Option<String>,
 }
 
 impl Databases {
@@ -53,7 +68,16 @@ impl Databases {
             tiers: Tiers::default(),
             served: Arc::default(),
             elections: Arc::default(),
+            role: Role::Primary,
+            primary_endpoint: None,
         }
+    }
+
+    /// Serves every database as `role`, with the primary at `primary_endpoint`.
+    pub fn with_role(mut self, role: Role, primary_endpoint: Option<String>) -> Databases {
+        self.role = role;
+        self.primary_endpoint = primary_endpoint;
+        self
     }
 
     /// Builds every primary's tiers with `tiers` (default: no hot-tier budget, no warm tier).
@@ -72,7 +96,20 @@ impl Databases {
         }
         let (tx, rx) = watch::channel(None);
         served.insert(database.to_string(), rx);
-        let election = tokio::spawn(self.clone().become_primary(database.to_string(), tx));
+        let this = self.clone();
+        let database = database.to_string();
+        let election = tokio::spawn(async move {
+            match this.role {
+                Role::Primary => this.become_primary(database, tx).await,
+                Role::Replica => this.become_replica(&database, &tx).await,
+                Role::Standby => {
+                    this.become_replica(&database, &tx).await;
+                    this.wait_for_primary_to_die(&database).await;
+                    tracing::warn!(%database, primary = ?this.primary_endpoint, "the primary stopped answering: taking over");
+                    this.become_primary(database, tx).await;
+                }
+            }
+        });
         if let Ok(mut e) = self.elections.lock() {
             e.push(election.abort_handle());
         }
@@ -116,8 +153,14 @@ impl Databases {
     }
 
     /// The primary of `database`: `database_not_found` if not served, `unavailable` until it
-    /// has won its term.
+    /// has won its term, `read_only` where this compute is a replica.
     pub fn primary(&self, database: &str) -> Result<Arc<Primary>> {
+        self.node(database)?.primary().cloned()
+    }
+
+    /// What this compute is for `database`: `database_not_found` if not served,
+    /// `unavailable` until it has a role.
+    pub fn node(&self, database: &str) -> Result<Node> {
         let served = self
             .served
             .read()
@@ -131,16 +174,16 @@ impl Databases {
                 ),
             )
         })?;
-        let primary = slot.borrow().clone();
-        primary.ok_or_else(|| {
+        let node = slot.borrow().clone();
+        node.ok_or_else(|| {
             Error::unavailable(format!(
-                "the compute is starting {database:?}: it has not won a term yet"
+                "the compute is starting {database:?}: it is not serving it yet"
             ))
         })
     }
 
-    /// The databases served, each with its primary once elected.
-    pub fn all(&self) -> Vec<(String, Option<Arc<Primary>>)> {
+    /// The databases served, each with its role once it has one.
+    pub fn all(&self) -> Vec<(String, Option<Node>)> {
         self.served.read().map_or_else(
             |_| Vec::new(),
             |m| {
@@ -206,7 +249,7 @@ impl Databases {
 
     /// Retries elections for `database` until one is won and the log recovered, then
     /// publishes the primary.
-    async fn become_primary(self, database: String, primary: watch::Sender<Option<Arc<Primary>>>) {
+    async fn become_primary(&self, database: String, node: watch::Sender<Option<Node>>) {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut attempt = 0u32;
         loop {
@@ -238,7 +281,7 @@ impl Databases {
             .await;
             match result {
                 Ok(p) => {
-                    primary.send_replace(Some(p));
+                    node.send_replace(Some(Node::Primary(p)));
                     return;
                 }
                 Err(e) => {
@@ -247,6 +290,65 @@ impl Databases {
                     }
                     tokio::time::sleep(RETRY).await;
                 }
+            }
+        }
+    }
+
+    /// Retries starting a replica of `database` until the pageserver answers, then publishes
+    /// it.
+    async fn become_replica(&self, database: &str, node: &watch::Sender<Option<Node>>) {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let replica = Replica::start(
+                database.to_string(),
+                self.safekeepers.clone(),
+                self.pageserver.clone(),
+                self.metrics.clone(),
+                self.tiers.clone(),
+                self.primary_endpoint.clone(),
+            )
+            .await;
+            match replica {
+                Ok(r) => {
+                    node.send_replace(Some(Node::Replica(r)));
+                    return;
+                }
+                Err(e) => {
+                    if attempt % 10 == 1 {
+                        tracing::warn!(%database, attempt, error = %e, "cannot start the replica yet; retrying");
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Returns once the primary has failed [`PROBES_BEFORE_TAKEOVER`] probes in a row: it is
+    /// unreachable or not serving. A primary that is merely slow or partitioned from this
+    /// standby is fenced by the election that follows, so a wrong guess costs availability
+    /// for a moment, never safety.
+    async fn wait_for_primary_to_die(&self, database: &str) {
+        let Some(endpoint) = &self.primary_endpoint else {
+            return;
+        };
+        let Ok(channel) = net::channel(endpoint) else {
+            return;
+        };
+        let mut client = DatabaseClient::new(channel);
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let req = GetReadVersionRequest {
+                database: database.to_string(),
+            };
+            let probe = tokio::time::timeout(PROBE_EVERY, client.get_read_version(req));
+            match probe.await {
+                Ok(Ok(_)) => failures = 0,
+                _ => failures += 1,
+            }
+            if failures >= PROBES_BEFORE_TAKEOVER {
+                return;
             }
         }
     }

@@ -12,10 +12,13 @@ pub mod committer;
 pub mod databases;
 pub mod hot_tier;
 pub mod metrics;
+pub mod node;
 pub mod primary;
 pub mod proposer;
+pub mod replica;
 pub mod resolver;
 pub mod service;
+pub mod view;
 pub mod warm_tier;
 pub mod watches;
 
@@ -36,7 +39,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::activity::Activity;
 use crate::databases::Databases;
 use crate::metrics::Metrics;
-use crate::primary::Primary;
+use crate::node::Node;
 use crate::service::ComputeService;
 
 /// How a compute process is started.
@@ -130,7 +133,8 @@ pub async fn run(
         pageserver.clone(),
         metrics.clone(),
     )
-    .with_tiers(tiers);
+    .with_tiers(tiers)
+    .with_role(config.role, config.primary_endpoint.clone());
     databases.serve(&config.database);
     let branches = tokio::spawn(databases.clone().serve_branches());
 
@@ -190,8 +194,8 @@ struct DatabaseParam {
 }
 
 impl DatabaseParam {
-    fn primary(&self, dbs: &Databases) -> Result<Arc<Primary>, Error> {
-        dbs.primary(self.database.as_deref().unwrap_or(&dbs.root))
+    fn node(&self, dbs: &Databases) -> Result<Node, Error> {
+        dbs.node(self.database.as_deref().unwrap_or(&dbs.root))
     }
 }
 
@@ -229,7 +233,11 @@ async fn version_at(
     axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
     axum::extract::Query(p): axum::extract::Query<VersionAtParams>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let version = db.primary(&dbs)?.version_at(p.timestamp_micros).await?;
+    let version = db
+        .node(&dbs)?
+        .view()
+        .version_at(p.timestamp_micros)
+        .await?;
     Ok(Json(
         serde_json::json!({"timestamp_micros": p.timestamp_micros, "version": version}),
     ))
@@ -252,7 +260,8 @@ async fn history(
 ) -> Result<Json<serde_json::Value>, Error> {
     let key = bytes::Bytes::from(p.key.clone());
     let entries = db
-        .primary(&dbs)?
+        .node(&dbs)?
+        .view()
         .history(key, Version(p.from), Version(p.to))
         .await?;
     let versions: Vec<_> = entries
@@ -276,15 +285,16 @@ async fn checkpoint(
     State(dbs): State<Databases>,
     axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let primary = db.primary(&dbs)?;
-    let version = primary.read_version()?;
+    let node = db.node(&dbs)?;
+    let version = node.read_version()?;
+    let view = node.view();
     let req = CheckpointRequest {
-        database: primary.database().to_string(),
+        database: view.database().to_string(),
         wait_for_version: version.0,
     };
-    let status = primary.pageserver().checkpoint(req).await?.into_inner();
+    let status = view.pageserver().checkpoint(req).await?.into_inner();
     Ok(Json(serde_json::json!({
-        "database": primary.database(),
+        "database": view.database(),
         "checkpointed_version": version,
         "remote_consistent_version": status.remote_consistent_version,
     })))

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::activity::Activity;
 use crate::atomics::Write;
 use crate::databases::Databases;
-use crate::primary::Primary;
+use crate::node::Node;
 use crate::resolver::KeyRange;
 use bytes::Bytes;
 use ferrisdb_common::atomic::{self, AtomicOp};
@@ -38,9 +38,9 @@ impl ComputeService {
         }
     }
 
-    fn primary(&self, database: &str) -> Result<Arc<Primary>> {
+    fn node(&self, database: &str) -> Result<Node> {
         self.activity.touch();
-        self.databases.primary(database)
+        self.databases.node(database)
     }
 }
 
@@ -99,7 +99,7 @@ impl Database for ComputeService {
         &self,
         req: Request<GetReadVersionRequest>,
     ) -> Result<Response<GetReadVersionResponse>, Status> {
-        let p = self.primary(&req.get_ref().database)?;
+        let p = self.node(&req.get_ref().database)?;
         Ok(Response::new(GetReadVersionResponse {
             version: p.read_version()?.0,
         }))
@@ -107,11 +107,11 @@ impl Database for ComputeService {
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = req.into_inner();
-        let p = self.primary(&req.database)?;
+        let p = self.node(&req.database)?;
         if req.key.len() > ferrisdb_common::limits::MAX_KEY_SIZE {
             check_key(&req.key)?;
         }
-        let value = p.get(req.key, Version(req.version)).await?;
+        let value = p.view().get(req.key, Version(req.version)).await?;
         self.activity.read_answered();
         Ok(Response::new(GetResponse { value }))
     }
@@ -121,8 +121,9 @@ impl Database for ComputeService {
         req: Request<GetRangeRequest>,
     ) -> Result<Response<GetRangeResponse>, Status> {
         let req = req.into_inner();
-        let p = self.primary(&req.database)?;
+        let p = self.node(&req.database)?;
         let (rows, more) = p
+            .view()
             .get_range(
                 req.begin,
                 req.end,
@@ -150,10 +151,10 @@ impl Database for ComputeService {
         req: Request<ChangesRequest>,
     ) -> Result<Response<Self::ChangesStream>, Status> {
         let req = req.into_inner();
-        let p = self.primary(&req.database)?;
+        let p = self.node(&req.database)?;
         // The pageserver holds every ingested commit (the hot tier only the newest values), so
         // it serves the feed; new commits reach it within milliseconds.
-        let stream = p.pageserver().changes(req).await?.into_inner();
+        let stream = p.view().pageserver().changes(req).await?.into_inner();
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -162,8 +163,9 @@ impl Database for ComputeService {
         req: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         let req = req.into_inner();
-        let p = self.primary(&req.database)?;
+        let p = self.node(&req.database)?;
         let entries = p
+            .view()
             .history(req.key, Version(req.from_version), Version(req.to_version))
             .await?;
         Ok(Response::new(HistoryResponse { entries }))
@@ -174,17 +176,17 @@ impl Database for ComputeService {
         req: Request<VersionAtRequest>,
     ) -> Result<Response<VersionAtResponse>, Status> {
         let req = req.into_inner();
-        let p = self.primary(&req.database)?;
-        let version = p.version_at(req.timestamp_micros).await?;
+        let p = self.node(&req.database)?;
+        let version = p.view().version_at(req.timestamp_micros).await?;
         Ok(Response::new(VersionAtResponse { version: version.0 }))
     }
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchResponse>, Status> {
         let req = req.into_inner();
-        let p = self.primary(&req.database)?;
+        let p = self.node(&req.database)?;
         check_key(&req.key)?;
         let _busy = self.activity.busy();
-        let (version, value) = p.watch(req.key, req.value).await?;
+        let (version, value) = p.view().watch(req.key, req.value).await?;
         Ok(Response::new(WatchResponse {
             version: version.0,
             value,
@@ -196,7 +198,7 @@ impl Database for ComputeService {
         req: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
         let req = req.into_inner();
-        let p = self.primary(&req.database)?;
+        let p = self.node(&req.database)?;
         let read_version = Version(req.read_version);
         if req.mutations.is_empty() && req.write_conflicts.is_empty() {
             // A read-only transaction is serializable at its read version: nothing to commit.
@@ -253,7 +255,9 @@ impl Database for ComputeService {
             .sum::<usize>();
         check_transaction_size(size)?;
         let (version, commit_time_micros, order) =
-            p.commit(read_version, reads, writes, mutations).await?;
+            p.primary()?
+                .commit(read_version, reads, writes, mutations)
+                .await?;
         Ok(Response::new(CommitResponse {
             version: version.0,
             commit_time_micros,

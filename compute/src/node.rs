@@ -1,0 +1,52 @@
+//! What a compute is for one database: its primary, or a read replica of it.
+
+use std::sync::Arc;
+
+use ferrisdb_common::{Result, Version};
+
+use crate::primary::Primary;
+use crate::replica::Replica;
+use crate::view::DatabaseView;
+
+/// The role this compute plays for one database, once it has one.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// It won the database's term and commits.
+    Primary(Arc<Primary>),
+    /// It follows the WAL and serves read-only transactions.
+    Replica(Arc<Replica>),
+}
+
+impl Node {
+    /// What reads are answered from.
+    pub fn view(&self) -> &Arc<DatabaseView> {
+        match self {
+            Node::Primary(p) => p.view(),
+            Node::Replica(r) => r.view(),
+        }
+    }
+
+    /// The version a new transaction reads at: the latest commit, or the newest applied.
+    pub fn read_version(&self) -> Result<Version> {
+        match self {
+            Node::Primary(p) => p.read_version(),
+            Node::Replica(r) => Ok(r.view().latest()),
+        }
+    }
+
+    /// The primary, or the `read_only` error a replica gives writes.
+    pub fn primary(&self) -> Result<&Arc<Primary>> {
+        match self {
+            Node::Primary(p) => Ok(p),
+            Node::Replica(r) => Err(r.refuse_commit()),
+        }
+    }
+
+    /// Status for the admin API.
+    pub fn status(&self) -> serde_json::Value {
+        match self {
+            Node::Primary(p) => p.status(),
+            Node::Replica(r) => r.status(),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! A read replica: follows the committed WAL from the safekeepers into its own hot tier and
+//! serves read-only transactions at the newest version it has applied.
+//!
+//! It starts at what the pageserver has ingested (the hot tier's floor: everything below comes
+//! from the pageserver) and applies each record the safekeepers stream. Safekeepers stream only
+//! committed WAL, so a replica never shows a version the primary did not commit; it may lag,
+//! and a read at a version it has not reached yet gets `future_version`. Commits are refused
+//! with `read_only`, naming the primary when the replica was told where it is.
+
+use std::sync::Arc;
+
+use ferrisdb_common::proto::PageserverStatusRequest;
+use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use ferrisdb_common::wal::WalRecord;
+use ferrisdb_common::wal_follower::{self, WalSink};
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::metrics::Metrics;
+use crate::primary::Tiers;
+use crate::view::DatabaseView;
+
+/// A replica of one database.
+#[derive(Debug)]
+pub struct Replica {
+    view: Arc<DatabaseView>,
+    primary_endpoint: Option<String>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where the follower applies records: the view's hot tier, then its visible version, then
+/// its watches (the same order as the primary's committer, which watches rely on).
+struct Applier {
+    view: Arc<DatabaseView>,
+    applied: watch::Sender<Version>,
+}
+
+impl WalSink for Applier {
+    fn database(&self) -> &str {
+        self.view.database()
+    }
+
+    fn applied_lsn(&self) -> u64 {
+        self.applied.borrow().0
+    }
+
+    fn apply(&self, records: &[WalRecord]) -> Result<()> {
+        for r in records {
+            self.view
+                .hot()
+                .apply(r.version, r.commit_time_micros, &r.mutations);
+            self.applied.send_replace(r.version);
+            self.view.watches().on_commit(r.version, &r.mutations);
+        }
+        Ok(())
+    }
+}
+
+impl Replica {
+    /// Starts following `database`'s WAL from what the pageserver has ingested.
+    pub async fn start(
+        database: String,
+        safekeepers: Vec<String>,
+        pageserver: PageserverClient<Channel>,
+        metrics: Metrics,
+        tiers: Tiers,
+        primary_endpoint: Option<String>,
+    ) -> Result<Arc<Replica>> {
+        let req = PageserverStatusRequest {
+            database: database.clone(),
+        };
+        let status = pageserver.clone().get_status(req).await?.into_inner();
+        let floor = Version(status.ingested_version);
+        let (view, applied) =
+            DatabaseView::new(database.clone(), floor, pageserver, metrics, &tiers);
+        let view = Arc::new(view);
+        let applier = Applier {
+            view: view.clone(),
+            applied,
+        };
+        let follow = tokio::spawn(async move {
+            if let Err(e) = wal_follower::follow(&applier, &safekeepers).await {
+                tracing::error!(database = applier.database(), error = %e, "replica stopped following the WAL");
+            }
+        });
+        let evict = tokio::spawn(view.clone().evict_loop(None));
+        tracing::info!(%database, %floor, "replica following the WAL");
+        Ok(Arc::new(Replica {
+            view,
+            primary_endpoint,
+            tasks: vec![follow, evict],
+        }))
+    }
+
+    /// What reads are answered from.
+    pub fn view(&self) -> &Arc<DatabaseView> {
+        &self.view
+    }
+
+    /// The `read_only` error a commit gets here.
+    pub fn refuse_commit(&self) -> Error {
+        let whom = match &self.primary_endpoint {
+            Some(p) => format!("commit at the primary, {p}"),
+            None => "commit at the primary".to_string(),
+        };
+        Error::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "this compute is a read replica of {:?}; {whom}",
+                self.view.database()
+            ),
+        )
+    }
+
+    /// Status for the admin API.
+    pub fn status(&self) -> serde_json::Value {
+        let mut status = serde_json::json!({
+            "role": "replica",
+            "applied_version": self.view.latest(),
+            "primary_endpoint": self.primary_endpoint,
+        });
+        if let (Some(s), serde_json::Value::Object(tiers)) =
+            (status.as_object_mut(), self.view.tier_status())
+        {
+            s.extend(tiers);
+        }
+        status
+    }
+
+    /// Stops following.
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,325 @@
+//! The read side of one database on this compute: the tiers, the version reads may see, and
+//! the watches. A primary and a read replica differ only in how versions become visible (the
+//! commit pipeline, or the WAL followed from the safekeepers); everything they answer from is
+//! this view.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use ferrisdb_common::proto::{
+    HistoryEntry, HistoryRequest, PageGetRangeRequest, PageserverStatusRequest, VersionAtRequest,
+};
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::hot_tier::HotTier;
+use crate::metrics::Metrics;
+use crate::primary::{PointReader, Tiers};
+use crate::proposer::Proposer;
+use crate::watches::{Fired, Watches};
+
+/// How often the pageserver's ingest position is polled to evict the hot tier.
+const EVICT_EVERY: Duration = Duration::from_millis(200);
+
+/// Outstanding watches one compute holds per database before refusing more.
+const MAX_WATCHES: usize = 100_000;
+
+/// One database's tiers and what of it is visible.
+#[derive(Debug)]
+pub struct DatabaseView {
+    database: String,
+    hot: Arc<HotTier>,
+    /// The newest version reads may see: the latest commit (primary) or the latest applied
+    /// WAL record (replica).
+    visible: watch::Receiver<Version>,
+    pageserver: PageserverClient<Channel>,
+    /// Point reads through the hot tier, the warm tier and the pageserver.
+    reader: PointReader,
+    /// Clients waiting for keys to change.
+    watches: Arc<Watches>,
+    metrics: Metrics,
+}
+
+impl DatabaseView {
+    /// A view whose hot tier holds every commit above `floor` (none yet), made visible
+    /// through the returned sender.
+    pub fn new(
+        database: String,
+        floor: Version,
+        pageserver: PageserverClient<Channel>,
+        metrics: Metrics,
+        tiers: &Tiers,
+    ) -> (DatabaseView, watch::Sender<Version>) {
+        let warm = tiers.warm.as_ref().map(|w| Arc::new(w.tier()));
+        let mut hot = HotTier::new(floor).with_budget(tiers.hot_budget_bytes);
+        if let Some(w) = &warm {
+            hot = hot.with_observer(w.clone());
+        }
+        let hot = Arc::new(hot);
+        metrics
+            .hot_tier_budget_bytes
+            .set(i64::try_from(hot.budget()).unwrap_or(i64::MAX));
+        let (visible_tx, visible) = watch::channel(floor);
+        let reader = PointReader {
+            hot: hot.clone(),
+            warm,
+            pageserver: pageserver.clone(),
+            database: database.clone(),
+            metrics: metrics.clone(),
+        };
+        let view = DatabaseView {
+            database,
+            hot,
+            visible,
+            pageserver,
+            reader,
+            watches: Arc::new(Watches::new(MAX_WATCHES)),
+            metrics,
+        };
+        (view, visible_tx)
+    }
+
+    /// The database.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The hot tier.
+    pub fn hot(&self) -> &Arc<HotTier> {
+        &self.hot
+    }
+
+    /// Point reads through the tiers.
+    pub fn reader(&self) -> &PointReader {
+        &self.reader
+    }
+
+    /// The watch table, told of every batch made visible.
+    pub fn watches(&self) -> &Arc<Watches> {
+        &self.watches
+    }
+
+    /// The pageserver client.
+    pub fn pageserver(&self) -> PageserverClient<Channel> {
+        self.pageserver.clone()
+    }
+
+    /// The newest visible version.
+    pub fn latest(&self) -> Version {
+        *self.visible.borrow()
+    }
+
+    /// The tiers' part of `/v1/status`.
+    pub fn tier_status(&self) -> serde_json::Value {
+        let (floor, entries, bytes) = self.hot.stats();
+        let budget = Some(self.hot.budget()).filter(|b| *b != usize::MAX);
+        let warm = self.reader.warm.as_ref().map(|w| w.status());
+        serde_json::json!({
+            "hot_tier": {
+                "floor": floor,
+                "entries": entries,
+                "bytes": bytes,
+                "budget_bytes": budget,
+                "over_budget": self.hot.over_budget(),
+            },
+            "warm_tier": warm,
+        })
+    }
+
+    /// Refuses versions above what is visible here with `future_version`.
+    pub fn check_version(&self, version: Version) -> Result<()> {
+        let committed = *self.visible.borrow();
+        if version > committed {
+            return Err(Error::new(
+                ErrorKind::FutureVersion,
+                format!("version {version} is newer than the latest commit {committed}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A point read at `version`.
+    pub async fn get(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
+        self.check_version(version)?;
+        self.reader.read(key, version).await
+    }
+
+    /// A range read at `version`: the pageserver's answer at the hot tier's floor, overlaid
+    /// with the hot tier's newer entries.
+    pub async fn get_range(
+        &self,
+        begin: Bytes,
+        end: Bytes,
+        version: Version,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+        self.check_version(version)?;
+        let (hot, at) = self.hot.range(&begin, &end, version);
+        self.metrics.reads.with_label_values(&["range"]).inc();
+        hot.read_range(begin, end, limit, reverse, |lo, hi, n| {
+            let req = PageGetRangeRequest {
+                database: self.database.clone(),
+                begin: lo,
+                end: hi,
+                version: at.0,
+                limit: n.min(u32::MAX as usize) as u32,
+                reverse,
+            };
+            let mut pageserver = self.pageserver.clone();
+            async move {
+                let resp = pageserver.get_range(req).await?.into_inner();
+                let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+                Ok((rows, resp.more))
+            }
+        })
+        .await
+    }
+
+    /// Waits until the committed value of `key` differs from `known`; returns the version
+    /// that made it differ (the latest, if it already does) and the value there.
+    pub async fn watch(&self, key: Bytes, known: Option<Bytes>) -> Result<Fired> {
+        // Register before reading, so a commit between the read and the wait is not missed
+        // (see the watches module).
+        let fired = self.watches.register(key.clone(), known.clone())?;
+        let now = *self.visible.borrow();
+        let current = self.reader.read(key, now).await?;
+        if current != known {
+            return Ok((now, current));
+        }
+        fired.await.map_err(|_| {
+            Error::unavailable("the compute stopped serving this database; watch again")
+        })
+    }
+
+    /// Every version of `key` in `[from, to]` (`to` 0: the latest), oldest first: the
+    /// pageserver's up to the hot tier's floor, the hot tier's above it.
+    pub async fn history(
+        &self,
+        key: Bytes,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<HistoryEntry>> {
+        let committed = *self.visible.borrow();
+        let to = if to == Version::ZERO { committed } else { to };
+        self.check_version(to)?;
+        let (hot, floor) = self.hot.history(&key, to);
+        let key_for_reads = key.clone();
+        let mut entries = Vec::new();
+        if from <= floor {
+            let req = HistoryRequest {
+                database: self.database.clone(),
+                key: key_for_reads,
+                from_version: from.0,
+                to_version: to.min(floor).0,
+            };
+            // Version 0 means "latest" on the wire; an empty range below version 1 has nothing.
+            if req.to_version > 0 {
+                entries = self
+                    .pageserver
+                    .clone()
+                    .history(req)
+                    .await?
+                    .into_inner()
+                    .entries;
+            }
+        }
+        for (v, time, value, range_clear) in hot.into_iter().filter(|e| e.0 >= from) {
+            // A range clear is a version of this key only where it removed a value.
+            if range_clear {
+                let had_value = match entries.last() {
+                    Some(prev) => prev.value.is_some(),
+                    None => self.get(key.clone(), Version(v.0 - 1)).await?.is_some(),
+                };
+                if !had_value {
+                    continue;
+                }
+            }
+            entries.push(HistoryEntry {
+                version: v.0,
+                commit_time_micros: time,
+                value,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The latest committed version at or before `time_micros` (0: nothing had committed).
+    pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
+        if let Some(v) = self.hot.version_at(time_micros) {
+            return Ok(v);
+        }
+        // Read before asking: if a later commit existed already, the answer cannot change.
+        let settled = time_micros < self.hot.last_commit_time();
+        if let Some(warm) = &self.reader.warm {
+            let cached = warm.version_at(time_micros).await;
+            let outcome = if cached.is_some() { "hit" } else { "miss" };
+            self.metrics
+                .version_at_cache
+                .with_label_values(&[outcome])
+                .inc();
+            if let Some(v) = cached {
+                return Ok(v);
+            }
+        }
+        // Older than every hot commit: the pageserver has all of those versions.
+        let req = VersionAtRequest {
+            database: self.database.clone(),
+            timestamp_micros: time_micros,
+        };
+        let version = Version(
+            self.pageserver
+                .clone()
+                .version_at(req)
+                .await?
+                .into_inner()
+                .version,
+        );
+        if let Some(warm) = &self.reader.warm
+            && settled
+        {
+            warm.remember_version_at(time_micros, version).await;
+        }
+        Ok(version)
+    }
+
+    /// Raises the hot tier's floor as the pageserver ingests, and keeps the tier gauges
+    /// current. A primary passes its proposer, which may let the safekeepers drop WAL the
+    /// bucket holds.
+    pub async fn evict_loop(self: Arc<Self>, proposer: Option<Arc<Proposer>>) {
+        loop {
+            tokio::time::sleep(EVICT_EVERY).await;
+            let req = PageserverStatusRequest {
+                database: self.database.clone(),
+            };
+            if let Ok(resp) = self.pageserver.clone().get_status(req).await {
+                let resp = resp.into_inner();
+                if let Some(p) = &proposer {
+                    p.set_log_start(resp.remote_consistent_version);
+                }
+                let ingested = Version(resp.ingested_version);
+                let committed = *self.visible.borrow();
+                self.hot.evict_up_to(ingested.min(committed));
+            }
+            let (_, entries, bytes) = self.hot.stats();
+            self.metrics.hot_tier_bytes.set(bytes as i64);
+            self.metrics.hot_tier_entries.set(entries as i64);
+            if let Some(warm) = &self.reader.warm {
+                let cache = warm.cache();
+                let gauge = &self.metrics.warm_tier_bytes;
+                gauge
+                    .with_label_values(&["memory"])
+                    .set(cache.memory_bytes() as i64);
+                gauge
+                    .with_label_values(&["disk"])
+                    .set(cache.disk_bytes() as i64);
+            }
+            self.metrics
+                .committed_version
+                .set(self.visible.borrow().0 as i64);
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Read replicas and failover, as separate processes: a `ferrisdb compute --replica` follows
+//! the WAL and converges to the primary without ever showing a version the primary did not
+//! commit, refuses commits naming the primary, and fires watches; a `--standby` compute takes
+//! over when the primary is killed with SIGKILL, and the SDK, given both endpoints, carries
+//! on.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferrisdb_client::{ConnectOptions, Database, ErrorKind, RetryOptions, Version};
+use support::{DevCluster, eventually, status};
+
+/// The dev compute's command line, moved to a fresh port block and cache directory, with
+/// `extra` flags.
+fn second_compute(cluster: &DevCluster, name: &str, extra: &[&str]) -> (Vec<String>, u16) {
+    let base = support::free_base_port();
+    let mut argv = cluster.component("compute").argv;
+    let set = |argv: &mut Vec<String>, flag: &str, value: String| {
+        let i = argv.iter().position(|a| a == flag).unwrap();
+        argv[i + 1] = value;
+    };
+    set(&mut argv, "--listen-grpc", format!("127.0.0.1:{base}"));
+    set(&mut argv, "--listen-http", format!("127.0.0.1:{}", base + 80));
+    set(
+        &mut argv,
+        "--warm-tier-dir",
+        cluster.data_dir.join(format!("{name}-cache")).display().to_string(),
+    );
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    (argv, base)
+}
+
+fn counter(v: Option<Bytes>) -> u64 {
+    v.map_or(0, |b| String::from_utf8_lossy(&b).parse().unwrap())
+}
+
+async fn read_at(db: &Database, key: &str, at: Option<Version>) -> (Version, Option<Bytes>) {
+    let tx = db.create_transaction();
+    if let Some(v) = at {
+        tx.set_read_version(v).unwrap();
+    }
+    let value = tx.get(key.to_string()).await.unwrap();
+    (tx.read_version().await.unwrap(), value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let primary = cluster.db(Duration::from_secs(20)).await;
+    primary
+        .run(|tx| async move {
+            tx.set("n", "0");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (argv, base) = second_compute(
+        &cluster,
+        "replica",
+        &["--replica", "--primary-endpoint", &cluster.endpoint()],
+    );
+    cluster.spawn_argv("replica", &argv);
+    let replica_ep = format!("http://127.0.0.1:{base}");
+    let replica = Database::connect(&replica_ep).await.unwrap();
+    eventually(Duration::from_secs(30), "the replica serves", || async {
+        replica.create_transaction().get("n").await.is_ok()
+    })
+    .await;
+
+    // A watch on the replica fires when the primary commits.
+    let watch = tokio::spawn(replica.watch("flag").await.unwrap());
+
+    // The primary counts to 150 while the replica is read; every replica snapshot must be one
+    // the primary committed: the primary's own read at that version agrees.
+    let writer = {
+        let db = primary.clone();
+        tokio::spawn(async move {
+            for _ in 0..150 {
+                db.run(|tx| async move {
+                    let n = counter(tx.get("n").await?);
+                    tx.set("n", (n + 1).to_string());
+                    tx.set(format!("item/{:04}", n + 1), "x");
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            }
+        })
+    };
+    let mut checked = 0;
+    let mut last = (Version(0), 0);
+    while !writer.is_finished() {
+        let (at, value) = read_at(&replica, "n", None).await;
+        let n = counter(value);
+        let (_, on_primary) = read_at(&primary, "n", Some(at)).await;
+        assert_eq!(counter(on_primary), n, "replica at {at} shows what the primary had there");
+        assert!(at >= last.0 && n >= last.1, "the replica never goes back: {last:?} then ({at}, {n})");
+        // A range read at the same version agrees with the counter (one transaction wrote both).
+        let tx = replica.create_transaction();
+        tx.set_read_version(at).unwrap();
+        assert_eq!(tx.get_range("item/", "item0", 0).await.unwrap().len() as u64, n);
+        last = (at, n);
+        checked += 1;
+    }
+    writer.await.unwrap();
+    assert!(checked > 3, "the replica was read while the primary wrote ({checked} times)");
+    eventually(Duration::from_secs(30), "the replica converges", || async {
+        counter(read_at(&replica, "n", None).await.1) == 150
+    })
+    .await;
+
+    primary
+        .run(|tx| async move {
+            tx.set("flag", "up");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(20), watch)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.value.as_deref(), Some(&b"up"[..]));
+
+    // Writes to the replica are refused, naming the primary.
+    let tx = replica.create_transaction();
+    tx.set("nope", "1");
+    let e = tx.commit().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ReadOnly);
+    assert!(e.message().contains(&cluster.endpoint()), "{e}");
+    // An SDK given the replica first moves to the primary for the write.
+    let both = Database::connect_with(
+        ConnectOptions::new(&format!("{replica_ep},{}", cluster.endpoint())).retry(
+            RetryOptions {
+                timeout: Duration::from_secs(20),
+                ..RetryOptions::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    both.run(|tx| async move {
+        tx.set("routed", "yes");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(both.current_endpoint(), cluster.endpoint());
+    let s = status(&format!("http://127.0.0.1:{}", base + 80)).await.unwrap();
+    assert_eq!(s["primary"]["role"], "replica", "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_when_the_primary_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let (argv, base) = second_compute(
+        &cluster,
+        "standby",
+        &["--standby", "--primary-endpoint", &cluster.endpoint()],
+    );
+    cluster.spawn_argv("standby", &argv);
+    let standby_http = format!("http://127.0.0.1:{}", base + 80);
+    eventually(Duration::from_secs(30), "the standby follows", || async {
+        status(&standby_http)
+            .await
+            .is_some_and(|s| s["primary"]["role"] == "replica")
+    })
+    .await;
+
+    let db = Database::connect_with(
+        ConnectOptions::new(&format!("{},http://127.0.0.1:{base}", cluster.endpoint())).retry(
+            RetryOptions {
+                timeout: Duration::from_secs(30),
+                ..RetryOptions::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    let ok = Arc::new(AtomicU64::new(0));
+    let unknown = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (db, ok, unknown, stop) = (db.clone(), ok.clone(), unknown.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = db
+                    .run(|tx| async move {
+                        let n = counter(tx.get("n").await?);
+                        tx.set("n", (n + 1).to_string());
+                        Ok(())
+                    })
+                    .await;
+                match r {
+                    Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(e) if e.kind() == ErrorKind::CommitUnknownResult => {
+                        unknown.fetch_add(1, Ordering::SeqCst)
+                    }
+                    Err(e) => panic!("increment failed: {e}"),
+                };
+            }
+        }));
+    }
+    let wait_for = |n: u64| {
+        let ok = ok.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while ok.load(Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "stuck below {n} increments");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(40).await;
+    let old = cluster.component("compute");
+    DevCluster::kill_pid(old.pid);
+    let before = ok.load(Ordering::SeqCst);
+    wait_for(before + 40).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let s = status(&standby_http).await.unwrap();
+    assert_eq!(s["primary"]["role"], "primary", "the standby took over: {s}");
+    let standby = Database::connect(&format!("http://127.0.0.1:{base}")).await.unwrap();
+    let n = counter(read_at(&standby, "n", None).await.1);
+    let (ok, unknown) = (ok.load(Ordering::SeqCst), unknown.load(Ordering::SeqCst));
+    assert!(
+        n >= ok && n <= ok + unknown,
+        "every acknowledged increment survived the failover, none was invented: n={n} ok={ok} unknown={unknown}"
+    );
+}
