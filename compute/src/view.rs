@@ -53,7 +53,7 @@ impl DatabaseView {
         metrics: Metrics,
         tiers: &Tiers,
     ) -> (DatabaseView, watch::Sender<Version>) {
-        let warm = tiers.warm.as_ref().map(|w| Arc::new(w.tier()));
+        let warm = tiers.warm.as_ref().map(|w| Arc::new(w.tier(floor)));
         let mut hot = HotTier::new(floor).with_budget(tiers.hot_budget_bytes);
         if let Some(w) = &warm {
             hot = hot.with_observer(w.clone());

@@ -36,10 +36,17 @@
 //!
 //! # Incarnations
 //!
-//! The foyer cache is shared by every database this compute serves. Each primary's view has a
-//! fresh incarnation number prefixed to its keys, so a new primary (whose marks start empty)
-//! never sees entries a previous one cached; the disk tier is opened without recovery, so
-//! nothing from an earlier process is read back either.
+//! The foyer cache is shared by every database this compute serves. Each primary's (or
+//! replica's) view has a fresh incarnation number prefixed to its keys, so a new view never
+//! sees entries a previous one cached; the disk tier is opened without recovery, so nothing
+//! from an earlier process is read back either.
+//!
+//! A view's hot tier starts at some floor `s` (where the primary won its term, or what the
+//! pageserver had ingested when the replica started): changes at or below `s` never passed
+//! through it and were never marked. Its marks therefore start at `s`, as if every key had
+//! changed there, so only entries read at or above `s` can hit. Without that, a time-travel
+//! read at 50 would be served again for a read at 94 although the key changed at 80, before
+//! this compute started.
 //!
 //! # Metadata in moka
 //!
@@ -139,14 +146,18 @@ impl WarmCache {
         }))
     }
 
-    /// A fresh view for one primary (see "Incarnations" in the module doc).
-    pub fn tier(self: &Arc<Self>) -> WarmTier {
+    /// A fresh view for one primary or replica whose hot tier holds every commit above
+    /// `since` (see "Incarnations" in the module doc).
+    pub fn tier(self: &Arc<Self>, since: Version) -> WarmTier {
         let incarnation = self.next_incarnation.fetch_add(1, Ordering::Relaxed);
         WarmTier {
             cache: self.clone(),
             prefix: incarnation.to_be_bytes(),
-            stale: (0..STALE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            stale_ranges: AtomicU64::new(0),
+            // Changes at or below `since` never passed through this hot tier, so nothing
+            // marks them: count every key as changed at `since`, which makes entries read
+            // below it miss.
+            stale: (0..STALE_BUCKETS).map(|_| AtomicU64::new(since.0)).collect(),
+            stale_ranges: AtomicU64::new(since.0),
             version_at: moka::future::Cache::new(VERSION_AT_ENTRIES),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -209,7 +220,7 @@ impl WarmTier {
         };
         // Without a disk tier the builder completes without awaiting anything.
         let cache = futures::executor::block_on(WarmCache::open(&config))?;
-        Ok(cache.tier())
+        Ok(cache.tier(Version::ZERO))
     }
 
     fn bucket(&self, key: &[u8]) -> &AtomicU64 {
@@ -546,12 +557,30 @@ mod tests {
             disk: Some((dir.path().join("warm"), 16 << 20)),
         };
         let cache = WarmCache::open(&config).await.unwrap();
-        let warm = cache.tier();
+        let warm = cache.tier(Version::ZERO);
         warm.insert(b"k", Version(3), Some(&b("v")));
         assert_eq!(warm.get(b"k", Version(3)).await, Some(Some(b("v"))));
         assert_eq!(cache.capacity(), (1 << 20, 16 << 20));
         assert!(dir.path().join("warm").is_dir());
         // Another primary's view never sees this one's entries.
-        assert_eq!(cache.tier().get(b"k", Version(3)).await, None);
+        assert_eq!(cache.tier(Version::ZERO).get(b"k", Version(3)).await, None);
+    }
+
+    /// A compute restarted (or a replica started) at version 100 never saw the changes below
+    /// it: a value read at 50 says nothing about version 94, even with no marks at all.
+    #[tokio::test]
+    async fn entries_below_the_hot_tiers_start_are_never_trusted() {
+        let cache = WarmCache::open(&WarmTierConfig {
+            memory_bytes: 1 << 20,
+            disk: None,
+        })
+        .await
+        .unwrap();
+        let warm = cache.tier(Version(100));
+        warm.insert(b"k", Version(50), Some(&b("old")));
+        assert_eq!(warm.get(b"k", Version(94)).await, None);
+        assert_eq!(warm.get(b"k", Version(50)).await, None);
+        warm.insert(b"k", Version(120), Some(&b("new")));
+        assert_eq!(warm.get(b"k", Version(130)).await, Some(Some(b("new"))));
     }
 }
