@@ -79,10 +79,23 @@ fn outcome<T>(r: &ferrisdb_client::Result<T>) -> Outcome {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
 /// Kills the compute with SIGKILL `kills` times, at random moments spread over `span`, and
 /// starts it again each time from its recorded command line; then lets the workload run for
 /// `tail` more. Returns when done.
 async fn chaos(
+    name: &str,
     cluster: &mut DevCluster,
     rng: &mut Rng,
     kills: u32,
@@ -95,13 +108,21 @@ async fn chaos(
     for k in 0..kills {
         let wait = rng.range(slot.as_millis() as u64 / 3, slot.as_millis() as u64);
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        assert!(alive(pid), "the compute (pid {pid}) is not running");
         DevCluster::kill_pid(pid);
+        support::eventually(
+            Duration::from_secs(10),
+            "the killed compute is gone",
+            || std::future::ready(!alive(pid)),
+        )
+        .await;
         let down = Duration::from_millis(rng.range(0, 300));
         tokio::time::sleep(down).await;
         // `restart` waits (blocking) for the ports to be free and for the process to stay up.
         pid = tokio::task::block_in_place(|| cluster.restart(&compute));
+        assert!(alive(pid), "the restarted compute (pid {pid}) exited");
         eprintln!(
-            "kill {}: compute killed, down {down:?}, restarted as pid {pid}",
+            "{name}: kill {}: compute killed, down {down:?}, restarted as pid {pid}",
             k + 1
         );
     }
@@ -124,6 +145,30 @@ fn log_entry(from: u64, to: u64, amount: u64) -> Bytes {
         v.extend_from_slice(&n.to_le_bytes());
     }
     Bytes::from(v)
+}
+
+/// Moves up to `want` from one account to another (as much as `from` holds), and logs what
+/// it moved under `log`, all in `tx`.
+async fn transfer(
+    tx: Transaction,
+    from: u64,
+    to: u64,
+    want: u64,
+    log: Bytes,
+) -> ferrisdb_client::Result<()> {
+    let balance = async |i: u64| -> ferrisdb_client::Result<u64> {
+        match tx.get(account(i)).await? {
+            Some(v) => Ok(u64_of(&v)),
+            None => panic!("account {i} is missing"),
+        }
+    };
+    let a = balance(from).await?;
+    let b = balance(to).await?;
+    let amount = want.min(a);
+    tx.set(account(from), (a - amount).to_le_bytes().to_vec());
+    tx.set(account(to), (b + amount).to_le_bytes().to_vec());
+    tx.set(log, log_entry(from, to, amount));
+    Ok(())
 }
 
 /// Every account's balance, read in one transaction (directly or at snapshot isolation).
@@ -168,20 +213,7 @@ async fn bank_total_holds_in_every_read_through_compute_kills() {
                 let want = rng.range(1, 30);
                 let log = Bytes::from(format!("bank/log/{t:02}-{n:06}"));
                 n += 1;
-                let r = db
-                    .run(|tx| {
-                        let log = log.clone();
-                        async move {
-                            let a = u64_of(&tx.get(account(from)).await?.unwrap());
-                            let b = u64_of(&tx.get(account(to)).await?.unwrap());
-                            let amount = want.min(a);
-                            tx.set(account(from), (a - amount).to_le_bytes().to_vec());
-                            tx.set(account(to), (b + amount).to_le_bytes().to_vec());
-                            tx.set(log, log_entry(from, to, amount));
-                            Ok(())
-                        }
-                    })
-                    .await;
+                let r = db.run(|tx| transfer(tx, from, to, want, log.clone())).await;
                 let o = outcome(&r);
                 if o != Outcome::Committed {
                     // The compute is likely down: give it a moment.
@@ -222,11 +254,12 @@ async fn bank_total_holds_in_every_read_through_compute_kills() {
 
     let kills = rng.range(2, 4) as u32;
     chaos(
+        "bank",
         &mut cluster,
         &mut rng,
         kills,
-        Duration::from_secs(9),
-        Duration::from_secs(2),
+        Duration::from_secs(15),
+        Duration::from_secs(3),
     )
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -254,6 +287,12 @@ async fn bank_total_holds_in_every_read_through_compute_kills() {
     // After the run: the total, the log against what the clients were told, and the balances
     // against the logged transfers.
     let db = cluster.db(Duration::from_secs(30)).await;
+    // The restarted compute takes one more transfer.
+    let last = Bytes::from_static(b"bank/log/last");
+    db.run(|tx| transfer(tx, 0, 1, 1, last.clone()))
+        .await
+        .unwrap();
+    outcomes.insert(last, Outcome::Committed);
     for snapshot in [false, true] {
         let rows = balances(&db, snapshot).await.unwrap();
         assert_eq!(rows.len() as u64, ACCOUNTS, "seed {seed}: accounts lost");
@@ -437,11 +476,12 @@ async fn cycle_stays_one_ring_through_compute_kills() {
 
     let kills = rng.range(2, 4) as u32;
     chaos(
+        "cycle",
         &mut cluster,
         &mut rng,
         kills,
-        Duration::from_secs(9),
-        Duration::from_secs(2),
+        Duration::from_secs(15),
+        Duration::from_secs(3),
     )
     .await;
     stop.store(true, Ordering::SeqCst);

@@ -228,7 +228,9 @@ impl Transaction {
     /// The value of `key`, seeing this transaction's own writes.
     pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>> {
         let key = key.into();
-        {
+        // The atomic ops written before this read, as they stand when it is issued: other
+        // reads may resolve them, or writes add to them, while it waits for the stored value.
+        let ops = {
             let s = self.state()?;
             if s.unreadable.contains(&key) {
                 return Err(unreadable(&key));
@@ -239,21 +241,25 @@ impl Transaction {
             if s.own.is_cleared(&key) {
                 return Ok(None);
             }
-        }
+            s.pending.get(&key).cloned()
+        };
         let stored = self.get_stored(&key).await?;
-        let mut s = self.state()?;
-        let Some(ops) = s.pending.remove(&key) else {
+        let Some(ops) = ops else {
             return Ok(stored);
         };
-        // The atomic ops written before this read, applied to what it found: from now on the
-        // transaction knows the key's value.
+        // Those ops applied to what the read found.
         let mut value = stored.map(|v| v.to_vec());
-        for (op, param) in ops {
-            value = atomic::apply(op, value.as_deref(), &param)
+        for (op, param) in &ops {
+            value = atomic::apply(*op, value.as_deref(), param)
                 .map_err(|e| Error::invalid(e.to_string()))?;
         }
         let value = value.map(Bytes::from);
-        s.own.entries.insert(key, value.clone());
+        // If nothing changed the key meanwhile, the transaction now knows its value.
+        let mut s = self.state()?;
+        if s.pending.get(&key) == Some(&ops) {
+            s.pending.remove(&key);
+            s.own.entries.insert(key, value.clone());
+        }
         Ok(value)
     }
 
@@ -300,21 +306,20 @@ impl Transaction {
             return Ok(Vec::new());
         }
         // Keys with atomic ops pending are read first, which makes their values known.
-        let (pending, stamped): (Vec<Bytes>, Option<Bytes>) = {
+        let (pending, stamped): (Vec<Bytes>, BTreeSet<Bytes>) = {
             let s = self.state()?;
             let inside = |k: &&Bytes| begin <= **k && **k < end;
             (
                 s.pending.keys().filter(inside).cloned().collect(),
-                s.unreadable.iter().find(inside).cloned(),
+                s.unreadable.iter().filter(inside).cloned().collect(),
             )
         };
-        if let Some(k) = stamped {
-            return Err(unreadable(&k));
-        }
         for k in pending {
             self.get(k).await?;
         }
         // The own writes inside the range, copied so no lock is held across the reads.
+        // A key with a versionstamped value holds its place (its value is unknown): reading
+        // it is refused below only if the answer includes it, as in FoundationDB.
         let own = {
             let s = self.state()?;
             Overlay {
@@ -323,6 +328,7 @@ impl Transaction {
                     .entries
                     .range::<Bytes, _>((Bound::Included(&begin), Bound::Excluded(&end)))
                     .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain(stamped.iter().map(|k| (k.clone(), Some(Bytes::new()))))
                     .collect(),
                 cleared: s
                     .own
@@ -358,6 +364,9 @@ impl Transaction {
                 },
             )
             .await?;
+        if let Some((k, _)) = rows.iter().find(|(k, _)| stamped.contains(k)) {
+            return Err(unreadable(k));
+        }
         // Conflict on what was actually read: the whole range, or up to the last row returned.
         let cut = opts.limit != 0 && rows.len() == opts.limit;
         let (lo, hi) = match (cut, rows.last(), opts.reverse) {
