@@ -221,11 +221,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let plans = plan(&args, &data_dir, &object_store)?;
     let proxy_addr = addr(args.base_port);
     let mut proxy = match args.suspend_after {
-        Some(_) => Some(tokio::net::TcpListener::bind(proxy_addr).await.map_err(|e| {
-            Error::unavailable(format!(
-                "port {proxy_addr} for the wake proxy is not free ({e}); try --base-port"
-            ))
-        })?),
+        Some(_) => Some(
+            tokio::net::TcpListener::bind(proxy_addr)
+                .await
+                .map_err(|e| {
+                    Error::unavailable(format!(
+                        "port {proxy_addr} for the wake proxy is not free ({e}); try --base-port"
+                    ))
+                })?,
+        ),
         None => None,
     };
     for p in &plans {

@@ -296,14 +296,14 @@ fn main() -> ExitCode {
             } => {
                 init_tracing("info");
                 let warm_dir = warm_tier_dir.unwrap_or_else(|| {
-                    std::env::temp_dir()
-                        .join(format!("ferrisdb-warm-tier-{}", listen_grpc.port()))
+                    std::env::temp_dir().join(format!("ferrisdb-warm-tier-{}", listen_grpc.port()))
                 });
                 let tiers = ferrisdb_compute::primary::TierConfig {
                     hot_budget_bytes: hot_tier_budget_bytes,
                     warm: ferrisdb_compute::warm_tier::WarmTierConfig {
                         memory_bytes: warm_tier_memory_bytes,
-                        disk: (warm_tier_disk_bytes > 0).then_some((warm_dir, warm_tier_disk_bytes)),
+                        disk: (warm_tier_disk_bytes > 0)
+                            .then_some((warm_dir, warm_tier_disk_bytes)),
                     },
                 };
                 let role = match (replica, standby) {

@@ -26,11 +26,19 @@ fn second_compute(cluster: &DevCluster, name: &str, extra: &[&str]) -> (Vec<Stri
         argv[i + 1] = value;
     };
     set(&mut argv, "--listen-grpc", format!("127.0.0.1:{base}"));
-    set(&mut argv, "--listen-http", format!("127.0.0.1:{}", base + 80));
+    set(
+        &mut argv,
+        "--listen-http",
+        format!("127.0.0.1:{}", base + 80),
+    );
     set(
         &mut argv,
         "--warm-tier-dir",
-        cluster.data_dir.join(format!("{name}-cache")).display().to_string(),
+        cluster
+            .data_dir
+            .join(format!("{name}-cache"))
+            .display()
+            .to_string(),
     );
     argv.extend(extra.iter().map(|s| s.to_string()));
     (argv, base)
@@ -100,17 +108,30 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
         let (at, value) = read_at(&replica, "n", None).await;
         let n = counter(value);
         let (_, on_primary) = read_at(&primary, "n", Some(at)).await;
-        assert_eq!(counter(on_primary), n, "replica at {at} shows what the primary had there");
-        assert!(at >= last.0 && n >= last.1, "the replica never goes back: {last:?} then ({at}, {n})");
+        assert_eq!(
+            counter(on_primary),
+            n,
+            "replica at {at} shows what the primary had there"
+        );
+        assert!(
+            at >= last.0 && n >= last.1,
+            "the replica never goes back: {last:?} then ({at}, {n})"
+        );
         // A range read at the same version agrees with the counter (one transaction wrote both).
         let tx = replica.create_transaction();
         tx.set_read_version(at).unwrap();
-        assert_eq!(tx.get_range("item/", "item0", 0).await.unwrap().len() as u64, n);
+        assert_eq!(
+            tx.get_range("item/", "item0", 0).await.unwrap().len() as u64,
+            n
+        );
         last = (at, n);
         checked += 1;
     }
     writer.await.unwrap();
-    assert!(checked > 3, "the replica was read while the primary wrote ({checked} times)");
+    assert!(
+        checked > 3,
+        "the replica was read while the primary wrote ({checked} times)"
+    );
     eventually(Duration::from_secs(30), "the replica converges", || async {
         counter(read_at(&replica, "n", None).await.1) == 150
     })
@@ -138,12 +159,10 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
     assert!(e.message().contains(&cluster.endpoint()), "{e}");
     // An SDK given the replica first moves to the primary for the write.
     let both = Database::connect_with(
-        ConnectOptions::new(&format!("{replica_ep},{}", cluster.endpoint())).retry(
-            RetryOptions {
-                timeout: Duration::from_secs(20),
-                ..RetryOptions::default()
-            },
-        ),
+        ConnectOptions::new(&format!("{replica_ep},{}", cluster.endpoint())).retry(RetryOptions {
+            timeout: Duration::from_secs(20),
+            ..RetryOptions::default()
+        }),
     )
     .await
     .unwrap();
@@ -154,7 +173,9 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
     .await
     .unwrap();
     assert_eq!(both.current_endpoint(), cluster.endpoint());
-    let s = status(&format!("http://127.0.0.1:{}", base + 80)).await.unwrap();
+    let s = status(&format!("http://127.0.0.1:{}", base + 80))
+        .await
+        .unwrap();
     assert_eq!(s["primary"]["role"], "replica", "{s}");
 }
 
@@ -231,8 +252,13 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         w.await.unwrap();
     }
     let s = status(&standby_http).await.unwrap();
-    assert_eq!(s["primary"]["role"], "primary", "the standby took over: {s}");
-    let standby = Database::connect(&format!("http://127.0.0.1:{base}")).await.unwrap();
+    assert_eq!(
+        s["primary"]["role"], "primary",
+        "the standby took over: {s}"
+    );
+    let standby = Database::connect(&format!("http://127.0.0.1:{base}"))
+        .await
+        .unwrap();
     let n = counter(read_at(&standby, "n", None).await.1);
     let (ok, unknown) = (ok.load(Ordering::SeqCst), unknown.load(Ordering::SeqCst));
     assert!(

@@ -70,7 +70,9 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
 
     let https = format!("https://127.0.0.1:{}", cluster.base_port);
     let ca = cert_pem.as_bytes();
-    let good = Database::connect_with(options(&https, ca, Some(TOKEN))).await.unwrap();
+    let good = Database::connect_with(options(&https, ca, Some(TOKEN)))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let value = loop {
         match read(&good, "secret").await {
@@ -88,7 +90,9 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
 
     // No token, a wrong token: `unauthenticated`, not retried into a timeout.
     for token in [None, Some("wrong")] {
-        let db = Database::connect_with(options(&https, ca, token)).await.unwrap();
+        let db = Database::connect_with(options(&https, ca, token))
+            .await
+            .unwrap();
         let e = read(&db, "secret").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{token:?}: {e}");
     }
@@ -106,7 +110,10 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     let db = Database::connect_with(options(&https, wrong_ca.as_bytes(), Some(TOKEN)))
         .await
         .unwrap();
-    assert!(read(&db, "secret").await.is_err(), "a certificate from another CA is refused");
+    assert!(
+        read(&db, "secret").await.is_err(),
+        "a certificate from another CA is refused"
+    );
 
     // The admin API wants the token too, except for /healthz.
     let http = reqwest::Client::new();
@@ -130,6 +137,9 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     let listed = Database::connect_with(options(&format!("{dead},{https}"), ca, Some(TOKEN)))
         .await
         .unwrap();
-    assert_eq!(read(&listed, "secret").await.unwrap().as_deref(), Some(&b"42"[..]));
+    assert_eq!(
+        read(&listed, "secret").await.unwrap().as_deref(),
+        Some(&b"42"[..])
+    );
     assert_eq!(listed.current_endpoint(), https);
 }

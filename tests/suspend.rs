@@ -34,7 +34,10 @@ async fn idle_compute_exits_and_the_next_get_wakes_it() {
     // Idle for 2 s: the compute process exits by itself.
     let deadline = Instant::now() + Duration::from_secs(60);
     while alive(first) {
-        assert!(Instant::now() < deadline, "the idle compute did not suspend");
+        assert!(
+            Instant::now() < deadline,
+            "the idle compute did not suspend"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
@@ -47,13 +50,22 @@ async fn idle_compute_exits_and_the_next_get_wakes_it() {
     assert!(ok, "get after suspend failed: {out} {err}");
     assert_eq!(out.trim(), "hello");
     let second = cluster.component("compute").pid;
-    assert!(second != first && alive(second), "a new compute process serves");
+    assert!(
+        second != first && alive(second),
+        "a new compute process serves"
+    );
 
-    let cold = metric(&cluster.admin_endpoint(), "ferrisdb_compute_cold_start_seconds")
-        .await
-        .unwrap();
+    let cold = metric(
+        &cluster.admin_endpoint(),
+        "ferrisdb_compute_cold_start_seconds",
+    )
+    .await
+    .unwrap();
     assert!(cold > 0.0, "cold start recorded: {cold}");
-    println!("cold start (process start to first answered read): {:.0} ms", cold * 1000.0);
+    println!(
+        "cold start (process start to first answered read): {:.0} ms",
+        cold * 1000.0
+    );
 
     // And it keeps serving writes and reads, then suspends again.
     let (ok, _, err) = cli(&["set", "greeting", "again", "--endpoint", &ep]);
@@ -62,7 +74,10 @@ async fn idle_compute_exits_and_the_next_get_wakes_it() {
     assert_eq!(out.trim(), "again");
     let deadline = Instant::now() + Duration::from_secs(60);
     while alive(second) {
-        assert!(Instant::now() < deadline, "the woken compute did not suspend again");
+        assert!(
+            Instant::now() < deadline,
+            "the woken compute did not suspend again"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, out, _) = cli(&["get", "greeting", "--endpoint", &ep, "--timeout", "30"]);

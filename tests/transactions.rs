@@ -53,7 +53,10 @@ async fn conflicts_snapshot_reads_and_explicit_ranges() {
         &db,
         |t1| t1.set("acct/a", "11"),
         async |t2| {
-            assert_eq!(t2.get("acct/a").await.unwrap(), Some(b("11")).filter(|_| false).or(Some(b("10"))));
+            assert_eq!(
+                t2.get("acct/a").await.unwrap(),
+                Some(b("11")).filter(|_| false).or(Some(b("10")))
+            );
             t2.set("acct/b", "21");
         },
     )
@@ -87,7 +90,14 @@ async fn conflicts_snapshot_reads_and_explicit_ranges() {
         &db,
         |t1| t1.set("acct/d", "1"),
         async |t2| {
-            assert_eq!(t2.snapshot().get_range("acct/", "acct0", 0).await.unwrap().len(), 3);
+            assert_eq!(
+                t2.snapshot()
+                    .get_range("acct/", "acct0", 0)
+                    .await
+                    .unwrap()
+                    .len(),
+                3
+            );
             t2.set("x", "2");
         },
     )
@@ -127,18 +137,32 @@ async fn conflicts_snapshot_reads_and_explicit_ranges() {
         },
     )
     .await;
-    assert_eq!(out, Err(ErrorKind::NotCommitted), "a conflict-only commit conflicts");
+    assert_eq!(
+        out,
+        Err(ErrorKind::NotCommitted),
+        "a conflict-only commit conflicts"
+    );
     // ...and a transaction with only a write conflict range commits with a new version.
     let tx = db.create_transaction();
     let rv = tx.read_version().await.unwrap();
     tx.add_write_conflict_range("guard", "guard0");
     let v = tx.commit().await.unwrap();
-    assert!(v > rv, "a conflict-only transaction gets its own version ({v} > {rv})");
+    assert!(
+        v > rv,
+        "a conflict-only transaction gets its own version ({v} > {rv})"
+    );
     // A blind write never conflicts, whatever committed in between.
-    let out = race(&db, |t1| t1.set("acct/a", "13"), async |t2| t2.set("acct/a", "14")).await;
+    let out = race(
+        &db,
+        |t1| t1.set("acct/a", "13"),
+        async |t2| t2.set("acct/a", "14"),
+    )
+    .await;
     assert!(out.is_ok());
     assert_eq!(
-        db.run(|tx| async move { tx.get("acct/a").await }).await.unwrap(),
+        db.run(|tx| async move { tx.get("acct/a").await })
+            .await
+            .unwrap(),
         Some(b("14")),
         "the later commit wins"
     );
@@ -169,14 +193,31 @@ async fn key_selectors_streams_watches_and_the_read_window() {
     ];
     for (sel, want) in table {
         let got = tx.get_key(sel.clone()).await.unwrap();
-        let want = if *want == "\u{ff}" { Bytes::from_static(b"\xff") } else { b(want) };
+        let want = if *want == "\u{ff}" {
+            Bytes::from_static(b"\xff")
+        } else {
+            b(want)
+        };
         assert_eq!(got, want, "{sel:?}");
     }
     tx.set("e", "new");
     tx.clear("f");
-    assert_eq!(tx.get_key(KeySelector::first_greater_than("d")).await.unwrap(), b("e"));
-    assert_eq!(tx.get_key(KeySelector::first_greater_than("e")).await.unwrap(), b("h"));
-    assert_eq!(tx.get_key(KeySelector::last_less_than("h")).await.unwrap(), b("e"));
+    assert_eq!(
+        tx.get_key(KeySelector::first_greater_than("d"))
+            .await
+            .unwrap(),
+        b("e")
+    );
+    assert_eq!(
+        tx.get_key(KeySelector::first_greater_than("e"))
+            .await
+            .unwrap(),
+        b("h")
+    );
+    assert_eq!(
+        tx.get_key(KeySelector::last_less_than("h")).await.unwrap(),
+        b("e")
+    );
 
     // Streamed range reads: many rows in small batches, forwards and backwards, with a limit,
     // seeing the transaction's own writes.
@@ -189,16 +230,42 @@ async fn key_selectors_streams_watches_and_the_read_window() {
     let tx = db.create_transaction();
     tx.set("row/0100x", "own");
     tx.clear_range("row/0200", "row/0210");
-    let opts = RangeOptions { batch_size: 7, ..Default::default() };
-    let rows: Vec<(Bytes, Bytes)> =
-        tx.get_range_stream("row/", "row0", opts).try_collect().await.unwrap();
-    let mut want: Vec<String> = keys.iter().filter(|k| !(*k >= &"row/0200".to_string() && *k < &"row/0210".to_string())).cloned().collect();
+    let opts = RangeOptions {
+        batch_size: 7,
+        ..Default::default()
+    };
+    let rows: Vec<(Bytes, Bytes)> = tx
+        .get_range_stream("row/", "row0", opts)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut want: Vec<String> = keys
+        .iter()
+        .filter(|k| !(*k >= &"row/0200".to_string() && *k < &"row/0210".to_string()))
+        .cloned()
+        .collect();
     want.push("row/0100x".into());
     want.sort();
-    assert_eq!(rows.iter().map(|r| String::from_utf8_lossy(&r.0).into_owned()).collect::<Vec<_>>(), want);
-    assert_eq!(rows.iter().find(|r| r.0 == b("row/0100x")).unwrap().1, b("own"));
+    assert_eq!(
+        rows.iter()
+            .map(|r| String::from_utf8_lossy(&r.0).into_owned())
+            .collect::<Vec<_>>(),
+        want
+    );
+    assert_eq!(
+        rows.iter().find(|r| r.0 == b("row/0100x")).unwrap().1,
+        b("own")
+    );
     let back: Vec<(Bytes, Bytes)> = tx
-        .get_range_stream("row/", "row0", RangeOptions { reverse: true, limit: 20, batch_size: 6 })
+        .get_range_stream(
+            "row/",
+            "row0",
+            RangeOptions {
+                reverse: true,
+                limit: 20,
+                batch_size: 6,
+            },
+        )
         .try_collect()
         .await
         .unwrap();
@@ -206,7 +273,12 @@ async fn key_selectors_streams_watches_and_the_read_window() {
     assert_eq!(back[0].0, b("row/0249"));
     assert_eq!(back[19].0, b("row/0230"));
     // A consumer that stops after 3 rows reads (and conflicts on) one batch only.
-    let first: Vec<_> = db.create_transaction().get_range_stream("row/", "row0", opts).take(3).collect().await;
+    let first: Vec<_> = db
+        .create_transaction()
+        .get_range_stream("row/", "row0", opts)
+        .take(3)
+        .collect()
+        .await;
     assert_eq!(first.len(), 3);
 
     // Watches: fires when the value changes, not on a write of the same value.
@@ -214,16 +286,28 @@ async fn key_selectors_streams_watches_and_the_read_window() {
     let waiter = tokio::spawn(watch);
     put(&db, &[("other", "x")]).await;
     let changed = put(&db, &[("w", "1")]).await;
-    let event = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(event.value, Some(b("1")));
     assert_eq!(event.version, changed);
     let watch = db.watch("w").await.unwrap();
     let waiter = tokio::spawn(watch);
     let same = put(&db, &[("w", "1")]).await;
     let differs = put(&db, &[("w", "2")]).await;
-    let event = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(differs > same);
-    assert_eq!((event.version, event.value), (differs, Some(b("2"))), "the same-value write did not fire it");
+    assert_eq!(
+        (event.version, event.value),
+        (differs, Some(b("2"))),
+        "the same-value write did not fire it"
+    );
     // A transaction's watch starts from its own commit; a clear fires it.
     let watch = db
         .run(|tx| async move {
@@ -238,11 +322,18 @@ async fn key_selectors_streams_watches_and_the_read_window() {
         tx.clear_range("v", "x");
         tx.commit().await.unwrap()
     };
-    let event = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!((event.version, event.value), (cleared, None));
     // A watch set by a transaction that never committed fails instead of hanging.
     let tx = db.create_transaction();
-    assert_eq!(tx.watch("w").await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        tx.watch("w").await.unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
 
     // The 5-second window: a read version that stopped being the latest more than 5 s ago
     // cannot be checked any more.
@@ -252,7 +343,10 @@ async fn key_selectors_streams_watches_and_the_read_window() {
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     put(&db, &[("tick", "2")]).await;
     old.set("late", "1");
-    assert_eq!(old.commit().await.unwrap_err().kind(), ErrorKind::TransactionTooOld);
+    assert_eq!(
+        old.commit().await.unwrap_err().kind(),
+        ErrorKind::TransactionTooOld
+    );
     // ...and the retry loop gets past it with a fresh read version.
     let v = db
         .run(|tx| async move {

@@ -117,7 +117,12 @@ impl KeySelector {
             self.key.clone()
         };
         if self.offset >= 1 {
-            (split, Bytes::from_static(b"\xff"), false, self.offset as usize)
+            (
+                split,
+                Bytes::from_static(b"\xff"),
+                false,
+                self.offset as usize,
+            )
         } else {
             let n = 1 + self.offset.unsigned_abs() as usize;
             (Bytes::new(), split, true, n)

@@ -20,15 +20,15 @@ mod database;
 mod key_selector;
 pub mod subspace;
 mod transaction;
-mod watch;
 pub mod tuple;
+mod watch;
 
 pub use bytes::Bytes;
 pub use database::{ConnectOptions, Database, HistoryEntry, RetryOptions};
-pub use ferrisdb_common::net::ClientTls;
-pub use key_selector::KeySelector;
 pub use ferrisdb_common::atomic::AtomicOp;
+pub use ferrisdb_common::net::ClientTls;
 pub use ferrisdb_common::wal::{Mutation, WalRecord as ChangeRecord};
 pub use ferrisdb_common::{Error, ErrorKind, Result, Version};
+pub use key_selector::KeySelector;
 pub use transaction::{RangeOptions, RangeStream, Transaction};
 pub use watch::{Watch, WatchEvent};

@@ -413,7 +413,11 @@ impl Transaction {
             self.clone(),
             begin.into(),
             end.into(),
-            if opts.limit == 0 { usize::MAX } else { opts.limit },
+            if opts.limit == 0 {
+                usize::MAX
+            } else {
+                opts.limit
+            },
             false,
         );
         futures::stream::try_unfold(start, move |(tx, begin, end, left, done)| async move {

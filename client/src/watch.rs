@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::database::Client;
 use bytes::Bytes;
 use ferrisdb_common::proto::WatchRequest;
 use ferrisdb_common::{Result, Version};
 use futures::future::BoxFuture;
-use crate::database::Client;
 
 /// What a fired watch saw: the version at which the key's value differed from the one the
 /// watch was set on, and the value there (`None`: cleared).

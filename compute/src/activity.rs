@@ -76,7 +76,10 @@ impl Activity {
         });
         if first {
             self.cold_start.set(took.as_secs_f64());
-            tracing::info!(cold_start_ms = took.as_millis() as u64, "first read answered");
+            tracing::info!(
+                cold_start_ms = took.as_millis() as u64,
+                "first read answered"
+            );
         }
     }
 
@@ -122,7 +125,11 @@ mod tests {
         assert_eq!(a.cold_start(), Some(Duration::from_millis(30)));
         let guard = a.busy();
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(a.idle_for(), Duration::ZERO, "a waiting watch keeps it busy");
+        assert_eq!(
+            a.idle_for(),
+            Duration::ZERO,
+            "a waiting watch keeps it busy"
+        );
         drop(guard);
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(a.idle_for(), Duration::from_secs(3));

@@ -471,7 +471,10 @@ mod tests {
         })
     }
 
-    fn request(read_version: Version, w: Write) -> (CommitRequest, oneshot::Receiver<Result<Committed>>) {
+    fn request(
+        read_version: Version,
+        w: Write,
+    ) -> (CommitRequest, oneshot::Receiver<Result<Committed>>) {
         let (reply, outcome) = oneshot::channel();
         let req = CommitRequest {
             read_version,
@@ -505,7 +508,8 @@ mod tests {
         let hot = Arc::new(HotTier::new(start).with_budget(4 << 10));
         let metrics = Metrics::new().unwrap();
         // No atomic ops here, so the pageserver is never asked.
-        let pageserver = PageserverClient::new(Channel::from_static("http://127.0.0.1:9").connect_lazy());
+        let pageserver =
+            PageserverClient::new(Channel::from_static("http://127.0.0.1:9").connect_lazy());
         let reader = PointReader {
             hot: hot.clone(),
             warm: None,
@@ -544,7 +548,10 @@ mod tests {
         }
         // Waiting: nothing answered, nothing committed past the big batch.
         for o in &mut outcomes {
-            assert!(matches!(o.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+            assert!(matches!(
+                o.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ));
         }
         assert_eq!(*committed.borrow(), v1);
         assert_eq!(hot.get(b"k0", v1), HotRead::AskPageserverAt(start));

@@ -29,10 +29,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
+use ferrisdb_common::net::RequireToken;
 use ferrisdb_common::proto::CheckpointRequest;
 use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::net::RequireToken;
 use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
 use tonic::service::interceptor::InterceptedService;
 
@@ -233,11 +233,7 @@ async fn version_at(
     axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
     axum::extract::Query(p): axum::extract::Query<VersionAtParams>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let version = db
-        .node(&dbs)?
-        .view()
-        .version_at(p.timestamp_micros)
-        .await?;
+    let version = db.node(&dbs)?.view().version_at(p.timestamp_micros).await?;
     Ok(Json(
         serde_json::json!({"timestamp_micros": p.timestamp_micros, "version": version}),
     ))

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrisdb_common::clock::Clock;
-use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::PageGetRequest;
+use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
@@ -16,8 +16,8 @@ use crate::hot_tier::{HotRead, HotTier};
 use crate::metrics::Metrics;
 use crate::proposer::Proposer;
 use crate::resolver::KeyRange;
-use crate::warm_tier::{WarmCache, WarmTier, WarmTierConfig};
 use crate::view::DatabaseView;
+use crate::warm_tier::{WarmCache, WarmTier, WarmTierConfig};
 
 /// How big the tiers may grow, from the command line.
 #[derive(Debug, Clone)]
@@ -255,6 +255,4 @@ impl Primary {
     pub fn database(&self) -> &str {
         self.view.database()
     }
-
-
 }

@@ -254,10 +254,10 @@ impl Database for ComputeService {
             .map(|r| r.begin.len() + r.end.len())
             .sum::<usize>();
         check_transaction_size(size)?;
-        let (version, commit_time_micros, order) =
-            p.primary()?
-                .commit(read_version, reads, writes, mutations)
-                .await?;
+        let (version, commit_time_micros, order) = p
+            .primary()?
+            .commit(read_version, reads, writes, mutations)
+            .await?;
         Ok(Response::new(CommitResponse {
             version: version.0,
             commit_time_micros,

@@ -62,8 +62,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{BufMut, Bytes, BytesMut};
 use ferrisdb_common::{Error, Result, Version};
 use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    PsyncIoEngineConfig, RecoverMode,
+    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, Load,
+    PsyncIoEngineConfig, RecoverMode, S3FifoConfig,
 };
 
 use crate::hot_tier::EvictionObserver;
@@ -116,6 +116,10 @@ impl WarmCache {
         let builder = HybridCacheBuilder::new()
             .with_name("ferrisdb-warm-tier")
             .memory(memory)
+            // Not foyer's default LRU: its release path (the last reader dropping an entry)
+            // corrupted its list and spun under concurrent reads of the same keys in this
+            // module's concurrency test. S3-FIFO releases without touching shared state.
+            .with_eviction_config(S3FifoConfig::default())
             .with_weighter(|k: &Bytes, v: &Bytes| k.len() + v.len())
             .storage();
         let (cache, disk_capacity) = match &config.disk {
@@ -156,11 +160,29 @@ impl WarmCache {
             // Changes at or below `since` never passed through this hot tier, so nothing
             // marks them: count every key as changed at `since`, which makes entries read
             // below it miss.
-            stale: (0..STALE_BUCKETS).map(|_| AtomicU64::new(since.0)).collect(),
+            stale: (0..STALE_BUCKETS)
+                .map(|_| AtomicU64::new(since.0))
+                .collect(),
             stale_ranges: AtomicU64::new(since.0),
             version_at: moka::future::Cache::new(VERSION_AT_ENTRIES),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The raw entry under `key`: memory first, then disk. (foyer's `HybridCache::get` would
+    /// spawn a deduplicated fetch task for every memory miss; small values do not need that.)
+    async fn lookup(&self, key: &Bytes) -> Option<Bytes> {
+        if let Some(entry) = self.cache.memory().get(key) {
+            return Some(entry.value().clone());
+        }
+        if self.disk_capacity == 0 {
+            return None;
+        }
+        match self.cache.storage().load(key).await {
+            Ok(Load::Entry { value, .. }) => Some(value),
+            Ok(Load::Piece { piece, .. }) => Some(piece.value().clone()),
+            _ => None,
         }
     }
 
@@ -213,14 +235,12 @@ impl std::fmt::Debug for WarmTier {
 
 impl WarmTier {
     /// A memory-only warm tier of `bytes` (tests, benchmarks).
-    pub fn in_memory(bytes: usize) -> Result<WarmTier> {
+    pub async fn in_memory(bytes: usize) -> Result<WarmTier> {
         let config = WarmTierConfig {
             memory_bytes: bytes,
             disk: None,
         };
-        // Without a disk tier the builder completes without awaiting anything.
-        let cache = futures::executor::block_on(WarmCache::open(&config))?;
-        Ok(cache.tier(Version::ZERO))
+        Ok(WarmCache::open(&config).await?.tier(Version::ZERO))
     }
 
     fn bucket(&self, key: &[u8]) -> &AtomicU64 {
@@ -247,10 +267,12 @@ impl WarmTier {
     /// "ask the pageserver at `at`") before calling.
     pub async fn get(&self, key: &[u8], at: Version) -> Option<Option<Bytes>> {
         let mark = self.stale_mark(key);
-        let found = match self.cache.cache.get(&self.cache_key(key)).await {
-            Ok(Some(entry)) => decode(entry.value()).filter(|(f, _)| mark <= *f && *f <= at),
-            _ => None,
-        };
+        let found = self
+            .cache
+            .lookup(&self.cache_key(key))
+            .await
+            .and_then(|v| decode(&v))
+            .filter(|(f, _)| mark <= *f && *f <= at);
         match found {
             Some((_, value)) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -392,7 +414,7 @@ mod tests {
     /// not be served to reads that should see the commit.
     #[tokio::test]
     async fn a_late_insert_of_a_stale_read_is_never_served() {
-        let warm = Arc::new(WarmTier::in_memory(1 << 20).unwrap());
+        let warm = Arc::new(WarmTier::in_memory(1 << 20).await.unwrap());
         let hot = HotTier::new(Version(10)).with_observer(warm.clone());
         let mut model = VersionedMap::default();
         model.insert(b("k"), Version(5), Some(b("old")));
@@ -464,7 +486,7 @@ mod tests {
             }
         }
         let model = Arc::new(model);
-        let warm = Arc::new(WarmTier::in_memory(1 << 20).unwrap());
+        let warm = Arc::new(WarmTier::in_memory(1 << 20).await.unwrap());
         let hot = Arc::new(HotTier::new(Version::ZERO).with_observer(warm.clone()));
         let committed = Arc::new(AtomicU64::new(0));
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -502,7 +524,9 @@ mod tests {
                 let mut i = t;
                 let mut reads = 0;
                 while !done.load(Ordering::SeqCst) || reads < 500 {
-                    i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    i = i
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let k = key((i >> 33) % KEYS);
                     let v = Version(committed.load(Ordering::SeqCst));
                     let got = match hot.get(&k, v) {
@@ -543,7 +567,7 @@ mod tests {
 
     #[tokio::test]
     async fn version_at_answers_are_remembered() {
-        let warm = WarmTier::in_memory(1 << 20).unwrap();
+        let warm = WarmTier::in_memory(1 << 20).await.unwrap();
         assert_eq!(warm.version_at(100).await, None);
         warm.remember_version_at(100, Version(42)).await;
         assert_eq!(warm.version_at(100).await, Some(Version(42)));

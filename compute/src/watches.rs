@@ -61,7 +61,10 @@ impl Watches {
             )));
         }
         let (reply, rx) = oneshot::channel();
-        waiters.entry(key).or_default().push(Waiter { known, reply });
+        waiters
+            .entry(key)
+            .or_default()
+            .push(Waiter { known, reply });
         Ok(rx)
     }
 
