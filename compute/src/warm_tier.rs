@@ -553,6 +553,9 @@ mod tests {
                     };
                     assert_eq!(got, want, "{k:?} at {v}");
                     reads += 1;
+                    // Hits complete without awaiting anything: without a yield, readers that
+                    // occupy every worker thread starve the writer and never see `done`.
+                    tokio::task::yield_now().await;
                 }
             }));
         }
