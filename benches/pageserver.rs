@@ -24,30 +24,9 @@ use ferrisdb_pageserver::timeline::{Timeline, TimelineOptions};
 use hdrhistogram::Histogram;
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use support::{Lcg, env_usize as env, key};
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn key(i: usize) -> Bytes {
-    Bytes::from(format!("user/{i:08}"))
-}
-
-/// A tiny deterministic generator (no dependency needed for picking keys).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % n
-    }
-}
+mod support;
 
 fn row(name: &str, h: &Histogram<u64>) {
     println!(
@@ -74,8 +53,7 @@ async fn timeline(store: Arc<dyn ObjectStore>, cache_bytes: usize) -> Timeline {
 
 #[tokio::main]
 async fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("run with: cargo bench --bench pageserver");
+    if !support::benchmarking("pageserver") {
         return;
     }
     let keys = env("FERRISDB_BENCH_KEYS", 100_000);
