@@ -254,6 +254,27 @@ async fn two_computes_for_one_database_never_both_commit() {
     let status = status(&cluster.admin_endpoint()).await.unwrap();
     assert_eq!(status["primary"]["role"], "fenced");
 
+    // The fenced compute keeps serving reads, as a replica of the log it lost: it converges
+    // to the new primary's last commit and still refuses commits with `fenced`.
+    let last_b = b
+        .iter()
+        .filter(|(_, _, r)| r.is_ok())
+        .map(|(k, v, _)| (k.clone(), v.clone()))
+        .next_back()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the fenced compute serves the new primary's commits",
+        || async {
+            let tx = first.create_transaction();
+            let got = tx.get(last_b.0.clone()).await;
+            matches!(got, Ok(Some(v)) if v == last_b.1.as_bytes())
+        },
+    )
+    .await;
+    let refused = put(&first, "after-fencing".into(), "x".into()).await;
+    assert_eq!(refused.map_err(|e| e.kind()), Err(ErrorKind::Fenced));
+
     // Nothing acknowledged is lost, nothing refused appears, nothing is duplicated.
     let mut outcomes = BTreeMap::new();
     for (k, v, r) in a.into_iter().chain(b) {

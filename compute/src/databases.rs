@@ -2,6 +2,10 @@
 //! (created through it, or found on the pageserver when it starts). For each it is primary
 //! (its own term on the safekeepers), replica (following the WAL), or standby (a replica that
 //! takes over when the primary stops answering); the client API routes by database name.
+//!
+//! A primary that loses its term (another compute won a newer one) does not go dark: it
+//! becomes a replica of the log it used to write, still serving reads, and refuses commits
+//! with `fenced`. A standby that was demoted this way goes back to watching the primary.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -100,13 +104,17 @@ impl Databases {
         let database = database.to_string();
         let election = tokio::spawn(async move {
             match this.role {
-                Role::Primary => this.become_primary(database, tx).await,
-                Role::Replica => this.become_replica(&database, &tx).await,
+                Role::Primary => this.lead(&database, &tx).await,
+                Role::Replica => this.become_replica(&database, &tx, None).await,
                 Role::Standby => {
-                    this.become_replica(&database, &tx).await;
-                    this.wait_for_primary_to_die(&database).await;
-                    tracing::warn!(%database, primary = ?this.primary_endpoint, "the primary stopped answering: taking over");
-                    this.become_primary(database, tx).await;
+                    this.become_replica(&database, &tx, None).await;
+                    // Without a primary to watch there is nothing to take over from twice:
+                    // leading again after a demotion would only fence the new primary.
+                    while this.primary_endpoint.is_some() {
+                        this.wait_for_primary_to_die(&database).await;
+                        tracing::warn!(%database, primary = ?this.primary_endpoint, "the primary stopped answering: taking over");
+                        this.lead(&database, &tx).await;
+                    }
                 }
             }
         });
@@ -247,9 +255,24 @@ impl Databases {
         Ok(Version(at.version))
     }
 
+    /// Serves `database` as its primary until a newer term fences it, then as a replica that
+    /// says it lost its term.
+    async fn lead(&self, database: &str, node: &watch::Sender<Option<Node>>) {
+        let primary = self.become_primary(database.to_string(), node).await;
+        let why = primary.fenced().await;
+        primary.view().watches().close();
+        drop(primary);
+        tracing::warn!(%database, %why, "lost the term: serving reads as a replica");
+        self.become_replica(database, node, Some(why)).await;
+    }
+
     /// Retries elections for `database` until one is won and the log recovered, then
     /// publishes the primary.
-    async fn become_primary(&self, database: String, node: watch::Sender<Option<Node>>) {
+    async fn become_primary(
+        &self,
+        database: String,
+        node: &watch::Sender<Option<Node>>,
+    ) -> Arc<Primary> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut attempt = 0u32;
         loop {
@@ -281,8 +304,8 @@ impl Databases {
             .await;
             match result {
                 Ok(p) => {
-                    node.send_replace(Some(Node::Primary(p)));
-                    return;
+                    node.send_replace(Some(Node::Primary(p.clone())));
+                    return p;
                 }
                 Err(e) => {
                     if attempt % 10 == 1 {
@@ -295,8 +318,13 @@ impl Databases {
     }
 
     /// Retries starting a replica of `database` until the pageserver answers, then publishes
-    /// it.
-    async fn become_replica(&self, database: &str, node: &watch::Sender<Option<Node>>) {
+    /// it. `lost_term` says why this compute stopped being primary, if it was.
+    async fn become_replica(
+        &self,
+        database: &str,
+        node: &watch::Sender<Option<Node>>,
+        lost_term: Option<String>,
+    ) {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -307,6 +335,7 @@ impl Databases {
                 self.metrics.clone(),
                 self.tiers.clone(),
                 self.primary_endpoint.clone(),
+                lost_term.clone(),
             )
             .await;
             match replica {

@@ -178,6 +178,16 @@ impl Primary {
         self.proposer.term()
     }
 
+    /// Waits until a newer term fences this primary, and says why.
+    pub async fn fenced(&self) -> String {
+        let mut quorum = self.proposer.watch_quorum();
+        let why = match quorum.wait_for(|q| q.fenced.is_some()).await {
+            Ok(q) => q.fenced.clone(),
+            Err(_) => None,
+        };
+        why.unwrap_or_else(|| "the proposer stopped".to_string())
+    }
+
     /// Refuses with `fenced` once a newer term has taken over.
     fn check_not_fenced(&self) -> Result<()> {
         match &self.proposer.watch_quorum().borrow().fenced {

@@ -5,7 +5,9 @@
 //! from the pageserver) and applies each record the safekeepers stream. Safekeepers stream only
 //! committed WAL, so a replica never shows a version the primary did not commit; it may lag,
 //! and a read at a version it has not reached yet gets `future_version`. Commits are refused
-//! with `read_only`, naming the primary when the replica was told where it is.
+//! with `read_only`, naming the primary when the replica was told where it is — or, on a
+//! former primary that lost its term, with `fenced`, which is what its clients were told
+//! before it became a replica.
 
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ use crate::view::DatabaseView;
 pub struct Replica {
     view: Arc<DatabaseView>,
     primary_endpoint: Option<String>,
+    /// Why this compute stopped being primary, if it was primary before.
+    lost_term: Option<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -59,7 +63,8 @@ impl WalSink for Applier {
 }
 
 impl Replica {
-    /// Starts following `database`'s WAL from what the pageserver has ingested.
+    /// Starts following `database`'s WAL from what the pageserver has ingested. `lost_term`
+    /// is why this compute stopped being primary, when it was.
     pub async fn start(
         database: String,
         safekeepers: Vec<String>,
@@ -67,6 +72,7 @@ impl Replica {
         metrics: Metrics,
         tiers: Tiers,
         primary_endpoint: Option<String>,
+        lost_term: Option<String>,
     ) -> Result<Arc<Replica>> {
         let req = PageserverStatusRequest {
             database: database.clone(),
@@ -90,6 +96,7 @@ impl Replica {
         Ok(Arc::new(Replica {
             view,
             primary_endpoint,
+            lost_term,
             tasks: vec![follow, evict],
         }))
     }
@@ -99,12 +106,22 @@ impl Replica {
         &self.view
     }
 
-    /// The `read_only` error a commit gets here.
+    /// The error a commit gets here: `read_only`, or `fenced` on a former primary.
     pub fn refuse_commit(&self) -> Error {
         let whom = match &self.primary_endpoint {
             Some(p) => format!("commit at the primary, {p}"),
             None => "commit at the primary".to_string(),
         };
+        if let Some(why) = &self.lost_term {
+            return Error::new(
+                ErrorKind::Fenced,
+                format!(
+                    "this compute is no longer primary of {:?} ({why}); it serves reads as a \
+                     replica; {whom}",
+                    self.view.database()
+                ),
+            );
+        }
         Error::new(
             ErrorKind::ReadOnly,
             format!(
@@ -117,9 +134,11 @@ impl Replica {
     /// Status for the admin API.
     pub fn status(&self) -> serde_json::Value {
         let mut status = serde_json::json!({
-            "role": "replica",
+            // "fenced" keeps what a former primary reported before it became a replica.
+            "role": if self.lost_term.is_some() { "fenced" } else { "replica" },
             "applied_version": self.view.latest(),
             "primary_endpoint": self.primary_endpoint,
+            "lost_term": self.lost_term,
         });
         if let (Some(s), serde_json::Value::Object(tiers)) =
             (status.as_object_mut(), self.view.tier_status())

@@ -292,6 +292,13 @@ impl DatabaseView {
     pub async fn evict_loop(self: Arc<Self>, proposer: Option<Arc<Proposer>>) {
         loop {
             tokio::time::sleep(EVICT_EVERY).await;
+            // A fenced primary's view is replaced (by a replica's); stop holding it.
+            if proposer
+                .as_ref()
+                .is_some_and(|p| p.watch_quorum().borrow().fenced.is_some())
+            {
+                return;
+            }
             let req = PageserverStatusRequest {
                 database: self.database.clone(),
             };

@@ -30,7 +30,8 @@ struct Waiter {
 /// The waiters of one database, by key.
 #[derive(Debug)]
 pub struct Watches {
-    waiters: Mutex<BTreeMap<Bytes, Vec<Waiter>>>,
+    /// `None` once closed: nothing will be reported any more.
+    waiters: Mutex<Option<BTreeMap<Bytes, Vec<Waiter>>>>,
     limit: usize,
 }
 
@@ -38,17 +39,31 @@ impl Watches {
     /// At most `limit` outstanding waiters; more are refused with `unavailable`.
     pub fn new(limit: usize) -> Watches {
         Watches {
-            waiters: Mutex::default(),
+            waiters: Mutex::new(Some(BTreeMap::new())),
             limit,
+        }
+    }
+
+    /// Drops every waiter and refuses new ones with `unavailable`: the view they wait on will
+    /// see no more commits (its primary lost its term), so their clients must watch again
+    /// wherever the database is served now.
+    pub fn close(&self) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            *waiters = None;
         }
     }
 
     /// Registers a waiter for `key` knowing `known`; the receiver gets the first change.
     pub fn register(&self, key: Bytes, known: Option<Bytes>) -> Result<oneshot::Receiver<Fired>> {
-        let mut waiters = self
+        let mut guard = self
             .waiters
             .lock()
             .map_err(|_| Error::internal("watch table poisoned"))?;
+        let Some(waiters) = guard.as_mut() else {
+            return Err(Error::unavailable(
+                "this compute stopped committing to the database; watch again",
+            ));
+        };
         // Waiters whose client went away are dropped lazily, here and when their key changes.
         waiters.retain(|_, list| {
             list.retain(|w| !w.reply.is_closed());
@@ -71,7 +86,10 @@ impl Watches {
     /// Fires the waiters whose key `mutations` (one committed batch, in order) left at a
     /// different value than they know.
     pub fn on_commit(&self, version: Version, mutations: &[Mutation]) {
-        let Ok(mut waiters) = self.waiters.lock() else {
+        let Ok(mut guard) = self.waiters.lock() else {
+            return;
+        };
+        let Some(waiters) = guard.as_mut() else {
             return;
         };
         if waiters.is_empty() {
@@ -114,9 +132,9 @@ impl Watches {
 
     /// Outstanding waiters (including ones whose client may have gone).
     pub fn len(&self) -> usize {
-        self.waiters
-            .lock()
-            .map_or(0, |w| w.values().map(Vec::len).sum())
+        self.waiters.lock().map_or(0, |w| {
+            w.as_ref().map_or(0, |w| w.values().map(Vec::len).sum())
+        })
     }
 
     /// Whether no waiter is registered.
@@ -162,6 +180,21 @@ mod tests {
         assert!(other.try_recv().is_err(), "already absent");
         w.on_commit(Version(9), &[set("j", "v")]);
         assert_eq!(other.try_recv().unwrap(), (Version(9), Some(b("v"))));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn closing_ends_every_wait_and_refuses_new_ones() {
+        let w = Watches::new(10);
+        let waiting = w.register(b("k"), None).unwrap();
+        w.close();
+        assert!(
+            futures::executor::block_on(waiting).is_err(),
+            "a closed table drops its waiters"
+        );
+        let refused = w.register(b("k"), None).unwrap_err();
+        assert_eq!(refused.kind(), ferrisdb_common::ErrorKind::Unavailable);
+        w.on_commit(Version(1), &[set("k", "v")]);
         assert!(w.is_empty());
     }
 
