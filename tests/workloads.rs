@@ -91,42 +91,77 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Kills the compute with SIGKILL `kills` times, at random moments spread over `span`, and
-/// starts it again each time from its recorded command line; then lets the workload run for
-/// `tail` more. Returns when done.
-async fn chaos(
-    name: &str,
-    cluster: &mut DevCluster,
-    rng: &mut Rng,
-    kills: u32,
-    span: Duration,
-    tail: Duration,
-) {
-    let compute = cluster.component("compute");
-    let mut pid = compute.pid;
-    let slot = span / kills;
-    for k in 0..kills {
-        let wait = rng.range(slot.as_millis() as u64 / 3, slot.as_millis() as u64);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        assert!(alive(pid), "the compute (pid {pid}) is not running");
-        DevCluster::kill_pid(pid);
-        support::eventually(
-            Duration::from_secs(10),
-            "the killed compute is gone",
-            || std::future::ready(!alive(pid)),
-        )
-        .await;
-        let down = Duration::from_millis(rng.range(0, 300));
-        tokio::time::sleep(down).await;
-        // `restart` waits (blocking) for the ports to be free and for the process to stay up.
-        pid = tokio::task::block_in_place(|| cluster.restart(&compute));
-        assert!(alive(pid), "the restarted compute (pid {pid}) exited");
-        eprintln!(
-            "{name}: kill {}: compute killed, down {down:?}, restarted as pid {pid}",
-            k + 1
-        );
+/// How long the compute is killed and restarted for, and how long the workload runs after.
+const KILL_SPAN: Duration = Duration::from_secs(15);
+const KILL_TAIL: Duration = Duration::from_secs(3);
+
+/// What every workload here shares: a seed it prints, a dev cluster it runs against, and the
+/// compute killed with SIGKILL at random moments, so the workloads differ only in what they
+/// do to the data and check.
+struct Chaos {
+    name: &'static str,
+    /// Printed at the start; `FERRISDB_WORKLOAD_SEED` sets it.
+    seed: u64,
+    rng: Rng,
+    cluster: DevCluster,
+    /// Declared after `cluster`, so the cluster is stopped before its directory is removed.
+    _dir: tempfile::TempDir,
+}
+
+impl Chaos {
+    /// Prints the seed, starts a dev cluster in a temporary directory and connects to it.
+    async fn start(name: &'static str) -> (Chaos, Database) {
+        let seed = seed();
+        eprintln!("{name}: seed {seed} (FERRISDB_WORKLOAD_SEED={seed} to reuse it)");
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+        let db = cluster.db(Duration::from_secs(30)).await;
+        let chaos = Chaos {
+            name,
+            seed,
+            rng: Rng::new(seed),
+            cluster,
+            _dir: dir,
+        };
+        (chaos, db)
     }
-    tokio::time::sleep(tail).await;
+
+    /// Kills the compute with SIGKILL 2 or 3 times (drawn from the seed), at random moments
+    /// spread over [`KILL_SPAN`], and starts it again each time from its recorded command
+    /// line; then lets the workload run for [`KILL_TAIL`] more and raises `stop`. Returns the
+    /// number of kills.
+    async fn kill_compute(&mut self, stop: &AtomicBool) -> u32 {
+        let (name, rng) = (self.name, &mut self.rng);
+        let kills = rng.range(2, 4) as u32;
+        let compute = self.cluster.component("compute");
+        let mut pid = compute.pid;
+        let slot = KILL_SPAN / kills;
+        for k in 0..kills {
+            let wait = rng.range(slot.as_millis() as u64 / 3, slot.as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            assert!(alive(pid), "the compute (pid {pid}) is not running");
+            DevCluster::kill_pid(pid);
+            support::eventually(
+                Duration::from_secs(10),
+                "the killed compute is gone",
+                || std::future::ready(!alive(pid)),
+            )
+            .await;
+            let down = Duration::from_millis(rng.range(0, 300));
+            tokio::time::sleep(down).await;
+            // `restart` waits (blocking) for the ports to be free and for the process to stay
+            // up.
+            pid = tokio::task::block_in_place(|| self.cluster.restart(&compute));
+            assert!(alive(pid), "the restarted compute (pid {pid}) exited");
+            eprintln!(
+                "{name}: kill {}: compute killed, down {down:?}, restarted as pid {pid}",
+                k + 1
+            );
+        }
+        tokio::time::sleep(KILL_TAIL).await;
+        stop.store(true, Ordering::SeqCst);
+        kills
+    }
 }
 
 const ACCOUNTS: u64 = 50;
@@ -183,12 +218,8 @@ async fn balances(db: &Database, snapshot: bool) -> ferrisdb_client::Result<Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_total_holds_in_every_read_through_compute_kills() {
-    let seed = seed();
-    eprintln!("bank: seed {seed} (FERRISDB_WORKLOAD_SEED={seed} to reuse it)");
-    let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
-    let db = cluster.db(Duration::from_secs(30)).await;
+    let (mut chaos, db) = Chaos::start("bank").await;
+    let seed = chaos.seed;
     db.run(|tx| async move {
         for i in 0..ACCOUNTS {
             tx.set(account(i), START_BALANCE.to_le_bytes().to_vec());
@@ -252,17 +283,7 @@ async fn bank_total_holds_in_every_read_through_compute_kills() {
         })
     };
 
-    let kills = rng.range(2, 4) as u32;
-    chaos(
-        "bank",
-        &mut cluster,
-        &mut rng,
-        kills,
-        Duration::from_secs(15),
-        Duration::from_secs(3),
-    )
-    .await;
-    stop.store(true, Ordering::SeqCst);
+    let kills = chaos.kill_compute(&stop).await;
 
     let mut outcomes: BTreeMap<Bytes, Outcome> = BTreeMap::new();
     for t in transfers {
@@ -286,7 +307,7 @@ async fn bank_total_holds_in_every_read_through_compute_kills() {
 
     // After the run: the total, the log against what the clients were told, and the balances
     // against the logged transfers.
-    let db = cluster.db(Duration::from_secs(30)).await;
+    let db = chaos.cluster.db(Duration::from_secs(30)).await;
     // The restarted compute takes one more transfer.
     let last = Bytes::from_static(b"bank/log/last");
     db.run(|tx| transfer(tx, 0, 1, 1, last.clone()))
@@ -412,12 +433,8 @@ async fn walk(db: &Database) -> ferrisdb_client::Result<Result<(), String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cycle_stays_one_ring_through_compute_kills() {
-    let seed = seed();
-    eprintln!("cycle: seed {seed} (FERRISDB_WORKLOAD_SEED={seed} to reuse it)");
-    let mut rng = Rng::new(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
-    let db = cluster.db(Duration::from_secs(30)).await;
+    let (mut chaos, db) = Chaos::start("cycle").await;
+    let seed = chaos.seed;
     db.run(|tx| async move {
         for i in 0..NODES {
             tx.set(node(i), ((i + 1) % NODES).to_le_bytes().to_vec());
@@ -474,17 +491,7 @@ async fn cycle_stays_one_ring_through_compute_kills() {
         })
     };
 
-    let kills = rng.range(2, 4) as u32;
-    chaos(
-        "cycle",
-        &mut cluster,
-        &mut rng,
-        kills,
-        Duration::from_secs(15),
-        Duration::from_secs(3),
-    )
-    .await;
-    stop.store(true, Ordering::SeqCst);
+    let kills = chaos.kill_compute(&stop).await;
 
     let (mut unknown, mut refused) = (0, 0);
     for w in workers {
@@ -509,7 +516,7 @@ async fn cycle_stays_one_ring_through_compute_kills() {
     assert!(committed > 0, "seed {seed}: no rotation committed");
 
     // After the run, with a fresh connection, and once more after one more rotation.
-    let db = cluster.db(Duration::from_secs(30)).await;
+    let db = chaos.cluster.db(Duration::from_secs(30)).await;
     assert_eq!(
         walk(&db).await.unwrap(),
         Ok(()),

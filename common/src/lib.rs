@@ -1,5 +1,6 @@
 //! Shared FerrisDB types: the error type and its codes, versions, size limits, the WAL record
-//! codec, the wire protocols (gRPC), object-store configuration and the admin HTTP surface.
+//! codec, the wire protocols (gRPC), object-store configuration, the admin HTTP surface and the
+//! foyer hybrid cache builder.
 
 pub mod admin;
 pub mod atomic;
@@ -8,6 +9,7 @@ pub mod commit_times;
 mod convert;
 pub mod error;
 pub mod faulty_store;
+pub mod hybrid_cache;
 pub mod limits;
 pub mod net;
 pub mod objstore;

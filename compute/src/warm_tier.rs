@@ -55,16 +55,13 @@
 //! hot tier cannot answer), so those pageserver answers are cached in a small moka cache.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ferrisdb_common::{Error, Result, Version};
-use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder, Load,
-    PsyncIoEngineConfig, RecoverMode, S3FifoConfig,
-};
+use ferrisdb_common::hybrid_cache::{self, HybridCacheConfig, byte_weight};
+use ferrisdb_common::{Result, Version};
+use foyer::{HybridCache, Load, RecoverMode};
 
 use crate::hot_tier::EvictionObserver;
 
@@ -73,23 +70,9 @@ const STALE_BUCKETS: usize = 1 << 14;
 /// `version_at` answers kept per primary.
 const VERSION_AT_ENTRIES: u64 = 10_000;
 
-/// Where and how much to cache.
-#[derive(Debug, Clone)]
-pub struct WarmTierConfig {
-    /// Bytes of values kept in memory.
-    pub memory_bytes: usize,
-    /// A directory for the disk tier, and its size; `None` keeps the cache in memory only.
-    pub disk: Option<(PathBuf, usize)>,
-}
-
-impl Default for WarmTierConfig {
-    fn default() -> WarmTierConfig {
-        WarmTierConfig {
-            memory_bytes: 128 << 20,
-            disk: None,
-        }
-    }
-}
+/// Where and how much to cache: the shared hybrid cache config, so the warm tier is sized and
+/// placed like the pageserver's block cache; by default 128 MiB in memory and no disk tier.
+pub type WarmTierConfig = HybridCacheConfig<{ 128 << 20 }>;
 
 /// The cache shared by every database of a compute process.
 pub struct WarmCache {
@@ -112,40 +95,15 @@ impl WarmCache {
     /// Opens the cache; the disk tier's directory is created if needed and its old contents
     /// are not recovered.
     pub async fn open(config: &WarmTierConfig) -> Result<Arc<WarmCache>> {
-        let memory = config.memory_bytes.max(1);
-        let builder = HybridCacheBuilder::new()
-            .with_name("ferrisdb-warm-tier")
-            .memory(memory)
-            // Not foyer's default LRU: its release path (the last reader dropping an entry)
-            // corrupted its list and spun under concurrent reads of the same keys in this
-            // module's concurrency test. S3-FIFO releases without touching shared state.
-            .with_eviction_config(S3FifoConfig::default())
-            .with_weighter(|k: &Bytes, v: &Bytes| k.len() + v.len())
-            .storage();
-        let (cache, disk_capacity) = match &config.disk {
-            Some((dir, bytes)) => {
-                std::fs::create_dir_all(dir)?;
-                let device = FsDeviceBuilder::new(dir)
-                    .with_capacity(*bytes)
-                    .build()
-                    .map_err(|e| {
-                        Error::internal(format!("warm tier device in {}: {e}", dir.display()))
-                    })?;
-                let cache = builder
-                    .with_io_engine_config(PsyncIoEngineConfig::new())
-                    .with_engine_config(BlockEngineConfig::new(device).with_block_size(1 << 20))
-                    .with_recover_mode(RecoverMode::None)
-                    .build()
-                    .await;
-                (cache, *bytes)
-            }
-            None => (builder.build().await, 0),
-        };
-        let cache = cache.map_err(|e| Error::internal(format!("warm tier: {e}")))?;
+        // Never recovered: every view's keys carry a fresh incarnation (see the module doc),
+        // so nothing an earlier process wrote could ever hit.
+        let cache =
+            hybrid_cache::build("ferrisdb-warm-tier", config, RecoverMode::None, byte_weight)
+                .await?;
         Ok(Arc::new(WarmCache {
             cache,
-            memory_capacity: memory,
-            disk_capacity,
+            memory_capacity: config.memory_capacity(),
+            disk_capacity: config.disk_capacity(),
             next_incarnation: AtomicU64::new(1),
         }))
     }

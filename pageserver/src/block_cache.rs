@@ -7,33 +7,16 @@
 //! read from object storage again — but the hit and miss counters below are what tell whether
 //! the cache is doing its job.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use ferrisdb_common::{Error, Result};
-use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    PsyncIoEngineConfig,
-};
+use ferrisdb_common::Result;
+use ferrisdb_common::hybrid_cache::{self, HybridCacheConfig, byte_weight};
+use foyer::{HybridCache, RecoverMode};
 
-/// Where and how much to cache.
-#[derive(Debug, Clone)]
-pub struct BlockCacheConfig {
-    /// Bytes of blocks kept in memory.
-    pub memory_bytes: usize,
-    /// A directory for the disk tier, and its size; `None` keeps the cache in memory only.
-    pub disk: Option<(PathBuf, usize)>,
-}
-
-impl Default for BlockCacheConfig {
-    fn default() -> BlockCacheConfig {
-        BlockCacheConfig {
-            memory_bytes: 64 << 20,
-            disk: None,
-        }
-    }
-}
+/// Where and how much to cache: the shared hybrid cache config, so the block cache is sized and
+/// placed like the compute's warm tier; by default 64 MiB in memory and no disk tier.
+pub type BlockCacheConfig = HybridCacheConfig<{ 64 << 20 }>;
 
 /// Decompressed blocks by `"<layer name>#<block index>"`.
 pub struct BlockCache {
@@ -54,29 +37,11 @@ impl std::fmt::Debug for BlockCache {
 impl BlockCache {
     /// Builds the cache; the disk tier's directory is created if needed.
     pub async fn new(config: &BlockCacheConfig) -> Result<BlockCache> {
-        let builder = HybridCacheBuilder::new()
-            .with_name("ferrisdb-blocks")
-            .memory(config.memory_bytes.max(1))
-            .with_weighter(|k: &String, v: &Bytes| k.len() + v.len())
-            .storage();
-        let cache = match &config.disk {
-            Some((dir, bytes)) => {
-                std::fs::create_dir_all(dir)?;
-                let device = FsDeviceBuilder::new(dir)
-                    .with_capacity(*bytes)
-                    .build()
-                    .map_err(|e| {
-                        Error::internal(format!("block cache device in {}: {e}", dir.display()))
-                    })?;
-                builder
-                    .with_io_engine_config(PsyncIoEngineConfig::new())
-                    .with_engine_config(BlockEngineConfig::new(device).with_block_size(1 << 20))
-                    .build()
-                    .await
-            }
-            None => builder.build().await,
-        }
-        .map_err(|e| Error::internal(format!("block cache: {e}")))?;
+        // foyer's default recovery, kept from before the shared builder: a restarted
+        // pageserver reads back its disk tier, which is right only while a key names one
+        // immutable block.
+        let cache =
+            hybrid_cache::build("ferrisdb-blocks", config, RecoverMode::Quiet, byte_weight).await?;
         Ok(BlockCache {
             cache,
             hits: AtomicU64::new(0),
@@ -86,19 +51,13 @@ impl BlockCache {
 
     /// A memory-only cache of `bytes` (tests).
     pub fn in_memory(bytes: usize) -> BlockCache {
-        let cache = HybridCacheBuilder::new()
-            .memory(bytes.max(1))
-            .with_weighter(|k: &String, v: &Bytes| k.len() + v.len())
-            .storage()
-            .build();
+        let config = BlockCacheConfig {
+            memory_bytes: bytes,
+            disk: None,
+        };
         // Without a disk tier the builder completes without awaiting anything.
-        let cache =
-            futures::executor::block_on(cache).unwrap_or_else(|e| panic!("in-memory cache: {e}"));
-        BlockCache {
-            cache,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-        }
+        futures::executor::block_on(BlockCache::new(&config))
+            .unwrap_or_else(|e| panic!("in-memory cache: {e}"))
     }
 
     /// A cached block, if any tier has it.
@@ -126,5 +85,75 @@ impl BlockCache {
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    const KEYS: usize = 4;
+
+    fn key(i: usize) -> String {
+        format!("layer#{i}")
+    }
+
+    /// Distinct contents and lengths per key, so a mixed-up entry cannot pass for another.
+    fn block(i: usize) -> Bytes {
+        Bytes::from(vec![i as u8 + 1; 1024 + i])
+    }
+
+    /// foyer's default LRU spun under concurrent reads of the same keys (see
+    /// `ferrisdb_common::hybrid_cache`): several tasks on two worker threads read the same few
+    /// blocks while one re-inserts them, as concurrent misses of one block do. A spin fails the
+    /// timeout instead of hanging the test run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_of_the_same_blocks_return_their_bytes() {
+        const READERS: usize = 6;
+        const READS: usize = 2_000;
+        let cache = Arc::new(
+            BlockCache::new(&BlockCacheConfig {
+                memory_bytes: 1 << 20,
+                disk: None,
+            })
+            .await
+            .unwrap(),
+        );
+        for i in 0..KEYS {
+            cache.insert(key(i), block(i));
+        }
+        let inserter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for n in 0..READS {
+                    cache.insert(key(n % KEYS), block(n % KEYS));
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let readers: Vec<_> = (0..READERS)
+            .map(|t| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    for n in 0..READS {
+                        let i = (t + n) % KEYS;
+                        assert_eq!(cache.get(&key(i)).await, Some(block(i)), "{}", key(i));
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            inserter.await.unwrap();
+            for r in readers {
+                r.await.unwrap();
+            }
+        })
+        .await
+        .expect("concurrent reads did not finish within 60 s: the cache spins");
+        assert_eq!(cache.stats(), ((READERS * READS) as u64, 0));
     }
 }
