@@ -267,6 +267,8 @@ pub struct DeltaLayer {
     path: Path,
     store: Arc<dyn ObjectStore>,
     cache: Arc<BlockCache>,
+    /// What the layer's blocks are cached under (see [`cache_prefix`]).
+    cache_prefix: String,
     index: Vec<BlockMeta>,
     bloom: Bloom,
     ranges: RangeTombstones,
@@ -277,6 +279,17 @@ pub struct DeltaLayer {
 /// Reads `range` of the object at `path`, retrying transient failures.
 async fn read_range(store: &Arc<dyn ObjectStore>, path: &Path, range: Range<u64>) -> Result<Bytes> {
     Ok(with_retries("get layer range", || store.get_range(path, range.clone())).await?)
+}
+
+/// The block-cache prefix of the layer at `path` whose block index is `index`.
+///
+/// One block cache serves every database and branch of a pageserver, and layer names are only
+/// version ranges, which a branch and its parent (or two databases) can share: the object
+/// path tells them apart. The index's checksum guards the disk cache, which survives
+/// restarts: an object that once had the same path but other contents (a bucket wiped and
+/// written again) has another index, so its stale blocks are never found.
+fn cache_prefix(path: &Path, index: &[u8]) -> String {
+    format!("{path}@{:08x}", crc32c::crc32c(index))
 }
 
 impl DeltaLayer {
@@ -305,6 +318,7 @@ impl DeltaLayer {
             entries: sections.entries,
             image: false,
             name,
+            cache_prefix: cache_prefix(&path, at(&sections.index)),
             path,
             store,
             cache,
@@ -349,6 +363,7 @@ impl DeltaLayer {
             entries: s.entries,
             image: false,
             name,
+            cache_prefix: cache_prefix(&path, at(&s.index)),
             path,
             store,
             cache,
@@ -361,7 +376,7 @@ impl DeltaLayer {
 
     /// The uncompressed entries of block `i`, from the cache or object storage.
     async fn block(&self, i: usize) -> Result<Bytes> {
-        let key = format!("{}#{i}", self.name);
+        let key = format!("{}#{i}", self.cache_prefix);
         if let Some(raw) = self.cache.get(&key).await {
             return Ok(raw);
         }
@@ -752,6 +767,41 @@ mod tests {
             .await
             .unwrap();
         (layer, bytes, store)
+    }
+
+    #[tokio::test]
+    async fn layers_with_the_same_name_never_share_cached_blocks() {
+        // A branch and its parent can both have a layer over the same version range: same
+        // name, other database, other contents. One block cache serves both.
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        let name = layer_name(Version(10), Version(11));
+        let mut layers = Vec::new();
+        for (database, value) in [("parent", "from the parent"), ("branch", "from the branch")] {
+            let mut m = VersionedMap::default();
+            m.insert(Bytes::from("k"), Version(11), Some(Bytes::from(value)));
+            let bytes = encode(Version(10), Version(11), &m, &[(Version(11), 1)]);
+            let path = crate::manifest::layer_path(database, &name);
+            store.put(&path, bytes.clone().into()).await.unwrap();
+            let layer = DeltaLayer::open(
+                store.clone(),
+                path,
+                name.clone(),
+                bytes.len() as u64,
+                cache.clone(),
+            )
+            .await
+            .unwrap();
+            layers.push((layer, value));
+        }
+        for (layer, value) in &layers {
+            assert_eq!(
+                layer.get(b"k", Version(11)).await.unwrap(),
+                Lookup::Found(Some(Bytes::from(*value))),
+                "{}",
+                layer.path
+            );
+        }
     }
 
     #[tokio::test]
