@@ -222,3 +222,88 @@ async fn wait_served(ep: &str, db: &str) {
     })
     .await;
 }
+
+/// The layer object names of `db` in the dev cluster's bucket.
+fn layer_names(data: &std::path::Path, db: &str) -> Vec<String> {
+    let dir = data.join("objects/databases").join(db).join("layers");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_and_its_parent_never_read_each_others_same_named_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cluster = DevCluster::start(&data, &[]).await;
+    let ep = cluster.endpoint();
+    let admin = cluster.admin_endpoint();
+    let checkpoint = |db: &str| {
+        let (ok, out, err) = cli(&[
+            "admin",
+            "checkpoint",
+            "--database",
+            db,
+            "--endpoint",
+            &admin,
+        ]);
+        assert!(ok, "checkpoint {db}: {out} {err}");
+    };
+
+    // The parent's layers end at the branch point, so the next layer of each side covers the
+    // same version range and gets the same name.
+    assert!(cli(&["set", "k", "v0", "--endpoint", &ep]).0);
+    checkpoint("default");
+    run(&["admin", "branch", "twin", "--endpoint", &admin]);
+    wait_served(&ep, "twin").await;
+    // Same-sized writes on each side: the same versions.
+    let a = run(&["set", "k", "parent", "--endpoint", &ep])["version"].clone();
+    let b = run(&[
+        "set",
+        "k",
+        "branch",
+        "--database",
+        "twin",
+        "--endpoint",
+        &ep,
+    ])["version"]
+        .clone();
+    assert_eq!(a, b, "both sides committed at the same version");
+    checkpoint("default");
+    checkpoint("twin");
+    let shared: Vec<String> = layer_names(&data, "default")
+        .into_iter()
+        .filter(|n| layer_names(&data, "twin").contains(n))
+        .collect();
+    assert!(
+        !shared.is_empty(),
+        "the two sides should have a layer of the same name: {:?} / {:?}",
+        layer_names(&data, "default"),
+        layer_names(&data, "twin")
+    );
+
+    // Read one side, then the other, through one pageserver's block cache.
+    for _ in 0..2 {
+        assert_eq!(get(&ep, "default", "k"), "parent");
+        assert_eq!(get(&ep, "twin", "k"), "branch");
+    }
+    let at = a.as_u64().unwrap().to_string();
+    for (db, want) in [("twin", "branch"), ("default", "parent")] {
+        let got = run(&[
+            "get",
+            "k",
+            "--database",
+            db,
+            "--at-version",
+            &at,
+            "--endpoint",
+            &ep,
+        ]);
+        assert_eq!(got["value"], want, "{db} at {at}");
+    }
+}
