@@ -195,11 +195,12 @@ async fn in_process() -> InProcess {
     let disk = disk_cache.tier(Version::ZERO);
     for i in 0..keys {
         disk.insert(&key(i), floor, Some(&value));
-        if i % 1_000 == 0 {
+        if i % 100 == 0 {
             // Give the flusher room: foyer drops entries it cannot write in time.
-            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 
     // Warm everything up once (allocator, caches), unmeasured.
     let _ = through_reader(&hot_reader, keys, reads / 10, version).await;
