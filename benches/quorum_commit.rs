@@ -425,7 +425,14 @@ fn main() {
         // in-process one takes the next term over the same log.
         cluster.stop_compute().await;
         let engine = in_process_engine(&cluster).await;
-        levels.extend(run_levels(&cluster, &Target::InProcess(Box::new(engine.clone())), duration).await);
+        levels.extend(
+            run_levels(
+                &cluster,
+                &Target::InProcess(Box::new(engine.clone())),
+                duration,
+            )
+            .await,
+        );
         engine.stop();
         cluster.shutdown().await;
         levels
