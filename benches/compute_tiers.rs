@@ -77,7 +77,12 @@ fn reader(hot: Arc<HotTier>, warm: Option<Arc<WarmTier>>) -> PointReader {
     }
 }
 
-async fn through_reader(reader: &PointReader, keys: usize, reads: usize, at: Version) -> Run {
+/// `reads` random reads of `keys` keys, each timed; `read` says whether it found a value.
+async fn timed_reads<F, Fut>(keys: usize, reads: usize, mut read: F) -> Run
+where
+    F: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut hist = Histogram::<u64>::new(3).expect("histogram");
     let mut rng = Lcg(42);
     let mut hits = 0;
@@ -85,11 +90,9 @@ async fn through_reader(reader: &PointReader, keys: usize, reads: usize, at: Ver
     for _ in 0..reads {
         let k = key(rng.below(keys));
         let t = Instant::now();
-        let v = reader.read(k, at).await;
+        let found = read(k).await;
         let _ = hist.record(t.elapsed().as_nanos() as u64);
-        if matches!(v, Ok(Some(_))) {
-            hits += 1;
-        }
+        hits += usize::from(found);
     }
     Run {
         per_sec: reads as f64 / started.elapsed().as_secs_f64(),
@@ -98,25 +101,20 @@ async fn through_reader(reader: &PointReader, keys: usize, reads: usize, at: Ver
     }
 }
 
+/// Reads through the whole read path (hot tier, warm tier, pageserver).
+async fn through_reader(reader: &PointReader, keys: usize, reads: usize, at: Version) -> Run {
+    timed_reads(keys, reads, |k| async move {
+        matches!(reader.read(k, at).await, Ok(Some(_)))
+    })
+    .await
+}
+
+/// Reads from the warm tier alone.
 async fn through_warm(warm: &WarmTier, keys: usize, reads: usize, at: Version) -> Run {
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    let mut rng = Lcg(42);
-    let mut hits = 0;
-    let started = Instant::now();
-    for _ in 0..reads {
-        let k = key(rng.below(keys));
-        let t = Instant::now();
-        let v = warm.get(&k, at).await;
-        let _ = hist.record(t.elapsed().as_nanos() as u64);
-        if matches!(v, Some(Some(_))) {
-            hits += 1;
-        }
-    }
-    Run {
-        per_sec: reads as f64 / started.elapsed().as_secs_f64(),
-        hist,
-        hits,
-    }
+    timed_reads(keys, reads, |k| async move {
+        matches!(warm.get(&k, at).await, Some(Some(_)))
+    })
+    .await
 }
 
 #[tokio::main]
