@@ -363,6 +363,32 @@ async fn wait_status(cluster: &Cluster, what: &str, done: impl Fn(&serde_json::V
     }
 }
 
+/// The hot tier's entries in a compute's `/v1/status`.
+fn hot_entries(status: &serde_json::Value) -> Option<u64> {
+    status["databases"]["default"]["hot_tier"]["entries"].as_u64()
+}
+
+/// `tier`'s case at every reader count: `reads` random reads of `keys` keys in all, each
+/// reader with its own sequence.
+async fn random_cases(
+    cluster: &Cluster,
+    db: &Database,
+    tier: &'static str,
+    keys: usize,
+    reads: usize,
+    value_len: usize,
+) -> Vec<GrpcCase> {
+    let mut cases = Vec::new();
+    for readers in READER_COUNTS {
+        let random = |r: usize| {
+            let mut rng = Lcg(7 + r as u64);
+            (0..reads / readers).map(|_| rng.below(keys)).collect()
+        };
+        cases.push(grpc_case(cluster, db, tier, readers, random, value_len).await);
+    }
+    cases
+}
+
 /// The gRPC cases, against an in-process cluster.
 async fn over_grpc() -> Grpc {
     let keys = env_usize("FERRISDB_BENCH_GRPC_KEYS", 20_000).max(1);
@@ -393,53 +419,21 @@ async fn over_grpc() -> Grpc {
     }
     let loaded = keys as u64;
     wait_status(&cluster, "the hot tier to hold every key", |s| {
-        s["databases"]["default"]["hot_tier"]["entries"]
-            .as_u64()
-            .unwrap_or(0)
-            >= loaded
+        hot_entries(s).unwrap_or(0) >= loaded
     })
     .await;
-    let random = |r: usize, readers: usize| {
-        let mut rng = Lcg(7 + r as u64);
-        (0..reads / readers).map(|_| rng.below(keys)).collect()
-    };
-    let mut cases = Vec::new();
-    for readers in READER_COUNTS {
-        cases.push(
-            grpc_case(
-                &cluster,
-                &db,
-                "hot",
-                readers,
-                |r| random(r, readers),
-                value.len(),
-            )
-            .await,
-        );
-    }
+    let mut cases = random_cases(&cluster, &db, "hot", keys, reads, value.len()).await;
 
     // The pageserver comes back, catches up, and the hot tier empties.
     cluster.start_pageserver();
     wait_status(&cluster, "the hot tier to empty", |s| {
-        s["databases"]["default"]["hot_tier"]["entries"].as_u64() == Some(0)
+        hot_entries(s) == Some(0)
     })
     .await;
     let readers = READER_COUNTS[READER_COUNTS.len() - 1];
     let each_once = |r: usize| (r..keys).step_by(readers).collect();
     cases.push(grpc_case(&cluster, &db, "pageserver", readers, each_once, value.len()).await);
-    for readers in READER_COUNTS {
-        cases.push(
-            grpc_case(
-                &cluster,
-                &db,
-                "warm",
-                readers,
-                |r| random(r, readers),
-                value.len(),
-            )
-            .await,
-        );
-    }
+    cases.extend(random_cases(&cluster, &db, "warm", keys, reads, value.len()).await);
     cluster.shutdown().await;
 
     println!("\n## Compute tiers over gRPC: SDK point reads, {keys} keys of 100 bytes\n");
