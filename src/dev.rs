@@ -133,6 +133,18 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
         for peer in safekeepers.iter().filter(|p| **p != url(grpc)) {
             args.extend(["--peer".to_string(), peer.clone()]);
         }
+        // The safekeepers read the pageserver's manifests to verify its durable claims before
+        // deleting WAL. A memory:// store lives inside one process and cannot be shared, so
+        // they get none and trim only up to their commit position (docs/wal-protocol.md).
+        if !object_store.starts_with("memory:") {
+            args.extend(["--object-store".to_string(), object_store.to_string()]);
+            if let Some(e) = &args_in.s3.s3_endpoint {
+                args.extend(["--s3-endpoint".to_string(), e.clone()]);
+            }
+            if let Some(r) = &args_in.s3.s3_region {
+                args.extend(["--s3-region".to_string(), r.clone()]);
+            }
+        }
         plans.push(Plan {
             args,
             name,

@@ -75,6 +75,17 @@ enum Command {
         /// the pageserver has uploaded enough for the WAL below to be deleted.
         #[arg(long, default_value_t = 8 << 30)]
         max_wal_bytes: u64,
+        /// Databases this safekeeper holds at most; a request that would create another is
+        /// refused with invalid_argument.
+        #[arg(long, default_value_t = ferrisdb_wal_service::service::DEFAULT_MAX_DATABASES)]
+        max_databases: usize,
+        /// The object store the pageserver uploads to (file:///path, s3://bucket/prefix): its
+        /// manifests are read to verify durable claims before WAL is deleted. Without it, WAL
+        /// is trimmed only up to the commit position and never on a claim above it.
+        #[arg(long)]
+        object_store: Option<String>,
+        #[command(flatten)]
+        s3: S3Args,
     },
     /// Run a pageserver.
     Pageserver {
@@ -225,6 +236,9 @@ fn main() -> ExitCode {
                 peers,
                 segment_size_bytes,
                 max_wal_bytes,
+                max_databases,
+                object_store,
+                s3,
             } => {
                 init_tracing("info");
                 let config = ferrisdb_wal_service::SafekeeperConfig {
@@ -236,7 +250,9 @@ fn main() -> ExitCode {
                     limits: ferrisdb_wal_service::service::Limits {
                         segment_size: segment_size_bytes,
                         max_wal_bytes,
+                        max_databases,
                     },
+                    object_store: object_store.map(|url| s3.config(url)),
                 };
                 ferrisdb_wal_service::run(config, shutdown()).await
             }

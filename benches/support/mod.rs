@@ -289,6 +289,7 @@ impl Cluster {
                     .map(|j| safekeepers[j].clone())
                     .collect(),
                 limits: Default::default(),
+                object_store: None,
             };
             safekeeper_tasks.push(Component::spawn(|s| {
                 ferrisdb_wal_service::run(config, s.wait())

@@ -101,6 +101,9 @@ struct Log {
 pub struct Proposer {
     database: String,
     term: u64,
+    /// 128 random bits drawn for this election: the acceptors record whose term they promised
+    /// and take `Elected` in it only from this id.
+    id: u128,
     history: Vec<TermSwitch>,
     /// Object storage holds everything below this: an acceptor that has nothing above it is
     /// restarted here rather than fed WAL the others have already deleted.
@@ -142,12 +145,20 @@ impl Proposer {
                 clients.len()
             )));
         }
-        let term = statuses.iter().flatten().map(|s| s.term).max().unwrap_or(0) + 1;
+        let highest = statuses.iter().flatten().map(|s| s.term).max().unwrap_or(0);
+        // Checked: a term can never wrap back to one the acceptors already promised.
+        let term = highest.checked_add(1).ok_or_else(|| {
+            Error::internal(format!(
+                "a safekeeper reports term {highest}: the term space is exhausted"
+            ))
+        })?;
+        let id: u128 = rand::random();
         let votes = futures::future::join_all(clients.iter().map(|c| {
             let mut c = c.clone();
             let req = VoteRequest {
                 database: database.to_string(),
                 term,
+                proposer_id: Bytes::copy_from_slice(&id.to_be_bytes()),
             };
             async move { rpc(c.request_vote(req)).await }
         }))
@@ -193,6 +204,7 @@ impl Proposer {
         Ok(Arc::new(Proposer {
             database: database.to_string(),
             term,
+            id,
             history,
             log_start: std::sync::atomic::AtomicU64::new(log_start),
             clients,
@@ -361,8 +373,12 @@ impl Proposer {
             term: self.term,
             history: self.history.clone(),
             log_start_lsn: self.log_start.load(std::sync::atomic::Ordering::SeqCst),
+            proposer_id: Bytes::copy_from_slice(&self.id.to_be_bytes()),
         }))
         .await?;
+        // Appends on this stream carry the session this Elected opened: the acceptor takes
+        // them from no other stream.
+        let session = elected.session;
         let mut flush = elected.status.map_or(0, |s| s.flush_lsn);
         let (tx, rx) = mpsc::channel::<AppendRequest>(64);
         let mut responses = client.append(ReceiverStream::new(rx)).await?.into_inner();
@@ -394,6 +410,7 @@ impl Proposer {
                     begin_lsn: sent,
                     wal,
                     commit_lsn: commit,
+                    session,
                 };
                 tx.send(req)
                     .await

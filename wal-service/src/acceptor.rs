@@ -11,7 +11,12 @@
 //!    the history. Only then does it take appends in that term.
 //! 3. **Append**: frames at the end of the log from the current term's proposer, fdatasynced
 //!    before the answer. A lower term is refused (`fenced`), which is how a deposed primary
-//!    learns to step down.
+//!    learns to step down. Only the session the last `Elected` opened may append; bytes that
+//!    overlap the log held are compared with it, never assumed equal.
+//!
+//! Every input is checked against local state before anything is deleted, even from a peer
+//! that holds the cluster credential: nothing at or below the commit position is ever removed
+//! or changed unless object storage verifiably holds it (docs/wal-protocol.md, "Invariants").
 //!
 //! All methods are synchronous and do their own I/O; the gRPC layer runs them on the blocking
 //! pool.
@@ -26,12 +31,24 @@ use ferrisdb_common::term_history::{self, matching_lsn};
 use crate::control::{Control, TermSwitch};
 use crate::log::WalLog;
 
+/// A proposer's identity for one election: 128 random bits it drew, sent with its vote
+/// request and its `Elected`. Secret between proposer and acceptors (never in a status).
+pub type ProposerId = u128;
+
+/// How far above its promised term an acceptor grants a vote or takes `Elected`. A proposer
+/// asks for one above the highest term it saw, so a sound cluster's terms move by one per
+/// election; 2^20 leaves room for an acceptor that slept through a million elections, while
+/// a peer trying to exhaust the term space needs 2^44 requests, each fsynced, to get there.
+pub const MAX_TERM_STEP: u64 = 1 << 20;
+
 /// One append request: frames at `begin` from the proposer of `term`, and the commit
 /// position it knows.
 #[derive(Debug, Clone, Copy)]
 pub struct AppendArgs<'a> {
     /// The proposer's term.
     pub term: u64,
+    /// The session its `Elected` opened ([`Acceptor::elected`]).
+    pub session: u64,
     /// Where the frames begin.
     pub begin: Lsn,
     /// Whole frames (possibly none).
@@ -59,6 +76,8 @@ pub struct AcceptorStatus {
     pub disk_bytes: u64,
     /// Damage found in the log, until it is repaired.
     pub damage: Option<Damage>,
+    /// Appends refused since start because their bytes differed from the log held.
+    pub wal_mismatches: u64,
 }
 
 /// A damaged stretch of the log: from the first bad frame to the end the log must reach again
@@ -81,6 +100,11 @@ pub struct Acceptor {
     /// The commit position the control file last recorded; it is re-persisted lazily.
     persisted_commit_lsn: Lsn,
     damage: Option<Damage>,
+    /// The append session the last `Elected` opened, as `(term, id)`; in memory only, so a
+    /// restarted acceptor takes appends again only after a new `Elected`.
+    session: Option<(u64, u64)>,
+    /// Appends refused because their bytes differed from the log held.
+    wal_mismatches: u64,
 }
 
 impl Acceptor {
@@ -129,6 +153,8 @@ impl Acceptor {
             log,
             persisted_commit_lsn,
             damage,
+            session: None,
+            wal_mismatches: 0,
         })
     }
 
@@ -143,6 +169,7 @@ impl Acceptor {
             remote_consistent_lsn: self.control.remote_consistent_lsn,
             disk_bytes: self.log.disk_bytes(),
             damage: self.damage,
+            wal_mismatches: self.wal_mismatches,
         }
     }
 
@@ -193,44 +220,106 @@ impl Acceptor {
         Ok(())
     }
 
-    /// Phase 1: grants `term` if it is above every promised term.
-    pub fn vote(&mut self, term: u64) -> Result<(bool, AcceptorStatus)> {
+    /// Refuses a term implausibly far above the promised one (see [`MAX_TERM_STEP`]).
+    fn check_term_step(&self, term: u64) -> Result<()> {
+        let limit = self.control.term.saturating_add(MAX_TERM_STEP);
+        if term > limit {
+            return Err(Error::invalid(format!(
+                "term {term} is implausibly far above the promised term {} (at most {MAX_TERM_STEP} ahead)",
+                self.control.term
+            )));
+        }
+        Ok(())
+    }
+
+    /// Phase 1: grants `term` to `proposer` if it is above every promised term (and not
+    /// implausibly far above it: `invalid_argument`). The promise, with whose it is, is
+    /// persisted before answering.
+    pub fn vote(&mut self, term: u64, proposer: ProposerId) -> Result<(bool, AcceptorStatus)> {
         // A damaged log could make it the donor of a log with a hole: no vote until repaired.
         self.check_intact()?;
+        self.check_term_step(term)?;
         if term <= self.control.term {
             return Ok((false, self.status()));
         }
         let mut next = self.control.clone();
         next.term = term;
+        next.proposer = Some(proposer_hex(proposer));
         next.store(&self.dir)?;
         self.control = next;
         self.persisted_commit_lsn = self.control.commit_lsn;
+        // A new term closes the old term's append session.
+        self.session = None;
         Ok((true, self.status()))
     }
 
     /// Phase 2 set-up: adopt the elected proposer's `history` for `term`, truncating whatever
-    /// part of this log diverges from it. `log_start_lsn` is where the proposer's log may begin
-    /// (everything below is in object storage); a log that agrees with nothing above it is
-    /// dropped and restarted there.
+    /// part of this log diverges from it, and open the append session the proposer's stream
+    /// must carry. `log_start_lsn` is where the proposer's log may begin (everything below is
+    /// in object storage); a log that agrees with nothing above it is dropped and restarted
+    /// there.
+    ///
+    /// `durable` is what the newest manifest in object storage says is durable (`None`: no
+    /// object store configured, nothing can be verified). Nothing at or below the commit
+    /// position is removed, and the log never restarts past its own end, unless `durable`
+    /// covers it. Only the proposer the term was promised to may send this (a different id is
+    /// `fenced`), and a term's history, once adopted, cannot be replaced by another.
     pub fn elected(
         &mut self,
         term: u64,
+        proposer: ProposerId,
         history: &[TermSwitch],
         log_start_lsn: Lsn,
-    ) -> Result<AcceptorStatus> {
+        durable: Option<Lsn>,
+    ) -> Result<(AcceptorStatus, u64)> {
         self.check_intact()?;
         if term < self.control.term {
             return Err(fenced(term, self.control.term));
         }
+        if term == 0 {
+            return Err(Error::invalid("term 0 is never elected"));
+        }
+        self.check_term_step(term)?;
         let Some(last) = history.last() else {
             return Err(Error::invalid("elected with an empty term history"));
         };
-        if last.term != term || history.windows(2).any(|w| w[0].term >= w[1].term) {
+        if last.term != term
+            || history
+                .windows(2)
+                .any(|w| w[0].term >= w[1].term || w[0].lsn > w[1].lsn)
+        {
             return Err(Error::invalid(format!(
                 "term history {history:?} does not end in term {term} or is not increasing"
             )));
         }
+        let term_start = last.lsn;
+        if log_start_lsn > term_start {
+            return Err(Error::invalid(format!(
+                "log start {log_start_lsn} lies past where term {term} starts writing \
+                 ({term_start}): it would leave a gap"
+            )));
+        }
+        let id = proposer_hex(proposer);
+        if term == self.control.term {
+            if let Some(owner) = &self.control.proposer
+                && *owner != id
+            {
+                return Err(Error::new(
+                    ErrorKind::Fenced,
+                    format!("term {term} was promised to another proposer"),
+                ));
+            }
+            if self.control.history.last().map(|s| s.term) == Some(term)
+                && self.control.history != history
+            {
+                return Err(Error::invalid(format!(
+                    "term {term} already has its history {:?}; one proposer, one history",
+                    self.control.history
+                )));
+            }
+        }
         let flush = self.log.flush_lsn();
+        let commit = self.control.commit_lsn;
         let agreed = matching_lsn(
             &term_history::up_to(&self.control.history, flush),
             flush,
@@ -238,22 +327,52 @@ impl Acceptor {
         );
         let mut next = self.control.clone();
         next.term = term;
+        next.proposer = Some(id);
         next.history = history.to_vec();
         if agreed < log_start_lsn || agreed < self.log.start_lsn() {
-            // Nothing worth keeping: what agrees lies below the object-storage horizon. Record
-            // the intent before deleting anything, so a crash midway is finished on open
-            // rather than leaving an empty log under a commit position.
-            next.log_start_lsn = log_start_lsn.max(agreed);
-            next.commit_lsn = next.commit_lsn.max(next.log_start_lsn);
+            // Nothing worth keeping: what agrees lies below the object-storage horizon. That
+            // is only true if object storage says so: dropping committed WAL, or restarting
+            // the log past its own end, needs the manifest to cover it.
+            let new_start = log_start_lsn.max(agreed);
+            let held_committed = commit.min(flush);
+            let mut must_be_durable = 0;
+            if self.log.start_lsn() < held_committed {
+                must_be_durable = held_committed;
+            }
+            if new_start > flush {
+                must_be_durable = must_be_durable.max(new_start);
+            }
+            let verified = match durable {
+                _ if must_be_durable == 0 => false,
+                Some(d) if d >= must_be_durable => true,
+                Some(d) => {
+                    return Err(Error::invalid(format!(
+                        "term {term}: restarting the log at {new_start} would drop WAL up to \
+                         {must_be_durable}, but object storage holds only up to {d}"
+                    )));
+                }
+                None => {
+                    return Err(Error::unavailable(format!(
+                        "term {term}: restarting the log at {new_start} would drop WAL up to \
+                         {must_be_durable} that cannot be verified durable: no object store \
+                         is configured on this safekeeper (--object-store)"
+                    )));
+                }
+            };
+            // Record the intent before deleting anything, so a crash midway is finished on
+            // open rather than leaving an empty log under a commit position.
+            next.log_start_lsn = new_start;
+            if verified {
+                next.commit_lsn = next.commit_lsn.max(new_start);
+            }
             next.reset_pending = true;
             next.store(&self.dir)?;
             self.log.reset(next.log_start_lsn)?;
             next.reset_pending = false;
         } else {
-            if agreed < self.control.commit_lsn {
+            if agreed < commit {
                 return Err(Error::corruption(format!(
-                    "term {term} history diverges at {agreed}, below the committed {}",
-                    self.control.commit_lsn
+                    "term {term} history diverges at {agreed}, below the committed {commit}"
                 )));
             }
             self.log.truncate(agreed)?;
@@ -263,14 +382,24 @@ impl Acceptor {
         next.store(&self.dir)?;
         self.persisted_commit_lsn = next.commit_lsn;
         self.control = next;
-        Ok(self.status())
+        let session = new_session();
+        self.session = Some((term, session));
+        Ok((self.status(), session))
     }
 
-    /// Appends `frames` at `begin` for the proposer of `term`, fdatasynced on return, and
-    /// learns the commit position. Returns the new end of the log.
-    pub fn append(&mut self, term: u64, begin: Lsn, frames: &[u8], commit_lsn: Lsn) -> Result<Lsn> {
+    /// Appends `frames` at `begin` for the proposer of `term` on `session`, fdatasynced on
+    /// return, and learns the commit position. Returns the new end of the log.
+    pub fn append(
+        &mut self,
+        term: u64,
+        session: u64,
+        begin: Lsn,
+        frames: &[u8],
+        commit_lsn: Lsn,
+    ) -> Result<Lsn> {
         let req = AppendArgs {
             term,
+            session,
             begin,
             frames,
             commit_lsn,
@@ -316,6 +445,7 @@ impl Acceptor {
         self.check_intact()?;
         let AppendArgs {
             term,
+            session,
             begin,
             frames,
             ..
@@ -329,17 +459,67 @@ impl Acceptor {
                 format!("not set up for term {term}: send Elected first"),
             ));
         }
+        if self.session != Some((term, session)) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "this append stream holds no session of term {term}: only the stream of the \
+                     proposer that last completed Elected may append"
+                ),
+            ));
+        }
         let flush = self.log.flush_lsn();
-        let end = begin + frames.len() as u64;
+        let end = begin
+            .checked_add(frames.len() as u64)
+            .ok_or_else(|| Error::invalid("append end overflows the LSN space"))?;
         if begin > flush {
             return Err(Error::new(
                 ErrorKind::Unavailable,
                 format!("append at {begin} leaves a gap after the log end {flush}"),
             ));
         }
+        let overlap_end = end.min(flush);
+        if overlap_end > begin {
+            // Bytes this log already holds: compare them, never assume them equal.
+            if begin < self.log.start_lsn() {
+                return Err(Error::invalid(format!(
+                    "append at {begin} overlaps WAL below the log start {}, which cannot be compared",
+                    self.log.start_lsn()
+                )));
+            }
+            let held = self.log.read_exact(begin, overlap_end - begin)?;
+            let sent = &frames[..held.len()];
+            if let Some(i) = held.iter().zip(sent).position(|(a, b)| a != b) {
+                self.wal_mismatches += 1;
+                let at = begin + i as u64;
+                let commit = self.control.commit_lsn;
+                if at < commit {
+                    tracing::error!(
+                        dir = %self.dir.display(),
+                        term,
+                        at,
+                        commit,
+                        "an append differs from committed WAL: refused"
+                    );
+                    return Err(Error::corruption(format!(
+                        "append in term {term} differs at LSN {at} from committed WAL (commit \
+                         position {commit}); committed WAL never changes"
+                    )));
+                }
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    term,
+                    at,
+                    commit,
+                    "an append differs from uncommitted WAL held: refused"
+                );
+                return Err(Error::invalid(format!(
+                    "append in term {term} differs at LSN {at} from the WAL held; only a new \
+                     election may truncate a divergent suffix"
+                )));
+            }
+        }
         if end > flush {
-            // Everything below `flush` is already here and, since this log follows the
-            // current term's history, identical: write only what is new.
             let new = &frames[(flush - begin) as usize..];
             if wal::whole_frames_len(new)? != new.len() {
                 return Err(Error::invalid("append does not hold whole frames"));
@@ -355,16 +535,34 @@ impl Acceptor {
         self.log.read(start, end, max_bytes)
     }
 
-    /// Deletes WAL that object storage holds: whole segments below `remote_consistent_lsn`
-    /// (and below the commit position, which it can never exceed in a sound cluster).
-    /// Returns the new first LSN.
-    pub fn trim(&mut self, remote_consistent_lsn: Lsn) -> Result<Lsn> {
+    /// Deletes WAL that object storage holds, on the pageserver's `claim` that everything
+    /// below it is durable there. The claim is checked, never trusted:
+    ///
+    /// - never above this acceptor's own commit position;
+    /// - with an object store configured (`durable` is `Some`, what the newest manifest
+    ///   names), never above `durable`;
+    /// - without one, a claim above the commit position is not believed at all (a sound
+    ///   pageserver can only have uploaded committed WAL), so nothing is trimmed.
+    ///
+    /// Whole segments ending at or below the resulting point go, never the tail. Returns the
+    /// new first LSN.
+    pub fn trim(&mut self, claim: Lsn, durable: Option<Lsn>) -> Result<Lsn> {
         self.check_intact()?;
-        let up_to = remote_consistent_lsn.min(self.control.commit_lsn);
-        self.control.remote_consistent_lsn = self
-            .control
-            .remote_consistent_lsn
-            .max(remote_consistent_lsn);
+        let commit = self.control.commit_lsn;
+        let up_to = match durable {
+            Some(d) => claim.min(d).min(commit),
+            None if claim <= commit => claim,
+            None => {
+                tracing::debug!(
+                    dir = %self.dir.display(),
+                    claim,
+                    commit,
+                    "durable claim above the commit position with no object store to check it: not trimming"
+                );
+                return Ok(self.log.start_lsn());
+            }
+        };
+        self.control.remote_consistent_lsn = self.control.remote_consistent_lsn.max(up_to);
         let start = self.log.trim(up_to)?;
         if start != self.control.log_start_lsn {
             self.control.log_start_lsn = start;
@@ -395,6 +593,20 @@ impl Acceptor {
     }
 }
 
+fn proposer_hex(id: ProposerId) -> String {
+    format!("{id:032x}")
+}
+
+/// A fresh, unpredictable, non-zero session id (zero is what a request without one carries).
+fn new_session() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 fn fenced(term: u64, current: u64) -> Error {
     Error::new(
         ErrorKind::Fenced,
@@ -407,6 +619,23 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use ferrisdb_common::wal::{Mutation, encode_frame};
+
+    const P: ProposerId = 0xfeed;
+
+    /// The append session the acceptor's last `Elected` opened (what the proposer was given).
+    fn sess(a: &Acceptor) -> u64 {
+        a.session.map_or(0, |s| s.1)
+    }
+
+    /// `Elected` from proposer [`P`] with no object store to verify anything against.
+    fn elect(
+        a: &mut Acceptor,
+        term: u64,
+        history: &[TermSwitch],
+        log_start: Lsn,
+    ) -> Result<AcceptorStatus> {
+        a.elected(term, P, history, log_start, None).map(|(st, _)| st)
+    }
 
     fn ts(term: u64, lsn: Lsn) -> TermSwitch {
         TermSwitch { term, lsn }
@@ -424,31 +653,31 @@ mod tests {
     fn votes_once_per_term_and_persists_the_promise() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        assert!(a.vote(1).unwrap().0);
-        assert!(!a.vote(1).unwrap().0, "voted twice in term 1");
+        assert!(a.vote(1, P).unwrap().0);
+        assert!(!a.vote(1, P).unwrap().0, "voted twice in term 1");
         drop(a);
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(a.status().term, 1);
-        assert!(!a.vote(1).unwrap().0, "forgot its promise across a restart");
-        assert!(a.vote(2).unwrap().0);
+        assert!(!a.vote(1, P).unwrap().0, "forgot its promise across a restart");
+        assert!(a.vote(2, P).unwrap().0);
     }
 
     #[test]
     fn append_requires_election_and_refuses_old_terms() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        a.vote(2).unwrap();
+        a.vote(2, P).unwrap();
         let f = frame(0, 1);
-        let e = a.append(2, 0, &f, 0).unwrap_err();
+        let e = a.append(2, sess(&a), 0, &f, 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable);
-        a.elected(2, &[ts(2, 0)], 0).unwrap();
-        let end = a.append(2, 0, &f, 0).unwrap();
+        elect(&mut a, 2, &[ts(2, 0)], 0).unwrap();
+        let end = a.append(2, sess(&a), 0, &f, 0).unwrap();
         assert_eq!(end, f.len() as u64);
         // Re-sending what is already there is harmless.
-        assert_eq!(a.append(2, 0, &f, end).unwrap(), end);
+        assert_eq!(a.append(2, sess(&a), 0, &f, end).unwrap(), end);
         assert_eq!(a.status().commit_lsn, end);
-        a.vote(3).unwrap();
-        let e = a.append(2, end, &frame(end, 2), end).unwrap_err();
+        a.vote(3, P).unwrap();
+        let e = a.append(2, sess(&a), end, &frame(end, 2), end).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fenced);
     }
 
@@ -456,15 +685,17 @@ mod tests {
     fn a_group_is_applied_in_order_and_stops_at_the_first_failure() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        a.vote(1).unwrap();
-        a.elected(1, &[ts(1, 0)], 0).unwrap();
+        a.vote(1, P).unwrap();
+        elect(&mut a, 1, &[ts(1, 0)], 0).unwrap();
         let f1 = frame(0, 1);
         let e1 = f1.len() as u64;
         let f2 = frame(e1, 2);
         let e2 = e1 + f2.len() as u64;
         let gap = frame(e2 + 5, 3);
+        let session = sess(&a);
         let args = |begin, frames: &'static [u8], commit| AppendArgs {
             term: 1,
+            session,
             begin,
             frames,
             commit_lsn: commit,
@@ -492,16 +723,16 @@ mod tests {
     fn a_divergent_uncommitted_suffix_is_truncated() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        a.vote(1).unwrap();
-        a.elected(1, &[ts(1, 0)], 0).unwrap();
+        a.vote(1, P).unwrap();
+        elect(&mut a, 1, &[ts(1, 0)], 0).unwrap();
         let f1 = frame(0, 1);
-        let c = a.append(1, 0, &f1, 0).unwrap();
+        let c = a.append(1, sess(&a), 0, &f1, 0).unwrap();
         let f2 = frame(c, 2);
-        let end = a.append(1, c, &f2, c).unwrap();
+        let end = a.append(1, sess(&a), c, &f2, c).unwrap();
         assert_eq!(a.status().commit_lsn, c);
         // Term 2's proposer took over from a donor whose log ended at `c`: our f2 diverges.
-        a.vote(2).unwrap();
-        let st = a.elected(2, &[ts(1, 0), ts(2, c)], 0).unwrap();
+        a.vote(2, P).unwrap();
+        let st = elect(&mut a, 2, &[ts(1, 0), ts(2, c)], 0).unwrap();
         assert_eq!(st.flush_lsn, c);
         assert!(end > c);
         drop(a);
@@ -514,14 +745,14 @@ mod tests {
     fn election_never_truncates_below_the_commit_position() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        a.vote(1).unwrap();
-        a.elected(1, &[ts(1, 0)], 0).unwrap();
+        a.vote(1, P).unwrap();
+        elect(&mut a, 1, &[ts(1, 0)], 0).unwrap();
         let f1 = frame(0, 1);
-        let c = a.append(1, 0, &f1, 0).unwrap();
-        a.append(1, c, &[], c).unwrap();
-        a.vote(5).unwrap();
+        let c = a.append(1, sess(&a), 0, &f1, 0).unwrap();
+        a.append(1, sess(&a), c, &[], c).unwrap();
+        a.vote(5, P).unwrap();
         // A (buggy) proposer whose history shares nothing with ours.
-        let e = a.elected(5, &[ts(4, 0), ts(5, 10)], 0).unwrap_err();
+        let e = elect(&mut a, 5, &[ts(4, 0), ts(5, 10)], 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corruption);
         assert_eq!(a.status().flush_lsn, c);
     }
@@ -530,10 +761,10 @@ mod tests {
     fn an_interrupted_reset_is_finished_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        a.vote(1).unwrap();
-        a.elected(1, &[ts(1, 0)], 0).unwrap();
-        let c = a.append(1, 0, &frame(0, 1), 0).unwrap();
-        a.append(1, c, &[], c).unwrap();
+        a.vote(1, P).unwrap();
+        elect(&mut a, 1, &[ts(1, 0)], 0).unwrap();
+        let c = a.append(1, sess(&a), 0, &frame(0, 1), 0).unwrap();
+        a.append(1, sess(&a), c, &[], c).unwrap();
         a.persist_commit_lsn().unwrap();
         drop(a);
         // The crash: the intent to restart the log at 9000 is stored, no segment deleted yet.
@@ -561,13 +792,13 @@ mod tests {
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
         let mut end = 0;
         for acc in [&mut peer, &mut a] {
-            acc.vote(1).unwrap();
-            acc.elected(1, &[ts(1, 0)], 0).unwrap();
+            acc.vote(1, P).unwrap();
+            elect(acc, 1, &[ts(1, 0)], 0).unwrap();
         }
         for tag in 1..=3u8 {
             let f = frame(end, tag);
-            peer.append(1, end, &f, end).unwrap();
-            end = a.append(1, end, &f, end).unwrap();
+            peer.append(1, sess(&peer), end, &f, end).unwrap();
+            end = a.append(1, sess(&a), end, &f, end).unwrap();
         }
         drop(a);
         let seg = dir.path().join(format!("{:016X}.seg", 0));
@@ -583,9 +814,9 @@ mod tests {
             a.read(0, end, 1 << 20).unwrap_err().kind(),
             ErrorKind::Corruption
         );
-        assert_eq!(a.vote(2).unwrap_err().kind(), ErrorKind::Corruption);
+        assert_eq!(a.vote(2, P).unwrap_err().kind(), ErrorKind::Corruption);
         assert_eq!(
-            a.append(1, end, &frame(end, 9), 0).unwrap_err().kind(),
+            a.append(1, sess(&a), end, &frame(end, 9), 0).unwrap_err().kind(),
             ErrorKind::Corruption
         );
         // A peer whose history disagrees is not a source.
@@ -608,10 +839,16 @@ mod tests {
     fn elected_with_a_higher_log_start_restarts_an_empty_log_there() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        a.vote(1).unwrap();
-        let st = a.elected(1, &[ts(1, 9000)], 9000).unwrap();
+        a.vote(1, P).unwrap();
+        // Restarting the log past its end needs object storage to hold what lies below.
+        let e = elect(&mut a, 1, &[ts(1, 9000)], 9000).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        let e = a.elected(1, P, &[ts(1, 9000)], 9000, Some(8999)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(a.status().flush_lsn, 0);
+        let st = a.elected(1, P, &[ts(1, 9000)], 9000, Some(9000)).unwrap().0;
         assert_eq!((st.log_start_lsn, st.flush_lsn), (9000, 9000));
-        let end = a.append(1, 9000, &frame(9000, 1), 0).unwrap();
+        let end = a.append(1, sess(&a), 9000, &frame(9000, 1), 0).unwrap();
         drop(a);
         let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(

@@ -32,9 +32,16 @@ pub struct Control {
     /// recorded here before any segment is deleted, and a restart finishes the job.
     #[serde(default)]
     pub reset_pending: bool,
-    /// What the pageserver last reported durable in object storage.
+    /// What the pageserver last reported durable in object storage, as far as it was believed
+    /// (see [`crate::acceptor::Acceptor::trim`]).
     #[serde(default)]
     pub remote_consistent_lsn: Lsn,
+    /// The proposer `term` was promised to (hex of its 128-bit id): only it may send `Elected`
+    /// in that term. Absent in control files written before ids existed (and then bound by
+    /// the first `Elected` of the term). Skipped when absent so older files keep their
+    /// checksum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposer: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -124,6 +131,7 @@ mod tests {
             commit_lsn: 400,
             reset_pending: false,
             remote_consistent_lsn: 0,
+            proposer: Some(format!("{:032x}", 7u128)),
         };
         c.store(dir.path()).unwrap();
         assert_eq!(Control::load(dir.path()).unwrap(), c);

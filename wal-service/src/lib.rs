@@ -7,6 +7,7 @@
 
 pub mod acceptor;
 pub mod control;
+pub mod durable;
 pub mod log;
 pub mod metrics;
 pub mod service;
@@ -39,8 +40,12 @@ pub struct SafekeeperConfig {
     pub data_dir: PathBuf,
     /// The other safekeepers' gRPC endpoints, for repairing damaged WAL.
     pub peers: Vec<String>,
-    /// Segment size and WAL disk budget.
+    /// Segment size, WAL disk budget and database count limit.
     pub limits: service::Limits,
+    /// The object store the pageserver uploads to, read to verify its durable claims before
+    /// WAL is deleted. Without it, trimming stops at the commit position and a claim above it
+    /// is not believed (docs/wal-protocol.md).
+    pub object_store: Option<ferrisdb_common::objstore::ObjectStoreConfig>,
 }
 
 /// Runs a safekeeper until `shutdown` resolves.
@@ -49,10 +54,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
+    let store = match &config.object_store {
+        Some(c) => Some(c.open()?),
+        None => {
+            tracing::warn!(
+                "no --object-store: durable claims cannot be verified, so WAL is trimmed only up to \
+                 the commit position and never on a claim above it"
+            );
+            None
+        }
+    };
     let state = SafekeeperState::open(
         config.data_dir.clone(),
         config.peers.clone(),
         config.limits,
+        durable::DurableReader::new(store),
         metrics.clone(),
     )
     .await?;

@@ -318,6 +318,21 @@ impl WalLog {
         Ok(buf)
     }
 
+    /// Exactly the bytes `[start, start + len)`, which must lie inside the log held (used to
+    /// compare a re-sent append with what is already on disk).
+    pub fn read_exact(&self, start: Lsn, len: u64) -> Result<Vec<u8>> {
+        let end = start.checked_add(len);
+        if start < self.start_lsn || end.is_none_or(|e| e > self.flush_lsn) {
+            return Err(Error::internal(format!(
+                "[{start}, +{len}) is not inside the log [{}, {})",
+                self.start_lsn, self.flush_lsn
+            )));
+        }
+        let len = usize::try_from(len)
+            .map_err(|_| Error::internal(format!("{len} bytes do not fit in memory")))?;
+        self.read_raw(start, len)
+    }
+
     fn read_raw(&self, start: Lsn, len: usize) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(len);
         let mut at = start;

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub repairs: IntCounter,
     /// Appends refused because the WAL disk budget was full.
     pub budget_refusals: IntCounter,
+    /// Appends refused because their bytes differed from the WAL already held.
+    pub wal_mismatches: IntCounter,
+    /// Requests refused because they would have created a database past `--max-databases`.
+    pub database_refusals: IntCounter,
 }
 
 impl Metrics {
@@ -64,6 +68,16 @@ impl Metrics {
             "ferrisdb_safekeeper_repairs_total",
             "Damaged logs repaired from a peer",
         )?;
+        let wal_mismatches = IntCounter::new(
+            "ferrisdb_safekeeper_wal_mismatches_total",
+            "Appends refused because their bytes differed from the WAL already held",
+        )?;
+        let database_refusals = IntCounter::new(
+            "ferrisdb_safekeeper_database_refusals_total",
+            "Requests refused because they would have created a database past --max-databases",
+        )?;
+        registry.register(Box::new(wal_mismatches.clone()))?;
+        registry.register(Box::new(database_refusals.clone()))?;
         registry.register(Box::new(appends.clone()))?;
         registry.register(Box::new(append_bytes.clone()))?;
         registry.register(Box::new(fsyncs.clone()))?;
@@ -82,6 +96,8 @@ impl Metrics {
             damaged_databases,
             repairs,
             budget_refusals,
+            wal_mismatches,
+            database_refusals,
         })
     }
 }

@@ -18,8 +18,9 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::acceptor::{Acceptor, AcceptorStatus, AppendArgs};
+use crate::acceptor::{Acceptor, AcceptorStatus, AppendArgs, ProposerId};
 use crate::control::{TermSwitch, database_dir};
+use crate::durable::DurableReader;
 use crate::metrics::Metrics;
 use crate::timeline::Timeline;
 
@@ -40,6 +41,8 @@ pub struct SafekeeperState {
     /// Other safekeepers' gRPC endpoints, to repair damage from.
     peers: Vec<String>,
     limits: Limits,
+    /// What object storage verifiably holds, to check durable claims against.
+    durable: DurableReader,
     pub(crate) metrics: Metrics,
 }
 
@@ -50,13 +53,21 @@ pub struct Limits {
     pub segment_size: u64,
     /// WAL bytes per database past which appends are refused (slowed from 75% on).
     pub max_wal_bytes: u64,
+    /// Databases this safekeeper holds at most; contact for another is refused.
+    pub max_databases: usize,
 }
+
+/// The default of [`Limits::max_databases`]: each database costs a directory, open files and
+/// a control file; a thousand is far beyond a small cluster's needs yet keeps a runaway (or
+/// hostile) client from exhausting inodes and memory.
+pub const DEFAULT_MAX_DATABASES: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             segment_size: crate::log::SEGMENT_TARGET_SIZE,
             max_wal_bytes: 8 << 30,
+            max_databases: DEFAULT_MAX_DATABASES,
         }
     }
 }
@@ -79,10 +90,12 @@ pub fn backpressure_delay(used: u64, limit: u64) -> Duration {
 
 impl SafekeeperState {
     /// State over `data_dir`, opening each database found there eagerly so damage shows at once.
+    /// `durable` reads what object storage holds (see [`DurableReader`]).
     pub async fn open(
         data_dir: PathBuf,
         peers: Vec<String>,
         limits: Limits,
+        durable: DurableReader,
         metrics: Metrics,
     ) -> Result<Arc<SafekeeperState>> {
         std::fs::create_dir_all(&data_dir)?;
@@ -92,6 +105,7 @@ impl SafekeeperState {
             broken: Mutex::new(BTreeMap::new()),
             peers,
             limits,
+            durable,
             metrics,
         });
         for entry in std::fs::read_dir(&data_dir)? {
@@ -100,26 +114,43 @@ impl SafekeeperState {
                 && let Some(name) = entry.file_name().to_str()
                 && validate_database_name(name).is_ok()
             {
-                // Errors are recorded in `broken`; keep opening the others.
-                let _ = state.timeline(name).await;
+                // Errors are recorded in `broken`; keep opening the others. Databases already
+                // on disk are always opened, even past the limit (it bounds creation only).
+                let _ = state.open_timeline(name, true).await;
             }
         }
         Ok(state)
     }
 
-    /// The timeline of `database`, opened (or created) on first use.
+    /// The timeline of `database`, opened (or created) on first use; creating one beyond
+    /// [`Limits::max_databases`] is refused (`invalid_argument`, naming the flag).
     pub async fn timeline(&self, database: &str) -> Result<Arc<Timeline>> {
+        self.open_timeline(database, false).await
+    }
+
+    async fn open_timeline(&self, database: &str, existing: bool) -> Result<Arc<Timeline>> {
         validate_database_name(database)?;
         let mut timelines = self.timelines.lock().await;
         if let Some(t) = timelines.get(database) {
             return Ok(t.clone());
         }
-        if let Some(why) = self.broken.lock().await.get(database) {
+        let broken = self.broken.lock().await;
+        if let Some(why) = broken.get(database) {
             return Err(Error::corruption(format!(
                 "database {database} is not served: {why}"
             )));
         }
+        let held = timelines.len() + broken.len();
+        drop(broken);
         let dir = database_dir(&self.data_dir, database);
+        if !existing && held >= self.limits.max_databases && !dir.exists() {
+            self.metrics.database_refusals.inc();
+            return Err(Error::invalid(format!(
+                "this safekeeper already holds its maximum of {} databases (--max-databases); \
+                 no new database is created",
+                self.limits.max_databases
+            )));
+        }
         let segment_size = self.limits.segment_size;
         let opened = tokio::task::spawn_blocking(move || Acceptor::open_with(dir, segment_size))
             .await
@@ -310,8 +341,9 @@ impl Safekeeper for SafekeeperService {
         req: Request<VoteRequest>,
     ) -> Result<Response<VoteResponse>, Status> {
         let req = req.into_inner();
+        let proposer = proposer_id(&req.proposer_id)?;
         let t = self.state.timeline(&req.database).await?;
-        let (granted, status) = t.with(move |a| a.vote(req.term)).await?;
+        let (granted, status) = t.with(move |a| a.vote(req.term, proposer)).await?;
         tracing::info!(database = %req.database, term = req.term, granted, "vote");
         Ok(Response::new(VoteResponse {
             granted,
@@ -324,13 +356,22 @@ impl Safekeeper for SafekeeperService {
         req: Request<ElectedRequest>,
     ) -> Result<Response<ElectedResponse>, Status> {
         let req = req.into_inner();
+        let proposer = proposer_id(&req.proposer_id)?;
         let t = self.state.timeline(&req.database).await?;
         let history: Vec<TermSwitch> = req.history.iter().map(Into::into).collect();
         let (term, start) = (req.term, req.log_start_lsn);
-        let status = t.with(move |a| a.elected(term, &history, start)).await?;
+        // What object storage holds, in case adopting this history would restart the log: it
+        // must cover both the requested start and the committed WAL held here.
+        let st = t.status().await?;
+        let want = start.max(st.commit_lsn.min(st.flush_lsn));
+        let durable = self.state.durable.durable(&req.database, want).await?;
+        let (status, session) = t
+            .with(move |a| a.elected(term, proposer, &history, start, durable))
+            .await?;
         tracing::info!(database = %req.database, term, flush_lsn = status.flush_lsn, "adopted proposer history");
         Ok(Response::new(ElectedResponse {
             status: Some(to_proto(status)),
+            session,
         }))
     }
 
@@ -376,9 +417,19 @@ impl Safekeeper for SafekeeperService {
     ) -> Result<Response<SafekeeperStatus>, Status> {
         let req = req.into_inner();
         let t = self.state.timeline(&req.database).await?;
-        let lsn = req.remote_consistent_lsn;
-        let before = t.status().await?.log_start_lsn;
-        let status = t.with(move |a| a.trim(lsn).map(|_| a.status())).await?;
+        let claim = req.remote_consistent_lsn;
+        let st = t.status().await?;
+        let before = st.log_start_lsn;
+        // The claim is checked against the newest manifest, never taken on trust; the store is
+        // read only when the claim would move the trim point past what was already verified.
+        let durable = self
+            .state
+            .durable
+            .durable(&req.database, claim.min(st.commit_lsn))
+            .await?;
+        let status = t
+            .with(move |a| a.trim(claim, durable).map(|_| a.status()))
+            .await?;
         if status.log_start_lsn > before {
             tracing::info!(database = %req.database, from = before, to = status.log_start_lsn, "trimmed WAL held in object storage");
         }
@@ -442,14 +493,21 @@ async fn append_group(
                 .iter()
                 .map(|r| AppendArgs {
                     term: r.term,
+                    session: r.session,
                     begin: r.begin_lsn,
                     frames: &r.wal,
                     commit_lsn: r.commit_lsn,
                 })
                 .collect();
-            Ok(a.append_group(&args))
+            let mismatches = a.status().wal_mismatches;
+            let results = a.append_group(&args);
+            Ok((results, a.status().wal_mismatches - mismatches))
         })
         .await
+        .map(|(results, mismatches)| {
+            state.metrics.wal_mismatches.inc_by(mismatches);
+            results
+        })
         .unwrap_or_else(|e| vec![Err(e)]);
     if bytes > 0 {
         let m = &state.metrics;
@@ -469,6 +527,17 @@ async fn append_group(
             })
         })
         .collect()
+}
+
+/// A proposer id off the wire: exactly 16 bytes.
+fn proposer_id(bytes: &[u8]) -> Result<ProposerId> {
+    let raw: [u8; 16] = bytes.try_into().map_err(|_| {
+        Error::invalid(format!(
+            "proposer_id must be 16 bytes, not {}",
+            bytes.len()
+        ))
+    })?;
+    Ok(ProposerId::from_be_bytes(raw))
 }
 
 type ChunkSender = mpsc::Sender<Result<WalChunk, Status>>;

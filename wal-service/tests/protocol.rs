@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ferrisdb_common::term_history::{TermSwitch, Vote, plan_election};
 use ferrisdb_common::wal::{self, Mutation, encode_frame};
 use ferrisdb_common::{ErrorKind, Lsn};
-use ferrisdb_wal_service::acceptor::Acceptor;
+use ferrisdb_wal_service::acceptor::{Acceptor, ProposerId};
 
 struct Cluster {
     _dirs: Vec<tempfile::TempDir>,
@@ -61,6 +61,10 @@ struct Proposer {
     /// The elected log, as bytes from its start, for catching acceptors up.
     log: Vec<u8>,
     log_start: Lsn,
+    /// Its id, drawn for this election.
+    id: ProposerId,
+    /// The append session each acceptor's `Elected` opened (0: none yet).
+    sessions: Vec<u64>,
 }
 
 impl Proposer {
@@ -68,8 +72,9 @@ impl Proposer {
     fn elect(c: &mut Cluster, term: u64, voters: &[usize]) -> Result<Proposer, usize> {
         let mut votes = Vec::new();
         let mut granted = Vec::new();
+        let id = ProposerId::from(term as u32) << 64 | 0xabc;
         for &i in voters {
-            let (ok, st) = c.acceptors[i].vote(term).unwrap();
+            let (ok, st) = c.acceptors[i].vote(term, id).unwrap();
             if ok {
                 granted.push(i);
                 votes.push(Vote {
@@ -94,16 +99,20 @@ impl Proposer {
             end: plan.end,
             log,
             log_start: st.log_start_lsn,
+            id,
+            sessions: vec![0; c.acceptors.len()],
         })
     }
 
     /// Phase 2 set-up and catch-up of acceptor `i`.
-    fn sync(&self, c: &mut Cluster, i: usize) -> ferrisdb_common::Result<()> {
-        let st = c.acceptors[i].elected(self.term, &self.history, self.log_start)?;
+    fn sync(&mut self, c: &mut Cluster, i: usize) -> ferrisdb_common::Result<()> {
+        let (st, session) =
+            c.acceptors[i].elected(self.term, self.id, &self.history, self.log_start, None)?;
+        self.sessions[i] = session;
         let from = st.flush_lsn;
         if from < self.end {
             let tail = &self.log[(from - self.log_start) as usize..];
-            c.acceptors[i].append(self.term, from, tail, 0)?;
+            c.acceptors[i].append(self.term, session, from, tail, 0)?;
         }
         Ok(())
     }
@@ -125,7 +134,9 @@ impl Proposer {
     fn append_to(&mut self, c: &mut Cluster, v: &str, targets: &[usize]) -> Lsn {
         let (begin, frame) = self.record(v);
         for &i in targets {
-            c.acceptors[i].append(self.term, begin, &frame, 0).unwrap();
+            c.acceptors[i]
+                .append(self.term, self.sessions[i], begin, &frame, 0)
+                .unwrap();
         }
         self.end
     }
@@ -134,7 +145,9 @@ impl Proposer {
     fn commit(&self, c: &mut Cluster, lsn: Lsn, targets: &[usize]) {
         for &i in targets {
             let flush = c.acceptors[i].status().flush_lsn;
-            c.acceptors[i].append(self.term, flush, &[], lsn).unwrap();
+            c.acceptors[i]
+                .append(self.term, self.sessions[i], flush, &[], lsn)
+                .unwrap();
         }
     }
 }
@@ -195,10 +208,10 @@ fn two_proposers_racing_for_one_term_cannot_both_win() {
     }
     p0.append_to(&mut c, "a", &[0, 1, 2]);
     // Both pick term 2; their vote requests interleave: A asks 0 then 1, B asks 2 then 1.
-    let (a0, _) = c.acceptors[0].vote(2).unwrap();
-    let (b2, _) = c.acceptors[2].vote(2).unwrap();
-    let (a1, _) = c.acceptors[1].vote(2).unwrap();
-    let (b1, _) = c.acceptors[1].vote(2).unwrap();
+    let (a0, _) = c.acceptors[0].vote(2, 0xa).unwrap();
+    let (b2, _) = c.acceptors[2].vote(2, 0xb).unwrap();
+    let (a1, _) = c.acceptors[1].vote(2, 0xa).unwrap();
+    let (b1, _) = c.acceptors[1].vote(2, 0xb).unwrap();
     assert!(a0 && b2 && a1);
     assert!(!b1, "acceptor 1 voted twice in term 2");
     // Every acceptor now refuses term 2 to anyone else: B can never gather a majority.
@@ -215,10 +228,10 @@ fn two_proposers_racing_for_one_term_cannot_both_win() {
         value: Bytes::from_static(b"from-a"),
     };
     let (frame, _) = encode_frame(flush, 0, &[m]);
-    let e = c.acceptors[0].append(2, flush, &frame, 0).unwrap_err();
+    let e = c.acceptors[0].append(2, 1, flush, &frame, 0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Fenced);
     let e = c.acceptors[1]
-        .elected(2, &[TermSwitch { term: 2, lsn: 0 }], 0)
+        .elected(2, 0xa, &[TermSwitch { term: 2, lsn: 0 }], 0, None)
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Fenced);
     assert_eq!(c.values(0), vec!["a", "from-b"]);
@@ -268,7 +281,7 @@ fn a_crash_between_truncation_and_new_history_leaves_a_consistent_acceptor() {
     }
     p1.append_to(&mut c, "a", &[0, 1, 2]);
     p1.append_to(&mut c, "x", &[0]);
-    let p2 = Proposer::elect(&mut c, 2, &[1, 2]).unwrap();
+    let mut p2 = Proposer::elect(&mut c, 2, &[1, 2]).unwrap();
     p2.sync(&mut c, 0).unwrap();
     // Whatever the moment of a crash, a restarted acceptor's history never claims records
     // it does not hold.
