@@ -634,7 +634,8 @@ mod tests {
         history: &[TermSwitch],
         log_start: Lsn,
     ) -> Result<AcceptorStatus> {
-        a.elected(term, P, history, log_start, None).map(|(st, _)| st)
+        a.elected(term, P, history, log_start, None)
+            .map(|(st, _)| st)
     }
 
     fn ts(term: u64, lsn: Lsn) -> TermSwitch {
@@ -658,7 +659,10 @@ mod tests {
         drop(a);
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(a.status().term, 1);
-        assert!(!a.vote(1, P).unwrap().0, "forgot its promise across a restart");
+        assert!(
+            !a.vote(1, P).unwrap().0,
+            "forgot its promise across a restart"
+        );
         assert!(a.vote(2, P).unwrap().0);
     }
 
@@ -816,7 +820,9 @@ mod tests {
         );
         assert_eq!(a.vote(2, P).unwrap_err().kind(), ErrorKind::Corruption);
         assert_eq!(
-            a.append(1, sess(&a), end, &frame(end, 9), 0).unwrap_err().kind(),
+            a.append(1, sess(&a), end, &frame(end, 9), 0)
+                .unwrap_err()
+                .kind(),
             ErrorKind::Corruption
         );
         // A peer whose history disagrees is not a source.
@@ -843,7 +849,9 @@ mod tests {
         // Restarting the log past its end needs object storage to hold what lies below.
         let e = elect(&mut a, 1, &[ts(1, 9000)], 9000).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable);
-        let e = a.elected(1, P, &[ts(1, 9000)], 9000, Some(8999)).unwrap_err();
+        let e = a
+            .elected(1, P, &[ts(1, 9000)], 9000, Some(8999))
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert_eq!(a.status().flush_lsn, 0);
         let st = a.elected(1, P, &[ts(1, 9000)], 9000, Some(9000)).unwrap().0;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use ferrisdb_common::{Error, Lsn, Result};
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
@@ -145,6 +145,9 @@ mod tests {
             .unwrap();
         let e = reader.durable("db", 300).await.unwrap_err();
         assert_eq!(e.kind(), ferrisdb_common::ErrorKind::Corruption);
-        assert_eq!(DurableReader::new(None).durable("db", 0).await.unwrap(), None);
+        assert_eq!(
+            DurableReader::new(None).durable("db", 0).await.unwrap(),
+            None
+        );
     }
 }

@@ -532,10 +532,7 @@ async fn append_group(
 /// A proposer id off the wire: exactly 16 bytes.
 fn proposer_id(bytes: &[u8]) -> Result<ProposerId> {
     let raw: [u8; 16] = bytes.try_into().map_err(|_| {
-        Error::invalid(format!(
-            "proposer_id must be 16 bytes, not {}",
-            bytes.len()
-        ))
+        Error::invalid(format!("proposer_id must be 16 bytes, not {}", bytes.len()))
     })?;
     Ok(ProposerId::from_be_bytes(raw))
 }

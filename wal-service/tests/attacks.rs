@@ -76,7 +76,11 @@ impl Victim {
         assert_eq!(Victim::values(&self.a)[..3], COMMITTED);
         drop(self.a);
         let a = Acceptor::open(self.dir.path().to_path_buf()).unwrap();
-        assert_eq!(Victim::values(&a)[..3], COMMITTED, "committed WAL changed on disk");
+        assert_eq!(
+            Victim::values(&a)[..3],
+            COMMITTED,
+            "committed WAL changed on disk"
+        );
     }
 
     /// Every committed record reads back, now and after a reopen from disk.
@@ -112,9 +116,7 @@ fn a_forged_append_in_the_current_term_is_refused() {
     }
     // Taking over the term's session needs the id the term was promised to.
     let history = v.a.status().history;
-    let e =
-        v.a.elected(term, ATTACKER, &history, 0, None)
-            .unwrap_err();
+    let e = v.a.elected(term, ATTACKER, &history, 0, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
     // Nothing moved: the proposer's own session still works.
     assert_eq!(v.a.status().flush_lsn, flush);
@@ -210,9 +212,7 @@ fn elected_past_the_log_end_is_refused_and_deletes_nothing() {
             .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     // A history sharing nothing with ours, starting at 0: truncating to 0 cuts committed WAL.
-    let e =
-        v.a.elected(2, ATTACKER, &[ts(2, 0)], 0, None)
-            .unwrap_err();
+    let e = v.a.elected(2, ATTACKER, &[ts(2, 0)], 0, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
     // A history that rewinds (a later term starting lower) is malformed.
     let e =
@@ -279,9 +279,7 @@ fn a_vote_far_ahead_is_refused_and_a_normal_election_still_succeeds() {
     let flush = v.a.status().flush_lsn;
     let mut history = v.a.status().history;
     history.push(ts(next, flush));
-    let (st, session) =
-        v.a.elected(next, PROPOSER + 1, &history, 0, None)
-            .unwrap();
+    let (st, session) = v.a.elected(next, PROPOSER + 1, &history, 0, None).unwrap();
     assert_eq!(st.flush_lsn, flush);
     // The old term's session is closed by the new term.
     let e =
@@ -315,7 +313,11 @@ fn the_term_owner_and_the_session_rule_survive_a_restart() {
     drop(v.a);
     let mut a = Acceptor::open(v.dir.path().to_path_buf()).unwrap();
     let e = a.append(1, session, v.commit, &[], v.commit).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unavailable, "a session outlived a restart");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Unavailable,
+        "a session outlived a restart"
+    );
     let e = a.elected(1, ATTACKER, &history, 0, None).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Fenced);
     let (_, session) = a.elected(1, PROPOSER, &history, 0, None).unwrap();
