@@ -16,8 +16,7 @@ use bytes::Bytes;
 use ferrisdb_client::Database;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
-    AppendRequest, DurableReport, ElectedRequest, SafekeeperStatusRequest, TermSwitch,
-    VoteRequest,
+    AppendRequest, DurableReport, ElectedRequest, SafekeeperStatusRequest, TermSwitch, VoteRequest,
 };
 use ferrisdb_common::wal::{Mutation, encode_frame};
 use ferrisdb_common::{Error, ErrorKind};
@@ -65,7 +64,12 @@ async fn a_peer_that_reaches_the_safekeepers_cannot_destroy_acknowledged_data() 
     let data = dir.path().join("data");
     let mut cluster = DevCluster::start(
         &data,
-        &["--segment-size-bytes", "4096", "--checkpoint-interval-secs", "3600"],
+        &[
+            "--segment-size-bytes",
+            "4096",
+            "--checkpoint-interval-secs",
+            "3600",
+        ],
     )
     .await;
     let db = cluster.db(Duration::from_secs(10)).await;
