@@ -96,6 +96,23 @@ struct Log {
     commit: Lsn,
 }
 
+/// The proposer's id for one election. Whoever learns it may take over this term's append
+/// session, so it is never printed: `Debug` redacts it.
+#[derive(Clone, Copy)]
+struct ProposerId(u128);
+
+impl ProposerId {
+    fn to_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(&self.0.to_be_bytes())
+    }
+}
+
+impl std::fmt::Debug for ProposerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProposerId(<redacted>)")
+    }
+}
+
 /// The elected proposer of one database's term.
 #[derive(Debug)]
 pub struct Proposer {
@@ -103,7 +120,7 @@ pub struct Proposer {
     term: u64,
     /// 128 random bits drawn for this election: the acceptors record whose term they promised
     /// and take `Elected` in it only from this id.
-    id: u128,
+    id: ProposerId,
     history: Vec<TermSwitch>,
     /// Object storage holds everything below this: an acceptor that has nothing above it is
     /// restarted here rather than fed WAL the others have already deleted.
@@ -152,13 +169,13 @@ impl Proposer {
                 "a safekeeper reports term {highest}: the term space is exhausted"
             ))
         })?;
-        let id: u128 = rand::random();
+        let id = ProposerId(rand::random());
         let votes = futures::future::join_all(clients.iter().map(|c| {
             let mut c = c.clone();
             let req = VoteRequest {
                 database: database.to_string(),
                 term,
-                proposer_id: Bytes::copy_from_slice(&id.to_be_bytes()),
+                proposer_id: id.to_bytes(),
             };
             async move { rpc(c.request_vote(req)).await }
         }))
@@ -373,7 +390,7 @@ impl Proposer {
             term: self.term,
             history: self.history.clone(),
             log_start_lsn: self.log_start.load(std::sync::atomic::Ordering::SeqCst),
-            proposer_id: Bytes::copy_from_slice(&self.id.to_be_bytes()),
+            proposer_id: self.id.to_bytes(),
         }))
         .await?;
         // Appends on this stream carry the session this Elected opened: the acceptor takes
