@@ -596,6 +596,87 @@ async fn rpc<T>(
 mod tests {
     use super::*;
 
+    /// Three in-process safekeepers on free ports; sending `true` (or dropping the sender)
+    /// stops them.
+    async fn safekeepers(dir: &std::path::Path) -> (Vec<String>, watch::Sender<bool>) {
+        let (stop, stopped) = watch::channel(false);
+        let mut urls = Vec::new();
+        for i in 0..3 {
+            let port = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .unwrap()
+            };
+            let (grpc, http) = (port(), port());
+            urls.push(format!("http://{grpc}"));
+            let config = ferrisdb_wal_service::SafekeeperConfig {
+                name: format!("safekeeper-{i}"),
+                listen_grpc: grpc,
+                listen_http: http,
+                data_dir: dir.join(format!("sk{i}")),
+                peers: Vec::new(),
+                limits: Default::default(),
+            };
+            let mut stopped = stopped.clone();
+            tokio::spawn(ferrisdb_wal_service::run(config, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        (urls, stop)
+    }
+
+    async fn elect(urls: &[String]) -> Arc<Proposer> {
+        loop {
+            match Proposer::elect("db", urls, 0).await {
+                Ok(p) => return p,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// The liveness check behind read versions: it passes while no newer term exists, fences
+    /// the proposer once one does, and refuses (`unavailable`) without a majority.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn confirm_term_passes_only_while_no_newer_term_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (urls, stop) = safekeepers(dir.path()).await;
+        let old = elect(&urls).await;
+        old.confirm_term().await.unwrap();
+        assert!(old.watch_quorum().borrow().fenced.is_none());
+
+        let new = elect(&urls).await;
+        assert!(new.term() > old.term());
+        new.confirm_term().await.unwrap();
+        let e = old.confirm_term().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
+        assert!(
+            old.watch_quorum().borrow().fenced.is_some(),
+            "the old proposer steps down"
+        );
+        // Once fenced, it refuses without asking.
+        assert_eq!(
+            old.confirm_term().await.unwrap_err().kind(),
+            ErrorKind::Fenced
+        );
+
+        stop.send_replace(true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let e = loop {
+            match new.confirm_term().await {
+                Err(e) => break e,
+                // The servers take a moment to stop.
+                Ok(()) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "safekeepers never stopped"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+
     #[test]
     fn durable_lsn_is_the_majority_minimum() {
         let p = |flush| PeerState {
