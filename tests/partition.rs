@@ -37,6 +37,9 @@ impl DropRule {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(",");
+        // The comment names the group, so a rule left behind by a killed run is recognisable
+        // (it matches no process once that run's computes are gone).
+        let comment = format!("ferrisdb-partition-test-gid-{gid}");
         let spec: Vec<String> = [
             "OUTPUT",
             "-p",
@@ -52,7 +55,7 @@ impl DropRule {
             "-m",
             "comment",
             "--comment",
-            "ferrisdb-partition-test",
+            &comment,
             "-j",
             "DROP",
         ]
