@@ -110,7 +110,7 @@ impl Target {
             }
             Target::InProcess(databases) => {
                 let primary = databases.primary(DEFAULT_DATABASE).map_err(|e| e.code())?;
-                let read_version = primary.read_version().map_err(|e| e.code())?;
+                let read_version = primary.read_version().await.map_err(|e| e.code())?;
                 let key = Bytes::from(key);
                 let writes = vec![KeyRange::single(&key)];
                 let mutations = vec![TxWrite::Plain(Mutation::Set { key, value })];

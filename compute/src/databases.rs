@@ -216,7 +216,7 @@ impl Databases {
         // Without a point, branch at the latest commit, which the pageserver may not have
         // ingested yet: name it so the pageserver waits for it.
         let version = match (version, timestamp_micros) {
-            (None, None) => Some(p.read_version()?),
+            (None, None) => Some(p.read_version().await?),
             (v, _) => v,
         };
         if let Some(v) = version {

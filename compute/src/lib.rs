@@ -282,7 +282,7 @@ async fn checkpoint(
     axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let node = db.node(&dbs)?;
-    let version = node.read_version()?;
+    let version = node.read_version().await?;
     let view = node.view();
     let req = CheckpointRequest {
         database: view.database().to_string(),

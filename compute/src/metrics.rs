@@ -38,6 +38,10 @@ pub struct Metrics {
     pub commit_throttled_seconds: Counter,
     /// 1 while commits wait for the hot tier to get under its budget.
     pub commit_throttled: IntGauge,
+    /// Liveness checks behind read versions, by outcome (`ok`, `refused`).
+    pub liveness_checks: IntCounterVec,
+    /// Read versions answered by a liveness check (over `liveness_checks`: the batch size).
+    pub read_versions: IntCounter,
 }
 
 impl Metrics {
@@ -112,6 +116,20 @@ impl Metrics {
             "ferrisdb_compute_commit_throttled",
             "1 while commits wait for the hot tier to get under its memory budget",
         )?;
+        let liveness_checks = IntCounterVec::new(
+            Opts::new(
+                "ferrisdb_compute_liveness_checks_total",
+                "Checks with a safekeeper majority that this primary still holds its term, \
+                 made before handing out read versions, by outcome (ok, refused)",
+            ),
+            &["outcome"],
+        )?;
+        let read_versions = IntCounter::new(
+            "ferrisdb_compute_read_versions_total",
+            "Read versions answered by a liveness check (refused ones included)",
+        )?;
+        registry.register(Box::new(liveness_checks.clone()))?;
+        registry.register(Box::new(read_versions.clone()))?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(batches.clone()))?;
         registry.register(Box::new(conflicts.clone()))?;
@@ -142,6 +160,8 @@ impl Metrics {
             version_at_cache,
             commit_throttled_seconds,
             commit_throttled,
+            liveness_checks,
+            read_versions,
         })
     }
 }

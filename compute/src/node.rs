@@ -26,10 +26,13 @@ impl Node {
         }
     }
 
-    /// The version a new transaction reads at: the latest commit, or the newest applied.
-    pub fn read_version(&self) -> Result<Version> {
+    /// The version a new transaction reads at. On a primary, the latest commit, confirmed
+    /// with a safekeeper majority to be no older than any commit acknowledged before this
+    /// call (linearizable). On a replica, the newest version it has applied: a consistent
+    /// snapshot of committed history that may lag the primary (not linearizable).
+    pub async fn read_version(&self) -> Result<Version> {
         match self {
-            Node::Primary(p) => p.read_version(),
+            Node::Primary(p) => p.read_version().await,
             Node::Replica(r) => Ok(r.view().latest()),
         }
     }

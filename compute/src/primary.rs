@@ -1,6 +1,6 @@
 //! The primary: a compute that has won its term and serves reads and commits.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -128,6 +128,74 @@ pub struct Primary {
     pipeline: mpsc::Sender<CommitRequest>,
     /// What reads are answered from; commits become visible in it.
     view: Arc<DatabaseView>,
+    /// Read-version requests waiting for the next liveness check.
+    read_checks: Arc<ReadChecks>,
+}
+
+/// Batches read-version requests into liveness checks ([`Proposer::confirm_term`]), the way
+/// FoundationDB's proxies batch theirs: one check in flight at a time; a request that arrives
+/// while one is in flight waits for the next, so every request is answered by a check that
+/// began after it arrived (docs/wal-protocol.md, "Linearizable reads").
+#[derive(Debug)]
+struct ReadChecks {
+    proposer: Arc<Proposer>,
+    view: Arc<DatabaseView>,
+    metrics: Metrics,
+    state: std::sync::Mutex<ReadBatch>,
+}
+
+/// The requests for the next check, and whether a check task is running.
+#[derive(Debug, Default)]
+struct ReadBatch {
+    running: bool,
+    waiting: Vec<oneshot::Sender<Result<Version>>>,
+}
+
+impl ReadChecks {
+    /// A read version no older than any commit acknowledged (by any primary) before this call.
+    async fn read_version(self: &Arc<Self>) -> Result<Version> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            // Nothing panics while holding the lock, so a poisoned one is still consistent.
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.waiting.push(reply);
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start {
+            tokio::spawn(self.clone().run());
+        }
+        answer
+            .await
+            .map_err(|_| Error::unavailable("the read-version check stopped"))?
+    }
+
+    /// Runs checks while requests wait, each for the requests queued before it began.
+    async fn run(self: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.waiting.is_empty() {
+                    state.running = false;
+                    return;
+                }
+                std::mem::take(&mut state.waiting)
+            };
+            // The version is taken before the check begins: every commit this primary
+            // acknowledged before a batched request arrived is visible by now (the committer
+            // makes a batch visible before answering it).
+            let version = self.view.latest();
+            let outcome = self.proposer.confirm_term().await.map(|()| version);
+            let label = if outcome.is_ok() { "ok" } else { "refused" };
+            self.metrics
+                .liveness_checks
+                .with_label_values(&[label])
+                .inc();
+            self.metrics.read_versions.inc_by(batch.len() as u64);
+            for reply in batch {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+    }
 }
 
 impl Primary {
@@ -164,10 +232,17 @@ impl Primary {
         tokio::spawn(committer.run(requests));
         metrics.committed_version.set(start.0 as i64);
         tokio::spawn(view.clone().evict_loop(Some(proposer.clone())));
+        let read_checks = Arc::new(ReadChecks {
+            proposer: proposer.clone(),
+            view: view.clone(),
+            metrics,
+            state: std::sync::Mutex::default(),
+        });
         let primary = Arc::new(Primary {
             proposer,
             pipeline,
             view,
+            read_checks,
         });
         tracing::info!(database = %primary.database(), term = primary.proposer.term(), %start, "primary serving");
         Ok(primary)
@@ -199,10 +274,14 @@ impl Primary {
         }
     }
 
-    /// The latest committed version.
-    pub fn read_version(&self) -> Result<Version> {
+    /// A read version for a new transaction: the latest commit, once a safekeeper majority
+    /// has confirmed (in a check that began after this call) that this compute still holds
+    /// its term. So it is never older than a commit acknowledged anywhere before this call;
+    /// `unavailable` when the check fails (cut off from the safekeepers), `fenced` when a
+    /// newer term exists.
+    pub async fn read_version(&self) -> Result<Version> {
         self.check_not_fenced()?;
-        Ok(self.view.latest())
+        self.read_checks.read_version().await
     }
 
     /// What reads are answered from.

@@ -34,6 +34,9 @@ use tonic::transport::Channel;
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// How long one RPC to a safekeeper may take before it counts as down.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a read's liveness check ([`Proposer::confirm_term`]) waits for a majority before
+/// the read is refused with `unavailable`.
+const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause before reconnecting to a safekeeper that went down.
 const RECONNECT: Duration = Duration::from_millis(100);
 /// At most this much WAL goes in one append message.
@@ -256,6 +259,80 @@ impl Proposer {
     /// once a majority holds it in this term.
     pub fn elected_end(&self) -> Lsn {
         self.donor.1
+    }
+
+    /// The liveness check behind every read version (docs/wal-protocol.md, "Linearizable
+    /// reads"): asks every safekeeper for its promised term and succeeds once a majority
+    /// answers with a term no newer than ours. Every answer is given after this call began, so
+    /// success proves that, when it began, no majority had promised a newer term: no newer
+    /// primary had been elected, let alone acknowledged a commit.
+    ///
+    /// A safekeeper that promised a newer term fences this proposer (it steps down, as when an
+    /// append is refused). No majority within [`LIVENESS_TIMEOUT`] is `unavailable`: the read
+    /// is refused, never answered stale.
+    pub async fn confirm_term(&self) -> Result<()> {
+        if let Some(why) = &self.quorum.borrow().fenced {
+            return Err(Error::new(ErrorKind::Fenced, why.clone()));
+        }
+        let mut answers: futures::stream::FuturesUnordered<_> = self
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut c = c.clone();
+                let req = SafekeeperStatusRequest {
+                    database: self.database.clone(),
+                };
+                async move { (i, c.get_status(req).await) }
+            })
+            .collect();
+        let majority = self.clients.len() / 2 + 1;
+        let count = async {
+            use futures::StreamExt;
+            let (mut confirmed, mut failed) = (0usize, 0usize);
+            let mut last_error = String::new();
+            while let Some((i, answer)) = answers.next().await {
+                match answer {
+                    Ok(status) if status.get_ref().term > self.term => {
+                        let why = format!(
+                            "safekeeper {i} promised term {}, newer than ours ({})",
+                            status.get_ref().term,
+                            self.term
+                        );
+                        self.fence(why.clone());
+                        return Err(Error::new(ErrorKind::Fenced, why));
+                    }
+                    Ok(_) => {
+                        confirmed += 1;
+                        if confirmed >= majority {
+                            return Ok(());
+                        }
+                    }
+                    Err(status) => {
+                        failed += 1;
+                        last_error = format!("safekeeper {i}: {}", status.message());
+                        if failed > self.clients.len() - majority {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(Error::unavailable(format!(
+                "cannot confirm term {} on a safekeeper majority ({confirmed} of {} confirmed, \
+                 {majority} needed; last error: {last_error}): refusing to hand out a read \
+                 version that might be stale",
+                self.term,
+                self.clients.len()
+            )))
+        };
+        match tokio::time::timeout(LIVENESS_TIMEOUT, count).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::unavailable(format!(
+                "no safekeeper majority confirmed term {} within {LIVENESS_TIMEOUT:?}: refusing \
+                 to hand out a read version that might be stale",
+                self.term
+            ))),
+        }
     }
 
     /// A view of the safekeepers' states that changes as they do.
@@ -552,6 +629,87 @@ async fn rpc<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three in-process safekeepers on free ports; sending `true` (or dropping the sender)
+    /// stops them.
+    async fn safekeepers(dir: &std::path::Path) -> (Vec<String>, watch::Sender<bool>) {
+        let (stop, stopped) = watch::channel(false);
+        let mut urls = Vec::new();
+        for i in 0..3 {
+            let port = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .unwrap()
+            };
+            let (grpc, http) = (port(), port());
+            urls.push(format!("http://{grpc}"));
+            let config = ferrisdb_wal_service::SafekeeperConfig {
+                name: format!("safekeeper-{i}"),
+                listen_grpc: grpc,
+                listen_http: http,
+                data_dir: dir.join(format!("sk{i}")),
+                peers: Vec::new(),
+                limits: Default::default(),
+            };
+            let mut stopped = stopped.clone();
+            tokio::spawn(ferrisdb_wal_service::run(config, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        (urls, stop)
+    }
+
+    async fn elect(urls: &[String]) -> Arc<Proposer> {
+        loop {
+            match Proposer::elect("db", urls, 0).await {
+                Ok(p) => return p,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// The liveness check behind read versions: it passes while no newer term exists, fences
+    /// the proposer once one does, and refuses (`unavailable`) without a majority.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn confirm_term_passes_only_while_no_newer_term_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (urls, stop) = safekeepers(dir.path()).await;
+        let old = elect(&urls).await;
+        old.confirm_term().await.unwrap();
+        assert!(old.watch_quorum().borrow().fenced.is_none());
+
+        let new = elect(&urls).await;
+        assert!(new.term() > old.term());
+        new.confirm_term().await.unwrap();
+        let e = old.confirm_term().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fenced, "{e}");
+        assert!(
+            old.watch_quorum().borrow().fenced.is_some(),
+            "the old proposer steps down"
+        );
+        // Once fenced, it refuses without asking.
+        assert_eq!(
+            old.confirm_term().await.unwrap_err().kind(),
+            ErrorKind::Fenced
+        );
+
+        stop.send_replace(true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let e = loop {
+            match new.confirm_term().await {
+                Err(e) => break e,
+                // The servers take a moment to stop.
+                Ok(()) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "safekeepers never stopped"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
 
     #[test]
     fn durable_lsn_is_the_majority_minimum() {

@@ -101,7 +101,7 @@ impl Database for ComputeService {
     ) -> Result<Response<GetReadVersionResponse>, Status> {
         let p = self.node(&req.get_ref().database)?;
         Ok(Response::new(GetReadVersionResponse {
-            version: p.read_version()?.0,
+            version: p.read_version().await?.0,
         }))
     }
 
