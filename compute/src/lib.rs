@@ -172,7 +172,7 @@ pub async fn run(
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
     let mut server = match &config.tls {
         Some(tls) => tls.grpc_server()?,
-        None => tonic::transport::Server::builder(),
+        None => net::grpc_server(),
     };
     let grpc = server.add_service(InterceptedService::new(
         DatabaseServer::new(ComputeService::new(databases.clone(), activity.clone()))

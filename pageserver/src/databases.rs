@@ -136,7 +136,7 @@ impl Databases {
     ) -> Result<Version> {
         validate_database_name(name)?;
         if self.timelines.get(name).is_ok() {
-            return Err(Error::invalid(format!("database {name:?} already exists")));
+            return Err(Error::invalid(format!("database {} already exists", ferrisdb_common::error::echo(name))));
         }
         let p = self.timelines.get(parent)?;
         let at = match (version, timestamp_micros) {

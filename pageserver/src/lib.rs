@@ -88,7 +88,7 @@ pub async fn run(
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder().add_service(
+    let grpc = net::grpc_server().add_service(
         PageserverServer::new(PageserverService::new(databases.clone()))
             .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(net::MAX_MESSAGE_BYTES),

@@ -75,7 +75,10 @@ impl Timelines {
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::DatabaseNotFound,
-                    format!("this pageserver does not serve database {database:?}"),
+                    format!(
+                        "this pageserver does not serve database {}",
+                        ferrisdb_common::error::echo(database)
+                    ),
                 )
             })
     }
