@@ -18,7 +18,9 @@ use ferrisdb_common::net::ServerTls;
 use ferrisdb_common::objstore::ObjectStoreConfig;
 
 /// FerrisDB: a disaggregated transactional key-value database.
-#[derive(Debug, Parser)]
+///
+/// No Debug: the arguments hold tokens, which must never be printed.
+#[derive(Parser)]
 #[command(name = "ferrisdb", version, about)]
 struct Cli {
     #[command(subcommand)]
@@ -47,7 +49,7 @@ impl S3Args {
     }
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run a whole local cluster: 3 safekeepers, a pageserver and a compute, each its own process.
     Dev(dev::DevArgs),
