@@ -110,7 +110,20 @@ fn error_response(status: StatusCode, kind: ErrorKind, message: &str) -> Respons
 
 /// Rewrites an error answer that is not JSON into a FerrisDB error, keeping its status and
 /// headers (`Allow` on a 405) and using its text, cut short, as the message.
+///
+/// It also refuses a query string whose parameters are not UTF-8 once percent-decoded: the
+/// query extractor would replace the bad bytes with U+FFFD and carry on, so a history of
+/// key `%FF` would silently be the history of another key.
 async fn json_error_bodies(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(query) = req.uri().query()
+        && !query_is_utf8(query)
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidArgument,
+            "the query string is not UTF-8 once percent-decoded",
+        );
+    }
     let response = next.run(req).await;
     let status = response.status();
     let is_json = response
@@ -140,6 +153,34 @@ async fn json_error_bodies(req: axum::extract::Request, next: axum::middleware::
     );
     drop(fresh_parts);
     Response::from_parts(parts, fresh_body)
+}
+
+/// Whether every part of a query string is UTF-8 after percent-decoding (`+` is a space;
+/// a `%` not followed by two hex digits stands for itself, as form decoding has it).
+fn query_is_utf8(query: &str) -> bool {
+    let raw = query.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match raw[i] {
+            b'%' => {
+                let digit = |at: usize| raw.get(at).and_then(|b| hex(*b));
+                match (digit(i + 1), digit(i + 2)) {
+                    (Some(h), Some(l)) => {
+                        decoded.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => decoded.push(b'%'),
+                }
+            }
+            b'+' => decoded.push(b' '),
+            b => decoded.push(b),
+        }
+        i += 1;
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 impl IntoResponse for Error {
@@ -220,6 +261,8 @@ mod tests {
             (post("/v1/body", "application/json", "{\"other\": 1}"), 422),
             (post("/v1/body", "text/plain", "{\"name\": \"x\"}"), 415),
             (get("/v1/query?n=notanumber"), 400),
+            (get("/v1/query?n=1&key=%FF"), 400),
+            (get("/v1/query?n=1&key=a%C3"), 400),
             (get("/v1/query"), 400),
             (get("/v1/nowhere"), 404),
             (post("/v1/query", "application/json", "{}"), 405),
@@ -235,6 +278,8 @@ mod tests {
         let (status, _, _) = raw(addr, &post("/v1/body", "application/json", "{\"name\": \"x\"}")).await;
         assert_eq!(status, 200);
         let (status, _, _) = raw(addr, &get("/healthz")).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = raw(addr, &get("/v1/query?n=1&key=%C3%A9+x%2")).await;
         assert_eq!(status, 200);
     }
 }

@@ -52,6 +52,8 @@ pub struct PageserverConfig {
     pub cache: block_cache::BlockCacheConfig,
     /// Retention window and image-layer threshold.
     pub timeline: timeline::TimelineOptions,
+    /// Most branches served; creating one more is `limit_exceeded`.
+    pub max_branches: usize,
 }
 
 /// Runs a pageserver until `shutdown` resolves.
@@ -74,7 +76,8 @@ pub async fn run(
         config.timeline.clone(),
         config.safekeepers.clone(),
         config.checkpoint_interval,
-    );
+    )
+    .with_max_branches(config.max_branches);
     databases.start_all(&config.databases).await?;
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
