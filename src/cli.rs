@@ -18,8 +18,8 @@ use ferrisdb_client::{
     Version,
 };
 use ferrisdb_common::DEFAULT_DATABASE;
-use ferrisdb_common::error::echo;
 use ferrisdb_common::atomic::{VERSIONSTAMP_LEN, place_versionstamp, versionstamp_offset};
+use ferrisdb_common::error::echo;
 use futures::StreamExt;
 use serde_json::json;
 
@@ -77,10 +77,12 @@ const MAX_TIMEOUT_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// A number of seconds: finite, not negative, at most [`MAX_TIMEOUT_SECS`].
 pub(crate) fn parse_seconds(s: &str) -> Result<f64, String> {
-    let secs: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{} is not a number of seconds", ferrisdb_common::error::echo(s)))?;
+    let secs: f64 = s.trim().parse().map_err(|_| {
+        format!(
+            "{} is not a number of seconds",
+            ferrisdb_common::error::echo(s)
+        )
+    })?;
     if !secs.is_finite() || !(0.0..=MAX_TIMEOUT_SECS).contains(&secs) {
         return Err(format!(
             "{} seconds: give a number from 0 to {MAX_TIMEOUT_SECS}",
@@ -1206,12 +1208,58 @@ mod tests {
         /// A string built from pieces parsers trip on, and random characters.
         fn hostile(&mut self) -> String {
             const PIECES: &[&str] = &[
-                "0", "1", "9", "-", "+", ".", "e", "E", "inf", "-inf", "NaN", "infinity", "1e308",
-                "1e-400", "18446744073709551615", "18446744073709551616", "-1",
-                "99999999999999999999999999", "2147483647", "-2147483648", "9999", "10000",
-                "-12-31T23:59:59", "1970-01-01", "T", "Z", ":", "\\", "\\x", "\\xff", "\\x0",
-                "\\q", "0x", "ff", "g", "end", " ", "\t", "\n", "\0", "é", "✓", "\u{202e}",
-                "\u{feff}", "--", "=", ",", "\"", "'", ";", "%", "{}",
+                "0",
+                "1",
+                "9",
+                "-",
+                "+",
+                ".",
+                "e",
+                "E",
+                "inf",
+                "-inf",
+                "NaN",
+                "infinity",
+                "1e308",
+                "1e-400",
+                "18446744073709551615",
+                "18446744073709551616",
+                "-1",
+                "99999999999999999999999999",
+                "2147483647",
+                "-2147483648",
+                "9999",
+                "10000",
+                "-12-31T23:59:59",
+                "1970-01-01",
+                "T",
+                "Z",
+                ":",
+                "\\",
+                "\\x",
+                "\\xff",
+                "\\x0",
+                "\\q",
+                "0x",
+                "ff",
+                "g",
+                "end",
+                " ",
+                "\t",
+                "\n",
+                "\0",
+                "é",
+                "✓",
+                "\u{202e}",
+                "\u{feff}",
+                "--",
+                "=",
+                ",",
+                "\"",
+                "'",
+                ";",
+                "%",
+                "{}",
             ];
             let mut s = String::new();
             for _ in 0..self.next() % 8 {
@@ -1239,10 +1287,21 @@ mod tests {
         let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
         let mut accepted = [0usize; 5];
         let mut template = client_args(&[]);
-        for s in ["--timeout=1e9", "--timeout=inf", "--timeout=-1", "--timeout=NaN"] {
-            assert!(crate::Cli::try_parse_from(["ferrisdb", "getversion", s]).is_err(), "{s}");
+        for s in [
+            "--timeout=1e9",
+            "--timeout=inf",
+            "--timeout=-1",
+            "--timeout=NaN",
+        ] {
+            assert!(
+                crate::Cli::try_parse_from(["ferrisdb", "getversion", s]).is_err(),
+                "{s}"
+            );
         }
-        assert_eq!(client_args(&["--timeout=0.5"]).timeout(), Duration::from_millis(500));
+        assert_eq!(
+            client_args(&["--timeout=0.5"]).timeout(),
+            Duration::from_millis(500)
+        );
         for round in 0..30_000 {
             let s = rng.hostile();
             if let Ok(secs) = parse_seconds(&s) {
@@ -1284,11 +1343,41 @@ mod tests {
     #[test]
     fn whole_command_lines_parse_or_fail_without_panicking() {
         const WORDS: &[&str] = &[
-            "get", "set", "getkey", "history", "changes", "clear", "clearrange", "scan",
-            "atomic", "getversion", "versionat", "watch", "admin", "branch", "checkpoint",
-            "status", "--timeout", "--at-version", "--at-timestamp", "--offset", "--selector",
-            "--limit", "--from", "--to", "--hex", "--json", "--i64", "--stamp-offset",
-            "--database", "--endpoint", "--token", "add", "set_versionstamped_key", "k", "v",
+            "get",
+            "set",
+            "getkey",
+            "history",
+            "changes",
+            "clear",
+            "clearrange",
+            "scan",
+            "atomic",
+            "getversion",
+            "versionat",
+            "watch",
+            "admin",
+            "branch",
+            "checkpoint",
+            "status",
+            "--timeout",
+            "--at-version",
+            "--at-timestamp",
+            "--offset",
+            "--selector",
+            "--limit",
+            "--from",
+            "--to",
+            "--hex",
+            "--json",
+            "--i64",
+            "--stamp-offset",
+            "--database",
+            "--endpoint",
+            "--token",
+            "add",
+            "set_versionstamped_key",
+            "k",
+            "v",
         ];
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2_000 {
@@ -1327,15 +1416,20 @@ mod tests {
     fn debug_never_prints_a_token() {
         let args = client_args(&["--token", "tok-s3cret"]);
         let shown = format!("{args:?}");
-        assert!(!shown.contains("tok-s3cret") && shown.contains("<redacted>"), "{shown}");
-        let cli = crate::Cli::try_parse_from([
-            "ferrisdb", "admin", "status", "--token", "tok-s3cret",
-        ])
-        .unwrap();
+        assert!(
+            !shown.contains("tok-s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let cli =
+            crate::Cli::try_parse_from(["ferrisdb", "admin", "status", "--token", "tok-s3cret"])
+                .unwrap();
         let crate::Command::Client(ClientCommand::Admin { command }) = cli.command else {
             panic!("not an admin command");
         };
         let shown = format!("{command:?}");
-        assert!(!shown.contains("tok-s3cret") && shown.contains("<redacted>"), "{shown}");
+        assert!(
+            !shown.contains("tok-s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -319,6 +319,10 @@ fn main() -> ExitCode {
                 warm_tier_disk_bytes,
             } => {
                 init_tracing("info");
+                // Everything the compute writes is cache (the warm tier's files): this user's
+                // alone from the moment each file is created, not only once chmod reaches it.
+                #[cfg(unix)]
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
                 // Cached values are user data: never in a directory others can guess or read.
                 // The guard removes the directory when the compute exits.
                 let (warm_dir, _warm_guard) = match warm_tier_dir {

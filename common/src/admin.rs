@@ -232,7 +232,11 @@ mod tests {
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         let content_type = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(String::from))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(String::from)
+            })
             .unwrap_or_default();
         let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
         (status, content_type, json)
@@ -241,7 +245,10 @@ mod tests {
     #[tokio::test]
     async fn every_rejection_is_a_json_error_with_a_code() {
         let router = base_router(Registry::new())
-            .route("/v1/body", post(|axum::Json(_b): axum::Json<Body>| async { "ok" }))
+            .route(
+                "/v1/body",
+                post(|axum::Json(_b): axum::Json<Body>| async { "ok" }),
+            )
             .route(
                 "/v1/query",
                 get(|axum::extract::Query(_p): axum::extract::Query<Params>| async { "ok" }),
@@ -255,7 +262,8 @@ mod tests {
                 body.len()
             )
         };
-        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let get =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let cases = [
             (post("/v1/body", "application/json", "{not json"), 400),
             (post("/v1/body", "application/json", "{\"other\": 1}"), 422),
@@ -271,11 +279,18 @@ mod tests {
             let (status, ctype, body) = raw(addr, &request).await;
             assert_eq!(status, want, "{request}: {body}");
             assert!(ctype.starts_with("application/json"), "{request}: {ctype}");
-            assert_eq!(body["error"]["code"], "invalid_argument", "{request}: {body}");
+            assert_eq!(
+                body["error"]["code"], "invalid_argument",
+                "{request}: {body}"
+            );
             assert!(!body["error"]["message"].as_str().unwrap().is_empty());
         }
         // What worked keeps working.
-        let (status, _, _) = raw(addr, &post("/v1/body", "application/json", "{\"name\": \"x\"}")).await;
+        let (status, _, _) = raw(
+            addr,
+            &post("/v1/body", "application/json", "{\"name\": \"x\"}"),
+        )
+        .await;
         assert_eq!(status, 200);
         let (status, _, _) = raw(addr, &get("/healthz")).await;
         assert_eq!(status, 200);

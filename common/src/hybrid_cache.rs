@@ -246,7 +246,10 @@ mod tests {
             .unwrap();
         serves_what_was_inserted(&cache).await;
         assert_eq!(mode(&path), 0o700);
-        let files: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()).collect();
+        let files: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert!(!files.is_empty(), "foyer wrote no files");
         for f in files {
             assert_eq!(mode(&f), 0o600, "{}", f.display());

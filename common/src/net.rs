@@ -142,7 +142,9 @@ pub struct RequireToken(Option<std::sync::Arc<str>>);
 
 impl std::fmt::Debug for RequireToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("RequireToken").field(&redact(&self.0)).finish()
+        f.debug_tuple("RequireToken")
+            .field(&redact(&self.0))
+            .finish()
     }
 }
 

@@ -170,7 +170,10 @@ mod tests {
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
-        assert!(shown.contains("<redacted>") && shown.contains("s3://bucket"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("s3://bucket"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -168,7 +168,10 @@ impl Databases {
             ));
         }
         if self.timelines.get(name).is_ok() {
-            return Err(Error::invalid(format!("database {} already exists", ferrisdb_common::error::echo(name))));
+            return Err(Error::invalid(format!(
+                "database {} already exists",
+                ferrisdb_common::error::echo(name)
+            )));
         }
         let p = self.timelines.get(parent)?;
         let at = match (version, timestamp_micros) {

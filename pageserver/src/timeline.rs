@@ -313,7 +313,10 @@ impl Timeline {
     pub async fn create_branch(parent: &Timeline, name: &str, at: Version) -> Result<()> {
         let existing = manifest::load_latest(&parent.store, name).await?;
         if existing.generation > 0 {
-            return Err(Error::invalid(format!("database {} already exists", ferrisdb_common::error::echo(name))));
+            return Err(Error::invalid(format!(
+                "database {} already exists",
+                ferrisdb_common::error::echo(name)
+            )));
         }
         parent.check_retained(at)?;
         if at > parent.ingested_version() {
@@ -351,7 +354,10 @@ impl Timeline {
         manifest::store_next(&parent.store, &first)
             .await
             .map_err(|e| match e.kind() {
-                ErrorKind::Fenced => Error::invalid(format!("database {} already exists", ferrisdb_common::error::echo(name))),
+                ErrorKind::Fenced => Error::invalid(format!(
+                    "database {} already exists",
+                    ferrisdb_common::error::echo(name)
+                )),
                 _ => e,
             })?;
         tracing::info!(parent = %parent.database, branch = name, version = %at, "branch created");
