@@ -1263,7 +1263,7 @@ mod tests {
             ];
             let mut s = String::new();
             for _ in 0..self.next() % 8 {
-                if self.next() % 5 == 0 {
+                if self.next().is_multiple_of(5) {
                     s.push(char::from_u32((self.next() % 0x11_0000) as u32).unwrap_or('\u{fffd}'));
                 } else {
                     s.push_str(self.pick(PIECES));
@@ -1302,7 +1302,7 @@ mod tests {
             client_args(&["--timeout=0.5"]).timeout(),
             Duration::from_millis(500)
         );
-        for round in 0..30_000 {
+        for round in 0..30_000u32 {
             let s = rng.hostile();
             if let Ok(secs) = parse_seconds(&s) {
                 accepted[0] += 1;
@@ -1319,7 +1319,7 @@ mod tests {
             accepted[3] += usize::from(escape::parse_hex("key", &s).is_ok());
             accepted[4] += usize::from(parse_stamp_at(&s).is_ok());
             // Numbers through clap as every u64/i32 flag takes them (fewer rounds: slow).
-            if round % 50 == 0 {
+            if round.is_multiple_of(50) {
                 let _ = crate::Cli::try_parse_from(["ferrisdb", "get", "k", "--at-version", &s]);
                 let _ = crate::Cli::try_parse_from(["ferrisdb", "getkey", "k", "--offset", &s]);
                 let _ = crate::Cli::try_parse_from(["ferrisdb", "changes", "--limit", &s]);
@@ -1383,7 +1383,7 @@ mod tests {
         for _ in 0..2_000 {
             let mut argv = vec!["ferrisdb".to_string()];
             for _ in 0..rng.next() % 7 {
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     argv.push(rng.pick(WORDS).to_string());
                 } else {
                     argv.push(rng.hostile());
