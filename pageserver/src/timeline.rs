@@ -1510,6 +1510,13 @@ mod tests {
             let got = versions(t.records_batch(Version(after), limit).await.unwrap());
             assert_eq!(got, want, "after {after}");
         }
+        // What is only in memory comes at most `limit` at a time, in order.
+        t.apply(&[rec(60, &[("d", Some("d6"))])]).unwrap();
+        t.apply(&[rec(70, &[("d", Some("d7"))])]).unwrap();
+        for (after, want) in [(40, vec![50, 60]), (60, vec![70]), (70, vec![])] {
+            let got = versions(t.records_batch(Version(after), 2).await.unwrap());
+            assert_eq!(got, want, "after {after}");
+        }
         let from_bucket = reloaded.records_since(Version(0)).await.unwrap();
         assert_eq!(versions(from_bucket.clone()), vec![10, 20, 30, 40]);
         assert_eq!(from_bucket[2], rec(30, &[("a", None), ("c", Some("c3"))]));
