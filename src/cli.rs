@@ -19,13 +19,14 @@ use ferrisdb_client::{
 };
 use ferrisdb_common::DEFAULT_DATABASE;
 use ferrisdb_common::atomic::{VERSIONSTAMP_LEN, place_versionstamp, versionstamp_offset};
+use ferrisdb_common::error::echo;
 use futures::StreamExt;
 use serde_json::json;
 
 use crate::escape::{self, Codec};
 
-/// Options every data command takes.
-#[derive(Debug, Clone, Args)]
+/// Options every data command takes. Debug shows whether a token is set, never the token.
+#[derive(Clone, Args)]
 pub struct ClientArgs {
     /// The compute's client API; repeat it or separate with commas to list computes to fail
     /// over to, in order.
@@ -52,8 +53,43 @@ pub struct ClientArgs {
     #[arg(long)]
     pub(crate) hex: bool,
     /// Give up retrying after this many seconds.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
     pub(crate) timeout: f64,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("endpoints", &self.endpoints)
+            .field("tls_ca", &self.tls_ca)
+            .field("token", &ferrisdb_common::net::redact(&self.token))
+            .field("database", &self.database)
+            .field("json", &self.json)
+            .field("hex", &self.hex)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The longest `--timeout` accepted, in seconds (a year): far past any useful wait, and far
+/// inside what a `Duration` and the clock arithmetic on it can hold.
+const MAX_TIMEOUT_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A number of seconds: finite, not negative, at most [`MAX_TIMEOUT_SECS`].
+pub(crate) fn parse_seconds(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| {
+        format!(
+            "{} is not a number of seconds",
+            ferrisdb_common::error::echo(s)
+        )
+    })?;
+    if !secs.is_finite() || !(0.0..=MAX_TIMEOUT_SECS).contains(&secs) {
+        return Err(format!(
+            "{} seconds: give a number from 0 to {MAX_TIMEOUT_SECS}",
+            ferrisdb_common::error::echo(s)
+        ));
+    }
+    Ok(secs)
 }
 
 impl ClientArgs {
@@ -63,12 +99,14 @@ impl ClientArgs {
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout.max(0.0))
+        // The parser bounds it; a value set some other way still must not panic here.
+        Duration::try_from_secs_f64(self.timeout.clamp(0.0, MAX_TIMEOUT_SECS))
+            .unwrap_or(Duration::ZERO)
     }
 }
 
-/// Options of admin commands.
-#[derive(Debug, Clone, Args)]
+/// Options of admin commands. Debug shows whether a token is set, never the token.
+#[derive(Clone, Args)]
 pub struct AdminArgs {
     /// The admin HTTP API.
     #[arg(
@@ -83,6 +121,16 @@ pub struct AdminArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminArgs")
+            .field("endpoint", &self.endpoint)
+            .field("token", &ferrisdb_common::net::redact(&self.token))
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 /// Which past state a read sees.
@@ -167,7 +215,7 @@ fn parse_stamp_at(s: &str) -> Result<StampAt, String> {
     }
     s.parse()
         .map(StampAt::Offset)
-        .map_err(|_| format!("{s:?} is neither a byte offset nor \"end\""))
+        .map_err(|_| format!("{} is neither a byte offset nor \"end\"", echo(s)))
 }
 
 /// The arguments of an atomic operation.
@@ -214,8 +262,8 @@ impl AtomicArgs {
         let mut param = if self.i64 {
             let n: i64 = self.param.parse().map_err(|_| {
                 Error::invalid(format!(
-                    "param {:?} is not a decimal 64-bit integer (--i64)",
-                    self.param
+                    "param {} is not a decimal 64-bit integer (--i64)",
+                    echo(&self.param)
                 ))
             })?;
             n.to_le_bytes().to_vec()
@@ -810,17 +858,33 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<u64, Error> {
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
         Error::invalid(format!(
-            "timestamp {s:?}: {e} (use Unix microseconds or RFC 3339)"
+            "timestamp {}: {e} (use Unix microseconds or RFC 3339)",
+            echo(s)
         ))
     })?;
     t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .map_err(|_| Error::invalid(format!("timestamp {s:?} is before 1970")))
+        .map_err(|_| Error::invalid(format!("timestamp {} is before 1970", echo(s))))
+        .and_then(|d| {
+            u64::try_from(d.as_micros())
+                .map_err(|_| Error::invalid(format!("timestamp {} is too late", echo(s))))
+        })
 }
 
-pub(crate) fn rfc3339(micros: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_micros(micros);
-    humantime::format_rfc3339_micros(t).to_string()
+/// The last microsecond RFC 3339 can write (9999-12-31T23:59:59.999999Z).
+const MAX_RFC3339_MICROS: u64 = 253_402_300_799_999_999;
+
+/// `micros` as an RFC 3339 time; `None` past the year 9999, which RFC 3339 cannot write.
+pub(crate) fn rfc3339(micros: u64) -> Option<String> {
+    if micros > MAX_RFC3339_MICROS {
+        return None;
+    }
+    let t = std::time::UNIX_EPOCH.checked_add(Duration::from_micros(micros))?;
+    Some(humantime::format_rfc3339_micros(t).to_string())
+}
+
+/// [`rfc3339`] for text output: a placeholder where no RFC 3339 time exists.
+pub(crate) fn rfc3339_text(micros: u64) -> String {
+    rfc3339(micros).unwrap_or_else(|| format!("(after year 9999: {micros} µs)"))
 }
 
 async fn changes(args: ClientArgs, from: u64, follow: bool, limit: Option<usize>) -> ExitCode {
@@ -894,7 +958,7 @@ async fn history(args: &ClientArgs, key: &str, from: u64, to: u64) -> Result<(),
             say(format_args!(
                 "{:>12}  {}  {value}",
                 e.version,
-                rfc3339(e.commit_time_micros)
+                rfc3339_text(e.commit_time_micros)
             ));
         }
     }
@@ -1033,7 +1097,11 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
     let (args, method, path, body) = match &cmd {
         AdminCommand::Checkpoint { args, database } => {
             let path = match database {
-                Some(db) => format!("/v1/checkpoint?database={db}"),
+                // A valid name is safe in a query string as it is.
+                Some(db) => match ferrisdb_common::validate_database_name(db) {
+                    Ok(()) => format!("/v1/checkpoint?database={db}"),
+                    Err(e) => return fail(args.json, &e),
+                },
                 None => "/v1/checkpoint".to_string(),
             };
             (args, reqwest::Method::POST, path, None)
@@ -1113,4 +1181,255 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// A deterministic generator (fixed seed): reproducible, and varied enough to reach the
+    /// corners a hand-picked list misses.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+
+        /// A string built from pieces parsers trip on, and random characters.
+        fn hostile(&mut self) -> String {
+            const PIECES: &[&str] = &[
+                "0",
+                "1",
+                "9",
+                "-",
+                "+",
+                ".",
+                "e",
+                "E",
+                "inf",
+                "-inf",
+                "NaN",
+                "infinity",
+                "1e308",
+                "1e-400",
+                "18446744073709551615",
+                "18446744073709551616",
+                "-1",
+                "99999999999999999999999999",
+                "2147483647",
+                "-2147483648",
+                "9999",
+                "10000",
+                "-12-31T23:59:59",
+                "1970-01-01",
+                "T",
+                "Z",
+                ":",
+                "\\",
+                "\\x",
+                "\\xff",
+                "\\x0",
+                "\\q",
+                "0x",
+                "ff",
+                "g",
+                "end",
+                " ",
+                "\t",
+                "\n",
+                "\0",
+                "é",
+                "✓",
+                "\u{202e}",
+                "\u{feff}",
+                "--",
+                "=",
+                ",",
+                "\"",
+                "'",
+                ";",
+                "%",
+                "{}",
+            ];
+            let mut s = String::new();
+            for _ in 0..self.next() % 8 {
+                if self.next().is_multiple_of(5) {
+                    s.push(char::from_u32((self.next() % 0x11_0000) as u32).unwrap_or('\u{fffd}'));
+                } else {
+                    s.push_str(self.pick(PIECES));
+                }
+            }
+            s
+        }
+    }
+
+    /// The client arguments of `ferrisdb getversion ARGS…`.
+    fn client_args(args: &[&str]) -> ClientArgs {
+        let argv = ["ferrisdb", "getversion"].iter().chain(args);
+        match crate::Cli::try_parse_from(argv).unwrap().command {
+            crate::Command::Client(ClientCommand::GetVersion { args }) => args,
+            _ => panic!("not getversion"),
+        }
+    }
+
+    #[test]
+    fn value_parsers_answer_every_string_without_panicking() {
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut accepted = [0usize; 5];
+        let mut template = client_args(&[]);
+        for s in [
+            "--timeout=1e9",
+            "--timeout=inf",
+            "--timeout=-1",
+            "--timeout=NaN",
+        ] {
+            assert!(
+                crate::Cli::try_parse_from(["ferrisdb", "getversion", s]).is_err(),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            client_args(&["--timeout=0.5"]).timeout(),
+            Duration::from_millis(500)
+        );
+        for round in 0..30_000u32 {
+            let s = rng.hostile();
+            if let Ok(secs) = parse_seconds(&s) {
+                accepted[0] += 1;
+                assert!(secs.is_finite() && secs >= 0.0, "{s:?} -> {secs}");
+                template.timeout = secs;
+                let _ = template.timeout();
+            }
+            if let Ok(micros) = parse_timestamp(&s) {
+                accepted[1] += 1;
+                let _ = rfc3339(micros);
+                let _ = rfc3339_text(micros);
+            }
+            accepted[2] += usize::from(escape::parse("key", &s).is_ok());
+            accepted[3] += usize::from(escape::parse_hex("key", &s).is_ok());
+            accepted[4] += usize::from(parse_stamp_at(&s).is_ok());
+            // Numbers through clap as every u64/i32 flag takes them (fewer rounds: slow).
+            if round.is_multiple_of(50) {
+                let _ = crate::Cli::try_parse_from(["ferrisdb", "get", "k", "--at-version", &s]);
+                let _ = crate::Cli::try_parse_from(["ferrisdb", "getkey", "k", "--offset", &s]);
+                let _ = crate::Cli::try_parse_from(["ferrisdb", "changes", "--limit", &s]);
+            }
+        }
+        // The generator reaches both outcomes of every parser, or it tests nothing.
+        assert!(accepted.iter().all(|&n| n > 0), "{accepted:?}");
+        for micros in [0, 1, MAX_RFC3339_MICROS, MAX_RFC3339_MICROS + 1, u64::MAX] {
+            let _ = rfc3339_text(micros);
+        }
+        assert!(rfc3339(u64::MAX).is_none());
+        assert_eq!(
+            rfc3339(MAX_RFC3339_MICROS).as_deref(),
+            Some("9999-12-31T23:59:59.999999Z")
+        );
+        for bad in ["inf", "-1", "NaN", "1e300", "-inf", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn whole_command_lines_parse_or_fail_without_panicking() {
+        const WORDS: &[&str] = &[
+            "get",
+            "set",
+            "getkey",
+            "history",
+            "changes",
+            "clear",
+            "clearrange",
+            "scan",
+            "atomic",
+            "getversion",
+            "versionat",
+            "watch",
+            "admin",
+            "branch",
+            "checkpoint",
+            "status",
+            "--timeout",
+            "--at-version",
+            "--at-timestamp",
+            "--offset",
+            "--selector",
+            "--limit",
+            "--from",
+            "--to",
+            "--hex",
+            "--json",
+            "--i64",
+            "--stamp-offset",
+            "--database",
+            "--endpoint",
+            "--token",
+            "add",
+            "set_versionstamped_key",
+            "k",
+            "v",
+        ];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..2_000 {
+            let mut argv = vec!["ferrisdb".to_string()];
+            for _ in 0..rng.next() % 7 {
+                if rng.next().is_multiple_of(2) {
+                    argv.push(rng.pick(WORDS).to_string());
+                } else {
+                    argv.push(rng.hostile());
+                }
+            }
+            let Ok(cli) = crate::Cli::try_parse_from(&argv) else {
+                continue;
+            };
+            // What runs before any connection: decoding keys, selectors, atomic templates.
+            if let crate::Command::Client(cmd) = cli.command {
+                match cmd {
+                    ClientCommand::Atomic { atomic, args } => {
+                        let _ = atomic.resolve(args.codec());
+                        let _ = args.timeout();
+                    }
+                    ClientCommand::GetKey { selector, args, .. } => {
+                        let _ = selector.selector(args.codec());
+                    }
+                    ClientCommand::Get { key, args, .. } | ClientCommand::Clear { key, args } => {
+                        let _ = args.codec().decode("key", &key);
+                        let _ = args.timeout();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn debug_never_prints_a_token() {
+        let args = client_args(&["--token", "tok-s3cret"]);
+        let shown = format!("{args:?}");
+        assert!(
+            !shown.contains("tok-s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let cli =
+            crate::Cli::try_parse_from(["ferrisdb", "admin", "status", "--token", "tok-s3cret"])
+                .unwrap();
+        let crate::Command::Client(ClientCommand::Admin { command }) = cli.command else {
+            panic!("not an admin command");
+        };
+        let shown = format!("{command:?}");
+        assert!(
+            !shown.contains("tok-s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 }

@@ -18,7 +18,9 @@ use ferrisdb_common::net::ServerTls;
 use ferrisdb_common::objstore::ObjectStoreConfig;
 
 /// FerrisDB: a disaggregated transactional key-value database.
-#[derive(Debug, Parser)]
+///
+/// No Debug: the arguments hold tokens, which must never be printed.
+#[derive(Parser)]
 #[command(name = "ferrisdb", version, about)]
 struct Cli {
     #[command(subcommand)]
@@ -47,7 +49,7 @@ impl S3Args {
     }
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run a whole local cluster: 3 safekeepers, a pageserver and a compute, each its own process.
     Dev(dev::DevArgs),
@@ -127,6 +129,10 @@ enum Command {
         /// Merge the L0 delta layers into key-partitioned L1 layers once this many exist.
         #[arg(long, default_value_t = 8)]
         compact_after_deltas: usize,
+        /// Most branches served (those in the bucket count); creating one more is refused
+        /// with `limit_exceeded`.
+        #[arg(long, default_value_t = ferrisdb_pageserver::databases::DEFAULT_MAX_BRANCHES)]
+        max_branches: usize,
     },
     /// Run a compute node (the primary for one database).
     Compute {
@@ -173,8 +179,9 @@ enum Command {
         /// wait until the pageserver catches up. 0: no budget.
         #[arg(long, default_value_t = ferrisdb_compute::primary::DEFAULT_HOT_BUDGET_BYTES)]
         hot_tier_budget_bytes: usize,
-        /// Directory of the warm tier's disk cache (values read from the pageserver); default:
-        /// `ferrisdb-warm-tier-<gRPC port>` in the system's temporary directory.
+        /// Directory of the warm tier's disk cache (values read from the pageserver), made
+        /// private (mode 0700, files 0600); default: a new private directory with an
+        /// unpredictable name in the system's temporary directory, removed at exit.
         #[arg(long)]
         warm_tier_dir: Option<PathBuf>,
         /// Bytes of values the warm tier keeps in memory.
@@ -210,6 +217,21 @@ fn init_tracing(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// A new directory with an unpredictable name in the system's temporary directory, mode
+/// 0700, removed when the guard drops.
+fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, ferrisdb_common::Error> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    builder.tempdir().map_err(|e| {
+        ferrisdb_common::Error::internal(format!(
+            "cannot create a private directory in {}: {e}",
+            std::env::temp_dir().display()
+        ))
+    })
 }
 
 fn main() -> ExitCode {
@@ -270,6 +292,7 @@ fn main() -> ExitCode {
                 pitr_interval_secs,
                 image_after_deltas,
                 compact_after_deltas,
+                max_branches,
             } => {
                 init_tracing("info");
                 let config = ferrisdb_pageserver::PageserverConfig {
@@ -289,6 +312,7 @@ fn main() -> ExitCode {
                         compact_after_deltas,
                         ..Default::default()
                     },
+                    max_branches,
                 };
                 ferrisdb_pageserver::run(config, shutdown()).await
             }
@@ -311,9 +335,23 @@ fn main() -> ExitCode {
                 warm_tier_disk_bytes,
             } => {
                 init_tracing("info");
-                let warm_dir = warm_tier_dir.unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!("ferrisdb-warm-tier-{}", listen_grpc.port()))
-                });
+                // Everything the compute writes is cache (the warm tier's files): this user's
+                // alone from the moment each file is created, not only once chmod reaches it.
+                #[cfg(unix)]
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+                // Cached values are user data: never in a directory others can guess or read.
+                // The guard removes the directory when the compute exits.
+                let (warm_dir, _warm_guard) = match warm_tier_dir {
+                    Some(dir) => (dir, None),
+                    None if warm_tier_disk_bytes == 0 => (PathBuf::new(), None),
+                    None => match private_temp_dir("ferrisdb-warm-tier-") {
+                        Ok(guard) => (guard.path().to_path_buf(), Some(guard)),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                };
                 let tiers = ferrisdb_compute::primary::TierConfig {
                     hot_budget_bytes: hot_tier_budget_bytes,
                     warm: ferrisdb_compute::warm_tier::WarmTierConfig {

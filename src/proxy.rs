@@ -90,11 +90,41 @@ impl Waker {
     }
 }
 
+/// The first pause after a failed accept; it doubles up to [`MAX_ACCEPT_BACKOFF`].
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// The longest pause between failed accepts.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How long to pause after the `failures`-th failed accept in a row (1-based): doubling
+/// from [`MIN_ACCEPT_BACKOFF`] to [`MAX_ACCEPT_BACKOFF`].
+fn accept_backoff(failures: u32) -> Duration {
+    MIN_ACCEPT_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_ACCEPT_BACKOFF)
+}
+
 /// Accepts on `listener` until the task is dropped, waking the compute behind `upstream`.
+///
+/// A failed accept (most often out of file descriptors) is retried after a pause that grows
+/// while failures continue: retrying at once would spin a core without freeing anything.
 pub async fn serve(listener: TcpListener, upstream: SocketAddr, waker: Arc<Waker>) {
+    let mut failures = 0u32;
     loop {
-        let Ok((client, _)) = listener.accept().await else {
-            continue;
+        let client = match listener.accept().await {
+            Ok((client, _)) => {
+                failures = 0;
+                client
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let pause = accept_backoff(failures);
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(error = %e, failures, ?pause, "accept failed; pausing");
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
         };
         let waker = waker.clone();
         tokio::spawn(async move {
@@ -142,5 +172,20 @@ pub async fn run(
     tokio::select! {
         _ = serve(listener, upstream, waker) => Ok(()),
         _ = shutdown => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backoff_grows_to_a_bound() {
+        assert_eq!(accept_backoff(1), MIN_ACCEPT_BACKOFF);
+        assert_eq!(accept_backoff(2), MIN_ACCEPT_BACKOFF * 2);
+        assert!(accept_backoff(5) > accept_backoff(4));
+        assert_eq!(accept_backoff(50), MAX_ACCEPT_BACKOFF);
+        assert_eq!(accept_backoff(u32::MAX), MAX_ACCEPT_BACKOFF);
+        assert!(accept_backoff(0) >= MIN_ACCEPT_BACKOFF);
     }
 }

@@ -463,7 +463,7 @@ impl Shell {
                     say(format_args!(
                         "{:>12}  {}  {value}",
                         e.version,
-                        cli::rfc3339(e.commit_time_micros)
+                        cli::rfc3339_text(e.commit_time_micros)
                     ));
                 }
             }

@@ -305,6 +305,7 @@ impl Cluster {
             checkpoint_interval: Duration::from_secs(30),
             cache: Default::default(),
             timeline: Default::default(),
+            max_branches: ferrisdb_pageserver::databases::DEFAULT_MAX_BRANCHES,
         };
         let pageserver = format!("http://{}", addrs[6]);
         let mut config = ComputeConfig::new(

@@ -69,7 +69,9 @@ pub(crate) type Client = DatabaseClient<InterceptedService<Channel, SendToken>>;
 ///     .token("s3cret");
 /// assert_eq!(opts.endpoints.len(), 2);
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Debug shows whether a token is set, never the token.
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// Computes serving the database, tried in order: the SDK stays on one while it answers
     /// and moves to the next when it is unreachable, fenced or read-only.
@@ -82,6 +84,18 @@ pub struct ConnectOptions {
     pub token: Option<String>,
     /// How [`Database::run`] retries.
     pub retry: RetryOptions,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("endpoints", &self.endpoints)
+            .field("database", &self.database)
+            .field("tls", &self.tls)
+            .field("token", &ferrisdb_common::net::redact(&self.token))
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl ConnectOptions {

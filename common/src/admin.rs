@@ -56,15 +56,131 @@ fn render_metrics(registry: &Registry) -> Response {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` until `shutdown` resolves. Every error answer is a
+/// FerrisDB error in JSON (see [`json_errors`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    axum::serve(listener, json_errors(router))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// How much of a non-JSON error body (axum's rejection text) is read to become the message.
+const MAX_REJECTION_BODY: usize = 4096;
+
+/// The longest message an admin error answer carries, in bytes.
+const MAX_ADMIN_MESSAGE_BYTES: usize = 512;
+
+/// Makes every error answer of `router` JSON with a FerrisDB code, whoever produced it:
+/// unknown routes (404), wrong methods (405), and axum's extractor rejections (a malformed
+/// JSON body, query string or path: 400/415/422; a body over the limit: 413), which are
+/// `text/plain` otherwise. The status stays what it was; the code follows from it.
+pub fn json_errors(router: Router) -> Router {
+    router
+        .fallback(|req: axum::extract::Request| async move {
+            let path = crate::error::echo(req.uri().path());
+            error_response(
+                StatusCode::NOT_FOUND,
+                ErrorKind::InvalidArgument,
+                &format!("no admin route {path}"),
+            )
+        })
+        .layer(axum::middleware::from_fn(json_error_bodies))
+}
+
+/// The kind an HTTP error status stands for when no handler chose one.
+fn kind_of_status(status: StatusCode) -> ErrorKind {
+    match status {
+        StatusCode::UNAUTHORIZED => ErrorKind::Unauthenticated,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable,
+        s if s.is_server_error() => ErrorKind::Internal,
+        _ => ErrorKind::InvalidArgument,
+    }
+}
+
+/// An error answer: `{"error": {"code", "message"}}` with `status`.
+fn error_response(status: StatusCode, kind: ErrorKind, message: &str) -> Response {
+    let message = crate::error::truncate_message(message, MAX_ADMIN_MESSAGE_BYTES);
+    let body = serde_json::json!({"error": {"code": kind.code(), "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Rewrites an error answer that is not JSON into a FerrisDB error, keeping its status and
+/// headers (`Allow` on a 405) and using its text, cut short, as the message.
+///
+/// It also refuses a query string whose parameters are not UTF-8 once percent-decoded: the
+/// query extractor would replace the bad bytes with U+FFFD and carry on, so a history of
+/// key `%FF` would silently be the history of another key.
+async fn json_error_bodies(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(query) = req.uri().query()
+        && !query_is_utf8(query)
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidArgument,
+            "the query string is not UTF-8 once percent-decoded",
+        );
+    }
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REJECTION_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let fresh = error_response(status, kind_of_status(status), &message);
+    let (fresh_parts, fresh_body) = fresh.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    drop(fresh_parts);
+    Response::from_parts(parts, fresh_body)
+}
+
+/// Whether every part of a query string is UTF-8 after percent-decoding (`+` is a space;
+/// a `%` not followed by two hex digits stands for itself, as form decoding has it).
+fn query_is_utf8(query: &str) -> bool {
+    let raw = query.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match raw[i] {
+            b'%' => {
+                let digit = |at: usize| raw.get(at).and_then(|b| hex(*b));
+                match (digit(i + 1), digit(i + 2)) {
+                    (Some(h), Some(l)) => {
+                        decoded.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => decoded.push(b'%'),
+                }
+            }
+            b'+' => decoded.push(b' '),
+            b => decoded.push(b),
+        }
+        i += 1;
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 impl IntoResponse for Error {
@@ -79,9 +195,106 @@ impl IntoResponse for Error {
             ErrorKind::FutureVersion => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::ReadOnly => StatusCode::CONFLICT,
+            ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.message()}});
-        (status, axum::Json(body)).into_response()
+        error_response(status, self.kind(), self.message())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Params {
+        n: u64,
+    }
+
+    /// Sends one raw HTTP/1.1 request; returns (status, content type, body).
+    async fn raw(addr: std::net::SocketAddr, request: &str) -> (u16, String, serde_json::Value) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(String::from)
+            })
+            .unwrap_or_default();
+        let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+        (status, content_type, json)
+    }
+
+    #[tokio::test]
+    async fn every_rejection_is_a_json_error_with_a_code() {
+        let router = base_router(Registry::new())
+            .route(
+                "/v1/body",
+                post(|axum::Json(_b): axum::Json<Body>| async { "ok" }),
+            )
+            .route(
+                "/v1/query",
+                get(|axum::extract::Query(_p): axum::extract::Query<Params>| async { "ok" }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, router, std::future::pending()));
+        let post = |path: &str, ctype: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let get =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let cases = [
+            (post("/v1/body", "application/json", "{not json"), 400),
+            (post("/v1/body", "application/json", "{\"other\": 1}"), 422),
+            (post("/v1/body", "text/plain", "{\"name\": \"x\"}"), 415),
+            (get("/v1/query?n=notanumber"), 400),
+            (get("/v1/query?n=1&key=%FF"), 400),
+            (get("/v1/query?n=1&key=a%C3"), 400),
+            (get("/v1/query"), 400),
+            (get("/v1/nowhere"), 404),
+            (post("/v1/query", "application/json", "{}"), 405),
+        ];
+        for (request, want) in cases {
+            let (status, ctype, body) = raw(addr, &request).await;
+            assert_eq!(status, want, "{request}: {body}");
+            assert!(ctype.starts_with("application/json"), "{request}: {ctype}");
+            assert_eq!(
+                body["error"]["code"], "invalid_argument",
+                "{request}: {body}"
+            );
+            assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        }
+        // What worked keeps working.
+        let (status, _, _) = raw(
+            addr,
+            &post("/v1/body", "application/json", "{\"name\": \"x\"}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _, _) = raw(addr, &get("/healthz")).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = raw(addr, &get("/v1/query?n=1&key=%C3%A9+x%2")).await;
+        assert_eq!(status, 200);
     }
 }

@@ -47,11 +47,13 @@ pub enum ErrorKind {
     ReadOnly,
     /// The request lacks the bearer token the server requires, or has a wrong one.
     Unauthenticated,
+    /// A configured maximum (databases, branches, …) would be exceeded.
+    LimitExceeded,
 }
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::NotCommitted,
         ErrorKind::TransactionTooOld,
         ErrorKind::CommitUnknownResult,
@@ -68,6 +70,7 @@ impl ErrorKind {
         ErrorKind::Internal,
         ErrorKind::ReadOnly,
         ErrorKind::Unauthenticated,
+        ErrorKind::LimitExceeded,
     ];
 
     /// The stable code users and scripts match on.
@@ -89,6 +92,7 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
             ErrorKind::ReadOnly => "read_only",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::LimitExceeded => "limit_exceeded",
         }
     }
 
@@ -117,6 +121,7 @@ impl ErrorKind {
             ErrorKind::Internal => Code::Internal,
             ErrorKind::ReadOnly => Code::FailedPrecondition,
             ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::LimitExceeded => Code::ResourceExhausted,
         }
     }
 
@@ -209,9 +214,40 @@ impl From<object_store::Error> for Error {
     }
 }
 
+/// How many characters of a user-supplied string an error message repeats: enough to
+/// recognise it, never enough to make the message itself a problem.
+pub const ECHO_CHARS: usize = 64;
+
+/// The longest message a gRPC status carries, in bytes. The message travels in the
+/// `grpc-message` header (percent-encoded, up to 3 bytes per byte), and a header past the
+/// peer's limit turns a clear error into a transport failure.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+
+/// `s` as a quoted string fit for an error message: Debug-escaped (control characters and
+/// quotes cannot forge output), and cut to [`ECHO_CHARS`] characters with an ellipsis.
+pub fn echo(s: &str) -> String {
+    match s.char_indices().nth(ECHO_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
+/// `message` cut to at most `max` bytes on a character boundary, with an ellipsis when cut.
+pub fn truncate_message(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let mut cut = max.saturating_sub('…'.len_utf8());
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &message[..cut])
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> tonic::Status {
-        let mut status = tonic::Status::new(e.kind.grpc_code(), e.message);
+        let message = truncate_message(&e.message, MAX_STATUS_MESSAGE_BYTES);
+        let mut status = tonic::Status::new(e.kind.grpc_code(), message);
         if let Ok(v) = e.kind.code().parse() {
             status.metadata_mut().insert(CODE_METADATA_KEY, v);
         }
@@ -279,6 +315,29 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         let e: Error = tonic::Status::cancelled("gone").into();
         assert_eq!(e.kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn echoed_strings_are_cut_and_escaped() {
+        assert_eq!(echo("db"), "\"db\"");
+        let long = "x".repeat(10_000);
+        let e = echo(&long);
+        assert!(e.len() < 100, "{e}");
+        assert!(e.contains("10000 bytes"), "{e}");
+        // Cut on a character boundary, never inside a multi-byte character.
+        let wide = "é".repeat(200);
+        assert!(echo(&wide).starts_with(&format!("{:?}…", "é".repeat(ECHO_CHARS))));
+        assert_eq!(echo("a\nb"), "\"a\\nb\"");
+    }
+
+    #[test]
+    fn long_messages_are_cut_before_they_become_headers() {
+        let status: tonic::Status = Error::invalid("é".repeat(100_000)).into();
+        assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES);
+        assert!(status.message().ends_with('…'));
+        let back: Error = status.into();
+        assert_eq!(back.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(truncate_message("short", 10), "short");
     }
 
     #[test]

@@ -91,7 +91,7 @@ where
         .storage();
     let cache = match &config.disk {
         Some((dir, bytes)) => {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
             let device = FsDeviceBuilder::new(dir)
                 .with_capacity(*bytes)
                 .build()
@@ -107,7 +107,56 @@ where
         }
         None => builder.build().await,
     };
-    cache.map_err(|e| Error::internal(format!("{name}: {e}")))
+    let cache = cache.map_err(|e| Error::internal(format!("{name}: {e}")))?;
+    // foyer creates every file of its device while building, with the default mode.
+    if let Some((dir, _)) = &config.disk {
+        private_files(dir)?;
+    }
+    Ok(cache)
+}
+
+/// Makes `dir` private to this user (mode 0700), creating it if needed: cached values are
+/// user data. A directory others may write to (such as /tmp itself) is refused rather than
+/// changed, since it is shared by design.
+pub fn private_dir(dir: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o002 != 0 {
+            return Err(Error::invalid(format!(
+                "cache directory {} is writable by every user: give a private one",
+                dir.display()
+            )));
+        }
+        if mode & 0o777 != 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+/// Makes every file directly in `dir` readable and writable by this user only (mode 0600).
+pub fn private_files(dir: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -176,6 +225,42 @@ mod tests {
             .unwrap();
         assert!(path.is_dir());
         serves_what_was_inserted(&cache).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_disk_tier_is_private_to_its_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        // An existing directory others could read is made private.
+        let path = dir.path().join("cache");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = Config {
+            memory_bytes: 1 << 20,
+            disk: Some((path.clone(), 16 << 20)),
+        };
+        let cache = build("test-private", &config, RecoverMode::None, byte_weight)
+            .await
+            .unwrap();
+        serves_what_was_inserted(&cache).await;
+        assert_eq!(mode(&path), 0o700);
+        let files: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!files.is_empty(), "foyer wrote no files");
+        for f in files {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+        // A directory every user may write to is refused, not changed.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = private_dir(&shared).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        assert_eq!(mode(&shared), 0o777);
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod atomic;
 pub mod clock;
+pub mod codec;
 pub mod commit_times;
 mod convert;
 pub mod error;
@@ -39,7 +40,8 @@ pub fn validate_database_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "database name {name:?} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'"
+            "database name {} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            error::echo(name)
         )))
     }
 }

@@ -70,13 +70,43 @@ pub fn channel_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel> {
     Ok(endpoint.connect_lazy())
 }
 
+/// Most requests one client connection may have in flight at once (HTTP/2 streams, so
+/// long-lived ones such as watches and WAL streams count too). A peer that opens more waits
+/// for a stream to end (the HTTP/2 setting tells well-behaved clients) or has the extra
+/// streams refused, so one connection cannot pin unbounded server memory.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
+/// A gRPC server builder with FerrisDB's per-connection limits; every server starts here.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+}
+
 /// A server's TLS identity: certificate chain and private key, PEM.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerTls {
     /// The certificate chain, PEM.
     pub cert_pem: Vec<u8>,
     /// The private key, PEM.
     pub key_pem: Vec<u8>,
+}
+
+/// What Debug prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Debug for an optional secret: whether it is set, never what it is.
+pub fn redact<T>(secret: &Option<T>) -> Option<&'static str> {
+    secret.as_ref().map(|_| REDACTED)
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_pem", &String::from_utf8_lossy(&self.cert_pem))
+            .field("key_pem", &REDACTED)
+            .finish()
+    }
 }
 
 impl ServerTls {
@@ -96,7 +126,7 @@ impl ServerTls {
     pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
         install_crypto_provider();
         let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
-        tonic::transport::Server::builder()
+        grpc_server()
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| Error::invalid(format!("TLS identity: {e}")))
     }
@@ -107,8 +137,16 @@ pub const AUTHORIZATION: &str = "authorization";
 
 /// Server side of bearer-token auth: refuses requests without `authorization: Bearer TOKEN`
 /// with `unauthenticated` (none configured: everything passes).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RequireToken(Option<std::sync::Arc<str>>);
+
+impl std::fmt::Debug for RequireToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequireToken")
+            .field(&redact(&self.0))
+            .finish()
+    }
+}
 
 impl RequireToken {
     /// Requires `token` when given.
@@ -121,15 +159,18 @@ impl RequireToken {
         let Some(want) = &self.0 else {
             return true;
         };
+        use sha2::Digest;
         let got = header.and_then(|h| h.strip_prefix("Bearer "));
-        // Compare without an early exit so timing does not reveal how much of a guess matched.
-        got.is_some_and(|g| {
-            g.len() == want.len()
-                && g.bytes()
-                    .zip(want.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
+        // Compare SHA-256 digests, always 32 bytes, without an early exit: neither the time
+        // taken nor a length check reveals how much of a guess matched or how long the token
+        // is. A missing header is compared too, so it takes the same time as a wrong one.
+        let got_digest = sha2::Sha256::digest(got.unwrap_or_default().as_bytes());
+        let want_digest = sha2::Sha256::digest(want.as_bytes());
+        let diff = got_digest
+            .iter()
+            .zip(want_digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        got.is_some() & (diff == 0)
     }
 }
 
@@ -152,8 +193,14 @@ impl tonic::service::Interceptor for RequireToken {
 }
 
 /// Client side of bearer-token auth: adds `authorization: Bearer TOKEN` to every request.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct SendToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for SendToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SendToken").field(&redact(&self.0)).finish()
+    }
+}
 
 impl SendToken {
     /// Sends `token` when given; `invalid_argument` if it is not a valid header value.
@@ -264,5 +311,49 @@ pub async fn serve_http(
     tokio::select! {
         r = crate::admin::serve(listener, router, shutdown.clone().wait()) => r.map_err(Error::from),
         _ = shutdown.deadline() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_whole() {
+        let t = RequireToken::new(Some("s3cret-token"));
+        assert!(t.accepts(Some("Bearer s3cret-token")));
+        for wrong in [
+            None,
+            Some(""),
+            Some("Bearer "),
+            Some("Bearer s3cret-toke"),
+            Some("Bearer s3cret-token2"),
+            Some("s3cret-token"),
+            Some("Bearer S3cret-token"),
+        ] {
+            assert!(!t.accepts(wrong), "{wrong:?}");
+        }
+        assert!(RequireToken::new(None).accepts(None));
+    }
+
+    #[test]
+    fn debug_never_prints_a_secret() {
+        let secret = "hunter2-very-secret";
+        let shown = [
+            format!("{:?}", RequireToken::new(Some(secret))),
+            format!("{:?}", SendToken::new(Some(secret)).unwrap()),
+            format!(
+                "{:?}",
+                ServerTls {
+                    cert_pem: b"CERT".to_vec(),
+                    key_pem: secret.as_bytes().to_vec(),
+                }
+            ),
+        ];
+        for s in shown {
+            assert!(!s.contains(secret), "{s}");
+            assert!(s.contains(REDACTED), "{s}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Where a process keeps its objects, and how to reach S3-compatible storage.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectStoreConfig {
     /// `file:///abs/path`, `memory://`, or `s3://bucket[/prefix]`.
     pub url: String,
@@ -27,6 +27,21 @@ pub struct ObjectStoreConfig {
     pub s3_access_key_id: Option<String>,
     /// Secret access key; when absent, `AWS_SECRET_ACCESS_KEY`.
     pub s3_secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for ObjectStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreConfig")
+            .field("url", &self.url)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field(
+                "s3_secret_access_key",
+                &crate::net::redact(&self.s3_secret_access_key),
+            )
+            .finish()
+    }
 }
 
 impl ObjectStoreConfig {
@@ -145,6 +160,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_secret_key() {
+        let config = ObjectStoreConfig {
+            s3_secret_access_key: Some("wJalrXUtnFEMI-secret".into()),
+            s3_access_key_id: Some("AKIDEXAMPLE".into()),
+            ..ObjectStoreConfig::from_url("s3://bucket")
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("wJalrXUtnFEMI-secret"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("s3://bucket"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn bad_urls_are_invalid_argument() {

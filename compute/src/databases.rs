@@ -177,15 +177,17 @@ impl Databases {
             Error::new(
                 ErrorKind::DatabaseNotFound,
                 format!(
-                    "this compute serves database {:?} and its branches, not {database:?}",
-                    self.root
+                    "this compute serves database {:?} and its branches, not {}",
+                    self.root,
+                    ferrisdb_common::error::echo(database)
                 ),
             )
         })?;
         let node = slot.borrow().clone();
         node.ok_or_else(|| {
             Error::unavailable(format!(
-                "the compute is starting {database:?}: it is not serving it yet"
+                "the compute is starting {}: it is not serving it yet",
+                ferrisdb_common::error::echo(database)
             ))
         })
     }

@@ -42,8 +42,8 @@ use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::service::ComputeService;
 
-/// How a compute process is started.
-#[derive(Debug, Clone)]
+/// How a compute process is started. Debug shows whether a token is set, never the token.
+#[derive(Clone)]
 pub struct ComputeConfig {
     /// Where the client API is served.
     pub listen_grpc: SocketAddr,
@@ -68,6 +68,24 @@ pub struct ComputeConfig {
     pub tls: Option<net::ServerTls>,
     /// Require this bearer token on the client and admin APIs.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ComputeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComputeConfig")
+            .field("listen_grpc", &self.listen_grpc)
+            .field("listen_http", &self.listen_http)
+            .field("database", &self.database)
+            .field("safekeepers", &self.safekeepers)
+            .field("pageserver", &self.pageserver)
+            .field("tiers", &self.tiers)
+            .field("role", &self.role)
+            .field("primary_endpoint", &self.primary_endpoint)
+            .field("suspend_after", &self.suspend_after)
+            .field("tls", &self.tls)
+            .field("token", &net::redact(&self.token))
+            .finish()
+    }
 }
 
 impl ComputeConfig {
@@ -172,7 +190,7 @@ pub async fn run(
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
     let mut server = match &config.tls {
         Some(tls) => tls.grpc_server()?,
-        None => tonic::transport::Server::builder(),
+        None => net::grpc_server(),
     };
     let grpc = server.add_service(InterceptedService::new(
         DatabaseServer::new(ComputeService::new(databases.clone(), activity.clone()))

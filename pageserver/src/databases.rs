@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrisdb_common::{Error, Result, Version, validate_database_name};
+use ferrisdb_common::{Error, ErrorKind, Result, Version, validate_database_name};
 use object_store::ObjectStore;
 use tokio::task::AbortHandle;
 
@@ -14,6 +14,9 @@ use crate::ingest;
 use crate::metrics::Metrics;
 use crate::service::Timelines;
 use crate::timeline::{Timeline, TimelineOptions};
+
+/// How many branches a pageserver creates unless told otherwise (`--max-branches`).
+pub const DEFAULT_MAX_BRANCHES: usize = 1000;
 
 /// Everything needed to bring a database up, and the ones that are.
 #[derive(Clone)]
@@ -27,6 +30,11 @@ pub struct Databases {
     safekeepers: Vec<String>,
     checkpoint_interval: Duration,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Most branches this pageserver serves; creating one more is `limit_exceeded`.
+    max_branches: usize,
+    /// Held while a branch is created, so concurrent requests can neither pass the limit
+    /// together nor both create the same name.
+    branching: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Databases {
@@ -56,7 +64,15 @@ impl Databases {
             safekeepers,
             checkpoint_interval,
             tasks: Arc::default(),
+            max_branches: DEFAULT_MAX_BRANCHES,
+            branching: Arc::default(),
         }
+    }
+
+    /// The same set, creating at most `max` branches (those already in the bucket count).
+    pub fn with_max_branches(mut self, max: usize) -> Databases {
+        self.max_branches = max;
+        self
     }
 
     /// Loads and starts `names` and every database the bucket already holds (branches
@@ -135,8 +151,27 @@ impl Databases {
         timestamp_micros: Option<u64>,
     ) -> Result<Version> {
         validate_database_name(name)?;
+        let _one_at_a_time = self.branching.lock().await;
+        let branches = self
+            .timelines
+            .all()
+            .iter()
+            .filter(|(_, t)| t.ancestor().is_some())
+            .count();
+        if branches >= self.max_branches {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "this pageserver serves {branches} branches, its maximum (--max-branches {})",
+                    self.max_branches
+                ),
+            ));
+        }
         if self.timelines.get(name).is_ok() {
-            return Err(Error::invalid(format!("database {name:?} already exists")));
+            return Err(Error::invalid(format!(
+                "database {} already exists",
+                ferrisdb_common::error::echo(name)
+            )));
         }
         let p = self.timelines.get(parent)?;
         let at = match (version, timestamp_micros) {
@@ -170,5 +205,36 @@ impl Databases {
                 t.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn branches_stop_at_the_configured_maximum() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let cache = Arc::new(BlockCache::new(&Default::default()).await.unwrap());
+        let dbs = Databases::new(
+            store,
+            Metrics::new().unwrap(),
+            cache,
+            TimelineOptions::default(),
+            // Nothing listens there: the followers retry quietly, which this test ignores.
+            vec!["http://127.0.0.1:1".to_string()],
+            Duration::from_secs(3600),
+        )
+        .with_max_branches(2);
+        dbs.start_all(&["default".to_string()]).await.unwrap();
+        dbs.branch("b1", "default", None, None).await.unwrap();
+        dbs.branch("b2", "b1", None, None).await.unwrap();
+        let e = dbs.branch("b3", "default", None, None).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LimitExceeded, "{e}");
+        assert!(dbs.timelines.get("b3").is_err());
+        // The refusal changed nothing: the branches made still serve.
+        assert_eq!(dbs.list().len(), 3);
+        dbs.stop();
     }
 }

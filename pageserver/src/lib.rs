@@ -52,6 +52,8 @@ pub struct PageserverConfig {
     pub cache: block_cache::BlockCacheConfig,
     /// Retention window and image-layer threshold.
     pub timeline: timeline::TimelineOptions,
+    /// Most branches served; creating one more is `limit_exceeded`.
+    pub max_branches: usize,
 }
 
 /// Runs a pageserver until `shutdown` resolves.
@@ -74,7 +76,8 @@ pub async fn run(
         config.timeline.clone(),
         config.safekeepers.clone(),
         config.checkpoint_interval,
-    );
+    )
+    .with_max_branches(config.max_branches);
     databases.start_all(&config.databases).await?;
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
@@ -88,7 +91,7 @@ pub async fn run(
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder().add_service(
+    let grpc = net::grpc_server().add_service(
         PageserverServer::new(PageserverService::new(databases.clone()))
             .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(net::MAX_MESSAGE_BYTES),

@@ -35,7 +35,9 @@ async fn feed(
     let stop_at = t.ingested_version();
     let mut after = Version(from.saturating_sub(1));
     loop {
-        let records = t.records_since(after).await?;
+        // One segment or FEED_BATCH records from memory at a time, however far back `from`
+        // is: the feed's memory does not grow with the retained log.
+        let records = t.records_batch(after, FEED_BATCH).await?;
         for chunk in records.chunks(FEED_BATCH) {
             let batch = ChangesBatch {
                 records: chunk.iter().map(CommittedRecord::from).collect(),
@@ -75,7 +77,10 @@ impl Timelines {
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::DatabaseNotFound,
-                    format!("this pageserver does not serve database {database:?}"),
+                    format!(
+                        "this pageserver does not serve database {}",
+                        ferrisdb_common::error::echo(database)
+                    ),
                 )
             })
     }

@@ -313,7 +313,10 @@ impl Timeline {
     pub async fn create_branch(parent: &Timeline, name: &str, at: Version) -> Result<()> {
         let existing = manifest::load_latest(&parent.store, name).await?;
         if existing.generation > 0 {
-            return Err(Error::invalid(format!("database {name:?} already exists")));
+            return Err(Error::invalid(format!(
+                "database {} already exists",
+                ferrisdb_common::error::echo(name)
+            )));
         }
         parent.check_retained(at)?;
         if at > parent.ingested_version() {
@@ -351,7 +354,10 @@ impl Timeline {
         manifest::store_next(&parent.store, &first)
             .await
             .map_err(|e| match e.kind() {
-                ErrorKind::Fenced => Error::invalid(format!("database {name:?} already exists")),
+                ErrorKind::Fenced => Error::invalid(format!(
+                    "database {} already exists",
+                    ferrisdb_common::error::echo(name)
+                )),
                 _ => e,
             })?;
         tracing::info!(parent = %parent.database, branch = name, version = %at, "branch created");
@@ -1266,45 +1272,75 @@ impl Timeline {
         self.layers.read().map_or(0, |m| m.open.approximate_bytes())
     }
 
-    /// Every committed record with a version above `after`, in commit order: from cold
-    /// segments for what was checkpointed, from memory for what was not. Refuses with
-    /// `version_too_old` when the records just above `after` are no longer kept.
+    /// Every committed record with a version above `after`, in commit order, read batch by
+    /// batch with [`Timeline::records_batch`]. Memory grows with the whole answer: for tests
+    /// and short stretches; the change feed streams batches instead.
+    #[cfg(test)]
     pub async fn records_since(&self, after: Version) -> Result<Vec<WalRecord>> {
+        let mut out: Vec<WalRecord> = Vec::new();
+        let mut from = after;
+        loop {
+            let batch = self.records_batch(from, 3).await?;
+            let Some(last) = batch.last() else {
+                return Ok(out);
+            };
+            from = last.version;
+            out.extend(batch);
+        }
+    }
+
+    /// The next committed records with a version above `after`, in commit order, in memory
+    /// bounded whatever `after` is: the records of the oldest cold segment holding any (what
+    /// was checkpointed; one segment's worth, decoded alone), or else at most `limit` from
+    /// memory (what was not). Empty once `after` is the latest ingested version. Call again
+    /// from the last version returned for the rest. Refuses with `version_too_old` when the
+    /// records just above `after` are no longer kept.
+    pub async fn records_batch(&self, after: Version, limit: usize) -> Result<Vec<WalRecord>> {
+        let limit = limit.max(1);
         // A branch's log up to its branch point is its parent's.
         if let Some((parent, at)) = self.ancestor_at(Version::MAX)
             && after < at
         {
-            let mut older: Vec<WalRecord> = Box::pin(parent.records_since(after))
+            let older: Vec<WalRecord> = Box::pin(parent.records_batch(after, limit))
                 .await?
                 .into_iter()
                 .filter(|r| r.version <= at)
                 .collect();
-            older.extend(Box::pin(self.records_since(at)).await?);
-            return Ok(older);
+            // Nothing of the parent's in (after, at]: the branch's own log goes on from `at`.
+            if !older.is_empty() {
+                return Ok(older);
+            }
+            return Box::pin(self.records_batch(at, limit)).await;
         }
         self.check_retained(Version(after.0.saturating_add(1)))?;
-        let (segments, mut records) = {
+        let (segment, mut records) = {
             let map = self
                 .layers
                 .read()
                 .map_err(|_| Error::internal("layer map lock poisoned"))?;
-            let memory: Vec<WalRecord> = map
-                .frozen_records
-                .iter()
-                .chain(map.open_records.iter())
-                .filter(|r| r.version > after)
-                .cloned()
-                .collect();
-            let segments: Vec<SegmentEntry> = map
+            let segment: Option<SegmentEntry> = map
                 .segments
                 .iter()
                 .filter(|s| s.last > after)
-                .cloned()
+                .min_by_key(|s| s.first)
+                .cloned();
+            // Records in memory are newer than every segment but may overlap the newest
+            // (a checkpoint's segment is written before memory lets go); with a segment to
+            // read, only what it covers is taken, and the duplicates are dropped below.
+            let upto = segment.as_ref().map_or(Version::MAX, |s| s.last);
+            let mut memory: Vec<&WalRecord> = map
+                .frozen_records
+                .iter()
+                .chain(map.open_records.iter())
+                .filter(|r| r.version > after && r.version <= upto)
                 .collect();
-            (segments, memory)
+            memory.sort_by_key(|r| r.version);
+            memory.dedup_by_key(|r| r.version);
+            let memory: Vec<WalRecord> = memory.into_iter().take(limit).cloned().collect();
+            (segment, memory)
         };
         let mut out = Vec::new();
-        for s in segments {
+        if let Some(s) = segment {
             let bytes = manifest::read_object(
                 &self.store,
                 &manifest::segment_path(&self.database, &s.name),
@@ -1462,6 +1498,25 @@ mod tests {
             versions(t.records_since(Version(25)).await.unwrap()),
             vec![30, 40, 50]
         );
+        // Batch by batch: one cold segment at a time, then memory, never the whole log.
+        for (after, limit, want) in [
+            (0, 100, vec![10, 20]),
+            (10, 100, vec![20]),
+            (20, 100, vec![30, 40]),
+            (40, 100, vec![50]),
+            (40, 1, vec![50]),
+            (50, 100, vec![]),
+        ] {
+            let got = versions(t.records_batch(Version(after), limit).await.unwrap());
+            assert_eq!(got, want, "after {after}");
+        }
+        // What is only in memory comes at most `limit` at a time, in order.
+        t.apply(&[rec(60, &[("d", Some("d6"))])]).unwrap();
+        t.apply(&[rec(70, &[("d", Some("d7"))])]).unwrap();
+        for (after, want) in [(40, vec![50, 60]), (60, vec![70]), (70, vec![])] {
+            let got = versions(t.records_batch(Version(after), 2).await.unwrap());
+            assert_eq!(got, want, "after {after}");
+        }
         let from_bucket = reloaded.records_since(Version(0)).await.unwrap();
         assert_eq!(versions(from_bucket.clone()), vec![10, 20, 30, 40]);
         assert_eq!(from_bucket[2], rec(30, &[("a", None), ("c", Some("c3"))]));

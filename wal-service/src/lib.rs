@@ -101,7 +101,7 @@ pub async fn run(
         }),
     );
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder()
+    let grpc = net::grpc_server()
         .add_service(SafekeeperServer::new(SafekeeperService::new(state.clone())));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
