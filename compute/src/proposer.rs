@@ -650,6 +650,7 @@ mod tests {
                 data_dir: dir.join(format!("sk{i}")),
                 peers: Vec::new(),
                 limits: Default::default(),
+                object_store: None,
             };
             let mut stopped = stopped.clone();
             tokio::spawn(ferrisdb_wal_service::run(config, async move {
