@@ -434,7 +434,6 @@ mod tests {
     use bytes::Bytes;
     use ferrisdb_common::clock::SystemClock;
     use ferrisdb_common::proto::pageserver_client::PageserverClient;
-    use tonic::transport::Channel;
 
     /// Three in-process safekeepers on free ports; dropping the sender stops them.
     async fn safekeepers(dir: &std::path::Path) -> (Vec<String>, watch::Sender<bool>) {
@@ -455,6 +454,7 @@ mod tests {
                 data_dir: dir.join(format!("sk{i}")),
                 peers: Vec::new(),
                 limits: Default::default(),
+                security: Default::default(),
             };
             let mut stopped = stopped.clone();
             tokio::spawn(ferrisdb_wal_service::run(config, async move {
@@ -509,7 +509,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         // No atomic ops here, so the pageserver is never asked.
         let pageserver =
-            PageserverClient::new(Channel::from_static("http://127.0.0.1:9").connect_lazy());
+            PageserverClient::new(ferrisdb_common::auth::peer_channel("http://127.0.0.1:9").unwrap());
         let reader = PointReader {
             hot: hot.clone(),
             warm: None,
