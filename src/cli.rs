@@ -1160,7 +1160,16 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
     let response = request.send().await;
     let response = match response {
         Ok(r) => r,
-        Err(e) => return fail(args.json, &Error::unavailable(format!("{url}: {e}"))),
+        Err(e) => {
+            // reqwest's own message hides the cause (refused, certificate unknown, …).
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            return fail(args.json, &Error::unavailable(format!("{url}: {why}")));
+        }
     };
     let status = response.status();
     let body: serde_json::Value = match response.json().await {

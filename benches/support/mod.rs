@@ -289,6 +289,7 @@ impl Cluster {
                     .map(|j| safekeepers[j].clone())
                     .collect(),
                 limits: Default::default(),
+                security: Default::default(),
             };
             safekeeper_tasks.push(Component::spawn(|s| {
                 ferrisdb_wal_service::run(config, s.wait())
@@ -304,6 +305,7 @@ impl Cluster {
             checkpoint_interval: Duration::from_secs(30),
             cache: Default::default(),
             timeline: Default::default(),
+            security: Default::default(),
         };
         let pageserver = format!("http://{}", addrs[6]);
         let mut config = ComputeConfig::new(
