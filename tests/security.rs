@@ -3,8 +3,9 @@
 //! - TLS and tokens on the compute: a compute started with `--tls-cert/--tls-key --token`
 //!   serves an SDK that trusts its CA and sends the token, and refuses everyone else with a
 //!   clear code; its admin API is https too, reached by the CLI with `--tls-ca`, and wants an
-//!   admin credential (a client token is refused; `/healthz` is open); a dead endpoint first
-//!   in the SDK's list is skipped.
+//!   admin credential (a client token is refused); the pageserver, restarted with TLS, is
+//!   read by the compute over `https://` trusting `--tls-ca`; a dead endpoint first in the
+//!   SDK's list is skipped.
 //! - An outsider on loopback of a running `ferrisdb dev` (no credential, a client token, the
 //!   cluster credential in the client header, a wrong credential) is refused on every
 //!   internal RPC and every mutating admin call, and canary data (checkpointed and WAL-only)
@@ -79,14 +80,28 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     let key_file = dir.path().join("key.pem");
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, &key_pem).unwrap();
-    let compute = cluster.component("compute");
-    DevCluster::kill_pid(compute.pid);
-    let mut argv = compute.argv.clone();
-    argv.extend([
+    let tls_flags = [
         "--tls-cert".to_string(),
         cert_file.display().to_string(),
         "--tls-key".to_string(),
         key_file.display().to_string(),
+    ];
+    // The pageserver too, so the compute's reads of it go over TLS, verified with --tls-ca.
+    let pageserver = cluster.component("pageserver");
+    DevCluster::kill_pid(pageserver.pid);
+    let mut argv = pageserver.argv.clone();
+    argv.extend(tls_flags.iter().cloned());
+    cluster.spawn_argv("pageserver", &argv);
+
+    let compute = cluster.component("compute");
+    DevCluster::kill_pid(compute.pid);
+    let mut argv = compute.argv.clone();
+    let i = argv.iter().position(|a| a == "--pageserver").unwrap();
+    argv[i + 1] = argv[i + 1].replace("http://", "https://");
+    argv.extend(tls_flags.iter().cloned());
+    argv.extend([
+        "--tls-ca".to_string(),
+        cert_file.display().to_string(),
         "--token".to_string(),
         TOKEN.to_string(),
     ]);
@@ -177,6 +192,17 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
         "--json",
     ]);
     assert!(!ok, "plain HTTP to the TLS admin port answered");
+    // The pageserver's admin API is https as well, and it has ingested the commit.
+    let ps_admin = pageserver.http.replace("http://", "https://");
+    let (ok, out, err) = cli(&[
+        "admin", "status", "--endpoint", &ps_admin, "--tls-ca", &ca_arg, "--json",
+    ]);
+    assert!(ok, "pageserver admin status over https: {out} {err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        st["databases"]["default"]["ingested_version"].as_u64().unwrap() > 0,
+        "{st}"
+    );
 
     // An endpoint list whose first entry is dead: the SDK moves on and stays there.
     let dead = format!("https://127.0.0.1:{}", support::free_base_port());

@@ -245,6 +245,15 @@ impl DevCluster {
         }
     }
 
+    /// Ports from `base` on belong to a process started by hand with this cluster's
+    /// credential (a second compute): helpers given its admin URL send the credential.
+    pub fn adopt_ports(&self, base: u16) {
+        CLUSTERS
+            .lock()
+            .unwrap()
+            .push((base, self.data_dir.clone()));
+    }
+
     /// The client API endpoint.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.base_port)
