@@ -134,7 +134,10 @@ async fn splice(mut client: TcpStream, upstream: SocketAddr, waker: &Waker) -> R
 /// compute's, and this is all the proxy can check.
 fn compute_requires_token(argv: &[String]) -> bool {
     argv.iter().any(|a| {
-        a == "--token" || a == "--token-file" || a.starts_with("--token=") || a.starts_with("--token-file=")
+        a == "--token"
+            || a == "--token-file"
+            || a.starts_with("--token=")
+            || a.starts_with("--token-file=")
     })
 }
 

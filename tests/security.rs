@@ -70,11 +70,9 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     .unwrap();
 
     // The same compute again, now with TLS and a token.
-    let cert = rcgen::generate_simple_self_signed(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ])
-    .unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     let cert_file = dir.path().join("cert.pem");
     let key_file = dir.path().join("key.pem");
@@ -162,7 +160,13 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     std::fs::write(&ca_file, &cert_pem).unwrap();
     let ca_arg = ca_file.display().to_string();
     let (ok, out, err) = cli(&[
-        "admin", "status", "--endpoint", &admin, "--tls-ca", &ca_arg, "--json",
+        "admin",
+        "status",
+        "--endpoint",
+        &admin,
+        "--tls-ca",
+        &ca_arg,
+        "--json",
     ]);
     assert!(ok, "admin status over https: {out} {err}");
     let st: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -195,12 +199,21 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     // The pageserver's admin API is https as well, and it has ingested the commit.
     let ps_admin = pageserver.http.replace("http://", "https://");
     let (ok, out, err) = cli(&[
-        "admin", "status", "--endpoint", &ps_admin, "--tls-ca", &ca_arg, "--json",
+        "admin",
+        "status",
+        "--endpoint",
+        &ps_admin,
+        "--tls-ca",
+        &ca_arg,
+        "--json",
     ]);
     assert!(ok, "pageserver admin status over https: {out} {err}");
     let st: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(
-        st["databases"]["default"]["ingested_version"].as_u64().unwrap() > 0,
+        st["databases"]["default"]["ingested_version"]
+            .as_u64()
+            .unwrap()
+            > 0,
         "{st}"
     );
 
@@ -240,7 +253,11 @@ fn refused<T: std::fmt::Debug>(who: &str, what: &str, r: Result<T, tonic::Status
         Ok(v) => panic!("{who}: {what} was served: {v:?}"),
         Err(s) => s,
     };
-    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{who}: {what}: {s:?}");
+    assert_eq!(
+        s.code(),
+        tonic::Code::Unauthenticated,
+        "{who}: {what}: {s:?}"
+    );
     assert_eq!(
         s.metadata()
             .get(ferrisdb_common::error::CODE_METADATA_KEY)
@@ -410,7 +427,9 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
             who,
             "safekeeper GetStatus",
             safekeeper
-                .get_status(SafekeeperStatusRequest { database: db_name() })
+                .get_status(SafekeeperStatusRequest {
+                    database: db_name(),
+                })
                 .await,
         );
         refused(
@@ -445,9 +464,7 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
         refused(
             who,
             "safekeeper Append",
-            safekeeper
-                .append(futures::stream::iter(vec![forged]))
-                .await,
+            safekeeper.append(futures::stream::iter(vec![forged])).await,
         );
         refused(
             who,
@@ -473,10 +490,7 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
 
         // Admin calls that change something, on the compute and on the pageserver. (The
         // cluster credential is an admin credential there, so that outsider is not one.)
-        if headers
-            .iter()
-            .any(|(_, v)| v.contains(credential.as_str()))
-        {
+        if headers.iter().any(|(_, v)| v.contains(credential.as_str())) {
             continue;
         }
         let bearer = headers
@@ -485,7 +499,10 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
             .map(|(_, v)| v.clone());
         let http = reqwest::Client::new();
         let calls = [
-            (format!("{}/v1/checkpoint", cluster.admin_endpoint()), serde_json::Value::Null),
+            (
+                format!("{}/v1/checkpoint", cluster.admin_endpoint()),
+                serde_json::Value::Null,
+            ),
             (
                 format!("{}/v1/branch", cluster.admin_endpoint()),
                 serde_json::json!({"name": "outsider-c", "parent": null}),
@@ -510,13 +527,24 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
             let r = r.send().await.unwrap();
             assert_eq!(r.status(), 401, "{who}: POST {url}");
             let body: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(admin_code(&body), Some("unauthenticated"), "{who}: {url}: {body}");
+            assert_eq!(
+                admin_code(&body),
+                Some("unauthenticated"),
+                "{who}: {url}: {body}"
+            );
         }
-        for url in [format!("{}/v1/status", sk.http), format!("{}/metrics", ps.http)] {
+        for url in [
+            format!("{}/v1/status", sk.http),
+            format!("{}/metrics", ps.http),
+        ] {
             let r = http.get(&url).send().await.unwrap();
             assert_eq!(r.status(), 401, "{who}: GET {url}");
         }
-        let r = http.get(format!("{}/healthz", sk.http)).send().await.unwrap();
+        let r = http
+            .get(format!("{}/healthz", sk.http))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "/healthz stays open");
     }
 
@@ -607,7 +635,11 @@ fn binding_beyond_loopback_needs_authentication_or_insecure() {
 
     // Refused, naming the flags that fix it.
     let (exited, err) = run_for(&safekeeper, Duration::from_secs(30), &log);
-    assert_eq!(exited, Some(false), "started without auth on 0.0.0.0: {err}");
+    assert_eq!(
+        exited,
+        Some(false),
+        "started without auth on 0.0.0.0: {err}"
+    );
     assert!(
         err.contains("--insecure") && err.contains("--cluster-token-file"),
         "{err}"
@@ -625,8 +657,19 @@ fn binding_beyond_loopback_needs_authentication_or_insecure() {
     ];
     let (exited, err) = run_for(&compute, Duration::from_secs(30), &log);
     assert_eq!(exited, Some(false), "{err}");
-    assert!(err.contains("--insecure") && err.contains("--token-file"), "{err}");
-    let proxy = ["proxy", "--listen", "0.0.0.0:1", "--upstream", "127.0.0.1:2", "--", "true"];
+    assert!(
+        err.contains("--insecure") && err.contains("--token-file"),
+        "{err}"
+    );
+    let proxy = [
+        "proxy",
+        "--listen",
+        "0.0.0.0:1",
+        "--upstream",
+        "127.0.0.1:2",
+        "--",
+        "true",
+    ];
     let (exited, err) = run_for(&proxy, Duration::from_secs(30), &log);
     assert_eq!(exited, Some(false), "{err}");
     assert!(err.contains("--insecure"), "{err}");

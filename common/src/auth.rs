@@ -55,7 +55,9 @@ impl Tokens {
 
     /// Accepts what either set accepts.
     pub fn union(&self, other: &Tokens) -> Tokens {
-        Tokens(Arc::new(self.0.iter().chain(other.0.iter()).copied().collect()))
+        Tokens(Arc::new(
+            self.0.iter().chain(other.0.iter()).copied().collect(),
+        ))
     }
 
     /// Whether `presented` is one of the tokens. Every digest is compared in full, with no

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
+use crate::auth::{self, PeerChannel};
 use crate::proto::safekeeper_client::SafekeeperClient;
 use crate::proto::{ReadWalRequest, SafekeeperStatusRequest};
 use crate::wal::{self, WalRecord};
-use crate::auth::{self, PeerChannel};
 use crate::{Error, Result};
 
 const RETRY: Duration = Duration::from_millis(200);

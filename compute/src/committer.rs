@@ -508,8 +508,9 @@ mod tests {
         let hot = Arc::new(HotTier::new(start).with_budget(4 << 10));
         let metrics = Metrics::new().unwrap();
         // No atomic ops here, so the pageserver is never asked.
-        let pageserver =
-            PageserverClient::new(ferrisdb_common::auth::peer_channel("http://127.0.0.1:9").unwrap());
+        let pageserver = PageserverClient::new(
+            ferrisdb_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
+        );
         let reader = PointReader {
             hot: hot.clone(),
             warm: None,

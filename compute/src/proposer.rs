@@ -124,7 +124,11 @@ impl Proposer {
     ) -> Result<Arc<Proposer>> {
         let clients = safekeepers
             .iter()
-            .map(|url| Ok(SafekeeperClient::new(ferrisdb_common::auth::peer_channel(url)?)))
+            .map(|url| {
+                Ok(SafekeeperClient::new(ferrisdb_common::auth::peer_channel(
+                    url,
+                )?))
+            })
             .collect::<Result<Vec<_>>>()?;
         let majority = clients.len() / 2 + 1;
         let statuses = futures::future::join_all(clients.iter().map(|c| {

@@ -248,10 +248,7 @@ impl DevCluster {
     /// Ports from `base` on belong to a process started by hand with this cluster's
     /// credential (a second compute): helpers given its admin URL send the credential.
     pub fn adopt_ports(&self, base: u16) {
-        CLUSTERS
-            .lock()
-            .unwrap()
-            .push((base, self.data_dir.clone()));
+        CLUSTERS.lock().unwrap().push((base, self.data_dir.clone()));
     }
 
     /// The client API endpoint.
