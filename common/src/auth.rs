@@ -321,6 +321,17 @@ impl Security {
         self.check_admin(http)
     }
 
+    /// Warns when a listener beyond loopback serves without TLS: its tokens and data travel
+    /// in clear (fine on a trusted network, which FerrisDB cannot tell).
+    pub fn warn_if_cleartext(&self, listeners: &[SocketAddr]) {
+        if self.tls.is_some() {
+            return;
+        }
+        for addr in listeners.iter().filter(|a| !a.ip().is_loopback()) {
+            tracing::warn!(%addr, "serving without TLS beyond loopback: credentials and data travel in clear (--tls-cert/--tls-key)");
+        }
+    }
+
     /// Checks the admin listener.
     pub fn check_admin(&self, http: SocketAddr) -> Result<()> {
         check_exposure(

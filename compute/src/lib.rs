@@ -124,6 +124,7 @@ pub async fn run(
         "--token-file (or --token)",
     )?;
     security.check_admin(config.listen_http)?;
+    security.warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let pageserver = PageserverClient::new(auth::peer_channel(&config.pageserver)?)
         .max_decoding_message_size(net::MAX_MESSAGE_BYTES)

@@ -70,6 +70,9 @@ pub async fn run(
     config
         .security
         .check_internal(config.listen_grpc, config.listen_http)?;
+    config
+        .security
+        .warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let store = config.object_store.open()?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let cache = Arc::new(block_cache::BlockCache::new(&config.cache).await?);

@@ -54,6 +54,9 @@ pub async fn run(
     config
         .security
         .check_internal(config.listen_grpc, config.listen_http)?;
+    config
+        .security
+        .warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let state = SafekeeperState::open(
         config.data_dir.clone(),
