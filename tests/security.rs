@@ -97,11 +97,19 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     let i = argv.iter().position(|a| a == "--pageserver").unwrap();
     argv[i + 1] = argv[i + 1].replace("http://", "https://");
     argv.extend(tls_flags.iter().cloned());
+    // The client token from a private file, out of `ps`.
+    let token_file = dir.path().join("client.token");
+    std::fs::write(&token_file, format!("# clients\n{TOKEN}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     argv.extend([
         "--tls-ca".to_string(),
         cert_file.display().to_string(),
-        "--token".to_string(),
-        TOKEN.to_string(),
+        "--token-file".to_string(),
+        token_file.display().to_string(),
     ]);
     cluster.spawn_argv("compute", &argv);
 
@@ -152,13 +160,28 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
         "a certificate from another CA is refused"
     );
 
+    // The CLI with --tls-ca and --token-file.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &cert_pem).unwrap();
+    let ca_arg = ca_file.display().to_string();
+    let tf = token_file.display().to_string();
+    let (ok, out, err) = cli(&[
+        "get",
+        "secret",
+        "--endpoint",
+        &https,
+        "--tls-ca",
+        &ca_arg,
+        "--token-file",
+        &tf,
+    ]);
+    assert!(ok, "CLI over TLS with --token-file: {out} {err}");
+    assert_eq!(out.trim(), "42");
+
     // The admin API is https now: the CLI reaches it trusting the CA, with the cluster
     // credential (the harness passes it); a client token is refused there, and without
     // --tls-ca the certificate is not trusted.
     let admin = format!("https://127.0.0.1:{}", cluster.base_port + 80);
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &cert_pem).unwrap();
-    let ca_arg = ca_file.display().to_string();
     let (ok, out, err) = cli(&[
         "admin",
         "status",
