@@ -1,5 +1,6 @@
-//! gRPC plumbing shared by every process: channels to peers, serving on a bound listener, and
-//! the shutdown signal.
+//! Network plumbing shared by every process: channels to peers, TLS identities, serving gRPC
+//! and the admin HTTP API (over TLS when configured) on a bound listener, and the shutdown
+//! signal. Who may call what is in [`crate::auth`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,8 +39,8 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
-/// Picks rustls's process-wide crypto provider (ring); every TLS user calls it first. Two are compiled in (other
-/// dependencies bring aws-lc-rs), and rustls refuses to guess between them.
+/// Picks rustls's process-wide crypto provider (ring); every TLS user calls it first. Two are
+/// compiled in (other dependencies bring aws-lc-rs), and rustls refuses to guess between them.
 pub fn install_crypto_provider() {
     // An error only means a provider is installed already, which is all this wants.
     let _ = rustls::crypto::ring::default_provider().install_default();
