@@ -40,9 +40,17 @@ pub struct ClientArgs {
     /// Trust this CA certificate (PEM) for TLS; the endpoints are then https://….
     #[arg(long, env = "FERRISDB_TLS_CA", value_name = "FILE")]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
-    /// The bearer token the compute requires.
+    /// The bearer token the compute requires (visible in `ps`: prefer --token-file).
     #[arg(long, env = "FERRISDB_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// Read the bearer token from this private file (mode 0600; its first token).
+    #[arg(
+        long,
+        env = "FERRISDB_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub(crate) token_file: Option<std::path::PathBuf>,
     /// The database.
     #[arg(long, default_value = DEFAULT_DATABASE)]
     pub(crate) database: String,
@@ -115,9 +123,21 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:4580"
     )]
     endpoint: String,
-    /// The bearer token the admin API requires.
-    #[arg(long, env = "FERRISDB_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// Trust this CA certificate (PEM) for an `https://` endpoint.
+    #[arg(long, env = "FERRISDB_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The admin token (visible in `ps`: prefer --admin-token-file).
+    #[arg(long, env = "FERRISDB_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Read the admin token (or the cluster credential) from this private file; default:
+    /// `.ferrisdb/cluster.token`, the credential `ferrisdb dev` generates, when it exists.
+    #[arg(
+        long,
+        env = "FERRISDB_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<std::path::PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -127,10 +147,69 @@ impl std::fmt::Debug for AdminArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminArgs")
             .field("endpoint", &self.endpoint)
-            .field("token", &ferrisdb_common::net::redact(&self.token))
+            .field("tls_ca", &self.tls_ca)
+            .field("admin_token", &ferrisdb_common::net::redact(&self.admin_token))
+            .field("admin_token_file", &self.admin_token_file)
             .field("json", &self.json)
             .finish()
     }
+}
+
+impl AdminArgs {
+    /// The token to send: --admin-token, --admin-token-file, or dev's credential in
+    /// `./.ferrisdb` when present (none: the call goes without one).
+    fn token(&self) -> Result<Option<String>, Error> {
+        if let Some(t) = &self.admin_token {
+            return Ok(Some(t.clone()));
+        }
+        let dev = std::path::Path::new(".ferrisdb").join("cluster.token");
+        let file = match &self.admin_token_file {
+            Some(f) => f.clone(),
+            None if dev.exists() => dev,
+            None => return Ok(None),
+        };
+        Ok(ferrisdb_common::auth::read_token_file(&file)?
+            .into_iter()
+            .next())
+    }
+
+    /// An HTTP client trusting --tls-ca (or the platform's roots) for `https://`.
+    fn http_client(&self) -> Result<reqwest::Client, Error> {
+        let Some(path) = &self.tls_ca else {
+            ferrisdb_common::net::install_crypto_provider();
+            return reqwest::Client::builder()
+                .build()
+                .map_err(|e| Error::internal(format!("HTTP client: {e}")));
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::invalid(format!("--tls-ca {}: {e}", path.display())))?;
+        let config = tls_client_config(&pem)
+            .map_err(|e| Error::invalid(format!("--tls-ca {}: {e}", path.display())))?;
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()
+            .map_err(|e| Error::internal(format!("HTTP client: {e}")))
+    }
+}
+
+/// A rustls client configuration trusting exactly the certificates in `ca_pem`.
+fn tls_client_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    ferrisdb_common::net::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Which past state a read sees.
@@ -510,6 +589,13 @@ pub(crate) async fn connect(args: &ClientArgs) -> Result<Database, Error> {
     }
     if let Some(token) = &args.token {
         options = options.token(token);
+    }
+    if let Some(path) = &args.token_file {
+        let token = ferrisdb_common::auth::read_token_file(path)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        options = options.token(&token);
     }
     Database::connect_with(options).await
 }
@@ -1128,20 +1214,32 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
         }
     };
     let url = format!("{}{path}", args.endpoint.trim_end_matches('/'));
-    let client = reqwest::Client::new();
+    let (client, token) = match args.http_client().and_then(|c| Ok((c, args.token()?))) {
+        Ok(ct) => ct,
+        Err(e) => return fail(args.json, &e),
+    };
     let mut request = client
         .request(method, &url)
         .timeout(Duration::from_secs(60));
     if let Some(body) = body {
         request = request.json(&body);
     }
-    if let Some(token) = &args.token {
+    if let Some(token) = &token {
         request = request.bearer_auth(token);
     }
     let response = request.send().await;
     let response = match response {
         Ok(r) => r,
-        Err(e) => return fail(args.json, &Error::unavailable(format!("{url}: {e}"))),
+        Err(e) => {
+            // reqwest's own message hides the cause (refused, certificate unknown, …).
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            return fail(args.json, &Error::unavailable(format!("{url}: {why}")));
+        }
     };
     let status = response.status();
     let body: serde_json::Value = match response.json().await {

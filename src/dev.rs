@@ -95,7 +95,39 @@ fn url(a: SocketAddr) -> String {
     format!("http://{a}")
 }
 
-fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Plan>> {
+/// The file under the data dir holding the cluster credential `dev` generates.
+pub const CLUSTER_TOKEN_FILE: &str = "cluster.token";
+
+/// The dev cluster's credential file: generated (32 random bytes, hex, mode 0600) on the
+/// first start, reused after, so components restarted from `cluster.json` keep working. A
+/// file someone else may read is refused, like every component refuses it.
+fn cluster_token(data_dir: &Path) -> Result<PathBuf> {
+    let path = data_dir.join(CLUSTER_TOKEN_FILE);
+    if !path.exists() {
+        // Written aside and renamed, so a crash never leaves an empty credential behind; the
+        // file is created 0600, never readable by others even for a moment.
+        let token = ferrisdb_common::auth::generate_cluster_token()?;
+        let tmp = data_dir.join(format!("{CLUSTER_TOKEN_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    ferrisdb_common::auth::read_cluster_token_file(&path)?;
+    Ok(path)
+}
+
+fn plan(
+    args_in: &DevArgs,
+    data_dir: &Path,
+    object_store: &str,
+    token_file: &Path,
+) -> Result<Vec<Plan>> {
     let args = args_in;
     let base = args.base_port;
     let port = |offset: u16| {
@@ -123,6 +155,8 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
             http.to_string(),
             "--data-dir".into(),
             dir.display().to_string(),
+            "--cluster-token-file".into(),
+            token_file.display().to_string(),
         ];
         args.extend([
             "--segment-size-bytes".to_string(),
@@ -170,6 +204,8 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
         (256u64 << 20).to_string(),
         "--compact-after-deltas".into(),
         args.compact_after_deltas.to_string(),
+        "--cluster-token-file".into(),
+        token_file.display().to_string(),
     ];
     if let Some(e) = &args.s3.s3_endpoint {
         ps_args.extend(["--s3-endpoint".to_string(), e.clone()]);
@@ -204,6 +240,8 @@ fn plan(args_in: &DevArgs, data_dir: &Path, object_store: &str) -> Result<Vec<Pl
         data_dir.join("compute-cache").display().to_string(),
         "--warm-tier-disk-bytes".into(),
         (256u64 << 20).to_string(),
+        "--cluster-token-file".into(),
+        token_file.display().to_string(),
     ];
     for sk in &safekeepers {
         c_args.extend(["--safekeeper".to_string(), sk.clone()]);
@@ -230,7 +268,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         None => format!("file://{}", data_dir.join("objects").display()),
     };
     // Refuse early and clearly when a port is taken (often: another dev cluster).
-    let plans = plan(&args, &data_dir, &object_store)?;
+    let token_file = cluster_token(&data_dir)?;
+    let plans = plan(&args, &data_dir, &object_store, &token_file)?;
     let proxy_addr = addr(args.base_port);
     let mut proxy = match args.suspend_after {
         Some(_) => Some(
@@ -350,6 +389,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         data_dir.join("cluster.json").display()
     );
     println!("  logs          {}", logs.display());
+    println!(
+        "  credential    {} (internal and admin APIs; `ferrisdb admin` finds it in ./.ferrisdb)",
+        token_file.display()
+    );
 
     let mut waits: FuturesUnordered<_> = children
         .into_iter()
@@ -360,7 +403,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .iter()
         .find(|c| c.kind == "compute")
         .map(|c| c.endpoints.http.clone());
-    let ready = wait_ready(admin);
+    let token = ferrisdb_common::auth::read_cluster_token_file(&token_file)?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let ready = wait_ready(admin, token);
     tokio::pin!(ready);
     let mut announced = false;
     let shutdown = ferrisdb_common::net::shutdown_signal();
@@ -424,7 +471,7 @@ fn write_cluster_file(data_dir: &Path, object_store: &str, components: &[Compone
 }
 
 /// Resolves once the compute reports itself primary.
-async fn wait_ready(admin: Option<String>) {
+async fn wait_ready(admin: Option<String>, token: String) {
     let Some(admin) = admin else {
         return std::future::pending().await;
     };
@@ -432,6 +479,7 @@ async fn wait_ready(admin: Option<String>) {
     loop {
         let status = client
             .get(format!("{admin}/v1/status"))
+            .bearer_auth(&token)
             .timeout(Duration::from_secs(1))
             .send()
             .await;

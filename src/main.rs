@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferrisdb_common::DEFAULT_DATABASE;
+use ferrisdb_common::auth::{self, Security, Tokens};
 use ferrisdb_common::net::ServerTls;
 use ferrisdb_common::objstore::ObjectStoreConfig;
 
@@ -46,6 +47,77 @@ impl S3Args {
             s3_region: self.s3_region.clone(),
             ..ObjectStoreConfig::default()
         }
+    }
+}
+
+/// TLS and credentials of a server process (docs/security.md).
+#[derive(Debug, Clone, clap::Args)]
+struct SecurityArgs {
+    /// Serve every listener (gRPC and admin HTTP) over TLS: certificate chain (PEM).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Serve every listener over TLS: private key (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) when calling peers at `https://` endpoints.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The cluster credential: a private file (mode 0600) of hex secrets of at least 32
+    /// bytes, one a line. The first is sent on internal calls; every line is accepted, so a
+    /// rotation lists the current and the next one.
+    #[arg(long, value_name = "FILE")]
+    cluster_token_file: Option<PathBuf>,
+    /// Tokens accepted on the admin HTTP API: a private file, one a line (the cluster
+    /// credential is accepted there too).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Serve on non-loopback addresses even without authentication (warned at start).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl SecurityArgs {
+    /// Reads the files, installs the credential and CA used on internal calls, and returns
+    /// what the servers require; `client` are the client API's tokens (computes only).
+    fn load(&self, client: Vec<String>) -> ferrisdb_common::Result<Security> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some(ServerTls::from_files(c, k)?),
+            _ => None,
+        };
+        let cluster = match &self.cluster_token_file {
+            Some(p) => auth::read_cluster_token_file(p)?,
+            None => Vec::new(),
+        };
+        let admin = match &self.admin_token_file {
+            Some(p) => auth::read_token_file(p)?,
+            None => Vec::new(),
+        };
+        let ca = match &self.tls_ca {
+            Some(p) => Some(std::fs::read(p).map_err(|e| {
+                ferrisdb_common::Error::invalid(format!("--tls-ca {}: {e}", p.display()))
+            })?),
+            None => None,
+        };
+        auth::install_cluster_access(cluster.first().map(String::as_str), ca)?;
+        Ok(Security {
+            tls,
+            cluster: Tokens::new(&cluster),
+            admin: Tokens::new(&admin),
+            client: Tokens::new(&client),
+            insecure: self.insecure,
+        })
+    }
+}
+
+/// The compute's client tokens: `--token` or the lines of `--token-file`.
+fn client_tokens(
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> ferrisdb_common::Result<Vec<String>> {
+    match (token, token_file) {
+        (_, Some(p)) => auth::read_token_file(&p),
+        (Some(t), None) => Ok(vec![t]),
+        (None, None) => Ok(Vec::new()),
     }
 }
 
@@ -88,6 +160,8 @@ enum Command {
         object_store: Option<String>,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Run a pageserver.
     Pageserver {
@@ -133,6 +207,8 @@ enum Command {
         /// with `limit_exceeded`.
         #[arg(long, default_value_t = ferrisdb_pageserver::databases::DEFAULT_MAX_BRANCHES)]
         max_branches: usize,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Run a compute node (the primary for one database).
     Compute {
@@ -166,15 +242,13 @@ enum Command {
         /// compute again on the next connection.
         #[arg(long)]
         suspend_after: Option<humantime::Duration>,
-        /// Serve the client API over TLS: certificate chain (PEM).
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// Serve the client API over TLS: private key (PEM).
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Require this bearer token from clients.
+        /// Require this bearer token from clients (visible in `ps`: prefer --token-file).
         #[arg(long, env = "FERRISDB_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Require one of the tokens in this private file (mode 0600, one a line) from
+        /// clients.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// The hot tier's memory budget: past it (the pageserver has fallen behind), commits
         /// wait until the pageserver catches up. 0: no budget.
         #[arg(long, default_value_t = ferrisdb_compute::primary::DEFAULT_HOT_BUDGET_BYTES)]
@@ -190,13 +264,19 @@ enum Command {
         /// Bytes of values the warm tier keeps on disk (0: memory only).
         #[arg(long, default_value_t = 1 << 30)]
         warm_tier_disk_bytes: usize,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Scale to zero in deployments: listen where clients connect and start the compute
     /// (the command after `--`) when a connection arrives and none is running.
     Proxy {
-        /// Where clients connect.
-        #[arg(long, default_value = "0.0.0.0:4500")]
+        /// Where clients connect. Beyond loopback the compute's command line must carry
+        /// --token-file (or --token), or --insecure be given.
+        #[arg(long, default_value = "127.0.0.1:4500")]
         listen: SocketAddr,
+        /// Listen beyond loopback even though the compute requires no client token.
+        #[arg(long)]
+        insecure: bool,
         /// Where the compute started by the command serves its client API.
         #[arg(long)]
         upstream: SocketAddr,
@@ -261,8 +341,13 @@ fn main() -> ExitCode {
                 max_databases,
                 object_store,
                 s3,
+                security,
             } => {
                 init_tracing("info");
+                let security = match security.load(Vec::new()) {
+                    Ok(s) => s,
+                    Err(e) => return fail(&e),
+                };
                 let config = ferrisdb_wal_service::SafekeeperConfig {
                     name,
                     listen_grpc,
@@ -275,6 +360,7 @@ fn main() -> ExitCode {
                         max_databases,
                     },
                     object_store: object_store.map(|url| s3.config(url)),
+                    security,
                 };
                 ferrisdb_wal_service::run(config, shutdown()).await
             }
@@ -293,8 +379,13 @@ fn main() -> ExitCode {
                 image_after_deltas,
                 compact_after_deltas,
                 max_branches,
+                security,
             } => {
                 init_tracing("info");
+                let security = match security.load(Vec::new()) {
+                    Ok(s) => s,
+                    Err(e) => return fail(&e),
+                };
                 let config = ferrisdb_pageserver::PageserverConfig {
                     listen_grpc,
                     listen_http,
@@ -313,6 +404,7 @@ fn main() -> ExitCode {
                         ..Default::default()
                     },
                     max_branches,
+                    security,
                 };
                 ferrisdb_pageserver::run(config, shutdown()).await
             }
@@ -326,15 +418,21 @@ fn main() -> ExitCode {
                 standby,
                 primary_endpoint,
                 suspend_after,
-                tls_cert,
-                tls_key,
                 token,
+                token_file,
                 hot_tier_budget_bytes,
                 warm_tier_dir,
                 warm_tier_memory_bytes,
                 warm_tier_disk_bytes,
+                security,
             } => {
                 init_tracing("info");
+                let security = match client_tokens(token, token_file)
+                    .and_then(|client| security.load(client))
+                {
+                    Ok(s) => s,
+                    Err(e) => return fail(&e),
+                };
                 // Everything the compute writes is cache (the warm tier's files): this user's
                 // alone from the moment each file is created, not only once chmod reaches it.
                 #[cfg(unix)]
@@ -365,11 +463,7 @@ fn main() -> ExitCode {
                     (_, true) => ferrisdb_compute::Role::Standby,
                     _ => ferrisdb_compute::Role::Primary,
                 };
-                let tls = match (tls_cert, tls_key) {
-                    (Some(c), Some(k)) => ServerTls::from_files(&c, &k).map(Some),
-                    _ => Ok(None),
-                };
-                let config = tls.map(|tls| ferrisdb_compute::ComputeConfig {
+                let config = ferrisdb_compute::ComputeConfig {
                     listen_grpc,
                     listen_http,
                     database,
@@ -379,21 +473,18 @@ fn main() -> ExitCode {
                     role,
                     primary_endpoint,
                     suspend_after: suspend_after.map(Duration::from),
-                    tls,
-                    token,
-                });
-                match config {
-                    Ok(config) => ferrisdb_compute::run(config, shutdown()).await,
-                    Err(e) => Err(e),
-                }
+                    security,
+                };
+                ferrisdb_compute::run(config, shutdown()).await
             }
             Command::Proxy {
                 listen,
                 upstream,
+                insecure,
                 command,
             } => {
                 init_tracing("info");
-                proxy::run(listen, upstream, command, shutdown()).await
+                proxy::run(listen, upstream, command, insecure, shutdown()).await
             }
             Command::Client(cmd) => {
                 init_tracing("warn");
@@ -402,10 +493,12 @@ fn main() -> ExitCode {
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => fail(&e),
         }
     })
+}
+
+fn fail(e: &ferrisdb_common::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }

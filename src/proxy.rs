@@ -159,13 +159,34 @@ async fn splice(mut client: TcpStream, upstream: SocketAddr, waker: &Waker) -> R
     Ok(())
 }
 
-/// `ferrisdb proxy`: serves `listen`, starting `argv` on demand, until `shutdown`.
+/// Whether the compute command line makes the compute require a client token: the proxy
+/// splices bytes (TLS passes through untouched to the compute), so authentication is the
+/// compute's, and this is all the proxy can check.
+fn compute_requires_token(argv: &[String]) -> bool {
+    argv.iter().any(|a| {
+        a == "--token"
+            || a == "--token-file"
+            || a.starts_with("--token=")
+            || a.starts_with("--token-file=")
+    })
+}
+
+/// `ferrisdb proxy`: serves `listen`, starting `argv` on demand, until `shutdown`. Beyond
+/// loopback it requires a compute command line with a client token, unless `insecure`.
 pub async fn run(
     listen: SocketAddr,
     upstream: SocketAddr,
     argv: Vec<String>,
+    insecure: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    ferrisdb_common::auth::check_exposure(
+        listen,
+        "the proxy (and the compute behind it)",
+        compute_requires_token(&argv),
+        insecure,
+        "--token-file to the compute's command line",
+    )?;
     let listener = ferrisdb_common::net::bind(listen, "the proxy").await?;
     let waker = Arc::new(Waker::new(argv, None, Box::new(|_| {}))?);
     tracing::info!(%listen, %upstream, "wake proxy serving");

@@ -20,6 +20,7 @@ use support::{DevCluster, eventually, status};
 /// `extra` flags.
 fn second_compute(cluster: &DevCluster, name: &str, extra: &[&str]) -> (Vec<String>, u16) {
     let base = support::free_base_port();
+    cluster.adopt_ports(base);
     let mut argv = cluster.component("compute").argv;
     let set = |argv: &mut Vec<String>, flag: &str, value: String| {
         let i = argv.iter().position(|a| a == flag).unwrap();

@@ -1,16 +1,37 @@
-//! TLS and bearer tokens on the compute, and the SDK's endpoint list: a compute started with
-//! `--tls-cert/--tls-key --token` serves an SDK that trusts its CA and sends the token, and
-//! refuses everyone else with a clear code; its admin API wants the token too (but not
-//! `/healthz`); a dead endpoint first in the list is skipped.
+//! Security at the process level (docs/security.md).
+//!
+//! - TLS and tokens on the compute: a compute started with `--tls-cert/--tls-key --token`
+//!   serves an SDK that trusts its CA and sends the token, and refuses everyone else with a
+//!   clear code; its admin API is https too, reached by the CLI with `--tls-ca`, and wants an
+//!   admin credential (a client token is refused); the pageserver, restarted with TLS, is
+//!   read by the compute over `https://` trusting `--tls-ca`; a dead endpoint first in the
+//!   SDK's list is skipped.
+//! - An outsider on loopback of a running `ferrisdb dev` (no credential, a client token, the
+//!   cluster credential in the client header, a wrong credential) is refused on every
+//!   internal RPC and every mutating admin call, and canary data (checkpointed and WAL-only)
+//!   reads back afterwards and after SIGKILL of the whole tree.
+//! - A listener beyond loopback without authentication is refused, naming `--insecure`; with
+//!   it, the process starts.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrisdb_client::{ClientTls, ConnectOptions, Database, ErrorKind, RetryOptions};
-use support::DevCluster;
+use ferrisdb_common::auth::CLUSTER_TOKEN_HEADER;
+use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+use ferrisdb_common::proto::{
+    AppendRequest, ChangesRequest, CreateBranchRequest, DurableReport, ElectedRequest,
+    ListDatabasesRequest, PageGetRangeRequest, PageGetRequest, ReadWalRequest,
+    SafekeeperStatusRequest, VoteRequest,
+};
+use support::{BIN, DevCluster, cli};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 const TOKEN: &str = "s3cret-token";
 
@@ -49,22 +70,46 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     .unwrap();
 
     // The same compute again, now with TLS and a token.
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     let cert_file = dir.path().join("cert.pem");
     let key_file = dir.path().join("key.pem");
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, &key_pem).unwrap();
-    let compute = cluster.component("compute");
-    DevCluster::kill_pid(compute.pid);
-    let mut argv = compute.argv.clone();
-    argv.extend([
+    let tls_flags = [
         "--tls-cert".to_string(),
         cert_file.display().to_string(),
         "--tls-key".to_string(),
         key_file.display().to_string(),
-        "--token".to_string(),
-        TOKEN.to_string(),
+    ];
+    // The pageserver too, so the compute's reads of it go over TLS, verified with --tls-ca.
+    let pageserver = cluster.component("pageserver");
+    DevCluster::kill_pid(pageserver.pid);
+    let mut argv = pageserver.argv.clone();
+    argv.extend(tls_flags.iter().cloned());
+    cluster.spawn_argv("pageserver", &argv);
+
+    let compute = cluster.component("compute");
+    DevCluster::kill_pid(compute.pid);
+    let mut argv = compute.argv.clone();
+    let i = argv.iter().position(|a| a == "--pageserver").unwrap();
+    argv[i + 1] = argv[i + 1].replace("http://", "https://");
+    argv.extend(tls_flags.iter().cloned());
+    // The client token from a private file, out of `ps`.
+    let token_file = dir.path().join("client.token");
+    std::fs::write(&token_file, format!("# clients\n{TOKEN}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    argv.extend([
+        "--tls-ca".to_string(),
+        cert_file.display().to_string(),
+        "--token-file".to_string(),
+        token_file.display().to_string(),
     ]);
     cluster.spawn_argv("compute", &argv);
 
@@ -115,22 +160,85 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
         "a certificate from another CA is refused"
     );
 
-    // The admin API wants the token too, except for /healthz.
-    let http = reqwest::Client::new();
-    let admin = cluster.admin_endpoint();
-    let r = http.get(format!("{admin}/v1/status")).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "unauthenticated");
-    let r = http
-        .get(format!("{admin}/v1/status"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http.get(format!("{admin}/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    // The CLI with --tls-ca and --token-file.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &cert_pem).unwrap();
+    let ca_arg = ca_file.display().to_string();
+    let tf = token_file.display().to_string();
+    let (ok, out, err) = cli(&[
+        "get",
+        "secret",
+        "--endpoint",
+        &https,
+        "--tls-ca",
+        &ca_arg,
+        "--token-file",
+        &tf,
+    ]);
+    assert!(ok, "CLI over TLS with --token-file: {out} {err}");
+    assert_eq!(out.trim(), "42");
+
+    // The admin API is https now: the CLI reaches it trusting the CA, with the cluster
+    // credential (the harness passes it); a client token is refused there, and without
+    // --tls-ca the certificate is not trusted.
+    let admin = format!("https://127.0.0.1:{}", cluster.base_port + 80);
+    let (ok, out, err) = cli(&[
+        "admin",
+        "status",
+        "--endpoint",
+        &admin,
+        "--tls-ca",
+        &ca_arg,
+        "--json",
+    ]);
+    assert!(ok, "admin status over https: {out} {err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["kind"], "compute", "{st}");
+    let (ok, out, _) = cli(&[
+        "admin",
+        "checkpoint",
+        "--endpoint",
+        &admin,
+        "--tls-ca",
+        &ca_arg,
+        "--admin-token",
+        TOKEN,
+        "--json",
+    ]);
+    assert!(!ok, "a client token drove the admin API: {out}");
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["code"], "unauthenticated", "{e}");
+    let (ok, _, err) = cli(&["admin", "status", "--endpoint", &admin, "--json"]);
+    assert!(!ok, "an untrusted certificate was accepted");
+    assert!(err.is_empty() || !err.contains("panicked"), "{err}");
+    let (ok, _, _) = cli(&[
+        "admin",
+        "status",
+        "--endpoint",
+        &format!("http://127.0.0.1:{}", cluster.base_port + 80),
+        "--json",
+    ]);
+    assert!(!ok, "plain HTTP to the TLS admin port answered");
+    // The pageserver's admin API is https as well, and it has ingested the commit.
+    let ps_admin = pageserver.http.replace("http://", "https://");
+    let (ok, out, err) = cli(&[
+        "admin",
+        "status",
+        "--endpoint",
+        &ps_admin,
+        "--tls-ca",
+        &ca_arg,
+        "--json",
+    ]);
+    assert!(ok, "pageserver admin status over https: {out} {err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        st["databases"]["default"]["ingested_version"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{st}"
+    );
 
     // An endpoint list whose first entry is dead: the SDK moves on and stays there.
     let dead = format!("https://127.0.0.1:{}", support::free_base_port());
@@ -142,4 +250,498 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
         Some(&b"42"[..])
     );
     assert_eq!(listed.current_endpoint(), https);
+}
+
+/// A channel to `url` sending these headers on every call: what an outsider can do.
+fn outsider(
+    url: &str,
+    headers: &[(&'static str, String)],
+) -> InterceptedService<Channel, impl tonic::service::Interceptor + Clone> {
+    let channel = ferrisdb_common::net::channel(url).unwrap();
+    let headers: Vec<(&'static str, tonic::metadata::MetadataValue<_>)> = headers
+        .iter()
+        .map(|(k, v)| (*k, v.parse().unwrap()))
+        .collect();
+    InterceptedService::new(channel, move |mut req: tonic::Request<()>| {
+        for (k, v) in &headers {
+            req.metadata_mut().insert(*k, v.clone());
+        }
+        Ok(req)
+    })
+}
+
+/// Asserts `r` is a refusal with gRPC `unauthenticated` and FerrisDB code `unauthenticated`.
+fn refused<T: std::fmt::Debug>(who: &str, what: &str, r: Result<T, tonic::Status>) {
+    let s = match r {
+        Ok(v) => panic!("{who}: {what} was served: {v:?}"),
+        Err(s) => s,
+    };
+    assert_eq!(
+        s.code(),
+        tonic::Code::Unauthenticated,
+        "{who}: {what}: {s:?}"
+    );
+    assert_eq!(
+        s.metadata()
+            .get(ferrisdb_common::error::CODE_METADATA_KEY)
+            .and_then(|v| v.to_str().ok()),
+        Some("unauthenticated"),
+        "{who}: {what}: {s:?}"
+    );
+}
+
+/// The FerrisDB code of an admin API error body (`{error: {code}}` or `{code}`).
+fn admin_code(body: &serde_json::Value) -> Option<&str> {
+    body["error"]["code"].as_str().or(body["code"].as_str())
+}
+
+async fn read_all(db: &Database, keys: &[String]) -> Vec<Option<String>> {
+    let keys = keys.to_vec();
+    db.run(|tx| {
+        let keys = keys.clone();
+        async move {
+            let mut out = Vec::new();
+            for k in keys {
+                out.push(
+                    tx.get(k)
+                        .await?
+                        .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                );
+            }
+            Ok(out)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cluster = DevCluster::start(&data, &[]).await;
+    let db = cluster.db(Duration::from_secs(20)).await;
+
+    // The credential dev generated: private to its owner.
+    let token_file = data.join("cluster.token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "cluster.token mode {mode:o}");
+    }
+    let credential = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // Canaries: some checkpointed into object storage, some only in the WAL.
+    let checkpointed: Vec<String> = (0..10).map(|i| format!("canary-ckpt-{i}")).collect();
+    let wal_only: Vec<String> = (0..10).map(|i| format!("canary-wal-{i}")).collect();
+    for keys in [&checkpointed, &wal_only] {
+        if keys[0].contains("wal") {
+            let (ok, out, err) = cli(&[
+                "admin",
+                "checkpoint",
+                "--endpoint",
+                &cluster.admin_endpoint(),
+            ]);
+            assert!(ok, "checkpoint with the credential: {out} {err}");
+        }
+        let ks = keys.clone();
+        db.run(|tx| {
+            let ks = ks.clone();
+            async move {
+                for k in ks {
+                    tx.set(k.clone(), format!("value of {k}"));
+                }
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let expected: Vec<Option<String>> = checkpointed
+        .iter()
+        .chain(&wal_only)
+        .map(|k| Some(format!("value of {k}")))
+        .collect();
+    let all: Vec<String> = checkpointed.iter().chain(&wal_only).cloned().collect();
+    assert_eq!(read_all(&db, &all).await, expected);
+
+    let components = cluster.components();
+    let sk = components.iter().find(|c| c.kind == "safekeeper").unwrap();
+    let ps = components.iter().find(|c| c.kind == "pageserver").unwrap();
+
+    // Positive control: with the credential in its own header, the same calls are served.
+    let mut insider = SafekeeperClient::new(support::internal_channel(&sk.grpc));
+    let status = insider
+        .get_status(SafekeeperStatusRequest {
+            database: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.commit_lsn > 0, "{status:?}");
+    let term = status.term;
+
+    let outsiders: Vec<(&str, Vec<(&'static str, String)>)> = vec![
+        ("no credential", vec![]),
+        (
+            "a client token",
+            vec![("authorization", "Bearer client-token".to_string())],
+        ),
+        (
+            "the cluster credential as a bearer token",
+            vec![("authorization", format!("Bearer {credential}"))],
+        ),
+        (
+            "a wrong cluster credential",
+            vec![(CLUSTER_TOKEN_HEADER, "ab".repeat(32))],
+        ),
+    ];
+    for (who, headers) in &outsiders {
+        let mut page = PageserverClient::new(outsider(&ps.grpc, headers));
+        refused(
+            who,
+            "pageserver Get",
+            page.get(PageGetRequest {
+                database: "default".into(),
+                key: b"canary-ckpt-0".to_vec().into(),
+                version: u64::MAX,
+            })
+            .await,
+        );
+        refused(
+            who,
+            "pageserver GetRange",
+            page.get_range(PageGetRangeRequest {
+                database: "default".into(),
+                begin: Vec::new().into(),
+                end: vec![0xff].into(),
+                version: u64::MAX,
+                ..Default::default()
+            })
+            .await,
+        );
+        refused(
+            who,
+            "pageserver Changes",
+            page.changes(ChangesRequest {
+                database: "default".into(),
+                ..Default::default()
+            })
+            .await,
+        );
+        refused(
+            who,
+            "pageserver CreateBranch",
+            page.create_branch(CreateBranchRequest {
+                database: "outsider".into(),
+                parent: "default".into(),
+                ..Default::default()
+            })
+            .await,
+        );
+
+        let mut safekeeper = SafekeeperClient::new(outsider(&sk.grpc, headers));
+        let db_name = || "default".to_string();
+        refused(
+            who,
+            "safekeeper GetStatus",
+            safekeeper
+                .get_status(SafekeeperStatusRequest {
+                    database: db_name(),
+                })
+                .await,
+        );
+        refused(
+            who,
+            "safekeeper RequestVote",
+            safekeeper
+                .request_vote(VoteRequest {
+                    database: db_name(),
+                    term: u64::MAX,
+                    proposer_id: vec![7u8; 16].into(),
+                })
+                .await,
+        );
+        refused(
+            who,
+            "safekeeper Elected",
+            safekeeper
+                .elected(ElectedRequest {
+                    database: db_name(),
+                    term,
+                    history: Vec::new(),
+                    log_start_lsn: u64::MAX / 2,
+                    proposer_id: vec![7u8; 16].into(),
+                })
+                .await,
+        );
+        let forged = AppendRequest {
+            database: db_name(),
+            term,
+            begin_lsn: 0,
+            wal: vec![0u8; 64].into(),
+            commit_lsn: 0,
+            session: 1,
+        };
+        refused(
+            who,
+            "safekeeper Append",
+            safekeeper.append(futures::stream::iter(vec![forged])).await,
+        );
+        refused(
+            who,
+            "safekeeper ReadWal",
+            safekeeper
+                .read_wal(ReadWalRequest {
+                    database: db_name(),
+                    start_lsn: 0,
+                    end_lsn: Some(u64::MAX),
+                })
+                .await,
+        );
+        refused(
+            who,
+            "safekeeper ReportDurable",
+            safekeeper
+                .report_durable(DurableReport {
+                    database: db_name(),
+                    remote_consistent_lsn: u64::MAX,
+                })
+                .await,
+        );
+
+        // Admin calls that change something, on the compute and on the pageserver. (The
+        // cluster credential is an admin credential there, so that outsider is not one.)
+        if headers.iter().any(|(_, v)| v.contains(credential.as_str())) {
+            continue;
+        }
+        let bearer = headers
+            .iter()
+            .find(|(k, _)| *k == "authorization")
+            .map(|(_, v)| v.clone());
+        let http = reqwest::Client::new();
+        let calls = [
+            (
+                format!("{}/v1/checkpoint", cluster.admin_endpoint()),
+                serde_json::Value::Null,
+            ),
+            (
+                format!("{}/v1/branch", cluster.admin_endpoint()),
+                serde_json::json!({"name": "outsider-c", "parent": null}),
+            ),
+            (
+                format!("{}/v1/databases/default/checkpoint", ps.http),
+                serde_json::Value::Null,
+            ),
+            (
+                format!("{}/v1/databases/outsider-p/branch", ps.http),
+                serde_json::json!({"parent": "default"}),
+            ),
+        ];
+        for (url, body) in calls {
+            let mut r = http.post(&url).json(&body);
+            if let Some(b) = &bearer {
+                r = r.header("authorization", b);
+            }
+            for (k, v) in headers.iter().filter(|(k, _)| *k != "authorization") {
+                r = r.header(*k, v);
+            }
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 401, "{who}: POST {url}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(
+                admin_code(&body),
+                Some("unauthenticated"),
+                "{who}: {url}: {body}"
+            );
+        }
+        for url in [
+            format!("{}/v1/status", sk.http),
+            format!("{}/metrics", ps.http),
+        ] {
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{who}: GET {url}");
+        }
+        let r = http
+            .get(format!("{}/healthz", sk.http))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "/healthz stays open");
+    }
+
+    // Nothing changed: no branch was created, the term is the primary's, and every canary
+    // reads back; then the same after SIGKILL of the whole tree and a restart.
+    let mut page = PageserverClient::new(support::internal_channel(&ps.grpc));
+    let names: Vec<String> = page
+        .list_databases(ListDatabasesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .databases
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("outsider")),
+        "an outsider created a branch: {names:?}"
+    );
+    let after = insider
+        .get_status(SafekeeperStatusRequest {
+            database: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.term, term, "the term moved");
+    assert_eq!(read_all(&db, &all).await, expected);
+    // Still a working primary: it commits.
+    db.run(|tx| async move {
+        tx.set("after-outsiders", "ok");
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    cluster.kill_all();
+    cluster.launch().await;
+    let db = cluster.db(Duration::from_secs(20)).await;
+    assert_eq!(read_all(&db, &all).await, expected);
+}
+
+/// Runs `ferrisdb` with `args` until it exits or `limit` passes; returns (exited
+/// successfully or still running, stderr so far).
+fn run_for(args: &[&str], limit: Duration, log: &std::path::Path) -> (Option<bool>, String) {
+    let out = std::fs::File::create(log).unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status.success());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (exited, std::fs::read_to_string(log).unwrap_or_default())
+}
+
+#[test]
+fn binding_beyond_loopback_needs_authentication_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = support::free_base_port();
+    let grpc = format!("0.0.0.0:{}", base + 1);
+    let http = format!("127.0.0.1:{}", base + 81);
+    let data = dir.path().join("sk").display().to_string();
+    let safekeeper = [
+        "safekeeper",
+        "--listen-grpc",
+        &grpc,
+        "--listen-http",
+        &http,
+        "--data-dir",
+        &data,
+    ];
+    let log = dir.path().join("sk.log");
+
+    // Refused, naming the flags that fix it.
+    let (exited, err) = run_for(&safekeeper, Duration::from_secs(30), &log);
+    assert_eq!(
+        exited,
+        Some(false),
+        "started without auth on 0.0.0.0: {err}"
+    );
+    assert!(
+        err.contains("--insecure") && err.contains("--cluster-token-file"),
+        "{err}"
+    );
+
+    // The same for the compute's client API and the proxy.
+    let compute = [
+        "compute",
+        "--listen-grpc",
+        "0.0.0.0:1",
+        "--safekeeper",
+        "http://127.0.0.1:1",
+        "--pageserver",
+        "http://127.0.0.1:1",
+    ];
+    let (exited, err) = run_for(&compute, Duration::from_secs(30), &log);
+    assert_eq!(exited, Some(false), "{err}");
+    assert!(
+        err.contains("--insecure") && err.contains("--token-file"),
+        "{err}"
+    );
+    let proxy = [
+        "proxy",
+        "--listen",
+        "0.0.0.0:1",
+        "--upstream",
+        "127.0.0.1:2",
+        "--",
+        "true",
+    ];
+    let (exited, err) = run_for(&proxy, Duration::from_secs(30), &log);
+    assert_eq!(exited, Some(false), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+
+    // A world-readable credential file is refused too.
+    let token_file = dir.path().join("cluster.token");
+    std::fs::write(&token_file, format!("{}\n", "ab".repeat(32))).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let tf = token_file.display().to_string();
+        let mut args = safekeeper.to_vec();
+        args.extend(["--cluster-token-file", &tf]);
+        let (exited, err) = run_for(&args, Duration::from_secs(30), &log);
+        assert_eq!(exited, Some(false), "{err}");
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    // With --insecure it starts (and says so), and serves.
+    let mut args = safekeeper.to_vec();
+    args.push("--insecure");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let healthy = loop {
+        let ok = std::net::TcpStream::connect(&http).is_ok();
+        if ok || Instant::now() > deadline {
+            break ok;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "--insecure safekeeper exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(healthy, "--insecure safekeeper never listened: {err}");
+    assert!(err.contains("WITHOUT authentication"), "{err}");
 }

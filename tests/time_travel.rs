@@ -147,7 +147,7 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
 
     // The admin API answers the same questions.
     let admin = cluster.admin_endpoint();
-    let h: serde_json::Value = reqwest::get(format!("{admin}/v1/history?key=tt"))
+    let h: serde_json::Value = support::admin_get(&format!("{admin}/v1/history?key=tt"))
         .await
         .unwrap()
         .json()
@@ -160,7 +160,7 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
         .map(|e| e["version"].as_u64().unwrap())
         .collect();
     assert_eq!(got, versions);
-    let v: serde_json::Value = reqwest::get(format!(
+    let v: serde_json::Value = support::admin_get(&format!(
         "{admin}/v1/version_at?timestamp_micros={}",
         between[3]
     ))

@@ -132,9 +132,7 @@ async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
         metric(&http, "ferrisdb_safekeeper_damaged_databases").await,
         Some(1.0)
     );
-    let mut client = SafekeeperClient::connect(sks[0].grpc.clone())
-        .await
-        .unwrap();
+    let mut client = SafekeeperClient::new(support::internal_channel(&sks[0].grpc));
     let req = ReadWalRequest {
         database: "default".into(),
         start_lsn: 0,

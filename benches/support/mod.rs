@@ -290,6 +290,7 @@ impl Cluster {
                     .collect(),
                 limits: Default::default(),
                 object_store: None,
+                security: Default::default(),
             };
             safekeeper_tasks.push(Component::spawn(|s| {
                 ferrisdb_wal_service::run(config, s.wait())
@@ -306,6 +307,7 @@ impl Cluster {
             cache: Default::default(),
             timeline: Default::default(),
             max_branches: ferrisdb_pageserver::databases::DEFAULT_MAX_BRANCHES,
+            security: Default::default(),
         };
         let pageserver = format!("http://{}", addrs[6]);
         let mut config = ComputeConfig::new(

@@ -23,25 +23,29 @@ pub fn base_router(registry: Registry) -> Router {
         )
 }
 
-/// Requires the bearer token on every route of `router` except `/healthz` (load balancers
-/// probe it without credentials). Without a token configured, `router` is returned as is.
-pub fn require_token(router: Router, token: crate::net::RequireToken) -> Router {
+/// Requires an admin credential (see [`crate::auth::Require::admin`]) on every route of
+/// `router` except `/healthz`, which load balancers probe without credentials. `/metrics`
+/// is guarded like the rest: metric names and values describe the data (databases, sizes,
+/// terms), and Prometheus sends a bearer token (`authorization.credentials_file`).
+pub fn require(router: Router, require: crate::auth::Require) -> Router {
+    if require.is_open() {
+        return router;
+    }
     router.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let token = token.clone();
+            let require = require.clone();
             async move {
-                let header = req
-                    .headers()
+                let headers = req.headers();
+                let authorization = headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                if req.uri().path() == "/healthz" || token.accepts(header) {
+                let cluster = headers
+                    .get(crate::auth::CLUSTER_TOKEN_HEADER)
+                    .and_then(|v| v.to_str().ok());
+                if req.uri().path() == "/healthz" || require.accepts(authorization, cluster) {
                     next.run(req).await
                 } else {
-                    Error::new(
-                        ErrorKind::Unauthenticated,
-                        "a valid bearer token is required (Authorization: Bearer …)",
-                    )
-                    .into_response()
+                    require.refusal().into_response()
                 }
             }
         },
@@ -181,6 +185,47 @@ fn query_is_utf8(query: &str) -> bool {
         i += 1;
     }
     std::str::from_utf8(&decoded).is_ok()
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves. Each connection does
+/// its handshake in its own task (bounded in time), so a slow or silent client holds up no
+/// one else.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let router = json_errors(router);
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "admin API: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let Ok(Ok(stream)) = handshake.await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
 }
 
 impl IntoResponse for Error {

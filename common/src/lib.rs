@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod atomic;
+pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod commit_times;

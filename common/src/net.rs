@@ -1,5 +1,6 @@
-//! gRPC plumbing shared by every process: channels to peers, serving on a bound listener, and
-//! the shutdown signal.
+//! Network plumbing shared by every process: channels to peers, TLS identities, serving gRPC
+//! and the admin HTTP API (over TLS when configured) on a bound listener, and the shutdown
+//! signal. Who may call what is in [`crate::auth`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,9 +39,9 @@ pub struct ClientTls {
     pub domain: Option<String>,
 }
 
-/// Picks rustls's process-wide crypto provider (ring). Two are compiled in (other
-/// dependencies bring aws-lc-rs), and rustls refuses to guess between them.
-fn install_crypto_provider() {
+/// Picks rustls's process-wide crypto provider (ring); every TLS user calls it first. Two are
+/// compiled in (other dependencies bring aws-lc-rs), and rustls refuses to guess between them.
+pub fn install_crypto_provider() {
     // An error only means a provider is installed already, which is all this wants.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -122,6 +123,25 @@ impl ServerTls {
         })
     }
 
+    /// A rustls server configuration with this identity, offering HTTP/2 and HTTP/1.1 (the
+    /// admin HTTP APIs).
+    pub fn rustls_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        install_crypto_provider();
+        let certs = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(format!("TLS certificate: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| Error::invalid(format!("TLS private key: {e}")))?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| Error::invalid(format!("TLS identity: {e}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(std::sync::Arc::new(config))
+    }
+
     /// A gRPC server builder serving with this identity.
     pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
         install_crypto_provider();
@@ -134,63 +154,6 @@ impl ServerTls {
 
 /// The gRPC metadata key of a bearer token.
 pub const AUTHORIZATION: &str = "authorization";
-
-/// Server side of bearer-token auth: refuses requests without `authorization: Bearer TOKEN`
-/// with `unauthenticated` (none configured: everything passes).
-#[derive(Clone, Default)]
-pub struct RequireToken(Option<std::sync::Arc<str>>);
-
-impl std::fmt::Debug for RequireToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("RequireToken")
-            .field(&redact(&self.0))
-            .finish()
-    }
-}
-
-impl RequireToken {
-    /// Requires `token` when given.
-    pub fn new(token: Option<&str>) -> RequireToken {
-        RequireToken(token.map(std::sync::Arc::from))
-    }
-
-    /// Whether an `Authorization` header value carries the token.
-    pub fn accepts(&self, header: Option<&str>) -> bool {
-        let Some(want) = &self.0 else {
-            return true;
-        };
-        use sha2::Digest;
-        let got = header.and_then(|h| h.strip_prefix("Bearer "));
-        // Compare SHA-256 digests, always 32 bytes, without an early exit: neither the time
-        // taken nor a length check reveals how much of a guess matched or how long the token
-        // is. A missing header is compared too, so it takes the same time as a wrong one.
-        let got_digest = sha2::Sha256::digest(got.unwrap_or_default().as_bytes());
-        let want_digest = sha2::Sha256::digest(want.as_bytes());
-        let diff = got_digest
-            .iter()
-            .zip(want_digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        got.is_some() & (diff == 0)
-    }
-}
-
-impl tonic::service::Interceptor for RequireToken {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let header = req
-            .metadata()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if self.accepts(header) {
-            Ok(req)
-        } else {
-            Err(Error::new(
-                crate::ErrorKind::Unauthenticated,
-                "a valid bearer token is required (--token / FERRISDB_TOKEN)",
-            )
-            .into())
-        }
-    }
-}
 
 /// Client side of bearer-token auth: adds `authorization: Bearer TOKEN` to every request.
 #[derive(Clone, Default)]
@@ -302,14 +265,29 @@ pub async fn serve_grpc(
     }
 }
 
-/// Serves the admin HTTP `router` on `listener` until `shutdown`, bounded like [`serve_grpc`].
+/// Serves the admin HTTP `router` on `listener` until `shutdown`, bounded like
+/// [`serve_grpc`]; over TLS with `tls`.
 pub async fn serve_http(
     router: axum::Router,
     listener: tokio::net::TcpListener,
+    tls: Option<&ServerTls>,
     shutdown: Shutdown,
 ) -> Result<()> {
+    let stop = shutdown.clone();
+    let serve = async move {
+        match tls {
+            Some(tls) => {
+                let config = tls.rustls_config()?;
+                crate::admin::serve_tls(listener, router, config, stop.wait()).await;
+                Ok(())
+            }
+            None => crate::admin::serve(listener, router, stop.wait())
+                .await
+                .map_err(Error::from),
+        }
+    };
     tokio::select! {
-        r = crate::admin::serve(listener, router, shutdown.clone().wait()) => r.map_err(Error::from),
+        r = serve => r,
         _ = shutdown.deadline() => Ok(()),
     }
 }
@@ -320,28 +298,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_are_checked_whole() {
-        let t = RequireToken::new(Some("s3cret-token"));
-        assert!(t.accepts(Some("Bearer s3cret-token")));
-        for wrong in [
-            None,
-            Some(""),
-            Some("Bearer "),
-            Some("Bearer s3cret-toke"),
-            Some("Bearer s3cret-token2"),
-            Some("s3cret-token"),
-            Some("Bearer S3cret-token"),
-        ] {
-            assert!(!t.accepts(wrong), "{wrong:?}");
-        }
-        assert!(RequireToken::new(None).accepts(None));
-    }
-
-    #[test]
     fn debug_never_prints_a_secret() {
         let secret = "hunter2-very-secret";
         let shown = [
-            format!("{:?}", RequireToken::new(Some(secret))),
+            format!("{:?}", crate::auth::Tokens::new([secret])),
             format!("{:?}", SendToken::new(Some(secret)).unwrap()),
             format!(
                 "{:?}",

@@ -8,12 +8,11 @@
 
 use std::time::Duration;
 
-use tonic::transport::Channel;
-
+use crate::auth::{self, PeerChannel};
 use crate::proto::safekeeper_client::SafekeeperClient;
 use crate::proto::{ReadWalRequest, SafekeeperStatusRequest};
 use crate::wal::{self, WalRecord};
-use crate::{Error, Result, net};
+use crate::{Error, Result};
 
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -27,11 +26,11 @@ pub trait WalSink: Send + Sync {
     fn apply(&self, records: &[WalRecord]) -> Result<()>;
 }
 
-/// Clients of every safekeeper in `endpoints`.
-pub fn clients(endpoints: &[String]) -> Result<Vec<SafekeeperClient<Channel>>> {
+/// Clients of every safekeeper in `endpoints`, carrying the cluster credential.
+pub fn clients(endpoints: &[String]) -> Result<Vec<SafekeeperClient<PeerChannel>>> {
     endpoints
         .iter()
-        .map(|url| Ok(SafekeeperClient::new(net::channel(url)?)))
+        .map(|url| Ok(SafekeeperClient::new(auth::peer_channel(url)?)))
         .collect()
 }
 
@@ -61,7 +60,7 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
 
 /// Each safekeeper's commit position (`None`: did not answer within a second).
 pub async fn commit_positions(
-    clients: &[SafekeeperClient<Channel>],
+    clients: &[SafekeeperClient<PeerChannel>],
     database: &str,
 ) -> Vec<Option<u64>> {
     let asks = clients.iter().map(|c| {
@@ -82,7 +81,7 @@ pub async fn commit_positions(
 
 /// Streams from safekeeper `i` until the stream fails or another safekeeper is ahead.
 async fn stream_from(
-    clients: &[SafekeeperClient<Channel>],
+    clients: &[SafekeeperClient<PeerChannel>],
     i: usize,
     sink: &dyn WalSink,
 ) -> Result<()> {

@@ -434,7 +434,6 @@ mod tests {
     use bytes::Bytes;
     use ferrisdb_common::clock::SystemClock;
     use ferrisdb_common::proto::pageserver_client::PageserverClient;
-    use tonic::transport::Channel;
 
     /// Three in-process safekeepers on free ports; dropping the sender stops them.
     async fn safekeepers(dir: &std::path::Path) -> (Vec<String>, watch::Sender<bool>) {
@@ -456,6 +455,7 @@ mod tests {
                 peers: Vec::new(),
                 limits: Default::default(),
                 object_store: None,
+                security: Default::default(),
             };
             let mut stopped = stopped.clone();
             tokio::spawn(ferrisdb_wal_service::run(config, async move {
@@ -509,8 +509,9 @@ mod tests {
         let hot = Arc::new(HotTier::new(start).with_budget(4 << 10));
         let metrics = Metrics::new().unwrap();
         // No atomic ops here, so the pageserver is never asked.
-        let pageserver =
-            PageserverClient::new(Channel::from_static("http://127.0.0.1:9").connect_lazy());
+        let pageserver = PageserverClient::new(
+            ferrisdb_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
+        );
         let reader = PointReader {
             hot: hot.clone(),
             warm: None,

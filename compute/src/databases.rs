@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::clock::{Clock, SystemClock};
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{CreateBranchRequest, ListDatabasesRequest, PageserverStatusRequest};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tonic::transport::Channel;
 
 use crate::Role;
 use crate::metrics::Metrics;
@@ -25,7 +25,6 @@ use crate::node::Node;
 use crate::primary::{Primary, Tiers};
 use crate::proposer::Proposer;
 use crate::replica::Replica;
-use ferrisdb_common::net;
 use ferrisdb_common::proto::GetReadVersionRequest;
 use ferrisdb_common::proto::database_client::DatabaseClient;
 
@@ -45,7 +44,7 @@ pub struct Databases {
     /// The database the compute was started for; branches of it are served too.
     pub root: String,
     safekeepers: Vec<String>,
-    pageserver: PageserverClient<Channel>,
+    pageserver: PageserverClient<PeerChannel>,
     metrics: Metrics,
     /// What each primary's hot and warm tiers are built with.
     tiers: Tiers,
@@ -61,7 +60,7 @@ impl Databases {
     pub fn new(
         root: String,
         safekeepers: Vec<String>,
-        pageserver: PageserverClient<Channel>,
+        pageserver: PageserverClient<PeerChannel>,
         metrics: Metrics,
     ) -> Databases {
         Databases {
@@ -363,7 +362,9 @@ impl Databases {
         let Some(endpoint) = &self.primary_endpoint else {
             return;
         };
-        let Ok(channel) = net::channel(endpoint) else {
+        // The cluster credential rides along, so a primary that requires client tokens
+        // still answers this probe.
+        let Ok(channel) = ferrisdb_common::auth::peer_channel(endpoint) else {
             return;
         };
         let mut client = DatabaseClient::new(channel);
@@ -376,6 +377,8 @@ impl Databases {
             let probe = tokio::time::timeout(PROBE_EVERY, client.get_read_version(req));
             match probe.await {
                 Ok(Ok(_)) => failures = 0,
+                // A primary that refuses the probe is alive: taking over would fence it.
+                Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => failures = 0,
                 _ => failures += 1,
             }
             if failures >= PROBES_BEFORE_TAKEOVER {

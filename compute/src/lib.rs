@@ -29,11 +29,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
-use ferrisdb_common::net::RequireToken;
 use ferrisdb_common::proto::CheckpointRequest;
 use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::{Error, Result, Version, admin, net, validate_database_name};
+use ferrisdb_common::{Error, Result, Version, admin, auth, net, validate_database_name};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::activity::Activity;
@@ -64,10 +63,9 @@ pub struct ComputeConfig {
     pub primary_endpoint: Option<String>,
     /// Exit after this long without a client request (scale to zero); `None`: never.
     pub suspend_after: Option<std::time::Duration>,
-    /// Serve the client API over TLS with this identity.
-    pub tls: Option<net::ServerTls>,
-    /// Require this bearer token on the client and admin APIs.
-    pub token: Option<String>,
+    /// TLS for the client and admin APIs, and the tokens they require (client tokens on the
+    /// client API; admin tokens or the cluster credential on the admin API).
+    pub security: auth::Security,
 }
 
 impl std::fmt::Debug for ComputeConfig {
@@ -82,14 +80,13 @@ impl std::fmt::Debug for ComputeConfig {
             .field("role", &self.role)
             .field("primary_endpoint", &self.primary_endpoint)
             .field("suspend_after", &self.suspend_after)
-            .field("tls", &self.tls)
-            .field("token", &net::redact(&self.token))
+            .field("security", &self.security)
             .finish()
     }
 }
 
 impl ComputeConfig {
-    /// A primary for `database` with default tiers, no suspension, no TLS and no token.
+    /// A primary for `database` with default tiers, no suspension, no TLS and no tokens.
     pub fn new(
         listen_grpc: SocketAddr,
         listen_http: SocketAddr,
@@ -107,8 +104,7 @@ impl ComputeConfig {
             role: Role::Primary,
             primary_endpoint: None,
             suspend_after: None,
-            tls: None,
-            token: None,
+            security: auth::Security::default(),
         }
     }
 }
@@ -136,8 +132,18 @@ pub async fn run(
     if config.safekeepers.is_empty() {
         return Err(Error::invalid("a compute needs --safekeeper endpoints"));
     }
+    let security = &config.security;
+    auth::check_exposure(
+        config.listen_grpc,
+        "the client API",
+        !security.require_client().is_open(),
+        security.insecure,
+        "--token-file (or --token)",
+    )?;
+    security.check_admin(config.listen_http)?;
+    security.warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
-    let pageserver = PageserverClient::new(net::channel(&config.pageserver)?)
+    let pageserver = PageserverClient::new(auth::peer_channel(&config.pageserver)?)
         .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(net::MAX_MESSAGE_BYTES);
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
@@ -186,9 +192,15 @@ pub async fn run(
         .route("/v1/branch", post(branch))
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let router = admin::require_token(router, RequireToken::new(config.token.as_deref()));
-    let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let mut server = match &config.tls {
+    let router = admin::require(router, security.require_admin());
+    let tls = security.tls.clone();
+    let http = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move { net::serve_http(router, http_listener, tls.as_ref(), shutdown).await },
+        )
+    };
+    let mut server = match &security.tls {
         Some(tls) => tls.grpc_server()?,
         None => net::grpc_server(),
     };
@@ -196,7 +208,7 @@ pub async fn run(
         DatabaseServer::new(ComputeService::new(databases.clone(), activity.clone()))
             .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
-        RequireToken::new(config.token.as_deref()),
+        security.require_client(),
     ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     branches.abort();

@@ -4,12 +4,12 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::clock::Clock;
 use ferrisdb_common::proto::PageGetRequest;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 
 use crate::committer::{CommitRequest, Committer};
 use crate::hot_tier::{HotRead, HotTier};
@@ -70,7 +70,7 @@ pub struct PointReader {
     /// The warm tier, if any.
     pub warm: Option<Arc<WarmTier>>,
     /// The pageserver.
-    pub pageserver: PageserverClient<Channel>,
+    pub pageserver: PageserverClient<PeerChannel>,
     /// The database read.
     pub database: String,
     /// Where hits and misses per tier are counted.
@@ -204,7 +204,7 @@ impl Primary {
     pub async fn start(
         database: String,
         proposer: Arc<Proposer>,
-        pageserver: PageserverClient<Channel>,
+        pageserver: PageserverClient<PeerChannel>,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         tiers: Tiers,
@@ -336,7 +336,7 @@ impl Primary {
     }
 
     /// The pageserver client, for admin calls.
-    pub fn pageserver(&self) -> PageserverClient<Channel> {
+    pub fn pageserver(&self) -> PageserverClient<PeerChannel> {
         self.view.pageserver()
     }
 

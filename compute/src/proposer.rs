@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::error::WAL_BUDGET_FULL;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
@@ -28,7 +29,6 @@ use ferrisdb_common::term_history::{Vote, plan_election};
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 /// An idle append stream sends an empty append this often, to learn the safekeeper's state.
 const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -128,7 +128,7 @@ pub struct Proposer {
     /// Object storage holds everything below this: an acceptor that has nothing above it is
     /// restarted here rather than fed WAL the others have already deleted.
     log_start: std::sync::atomic::AtomicU64,
-    clients: Vec<SafekeeperClient<Channel>>,
+    clients: Vec<SafekeeperClient<PeerChannel>>,
     /// The voter whose log became ours, and where that log ends.
     donor: (usize, Lsn),
     log: Mutex<Log>,
@@ -147,7 +147,11 @@ impl Proposer {
     ) -> Result<Arc<Proposer>> {
         let clients = safekeepers
             .iter()
-            .map(|url| Ok(SafekeeperClient::new(ferrisdb_common::net::channel(url)?)))
+            .map(|url| {
+                Ok(SafekeeperClient::new(ferrisdb_common::auth::peer_channel(
+                    url,
+                )?))
+            })
             .collect::<Result<Vec<_>>>()?;
         let majority = clients.len() / 2 + 1;
         let statuses = futures::future::join_all(clients.iter().map(|c| {
@@ -651,6 +655,7 @@ mod tests {
                 peers: Vec::new(),
                 limits: Default::default(),
                 object_store: None,
+                security: Default::default(),
             };
             let mut stopped = stopped.clone();
             tokio::spawn(ferrisdb_wal_service::run(config, async move {

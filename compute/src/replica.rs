@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::proto::PageserverStatusRequest;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::wal::WalRecord;
@@ -18,7 +19,6 @@ use ferrisdb_common::wal_follower::{self, WalSink};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 use crate::metrics::Metrics;
 use crate::primary::Tiers;
@@ -68,7 +68,7 @@ impl Replica {
     pub async fn start(
         database: String,
         safekeepers: Vec<String>,
-        pageserver: PageserverClient<Channel>,
+        pageserver: PageserverClient<PeerChannel>,
         metrics: Metrics,
         tiers: Tiers,
         primary_endpoint: Option<String>,

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{
     HistoryEntry, HistoryRequest, PageGetRangeRequest, PageserverStatusRequest, VersionAtRequest,
 };
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 use crate::hot_tier::HotTier;
 use crate::metrics::Metrics;
@@ -35,7 +35,7 @@ pub struct DatabaseView {
     /// The newest version reads may see: the latest commit (primary) or the latest applied
     /// WAL record (replica).
     visible: watch::Receiver<Version>,
-    pageserver: PageserverClient<Channel>,
+    pageserver: PageserverClient<PeerChannel>,
     /// Point reads through the hot tier, the warm tier and the pageserver.
     reader: PointReader,
     /// Clients waiting for keys to change.
@@ -49,7 +49,7 @@ impl DatabaseView {
     pub fn new(
         database: String,
         floor: Version,
-        pageserver: PageserverClient<Channel>,
+        pageserver: PageserverClient<PeerChannel>,
         metrics: Metrics,
         tiers: &Tiers,
     ) -> (DatabaseView, watch::Sender<Version>) {
@@ -103,7 +103,7 @@ impl DatabaseView {
     }
 
     /// The pageserver client.
-    pub fn pageserver(&self) -> PageserverClient<Channel> {
+    pub fn pageserver(&self) -> PageserverClient<PeerChannel> {
         self.pageserver.clone()
     }
 

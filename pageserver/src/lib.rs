@@ -27,7 +27,8 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use ferrisdb_common::objstore::ObjectStoreConfig;
 use ferrisdb_common::proto::pageserver_server::PageserverServer;
-use ferrisdb_common::{Error, Result, Version, admin, net};
+use ferrisdb_common::{Error, Result, Version, admin, auth, net};
+use tonic::service::interceptor::InterceptedService;
 
 use crate::databases::Databases;
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct PageserverConfig {
     pub timeline: timeline::TimelineOptions,
     /// Most branches served; creating one more is `limit_exceeded`.
     pub max_branches: usize,
+    /// TLS and the credentials the gRPC and admin APIs require.
+    pub security: auth::Security,
 }
 
 /// Runs a pageserver until `shutdown` resolves.
@@ -66,6 +69,12 @@ pub async fn run(
             "a pageserver needs at least one --safekeeper to follow",
         ));
     }
+    config
+        .security
+        .check_internal(config.listen_grpc, config.listen_http)?;
+    config
+        .security
+        .warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let store = config.object_store.open()?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let cache = Arc::new(block_cache::BlockCache::new(&config.cache).await?);
@@ -90,12 +99,24 @@ pub async fn run(
         .route("/v1/databases/{database}/branch", post(branch))
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = net::grpc_server().add_service(
+    let router = admin::require(router, config.security.require_admin());
+    let tls = config.security.tls.clone();
+    let http = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move { net::serve_http(router, http_listener, tls.as_ref(), shutdown).await },
+        )
+    };
+    let mut server = match &config.security.tls {
+        Some(tls) => tls.grpc_server()?,
+        None => net::grpc_server(),
+    };
+    let grpc = server.add_service(InterceptedService::new(
         PageserverServer::new(PageserverService::new(databases.clone()))
             .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
-    );
+        config.security.require_cluster(),
+    ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     databases.stop();

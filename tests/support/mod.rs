@@ -25,6 +25,73 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ferrisdb");
 const OFFSETS: [u16; 10] = [0, 1, 2, 3, 10, 80, 81, 82, 83, 90];
 
 static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
+/// Each dev cluster's base port and data dir, so helpers given only an admin URL can send
+/// that cluster's credential.
+static CLUSTERS: Mutex<Vec<(u16, PathBuf)>> = Mutex::new(Vec::new());
+
+/// The credential `ferrisdb dev` generated for the cluster whose ports include the one in
+/// `url` (`http://127.0.0.1:PORT`), if it is one of this test's dev clusters.
+pub fn admin_token(url: &str) -> Option<String> {
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    let clusters = CLUSTERS.lock().unwrap();
+    let (_, dir) = clusters
+        .iter()
+        .rev()
+        .find(|(base, _)| (*base..base.saturating_add(100)).contains(&port))?;
+    let text = std::fs::read_to_string(dir.join("cluster.token")).ok()?;
+    text.lines().next().map(|l| l.trim().to_string())
+}
+
+/// A gRPC channel to `url` (a safekeeper or pageserver of this test's dev cluster) carrying
+/// the cluster credential, as an internal client sends it.
+pub fn internal_channel(
+    url: &str,
+) -> tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    impl tonic::service::Interceptor + Clone,
+> {
+    let token = admin_token(url).expect("a dev cluster's credential for this URL");
+    credential_channel(url, Some(token))
+}
+
+/// A gRPC channel to `url` carrying `token` (if any) as the cluster credential.
+pub fn credential_channel(
+    url: &str,
+    token: Option<String>,
+) -> tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    impl tonic::service::Interceptor + Clone,
+> {
+    let channel = ferrisdb_common::net::channel(url).unwrap();
+    let value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        token.map(|t| t.parse().unwrap());
+    tonic::service::interceptor::InterceptedService::new(
+        channel,
+        move |mut req: tonic::Request<()>| {
+            if let Some(v) = &value {
+                req.metadata_mut()
+                    .insert(ferrisdb_common::auth::CLUSTER_TOKEN_HEADER, v.clone());
+            }
+            Ok(req)
+        },
+    )
+}
+
+/// A GET of `url` on an admin API, with the cluster's credential when known.
+pub async fn admin_get(url: &str) -> reqwest::Result<reqwest::Response> {
+    let mut r = reqwest::Client::new().get(url);
+    if let Some(t) = admin_token(url) {
+        r = r.bearer_auth(t);
+    }
+    r.send().await
+}
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A base port whose whole block of cluster ports is free right now.
@@ -131,6 +198,10 @@ impl DevCluster {
 
     /// (Re)launches `ferrisdb dev` with the same data dir, ports and arguments.
     pub async fn launch(&mut self) {
+        CLUSTERS
+            .lock()
+            .unwrap()
+            .push((self.base_port, self.data_dir.clone()));
         let _ = std::fs::remove_file(self.data_dir.join("cluster.json"));
         std::fs::create_dir_all(&self.data_dir).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -172,6 +243,12 @@ impl DevCluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Ports from `base` on belong to a process started by hand with this cluster's
+    /// credential (a second compute): helpers given its admin URL send the credential.
+    pub fn adopt_ports(&self, base: u16) {
+        CLUSTERS.lock().unwrap().push((base, self.data_dir.clone()));
     }
 
     /// The client API endpoint.
@@ -345,7 +422,7 @@ fn port_free(addr: std::net::SocketAddr) -> bool {
 
 /// The value of an unlabelled Prometheus metric on `http` (an admin endpoint), if present.
 pub async fn metric(http: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{http}/metrics"))
+    let text = admin_get(&format!("{http}/metrics"))
         .await
         .ok()?
         .text()
@@ -358,7 +435,7 @@ pub async fn metric(http: &str, name: &str) -> Option<f64> {
 
 /// The JSON of `/v1/status` on `http`.
 pub async fn status(http: &str) -> Option<serde_json::Value> {
-    reqwest::get(format!("{http}/v1/status"))
+    admin_get(&format!("{http}/v1/status"))
         .await
         .ok()?
         .json()
@@ -484,9 +561,20 @@ impl Drop for Moto {
     }
 }
 
-/// Runs the `ferrisdb` CLI, returning (success, stdout, stderr).
+/// Runs the `ferrisdb` CLI, returning (success, stdout, stderr). An `admin` command aimed at
+/// one of this test's dev clusters gets that cluster's credential (FERRISDB_ADMIN_TOKEN).
 pub fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run ferrisdb");
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    if args.first() == Some(&"admin")
+        && let Some(token) = args
+            .windows(2)
+            .find(|w| w[0] == "--endpoint")
+            .and_then(|w| admin_token(w[1]))
+    {
+        cmd.env("FERRISDB_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().expect("run ferrisdb");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

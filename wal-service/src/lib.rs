@@ -22,7 +22,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::routing::get;
 use ferrisdb_common::proto::safekeeper_server::SafekeeperServer;
-use ferrisdb_common::{Error, Result, admin, net};
+use ferrisdb_common::{Error, Result, admin, auth, net};
+use tonic::service::interceptor::InterceptedService;
 
 use crate::metrics::Metrics;
 use crate::service::{SafekeeperService, SafekeeperState};
@@ -46,6 +47,8 @@ pub struct SafekeeperConfig {
     /// WAL is deleted. Without it, trimming stops at the commit position and a claim above it
     /// is not believed (docs/wal-protocol.md).
     pub object_store: Option<ferrisdb_common::objstore::ObjectStoreConfig>,
+    /// TLS and the credentials the gRPC and admin APIs require.
+    pub security: auth::Security,
 }
 
 /// Runs a safekeeper until `shutdown` resolves.
@@ -53,6 +56,12 @@ pub async fn run(
     config: SafekeeperConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    config
+        .security
+        .check_internal(config.listen_grpc, config.listen_http)?;
+    config
+        .security
+        .warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let store = match &config.object_store {
         Some(c) => Some(c.open()?),
@@ -100,9 +109,22 @@ pub async fn run(
             move || status(state.clone(), name.clone())
         }),
     );
-    let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = net::grpc_server()
-        .add_service(SafekeeperServer::new(SafekeeperService::new(state.clone())));
+    let router = admin::require(router, config.security.require_admin());
+    let tls = config.security.tls.clone();
+    let http = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(
+            async move { net::serve_http(router, http_listener, tls.as_ref(), shutdown).await },
+        )
+    };
+    let mut server = match &config.security.tls {
+        Some(tls) => tls.grpc_server()?,
+        None => net::grpc_server(),
+    };
+    let grpc = server.add_service(InterceptedService::new(
+        SafekeeperServer::new(SafekeeperService::new(state.clone())),
+        config.security.require_cluster(),
+    ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     let _ = persister.await;

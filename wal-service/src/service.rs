@@ -191,7 +191,7 @@ impl SafekeeperState {
             let mut peers = serde_json::Map::new();
             for peer in &self.peers {
                 let ask = async {
-                    let mut c = SafekeeperClient::new(ferrisdb_common::net::channel(peer)?);
+                    let mut c = SafekeeperClient::new(ferrisdb_common::auth::peer_channel(peer)?);
                     let req = SafekeeperStatusRequest {
                         database: db.clone(),
                     };
@@ -251,7 +251,7 @@ async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics:
     let clients: Vec<_> = peers
         .iter()
         .filter_map(|p| {
-            ferrisdb_common::net::channel(p)
+            ferrisdb_common::auth::peer_channel(p)
                 .ok()
                 .map(|c| (p.clone(), SafekeeperClient::new(c)))
         })

@@ -71,6 +71,8 @@ impl Safekeeper {
                 "file://{}",
                 dir.join("objects").display()
             ))),
+            // Open: this test plays a peer that holds the credential.
+            security: Default::default(),
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -1,0 +1,493 @@
+//! Who may call what: tokens, the cluster credential, and the rule that nothing is served
+//! unauthenticated beyond loopback.
+//!
+//! Three scopes (docs/security.md):
+//! - the **cluster credential**, carried on every internal call in its own metadata key
+//!   ([`CLUSTER_TOKEN_HEADER`]); the safekeeper and pageserver gRPC services accept nothing
+//!   else, so a client token can never drive the WAL protocol or read the pageserver;
+//! - **client tokens** (`authorization: Bearer …`) on the compute's client API;
+//! - **admin tokens** on every admin HTTP API (the cluster credential is accepted there too).
+//!
+//! Tokens are kept and compared as SHA-256 digests: a compare takes the same time whatever the
+//! guess and whatever its length, and a digest in memory or a log is no secret.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::{self, ClientTls, ServerTls};
+
+/// The gRPC metadata key (HTTP header) that carries the cluster credential, distinct from
+/// `authorization` so a client's bearer token is never taken for it.
+pub const CLUSTER_TOKEN_HEADER: &str = "x-ferrisdb-cluster-token";
+
+/// Fewest hex digits a cluster credential has: 32 random bytes.
+pub const MIN_CLUSTER_TOKEN_HEX: usize = 64;
+
+/// A set of accepted tokens, held as SHA-256 digests. Debug shows only how many.
+#[derive(Clone, Default)]
+pub struct Tokens(Arc<Vec<[u8; 32]>>);
+
+fn digest(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl Tokens {
+    /// Accepts exactly `tokens`.
+    pub fn new<S: AsRef<str>>(tokens: impl IntoIterator<Item = S>) -> Tokens {
+        Tokens(Arc::new(
+            tokens.into_iter().map(|t| digest(t.as_ref())).collect(),
+        ))
+    }
+
+    /// No token at all (accepts nothing).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Accepts what either set accepts.
+    pub fn union(&self, other: &Tokens) -> Tokens {
+        Tokens(Arc::new(
+            self.0.iter().chain(other.0.iter()).copied().collect(),
+        ))
+    }
+
+    /// Whether `presented` is one of the tokens. Every digest is compared in full, with no
+    /// early exit, so timing says nothing about how close a guess came.
+    pub fn accepts(&self, presented: Option<&str>) -> bool {
+        let Some(presented) = presented else {
+            return false;
+        };
+        let got = digest(presented);
+        self.0.iter().fold(false, |found, want| {
+            let diff = want
+                .iter()
+                .zip(got.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            found | (diff == 0)
+        })
+    }
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} redacted)", self.0.len())
+    }
+}
+
+/// Reads a token file: one token a line (blank lines and `#` comments skipped), so a file can
+/// list the current and the next token during a rotation. Refused when group or others may
+/// read it (on Unix), when it holds no token, or when a token is not printable ASCII.
+pub fn read_token_file(path: &Path) -> Result<Vec<String>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::invalid(format!("token file {}: {e}", path.display())))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::invalid(format!(
+                "token file {} may be read by group or others (mode {mode:04o}); \
+                 make it private with `chmod 600 {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(format!("token file {}: {e}", path.display())))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if tokens.is_empty() {
+        return Err(Error::invalid(format!(
+            "token file {} holds no token",
+            path.display()
+        )));
+    }
+    if let Some(i) = tokens
+        .iter()
+        .position(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(Error::invalid(format!(
+            "token file {}: token {} is not printable ASCII without spaces",
+            path.display(),
+            i + 1
+        )));
+    }
+    Ok(tokens)
+}
+
+/// Reads a cluster credential file: like [`read_token_file`], and every token must be hex of
+/// at least [`MIN_CLUSTER_TOKEN_HEX`] digits, so a weak or mistyped secret is refused at
+/// start instead of accepted forever.
+pub fn read_cluster_token_file(path: &Path) -> Result<Vec<String>> {
+    let tokens = read_token_file(path)?;
+    for (i, t) in tokens.iter().enumerate() {
+        if t.len() < MIN_CLUSTER_TOKEN_HEX || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!(
+                "cluster token file {}: token {} must be at least {MIN_CLUSTER_TOKEN_HEX} hex \
+                 digits (32 random bytes; e.g. `openssl rand -hex 32`)",
+                path.display(),
+                i + 1
+            )));
+        }
+    }
+    Ok(tokens)
+}
+
+/// A new random cluster credential: 32 bytes from the OS, hex.
+pub fn generate_cluster_token() -> Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::internal("the system random source failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// What a server requires of each request: a bearer token from one set, or the cluster
+/// credential from another. With neither set configured it is open (loopback only, see
+/// [`check_exposure`]).
+#[derive(Clone, Debug, Default)]
+pub struct Require {
+    bearer: Tokens,
+    cluster: Tokens,
+    refusal: &'static str,
+}
+
+impl Require {
+    /// Open to everyone.
+    pub fn open() -> Require {
+        Require::default()
+    }
+
+    /// Only the cluster credential: the internal APIs (safekeeper, pageserver).
+    pub fn cluster(cluster: &Tokens) -> Require {
+        Require {
+            bearer: Tokens::default(),
+            cluster: cluster.clone(),
+            refusal: "this internal API requires the cluster credential (--cluster-token-file)",
+        }
+    }
+
+    /// A client token (`authorization: Bearer`), or the cluster credential (a standby
+    /// probing its primary): the compute's client API. Open when no client token is set.
+    pub fn client(client: &Tokens, cluster: &Tokens) -> Require {
+        if client.is_empty() {
+            return Require::open();
+        }
+        Require {
+            bearer: client.clone(),
+            cluster: cluster.clone(),
+            refusal: "a valid bearer token is required (--token / FERRISDB_TOKEN)",
+        }
+    }
+
+    /// An admin token or the cluster credential, either as `authorization: Bearer` or the
+    /// cluster credential in its own header: every admin HTTP API.
+    pub fn admin(admin: &Tokens, cluster: &Tokens) -> Require {
+        Require {
+            bearer: admin.union(cluster),
+            cluster: cluster.clone(),
+            refusal: "a valid admin token is required (Authorization: Bearer …; --admin-token-file)",
+        }
+    }
+
+    /// Whether anything is required at all.
+    pub fn is_open(&self) -> bool {
+        self.bearer.is_empty() && self.cluster.is_empty()
+    }
+
+    /// Whether a request with these header values passes.
+    pub fn accepts(&self, authorization: Option<&str>, cluster: Option<&str>) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let bearer = authorization.and_then(|h| h.strip_prefix("Bearer "));
+        // Both checks always run: which header carried a valid token does not show in timing.
+        self.bearer.accepts(bearer) | self.cluster.accepts(cluster)
+    }
+
+    /// The error a refused request gets.
+    pub fn refusal(&self) -> Error {
+        Error::new(ErrorKind::Unauthenticated, self.refusal)
+    }
+}
+
+impl tonic::service::Interceptor for Require {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let md = req.metadata();
+        let authorization = md.get(net::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let cluster = md.get(CLUSTER_TOKEN_HEADER).and_then(|v| v.to_str().ok());
+        if self.accepts(authorization, cluster) {
+            Ok(req)
+        } else {
+            Err(self.refusal().into())
+        }
+    }
+}
+
+/// Refuses to serve `what` on a non-loopback `addr` without authentication, naming the flag
+/// that adds it and `--insecure`; with `insecure`, serves and warns.
+pub fn check_exposure(
+    addr: SocketAddr,
+    what: &str,
+    authenticated: bool,
+    insecure: bool,
+    flag: &str,
+) -> Result<()> {
+    if authenticated || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            %addr,
+            "--insecure: serving {what} on a non-loopback address WITHOUT authentication; \
+             anyone who can reach {addr} can use it"
+        );
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "refusing to serve {what} on {addr} without authentication: give {flag}, \
+         listen on 127.0.0.1, or pass --insecure to serve it unauthenticated anyway"
+    )))
+}
+
+/// The security settings of one server process (safekeeper, pageserver or compute).
+#[derive(Clone, Default)]
+pub struct Security {
+    /// Serve every listener (gRPC and admin HTTP) over TLS with this identity.
+    pub tls: Option<ServerTls>,
+    /// Accepted cluster credentials (`--cluster-token-file`); the first is the one sent.
+    pub cluster: Tokens,
+    /// Accepted admin tokens (`--admin-token-file`).
+    pub admin: Tokens,
+    /// Accepted client tokens (`--token`, `--token-file`; the compute's client API).
+    pub client: Tokens,
+    /// Serve unauthenticated listeners beyond loopback (`--insecure`).
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("cluster", &self.cluster)
+            .field("admin", &self.admin)
+            .field("client", &self.client)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl Security {
+    /// What the admin HTTP API requires.
+    pub fn require_admin(&self) -> Require {
+        Require::admin(&self.admin, &self.cluster)
+    }
+
+    /// What an internal gRPC API requires.
+    pub fn require_cluster(&self) -> Require {
+        Require::cluster(&self.cluster)
+    }
+
+    /// What the compute's client API requires.
+    pub fn require_client(&self) -> Require {
+        Require::client(&self.client, &self.cluster)
+    }
+
+    /// Checks an internal service's listeners: the gRPC one needs the cluster credential
+    /// beyond loopback, the admin one an admin token or the cluster credential.
+    pub fn check_internal(&self, grpc: SocketAddr, http: SocketAddr) -> Result<()> {
+        check_exposure(
+            grpc,
+            "the internal gRPC API",
+            !self.cluster.is_empty(),
+            self.insecure,
+            "--cluster-token-file",
+        )?;
+        self.check_admin(http)
+    }
+
+    /// Warns when a listener beyond loopback serves without TLS: its tokens and data travel
+    /// in clear (fine on a trusted network, which FerrisDB cannot tell).
+    pub fn warn_if_cleartext(&self, listeners: &[SocketAddr]) {
+        if self.tls.is_some() {
+            return;
+        }
+        for addr in listeners.iter().filter(|a| !a.ip().is_loopback()) {
+            tracing::warn!(%addr, "serving without TLS beyond loopback: credentials and data travel in clear (--tls-cert/--tls-key)");
+        }
+    }
+
+    /// Checks the admin listener.
+    pub fn check_admin(&self, http: SocketAddr) -> Result<()> {
+        check_exposure(
+            http,
+            "the admin HTTP API",
+            !self.require_admin().is_open(),
+            self.insecure,
+            "--admin-token-file or --cluster-token-file",
+        )
+    }
+}
+
+/// Client side of the cluster credential: adds it to every request.
+#[derive(Clone, Default)]
+pub struct SendCluster(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for SendCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "SendCluster(redacted)"
+        } else {
+            "SendCluster(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for SendCluster {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(CLUSTER_TOKEN_HEADER, v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel to another member of the cluster, carrying the cluster credential.
+pub type PeerChannel = InterceptedService<Channel, SendCluster>;
+
+/// How this process calls its peers: the credential it sends and the CA it trusts.
+struct ClusterAccess {
+    send: SendCluster,
+    ca_pem: Option<Vec<u8>>,
+}
+
+/// Set once at start by the binary; internal clients are made deep inside every component
+/// (proposer, WAL follower, repair), and one process is one member of one cluster, so this is
+/// process-wide like rustls's crypto provider. Unset (in-process tests, benches): no
+/// credential and no CA.
+static CLUSTER_ACCESS: OnceLock<ClusterAccess> = OnceLock::new();
+
+/// Sets the credential sent on internal calls and the CA (PEM) that `https://` peers'
+/// certificates must chain to. Once per process; a second call is refused.
+pub fn install_cluster_access(token: Option<&str>, ca_pem: Option<Vec<u8>>) -> Result<()> {
+    let value = token
+        .map(|t| {
+            t.parse::<MetadataValue<Ascii>>()
+                .map_err(|_| Error::invalid("the cluster credential must be printable ASCII"))
+        })
+        .transpose()?;
+    CLUSTER_ACCESS
+        .set(ClusterAccess {
+            send: SendCluster(value),
+            ca_pem,
+        })
+        .map_err(|_| Error::internal("cluster access is already installed"))
+}
+
+/// A lazily connecting channel to the peer at `url` that carries the cluster credential;
+/// over TLS (trusting `--tls-ca`) when `url` is `https://…`.
+pub fn peer_channel(url: &str) -> Result<PeerChannel> {
+    let access = CLUSTER_ACCESS.get();
+    let channel = if url.starts_with("https://") {
+        let tls = ClientTls {
+            ca_pem: access.and_then(|a| a.ca_pem.clone()),
+            domain: None,
+        };
+        net::channel_with(url, Some(&tls))?
+    } else {
+        net::channel(url)?
+    };
+    let send = access.map(|a| a.send.clone()).unwrap_or_default();
+    Ok(InterceptedService::new(channel, send))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn tokens_accept_only_their_own() {
+        let t = Tokens::new(["alpha", "beta"]);
+        assert!(t.accepts(Some("alpha")));
+        assert!(t.accepts(Some("beta")));
+        assert!(!t.accepts(Some("alph")));
+        assert!(!t.accepts(Some("alphaa")));
+        assert!(!t.accepts(Some("")));
+        assert!(!t.accepts(None));
+        assert!(!Tokens::default().accepts(Some("")));
+        assert_eq!(format!("{t:?}"), "Tokens(2 redacted)");
+    }
+
+    #[test]
+    fn scopes_differ() {
+        let client = Tokens::new(["client"]);
+        let admin = Tokens::new(["admin"]);
+        let cluster = Tokens::new(["cluster"]);
+        let internal = Require::cluster(&cluster);
+        assert!(internal.accepts(None, Some("cluster")));
+        assert!(!internal.accepts(Some("Bearer cluster"), None));
+        assert!(!internal.accepts(Some("Bearer client"), Some("client")));
+        let api = Require::client(&client, &cluster);
+        assert!(api.accepts(Some("Bearer client"), None));
+        assert!(api.accepts(None, Some("cluster")));
+        assert!(!api.accepts(Some("Bearer admin"), None));
+        let adm = Require::admin(&admin, &cluster);
+        assert!(adm.accepts(Some("Bearer admin"), None));
+        assert!(adm.accepts(Some("Bearer cluster"), None));
+        assert!(adm.accepts(None, Some("cluster")));
+        assert!(!adm.accepts(Some("Bearer client"), None));
+        assert!(!adm.accepts(None, Some("admin")));
+        assert!(Require::client(&Tokens::default(), &cluster).is_open());
+        assert!(Require::admin(&Tokens::default(), &Tokens::default()).is_open());
+    }
+
+    #[test]
+    fn exposure_needs_auth_or_insecure() {
+        let any: SocketAddr = "0.0.0.0:1".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(check_exposure(lo, "x", false, false, "--f").is_ok());
+        assert!(check_exposure(any, "x", true, false, "--f").is_ok());
+        assert!(check_exposure(any, "x", false, true, "--f").is_ok());
+        let e = check_exposure(any, "x", false, false, "--f").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.message().contains("--insecure") && e.message().contains("--f"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn token_files_must_be_private_and_strong() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let good = generate_cluster_token().unwrap();
+        assert_eq!(good.len(), 64);
+        std::fs::write(&path, format!("# current\n{good}\n\n{}\n", "ab".repeat(40))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_cluster_token_file(&path).unwrap_err();
+        assert!(e.message().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_cluster_token_file(&path).unwrap().len(), 2);
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(read_cluster_token_file(&path).is_err());
+        assert_eq!(read_token_file(&path).unwrap(), vec!["short".to_string()]);
+        std::fs::write(&path, "\n# none\n").unwrap();
+        assert!(read_token_file(&path).is_err());
+    }
+}
