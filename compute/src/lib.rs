@@ -119,9 +119,8 @@ pub async fn run(
         return Err(Error::invalid("a compute needs --safekeeper endpoints"));
     }
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
-    let pageserver = PageserverClient::new(net::channel(&config.pageserver)?)
-        .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(net::MAX_MESSAGE_BYTES);
+    let pageserver =
+        ferrisdb_common::with_message_limits!(PageserverClient::new(net::channel(&config.pageserver)?));
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
@@ -175,9 +174,10 @@ pub async fn run(
         None => tonic::transport::Server::builder(),
     };
     let grpc = server.add_service(InterceptedService::new(
-        DatabaseServer::new(ComputeService::new(databases.clone(), activity.clone()))
-            .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
+        ferrisdb_common::with_message_limits!(DatabaseServer::new(ComputeService::new(
+            databases.clone(),
+            activity.clone()
+        ))),
         RequireToken::new(config.token.as_deref()),
     ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;

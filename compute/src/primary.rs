@@ -128,6 +128,8 @@ pub struct Primary {
     pipeline: mpsc::Sender<CommitRequest>,
     /// What reads are answered from; commits become visible in it.
     view: Arc<DatabaseView>,
+    /// Tells the committer a read version was handed out (see committer::HEARTBEAT).
+    read_versions_served: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Primary {
@@ -161,6 +163,7 @@ impl Primary {
             view.watches().clone(),
             metrics.clone(),
         );
+        let read_versions_served = committer.read_versions_served();
         tokio::spawn(committer.run(requests));
         metrics.committed_version.set(start.0 as i64);
         tokio::spawn(view.clone().evict_loop(Some(proposer.clone())));
@@ -168,6 +171,7 @@ impl Primary {
             proposer,
             pipeline,
             view,
+            read_versions_served,
         });
         tracing::info!(database = %primary.database(), term = primary.proposer.term(), %start, "primary serving");
         Ok(primary)
@@ -202,6 +206,9 @@ impl Primary {
     /// The latest committed version.
     pub fn read_version(&self) -> Result<Version> {
         self.check_not_fenced()?;
+        // An idle pipeline supersedes it soon, so it ages even without traffic.
+        self.read_versions_served
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(self.view.latest())
     }
 

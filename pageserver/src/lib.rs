@@ -89,9 +89,9 @@ pub async fn run(
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
     let grpc = tonic::transport::Server::builder().add_service(
-        PageserverServer::new(PageserverService::new(databases.clone()))
-            .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
+        ferrisdb_common::with_message_limits!(PageserverServer::new(PageserverService::new(
+            databases.clone()
+        ))),
     );
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;

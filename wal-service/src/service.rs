@@ -160,7 +160,9 @@ impl SafekeeperState {
             let mut peers = serde_json::Map::new();
             for peer in &self.peers {
                 let ask = async {
-                    let mut c = SafekeeperClient::new(ferrisdb_common::net::channel(peer)?);
+                    let mut c = ferrisdb_common::with_message_limits!(SafekeeperClient::new(
+                        ferrisdb_common::net::channel(peer)?
+                    ));
                     let req = SafekeeperStatusRequest {
                         database: db.clone(),
                     };
@@ -222,7 +224,7 @@ async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics:
         .filter_map(|p| {
             ferrisdb_common::net::channel(p)
                 .ok()
-                .map(|c| (p.clone(), SafekeeperClient::new(c)))
+                .map(|c| (p.clone(), ferrisdb_common::with_message_limits!(SafekeeperClient::new(c))))
         })
         .collect();
     loop {
