@@ -183,7 +183,7 @@ impl Committer {
 
     /// The largest frame appended, shared so a test can lower it to inject refusals.
     #[cfg(test)]
-    fn max_frame_bytes(&self) -> Arc<AtomicUsize> {
+    pub(crate) fn max_frame_bytes(&self) -> Arc<AtomicUsize> {
         self.max_frame_bytes.clone()
     }
 

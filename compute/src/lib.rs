@@ -22,6 +22,9 @@ pub mod view;
 pub mod warm_tier;
 pub mod watches;
 
+#[cfg(test)]
+mod pipeline_tests;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -106,6 +106,75 @@ pub fn versionstamped_key_range(key: &[u8], offset: usize) -> Result<KeyRange> {
     })
 }
 
+/// A commit request's writes and conflict ranges, checked: each mutation's keys and values,
+/// FoundationDB's no-ops (clears of keys over the limit, empty range clears), the write
+/// conflict every mutation adds, and the transaction's size.
+pub fn decode_commit(
+    req_mutations: Vec<ferrisdb_common::proto::Mutation>,
+    read_conflicts: Vec<ferrisdb_common::proto::KeyRange>,
+    write_conflicts: Vec<ferrisdb_common::proto::KeyRange>,
+) -> Result<(Vec<KeyRange>, Vec<KeyRange>, Vec<Write>)> {
+    // Counted as it arrives, each item at least its encoded size (see
+    // limits::MUTATION_OVERHEAD), so what this holds stays proportional to the bytes
+    // received; and checked before anything is built for the next item.
+    let mut size = 0usize;
+    let mut mutations = Vec::with_capacity(req_mutations.len());
+    let mut writes = Vec::with_capacity(req_mutations.len() + write_conflicts.len());
+    for m in req_mutations {
+        size += mutation_size(m.key.len(), m.param.len());
+        check_transaction_size(size)?;
+        if m.r#type == ferrisdb_common::proto::MutationType::Atomic as i32 {
+            let (w, conflict) = atomic_write(m)?;
+            writes.push(conflict);
+            mutations.push(w);
+            continue;
+        }
+        let m = Mutation::try_from(m)?;
+        let m = match m {
+            Mutation::ClearRange { begin, end } => {
+                // Bounds over the key limit are cut, and an empty range is a no-op, as in
+                // FoundationDB.
+                let Some((begin, end)) = clear_range_bounds(&begin, &end)? else {
+                    continue;
+                };
+                writes.push(KeyRange {
+                    begin: begin.clone(),
+                    end: end.clone(),
+                });
+                Mutation::ClearRange { begin, end }
+            }
+            Mutation::Clear { key } if key.len() > MAX_KEY_SIZE => {
+                // No key that long exists: clearing it is a no-op (FoundationDB).
+                check_read_key(&key)?;
+                continue;
+            }
+            m => {
+                check_key(m.key())?;
+                if let Some(v) = m.value() {
+                    check_value(v)?;
+                }
+                writes.push(KeyRange::single(m.key()));
+                m
+            }
+        };
+        mutations.push(Write::Plain(m));
+    }
+    let reads = read_conflicts
+        .into_iter()
+        .map(range)
+        .collect::<Result<Vec<_>>>()?;
+    for r in write_conflicts {
+        writes.push(range(r)?);
+    }
+    size += reads
+        .iter()
+        .chain(writes.iter())
+        .map(|r| range_size(r.begin.len(), r.end.len()))
+        .sum::<usize>();
+    check_transaction_size(size)?;
+    Ok((reads, writes, mutations))
+}
+
 fn range(r: ferrisdb_common::proto::KeyRange) -> Result<KeyRange> {
     if r.begin > r.end {
         return Err(Error::invalid("conflict range begins after it ends"));
@@ -235,65 +304,8 @@ impl Database for ComputeService {
                 versionstamp: Bytes::new(),
             }));
         }
-        // Counted as it arrives, each item at least its encoded size (see
-        // limits::MUTATION_OVERHEAD), so what this holds stays proportional to the bytes
-        // received; and checked before anything is built for the next item.
-        let mut size = 0usize;
-        let mut mutations = Vec::with_capacity(req.mutations.len());
-        let mut writes = Vec::with_capacity(req.mutations.len() + req.write_conflicts.len());
-        for m in req.mutations {
-            size += mutation_size(m.key.len(), m.param.len());
-            check_transaction_size(size)?;
-            if m.r#type == ferrisdb_common::proto::MutationType::Atomic as i32 {
-                let (w, conflict) = atomic_write(m)?;
-                writes.push(conflict);
-                mutations.push(w);
-                continue;
-            }
-            let m = Mutation::try_from(m)?;
-            let m = match m {
-                Mutation::ClearRange { begin, end } => {
-                    // Bounds over the key limit are cut, and an empty range is a no-op, as in
-                    // FoundationDB.
-                    let Some((begin, end)) = clear_range_bounds(&begin, &end)? else {
-                        continue;
-                    };
-                    writes.push(KeyRange {
-                        begin: begin.clone(),
-                        end: end.clone(),
-                    });
-                    Mutation::ClearRange { begin, end }
-                }
-                Mutation::Clear { key } if key.len() > MAX_KEY_SIZE => {
-                    // No key that long exists: clearing it is a no-op (FoundationDB).
-                    check_read_key(&key)?;
-                    continue;
-                }
-                m => {
-                    check_key(m.key())?;
-                    if let Some(v) = m.value() {
-                        check_value(v)?;
-                    }
-                    writes.push(KeyRange::single(m.key()));
-                    m
-                }
-            };
-            mutations.push(Write::Plain(m));
-        }
-        let reads = req
-            .read_conflicts
-            .into_iter()
-            .map(range)
-            .collect::<Result<Vec<_>>>()?;
-        for r in req.write_conflicts {
-            writes.push(range(r)?);
-        }
-        size += reads
-            .iter()
-            .chain(writes.iter())
-            .map(|r| range_size(r.begin.len(), r.end.len()))
-            .sum::<usize>();
-        check_transaction_size(size)?;
+        let (reads, writes, mutations) =
+            decode_commit(req.mutations, req.read_conflicts, req.write_conflicts)?;
         let (version, commit_time_micros, order) = p
             .primary()?
             .commit(read_version, reads, writes, mutations)

@@ -11,6 +11,7 @@ use ferrisdb_common::proto::{
     PageGetRequest, PageGetResponse, PageserverStatus, PageserverStatusRequest, VersionAtRequest,
     VersionAtResponse,
 };
+use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use std::time::Duration;
 
@@ -36,9 +37,12 @@ async fn feed(
     let mut after = Version(from.saturating_sub(1));
     loop {
         let records = t.records_since(after).await?;
-        for chunk in records.chunks(FEED_BATCH) {
+        // Batches that changed nothing (the compute's idle heartbeats, commits of conflict
+        // ranges only) are no change: the feed skips them.
+        let changed: Vec<&WalRecord> = records.iter().filter(|r| !r.mutations.is_empty()).collect();
+        for chunk in changed.chunks(FEED_BATCH) {
             let batch = ChangesBatch {
-                records: chunk.iter().map(CommittedRecord::from).collect(),
+                records: chunk.iter().map(|r| CommittedRecord::from(*r)).collect(),
             };
             if tx.send(Ok(batch)).await.is_err() {
                 return Ok(());
