@@ -20,7 +20,9 @@ use futures::StreamExt;
 use support::{DevCluster, cli, eventually};
 
 fn value(key: &str) -> Bytes {
-    let seed = key.bytes().fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    let seed = key
+        .bytes()
+        .fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
     Bytes::from(
         (0..MAX_VALUE_SIZE)
             .map(|i| seed.wrapping_add(i as u8))
@@ -48,10 +50,18 @@ fn spawn_replica(cluster: &mut DevCluster) -> String {
         argv[i + 1] = value;
     };
     set(&mut argv, "--listen-grpc", format!("127.0.0.1:{base}"));
-    set(&mut argv, "--listen-http", format!("127.0.0.1:{}", base + 80));
+    set(
+        &mut argv,
+        "--listen-http",
+        format!("127.0.0.1:{}", base + 80),
+    );
     let cache = cluster.data_dir.join("replica-cache").display().to_string();
     set(&mut argv, "--warm-tier-dir", cache);
-    argv.extend(["--replica".to_string(), "--primary-endpoint".to_string(), cluster.endpoint()]);
+    argv.extend([
+        "--replica".to_string(),
+        "--primary-endpoint".to_string(),
+        cluster.endpoint(),
+    ]);
     cluster.spawn_argv("replica", &argv);
     format!("http://127.0.0.1:{base}")
 }
@@ -91,13 +101,19 @@ async fn transactions_near_the_limit_pass_every_hop() {
     }
 
     // A replica, once it has caught up.
-    let replica = Database::connect(&spawn_replica(&mut cluster)).await.unwrap();
-    eventually(Duration::from_secs(60), "the replica catches up", || async {
-        match replica.create_transaction().read_version().await {
-            Ok(v) => v >= last,
-            Err(_) => false,
-        }
-    })
+    let replica = Database::connect(&spawn_replica(&mut cluster))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the replica catches up",
+        || async {
+            match replica.create_transaction().read_version().await {
+                Ok(v) => v >= last,
+                Err(_) => false,
+            }
+        },
+    )
     .await;
     for k in &keys {
         let got = replica.create_transaction().get(k.clone()).await.unwrap();
@@ -186,12 +202,19 @@ async fn foundationdb_rules_for_age_size_system_keys_and_versionstamps() {
     tx.clear_range(long(b'z', 5), long(b'z', 9));
     tx.commit().await.unwrap();
     let tx = db.create_transaction();
-    assert_eq!(tx.get("m").await.unwrap(), None, "cleared through the cut bound");
+    assert_eq!(
+        tx.get("m").await.unwrap(),
+        None,
+        "cleared through the cut bound"
+    );
     assert_eq!(tx.get("n").await.unwrap(), Some(Bytes::from("1")));
     // Writing such a key is still refused.
     let tx = db.create_transaction();
     tx.set(long(b'k', 1), "v");
-    assert_eq!(tx.commit().await.unwrap_err().kind(), ErrorKind::KeyTooLarge);
+    assert_eq!(
+        tx.commit().await.unwrap_err().kind(),
+        ErrorKind::KeyTooLarge
+    );
 
     // The system keyspace is outside the legal range for reads.
     let tx = db.create_transaction();
@@ -199,7 +222,11 @@ async fn foundationdb_rules_for_age_size_system_keys_and_versionstamps() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.message().starts_with(KEY_OUTSIDE_LEGAL_RANGE), "{e}");
     let e = tx
-        .get_range(Bytes::from_static(b"\xff\x01"), Bytes::from_static(b"\xff\x02"), 0)
+        .get_range(
+            Bytes::from_static(b"\xff\x01"),
+            Bytes::from_static(b"\xff\x02"),
+            0,
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);

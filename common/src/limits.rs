@@ -26,9 +26,7 @@ pub fn check_key(key: &[u8]) -> Result<()> {
         ));
     }
     if key.first() == Some(&SYSTEM_KEY_PREFIX) {
-        return Err(Error::invalid(
-            "keys beginning with 0xFF are reserved for the system",
-        ));
+        return Err(outside_legal_range("a written key"));
     }
     Ok(())
 }

@@ -31,7 +31,11 @@ pub trait WalSink: Send + Sync {
 pub fn clients(endpoints: &[String]) -> Result<Vec<SafekeeperClient<Channel>>> {
     endpoints
         .iter()
-        .map(|url| Ok(crate::with_message_limits!(SafekeeperClient::new(net::channel(url)?))))
+        .map(|url| {
+            Ok(crate::with_message_limits!(SafekeeperClient::new(
+                net::channel(url)?
+            )))
+        })
         .collect()
 }
 

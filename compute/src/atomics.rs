@@ -43,7 +43,9 @@ impl Write {
             Write::Plain(Mutation::ClearRange { begin, end }) => {
                 limits::mutation_size(begin.len(), end.len())
             }
-            Write::Plain(m) => limits::mutation_size(m.key().len(), m.value().map_or(0, |v| v.len())),
+            Write::Plain(m) => {
+                limits::mutation_size(m.key().len(), m.value().map_or(0, |v| v.len()))
+            }
             Write::Atomic { key, param, .. } => limits::mutation_size(key.len(), param.len()),
         }
     }

@@ -385,7 +385,10 @@ impl Committer {
             version,
             time_micros,
             mutations,
-            writes: accepted.iter().flat_map(|r| r.writes.iter().cloned()).collect(),
+            writes: accepted
+                .iter()
+                .flat_map(|r| r.writes.iter().cloned())
+                .collect(),
             replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
         });

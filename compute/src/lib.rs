@@ -122,8 +122,9 @@ pub async fn run(
         return Err(Error::invalid("a compute needs --safekeeper endpoints"));
     }
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
-    let pageserver =
-        ferrisdb_common::with_message_limits!(PageserverClient::new(net::channel(&config.pageserver)?));
+    let pageserver = ferrisdb_common::with_message_limits!(PageserverClient::new(net::channel(
+        &config.pageserver
+    )?));
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");

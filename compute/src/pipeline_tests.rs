@@ -268,7 +268,11 @@ async fn the_pipeline_answers_every_request_whatever_the_sizes_and_refusals() {
                 }
                 left -= len + 200;
             }
-            let frame_alone: usize = 29 + keys.iter().map(|(k, v)| 9 + k.len() + v.len()).sum::<usize>();
+            let frame_alone: usize = 29
+                + keys
+                    .iter()
+                    .map(|(k, v)| 9 + k.len() + v.len())
+                    .sum::<usize>();
             let future = rng.chance(10);
             let read_version = if future {
                 Version(p.latest().0 + 1_000_000)
@@ -293,14 +297,23 @@ async fn the_pipeline_answers_every_request_whatever_the_sizes_and_refusals() {
                 }
                 Err(e) if future => assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}"),
                 Err(e) => {
-                    assert_eq!(e.kind(), ErrorKind::TransactionTooLarge, "round {round}: {e}");
+                    assert_eq!(
+                        e.kind(),
+                        ErrorKind::TransactionTooLarge,
+                        "round {round}: {e}"
+                    );
                     assert!(frame_alone > max_frame, "refused though it fits alone: {e}");
                 }
             }
         }
         // And the next small commit goes through.
         p.max_frame.store(MAX_FRAME_BYTES, Ordering::SeqCst);
-        let m = proto_mutation(MutationType::Set, b"after", format!("{round}").as_bytes(), 0);
+        let m = proto_mutation(
+            MutationType::Set,
+            b"after",
+            format!("{round}").as_bytes(),
+            0,
+        );
         let (v, _, _) = p.commit(p.latest(), vec![m], Vec::new()).await.unwrap();
         assert_eq!(
             p.hot.get(b"after", v),
@@ -317,12 +330,20 @@ async fn a_refused_append_does_not_wedge_the_pipeline() {
     let p = pipeline(Arc::new(SystemClock)).await;
     p.max_frame.store(64 << 10, Ordering::SeqCst);
     let big = proto_mutation(MutationType::Set, b"big", &vec![1u8; 80 << 10], 0);
-    let e = p.commit(p.latest(), vec![big], Vec::new()).await.unwrap_err();
+    let e = p
+        .commit(p.latest(), vec![big], Vec::new())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::TransactionTooLarge);
     // Eight transactions of 30 kB each fit alone, not together.
     let mut outcomes = Vec::new();
     for i in 0..8 {
-        let m = proto_mutation(MutationType::Set, format!("k{i}").as_bytes(), &vec![i; 30 << 10], 0);
+        let m = proto_mutation(
+            MutationType::Set,
+            format!("k{i}").as_bytes(),
+            &vec![i; 30 << 10],
+            0,
+        );
         outcomes.push(p.send(p.latest(), vec![m], Vec::new()).await.unwrap());
     }
     let mut versions = Vec::new();
@@ -335,7 +356,10 @@ async fn a_refused_append_does_not_wedge_the_pipeline() {
     let m = proto_mutation(MutationType::Set, b"small", b"1", 0);
     let (v, _, _) = p.commit(p.latest(), vec![m], Vec::new()).await.unwrap();
     assert_eq!(p.hot.get(b"big", v), HotRead::Found(None));
-    assert_eq!(p.hot.get(b"k7", v), HotRead::Found(Some(Bytes::from(vec![7u8; 30 << 10]))));
+    assert_eq!(
+        p.hot.get(b"k7", v),
+        HotRead::Found(Some(Bytes::from(vec![7u8; 30 << 10])))
+    );
 }
 
 /// The 5-second rule on an idle pipeline: once a read version was handed out, a heartbeat
@@ -406,30 +430,35 @@ fn random_txn(rng: &mut Rng, read_version: Version, wave: usize) -> Txn {
         } else {
             let (a, b) = (random_key(rng), random_key(rng));
             let (a, b) = if a <= b { (a, b) } else { (b, a) };
-            t.reads.push((a.clone(), if a == b { after(&a) } else { b }));
+            t.reads
+                .push((a.clone(), if a == b { after(&a) } else { b }));
         }
     }
     for _ in 0..1 + rng.below(3) {
         let k = random_key(rng);
         match rng.below(6) {
             0 => {
-                t.mutations.push(proto_mutation(MutationType::Set, &k, b"v", 0));
+                t.mutations
+                    .push(proto_mutation(MutationType::Set, &k, b"v", 0));
                 t.writes.push((k.clone(), after(&k)));
             }
             1 => {
-                t.mutations.push(proto_mutation(MutationType::Clear, &k, b"", 0));
+                t.mutations
+                    .push(proto_mutation(MutationType::Clear, &k, b"", 0));
                 t.writes.push((k.clone(), after(&k)));
             }
             2 => {
                 let e = random_key(rng);
                 let (b, e) = if k <= e { (k, e) } else { (e, k) };
-                t.mutations.push(proto_mutation(MutationType::ClearRange, &b, &e, 0));
+                t.mutations
+                    .push(proto_mutation(MutationType::ClearRange, &b, &e, 0));
                 if b < e {
                     t.writes.push((b, e));
                 }
             }
             3 => {
-                t.mutations.push(atomic_mutation(AtomicOp::Add, b"count", &[1, 0, 0, 0]));
+                t.mutations
+                    .push(atomic_mutation(AtomicOp::Add, b"count", &[1, 0, 0, 0]));
                 t.writes.push((b"count".to_vec(), after(b"count")));
             }
             4 => {
@@ -437,8 +466,11 @@ fn random_txn(rng: &mut Rng, read_version: Version, wave: usize) -> Txn {
                 let mut template = b"log/".to_vec();
                 template.extend_from_slice(&[0xAA; 10]);
                 template.extend_from_slice(&4u32.to_le_bytes());
-                t.mutations
-                    .push(atomic_mutation(AtomicOp::SetVersionstampedKey, &template, b"e"));
+                t.mutations.push(atomic_mutation(
+                    AtomicOp::SetVersionstampedKey,
+                    &template,
+                    b"e",
+                ));
                 let mut lo = b"log/".to_vec();
                 lo.extend_from_slice(&[0x00; 10]);
                 let mut hi = b"log/".to_vec();
@@ -448,8 +480,11 @@ fn random_txn(rng: &mut Rng, read_version: Version, wave: usize) -> Txn {
             _ => {
                 let mut template = vec![0u8; 10];
                 template.extend_from_slice(&0u32.to_le_bytes());
-                t.mutations
-                    .push(atomic_mutation(AtomicOp::SetVersionstampedValue, &k, &template));
+                t.mutations.push(atomic_mutation(
+                    AtomicOp::SetVersionstampedValue,
+                    &k,
+                    &template,
+                ));
                 t.writes.push((k.clone(), after(&k)));
             }
         }
@@ -521,10 +556,17 @@ async fn conflict_detection_matches_a_plain_model() {
     // stamped log entry and commits first; t1 must not commit.
     {
         let rv = p.latest();
-        let t2 = vec![atomic_mutation(AtomicOp::SetVersionstampedKey, &[b"log/".as_slice(), &[0; 10], &4u32.to_le_bytes()].concat(), b"e")];
+        let t2 = vec![atomic_mutation(
+            AtomicOp::SetVersionstampedKey,
+            &[b"log/".as_slice(), &[0; 10], &4u32.to_le_bytes()].concat(),
+            b"e",
+        )];
         p.commit(rv, t2, Vec::new()).await.unwrap();
         let t1 = vec![proto_mutation(MutationType::Set, b"count", &[0], 0)];
-        let e = p.commit(rv, t1, vec![proto_range(b"log/", b"log0")]).await.unwrap_err();
+        let e = p
+            .commit(rv, t1, vec![proto_range(b"log/", b"log0")])
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotCommitted);
         clear_everything(&p).await;
         versions.push(p.latest());
@@ -553,20 +595,34 @@ async fn conflict_detection_matches_a_plain_model() {
     }
     committed.sort_by_key(|(v, o, _)| (*v, *o));
     for (i, (v, o, t)) in committed.iter().enumerate() {
-        for (_, _, u) in committed[..i].iter().filter(|(uv, _, _)| *uv > t.read_version) {
-            let clash = u.writes.iter().any(|w| t.reads.iter().any(|r| intersects(w, r)));
-            assert!(!clash, "committed at {v}/{o} though an earlier commit after its read version wrote what it read");
+        for (_, _, u) in committed[..i]
+            .iter()
+            .filter(|(uv, _, _)| *uv > t.read_version)
+        {
+            let clash = u
+                .writes
+                .iter()
+                .any(|w| t.reads.iter().any(|r| intersects(w, r)));
+            assert!(
+                !clash,
+                "committed at {v}/{o} though an earlier commit after its read version wrote what it read"
+            );
         }
     }
     for t in &refused {
         let cause = committed.iter().any(|(uv, _, u)| {
             *uv > t.read_version
                 && u.wave <= t.wave
-                && u.writes.iter().any(|w| t.reads.iter().any(|r| intersects(w, r)))
+                && u.writes
+                    .iter()
+                    .any(|w| t.reads.iter().any(|r| intersects(w, r)))
         });
         assert!(cause, "not_committed without a conflicting write");
     }
-    assert!(!refused.is_empty() && committed.len() > 20, "the workload exercised both outcomes");
+    assert!(
+        !refused.is_empty() && committed.len() > 20,
+        "the workload exercised both outcomes"
+    );
     // The data is the model's replay.
     let mut state = BTreeMap::new();
     for (v, o, t) in &committed {
@@ -574,7 +630,11 @@ async fn conflict_detection_matches_a_plain_model() {
     }
     let at = p.latest();
     for (k, v) in &state {
-        assert_eq!(p.hot.get(k, at), HotRead::Found(Some(Bytes::from(v.clone()))), "{k:?}");
+        assert_eq!(
+            p.hot.get(k, at),
+            HotRead::Found(Some(Bytes::from(v.clone()))),
+            "{k:?}"
+        );
     }
     for k in [b"a".as_slice(), b"b", b"c", b"count", b"log/", b"log0"] {
         if !state.contains_key(k) {

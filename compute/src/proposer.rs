@@ -126,9 +126,9 @@ impl Proposer {
         let clients = safekeepers
             .iter()
             .map(|url| {
-                Ok(ferrisdb_common::with_message_limits!(SafekeeperClient::new(
-                    ferrisdb_common::net::channel(url)?
-                )))
+                Ok(ferrisdb_common::with_message_limits!(
+                    SafekeeperClient::new(ferrisdb_common::net::channel(url)?)
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let majority = clients.len() / 2 + 1;

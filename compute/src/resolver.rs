@@ -166,7 +166,9 @@ mod tests {
         res.add(Version(20), 2, vec![r("x", "y")]);
         // Read at 10: the write at 10 is visible, the one at 20 is not.
         assert!(res.check(Version(10), &[r("a", "c")], &[], 2).is_ok());
-        let e = res.check(Version(10), &[r("x", "x\0")], &[], 2).unwrap_err();
+        let e = res
+            .check(Version(10), &[r("x", "x\0")], &[], 2)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotCommitted);
         assert!(res.check(Version(20), &[r("x", "z")], &[], 2).is_ok());
         // Adjacent is not intersecting.
@@ -212,16 +214,25 @@ mod tests {
         let five_s = MAX_READ_VERSION_AGE.as_micros() as u64;
         let mut res = Resolver::new(Version(100));
         // Still the latest: a transaction may have been handed it just now.
-        assert!(res.check(Version(100), &[r("a", "b")], &[], 10 * five_s).is_ok());
+        assert!(
+            res.check(Version(100), &[r("a", "b")], &[], 10 * five_s)
+                .is_ok()
+        );
         // A heartbeat (an empty batch) supersedes it at t = 1 s.
         res.add(Version(130), 1_000_000, vec![]);
-        assert!(res.check(Version(100), &[r("a", "b")], &[], 1_000_000 + five_s).is_ok());
+        assert!(
+            res.check(Version(100), &[r("a", "b")], &[], 1_000_000 + five_s)
+                .is_ok()
+        );
         let e = res
             .check(Version(100), &[r("a", "b")], &[], 1_000_000 + five_s + 1)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TransactionTooOld);
         // The heartbeat's own version is the latest: fine at any age.
-        assert!(res.check(Version(130), &[r("a", "b")], &[], 100 * five_s).is_ok());
+        assert!(
+            res.check(Version(130), &[r("a", "b")], &[], 100 * five_s)
+                .is_ok()
+        );
         // Blind writes read nothing, so no age applies.
         assert!(res.check(Version(100), &[], &[], 100 * five_s).is_ok());
     }

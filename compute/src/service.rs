@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use ferrisdb_common::limits::{
-    MAX_KEY_SIZE, check_key, check_read_key, check_read_range, check_transaction_size,
-    check_value, clear_range_bounds, mutation_size, range_size,
+    MAX_KEY_SIZE, check_key, check_read_key, check_read_range, check_transaction_size, check_value,
+    clear_range_bounds, mutation_size, range_size,
 };
 use ferrisdb_common::proto::database_server::Database;
 use ferrisdb_common::proto::{
@@ -93,7 +93,9 @@ fn atomic_write(m: ferrisdb_common::proto::Mutation) -> Result<(Write, KeyRange)
 pub fn versionstamped_key_range(key: &[u8], offset: usize) -> Result<KeyRange> {
     let stamp = offset..offset + atomic::VERSIONSTAMP_LEN;
     if stamp.end > key.len() {
-        return Err(Error::invalid("the versionstamp lies past the end of the key"));
+        return Err(Error::invalid(
+            "the versionstamp lies past the end of the key",
+        ));
     }
     let mut begin = key.to_vec();
     begin[stamp.clone()].fill(0x00);
@@ -118,8 +120,9 @@ pub fn decode_commit(
     // limits::MUTATION_OVERHEAD), so what this holds stays proportional to the bytes
     // received; and checked before anything is built for the next item.
     let mut size = 0usize;
-    let mut mutations = Vec::with_capacity(req_mutations.len());
-    let mut writes = Vec::with_capacity(req_mutations.len() + write_conflicts.len());
+    // Grown as items pass the size check, never sized from the request's counts.
+    let mut mutations = Vec::new();
+    let mut writes = Vec::new();
     for m in req_mutations {
         size += mutation_size(m.key.len(), m.param.len());
         check_transaction_size(size)?;

@@ -88,11 +88,10 @@ pub async fn run(
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder().add_service(
-        ferrisdb_common::with_message_limits!(PageserverServer::new(PageserverService::new(
-            databases.clone()
-        ))),
-    );
+    let grpc =
+        tonic::transport::Server::builder().add_service(ferrisdb_common::with_message_limits!(
+            PageserverServer::new(PageserverService::new(databases.clone()))
+        ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     databases.stop();

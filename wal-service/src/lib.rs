@@ -85,10 +85,10 @@ pub async fn run(
         }),
     );
     let http = tokio::spawn(net::serve_http(router, http_listener, shutdown.clone()));
-    let grpc = tonic::transport::Server::builder()
-        .add_service(ferrisdb_common::with_message_limits!(SafekeeperServer::new(
-            SafekeeperService::new(state.clone())
-        )));
+    let grpc =
+        tonic::transport::Server::builder().add_service(ferrisdb_common::with_message_limits!(
+            SafekeeperServer::new(SafekeeperService::new(state.clone()))
+        ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     let _ = persister.await;

@@ -222,9 +222,12 @@ async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics:
     let clients: Vec<_> = peers
         .iter()
         .filter_map(|p| {
-            ferrisdb_common::net::channel(p)
-                .ok()
-                .map(|c| (p.clone(), ferrisdb_common::with_message_limits!(SafekeeperClient::new(c))))
+            ferrisdb_common::net::channel(p).ok().map(|c| {
+                (
+                    p.clone(),
+                    ferrisdb_common::with_message_limits!(SafekeeperClient::new(c)),
+                )
+            })
         })
         .collect();
     loop {
