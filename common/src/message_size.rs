@@ -52,6 +52,8 @@ const fn max(a: usize, b: usize) -> usize {
 // The WAL path's messages must fit the limit every hop decodes with.
 const _: () = assert!(MAX_WAL_MESSAGE_BYTES <= MAX_MESSAGE_BYTES);
 const _: () = assert!(MAX_FRAME_BYTES <= crate::wal::MAX_FRAME_PAYLOAD);
+const _: () = assert!(MAX_FRAME_BYTES > MAX_TRANSACTION_SIZE && MAX_FRAME_BYTES > MAX_BATCH_BYTES);
+const _: () = assert!(MAX_WAL_MESSAGE_BYTES > 4 << 20);
 
 /// Applies [`MAX_MESSAGE_BYTES`] as the encode and decode limit of a generated gRPC client or
 /// server (`SafekeeperClient::new(channel)`, `PageserverServer::new(service)`, ...).
@@ -69,11 +71,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_wal_path_fits_every_hop() {
-        assert!(MAX_FRAME_BYTES > MAX_TRANSACTION_SIZE);
-        assert!(MAX_FRAME_BYTES > MAX_BATCH_BYTES);
-        // tonic's default decode limit, the bug this module exists for.
-        assert!(MAX_WAL_MESSAGE_BYTES > 4 << 20);
+    fn a_maximal_transaction_fits_one_frame_and_one_message() {
+        use crate::limits::{MAX_VALUE_SIZE, mutation_size};
+        use crate::wal::{Mutation, encode_frame};
+        use bytes::Bytes;
+        // Large values up to the limit.
+        let mut big = Vec::new();
+        let mut counted = 0;
+        while counted + mutation_size(8, MAX_VALUE_SIZE) <= MAX_TRANSACTION_SIZE {
+            counted += mutation_size(8, MAX_VALUE_SIZE);
+            big.push(Mutation::Set {
+                key: Bytes::from(format!("k{:07}", big.len())),
+                value: Bytes::from(vec![0u8; MAX_VALUE_SIZE]),
+            });
+        }
+        // Tiny clears up to the limit: the WAL overhead per mutation is the largest share.
+        let n = MAX_TRANSACTION_SIZE / mutation_size(1, 0);
+        let tiny: Vec<Mutation> = (0..n)
+            .map(|i| Mutation::Clear {
+                key: Bytes::from(vec![i as u8]),
+            })
+            .collect();
+        for mutations in [big, tiny] {
+            let (frame, _) = encode_frame(0, 0, &mutations);
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+            assert!(frame.len() + MESSAGE_HEADROOM <= MAX_WAL_MESSAGE_BYTES);
+        }
+        // tonic's default decode limit, the bug this module exists for, is well below.
         assert_eq!(MAX_MESSAGE_BYTES, 64 << 20);
     }
 }

@@ -257,7 +257,7 @@ async fn the_pipeline_answers_every_request_whatever_the_sizes_and_refusals() {
             let mut left = budget;
             let mut i = 0;
             loop {
-                let len = (left.min(MAX_VALUE_SIZE)).max(1);
+                let len = left.clamp(1, MAX_VALUE_SIZE);
                 let key = format!("r{round}/t{t}/{i}");
                 let value = value_of(len, rng.next());
                 mutations.push(proto_mutation(MutationType::Set, key.as_bytes(), &value, 0));
