@@ -216,7 +216,8 @@ impl Databases {
         // Without a point, branch at the latest commit, which the pageserver may not have
         // ingested yet: name it so the pageserver waits for it.
         let version = match (version, timestamp_micros) {
-            (None, None) => Some(p.read_version()?),
+            // The latest commit, not a read version handed out: no heartbeat follows.
+            (None, None) => Some(p.view().latest()),
             (v, _) => v,
         };
         if let Some(v) = version {

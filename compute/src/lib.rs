@@ -286,7 +286,8 @@ async fn checkpoint(
     axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let node = db.node(&dbs)?;
-    let version = node.read_version()?;
+    // The latest commit, not a read version handed out: no heartbeat follows.
+    let version = node.view().latest();
     let view = node.view();
     let req = CheckpointRequest {
         database: view.database().to_string(),
