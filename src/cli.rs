@@ -148,7 +148,10 @@ impl std::fmt::Debug for AdminArgs {
         f.debug_struct("AdminArgs")
             .field("endpoint", &self.endpoint)
             .field("tls_ca", &self.tls_ca)
-            .field("admin_token", &ferrisdb_common::net::redact(&self.admin_token))
+            .field(
+                "admin_token",
+                &ferrisdb_common::net::redact(&self.admin_token),
+            )
             .field("admin_token_file", &self.admin_token_file)
             .field("json", &self.json)
             .finish()

@@ -261,18 +261,23 @@ async fn a_branch_and_its_parent_never_read_each_others_same_named_layers() {
     checkpoint("default");
     run(&["admin", "branch", "twin", "--endpoint", &admin]);
     wait_served(&ep, "twin").await;
-    // Same-sized writes on each side: the same versions.
-    let a = run(&["set", "k", "parent", "--endpoint", &ep])["version"].clone();
-    let b = run(&[
-        "set",
-        "k",
-        "branch",
-        "--database",
-        "twin",
-        "--endpoint",
-        &ep,
-    ])["version"]
-        .clone();
+    // The reads above hand out read versions, and an idle primary supersedes them with an
+    // empty heartbeat batch (the 5-second rule), so the sides' logs may differ in length: let
+    // the heartbeats settle, learn each side's end with a blind write (no read version, so no
+    // heartbeat), then pad the next writes so both sides commit at the same version.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let set = |value: &str, db: &str| {
+        run(&["set", "k", value, "--database", db, "--endpoint", &ep])["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let (a0, b0) = (set("p", "default"), set("b", "twin"));
+    let pad = |behind: u64, ahead: u64| "x".repeat(ahead.saturating_sub(behind) as usize);
+    let (parent, branch) = (
+        format!("parent{}", pad(a0, b0)),
+        format!("branch{}", pad(b0, a0)),
+    );
+    let (a, b) = (set(&parent, "default"), set(&branch, "twin"));
     assert_eq!(a, b, "both sides committed at the same version");
     checkpoint("default");
     checkpoint("twin");
@@ -289,11 +294,11 @@ async fn a_branch_and_its_parent_never_read_each_others_same_named_layers() {
 
     // Read one side, then the other, through one pageserver's block cache.
     for _ in 0..2 {
-        assert_eq!(get(&ep, "default", "k"), "parent");
-        assert_eq!(get(&ep, "twin", "k"), "branch");
+        assert_eq!(get(&ep, "default", "k"), parent);
+        assert_eq!(get(&ep, "twin", "k"), branch);
     }
-    let at = a.as_u64().unwrap().to_string();
-    for (db, want) in [("twin", "branch"), ("default", "parent")] {
+    let at = a.to_string();
+    for (db, want) in [("twin", &branch), ("default", &parent)] {
         let got = run(&[
             "get",
             "k",
@@ -304,6 +309,6 @@ async fn a_branch_and_its_parent_never_read_each_others_same_named_layers() {
             "--endpoint",
             &ep,
         ]);
-        assert_eq!(got["value"], want, "{db} at {at}");
+        assert_eq!(got["value"], want.as_str(), "{db} at {at}");
     }
 }

@@ -65,13 +65,18 @@ async fn raw_call(url: &str, path: &'static str, body: &[u8]) -> tonic::Status {
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    grpc.unary(
-        tonic::Request::new(body.to_vec()),
-        PathAndQuery::from_static(path),
-        RawCodec,
-    )
-    .await
-    .expect_err("garbage must not decode")
+    // Internal APIs check the cluster credential before decoding: send it, so what is
+    // tested is the decoder.
+    let mut request = tonic::Request::new(body.to_vec());
+    if let Some(token) = support::admin_token(url) {
+        request.metadata_mut().insert(
+            ferrisdb_common::auth::CLUSTER_TOKEN_HEADER,
+            token.parse().unwrap(),
+        );
+    }
+    grpc.unary(request, PathAndQuery::from_static(path), RawCodec)
+        .await
+        .expect_err("garbage must not decode")
 }
 
 fn code_of(status: &tonic::Status) -> String {

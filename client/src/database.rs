@@ -261,9 +261,9 @@ impl Database {
             .iter()
             .map(|url| {
                 let channel = net::channel_with(url, options.tls.as_ref())?;
-                Ok(DatabaseClient::with_interceptor(channel, token.clone())
-                    .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(net::MAX_MESSAGE_BYTES))
+                Ok(ferrisdb_common::with_message_limits!(
+                    DatabaseClient::with_interceptor(channel, token.clone())
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Database {

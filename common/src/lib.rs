@@ -13,6 +13,7 @@ pub mod error;
 pub mod faulty_store;
 pub mod hybrid_cache;
 pub mod limits;
+pub mod message_size;
 pub mod net;
 pub mod objstore;
 pub mod overlay;

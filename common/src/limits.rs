@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::error::{Error, ErrorKind, Result};
 
 /// Longest key, in bytes.
@@ -24,26 +26,80 @@ pub fn check_key(key: &[u8]) -> Result<()> {
         ));
     }
     if key.first() == Some(&SYSTEM_KEY_PREFIX) {
-        return Err(Error::invalid(
-            "keys beginning with 0xFF are reserved for the system",
-        ));
+        return Err(outside_legal_range("a written key"));
     }
     Ok(())
 }
 
-/// Checks a range a user wants to clear: a writable first key, an end no further than the
-/// end of the user keyspace (`\xFF`), and `begin <= end`.
-pub fn check_clear_range(begin: &[u8], end: &[u8]) -> Result<()> {
-    check_key(begin)?;
-    if end != [SYSTEM_KEY_PREFIX] {
-        check_key(end)?;
+/// What one mutation costs in a transaction's size beyond its key and parameter bytes. It is
+/// at least the mutation's protobuf overhead (about 20 bytes) and its WAL overhead (9 bytes),
+/// so a legal transaction's request and its WAL share each fit in [`MAX_TRANSACTION_SIZE`]
+/// plus fixed fields; and it charges a share of the mutation's fixed in-memory cost, so many
+/// tiny mutations (a commit of a million one-byte clears) cannot make the compute hold far
+/// more memory than the bytes it received (issue 13).
+pub const MUTATION_OVERHEAD: usize = 64;
+/// What one conflict range costs beyond its two bounds (protobuf: about 14 bytes).
+pub const RANGE_OVERHEAD: usize = 32;
+
+/// The size a mutation counts for in its transaction.
+pub fn mutation_size(key_len: usize, param_len: usize) -> usize {
+    key_len + param_len + MUTATION_OVERHEAD
+}
+
+/// The size a conflict range counts for in its transaction.
+pub fn range_size(begin_len: usize, end_len: usize) -> usize {
+    begin_len + end_len + RANGE_OVERHEAD
+}
+
+/// The reason (message prefix, with code `invalid_argument`) given to a read or write of a key
+/// in the system keyspace (`\xFF...`), as FoundationDB's `key_outside_legal_range`.
+pub const KEY_OUTSIDE_LEGAL_RANGE: &str = "key_outside_legal_range";
+
+fn outside_legal_range(what: &str) -> Error {
+    Error::invalid(format!(
+        "{KEY_OUTSIDE_LEGAL_RANGE}: {what} lies in the system keyspace (keys from \\xff)"
+    ))
+}
+
+/// Checks a key a client wants to read: keys in the system keyspace answer
+/// `invalid_argument` with reason [`KEY_OUTSIDE_LEGAL_RANGE`]. Whether it is longer than
+/// [`MAX_KEY_SIZE`] is the caller's affair: no such key exists, so a get answers absent.
+pub fn check_read_key(key: &[u8]) -> Result<()> {
+    if key.first() == Some(&SYSTEM_KEY_PREFIX) {
+        return Err(outside_legal_range("the key"));
     }
+    Ok(())
+}
+
+/// Checks the bounds of a range read: neither may lie past `\xFF`, the end of the user
+/// keyspace (FoundationDB lets a range end exactly there).
+pub fn check_read_range(begin: &[u8], end: &[u8]) -> Result<()> {
+    let limit = [SYSTEM_KEY_PREFIX];
+    if begin > &limit[..] || end > &limit[..] {
+        return Err(outside_legal_range("the range"));
+    }
+    Ok(())
+}
+
+/// The range a clear of `[begin, end)` actually clears, FoundationDB's way: a bound longer than
+/// [`MAX_KEY_SIZE`] is cut to `MAX_KEY_SIZE + 1` bytes (no longer key exists, so the same keys
+/// are cleared), and a range left empty is a no-op (`None`). Refused: an inverted range, a
+/// range in the system keyspace, an end past `\xFF`.
+pub fn clear_range_bounds(begin: &Bytes, end: &Bytes) -> Result<Option<(Bytes, Bytes)>> {
     if begin > end {
         return Err(Error::invalid(
             "inverted range: the end of a range clear sorts before its beginning",
         ));
     }
-    Ok(())
+    let cut = |k: &Bytes| k.slice(..k.len().min(MAX_KEY_SIZE + 1));
+    let (begin, end) = (cut(begin), cut(end));
+    if begin >= end {
+        return Ok(None);
+    }
+    if begin.first() == Some(&SYSTEM_KEY_PREFIX) || end[..] > [SYSTEM_KEY_PREFIX][..] {
+        return Err(outside_legal_range("a cleared range"));
+    }
+    Ok(Some((begin, end)))
 }
 
 /// Checks a value a user wants to write.
@@ -89,5 +145,34 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::ValueTooLarge);
         let e = check_transaction_size(MAX_TRANSACTION_SIZE + 1).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TransactionTooLarge);
+    }
+
+    #[test]
+    fn reads_and_clears_follow_foundationdb() {
+        let e = check_read_key(b"\xffsys").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.message().starts_with(KEY_OUTSIDE_LEGAL_RANGE));
+        assert!(check_read_key(&[b'a'; MAX_KEY_SIZE + 5]).is_ok());
+        assert!(check_read_range(b"", b"\xff").is_ok());
+        assert!(check_read_range(b"", b"\xff\x00").is_err());
+        assert!(check_read_range(b"\xff\x01", b"\xff\x02").is_err());
+
+        let b = |v: &[u8]| Bytes::copy_from_slice(v);
+        // Both bounds over the limit with the same first 10,001 bytes: nothing to clear.
+        let long = |tail: u8| {
+            let mut k = vec![b'k'; MAX_KEY_SIZE + 1];
+            k.push(tail);
+            Bytes::from(k)
+        };
+        assert_eq!(clear_range_bounds(&long(1), &long(2)).unwrap(), None);
+        // A long begin is cut to 10,001 bytes; the end stays.
+        let (begin, end) = clear_range_bounds(&long(1), &b(b"z")).unwrap().unwrap();
+        assert_eq!(begin.len(), MAX_KEY_SIZE + 1);
+        assert_eq!(end, b(b"z"));
+        assert_eq!(clear_range_bounds(&b(b"a"), &b(b"a")).unwrap(), None);
+        assert!(clear_range_bounds(&b(b"b"), &b(b"a")).is_err());
+        assert!(clear_range_bounds(&b(b"a"), &b(b"\xff")).unwrap().is_some());
+        assert!(clear_range_bounds(&b(b"a"), &b(b"\xff\x00")).is_err());
+        assert!(clear_range_bounds(&b(b"\xff"), &b(b"\xff\xff")).is_err());
     }
 }

@@ -12,10 +12,9 @@ use crate::error::{Error, Result};
 /// How long a connection attempt to a peer may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Largest gRPC message a FerrisDB client or server sends or accepts: above the 10 MB
-/// transaction limit, so an oversized transaction reaches the size check and gets its code
-/// (`transaction_too_large`) instead of a transport error, and large range answers pass.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest gRPC message a FerrisDB client or server sends or accepts; derived in
+/// [`crate::message_size`], which says why.
+pub const MAX_MESSAGE_BYTES: usize = crate::message_size::MAX_MESSAGE_BYTES;
 
 /// A lazily connecting channel to `url` (`http://host:port`); it reconnects by itself after
 /// the peer restarts.

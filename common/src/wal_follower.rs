@@ -30,7 +30,11 @@ pub trait WalSink: Send + Sync {
 pub fn clients(endpoints: &[String]) -> Result<Vec<SafekeeperClient<PeerChannel>>> {
     endpoints
         .iter()
-        .map(|url| Ok(SafekeeperClient::new(auth::peer_channel(url)?)))
+        .map(|url| {
+            Ok(crate::with_message_limits!(SafekeeperClient::new(
+                auth::peer_channel(url)?
+            )))
+        })
         .collect()
 }
 

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use ferrisdb_common::atomic::{self, AtomicOp};
+use ferrisdb_common::limits;
 use ferrisdb_common::wal::Mutation;
 use ferrisdb_common::{Error, Result};
 
@@ -36,11 +37,16 @@ pub enum Write {
 }
 
 impl Write {
-    /// Bytes it adds to a batch.
+    /// Bytes it counts for in its transaction and its batch ([`limits::mutation_size`]).
     pub fn bytes(&self) -> usize {
         match self {
-            Write::Plain(m) => m.key().len() + m.value().map_or(0, |v| v.len()),
-            Write::Atomic { key, param, .. } => key.len() + param.len(),
+            Write::Plain(Mutation::ClearRange { begin, end }) => {
+                limits::mutation_size(begin.len(), end.len())
+            }
+            Write::Plain(m) => {
+                limits::mutation_size(m.key().len(), m.value().map_or(0, |v| v.len()))
+            }
+            Write::Atomic { key, param, .. } => limits::mutation_size(key.len(), param.len()),
         }
     }
 

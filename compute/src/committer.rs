@@ -20,13 +20,27 @@
 //! A batch not durable within [`COMMIT_TIMEOUT`] is answered `commit_unknown_result`, because
 //! it is in the log and commits if the quorum returns; the pipeline keeps it and applies it
 //! when it does, and answers new requests `unavailable` while the quorum is down.
+//!
+//! Sizes (ferrisdb_common::message_size): a batch takes transactions while they fit in
+//! [`MAX_BATCH_BYTES`]; a larger transaction goes alone. A frame that still comes out larger
+//! than one message carries (resolved atomic ops can grow) is never appended: the batch is
+//! split and the rest goes in the next one, and a single transaction that alone is too large
+//! gets `transaction_too_large`. Nothing the safekeepers could refuse for its size enters the
+//! log, and every other refusal (nothing appended) is answered at once: the pipeline answers
+//! every request and goes on serving the next.
+//!
+//! On an idle cluster the committer appends an empty heartbeat batch when read versions were
+//! handed out and nothing was appended for [`HEARTBEAT`], so read versions age even without
+//! traffic (the 5-second rule, see the resolver).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferrisdb_common::atomic;
 use ferrisdb_common::clock::Clock;
+use ferrisdb_common::message_size::{MAX_BATCH_BYTES, MAX_FRAME_BYTES};
 use ferrisdb_common::wal::{self, Mutation};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,8 +57,9 @@ use crate::watches::Watches;
 /// How long a client waits for its batch to reach a quorum before hearing
 /// `commit_unknown_result`.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A batch stops growing past this many mutation bytes.
-const MAX_BATCH_BYTES: usize = 8 << 20;
+/// On an idle cluster, a read version handed out is superseded by an empty batch after at
+/// most this long (plus the time to make it durable).
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
 /// Batches appended but not yet durable.
 pub const MAX_IN_FLIGHT: usize = 8;
 
@@ -71,9 +86,31 @@ pub type Committed = (Version, u64, u16);
 pub type Reply = oneshot::Sender<Result<Committed>>;
 
 impl CommitRequest {
+    /// What it counts for in a batch: the same count as the transaction-size limit.
     fn bytes(&self) -> usize {
-        self.mutations.iter().map(Write::bytes).sum()
+        let ranges = self
+            .reads
+            .iter()
+            .chain(self.writes.iter())
+            .map(|r| ferrisdb_common::limits::range_size(r.begin.len(), r.end.len()));
+        self.mutations.iter().map(Write::bytes).chain(ranges).sum()
     }
+}
+
+/// Takes the next batch off the front of `queue`: transactions while they fit in
+/// [`MAX_BATCH_BYTES`], and always at least one (a larger transaction goes alone).
+fn next_batch(queue: &mut VecDeque<CommitRequest>) -> Vec<CommitRequest> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(r) = queue.front() {
+        let b = r.bytes();
+        if !batch.is_empty() && bytes + b > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += b;
+        batch.extend(queue.pop_front());
+    }
+    batch
 }
 
 /// A batch appended to the log and waiting for the quorum.
@@ -101,6 +138,13 @@ pub struct Committer {
     /// Told of every committed batch, after its version is published.
     watches: Arc<Watches>,
     metrics: Metrics,
+    /// Set when a read version was handed out; cleared by every batch appended.
+    read_versions_served: Arc<AtomicBool>,
+    /// When the last batch was appended.
+    last_append: Instant,
+    /// The largest frame this pipeline appends; [`MAX_FRAME_BYTES`] but for tests that
+    /// inject refusals.
+    max_frame_bytes: Arc<AtomicUsize>,
 }
 
 impl Committer {
@@ -125,7 +169,22 @@ impl Committer {
             last_commit_time: 0,
             in_flight: VecDeque::new(),
             metrics,
+            read_versions_served: Arc::default(),
+            last_append: Instant::now(),
+            max_frame_bytes: Arc::new(AtomicUsize::new(MAX_FRAME_BYTES)),
         }
+    }
+
+    /// The flag a read-version server sets each time it hands one out, so that an idle
+    /// pipeline supersedes it with a heartbeat batch.
+    pub fn read_versions_served(&self) -> Arc<AtomicBool> {
+        self.read_versions_served.clone()
+    }
+
+    /// The largest frame appended, shared so a test can lower it to inject refusals.
+    #[cfg(test)]
+    pub(crate) fn max_frame_bytes(&self) -> Arc<AtomicUsize> {
+        self.max_frame_bytes.clone()
     }
 
     /// Serves `requests` until every sender is gone and nothing is in flight.
@@ -133,8 +192,10 @@ impl Committer {
         let mut quorum = self.proposer.watch_quorum();
         let mut evictions = self.hot.subscribe_evictions();
         let mut throttle = Throttle::default();
-        let mut queue: Vec<CommitRequest> = Vec::new();
+        let mut queue: VecDeque<CommitRequest> = VecDeque::new();
         let mut open = true;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let q = quorum.borrow_and_update().clone();
             self.complete_durable(&q);
@@ -146,7 +207,12 @@ impl Committer {
             // A refusal appends nothing, so it need not wait for memory.
             let may_launch = !throttled || refusal(&q).is_err();
             if !queue.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && may_launch {
-                self.launch(std::mem::take(&mut queue), &q).await;
+                let batch = next_batch(&mut queue);
+                let rest = self.launch(batch, &q).await;
+                // A batch split for its frame's size: the rest goes first in the next one.
+                for r in rest.into_iter().rev() {
+                    queue.push_front(r);
+                }
                 continue;
             }
             if !open && queue.is_empty() && self.in_flight.is_empty() {
@@ -160,12 +226,13 @@ impl Committer {
             tokio::select! {
                 r = requests.recv(), if open && !throttled => match r {
                     Some(r) => {
-                        queue.push(r);
                         let mut bytes: usize = queue.iter().map(CommitRequest::bytes).sum();
+                        bytes += r.bytes();
+                        queue.push_back(r);
                         while bytes < MAX_BATCH_BYTES {
                             let Ok(r) = requests.try_recv() else { break };
                             bytes += r.bytes();
-                            queue.push(r);
+                            queue.push_back(r);
                         }
                         // While the quorum is down nothing can be appended: say so now rather
                         // than hold the request behind a batch that may never finish.
@@ -187,28 +254,74 @@ impl Committer {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.answer_unknown("not on a safekeeper quorum in time", Instant::now());
                 }
+                _ = heartbeat.tick() => {
+                    let idle = queue.is_empty() && self.in_flight.is_empty();
+                    if idle
+                        && self.last_append.elapsed() >= HEARTBEAT
+                        && self.read_versions_served.load(Ordering::Acquire)
+                        && refusal(&quorum.borrow()).is_ok()
+                    {
+                        self.append_heartbeat().await;
+                    }
+                }
             }
         }
     }
 
-    /// Resolves and appends one batch.
-    async fn launch(&mut self, batch: Vec<CommitRequest>, q: &Quorum) {
+    /// Appends an empty batch: it supersedes the read versions handed out since the last
+    /// batch, so they age on an idle cluster.
+    async fn append_heartbeat(&mut self) {
+        let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
+        let begin = self.proposer.end_lsn();
+        let (frame, version) = wal::encode_frame(begin, time_micros, &[]);
+        self.read_versions_served.store(false, Ordering::Release);
+        if self.proposer.append(frame).is_err() {
+            return;
+        }
+        self.last_commit_time = time_micros;
+        self.last_append = Instant::now();
+        self.in_flight.push_back(InFlight {
+            version,
+            time_micros,
+            mutations: Vec::new(),
+            writes: Vec::new(),
+            replies: Vec::new(),
+            deadline: Instant::now() + COMMIT_TIMEOUT,
+        });
+    }
+
+    /// Resolves and appends one batch. Returns the transactions split off because the batch's
+    /// frame came out too large; they go in the next batch.
+    async fn launch(&mut self, batch: Vec<CommitRequest>, q: &Quorum) -> Vec<CommitRequest> {
         if let Err(e) = refusal(q) {
             for r in batch {
                 let _ = r.reply.send(Err(e.clone()));
             }
-            return;
+            return Vec::new();
         }
+        let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
+        let committed = *self.committed.borrow();
         // Batches in flight are ahead of this one in the log: their writes count as committed.
         let mut pending: Vec<KeyRange> = self
             .in_flight
             .iter()
             .flat_map(|b| b.writes.iter().cloned())
             .collect();
-        let ahead = pending.len();
         let mut accepted = Vec::with_capacity(batch.len());
         for r in batch {
-            match self.resolver.check(r.read_version, &r.reads, &pending) {
+            if r.read_version > committed {
+                // Never handed out: its reads could not be checked against what it did not
+                // see. A client error, not a wait (see docs/compute.md).
+                let _ = r.reply.send(Err(Error::invalid(format!(
+                    "read version {} is above the committed version {committed}",
+                    r.read_version
+                ))));
+                continue;
+            }
+            match self
+                .resolver
+                .check(r.read_version, &r.reads, &pending, time_micros)
+            {
                 Ok(()) => {
                     pending.extend(r.writes.iter().cloned());
                     accepted.push(r);
@@ -219,35 +332,67 @@ impl Committer {
                 }
             }
         }
-        if accepted.is_empty() {
-            return;
-        }
-        let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
-        self.last_commit_time = time_micros;
-        let encoded = self.resolve_and_encode(&accepted, time_micros).await;
+        let mut rest = Vec::new();
+        let max_frame = self.max_frame_bytes.load(Ordering::Relaxed);
+        let encoded = loop {
+            if accepted.is_empty() {
+                return rest;
+            }
+            match self.resolve_and_encode(&accepted, time_micros).await {
+                Ok((frame, ..)) if frame.len() > max_frame => {
+                    if accepted.len() == 1 {
+                        // Alone and still too large for one message: refused, nothing appended.
+                        let e = Error::new(
+                            ErrorKind::TransactionTooLarge,
+                            format!(
+                                "the transaction's WAL frame would be {} bytes; one message carries {max_frame}",
+                                frame.len()
+                            ),
+                        );
+                        for r in accepted.drain(..) {
+                            let _ = r.reply.send(Err(e.clone()));
+                        }
+                        return rest;
+                    }
+                    // Later transactions wait for the next batch; what they conflict with is
+                    // unchanged (this part goes ahead of them either way).
+                    let tail = accepted.split_off(accepted.len() / 2);
+                    rest.splice(0..0, tail);
+                }
+                other => break other,
+            }
+        };
         let (frame, version, mutations) = match encoded {
             Ok(e) => e,
             Err(e) => {
                 for r in accepted {
                     let _ = r.reply.send(Err(e.clone()));
                 }
-                return;
+                return rest;
             }
         };
         if let Err(e) = self.proposer.append(frame) {
+            // Nothing was appended: a definite refusal.
             for r in accepted {
                 let _ = r.reply.send(Err(e.clone()));
             }
-            return;
+            return rest;
         }
+        self.last_commit_time = time_micros;
+        self.last_append = Instant::now();
+        self.read_versions_served.store(false, Ordering::Release);
         self.in_flight.push_back(InFlight {
             version,
             time_micros,
             mutations,
-            writes: pending.split_off(ahead),
+            writes: accepted
+                .iter()
+                .flat_map(|r| r.writes.iter().cloned())
+                .collect(),
             replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
         });
+        rest
     }
 
     /// Turns the accepted transactions' writes into the batch's mutations (atomic ops resolved

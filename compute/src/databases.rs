@@ -367,7 +367,7 @@ impl Databases {
         let Ok(channel) = ferrisdb_common::auth::peer_channel(endpoint) else {
             return;
         };
-        let mut client = DatabaseClient::new(channel);
+        let mut client = ferrisdb_common::with_message_limits!(DatabaseClient::new(channel));
         let mut failures = 0;
         loop {
             tokio::time::sleep(PROBE_EVERY).await;

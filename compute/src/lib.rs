@@ -22,6 +22,9 @@ pub mod view;
 pub mod warm_tier;
 pub mod watches;
 
+#[cfg(test)]
+mod pipeline_tests;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -143,9 +146,9 @@ pub async fn run(
     security.check_admin(config.listen_http)?;
     security.warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
-    let pageserver = PageserverClient::new(auth::peer_channel(&config.pageserver)?)
-        .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(net::MAX_MESSAGE_BYTES);
+    let pageserver = ferrisdb_common::with_message_limits!(PageserverClient::new(
+        auth::peer_channel(&config.pageserver)?
+    ));
     let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = net::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
@@ -205,9 +208,10 @@ pub async fn run(
         None => net::grpc_server(),
     };
     let grpc = server.add_service(InterceptedService::new(
-        DatabaseServer::new(ComputeService::new(databases.clone(), activity.clone()))
-            .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
+        ferrisdb_common::with_message_limits!(DatabaseServer::new(ComputeService::new(
+            databases.clone(),
+            activity.clone()
+        ))),
         security.require_client(),
     ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
@@ -312,7 +316,8 @@ async fn checkpoint(
     axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let node = db.node(&dbs)?;
-    let version = node.read_version().await?;
+    // The latest commit, not a read version handed out: no heartbeat follows.
+    let version = node.view().latest();
     let view = node.view();
     let req = CheckpointRequest {
         database: view.database().to_string(),

@@ -130,6 +130,8 @@ pub struct Primary {
     view: Arc<DatabaseView>,
     /// Read-version requests waiting for the next liveness check.
     read_checks: Arc<ReadChecks>,
+    /// Tells the committer a read version was handed out (see committer::HEARTBEAT).
+    read_versions_served: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Batches read-version requests into liveness checks ([`Proposer::confirm_term`]), the way
@@ -229,6 +231,7 @@ impl Primary {
             view.watches().clone(),
             metrics.clone(),
         );
+        let read_versions_served = committer.read_versions_served();
         tokio::spawn(committer.run(requests));
         metrics.committed_version.set(start.0 as i64);
         tokio::spawn(view.clone().evict_loop(Some(proposer.clone())));
@@ -243,6 +246,7 @@ impl Primary {
             pipeline,
             view,
             read_checks,
+            read_versions_served,
         });
         tracing::info!(database = %primary.database(), term = primary.proposer.term(), %start, "primary serving");
         Ok(primary)
@@ -281,6 +285,9 @@ impl Primary {
     /// newer term exists.
     pub async fn read_version(&self) -> Result<Version> {
         self.check_not_fenced()?;
+        // An idle pipeline supersedes it soon, so it ages even without traffic.
+        self.read_versions_served
+            .store(true, std::sync::atomic::Ordering::Release);
         self.read_checks.read_version().await
     }
 

@@ -39,7 +39,8 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause before reconnecting to a safekeeper that went down.
 const RECONNECT: Duration = Duration::from_millis(100);
-/// At most this much WAL goes in one append message.
+/// At most this much WAL goes in one append message, unless one frame alone is larger (up to
+/// `message_size::MAX_FRAME_BYTES`, which every safekeeper accepts).
 const MAX_APPEND_BYTES: usize = 4 << 20;
 /// At most this much WAL is sent but not yet acknowledged on one stream.
 const MAX_IN_FLIGHT_BYTES: u64 = 16 << 20;
@@ -148,9 +149,9 @@ impl Proposer {
         let clients = safekeepers
             .iter()
             .map(|url| {
-                Ok(SafekeeperClient::new(ferrisdb_common::auth::peer_channel(
-                    url,
-                )?))
+                Ok(ferrisdb_common::with_message_limits!(
+                    SafekeeperClient::new(ferrisdb_common::auth::peer_channel(url)?)
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let majority = clients.len() / 2 + 1;
@@ -353,7 +354,19 @@ impl Proposer {
     }
 
     /// Adds whole frames at the end of the log; the senders ship them. Returns the new end.
+    /// More than one message carries is refused (nothing appended): a frame no safekeeper
+    /// can take would stay in the log and stop every append after it.
     pub fn append(&self, frames: Bytes) -> Result<Lsn> {
+        if frames.len() > ferrisdb_common::message_size::MAX_FRAME_BYTES {
+            return Err(Error::new(
+                ErrorKind::TransactionTooLarge,
+                format!(
+                    "a {}-byte WAL frame is more than one message carries ({} bytes)",
+                    frames.len(),
+                    ferrisdb_common::message_size::MAX_FRAME_BYTES
+                ),
+            ));
+        }
         let mut log = self
             .log
             .lock()

@@ -4,6 +4,13 @@
 //! intersects any range it read. The resolver keeps the write ranges of every commit of the
 //! last [`MAX_READ_VERSION_AGE`]; a read version older than what it still holds cannot be
 //! checked and gets `transaction_too_old`.
+//!
+//! The 5-second rule does not depend on traffic: a read version's age is measured from the
+//! commit time of the batch that superseded it (before then it was the latest, and a
+//! transaction may have just been handed it). On an idle cluster the committer supersedes a
+//! handed-out version with an empty heartbeat batch within
+//! [`crate::committer::HEARTBEAT`], so a transaction that read, waited past 5 s and wrote is
+//! refused whether or not anyone else committed meanwhile (docs/compute.md).
 
 use std::collections::VecDeque;
 
@@ -53,6 +60,15 @@ pub struct Resolver {
 }
 
 impl Resolver {
+    /// When `read_version` stopped being the latest committed version: the commit time of the
+    /// first batch above it, if one is known.
+    fn superseded_at(&self, read_version: Version) -> Option<u64> {
+        let first_above = self.history.partition_point(|c| c.version <= read_version);
+        self.history.get(first_above).map(|c| c.time_micros)
+    }
+}
+
+impl Resolver {
     /// A resolver that knows every commit above `start` (it has seen none yet).
     pub fn new(start: Version) -> Resolver {
         Resolver {
@@ -62,12 +78,14 @@ impl Resolver {
     }
 
     /// Checks a transaction that read `reads` at `read_version` against commits after it and
-    /// against `pending`, the writes of transactions ahead of it in the same batch.
+    /// against `pending`, the writes of transactions ahead of it in the same batch; `now_micros`
+    /// is the commit time, for the 5-second rule.
     pub fn check(
         &self,
         read_version: Version,
         reads: &[KeyRange],
         pending: &[KeyRange],
+        now_micros: u64,
     ) -> Result<()> {
         if reads.is_empty() {
             // Blind writes read nothing, so nothing can have changed under them.
@@ -81,6 +99,19 @@ impl Resolver {
                     self.oldest_checkable
                 ),
             ));
+        }
+        if let Some(at) = self.superseded_at(read_version) {
+            let age = now_micros.saturating_sub(at);
+            if age > MAX_READ_VERSION_AGE.as_micros() as u64 {
+                return Err(Error::new(
+                    ErrorKind::TransactionTooOld,
+                    format!(
+                        "read version {read_version} was superseded {} ms ago; the limit is {} ms",
+                        age / 1000,
+                        MAX_READ_VERSION_AGE.as_millis()
+                    ),
+                ));
+            }
         }
         let newer = self
             .history
@@ -134,15 +165,17 @@ mod tests {
         res.add(Version(10), 1, vec![r("b", "c")]);
         res.add(Version(20), 2, vec![r("x", "y")]);
         // Read at 10: the write at 10 is visible, the one at 20 is not.
-        assert!(res.check(Version(10), &[r("a", "c")], &[]).is_ok());
-        let e = res.check(Version(10), &[r("x", "x\0")], &[]).unwrap_err();
+        assert!(res.check(Version(10), &[r("a", "c")], &[], 2).is_ok());
+        let e = res
+            .check(Version(10), &[r("x", "x\0")], &[], 2)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotCommitted);
-        assert!(res.check(Version(20), &[r("x", "z")], &[]).is_ok());
+        assert!(res.check(Version(20), &[r("x", "z")], &[], 2).is_ok());
         // Adjacent is not intersecting.
-        assert!(res.check(Version(10), &[r("y", "z")], &[]).is_ok());
+        assert!(res.check(Version(10), &[r("y", "z")], &[], 2).is_ok());
         // Earlier transactions in the same batch count.
         let e = res
-            .check(Version(20), &[r("m", "n")], &[r("m", "m\0")])
+            .check(Version(20), &[r("m", "n")], &[r("m", "m\0")], 2)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotCommitted);
     }
@@ -151,11 +184,11 @@ mod tests {
     fn old_read_versions_are_too_old() {
         let mut res = Resolver::new(Version(100));
         assert!(
-            res.check(Version(0), &[], &[]).is_ok(),
+            res.check(Version(0), &[], &[], 2).is_ok(),
             "blind writes never conflict"
         );
         assert_eq!(
-            res.check(Version(99), &[r("a", "b")], &[])
+            res.check(Version(99), &[r("a", "b")], &[], 2)
                 .unwrap_err()
                 .kind(),
             ErrorKind::TransactionTooOld
@@ -165,11 +198,42 @@ mod tests {
         res.add(Version(120), 1_000 + five_s + 1, vec![]);
         // The commit at 110 left the window: reads below it can no longer be checked.
         assert_eq!(
-            res.check(Version(105), &[r("q", "r")], &[])
+            res.check(Version(105), &[r("q", "r")], &[], 2)
                 .unwrap_err()
                 .kind(),
             ErrorKind::TransactionTooOld
         );
-        assert!(res.check(Version(110), &[r("a", "b")], &[]).is_ok());
+        let now = 1_000 + five_s + 1;
+        assert!(res.check(Version(110), &[r("a", "b")], &[], now).is_ok());
+    }
+
+    /// The 5-second rule holds without traffic: a read version superseded more than 5 s
+    /// before the commit is too old even when nothing else committed since.
+    #[test]
+    fn read_versions_age_from_when_they_were_superseded() {
+        let five_s = MAX_READ_VERSION_AGE.as_micros() as u64;
+        let mut res = Resolver::new(Version(100));
+        // Still the latest: a transaction may have been handed it just now.
+        assert!(
+            res.check(Version(100), &[r("a", "b")], &[], 10 * five_s)
+                .is_ok()
+        );
+        // A heartbeat (an empty batch) supersedes it at t = 1 s.
+        res.add(Version(130), 1_000_000, vec![]);
+        assert!(
+            res.check(Version(100), &[r("a", "b")], &[], 1_000_000 + five_s)
+                .is_ok()
+        );
+        let e = res
+            .check(Version(100), &[r("a", "b")], &[], 1_000_000 + five_s + 1)
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TransactionTooOld);
+        // The heartbeat's own version is the latest: fine at any age.
+        assert!(
+            res.check(Version(130), &[r("a", "b")], &[], 100 * five_s)
+                .is_ok()
+        );
+        // Blind writes read nothing, so no age applies.
+        assert!(res.check(Version(100), &[], &[], 100 * five_s).is_ok());
     }
 }

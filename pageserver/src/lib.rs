@@ -112,9 +112,9 @@ pub async fn run(
         None => net::grpc_server(),
     };
     let grpc = server.add_service(InterceptedService::new(
-        PageserverServer::new(PageserverService::new(databases.clone()))
-            .max_decoding_message_size(net::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(net::MAX_MESSAGE_BYTES),
+        ferrisdb_common::with_message_limits!(PageserverServer::new(PageserverService::new(
+            databases.clone()
+        ))),
         config.security.require_cluster(),
     ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;

@@ -11,6 +11,7 @@ use ferrisdb_common::proto::{
     PageGetRequest, PageGetResponse, PageserverStatus, PageserverStatusRequest, VersionAtRequest,
     VersionAtResponse,
 };
+use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use std::time::Duration;
 
@@ -38,9 +39,12 @@ async fn feed(
         // One segment or FEED_BATCH records from memory at a time, however far back `from`
         // is: the feed's memory does not grow with the retained log.
         let records = t.records_batch(after, FEED_BATCH).await?;
-        for chunk in records.chunks(FEED_BATCH) {
+        // Batches that changed nothing (the compute's idle heartbeats, commits of conflict
+        // ranges only) are no change: the feed skips them.
+        let changed: Vec<&WalRecord> = records.iter().filter(|r| !r.mutations.is_empty()).collect();
+        for chunk in changed.chunks(FEED_BATCH) {
             let batch = ChangesBatch {
-                records: chunk.iter().map(CommittedRecord::from).collect(),
+                records: chunk.iter().map(|r| CommittedRecord::from(*r)).collect(),
             };
             if tx.send(Ok(batch)).await.is_err() {
                 return Ok(());

@@ -122,7 +122,9 @@ pub async fn run(
         None => net::grpc_server(),
     };
     let grpc = server.add_service(InterceptedService::new(
-        SafekeeperServer::new(SafekeeperService::new(state.clone())),
+        ferrisdb_common::with_message_limits!(SafekeeperServer::new(SafekeeperService::new(
+            state.clone()
+        ))),
         config.security.require_cluster(),
     ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;

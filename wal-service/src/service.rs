@@ -191,7 +191,9 @@ impl SafekeeperState {
             let mut peers = serde_json::Map::new();
             for peer in &self.peers {
                 let ask = async {
-                    let mut c = SafekeeperClient::new(ferrisdb_common::auth::peer_channel(peer)?);
+                    let mut c = ferrisdb_common::with_message_limits!(SafekeeperClient::new(
+                        ferrisdb_common::auth::peer_channel(peer)?
+                    ));
                     let req = SafekeeperStatusRequest {
                         database: db.clone(),
                     };
@@ -251,9 +253,12 @@ async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics:
     let clients: Vec<_> = peers
         .iter()
         .filter_map(|p| {
-            ferrisdb_common::auth::peer_channel(p)
-                .ok()
-                .map(|c| (p.clone(), SafekeeperClient::new(c)))
+            ferrisdb_common::auth::peer_channel(p).ok().map(|c| {
+                (
+                    p.clone(),
+                    ferrisdb_common::with_message_limits!(SafekeeperClient::new(c)),
+                )
+            })
         })
         .collect();
     loop {

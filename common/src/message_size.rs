@@ -1,0 +1,103 @@
+//! Every gRPC message limit, derived in one place from the transaction limit and the largest
+//! commit batch (issue 14: tonic's default 4 MiB decode limit on one hop of the WAL path
+//! wedged every commit after one legal 4.2 MB transaction).
+//!
+//! The chain of bounds, from the client to the last reader of the WAL:
+//!
+//! - A transaction counts at most [`MAX_TRANSACTION_SIZE`] bytes, and that count
+//!   ([`crate::limits::mutation_size`], [`crate::limits::range_size`]) charges every mutation
+//!   and range at least its protobuf and WAL encodings, so a legal `Commit` request and a
+//!   transaction's share of a WAL frame each fit in that many bytes plus fixed fields.
+//! - A batch grows to at most [`MAX_BATCH_BYTES`]; a transaction larger than that goes alone.
+//!   So one frame carries at most [`MAX_FRAME_BYTES`] (the committer checks the frame it
+//!   encoded against it too, since resolved atomic ops can grow).
+//! - An `Append` groups frames up to 4 MiB but always carries at least one whole frame; a
+//!   `ReadWal` chunk likewise (1 MiB, or one whole frame). Both fit in [`MAX_WAL_MESSAGE_BYTES`].
+//! - Range answers carry no byte limit of their own (rows are limited by count), so every
+//!   hop accepts [`MAX_MESSAGE_BYTES`], a multiple of the WAL bound.
+//!
+//! Every server and client (client → compute, compute → safekeepers, safekeeper → peers,
+//! pageserver and replicas ← safekeepers, compute → pageserver, history and the change feed)
+//! is built through [`with_message_limits!`](crate::with_message_limits).
+
+use crate::limits::MAX_TRANSACTION_SIZE;
+
+/// A commit batch stops growing at this many counted bytes; a transaction larger than that
+/// goes alone in its batch.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// A frame's fixed fields: header, format, version, commit time, mutation count.
+pub const FRAME_OVERHEAD: usize = 64;
+
+/// The largest WAL frame the committer appends: a full batch or one maximal transaction.
+pub const MAX_FRAME_BYTES: usize = max(MAX_BATCH_BYTES, MAX_TRANSACTION_SIZE) + FRAME_OVERHEAD;
+
+/// Room for everything around the payload: protobuf tags and lengths, the database name,
+/// terms and positions.
+pub const MESSAGE_HEADROOM: usize = 1 << 20;
+
+/// The largest message on the WAL path (`Append`, `ReadWal` chunks) and the largest `Commit`.
+pub const MAX_WAL_MESSAGE_BYTES: usize = MAX_FRAME_BYTES + MESSAGE_HEADROOM;
+
+/// The limit every FerrisDB gRPC server and client encodes and decodes with: the WAL bound
+/// rounded up to a power of two, times four for range answers (bounded by row count, not
+/// bytes). An over-limit transaction below this still reaches the size check and gets
+/// `transaction_too_large` rather than a transport error.
+pub const MAX_MESSAGE_BYTES: usize = MAX_WAL_MESSAGE_BYTES.next_power_of_two() * 4;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+// The WAL path's messages must fit the limit every hop decodes with.
+const _: () = assert!(MAX_WAL_MESSAGE_BYTES <= MAX_MESSAGE_BYTES);
+const _: () = assert!(MAX_FRAME_BYTES <= crate::wal::MAX_FRAME_PAYLOAD);
+const _: () = assert!(MAX_FRAME_BYTES > MAX_TRANSACTION_SIZE && MAX_FRAME_BYTES > MAX_BATCH_BYTES);
+const _: () = assert!(MAX_WAL_MESSAGE_BYTES > 4 << 20);
+
+/// Applies [`MAX_MESSAGE_BYTES`] as the encode and decode limit of a generated gRPC client or
+/// server (`SafekeeperClient::new(channel)`, `PageserverServer::new(service)`, ...).
+#[macro_export]
+macro_rules! with_message_limits {
+    ($grpc:expr) => {
+        $grpc
+            .max_decoding_message_size($crate::message_size::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size($crate::message_size::MAX_MESSAGE_BYTES)
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_maximal_transaction_fits_one_frame_and_one_message() {
+        use crate::limits::{MAX_VALUE_SIZE, mutation_size};
+        use crate::wal::{Mutation, encode_frame};
+        use bytes::Bytes;
+        // Large values up to the limit.
+        let mut big = Vec::new();
+        let mut counted = 0;
+        while counted + mutation_size(8, MAX_VALUE_SIZE) <= MAX_TRANSACTION_SIZE {
+            counted += mutation_size(8, MAX_VALUE_SIZE);
+            big.push(Mutation::Set {
+                key: Bytes::from(format!("k{:07}", big.len())),
+                value: Bytes::from(vec![0u8; MAX_VALUE_SIZE]),
+            });
+        }
+        // Tiny clears up to the limit: the WAL overhead per mutation is the largest share.
+        let n = MAX_TRANSACTION_SIZE / mutation_size(1, 0);
+        let tiny: Vec<Mutation> = (0..n)
+            .map(|i| Mutation::Clear {
+                key: Bytes::from(vec![i as u8]),
+            })
+            .collect();
+        for mutations in [big, tiny] {
+            let (frame, _) = encode_frame(0, 0, &mutations);
+            assert!(frame.len() <= MAX_FRAME_BYTES, "{} bytes", frame.len());
+            assert!(frame.len() + MESSAGE_HEADROOM <= MAX_WAL_MESSAGE_BYTES);
+        }
+        // tonic's default decode limit, the bug this module exists for, is well below.
+        assert_eq!(MAX_MESSAGE_BYTES, 64 << 20);
+    }
+}

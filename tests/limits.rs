@@ -1,0 +1,263 @@
+//! FerrisDB at FoundationDB's limits (issue 14), on a real `ferrisdb dev`: transactions near
+//! the 10 MB limit pass every hop (primary, replica, pageserver after a checkpoint, history,
+//! change feed) and the database keeps committing; the 5-second rule on an idle cluster;
+//! FoundationDB's rules for oversize keys and system keys; the versionstamp phantom; a read
+//! version from the future.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrisdb_client::{AtomicOp, Database, ErrorKind, Mutation, Version};
+use ferrisdb_common::limits::{KEY_OUTSIDE_LEGAL_RANGE, MAX_KEY_SIZE, MAX_VALUE_SIZE};
+use ferrisdb_common::proto::PageGetRequest;
+use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use futures::StreamExt;
+use support::{DevCluster, cli, eventually};
+
+fn value(key: &str) -> Bytes {
+    let seed = key
+        .bytes()
+        .fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    Bytes::from(
+        (0..MAX_VALUE_SIZE)
+            .map(|i| seed.wrapping_add(i as u8))
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// Commits `n` values of 100 kB under `prefix`; returns the keys and the commit version.
+async fn commit_values(db: &Database, prefix: &str, n: usize) -> (Vec<String>, Version) {
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}/{i:03}")).collect();
+    let tx = db.create_transaction();
+    for k in &keys {
+        tx.set(k.clone(), value(k));
+    }
+    let v = tx.commit().await.unwrap();
+    (keys, v)
+}
+
+/// A second compute of the dev cluster's, as a read replica on a fresh port block.
+fn spawn_replica(cluster: &mut DevCluster) -> String {
+    let base = support::free_base_port();
+    let mut argv = cluster.component("compute").argv;
+    let set = |argv: &mut Vec<String>, flag: &str, value: String| {
+        let i = argv.iter().position(|a| a == flag).unwrap();
+        argv[i + 1] = value;
+    };
+    set(&mut argv, "--listen-grpc", format!("127.0.0.1:{base}"));
+    set(
+        &mut argv,
+        "--listen-http",
+        format!("127.0.0.1:{}", base + 80),
+    );
+    let cache = cluster.data_dir.join("replica-cache").display().to_string();
+    set(&mut argv, "--warm-tier-dir", cache);
+    argv.extend([
+        "--replica".to_string(),
+        "--primary-endpoint".to_string(),
+        cluster.endpoint(),
+    ]);
+    cluster.spawn_argv("replica", &argv);
+    format!("http://127.0.0.1:{base}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_near_the_limit_pass_every_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+    let first = db.create_transaction().read_version().await.unwrap();
+
+    // 9.9 MB in one transaction: 99 values of 100 kB.
+    let (mut keys, _) = commit_values(&db, "big", 99).await;
+    // Sixteen 2 MB transactions at once: they batch together, past what one 4 MiB message
+    // would carry.
+    let handles: Vec<_> = (0..16)
+        .map(|t| {
+            let db = db.clone();
+            tokio::spawn(async move { commit_values(&db, &format!("c{t:02}"), 20).await })
+        })
+        .collect();
+    let mut last = Version(0);
+    for h in handles {
+        let (k, v) = h.await.unwrap();
+        keys.extend(k);
+        last = last.max(v);
+    }
+    // And the database keeps committing.
+    let tx = db.create_transaction();
+    tx.set("small", "1");
+    let last = tx.commit().await.unwrap().max(last);
+
+    // The primary.
+    for k in &keys {
+        let got = db.create_transaction().get(k.clone()).await.unwrap();
+        assert_eq!(got, Some(value(k)), "primary: {k}");
+    }
+
+    // A replica, once it has caught up.
+    let replica = Database::connect(&spawn_replica(&mut cluster))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the replica catches up",
+        || async {
+            match replica.create_transaction().read_version().await {
+                Ok(v) => v >= last,
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    for k in &keys {
+        let got = replica.create_transaction().get(k.clone()).await.unwrap();
+        assert_eq!(got, Some(value(k)), "replica: {k}");
+    }
+
+    // The pageserver, after a checkpoint, asked directly.
+    let (ok, out, err) = cli(&[
+        "admin",
+        "checkpoint",
+        "--endpoint",
+        &cluster.admin_endpoint(),
+        "--json",
+    ]);
+    assert!(ok, "checkpoint: {out} {err}");
+    let mut grpc = cluster.component("pageserver").grpc;
+    if !grpc.starts_with("http") {
+        grpc = format!("http://{grpc}");
+    }
+    let mut pageserver = ferrisdb_common::with_message_limits!(PageserverClient::new(
+        support::internal_channel(&grpc)
+    ));
+    for k in &keys {
+        let req = PageGetRequest {
+            database: "default".to_string(),
+            key: Bytes::from(k.clone()),
+            version: last.0,
+        };
+        let got = pageserver.get(req).await.unwrap().into_inner().value;
+        assert_eq!(got, Some(value(k)), "pageserver: {k}");
+    }
+
+    // History.
+    for k in keys.iter().step_by(7) {
+        let h = db.history(k.clone(), Version(0), Version(0)).await.unwrap();
+        assert_eq!(h.len(), 1, "{k}");
+        assert_eq!(h[0].value, Some(value(k)), "history: {k}");
+    }
+
+    // The change feed.
+    let mut seen = BTreeMap::new();
+    let mut feed = db.changes(first, false).await.unwrap();
+    while let Some(record) = feed.next().await {
+        for m in record.unwrap().mutations {
+            if let Mutation::Set { key, value } = m {
+                seen.insert(key, value);
+            }
+        }
+    }
+    for k in &keys {
+        assert_eq!(seen.get(k.as_bytes()), Some(&value(k)), "change feed: {k}");
+    }
+    cluster.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foundationdb_rules_for_age_size_system_keys_and_versionstamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+
+    // The 5-second rule on an idle cluster: read, wait 6 s with nobody else committing, write.
+    let tx = db.create_transaction();
+    assert_eq!(tx.get("idle").await.unwrap(), None);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    tx.set("idle", "late");
+    let e = tx.commit().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TransactionTooOld, "{e}");
+    // A fresh one commits.
+    let tx = db.create_transaction();
+    assert_eq!(tx.get("idle").await.unwrap(), None);
+    tx.set("idle", "fresh");
+    tx.commit().await.unwrap();
+
+    // Keys over the limit: a get answers absent, a clear is a no-op, a range clear's long
+    // bound is cut to 10,001 bytes.
+    let long = |c: u8, extra: usize| Bytes::from(vec![c; MAX_KEY_SIZE + extra]);
+    let tx = db.create_transaction();
+    assert_eq!(tx.get(long(b'k', 1)).await.unwrap(), None);
+    tx.set("m", "1");
+    tx.set("n", "1");
+    tx.commit().await.unwrap();
+    let tx = db.create_transaction();
+    tx.clear(long(b'k', 1));
+    tx.clear_range(long(b'l', 5), "n");
+    tx.clear_range(long(b'z', 5), long(b'z', 9));
+    tx.commit().await.unwrap();
+    let tx = db.create_transaction();
+    assert_eq!(
+        tx.get("m").await.unwrap(),
+        None,
+        "cleared through the cut bound"
+    );
+    assert_eq!(tx.get("n").await.unwrap(), Some(Bytes::from("1")));
+    // Writing such a key is still refused.
+    let tx = db.create_transaction();
+    tx.set(long(b'k', 1), "v");
+    assert_eq!(
+        tx.commit().await.unwrap_err().kind(),
+        ErrorKind::KeyTooLarge
+    );
+
+    // The system keyspace is outside the legal range for reads.
+    let tx = db.create_transaction();
+    let e = tx.get(Bytes::from_static(b"\xffsystem")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.message().starts_with(KEY_OUTSIDE_LEGAL_RANGE), "{e}");
+    let e = tx
+        .get_range(
+            Bytes::from_static(b"\xff\x01"),
+            Bytes::from_static(b"\xff\x02"),
+            0,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.message().starts_with(KEY_OUTSIDE_LEGAL_RANGE), "{e}");
+    // Up to \xff itself is the user keyspace.
+    tx.get_range(Bytes::new(), Bytes::from_static(b"\xff"), 0)
+        .await
+        .unwrap();
+
+    // The versionstamp phantom: t1 reads the empty log, t2 appends a stamped entry and bumps
+    // the count, then t1 writes count = 0. No serial order allows both.
+    let t1 = db.create_transaction();
+    assert!(t1.get_range("log/", "log0", 0).await.unwrap().is_empty());
+    let t2 = db.create_transaction();
+    let mut template = b"log/".to_vec();
+    template.extend_from_slice(&[0xff; 10]);
+    template.extend_from_slice(&4u32.to_le_bytes());
+    t2.atomic_op(AtomicOp::SetVersionstampedKey, template, "entry");
+    t2.atomic_op(AtomicOp::Add, "count", vec![1u8, 0, 0, 0]);
+    t2.commit().await.unwrap();
+    t1.set("count", vec![0u8, 0, 0, 0]);
+    let e = t1.commit().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotCommitted, "{e}");
+
+    // A read version the cluster never handed out is refused.
+    let now = db.create_transaction().read_version().await.unwrap();
+    let tx = db.create_transaction();
+    tx.set_read_version(Version(now.0 + 1_000_000_000)).unwrap();
+    tx.add_read_conflict_key("count");
+    tx.set("future", "1");
+    let e = tx.commit().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    cluster.stop();
+}
