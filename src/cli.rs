@@ -1521,9 +1521,14 @@ mod tests {
             !shown.contains("tok-s3cret") && shown.contains("<redacted>"),
             "{shown}"
         );
-        let cli =
-            crate::Cli::try_parse_from(["ferrisdb", "admin", "status", "--token", "tok-s3cret"])
-                .unwrap();
+        let cli = crate::Cli::try_parse_from([
+            "ferrisdb",
+            "admin",
+            "status",
+            "--admin-token",
+            "tok-s3cret",
+        ])
+        .unwrap();
         let crate::Command::Client(ClientCommand::Admin { command }) = cli.command else {
             panic!("not an admin command");
         };

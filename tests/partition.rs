@@ -209,6 +209,8 @@ async fn a_partitioned_primary_never_answers_stale_reads() {
 
     // B: a standby on its own ports, watching A.
     let b_base = support::free_base_port();
+    // B's admin API wants the cluster credential, as every admin API of the cluster.
+    cluster.adopt_ports(b_base);
     let mut b_argv = dev_compute.argv.clone();
     let set = |argv: &mut Vec<String>, flag: &str, value: String| {
         let i = argv.iter().position(|a| a == flag).unwrap();
