@@ -735,6 +735,44 @@ fn parse_block(raw: Bytes) -> Result<Vec<(Bytes, Version, Option<Bytes>)>> {
     Ok(out)
 }
 
+/// Recomputes every checksum of a layer in place (footer, the sections the footer names, the
+/// blocks the index names), as far as the bytes allow, so that a fuzzer's mutations reach the
+/// parsers behind the checksums instead of stopping at the first one.
+#[doc(hidden)]
+pub fn reseal_for_fuzzing(bytes: &mut [u8]) {
+    fn seal_at(bytes: &mut [u8], range: Range<u64>) {
+        let (Ok(start), Ok(end)) = (usize::try_from(range.start), usize::try_from(range.end))
+        else {
+            return;
+        };
+        if start + 4 > end || end > bytes.len() {
+            return;
+        }
+        let crc = crc32c::crc32c(&bytes[start..end - 4]);
+        bytes[end - 4..end].copy_from_slice(&crc.to_le_bytes());
+    }
+    let size = bytes.len() as u64;
+    if size < FOOTER_LEN as u64 {
+        return;
+    }
+    seal_at(bytes, size - FOOTER_LEN as u64..size);
+    let Ok(s) = parse_footer(&bytes[bytes.len() - FOOTER_LEN..], size) else {
+        return;
+    };
+    for r in [&s.index, &s.bloom, &s.times, &s.ranges] {
+        seal_at(bytes, r.clone());
+    }
+    let Some(index) = bytes.get(s.index.start as usize..s.index.end as usize) else {
+        return;
+    };
+    let Ok(blocks) = parse_index(index) else {
+        return;
+    };
+    for b in blocks {
+        seal_at(bytes, b.range);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

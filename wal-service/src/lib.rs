@@ -7,6 +7,8 @@
 
 pub mod acceptor;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod metrics;
 pub mod service;
