@@ -28,7 +28,12 @@ pub fn wal_segments(data: &[u8]) {
     let sealed = flags & 1 == 1;
     let gap = flags & 2 == 2;
     let count = 1 + (flags >> 2) % 3;
-    let start = u64::from(input.u32());
+    // Mostly small positions; with the top bit, anything (a segment named near u64::MAX).
+    let start = if flags & 0x80 == 0x80 {
+        input.u64()
+    } else {
+        u64::from(input.u32())
+    };
     let dir = ScratchDir::new();
     let mut at = start;
     let mut total = 0u64;
@@ -37,7 +42,7 @@ pub fn wal_segments(data: &[u8]) {
         if sealed {
             for _ in 0..input.u8() % 4 {
                 let payload = input.bytes(300);
-                let frame = seal_frame(at + bytes.len() as u64, payload);
+                let frame = seal_frame(at.wrapping_add(bytes.len() as u64), payload);
                 bytes.extend_from_slice(&frame);
             }
             bytes.extend_from_slice(input.bytes(40));
@@ -46,7 +51,7 @@ pub fn wal_segments(data: &[u8]) {
         }
         std::fs::write(dir.path().join(segment_name(at)), &bytes)
             .unwrap_or_else(|e| panic!("writing a segment: {e}"));
-        at += bytes.len() as u64 + u64::from(gap);
+        at = at.wrapping_add(bytes.len() as u64 + u64::from(gap));
         total += bytes.len() as u64;
     }
 
@@ -59,8 +64,8 @@ pub fn wal_segments(data: &[u8]) {
         "the log starts elsewhere than its first segment"
     );
     assert_eq!(
-        flush,
-        first + log.disk_bytes(),
+        Some(flush),
+        first.checked_add(log.disk_bytes()),
         "the log end is not start + bytes held"
     );
     assert!(

@@ -72,6 +72,16 @@ impl WalLog {
             });
         }
         segments.sort_by_key(|s| s.start);
+        // A segment must end inside the LSN space; every position computed below then fits.
+        if let Some(s) = segments
+            .iter()
+            .find(|s| s.start.checked_add(s.len).is_none())
+        {
+            return Err(Error::corruption(format!(
+                "segment {} runs past the largest LSN",
+                s.path.display()
+            )));
+        }
         for pair in segments.windows(2) {
             if pair[0].start + pair[0].len != pair[1].start {
                 return Err(Error::corruption(format!(
@@ -477,6 +487,18 @@ mod tests {
             }
         );
         assert_eq!(log.flush_lsn(), end);
+    }
+
+    // Found by fuzzing (docs/fuzzing.md): a segment named near u64::MAX overflowed the scan.
+    #[test]
+    fn a_segment_past_the_largest_lsn_is_corruption_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = u64::MAX - 10;
+        // A frame whose length and checksum hold, ending past u64::MAX.
+        let frame = ferrisdb_common::fuzzing::seal_frame(start, &[1; 21]);
+        std::fs::write(dir.path().join(format!("{start:016X}.seg")), frame).unwrap();
+        let e = WalLog::open(dir.path(), 0).unwrap_err();
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::Corruption);
     }
 
     #[test]
