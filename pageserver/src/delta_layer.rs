@@ -639,7 +639,7 @@ fn parse_footer(footer: &[u8], size: u64) -> Result<Sections> {
         let off = p.get_u64_le();
         let len = p.get_u32_le() as u64;
         // A damaged offset near u64::MAX must not wrap into a plausible range.
-        off..off.checked_add(len).unwrap_or(u64::MAX)
+        off..off.saturating_add(len)
     };
     let (index, bloom, times, ranges) = (section(), section(), section(), section());
     // The sections are contiguous and end where the footer begins.
