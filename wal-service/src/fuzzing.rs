@@ -352,7 +352,8 @@ pub fn acceptor(data: &[u8]) {
             }
             2 | 3 => {
                 let term = m.term(&mut input, &a);
-                let begin = m.position(&mut input, &a);
+                // Far past any log end, but leaving room for the frames' own positions.
+                let begin = m.position(&mut input, &a).min(u64::MAX / 2);
                 let mut frames = Vec::new();
                 for _ in 0..1 + input.u8() % 3 {
                     let tag = input.u8();
