@@ -327,7 +327,7 @@ impl DeltaLayer {
             path,
             store,
             cache,
-            index: parse_index(at(&sections.index))?,
+            index: parse_index(at(&sections.index), sections.index.start)?,
             bloom: parse_bloom(at(&sections.bloom))?,
             ranges: parse_ranges(at(&sections.ranges))?,
             keys: None,
@@ -372,7 +372,7 @@ impl DeltaLayer {
             path,
             store,
             cache,
-            index: parse_index(at(&s.index))?,
+            index: parse_index(at(&s.index), s.index.start)?,
             bloom: parse_bloom(at(&s.bloom))?,
             ranges: parse_ranges(at(&s.ranges))?,
             keys: None,
@@ -686,7 +686,10 @@ fn parse_ranges(section: &[u8]) -> Result<RangeTombstones> {
     Ok(out.into_iter().collect())
 }
 
-fn parse_index(section: &[u8]) -> Result<Vec<BlockMeta>> {
+/// Parses the block index of a layer whose data blocks end at `data_end` (where the index
+/// section begins): a block outside that region is damage, refused here rather than fetched
+/// (a range past the object's end reads as an error the object store retries).
+fn parse_index(section: &[u8], data_end: u64) -> Result<Vec<BlockMeta>> {
     let mut p = unseal(section, "index")?;
     if p.remaining() < 4 {
         return Err(bad("truncated index"));
@@ -705,7 +708,8 @@ fn parse_index(section: &[u8]) -> Result<Vec<BlockMeta>> {
         let _entries = p.get_u32_le();
         let end = off
             .checked_add(len)
-            .ok_or_else(|| bad("block range past the end of the object"))?;
+            .filter(|&end| end <= data_end)
+            .ok_or_else(|| bad("block range outside the data blocks"))?;
         out.push(BlockMeta {
             first,
             last,
@@ -796,7 +800,7 @@ pub fn reseal_for_fuzzing(bytes: &mut [u8]) {
     let Some(index) = bytes.get(s.index.start as usize..s.index.end as usize) else {
         return;
     };
-    let Ok(blocks) = parse_index(index) else {
+    let Ok(blocks) = parse_index(index, s.index.start) else {
         return;
     };
     for b in blocks {
@@ -1058,6 +1062,20 @@ mod tests {
         assert_corrupt(
             &assemble(&[], [&index, BLOOM, NO_TIMES, NO_RANGES], 0),
             "block range",
+        );
+        // A block past the data region (here: inside the sections): found by fuzzing, it was
+        // fetched with retries and backoff, seconds per read, instead of being refused.
+        let mut index = 1u32.to_le_bytes().to_vec();
+        for key in [b"a", b"z"] {
+            index.extend_from_slice(&1u32.to_le_bytes());
+            index.extend_from_slice(key);
+        }
+        index.extend_from_slice(&0u64.to_le_bytes());
+        index.extend_from_slice(&16u32.to_le_bytes());
+        index.extend_from_slice(&1u32.to_le_bytes());
+        assert_corrupt(
+            &assemble(&[0; 8], [&index, BLOOM, NO_TIMES, NO_RANGES], 0),
+            "block past the data region",
         );
     }
 
