@@ -172,6 +172,37 @@ impl Codec {
     }
 }
 
+/// Fuzz target `escape` (docs/fuzzing.md): `data` as an argument (when it is UTF-8) and as
+/// bytes. Invariants: no text makes either parser panic; whatever parses prints back to text
+/// that parses to the same bytes; any bytes print losslessly and without control characters.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub fn fuzz_target(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        for codec in [Codec { hex: false }, Codec { hex: true }] {
+            if let Ok(bytes) = codec.decode("key", text) {
+                let printed = codec.encode(&bytes);
+                assert_eq!(
+                    codec.decode("key", &printed).ok(),
+                    Some(bytes),
+                    "{text:?} printed as {printed:?} means other bytes"
+                );
+            }
+        }
+    }
+    let text = format(data);
+    assert_eq!(
+        parse("key", &text).ok().as_deref(),
+        Some(data),
+        "via {text:?}"
+    );
+    assert!(
+        !text.chars().any(char::is_control),
+        "{text:?} has control characters"
+    );
+    assert_eq!(parse_hex("key", &hex(data)).ok().as_deref(), Some(data));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +218,11 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+    }
+
+    #[test]
+    fn escape_corpus_replays() {
+        ferrisdb_common::fuzzing::replay_corpus("escape", fuzz_target);
     }
 
     #[test]

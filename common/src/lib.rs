@@ -11,6 +11,8 @@ pub mod commit_times;
 mod convert;
 pub mod error;
 pub mod faulty_store;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hybrid_cache;
 pub mod limits;
 pub mod message_size;

@@ -242,7 +242,9 @@ fn decode_payload(mut p: &[u8]) -> Result<WalRecord> {
         let param = take(&mut p)?;
         mutations.push(match op {
             OP_SET => Mutation::Set { key, value: param },
-            OP_CLEAR => Mutation::Clear { key },
+            // The writer never gives a clear a parameter: bytes it would drop are damage.
+            OP_CLEAR if param.is_empty() => Mutation::Clear { key },
+            OP_CLEAR => return Err(Error::corruption("a clear with a parameter")),
             OP_CLEAR_RANGE => Mutation::ClearRange {
                 begin: key,
                 end: param,
@@ -340,6 +342,24 @@ mod tests {
                 "flip at {i}"
             );
         }
+    }
+
+    // Found by fuzzing (docs/fuzzing.md): a clear carrying a parameter decoded, silently
+    // dropping bytes, so decoding was not the inverse of encoding.
+    #[test]
+    fn a_clear_with_a_parameter_is_corruption() {
+        let mut payload = vec![FORMAT_V1];
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.push(OP_CLEAR);
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.push(b'k');
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.push(b'x');
+        let frame = crate::fuzzing::seal_frame(0, &payload);
+        let e = decode_frames(&frame, 0).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Corruption);
     }
 
     #[test]

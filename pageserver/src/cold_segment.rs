@@ -387,6 +387,21 @@ pub async fn write_segment(
     Ok(size)
 }
 
+/// [`encode_segment`] with tiny batches and row groups (a few rows each), so that a fuzzer's
+/// small inputs produce files with many row groups, pages and records spanning them.
+#[doc(hidden)]
+pub fn encode_small_for_fuzzing(records: &[WalRecord]) -> Result<Bytes> {
+    encode_with(
+        records,
+        Layout {
+            batch_rows: 3,
+            batch_bytes: 256,
+            row_group_rows: 5,
+            row_group_bytes: 512,
+        },
+    )
+}
+
 /// Decodes a segment written by [`encode_segment`] back into its records, exactly: grouped by
 /// version, mutations in their original order, clears as clears, empty values as empty values.
 ///

@@ -45,6 +45,11 @@ const FOOTER_LEN: usize = 8 + 4 + 8 + 8 + 8 + 4 * (8 + 4) + 4;
 const BLOCK_TARGET: usize = 16 * 1024;
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_HASHES: u32 = 7;
+/// More hash functions than this in a filter read back is damage, not a design choice.
+const MAX_BLOOM_HASHES: u32 = 64;
+/// LZ4 cannot expand data by more than this factor, so a block whose stated uncompressed size
+/// exceeds its compressed size times this is damaged (and is not allocated).
+const LZ4_MAX_RATIO: usize = 255;
 
 /// The object name of the layer covering `(start, end]` (names sort by version).
 pub fn layer_name(start: Version, end: Version) -> String {
@@ -322,7 +327,7 @@ impl DeltaLayer {
             path,
             store,
             cache,
-            index: parse_index(at(&sections.index))?,
+            index: parse_index(at(&sections.index), sections.index.start)?,
             bloom: parse_bloom(at(&sections.bloom))?,
             ranges: parse_ranges(at(&sections.ranges))?,
             keys: None,
@@ -367,7 +372,7 @@ impl DeltaLayer {
             path,
             store,
             cache,
-            index: parse_index(at(&s.index))?,
+            index: parse_index(at(&s.index), s.index.start)?,
             bloom: parse_bloom(at(&s.bloom))?,
             ranges: parse_ranges(at(&s.ranges))?,
             keys: None,
@@ -383,6 +388,12 @@ impl DeltaLayer {
         let meta = &self.index[i];
         let stored = read_range(&self.store, &self.path, meta.range.clone()).await?;
         let compressed = unseal(&stored, &format!("block {i} of {}", self.name))?;
+        let stated = compressed
+            .get(..4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize);
+        if stated.is_none_or(|n| n > compressed.len().saturating_mul(LZ4_MAX_RATIO)) {
+            return Err(bad(&format!("block {i}: impossible uncompressed size")));
+        }
         let raw = Bytes::from(
             lz4_flex::decompress_size_prepended(compressed)
                 .map_err(|e| bad(&format!("block {i}: {e}")))?,
@@ -404,7 +415,8 @@ impl DeltaLayer {
     pub async fn all_entries(
         &self,
     ) -> Result<(Vec<(Bytes, Version, Option<Bytes>)>, Vec<RangeTombstone>)> {
-        let mut points = Vec::with_capacity(self.entries as usize);
+        // The footer's entry count is a hint, not a size to allocate blindly.
+        let mut points = Vec::with_capacity((self.entries as usize).min(1 << 16));
         for i in 0..self.index.len() {
             points.extend(parse_block(self.block(i).await?)?);
         }
@@ -626,14 +638,15 @@ fn parse_footer(footer: &[u8], size: u64) -> Result<Sections> {
     let mut section = || {
         let off = p.get_u64_le();
         let len = p.get_u32_le() as u64;
-        off..off + len
+        // A damaged offset near u64::MAX must not wrap into a plausible range.
+        off..off.saturating_add(len)
     };
     let (index, bloom, times, ranges) = (section(), section(), section(), section());
     // The sections are contiguous and end where the footer begins.
     if index.end != bloom.start
         || bloom.end != times.start
         || times.end != ranges.start
-        || ranges.end + FOOTER_LEN as u64 != size
+        || ranges.end.checked_add(FOOTER_LEN as u64) != Some(size)
     {
         return Err(bad("sections out of place"));
     }
@@ -673,10 +686,17 @@ fn parse_ranges(section: &[u8]) -> Result<RangeTombstones> {
     Ok(out.into_iter().collect())
 }
 
-fn parse_index(section: &[u8]) -> Result<Vec<BlockMeta>> {
+/// Parses the block index of a layer whose data blocks end at `data_end` (where the index
+/// section begins): a block outside that region is damage, refused here rather than fetched
+/// (a range past the object's end reads as an error the object store retries).
+fn parse_index(section: &[u8], data_end: u64) -> Result<Vec<BlockMeta>> {
     let mut p = unseal(section, "index")?;
+    if p.remaining() < 4 {
+        return Err(bad("truncated index"));
+    }
     let count = p.get_u32_le();
-    let mut out = Vec::with_capacity(count as usize);
+    // Never allocate what a count claims: each entry takes at least 24 bytes of the section.
+    let mut out = Vec::with_capacity((count as usize).min(p.remaining() / 24));
     for _ in 0..count {
         let first = take(&mut p).ok_or_else(|| bad("truncated index"))?;
         let last = take(&mut p).ok_or_else(|| bad("truncated index"))?;
@@ -686,10 +706,14 @@ fn parse_index(section: &[u8]) -> Result<Vec<BlockMeta>> {
         let off = p.get_u64_le();
         let len = p.get_u32_le() as u64;
         let _entries = p.get_u32_le();
+        let end = off
+            .checked_add(len)
+            .filter(|&end| end <= data_end)
+            .ok_or_else(|| bad("block range outside the data blocks"))?;
         out.push(BlockMeta {
             first,
             last,
-            range: off..off + len,
+            range: off..end,
         });
     }
     Ok(out)
@@ -697,10 +721,18 @@ fn parse_index(section: &[u8]) -> Result<Vec<BlockMeta>> {
 
 fn parse_bloom(section: &[u8]) -> Result<Bloom> {
     let mut p = unseal(section, "bloom filter")?;
+    if p.remaining() < 8 {
+        return Err(bad("truncated bloom filter"));
+    }
     let hashes = p.get_u32_le();
     let len = p.get_u32_le() as usize;
     if p.remaining() != len || len == 0 {
         return Err(bad("bloom filter size"));
+    }
+    // Every probe of the filter costs `hashes` steps: a damaged count must not make a read
+    // spin for billions of them. The writer uses BLOOM_HASHES.
+    if hashes > MAX_BLOOM_HASHES {
+        return Err(bad("bloom filter hash count"));
     }
     Ok(Bloom {
         hashes,
@@ -710,6 +742,9 @@ fn parse_bloom(section: &[u8]) -> Result<Bloom> {
 
 fn parse_times(section: &[u8]) -> Result<Vec<(Version, u64)>> {
     let mut p = unseal(section, "commit times")?;
+    if p.remaining() < 8 {
+        return Err(bad("truncated commit times"));
+    }
     let n = p.get_u64_le();
     if p.remaining() as u64 != n.saturating_mul(16) {
         return Err(bad("commit times size"));
@@ -733,6 +768,44 @@ fn parse_block(raw: Bytes) -> Result<Vec<(Bytes, Version, Option<Bytes>)>> {
         out.push((key, version, (kind == 1).then_some(value)));
     }
     Ok(out)
+}
+
+/// Recomputes every checksum of a layer in place (footer, the sections the footer names, the
+/// blocks the index names), as far as the bytes allow, so that a fuzzer's mutations reach the
+/// parsers behind the checksums instead of stopping at the first one.
+#[doc(hidden)]
+pub fn reseal_for_fuzzing(bytes: &mut [u8]) {
+    fn seal_at(bytes: &mut [u8], range: Range<u64>) {
+        let (Ok(start), Ok(end)) = (usize::try_from(range.start), usize::try_from(range.end))
+        else {
+            return;
+        };
+        if start + 4 > end || end > bytes.len() {
+            return;
+        }
+        let crc = crc32c::crc32c(&bytes[start..end - 4]);
+        bytes[end - 4..end].copy_from_slice(&crc.to_le_bytes());
+    }
+    let size = bytes.len() as u64;
+    if size < FOOTER_LEN as u64 {
+        return;
+    }
+    seal_at(bytes, size - FOOTER_LEN as u64..size);
+    let Ok(s) = parse_footer(&bytes[bytes.len() - FOOTER_LEN..], size) else {
+        return;
+    };
+    for r in [&s.index, &s.bloom, &s.times, &s.ranges] {
+        seal_at(bytes, r.clone());
+    }
+    let Some(index) = bytes.get(s.index.start as usize..s.index.end as usize) else {
+        return;
+    };
+    let Ok(blocks) = parse_index(index, s.index.start) else {
+        return;
+    };
+    for b in blocks {
+        seal_at(bytes, b.range);
+    }
 }
 
 #[cfg(test)]
@@ -903,5 +976,145 @@ mod tests {
             );
             assert!(r.is_err(), "damage at {at} accepted");
         }
+    }
+
+    /// A layer assembled from raw section bodies (each sealed here, so only the parsers behind
+    /// the checksums decide), after `blocks`.
+    fn assemble(blocks: &[u8], sections: [&[u8]; 4], entries: u64) -> Vec<u8> {
+        let mut out = blocks.to_vec();
+        let mut footer = BytesMut::new();
+        footer.put_slice(MAGIC);
+        footer.put_u32_le(FORMAT);
+        footer.put_u64_le(0);
+        footer.put_u64_le(1);
+        footer.put_u64_le(entries);
+        for body in sections {
+            let sealed = seal(BytesMut::from(body));
+            footer.put_u64_le(out.len() as u64);
+            footer.put_u32_le(sealed.len() as u32);
+            out.extend_from_slice(&sealed);
+        }
+        out.extend_from_slice(&seal(footer));
+        out
+    }
+
+    const NO_INDEX: &[u8] = &[0, 0, 0, 0];
+    const BLOOM: &[u8] = &[7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const NO_TIMES: &[u8] = &[0; 8];
+    const NO_RANGES: &[u8] = &[0, 0, 0, 0];
+
+    fn from_bytes(bytes: &[u8]) -> Result<DeltaLayer> {
+        DeltaLayer::from_bytes(
+            Arc::new(InMemory::new()),
+            Path::from("l"),
+            "l".into(),
+            bytes,
+            Arc::new(BlockCache::in_memory(1 << 20)),
+        )
+    }
+
+    fn assert_corrupt(bytes: &[u8], what: &str) {
+        match from_bytes(bytes) {
+            Err(e) => assert_eq!(e.kind(), ferrisdb_common::ErrorKind::Corruption, "{what}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+
+    // Found by fuzzing (docs/fuzzing.md): sections whose checksums hold but whose contents
+    // were never written by `encode` crashed or over-allocated instead of being refused.
+    #[tokio::test]
+    async fn sealed_but_malformed_sections_are_corruption_not_a_crash() {
+        assert!(from_bytes(&assemble(&[], [NO_INDEX, BLOOM, NO_TIMES, NO_RANGES], 0)).is_ok());
+        // Empty section bodies: fixed-size fields used to be read without a length check.
+        assert_corrupt(
+            &assemble(&[], [&[], BLOOM, NO_TIMES, NO_RANGES], 0),
+            "empty index",
+        );
+        assert_corrupt(
+            &assemble(&[], [NO_INDEX, &[], NO_TIMES, NO_RANGES], 0),
+            "empty bloom",
+        );
+        assert_corrupt(
+            &assemble(&[], [NO_INDEX, BLOOM, &[], NO_RANGES], 0),
+            "empty times",
+        );
+        // A block count of u32::MAX used to reserve ~300 GB up front.
+        assert_corrupt(
+            &assemble(&[], [&[0xFF; 4], BLOOM, NO_TIMES, NO_RANGES], 0),
+            "block count",
+        );
+        // A bloom filter probed u32::MAX times per read.
+        let mut bloom = BLOOM.to_vec();
+        bloom[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_corrupt(
+            &assemble(&[], [NO_INDEX, &bloom, NO_TIMES, NO_RANGES], 0),
+            "hashes",
+        );
+        // A block range that overflows u64.
+        let mut index = 1u32.to_le_bytes().to_vec();
+        for key in [b"a", b"z"] {
+            index.extend_from_slice(&1u32.to_le_bytes());
+            index.extend_from_slice(key);
+        }
+        index.extend_from_slice(&(u64::MAX - 1).to_le_bytes());
+        index.extend_from_slice(&16u32.to_le_bytes());
+        index.extend_from_slice(&1u32.to_le_bytes());
+        assert_corrupt(
+            &assemble(&[], [&index, BLOOM, NO_TIMES, NO_RANGES], 0),
+            "block range",
+        );
+        // A block past the data region (here: inside the sections): found by fuzzing, it was
+        // fetched with retries and backoff, seconds per read, instead of being refused.
+        let mut index = 1u32.to_le_bytes().to_vec();
+        for key in [b"a", b"z"] {
+            index.extend_from_slice(&1u32.to_le_bytes());
+            index.extend_from_slice(key);
+        }
+        index.extend_from_slice(&0u64.to_le_bytes());
+        index.extend_from_slice(&16u32.to_le_bytes());
+        index.extend_from_slice(&1u32.to_le_bytes());
+        assert_corrupt(
+            &assemble(&[0; 8], [&index, BLOOM, NO_TIMES, NO_RANGES], 0),
+            "block past the data region",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_footer_offset_near_the_end_of_u64_is_corruption() {
+        let mut bytes = assemble(&[], [NO_INDEX, BLOOM, NO_TIMES, NO_RANGES], 0);
+        let footer = bytes.len() - FOOTER_LEN;
+        // The ranges section's offset (the last of the four) wraps when its length is added.
+        let at = footer + 8 + 4 + 8 + 8 + 8 + 3 * 12;
+        bytes[at..at + 8].copy_from_slice(&(u64::MAX - 2).to_le_bytes());
+        reseal_for_fuzzing(&mut bytes);
+        assert_corrupt(&bytes, "wrapping section offset");
+    }
+
+    #[tokio::test]
+    async fn a_block_claiming_gigabytes_uncompressed_is_refused_unallocated() {
+        // lz4 with a prepended size of ~4 GiB: decompressing used to allocate all of it.
+        let mut block = 0xFFFF_FFF0u32.to_le_bytes().to_vec();
+        block.extend_from_slice(&[0x10, b'x']);
+        let crc = crc32c::crc32c(&block);
+        block.extend_from_slice(&crc.to_le_bytes());
+        let mut index = 1u32.to_le_bytes().to_vec();
+        for key in [b"a", b"z"] {
+            index.extend_from_slice(&1u32.to_le_bytes());
+            index.extend_from_slice(key);
+        }
+        index.extend_from_slice(&0u64.to_le_bytes());
+        index.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        index.extend_from_slice(&1u32.to_le_bytes());
+        // The footer also claims u64::MAX entries, which all_entries used to reserve.
+        let bytes = assemble(&block, [&index, BLOOM, NO_TIMES, NO_RANGES], u64::MAX);
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = Path::from("l");
+        store.put(&path, bytes.clone().into()).await.unwrap();
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        let layer = DeltaLayer::open(store, path, "l".into(), bytes.len() as u64, cache)
+            .await
+            .unwrap();
+        let e = layer.all_entries().await.unwrap_err();
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::Corruption);
     }
 }

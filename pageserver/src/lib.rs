@@ -11,6 +11,8 @@ pub mod cold_segment;
 pub mod compaction;
 pub mod databases;
 pub mod delta_layer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod manifest;
 pub mod metrics;

@@ -8,6 +8,8 @@
 pub mod acceptor;
 pub mod control;
 pub mod durable;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod metrics;
 pub mod service;

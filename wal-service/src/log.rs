@@ -72,6 +72,16 @@ impl WalLog {
             });
         }
         segments.sort_by_key(|s| s.start);
+        // A segment must end inside the LSN space; every position computed below then fits.
+        if let Some(s) = segments
+            .iter()
+            .find(|s| s.start.checked_add(s.len).is_none())
+        {
+            return Err(Error::corruption(format!(
+                "segment {} runs past the largest LSN",
+                s.path.display()
+            )));
+        }
         for pair in segments.windows(2) {
             if pair[0].start + pair[0].len != pair[1].start {
                 return Err(Error::corruption(format!(
@@ -336,7 +346,10 @@ impl WalLog {
     fn read_raw(&self, start: Lsn, len: usize) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(len);
         let mut at = start;
-        let end = start + len as u64;
+        // A damaged length field can name a frame past the largest LSN.
+        let end = start.checked_add(len as u64).ok_or_else(|| {
+            Error::corruption(format!("{len} bytes at LSN {start} pass the largest LSN"))
+        })?;
         while at < end {
             let idx = self.segments.partition_point(|s| s.start <= at);
             let seg = idx
@@ -492,6 +505,34 @@ mod tests {
             }
         );
         assert_eq!(log.flush_lsn(), end);
+    }
+
+    // Found by fuzzing (docs/fuzzing.md): a segment named near u64::MAX overflowed the scan.
+    #[test]
+    fn a_segment_past_the_largest_lsn_is_corruption_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = u64::MAX - 10;
+        // A frame whose length and checksum hold, ending past u64::MAX.
+        let frame = ferrisdb_common::fuzzing::seal_frame(start, &[1; 21]);
+        std::fs::write(dir.path().join(format!("{start:016X}.seg")), frame).unwrap();
+        let e = WalLog::open(dir.path(), 0).unwrap_err();
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::Corruption);
+    }
+
+    // Found by fuzzing: a damaged length field near the end of the LSN space overflowed a read.
+    #[test]
+    fn a_damaged_length_near_the_largest_lsn_is_corruption_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = u64::MAX - 200;
+        let mut bytes = 1000u32.to_le_bytes().to_vec(); // a frame longer than the log
+        bytes.extend_from_slice(&[0; 16]);
+        let good = ferrisdb_common::fuzzing::seal_frame(start + 20, &[1; 21]);
+        bytes.extend_from_slice(&good);
+        std::fs::write(dir.path().join(format!("{start:016X}.seg")), &bytes).unwrap();
+        let (log, recovery) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(recovery.damage, Some(start));
+        let e = log.read(start, log.flush_lsn(), usize::MAX).unwrap_err();
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::Corruption);
     }
 
     #[test]
