@@ -159,8 +159,9 @@ impl std::fmt::Debug for AdminArgs {
 }
 
 impl AdminArgs {
-    /// The token to send: --admin-token, --admin-token-file, or dev's credential in
-    /// `./.ferrisdb` when present (none: the call goes without one).
+    /// The token to send: --admin-token, --admin-token-file, the credential a `ferrisdb dev`
+    /// of this user recorded for the endpoint's port (`local_credentials`), or dev's
+    /// credential in `./.ferrisdb` when present (none: the call goes without one).
     fn token(&self) -> Result<Option<String>, Error> {
         if let Some(t) = &self.admin_token {
             return Ok(Some(t.clone()));
@@ -168,8 +169,11 @@ impl AdminArgs {
         let dev = std::path::Path::new(".ferrisdb").join("cluster.token");
         let file = match &self.admin_token_file {
             Some(f) => f.clone(),
-            None if dev.exists() => dev,
-            None => return Ok(None),
+            None => match crate::local_credentials::lookup(&self.endpoint) {
+                Some(recorded) => recorded,
+                None if dev.exists() => dev,
+                None => return Ok(None),
+            },
         };
         Ok(ferrisdb_common::auth::read_token_file(&file)?
             .into_iter()

@@ -293,6 +293,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
             })?;
         }
     }
+    // `ferrisdb admin` run by this user from any directory finds the credential.
+    let admin_ports: Vec<u16> = plans.iter().map(|p| p.http.port()).collect();
+    crate::local_credentials::register(&token_file, &admin_ports);
     let exe = std::env::current_exe()?;
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;

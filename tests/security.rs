@@ -745,3 +745,56 @@ fn binding_beyond_loopback_needs_authentication_or_insecure() {
     assert!(healthy, "--insecure safekeeper never listened: {err}");
     assert!(err.contains("WITHOUT authentication"), "{err}");
 }
+
+/// `ferrisdb admin` finds the credential of its user's `dev` cluster from any directory, by
+/// the pointer `dev` leaves in `$HOME/.ferrisdb/dev-credentials` (private); another user (here:
+/// another home) does not, and is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_finds_its_users_dev_credential_and_nobody_elses() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let stranger = dir.path().join("stranger");
+    let elsewhere = dir.path().join("elsewhere");
+    for d in [&home, &stranger, &elsewhere] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let home_str = home.display().to_string();
+    let cluster = DevCluster::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[("HOME", home_str.as_str())],
+    )
+    .await;
+    let registry = home.join(".ferrisdb").join("dev-credentials");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&registry), 0o700);
+    let admin = cluster.admin_endpoint();
+    let port = admin.rsplit(':').next().unwrap().trim_end_matches('/');
+    assert_eq!(mode(&registry.join(port)), 0o600);
+
+    let checkpoint = |home: &std::path::Path| {
+        Command::new(BIN)
+            .args(["admin", "checkpoint", "--endpoint", &admin, "--json"])
+            .current_dir(&elsewhere)
+            .env("HOME", home)
+            .env_remove("FERRISDB_ADMIN_TOKEN")
+            .env_remove("FERRISDB_ADMIN_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+    let mine = checkpoint(&home);
+    assert!(
+        mine.status.success(),
+        "the cluster's user: {}",
+        String::from_utf8_lossy(&mine.stderr)
+    );
+    let theirs = checkpoint(&stranger);
+    assert!(!theirs.status.success(), "a stranger checkpointed");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&theirs.stdout),
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    assert!(said.contains("unauthenticated"), "{said}");
+}

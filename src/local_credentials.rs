@@ -1,0 +1,82 @@
+//! Where `ferrisdb admin` finds the credential of a `ferrisdb dev` cluster on this host.
+//!
+//! `dev` generates the cluster credential inside its data directory, which can be anywhere
+//! (`--data-dir`). So that `ferrisdb admin …` works from any directory for the user who
+//! started the cluster, and for nobody else, `dev` leaves a pointer per admin port in
+//! `$HOME/.ferrisdb/dev-credentials/<port>` (directory 0700, file 0600) naming its credential
+//! file. The CLI follows the pointer only for a loopback endpoint, when no token is given. The
+//! credential file itself is still checked (private, well formed) when it is read; a pointer
+//! left by a cluster that is gone names a file that is gone or a credential that is refused,
+//! never another user's secret.
+
+use std::path::{Path, PathBuf};
+
+/// The directory of pointers, or `None` without a home directory.
+fn registry() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty())?;
+    Some(Path::new(&home).join(".ferrisdb").join("dev-credentials"))
+}
+
+/// Records that the admin APIs on `ports` (loopback) take the credential in `token_file`.
+/// Best effort: a host without a writable home directory only loses the convenience.
+pub fn register(token_file: &Path, ports: &[u16]) {
+    let Some(dir) = registry() else {
+        return;
+    };
+    if let Err(e) = write_pointers(&dir, token_file, ports) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot record where the dev credential is; pass --admin-token-file to `ferrisdb admin`");
+    }
+}
+
+fn write_pointers(dir: &Path, token_file: &Path, ports: &[u16]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for port in ports {
+        let path = dir.join(port.to_string());
+        let tmp = dir.join(format!("{port}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        std::io::Write::write_all(&mut file, token_file.as_os_str().as_encoded_bytes())?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
+
+/// The credential file a `dev` cluster recorded for `endpoint`'s port, if the endpoint is on
+/// loopback and a pointer exists.
+pub fn lookup(endpoint: &str) -> Option<PathBuf> {
+    let url = url::Url::parse(endpoint).ok()?;
+    let loopback = match url.host()? {
+        url::Host::Domain(d) => d == "localhost",
+        url::Host::Ipv4(a) => a.is_loopback(),
+        url::Host::Ipv6(a) => a.is_loopback(),
+    };
+    if !loopback {
+        return None;
+    }
+    let pointer = registry()?.join(url.port_or_known_default()?.to_string());
+    let target = std::fs::read_to_string(pointer).ok()?;
+    let target = PathBuf::from(target.trim_end());
+    target.is_file().then_some(target)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_endpoints_are_looked_up() {
+        // Nothing is registered for these, and remote hosts are never looked up at all.
+        assert_eq!(lookup("http://db.example.com:4580"), None);
+        assert_eq!(lookup("not a url"), None);
+    }
+}
