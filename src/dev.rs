@@ -107,16 +107,7 @@ fn cluster_token(data_dir: &Path) -> Result<PathBuf> {
         // Written aside and renamed, so a crash never leaves an empty credential behind; the
         // file is created 0600, never readable by others even for a moment.
         let token = ferrisdb_common::auth::generate_cluster_token()?;
-        let tmp = data_dir.join(format!("{CLUSTER_TOKEN_FILE}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        crate::local_credentials::write_private(&path, format!("{token}\n").as_bytes())?;
     }
     ferrisdb_common::auth::read_cluster_token_file(&path)?;
     Ok(path)

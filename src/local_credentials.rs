@@ -36,18 +36,30 @@ fn write_pointers(dir: &Path, token_file: &Path, ports: &[u16]) -> std::io::Resu
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     for port in ports {
-        let path = dir.join(port.to_string());
-        let tmp = dir.join(format!("{port}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        std::io::Write::write_all(&mut file, token_file.as_os_str().as_encoded_bytes())?;
-        std::fs::rename(&tmp, &path)?;
+        write_private(
+            &dir.join(port.to_string()),
+            token_file.as_os_str().as_encoded_bytes(),
+        )?;
     }
     Ok(())
+}
+
+/// Writes `contents` to `path` as a file only its owner can read (0600 from the moment it is
+/// created), synced, by way of a temporary file renamed over it, so a crash never leaves a
+/// partial or empty file behind.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    std::io::Write::write_all(&mut file, contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The credential file a `dev` cluster recorded for `endpoint`'s port, if the endpoint is on

@@ -24,6 +24,8 @@ pub mod watches;
 
 #[cfg(test)]
 mod pipeline_tests;
+#[cfg(test)]
+mod test_safekeepers;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -71,31 +71,7 @@ struct Pipeline {
 
 async fn pipeline(clock: Arc<dyn Clock>) -> Pipeline {
     let dir = tempfile::tempdir().unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let mut urls = Vec::new();
-    for i in 0..3 {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap()
-        };
-        let (grpc, http) = (port(), port());
-        urls.push(format!("http://{grpc}"));
-        let config = ferrisdb_wal_service::SafekeeperConfig {
-            name: format!("safekeeper-{i}"),
-            listen_grpc: grpc,
-            listen_http: http,
-            data_dir: dir.path().join(format!("sk{i}")),
-            peers: Vec::new(),
-            limits: Default::default(),
-            object_store: None,
-            security: Default::default(),
-        };
-        let mut stopped = stopped.clone();
-        tokio::spawn(ferrisdb_wal_service::run(config, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
-    }
+    let (urls, stop) = crate::test_safekeepers::safekeepers(dir.path()).await;
     let proposer = loop {
         match Proposer::elect("db", &urls, 0).await {
             Ok(p) => break p,
