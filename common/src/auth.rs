@@ -293,6 +293,27 @@ impl std::fmt::Debug for Security {
 }
 
 impl Security {
+    /// Serves the admin HTTP `router` on `listener` in a task, behind the admin credential
+    /// check and over TLS when configured: every process's admin API is started this way.
+    pub fn spawn_admin(
+        &self,
+        router: axum::Router,
+        listener: tokio::net::TcpListener,
+        shutdown: net::Shutdown,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let router = crate::admin::require(router, self.require_admin());
+        let tls = self.tls.clone();
+        tokio::spawn(async move { net::serve_http(router, listener, tls.as_ref(), shutdown).await })
+    }
+
+    /// A gRPC server builder with the per-connection limits, over TLS when configured.
+    pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
+        match &self.tls {
+            Some(tls) => tls.grpc_server(),
+            None => Ok(net::grpc_server()),
+        }
+    }
+
     /// What the admin HTTP API requires.
     pub fn require_admin(&self) -> Require {
         Require::admin(&self.admin, &self.cluster)

@@ -197,19 +197,8 @@ pub async fn run(
         .route("/v1/branch", post(branch))
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let router = admin::require(router, security.require_admin());
-    let tls = security.tls.clone();
-    let http = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(
-            async move { net::serve_http(router, http_listener, tls.as_ref(), shutdown).await },
-        )
-    };
-    let mut server = match &security.tls {
-        Some(tls) => tls.grpc_server()?,
-        None => net::grpc_server(),
-    };
-    let grpc = server.add_service(InterceptedService::new(
+    let http = security.spawn_admin(router, http_listener, shutdown.clone());
+    let grpc = security.grpc_server()?.add_service(InterceptedService::new(
         ferrisdb_common::with_message_limits!(DatabaseServer::new(ComputeService::new(
             databases.clone(),
             activity.clone()

@@ -101,24 +101,18 @@ pub async fn run(
         .route("/v1/databases/{database}/branch", post(branch))
         .with_state(databases.clone());
     let router = admin::base_router(metrics.registry.clone()).merge(routes);
-    let router = admin::require(router, config.security.require_admin());
-    let tls = config.security.tls.clone();
-    let http = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(
-            async move { net::serve_http(router, http_listener, tls.as_ref(), shutdown).await },
-        )
-    };
-    let mut server = match &config.security.tls {
-        Some(tls) => tls.grpc_server()?,
-        None => net::grpc_server(),
-    };
-    let grpc = server.add_service(InterceptedService::new(
-        ferrisdb_common::with_message_limits!(PageserverServer::new(PageserverService::new(
-            databases.clone()
-        ))),
-        config.security.require_cluster(),
-    ));
+    let http = config
+        .security
+        .spawn_admin(router, http_listener, shutdown.clone());
+    let grpc = config
+        .security
+        .grpc_server()?
+        .add_service(InterceptedService::new(
+            ferrisdb_common::with_message_limits!(PageserverServer::new(PageserverService::new(
+                databases.clone()
+            ))),
+            config.security.require_cluster(),
+        ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     databases.stop();

@@ -111,24 +111,18 @@ pub async fn run(
             move || status(state.clone(), name.clone())
         }),
     );
-    let router = admin::require(router, config.security.require_admin());
-    let tls = config.security.tls.clone();
-    let http = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(
-            async move { net::serve_http(router, http_listener, tls.as_ref(), shutdown).await },
-        )
-    };
-    let mut server = match &config.security.tls {
-        Some(tls) => tls.grpc_server()?,
-        None => net::grpc_server(),
-    };
-    let grpc = server.add_service(InterceptedService::new(
-        ferrisdb_common::with_message_limits!(SafekeeperServer::new(SafekeeperService::new(
-            state.clone()
-        ))),
-        config.security.require_cluster(),
-    ));
+    let http = config
+        .security
+        .spawn_admin(router, http_listener, shutdown.clone());
+    let grpc = config
+        .security
+        .grpc_server()?
+        .add_service(InterceptedService::new(
+            ferrisdb_common::with_message_limits!(SafekeeperServer::new(SafekeeperService::new(
+                state.clone()
+            ))),
+            config.security.require_cluster(),
+        ));
     net::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     let _ = persister.await;
