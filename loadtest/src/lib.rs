@@ -2,5 +2,22 @@
 //! (the `chaos` subcommand), its checker and the tests that drive them.
 //!
 //! - [`history`]: operations as clients invoke and complete them, with their outcomes.
+//! - Workloads whose histories can be checked: [`append_workload`] (Elle's list-append
+//!   transactions) and [`register_workload`] (single-key registers), on [`key_pool`] keys,
+//!   recording outcomes as [`attempt`] classifies the SDK's errors.
+//! - The checker: [`check`] (the entry point and its report), [`elle`] and [`elle_graph`]
+//!   (list-append: version orders, dependency cycles, lost and refused writes), [`cycles`]
+//!   (strongly connected components, shortest cycles), [`linearizable`] (registers), and
+//!   [`anomaly`] (what they report).
 
+pub mod anomaly;
+pub mod append_workload;
+pub mod attempt;
+pub mod check;
+pub mod cycles;
+pub mod elle;
+pub mod elle_graph;
 pub mod history;
+pub mod key_pool;
+pub mod linearizable;
+pub mod register_workload;
