@@ -82,7 +82,7 @@ pub fn key_bytes(prefix: &str, key: Key) -> Bytes {
 /// Decodes a stored list (absent: empty).
 pub fn decode(value: Option<&[u8]>) -> Option<Vec<u64>> {
     let bytes = value.unwrap_or_default();
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return None;
     }
     Some(

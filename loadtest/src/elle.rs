@@ -81,7 +81,7 @@ pub struct ListAppendCheck {
     pub unverified_appends: usize,
 }
 
-/// "op #12 (process 3: append(k1, 5) read(k2) = [1 2])": an operation, for explanations.
+/// "op #12 (Ok, process 3: append(k1, 5) read(k2) = [1 2])": an operation, for explanations.
 pub(crate) fn describe(op: &Operation) -> String {
     let body = match &op.op {
         Op::Txn(mops) => mops
@@ -96,7 +96,19 @@ pub(crate) fn describe(op: &Operation) -> String {
             })
             .collect::<Vec<_>>()
             .join(" "),
-        other => format!("{other:?}"),
+        Op::RegisterRead { key, value: None } if op.outcome == Outcome::Ok => {
+            format!("read(r{key}) = absent")
+        }
+        Op::RegisterRead { key, value: None } => format!("read(r{key})"),
+        Op::RegisterRead {
+            key,
+            value: Some(v),
+        } => format!("read(r{key}) = {v}"),
+        Op::RegisterWrite { key, value } => format!("write(r{key}, {value})"),
+        Op::RegisterCas { key, expected, new } => match expected {
+            Some(e) => format!("cas(r{key}, {e} -> {new})"),
+            None => format!("cas(r{key}, absent -> {new})"),
+        },
     };
     format!(
         "op #{} ({:?}, process {}: {body})",

@@ -154,6 +154,7 @@ fn g2_write_skew() {
     let t2 = b.txn(2, (0, 100), Outcome::Ok, vec![rd(2, &[]), ap(1, 1)]);
     b.txn(3, (200, 300), Outcome::Ok, vec![rd(1, &[1]), rd(2, &[1])]);
     let report = check(&b.history());
+    println!("{report}");
     assert_eq!(kinds(&report), vec![AnomalyKind::G2], "{report}");
     let a = &report.anomalies[0];
     assert_eq!(
@@ -176,6 +177,7 @@ fn a_stale_read_violates_real_time_order() {
     let stale = b.txn(2, (20, 30), Outcome::Ok, vec![rd(1, &[])]);
     b.txn(3, (40, 50), Outcome::Ok, vec![rd(1, &[1])]);
     let report = check(&b.history());
+    println!("{report}");
     assert_eq!(kinds(&report), vec![AnomalyKind::Realtime], "{report}");
     let a = &report.anomalies[0];
     let edges: Vec<_> = a.cycle.iter().map(|s| (s.from, s.edge, s.to)).collect();
@@ -244,6 +246,7 @@ fn a_non_linearizable_register_is_reported_with_its_failing_operation() {
     b.push(5, (0, 10), Outcome::Ok, reg(8, "w", None, 1));
     b.push(5, (20, 30), Outcome::Ok, reg(8, "r", Some(1), 0));
     let report = check(&b.history());
+    println!("{report}");
     assert_eq!(
         kinds(&report),
         vec![AnomalyKind::NonLinearizable],
