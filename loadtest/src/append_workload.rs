@@ -10,19 +10,17 @@
 //! Each transaction is one attempt (no SDK retry loop), so its recorded outcome is exactly
 //! what the client learned (see [`crate::attempt`]).
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use ferrisdb_client::{AtomicOp, Bytes, Database};
+use rand::Rng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::attempt::{
-    AttemptError, CommitSent, FinalReads, UNPARSEABLE, before_commit, classify, new_process,
-    read_until_ok, record, stopped,
-};
+use crate::attempt::{AttemptError, CommitSent, UNPARSEABLE, before_commit};
+use crate::client_loop::{Client, FinalReads, read_each, run_clients};
 use crate::history::{Key, MicroOp, Op, Recorder};
 use crate::key_pool::KeyPool;
 
@@ -97,6 +95,34 @@ pub fn decode(value: Option<&[u8]>) -> Option<Vec<u64>> {
     )
 }
 
+/// One list-append client: the database, the settings and the shared lists.
+#[derive(Debug, Clone)]
+struct AppendClient {
+    db: Database,
+    config: AppendConfig,
+    pool: KeyPool,
+}
+
+impl Client for AppendClient {
+    fn generate(&self, rng: &mut SmallRng) -> Op {
+        Op::Txn(generate(rng, &self.pool, &self.config))
+    }
+
+    fn attempt(
+        &self,
+        op: Op,
+        sent: CommitSent,
+    ) -> impl Future<Output = Result<Op, AttemptError>> + Send {
+        let this = self.clone();
+        async move {
+            let Op::Txn(mops) = op else {
+                return Err(AttemptError::Refused("not_a_transaction"));
+            };
+            attempt(&this.db, &this.config, &mops, &sent).await
+        }
+    }
+}
+
 /// Runs `config.clients` clients until `stop` becomes true (or its sender is dropped),
 /// recording every transaction in `recorder`. Returns once every client has finished its
 /// last transaction (each is bounded by `config.op_timeout`).
@@ -106,37 +132,20 @@ pub async fn run(
     recorder: Recorder,
     stop: watch::Receiver<bool>,
 ) {
-    let pool = KeyPool::new(config.active_keys, config.writes_per_key);
-    let mut clients = JoinSet::new();
-    for i in 0..config.clients {
-        let (db, config, recorder, stop, pool) = (
-            db.clone(),
-            config.clone(),
-            recorder.clone(),
-            stop.clone(),
-            pool.clone(),
-        );
-        let seed = config.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        clients.spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            let mut process = new_process();
-            while !stopped(&stop) {
-                let mops = generate(&mut rng, &pool, &config);
-                let pending = recorder.invoke(process, Op::Txn(mops.clone()));
-                let sent = CommitSent::default();
-                let completion = classify(
-                    config.op_timeout,
-                    &sent,
-                    attempt(&db, &config, &mops, &sent),
-                )
-                .await;
-                if record(pending, completion) {
-                    process = new_process();
-                }
-            }
-        });
-    }
-    while clients.join_next().await.is_some() {}
+    let client = AppendClient {
+        db,
+        config: config.clone(),
+        pool: KeyPool::new(config.active_keys, config.writes_per_key),
+    };
+    run_clients(
+        client,
+        config.clients,
+        config.seed,
+        config.op_timeout,
+        recorder,
+        stop,
+    )
+    .await;
 }
 
 /// A random transaction.
@@ -235,40 +244,29 @@ pub async fn final_reads(
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut result = FinalReads {
-        keys: keys.len(),
-        ..FinalReads::default()
-    };
-    for key in keys {
-        let op = Op::Txn(vec![MicroOp::Read { key, value: None }]);
-        let read = read_until_ok(
-            recorder,
-            op,
-            config.op_timeout,
-            deadline,
-            |sent| async move {
-                let tx = db.create_transaction();
-                let list = read_list(&tx, &config.prefix, key).await?;
-                sent.commit(&tx, false).await?;
-                Ok(Op::Txn(vec![MicroOp::Read {
-                    key,
-                    value: Some(list),
-                }]))
-            },
-        )
-        .await;
-        if read {
-            result.read += 1;
-        } else {
-            result.unread.push(key);
-        }
-    }
-    result
+    read_each(
+        keys,
+        recorder,
+        config.op_timeout,
+        deadline,
+        |key| Op::Txn(vec![MicroOp::Read { key, value: None }]),
+        |key, sent| async move {
+            let tx = db.create_transaction();
+            let list = read_list(&tx, &config.prefix, key).await?;
+            sent.commit(&tx, false).await?;
+            Ok(Op::Txn(vec![MicroOp::Read {
+                key,
+                value: Some(list),
+            }]))
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn lists_round_trip_and_bad_lengths_do_not_decode() {

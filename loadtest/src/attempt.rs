@@ -12,11 +12,11 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrisdb_client::{Error, ErrorKind, Transaction};
 
-use crate::history::{Op, Pending, ProcessId, Recorder};
+use crate::history::{Op, Pending, ProcessId};
 
 /// The error code recorded when an attempt ran out of time.
 pub const TIMEOUT: &str = "timeout";
@@ -155,50 +155,6 @@ pub fn record(pending: Pending, completion: Completion) -> bool {
             pending.info(code);
             true
         }
-    }
-}
-
-/// What a workload's final reads achieved.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct FinalReads {
-    /// Keys the history touched.
-    pub keys: usize,
-    /// Keys read successfully.
-    pub read: usize,
-    /// Keys that could not be read before the deadline.
-    pub unread: Vec<crate::history::Key>,
-}
-
-/// Runs the read `op` (as a fresh process) until an attempt succeeds or `deadline` has passed,
-/// recording every attempt; at least one attempt is made. `attempt` gets the [`CommitSent`]
-/// it must commit through. Returns whether a read succeeded.
-pub async fn read_until_ok<F, Fut>(
-    recorder: &Recorder,
-    op: Op,
-    timeout: Duration,
-    deadline: Instant,
-    mut attempt: F,
-) -> bool
-where
-    F: FnMut(CommitSent) -> Fut,
-    Fut: Future<Output = Result<Op, AttemptError>>,
-{
-    let mut process = new_process();
-    loop {
-        let pending = recorder.invoke(process, op.clone());
-        let sent = CommitSent::default();
-        let completion = classify(timeout, &sent, attempt(sent.clone())).await;
-        let ok = matches!(completion, Completion::Ok(_));
-        if record(pending, completion) {
-            process = new_process();
-        }
-        if ok {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

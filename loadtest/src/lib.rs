@@ -4,7 +4,8 @@
 //! - [`history`]: operations as clients invoke and complete them, with their outcomes.
 //! - Workloads whose histories can be checked: [`append_workload`] (Elle's list-append
 //!   transactions) and [`register_workload`] (single-key registers), on [`key_pool`] keys,
-//!   recording outcomes as [`attempt`] classifies the SDK's errors.
+//!   recording outcomes as [`attempt`] classifies the SDK's errors, in the loop of
+//!   [`client_loop`].
 //! - The checker: [`check`] (the entry point and its report), [`elle`] and [`elle_graph`]
 //!   (list-append: version orders, dependency cycles, lost and refused writes), [`cycles`]
 //!   (strongly connected components, shortest cycles), [`linearizable`] (registers), and
@@ -14,6 +15,7 @@ pub mod anomaly;
 pub mod append_workload;
 pub mod attempt;
 pub mod check;
+pub mod client_loop;
 pub mod cycles;
 pub mod elle;
 pub mod elle_graph;

@@ -8,20 +8,18 @@
 //! keeps each key's history small enough for the search.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferrisdb_client::{Bytes, Database, Transaction};
+use rand::Rng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::attempt::{
-    AttemptError, CAS_MISMATCH, CommitSent, FinalReads, UNPARSEABLE, before_commit, classify,
-    new_process, read_until_ok, record, stopped,
-};
+use crate::attempt::{AttemptError, CAS_MISMATCH, CommitSent, UNPARSEABLE, before_commit};
+use crate::client_loop::{Client, FinalReads, read_each, run_clients};
 use crate::history::{Key, Op, Recorder};
 use crate::key_pool::KeyPool;
 
@@ -67,6 +65,35 @@ pub fn key_bytes(prefix: &str, key: Key) -> Bytes {
 /// The last value each client saw in each register: what its compare-and-sets expect.
 type LastSeen = Arc<Mutex<HashMap<Key, Option<u64>>>>;
 
+/// One register client: the database, the settings, the shared registers and what was last
+/// seen in each.
+#[derive(Debug, Clone)]
+struct RegisterClient {
+    db: Database,
+    config: RegisterConfig,
+    pool: KeyPool,
+    last_seen: LastSeen,
+}
+
+impl Client for RegisterClient {
+    fn generate(&self, rng: &mut SmallRng) -> Op {
+        generate(rng, &self.pool, &self.config, &self.last_seen)
+    }
+
+    fn attempt(
+        &self,
+        op: Op,
+        sent: CommitSent,
+    ) -> impl Future<Output = Result<Op, AttemptError>> + Send {
+        let this = self.clone();
+        async move { attempt(&this.db, &this.config, &op, &sent).await }
+    }
+
+    fn acknowledged(&self, op: &Op) {
+        remember(&self.last_seen, op);
+    }
+}
+
 /// Runs `config.clients` clients until `stop` becomes true (or its sender is dropped),
 /// recording every operation in `recorder`. Returns once every client has finished.
 pub async fn run(
@@ -75,38 +102,21 @@ pub async fn run(
     recorder: Recorder,
     stop: watch::Receiver<bool>,
 ) {
-    let pool = KeyPool::new(config.active_keys, config.writes_per_key);
-    let last_seen: LastSeen = Arc::default();
-    let mut clients = JoinSet::new();
-    for i in 0..config.clients {
-        let (db, config, recorder, stop, pool, last_seen) = (
-            db.clone(),
-            config.clone(),
-            recorder.clone(),
-            stop.clone(),
-            pool.clone(),
-            last_seen.clone(),
-        );
-        let seed = config.seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        clients.spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(seed);
-            let mut process = new_process();
-            while !stopped(&stop) {
-                let op = generate(&mut rng, &pool, &config, &last_seen);
-                let pending = recorder.invoke(process, op.clone());
-                let sent = CommitSent::default();
-                let completion =
-                    classify(config.op_timeout, &sent, attempt(&db, &config, &op, &sent)).await;
-                if let crate::attempt::Completion::Ok(done) = &completion {
-                    remember(&last_seen, done);
-                }
-                if record(pending, completion) {
-                    process = new_process();
-                }
-            }
-        });
-    }
-    while clients.join_next().await.is_some() {}
+    let client = RegisterClient {
+        db,
+        config: config.clone(),
+        pool: KeyPool::new(config.active_keys, config.writes_per_key),
+        last_seen: LastSeen::default(),
+    };
+    run_clients(
+        client,
+        config.clients,
+        config.seed,
+        config.op_timeout,
+        recorder,
+        stop,
+    )
+    .await;
 }
 
 fn remember(last_seen: &LastSeen, op: &Op) {
@@ -228,30 +238,18 @@ pub async fn final_reads(
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut result = FinalReads {
-        keys: keys.len(),
-        ..FinalReads::default()
-    };
-    for key in keys {
-        let op = Op::RegisterRead { key, value: None };
-        let read = read_until_ok(
-            recorder,
-            op,
-            config.op_timeout,
-            deadline,
-            |sent| async move {
-                let tx = db.create_transaction();
-                let value = read_register(&tx, &config.prefix, key).await?;
-                sent.commit(&tx, false).await?;
-                Ok(Op::RegisterRead { key, value })
-            },
-        )
-        .await;
-        if read {
-            result.read += 1;
-        } else {
-            result.unread.push(key);
-        }
-    }
-    result
+    read_each(
+        keys,
+        recorder,
+        config.op_timeout,
+        deadline,
+        |key| Op::RegisterRead { key, value: None },
+        |key, sent| async move {
+            let tx = db.create_transaction();
+            let value = read_register(&tx, &config.prefix, key).await?;
+            sent.commit(&tx, false).await?;
+            Ok(Op::RegisterRead { key, value })
+        },
+    )
+    .await
 }
