@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use ferrisdb_client::{AtomicOp, Bytes, Database};
+use ferrisdb_client::{AtomicOp, Database};
 use rand::Rng;
 use rand::rngs::SmallRng;
 use serde::Serialize;
@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::attempt::{AttemptError, CommitSent, UNPARSEABLE, before_commit};
 use crate::client_loop::{Client, FinalReads, read_each, run_clients};
 use crate::history::{Key, MicroOp, Op, Recorder};
-use crate::key_pool::KeyPool;
+use crate::key_pool::{KeyPool, key_bytes};
 
 /// How appends are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,11 +70,6 @@ impl Default for AppendConfig {
             mode: AppendMode::ReadModifyWrite,
         }
     }
-}
-
-/// The stored key of list `key`.
-pub fn key_bytes(prefix: &str, key: Key) -> Bytes {
-    Bytes::from(format!("{prefix}{key:010}"))
 }
 
 /// Decodes a stored list (absent: empty).
@@ -230,7 +225,7 @@ pub async fn final_reads(
     recorder: &Recorder,
     deadline: Instant,
 ) -> FinalReads {
-    let mut keys: Vec<Key> = recorder
+    let keys: Vec<Key> = recorder
         .history()
         .operations
         .iter()
@@ -242,8 +237,6 @@ pub async fn final_reads(
         })
         .flatten()
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
     read_each(
         keys,
         recorder,

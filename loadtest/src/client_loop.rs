@@ -112,10 +112,10 @@ where
     }
 }
 
-/// Reads each of `keys` with [`read_until_ok`]: `invoked` is the read as invoked, `attempt`
+/// Reads each of `keys` (duplicates read once) with [`read_until_ok`]: `invoked` is the read as invoked, `attempt`
 /// one attempt at it.
 pub async fn read_each<I, F, Fut>(
-    keys: Vec<Key>,
+    mut keys: Vec<Key>,
     recorder: &Recorder,
     timeout: Duration,
     deadline: Instant,
@@ -127,6 +127,8 @@ where
     F: Fn(Key, CommitSent) -> Fut,
     Fut: Future<Output = Result<Op, AttemptError>>,
 {
+    keys.sort_unstable();
+    keys.dedup();
     let mut result = FinalReads {
         keys: keys.len(),
         ..FinalReads::default()

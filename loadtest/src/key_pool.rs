@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rand::Rng;
 
+use ferrisdb_client::Bytes;
+
 use crate::history::Key;
 
 /// Active keys and the next value to write to each; shared by a workload's clients.
@@ -63,6 +65,12 @@ impl KeyPool {
         }
         (key, value)
     }
+}
+
+/// The stored key of `key` (a list or a register) under a workload's `prefix`: fixed width,
+/// so key order is numeric order.
+pub fn key_bytes(prefix: &str, key: Key) -> Bytes {
+    Bytes::from(format!("{prefix}{key:010}"))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ferrisdb_client::{Bytes, Database, Transaction};
+use ferrisdb_client::{Database, Transaction};
 use rand::Rng;
 use rand::rngs::SmallRng;
 use serde::Serialize;
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::attempt::{AttemptError, CAS_MISMATCH, CommitSent, UNPARSEABLE, before_commit};
 use crate::client_loop::{Client, FinalReads, read_each, run_clients};
 use crate::history::{Key, Op, Recorder};
-use crate::key_pool::KeyPool;
+use crate::key_pool::{KeyPool, key_bytes};
 
 /// The register workload's settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,11 +55,6 @@ impl Default for RegisterConfig {
             op_timeout: Duration::from_secs(5),
         }
     }
-}
-
-/// The stored key of register `key`.
-pub fn key_bytes(prefix: &str, key: Key) -> Bytes {
-    Bytes::from(format!("{prefix}{key:010}"))
 }
 
 /// The last value each client saw in each register: what its compare-and-sets expect.
@@ -225,7 +220,7 @@ pub async fn final_reads(
     recorder: &Recorder,
     deadline: Instant,
 ) -> FinalReads {
-    let mut keys: Vec<Key> = recorder
+    let keys: Vec<Key> = recorder
         .history()
         .operations
         .iter()
@@ -236,8 +231,6 @@ pub async fn final_reads(
             Op::Txn(_) => None,
         })
         .collect();
-    keys.sort_unstable();
-    keys.dedup();
     read_each(
         keys,
         recorder,
