@@ -513,3 +513,32 @@ fn a_simulated_history_with_a_dropped_acknowledged_append_is_caught() {
     let json = serde_json::to_value(&report).unwrap();
     assert!(!json["lost_writes"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_simulated_register_read_of_a_value_never_written_is_not_linearizable() {
+    let mut history = simulate(5, 6, 60);
+    let victim = history
+        .operations
+        .iter_mut()
+        .find(|o| {
+            o.outcome == Outcome::Ok && matches!(o.op, Op::RegisterRead { value: Some(_), .. })
+        })
+        .unwrap();
+    let (index, key) = match &mut victim.op {
+        Op::RegisterRead { key, value } => {
+            *value = Some(u64::MAX - 7);
+            (victim.index, *key)
+        }
+        _ => unreachable!(),
+    };
+    let report = check(&history);
+    let found: Vec<_> = report
+        .anomalies
+        .iter()
+        .filter(|a| a.kind == AnomalyKind::NonLinearizable)
+        .collect();
+    assert_eq!(found.len(), 1, "{report}");
+    assert_eq!(found[0].key, Some(key));
+    assert!(found[0].ops.contains(&index), "{report}");
+    assert_eq!(report.anomalies.len(), 1, "{report}");
+}
