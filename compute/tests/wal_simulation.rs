@@ -50,6 +50,7 @@ fn first_failure(seeds: &[u64], bugs: Bugs) -> (Option<(u64, String)>, Stats, f6
                 total.events += s.events;
                 total.elections_won += s.elections_won;
                 total.acked += s.acked;
+                total.reads += s.reads;
                 total.acceptor_crashes += s.acceptor_crashes;
                 total.torn_crashes += s.torn_crashes;
                 total.proposer_crashes += s.proposer_crashes;
@@ -76,12 +77,13 @@ fn the_wal_protocol_keeps_its_invariants_under_simulated_faults() {
     }
     println!(
         "{} seeds in {secs:.1}s ({:.0} seeds/s): {} events, {} elections won, {} records \
-         acknowledged, {} acceptor crashes ({} torn), {} proposer crashes, {} partitions",
+         acknowledged, {} read versions confirmed, {} acceptor crashes ({} torn), {} proposer crashes, {} partitions",
         seeds.len(),
         seeds.len() as f64 / secs.max(1e-9),
         total.events,
         total.elections_won,
         total.acked,
+        total.reads,
         total.acceptor_crashes,
         total.torn_crashes,
         total.proposer_crashes,
@@ -151,6 +153,23 @@ fn a_planted_commit_without_majority_is_caught() {
     let seeds: Vec<u64> = (0..DEFAULT_SEEDS).collect();
     let (failure, _, _) = first_failure(&seeds, bugs);
     let (seed, why) = failure.expect("no seed caught a proposer that commits without a majority");
+    println!(
+        "caught by FERRISDB_SIM_SEED={seed}: {}",
+        why.lines().next().unwrap_or("")
+    );
+}
+
+/// Planted bug: a primary that hands out read versions without the liveness check serves a
+/// stale version once a newer primary has acknowledged commits. The simulation must catch it.
+#[test]
+fn a_planted_read_without_liveness_check_is_caught() {
+    let bugs = Bugs {
+        read_without_check: true,
+        ..Bugs::default()
+    };
+    let seeds: Vec<u64> = (0..DEFAULT_SEEDS).collect();
+    let (failure, _, _) = first_failure(&seeds, bugs);
+    let (seed, why) = failure.expect("no seed caught a read version handed out unchecked");
     println!(
         "caught by FERRISDB_SIM_SEED={seed}: {}",
         why.lines().next().unwrap_or("")

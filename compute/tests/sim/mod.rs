@@ -46,6 +46,8 @@ pub struct Bugs {
     pub donor_by_length: bool,
     /// The proposer counts a record durable once any one acceptor has flushed it.
     pub commit_on_one_flush: bool,
+    /// The primary hands out read versions without confirming its term on a majority.
+    pub read_without_check: bool,
 }
 
 /// One simulation run.
@@ -65,6 +67,8 @@ pub struct Stats {
     pub events: u64,
     pub elections_won: u64,
     pub acked: u64,
+    /// Read versions handed out after a successful liveness check.
+    pub reads: u64,
     pub acceptor_crashes: u64,
     pub torn_crashes: u64,
     pub proposer_crashes: u64,
@@ -189,6 +193,8 @@ pub struct World {
     committed: Vec<u8>,
     /// Records acknowledged to clients, as `(begin, bytes)`.
     acked: Vec<(Lsn, Vec<u8>)>,
+    /// The end of the highest record acknowledged so far.
+    max_acked_end: Lsn,
     /// Acknowledged records not yet covered by `committed`, checked one by one.
     unverified: Vec<usize>,
     /// Who completed an election in each term.
@@ -259,6 +265,7 @@ impl World {
             max_delay,
             committed: Vec::new(),
             acked: Vec::new(),
+            max_acked_end: 0,
             unverified: Vec::new(),
             winners: BTreeMap::new(),
             violation: None,
@@ -388,7 +395,7 @@ impl World {
         self.q.after(delay, e);
     }
 
-    fn to_acceptor(&mut self, pid: usize, acc: usize, msg: Msg) {
+    fn send_to_acceptor(&mut self, pid: usize, acc: usize, msg: Msg) {
         self.send(Event::ToAcceptor {
             from: NODE_OFFSET + pid,
             acc,
@@ -739,6 +746,7 @@ impl World {
     /// Records an acknowledgement to a client.
     fn acknowledge(&mut self, begin: Lsn, bytes: Vec<u8>) {
         self.stats.acked += 1;
+        self.max_acked_end = self.max_acked_end.max(begin + bytes.len() as Lsn);
         self.acked.push((begin, bytes));
         self.unverified.push(self.acked.len() - 1);
     }

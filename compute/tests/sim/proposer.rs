@@ -82,6 +82,19 @@ pub struct Leader {
     pending: VecDeque<usize>,
     next_epoch: u64,
     bugs: Bugs,
+    /// The liveness check behind a read version, while one runs.
+    check: Option<ReadCheck>,
+}
+
+/// One `confirm_term` (docs/wal-protocol.md, "Linearizable reads"): the version `v` visible
+/// when it began, and the highest record any proposer had acknowledged by then, which `v`
+/// must cover if the check succeeds.
+struct ReadCheck {
+    round: u64,
+    started: u64,
+    v: Lsn,
+    floor: Lsn,
+    confirmed: Vec<bool>,
 }
 
 enum Stream {
@@ -118,6 +131,7 @@ struct Out {
     acks: Vec<(Lsn, Vec<u8>)>,
     fenced: Option<String>,
     violation: Option<String>,
+    reads: u64,
 }
 
 impl PNode {
@@ -150,7 +164,7 @@ pub fn start_election(w: &mut World, pid: usize) {
         terms: vec![None; w.n],
     };
     for a in 0..w.n {
-        w.to_acceptor(pid, a, Msg::Status { round });
+        w.send_to_acceptor(pid, a, Msg::Status { round });
     }
 }
 
@@ -185,7 +199,7 @@ fn ask_votes(w: &mut World, pid: usize) {
         votes: (0..w.n).map(|_| None).collect(),
     };
     for a in 0..w.n {
-        w.to_acceptor(pid, a, Msg::Vote { round, term, id });
+        w.send_to_acceptor(pid, a, Msg::Vote { round, term, id });
     }
 }
 
@@ -263,6 +277,7 @@ fn count_votes(w: &mut World, pid: usize) {
         pending: VecDeque::new(),
         next_epoch: round << 32,
         bugs: w.cfg.bugs,
+        check: None,
     };
     w.proposers[pid].phase = Phase::Leader(Box::new(leader));
     on_tick(w, pid);
@@ -271,11 +286,12 @@ fn count_votes(w: &mut World, pid: usize) {
 /// Applies what a leader's step produced.
 fn apply(w: &mut World, pid: usize, out: Out) {
     for (a, m) in out.msgs {
-        w.to_acceptor(pid, a, m);
+        w.send_to_acceptor(pid, a, m);
     }
     for (begin, bytes) in out.acks {
         w.acknowledge(begin, bytes);
     }
+    w.stats.reads += out.reads;
     if let Some(v) = out.violation {
         w.violate(format!("p{pid}: {v}"));
     }
@@ -313,6 +329,8 @@ pub fn on_tick(w: &mut World, pid: usize) {
                     values.push(v);
                 }
             }
+            let read = w.rng.chance(200);
+            let floor = w.max_acked_end;
             let node = &mut w.proposers[pid];
             let tag = node.tag;
             let Phase::Leader(l) = &mut node.phase else {
@@ -328,6 +346,37 @@ pub fn on_tick(w: &mut World, pid: usize) {
             }
             for a in 0..l.streams.len() {
                 l.service(a, now, &mut out);
+            }
+            if l.check
+                .as_ref()
+                .is_some_and(|c| now >= c.started + RPC_TIMEOUT)
+            {
+                // No majority in time: the read is refused `unavailable`, never stale.
+                l.check = None;
+            }
+            if read && l.recovered && l.bugs.read_without_check {
+                // The planted bug: the version is handed out with no check at all.
+                if l.commit < floor {
+                    out.violation = Some(format!(
+                        "term {} handed out read version {} though a record ending at {floor} \
+                         was acknowledged before the read began",
+                        l.term, l.commit
+                    ));
+                }
+                out.reads += 1;
+            } else if read && l.recovered && l.check.is_none() {
+                let round = l.next_epoch;
+                l.next_epoch += 1;
+                l.check = Some(ReadCheck {
+                    round,
+                    started: now,
+                    v: l.commit,
+                    floor,
+                    confirmed: vec![false; l.streams.len()],
+                });
+                for a in 0..l.streams.len() {
+                    out.msgs.push((a, Msg::Status { round }));
+                }
             }
             apply(w, pid, out);
         }
@@ -362,6 +411,7 @@ pub fn on_reply(w: &mut World, pid: usize, acc: usize, reply: Reply) {
                     start,
                     result,
                 } => l.on_read(target, epoch, start, result, now, &mut out),
+                Reply::Status { round, term } => l.on_check(acc, round, term, &mut out),
                 _ => {}
             }
             apply(w, pid, out);
@@ -371,6 +421,32 @@ pub fn on_reply(w: &mut World, pid: usize, acc: usize, reply: Reply) {
 }
 
 impl Leader {
+    /// An answer to the liveness check: a newer term fences us; a majority no newer
+    /// confirms the version taken when the check began.
+    fn on_check(&mut self, acc: usize, round: u64, term: u64, out: &mut Out) {
+        let Some(c) = &mut self.check else { return };
+        if c.round != round {
+            return;
+        }
+        if term > self.term {
+            out.fenced = Some(format!("sk{acc} promised term {term}, newer than ours"));
+            self.check = None;
+            return;
+        }
+        c.confirmed[acc] = true;
+        if c.confirmed.iter().filter(|&&x| x).count() >= c.confirmed.len() / 2 + 1 {
+            if c.v < c.floor {
+                out.violation = Some(format!(
+                    "term {} handed out read version {} though a record ending at {} was \
+                     acknowledged before the read began",
+                    self.term, c.v, c.floor
+                ));
+            }
+            out.reads += 1;
+            self.check = None;
+        }
+    }
+
     fn epoch(&self, acc: usize) -> Option<u64> {
         match &self.streams[acc] {
             Stream::Down { .. } => None,
