@@ -77,7 +77,7 @@ fn the_wal_protocol_keeps_its_invariants_under_simulated_faults() {
     }
     println!(
         "{} seeds in {secs:.1}s ({:.0} seeds/s): {} events, {} elections won, {} records \
-         acknowledged, {} read versions confirmed, {} acceptor crashes ({} torn), {} proposer crashes, {} partitions",
+         acknowledged, {} read versions confirmed, {} acceptor crashes ({} mid-write), {} proposer crashes, {} partitions",
         seeds.len(),
         seeds.len() as f64 / secs.max(1e-9),
         total.events,

@@ -164,8 +164,9 @@ struct ANode {
     incarnation: u64,
     /// The highest term it ever reported: a promise never goes back.
     max_term: u64,
-    /// Crash in the middle of the next append that carries WAL.
-    crash_in_append: bool,
+    /// Crash in the middle of the next append that carries WAL, or of the next `Elected`
+    /// that truncates.
+    crash_in_write: bool,
     /// With [`Bugs::ack_before_fsync`]: where its WAL is really durable.
     lazily_synced: Lsn,
     appends_since_sync: u32,
@@ -241,7 +242,7 @@ impl World {
                     up: true,
                     incarnation: 0,
                     max_term: 0,
-                    crash_in_append: false,
+                    crash_in_write: false,
                     lazily_synced: 0,
                     appends_since_sync: 0,
                     verified: 0,
@@ -424,7 +425,7 @@ impl World {
             }
             50..=59 => {
                 let a = self.rng.range(0, self.n as u64) as usize;
-                self.acceptors[a].crash_in_append = true;
+                self.acceptors[a].crash_in_write = true;
             }
             60..=69 => {
                 let alive: Vec<usize> = (0..self.proposers.len())
@@ -495,7 +496,7 @@ impl World {
         }
         let node = &mut self.acceptors[a];
         node.up = false;
-        node.crash_in_append = false;
+        node.crash_in_write = false;
         node.incarnation += 1;
         node.lazily_synced = node.acc.status().flush_lsn;
         node.appends_since_sync = 0;
@@ -538,10 +539,33 @@ impl World {
                 id,
                 history,
             } => {
+                // A crash inside `Elected` after the truncation is durable but before the
+                // new control file is renamed into place: the log is cut, the old control
+                // file (old history, old commit position) is what a restart finds.
+                let before = self.acceptors[a].acc.status().flush_lsn;
+                let control = self.acceptors[a].dir.join("control.json");
+                let old_control = if self.acceptors[a].crash_in_write {
+                    std::fs::read(&control).ok()
+                } else {
+                    None
+                };
                 let result = self.acceptors[a]
                     .acc
                     .elected(term, id, &history, 0, None)
                     .map(|(st, session)| (st.flush_lsn, session));
+                if let (Some(old), Ok((flush, _))) = (old_control, &result)
+                    && *flush < before
+                {
+                    self.note(|| {
+                        format!("sk{a} crashes in elected t{term} after truncating to {flush}")
+                    });
+                    if let Err(e) = std::fs::write(&control, old) {
+                        self.violate(format!("sk{a}: restoring its old control file: {e}"));
+                    }
+                    self.stats.torn_crashes += 1;
+                    self.crash_acceptor(a, None);
+                    return;
+                }
                 self.note(|| {
                     format!(
                         "sk{a} elected t{term} p{pid} {history:?}: {:?}",
@@ -579,7 +603,7 @@ impl World {
                         result
                     )
                 });
-                if after > before && self.acceptors[a].crash_in_append {
+                if after > before && self.acceptors[a].crash_in_write {
                     self.crash_acceptor(a, Some((before, after)));
                     return;
                 }
@@ -777,7 +801,7 @@ impl World {
         self.loss = 0;
         self.dup = 0;
         for a in 0..self.n {
-            self.acceptors[a].crash_in_append = false;
+            self.acceptors[a].crash_in_write = false;
             if !self.acceptors[a].up {
                 self.acceptors[a].up = true;
                 self.acceptors[a].incarnation += 1;
