@@ -108,70 +108,56 @@ fn a_seed_replays_exactly() {
     }
 }
 
+/// Runs the default seeds with `bugs` planted and asserts some seed reports a violation.
+fn assert_caught(bugs: Bugs, what: &str) {
+    let seeds: Vec<u64> = (0..DEFAULT_SEEDS).collect();
+    let (failure, _, _) = first_failure(&seeds, bugs);
+    let (seed, why) = failure.unwrap_or_else(|| panic!("no seed caught {what}"));
+    println!(
+        "{what}: caught by FERRISDB_SIM_SEED={seed}: {}",
+        why.lines().next().unwrap_or("")
+    );
+}
+
 /// Planted bug: an acceptor that answers appends before they are durable loses
-/// acknowledged WAL when it crashes. The simulation must catch it within the bound.
+/// acknowledged WAL when it crashes.
 #[test]
 fn a_planted_ack_before_fsync_is_caught() {
     let bugs = Bugs {
         ack_before_fsync: true,
         ..Bugs::default()
     };
-    let seeds: Vec<u64> = (0..DEFAULT_SEEDS).collect();
-    let (failure, _, _) = first_failure(&seeds, bugs);
-    let (seed, why) = failure.expect("no seed caught an acceptor that acknowledges before fsync");
-    println!(
-        "caught by FERRISDB_SIM_SEED={seed}: {}",
-        why.lines().next().unwrap_or("")
-    );
+    assert_caught(bugs, "an acceptor that acknowledges before fsync");
 }
 
 /// Planted bug: a proposer that picks the longest log as donor, ignoring terms, overwrites
-/// committed WAL of a newer term. The simulation must catch it within the bound.
+/// committed WAL of a newer term.
 #[test]
 fn a_planted_donor_by_length_is_caught() {
     let bugs = Bugs {
         donor_by_length: true,
         ..Bugs::default()
     };
-    let seeds: Vec<u64> = (0..DEFAULT_SEEDS).collect();
-    let (failure, _, _) = first_failure(&seeds, bugs);
-    let (seed, why) = failure.expect("no seed caught a proposer that ignores terms in elections");
-    println!(
-        "caught by FERRISDB_SIM_SEED={seed}: {}",
-        why.lines().next().unwrap_or("")
-    );
+    assert_caught(bugs, "a proposer that ignores terms when picking its donor");
 }
 
-/// Planted bug: a proposer that acknowledges a record once any one acceptor has flushed it
-/// (not a majority). The simulation must catch it within the bound.
+/// Planted bug: a proposer that acknowledges a record once any one acceptor has flushed it.
 #[test]
 fn a_planted_commit_without_majority_is_caught() {
     let bugs = Bugs {
         commit_on_one_flush: true,
         ..Bugs::default()
     };
-    let seeds: Vec<u64> = (0..DEFAULT_SEEDS).collect();
-    let (failure, _, _) = first_failure(&seeds, bugs);
-    let (seed, why) = failure.expect("no seed caught a proposer that commits without a majority");
-    println!(
-        "caught by FERRISDB_SIM_SEED={seed}: {}",
-        why.lines().next().unwrap_or("")
-    );
+    assert_caught(bugs, "a proposer that commits without a majority");
 }
 
 /// Planted bug: a primary that hands out read versions without the liveness check serves a
-/// stale version once a newer primary has acknowledged commits. The simulation must catch it.
+/// stale version once a newer primary has acknowledged commits.
 #[test]
 fn a_planted_read_without_liveness_check_is_caught() {
     let bugs = Bugs {
         read_without_check: true,
         ..Bugs::default()
     };
-    let seeds: Vec<u64> = (0..DEFAULT_SEEDS).collect();
-    let (failure, _, _) = first_failure(&seeds, bugs);
-    let (seed, why) = failure.expect("no seed caught a read version handed out unchecked");
-    println!(
-        "caught by FERRISDB_SIM_SEED={seed}: {}",
-        why.lines().next().unwrap_or("")
-    );
+    assert_caught(bugs, "a read version handed out without a liveness check");
 }

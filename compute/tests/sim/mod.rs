@@ -29,7 +29,7 @@ use proposer::{PNode, Phase};
 /// Network node ids: acceptors are `0..n`, proposer `p` is `NODE_OFFSET + p`.
 const NODE_OFFSET: usize = 8;
 /// A small segment size, so logs span several segment files (and torn writes hit them).
-const SEGMENT: u64 = 700;
+const SEGMENT: u64 = 2048;
 /// Simulated time between two ticks of every proposer (and of the commit persister).
 const TICK: u64 = 20;
 /// How long the final, healthy-network election may take before the run counts as failed.
@@ -170,8 +170,11 @@ struct ANode {
     /// With [`Bugs::ack_before_fsync`]: where its WAL is really durable.
     lazily_synced: Lsn,
     appends_since_sync: u32,
-    /// Its log below here was found equal to the committed log.
+    /// Its log below here, all below its commit position, was found equal to the committed
+    /// log.
     verified: Lsn,
+    /// Its log below here was found equal to the committed log (commit position or not).
+    holds: Lsn,
 }
 
 /// The simulated world.
@@ -246,6 +249,7 @@ impl World {
                     lazily_synced: 0,
                     appends_since_sync: 0,
                     verified: 0,
+                    holds: 0,
                 }
             })
             .collect();
@@ -664,12 +668,11 @@ impl World {
             return;
         }
         // The log only changes at its end (appends) or by getting shorter (truncation, a
-        // crash): bytes below `verified` were compared already and cannot have changed
-        // unless the log end went below them since.
+        // crash cutting its tail), and this runs after every step of the acceptor: bytes
+        // below the lowest log end seen since they were compared are still the same bytes.
         let node = &mut self.acceptors[a];
-        if st.flush_lsn < node.verified {
-            node.verified = 0;
-        }
+        node.verified = node.verified.min(st.flush_lsn);
+        node.holds = node.holds.min(st.flush_lsn);
         let from = node.verified;
         if st.commit_lsn <= from {
             return;
@@ -703,8 +706,23 @@ impl World {
     /// acknowledged record; a live leader's commit position is on a majority.
     fn check_global(&mut self) {
         let c = self.committed.len() as Lsn;
+        for a in 0..self.n {
+            let node = &mut self.acceptors[a];
+            let end = c.min(node.acc.status().flush_lsn);
+            if node.holds >= end {
+                continue;
+            }
+            let from = node.holds;
+            if node
+                .acc
+                .read(from, end, usize::MAX)
+                .is_ok_and(|b| b[..] == self.committed[from as usize..end as usize])
+            {
+                node.holds = end;
+            }
+        }
         let holding = (0..self.n)
-            .filter(|&a| self.holds(a, 0, &self.committed.clone()))
+            .filter(|&a| self.acceptors[a].holds >= c)
             .count();
         if holding < self.majority() {
             self.violate(format!(

@@ -434,7 +434,7 @@ impl Leader {
             return;
         }
         c.confirmed[acc] = true;
-        if c.confirmed.iter().filter(|&&x| x).count() >= c.confirmed.len() / 2 + 1 {
+        if c.confirmed.iter().filter(|&&x| x).count() > c.confirmed.len() / 2 {
             if c.v < c.floor {
                 out.violation = Some(format!(
                     "term {} handed out read version {} though a record ending at {} was \
@@ -547,7 +547,9 @@ impl Leader {
                 if sent >= self.elected_end {
                     let i = self.frames.partition_point(|(b, _)| *b < sent);
                     if self.frames.get(i).map(|f| f.0) != Some(sent) {
-                        out.violation = Some(format!("the buffer does not hold LSN {sent}"));
+                        // The real proposer's `frames_from` fails the stream ("buffer does
+                        // not hold LSN"): it reconnects, and `Elected` sets it straight.
+                        self.down(acc, now);
                         return;
                     }
                     let bytes: Vec<u8> = self.frames[i..]
