@@ -51,6 +51,8 @@ fn first_failure(seeds: &[u64], bugs: Bugs) -> (Option<(u64, String)>, Stats, f6
                 total.elections_won += s.elections_won;
                 total.acked += s.acked;
                 total.reads += s.reads;
+                total.wal_copies += s.wal_copies;
+                total.buffer_misses += s.buffer_misses;
                 total.acceptor_crashes += s.acceptor_crashes;
                 total.torn_crashes += s.torn_crashes;
                 total.proposer_crashes += s.proposer_crashes;
@@ -77,7 +79,8 @@ fn the_wal_protocol_keeps_its_invariants_under_simulated_faults() {
     }
     println!(
         "{} seeds in {secs:.1}s ({:.0} seeds/s): {} events, {} elections won, {} records \
-         acknowledged, {} read versions confirmed, {} acceptor crashes ({} mid-write), {} proposer crashes, {} partitions",
+         acknowledged, {} read versions confirmed, {} acceptor crashes ({} mid-write), {} proposer crashes, {} partitions, {} WAL copies \
+         from peers, {} buffer misses",
         seeds.len(),
         seeds.len() as f64 / secs.max(1e-9),
         total.events,
@@ -87,7 +90,9 @@ fn the_wal_protocol_keeps_its_invariants_under_simulated_faults() {
         total.acceptor_crashes,
         total.torn_crashes,
         total.proposer_crashes,
-        total.partitions
+        total.partitions,
+        total.wal_copies,
+        total.buffer_misses
     );
     // The runs must exercise the protocol, not idle: elections are won and records
     // acknowledged, acceptors crash mid-append.

@@ -69,6 +69,11 @@ pub struct Stats {
     pub acked: u64,
     /// Read versions handed out after a successful liveness check.
     pub reads: u64,
+    /// `ReadWal`s a leader sent to copy WAL below its election point to a lagging acceptor.
+    pub wal_copies: u64,
+    /// Streams a leader dropped because the WAL to send was not in its buffer (a copy read
+    /// from a peer overshot the election point).
+    pub buffer_misses: u64,
     pub acceptor_crashes: u64,
     pub torn_crashes: u64,
     pub proposer_crashes: u64,

@@ -132,6 +132,10 @@ struct Out {
     fenced: Option<String>,
     violation: Option<String>,
     reads: u64,
+    /// `ReadWal`s sent to copy WAL below the election point.
+    copies: u64,
+    /// Streams dropped because the WAL wanted was neither in the buffer nor below it.
+    buffer_misses: u64,
 }
 
 impl PNode {
@@ -292,6 +296,8 @@ fn apply(w: &mut World, pid: usize, out: Out) {
         w.acknowledge(begin, bytes);
     }
     w.stats.reads += out.reads;
+    w.stats.wal_copies += out.copies;
+    w.stats.buffer_misses += out.buffer_misses;
     if let Some(v) = out.violation {
         w.violate(format!("p{pid}: {v}"));
     }
@@ -549,6 +555,7 @@ impl Leader {
                     if self.frames.get(i).map(|f| f.0) != Some(sent) {
                         // The real proposer's `frames_from` fails the stream ("buffer does
                         // not hold LSN"): it reconnects, and `Elected` sets it straight.
+                        out.buffer_misses += 1;
                         self.down(acc, now);
                         return;
                     }
@@ -565,6 +572,7 @@ impl Leader {
                         self.down(acc, now);
                         return;
                     };
+                    out.copies += 1;
                     out.msgs.push((
                         src,
                         Msg::ReadWal {
