@@ -170,13 +170,7 @@ impl Proposer {
                 clients.len()
             )));
         }
-        let highest = statuses.iter().flatten().map(|s| s.term).max().unwrap_or(0);
-        // Checked: a term can never wrap back to one the acceptors already promised.
-        let term = highest.checked_add(1).ok_or_else(|| {
-            Error::internal(format!(
-                "a safekeeper reports term {highest}: the term space is exhausted"
-            ))
-        })?;
+        let term = next_term(statuses.iter().flatten().map(|s| s.term))?;
         let id = ProposerId(rand::random());
         let votes = futures::future::join_all(clients.iter().map(|c| {
             let mut c = c.clone();
@@ -594,15 +588,7 @@ impl Proposer {
     /// below the election point, or any safekeeper in sync with this term.
     async fn read_from_peers(&self, target: usize, from: Lsn, to: Lsn) -> Result<Bytes> {
         let q = self.quorum.borrow().clone();
-        let mut sources: Vec<(usize, Lsn)> = q
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(j, p)| p.flush.map(|f| (j, f)))
-            .collect();
-        sources.push(self.donor);
-        sources.retain(|(j, f)| *j != target && *f > from);
-        sources.sort_by_key(|(_, f)| std::cmp::Reverse(*f));
+        let sources = read_sources(&q, self.donor, target, from);
         let mut last_err = Error::unavailable(format!("no safekeeper holds WAL from {from}"));
         for (j, f) in sources {
             let mut c = self.clients[j].clone();
@@ -630,6 +616,41 @@ impl Proposer {
         }
         Err(last_err)
     }
+}
+
+/// The term an election asks for: one above the highest term any reachable safekeeper
+/// reported. Checked: a term can never wrap back to one the acceptors already promised.
+pub fn next_term(reported: impl IntoIterator<Item = u64>) -> Result<u64> {
+    let highest = reported.into_iter().max().unwrap_or(0);
+    highest.checked_add(1).ok_or_else(|| {
+        Error::internal(format!(
+            "a safekeeper reports term {highest}: the term space is exhausted"
+        ))
+    })
+}
+
+/// The safekeepers to read our log's WAL at `from` from (it lies below the proposer's
+/// buffer), best first, as `(index, end of what it holds)`: every safekeeper that adopted
+/// this term's history (`q`), plus the `donor` (the voter whose log became ours, with that
+/// log's end at election time); never `target` itself, and only those holding `from`.
+/// Pure, so the deterministic simulation (compute/tests/wal_simulation.rs) makes the same
+/// choice as [`Proposer`].
+pub fn read_sources(
+    q: &Quorum,
+    donor: (usize, Lsn),
+    target: usize,
+    from: Lsn,
+) -> Vec<(usize, Lsn)> {
+    let mut sources: Vec<(usize, Lsn)> = q
+        .peers
+        .iter()
+        .enumerate()
+        .filter_map(|(j, p)| p.flush.map(|f| (j, f)))
+        .collect();
+    sources.push(donor);
+    sources.retain(|(j, f)| *j != target && *f > from);
+    sources.sort_by_key(|(_, f)| std::cmp::Reverse(*f));
+    sources
 }
 
 /// Runs one unary RPC with [`RPC_TIMEOUT`], mapping failures to FerrisDB errors.
