@@ -451,8 +451,8 @@ async fn apply(
                 bail!("{key} is empty");
             }
             let mut damaged = original.clone();
-            let at = rng.range(0, damaged.len() as u64) as usize;
-            damaged[at] ^= 0x5A;
+            let (at, mask) = pick_flip(&damaged, rng);
+            damaged[at] ^= mask;
             env.moto.put(BUCKET, &key, damaged).await?;
             // The pageserver restarts while the object is damaged, so it has to read it (or
             // the manifest naming it) from the bucket rather than from memory.
@@ -461,7 +461,7 @@ async fn apply(
             cluster.spawn(ps).await?;
             tokio::time::sleep(fault.hold).await;
             env.moto.put(BUCKET, &key, original).await?;
-            event.note = format!("byte {at} of {key} flipped, then restored");
+            event.note = format!("byte {at} of {key} flipped (xor {mask:#04x}), then restored");
         }
         FaultKind::ObjectStore(f) => {
             event.target = "s3 proxy".into();
@@ -475,6 +475,19 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Where to damage an object, and how: half the time any byte, scrambled (`0x5A`); half the
+/// time the lowest bit of an ASCII digit, which keeps a JSON manifest well-formed but changes
+/// a number in it — damage only a checksum can catch.
+fn pick_flip(bytes: &[u8], rng: &mut SplitMix) -> (usize, u8) {
+    let digits: Vec<usize> = (0..bytes.len())
+        .filter(|i| bytes[*i].is_ascii_digit())
+        .collect();
+    if !digits.is_empty() && rng.range(0, 2) == 0 {
+        return (digits[rng.range(0, digits.len() as u64) as usize], 0x01);
+    }
+    (rng.range(0, bytes.len() as u64) as usize, 0x5A)
 }
 
 /// The iptables cuts of a partition of `link`.

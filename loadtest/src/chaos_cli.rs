@@ -101,7 +101,12 @@ pub async fn main(args: ChaosArgs) -> anyhow::Result<bool> {
         None => (tempfile_dir()?, true),
     };
     let config = args.config(data_dir.clone(), command)?;
-    let report = crate::chaos::run(config).await;
+    // On Ctrl-C or SIGTERM the run is dropped, which stops the cluster, removes the iptables
+    // rules and unmounts the tmpfs.
+    let report = tokio::select! {
+        r = crate::chaos::run(config) => r,
+        _ = interrupted() => Err(anyhow::anyhow!("interrupted")),
+    };
     if temporary {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
@@ -114,6 +119,22 @@ pub async fn main(args: ChaosArgs) -> anyhow::Result<bool> {
         args.out.join("chaos.json").display()
     );
     Ok(report.valid)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 /// A fresh directory under the system's temporary directory.

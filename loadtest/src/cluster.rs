@@ -60,6 +60,8 @@ pub struct Cluster {
     pub replica_endpoint: String,
     /// Every process, in start order: safekeepers, pageserver, compute, replica.
     pub processes: Vec<Process>,
+    /// Environment for every process.
+    envs: Vec<(String, String)>,
 }
 
 /// How to start the cluster.
@@ -245,6 +247,7 @@ impl Cluster {
             endpoint,
             replica_endpoint: format!("http://127.0.0.1:{r_grpc}"),
             processes,
+            envs: spec.envs.clone(),
         };
         for i in 0..cluster.processes.len() {
             cluster.spawn(i).await?;
@@ -277,6 +280,7 @@ impl Cluster {
     /// exits at once: a killed process's ports can take a moment to be released).
     pub async fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let data_dir = self.data_dir.clone();
+        let envs = self.envs.clone();
         let p = &mut self.processes[i];
         let ports: Vec<SocketAddr> = p
             .argv
@@ -295,6 +299,7 @@ impl Cluster {
                 .open(data_dir.join(format!("logs/{}.chaos.log", p.name)))?;
             let mut child = Command::new(&p.argv[0])
                 .args(&p.argv[1..])
+                .envs(envs.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
