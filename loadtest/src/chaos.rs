@@ -27,8 +27,8 @@ use crate::partition::{Cut, Partition};
 use crate::probe::Probes;
 use crate::s3_proxy::{ProxyMode, S3Proxy};
 use crate::schedule::{
-    CorruptTarget, DiskTarget, Fault, FaultKind, Link, ProcessKind, Schedule, SplitMix,
-    StoreFault, Timing,
+    CorruptTarget, DiskTarget, Fault, FaultKind, Link, ProcessKind, Schedule, SplitMix, StoreFault,
+    Timing,
 };
 
 /// The bucket and prefix the cluster keeps its objects under.
@@ -158,19 +158,17 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
 }
 
 async fn connect(endpoint: &str) -> anyhow::Result<Database> {
-    Ok(Database::connect_with(ConnectOptions::new(endpoint).retry(RetryOptions {
-        timeout: Duration::from_secs(5),
-        ..RetryOptions::default()
-    }))
-    .await?)
+    Ok(
+        Database::connect_with(ConnectOptions::new(endpoint).retry(RetryOptions {
+            timeout: Duration::from_secs(5),
+            ..RetryOptions::default()
+        }))
+        .await?,
+    )
 }
 
 /// Waits until `ok` reports a success invoked after `since`; the time from `since` to it.
-async fn wait_recovery(
-    probe: &crate::probe::LastOk,
-    since: u64,
-    limit: Duration,
-) -> Option<u64> {
+async fn wait_recovery(probe: &crate::probe::LastOk, since: u64, limit: Duration) -> Option<u64> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(done) = probe.success_since(since) {
@@ -211,11 +209,7 @@ async fn drive(
     for w in &config.workloads {
         let r = Recorder::new();
         recorders.push((w, r.clone()));
-        workload_tasks.push(tokio::spawn((w.run)(
-            primary.clone(),
-            r,
-            stop_rx.clone(),
-        )));
+        workload_tasks.push(tokio::spawn((w.run)(primary.clone(), r, stop_rx.clone())));
     }
     let mut rng = SplitMix::new(config.seed ^ 0x5EED_C0DE);
     let schedule = Schedule::new(config.seed, kinds, config.timing);

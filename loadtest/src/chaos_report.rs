@@ -151,7 +151,11 @@ impl ChaosReport {
         let mut s = String::new();
         let verdict = if self.valid { "VALID" } else { "INVALID" };
         let _ = writeln!(s, "# Chaos run: {verdict}\n");
-        let _ = writeln!(s, "- seed: `{}` (rerun with `--seed {}`)", self.seed, self.seed);
+        let _ = writeln!(
+            s,
+            "- seed: `{}` (rerun with `--seed {}`)",
+            self.seed, self.seed
+        );
         let _ = writeln!(s, "- command: `{}`", self.command);
         let _ = writeln!(
             s,

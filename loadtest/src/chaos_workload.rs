@@ -228,9 +228,7 @@ async fn survive_final_reads(db: Database, recorder: Recorder) -> anyhow::Result
                     .map(|kv| (kv.0.to_vec(), decode(&kv.1)))
                     .collect();
                 for key in keys {
-                    let value = found
-                        .get(&key_bytes(key))
-                        .map(|v| v.unwrap_or(u64::MAX));
+                    let value = found.get(&key_bytes(key)).map(|v| v.unwrap_or(u64::MAX));
                     let pending = recorder.invoke(u64::MAX, Op::RegisterRead { key, value: None });
                     pending.ok(Op::RegisterRead { key, value });
                 }
@@ -277,7 +275,10 @@ pub fn survive_check(history: &History) -> Verdict {
                     verdict.refused_present += 1;
                     note(
                         &mut verdict,
-                        format!("key {key}: the write was refused ({:?}) but read {o:?}", w.error),
+                        format!(
+                            "key {key}: the write was refused ({:?}) but read {o:?}",
+                            w.error
+                        ),
                     );
                 }
             }
@@ -285,13 +286,19 @@ pub fn survive_check(history: &History) -> Verdict {
                 verdict.anomalies += 1;
                 note(
                     &mut verdict,
-                    format!("key {key}: read {v}, which no write produced (op {})", o.index),
+                    format!(
+                        "key {key}: read {v}, which no write produced (op {})",
+                        o.index
+                    ),
                 );
             }
             (None, Some(w)) if w.outcome == Outcome::Ok && w.complete_ns < o.invoke_ns => {
                 if is_final {
                     verdict.lost += 1;
-                    note(&mut verdict, format!("key {key}: acknowledged write {} lost", w.index));
+                    note(
+                        &mut verdict,
+                        format!("key {key}: acknowledged write {} lost", w.index),
+                    );
                 } else {
                     verdict.anomalies += 1;
                     note(

@@ -104,7 +104,13 @@ impl Moto {
             if let Some(t) = &token {
                 url.push_str(&format!("&continuation-token={}", escape(t)));
             }
-            let body = self.as_cluster(self.http.get(url)).send().await?.error_for_status()?.text().await?;
+            let body = self
+                .as_cluster(self.http.get(url))
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?;
             keys.extend(tags(&body, "Key"));
             token = tags(&body, "NextContinuationToken").into_iter().next();
             if token.is_none() {

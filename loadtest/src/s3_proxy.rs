@@ -33,7 +33,8 @@ pub const LATENCY: Duration = Duration::from_millis(400);
 /// The answer to a request while the store "fails": S3's throttling error, which clients
 /// retry.
 fn slow_down() -> Vec<u8> {
-    let body = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>";
+    let body =
+        "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>";
     format!(
         "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{body}",
@@ -120,7 +121,11 @@ impl S3Proxy {
         }
     }
 
-    async fn pump(&self, mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf) {
+    async fn pump(
+        &self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match from.read(&mut buf).await {

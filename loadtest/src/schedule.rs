@@ -161,7 +161,11 @@ impl FaultKind {
         ] {
             all.push(FaultKind::Corrupt(c));
         }
-        for s in [StoreFault::Errors, StoreFault::Latency, StoreFault::Timeouts] {
+        for s in [
+            StoreFault::Errors,
+            StoreFault::Latency,
+            StoreFault::Timeouts,
+        ] {
             all.push(FaultKind::ObjectStore(s));
         }
         all
