@@ -63,6 +63,11 @@ enum Command {
         #[command(flatten)]
         bench: BenchArgs,
     },
+    /// Runs a real multi-process cluster under faults drawn from a seed (kills, pauses,
+    /// partitions, full disks, corruption, object-store faults) and checks the workloads'
+    /// histories; exits non-zero when anything acknowledged was lost, anything refused
+    /// appeared, or any anomaly was found (docs/testing.md).
+    Chaos(ferrisdb_loadtest::chaos_cli::ChaosArgs),
     /// Rewrites summary.md and the charts from a results.json, without measuring anything.
     Report {
         /// The results.json of an earlier run.
@@ -183,6 +188,12 @@ async fn main() -> anyhow::Result<()> {
             open_loop_writes_rate,
             bench,
         } => run(&targets, &workloads, open_loop_writes_rate, &bench).await,
+        Command::Chaos(args) => {
+            if !ferrisdb_loadtest::chaos_cli::main(args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Report { from, out } => {
             let body =
                 std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
