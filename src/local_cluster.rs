@@ -70,14 +70,19 @@ impl LocalCluster {
     /// The admin endpoint of the component called `name`, or of the compute.
     pub fn admin_endpoint(&self, name: Option<&str>) -> Result<String, Error> {
         let component = match name {
-            Some(n) => self.components.iter().find(|c| c.name == n).ok_or_else(|| {
-                let names: Vec<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
-                Error::invalid(format!(
-                    "{CLUSTER_FILE} has no component {}; it has {}",
-                    ferrisdb_common::error::echo(n),
-                    names.join(", ")
-                ))
-            })?,
+            Some(n) => self
+                .components
+                .iter()
+                .find(|c| c.name == n)
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        self.components.iter().map(|c| c.name.as_str()).collect();
+                    Error::invalid(format!(
+                        "{CLUSTER_FILE} has no component {}; it has {}",
+                        ferrisdb_common::error::echo(n),
+                        names.join(", ")
+                    ))
+                })?,
             None => self.by_kind("compute")?,
         };
         Ok(component.endpoints.http.clone())

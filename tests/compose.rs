@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{BIN, DevCluster};
+use support::{BIN, DevCluster, Moto};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -123,15 +123,11 @@ fn ferrisdb_commands(project: &serde_json::Value) -> BTreeMap<String, (String, V
             .collect();
         match command.first().map(String::as_str) {
             Some("safekeeper" | "pageserver" | "compute") => {
-                out.insert(
-                    name.clone(),
-                    (command[0].clone(), command[1..].to_vec()),
-                );
+                out.insert(name.clone(), (command[0].clone(), command[1..].to_vec()));
             }
             Some("proxy") => {
                 let split = command.iter().position(|a| a == "--").unwrap();
-                parses(&command[..split].to_vec())
-                    .unwrap_or_else(|e| panic!("{name}: proxy flags: {e}"));
+                parses(&command[..split]).unwrap_or_else(|e| panic!("{name}: proxy flags: {e}"));
                 let inner = &command[split + 1..];
                 assert_eq!(inner[0], "ferrisdb", "{name}: the proxy starts ferrisdb");
                 out.insert(name.clone(), (inner[1].clone(), inner[2..].to_vec()));
@@ -183,7 +179,12 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
         &[],
         &["--profile", "observability"],
         &["--env-file", "compose/tls.env"],
-        &["-f", "docker-compose.yml", "-f", "compose/scale-to-zero.yml"],
+        &[
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "compose/scale-to-zero.yml",
+        ],
         &[
             "--profile",
             "*",
@@ -205,9 +206,24 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
     let (ok, _, _) = run_compose(&bin, &tmp.path().join("none"), &["config", "-q"]);
     assert!(!ok, "compose accepted a missing secrets directory");
 
-    // What the process-level tests run: the argv dev records for each component.
+    // What the process-level tests run: the argv dev records for each component, with the
+    // object store on S3 as in compose (moto standing in for MinIO, as in tests/s3.rs).
+    let moto = Moto::start().await;
+    moto.create_bucket("ferrisdb").await;
     let data = tmp.path().join("dev");
-    let cluster = DevCluster::start(&data, &[]).await;
+    let store_args = [
+        "--object-store",
+        "s3://ferrisdb/cluster",
+        "--s3-endpoint",
+        moto.endpoint.as_str(),
+        "--s3-region",
+        "us-east-1",
+    ];
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let cluster = DevCluster::start_with_env(&data, &store_args, &creds).await;
     let mut dev: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for c in cluster.components() {
         // argv: the binary, the subcommand, its flags.
@@ -229,15 +245,21 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
             "compose/scale-to-zero.yml",
         ],
     );
-    let prometheus = std::fs::read_to_string(Path::new(ROOT).join("compose/prometheus.yml"))
-        .unwrap();
+    let prometheus =
+        std::fs::read_to_string(Path::new(ROOT).join("compose/prometheus.yml")).unwrap();
     for (variant, project) in [("plain", &plain), ("tls", &tls), ("scale-to-zero", &scaled)] {
         let commands = ferrisdb_commands(project);
         let mut kinds: Vec<&str> = commands.values().map(|(k, _)| k.as_str()).collect();
         kinds.sort();
         assert_eq!(
             kinds,
-            ["compute", "pageserver", "safekeeper", "safekeeper", "safekeeper"],
+            [
+                "compute",
+                "pageserver",
+                "safekeeper",
+                "safekeeper",
+                "safekeeper"
+            ],
             "{variant}"
         );
         for (service, (kind, args)) in &commands {

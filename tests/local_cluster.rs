@@ -68,7 +68,11 @@ async fn cli_without_endpoint_uses_the_cluster_file_in_the_current_directory() {
         &["admin", "status", "--component", "safekeeper-2", "--json"],
     );
     assert!(ok, "admin status --component safekeeper-2: {out} {err}");
-    assert_ne!(json(&out), status, "a safekeeper's status is not the compute's");
+    assert_ne!(
+        json(&out),
+        status,
+        "a safekeeper's status is not the compute's"
+    );
 
     let (ok, out, err) = run_in(&project, &other_home, &["set", "found", "by-cluster-file"]);
     assert!(ok, "set: {out} {err}");

@@ -102,7 +102,10 @@ async fn every_process_serves_metrics_promtool_accepts() {
     };
     // The linter itself works: a counter without `_total` is a finding.
     let bad = "# HELP bad_counter A counter.\n# TYPE bad_counter counter\nbad_counter 1\n";
-    assert!(check_metrics(&promtool, bad).is_err(), "promtool flags nothing");
+    assert!(
+        check_metrics(&promtool, bad).is_err(),
+        "promtool flags nothing"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let cluster = DevCluster::start(&tmp.path().join("dev"), &[]).await;
@@ -125,12 +128,21 @@ async fn every_process_serves_metrics_promtool_accepts() {
     assert_eq!(components.len(), 5, "{components:?}");
     for c in &components {
         let response = admin_get(&format!("{}/metrics", c.http)).await.unwrap();
-        assert!(response.status().is_success(), "{}: {}", c.name, response.status());
+        assert!(
+            response.status().is_success(),
+            "{}: {}",
+            c.name,
+            response.status()
+        );
         let text = response.text().await.unwrap();
         assert!(text.contains("# TYPE ferrisdb_"), "{}: {text}", c.name);
         if let Err(f) = check_metrics(&promtool, &text) {
             findings.push(format!("{} ({}/metrics): {f}", c.name, c.http));
         }
     }
-    assert!(findings.is_empty(), "promtool findings:\n{}", findings.join("\n"));
+    assert!(
+        findings.is_empty(),
+        "promtool findings:\n{}",
+        findings.join("\n")
+    );
 }

@@ -111,20 +111,20 @@ resource "aws_network_interface" "safekeeper" {
   count           = 3
   subnet_id       = var.subnet_ids[count.index]
   private_ips     = var.safekeeper_private_ips == null ? null : [var.safekeeper_private_ips[count.index]]
-  security_groups = [local.sg.safekeeper]
+  security_groups = [aws_security_group.this["safekeeper"].id]
   tags            = merge(local.tags, { Name = "${var.name}-safekeeper-${count.index + 1}" })
 }
 
 resource "aws_network_interface" "pageserver" {
   subnet_id       = var.subnet_ids[0]
   private_ips     = var.pageserver_private_ip == null ? null : [var.pageserver_private_ip]
-  security_groups = [local.sg.pageserver]
+  security_groups = [aws_security_group.this["pageserver"].id]
   tags            = merge(local.tags, { Name = "${var.name}-pageserver" })
 }
 
 resource "aws_network_interface" "compute" {
   count           = var.compute_count
   subnet_id       = var.subnet_ids[count.index % length(var.subnet_ids)]
-  security_groups = [local.sg.compute]
+  security_groups = [aws_security_group.this["compute"].id]
   tags            = merge(local.tags, { Name = "${var.name}-compute-${count.index + 1}" })
 }

@@ -2,11 +2,12 @@
 # compute's own, end to end). Health checks probe /healthz on the admin port.
 
 resource "aws_lb" "compute" {
+  # checkov:skip=CKV_AWS_91: NLB access logs record TLS listeners only; this listener is TCP (TLS, when on, ends in the compute)
   name                             = "${var.name}-ferrisdb"
   load_balancer_type               = "network"
   internal                         = var.nlb_internal
   subnets                          = coalesce(var.nlb_subnet_ids, var.subnet_ids)
-  security_groups                  = [local.sg.nlb]
+  security_groups                  = [aws_security_group.this["nlb"].id]
   enable_cross_zone_load_balancing = true
   enable_deletion_protection       = true
   tags                             = local.tags

@@ -183,6 +183,12 @@ variable "bucket_prefix" {
   }
 }
 
+variable "access_log_bucket" {
+  description = "A bucket to receive the data bucket's S3 server access logs (null: none; CloudTrail data events are the other way to audit)."
+  type        = string
+  default     = null
+}
+
 variable "noncurrent_version_days" {
   description = "Days an overwritten or deleted object version is kept (versioning guards against a bad write or delete)."
   type        = number
