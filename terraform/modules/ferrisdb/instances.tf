@@ -49,7 +49,7 @@ resource "aws_instance" "safekeeper" {
   iam_instance_profile = aws_iam_instance_profile.this.name
   user_data            = local.user_data.safekeeper[count.index]
   ebs_optimized        = true
-  monitoring           = true
+  monitoring           = var.detailed_monitoring
 
   network_interface {
     network_interface_id = aws_network_interface.safekeeper[count.index].id
@@ -64,6 +64,7 @@ resource "aws_instance" "safekeeper" {
     encrypted   = true
     kms_key_id  = local.kms_key_arn
     volume_type = "gp3"
+    volume_size = var.root_volume_gb
   }
   # The WAL: kept when the instance is replaced, so a safekeeper comes back with its log.
   ebs_block_device {
@@ -94,7 +95,7 @@ resource "aws_instance" "pageserver" {
   iam_instance_profile = aws_iam_instance_profile.this.name
   user_data            = local.user_data.pageserver
   ebs_optimized        = true
-  monitoring           = true
+  monitoring           = var.detailed_monitoring
 
   network_interface {
     network_interface_id = aws_network_interface.pageserver.id
@@ -109,6 +110,7 @@ resource "aws_instance" "pageserver" {
     encrypted   = true
     kms_key_id  = local.kms_key_arn
     volume_type = "gp3"
+    volume_size = var.root_volume_gb
   }
   # A cache only: everything in it can be rebuilt from the bucket.
   ebs_block_device {
@@ -129,7 +131,7 @@ resource "aws_instance" "compute" {
   iam_instance_profile = aws_iam_instance_profile.this.name
   user_data            = local.user_data.compute[count.index]
   ebs_optimized        = true
-  monitoring           = true
+  monitoring           = var.detailed_monitoring
 
   network_interface {
     network_interface_id = aws_network_interface.compute[count.index].id
@@ -144,6 +146,7 @@ resource "aws_instance" "compute" {
     encrypted   = true
     kms_key_id  = local.kms_key_arn
     volume_type = "gp3"
+    volume_size = var.root_volume_gb
   }
   tags = merge(local.tags, { Name = "${var.name}-compute-${count.index + 1}", "ferrisdb:component" = "compute" })
 }

@@ -9,7 +9,7 @@ resource "aws_lb" "compute" {
   subnets                          = coalesce(var.nlb_subnet_ids, var.subnet_ids)
   security_groups                  = [aws_security_group.this["nlb"].id]
   enable_cross_zone_load_balancing = true
-  enable_deletion_protection       = true
+  enable_deletion_protection       = var.deletion_protection
   tags                             = local.tags
 }
 

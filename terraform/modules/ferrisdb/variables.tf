@@ -41,6 +41,12 @@ variable "nlb_internal" {
   default     = true
 }
 
+variable "deletion_protection" {
+  description = "Protect the load balancer from deletion (turn off to destroy the cluster)."
+  type        = bool
+  default     = true
+}
+
 variable "client_cidrs" {
   description = "CIDR blocks allowed to reach the client port (4500) through the load balancer. Nothing else reaches any FerrisDB port from outside the cluster."
   type        = list(string)
@@ -128,6 +134,22 @@ variable "compute_count" {
   validation {
     condition     = var.compute_count >= 1 && var.compute_count <= 8 && floor(var.compute_count) == var.compute_count
     error_message = "compute_count: a whole number from 1 to 8."
+  }
+}
+
+variable "detailed_monitoring" {
+  description = "One-minute CloudWatch metrics for every instance."
+  type        = bool
+  default     = true
+}
+
+variable "root_volume_gb" {
+  description = "Size of every instance's root volume (gp3), in GiB; the computes' warm tier lives there."
+  type        = number
+  default     = 20
+  validation {
+    condition     = var.root_volume_gb >= 8
+    error_message = "root_volume_gb: at least 8."
   }
 }
 
