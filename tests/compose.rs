@@ -287,6 +287,11 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
             if kind == "compute" {
                 assert!(theirs.contains_key("--token-file"), "{what}");
             }
+            // The bucket's credentials go to what reads the bucket, never to a compute.
+            let s3_key = project["services"][service]["environment"]
+                .get("AWS_SECRET_ACCESS_KEY")
+                .is_some_and(|v| v.as_str().is_some_and(|k| !k.is_empty()));
+            assert_eq!(s3_key, kind != "compute", "{what}: MinIO credentials");
             // TLS is all or nothing: certificate, key, CA, and https peers.
             let tls_flags = ["--tls-cert", "--tls-key", "--tls-ca"]
                 .iter()

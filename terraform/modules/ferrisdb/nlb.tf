@@ -33,7 +33,7 @@ resource "aws_lb_target_group" "compute" {
 resource "aws_lb_target_group_attachment" "compute" {
   count            = var.compute_count
   target_group_arn = aws_lb_target_group.compute.arn
-  target_id        = aws_instance.compute[count.index].id
+  target_id        = aws_instance.node["compute-${count.index + 1}"].id
   port             = local.ports.compute_grpc
 }
 

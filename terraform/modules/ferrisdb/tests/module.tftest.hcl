@@ -128,7 +128,7 @@ run "three_safekeepers_in_three_zones_with_wal_volumes" {
   command = plan
 
   assert {
-    condition     = length(aws_instance.safekeeper) == 3
+    condition     = length([for k, i in aws_instance.node : k if i.tags["ferrisdb:component"] == "safekeeper"]) == 3
     error_message = "three safekeepers"
   }
   assert {
@@ -136,15 +136,15 @@ run "three_safekeepers_in_three_zones_with_wal_volumes" {
     error_message = "one safekeeper per subnet"
   }
   assert {
-    condition     = alltrue([for i in aws_instance.safekeeper : one(i.ebs_block_device).encrypted && !one(i.ebs_block_device).delete_on_termination])
+    condition     = alltrue([for k, i in aws_instance.node : one(i.ebs_block_device).encrypted && !one(i.ebs_block_device).delete_on_termination if startswith(k, "safekeeper-")])
     error_message = "safekeeper WAL volumes are encrypted and outlive their instance"
   }
   assert {
-    condition     = one(aws_instance.pageserver.ebs_block_device).volume_size == 200
+    condition     = one(aws_instance.node["pageserver"].ebs_block_device).volume_size == 200
     error_message = "the pageserver has its cache volume"
   }
   assert {
-    condition     = alltrue([for i in concat(aws_instance.safekeeper, [aws_instance.pageserver], aws_instance.compute) : i.metadata_options[0].http_tokens == "required"])
+    condition     = alltrue([for i in values(aws_instance.node) : i.metadata_options[0].http_tokens == "required"])
     error_message = "IMDSv2 only"
   }
 }
@@ -153,23 +153,23 @@ run "cloud_init_runs_the_ferrisdb_subcommands" {
   command = apply
 
   assert {
-    condition     = strcontains(aws_instance.safekeeper[1].user_data, "ExecStart=/usr/local/bin/ferrisdb safekeeper --name safekeeper-2 --listen-grpc 0.0.0.0:4501 --listen-http 0.0.0.0:4581 --data-dir /var/lib/ferrisdb/safekeeper --peer http://10.0.1.10:4501 --peer http://10.0.3.10:4501 --object-store s3://test-ferrisdb-123456789012/cluster --s3-region eu-west-1 --cluster-token-file /etc/ferrisdb/cluster.token --admin-token-file /etc/ferrisdb/admin.token\n")
+    condition     = strcontains(aws_instance.node["safekeeper-2"].user_data, "ExecStart=/usr/local/bin/ferrisdb safekeeper --name safekeeper-2 --listen-grpc 0.0.0.0:4501 --listen-http 0.0.0.0:4581 --data-dir /var/lib/ferrisdb/safekeeper --peer http://10.0.1.10:4501 --peer http://10.0.3.10:4501 --object-store s3://test-ferrisdb-123456789012/cluster --s3-region eu-west-1 --cluster-token-file /etc/ferrisdb/cluster.token --admin-token-file /etc/ferrisdb/admin.token\n")
     error_message = "safekeeper-2's command line"
   }
   assert {
-    condition     = strcontains(aws_instance.pageserver.user_data, "ferrisdb pageserver --listen-grpc 0.0.0.0:4510") && strcontains(aws_instance.pageserver.user_data, "--safekeeper http://10.0.3.10:4501")
+    condition     = strcontains(aws_instance.node["pageserver"].user_data, "ferrisdb pageserver --listen-grpc 0.0.0.0:4510") && strcontains(aws_instance.node["pageserver"].user_data, "--safekeeper http://10.0.3.10:4501")
     error_message = "the pageserver follows every safekeeper"
   }
   assert {
-    condition     = strcontains(aws_instance.compute[0].user_data, "--token-file /etc/ferrisdb/client.token") && strcontains(aws_instance.compute[0].user_data, "--pageserver http://10.0.1.20:4510")
+    condition     = strcontains(aws_instance.node["compute-1"].user_data, "--token-file /etc/ferrisdb/client.token") && strcontains(aws_instance.node["compute-1"].user_data, "--pageserver http://10.0.1.20:4510")
     error_message = "the compute requires client tokens and reads from the pageserver"
   }
   assert {
-    condition     = strcontains(aws_instance.compute[0].user_data, "secret-id 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:client'") && !strcontains(aws_instance.safekeeper[0].user_data, "secret:client")
+    condition     = strcontains(aws_instance.node["compute-1"].user_data, "secret-id 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:client'") && !strcontains(aws_instance.node["safekeeper-1"].user_data, "secret:client")
     error_message = "secrets come from Secrets Manager, each only where it is needed"
   }
   assert {
-    condition     = !strcontains(aws_instance.compute[0].user_data, "--tls-cert")
+    condition     = !strcontains(aws_instance.node["compute-1"].user_data, "--tls-cert")
     error_message = "no TLS unless asked for"
   }
 }
@@ -187,15 +187,15 @@ run "tls_and_standbys" {
   }
 
   assert {
-    condition     = alltrue([for i in concat(aws_instance.safekeeper, [aws_instance.pageserver], aws_instance.compute) : strcontains(i.user_data, "--tls-cert /etc/ferrisdb/tls.pem --tls-key /etc/ferrisdb/tls.key --tls-ca /etc/ferrisdb/ca.pem")])
+    condition     = alltrue([for i in values(aws_instance.node) : strcontains(i.user_data, "--tls-cert /etc/ferrisdb/tls.pem --tls-key /etc/ferrisdb/tls.key --tls-ca /etc/ferrisdb/ca.pem")])
     error_message = "every process serves TLS"
   }
   assert {
-    condition     = strcontains(aws_instance.safekeeper[0].user_data, "--peer https://10.0.2.10:4501") && strcontains(aws_instance.safekeeper[0].user_data, "ssm get-parameter --with-decryption --name '/ferrisdb/test/tls.key'")
+    condition     = strcontains(aws_instance.node["safekeeper-1"].user_data, "--peer https://10.0.2.10:4501") && strcontains(aws_instance.node["safekeeper-1"].user_data, "ssm get-parameter --with-decryption --name '/ferrisdb/test/tls.key'")
     error_message = "peers are called over https; TLS material comes from SSM"
   }
   assert {
-    condition     = strcontains(aws_instance.compute[1].user_data, "--standby --primary-endpoint https://10.0.4.4:4500") && !strcontains(aws_instance.compute[0].user_data, "--standby")
+    condition     = strcontains(aws_instance.node["compute-2"].user_data, "--standby --primary-endpoint https://10.0.4.4:4500") && !strcontains(aws_instance.node["compute-1"].user_data, "--standby")
     error_message = "the second compute is a standby of the first"
   }
   assert {
@@ -255,5 +255,5 @@ run "refuses_subnets_in_two_zones" {
     target = data.aws_subnet.selected[2]
     values = { availability_zone = "eu-west-1a" }
   }
-  expect_failures = [aws_instance.safekeeper]
+  expect_failures = [aws_instance.node]
 }
