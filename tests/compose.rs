@@ -175,6 +175,8 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
     // The credential is one FerrisDB accepts.
     ferrisdb_common::auth::read_cluster_token_file(&secrets.join("cluster.token")).unwrap();
 
+    tls_material_serves(&secrets).await;
+
     let variants: [&[&str]; 5] = [
         &[],
         &["--profile", "observability"],
@@ -348,4 +350,63 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
             .all(|s| s == "s3://ferrisdb/cluster http://minio:9000"),
         "{stores:?}"
     );
+}
+
+/// The TLS material compose/secrets.sh makes works with FerrisDB: a safekeeper serves its
+/// admin API with the certificate and key, and the CLI, trusting the CA, reaches it by a name
+/// the certificate carries (`localhost`) with the admin token.
+async fn tls_material_serves(secrets: &Path) {
+    let base = support::free_base_port();
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", base + 81);
+    let arg = |f: &str| secrets.join(f).display().to_string();
+    let mut safekeeper = Command::new(BIN)
+        .args(["safekeeper", "--name", "tls-check", "--listen-grpc"])
+        .arg(format!("127.0.0.1:{}", base + 1))
+        .args(["--listen-http", &http, "--data-dir"])
+        .arg(dir.path())
+        .args(["--cluster-token-file", &arg("cluster.token")])
+        .args(["--admin-token-file", &arg("admin.token")])
+        .args([
+            "--tls-cert",
+            &arg("server.pem"),
+            "--tls-key",
+            &arg("server.key"),
+        ])
+        .args(["--tls-ca", &arg("ca.pem")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("https://localhost:{}", base + 81);
+    let status = || {
+        Command::new(BIN)
+            .args(["admin", "status", "--json", "--endpoint", &endpoint])
+            .args([
+                "--tls-ca",
+                &arg("ca.pem"),
+                "--admin-token-file",
+                &arg("admin.token"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let mut out = status();
+    for _ in 0..100 {
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        out = status();
+    }
+    let _ = safekeeper.kill();
+    let _ = safekeeper.wait();
+    assert!(
+        out.status.success(),
+        "admin status over TLS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["name"], "tls-check", "{body}");
 }
