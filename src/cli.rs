@@ -29,13 +29,9 @@ use crate::escape::{self, Codec};
 #[derive(Clone, Args)]
 pub struct ClientArgs {
     /// The compute's client API; repeat it or separate with commas to list computes to fail
-    /// over to, in order.
-    #[arg(
-        long = "endpoint",
-        env = "FERRISDB_ENDPOINT",
-        default_value = "http://127.0.0.1:4500",
-        value_delimiter = ','
-    )]
+    /// over to, in order. Default: the compute of the `ferrisdb dev` cluster whose
+    /// `./.ferrisdb/cluster.json` is in this directory, else http://127.0.0.1:4500.
+    #[arg(long = "endpoint", env = "FERRISDB_ENDPOINT", value_delimiter = ',')]
     pub(crate) endpoints: Vec<String>,
     /// Trust this CA certificate (PEM) for TLS; the endpoints are then https://….
     #[arg(long, env = "FERRISDB_TLS_CA", value_name = "FILE")]
@@ -106,6 +102,12 @@ impl ClientArgs {
         Codec { hex: self.hex }
     }
 
+    /// The endpoints to use: those given, else the local dev cluster's compute
+    /// ([`crate::local_cluster`]), else the default.
+    pub(crate) fn endpoints(&self) -> Result<Vec<String>, Error> {
+        crate::local_cluster::client_endpoints(&self.endpoints)
+    }
+
     fn timeout(&self) -> Duration {
         // The parser bounds it; a value set some other way still must not panic here.
         Duration::try_from_secs_f64(self.timeout.clamp(0.0, MAX_TIMEOUT_SECS))
@@ -116,13 +118,15 @@ impl ClientArgs {
 /// Options of admin commands. Debug shows whether a token is set, never the token.
 #[derive(Clone, Args)]
 pub struct AdminArgs {
-    /// The admin HTTP API.
-    #[arg(
-        long,
-        env = "FERRISDB_ADMIN_ENDPOINT",
-        default_value = "http://127.0.0.1:4580"
-    )]
-    endpoint: String,
+    /// The admin HTTP API. Default: that of the `ferrisdb dev` cluster whose
+    /// `./.ferrisdb/cluster.json` is in this directory (its compute, or --component), else
+    /// http://127.0.0.1:4580.
+    #[arg(long, env = "FERRISDB_ADMIN_ENDPOINT")]
+    endpoint: Option<String>,
+    /// A component of the `./.ferrisdb/cluster.json` cluster by name (safekeeper-1,
+    /// pageserver, compute, …) instead of --endpoint.
+    #[arg(long, conflicts_with = "endpoint")]
+    component: Option<String>,
     /// Trust this CA certificate (PEM) for an `https://` endpoint.
     #[arg(long, env = "FERRISDB_TLS_CA", value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
@@ -147,6 +151,7 @@ impl std::fmt::Debug for AdminArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminArgs")
             .field("endpoint", &self.endpoint)
+            .field("component", &self.component)
             .field("tls_ca", &self.tls_ca)
             .field(
                 "admin_token",
@@ -162,14 +167,14 @@ impl AdminArgs {
     /// The token to send: --admin-token, --admin-token-file, the credential a `ferrisdb dev`
     /// of this user recorded for the endpoint's port (`local_credentials`), or dev's
     /// credential in `./.ferrisdb` when present (none: the call goes without one).
-    fn token(&self) -> Result<Option<String>, Error> {
+    fn token(&self, endpoint: &str) -> Result<Option<String>, Error> {
         if let Some(t) = &self.admin_token {
             return Ok(Some(t.clone()));
         }
-        let dev = std::path::Path::new(".ferrisdb").join("cluster.token");
+        let dev = crate::local_cluster::dev_credential();
         let file = match &self.admin_token_file {
             Some(f) => f.clone(),
-            None => match crate::local_credentials::lookup(&self.endpoint) {
+            None => match crate::local_credentials::lookup(endpoint) {
                 Some(recorded) => recorded,
                 None if dev.exists() => dev,
                 None => return Ok(None),
@@ -583,7 +588,7 @@ fn js(s: impl Into<String>) -> serde_json::Value {
 
 /// Connects to the database the arguments name.
 pub(crate) async fn connect(args: &ClientArgs) -> Result<Database, Error> {
-    let mut options = ConnectOptions::new(&args.endpoints.join(","))
+    let mut options = ConnectOptions::new(&args.endpoints()?.join(","))
         .database(&args.database)
         .retry(RetryOptions {
             timeout: args.timeout(),
@@ -1220,8 +1225,18 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
             (args, reqwest::Method::POST, "/v1/branch".into(), Some(body))
         }
     };
-    let url = format!("{}{path}", args.endpoint.trim_end_matches('/'));
-    let (client, token) = match args.http_client().and_then(|c| Ok((c, args.token()?))) {
+    let endpoint = match crate::local_cluster::admin_endpoint(
+        args.endpoint.as_deref(),
+        args.component.as_deref(),
+    ) {
+        Ok(e) => e,
+        Err(e) => return fail(args.json, &e),
+    };
+    let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+    let (client, token) = match args
+        .http_client()
+        .and_then(|c| Ok((c, args.token(&endpoint)?)))
+    {
         Ok(ct) => ct,
         Err(e) => return fail(args.json, &e),
     };

@@ -4,6 +4,7 @@
 mod cli;
 mod dev;
 mod escape;
+mod local_cluster;
 mod local_credentials;
 mod proxy;
 mod shell;

@@ -582,7 +582,7 @@ async fn terminal(shell: &mut Shell, args: &ClientArgs) -> bool {
     }
     say(format_args!(
         "Connected to {} (database {}). `help` lists the commands; Ctrl-D leaves.",
-        args.endpoints.join(","),
+        args.endpoints().unwrap_or_default().join(","),
         args.database
     ));
     let ok = loop {
