@@ -1,7 +1,8 @@
 //! OpenTelemetry traces across real processes (docs/observability.md): `ferrisdb dev` exports
 //! to an in-process OTLP receiver, and one SDK commit made inside a client span must come
 //! back as one trace holding spans of the compute and of at least two safekeepers, each
-//! parented on a span of the same trace.
+//! parented on a span of the same trace; and a read that misses the compute's tiers continues
+//! its trace into the pageserver.
 
 #![allow(clippy::unwrap_used)]
 
@@ -153,8 +154,13 @@ async fn one_sdk_commit_is_one_trace_through_the_compute_and_a_safekeeper_quorum
         "the commit's spans reach the receiver",
         || {
             let spans = trace(&receiver.spans.lock().unwrap());
-            let done =
-                spans.iter().any(|s| s.name == "commit.apply") && safekeepers_in(&spans).len() >= 2;
+            // Each process exports on its own schedule, and a span only once it ends: wait
+            // for the last compute spans to end (the batch, then the request) and for two
+            // safekeepers.
+            let done = ["commit.batch", "ferrisdb.v1.Database/Commit"]
+                .iter()
+                .all(|name| spans.iter().any(|s| s.name == *name))
+                && safekeepers_in(&spans).len() >= 2;
             async move { done }
         },
     )
@@ -210,4 +216,63 @@ async fn one_sdk_commit_is_one_trace_through_the_compute_and_a_safekeeper_quorum
             "{s:?} has a parent outside the trace: {names:#?}"
         );
     }
+
+    // A read of a key no commit wrote: not in the hot tier nor the warm tier, so the
+    // pageserver answers, inside the same trace.
+    let read_span = tracer.start("client read");
+    let cx = opentelemetry::Context::current_with_span(read_span);
+    let read_trace = cx.span().span_context().trace_id().to_bytes().to_vec();
+    let got = db
+        .run(|tx| async move { tx.get("never-written").await })
+        .with_context(cx.clone())
+        .await
+        .unwrap();
+    assert_eq!(got, None);
+    let in_read_trace = |spans: &[Received]| -> Vec<Received> {
+        spans
+            .iter()
+            .filter(|s| s.trace_id == read_trace)
+            .cloned()
+            .collect()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the read's spans reach the receiver",
+        || {
+            // Each process exports on its own schedule: wait for both sides.
+            let spans = in_read_trace(&receiver.spans.lock().unwrap());
+            let done = spans.iter().any(|s| s.service == "ferrisdb-pageserver")
+                && spans.iter().any(|s| s.name == "ferrisdb.v1.Database/Get");
+            async move { done }
+        },
+    )
+    .await;
+    let spans = in_read_trace(&receiver.spans.lock().unwrap());
+    let by_id: HashMap<&[u8], &Received> = spans.iter().map(|s| (&s.span_id[..], s)).collect();
+    let names: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{}/{} {}", s.service, s.instance, s.name))
+        .collect();
+    let parent_of = |s: &Received| -> &Received {
+        by_id
+            .get(&s.parent_span_id[..])
+            .unwrap_or_else(|| panic!("{s:?} has a parent outside the trace: {names:#?}"))
+    };
+    let get = spans
+        .iter()
+        .find(|s| s.name == "ferrisdb.v1.Database/Get")
+        .unwrap_or_else(|| panic!("no compute Get span: {names:#?}"));
+    for tier in ["read.hot", "read.pageserver"] {
+        let s = spans
+            .iter()
+            .find(|s| s.name == tier)
+            .unwrap_or_else(|| panic!("no {tier} span: {names:#?}"));
+        assert_eq!(parent_of(s).span_id, get.span_id, "{names:#?}");
+    }
+    let page = spans
+        .iter()
+        .find(|s| s.service == "ferrisdb-pageserver")
+        .unwrap();
+    assert_eq!(page.name, "ferrisdb.v1.Pageserver/Get", "{names:#?}");
+    assert_eq!(parent_of(page).name, "read.pageserver", "{names:#?}");
 }

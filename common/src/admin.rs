@@ -334,7 +334,9 @@ impl IntoResponse for Error {
             | ErrorKind::TransactionTooLarge => StatusCode::BAD_REQUEST,
             ErrorKind::DatabaseNotFound => StatusCode::NOT_FOUND,
             ErrorKind::Unavailable | ErrorKind::Fenced => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::FutureVersion => StatusCode::GATEWAY_TIMEOUT,
+            // A version the server does not have yet: the client's to retry later, never a
+            // server fault (a 5xx would page someone for a client asking too early).
+            ErrorKind::FutureVersion => StatusCode::CONFLICT,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::ReadOnly => StatusCode::CONFLICT,
             ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,

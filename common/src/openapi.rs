@@ -138,3 +138,26 @@ pub fn to_json(api: &OpenApi) -> String {
     json.push('\n');
     json
 }
+
+/// Deserializes a `u64` admin input that its document declares as an integer of format
+/// `int64` (OpenAPI's largest): a value above `i64::MAX` is refused like any malformed one,
+/// so the API accepts exactly what its document describes.
+pub fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = <u64 as serde::Deserialize>::deserialize(d)?;
+    check_int64(v).map_err(serde::de::Error::custom)
+}
+
+/// [`int64`] for an optional input.
+pub fn opt_int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = <Option<u64> as serde::Deserialize>::deserialize(d)?;
+    v.map(check_int64)
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+fn check_int64(v: u64) -> Result<u64, String> {
+    if v > i64::MAX as u64 {
+        return Err(format!("{v} is above the largest int64 ({})", i64::MAX));
+    }
+    Ok(v)
+}

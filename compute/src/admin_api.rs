@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use ferrisdb_common::openapi::ApiInfo;
+use ferrisdb_common::openapi::{ApiInfo, int64, opt_int64};
 use ferrisdb_common::proto::CheckpointRequest;
 use ferrisdb_common::{Error, Version};
 use utoipa::{IntoParams, ToSchema};
@@ -88,6 +88,7 @@ async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
 #[into_params(parameter_in = Query)]
 struct VersionAtParams {
     /// A wall-clock time, Unix microseconds.
+    #[serde(deserialize_with = "int64")]
     timestamp_micros: u64,
 }
 
@@ -127,10 +128,10 @@ struct HistoryParams {
     /// The key (UTF-8).
     key: String,
     /// The first version of interest (default 0).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int64")]
     from: u64,
-    /// The last version of interest (default: the latest).
-    #[serde(default)]
+    /// The last version of interest (default, or 0: the latest).
+    #[serde(default, deserialize_with = "int64")]
     to: u64,
 }
 
@@ -242,8 +243,10 @@ struct BranchParams {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     parent: Option<String>,
     /// Branch at this version (default: the latest commit).
+    #[serde(default, deserialize_with = "opt_int64")]
     version: Option<u64>,
     /// Branch at the version this time maps to, Unix microseconds.
+    #[serde(default, deserialize_with = "opt_int64")]
     timestamp_micros: Option<u64>,
 }
 

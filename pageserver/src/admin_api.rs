@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use ferrisdb_common::openapi::ApiInfo;
+use ferrisdb_common::openapi::{ApiInfo, int64, opt_int64};
 use ferrisdb_common::{Error, Version};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -67,7 +67,7 @@ async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
 #[into_params(parameter_in = Query)]
 struct CheckpointParams {
     /// Wait until this version is ingested first (default 0: no wait).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int64")]
     wait_for_version: u64,
 }
 
@@ -112,8 +112,10 @@ struct BranchParams {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     parent: String,
     /// Branch at this version.
+    #[serde(default, deserialize_with = "opt_int64")]
     version: Option<u64>,
     /// Branch at the version this time maps to, Unix microseconds.
+    #[serde(default, deserialize_with = "opt_int64")]
     timestamp_micros: Option<u64>,
 }
 
