@@ -65,7 +65,10 @@ fn run(bin: &Path, http: &str, token: &str, workdir: &Path) -> (bool, String) {
         .args(["--max-examples", MAX_EXAMPLES])
         // Reproducible: the same cases every run.
         .args(["--seed", "17"])
-        .args(["--request-timeout", "10"])
+        // A checkpoint or branch at a version not yet ingested waits 10 s before answering
+        // `future_version`.
+        .args(["--request-timeout", "20"])
+        .args(["--max-response-time", "15"])
         .arg("--no-shrink")
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .current_dir(workdir)
