@@ -30,6 +30,18 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The answer of a branch created (compute and pageserver admin APIs).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Branched {
+    /// The new database.
+    pub database: String,
+    /// Its parent.
+    pub parent: String,
+    /// The parent's version it starts from.
+    #[schema(value_type = u64)]
+    pub version: crate::Version,
+}
+
 /// The security scheme of an admin token (or the cluster credential) as a bearer token.
 pub const BEARER: &str = "bearer";
 

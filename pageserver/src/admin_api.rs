@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use ferrisdb_common::openapi::{ApiInfo, int64, opt_int64};
+use ferrisdb_common::openapi::{ApiInfo, Branched, int64, opt_int64};
 use ferrisdb_common::{Error, Version};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -117,18 +117,6 @@ struct BranchParams {
     /// Branch at the version this time maps to, Unix microseconds.
     #[serde(default, deserialize_with = "opt_int64")]
     timestamp_micros: Option<u64>,
-}
-
-/// A branch created.
-#[derive(serde::Serialize, ToSchema)]
-struct Branched {
-    /// The new database.
-    database: String,
-    /// Its parent.
-    parent: String,
-    /// The parent's version it starts from.
-    #[schema(value_type = u64)]
-    version: Version,
 }
 
 /// Creates database `{database}` as a branch of `parent`, by metadata only.
