@@ -8,6 +8,7 @@ mod local_cluster;
 mod local_credentials;
 mod proxy;
 mod shell;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -291,16 +292,6 @@ enum Command {
     Client(cli::ClientCommand),
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 /// A new directory with an unpredictable name in the system's temporary directory, mode
 /// 0700, removed when the guard drops.
 fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, ferrisdb_common::Error> {
@@ -327,9 +318,14 @@ fn main() -> ExitCode {
     };
     let shutdown = ferrisdb_common::net::shutdown_signal;
     runtime.block_on(async move {
+        // Set by each server command; flushed once the command returns.
+        let exporter: Option<telemetry::Telemetry>;
         let result = match cli.command {
             Command::Dev(args) => {
-                init_tracing("info");
+                exporter = Some(telemetry::init(
+                    "info",
+                    Some(service("ferrisdb-dev", "dev")),
+                ));
                 dev::run(args).await
             }
             Command::Safekeeper {
@@ -345,7 +341,10 @@ fn main() -> ExitCode {
                 s3,
                 security,
             } => {
-                init_tracing("info");
+                exporter = Some(telemetry::init(
+                    "info",
+                    Some(service("ferrisdb-safekeeper", &name)),
+                ));
                 let security = match security.load(Vec::new()) {
                     Ok(s) => s,
                     Err(e) => return fail(&e),
@@ -383,7 +382,10 @@ fn main() -> ExitCode {
                 max_branches,
                 security,
             } => {
-                init_tracing("info");
+                exporter = Some(telemetry::init(
+                    "info",
+                    Some(service("ferrisdb-pageserver", &listen_grpc.to_string())),
+                ));
                 let security = match security.load(Vec::new()) {
                     Ok(s) => s,
                     Err(e) => return fail(&e),
@@ -428,7 +430,10 @@ fn main() -> ExitCode {
                 warm_tier_disk_bytes,
                 security,
             } => {
-                init_tracing("info");
+                exporter = Some(telemetry::init(
+                    "info",
+                    Some(service("ferrisdb-compute", &listen_grpc.to_string())),
+                ));
                 let security = match client_tokens(token, token_file)
                     .and_then(|client| security.load(client))
                 {
@@ -485,19 +490,31 @@ fn main() -> ExitCode {
                 insecure,
                 command,
             } => {
-                init_tracing("info");
+                exporter = Some(telemetry::init(
+                    "info",
+                    Some(service("ferrisdb-proxy", &listen.to_string())),
+                ));
                 proxy::run(listen, upstream, command, insecure, shutdown()).await
             }
             Command::Client(cmd) => {
-                init_tracing("warn");
+                // Client commands export nothing: only logs.
+                let _logs = telemetry::init("warn", None);
                 return cli::run(cmd).await;
             }
         };
+        if let Some(exporter) = exporter {
+            exporter.shutdown().await;
+        }
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         }
     })
+}
+
+/// Who a server process is in traces.
+fn service<'a>(name: &'static str, instance: &'a str) -> telemetry::Service<'a> {
+    telemetry::Service { name, instance }
 }
 
 fn fail(e: &ferrisdb_common::Error) -> ExitCode {

@@ -486,6 +486,7 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
             wal: vec![0u8; 64].into(),
             commit_lsn: 0,
             session: 1,
+            traceparents: Vec::new(),
         };
         refused(
             who,

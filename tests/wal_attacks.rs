@@ -116,6 +116,7 @@ async fn a_peer_that_reaches_the_safekeepers_cannot_destroy_acknowledged_data() 
                 wal: encode_frame(begin, 0, &[m]).0,
                 commit_lsn: u64::MAX,
                 session: 0,
+                traceparents: Vec::new(),
             };
             let mut answers = c
                 .append(futures::stream::iter(vec![forged]))

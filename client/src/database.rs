@@ -17,6 +17,7 @@ use rand::Rng;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::outgoing::Outgoing;
 use crate::transaction::Transaction;
 use crate::watch::Watch;
 
@@ -55,8 +56,9 @@ impl Default for RetryOptions {
     }
 }
 
-/// The client stub every call goes through: gRPC with the bearer token attached.
-pub(crate) type Client = DatabaseClient<InterceptedService<Channel, SendToken>>;
+/// The client stub every call goes through: gRPC with the bearer token (and the caller's
+/// trace context) attached.
+pub(crate) type Client = DatabaseClient<InterceptedService<Channel, Outgoing>>;
 
 /// How to reach a database: where, as whom, and how to retry.
 ///
@@ -262,7 +264,7 @@ impl Database {
             .map(|url| {
                 let channel = net::channel_with(url, options.tls.as_ref())?;
                 Ok(ferrisdb_common::with_message_limits!(
-                    DatabaseClient::with_interceptor(channel, token.clone())
+                    DatabaseClient::with_interceptor(channel, Outgoing::new(token.clone()))
                 ))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -18,6 +18,7 @@
 
 mod database;
 mod key_selector;
+mod outgoing;
 pub mod subspace;
 mod transaction;
 pub mod tuple;

@@ -1,30 +1,121 @@
-//! The HTTP admin surface every process serves: `/healthz`, `/metrics`, `/v1/status`, plus
-//! component routes.
+//! The HTTP admin surface every process serves: `/healthz`, `/metrics`, `/openapi.json`,
+//! `/v1/status`, plus component routes. Every route is declared with its OpenAPI description
+//! (utoipa-axum), so the document a process serves is generated from its handlers
+//! ([`crate::openapi`]).
+
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus::{Encoder, Registry, TextEncoder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Error, ErrorKind};
+use crate::openapi::ApiInfo;
 
-/// `/healthz` and `/metrics` (Prometheus text from `registry`); components merge their own
-/// routes (`/v1/status` and friends) into it.
+/// What the common routes need: the metrics to render and the document to serve.
+#[derive(Clone)]
+pub struct BaseState {
+    registry: Registry,
+    /// Set once the router, and so the document, is complete.
+    openapi: Arc<OnceLock<String>>,
+}
+
+/// `/healthz`, `/metrics` and `/openapi.json`, with their descriptions.
+fn base_routes() -> OpenApiRouter<BaseState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// Whether the process is up (for load balancers; no credential needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    security(()),
+    responses((status = 200, description = "The process is up", body = String, content_type = "text/plain"))
+)]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The process's metrics in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses((status = 200, description = "Prometheus text exposition (version 0.0.4)", body = String, content_type = "text/plain"))
+)]
+async fn metrics(State(state): State<BaseState>) -> Response {
+    render_metrics(&state.registry)
+}
+
+/// This API's OpenAPI 3.1 document (no credential needed: it is the same for every
+/// deployment and says nothing about the data).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "openapi",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this admin API", body = Object, content_type = "application/json"))
+)]
+async fn openapi_json(State(state): State<BaseState>) -> Response {
+    match state.openapi.get() {
+        Some(json) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
+        None => Error::unavailable("the document is not ready yet").into_response(),
+    }
+}
+
+/// The OpenAPI document of a component's admin API whose own routes are `routes`, as the
+/// process serves it; no process (or state) needed.
+pub fn document<S: Clone + Send + Sync + 'static>(
+    info: &ApiInfo,
+    routes: OpenApiRouter<S>,
+) -> utoipa::openapi::OpenApi {
+    crate::openapi::document(info, base_routes().into_openapi(), routes.into_openapi())
+}
+
+/// A component's admin router: the common routes (`/healthz`, `/metrics` from `registry`,
+/// `/openapi.json`) and the component's `routes` with their `state`.
+pub fn admin_router<S: Clone + Send + Sync + 'static>(
+    info: &ApiInfo,
+    registry: Registry,
+    routes: OpenApiRouter<S>,
+    state: S,
+) -> Router {
+    let slot = Arc::new(OnceLock::new());
+    let (base, base_api) = base_routes()
+        .with_state(BaseState {
+            registry,
+            openapi: slot.clone(),
+        })
+        .split_for_parts();
+    let (own, own_api) = routes.with_state(state).split_for_parts();
+    let api = crate::openapi::document(info, base_api, own_api);
+    let _ = slot.set(crate::openapi::to_json(&api));
+    base.merge(own)
+}
+
+/// `/healthz` and `/metrics` (Prometheus text from `registry`) alone, for tests of the
+/// common middleware.
 pub fn base_router(registry: Registry) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { render_metrics(&registry) }
-            }),
-        )
+    let (router, _) = base_routes()
+        .with_state(BaseState {
+            registry,
+            openapi: Arc::default(),
+        })
+        .split_for_parts();
+    router
 }
 
 /// Requires an admin credential (see [`crate::auth::Require::admin`]) on every route of
-/// `router` except `/healthz`, which load balancers probe without credentials. `/metrics`
+/// `router` except `/healthz`, which load balancers probe without credentials, and
+/// `/openapi.json` (see [`is_open_route`]). `/metrics`
 /// is guarded like the rest: metric names and values describe the data (databases, sizes,
 /// terms), and Prometheus sends a bearer token (`authorization.credentials_file`).
 pub fn require(router: Router, require: crate::auth::Require) -> Router {
@@ -42,7 +133,7 @@ pub fn require(router: Router, require: crate::auth::Require) -> Router {
                 let cluster = headers
                     .get(crate::auth::CLUSTER_TOKEN_HEADER)
                     .and_then(|v| v.to_str().ok());
-                if req.uri().path() == "/healthz" || require.accepts(authorization, cluster) {
+                if is_open_route(req.uri().path()) || require.accepts(authorization, cluster) {
                     next.run(req).await
                 } else {
                     require.refusal().into_response()
@@ -50,6 +141,12 @@ pub fn require(router: Router, require: crate::auth::Require) -> Router {
             }
         },
     ))
+}
+
+/// Routes served without a credential: the health probe, and the API's own description
+/// (the same for every deployment, and the repository's docs/openapi/ publish it anyway).
+fn is_open_route(path: &str) -> bool {
+    matches!(path, "/healthz" | "/openapi.json")
 }
 
 fn render_metrics(registry: &Registry) -> Response {
@@ -237,7 +334,9 @@ impl IntoResponse for Error {
             | ErrorKind::TransactionTooLarge => StatusCode::BAD_REQUEST,
             ErrorKind::DatabaseNotFound => StatusCode::NOT_FOUND,
             ErrorKind::Unavailable | ErrorKind::Fenced => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::FutureVersion => StatusCode::GATEWAY_TIMEOUT,
+            // A version the server does not have yet: the client's to retry later, never a
+            // server fault (a 5xx would page someone for a client asking too early).
+            ErrorKind::FutureVersion => StatusCode::CONFLICT,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::ReadOnly => StatusCode::CONFLICT,
             ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -251,7 +350,7 @@ impl IntoResponse for Error {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use axum::routing::post;
+    use axum::routing::{get, post};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[derive(serde::Deserialize)]

@@ -384,6 +384,9 @@ impl tonic::service::Interceptor for SendCluster {
         if let Some(v) = &self.0 {
             req.metadata_mut().insert(CLUSTER_TOKEN_HEADER, v.clone());
         }
+        // Internal calls continue the caller's trace (a read reaching the pageserver).
+        #[cfg(feature = "otel")]
+        crate::telemetry::inject_current(req.metadata_mut());
         Ok(req)
     }
 }

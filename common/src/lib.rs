@@ -18,9 +18,13 @@ pub mod limits;
 pub mod message_size;
 pub mod net;
 pub mod objstore;
+pub mod openapi;
 pub mod overlay;
 pub mod proto;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 pub mod term_history;
+pub mod traceparent;
 pub mod version;
 pub mod versioned_map;
 pub mod wal;

@@ -78,9 +78,14 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 /// A gRPC server builder with FerrisDB's per-connection limits; every server starts here.
 pub fn grpc_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize);
+    // A span per request, child of the caller's trace (a disabled span unless traces are
+    // exported: see crate::telemetry).
+    #[cfg(feature = "otel")]
+    let server = server.trace_fn(crate::telemetry::grpc_server_span);
+    server
 }
 
 /// A server's TLS identity: certificate chain and private key, PEM.

@@ -41,6 +41,8 @@ use std::time::Duration;
 use ferrisdb_common::atomic;
 use ferrisdb_common::clock::Clock;
 use ferrisdb_common::message_size::{MAX_BATCH_BYTES, MAX_FRAME_BYTES};
+use ferrisdb_common::telemetry;
+use ferrisdb_common::traceparent::TraceParent;
 use ferrisdb_common::wal::{self, Mutation};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -76,6 +78,9 @@ pub struct CommitRequest {
     pub mutations: Vec<Write>,
     /// Where the outcome goes.
     pub reply: Reply,
+    /// The span of the request that asked (its trace continues through the batch); `None`
+    /// unless traces are exported.
+    pub trace: Option<TraceParent>,
 }
 
 /// A commit's outcome: its version, its commit time, and its order within its batch (the last
@@ -122,6 +127,40 @@ struct InFlight {
     /// `None` once answered (`commit_unknown_result` at the deadline).
     replies: Vec<Option<Reply>>,
     deadline: Instant,
+    /// The batch's spans, when one of its requests was traced.
+    trace: Option<BatchTrace>,
+}
+
+/// The open spans of a traced batch (docs/observability.md): the batch, child of its first
+/// traced request and linked to the others, and its quorum wait, which the safekeepers'
+/// append spans are children of.
+struct BatchTrace {
+    batch: tracing::Span,
+    quorum_wait: tracing::Span,
+}
+
+/// The span of a batch: disabled unless traces are exported and one of its requests carries
+/// a trace; then the child of the first such request, linked to the others.
+fn batch_span(batch: &[CommitRequest]) -> tracing::Span {
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let mut traced = batch.iter().filter_map(|r| r.trace.as_ref());
+    let Some(first) = traced.next() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        parent: None,
+        "commit.batch",
+        transactions = batch.len(),
+        version = tracing::field::Empty,
+    );
+    telemetry::set_parent(&span, first, false);
+    for t in traced.take(telemetry::MAX_APPEND_TRACES) {
+        telemetry::add_link(&span, t, false);
+    }
+    span
 }
 
 /// The state the pipeline owns.
@@ -287,6 +326,7 @@ impl Committer {
             writes: Vec::new(),
             replies: Vec::new(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
+            trace: None,
         });
     }
 
@@ -299,6 +339,8 @@ impl Committer {
             }
             return Vec::new();
         }
+        let batch_span = batch_span(&batch);
+        let resolve = ferrisdb_common::child_span!(batch_span, "commit.resolve");
         let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
         let committed = *self.committed.borrow();
         // Batches in flight are ahead of this one in the log: their writes count as committed.
@@ -371,7 +413,15 @@ impl Committer {
                 return rest;
             }
         };
-        if let Err(e) = self.proposer.append(frame) {
+        drop(resolve);
+        batch_span.record("version", version.0);
+        let quorum_wait = ferrisdb_common::child_span!(batch_span, "commit.quorum_wait");
+        let append = ferrisdb_common::child_span!(batch_span, "commit.append");
+        let appended = self
+            .proposer
+            .append_traced(frame, telemetry::traceparent(&quorum_wait));
+        drop(append);
+        if let Err(e) = appended {
             // Nothing was appended: a definite refusal.
             for r in accepted {
                 let _ = r.reply.send(Err(e.clone()));
@@ -391,6 +441,10 @@ impl Committer {
                 .collect(),
             replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
+            trace: (!batch_span.is_disabled()).then_some(BatchTrace {
+                batch: batch_span,
+                quorum_wait,
+            }),
         });
         rest
     }
@@ -456,6 +510,12 @@ impl Committer {
             let Some(b) = self.in_flight.pop_front() else {
                 break;
             };
+            // The quorum wait ends here; apply is the batch's last phase.
+            let _apply = b.trace.map(|t| {
+                drop(t.quorum_wait);
+                let apply = ferrisdb_common::child_span!(t.batch, "commit.apply");
+                (apply, t.batch)
+            });
             self.hot.apply(b.version, b.time_micros, &b.mutations);
             self.resolver.add(b.version, b.time_micros, b.writes);
             self.committed.send_replace(b.version);
@@ -600,6 +660,7 @@ mod tests {
             writes: Vec::new(),
             mutations: vec![w],
             reply,
+            trace: None,
         };
         (req, outcome)
     }

@@ -28,6 +28,9 @@ use crate::replica::Replica;
 use ferrisdb_common::proto::GetReadVersionRequest;
 use ferrisdb_common::proto::database_client::DatabaseClient;
 
+/// How long creating a branch waits for its parent, and then for itself, to be serving.
+pub const BRANCH_START_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Pause between election attempts, and between attempts to list the pageserver's branches.
 const RETRY: Duration = Duration::from_millis(300);
 
@@ -191,6 +194,23 @@ impl Databases {
         })
     }
 
+    /// [`Databases::node`], waiting up to `timeout` while `database` is still starting (a
+    /// branch just created is electing its first term).
+    pub async fn node_when_started(&self, database: &str, timeout: Duration) -> Result<Node> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.node(database) {
+                Err(e)
+                    if e.kind() == ErrorKind::Unavailable
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The databases served, each with its role once it has one.
     pub fn all(&self) -> Vec<(String, Option<Node>)> {
         self.served.read().map_or_else(
@@ -205,7 +225,8 @@ impl Databases {
 
     /// Creates `name` as a branch of `parent` (a database served here) at a version or
     /// timestamp (neither: the parent's latest commit) and starts serving it. Returns the
-    /// branch point.
+    /// branch point once the branch serves (or after [`BRANCH_START_TIMEOUT`], still
+    /// starting). A parent that is itself still starting is waited for as long.
     pub async fn branch(
         &self,
         name: &str,
@@ -213,7 +234,11 @@ impl Databases {
         version: Option<Version>,
         timestamp_micros: Option<u64>,
     ) -> Result<Version> {
-        let p = self.primary(parent)?;
+        let p = self
+            .node_when_started(parent, BRANCH_START_TIMEOUT)
+            .await?
+            .primary()
+            .cloned()?;
         // Without a point, branch at the latest commit, which the pageserver may not have
         // ingested yet: name it so the pageserver waits for it.
         let version = match (version, timestamp_micros) {
@@ -221,6 +246,15 @@ impl Databases {
             (v, _) => v,
         };
         if let Some(v) = version {
+            // Past the parent's latest commit nothing can be waited for: no version above it
+            // exists yet.
+            let latest = p.view().latest();
+            if v > latest {
+                return Err(Error::new(
+                    ErrorKind::FutureVersion,
+                    format!("version {v} of {parent} is newer than its latest commit {latest}"),
+                ));
+            }
             let req = PageserverStatusRequest {
                 database: parent.to_string(),
             };
@@ -253,6 +287,9 @@ impl Databases {
             .await?
             .into_inner();
         self.serve(name);
+        // Answer once the branch serves, so the caller's next request finds it; a branch
+        // still starting after the wait exists all the same.
+        let _ = self.node_when_started(name, BRANCH_START_TIMEOUT).await;
         Ok(Version(at.version))
     }
 

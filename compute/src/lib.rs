@@ -7,6 +7,7 @@
 //! no acknowledged commit.
 
 pub mod activity;
+pub mod admin_api;
 pub mod atomics;
 pub mod committer;
 pub mod databases;
@@ -31,19 +32,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::State;
-use axum::routing::{get, post};
-use ferrisdb_common::proto::CheckpointRequest;
 use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::{Error, Result, Version, admin, auth, net, validate_database_name};
+use ferrisdb_common::{Error, Result, admin, auth, net, validate_database_name};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::activity::Activity;
 use crate::databases::Databases;
 use crate::metrics::Metrics;
-use crate::node::Node;
 use crate::service::ComputeService;
 
 /// How a compute process is started. Debug shows whether a token is set, never the token.
@@ -189,14 +185,12 @@ pub async fn run(
         }
     };
     let shutdown = net::Shutdown::on(shutdown);
-    let routes = axum::Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/checkpoint", post(checkpoint))
-        .route("/v1/version_at", get(version_at))
-        .route("/v1/history", get(history))
-        .route("/v1/branch", post(branch))
-        .with_state(databases.clone());
-    let router = admin::base_router(metrics.registry.clone()).merge(routes);
+    let router = admin::admin_router(
+        &admin_api::ADMIN_API,
+        metrics.registry.clone(),
+        admin_api::routes(),
+        databases.clone(),
+    );
     let http = security.spawn_admin(router, http_listener, shutdown.clone());
     let grpc = security.grpc_server()?.add_service(InterceptedService::new(
         ferrisdb_common::with_message_limits!(DatabaseServer::new(ComputeService::new(
@@ -210,140 +204,4 @@ pub async fn run(
     databases.stop();
     let _ = http.await;
     Ok(())
-}
-
-/// Which database an admin call is about (default: the one the compute was started for).
-#[derive(serde::Deserialize)]
-struct DatabaseParam {
-    database: Option<String>,
-}
-
-impl DatabaseParam {
-    fn node(&self, dbs: &Databases) -> Result<Node, Error> {
-        dbs.node(self.database.as_deref().unwrap_or(&dbs.root))
-    }
-}
-
-async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
-    let all = dbs.all();
-    let root = all
-        .iter()
-        .find(|(name, _)| *name == dbs.root)
-        .and_then(|(_, p)| p.as_ref().map(|p| p.status()));
-    let databases: serde_json::Map<String, serde_json::Value> = all
-        .iter()
-        .map(|(name, p)| {
-            (
-                name.clone(),
-                serde_json::json!(p.as_ref().map(|p| p.status())),
-            )
-        })
-        .collect();
-    Json(serde_json::json!({
-        "kind": "compute",
-        "database": dbs.root,
-        "primary": root,
-        "databases": databases,
-    }))
-}
-
-#[derive(serde::Deserialize)]
-struct VersionAtParams {
-    timestamp_micros: u64,
-}
-
-/// The version a timestamp maps to (the latest committed at or before it).
-async fn version_at(
-    State(dbs): State<Databases>,
-    axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
-    axum::extract::Query(p): axum::extract::Query<VersionAtParams>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let version = db.node(&dbs)?.view().version_at(p.timestamp_micros).await?;
-    Ok(Json(
-        serde_json::json!({"timestamp_micros": p.timestamp_micros, "version": version}),
-    ))
-}
-
-#[derive(serde::Deserialize)]
-struct HistoryParams {
-    key: String,
-    #[serde(default)]
-    from: u64,
-    #[serde(default)]
-    to: u64,
-}
-
-/// Every version of a (UTF-8) key with its commit time.
-async fn history(
-    State(dbs): State<Databases>,
-    axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
-    axum::extract::Query(p): axum::extract::Query<HistoryParams>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let key = bytes::Bytes::from(p.key.clone());
-    let entries = db
-        .node(&dbs)?
-        .view()
-        .history(key, Version(p.from), Version(p.to))
-        .await?;
-    let versions: Vec<_> = entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "version": e.version,
-                "commit_time_micros": e.commit_time_micros,
-                "value": e.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
-            })
-        })
-        .collect();
-    Ok(Json(
-        serde_json::json!({"key": p.key, "versions": versions}),
-    ))
-}
-
-/// Uploads everything committed so far to object storage: waits for the pageserver to ingest
-/// the latest commit, then has it checkpoint.
-async fn checkpoint(
-    State(dbs): State<Databases>,
-    axum::extract::Query(db): axum::extract::Query<DatabaseParam>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let node = db.node(&dbs)?;
-    // The latest commit, not a read version handed out: no heartbeat follows.
-    let version = node.view().latest();
-    let view = node.view();
-    let req = CheckpointRequest {
-        database: view.database().to_string(),
-        wait_for_version: version.0,
-    };
-    let status = view.pageserver().checkpoint(req).await?.into_inner();
-    Ok(Json(serde_json::json!({
-        "database": view.database(),
-        "checkpointed_version": version,
-        "remote_consistent_version": status.remote_consistent_version,
-    })))
-}
-
-/// The body of a branch request.
-#[derive(serde::Deserialize)]
-struct BranchParams {
-    /// The new database.
-    name: String,
-    /// The database to branch from (default: the compute's own).
-    parent: Option<String>,
-    version: Option<u64>,
-    timestamp_micros: Option<u64>,
-}
-
-/// Creates a database as a branch of another at a version or timestamp (neither: the latest
-/// commit), by metadata only, and starts serving it.
-async fn branch(
-    State(dbs): State<Databases>,
-    Json(p): Json<BranchParams>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let parent = p.parent.clone().unwrap_or_else(|| dbs.root.clone());
-    let at = dbs
-        .branch(&p.name, &parent, p.version.map(Version), p.timestamp_micros)
-        .await?;
-    Ok(Json(
-        serde_json::json!({"database": p.name, "parent": parent, "version": at}),
-    ))
 }

@@ -167,6 +167,7 @@ impl Pipeline {
             writes,
             mutations,
             reply,
+            trace: None,
         };
         self.sender.send(req).await.unwrap();
         Ok(outcome)

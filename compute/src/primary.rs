@@ -10,6 +10,7 @@ use ferrisdb_common::proto::PageGetRequest;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::committer::{CommitRequest, Committer};
 use crate::hot_tier::{HotRead, HotTier};
@@ -81,6 +82,8 @@ impl PointReader {
     /// The value of `key` at `version`: from the hot tier; or, when the key has not changed
     /// since the hot tier's floor, from the warm tier or the pageserver at that floor.
     pub async fn read(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
+        // One span per tier asked, when the request is traced (docs/observability.md).
+        let hot_span = ferrisdb_common::span_in_trace!("read.hot");
         let at = match self.hot.get(&key, version) {
             HotRead::Found(v) => {
                 self.count("hot", true);
@@ -88,11 +91,13 @@ impl PointReader {
             }
             HotRead::AskPageserverAt(at) => at,
         };
+        drop(hot_span);
         self.count("hot", false);
         // The warm tier is asked only after the hot tier loaded its floor (its correctness
         // argument depends on that order; see warm_tier).
         if let Some(warm) = &self.warm {
-            if let Some(v) = warm.get(&key, at).await {
+            let span = ferrisdb_common::span_in_trace!("read.warm");
+            if let Some(v) = warm.get(&key, at).instrument(span).await {
                 self.count("warm", true);
                 return Ok(v);
             }
@@ -103,7 +108,15 @@ impl PointReader {
             key: key.clone(),
             version: at.0,
         };
-        let value = self.pageserver.clone().get(req).await?.into_inner().value;
+        let span = ferrisdb_common::span_in_trace!("read.pageserver");
+        let value = self
+            .pageserver
+            .clone()
+            .get(req)
+            .instrument(span)
+            .await?
+            .into_inner()
+            .value;
         self.count("pageserver", true);
         if let Some(warm) = &self.warm {
             warm.insert(&key, at, value.as_ref());
@@ -312,6 +325,8 @@ impl Primary {
             writes,
             mutations,
             reply,
+            // The request's span (the gRPC server span), which the batch continues.
+            trace: ferrisdb_common::telemetry::current(),
         };
         self.pipeline
             .send(req)

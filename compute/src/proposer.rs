@@ -25,7 +25,9 @@ use ferrisdb_common::proto::{
     AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
     TermSwitch, VoteRequest,
 };
+use ferrisdb_common::telemetry;
 use ferrisdb_common::term_history::{Vote, plan_election};
+use ferrisdb_common::traceparent::TraceParent;
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -136,7 +138,14 @@ pub struct Proposer {
     /// (end, commit): wakes the senders when either moves.
     positions: watch::Sender<(Lsn, Lsn)>,
     quorum: watch::Sender<Quorum>,
+    /// Where traced batches begin and the trace context their appends carry (see
+    /// [`Proposer::append_traced`]); empty unless traces are exported.
+    traces: Mutex<VecDeque<(Lsn, TraceParent)>>,
 }
+
+/// Most traced batches remembered for the senders: a sender far behind loses their
+/// contexts (its appends are then not traced), never its WAL.
+const MAX_TRACED_BATCHES: usize = 1024;
 
 impl Proposer {
     /// Runs one election for `database` over `safekeepers`. `durable_elsewhere` is the version
@@ -241,6 +250,7 @@ impl Proposer {
                 fenced: None,
             })
             .0,
+            traces: Mutex::default(),
         }))
     }
 
@@ -351,6 +361,12 @@ impl Proposer {
     /// More than one message carries is refused (nothing appended): a frame no safekeeper
     /// can take would stay in the log and stop every append after it.
     pub fn append(&self, frames: Bytes) -> Result<Lsn> {
+        self.append_traced(frames, None)
+    }
+
+    /// [`Proposer::append`], with the trace context the safekeepers' spans for these frames
+    /// are children of (docs/observability.md).
+    pub fn append_traced(&self, frames: Bytes, trace: Option<TraceParent>) -> Result<Lsn> {
         if frames.len() > ferrisdb_common::message_size::MAX_FRAME_BYTES {
             return Err(Error::new(
                 ErrorKind::TransactionTooLarge,
@@ -371,6 +387,14 @@ impl Proposer {
         log.frames.push_back((begin, frames));
         let positions = (log.end, log.commit);
         drop(log);
+        if let Some(trace) = trace
+            && let Ok(mut traces) = self.traces.lock()
+        {
+            if traces.len() >= MAX_TRACED_BATCHES {
+                traces.pop_front();
+            }
+            traces.push_back((begin, trace));
+        }
         self.positions.send_replace(positions);
         Ok(positions.0)
     }
@@ -516,6 +540,7 @@ impl Proposer {
                     wal,
                     commit_lsn: commit,
                     session,
+                    traceparents: self.traces_in(sent, sent + n),
                 };
                 tx.send(req)
                     .await
@@ -550,6 +575,23 @@ impl Proposer {
                 }
             }
         }
+    }
+
+    /// The trace contexts of the traced batches beginning in `[from, to)`; nothing (and no
+    /// lock taken) unless traces are exported.
+    fn traces_in(&self, from: Lsn, to: Lsn) -> Vec<String> {
+        if !telemetry::enabled() || from >= to {
+            return Vec::new();
+        }
+        let Ok(traces) = self.traces.lock() else {
+            return Vec::new();
+        };
+        traces
+            .iter()
+            .filter(|(begin, _)| (from..to).contains(begin))
+            .take(telemetry::MAX_APPEND_TRACES)
+            .map(|(_, t)| t.to_string())
+            .collect()
     }
 
     /// Whole frames of our log from `from` towards `end`, at most [`MAX_APPEND_BYTES`] (but at

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use ferrisdb_common::auth::PeerChannel;
@@ -170,8 +171,13 @@ impl DatabaseView {
                 reverse,
             };
             let mut pageserver = self.pageserver.clone();
+            let span = ferrisdb_common::span_in_trace!("read.pageserver");
             async move {
-                let resp = pageserver.get_range(req).await?.into_inner();
+                let resp = pageserver
+                    .get_range(req)
+                    .instrument(span)
+                    .await?
+                    .into_inner();
                 let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
                 Ok((rows, resp.more))
             }

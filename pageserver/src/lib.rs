@@ -6,6 +6,7 @@
 //! start it rebuilds each database from its newest manifest and resumes the WAL where that
 //! manifest's durable version ends.
 
+pub mod admin_api;
 pub mod block_cache;
 pub mod cold_segment;
 pub mod compaction;
@@ -24,12 +25,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
 use ferrisdb_common::objstore::ObjectStoreConfig;
 use ferrisdb_common::proto::pageserver_server::PageserverServer;
-use ferrisdb_common::{Error, Result, Version, admin, auth, net};
+use ferrisdb_common::{Error, Result, admin, auth, net};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::databases::Databases;
@@ -95,12 +93,12 @@ pub async fn run(
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, store = %config.object_store.url, "pageserver serving");
 
     let shutdown = net::Shutdown::on(shutdown);
-    let routes = axum::Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/databases/{database}/checkpoint", post(checkpoint))
-        .route("/v1/databases/{database}/branch", post(branch))
-        .with_state(databases.clone());
-    let router = admin::base_router(metrics.registry.clone()).merge(routes);
+    let router = admin::admin_router(
+        &admin_api::ADMIN_API,
+        metrics.registry.clone(),
+        admin_api::routes(),
+        databases.clone(),
+    );
     let http = config
         .security
         .spawn_admin(router, http_listener, shutdown.clone());
@@ -117,69 +115,4 @@ pub async fn run(
     let _ = http.await;
     databases.stop();
     Ok(())
-}
-
-async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
-    let mut databases = serde_json::Map::new();
-    for (name, t) in dbs.timelines.all() {
-        let ancestor = t
-            .ancestor()
-            .map(|(parent, at)| serde_json::json!({"parent": parent, "version": at}));
-        databases.insert(
-            name.clone(),
-            serde_json::json!({
-                "ingested_version": t.ingested_version(),
-                "remote_consistent_version": t.remote_consistent_version(),
-                "manifest_generation": t.manifest_generation().await,
-                "open_layer_bytes": t.open_layer_bytes(),
-                "block_cache": {"hits": t.cache_stats().0, "misses": t.cache_stats().1},
-                "ancestor": ancestor,
-            }),
-        );
-    }
-    Json(serde_json::json!({"kind": "pageserver", "databases": databases}))
-}
-
-#[derive(serde::Deserialize)]
-struct CheckpointParams {
-    #[serde(default)]
-    wait_for_version: u64,
-}
-
-async fn checkpoint(
-    State(dbs): State<Databases>,
-    Path(database): Path<String>,
-    Query(params): Query<CheckpointParams>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let t = dbs.timelines.get(&database)?;
-    let v = t.checkpoint(Version(params.wait_for_version)).await?;
-    Ok(Json(
-        serde_json::json!({"database": database, "remote_consistent_version": v}),
-    ))
-}
-
-/// The body of a branch request: the parent, and where in it (neither: its latest version).
-#[derive(serde::Deserialize)]
-struct BranchParams {
-    parent: String,
-    version: Option<u64>,
-    timestamp_micros: Option<u64>,
-}
-
-async fn branch(
-    State(dbs): State<Databases>,
-    Path(database): Path<String>,
-    Json(params): Json<BranchParams>,
-) -> Result<Json<serde_json::Value>, Error> {
-    let at = dbs
-        .branch(
-            &database,
-            &params.parent,
-            params.version.map(Version),
-            params.timestamp_micros,
-        )
-        .await?;
-    Ok(Json(
-        serde_json::json!({"database": database, "parent": params.parent, "version": at}),
-    ))
 }

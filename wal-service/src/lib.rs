@@ -6,6 +6,7 @@
 //! docs/wal-protocol.md); pageservers follow the committed log with `ReadWal`.
 
 pub mod acceptor;
+pub mod admin_api;
 pub mod control;
 pub mod durable;
 #[doc(hidden)]
@@ -18,11 +19,8 @@ pub mod timeline;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::routing::get;
 use ferrisdb_common::proto::safekeeper_server::SafekeeperServer;
 use ferrisdb_common::{Error, Result, admin, auth, net};
 use tonic::service::interceptor::InterceptedService;
@@ -103,13 +101,14 @@ pub async fn run(
         })
     };
 
-    let router = admin::base_router(metrics.registry.clone()).route(
-        "/v1/status",
-        get({
-            let state = state.clone();
-            let name = config.name.clone();
-            move || status(state.clone(), name.clone())
-        }),
+    let router = admin::admin_router(
+        &admin_api::ADMIN_API,
+        metrics.registry.clone(),
+        admin_api::routes(),
+        admin_api::AdminState {
+            state: state.clone(),
+            name: config.name.clone(),
+        },
     );
     let http = config
         .security
@@ -127,16 +126,4 @@ pub async fn run(
     let _ = http.await;
     let _ = persister.await;
     Ok(())
-}
-
-async fn status(state: Arc<SafekeeperState>, name: String) -> Json<serde_json::Value> {
-    let (databases, corrupt) = state.all_status().await;
-    let lag = state.peer_lag(&databases).await;
-    Json(serde_json::json!({
-        "kind": "safekeeper",
-        "name": name,
-        "databases": databases,
-        "peer_lag": lag,
-        "corrupt_databases": corrupt,
-    }))
 }

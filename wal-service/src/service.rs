@@ -17,6 +17,7 @@ use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::acceptor::{Acceptor, AcceptorStatus, AppendArgs, ProposerId};
 use crate::control::{TermSwitch, database_dir};
@@ -405,7 +406,12 @@ impl Safekeeper for SafekeeperService {
                         _ => break,
                     }
                 }
-                for result in append_group(&state, group).await {
+                // Traced batches in the group: one span for its write and fsync, child of the
+                // first and linked to the rest (docs/observability.md).
+                let span = ferrisdb_common::telemetry::append_span(
+                    group.iter().flat_map(|r| r.traceparents.iter()),
+                );
+                for result in append_group(&state, group).instrument(span).await {
                     let failed = result.is_err();
                     if tx.send(result.map_err(Status::from)).await.is_err() || failed {
                         return;

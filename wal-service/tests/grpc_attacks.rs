@@ -170,6 +170,7 @@ fn req(term: u64, session: u64, begin: Lsn, wal: Bytes, commit: Lsn) -> AppendRe
         wal,
         commit_lsn: commit,
         session,
+        traceparents: Vec::new(),
     }
 }
 

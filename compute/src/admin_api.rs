@@ -1,0 +1,275 @@
+//! The compute's admin HTTP API (besides the common `/healthz`, `/metrics`,
+//! `/openapi.json`): status, checkpoints, time travel and branches. Each handler carries its
+//! OpenAPI description; `docs/openapi/compute.json` is the document they generate.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use ferrisdb_common::openapi::{ApiInfo, Branched, int64, opt_int64};
+use ferrisdb_common::proto::CheckpointRequest;
+use ferrisdb_common::{Error, Version};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::databases::Databases;
+use crate::node::Node;
+
+/// What the compute's OpenAPI document is called.
+pub const ADMIN_API: ApiInfo = ApiInfo {
+    component: "compute",
+    title: "FerrisDB compute admin API",
+    description: "Status, checkpoints, time travel and branches of a FerrisDB compute (the \
+                  primary of one database and the branches it serves). Every route but \
+                  /healthz and /openapi.json requires an admin token or the cluster \
+                  credential (docs/security.md).",
+};
+
+/// The compute's own admin routes.
+pub fn routes() -> OpenApiRouter<Databases> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(checkpoint))
+        .routes(routes!(version_at))
+        .routes(routes!(history))
+        .routes(routes!(branch))
+}
+
+/// The compute's admin API document, as `/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ferrisdb_common::admin::document(&ADMIN_API, routes())
+}
+
+/// Which database an admin call is about (default: the one the compute was started for).
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DatabaseParam {
+    /// The database (default: the compute's own).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    database: Option<String>,
+}
+
+impl DatabaseParam {
+    fn node(&self, dbs: &Databases) -> Result<Node, Error> {
+        dbs.node(self.database.as_deref().unwrap_or(&dbs.root))
+    }
+}
+
+/// The compute's state: its database, whether it is primary, and each database served.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "status",
+    responses((status = 200, description = "The compute's state", body = Object))
+)]
+async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
+    let all = dbs.all();
+    let root = all
+        .iter()
+        .find(|(name, _)| *name == dbs.root)
+        .and_then(|(_, p)| p.as_ref().map(|p| p.status()));
+    let databases: serde_json::Map<String, serde_json::Value> = all
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                serde_json::json!(p.as_ref().map(|p| p.status())),
+            )
+        })
+        .collect();
+    Json(serde_json::json!({
+        "kind": "compute",
+        "database": dbs.root,
+        "primary": root,
+        "databases": databases,
+    }))
+}
+
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct VersionAtParams {
+    /// A wall-clock time, Unix microseconds.
+    #[serde(deserialize_with = "int64")]
+    timestamp_micros: u64,
+}
+
+/// The version a timestamp maps to.
+#[derive(serde::Serialize, ToSchema)]
+struct VersionAt {
+    /// The time asked about.
+    timestamp_micros: u64,
+    /// The latest version committed at or before it.
+    #[schema(value_type = u64)]
+    version: Version,
+}
+
+/// The version a timestamp maps to (the latest committed at or before it).
+#[utoipa::path(
+    get,
+    path = "/v1/version_at",
+    tag = "time travel",
+    params(DatabaseParam, VersionAtParams),
+    responses((status = 200, description = "The version", body = VersionAt))
+)]
+async fn version_at(
+    State(dbs): State<Databases>,
+    Query(db): Query<DatabaseParam>,
+    Query(p): Query<VersionAtParams>,
+) -> Result<Json<VersionAt>, Error> {
+    let version = db.node(&dbs)?.view().version_at(p.timestamp_micros).await?;
+    Ok(Json(VersionAt {
+        timestamp_micros: p.timestamp_micros,
+        version,
+    }))
+}
+
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryParams {
+    /// The key (UTF-8).
+    key: String,
+    /// The first version of interest (default 0).
+    #[serde(default, deserialize_with = "int64")]
+    from: u64,
+    /// The last version of interest (default, or 0: the latest).
+    #[serde(default, deserialize_with = "int64")]
+    to: u64,
+}
+
+/// One version of a key.
+#[derive(serde::Serialize, ToSchema)]
+struct HistoryEntry {
+    /// The version that wrote it.
+    #[schema(value_type = u64)]
+    version: Version,
+    /// When that version committed, Unix microseconds.
+    commit_time_micros: u64,
+    /// The value written (lossy UTF-8); null when the key was cleared.
+    value: Option<String>,
+}
+
+/// Every version of a key.
+#[derive(serde::Serialize, ToSchema)]
+struct History {
+    /// The key asked about.
+    key: String,
+    /// Its versions, oldest first.
+    versions: Vec<HistoryEntry>,
+}
+
+/// Every version of a (UTF-8) key with its commit time.
+#[utoipa::path(
+    get,
+    path = "/v1/history",
+    tag = "time travel",
+    params(DatabaseParam, HistoryParams),
+    responses((status = 200, description = "The key's versions", body = History))
+)]
+async fn history(
+    State(dbs): State<Databases>,
+    Query(db): Query<DatabaseParam>,
+    Query(p): Query<HistoryParams>,
+) -> Result<Json<History>, Error> {
+    let key = bytes::Bytes::from(p.key.clone());
+    let entries = db
+        .node(&dbs)?
+        .view()
+        .history(key, Version(p.from), Version(p.to))
+        .await?;
+    let versions = entries
+        .iter()
+        .map(|e| HistoryEntry {
+            version: Version(e.version),
+            commit_time_micros: e.commit_time_micros,
+            value: e
+                .value
+                .as_ref()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+        })
+        .collect();
+    Ok(Json(History {
+        key: p.key,
+        versions,
+    }))
+}
+
+/// A checkpoint's outcome.
+#[derive(serde::Serialize, ToSchema)]
+struct Checkpointed {
+    /// The database.
+    database: String,
+    /// The latest commit when the checkpoint was asked for.
+    #[schema(value_type = u64)]
+    checkpointed_version: Version,
+    /// Everything up to here is in object storage.
+    remote_consistent_version: u64,
+}
+
+/// Uploads everything committed so far to object storage: waits for the pageserver to ingest
+/// the latest commit, then has it checkpoint.
+#[utoipa::path(
+    post,
+    path = "/v1/checkpoint",
+    tag = "storage",
+    params(DatabaseParam),
+    responses((status = 200, description = "Checkpointed", body = Checkpointed))
+)]
+async fn checkpoint(
+    State(dbs): State<Databases>,
+    Query(db): Query<DatabaseParam>,
+) -> Result<Json<Checkpointed>, Error> {
+    let node = db.node(&dbs)?;
+    // The latest commit, not a read version handed out: no heartbeat follows.
+    let version = node.view().latest();
+    let view = node.view();
+    let req = CheckpointRequest {
+        database: view.database().to_string(),
+        wait_for_version: version.0,
+    };
+    let status = view.pageserver().checkpoint(req).await?.into_inner();
+    Ok(Json(Checkpointed {
+        database: view.database().to_string(),
+        checkpointed_version: version,
+        remote_consistent_version: status.remote_consistent_version,
+    }))
+}
+
+/// The body of a branch request.
+#[derive(serde::Deserialize, ToSchema)]
+struct BranchParams {
+    /// The new database.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    name: String,
+    /// The database to branch from (default: the compute's own).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    parent: Option<String>,
+    /// Branch at this version (default: the latest commit).
+    #[serde(default, deserialize_with = "opt_int64")]
+    version: Option<u64>,
+    /// Branch at the version this time maps to, Unix microseconds.
+    #[serde(default, deserialize_with = "opt_int64")]
+    timestamp_micros: Option<u64>,
+}
+
+/// Creates a database as a branch of another at a version or timestamp (neither: the latest
+/// commit), by metadata only, and starts serving it.
+#[utoipa::path(
+    post,
+    path = "/v1/branch",
+    tag = "branches",
+    request_body = BranchParams,
+    responses((status = 200, description = "The branch exists and is served", body = Branched))
+)]
+async fn branch(
+    State(dbs): State<Databases>,
+    Json(p): Json<BranchParams>,
+) -> Result<Json<Branched>, Error> {
+    let parent = p.parent.clone().unwrap_or_else(|| dbs.root.clone());
+    let at = dbs
+        .branch(&p.name, &parent, p.version.map(Version), p.timestamp_micros)
+        .await?;
+    Ok(Json(Branched {
+        database: p.name,
+        parent,
+        version: at,
+    }))
+}

@@ -1,0 +1,149 @@
+//! The pageserver's admin HTTP API (besides the common `/healthz`, `/metrics`,
+//! `/openapi.json`): status, checkpoints and branches. Each handler carries its OpenAPI
+//! description; `docs/openapi/pageserver.json` is the document they generate.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use ferrisdb_common::openapi::{ApiInfo, Branched, int64, opt_int64};
+use ferrisdb_common::{Error, Version};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::databases::Databases;
+
+/// What the pageserver's OpenAPI document is called.
+pub const ADMIN_API: ApiInfo = ApiInfo {
+    component: "pageserver",
+    title: "FerrisDB pageserver admin API",
+    description: "Status, checkpoints and branches of a FerrisDB pageserver, which turns the \
+                  committed WAL into layers in object storage. Every route but /healthz and \
+                  /openapi.json requires an admin token or the cluster credential \
+                  (docs/security.md).",
+};
+
+/// The pageserver's own admin routes.
+pub fn routes() -> OpenApiRouter<Databases> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(checkpoint))
+        .routes(routes!(branch))
+}
+
+/// The pageserver's admin API document, as `/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ferrisdb_common::admin::document(&ADMIN_API, routes())
+}
+
+/// Each database's ingest and upload positions, manifest generation and cache counters.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "status",
+    responses((status = 200, description = "The pageserver's state", body = Object))
+)]
+async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
+    let mut databases = serde_json::Map::new();
+    for (name, t) in dbs.timelines.all() {
+        let ancestor = t
+            .ancestor()
+            .map(|(parent, at)| serde_json::json!({"parent": parent, "version": at}));
+        databases.insert(
+            name.clone(),
+            serde_json::json!({
+                "ingested_version": t.ingested_version(),
+                "remote_consistent_version": t.remote_consistent_version(),
+                "manifest_generation": t.manifest_generation().await,
+                "open_layer_bytes": t.open_layer_bytes(),
+                "block_cache": {"hits": t.cache_stats().0, "misses": t.cache_stats().1},
+                "ancestor": ancestor,
+            }),
+        );
+    }
+    Json(serde_json::json!({"kind": "pageserver", "databases": databases}))
+}
+
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CheckpointParams {
+    /// Wait until this version is ingested first (default 0: no wait).
+    #[serde(default, deserialize_with = "int64")]
+    wait_for_version: u64,
+}
+
+/// A checkpoint's outcome.
+#[derive(serde::Serialize, ToSchema)]
+struct Checkpointed {
+    /// The database.
+    database: String,
+    /// Everything up to here is in object storage.
+    #[schema(value_type = u64)]
+    remote_consistent_version: Version,
+}
+
+/// Uploads what the database has ingested (after `wait_for_version`) to object storage.
+#[utoipa::path(
+    post,
+    path = "/v1/databases/{database}/checkpoint",
+    tag = "storage",
+    params(
+        ("database" = String, Path, description = "The database", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        CheckpointParams,
+    ),
+    responses((status = 200, description = "Checkpointed", body = Checkpointed))
+)]
+async fn checkpoint(
+    State(dbs): State<Databases>,
+    Path(database): Path<String>,
+    Query(params): Query<CheckpointParams>,
+) -> Result<Json<Checkpointed>, Error> {
+    let t = dbs.timelines.get(&database)?;
+    let v = t.checkpoint(Version(params.wait_for_version)).await?;
+    Ok(Json(Checkpointed {
+        database,
+        remote_consistent_version: v,
+    }))
+}
+
+/// The body of a branch request: the parent, and where in it (neither: its latest version).
+#[derive(serde::Deserialize, ToSchema)]
+struct BranchParams {
+    /// The database to branch from.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    parent: String,
+    /// Branch at this version.
+    #[serde(default, deserialize_with = "opt_int64")]
+    version: Option<u64>,
+    /// Branch at the version this time maps to, Unix microseconds.
+    #[serde(default, deserialize_with = "opt_int64")]
+    timestamp_micros: Option<u64>,
+}
+
+/// Creates database `{database}` as a branch of `parent`, by metadata only.
+#[utoipa::path(
+    post,
+    path = "/v1/databases/{database}/branch",
+    tag = "branches",
+    params(("database" = String, Path, description = "The new database", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body = BranchParams,
+    responses((status = 200, description = "The branch exists", body = Branched))
+)]
+async fn branch(
+    State(dbs): State<Databases>,
+    Path(database): Path<String>,
+    Json(params): Json<BranchParams>,
+) -> Result<Json<Branched>, Error> {
+    let at = dbs
+        .branch(
+            &database,
+            &params.parent,
+            params.version.map(Version),
+            params.timestamp_micros,
+        )
+        .await?;
+    Ok(Json(Branched {
+        database,
+        parent: params.parent,
+        version: at,
+    }))
+}
