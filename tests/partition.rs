@@ -148,9 +148,18 @@ struct Read {
     outcome: Result<(Version, Option<Bytes>), ErrorKind>,
 }
 
-async fn read_k(db: &Database) -> Result<(Version, Option<Bytes>), ErrorKind> {
+/// Reads `k` with its read version: fetched first (`GetReadVersion`, then `Get` at it), or, with
+/// `one_round_trip`, the version the compute answered a read at the latest version with.
+async fn read_k(
+    db: &Database,
+    one_round_trip: bool,
+) -> Result<(Version, Option<Bytes>), ErrorKind> {
     let tx = db.create_transaction();
     let read = async {
+        if one_round_trip {
+            let value = tx.get("k").await?;
+            return Ok((tx.read_version().await?, value));
+        }
         let v = tx.read_version().await?;
         let value = tx.get("k").await?;
         Ok::<_, ferrisdb_client::Error>((v, value))
@@ -252,7 +261,7 @@ async fn a_partitioned_primary_never_answers_stale_reads() {
     let t = a.create_transaction();
     t.set("k", "1");
     t.commit().await.unwrap();
-    let (v1, value) = read_k(&a).await.unwrap();
+    let (v1, value) = read_k(&a, true).await.unwrap();
     assert_eq!(value.as_deref(), Some(&b"1"[..]));
 
     // The partition: A's packets to the safekeepers are dropped, and B's to A (so B takes
@@ -267,12 +276,14 @@ async fn a_partitioned_primary_never_answers_stale_reads() {
     let reads = Arc::new(Mutex::new(Vec::<Read>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
-    for _ in 0..3 {
+    // Readers 0 and 2 read at the latest version in one round trip, reader 1 fetches its
+    // read version first: neither may answer a stale read.
+    for reader in 0..3 {
         let (a, reads, stop) = (a.clone(), reads.clone(), stop.clone());
         readers.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let began = Instant::now();
-                let outcome = read_k(&a).await;
+                let outcome = read_k(&a, reader % 2 == 0).await;
                 reads.lock().unwrap().push(Read { began, outcome });
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -378,15 +389,20 @@ async fn a_partitioned_primary_never_answers_stale_reads() {
     eventually(
         Duration::from_secs(30),
         "A's replica shows k = 2",
-        || async { matches!(read_k(&a).await, Ok((v, Some(value))) if v >= v2 && value == "2") },
+        || async {
+            matches!(read_k(&a, true).await, Ok((v, Some(value))) if v >= v2 && value == "2")
+        },
     )
     .await;
     // Nothing acknowledged is lost, nothing refused appears: B holds k = 2 and commits on.
-    let (v, value) = read_k(&b).await.unwrap();
+    let (v, value) = read_k(&b, false).await.unwrap();
     assert!(v >= v2);
     assert_eq!(value.as_deref(), Some(&b"2"[..]), "B lost its commit");
     let t = b.create_transaction();
     t.set("k", "3");
     t.commit().await.unwrap();
-    assert_eq!(read_k(&b).await.unwrap().1.as_deref(), Some(&b"3"[..]));
+    assert_eq!(
+        read_k(&b, true).await.unwrap().1.as_deref(),
+        Some(&b"3"[..])
+    );
 }

@@ -357,3 +357,114 @@ async fn key_selectors_streams_watches_and_the_read_window() {
         .await;
     assert!(v.is_ok());
 }
+
+/// A transaction's first read asks the compute for the latest version in the same call and
+/// adopts the version it was answered at: it sees every commit acknowledged before it began,
+/// and its later reads and its commit's conflict check use that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_reads_adopt_the_latest_version() {
+    use ferrisdb_common::proto::database_client::DatabaseClient;
+    use ferrisdb_common::proto::{GetRangeRequest, GetRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let acked = put(&db, &[("one/a", "1"), ("one/b", "1")]).await;
+
+    // The protocol: a read at the latest version names the version it read at, which covers
+    // the acknowledged commit; a read at a given version names none (0).
+    let mut raw = DatabaseClient::new(ferrisdb_common::net::channel(&cluster.endpoint()).unwrap());
+    let get = |latest, version| GetRequest {
+        database: "default".into(),
+        key: b("one/a"),
+        version,
+        latest,
+    };
+    let answer = raw.get(get(true, 0)).await.unwrap().into_inner();
+    assert_eq!(answer.value, Some(b("1")));
+    assert!(
+        answer.read_version >= acked.0,
+        "{} < {acked}",
+        answer.read_version
+    );
+    let answer = raw.get(get(false, acked.0)).await.unwrap().into_inner();
+    assert_eq!((answer.value, answer.read_version), (Some(b("1")), 0));
+    let range = raw
+        .get_range(GetRangeRequest {
+            database: "default".into(),
+            begin: b("one/"),
+            end: b("one0"),
+            version: 0,
+            limit: 0,
+            reverse: false,
+            latest: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(range.kvs.len(), 2);
+    assert!(range.read_version >= acked.0);
+
+    // A point read first: the acknowledged value, and the transaction adopts a version that
+    // covers the commit.
+    let t = db.create_transaction();
+    assert_eq!(t.get("one/a").await.unwrap(), Some(b("1")));
+    let adopted = t.read_version().await.unwrap();
+    assert!(adopted >= acked, "adopted {adopted} < acknowledged {acked}");
+    // Later reads stay at the adopted version: a newer commit is not seen ...
+    let newer = put(&db, &[("one/b", "2")]).await;
+    assert!(newer > adopted);
+    assert_eq!(t.get("one/b").await.unwrap(), Some(b("1")));
+    // ... and the conflict check is against it: one/b changed after it.
+    t.set("one/c", "x");
+    assert_eq!(
+        t.commit().await.unwrap_err().kind(),
+        ErrorKind::NotCommitted
+    );
+
+    // A transaction whose first read adopted a version after that commit sees it, and
+    // commits when nothing it read changed since.
+    let t = db.create_transaction();
+    assert_eq!(t.get("one/b").await.unwrap(), Some(b("2")));
+    assert!(t.read_version().await.unwrap() >= newer);
+    t.set("one/c", "y");
+    let c = t.commit().await.unwrap();
+
+    // A range read first does the same.
+    let t = db.create_transaction();
+    let rows = t.get_range("one/", "one0", 0).await.unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (b("one/a"), b("1")),
+            (b("one/b"), b("2")),
+            (b("one/c"), b("y"))
+        ]
+    );
+    assert!(t.read_version().await.unwrap() >= c);
+    put(&db, &[("one/a", "3")]).await;
+    assert_eq!(t.get("one/a").await.unwrap(), Some(b("1")));
+    t.set("one/d", "z");
+    assert_eq!(
+        t.commit().await.unwrap_err().kind(),
+        ErrorKind::NotCommitted
+    );
+
+    // Concurrent first reads, with commits racing them: whichever answer is adopted, both
+    // reads are at that one version (the other is read again there), so they agree.
+    for round in 0..20 {
+        let writer = {
+            let db = db.clone();
+            tokio::spawn(async move { put(&db, &[("one/a", &format!("w{round}"))]).await })
+        };
+        let t = db.create_transaction();
+        let (point, rows) = tokio::join!(t.get("one/a"), t.get_range("one/", "one0", 0));
+        let (point, rows) = (point.unwrap(), rows.unwrap());
+        assert_eq!(point.as_ref(), Some(&rows[0].1), "round {round}");
+        let at = t.read_version().await.unwrap();
+        writer.await.unwrap();
+        let check = db.create_transaction();
+        check.set_read_version(at).unwrap();
+        assert_eq!(check.get("one/a").await.unwrap(), point, "round {round}");
+    }
+}

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrisdb_common::atomic::{self, AtomicOp};
-use ferrisdb_common::overlay::Overlay;
+use ferrisdb_common::overlay::{Overlay, Page};
 use ferrisdb_common::proto::{
     CommitRequest, GetRangeRequest, GetReadVersionRequest, GetRequest, KeyRange, Mutation,
     MutationType,
@@ -219,6 +219,69 @@ impl Transaction {
         Ok(*self.state()?.read_version.get_or_insert(v))
     }
 
+    /// After a read that asked the compute for the latest version and was answered at
+    /// `answered`: the version this transaction reads at, and whether the answer was read at
+    /// it. The first answer to arrive is adopted as the read version (later reads and the
+    /// commit's conflict check use it); a concurrent first read answered at another version
+    /// must be read again at the adopted one. A compute that predates such reads answers 0
+    /// (it read at version 0): the read version is then fetched as before.
+    async fn adopt(&self, answered: u64) -> Result<(Version, bool)> {
+        if answered == 0 {
+            let v = self.read_version().await?;
+            return Ok((v, v.0 == 0));
+        }
+        let v = *self.state()?.read_version.get_or_insert(Version(answered));
+        Ok((v, v.0 == answered))
+    }
+
+    /// The stored value of `key` at `version`, or at the latest version with the version the
+    /// compute read at.
+    async fn get_at(&self, key: &Bytes, version: Option<Version>) -> Result<(Option<Bytes>, u64)> {
+        let req = GetRequest {
+            database: self.database.to_string(),
+            key: key.clone(),
+            version: version.unwrap_or_default().0,
+            latest: version.is_none(),
+        };
+        let resp = self.client.clone().get(req).await?.into_inner();
+        Ok((resp.value, resp.read_version))
+    }
+
+    /// One page of a range read at `version`, or at the latest version with the version the
+    /// compute read at.
+    async fn range_at(
+        &self,
+        (begin, end, limit, reverse): (Bytes, Bytes, usize, bool),
+        version: Option<Version>,
+    ) -> Result<(Page, u64)> {
+        let req = GetRangeRequest {
+            database: self.database.to_string(),
+            begin,
+            end,
+            version: version.unwrap_or_default().0,
+            limit: limit.min(u32::MAX as usize) as u32,
+            reverse,
+            latest: version.is_none(),
+        };
+        let resp = self.client.clone().get_range(req).await?.into_inner();
+        let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        Ok(((rows, resp.more), resp.read_version))
+    }
+
+    /// One page of a range read at the transaction's read version; the first read of a
+    /// transaction asks for the latest version and adopts it (one round trip, not two).
+    async fn range_page(&self, page: (Bytes, Bytes, usize, bool)) -> Result<Page> {
+        let known = self.state()?.read_version;
+        if let Some(v) = known {
+            return Ok(self.range_at(page, Some(v)).await?.0);
+        }
+        let (rows, answered) = self.range_at(page.clone(), None).await?;
+        match self.adopt(answered).await? {
+            (_, true) => Ok(rows),
+            (v, false) => Ok(self.range_at(page, Some(v)).await?.0),
+        }
+    }
+
     /// Reads from the version `version` instead of the latest one (must be called before any read).
     pub fn set_read_version(&self, version: Version) -> Result<()> {
         self.state()?.read_version = Some(version);
@@ -264,14 +327,20 @@ impl Transaction {
     }
 
     /// The stored value of `key` at the read version, with a read conflict on it.
+    /// The first read of a transaction asks for the latest version and adopts the one it was
+    /// answered at (one round trip, not two).
     async fn get_stored(&self, key: &Bytes) -> Result<Option<Bytes>> {
-        let version = self.read_version().await?;
-        let req = GetRequest {
-            database: self.database.to_string(),
-            key: key.clone(),
-            version: version.0,
+        let known = self.state()?.read_version;
+        let value = match known {
+            Some(v) => self.get_at(key, Some(v)).await?.0,
+            None => {
+                let (value, answered) = self.get_at(key, None).await?;
+                match self.adopt(answered).await? {
+                    (_, true) => value,
+                    (v, false) => self.get_at(key, Some(v)).await?.0,
+                }
+            }
         };
-        let value = self.client.clone().get(req).await?.into_inner().value;
         self.read_conflict(key.clone(), key_after(key))?;
         Ok(value)
     }
@@ -339,29 +408,13 @@ impl Transaction {
                     .collect(),
             }
         };
-        let version = self.read_version().await?;
         let (rows, _) = own
             .read_range(
                 begin.clone(),
                 end.clone(),
                 opts.limit,
                 opts.reverse,
-                |lo, hi, n| {
-                    let req = GetRangeRequest {
-                        database: self.database.to_string(),
-                        begin: lo,
-                        end: hi,
-                        version: version.0,
-                        limit: n.min(u32::MAX as usize) as u32,
-                        reverse: opts.reverse,
-                    };
-                    let mut client = self.client.clone();
-                    async move {
-                        let resp = client.get_range(req).await?.into_inner();
-                        let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
-                        Ok((rows, resp.more))
-                    }
-                },
+                |lo, hi, n| self.range_page((lo, hi, n, opts.reverse)),
             )
             .await?;
         if let Some((k, _)) = rows.iter().find(|(k, _)| stamped.contains(k)) {
@@ -661,6 +714,7 @@ impl Transaction {
                 database: tx.database.to_string(),
                 key: key.clone(),
                 version: at.0,
+                latest: false,
             };
             let known = tx.client.clone().get(req).await?.into_inner().value;
             crate::watch::wait(tx.client.clone(), tx.database.clone(), key, known).await

@@ -1,5 +1,6 @@
 //! What a compute is for one database: its primary, or a read replica of it.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use ferrisdb_common::{Result, Version};
@@ -34,6 +35,23 @@ impl Node {
         match self {
             Node::Primary(p) => p.read_version().await,
             Node::Replica(r) => Ok(r.view().latest()),
+        }
+    }
+
+    /// Runs `read` at the version [`Node::read_version`] would answer and gives its answer
+    /// with that version: on a primary, the read and the liveness check run concurrently
+    /// ([`Primary::read_latest`]); on a replica, at the newest version it has applied.
+    pub async fn read_latest<T, F, Fut>(&self, read: F) -> Result<(Version, T)>
+    where
+        F: FnOnce(Version) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        match self {
+            Node::Primary(p) => p.read_latest(read).await,
+            Node::Replica(r) => {
+                let version = r.view().latest();
+                Ok((version, read(version).await?))
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 //! The primary: a compute that has won its term and serves reads and commits.
 
+use std::future::Future;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -302,6 +303,24 @@ impl Primary {
         self.read_versions_served
             .store(true, std::sync::atomic::Ordering::Release);
         self.read_checks.read_version().await
+    }
+
+    /// Runs `read` at the latest visible version and gives its answer, with that version, once
+    /// a liveness check that began after this call confirmed the term, as
+    /// [`Primary::read_version`] does; the read and the check run concurrently, so a read at
+    /// the latest version costs the client one round trip. Reading at the version visible when
+    /// the call arrived is as safe as reading at the one the check takes when it begins (the
+    /// argument of docs/wal-protocol.md needs only a version taken after the request arrived,
+    /// and the check begins after that).
+    pub async fn read_latest<T, F, Fut>(&self, read: F) -> Result<(Version, T)>
+    where
+        F: FnOnce(Version) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.check_not_fenced()?;
+        let version = self.view.latest();
+        let (_, answer) = tokio::try_join!(self.read_version(), read(version))?;
+        Ok((version, answer))
     }
 
     /// What reads are answered from.

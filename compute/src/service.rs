@@ -204,13 +204,26 @@ impl Database for ComputeService {
         let req = req.into_inner();
         let p = self.node(&req.database)?;
         check_read_key(&req.key)?;
-        if req.key.len() > MAX_KEY_SIZE {
-            // No key that long can exist: absent, as in FoundationDB.
-            return Ok(Response::new(GetResponse { value: None }));
-        }
-        let value = p.view().get(req.key, Version(req.version)).await?;
+        let view = p.view();
+        // No key that long can exist: absent, as in FoundationDB.
+        let too_long = req.key.len() > MAX_KEY_SIZE;
+        let read = |version| async move {
+            if too_long {
+                return Ok(None);
+            }
+            view.get(req.key, version).await
+        };
+        let (read_version, value) = if req.latest {
+            let (version, value) = p.read_latest(read).await?;
+            (version.0, value)
+        } else {
+            (0, read(Version(req.version)).await?)
+        };
         self.activity.read_answered();
-        Ok(Response::new(GetResponse { value }))
+        Ok(Response::new(GetResponse {
+            value,
+            read_version,
+        }))
     }
 
     async fn get_range(
@@ -220,16 +233,15 @@ impl Database for ComputeService {
         let req = req.into_inner();
         let p = self.node(&req.database)?;
         check_read_range(&req.begin, &req.end)?;
-        let (rows, more) = p
-            .view()
-            .get_range(
-                req.begin,
-                req.end,
-                Version(req.version),
-                req.limit as usize,
-                req.reverse,
-            )
-            .await?;
+        let view = p.view();
+        let read =
+            |version| view.get_range(req.begin, req.end, version, req.limit as usize, req.reverse);
+        let (read_version, (rows, more)) = if req.latest {
+            let (version, answer) = p.read_latest(read).await?;
+            (version.0, answer)
+        } else {
+            (0, read(Version(req.version)).await?)
+        };
         self.activity.read_answered();
         Ok(Response::new(GetRangeResponse {
             kvs: rows
@@ -237,6 +249,7 @@ impl Database for ComputeService {
                 .map(|(key, value)| KeyValue { key, value })
                 .collect(),
             more,
+            read_version,
         }))
     }
 
