@@ -13,12 +13,14 @@
 //! - [`chaos`]: the nemesis runner; [`schedule`] draws its faults from a seed, [`cluster`]
 //!   owns the processes, [`partition`], [`disk`], [`s3_proxy`] and [`moto`] inject the
 //!   network, disk and object-store faults, [`probe`] measures recovery, [`chaos_workload`]
-//!   is how workloads and their checkers plug in, [`chaos_report`] writes the report.
+//!   is how workloads and their checkers plug in ([`chaos_checked`]: the list-append and
+//!   register workloads under the history checker), [`chaos_report`] writes the report.
 
 pub mod anomaly;
 pub mod append_workload;
 pub mod attempt;
 pub mod chaos;
+pub mod chaos_checked;
 pub mod chaos_cli;
 pub mod chaos_report;
 pub mod chaos_workload;
