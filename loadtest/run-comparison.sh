@@ -59,5 +59,16 @@ mkdir -p "$OUT"
     echo "uncommitted changes outside loadtest/ when the run started:"
     git -C "$ROOT" status --short 2>/dev/null | grep -v ' loadtest/' || echo "  none"
 } >"$OUT/build.txt"
-"$LOADTEST" compare --out "$OUT" --ferrisdb-endpoint "http://127.0.0.1:$BASE_PORT" "$@"
+# Server CPU per operation: the processes each target runs on (dev's children are the
+# compute, safekeepers and pageserver; the postmaster's are PostgreSQL's backends).
+PEERS_DIR="${LOADTEST_PEERS_DIR:-/tmp/ferrisdb-loadtest-peers}"
+pids_of() { cat "$@" 2>/dev/null | head -n "$#" | paste -sd, -; }
+ETCD_PIDS=$(for i in 0 1 2; do head -n1 "$PEERS_DIR/etcd$i.pid" 2>/dev/null; done | paste -sd, -)
+REDIS_PIDS=$(pids_of "$PEERS_DIR/redis.pid")
+PG_PIDS=$(head -n1 "$PEERS_DIR/pg/data/postmaster.pid" 2>/dev/null || true)
+CPU_FLAGS=(--ferrisdb-pids "$FDB_PID")
+[[ -n "$ETCD_PIDS" ]] && CPU_FLAGS+=(--etcd-pids "$ETCD_PIDS")
+[[ -n "$REDIS_PIDS" ]] && CPU_FLAGS+=(--redis-pids "$REDIS_PIDS")
+[[ -n "$PG_PIDS" ]] && CPU_FLAGS+=(--postgres-pids "$PG_PIDS")
+"$LOADTEST" compare --out "$OUT" --ferrisdb-endpoint "http://127.0.0.1:$BASE_PORT" "${CPU_FLAGS[@]}" "$@"
 rm -f "$FDB_DIR.log"

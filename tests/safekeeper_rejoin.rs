@@ -1,9 +1,11 @@
 //! A safekeeper that drops out of a term must be able to rejoin it (found by the nemesis,
 //! issue 16). Once the primary's log start has moved up (the pageserver made old WAL durable
-//! in the bucket), a safekeeper that was killed and restarted is refused on every reconnect:
-//! `invalid_argument: log start N lies past where term T starts writing (S): it would leave a
-//! gap` (wal-service/src/acceptor.rs, `elected`). It stays out of the quorum for the rest of
-//! the term, so one more safekeeper failure stops every commit until the compute restarts.
+//! in the bucket), a safekeeper that was killed and restarted used to be refused on every
+//! reconnect — `invalid_argument: log start N lies past where term T starts writing (S): it
+//! would leave a gap` (wal-service/src/acceptor.rs, `elected`) — and stayed out of the quorum
+//! for the rest of the term, so one more safekeeper failure stopped every commit until the
+//! compute restarted. The acceptor now takes such a log start when the newest manifest in
+//! object storage covers it, which it reads itself.
 
 #![allow(clippy::unwrap_used)]
 

@@ -5,6 +5,7 @@ mod charts;
 mod keys;
 mod report;
 mod runner;
+mod server_cpu;
 mod target;
 mod workload;
 
@@ -17,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::keys::Distribution;
 use crate::report::{Machine, PhaseResult, Report};
 use crate::runner::{Bench, PhaseSpec, Session};
+use crate::server_cpu::ServerProcesses;
 use crate::workload::Workload;
 
 #[derive(Debug, Parser)]
@@ -136,6 +138,19 @@ struct BenchArgs {
     /// Directory for results.json, summary.md and the SVG charts.
     #[arg(long, default_value = "loadtest-results")]
     out: PathBuf,
+    /// Process ids whose CPU time (with their descendants') is FerrisDB's server cost: each
+    /// phase reports server CPU per operation (`ferrisdb dev`'s pid covers the whole cluster).
+    #[arg(long, value_delimiter = ',')]
+    ferrisdb_pids: Vec<u32>,
+    /// The etcd members' process ids, for server CPU per operation.
+    #[arg(long, value_delimiter = ',')]
+    etcd_pids: Vec<u32>,
+    /// The Redis server's process id, for server CPU per operation.
+    #[arg(long, value_delimiter = ',')]
+    redis_pids: Vec<u32>,
+    /// The PostgreSQL postmaster's process id (its backends are its children).
+    #[arg(long, value_delimiter = ',')]
+    postgres_pids: Vec<u32>,
 }
 
 impl BenchArgs {
@@ -156,19 +171,24 @@ impl BenchArgs {
     }
 
     fn session(&self, kind: TargetKind) -> anyhow::Result<Box<dyn Bench>> {
+        let server = |pids: &[u32]| ServerProcesses::new(pids.to_vec());
         Ok(match kind {
-            TargetKind::Ferrisdb => Box::new(Session::new(target::ferrisdb::FerrisDb::new(
-                &self.ferrisdb_endpoint,
-            ))),
-            TargetKind::Etcd => Box::new(Session::new(target::etcd::Etcd::new(
-                self.etcd_endpoints.clone(),
-            )?)),
-            TargetKind::Redis => {
-                Box::new(Session::new(target::redis::Redis::new(&self.redis_url)?))
-            }
-            TargetKind::Postgres => Box::new(Session::new(target::postgres::Postgres::new(
-                &self.postgres,
-            ))),
+            TargetKind::Ferrisdb => Box::new(
+                Session::new(target::ferrisdb::FerrisDb::new(&self.ferrisdb_endpoint))
+                    .with_server(server(&self.ferrisdb_pids)),
+            ),
+            TargetKind::Etcd => Box::new(
+                Session::new(target::etcd::Etcd::new(self.etcd_endpoints.clone())?)
+                    .with_server(server(&self.etcd_pids)),
+            ),
+            TargetKind::Redis => Box::new(
+                Session::new(target::redis::Redis::new(&self.redis_url)?)
+                    .with_server(server(&self.redis_pids)),
+            ),
+            TargetKind::Postgres => Box::new(
+                Session::new(target::postgres::Postgres::new(&self.postgres))
+                    .with_server(server(&self.postgres_pids)),
+            ),
         })
     }
 }
@@ -295,7 +315,7 @@ fn write_outputs(report: &Report, out: &Path) -> anyhow::Result<()> {
     let m = &report.machine;
     let summary = format!(
         "Run started {} on {} CPUs ({}), {} RAM, Linux {}; load average at the start: {}, at the end: {}.\n\n\
-         ## Ratios\n\n{}\n## All measurements\n\n{}",
+         ## Ratios\n\n{}\n## Server CPU per operation\n\n{}\n## All measurements\n\n{}",
         report.started_at,
         m.cpus,
         m.cpu_model,
@@ -304,6 +324,7 @@ fn write_outputs(report: &Report, out: &Path) -> anyhow::Result<()> {
         m.loadavg_at_start,
         m.loadavg_at_end,
         report::ratio_table(&report.results, &baseline),
+        report::cpu_table(&report.results, &baseline),
         report::summary_table(&report.results),
     );
     std::fs::write(out.join("summary.md"), &summary)?;

@@ -77,6 +77,10 @@ pub struct PhaseResult {
     pub missed: u64,
     /// Successful operations in each second of the measured window.
     pub timeline: Vec<f64>,
+    /// CPU time of the target's server processes over the measured window divided by its
+    /// successful operations, in microseconds (`None`: its processes were not given).
+    #[serde(default)]
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 impl PhaseResult {
@@ -99,6 +103,7 @@ impl PhaseResult {
             retries: 0,
             missed: 0,
             timeline: Vec::new(),
+            server_cpu_us_per_op: None,
         }
     }
 
@@ -314,6 +319,65 @@ pub fn ratio_table(results: &[PhaseResult], baseline: &str) -> String {
     out
 }
 
+/// The server CPU table (Markdown): per workload, each target's server CPU time per
+/// successful operation, and the baseline's divided by each peer's (above 1: the baseline
+/// spends more CPU per operation). Empty when no target's processes were measured.
+pub fn cpu_table(results: &[PhaseResult], baseline: &str) -> String {
+    if results.iter().all(|r| r.server_cpu_us_per_op.is_none()) {
+        return "Not measured (no `--<target>-pids` given).\n".to_string();
+    }
+    let mut labels: Vec<String> = Vec::new();
+    let mut targets: Vec<String> = Vec::new();
+    for r in results {
+        if !labels.contains(&r.label()) {
+            labels.push(r.label());
+        }
+        if !targets.contains(&r.target) {
+            targets.push(r.target.clone());
+        }
+    }
+    let peers: Vec<&String> = targets.iter().filter(|t| *t != baseline).collect();
+    let cpu = |label: &str, target: &str| {
+        results
+            .iter()
+            .find(|r| r.label() == label && r.target == target && r.not_applicable.is_none())
+            .and_then(|r| r.server_cpu_us_per_op)
+    };
+    let mut out = String::from("| workload |");
+    for t in &targets {
+        let _ = write!(out, " {t} µs/op |");
+    }
+    for p in &peers {
+        let _ = write!(out, " {baseline}/{p} |");
+    }
+    out.push_str("\n|---|");
+    for _ in 0..targets.len() + peers.len() {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for label in &labels {
+        let _ = write!(out, "| {label} |");
+        for t in &targets {
+            match cpu(label, t) {
+                Some(us) => {
+                    let _ = write!(out, " {us:.0} |");
+                }
+                None => out.push_str(" – |"),
+            }
+        }
+        for p in &peers {
+            match (cpu(label, baseline), cpu(label, p)) {
+                (Some(b), Some(q)) if q > 0.0 => {
+                    let _ = write!(out, " {:.1}× |", b / q);
+                }
+                _ => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +459,26 @@ mod tests {
         assert!(tt.contains("n/a (peer cannot)"), "{tt}");
         assert!(tt.contains("**2.00×**"), "{tt}");
         assert!(t.starts_with("| workload | ferrisdb ops/s (p99) | etcd ops/s (p99) |"));
+    }
+
+    #[test]
+    fn cpu_table_divides_the_baselines_cpu_per_op_by_each_peers() {
+        let cpu = |target, us: Option<f64>| {
+            let mut r = result(target, Workload::Writes, 1000.0, 1000);
+            r.server_cpu_us_per_op = us;
+            r
+        };
+        let t = cpu_table(
+            &[
+                cpu("ferrisdb", Some(300.0)),
+                cpu("postgres", Some(100.0)),
+                cpu("etcd", None),
+            ],
+            "ferrisdb",
+        );
+        let writes = t.lines().find(|l| l.starts_with("| writes |")).unwrap();
+        assert_eq!(writes, "| writes | 300 | 100 | – | 3.0× | – |", "{t}");
+        assert!(cpu_table(&[cpu("ferrisdb", None)], "ferrisdb").starts_with("Not measured"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rand::rngs::SmallRng;
 
 use crate::keys::{Distribution, KeyChooser, key_name, write_value};
 use crate::report::{Latency, PhaseResult};
+use crate::server_cpu::ServerProcesses;
 use crate::target::{Connection, OpError, OpResult, Target};
 use crate::workload::{Op, Workload};
 
@@ -87,6 +88,7 @@ pub struct Session<T: Target> {
     target: T,
     conns: Vec<T::Conn>,
     snapshot: Option<u64>,
+    server: ServerProcesses,
 }
 
 impl<T: Target> Session<T> {
@@ -96,7 +98,14 @@ impl<T: Target> Session<T> {
             target,
             conns: Vec::new(),
             snapshot: None,
+            server: ServerProcesses::default(),
         }
+    }
+
+    /// The target's server processes, whose CPU time each phase reports per operation.
+    pub fn with_server(mut self, server: ServerProcesses) -> Session<T> {
+        self.server = server;
+        self
     }
 }
 
@@ -149,7 +158,8 @@ impl<T: Target> Bench for Session<T> {
                 self.conns.push(self.target.connect().await?);
             }
             let conns: Vec<T::Conn> = self.conns.drain(..spec.concurrency).collect();
-            let (conns, result) = run_phase(name, conns, &spec, self.snapshot, result).await?;
+            let (conns, result) =
+                run_phase(name, conns, &spec, self.snapshot, &self.server, result).await?;
             self.conns.extend(conns);
             Ok(result)
         })
@@ -223,6 +233,7 @@ async fn run_phase<C: Connection>(
     conns: Vec<C>,
     spec: &PhaseSpec,
     snapshot: Option<u64>,
+    server: &ServerProcesses,
     mut result: PhaseResult,
 ) -> anyhow::Result<(Vec<C>, PhaseResult)> {
     let keys = Arc::new(KeyChooser::new(spec.keys, spec.distribution));
@@ -323,6 +334,11 @@ async fn run_phase<C: Connection>(
         }));
     }
 
+    // The server's CPU time over the measured window: from the end of the warm-up to the
+    // last client's last operation, the same window the throughput is counted in.
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_at_start = server.cpu_time();
+
     let mut conns = Vec::new();
     let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
         .map_err(|e| anyhow::anyhow!("histogram: {e}"))?;
@@ -345,6 +361,7 @@ async fn run_phase<C: Connection>(
             conns.push(c);
         }
     }
+    let cpu_at_end = server.cpu_time();
     shared.stop.store(true, Ordering::Relaxed);
     result.timeline = progress.await.unwrap_or_default();
     eprintln!();
@@ -361,6 +378,12 @@ async fn run_phase<C: Connection>(
         0.0
     };
     result.latency = Latency::from_histogram(&hist);
+    result.server_cpu_us_per_op = match (cpu_at_start, cpu_at_end) {
+        (Some(a), Some(b)) if hist.len() > 0 => {
+            Some(b.saturating_sub(a).as_secs_f64() * 1e6 / hist.len() as f64)
+        }
+        _ => None,
+    };
     Ok((conns, result))
 }
 

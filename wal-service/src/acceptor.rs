@@ -292,11 +292,16 @@ impl Acceptor {
                 "term history {history:?} does not end in term {term} or is not increasing"
             )));
         }
+        // Mid-term, the proposer's log start moves up past where its term started writing as
+        // the pageserver makes WAL durable in object storage; a safekeeper that rejoins then
+        // must take the term from there. That leaves no gap only if object storage really
+        // holds everything below the claimed start — which this process checks itself.
         let term_start = last.lsn;
-        if log_start_lsn > term_start {
+        if log_start_lsn > term_start && !durable.is_some_and(|d| d >= log_start_lsn) {
             return Err(Error::invalid(format!(
                 "log start {log_start_lsn} lies past where term {term} starts writing \
-                 ({term_start}): it would leave a gap"
+                 ({term_start}) and object storage holds only up to {durable:?}: it would \
+                 leave a gap"
             )));
         }
         let id = proposer_hex(proposer);
@@ -863,5 +868,26 @@ mod tests {
             (a.status().log_start_lsn, a.status().flush_lsn),
             (9000, end)
         );
+    }
+
+    /// Mid-term the proposer's log start passes where its term started writing (the WAL
+    /// below is in object storage); a safekeeper that rejoins then takes the term from the
+    /// log start, but only if the manifest it reads covers that start.
+    #[test]
+    fn a_rejoining_acceptor_takes_a_log_start_past_the_term_start_that_object_storage_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(1, P).unwrap();
+        // The term started writing at 0; the proposer's log now starts at 9000.
+        let history = [ts(1, 0)];
+        let e = a.elected(1, P, &history, 9000, Some(8999)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        let e = elect(&mut a, 1, &history, 9000).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert_eq!(a.status().flush_lsn, 0);
+        let st = a.elected(1, P, &history, 9000, Some(9000)).unwrap().0;
+        assert_eq!((st.log_start_lsn, st.flush_lsn), (9000, 9000));
+        let end = a.append(1, sess(&a), 9000, &frame(9000, 1), 0).unwrap();
+        assert!(end > 9000);
     }
 }

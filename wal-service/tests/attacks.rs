@@ -206,9 +206,10 @@ fn elected_past_the_log_end_is_refused_and_deletes_nothing() {
         v.a.elected(2, ATTACKER, &[ts(2, far)], far, Some(v.commit))
             .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
-    // A log start past where the term itself starts writing leaves a gap.
+    // A log start past where the term itself starts writing, beyond what object storage
+    // holds, leaves a gap.
     let e =
-        v.a.elected(2, ATTACKER, &[ts(1, 0), ts(2, flush)], far, Some(u64::MAX))
+        v.a.elected(2, ATTACKER, &[ts(1, 0), ts(2, flush)], far, Some(flush))
             .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     // A history sharing nothing with ours, starting at 0: truncating to 0 cuts committed WAL.
