@@ -46,6 +46,14 @@ async fn a_bounded_chaos_run_loses_nothing_and_always_recovers() {
     };
     let report = run(config).await.unwrap();
     eprintln!("{}", report.markdown());
+    if !report.valid {
+        // Keep the cluster's files and logs (logs/*.chaos.log) for whoever reads the failure.
+        let kept = dir.keep();
+        eprintln!(
+            "chaos test: the cluster's files and logs are kept in {}",
+            kept.display()
+        );
+    }
     for d in &report.disabled {
         eprintln!("chaos test: not injected here: {d}");
     }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::attempt::{
-    AttemptError, CommitSent, Completion, classify, new_process, record, stopped,
+    AttemptError, CAS_MISMATCH, CommitSent, Completion, classify, new_process, record, stopped,
 };
 use crate::history::{Key, Op, Recorder};
 
@@ -59,13 +59,32 @@ pub async fn run_clients<C: Client>(
                 if let Completion::Ok(done) = &completion {
                     client.acknowledged(done);
                 }
+                let back_off = backs_off(&completion);
                 if record(pending, completion) {
                     process = new_process();
+                }
+                if back_off {
+                    // A compute that is down refuses at once: without a pause the clients
+                    // would spin, starving the very processes that are recovering.
+                    tokio::time::sleep(BACKOFF).await;
                 }
             }
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// How long a client pauses after an operation that did not succeed.
+const BACKOFF: Duration = Duration::from_millis(20);
+
+/// Whether a client should pause after `completion`: after any error, but not after an
+/// answer the workload expects (a compare-and-set that found another value).
+fn backs_off(completion: &Completion) -> bool {
+    match completion {
+        Completion::Ok(_) => false,
+        Completion::Fail(code) => code != CAS_MISMATCH,
+        Completion::Info(_) => true,
+    }
 }
 
 /// What a workload's final reads achieved.

@@ -27,11 +27,6 @@ impl ServerProcesses {
         ServerProcesses { roots }
     }
 
-    /// Whether there is anything to measure.
-    pub fn is_empty(&self) -> bool {
-        self.roots.is_empty()
-    }
-
     /// User + system CPU time of the roots and all their descendants alive now, or `None`
     /// when there are no roots or `/proc` cannot be read.
     pub fn cpu_time(&self) -> Option<Duration> {

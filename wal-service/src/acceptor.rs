@@ -297,7 +297,7 @@ impl Acceptor {
         // must take the term from there. That leaves no gap only if object storage really
         // holds everything below the claimed start — which this process checks itself.
         let term_start = last.lsn;
-        if log_start_lsn > term_start && !durable.is_some_and(|d| d >= log_start_lsn) {
+        if log_start_lsn > term_start && durable.is_none_or(|d| d < log_start_lsn) {
             return Err(Error::invalid(format!(
                 "log start {log_start_lsn} lies past where term {term} starts writing \
                  ({term_start}) and object storage holds only up to {durable:?}: it would \

@@ -33,11 +33,18 @@ pub struct WalLog {
     /// Append handle on the last segment.
     tail: Option<File>,
     start_lsn: Lsn,
+    /// The end of what has been written (synced or not).
     flush_lsn: Lsn,
+    /// The end of what an fdatasync has made durable: everything acknowledged lies below.
+    synced_lsn: Lsn,
     /// Written but not yet synced.
     dirty: bool,
     /// A new segment starts once the current one reaches this size.
     segment_size: u64,
+    /// Set when a failed write or sync could not be undone: the files may no longer match
+    /// the positions in memory, so nothing more is written until the log is opened again
+    /// (open checks every frame).
+    failed: Option<String>,
 }
 
 /// What [`WalLog::open`] found.
@@ -132,8 +139,10 @@ impl WalLog {
                 tail,
                 start_lsn: start,
                 flush_lsn: flush,
+                synced_lsn: flush,
                 dirty: false,
                 segment_size: SEGMENT_TARGET_SIZE,
+                failed: None,
             },
             recovery,
         ))
@@ -194,7 +203,12 @@ impl WalLog {
     /// Writes whole frames at the end of the log without syncing: several writes can share
     /// one [`WalLog::sync`] (group commit). Nothing written is durable, or may be acknowledged,
     /// before that sync.
+    ///
+    /// A write that fails (a full disk) may have put part of `frames` in the file; that part
+    /// is cut off again before the error is returned, so the file always ends where the log
+    /// says it does and the next append lands at the right offset.
     pub fn write(&mut self, frames: &[u8]) -> Result<Lsn> {
+        self.check_usable()?;
         if frames.is_empty() {
             return Ok(self.flush_lsn);
         }
@@ -208,7 +222,11 @@ impl WalLog {
         let (Some(tail), Some(seg)) = (self.tail.as_mut(), self.segments.last_mut()) else {
             return Err(Error::internal("log has no tail segment"));
         };
-        tail.write_all(frames)?;
+        if let Err(e) = tail.write_all(frames) {
+            let written = seg.len;
+            self.cut_tail_to(written);
+            return Err(e.into());
+        }
         self.dirty = true;
         seg.len += frames.len() as u64;
         self.flush_lsn += frames.len() as u64;
@@ -216,14 +234,72 @@ impl WalLog {
     }
 
     /// Makes every write so far durable (fdatasync of the tail segment).
+    ///
+    /// After a failed fdatasync the kernel may already have dropped the unsynced pages and
+    /// would report the next fdatasync as a success, so a retry proves nothing: the writes
+    /// since the last successful sync (none of them acknowledged) are cut off instead, and
+    /// the log ends where it last was durable.
     pub fn sync(&mut self) -> Result<()> {
+        self.check_usable()?;
         if self.dirty {
-            if let Some(tail) = &self.tail {
-                tail.sync_data()?;
+            if let Some(tail) = &self.tail
+                && let Err(e) = tail.sync_data()
+            {
+                // Unsynced writes all lie in the tail segment: a new segment is begun only
+                // after a sync.
+                let keep = self
+                    .segments
+                    .last()
+                    .map_or(0, |s| self.synced_lsn.saturating_sub(s.start));
+                self.cut_tail_to(keep);
+                return Err(e.into());
             }
             self.dirty = false;
         }
+        self.synced_lsn = self.flush_lsn;
         Ok(())
+    }
+
+    /// Cuts the tail segment's file back to `len` bytes and makes that durable, after a failed
+    /// write or sync; the log's positions follow. If even that fails, the log refuses all
+    /// further writes until it is opened again.
+    fn cut_tail_to(&mut self, len: u64) {
+        let result = (|| -> std::io::Result<()> {
+            let seg = self
+                .segments
+                .last()
+                .ok_or_else(|| std::io::Error::other("no tail segment"))?;
+            let f = OpenOptions::new().write(true).open(&seg.path)?;
+            f.set_len(len)?;
+            f.sync_all()
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(seg) = self.segments.last_mut() {
+                    seg.len = len;
+                    self.flush_lsn = seg.start + len;
+                }
+                // sync_all made everything the file now holds durable.
+                self.synced_lsn = self.flush_lsn;
+                self.dirty = false;
+            }
+            Err(e) => {
+                self.failed = Some(format!(
+                    "the tail segment could not be cut back after a failed write: {e}"
+                ));
+            }
+        }
+    }
+
+    /// Refuses writes to a log whose files may not match its positions.
+    fn check_usable(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(Error::unavailable(format!(
+                "WAL log in {} is out of service until the safekeeper restarts: {why}",
+                self.dir.display()
+            ))),
+        }
     }
 
     fn start_segment(&mut self) -> Result<()> {
@@ -273,6 +349,10 @@ impl WalLog {
         }
         sync_dir(&self.dir)?;
         self.flush_lsn = lsn;
+        // The cut segment was synced whole; any segment before it was synced when the next
+        // one began.
+        self.synced_lsn = lsn;
+        self.dirty = false;
         Ok(())
     }
 
@@ -286,6 +366,8 @@ impl WalLog {
         self.tail = None;
         self.start_lsn = lsn;
         self.flush_lsn = lsn;
+        self.synced_lsn = lsn;
+        self.dirty = false;
         Ok(())
     }
 
