@@ -379,7 +379,7 @@ async fn run_phase<C: Connection>(
     };
     result.latency = Latency::from_histogram(&hist);
     result.server_cpu_us_per_op = match (cpu_at_start, cpu_at_end) {
-        (Some(a), Some(b)) if hist.len() > 0 => {
+        (Some(a), Some(b)) if !hist.is_empty() => {
             Some(b.saturating_sub(a).as_secs_f64() * 1e6 / hist.len() as f64)
         }
         _ => None,
