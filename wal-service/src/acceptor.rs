@@ -187,27 +187,77 @@ impl Acceptor {
     /// this acceptor's damaged stretch should hold: it covers the stretch, and the two term
     /// histories agree up to its end (same proposers wrote the same records).
     pub fn can_repair_from(&self, history: &[TermSwitch], log_start: Lsn, flush: Lsn) -> bool {
-        let Some(d) = self.damage else { return false };
-        log_start <= d.from
-            && flush >= d.to
-            && term_history::up_to(history, d.to)
-                == term_history::up_to(&self.control.history, d.to)
+        self.repair_source(history, log_start, flush, None) == Some(self.damage_from())
     }
 
-    /// Replaces the damaged stretch with `frames` (a peer's copy from the damage onwards), then
-    /// re-reads the whole log from disk to prove it is intact.
-    pub fn repair(&mut self, from: Lsn, frames: &[u8]) -> Result<()> {
+    /// Where a repair from a peer reporting `history` and `[log_start, flush)` starts, or
+    /// `None` if the peer is no source. A peer covering the damaged stretch is a source from
+    /// the first damaged LSN. A peer that has already trimmed part of the stretch (object
+    /// storage holds it) is a source from its own log start, but only when `durable` — what
+    /// the newest manifest says, read by this process — covers that start: the log then
+    /// restarts there, as an `Elected` with a higher log start would. Either way the peer
+    /// must reach the stretch's end and agree on the term history up to it.
+    pub fn repair_source(
+        &self,
+        history: &[TermSwitch],
+        log_start: Lsn,
+        flush: Lsn,
+        durable: Option<Lsn>,
+    ) -> Option<Lsn> {
+        let d = self.damage?;
+        let agrees = flush >= d.to
+            && term_history::up_to(history, d.to)
+                == term_history::up_to(&self.control.history, d.to);
+        if !agrees {
+            return None;
+        }
+        if log_start <= d.from {
+            Some(d.from)
+        } else if log_start <= flush && durable.is_some_and(|v| v >= log_start) {
+            Some(log_start)
+        } else {
+            None
+        }
+    }
+
+    fn damage_from(&self) -> Lsn {
+        self.damage.map_or(0, |d| d.from)
+    }
+
+    /// Replaces the damaged stretch with `frames`, a peer's copy from `from` onwards, then
+    /// re-reads the whole log from disk to prove it is intact. `from` is the first damaged
+    /// LSN, or a later peer log start that `durable` (the newest manifest's durable version)
+    /// covers: the log then restarts empty at `from` before the copy is written.
+    pub fn repair(&mut self, from: Lsn, frames: &[u8], durable: Option<Lsn>) -> Result<()> {
         let Some(d) = self.damage else { return Ok(()) };
-        if from != d.from
+        let restart = from > d.from;
+        if from < d.from
+            || (restart && !durable.is_some_and(|v| v >= from))
             || from + (frames.len() as u64) < d.to
             || wal::whole_frames_len(frames)? != frames.len()
         {
             return Err(Error::invalid(format!(
-                "a repair of [{}, {}) needs whole frames from exactly {}",
-                d.from, d.to, d.from
+                "a repair of [{}, {}) needs whole frames from {} (or from a later start that \
+                 object storage covers) to at least {}",
+                d.from, d.to, d.from, d.to
             )));
         }
-        self.log.truncate(from)?;
+        if restart {
+            // Everything below `from` is in object storage: record the intent, then drop the
+            // log and start it empty there (an interrupted reset is finished on open).
+            let mut next = self.control.clone();
+            next.log_start_lsn = from;
+            next.commit_lsn = next.commit_lsn.max(from);
+            next.reset_pending = true;
+            next.store(&self.dir)?;
+            self.log.reset(from)?;
+            next.reset_pending = false;
+            next.store(&self.dir)?;
+            self.control = next;
+            self.persisted_commit_lsn = self.control.commit_lsn;
+        } else {
+            self.log.truncate(from)?;
+        }
         self.log.write(frames)?;
         self.log.sync()?;
         let (mut log, recovery) = WalLog::open(&self.dir, self.control.log_start_lsn)?;
@@ -835,7 +885,7 @@ mod tests {
         let st = peer.status();
         assert!(a.can_repair_from(&st.history, st.log_start_lsn, st.flush_lsn));
         let copy = peer.read(d.from, d.to, usize::MAX).unwrap();
-        a.repair(d.from, &copy).unwrap();
+        a.repair(d.from, &copy, None).unwrap();
         assert_eq!(a.status().damage, None);
         assert_eq!(
             a.read(0, end, usize::MAX).unwrap(),
@@ -844,6 +894,90 @@ mod tests {
         drop(a);
         let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(a.status().damage, None);
+    }
+
+    /// Found by the soak: a safekeeper whose damaged stretch its peers had already trimmed
+    /// (it was in object storage) found no source and stayed out for good.
+    #[test]
+    fn damage_the_peers_trimmed_is_repaired_from_their_log_start_when_object_storage_holds_it() {
+        let peer_dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut peer = Acceptor::open_with(peer_dir.path().to_path_buf(), 64).unwrap();
+        let mut a = Acceptor::open_with(dir.path().to_path_buf(), 64).unwrap();
+        let mut end = 0;
+        for acc in [&mut peer, &mut a] {
+            acc.vote(1, P).unwrap();
+            elect(acc, 1, &[ts(1, 0)], 0).unwrap();
+        }
+        let mut ends = Vec::new();
+        for tag in 1..=6u8 {
+            let f = frame(end, tag);
+            peer.append(1, sess(&peer), end, &f, end).unwrap();
+            end = a.append(1, sess(&a), end, &f, end).unwrap();
+            ends.push(end);
+        }
+        drop(a);
+        // Damage the second frame, in whichever segment holds it.
+        let mut starts: Vec<Lsn> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                Lsn::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
+            })
+            .collect();
+        starts.sort_unstable();
+        assert!(starts.len() >= 3, "{starts:?}");
+        let seg_start = *starts.iter().rev().find(|s| **s <= ends[0]).unwrap();
+        let seg = dir.path().join(format!("{seg_start:016X}.seg"));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[(ends[0] - seg_start) as usize + 12] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+        let mut a = Acceptor::open_with(dir.path().to_path_buf(), 64).unwrap();
+        let d = a.status().damage.unwrap();
+        assert_eq!(d.from, ends[0]);
+        // The peer trimmed everything below the fourth frame: object storage holds it.
+        // (Trimming deletes whole segments, so the new start is a segment boundary.)
+        let cut = peer.trim(ends[2], Some(ends[2])).unwrap();
+        assert!(cut > d.from, "{cut} {d:?}");
+        let st = peer.status();
+        assert_eq!(st.log_start_lsn, cut);
+        // Without object storage vouching for the peer's start, it is no source.
+        assert!(!a.can_repair_from(&st.history, st.log_start_lsn, st.flush_lsn));
+        assert_eq!(
+            a.repair_source(&st.history, st.log_start_lsn, st.flush_lsn, None),
+            None
+        );
+        assert_eq!(
+            a.repair_source(&st.history, st.log_start_lsn, st.flush_lsn, Some(cut - 1)),
+            None
+        );
+        let from = a
+            .repair_source(&st.history, st.log_start_lsn, st.flush_lsn, Some(cut))
+            .unwrap();
+        assert_eq!(from, cut);
+        let copy = peer.read(from, d.to, usize::MAX).unwrap();
+        // The restart is checked again at the repair itself.
+        assert_eq!(
+            a.repair(from, &copy, Some(cut - 1)).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        a.repair(from, &copy, Some(cut)).unwrap();
+        let mine = a.status();
+        assert_eq!(mine.damage, None);
+        assert_eq!((mine.log_start_lsn, mine.flush_lsn), (cut, end));
+        assert_eq!(
+            a.read(cut, end, usize::MAX).unwrap(),
+            peer.read(cut, end, usize::MAX).unwrap()
+        );
+        // A restart finds it whole, and the proposer's next Elected lets it append again.
+        drop(a);
+        let mut a = Acceptor::open_with(dir.path().to_path_buf(), 64).unwrap();
+        assert_eq!(a.status().damage, None);
+        assert_eq!(a.status().log_start_lsn, cut);
+        a.elected(1, P, &[ts(1, 0)], cut, Some(cut)).unwrap();
+        let next = frame(end, 7);
+        let after = a.append(1, sess(&a), end, &next, end).unwrap();
+        assert_eq!(after, end + next.len() as u64);
     }
 
     #[test]

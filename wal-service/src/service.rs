@@ -43,7 +43,7 @@ pub struct SafekeeperState {
     peers: Vec<String>,
     limits: Limits,
     /// What object storage verifiably holds, to check durable claims against.
-    durable: DurableReader,
+    durable: Arc<DurableReader>,
     pub(crate) metrics: Metrics,
 }
 
@@ -106,7 +106,7 @@ impl SafekeeperState {
             broken: Mutex::new(BTreeMap::new()),
             peers,
             limits,
-            durable,
+            durable: Arc::new(durable),
             metrics,
         });
         for entry in std::fs::read_dir(&data_dir)? {
@@ -164,7 +164,8 @@ impl SafekeeperState {
                 if damaged {
                     self.metrics.damaged_databases.inc();
                     let (t, peers, metrics) = (t.clone(), self.peers.clone(), self.metrics.clone());
-                    tokio::spawn(repair(database.to_string(), t, peers, metrics));
+                    let durable = self.durable.clone();
+                    tokio::spawn(repair(database.to_string(), t, peers, durable, metrics));
                 }
                 Ok(t)
             }
@@ -248,8 +249,16 @@ impl SafekeeperState {
 const REPAIR_RETRY: Duration = Duration::from_secs(1);
 
 /// Repairs a damaged database from the first peer holding an agreeing copy, retrying until
-/// one does. Until then the database serves nothing (see [`Acceptor::repair`]).
-async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics: Metrics) {
+/// one does. Until then the database serves nothing (see [`Acceptor::repair`]). A peer that has
+/// already trimmed the damaged stretch (it is in object storage) is a source too, from its log
+/// start, when the newest manifest — read here, not taken from the peer — covers that start.
+async fn repair(
+    database: String,
+    t: Arc<Timeline>,
+    peers: Vec<String>,
+    durable: Arc<DurableReader>,
+    metrics: Metrics,
+) {
     use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
     let clients: Vec<_> = peers
         .iter()
@@ -274,23 +283,30 @@ async fn repair(database: String, t: Arc<Timeline>, peers: Vec<String>, metrics:
                 };
                 let st = c.get_status(req).await?.into_inner();
                 let history: Vec<TermSwitch> = st.history.iter().map(Into::into).collect();
-                if !t
-                    .with(move |a| Ok(a.can_repair_from(&history, st.log_start_lsn, st.flush_lsn)))
+                let held = if st.log_start_lsn > d.from {
+                    durable.durable(&database, st.log_start_lsn).await?
+                } else {
+                    None
+                };
+                let Some(from) = t
+                    .with(move |a| {
+                        Ok(a.repair_source(&history, st.log_start_lsn, st.flush_lsn, held))
+                    })
                     .await?
-                {
+                else {
                     return Err(Error::unavailable("peer holds no agreeing copy"));
-                }
+                };
                 let req = ReadWalRequest {
                     database: database.clone(),
-                    start_lsn: d.from,
-                    end_lsn: Some(d.to),
+                    start_lsn: from,
+                    end_lsn: Some(d.to.max(from)),
                 };
                 let mut stream = c.read_wal(req).await?.into_inner();
                 let mut copy = Vec::new();
                 while let Some(chunk) = stream.message().await? {
                     copy.extend_from_slice(&chunk.wal);
                 }
-                t.with(move |a| a.repair(d.from, &copy)).await
+                t.with(move |a| a.repair(from, &copy, held)).await
             };
             match tokio::time::timeout(Duration::from_secs(30), attempt).await {
                 Ok(Ok(())) => {
