@@ -232,7 +232,7 @@ impl Acceptor {
         let Some(d) = self.damage else { return Ok(()) };
         let restart = from > d.from;
         if from < d.from
-            || (restart && !durable.is_some_and(|v| v >= from))
+            || (restart && durable.is_none_or(|v| v < from))
             || from + (frames.len() as u64) < d.to
             || wal::whole_frames_len(frames)? != frames.len()
         {
