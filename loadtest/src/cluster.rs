@@ -81,10 +81,19 @@ pub struct ClusterSpec {
 }
 
 /// A base port whose whole block of ports is free now (the pid spreads concurrent runners).
+///
+/// The block lies below the kernel's ephemeral range: processes here are killed and
+/// restarted on the same ports while clients keep reconnecting, and a connect to a port with
+/// no listener can be given that very port as its source and connect to itself (TCP
+/// simultaneous open). That self-connection then holds the port and the restarted server
+/// cannot bind it ("Address already in use"), as a soak found. Ports outside the ephemeral
+/// range are never handed out as sources.
 pub fn free_base_port() -> anyhow::Result<u16> {
-    let start = 20_000 + (std::process::id() % 300) as u16 * 100;
-    for i in 0..400u16 {
-        let base = 20_000 + (start - 20_000 + i * 100) % 40_000;
+    let (low, high) = block_range(ephemeral_start());
+    let blocks = (high - low) / 100;
+    let first = (std::process::id() % u32::from(blocks)) as u16;
+    for i in 0..blocks {
+        let base = low + ((first + i) % blocks) * 100;
         if OFFSETS
             .iter()
             .all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok())
@@ -92,7 +101,26 @@ pub fn free_base_port() -> anyhow::Result<u16> {
             return Ok(base);
         }
     }
-    bail!("no free block of ports between 20000 and 60000")
+    bail!("no free block of ports between {low} and {high}")
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// The ports blocks are drawn from: from 20000 up to the ephemeral range, or (if that range
+/// starts too low to leave room for a few blocks) up to 60000 as before.
+fn block_range(ephemeral_start: u16) -> (u16, u16) {
+    const LOW: u16 = 20_000;
+    if ephemeral_start >= LOW + 1_000 {
+        (LOW, ephemeral_start - (ephemeral_start - LOW) % 100)
+    } else {
+        (LOW, 60_000)
+    }
 }
 
 /// Whether a server could bind `addr` now (with SO_REUSEADDR, as tokio's listeners do).
@@ -381,5 +409,19 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_blocks_stay_below_the_ephemeral_range() {
+        assert_eq!(block_range(32_768), (20_000, 32_700));
+        assert_eq!(block_range(20_500), (20_000, 60_000));
+        let base = free_base_port().unwrap();
+        let (low, high) = block_range(ephemeral_start());
+        assert!(base >= low && base + 99 < high, "{base}");
     }
 }
