@@ -108,15 +108,19 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-/// Reads a crate's module tree from its root file, following `mod x;` declarations.
-fn modules(src: &Path) -> BTreeMap<Vec<String>, Module> {
-    let mut out = BTreeMap::new();
-    let root = ["lib.rs", "main.rs"]
+/// The module trees of a crate's folder: its library and its binary, when it has them.
+fn crate_roots(src: &Path) -> Vec<PathBuf> {
+    ["lib.rs", "main.rs"]
         .iter()
         .map(|f| src.join(f))
-        .find(|p| p.exists())
-        .expect("crate root");
-    let mut stack = vec![(Vec::<String>::new(), root)];
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Reads a module tree from its root file, following `mod x;` declarations.
+fn modules(root: &Path) -> BTreeMap<Vec<String>, Module> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(Vec::<String>::new(), root.to_path_buf())];
     while let Some((path, file)) = stack.pop() {
         let source = std::fs::read_to_string(&file).expect("read source");
         let code = strip(&source);
@@ -269,9 +273,7 @@ fn paths_after(text: &str) -> Vec<Vec<String>> {
 }
 
 /// The file-level import graph of one crate: module path → modules it names.
-fn graph(
-    mods: &BTreeMap<Vec<String>, Module>,
-) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
+fn graph(mods: &BTreeMap<Vec<String>, Module>) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let mut edges = BTreeMap::new();
     for (path, module) in mods {
         if path.is_empty() {
@@ -375,20 +377,22 @@ fn no_two_files_import_each_other() {
         if !src.exists() {
             continue;
         }
-        let mods = modules(&src);
-        for component in cycles(&graph(&mods)) {
-            let files: Vec<String> = component
-                .iter()
-                .map(|m| {
-                    mods[m]
-                        .file
-                        .strip_prefix(&root)
-                        .unwrap_or(&mods[m].file)
-                        .display()
-                        .to_string()
-                })
-                .collect();
-            found.push(files.join(" <-> "));
+        for root_file in crate_roots(&src) {
+            let mods = modules(&root_file);
+            for component in cycles(&graph(&mods)) {
+                let files: Vec<String> = component
+                    .iter()
+                    .map(|m| {
+                        mods[m]
+                            .file
+                            .strip_prefix(&root)
+                            .unwrap_or(&mods[m].file)
+                            .display()
+                            .to_string()
+                    })
+                    .collect();
+                found.push(files.join(" <-> "));
+            }
         }
     }
     assert!(
@@ -407,7 +411,10 @@ fn no_library_file_over_the_limit() {
         if !src.exists() {
             continue;
         }
-        for module in modules(&src).values() {
+        for module in crate_roots(&src)
+            .iter()
+            .flat_map(|r| modules(r).into_values())
+        {
             let rel = module
                 .file
                 .strip_prefix(&root)
@@ -444,7 +451,7 @@ fn the_cycle_finder_finds_a_planted_loop() {
         "// crate::a::A is only named in a comment\npub struct C;\n",
     )
     .expect("write");
-    let mods = modules(src);
+    let mods = modules(&src.join("lib.rs"));
     let found = cycles(&graph(&mods));
     assert_eq!(
         found,
