@@ -67,7 +67,8 @@ fn row(name: &str, r: &Run) {
 
 fn reader(hot: Arc<HotTier>, warm: Option<Arc<WarmTier>>) -> PointReader {
     // Never connected: every read here is answered by a tier in front of the pageserver.
-    let channel = ferrisdb_common::auth::peer_channel("http://127.0.0.1:9").expect("channel");
+    let channel =
+        ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").expect("channel");
     PointReader {
         hot,
         warm,

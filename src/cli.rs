@@ -180,7 +180,7 @@ impl AdminArgs {
                 None => return Ok(None),
             },
         };
-        Ok(ferrisdb_common::auth::read_token_file(&file)?
+        Ok(ferrisdb_server_common::auth::read_token_file(&file)?
             .into_iter()
             .next())
     }
@@ -603,7 +603,7 @@ pub(crate) async fn connect(args: &ClientArgs) -> Result<Database, Error> {
         options = options.token(token);
     }
     if let Some(path) = &args.token_file {
-        let token = ferrisdb_common::auth::read_token_file(path)?
+        let token = ferrisdb_server_common::auth::read_token_file(path)?
             .into_iter()
             .next()
             .unwrap_or_default();

@@ -106,10 +106,10 @@ fn cluster_token(data_dir: &Path) -> Result<PathBuf> {
     if !path.exists() {
         // Written aside and renamed, so a crash never leaves an empty credential behind; the
         // file is created 0600, never readable by others even for a moment.
-        let token = ferrisdb_common::auth::generate_cluster_token()?;
+        let token = ferrisdb_server_common::auth::generate_cluster_token()?;
         crate::local_credentials::write_private(&path, format!("{token}\n").as_bytes())?;
     }
-    ferrisdb_common::auth::read_cluster_token_file(&path)?;
+    ferrisdb_server_common::auth::read_cluster_token_file(&path)?;
     Ok(path)
 }
 
@@ -397,14 +397,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .iter()
         .find(|c| c.kind == "compute")
         .map(|c| c.endpoints.http.clone());
-    let token = ferrisdb_common::auth::read_cluster_token_file(&token_file)?
+    let token = ferrisdb_server_common::auth::read_cluster_token_file(&token_file)?
         .into_iter()
         .next()
         .unwrap_or_default();
     let ready = wait_ready(admin, token);
     tokio::pin!(ready);
     let mut announced = false;
-    let shutdown = ferrisdb_common::net::shutdown_signal();
+    let shutdown = ferrisdb_server_common::serve::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferrisdb_common::DEFAULT_DATABASE;
-use ferrisdb_common::auth::{self, Security, Tokens};
-use ferrisdb_common::net::ServerTls;
-use ferrisdb_common::objstore::ObjectStoreConfig;
+use ferrisdb_server_common::auth::{self, Security, Tokens};
+use ferrisdb_server_common::objstore::ObjectStoreConfig;
+use ferrisdb_server_common::serve::ServerTls;
 
 /// FerrisDB: a disaggregated transactional key-value database.
 ///
@@ -316,7 +316,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = ferrisdb_common::net::shutdown_signal;
+    let shutdown = ferrisdb_server_common::serve::shutdown_signal;
     runtime.block_on(async move {
         // Set by each server command; flushed once the command returns.
         let exporter: Option<telemetry::Telemetry>;

@@ -180,14 +180,14 @@ pub async fn run(
     insecure: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    ferrisdb_common::auth::check_exposure(
+    ferrisdb_server_common::auth::check_exposure(
         listen,
         "the proxy (and the compute behind it)",
         compute_requires_token(&argv),
         insecure,
         "--token-file to the compute's command line",
     )?;
-    let listener = ferrisdb_common::net::bind(listen, "the proxy").await?;
+    let listener = ferrisdb_server_common::serve::bind(listen, "the proxy").await?;
     let waker = Arc::new(Waker::new(argv, None, Box::new(|_| {}))?);
     tracing::info!(%listen, %upstream, "wake proxy serving");
     tokio::select! {

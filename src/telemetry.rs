@@ -59,7 +59,7 @@ pub fn init(default_level: &str, service: Option<Service<'_>>) -> Telemetry {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // Trace spans are for the exporter only: never formatted, so without an exporter nothing
     // is interested in them and they stay disabled.
-    if let Ok(off) = format!("{}=off", ferrisdb_common::telemetry::TARGET).parse() {
+    if let Ok(off) = format!("{}=off", ferrisdb_server_common::telemetry::TARGET).parse() {
         logs = logs.add_directive(off);
     }
     let fmt = tracing_subscriber::fmt::layer()
@@ -73,12 +73,13 @@ pub fn init(default_level: &str, service: Option<Service<'_>>) -> Telemetry {
         (Some(_), Some(service)) => match provider(&service) {
             Ok(provider) => {
                 let tracer = provider.tracer("ferrisdb");
-                let layer = tracing_opentelemetry::layer()
-                    .with_tracer(tracer)
-                    .with_filter(
-                        Targets::new()
-                            .with_target(ferrisdb_common::telemetry::TARGET, LevelFilter::INFO),
-                    );
+                let layer =
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(Targets::new().with_target(
+                            ferrisdb_server_common::telemetry::TARGET,
+                            LevelFilter::INFO,
+                        ));
                 (Some(layer), Some(provider), None)
             }
             Err(e) => (None, None, Some(e)),
@@ -87,7 +88,7 @@ pub fn init(default_level: &str, service: Option<Service<'_>>) -> Telemetry {
     };
     tracing_subscriber::registry().with(fmt).with(otel).init();
     if provider.is_some() {
-        ferrisdb_common::telemetry::enable();
+        ferrisdb_server_common::telemetry::enable();
         tracing::info!("exporting traces over OTLP ({ENDPOINT_VAR})");
     }
     if let Some(e) = failure {

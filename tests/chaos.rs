@@ -41,7 +41,7 @@ async fn a_bounded_chaos_run_loses_nothing_and_always_recovers() {
         },
         kinds: FaultKind::all(),
         recovery_timeout: Duration::from_secs(30),
-        workloads: ferrisdb_loadtest::chaos_workload::default_workloads(),
+        workloads: ferrisdb_loadtest::chaos_checked::default_workloads(),
         command: format!("tests/chaos.rs with FERRISDB_CHAOS_SEED={seed}"),
     };
     let report = run(config).await.unwrap();

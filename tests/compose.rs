@@ -173,7 +173,7 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
         assert_eq!(mode & 0o077, 0, "{f} must be private, is {mode:o}");
     }
     // The credential is one FerrisDB accepts.
-    ferrisdb_common::auth::read_cluster_token_file(&secrets.join("cluster.token")).unwrap();
+    ferrisdb_server_common::auth::read_cluster_token_file(&secrets.join("cluster.token")).unwrap();
 
     tls_material_serves(&secrets).await;
 

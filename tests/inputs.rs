@@ -70,7 +70,7 @@ async fn raw_call(url: &str, path: &'static str, body: &[u8]) -> tonic::Status {
     let mut request = tonic::Request::new(body.to_vec());
     if let Some(token) = support::admin_token(url) {
         request.metadata_mut().insert(
-            ferrisdb_common::auth::CLUSTER_TOKEN_HEADER,
+            ferrisdb_common::net::CLUSTER_TOKEN_HEADER,
             token.parse().unwrap(),
         );
     }

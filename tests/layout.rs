@@ -461,3 +461,49 @@ fn the_cycle_finder_finds_a_planted_loop() {
     let g = graph(&mods);
     assert!(g[&vec!["c".to_string()]].is_empty());
 }
+
+/// The SDK depends on the wire crate alone: an application that links it compiles none of
+/// the servers' libraries (docs/ARCHITECTURE.md, "Crates").
+#[test]
+fn the_sdk_compiles_no_server_library() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-p",
+            "ferrisdb-client",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let packages: BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(packages.contains("ferrisdb-common"), "{tree}");
+    for server_only in [
+        "foyer",
+        "object_store",
+        "axum",
+        "prometheus",
+        "parquet",
+        "ferrisdb-server-common",
+    ] {
+        assert!(
+            !packages.contains(server_only),
+            "the SDK pulls in {server_only}:\n{tree}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrisdb_common::openapi::{ApiInfo, to_json};
+use ferrisdb_server_common::openapi::{ApiInfo, to_json};
 use support::DevCluster;
 
 /// Every admin API: its name and its document as the handlers generate it.
@@ -82,7 +82,7 @@ fn every_document_is_openapi_3_1_with_errors_and_auth() {
         assert_eq!(schemes["bearer"]["scheme"], "bearer", "{name}");
         assert_eq!(
             schemes["cluster_token"]["name"],
-            ferrisdb_common::auth::CLUSTER_TOKEN_HEADER,
+            ferrisdb_common::net::CLUSTER_TOKEN_HEADER,
             "{name}"
         );
         let paths = doc["paths"].as_object().unwrap();

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrisdb_client::{ClientTls, ConnectOptions, Database, ErrorKind, RetryOptions};
-use ferrisdb_common::auth::CLUSTER_TOKEN_HEADER;
+use ferrisdb_common::net::CLUSTER_TOKEN_HEADER;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{

@@ -14,10 +14,8 @@ use ferrisdb_common::proto::{ChangesRequest, HistoryRequest, VersionAtRequest};
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result, net};
 use rand::Rng;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-use crate::outgoing::Outgoing;
+use crate::outgoing::{Client, Outgoing};
 use crate::transaction::Transaction;
 use crate::watch::Watch;
 
@@ -55,10 +53,6 @@ impl Default for RetryOptions {
         }
     }
 }
-
-/// The client stub every call goes through: gRPC with the bearer token (and the caller's
-/// trace context) attached.
-pub(crate) type Client = DatabaseClient<InterceptedService<Channel, Outgoing>>;
 
 /// How to reach a database: where, as whom, and how to retry.
 ///

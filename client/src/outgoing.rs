@@ -3,6 +3,9 @@
 //! cluster (docs/observability.md).
 
 use ferrisdb_common::net::SendToken;
+use ferrisdb_common::proto::database_client::DatabaseClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 /// The interceptor of every request the SDK sends.
 #[derive(Debug, Clone)]
@@ -94,3 +97,7 @@ mod tests {
         assert!(req.metadata().get("authorization").is_some());
     }
 }
+
+/// The client stub every call goes through: gRPC with the bearer token (and the caller's
+/// trace context) attached.
+pub(crate) type Client = DatabaseClient<InterceptedService<Channel, Outgoing>>;

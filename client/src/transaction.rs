@@ -15,7 +15,7 @@ use ferrisdb_common::proto::{
 use ferrisdb_common::{Error, Result, Version};
 
 use crate::KeySelector;
-use crate::database::Client;
+use crate::outgoing::Client;
 use crate::watch::Watch;
 
 /// How a range read is cut and ordered.

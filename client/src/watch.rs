@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::database::Client;
+use crate::outgoing::Client;
 use bytes::Bytes;
 use ferrisdb_common::proto::WatchRequest;
 use ferrisdb_common::{Result, Version};

@@ -4,24 +4,6 @@ use crate::error::{Error, Result};
 use crate::version::Version;
 use crate::wal::WalRecord;
 
-impl From<&proto::TermSwitch> for crate::term_history::TermSwitch {
-    fn from(t: &proto::TermSwitch) -> crate::term_history::TermSwitch {
-        crate::term_history::TermSwitch {
-            term: t.term,
-            lsn: t.lsn,
-        }
-    }
-}
-
-impl From<&crate::term_history::TermSwitch> for proto::TermSwitch {
-    fn from(t: &crate::term_history::TermSwitch) -> proto::TermSwitch {
-        proto::TermSwitch {
-            term: t.term,
-            lsn: t.lsn,
-        }
-    }
-}
-
 impl From<&WalRecord> for proto::CommittedRecord {
     fn from(r: &WalRecord) -> proto::CommittedRecord {
         proto::CommittedRecord {

@@ -208,12 +208,6 @@ impl From<std::io::Error> for Error {
     }
 }
 
-impl From<object_store::Error> for Error {
-    fn from(e: object_store::Error) -> Error {
-        Error::new(ErrorKind::Unavailable, format!("object store: {e}"))
-    }
-}
-
 /// How many characters of a user-supplied string an error message repeats: enough to
 /// recognise it, never enough to make the message itself a problem.
 pub const ECHO_CHARS: usize = 64;

@@ -1,34 +1,25 @@
-//! Shared FerrisDB types: the error type and its codes, versions, size limits, the WAL record
-//! codec, the wire protocols (gRPC), object-store configuration, the admin HTTP surface and the
-//! foyer hybrid cache builder.
+//! FerrisDB's wire crate, shared by the SDK and every server: the error type and its codes,
+//! versions, size limits, the WAL record codec, atomic operations, the read-your-writes
+//! overlay, the gRPC protocols and the client half of networking.
+//!
+//! It stays slim on purpose (the SDK depends on it alone): what only servers share (the
+//! admin HTTP server, server networking, caches, object storage, the WAL follower) lives in
+//! `ferrisdb-server-common`, under `common/server/`.
 
-pub mod admin;
 pub mod atomic;
-pub mod auth;
-pub mod clock;
 pub mod codec;
-pub mod commit_times;
 mod convert;
 pub mod error;
-pub mod faulty_store;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod hybrid_cache;
 pub mod limits;
 pub mod message_size;
 pub mod net;
-pub mod objstore;
-pub mod openapi;
 pub mod overlay;
 pub mod proto;
-#[cfg(feature = "otel")]
-pub mod telemetry;
-pub mod term_history;
 pub mod traceparent;
 pub mod version;
-pub mod versioned_map;
 pub mod wal;
-pub mod wal_follower;
 
 pub use error::{Error, ErrorKind, Result};
 pub use version::{Lsn, Version};

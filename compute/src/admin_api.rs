@@ -4,9 +4,10 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use ferrisdb_common::openapi::{ApiInfo, Branched, int64, opt_int64};
 use ferrisdb_common::proto::CheckpointRequest;
 use ferrisdb_common::{Error, Version};
+use ferrisdb_server_common::admin::ApiError;
+use ferrisdb_server_common::openapi::{ApiInfo, Branched, int64, opt_int64};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,7 +37,7 @@ pub fn routes() -> OpenApiRouter<Databases> {
 
 /// The compute's admin API document, as `/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ferrisdb_common::admin::document(&ADMIN_API, routes())
+    ferrisdb_server_common::admin::document(&ADMIN_API, routes())
 }
 
 /// Which database an admin call is about (default: the one the compute was started for).
@@ -114,7 +115,7 @@ async fn version_at(
     State(dbs): State<Databases>,
     Query(db): Query<DatabaseParam>,
     Query(p): Query<VersionAtParams>,
-) -> Result<Json<VersionAt>, Error> {
+) -> Result<Json<VersionAt>, ApiError> {
     let version = db.node(&dbs)?.view().version_at(p.timestamp_micros).await?;
     Ok(Json(VersionAt {
         timestamp_micros: p.timestamp_micros,
@@ -168,7 +169,7 @@ async fn history(
     State(dbs): State<Databases>,
     Query(db): Query<DatabaseParam>,
     Query(p): Query<HistoryParams>,
-) -> Result<Json<History>, Error> {
+) -> Result<Json<History>, ApiError> {
     let key = bytes::Bytes::from(p.key.clone());
     let entries = db
         .node(&dbs)?
@@ -216,7 +217,7 @@ struct Checkpointed {
 async fn checkpoint(
     State(dbs): State<Databases>,
     Query(db): Query<DatabaseParam>,
-) -> Result<Json<Checkpointed>, Error> {
+) -> Result<Json<Checkpointed>, ApiError> {
     let node = db.node(&dbs)?;
     // The latest commit, not a read version handed out: no heartbeat follows.
     let version = node.view().latest();
@@ -262,7 +263,7 @@ struct BranchParams {
 async fn branch(
     State(dbs): State<Databases>,
     Json(p): Json<BranchParams>,
-) -> Result<Json<Branched>, Error> {
+) -> Result<Json<Branched>, ApiError> {
     let parent = p.parent.clone().unwrap_or_else(|| dbs.root.clone());
     let at = dbs
         .branch(&p.name, &parent, p.version.map(Version), p.timestamp_micros)

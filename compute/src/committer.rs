@@ -39,12 +39,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferrisdb_common::atomic;
-use ferrisdb_common::clock::Clock;
 use ferrisdb_common::message_size::{MAX_BATCH_BYTES, MAX_FRAME_BYTES};
-use ferrisdb_common::telemetry;
 use ferrisdb_common::traceparent::TraceParent;
 use ferrisdb_common::wal::{self, Mutation};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::clock::Clock;
+use ferrisdb_server_common::telemetry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -340,7 +340,7 @@ impl Committer {
             return Vec::new();
         }
         let batch_span = batch_span(&batch);
-        let resolve = ferrisdb_common::child_span!(batch_span, "commit.resolve");
+        let resolve = ferrisdb_server_common::child_span!(batch_span, "commit.resolve");
         let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
         let committed = *self.committed.borrow();
         // Batches in flight are ahead of this one in the log: their writes count as committed.
@@ -415,8 +415,8 @@ impl Committer {
         };
         drop(resolve);
         batch_span.record("version", version.0);
-        let quorum_wait = ferrisdb_common::child_span!(batch_span, "commit.quorum_wait");
-        let append = ferrisdb_common::child_span!(batch_span, "commit.append");
+        let quorum_wait = ferrisdb_server_common::child_span!(batch_span, "commit.quorum_wait");
+        let append = ferrisdb_server_common::child_span!(batch_span, "commit.append");
         let appended = self
             .proposer
             .append_traced(frame, telemetry::traceparent(&quorum_wait));
@@ -513,7 +513,7 @@ impl Committer {
             // The quorum wait ends here; apply is the batch's last phase.
             let _apply = b.trace.map(|t| {
                 drop(t.quorum_wait);
-                let apply = ferrisdb_common::child_span!(t.batch, "commit.apply");
+                let apply = ferrisdb_server_common::child_span!(t.batch, "commit.apply");
                 (apply, t.batch)
             });
             self.hot.apply(b.version, b.time_micros, &b.mutations);
@@ -637,8 +637,8 @@ mod tests {
     use super::*;
     use crate::hot_tier::HotRead;
     use bytes::Bytes;
-    use ferrisdb_common::clock::SystemClock;
     use ferrisdb_common::proto::pageserver_client::PageserverClient;
+    use ferrisdb_server_common::clock::SystemClock;
 
     use crate::test_safekeepers::safekeepers;
 
@@ -688,7 +688,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         // No atomic ops here, so the pageserver is never asked.
         let pageserver = PageserverClient::new(
-            ferrisdb_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
+            ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
         );
         let reader = PointReader {
             hot: hot.clone(),

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ferrisdb_common::auth::PeerChannel;
-use ferrisdb_common::clock::{Clock, SystemClock};
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{CreateBranchRequest, ListDatabasesRequest, PageserverStatusRequest};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::clock::{Clock, SystemClock};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -401,7 +401,7 @@ impl Databases {
         };
         // The cluster credential rides along, so a primary that requires client tokens
         // still answers this probe.
-        let Ok(channel) = ferrisdb_common::auth::peer_channel(endpoint) else {
+        let Ok(channel) = ferrisdb_server_common::auth::peer_channel(endpoint) else {
             return;
         };
         let mut client = ferrisdb_common::with_message_limits!(DatabaseClient::new(channel));

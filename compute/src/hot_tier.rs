@@ -65,8 +65,8 @@ use bytes::Bytes;
 use crossbeam_skiplist::SkipMap;
 use ferrisdb_common::Version;
 use ferrisdb_common::overlay::Overlay;
-use ferrisdb_common::versioned_map::{Lookup, RangeTombstone, RangeTombstones};
 use ferrisdb_common::wal::Mutation;
+use ferrisdb_server_common::versioned_map::{Lookup, RangeTombstone, RangeTombstones};
 use tokio::sync::watch;
 
 /// Bytes charged per entry beyond its key and value: the skip-list nodes of the entry and of
@@ -583,7 +583,7 @@ type PointRead = (Version, Option<Bytes>);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrisdb_common::versioned_map::VersionedMap;
+    use ferrisdb_server_common::versioned_map::VersionedMap;
 
     fn set(k: &str, v: &str) -> Mutation {
         Mutation::Set {

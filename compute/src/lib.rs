@@ -34,7 +34,8 @@ use std::sync::Arc;
 
 use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::{Error, Result, admin, auth, net, validate_database_name};
+use ferrisdb_common::{Error, Result, validate_database_name};
+use ferrisdb_server_common::{admin, auth, serve};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::activity::Activity;
@@ -147,8 +148,8 @@ pub async fn run(
     let pageserver = ferrisdb_common::with_message_limits!(PageserverClient::new(
         auth::peer_channel(&config.pageserver)?
     ));
-    let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
-    let http_listener = net::bind(config.listen_http, "HTTP").await?;
+    let grpc_listener = serve::bind(config.listen_grpc, "gRPC").await?;
+    let http_listener = serve::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
 
     let tiers = crate::primary::Tiers::open(&config.tiers).await?;
@@ -184,7 +185,7 @@ pub async fn run(
             }
         }
     };
-    let shutdown = net::Shutdown::on(shutdown);
+    let shutdown = serve::Shutdown::on(shutdown);
     let router = admin::admin_router(
         &admin_api::ADMIN_API,
         metrics.registry.clone(),
@@ -199,7 +200,7 @@ pub async fn run(
         ))),
         security.require_client(),
     ));
-    net::serve_grpc(grpc, grpc_listener, shutdown).await?;
+    serve::serve_grpc(grpc, grpc_listener, shutdown).await?;
     branches.abort();
     databases.stop();
     let _ = http.await;

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrisdb_common::atomic::{self, AtomicOp};
-use ferrisdb_common::clock::{Clock, SystemClock};
 use ferrisdb_common::limits::{MAX_TRANSACTION_SIZE, MAX_VALUE_SIZE};
 use ferrisdb_common::message_size::MAX_FRAME_BYTES;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{self, MutationType};
 use ferrisdb_common::{ErrorKind, Result, Version};
+use ferrisdb_server_common::clock::{Clock, SystemClock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::committer::{CommitRequest, Committed, Committer};
@@ -88,8 +88,9 @@ async fn pipeline(clock: Arc<dyn Clock>) -> Pipeline {
     let hot = Arc::new(HotTier::new(start));
     let metrics = Metrics::new().unwrap();
     // Every key is cleared first (see `clear_everything`), so the pageserver is never asked.
-    let pageserver =
-        PageserverClient::new(ferrisdb_common::auth::peer_channel("http://127.0.0.1:9").unwrap());
+    let pageserver = PageserverClient::new(
+        ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
+    );
     let reader = PointReader {
         hot: hot.clone(),
         warm: None,

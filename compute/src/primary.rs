@@ -5,11 +5,11 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrisdb_common::auth::PeerChannel;
-use ferrisdb_common::clock::Clock;
 use ferrisdb_common::proto::PageGetRequest;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::clock::Clock;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -84,7 +84,7 @@ impl PointReader {
     /// since the hot tier's floor, from the warm tier or the pageserver at that floor.
     pub async fn read(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
         // One span per tier asked, when the request is traced (docs/observability.md).
-        let hot_span = ferrisdb_common::span_in_trace!("read.hot");
+        let hot_span = ferrisdb_server_common::span_in_trace!("read.hot");
         let at = match self.hot.get(&key, version) {
             HotRead::Found(v) => {
                 self.count("hot", true);
@@ -97,7 +97,7 @@ impl PointReader {
         // The warm tier is asked only after the hot tier loaded its floor (its correctness
         // argument depends on that order; see warm_tier).
         if let Some(warm) = &self.warm {
-            let span = ferrisdb_common::span_in_trace!("read.warm");
+            let span = ferrisdb_server_common::span_in_trace!("read.warm");
             if let Some(v) = warm.get(&key, at).instrument(span).await {
                 self.count("warm", true);
                 return Ok(v);
@@ -109,7 +109,7 @@ impl PointReader {
             key: key.clone(),
             version: at.0,
         };
-        let span = ferrisdb_common::span_in_trace!("read.pageserver");
+        let span = ferrisdb_server_common::span_in_trace!("read.pageserver");
         let value = self
             .pageserver
             .clone()
@@ -345,7 +345,7 @@ impl Primary {
             mutations,
             reply,
             // The request's span (the gRPC server span), which the batch continues.
-            trace: ferrisdb_common::telemetry::current(),
+            trace: ferrisdb_server_common::telemetry::current(),
         };
         self.pipeline
             .send(req)

@@ -18,17 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::error::WAL_BUDGET_FULL;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
     TermSwitch, VoteRequest,
 };
-use ferrisdb_common::telemetry;
-use ferrisdb_common::term_history::{Vote, plan_election};
 use ferrisdb_common::traceparent::TraceParent;
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
+use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::telemetry;
+use ferrisdb_server_common::term_history::{Vote, plan_election};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -159,7 +159,7 @@ impl Proposer {
             .iter()
             .map(|url| {
                 Ok(ferrisdb_common::with_message_limits!(
-                    SafekeeperClient::new(ferrisdb_common::auth::peer_channel(url)?)
+                    SafekeeperClient::new(ferrisdb_server_common::auth::peer_channel(url)?)
                 ))
             })
             .collect::<Result<Vec<_>>>()?;

@@ -11,12 +11,12 @@
 
 use std::sync::Arc;
 
-use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::proto::PageserverStatusRequest;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::wal::WalRecord;
-use ferrisdb_common::wal_follower::{self, WalSink};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::wal_follower::{self, WalSink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use bytes::Bytes;
-use ferrisdb_common::auth::PeerChannel;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{
     HistoryEntry, HistoryRequest, PageGetRangeRequest, PageserverStatusRequest, VersionAtRequest,
 };
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::auth::PeerChannel;
 use tokio::sync::watch;
 
 use crate::hot_tier::HotTier;
@@ -171,7 +171,7 @@ impl DatabaseView {
                 reverse,
             };
             let mut pageserver = self.pageserver.clone();
-            let span = ferrisdb_common::span_in_trace!("read.pageserver");
+            let span = ferrisdb_server_common::span_in_trace!("read.pageserver");
             async move {
                 let resp = pageserver
                     .get_range(req)

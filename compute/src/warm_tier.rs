@@ -59,8 +59,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ferrisdb_common::hybrid_cache::{self, HybridCacheConfig, byte_weight};
 use ferrisdb_common::{Result, Version};
+use ferrisdb_server_common::hybrid_cache::{self, HybridCacheConfig, byte_weight};
 use foyer::{HybridCache, Load, RecoverMode};
 
 use crate::hot_tier::EvictionObserver;
@@ -329,8 +329,8 @@ fn decode(v: &Bytes) -> Option<(Version, Option<Bytes>)> {
 mod tests {
     use super::*;
     use crate::hot_tier::{HotRead, HotTier};
-    use ferrisdb_common::versioned_map::{Lookup, VersionedMap};
     use ferrisdb_common::wal::Mutation;
+    use ferrisdb_server_common::versioned_map::{Lookup, VersionedMap};
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())

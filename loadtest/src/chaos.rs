@@ -99,7 +99,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<ChaosReport> {
     };
     disabled.push(
         "clock jumps: no FerrisDB process takes its clock from outside (the clock seam, \
-         common/src/clock.rs, is in-process only), so there is nothing to jump without a \
+         common/server/src/clock.rs, is in-process only), so there is nothing to jump without a \
          production backdoor"
             .into(),
     );

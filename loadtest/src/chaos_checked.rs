@@ -125,6 +125,12 @@ pub fn verdict(report: &CheckReport) -> Verdict {
     }
 }
 
+/// The workloads a chaos run drives by default: [`survive`](crate::chaos_workload::survive), and the checked list-append and
+/// register workloads of this module.
+pub fn default_workloads() -> Vec<WorkloadPlugin> {
+    vec![crate::chaos_workload::survive(), list_append(), registers()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,7 +87,7 @@ impl ChaosArgs {
             },
             kinds,
             recovery_timeout: self.recovery_timeout.into(),
-            workloads: crate::chaos_workload::default_workloads(),
+            workloads: crate::chaos_checked::default_workloads(),
             command,
         })
     }

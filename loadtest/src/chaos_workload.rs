@@ -78,16 +78,6 @@ pub fn write_outcome(kind: ErrorKind) -> Outcome {
     }
 }
 
-/// The workloads a chaos run drives by default: [`survive`], and the checked list-append and
-/// register workloads ([`crate::chaos_checked`]).
-pub fn default_workloads() -> Vec<WorkloadPlugin> {
-    vec![
-        survive(),
-        crate::chaos_checked::list_append(),
-        crate::chaos_checked::registers(),
-    ]
-}
-
 /// The built-in register workload ([`survive`]'s table).
 pub fn survive() -> WorkloadPlugin {
     WorkloadPlugin {

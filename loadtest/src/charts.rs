@@ -197,7 +197,7 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 mod tests {
     use super::*;
     use crate::keys::Distribution;
-    use crate::runner::PhaseSpec;
+    use crate::phase::PhaseSpec;
     use crate::workload::Workload;
     use std::time::Duration;
 

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::anomaly::{Anomaly, AnomalyKind, LostWrite, RefusedPresent};
 use crate::attempt::UNPARSEABLE;
-use crate::elle::{check_list_append, describe};
+use crate::elle::check_list_append;
+use crate::elle_derived::describe;
 use crate::history::History;
 use crate::linearizable::{Limits, Unchecked, check_registers};
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::anomaly::{Anomaly, AnomalyKind, CycleStep, EdgeKind};
 use crate::cycles::Graph;
-use crate::elle::{Derived, describe, list_text};
+use crate::elle_derived::{Derived, describe, list_text};
 use crate::history::{Key, Outcome};
 
 /// The evidence for one edge.

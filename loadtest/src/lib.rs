@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod cycles;
 pub mod disk;
 pub mod elle;
+pub mod elle_derived;
 pub mod elle_graph;
 pub mod history;
 pub mod key_pool;

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::anomaly::{Anomaly, AnomalyKind};
-use crate::elle::describe;
+use crate::elle_derived::describe;
 use crate::history::{History, Key, Op, Operation, Outcome};
 
 /// How far the search may go, so a run in CI cannot blow up.

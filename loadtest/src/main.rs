@@ -3,6 +3,7 @@
 
 mod charts;
 mod keys;
+mod phase;
 mod report;
 mod runner;
 mod server_cpu;
@@ -16,8 +17,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::keys::Distribution;
+use crate::phase::PhaseSpec;
 use crate::report::{Machine, PhaseResult, Report};
-use crate::runner::{Bench, PhaseSpec, Session};
+use crate::runner::{Bench, Session};
 use crate::server_cpu::ServerProcesses;
 use crate::workload::Workload;
 

@@ -13,7 +13,8 @@ use hdrhistogram::Histogram;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
-use crate::keys::{Distribution, KeyChooser, key_name, write_value};
+use crate::keys::{KeyChooser, key_name, write_value};
+use crate::phase::PhaseSpec;
 use crate::report::{Latency, PhaseResult};
 use crate::server_cpu::ServerProcesses;
 use crate::target::{Connection, OpError, OpResult, Target};
@@ -31,39 +32,6 @@ const OPEN_LOOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Error messages kept per phase as examples.
 const ERROR_SAMPLES: usize = 3;
-
-/// What one measured phase runs.
-#[derive(Debug, Clone)]
-pub struct PhaseSpec {
-    /// The workload.
-    pub workload: Workload,
-    /// Which keys it touches.
-    pub distribution: Distribution,
-    /// How many keys exist (all loaded beforehand).
-    pub keys: u64,
-    /// Bytes per written value.
-    pub value_size: usize,
-    /// Concurrent clients, each with its own connection.
-    pub concurrency: usize,
-    /// Unmeasured run-in before measuring.
-    pub warmup: Duration,
-    /// Measure for this long …
-    pub duration: Duration,
-    /// … or (if set) until this many operations succeeded.
-    pub ops: Option<u64>,
-    /// Open loop at this many operations per second in total; `None`: closed loop.
-    pub rate: Option<f64>,
-}
-
-impl PhaseSpec {
-    /// `closed` or `open@RATE/s`.
-    pub fn mode(&self) -> String {
-        match self.rate {
-            None => "closed".to_string(),
-            Some(r) => format!("open@{r}/s"),
-        }
-    }
-}
 
 /// A boxed future, so sessions of different targets can sit in one list.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

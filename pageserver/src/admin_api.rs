@@ -4,8 +4,9 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use ferrisdb_common::openapi::{ApiInfo, Branched, int64, opt_int64};
-use ferrisdb_common::{Error, Version};
+use ferrisdb_common::Version;
+use ferrisdb_server_common::admin::ApiError;
+use ferrisdb_server_common::openapi::{ApiInfo, Branched, int64, opt_int64};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,7 +33,7 @@ pub fn routes() -> OpenApiRouter<Databases> {
 
 /// The pageserver's admin API document, as `/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ferrisdb_common::admin::document(&ADMIN_API, routes())
+    ferrisdb_server_common::admin::document(&ADMIN_API, routes())
 }
 
 /// Each database's ingest and upload positions, manifest generation and cache counters.
@@ -96,7 +97,7 @@ async fn checkpoint(
     State(dbs): State<Databases>,
     Path(database): Path<String>,
     Query(params): Query<CheckpointParams>,
-) -> Result<Json<Checkpointed>, Error> {
+) -> Result<Json<Checkpointed>, ApiError> {
     let t = dbs.timelines.get(&database)?;
     let v = t.checkpoint(Version(params.wait_for_version)).await?;
     Ok(Json(Checkpointed {
@@ -132,7 +133,7 @@ async fn branch(
     State(dbs): State<Databases>,
     Path(database): Path<String>,
     Json(params): Json<BranchParams>,
-) -> Result<Json<Branched>, Error> {
+) -> Result<Json<Branched>, ApiError> {
     let at = dbs
         .branch(
             &database,

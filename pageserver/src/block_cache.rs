@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use ferrisdb_common::Result;
-use ferrisdb_common::hybrid_cache::{self, HybridCacheConfig, byte_weight};
+use ferrisdb_server_common::hybrid_cache::{self, HybridCacheConfig, byte_weight};
 use foyer::{HybridCache, RecoverMode};
 
 /// Where and how much to cache: the shared hybrid cache config, so the block cache is sized and
@@ -107,7 +107,7 @@ mod tests {
     }
 
     /// foyer's default LRU spun under concurrent reads of the same keys (see
-    /// `ferrisdb_common::hybrid_cache`): several tasks on two worker threads read the same few
+    /// `ferrisdb_server_common::hybrid_cache`): several tasks on two worker threads read the same few
     /// blocks while one re-inserts them, as concurrent misses of one block do. A spin fails the
     /// timeout instead of hanging the test run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,6 +59,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use ferrisdb_common::wal::{Mutation, WalRecord};
 use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_server_common::objstore::store_error;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
@@ -383,7 +384,10 @@ pub async fn write_segment(
 ) -> Result<u64> {
     let body = encode_segment(records)?;
     let size = body.len() as u64;
-    store.put(path, PutPayload::from(body)).await?;
+    store
+        .put(path, PutPayload::from(body))
+        .await
+        .map_err(store_error)?;
     Ok(size)
 }
 

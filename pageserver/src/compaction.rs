@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use ferrisdb_common::Version;
-use ferrisdb_common::versioned_map::{RangeTombstone, VersionedMap};
+use ferrisdb_server_common::versioned_map::{RangeTombstone, VersionedMap};
 
 use crate::delta_layer::DeltaLayer;
 

@@ -30,9 +30,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use ferrisdb_common::objstore::with_retries;
-use ferrisdb_common::versioned_map::{Lookup, RangeTombstone, RangeTombstones, VersionedMap};
 use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_server_common::objstore::{store_error, with_retries};
+use ferrisdb_server_common::versioned_map::{
+    Lookup, RangeTombstone, RangeTombstones, VersionedMap,
+};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -283,7 +285,9 @@ pub struct DeltaLayer {
 
 /// Reads `range` of the object at `path`, retrying transient failures.
 async fn read_range(store: &Arc<dyn ObjectStore>, path: &Path, range: Range<u64>) -> Result<Bytes> {
-    Ok(with_retries("get layer range", || store.get_range(path, range.clone())).await?)
+    with_retries("get layer range", || store.get_range(path, range.clone()))
+        .await
+        .map_err(store_error)
 }
 
 /// The block-cache prefix of the layer at `path` whose block index is `index`.

@@ -1,5 +1,5 @@
 //! Following the committed WAL from the safekeepers into a timeline (the follower itself is
-//! [`ferrisdb_common::wal_follower`], shared with read replicas), and telling the safekeepers
+//! [`ferrisdb_server_common::wal_follower`], shared with read replicas), and telling the safekeepers
 //! what object storage holds.
 
 use std::sync::Arc;
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ferrisdb_common::proto::DurableReport;
 use ferrisdb_common::wal::WalRecord;
-use ferrisdb_common::wal_follower::{self, WalSink};
 use ferrisdb_common::{Result, Version};
+use ferrisdb_server_common::wal_follower::{self, WalSink};
 
 use crate::timeline::Timeline;
 

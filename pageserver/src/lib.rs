@@ -25,9 +25,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrisdb_common::objstore::ObjectStoreConfig;
 use ferrisdb_common::proto::pageserver_server::PageserverServer;
-use ferrisdb_common::{Error, Result, admin, auth, net};
+use ferrisdb_common::{Error, Result};
+use ferrisdb_server_common::objstore::ObjectStoreConfig;
+use ferrisdb_server_common::{admin, auth, serve};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::databases::Databases;
@@ -88,11 +89,11 @@ pub async fn run(
     )
     .with_max_branches(config.max_branches);
     databases.start_all(&config.databases).await?;
-    let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
-    let http_listener = net::bind(config.listen_http, "HTTP").await?;
+    let grpc_listener = serve::bind(config.listen_grpc, "gRPC").await?;
+    let http_listener = serve::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, store = %config.object_store.url, "pageserver serving");
 
-    let shutdown = net::Shutdown::on(shutdown);
+    let shutdown = serve::Shutdown::on(shutdown);
     let router = admin::admin_router(
         &admin_api::ADMIN_API,
         metrics.registry.clone(),
@@ -111,7 +112,7 @@ pub async fn run(
             ))),
             config.security.require_cluster(),
         ));
-    net::serve_grpc(grpc, grpc_listener, shutdown).await?;
+    serve::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     databases.stop();
     Ok(())

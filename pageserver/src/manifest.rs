@@ -14,8 +14,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use ferrisdb_common::objstore::with_retries;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::objstore::{store_error, with_retries};
 
 /// One layer the manifest names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,8 +186,9 @@ fn manifest_path(database: &str, generation: u64) -> Path {
 /// Loads the newest manifest of `database`, or an empty one if there is none.
 pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result<Manifest> {
     let prefix = Path::from(format!("databases/{database}/manifest"));
-    let metas: Vec<_> =
-        with_retries("list manifests", || store.list(Some(&prefix)).try_collect()).await?;
+    let metas: Vec<_> = with_retries("list manifests", || store.list(Some(&prefix)).try_collect())
+        .await
+        .map_err(store_error)?;
     let newest = metas
         .iter()
         .filter_map(|m| {
@@ -217,7 +218,8 @@ pub async fn list_databases(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>>
     let listing = with_retries("list databases", || {
         store.list_with_delimiter(Some(&prefix))
     })
-    .await?;
+    .await
+    .map_err(store_error)?;
     Ok(listing
         .common_prefixes
         .iter()
@@ -227,7 +229,9 @@ pub async fn list_databases(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>>
 
 /// Reads a whole object, retrying transient failures.
 pub async fn read_object(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bytes::Bytes> {
-    Ok(with_retries("get", || async { store.get(path).await?.bytes().await }).await?)
+    with_retries("get", || async { store.get(path).await?.bytes().await })
+        .await
+        .map_err(store_error)
 }
 
 /// Writes `next` as generation `next.generation`, failing with `fenced` if that generation
@@ -263,7 +267,7 @@ pub async fn store_next(store: &Arc<dyn ObjectStore>, next: &Manifest) -> Result
                 ),
             ))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(store_error(e)),
     }
 }
 

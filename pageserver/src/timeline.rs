@@ -12,10 +12,10 @@ use bytes::Bytes;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::{Mutex, watch};
 
-use ferrisdb_common::commit_times::CommitTimes;
-use ferrisdb_common::objstore::with_retries;
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::commit_times::CommitTimes;
+use ferrisdb_server_common::objstore::{store_error, with_retries};
 
 use crate::block_cache::BlockCache;
 use crate::cold_segment;
@@ -23,8 +23,8 @@ use crate::compaction;
 use crate::delta_layer::{self, DeltaLayer};
 use crate::manifest::{self, LayerEntry, LayerKind, Manifest, SegmentEntry};
 use crate::metrics::Metrics;
-use ferrisdb_common::clock::{Clock, SystemClock};
-use ferrisdb_common::versioned_map::{Lookup, RangeTombstones, VersionedMap};
+use ferrisdb_server_common::clock::{Clock, SystemClock};
+use ferrisdb_server_common::versioned_map::{Lookup, RangeTombstones, VersionedMap};
 
 /// A key's newest entry in one source: key, version, value (`None`: cleared).
 type Row = (Bytes, Version, Option<Bytes>);
@@ -636,7 +636,7 @@ impl Timeline {
         let live = visible(sources, version)
             .into_iter()
             .filter_map(|(k, (_, v))| v.map(|v| (k, v)));
-        Ok(ferrisdb_common::versioned_map::take_limited(
+        Ok(ferrisdb_server_common::versioned_map::take_limited(
             live, limit, reverse,
         ))
     }
@@ -869,7 +869,9 @@ impl Timeline {
         )?;
         let size = body.len() as u64;
         let payload = PutPayload::from(body);
-        with_retries("put layer", || self.store.put(&path, payload.clone())).await?;
+        with_retries("put layer", || self.store.put(&path, payload.clone()))
+            .await
+            .map_err(store_error)?;
         Ok((layer, size))
     }
 
@@ -1173,7 +1175,7 @@ impl Timeline {
             let put = with_retries("put layer", || self.store.put(&path, payload.clone())).await;
             if let Err(e) = put {
                 self.unfreeze(frozen, None)?;
-                return Err(e.into());
+                return Err(store_error(e));
             }
             next.layers.push(LayerEntry {
                 name,
@@ -1214,7 +1216,7 @@ impl Timeline {
                     with_retries("put segment", || self.store.put(&path, payload.clone()))
                         .await
                         .map(|_| size)
-                        .map_err(Error::from)
+                        .map_err(store_error)
                 }
                 Err(e) => Err(e),
             };

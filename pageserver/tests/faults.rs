@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ferrisdb_common::Version;
-use ferrisdb_common::faulty_store::FaultyStore;
 use ferrisdb_common::wal::{Mutation, WalRecord};
 use ferrisdb_pageserver::block_cache::BlockCache;
 use ferrisdb_pageserver::manifest;
 use ferrisdb_pageserver::metrics::Metrics;
 use ferrisdb_pageserver::timeline::{Timeline, TimelineOptions};
+use ferrisdb_server_common::faulty_store::FaultyStore;
 
 fn cache() -> Arc<BlockCache> {
     Arc::new(BlockCache::in_memory(1 << 20))

@@ -77,7 +77,7 @@ pub fn credential_channel(
         move |mut req: tonic::Request<()>| {
             if let Some(v) = &value {
                 req.metadata_mut()
-                    .insert(ferrisdb_common::auth::CLUSTER_TOKEN_HEADER, v.clone());
+                    .insert(ferrisdb_common::net::CLUSTER_TOKEN_HEADER, v.clone());
             }
             Ok(req)
         },
@@ -543,8 +543,8 @@ impl Moto {
         &self,
         bucket: &str,
         prefix: &str,
-    ) -> ferrisdb_common::objstore::ObjectStoreConfig {
-        ferrisdb_common::objstore::ObjectStoreConfig {
+    ) -> ferrisdb_server_common::objstore::ObjectStoreConfig {
+        ferrisdb_server_common::objstore::ObjectStoreConfig {
             url: format!("s3://{bucket}/{prefix}"),
             s3_endpoint: Some(self.endpoint.clone()),
             s3_region: Some("us-east-1".into()),

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use ferrisdb_common::wal;
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 
-use ferrisdb_common::term_history::{self, matching_lsn};
+use ferrisdb_server_common::term_history::{self, matching_lsn};
 
 use crate::control::{Control, TermSwitch};
 use crate::log::WalLog;

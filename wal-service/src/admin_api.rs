@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use ferrisdb_common::openapi::ApiInfo;
+use ferrisdb_server_common::openapi::ApiInfo;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -37,7 +37,7 @@ pub fn routes() -> OpenApiRouter<AdminState> {
 
 /// The safekeeper's admin API document, as `/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ferrisdb_common::admin::document(&ADMIN_API, routes())
+    ferrisdb_server_common::admin::document(&ADMIN_API, routes())
 }
 
 /// Each database's log positions and term, the peers' lag, and databases found corrupt.

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 const CONTROL_FILE: &str = "control.json";
 const CONTROL_TMP: &str = "control.json.tmp";
 
-pub use ferrisdb_common::term_history::TermSwitch;
+pub use ferrisdb_server_common::term_history::TermSwitch;
 
 /// The persistent part of an acceptor's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrisdb_common::proto::safekeeper_server::SafekeeperServer;
-use ferrisdb_common::{Error, Result, admin, auth, net};
+use ferrisdb_common::{Error, Result};
+use ferrisdb_server_common::{admin, auth, serve};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::metrics::Metrics;
@@ -46,7 +47,7 @@ pub struct SafekeeperConfig {
     /// The object store the pageserver uploads to, read to verify its durable claims before
     /// WAL is deleted. Without it, trimming stops at the commit position and a claim above it
     /// is not believed (docs/wal-protocol.md).
-    pub object_store: Option<ferrisdb_common::objstore::ObjectStoreConfig>,
+    pub object_store: Option<ferrisdb_server_common::objstore::ObjectStoreConfig>,
     /// TLS and the credentials the gRPC and admin APIs require.
     pub security: auth::Security,
 }
@@ -81,11 +82,11 @@ pub async fn run(
         metrics.clone(),
     )
     .await?;
-    let grpc_listener = net::bind(config.listen_grpc, "gRPC").await?;
-    let http_listener = net::bind(config.listen_http, "HTTP").await?;
+    let grpc_listener = serve::bind(config.listen_grpc, "gRPC").await?;
+    let http_listener = serve::bind(config.listen_http, "HTTP").await?;
     tracing::info!(name = %config.name, grpc = %config.listen_grpc, http = %config.listen_http, "safekeeper serving");
 
-    let shutdown = net::Shutdown::on(shutdown);
+    let shutdown = serve::Shutdown::on(shutdown);
     let persister = {
         let state = state.clone();
         let stop = shutdown.clone().wait();
@@ -122,7 +123,7 @@ pub async fn run(
             ))),
             config.security.require_cluster(),
         ));
-    net::serve_grpc(grpc, grpc_listener, shutdown).await?;
+    serve::serve_grpc(grpc, grpc_listener, shutdown).await?;
     let _ = http.await;
     let _ = persister.await;
     Ok(())

@@ -194,7 +194,7 @@ impl SafekeeperState {
             for peer in &self.peers {
                 let ask = async {
                     let mut c = ferrisdb_common::with_message_limits!(SafekeeperClient::new(
-                        ferrisdb_common::auth::peer_channel(peer)?
+                        ferrisdb_server_common::auth::peer_channel(peer)?
                     ));
                     let req = SafekeeperStatusRequest {
                         database: db.clone(),
@@ -263,7 +263,7 @@ async fn repair(
     let clients: Vec<_> = peers
         .iter()
         .filter_map(|p| {
-            ferrisdb_common::auth::peer_channel(p).ok().map(|c| {
+            ferrisdb_server_common::auth::peer_channel(p).ok().map(|c| {
                 (
                     p.clone(),
                     ferrisdb_common::with_message_limits!(SafekeeperClient::new(c)),
@@ -424,7 +424,7 @@ impl Safekeeper for SafekeeperService {
                 }
                 // Traced batches in the group: one span for its write and fsync, child of the
                 // first and linked to the rest (docs/observability.md).
-                let span = ferrisdb_common::telemetry::append_span(
+                let span = ferrisdb_server_common::telemetry::append_span(
                     group.iter().flat_map(|r| r.traceparents.iter()),
                 );
                 for result in append_group(&state, group).instrument(span).await {

@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use ferrisdb_common::term_history::TermSwitch;
 use ferrisdb_common::wal::{self, Mutation, encode_frame};
 use ferrisdb_common::{ErrorKind, Lsn};
+use ferrisdb_server_common::term_history::TermSwitch;
 use ferrisdb_wal_service::acceptor::{Acceptor, MAX_TERM_STEP, ProposerId};
 
 const PROPOSER: ProposerId = 0x5eed_0000_0000_0000_0000_0000_0000_0001;

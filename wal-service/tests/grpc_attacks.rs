@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrisdb_common::objstore::ObjectStoreConfig;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, DurableReport, ElectedRequest, ReadWalRequest, SafekeeperStatusRequest,
@@ -18,6 +17,7 @@ use ferrisdb_common::proto::{
 };
 use ferrisdb_common::wal::{self, Mutation, encode_frame};
 use ferrisdb_common::{Error, ErrorKind, Lsn};
+use ferrisdb_server_common::objstore::ObjectStoreConfig;
 use ferrisdb_wal_service::SafekeeperConfig;
 use ferrisdb_wal_service::service::Limits;
 use tokio::sync::oneshot;

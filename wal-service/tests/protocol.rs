@@ -6,9 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 use bytes::Bytes;
-use ferrisdb_common::term_history::{TermSwitch, Vote, plan_election};
 use ferrisdb_common::wal::{self, Mutation, encode_frame};
 use ferrisdb_common::{ErrorKind, Lsn};
+use ferrisdb_server_common::term_history::{TermSwitch, Vote, plan_election};
 use ferrisdb_wal_service::acceptor::{Acceptor, ProposerId};
 
 struct Cluster {

@@ -19,8 +19,8 @@ mod proposer;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use ferrisdb_common::term_history::TermSwitch;
 use ferrisdb_common::{Error, Lsn};
+use ferrisdb_server_common::term_history::TermSwitch;
 use ferrisdb_wal_service::acceptor::{Acceptor, AcceptorStatus, AppendArgs, ProposerId};
 
 use net::{Queue, Rng};

@@ -14,10 +14,10 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use ferrisdb_common::term_history::{ElectionPlan, TermSwitch, Vote, plan_election};
 use ferrisdb_common::wal::{Mutation, encode_frame};
 use ferrisdb_common::{Error, ErrorKind, Lsn};
 use ferrisdb_compute::proposer::{PeerState, Quorum, next_term, read_sources};
+use ferrisdb_server_common::term_history::{ElectionPlan, TermSwitch, Vote, plan_election};
 use ferrisdb_wal_service::acceptor::{AcceptorStatus, ProposerId};
 
 use super::net::Rng;

@@ -13,8 +13,8 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{Error, ErrorKind};
 use crate::openapi::ApiInfo;
+use ferrisdb_common::{Error, ErrorKind};
 
 /// What the common routes need: the metrics to render and the document to serve.
 #[derive(Clone)]
@@ -67,7 +67,7 @@ async fn metrics(State(state): State<BaseState>) -> Response {
 async fn openapi_json(State(state): State<BaseState>) -> Response {
     match state.openapi.get() {
         Some(json) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
-        None => Error::unavailable("the document is not ready yet").into_response(),
+        None => ApiError(Error::unavailable("the document is not ready yet")).into_response(),
     }
 }
 
@@ -113,60 +113,12 @@ pub fn base_router(registry: Registry) -> Router {
     router
 }
 
-/// Requires an admin credential (see [`crate::auth::Require::admin`]) on every route of
-/// `router` except `/healthz`, which load balancers probe without credentials, and
-/// `/openapi.json` (see [`is_open_route`]). `/metrics`
-/// is guarded like the rest: metric names and values describe the data (databases, sizes,
-/// terms), and Prometheus sends a bearer token (`authorization.credentials_file`).
-pub fn require(router: Router, require: crate::auth::Require) -> Router {
-    if require.is_open() {
-        return router;
-    }
-    router.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let require = require.clone();
-            async move {
-                let headers = req.headers();
-                let authorization = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                let cluster = headers
-                    .get(crate::auth::CLUSTER_TOKEN_HEADER)
-                    .and_then(|v| v.to_str().ok());
-                if is_open_route(req.uri().path()) || require.accepts(authorization, cluster) {
-                    next.run(req).await
-                } else {
-                    require.refusal().into_response()
-                }
-            }
-        },
-    ))
-}
-
-/// Routes served without a credential: the health probe, and the API's own description
-/// (the same for every deployment, and the repository's docs/openapi/ publish it anyway).
-fn is_open_route(path: &str) -> bool {
-    matches!(path, "/healthz" | "/openapi.json")
-}
-
 fn render_metrics(registry: &Registry) -> Response {
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&registry.gather(), &mut buf) {
         Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves. Every error answer is a
-/// FerrisDB error in JSON (see [`json_errors`]).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, json_errors(router))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// How much of a non-JSON error body (axum's rejection text) is read to become the message.
@@ -182,7 +134,7 @@ const MAX_ADMIN_MESSAGE_BYTES: usize = 512;
 pub fn json_errors(router: Router) -> Router {
     router
         .fallback(|req: axum::extract::Request| async move {
-            let path = crate::error::echo(req.uri().path());
+            let path = ferrisdb_common::error::echo(req.uri().path());
             error_response(
                 StatusCode::NOT_FOUND,
                 ErrorKind::InvalidArgument,
@@ -204,7 +156,7 @@ fn kind_of_status(status: StatusCode) -> ErrorKind {
 
 /// An error answer: `{"error": {"code", "message"}}` with `status`.
 fn error_response(status: StatusCode, kind: ErrorKind, message: &str) -> Response {
-    let message = crate::error::truncate_message(message, MAX_ADMIN_MESSAGE_BYTES);
+    let message = ferrisdb_common::error::truncate_message(message, MAX_ADMIN_MESSAGE_BYTES);
     let body = serde_json::json!({"error": {"code": kind.code(), "message": message}});
     (status, axum::Json(body)).into_response()
 }
@@ -284,50 +236,30 @@ fn query_is_utf8(query: &str) -> bool {
     std::str::from_utf8(&decoded).is_ok()
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves. Each connection does
-/// its handshake in its own task (bounded in time), so a slow or silent client holds up no
-/// one else.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    config: std::sync::Arc<rustls::ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let router = json_errors(router);
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "admin API: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let handshake =
-                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
-            let Ok(Ok(stream)) = handshake.await else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-        });
+/// A FerrisDB error as an admin API answer: the status its kind stands for and the JSON body
+/// `{"error": {"code", "message"}}`. Handlers return `Result<_, ApiError>` and use `?` on
+/// FerrisDB results; the wrapper exists because the error type lives in the wire crate,
+/// which the SDK shares and which therefore knows nothing of HTTP servers.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        ApiError(e)
     }
 }
 
-impl IntoResponse for Error {
+/// A peer's gRPC answer (the pageserver's, to a compute's admin call) keeps its FerrisDB code.
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> ApiError {
+        ApiError(Error::from(status))
+    }
+}
+
+impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match self.kind() {
+        let ApiError(error) = self;
+        let status = match error.kind() {
             ErrorKind::InvalidArgument
             | ErrorKind::KeyTooLarge
             | ErrorKind::ValueTooLarge
@@ -342,7 +274,7 @@ impl IntoResponse for Error {
             ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        error_response(status, self.kind(), self.message())
+        error_response(status, error.kind(), error.message())
     }
 }
 
@@ -399,7 +331,7 @@ mod tests {
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, router, std::future::pending()));
+        tokio::spawn(async move { axum::serve(listener, json_errors(router)).await });
         let post = |path: &str, ctype: &str, body: &str| {
             format!(
                 "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Lsn;
+use ferrisdb_common::Lsn;
 
 /// One entry of a term history: the term's proposer started writing at `lsn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +101,25 @@ pub fn plan_election(term: u64, votes: &[Vote], durable_elsewhere: Lsn) -> Optio
         log_start: durable_elsewhere.min(end),
         commit: commit.min(end).max(durable_elsewhere.min(end)),
     })
+}
+
+// Term switches travel in the safekeeper protocol (votes, `Elected`, status).
+impl From<&ferrisdb_common::proto::TermSwitch> for TermSwitch {
+    fn from(t: &ferrisdb_common::proto::TermSwitch) -> TermSwitch {
+        TermSwitch {
+            term: t.term,
+            lsn: t.lsn,
+        }
+    }
+}
+
+impl From<&TermSwitch> for ferrisdb_common::proto::TermSwitch {
+    fn from(t: &TermSwitch) -> ferrisdb_common::proto::TermSwitch {
+        ferrisdb_common::proto::TermSwitch {
+            term: t.term,
+            lsn: t.lsn,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Version;
+use ferrisdb_common::Version;
 
 /// `(version, commit time in Unix microseconds)` for every commit batch held, oldest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,7 +39,7 @@ pub struct Branched {
     pub parent: String,
     /// The parent's version it starts from.
     #[schema(value_type = u64)]
-    pub version: crate::Version,
+    pub version: ferrisdb_common::Version,
 }
 
 /// The security scheme of an admin token (or the cluster credential) as a bearer token.
@@ -105,7 +105,7 @@ pub fn document(info: &ApiInfo, base: OpenApi, component: OpenApi) -> OpenApi {
         .security_scheme(
             CLUSTER_TOKEN,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                crate::auth::CLUSTER_TOKEN_HEADER,
+                ferrisdb_common::net::CLUSTER_TOKEN_HEADER,
                 "The cluster credential (--cluster-token-file)",
             ))),
         )

@@ -8,7 +8,7 @@
 //! allocation), and [`enabled`] (one relaxed load) keeps the context plumbing off the request
 //! path too.
 //!
-//! Context travels as a W3C `traceparent` ([`crate::traceparent`]): in gRPC metadata on
+//! Context travels as a W3C `traceparent` ([`ferrisdb_common::traceparent`]): in gRPC metadata on
 //! unary calls (SDK → compute, compute → pageserver and safekeepers), and in the
 //! `traceparents` field of each WAL append message, because the proposer's `Append` stream
 //! lives for a whole term and gRPC metadata is sent once per stream.
@@ -19,7 +19,7 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::traceparent::{TRACEPARENT, TraceParent};
+use ferrisdb_common::traceparent::{TRACEPARENT, TraceParent};
 
 /// The tracing target of every span exported to OpenTelemetry.
 pub const TARGET: &str = "ferrisdb::otel";

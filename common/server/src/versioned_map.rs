@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::Version;
 use bytes::Bytes;
+use ferrisdb_common::Version;
 
 /// Every version of every key it holds; `None` is a tombstone.
 #[derive(Debug, Default, Clone)]
@@ -184,9 +184,9 @@ impl VersionedMap {
     }
 
     /// Applies one mutation at `version`.
-    pub fn apply(&mut self, version: Version, m: &crate::wal::Mutation) {
+    pub fn apply(&mut self, version: Version, m: &ferrisdb_common::wal::Mutation) {
         match m {
-            crate::wal::Mutation::ClearRange { begin, end } => {
+            ferrisdb_common::wal::Mutation::ClearRange { begin, end } => {
                 self.clear_range(begin.clone(), end.clone(), version)
             }
             _ => self.insert(m.key().clone(), version, m.value().cloned()),

@@ -19,12 +19,10 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::net::{self, ClientTls, ServerTls};
+use ferrisdb_common::net::{self, CLUSTER_TOKEN_HEADER, ClientTls};
+use ferrisdb_common::{Error, ErrorKind, Result};
 
-/// The gRPC metadata key (HTTP header) that carries the cluster credential, distinct from
-/// `authorization` so a client's bearer token is never taken for it.
-pub const CLUSTER_TOKEN_HEADER: &str = "x-ferrisdb-cluster-token";
+use crate::serve::{self, ServerTls};
 
 /// Fewest hex digits a cluster credential has: 32 random bytes.
 pub const MIN_CLUSTER_TOKEN_HEX: usize = 64;
@@ -299,18 +297,20 @@ impl Security {
         &self,
         router: axum::Router,
         listener: tokio::net::TcpListener,
-        shutdown: net::Shutdown,
+        shutdown: serve::Shutdown,
     ) -> tokio::task::JoinHandle<Result<()>> {
-        let router = crate::admin::require(router, self.require_admin());
+        let router = require_on_admin(router, self.require_admin());
         let tls = self.tls.clone();
-        tokio::spawn(async move { net::serve_http(router, listener, tls.as_ref(), shutdown).await })
+        tokio::spawn(
+            async move { serve::serve_http(router, listener, tls.as_ref(), shutdown).await },
+        )
     }
 
     /// A gRPC server builder with the per-connection limits, over TLS when configured.
     pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
         match &self.tls {
             Some(tls) => tls.grpc_server(),
-            None => Ok(net::grpc_server()),
+            None => Ok(serve::grpc_server()),
         }
     }
 
@@ -385,7 +385,6 @@ impl tonic::service::Interceptor for SendCluster {
             req.metadata_mut().insert(CLUSTER_TOKEN_HEADER, v.clone());
         }
         // Internal calls continue the caller's trace (a read reaching the pageserver).
-        #[cfg(feature = "otel")]
         crate::telemetry::inject_current(req.metadata_mut());
         Ok(req)
     }
@@ -438,6 +437,44 @@ pub fn peer_channel(url: &str) -> Result<PeerChannel> {
     };
     let send = access.map(|a| a.send.clone()).unwrap_or_default();
     Ok(InterceptedService::new(channel, send))
+}
+
+/// Requires an admin credential (see [`Require::admin`]) on every route of
+/// `router` except `/healthz`, which load balancers probe without credentials, and
+/// `/openapi.json` (see [`is_open_route`]). `/metrics`
+/// is guarded like the rest: metric names and values describe the data (databases, sizes,
+/// terms), and Prometheus sends a bearer token (`authorization.credentials_file`).
+pub fn require_on_admin(router: axum::Router, require: Require) -> axum::Router {
+    if require.is_open() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let require = require.clone();
+            async move {
+                let headers = req.headers();
+                let authorization = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                let cluster = headers
+                    .get(CLUSTER_TOKEN_HEADER)
+                    .and_then(|v| v.to_str().ok());
+                if is_open_route(req.uri().path()) || require.accepts(authorization, cluster) {
+                    next.run(req).await
+                } else {
+                    axum::response::IntoResponse::into_response(crate::admin::ApiError(
+                        require.refusal(),
+                    ))
+                }
+            }
+        },
+    ))
+}
+
+/// Routes served without a credential: the health probe, and the API's own description
+/// (the same for every deployment, and the repository's docs/openapi/ publish it anyway).
+fn is_open_route(path: &str) -> bool {
+    matches!(path, "/healthz" | "/openapi.json")
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use crate::auth::{self, PeerChannel};
-use crate::proto::safekeeper_client::SafekeeperClient;
-use crate::proto::{ReadWalRequest, SafekeeperStatusRequest};
-use crate::wal::{self, WalRecord};
-use crate::{Error, Result};
+use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+use ferrisdb_common::proto::{ReadWalRequest, SafekeeperStatusRequest};
+use ferrisdb_common::wal::{self, WalRecord};
+use ferrisdb_common::{Error, Result};
 
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -31,9 +31,9 @@ pub fn clients(endpoints: &[String]) -> Result<Vec<SafekeeperClient<PeerChannel>
     endpoints
         .iter()
         .map(|url| {
-            Ok(crate::with_message_limits!(SafekeeperClient::new(
-                auth::peer_channel(url)?
-            )))
+            Ok(ferrisdb_common::with_message_limits!(
+                SafekeeperClient::new(auth::peer_channel(url)?)
+            ))
         })
         .collect()
 }

@@ -12,7 +12,7 @@ use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use ferrisdb_common::{Error, ErrorKind, Result};
 
 /// Where a process keeps its objects, and how to reach S3-compatible storage.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ impl std::fmt::Debug for ObjectStoreConfig {
             .field("s3_access_key_id", &self.s3_access_key_id)
             .field(
                 "s3_secret_access_key",
-                &crate::net::redact(&self.s3_secret_access_key),
+                &ferrisdb_common::net::redact(&self.s3_secret_access_key),
             )
             .finish()
     }
@@ -122,6 +122,14 @@ impl ObjectStoreConfig {
 /// How many times [`with_retries`] tries a call.
 pub const RETRY_ATTEMPTS: u32 = 8;
 
+/// An object-store failure as a FerrisDB error: `unavailable`, since the store (or the
+/// network to it) may answer again, and the caller decides whether to retry. Callers write
+/// `.map_err(store_error)`: the error type lives in the wire crate, which knows nothing of
+/// object stores, so no `From` conversion can exist.
+pub fn store_error(e: object_store::Error) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("object store: {e}"))
+}
+
 /// Whether an object-store error may go away if the call is repeated: network and server
 /// trouble, as opposed to answers (not found, already exists, precondition failed, denied).
 pub fn is_transient(e: &object_store::Error) -> bool {
@@ -180,7 +188,11 @@ mod tests {
     fn bad_urls_are_invalid_argument() {
         for url in ["nonsense", "ftp://x/y", "s3:///prefix"] {
             let e = ObjectStoreConfig::from_url(url).open().unwrap_err();
-            assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{url}");
+            assert_eq!(
+                e.kind(),
+                ferrisdb_common::ErrorKind::InvalidArgument,
+                "{url}"
+            );
         }
     }
 

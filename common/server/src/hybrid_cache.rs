@@ -20,7 +20,7 @@ use foyer::{
     PsyncIoEngineConfig, RecoverMode, S3FifoConfig, StorageKey, StorageValue, Weighter,
 };
 
-use crate::{Error, Result};
+use ferrisdb_common::{Error, Result};
 
 /// The size of one block of the disk tier, its unit of writing and reclaiming.
 const DISK_BLOCK_BYTES: usize = 1 << 20;
@@ -259,7 +259,7 @@ mod tests {
         std::fs::create_dir(&shared).unwrap();
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let e = private_dir(&shared).unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::InvalidArgument);
         assert_eq!(mode(&shared), 0o777);
     }
 
@@ -276,7 +276,7 @@ mod tests {
             build::<Bytes, Bytes, _>("test-bad-dir", &config, RecoverMode::None, byte_weight).await;
         assert_eq!(
             result.err().map(|e| e.kind()),
-            Some(crate::ErrorKind::Internal)
+            Some(ferrisdb_common::ErrorKind::Internal)
         );
     }
 }
