@@ -11,7 +11,7 @@ use ferrisdb_common::Version;
 use ferrisdb_common::faulty_store::FaultyStore;
 use ferrisdb_common::wal::{Mutation, WalRecord};
 use ferrisdb_pageserver::block_cache::BlockCache;
-use ferrisdb_pageserver::manifest;
+use ferrisdb_pageserver::format::manifest;
 use ferrisdb_pageserver::metrics::Metrics;
 use ferrisdb_pageserver::timeline::{Timeline, TimelineOptions};
 

@@ -854,7 +854,7 @@ mod tests {
             let mut m = VersionedMap::default();
             m.insert(Bytes::from("k"), Version(11), Some(Bytes::from(value)));
             let bytes = encode(Version(10), Version(11), &m, &[(Version(11), 1)]);
-            let path = crate::manifest::layer_path(database, &name);
+            let path = crate::format::manifest::layer_path(database, &name);
             store.put(&path, bytes.clone().into()).await.unwrap();
             let layer = DeltaLayer::open(
                 store.clone(),
