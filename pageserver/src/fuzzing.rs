@@ -88,7 +88,7 @@ fn query_layer(layer: &DeltaLayer, key: &[u8], end: &[u8], version: Version) {
 /// Target `delta_layer`: layer files, decoded and queried.
 ///
 /// The first byte picks the mode. Raw: the rest is a layer file (optionally with its checksums
-/// recomputed by [`delta::reseal_for_fuzzing`], so mutations reach the parsers). Round
+/// recomputed by `format::delta::reseal_for_fuzzing`, so mutations reach the parsers). Round
 /// trip: the input describes entries and range tombstones, which are encoded, optionally
 /// damaged (and resealed), and read back; undamaged, every entry, tombstone and point read
 /// must come back as written.

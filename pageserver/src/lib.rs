@@ -3,12 +3,12 @@
 //! It follows the WAL from the safekeepers (`ingest`) into an in-memory layer, serves reads at
 //! any ingested version ([`timeline`]), and on checkpoint uploads the in-memory layer as a
 //! sorted delta layer and then a new manifest generation (the object formats are in
-//! [`format`]). On start it rebuilds each database ([`databases`]) from its newest manifest
+//! [`format`](mod@format)). On start it rebuilds each database ([`databases`]) from its newest manifest
 //! and resumes the WAL where that manifest's durable version ends. `service` is the gRPC API,
 //! [`admin_api`] the admin HTTP one.
 //!
 //! Files import in one direction: the APIs use [`databases`], which uses [`timeline`], which
-//! uses [`format`] and [`block_cache`]; none of them imports back up.
+//! uses [`format`](mod@format) and [`block_cache`]; none of them imports back up.
 
 pub mod admin_api;
 pub mod block_cache;

@@ -341,8 +341,9 @@ impl DeltaLayer {
         &self.name
     }
 
-    /// Marks the layer as an image layer (the manifest says which layers are).
-    pub fn as_image(mut self, image: bool) -> DeltaLayer {
+    /// The same layer, marked as an image layer or not (the manifest says which layers are;
+    /// the file format is the same).
+    pub fn with_image(mut self, image: bool) -> DeltaLayer {
         self.image = image;
         self
     }

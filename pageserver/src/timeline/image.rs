@@ -55,7 +55,7 @@ impl Timeline {
         let name = format!("{:016X}.image", at.0);
         let body = delta::encode(at, at, &data, &[]);
         let (layer, size) = self.put_layer(&name, body).await?;
-        let layer = layer.as_image(true);
+        let layer = layer.with_image(true);
         let mut next = manifest.clone();
         next.generation += 1;
         next.writer = self.writer.clone();

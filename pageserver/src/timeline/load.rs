@@ -111,7 +111,7 @@ impl Timeline {
             )
             .await
             .map_err(|e| Error::new(e.kind(), format!("{path}: {}", e.message())))?
-            .as_image(entry.kind == LayerKind::Image)
+            .with_image(entry.kind == LayerKind::Image)
             .with_keys(keys);
             for (v, t) in &layer.times {
                 times.push(*v, *t);
