@@ -1,8 +1,10 @@
 //! One database on the pageserver: the in-memory layer fed by the WAL, the delta and image
 //! layers in object storage, reads at a version, checkpoints and the maintenance after them.
 //!
-//! This file holds the state and its settings; each job is a child module adding methods to
-//! [`Timeline`], and none of them names another's module except the shared `merge` helpers:
+//! This file holds the state and its settings. Each job is a child module that adds methods to
+//! [`Timeline`]; the jobs reach one another only through those methods, so no child names
+//! another by path except `merge`, a leaf of shared helpers, and no two files import each
+//! other:
 //!
 //! - `load`: building a timeline from the newest manifest in the bucket.
 //! - `branch`: creating branches, and where a branch's reads go in its parent.
