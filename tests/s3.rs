@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrisdb_common::wal::{Mutation, WalRecord};
 use ferrisdb_common::{ErrorKind, Version};
-use ferrisdb_pageserver::manifest;
+use ferrisdb_pageserver::format::manifest;
 use ferrisdb_pageserver::metrics::Metrics;
 use ferrisdb_pageserver::timeline::Timeline;
 use futures::TryStreamExt;

@@ -51,7 +51,7 @@ async fn manifest_durable(data: &std::path::Path) -> u64 {
     let store: Arc<dyn ObjectStore> = Arc::new(
         object_store::local::LocalFileSystem::new_with_prefix(data.join("objects")).unwrap(),
     );
-    ferrisdb_pageserver::manifest::load_latest(&store, DB)
+    ferrisdb_pageserver::format::manifest::load_latest(&store, DB)
         .await
         .unwrap()
         .remote_consistent_version

@@ -1,5 +1,6 @@
-//! The set of databases a pageserver serves: loading them (parents before their branches),
-//! starting each one's WAL follower and checkpoint loop, and creating branches while running.
+//! The set of databases a pageserver serves: the registry by name ([`Timelines`]), loading
+//! them (parents before their branches), starting each one's WAL follower and checkpoint loop,
+//! and creating branches while running.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +13,48 @@ use tokio::task::AbortHandle;
 use crate::block_cache::BlockCache;
 use crate::ingest;
 use crate::metrics::Metrics;
-use crate::service::Timelines;
 use crate::timeline::{Timeline, TimelineOptions};
 
 /// How many branches a pageserver creates unless told otherwise (`--max-branches`).
 pub const DEFAULT_MAX_BRANCHES: usize = 1000;
+
+/// The databases a pageserver serves, by name. Branches join while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Timelines(Arc<std::sync::RwLock<BTreeMap<String, Arc<Timeline>>>>);
+
+impl Timelines {
+    /// The timeline of `database`, or `database_not_found`.
+    pub fn get(&self, database: &str) -> Result<Arc<Timeline>> {
+        self.0
+            .read()
+            .ok()
+            .and_then(|m| m.get(database).cloned())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::DatabaseNotFound,
+                    format!(
+                        "this pageserver does not serve database {}",
+                        ferrisdb_common::error::echo(database)
+                    ),
+                )
+            })
+    }
+
+    /// Every timeline, by name.
+    pub fn all(&self) -> Vec<(String, Arc<Timeline>)> {
+        self.0.read().map_or_else(
+            |_| Vec::new(),
+            |m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        )
+    }
+
+    /// Adds a timeline.
+    pub fn insert(&self, timeline: Arc<Timeline>) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(timeline.database().to_string(), timeline);
+        }
+    }
+}
 
 /// Everything needed to bring a database up, and the ones that are.
 #[derive(Clone)]
@@ -79,7 +117,7 @@ impl Databases {
     /// created earlier included).
     pub async fn start_all(&self, names: &[String]) -> Result<()> {
         let mut all: Vec<String> = names.to_vec();
-        for db in crate::manifest::list_databases(&self.store).await? {
+        for db in crate::format::manifest::list_databases(&self.store).await? {
             if validate_database_name(&db).is_ok() && !all.contains(&db) {
                 all.push(db);
             }

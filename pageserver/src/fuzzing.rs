@@ -16,9 +16,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::block_cache::BlockCache;
-use crate::cold_segment;
-use crate::delta_layer::{self, DeltaLayer};
-use crate::manifest::{self, Manifest};
+use crate::format::cold_segment;
+use crate::format::delta::{self, DeltaLayer};
+use crate::format::manifest::{self, Manifest};
 
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
@@ -88,7 +88,7 @@ fn query_layer(layer: &DeltaLayer, key: &[u8], end: &[u8], version: Version) {
 /// Target `delta_layer`: layer files, decoded and queried.
 ///
 /// The first byte picks the mode. Raw: the rest is a layer file (optionally with its checksums
-/// recomputed by [`delta_layer::reseal_for_fuzzing`], so mutations reach the parsers). Round
+/// recomputed by `format::delta::reseal_for_fuzzing`, so mutations reach the parsers). Round
 /// trip: the input describes entries and range tombstones, which are encoded, optionally
 /// damaged (and resealed), and read back; undamaged, every entry, tombstone and point read
 /// must come back as written.
@@ -102,7 +102,7 @@ pub fn delta_layer(data: &[u8]) {
     if mode & 1 == 0 {
         let mut bytes = input.rest().to_vec();
         if reseal {
-            delta_layer::reseal_for_fuzzing(&mut bytes);
+            delta::reseal_for_fuzzing(&mut bytes);
         }
         if let Some(layer) = open_layer(&bytes) {
             query_layer(&layer, &key, &end_key, version);
@@ -131,7 +131,7 @@ pub fn delta_layer(data: &[u8]) {
     let times: Vec<(Version, u64)> = (start.0 + 1..=end.0)
         .map(|v| (Version(v), v * 1000))
         .collect();
-    let mut bytes = delta_layer::encode(start, end, &map, &times).to_vec();
+    let mut bytes = delta::encode(start, end, &map, &times).to_vec();
     let flips = usize::from(input.u8() % 4);
     for _ in 0..flips {
         if bytes.is_empty() {
@@ -141,7 +141,7 @@ pub fn delta_layer(data: &[u8]) {
         bytes[at] ^= input.u8().max(1);
     }
     if reseal {
-        delta_layer::reseal_for_fuzzing(&mut bytes);
+        delta::reseal_for_fuzzing(&mut bytes);
     }
     let layer = open_layer(&bytes);
     if flips > 0 {

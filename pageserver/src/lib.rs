@@ -1,23 +1,24 @@
 //! The FerrisDB pageserver: turns the committed WAL into a database in object storage.
 //!
-//! It follows the WAL from the safekeepers ([`ingest`]) into an in-memory layer, serves reads at
+//! It follows the WAL from the safekeepers (`ingest`) into an in-memory layer, serves reads at
 //! any ingested version ([`timeline`]), and on checkpoint uploads the in-memory layer as a
-//! sorted delta layer ([`delta_layer`]) and then a new manifest generation ([`manifest`]). On
-//! start it rebuilds each database from its newest manifest and resumes the WAL where that
-//! manifest's durable version ends.
+//! sorted delta layer and then a new manifest generation (the object formats are in
+//! [`format`](mod@format)). On start it rebuilds each database ([`databases`]) from its newest manifest
+//! and resumes the WAL where that manifest's durable version ends. `service` is the gRPC API,
+//! [`admin_api`] the admin HTTP one.
+//!
+//! Files import in one direction: the APIs use [`databases`], which uses [`timeline`], which
+//! uses [`format`](mod@format) and [`block_cache`]; none of them imports back up.
 
 pub mod admin_api;
 pub mod block_cache;
-pub mod cold_segment;
-pub mod compaction;
 pub mod databases;
-pub mod delta_layer;
+pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod ingest;
-pub mod manifest;
+pub(crate) mod ingest;
 pub mod metrics;
-pub mod service;
+pub(crate) mod service;
 pub mod timeline;
 
 use std::future::Future;

@@ -1,7 +1,6 @@
 //! The Pageserver gRPC service.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::time::Duration;
 
 use ferrisdb_common::proto::pageserver_server::Pageserver;
 use ferrisdb_common::proto::{
@@ -12,14 +11,12 @@ use ferrisdb_common::proto::{
     VersionAtResponse,
 };
 use ferrisdb_common::wal::WalRecord;
-use ferrisdb_common::{Error, ErrorKind, Result, Version};
-use std::time::Duration;
-
+use ferrisdb_common::{Result, Version};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::databases::Databases;
+use crate::databases::{Databases, Timelines};
 use crate::timeline::Timeline;
 
 /// Records per streamed batch of the change feed.
@@ -63,44 +60,6 @@ async fn feed(
             if tx.is_closed() {
                 return Ok(());
             }
-        }
-    }
-}
-
-/// The databases a pageserver serves, by name. Branches join while it runs.
-#[derive(Debug, Clone, Default)]
-pub struct Timelines(Arc<std::sync::RwLock<BTreeMap<String, Arc<Timeline>>>>);
-
-impl Timelines {
-    /// The timeline of `database`, or `database_not_found`.
-    pub fn get(&self, database: &str) -> Result<Arc<Timeline>> {
-        self.0
-            .read()
-            .ok()
-            .and_then(|m| m.get(database).cloned())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::DatabaseNotFound,
-                    format!(
-                        "this pageserver does not serve database {}",
-                        ferrisdb_common::error::echo(database)
-                    ),
-                )
-            })
-    }
-
-    /// Every timeline, by name.
-    pub fn all(&self) -> Vec<(String, Arc<Timeline>)> {
-        self.0.read().map_or_else(
-            |_| Vec::new(),
-            |m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        )
-    }
-
-    /// Adds a timeline.
-    pub fn insert(&self, timeline: Arc<Timeline>) {
-        if let Ok(mut m) = self.0.write() {
-            m.insert(timeline.database().to_string(), timeline);
         }
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ferrisdb_common::Version;
 use ferrisdb_common::wal::{Mutation, WalRecord};
 use ferrisdb_pageserver::block_cache::BlockCache;
-use ferrisdb_pageserver::manifest;
+use ferrisdb_pageserver::format::manifest;
 use ferrisdb_pageserver::metrics::Metrics;
 use ferrisdb_pageserver::timeline::{Timeline, TimelineOptions};
 use ferrisdb_server_common::faulty_store::FaultyStore;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferrisdb_common::Version;
 use ferrisdb_common::wal::{Mutation, WalRecord};
-use ferrisdb_pageserver::cold_segment::{self, FORMAT_NAME};
+use ferrisdb_pageserver::format::cold_segment::{self, FORMAT_NAME};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;

@@ -345,8 +345,9 @@ impl DeltaLayer {
         &self.name
     }
 
-    /// Marks the layer as an image layer (the manifest says which layers are).
-    pub fn as_image(mut self, image: bool) -> DeltaLayer {
+    /// The same layer, marked as an image layer or not (the manifest says which layers are;
+    /// the file format is the same).
+    pub fn with_image(mut self, image: bool) -> DeltaLayer {
         self.image = image;
         self
     }
@@ -858,7 +859,7 @@ mod tests {
             let mut m = VersionedMap::default();
             m.insert(Bytes::from("k"), Version(11), Some(Bytes::from(value)));
             let bytes = encode(Version(10), Version(11), &m, &[(Version(11), 1)]);
-            let path = crate::manifest::layer_path(database, &name);
+            let path = crate::format::manifest::layer_path(database, &name);
             store.put(&path, bytes.clone().into()).await.unwrap();
             let layer = DeltaLayer::open(
                 store.clone(),

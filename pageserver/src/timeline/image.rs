@@ -1,0 +1,81 @@
+//! Image layers: every live key at the durable version, written once enough delta layers lie
+//! above the newest image, so reads at or above it stop there instead of opening them all.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_server_common::versioned_map::VersionedMap;
+
+use super::Timeline;
+use super::merge::visible;
+use crate::format::delta;
+use crate::format::manifest::{self, LayerEntry, LayerKind};
+
+/// Larger than every valid key (keys are at most 10,000 bytes): the end of a whole-keyspace scan.
+fn keyspace_end() -> Vec<u8> {
+    vec![0xFF; ferrisdb_common::limits::MAX_KEY_SIZE + 1]
+}
+
+impl Timeline {
+    /// An image of every live key at the durable version, once [`TimelineOptions::image_after_deltas`](super::TimelineOptions::image_after_deltas)
+    /// delta layers lie above the newest image: reads at or above it then stop there.
+    pub(super) async fn write_image_if_deep(&self) -> Result<()> {
+        let mut manifest = self.manifest.lock().await;
+        let layers = self
+            .layers
+            .read()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?
+            .layers
+            .clone();
+        let above = layers.iter().rposition(|l| l.image).map_or(0, |i| i + 1);
+        // An L1 run's partitions count once: a read opens one of them.
+        let runs: BTreeSet<(Version, Version)> = layers[above..]
+            .iter()
+            .filter(|l| !l.image)
+            .map(|l| (l.start, l.end))
+            .collect();
+        if runs.len() < self.options.image_after_deltas.max(1) {
+            return Ok(());
+        }
+        let at = manifest.remote_consistent_version;
+        let mut data = VersionedMap::default();
+        let mut sources = Self::layers_range(&layers, b"", &keyspace_end(), at).await?;
+        // A branch's image holds what it inherited too: reads stop at the image.
+        if let Some((parent, point)) = self.ancestor_below(&layers, at) {
+            let (rows, _) =
+                Box::pin(parent.get_range(b"", &keyspace_end(), point, 0, false)).await?;
+            sources.push(Self::parent_rows(rows, point));
+        }
+        for (k, (v, val)) in visible(sources, at) {
+            if let Some(val) = val {
+                data.insert(k, v, Some(val));
+            }
+        }
+        let name = format!("{:016X}.image", at.0);
+        let body = delta::encode(at, at, &data, &[]);
+        let (layer, size) = self.put_layer(&name, body).await?;
+        let layer = layer.with_image(true);
+        let mut next = manifest.clone();
+        next.generation += 1;
+        next.writer = self.writer.clone();
+        next.layers.push(LayerEntry {
+            name,
+            start: at,
+            end: at,
+            size,
+            kind: LayerKind::Image,
+            keys: None,
+        });
+        manifest::store_next(&self.store, &next).await?;
+        self.layers
+            .write()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?
+            .layers
+            .push(Arc::new(layer));
+        self.metrics.layers.set(next.layers.len() as i64);
+        *manifest = next;
+        tracing::info!(database = %self.database, version = %at, keys = data.len(), "image layer written");
+        Ok(())
+    }
+}

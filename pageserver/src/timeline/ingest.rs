@@ -1,0 +1,67 @@
+//! Applying committed WAL records to the open in-memory layer, and waiting for a version to
+//! be applied. (Following the safekeepers is [`crate::ingest`]; this is what it feeds.)
+
+use std::time::Duration;
+
+use ferrisdb_common::wal::WalRecord;
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
+
+use super::Timeline;
+
+impl Timeline {
+    /// Applies committed records, which must continue exactly where ingestion stands.
+    pub fn apply(&self, records: &[WalRecord]) -> Result<()> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        {
+            let mut map = self
+                .layers
+                .write()
+                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let mut at = self.ingested_version();
+            for r in records {
+                if r.version <= at {
+                    return Err(Error::internal(format!(
+                        "record at version {} does not follow ingested {at}",
+                        r.version
+                    )));
+                }
+                for m in &r.mutations {
+                    map.open.apply(r.version, m);
+                }
+                at = r.version;
+            }
+            map.open_records.extend(records.iter().cloned());
+            // Under the layer-map lock, so a reader never sees a version without its time.
+            let mut times = self
+                .times
+                .write()
+                .map_err(|_| Error::internal("commit times lock poisoned"))?;
+            for r in records {
+                times.push(r.version, r.commit_time_micros);
+            }
+        }
+        self.ingested.send_replace(last.version);
+        self.metrics.ingested_version.set(last.version.0 as i64);
+        self.metrics.ingested_records.inc_by(records.len() as u64);
+        Ok(())
+    }
+
+    /// Waits until `version` is ingested, up to `timeout`.
+    pub async fn wait_ingested(&self, version: Version, timeout: Duration) -> Result<()> {
+        let mut rx = self.ingested.subscribe();
+        let wait = rx.wait_for(|v| *v >= version);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::FutureVersion,
+                format!(
+                    "version {version} of {} is not ingested after {timeout:?} (ingested {})",
+                    self.database,
+                    self.ingested_version()
+                ),
+            )),
+        }
+    }
+}

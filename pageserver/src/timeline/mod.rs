@@ -1,0 +1,181 @@
+//! One database on the pageserver: the in-memory layer fed by the WAL, the delta and image
+//! layers in object storage, reads at a version, checkpoints and the maintenance after them.
+//!
+//! This file holds the state and its settings. Each job is a child module that adds methods to
+//! [`Timeline`]; the jobs reach one another only through those methods, so no child names
+//! another by path except `merge`, a leaf of shared helpers, and no two files import each
+//! other:
+//!
+//! - `load`: building a timeline from the newest manifest in the bucket.
+//! - `branch`: creating branches, and where a branch's reads go in its parent.
+//! - `ingest`: applying committed WAL records to the open in-memory layer.
+//! - `read`: point and range reads at a version; `merge` combines the sources of a range.
+//! - `history`: time travel (a key's versions, the version at a time).
+//! - `feed`: committed records after a version, for the change feed.
+//! - `upload`: checkpoints (delta layer, cold segment, manifest) and the maintenance after.
+//! - `compaction`: L0 delta layers merged into key-partitioned L1 layers.
+//! - `image`: image layers where delta depth makes reads slow.
+//! - `gc`: the retention horizon, and deleting what only older reads needed.
+
+mod branch;
+mod compaction;
+mod feed;
+mod gc;
+mod history;
+mod image;
+mod ingest;
+mod load;
+mod merge;
+mod read;
+mod upload;
+
+#[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use tokio::sync::{Mutex, watch};
+
+use ferrisdb_common::Version;
+use ferrisdb_common::wal::WalRecord;
+use ferrisdb_server_common::clock::{Clock, SystemClock};
+use ferrisdb_server_common::commit_times::CommitTimes;
+use ferrisdb_server_common::versioned_map::VersionedMap;
+
+use crate::block_cache::BlockCache;
+use crate::format::delta::DeltaLayer;
+use crate::format::manifest::{Manifest, SegmentEntry};
+use crate::metrics::Metrics;
+
+/// Retention and compaction settings of a timeline.
+#[derive(Clone)]
+pub struct TimelineOptions {
+    /// Reads may go this far back in time; GC may remove what only older reads need.
+    pub pitr_interval: Duration,
+    /// An image layer is written once this many delta layers lie above the newest image.
+    pub image_after_deltas: usize,
+    /// L0 delta layers are merged into key-partitioned L1 layers once this many exist.
+    pub compact_after_deltas: usize,
+    /// Uncompressed size of one L1 layer's partition.
+    pub l1_target_bytes: usize,
+    /// Where "now" comes from, for the retention horizon.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for TimelineOptions {
+    fn default() -> TimelineOptions {
+        TimelineOptions {
+            pitr_interval: Duration::from_secs(7 * 24 * 3600),
+            image_after_deltas: 16,
+            compact_after_deltas: 8,
+            l1_target_bytes: 8 << 20,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl TimelineOptions {
+    /// Options that never collect anything (tools and tests that replay history with
+    /// synthetic commit times).
+    pub fn keep_everything() -> TimelineOptions {
+        TimelineOptions {
+            pitr_interval: Duration::MAX,
+            ..TimelineOptions::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for TimelineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimelineOptions")
+            .field("pitr_interval", &self.pitr_interval)
+            .field("image_after_deltas", &self.image_after_deltas)
+            .field("compact_after_deltas", &self.compact_after_deltas)
+            .finish()
+    }
+}
+
+/// How long a read waits for its version to be ingested before answering `future_version`.
+pub const READ_WAIT: Duration = Duration::from_secs(5);
+
+/// What a read consults, changed only under its lock so a reader sees one consistent view:
+/// the in-memory layers, the delta and image layers, and the records behind the memory.
+#[derive(Debug, Default)]
+struct LayerMap {
+    open: VersionedMap,
+    frozen: Option<Arc<VersionedMap>>,
+    /// Oldest first.
+    layers: Vec<Arc<DeltaLayer>>,
+    /// The committed records behind `open` and `frozen`, in commit order: they become the
+    /// next cold segment, and serve the change feed until then.
+    open_records: Vec<WalRecord>,
+    frozen_records: Vec<WalRecord>,
+    /// Cold segments in the bucket, oldest first.
+    segments: Vec<SegmentEntry>,
+}
+
+/// A database's pageserver state.
+#[derive(Debug)]
+pub struct Timeline {
+    database: String,
+    store: Arc<dyn ObjectStore>,
+    layers: RwLock<LayerMap>,
+    /// Commit time of every version held (layers and memory).
+    times: RwLock<CommitTimes>,
+    ingested: watch::Sender<Version>,
+    remote_consistent: watch::Sender<Version>,
+    /// The live manifest; holding it is the checkpoint lock.
+    manifest: Mutex<Manifest>,
+    /// This instance's identity in the manifests it writes.
+    writer: String,
+    cache: Arc<BlockCache>,
+    options: TimelineOptions,
+    /// Reads below this are refused; mirrors the manifest's `gc_horizon`.
+    gc_horizon: AtomicU64,
+    /// For a branch: the parent's timeline and the branch point. The parent answers whatever
+    /// this timeline's own layers do not (see [`Timeline::create_branch`]).
+    ancestor: Option<(Arc<Timeline>, Version)>,
+    metrics: Metrics,
+}
+
+impl Timeline {
+    /// The database's name.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Every commit up to here is applied.
+    pub fn ingested_version(&self) -> Version {
+        *self.ingested.borrow()
+    }
+
+    /// Every commit up to here is in object storage.
+    pub fn remote_consistent_version(&self) -> Version {
+        *self.remote_consistent.borrow()
+    }
+
+    /// A receiver that changes whenever the remote consistent version does.
+    pub fn watch_remote_consistent(&self) -> watch::Receiver<Version> {
+        self.remote_consistent.subscribe()
+    }
+
+    /// Bytes held in the open in-memory layer.
+    pub fn open_layer_bytes(&self) -> usize {
+        self.layers.read().map_or(0, |m| m.open.approximate_bytes())
+    }
+
+    /// Block cache (hits, misses) so far.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+
+    /// The live manifest generation.
+    pub async fn manifest_generation(&self) -> u64 {
+        self.manifest.lock().await.generation
+    }
+}

@@ -1,0 +1,168 @@
+//! Reads at every version across checkpoints and a reload from the bucket, the change feed
+//! batch by batch, and reads beyond ingestion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferrisdb_common::wal::{Mutation, WalRecord};
+use ferrisdb_common::{ErrorKind, Result, Version};
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
+
+use super::{Timeline, TimelineOptions};
+use crate::block_cache::BlockCache;
+use crate::metrics::Metrics;
+
+pub(super) fn rec(version: u64, muts: &[(&str, Option<&str>)]) -> WalRecord {
+    WalRecord {
+        version: Version(version),
+        commit_time_micros: version,
+        mutations: muts
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => Mutation::Set {
+                    key: Bytes::copy_from_slice(k.as_bytes()),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                },
+                None => Mutation::Clear {
+                    key: Bytes::copy_from_slice(k.as_bytes()),
+                },
+            })
+            .collect(),
+    }
+}
+
+async fn load_all(store: Arc<dyn ObjectStore>, metrics: Metrics) -> Result<Timeline> {
+    let cache = Arc::new(BlockCache::in_memory(1 << 20));
+    Timeline::load_with_options(
+        "db",
+        store,
+        metrics,
+        cache,
+        TimelineOptions::keep_everything(),
+    )
+    .await
+}
+
+fn s(v: &str) -> Option<Bytes> {
+    Some(Bytes::copy_from_slice(v.as_bytes()))
+}
+
+#[tokio::test]
+async fn reads_at_versions_across_checkpoints_and_reload() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let metrics = Metrics::new().unwrap();
+    let t = load_all(store.clone(), metrics.clone()).await.unwrap();
+    t.apply(&[rec(10, &[("a", Some("a1")), ("b", Some("b1"))])])
+        .unwrap();
+    t.apply(&[rec(20, &[("a", Some("a2"))])]).unwrap();
+    assert_eq!(t.checkpoint(Version(20)).await.unwrap(), Version(20));
+    t.apply(&[rec(30, &[("a", None), ("c", Some("c3"))])])
+        .unwrap();
+    t.apply(&[rec(40, &[("a", Some("a4"))])]).unwrap();
+    assert_eq!(t.checkpoint(Version(40)).await.unwrap(), Version(40));
+    t.apply(&[rec(50, &[("b", Some("b5"))])]).unwrap(); // not checkpointed
+
+    let check = |t: Arc<Timeline>, with_tail: bool| async move {
+        assert_eq!(t.get(b"a", Version(9)).await.unwrap(), None);
+        assert_eq!(t.get(b"a", Version(10)).await.unwrap(), s("a1"));
+        assert_eq!(t.get(b"a", Version(25)).await.unwrap(), s("a2"));
+        assert_eq!(t.get(b"a", Version(30)).await.unwrap(), None);
+        assert_eq!(t.get(b"a", Version(40)).await.unwrap(), s("a4"));
+        let (r, more) = t
+            .get_range(b"a", b"z", Version(30), 0, false)
+            .await
+            .unwrap();
+        assert!(!more);
+        let keys: Vec<_> = r.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
+        );
+        let (r, more) = t.get_range(b"a", b"z", Version(40), 2, true).await.unwrap();
+        assert!(more);
+        assert_eq!(r[0], (Bytes::from_static(b"c"), Bytes::from_static(b"c3")));
+        assert_eq!(r[1], (Bytes::from_static(b"b"), Bytes::from_static(b"b1")));
+        if with_tail {
+            assert_eq!(t.get(b"b", Version(50)).await.unwrap(), s("b5"));
+        }
+    };
+    let t = Arc::new(t);
+    check(t.clone(), true).await;
+    let h: Vec<_> = t.history(b"a", Version(0), Version(50)).await.unwrap();
+    let h: Vec<_> = h
+        .iter()
+        .map(|(v, time, val)| (v.0, *time, val.clone()))
+        .collect();
+    assert_eq!(
+        h,
+        vec![
+            (10, 10, s("a1")),
+            (20, 20, s("a2")),
+            (30, 30, None),
+            (40, 40, s("a4"))
+        ]
+    );
+    assert_eq!(t.version_at(25).unwrap(), Version(20));
+    assert_eq!(t.version_at(9).unwrap(), Version::ZERO);
+    // A pageserver restarted with an empty disk sees exactly what was uploaded.
+    let reloaded = Arc::new(load_all(store, metrics).await.unwrap());
+    assert_eq!(reloaded.remote_consistent_version(), Version(40));
+    assert_eq!(reloaded.ingested_version(), Version(40));
+    check(reloaded.clone(), false).await;
+    // The change feed: from memory and segments live, from segments alone after reload.
+    let versions = |rs: Vec<WalRecord>| rs.iter().map(|r| r.version.0).collect::<Vec<_>>();
+    assert_eq!(
+        versions(t.records_since(Version(0)).await.unwrap()),
+        vec![10, 20, 30, 40, 50]
+    );
+    assert_eq!(
+        versions(t.records_since(Version(25)).await.unwrap()),
+        vec![30, 40, 50]
+    );
+    // Batch by batch: one cold segment at a time, then memory, never the whole log.
+    for (after, limit, want) in [
+        (0, 100, vec![10, 20]),
+        (10, 100, vec![20]),
+        (20, 100, vec![30, 40]),
+        (40, 100, vec![50]),
+        (40, 1, vec![50]),
+        (50, 100, vec![]),
+    ] {
+        let got = versions(t.records_batch(Version(after), limit).await.unwrap());
+        assert_eq!(got, want, "after {after}");
+    }
+    // What is only in memory comes at most `limit` at a time, in order.
+    t.apply(&[rec(60, &[("d", Some("d6"))])]).unwrap();
+    t.apply(&[rec(70, &[("d", Some("d7"))])]).unwrap();
+    for (after, want) in [(40, vec![50, 60]), (60, vec![70]), (70, vec![])] {
+        let got = versions(t.records_batch(Version(after), 2).await.unwrap());
+        assert_eq!(got, want, "after {after}");
+    }
+    let from_bucket = reloaded.records_since(Version(0)).await.unwrap();
+    assert_eq!(versions(from_bucket.clone()), vec![10, 20, 30, 40]);
+    assert_eq!(from_bucket[2], rec(30, &[("a", None), ("c", Some("c3"))]));
+    assert_eq!(
+        reloaded
+            .history(b"a", Version(0), Version(40))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(reloaded.version_at(35).unwrap(), Version(30));
+    // Version 50 was never uploaded: the reloaded state must not pretend to have it.
+    let e = reloaded
+        .wait_ingested(Version(50), Duration::from_millis(10))
+        .await;
+    assert_eq!(e.unwrap_err().kind(), ErrorKind::FutureVersion);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_beyond_ingestion_wait_then_fail_with_future_version() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = load_all(store, Metrics::new().unwrap()).await.unwrap();
+    let e = t.get(b"a", Version(5)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::FutureVersion);
+}

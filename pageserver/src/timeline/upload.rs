@@ -1,0 +1,210 @@
+//! Checkpoints: freezing the open in-memory layer, uploading it as a delta layer and the
+//! records behind it as a cold segment, then the manifest naming both; and the maintenance
+//! (compaction, images, GC) that follows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_server_common::objstore::{store_error, with_retries};
+use ferrisdb_server_common::versioned_map::VersionedMap;
+
+use super::Timeline;
+use crate::format::cold_segment;
+use crate::format::delta::{self, DeltaLayer};
+use crate::format::manifest::{self, LayerEntry, LayerKind, SegmentEntry};
+
+impl Timeline {
+    /// Uploads everything ingested (after waiting for `wait_for`) as a delta layer, then a
+    /// manifest naming it. Returns the new remote consistent version.
+    pub async fn checkpoint(&self, wait_for: Version) -> Result<Version> {
+        let end = self.upload(wait_for).await?;
+        // Compaction and GC follow a checkpoint; their failure does not undo it.
+        if let Err(e) = self.maintain().await {
+            tracing::warn!(database = %self.database, error = %e, "image/GC pass failed; retried after the next checkpoint");
+        }
+        Ok(end)
+    }
+
+    /// Writes an image layer where delta depth makes reads slow, then collects what the
+    /// retention window no longer needs.
+    pub async fn maintain(&self) -> Result<()> {
+        self.compact_if_many().await?;
+        self.write_image_if_deep().await?;
+        self.collect_garbage().await
+    }
+
+    /// Uploads a layer object just encoded, parsing it first (a malformed layer never reaches
+    /// the bucket); returns it opened, and its size.
+    pub(super) async fn put_layer(&self, name: &str, body: Bytes) -> Result<(DeltaLayer, u64)> {
+        let path = manifest::layer_path(&self.database, name);
+        let layer = DeltaLayer::from_bytes(
+            self.store.clone(),
+            path.clone(),
+            name.to_string(),
+            &body,
+            self.cache.clone(),
+        )?;
+        let size = body.len() as u64;
+        let payload = PutPayload::from(body);
+        with_retries("put layer", || self.store.put(&path, payload.clone()))
+            .await
+            .map_err(store_error)?;
+        Ok((layer, size))
+    }
+
+    /// Uploads everything ingested (after waiting for `wait_for`); see [`Timeline::checkpoint`].
+    async fn upload(&self, wait_for: Version) -> Result<Version> {
+        self.wait_ingested(wait_for, Duration::from_secs(10))
+            .await?;
+        let mut manifest = self.manifest.lock().await;
+        let start = manifest.remote_consistent_version;
+        // Freeze: new WAL goes to a fresh open layer while this one uploads.
+        let (frozen, end) = {
+            let mut map = self
+                .layers
+                .write()
+                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let end = self.ingested_version();
+            let frozen = Arc::new(std::mem::take(&mut map.open));
+            map.frozen = Some(frozen.clone());
+            map.frozen_records = std::mem::take(&mut map.open_records);
+            (frozen, end)
+        };
+        if end <= start {
+            self.unfreeze(frozen, None)?;
+            return Ok(start);
+        }
+        let mut next = manifest.clone();
+        next.generation += 1;
+        next.remote_consistent_version = end;
+        next.writer = self.writer.clone();
+        let mut new_layer = None;
+        if !frozen.is_empty() {
+            let name = delta::layer_name(start, end);
+            let times: Vec<(Version, u64)> = self
+                .times
+                .read()
+                .map_err(|_| Error::internal("commit times lock poisoned"))?
+                .range(start, end)
+                .to_vec();
+            let body = delta::encode(start, end, &frozen, &times);
+            let size = body.len() as u64;
+            let path = manifest::layer_path(&self.database, &name);
+            // Parsed from the bytes at hand (a malformed layer never reaches the bucket).
+            let layer = DeltaLayer::from_bytes(
+                self.store.clone(),
+                path.clone(),
+                name.clone(),
+                &body,
+                self.cache.clone(),
+            );
+            let layer = match layer {
+                Ok(l) => l,
+                Err(e) => {
+                    self.unfreeze(frozen, None)?;
+                    return Err(e);
+                }
+            };
+            // The layer is in the bucket before any manifest names it.
+            let payload = PutPayload::from(body);
+            let put = with_retries("put layer", || self.store.put(&path, payload.clone())).await;
+            if let Err(e) = put {
+                self.unfreeze(frozen, None)?;
+                return Err(store_error(e));
+            }
+            next.layers.push(LayerEntry {
+                name,
+                start,
+                end,
+                size,
+                kind: LayerKind::Delta,
+                keys: None,
+            });
+            new_layer = Some(Arc::new(layer));
+        }
+        // The committed log itself, as a cold segment (also before the manifest names it).
+        let records = self
+            .layers
+            .read()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?
+            .frozen_records
+            .clone();
+        if let (Some(first), Some(last)) = (records.first(), records.last()) {
+            let name = cold_segment::segment_name(first.version, last.version);
+            let entry = SegmentEntry {
+                name: name.clone(),
+                first: first.version,
+                last: last.version,
+                size: 0,
+            };
+            // zstd is CPU work: keep it off the async workers.
+            let encoded =
+                tokio::task::spawn_blocking(move || cold_segment::encode_segment(&records))
+                    .await
+                    .map_err(|e| Error::internal(format!("segment encoder: {e}")))
+                    .and_then(|r| r);
+            let uploaded = match encoded {
+                Ok(body) => {
+                    let size = body.len() as u64;
+                    let path = manifest::segment_path(&self.database, &name);
+                    let payload = PutPayload::from(body);
+                    with_retries("put segment", || self.store.put(&path, payload.clone()))
+                        .await
+                        .map(|_| size)
+                        .map_err(store_error)
+                }
+                Err(e) => Err(e),
+            };
+            match uploaded {
+                Ok(size) => next.segments.push(SegmentEntry { size, ..entry }),
+                Err(e) => {
+                    self.unfreeze(frozen, None)?;
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = manifest::store_next(&self.store, &next).await {
+            self.unfreeze(frozen, None)?;
+            return Err(e);
+        }
+        self.unfreeze(frozen, new_layer)?;
+        if let Ok(mut map) = self.layers.write() {
+            map.segments = next.segments.clone();
+        }
+        *manifest = next;
+        self.remote_consistent.send_replace(end);
+        self.metrics.remote_consistent_version.set(end.0 as i64);
+        self.metrics.checkpoints.inc();
+        self.metrics.layers.set(manifest.layers.len() as i64);
+        tracing::info!(database = %self.database, generation = manifest.generation, %end, "checkpoint uploaded");
+        Ok(end)
+    }
+
+    /// Ends a freeze: the frozen data becomes `layer` if it was uploaded, or goes back into
+    /// the open layer if not (nothing is lost when an upload fails).
+    fn unfreeze(&self, frozen: Arc<VersionedMap>, layer: Option<Arc<DeltaLayer>>) -> Result<()> {
+        let mut map = self
+            .layers
+            .write()
+            .map_err(|_| Error::internal("layer map lock poisoned"))?;
+        map.frozen = None;
+        let frozen_records = std::mem::take(&mut map.frozen_records);
+        match layer {
+            Some(l) => map.layers.push(l),
+            None => {
+                // Not uploaded: the records go back in front of what arrived meanwhile.
+                let newer = std::mem::replace(&mut map.open_records, frozen_records);
+                map.open_records.extend(newer);
+                let newer = std::mem::take(&mut map.open);
+                let mut restored = (*frozen).clone();
+                restored.absorb(&newer);
+                map.open = restored;
+            }
+        }
+        Ok(())
+    }
+}
