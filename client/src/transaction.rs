@@ -88,6 +88,25 @@ pub(crate) fn key_after(key: &[u8]) -> Bytes {
     Bytes::from(k)
 }
 
+/// Whether a failed call certainly never reached the server: the connection to it was
+/// refused. Told from the error's cause (an `io::Error` of kind `ConnectionRefused` in the
+/// status's source chain), not from its wording, which belongs to tonic and hyper.
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// What a failed commit call means. A FerrisDB code from the compute is its answer. A transport
 /// failure is not: the request may have reached the compute and committed before the
 /// connection broke, so unless it never left (the connection was refused) the honest answer
@@ -96,10 +115,7 @@ fn commit_error(status: tonic::Status) -> Error {
     let tagged = status
         .metadata()
         .contains_key(ferrisdb_common::error::CODE_METADATA_KEY);
-    let never_sent = status.code() == tonic::Code::Unavailable
-        && (status.message().contains("tcp connect error")
-            || status.message().contains("connection refused"));
-    if tagged || never_sent {
+    if tagged || never_sent(&status) {
         return status.into();
     }
     Error::new(
@@ -724,5 +740,50 @@ impl Transaction {
     /// The version this transaction committed at, once it has.
     pub fn committed_version(&self) -> Option<Version> {
         self.state().ok().and_then(|s| s.committed)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::{Database, ErrorKind};
+
+    /// A commit whose connection was refused never left: the SDK says `unavailable`, which
+    /// the caller may retry freely.
+    #[tokio::test]
+    async fn a_refused_connection_is_unavailable_not_unknown() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let db = Database::connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let tx = db.create_transaction();
+        tx.set(&b"k"[..], &b"v"[..]);
+        let e = tx.commit().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+
+    /// A connection that the server cut after accepting it may have carried the commit: the
+    /// SDK says `commit_unknown_result`, never a plain failure.
+    #[tokio::test]
+    async fn a_connection_cut_after_accept_is_commit_unknown_result() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                drop(socket);
+            }
+        });
+        let db = Database::connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        let tx = db.create_transaction();
+        tx.set(&b"k"[..], &b"v"[..]);
+        let e = tx.commit().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::CommitUnknownResult, "{e}");
     }
 }
