@@ -13,7 +13,7 @@ use ferrisdb_client::{Database, RetryOptions};
 use ferrisdb_common::DEFAULT_DATABASE;
 use ferrisdb_common::objstore::ObjectStoreConfig;
 use ferrisdb_compute::ComputeConfig;
-use ferrisdb_compute::primary::TierConfig;
+use ferrisdb_compute::read_path::TierConfig;
 use ferrisdb_pageserver::PageserverConfig;
 use ferrisdb_wal_service::SafekeeperConfig;
 use hdrhistogram::Histogram;
