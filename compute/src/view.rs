@@ -1,7 +1,8 @@
-//! The read side of one database on this compute: the tiers, the version reads may see, and
-//! the watches. A primary and a read replica differ only in how versions become visible (the
-//! commit pipeline, or the WAL followed from the safekeepers); everything they answer from is
-//! this view.
+//! The read side of one database on this compute: its tiers (read through
+//! [`crate::read_path`]), the version reads may see, the watches, and the eviction loop that
+//! follows the pageserver. A primary and a read replica differ only in how versions become
+//! visible (the commit pipeline, or the WAL followed from the safekeepers); everything they
+//! answer from is this view.
 
 use std::sync::Arc;
 use std::time::Duration;
