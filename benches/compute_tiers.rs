@@ -6,7 +6,7 @@
 //! ```
 //!
 //! **In process**, from one task, through the read path a client read takes
-//! (`PointReader::read`; the disk case calls the warm tier directly, since foyer may drop some
+//! (`TierReader::read`; the disk case calls the warm tier directly, since foyer may drop some
 //! entries on their way to disk and a miss must not reach a pageserver).
 //! `FERRISDB_BENCH_KEYS` keys (default 100,000) of 100-byte values and `FERRISDB_BENCH_READS`
 //! random reads per case (default 300,000). The hot tier holds every key as a recent commit;
@@ -39,8 +39,8 @@ use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::wal::Mutation;
 use ferrisdb_compute::hot_tier::HotTier;
 use ferrisdb_compute::metrics::Metrics;
-use ferrisdb_compute::primary::PointReader;
-use ferrisdb_compute::primary::TierConfig;
+use ferrisdb_compute::page_source::GrpcPageSource;
+use ferrisdb_compute::read_path::{TierConfig, TierReader};
 use ferrisdb_compute::warm_tier::{WarmCache, WarmTier, WarmTierConfig};
 use hdrhistogram::Histogram;
 use support::{Cluster, ClusterOptions, Lcg, Stats, env_usize, key};
@@ -65,17 +65,17 @@ fn row(name: &str, r: &Run) {
     );
 }
 
-fn reader(hot: Arc<HotTier>, warm: Option<Arc<WarmTier>>) -> PointReader {
+fn reader(hot: Arc<HotTier>, warm: Option<Arc<WarmTier>>) -> TierReader {
     // Never connected: every read here is answered by a tier in front of the pageserver.
     let channel =
         ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").expect("channel");
-    PointReader {
+    TierReader::new(
+        "bench".into(),
         hot,
         warm,
-        pageserver: PageserverClient::new(channel),
-        database: "bench".into(),
-        metrics: Metrics::new().expect("metrics"),
-    }
+        Arc::new(GrpcPageSource::new(PageserverClient::new(channel))),
+        Metrics::new().expect("metrics"),
+    )
 }
 
 /// `reads` random reads of `keys` keys, each timed; `read` says whether it found a value.
@@ -103,7 +103,7 @@ where
 }
 
 /// Reads through the whole read path (hot tier, warm tier, pageserver).
-async fn through_reader(reader: &PointReader, keys: usize, reads: usize, at: Version) -> Run {
+async fn through_reader(reader: &TierReader, keys: usize, reads: usize, at: Version) -> Run {
     timed_reads(keys, reads, |k| async move {
         matches!(reader.read(k, at).await, Ok(Some(_)))
     })

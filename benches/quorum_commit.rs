@@ -54,8 +54,8 @@ use ferrisdb_common::wal::Mutation;
 use ferrisdb_compute::atomics::Write as TxWrite;
 use ferrisdb_compute::databases::Databases;
 use ferrisdb_compute::metrics::Metrics;
-use ferrisdb_compute::primary::{TierConfig, Tiers};
-use ferrisdb_compute::resolver::KeyRange;
+use ferrisdb_compute::read_path::{TierConfig, Tiers};
+use ferrisdb_compute::requests::{Commit, KeyRange};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use support::{Cluster, ClusterOptions, Stats, ms, new_histogram, record};
@@ -114,8 +114,14 @@ impl Target {
                 let key = Bytes::from(key);
                 let writes = vec![KeyRange::single(&key)];
                 let mutations = vec![TxWrite::Plain(Mutation::Set { key, value })];
+                let commit = Commit {
+                    read_version,
+                    reads: Vec::new(),
+                    writes,
+                    mutations,
+                };
                 primary
-                    .commit(read_version, Vec::new(), writes, mutations)
+                    .commit(commit)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.code())

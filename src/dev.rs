@@ -47,7 +47,7 @@ pub struct DevArgs {
     compact_after_deltas: usize,
     /// The compute's hot-tier memory budget: past it, commits wait for the pageserver to
     /// catch up (0: no budget).
-    #[arg(long, default_value_t = ferrisdb_compute::primary::DEFAULT_HOT_BUDGET_BYTES)]
+    #[arg(long, default_value_t = ferrisdb_compute::read_path::DEFAULT_HOT_BUDGET_BYTES)]
     hot_tier_budget_bytes: usize,
     /// Scale to zero: the compute exits after this long without client requests (e.g.
     /// `30s`), and a proxy on the compute's port starts it again on the next connection

@@ -254,7 +254,7 @@ enum Command {
         token_file: Option<PathBuf>,
         /// The hot tier's memory budget: past it (the pageserver has fallen behind), commits
         /// wait until the pageserver catches up. 0: no budget.
-        #[arg(long, default_value_t = ferrisdb_compute::primary::DEFAULT_HOT_BUDGET_BYTES)]
+        #[arg(long, default_value_t = ferrisdb_compute::read_path::DEFAULT_HOT_BUDGET_BYTES)]
         hot_tier_budget_bytes: usize,
         /// Directory of the warm tier's disk cache (values read from the pageserver), made
         /// private (mode 0700, files 0600); default: a new private directory with an
@@ -457,7 +457,7 @@ fn main() -> ExitCode {
                         }
                     },
                 };
-                let tiers = ferrisdb_compute::primary::TierConfig {
+                let tiers = ferrisdb_compute::read_path::TierConfig {
                     hot_budget_bytes: hot_tier_budget_bytes,
                     warm: ferrisdb_compute::warm_tier::WarmTierConfig {
                         memory_bytes: warm_tier_memory_bytes,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use ferrisdb_client::{Database, RetryOptions};
 use ferrisdb_common::DEFAULT_DATABASE;
 use ferrisdb_compute::ComputeConfig;
-use ferrisdb_compute::primary::TierConfig;
+use ferrisdb_compute::read_path::TierConfig;
 use ferrisdb_pageserver::PageserverConfig;
 use ferrisdb_server_common::objstore::ObjectStoreConfig;
 use ferrisdb_wal_service::SafekeeperConfig;

@@ -5,12 +5,43 @@
 
 use std::fmt;
 
-/// How an `unavailable` error from a safekeeper whose WAL disk budget is full begins, so the
-/// proposer can tell "full" from "down".
+/// How an `unavailable` error from a safekeeper whose WAL disk budget is full begins, for the
+/// people reading it. Programs tell "full" from "down" by [`Reason::WalBudgetFull`], never by
+/// this text.
 pub const WAL_BUDGET_FULL: &str = "WAL disk budget full";
 
 /// The gRPC metadata key that carries an error's FerrisDB code.
 pub const CODE_METADATA_KEY: &str = "ferrisdb-code";
+
+/// The gRPC metadata key that carries an error's [`Reason`], when it has one.
+pub const REASON_METADATA_KEY: &str = "ferrisdb-reason";
+
+/// Why an error happened, finer than its kind, for the peers that act on the difference. It
+/// rides beside the code (in [`REASON_METADATA_KEY`]) and changes nothing a client sees: the
+/// kind, its code and its gRPC status stay what they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A safekeeper refused WAL because its disk budget is full (kind `unavailable`): the
+    /// proposer counts it as full rather than down until an append succeeds again.
+    WalBudgetFull,
+}
+
+impl Reason {
+    /// Every reason, for tables and tests.
+    pub const ALL: [Reason; 1] = [Reason::WalBudgetFull];
+
+    /// The stable name it travels as.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::WalBudgetFull => "wal_budget_full",
+        }
+    }
+
+    /// The reason with this name, if any (a newer peer's unknown reason is dropped).
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
 
 /// What went wrong, as a small closed set with stable names (DESIGN.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +183,8 @@ impl fmt::Display for ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// Finer than the kind, for peers that act on it; not part of the display.
+    reason: Option<Reason>,
 }
 
 /// The result type used throughout FerrisDB.
@@ -163,7 +196,19 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            reason: None,
         }
+    }
+
+    /// The same error, carrying `reason` (across gRPC too).
+    pub fn with_reason(mut self, reason: Reason) -> Error {
+        self.reason = Some(reason);
+        self
+    }
+
+    /// Why it happened, when the error says more than its kind.
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason
     }
 
     /// What went wrong.
@@ -245,6 +290,9 @@ impl From<Error> for tonic::Status {
         if let Ok(v) = e.kind.code().parse() {
             status.metadata_mut().insert(CODE_METADATA_KEY, v);
         }
+        if let Some(Ok(v)) = e.reason.map(|r| r.code().parse()) {
+            status.metadata_mut().insert(REASON_METADATA_KEY, v);
+        }
         status
     }
 }
@@ -256,8 +304,16 @@ impl From<tonic::Status> for Error {
             .get(CODE_METADATA_KEY)
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorKind::from_code);
+        let reason = status
+            .metadata()
+            .get(REASON_METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Reason::from_code);
         match tagged {
-            Some(kind) => Error::new(kind, status.message()),
+            Some(kind) => Error {
+                reason,
+                ..Error::new(kind, status.message())
+            },
             // No FerrisDB code: the failure happened below us (connection refused, reset,
             // deadline), so the peer is unreachable rather than saying no.
             None => {
@@ -290,6 +346,23 @@ mod tests {
             let back: Error = status.into();
             assert_eq!(back.kind(), kind);
             assert_eq!(back.message(), "boom");
+        }
+    }
+
+    #[test]
+    fn a_reason_rides_beside_the_code() {
+        let e = Error::unavailable(WAL_BUDGET_FULL).with_reason(Reason::WalBudgetFull);
+        let status: tonic::Status = e.clone().into();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let back: Error = status.into();
+        assert_eq!(back, e);
+        assert_eq!(back.reason(), Some(Reason::WalBudgetFull));
+        // Without one, none arrives; the display never shows it.
+        let plain: Error = tonic::Status::from(Error::unavailable("down")).into();
+        assert_eq!(plain.reason(), None);
+        assert_eq!(e.to_string(), format!("unavailable: {WAL_BUDGET_FULL}"));
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r.code()), Some(r));
         }
     }
 

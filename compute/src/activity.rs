@@ -83,7 +83,9 @@ impl Activity {
         }
     }
 
-    /// Process start to first answered read, once there was one.
+    /// Process start to first answered read, once there was one. Outside tests the figure is
+    /// read from its metric (`ferrisdb_compute_cold_start_seconds`).
+    #[cfg(test)]
     pub fn cold_start(&self) -> Option<Duration> {
         self.first_read.get().copied()
     }

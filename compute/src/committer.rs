@@ -51,9 +51,10 @@ use tokio::time::Instant;
 use crate::atomics::{self, Write};
 use crate::hot_tier::HotTier;
 use crate::metrics::Metrics;
-use crate::primary::PointReader;
 use crate::proposer::{Proposer, Quorum};
-use crate::resolver::{KeyRange, Resolver};
+use crate::read_path::TierReader;
+use crate::requests::{Commit, KeyRange};
+use crate::resolver::Resolver;
 use crate::watches::Watches;
 
 /// How long a client waits for its batch to reach a quorum before hearing
@@ -65,17 +66,11 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 /// Batches appended but not yet durable.
 pub const MAX_IN_FLIGHT: usize = 8;
 
-/// A transaction asking to commit.
+/// A transaction asking to commit, with where its answer goes.
 #[derive(Debug)]
 pub struct CommitRequest {
-    /// The version its reads saw.
-    pub read_version: Version,
-    /// Ranges it read (non-snapshot).
-    pub reads: Vec<KeyRange>,
-    /// Ranges it wrote, including every mutated key.
-    pub writes: Vec<KeyRange>,
-    /// Its writes, in order.
-    pub mutations: Vec<Write>,
+    /// The transaction, checked at the door (`crate::requests`).
+    pub commit: Commit,
     /// Where the outcome goes.
     pub reply: Reply,
     /// The span of the request that asked (its trace continues through the batch); `None`
@@ -93,12 +88,7 @@ pub type Reply = oneshot::Sender<Result<Committed>>;
 impl CommitRequest {
     /// What it counts for in a batch: the same count as the transaction-size limit.
     fn bytes(&self) -> usize {
-        let ranges = self
-            .reads
-            .iter()
-            .chain(self.writes.iter())
-            .map(|r| ferrisdb_common::limits::range_size(r.begin.len(), r.end.len()));
-        self.mutations.iter().map(Write::bytes).chain(ranges).sum()
+        self.commit.bytes()
     }
 }
 
@@ -173,7 +163,7 @@ pub struct Committer {
     last_commit_time: u64,
     in_flight: VecDeque<InFlight>,
     /// Where atomic ops read the value they combine with.
-    reader: PointReader,
+    reader: TierReader,
     /// Told of every committed batch, after its version is published.
     watches: Arc<Watches>,
     metrics: Metrics,
@@ -191,14 +181,14 @@ impl Committer {
     pub fn new(
         proposer: Arc<Proposer>,
         start: Version,
-        reader: PointReader,
+        reader: TierReader,
         clock: Arc<dyn Clock>,
         committed: watch::Sender<Version>,
         watches: Arc<Watches>,
         metrics: Metrics,
     ) -> Committer {
         Committer {
-            hot: reader.hot.clone(),
+            hot: reader.hot().clone(),
             reader,
             watches,
             proposer,
@@ -351,21 +341,23 @@ impl Committer {
             .collect();
         let mut accepted = Vec::with_capacity(batch.len());
         for r in batch {
-            if r.read_version > committed {
+            if r.commit.read_version > committed {
                 // Never handed out: its reads could not be checked against what it did not
                 // see. A client error, not a wait (see docs/compute.md).
                 let _ = r.reply.send(Err(Error::invalid(format!(
                     "read version {} is above the committed version {committed}",
-                    r.read_version
+                    r.commit.read_version
                 ))));
                 continue;
             }
-            match self
-                .resolver
-                .check(r.read_version, &r.reads, &pending, time_micros)
-            {
+            match self.resolver.check(
+                r.commit.read_version,
+                &r.commit.reads,
+                &pending,
+                time_micros,
+            ) {
                 Ok(()) => {
-                    pending.extend(r.writes.iter().cloned());
+                    pending.extend(r.commit.writes.iter().cloned());
                     accepted.push(r);
                 }
                 Err(e) => {
@@ -437,7 +429,7 @@ impl Committer {
             mutations,
             writes: accepted
                 .iter()
-                .flat_map(|r| r.writes.iter().cloned())
+                .flat_map(|r| r.commit.writes.iter().cloned())
                 .collect(),
             replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
@@ -456,7 +448,7 @@ impl Committer {
         accepted: &[CommitRequest],
         time_micros: u64,
     ) -> Result<(bytes::Bytes, Version, Vec<Mutation>)> {
-        let txns: Vec<&[Write]> = accepted.iter().map(|r| &r.mutations[..]).collect();
+        let txns: Vec<&[Write]> = accepted.iter().map(|r| &r.commit.mutations[..]).collect();
         let keys = atomics::keys_needed(txns.iter().flat_map(|t| t.iter()));
         let mut before = HashMap::with_capacity(keys.len());
         if !keys.is_empty() {
@@ -636,6 +628,7 @@ fn refusal(q: &Quorum) -> Result<()> {
 mod tests {
     use super::*;
     use crate::hot_tier::HotRead;
+    use crate::page_source::GrpcPageSource;
     use bytes::Bytes;
     use ferrisdb_common::proto::pageserver_client::PageserverClient;
     use ferrisdb_server_common::clock::SystemClock;
@@ -655,10 +648,12 @@ mod tests {
     ) -> (CommitRequest, oneshot::Receiver<Result<Committed>>) {
         let (reply, outcome) = oneshot::channel();
         let req = CommitRequest {
-            read_version,
-            reads: Vec::new(),
-            writes: Vec::new(),
-            mutations: vec![w],
+            commit: Commit {
+                read_version,
+                reads: Vec::new(),
+                writes: Vec::new(),
+                mutations: vec![w],
+            },
             reply,
             trace: None,
         };
@@ -690,13 +685,13 @@ mod tests {
         let pageserver = PageserverClient::new(
             ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
         );
-        let reader = PointReader {
-            hot: hot.clone(),
-            warm: None,
-            pageserver,
-            database: "db".into(),
-            metrics: metrics.clone(),
-        };
+        let reader = TierReader::new(
+            "db".into(),
+            hot.clone(),
+            None,
+            Arc::new(GrpcPageSource::new(pageserver)),
+            metrics.clone(),
+        );
         let (committed_tx, committed) = watch::channel(start);
         let committer = Committer::new(
             proposer.clone(),

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::proto::{CreateBranchRequest, ListDatabasesRequest, PageserverStatusRequest};
+use ferrisdb_common::proto::{CreateBranchRequest, ListDatabasesRequest};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::auth::PeerChannel;
 use ferrisdb_server_common::clock::{Clock, SystemClock};
@@ -22,8 +22,10 @@ use tokio::task::AbortHandle;
 use crate::Role;
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::primary::{Primary, Tiers};
+use crate::page_source::{PageSource, Pageserver};
+use crate::primary::Primary;
 use crate::proposer::Proposer;
+use crate::read_path::Tiers;
 use crate::replica::Replica;
 use ferrisdb_common::proto::GetReadVersionRequest;
 use ferrisdb_common::proto::database_client::DatabaseClient;
@@ -47,7 +49,7 @@ pub struct Databases {
     /// The database the compute was started for; branches of it are served too.
     pub root: String,
     safekeepers: Vec<String>,
-    pageserver: PageserverClient<PeerChannel>,
+    pageserver: Pageserver,
     metrics: Metrics,
     /// What each primary's hot and warm tiers are built with.
     tiers: Tiers,
@@ -69,7 +71,7 @@ impl Databases {
         Databases {
             root,
             safekeepers,
-            pageserver,
+            pageserver: Pageserver::grpc(pageserver),
             metrics,
             tiers: Tiers::default(),
             served: Arc::default(),
@@ -89,6 +91,13 @@ impl Databases {
     /// Builds every primary's tiers with `tiers` (default: no hot-tier budget, no warm tier).
     pub fn with_tiers(mut self, tiers: Tiers) -> Databases {
         self.tiers = tiers;
+        self
+    }
+
+    /// Sends every read of the pageserver through `pages` (a test's fault injector) instead
+    /// of the gRPC client.
+    pub fn with_page_source(mut self, pages: Arc<dyn PageSource>) -> Databases {
+        self.pageserver = self.pageserver.with_pages(pages);
         self
     }
 
@@ -131,6 +140,7 @@ impl Databases {
         let databases = loop {
             match self
                 .pageserver
+                .admin
                 .clone()
                 .list_databases(ListDatabasesRequest {})
                 .await
@@ -255,14 +265,11 @@ impl Databases {
                     format!("version {v} of {parent} is newer than its latest commit {latest}"),
                 ));
             }
-            let req = PageserverStatusRequest {
-                database: parent.to_string(),
-            };
             // Make sure what the branch is cut from has reached the pageserver.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             loop {
-                let s = self.pageserver.clone().get_status(req.clone()).await?;
-                if s.into_inner().ingested_version >= v.0 {
+                let s = self.pageserver.pages.status(parent).await?;
+                if s.ingested_version >= v.0 {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -282,6 +289,7 @@ impl Databases {
         };
         let at = self
             .pageserver
+            .admin
             .clone()
             .create_branch(req)
             .await?
@@ -318,15 +326,11 @@ impl Databases {
             let result = async {
                 // What object storage already holds bounds the log from below (see
                 // Proposer::elect); for a new branch that is its branch point.
-                let req = PageserverStatusRequest {
-                    database: database.clone(),
-                };
                 let durable = self
                     .pageserver
-                    .clone()
-                    .get_status(req)
+                    .pages
+                    .status(&database)
                     .await?
-                    .into_inner()
                     .remote_consistent_version;
                 let proposer = Proposer::elect(&database, &self.safekeepers, durable).await?;
                 Primary::start(

@@ -6,19 +6,22 @@
 //! yet ingested in the [`hot_tier`]. It holds nothing that cannot be rebuilt: killing it loses
 //! no acknowledged commit.
 
-pub mod activity;
+pub(crate) mod activity;
 pub mod admin_api;
 pub mod atomics;
-pub mod committer;
+pub(crate) mod committer;
 pub mod databases;
 pub mod hot_tier;
 pub mod metrics;
 pub mod node;
+pub mod page_source;
 pub mod primary;
 pub mod proposer;
+pub mod read_path;
 pub mod replica;
-pub mod resolver;
-pub mod service;
+pub mod requests;
+pub(crate) mod resolver;
+pub(crate) mod service;
 pub mod view;
 pub mod warm_tier;
 pub mod watches;
@@ -57,7 +60,7 @@ pub struct ComputeConfig {
     /// gRPC endpoint of the pageserver.
     pub pageserver: String,
     /// The hot tier's memory budget and the warm tier's memory and disk.
-    pub tiers: crate::primary::TierConfig,
+    pub tiers: crate::read_path::TierConfig,
     /// Primary, read replica or standby.
     pub role: Role,
     /// The primary's client endpoint, named to clients whose commits reach a replica, and
@@ -102,7 +105,7 @@ impl ComputeConfig {
             database: database.to_string(),
             safekeepers,
             pageserver,
-            tiers: crate::primary::TierConfig::default(),
+            tiers: crate::read_path::TierConfig::default(),
             role: Role::Primary,
             primary_endpoint: None,
             suspend_after: None,
@@ -152,7 +155,7 @@ pub async fn run(
     let http_listener = serve::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
 
-    let tiers = crate::primary::Tiers::open(&config.tiers).await?;
+    let tiers = crate::read_path::Tiers::open(&config.tiers).await?;
     let databases = Databases::new(
         config.database.clone(),
         config.safekeepers.clone(),

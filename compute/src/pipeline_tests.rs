@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::committer::{CommitRequest, Committed, Committer};
 use crate::hot_tier::{HotRead, HotTier};
 use crate::metrics::Metrics;
-use crate::primary::PointReader;
+use crate::page_source::GrpcPageSource;
 use crate::proposer::Proposer;
-use crate::service::decode_commit;
+use crate::read_path::TierReader;
+use crate::requests::Commit;
 use crate::watches::Watches;
 
 /// A small deterministic generator (SplitMix64), seeded per test so a failure reproduces.
@@ -91,13 +92,13 @@ async fn pipeline(clock: Arc<dyn Clock>) -> Pipeline {
     let pageserver = PageserverClient::new(
         ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
     );
-    let reader = PointReader {
-        hot: hot.clone(),
-        warm: None,
-        pageserver,
-        database: "db".into(),
-        metrics: metrics.clone(),
-    };
+    let reader = TierReader::new(
+        "db".into(),
+        hot.clone(),
+        None,
+        Arc::new(GrpcPageSource::new(pageserver)),
+        metrics.clone(),
+    );
     let (committed_tx, committed) = watch::channel(start);
     let committer = Committer::new(
         proposer,
@@ -160,13 +161,10 @@ impl Pipeline {
         mutations: Vec<proto::Mutation>,
         reads: Vec<proto::KeyRange>,
     ) -> Result<oneshot::Receiver<Result<Committed>>> {
-        let (reads, writes, mutations) = decode_commit(mutations, reads, Vec::new())?;
+        let commit = Commit::decode(read_version, mutations, reads, Vec::new())?;
         let (reply, outcome) = oneshot::channel();
         let req = CommitRequest {
-            read_version,
-            reads,
-            writes,
-            mutations,
+            commit,
             reply,
             trace: None,
         };

@@ -4,136 +4,19 @@ use std::future::Future;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use ferrisdb_common::proto::PageGetRequest;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::auth::PeerChannel;
 use ferrisdb_server_common::clock::Clock;
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
 
-use crate::committer::{CommitRequest, Committer};
-use crate::hot_tier::{HotRead, HotTier};
+use crate::committer::{CommitRequest, Committed, Committer};
 use crate::metrics::Metrics;
+use crate::page_source::Pageserver;
 use crate::proposer::Proposer;
-use crate::resolver::KeyRange;
+use crate::read_path::Tiers;
+use crate::requests::Commit;
 use crate::view::DatabaseView;
-use crate::warm_tier::{WarmCache, WarmTier, WarmTierConfig};
-
-/// How big the tiers may grow, from the command line.
-#[derive(Debug, Clone)]
-pub struct TierConfig {
-    /// Past this many bytes in the hot tier, commits wait for the pageserver to catch up
-    /// (0: no budget).
-    pub hot_budget_bytes: usize,
-    /// The warm tier's memory and disk.
-    pub warm: WarmTierConfig,
-}
-
-/// The default hot-tier budget: 512 MiB.
-pub const DEFAULT_HOT_BUDGET_BYTES: usize = 512 << 20;
-
-impl Default for TierConfig {
-    fn default() -> TierConfig {
-        TierConfig {
-            hot_budget_bytes: DEFAULT_HOT_BUDGET_BYTES,
-            warm: WarmTierConfig::default(),
-        }
-    }
-}
-
-impl Tiers {
-    /// Opens the warm cache (its disk tier too) as configured.
-    pub async fn open(config: &TierConfig) -> Result<Tiers> {
-        Ok(Tiers {
-            hot_budget_bytes: config.hot_budget_bytes,
-            warm: Some(WarmCache::open(&config.warm).await?),
-        })
-    }
-}
-
-/// What a primary's tiers are built with: the hot tier's memory budget and the warm cache
-/// shared by every database of the compute.
-#[derive(Debug, Clone, Default)]
-pub struct Tiers {
-    /// Past this many bytes in the hot tier, commits wait for evictions (0: no budget).
-    pub hot_budget_bytes: usize,
-    /// The warm tier's cache (`None`: reads the hot tier cannot answer go to the pageserver).
-    pub warm: Option<Arc<WarmCache>>,
-}
-
-/// Point reads of one database: the hot tier, then the warm tier, then the pageserver, the
-/// last two at the hot tier's floor.
-#[derive(Debug, Clone)]
-pub struct PointReader {
-    /// The hot tier.
-    pub hot: Arc<HotTier>,
-    /// The warm tier, if any.
-    pub warm: Option<Arc<WarmTier>>,
-    /// The pageserver.
-    pub pageserver: PageserverClient<PeerChannel>,
-    /// The database read.
-    pub database: String,
-    /// Where hits and misses per tier are counted.
-    pub metrics: Metrics,
-}
-
-impl PointReader {
-    /// The value of `key` at `version`: from the hot tier; or, when the key has not changed
-    /// since the hot tier's floor, from the warm tier or the pageserver at that floor.
-    pub async fn read(&self, key: Bytes, version: Version) -> Result<Option<Bytes>> {
-        // One span per tier asked, when the request is traced (docs/observability.md).
-        let hot_span = ferrisdb_server_common::span_in_trace!("read.hot");
-        let at = match self.hot.get(&key, version) {
-            HotRead::Found(v) => {
-                self.count("hot", true);
-                return Ok(v);
-            }
-            HotRead::AskPageserverAt(at) => at,
-        };
-        drop(hot_span);
-        self.count("hot", false);
-        // The warm tier is asked only after the hot tier loaded its floor (its correctness
-        // argument depends on that order; see warm_tier).
-        if let Some(warm) = &self.warm {
-            let span = ferrisdb_server_common::span_in_trace!("read.warm");
-            if let Some(v) = warm.get(&key, at).instrument(span).await {
-                self.count("warm", true);
-                return Ok(v);
-            }
-            self.count("warm", false);
-        }
-        let req = PageGetRequest {
-            database: self.database.clone(),
-            key: key.clone(),
-            version: at.0,
-        };
-        let span = ferrisdb_server_common::span_in_trace!("read.pageserver");
-        let value = self
-            .pageserver
-            .clone()
-            .get(req)
-            .instrument(span)
-            .await?
-            .into_inner()
-            .value;
-        self.count("pageserver", true);
-        if let Some(warm) = &self.warm {
-            warm.insert(&key, at, value.as_ref());
-        }
-        Ok(value)
-    }
-
-    fn count(&self, tier: &str, hit: bool) {
-        if hit {
-            self.metrics.tier_hits.with_label_values(&[tier]).inc();
-            self.metrics.reads.with_label_values(&[tier]).inc();
-        } else {
-            self.metrics.tier_misses.with_label_values(&[tier]).inc();
-        }
-    }
-}
 
 /// A compute that won its term: the proposer, the tiers and the pipeline.
 #[derive(Debug)]
@@ -220,7 +103,7 @@ impl Primary {
     pub async fn start(
         database: String,
         proposer: Arc<Proposer>,
-        pageserver: PageserverClient<PeerChannel>,
+        pageserver: Pageserver,
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         tiers: Tiers,
@@ -328,21 +211,12 @@ impl Primary {
         &self.view
     }
 
-    /// Queues a commit and waits for its outcome.
-    pub async fn commit(
-        &self,
-        read_version: Version,
-        reads: Vec<KeyRange>,
-        writes: Vec<KeyRange>,
-        mutations: Vec<crate::atomics::Write>,
-    ) -> Result<crate::committer::Committed> {
+    /// Queues a commit, checked on its way in ([`crate::requests`]), and waits for its outcome.
+    pub async fn commit(&self, commit: Commit) -> Result<Committed> {
         self.check_not_fenced()?;
         let (reply, outcome) = oneshot::channel();
         let req = CommitRequest {
-            read_version,
-            reads,
-            writes,
-            mutations,
+            commit,
             reply,
             // The request's span (the gRPC server span), which the batch continues.
             trace: ferrisdb_server_common::telemetry::current(),

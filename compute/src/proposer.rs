@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ferrisdb_common::error::WAL_BUDGET_FULL;
+use ferrisdb_common::error::Reason;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
@@ -62,6 +62,27 @@ pub struct PeerState {
     /// It refused an append for its WAL disk budget, and no append has succeeded since: it
     /// does not count toward a quorum for new commits.
     pub full: bool,
+}
+
+impl PeerState {
+    /// What is known of the safekeeper once its append stream ended with `result`: it is down
+    /// (its position is asked again on reconnect), and full if it refused WAL for its disk
+    /// budget — told by the error's reason, never its text — or was full when the stream
+    /// ended. That verdict outlives the break on purpose: a reconnect that is refused again
+    /// at once must not count the safekeeper as having room in between. It never outlives the
+    /// next answer: every stream sends an append as soon as it opens (WAL the safekeeper lacks,
+    /// or the commit position) and an empty one each idle [`KEEPALIVE`], and each answer sets
+    /// `full` from the safekeeper's own report.
+    pub fn after_stream_end(&self, result: &Result<()>) -> PeerState {
+        let refused_for_budget = result
+            .as_ref()
+            .is_err_and(|e| e.reason() == Some(Reason::WalBudgetFull));
+        PeerState {
+            last_error: result.as_ref().err().map(|e| e.to_string()),
+            full: refused_for_budget || self.full,
+            ..PeerState::default()
+        }
+    }
 }
 
 /// Every safekeeper's state, plus whether a newer term has fenced this proposer.
@@ -469,21 +490,8 @@ impl Proposer {
     async fn replicate(self: Arc<Self>, i: usize) {
         while !self.is_fenced() {
             let result = self.replicate_once(i).await;
-            let (was_up, was_full) = {
-                let q = self.quorum.borrow();
-                (q.peers[i].up, q.peers[i].full)
-            };
-            let last_error = result.as_ref().err().map(|e| e.to_string());
-            let full = result
-                .as_ref()
-                .is_err_and(|e| e.message().starts_with(WAL_BUDGET_FULL));
-            self.update_peer(i, |p| {
-                *p = PeerState {
-                    last_error,
-                    full: full || was_full,
-                    ..PeerState::default()
-                }
-            });
+            let was_up = self.quorum.borrow().peers[i].up;
+            self.update_peer(i, |p| *p = p.after_stream_end(&result));
             match result {
                 Err(e) if e.kind() == ErrorKind::Fenced => self.fence(e.message().to_string()),
                 Err(e) if was_up => {
@@ -519,6 +527,10 @@ impl Proposer {
         let mut positions = self.positions.subscribe();
         let mut sent = flush;
         let mut commit_sent = 0;
+        // Ask for an answer now, whatever the commit position (even 0): every answer says how
+        // full the safekeeper is, and `full` must not outlive the next one (see
+        // PeerState::after_stream_end).
+        let mut probe = true;
         let mut awaiting = 0usize;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
@@ -526,7 +538,7 @@ impl Proposer {
             let (end, commit) = *positions.borrow_and_update();
             let wal = if sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES {
                 Some(self.frames_from(i, sent, end).await?)
-            } else if commit_sent < commit && awaiting == 0 {
+            } else if (commit_sent < commit || probe) && awaiting == 0 {
                 Some(Bytes::new())
             } else {
                 None
@@ -548,6 +560,7 @@ impl Proposer {
                 awaiting += 1;
                 sent += n;
                 commit_sent = commit;
+                probe = false;
                 continue;
             }
             tokio::select! {
@@ -565,7 +578,7 @@ impl Proposer {
                 _ = keepalive.tick() => {
                     // An idle stream still hears how full the safekeeper is.
                     if awaiting == 0 {
-                        commit_sent = 0;
+                        probe = true;
                     }
                 }
                 changed = positions.changed() => {
@@ -710,7 +723,7 @@ async fn rpc<T>(
 mod tests {
     use super::*;
 
-    use crate::test_safekeepers::safekeepers;
+    use crate::test_safekeepers::{safekeepers, safekeepers_with};
 
     async fn elect(urls: &[String]) -> Arc<Proposer> {
         loop {
@@ -762,6 +775,98 @@ mod tests {
             }
         };
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+
+    /// A budget refusal is recognised by its reason, never by its text; the verdict outlives a
+    /// break of the stream (down anyway) until an answer says otherwise.
+    #[test]
+    fn a_full_safekeeper_is_known_by_the_reason_of_its_refusal() {
+        let up = PeerState {
+            up: true,
+            flush: Some(10),
+            ..PeerState::default()
+        };
+        let refused = Error::unavailable(format!(
+            "{} on this safekeeper",
+            ferrisdb_common::error::WAL_BUDGET_FULL
+        ))
+        .with_reason(Reason::WalBudgetFull);
+        let full = up.after_stream_end(&Err(refused));
+        assert!(full.full && !full.up && full.flush.is_none());
+        // The same words without the reason (a peer quoting them, say) are just "down".
+        let lookalike = Error::unavailable(ferrisdb_common::error::WAL_BUDGET_FULL);
+        assert!(!up.after_stream_end(&Err(lookalike)).full);
+        // A later break for another cause keeps the verdict; a clean end too.
+        let broken = full.after_stream_end(&Err(Error::unavailable("connection reset")));
+        assert!(broken.full && broken.last_error.is_some());
+        assert!(broken.after_stream_end(&Ok(())).full);
+    }
+
+    fn budget(max_wal_bytes: u64) -> ferrisdb_wal_service::service::Limits {
+        ferrisdb_wal_service::service::Limits {
+            max_wal_bytes,
+            ..Default::default()
+        }
+    }
+
+    /// Over real gRPC: an append past the budget is refused with the reason in the stream's
+    /// trailers, and the proposer stops counting those safekeepers toward a quorum.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_past_the_budget_marks_the_safekeepers_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let (urls, _stop) = safekeepers_with(dir.path(), budget(64 << 10)).await;
+        let p = elect(&urls).await;
+        p.start();
+        let mut quorum = p.watch_quorum();
+        quorum.wait_for(|q| q.quorum_up()).await.unwrap();
+        // Well under the 15/16 mark: taken, and not reported full.
+        let value = Bytes::from(vec![7u8; 40 << 10]);
+        let set = |k: &str| ferrisdb_common::wal::Mutation::Set {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: value.clone(),
+        };
+        let (frame, first) = ferrisdb_common::wal::encode_frame(p.end_lsn(), 1, &[set("a")]);
+        p.append(frame).unwrap();
+        p.wait_durable(first.0, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(p.watch_quorum().borrow().peers.iter().all(|s| !s.full));
+        // Past the budget in one step: refused, so only the refusal's reason can say "full".
+        let (frame, _) = ferrisdb_common::wal::encode_frame(p.end_lsn(), 2, &[set("b")]);
+        p.append(frame).unwrap();
+        let q = tokio::time::timeout(
+            Duration::from_secs(30),
+            quorum.wait_for(|q| q.peers.iter().all(|s| s.full)),
+        )
+        .await
+        .expect("the safekeepers were never counted full")
+        .unwrap()
+        .clone();
+        assert!(!q.quorum_up());
+        assert!(q.durable_lsn().is_none_or(|d| d < p.end_lsn()));
+    }
+
+    /// A stream asks for an answer as soon as it opens, even with nothing committed, so how
+    /// full a safekeeper is becomes known without waiting for WAL (and a verdict of "full"
+    /// from before a reconnect never outlives the first answer after it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fullness_is_learned_when_the_stream_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        // A budget of 0: every safekeeper reports full from the start.
+        let (urls, _stop) = safekeepers_with(dir.path(), budget(0)).await;
+        let p = elect(&urls).await;
+        assert_eq!(p.elected_end(), 0, "a new database");
+        p.start();
+        let mut quorum = p.watch_quorum();
+        let q = tokio::time::timeout(
+            Duration::from_secs(30),
+            quorum.wait_for(|q| q.peers.iter().all(|s| s.up && s.full)),
+        )
+        .await
+        .expect("fullness was never learned on an idle stream")
+        .unwrap()
+        .clone();
+        assert!(!q.quorum_up());
     }
 
     #[test]

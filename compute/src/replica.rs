@@ -11,17 +11,15 @@
 
 use std::sync::Arc;
 
-use ferrisdb_common::proto::PageserverStatusRequest;
-use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
-use ferrisdb_server_common::auth::PeerChannel;
 use ferrisdb_server_common::wal_follower::{self, WalSink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
-use crate::primary::Tiers;
+use crate::page_source::Pageserver;
+use crate::read_path::Tiers;
 use crate::view::DatabaseView;
 
 /// A replica of one database.
@@ -68,16 +66,13 @@ impl Replica {
     pub async fn start(
         database: String,
         safekeepers: Vec<String>,
-        pageserver: PageserverClient<PeerChannel>,
+        pageserver: Pageserver,
         metrics: Metrics,
         tiers: Tiers,
         primary_endpoint: Option<String>,
         lost_term: Option<String>,
     ) -> Result<Arc<Replica>> {
-        let req = PageserverStatusRequest {
-            database: database.clone(),
-        };
-        let status = pageserver.clone().get_status(req).await?.into_inner();
+        let status = pageserver.pages.status(&database).await?;
         let floor = Version(status.ingested_version);
         let (view, applied) =
             DatabaseView::new(database.clone(), floor, pageserver, metrics, &tiers);

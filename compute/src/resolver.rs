@@ -14,35 +14,10 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
 use ferrisdb_common::limits::MAX_READ_VERSION_AGE;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
-/// The half-open key range `[begin, end)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRange {
-    /// First key in the range.
-    pub begin: Bytes,
-    /// First key past the range.
-    pub end: Bytes,
-}
-
-impl KeyRange {
-    /// The range holding exactly `key`.
-    pub fn single(key: &Bytes) -> KeyRange {
-        let mut end = key.to_vec();
-        end.push(0);
-        KeyRange {
-            begin: key.clone(),
-            end: Bytes::from(end),
-        }
-    }
-
-    /// Whether the two ranges share a key.
-    pub fn intersects(&self, other: &KeyRange) -> bool {
-        self.begin < other.end && other.begin < self.end
-    }
-}
+use crate::requests::KeyRange;
 
 #[derive(Debug)]
 struct Committed {
@@ -151,6 +126,7 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn r(a: &str, b: &str) -> KeyRange {
         KeyRange {

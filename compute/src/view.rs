@@ -1,25 +1,24 @@
-//! The read side of one database on this compute: the tiers, the version reads may see, and
-//! the watches. A primary and a read replica differ only in how versions become visible (the
-//! commit pipeline, or the WAL followed from the safekeepers); everything they answer from is
-//! this view.
+//! The read side of one database on this compute: its tiers (read through
+//! [`crate::read_path`]), the version reads may see, the watches, and the eviction loop that
+//! follows the pageserver. A primary and a read replica differ only in how versions become
+//! visible (the commit pipeline, or the WAL followed from the safekeepers); everything they
+//! answer from is this view.
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 use bytes::Bytes;
+use ferrisdb_common::proto::HistoryEntry;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::proto::{
-    HistoryEntry, HistoryRequest, PageGetRangeRequest, PageserverStatusRequest, VersionAtRequest,
-};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::auth::PeerChannel;
 use tokio::sync::watch;
 
 use crate::hot_tier::HotTier;
 use crate::metrics::Metrics;
-use crate::primary::{PointReader, Tiers};
+use crate::page_source::{Pageserver, RangeRows};
 use crate::proposer::Proposer;
+use crate::read_path::{TierReader, Tiers};
 use crate::watches::{Fired, Watches};
 
 /// How often the pageserver's ingest position is polled to evict the hot tier.
@@ -36,9 +35,9 @@ pub struct DatabaseView {
     /// The newest version reads may see: the latest commit (primary) or the latest applied
     /// WAL record (replica).
     visible: watch::Receiver<Version>,
-    pageserver: PageserverClient<PeerChannel>,
-    /// Point reads through the hot tier, the warm tier and the pageserver.
-    reader: PointReader,
+    pageserver: Pageserver,
+    /// Reads through the hot tier, the warm tier and the pageserver.
+    reader: TierReader,
     /// Clients waiting for keys to change.
     watches: Arc<Watches>,
     metrics: Metrics,
@@ -50,7 +49,7 @@ impl DatabaseView {
     pub fn new(
         database: String,
         floor: Version,
-        pageserver: PageserverClient<PeerChannel>,
+        pageserver: Pageserver,
         metrics: Metrics,
         tiers: &Tiers,
     ) -> (DatabaseView, watch::Sender<Version>) {
@@ -64,13 +63,13 @@ impl DatabaseView {
             .hot_tier_budget_bytes
             .set(i64::try_from(hot.budget()).unwrap_or(i64::MAX));
         let (visible_tx, visible) = watch::channel(floor);
-        let reader = PointReader {
-            hot: hot.clone(),
+        let reader = TierReader::new(
+            database.clone(),
+            hot.clone(),
             warm,
-            pageserver: pageserver.clone(),
-            database: database.clone(),
-            metrics: metrics.clone(),
-        };
+            pageserver.pages.clone(),
+            metrics.clone(),
+        );
         let view = DatabaseView {
             database,
             hot,
@@ -93,8 +92,8 @@ impl DatabaseView {
         &self.hot
     }
 
-    /// Point reads through the tiers.
-    pub fn reader(&self) -> &PointReader {
+    /// Reads through the tiers.
+    pub fn reader(&self) -> &TierReader {
         &self.reader
     }
 
@@ -103,9 +102,9 @@ impl DatabaseView {
         &self.watches
     }
 
-    /// The pageserver client.
+    /// The pageserver's gRPC client, for what is not a read (checkpoints, the change feed).
     pub fn pageserver(&self) -> PageserverClient<PeerChannel> {
-        self.pageserver.clone()
+        self.pageserver.admin.clone()
     }
 
     /// The newest visible version.
@@ -117,7 +116,7 @@ impl DatabaseView {
     pub fn tier_status(&self) -> serde_json::Value {
         let (floor, entries, bytes) = self.hot.stats();
         let budget = Some(self.hot.budget()).filter(|b| *b != usize::MAX);
-        let warm = self.reader.warm.as_ref().map(|w| w.status());
+        let warm = self.reader.warm().map(|w| w.status());
         serde_json::json!({
             "hot_tier": {
                 "floor": floor,
@@ -157,32 +156,11 @@ impl DatabaseView {
         version: Version,
         limit: usize,
         reverse: bool,
-    ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+    ) -> Result<RangeRows> {
         self.check_version(version)?;
-        let (hot, at) = self.hot.range(&begin, &end, version);
-        self.metrics.reads.with_label_values(&["range"]).inc();
-        hot.read_range(begin, end, limit, reverse, |lo, hi, n| {
-            let req = PageGetRangeRequest {
-                database: self.database.clone(),
-                begin: lo,
-                end: hi,
-                version: at.0,
-                limit: n.min(u32::MAX as usize) as u32,
-                reverse,
-            };
-            let mut pageserver = self.pageserver.clone();
-            let span = ferrisdb_server_common::span_in_trace!("read.pageserver");
-            async move {
-                let resp = pageserver
-                    .get_range(req)
-                    .instrument(span)
-                    .await?
-                    .into_inner();
-                let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
-                Ok((rows, resp.more))
-            }
-        })
-        .await
+        self.reader
+            .read_range(begin, end, version, limit, reverse)
+            .await
     }
 
     /// Waits until the committed value of `key` differs from `known`; returns the version
@@ -212,84 +190,12 @@ impl DatabaseView {
         let committed = *self.visible.borrow();
         let to = if to == Version::ZERO { committed } else { to };
         self.check_version(to)?;
-        let (hot, floor) = self.hot.history(&key, to);
-        let key_for_reads = key.clone();
-        let mut entries = Vec::new();
-        if from <= floor {
-            let req = HistoryRequest {
-                database: self.database.clone(),
-                key: key_for_reads,
-                from_version: from.0,
-                to_version: to.min(floor).0,
-            };
-            // Version 0 means "latest" on the wire; an empty range below version 1 has nothing.
-            if req.to_version > 0 {
-                entries = self
-                    .pageserver
-                    .clone()
-                    .history(req)
-                    .await?
-                    .into_inner()
-                    .entries;
-            }
-        }
-        for (v, time, value, range_clear) in hot.into_iter().filter(|e| e.0 >= from) {
-            // A range clear is a version of this key only where it removed a value.
-            if range_clear {
-                let had_value = match entries.last() {
-                    Some(prev) => prev.value.is_some(),
-                    None => self.get(key.clone(), Version(v.0 - 1)).await?.is_some(),
-                };
-                if !had_value {
-                    continue;
-                }
-            }
-            entries.push(HistoryEntry {
-                version: v.0,
-                commit_time_micros: time,
-                value,
-            });
-        }
-        Ok(entries)
+        self.reader.history(key, from, to).await
     }
 
     /// The latest committed version at or before `time_micros` (0: nothing had committed).
     pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
-        if let Some(v) = self.hot.version_at(time_micros) {
-            return Ok(v);
-        }
-        // Read before asking: if a later commit existed already, the answer cannot change.
-        let settled = time_micros < self.hot.last_commit_time();
-        if let Some(warm) = &self.reader.warm {
-            let cached = warm.version_at(time_micros).await;
-            let outcome = if cached.is_some() { "hit" } else { "miss" };
-            self.metrics
-                .version_at_cache
-                .with_label_values(&[outcome])
-                .inc();
-            if let Some(v) = cached {
-                return Ok(v);
-            }
-        }
-        // Older than every hot commit: the pageserver has all of those versions.
-        let req = VersionAtRequest {
-            database: self.database.clone(),
-            timestamp_micros: time_micros,
-        };
-        let version = Version(
-            self.pageserver
-                .clone()
-                .version_at(req)
-                .await?
-                .into_inner()
-                .version,
-        );
-        if let Some(warm) = &self.reader.warm
-            && settled
-        {
-            warm.remember_version_at(time_micros, version).await;
-        }
-        Ok(version)
+        self.reader.version_at(time_micros).await
     }
 
     /// Raises the hot tier's floor as the pageserver ingests, and keeps the tier gauges
@@ -305,11 +211,7 @@ impl DatabaseView {
             {
                 return;
             }
-            let req = PageserverStatusRequest {
-                database: self.database.clone(),
-            };
-            if let Ok(resp) = self.pageserver.clone().get_status(req).await {
-                let resp = resp.into_inner();
+            if let Ok(resp) = self.pageserver.pages.status(&self.database).await {
                 if let Some(p) = &proposer {
                     p.set_log_start(resp.remote_consistent_version);
                 }
@@ -320,7 +222,7 @@ impl DatabaseView {
             let (_, entries, bytes) = self.hot.stats();
             self.metrics.hot_tier_bytes.set(bytes as i64);
             self.metrics.hot_tier_entries.set(entries as i64);
-            if let Some(warm) = &self.reader.warm {
+            if let Some(warm) = self.reader.warm() {
                 let cache = warm.cache();
                 let gauge = &self.metrics.warm_tier_bytes;
                 gauge

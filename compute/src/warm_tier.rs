@@ -343,7 +343,7 @@ mod tests {
         }
     }
 
-    /// A read the way `PointReader` does it, against a model "pageserver" that has everything.
+    /// A read the way `TierReader` does it, against a model "pageserver" that has everything.
     async fn read(
         hot: &HotTier,
         warm: &WarmTier,

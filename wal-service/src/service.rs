@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrisdb_common::error::WAL_BUDGET_FULL;
+use ferrisdb_common::error::{Reason, WAL_BUDGET_FULL};
 use ferrisdb_common::proto::safekeeper_server::Safekeeper;
 use ferrisdb_common::proto::{
     AppendRequest, AppendResponse, DurableReport, ElectedRequest, ElectedResponse, ReadWalRequest,
@@ -504,10 +504,12 @@ async fn append_group(
         let used = t.disk_bytes();
         if budget_full(used, bytes as u64, limit) {
             state.metrics.budget_refusals.inc();
+            // The reason tells the proposer "full", not "down" (the text is for people).
             return vec![Err(Error::unavailable(format!(
                 "{WAL_BUDGET_FULL} on this safekeeper: {used} of {limit} bytes of WAL on disk; \
                  commits resume once the pageserver's uploads let older WAL be deleted"
-            )))];
+            ))
+            .with_reason(Reason::WalBudgetFull))];
         }
         let delay = backpressure_delay(used, limit);
         if !delay.is_zero() {
