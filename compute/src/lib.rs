@@ -8,6 +8,7 @@
 
 pub mod activity;
 pub mod admin_api;
+pub mod args;
 pub mod atomics;
 pub mod committer;
 pub mod databases;
@@ -27,6 +28,8 @@ pub mod watches;
 mod pipeline_tests;
 #[cfg(test)]
 mod test_safekeepers;
+
+pub use args::Args;
 
 use std::future::Future;
 use std::net::SocketAddr;

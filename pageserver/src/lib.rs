@@ -7,6 +7,7 @@
 //! manifest's durable version ends.
 
 pub mod admin_api;
+pub mod args;
 pub mod block_cache;
 pub mod cold_segment;
 pub mod compaction;
@@ -19,6 +20,8 @@ pub mod manifest;
 pub mod metrics;
 pub mod service;
 pub mod timeline;
+
+pub use args::Args;
 
 use std::future::Future;
 use std::net::SocketAddr;
