@@ -269,7 +269,9 @@ fn paths_after(text: &str) -> Vec<Vec<String>> {
 }
 
 /// The file-level import graph of one crate: module path → modules it names.
-fn graph(mods: &BTreeMap<Vec<String>, Module>) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
+fn graph(
+    mods: &BTreeMap<Vec<String>, Module>,
+) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let mut edges = BTreeMap::new();
     for (path, module) in mods {
         if path.is_empty() {
