@@ -58,14 +58,10 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
         })
         .await
         .unwrap();
-    let (argv, base) = second_compute(
-        &cluster,
-        "replica",
-        |a| {
-            a.replica = true;
-            a.primary_endpoint = Some(cluster.endpoint());
-        },
-    );
+    let (argv, base) = second_compute(&cluster, "replica", |a| {
+        a.replica = true;
+        a.primary_endpoint = Some(cluster.endpoint());
+    });
     cluster.spawn_argv("replica", &argv);
     let replica_ep = format!("http://127.0.0.1:{base}");
     let replica = Database::connect(&replica_ep).await.unwrap();
@@ -175,14 +171,10 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
 async fn a_standby_takes_over_when_the_primary_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
-    let (argv, base) = second_compute(
-        &cluster,
-        "standby",
-        |a| {
-            a.standby = true;
-            a.primary_endpoint = Some(cluster.endpoint());
-        },
-    );
+    let (argv, base) = second_compute(&cluster, "standby", |a| {
+        a.standby = true;
+        a.primary_endpoint = Some(cluster.endpoint());
+    });
     cluster.spawn_argv("standby", &argv);
     let standby_http = format!("http://127.0.0.1:{}", base + 80);
     eventually(Duration::from_secs(30), "the standby follows", || async {
