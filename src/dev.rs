@@ -28,22 +28,22 @@ pub struct DevArgs {
     #[arg(long)]
     object_store: Option<String>,
     #[command(flatten)]
-    s3: crate::S3Args,
+    s3: ferrisdb_server_common::args::S3Args,
     /// Ports: compute gRPC at BASE, safekeepers at BASE+1..3, pageserver at BASE+10; each admin
     /// HTTP port is its gRPC port + 80.
     #[arg(long, default_value_t = 4500)]
     base_port: u16,
     /// Seconds between the pageserver's automatic checkpoints.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = ferrisdb_pageserver::args::DEFAULT_CHECKPOINT_INTERVAL_SECS)]
     checkpoint_interval_secs: u64,
     /// Safekeepers start new WAL segments at this size.
-    #[arg(long, default_value_t = 16 << 20)]
+    #[arg(long, default_value_t = ferrisdb_wal_service::args::DEFAULT_SEGMENT_SIZE_BYTES)]
     segment_size_bytes: u64,
     /// Safekeepers' WAL disk budget per database.
-    #[arg(long, default_value_t = 8 << 30)]
+    #[arg(long, default_value_t = ferrisdb_wal_service::args::DEFAULT_MAX_WAL_BYTES)]
     max_wal_bytes: u64,
     /// The pageserver merges L0 delta layers into L1 layers once this many exist.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = ferrisdb_pageserver::args::DEFAULT_COMPACT_AFTER_DELTAS)]
     compact_after_deltas: usize,
     /// The compute's hot-tier memory budget: past it, commits wait for the pageserver to
     /// catch up (0: no budget).
@@ -79,12 +79,43 @@ struct ClusterFile<'a> {
     components: &'a [Component],
 }
 
+/// One component `dev` starts: its name, and the arguments of its subcommand.
 struct Plan {
     name: String,
-    kind: &'static str,
-    args: Vec<String>,
+    spec: Spec,
     grpc: SocketAddr,
     http: SocketAddr,
+}
+
+/// A component's subcommand and arguments, as the `ferrisdb` binary parses them.
+#[derive(Debug, Clone, PartialEq)]
+enum Spec {
+    Safekeeper(ferrisdb_wal_service::Args),
+    Pageserver(ferrisdb_pageserver::Args),
+    Compute(ferrisdb_compute::Args),
+}
+
+impl Spec {
+    /// The component's kind in `cluster.json`, which is also its subcommand's name.
+    fn kind(&self) -> &'static str {
+        match self {
+            Spec::Safekeeper(_) => "safekeeper",
+            Spec::Pageserver(_) => "pageserver",
+            Spec::Compute(_) => "compute",
+        }
+    }
+
+    /// The command line after the program: the subcommand, then its arguments written by
+    /// [`ferrisdb_server_common::args::to_argv`] from the struct that defines them.
+    fn argv(&self) -> Result<Vec<String>> {
+        let mut argv = vec![self.kind().to_string()];
+        argv.extend(match self {
+            Spec::Safekeeper(a) => ferrisdb_server_common::args::to_argv(a)?,
+            Spec::Pageserver(a) => ferrisdb_server_common::args::to_argv(a)?,
+            Spec::Compute(a) => ferrisdb_server_common::args::to_argv(a)?,
+        });
+        Ok(argv)
+    }
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -113,13 +144,13 @@ fn cluster_token(data_dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Every component's name, arguments and ports, from dev's own arguments.
 fn plan(
-    args_in: &DevArgs,
+    args: &DevArgs,
     data_dir: &Path,
     object_store: &str,
     token_file: &Path,
 ) -> Result<Vec<Plan>> {
-    let args = args_in;
     let base = args.base_port;
     let port = |offset: u16| {
         base.checked_add(offset).ok_or_else(|| {
@@ -132,123 +163,88 @@ fn plan(
     let safekeepers: Vec<String> = (1..=3u16)
         .map(|i| Ok(url(addr(port(i)?))))
         .collect::<Result<_>>()?;
+    // Every component proves itself to the others with the credential dev generated.
+    let security = ferrisdb_server_common::args::SecurityArgs {
+        cluster_token_file: Some(token_file.to_path_buf()),
+        ..Default::default()
+    };
+    // The safekeepers read the pageserver's manifests to verify its durable claims before
+    // deleting WAL. A memory:// store lives inside one process and cannot be shared, so they
+    // get none and trim only up to their commit position (docs/wal-protocol.md).
+    let (sk_store, sk_s3) = if object_store.starts_with("memory:") {
+        (None, ferrisdb_server_common::args::S3Args::default())
+    } else {
+        (Some(object_store.to_string()), args.s3.clone())
+    };
     for i in 1..=3u16 {
         let name = format!("safekeeper-{i}");
         let (grpc, http) = (addr(port(i)?), addr(port(80 + i)?));
-        let dir = data_dir.join(&name);
-        let mut args: Vec<String> = vec![
-            "safekeeper".into(),
-            "--name".into(),
-            name.clone(),
-            "--listen-grpc".into(),
-            grpc.to_string(),
-            "--listen-http".into(),
-            http.to_string(),
-            "--data-dir".into(),
-            dir.display().to_string(),
-            "--cluster-token-file".into(),
-            token_file.display().to_string(),
-        ];
-        args.extend([
-            "--segment-size-bytes".to_string(),
-            args_in.segment_size_bytes.to_string(),
-            "--max-wal-bytes".to_string(),
-            args_in.max_wal_bytes.to_string(),
-        ]);
-        for peer in safekeepers.iter().filter(|p| **p != url(grpc)) {
-            args.extend(["--peer".to_string(), peer.clone()]);
-        }
-        // The safekeepers read the pageserver's manifests to verify its durable claims before
-        // deleting WAL. A memory:// store lives inside one process and cannot be shared, so
-        // they get none and trim only up to their commit position (docs/wal-protocol.md).
-        if !object_store.starts_with("memory:") {
-            args.extend(["--object-store".to_string(), object_store.to_string()]);
-            if let Some(e) = &args_in.s3.s3_endpoint {
-                args.extend(["--s3-endpoint".to_string(), e.clone()]);
-            }
-            if let Some(r) = &args_in.s3.s3_region {
-                args.extend(["--s3-region".to_string(), r.clone()]);
-            }
-        }
+        let sk = ferrisdb_wal_service::Args {
+            name: name.clone(),
+            listen_grpc: grpc,
+            listen_http: http,
+            peers: safekeepers
+                .iter()
+                .filter(|p| **p != url(grpc))
+                .cloned()
+                .collect(),
+            segment_size_bytes: args.segment_size_bytes,
+            max_wal_bytes: args.max_wal_bytes,
+            object_store: sk_store.clone(),
+            s3: sk_s3.clone(),
+            security: security.clone(),
+            ..ferrisdb_wal_service::Args::new(data_dir.join(&name))
+        };
         plans.push(Plan {
-            args,
             name,
-            kind: "safekeeper",
+            spec: Spec::Safekeeper(sk),
             grpc,
             http,
         });
     }
     let (ps_grpc, ps_http) = (addr(port(10)?), addr(port(90)?));
-    let mut ps_args = vec![
-        "pageserver".to_string(),
-        "--listen-grpc".into(),
-        ps_grpc.to_string(),
-        "--listen-http".into(),
-        ps_http.to_string(),
-        "--object-store".into(),
-        object_store.to_string(),
-        "--checkpoint-interval-secs".into(),
-        args.checkpoint_interval_secs.to_string(),
-        "--cache-dir".into(),
-        data_dir.join("pageserver-cache").display().to_string(),
-        "--cache-disk-bytes".into(),
-        (256u64 << 20).to_string(),
-        "--compact-after-deltas".into(),
-        args.compact_after_deltas.to_string(),
-        "--cluster-token-file".into(),
-        token_file.display().to_string(),
-    ];
-    if let Some(e) = &args.s3.s3_endpoint {
-        ps_args.extend(["--s3-endpoint".to_string(), e.clone()]);
-    }
-    if let Some(r) = &args.s3.s3_region {
-        ps_args.extend(["--s3-region".to_string(), r.clone()]);
-    }
-    for sk in &safekeepers {
-        ps_args.extend(["--safekeeper".to_string(), sk.clone()]);
-    }
+    let pageserver = ferrisdb_pageserver::Args {
+        listen_grpc: ps_grpc,
+        listen_http: ps_http,
+        s3: args.s3.clone(),
+        checkpoint_interval_secs: args.checkpoint_interval_secs,
+        cache_dir: Some(data_dir.join("pageserver-cache")),
+        cache_disk_bytes: DEV_CACHE_DISK_BYTES,
+        compact_after_deltas: args.compact_after_deltas,
+        security: security.clone(),
+        ..ferrisdb_pageserver::Args::new(object_store.to_string(), safekeepers.clone())
+    };
     plans.push(Plan {
         name: "pageserver".into(),
-        kind: "pageserver",
-        args: ps_args,
+        spec: Spec::Pageserver(pageserver),
         grpc: ps_grpc,
         http: ps_http,
     });
     // With scale to zero the wake proxy takes the client port and the compute sits behind it.
     let c_port = if args.suspend_after.is_some() { 20 } else { 0 };
     let (c_grpc, c_http) = (addr(port(c_port)?), addr(port(80)?));
-    let mut c_args = vec![
-        "compute".to_string(),
-        "--listen-grpc".into(),
-        c_grpc.to_string(),
-        "--listen-http".into(),
-        c_http.to_string(),
-        "--pageserver".into(),
-        url(ps_grpc),
-        "--hot-tier-budget-bytes".into(),
-        args.hot_tier_budget_bytes.to_string(),
-        "--warm-tier-dir".into(),
-        data_dir.join("compute-cache").display().to_string(),
-        "--warm-tier-disk-bytes".into(),
-        (256u64 << 20).to_string(),
-        "--cluster-token-file".into(),
-        token_file.display().to_string(),
-    ];
-    for sk in &safekeepers {
-        c_args.extend(["--safekeeper".to_string(), sk.clone()]);
-    }
-    if let Some(d) = &args.suspend_after {
-        c_args.extend(["--suspend-after".to_string(), d.to_string()]);
-    }
+    let compute = ferrisdb_compute::Args {
+        listen_grpc: c_grpc,
+        listen_http: c_http,
+        hot_tier_budget_bytes: args.hot_tier_budget_bytes,
+        warm_tier_dir: Some(data_dir.join("compute-cache")),
+        warm_tier_disk_bytes: DEV_CACHE_DISK_BYTES,
+        suspend_after: args.suspend_after,
+        security,
+        ..ferrisdb_compute::Args::new(safekeepers, url(ps_grpc))
+    };
     plans.push(Plan {
         name: "compute".into(),
-        kind: "compute",
-        args: c_args,
+        spec: Spec::Compute(compute),
         grpc: c_grpc,
         http: c_http,
     });
     Ok(plans)
 }
+
+/// The disk a dev cluster's pageserver block cache and compute warm tier may each use: a
+/// laptop's cluster should not take a gigabyte apiece.
+const DEV_CACHE_DISK_BYTES: usize = 256 << 20;
 
 /// Starts the cluster and supervises it until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -295,16 +291,18 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let mut woken = None;
     for p in plans {
         let log = logs.join(format!("{}.log", p.name));
-        if p.kind == "compute"
+        let kind = p.spec.kind();
+        let args = p.spec.argv()?;
+        if matches!(p.spec, Spec::Compute(_))
             && let Some(listener) = proxy.take()
         {
             // Scale to zero: the waker owns the compute, and clients reach it through the
             // proxy, so the cluster file names the proxy's port.
             let mut argv = vec![exe.display().to_string()];
-            argv.extend(p.args);
+            argv.extend(args);
             components.push(Component {
                 name: p.name,
-                kind: p.kind,
+                kind,
                 pid: 0,
                 argv: argv.clone(),
                 endpoints: Endpoints {
@@ -321,7 +319,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .append(true)
             .open(&log)?;
         let child = tokio::process::Command::new(&exe)
-            .args(&p.args)
+            .args(&args)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -331,10 +329,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .id()
             .ok_or_else(|| Error::internal(format!("{} exited at once", p.name)))?;
         let mut argv = vec![exe.display().to_string()];
-        argv.extend(p.args);
+        argv.extend(args);
         components.push(Component {
             name: p.name,
-            kind: p.kind,
+            kind,
             pid,
             argv,
             endpoints: Endpoints {
@@ -484,5 +482,59 @@ async fn wait_ready(admin: Option<String>, token: String) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Each component's recorded command line is read back by the real `ferrisdb` parser
+    /// into exactly the arguments dev planned: what a restart from `cluster.json` runs.
+    #[test]
+    fn every_planned_command_line_parses_back_to_its_plan() {
+        for extra in [
+            &[][..],
+            &["--suspend-after", "30s", "--object-store", "memory://"][..],
+            &[
+                "--object-store",
+                "s3://b/p",
+                "--s3-endpoint",
+                "http://127.0.0.1:9",
+            ][..],
+        ] {
+            let mut argv = vec!["ferrisdb", "dev", "--base-port", "7000"];
+            argv.extend(extra);
+            let crate::Command::Dev(dev) = crate::Cli::try_parse_from(&argv).unwrap().command
+            else {
+                panic!("not dev");
+            };
+            let store = dev
+                .object_store
+                .clone()
+                .unwrap_or("file:///d/objects".into());
+            let plans = plan(&dev, Path::new("/d"), &store, Path::new("/d/cluster.token")).unwrap();
+            assert_eq!(plans.len(), 5);
+            for p in &plans {
+                let mut line = vec!["ferrisdb".to_string()];
+                line.extend(p.spec.argv().unwrap());
+                let parsed = match crate::Cli::try_parse_from(&line).unwrap().command {
+                    crate::Command::Safekeeper(a) => Spec::Safekeeper(a),
+                    crate::Command::Pageserver(a) => Spec::Pageserver(a),
+                    crate::Command::Compute(a) => Spec::Compute(a),
+                    _ => panic!("{line:?} is no server"),
+                };
+                assert!(parsed == p.spec, "{line:?}");
+                assert_eq!(line[1], p.spec.kind());
+            }
+            // The safekeepers verify durable claims against the bucket unless it is memory.
+            let Spec::Safekeeper(sk) = &plans[0].spec else {
+                panic!("safekeepers come first");
+            };
+            assert_eq!(sk.object_store.is_some(), !store.starts_with("memory:"));
+            assert_eq!(sk.peers.len(), 2);
+        }
     }
 }

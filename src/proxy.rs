@@ -15,6 +15,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
+/// `ferrisdb proxy`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct ProxyArgs {
+    /// Where clients connect. Beyond loopback the compute's command line must carry
+    /// --token-file (or --token), or --insecure be given.
+    #[arg(long, default_value = "127.0.0.1:4500")]
+    pub listen: SocketAddr,
+    /// Listen beyond loopback even though the compute requires no client token.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Where the compute started by the command serves its client API.
+    #[arg(long)]
+    pub upstream: SocketAddr,
+    /// The compute's command line, e.g. `-- ferrisdb compute --listen-grpc 127.0.0.1:4520
+    /// --suspend-after 5m …`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
 /// How long a woken compute may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -161,25 +180,35 @@ async fn splice(mut client: TcpStream, upstream: SocketAddr, waker: &Waker) -> R
 
 /// Whether the compute command line makes the compute require a client token: the proxy
 /// splices bytes (TLS passes through untouched to the compute), so authentication is the
-/// compute's, and this is all the proxy can check.
+/// compute's, and this is all the proxy can check. The command may be a wrapper script, so
+/// it is not parsed; the flags' names come from [`ferrisdb_compute::Args`], where they are
+/// defined.
 fn compute_requires_token(argv: &[String]) -> bool {
+    let compute = <ferrisdb_compute::Args as clap::Args>::augment_args(clap::Command::new("c"));
+    let flags: Vec<String> = compute
+        .get_arguments()
+        .filter(|a| matches!(a.get_id().as_str(), "token" | "token_file"))
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
     argv.iter().any(|a| {
-        a == "--token"
-            || a == "--token-file"
-            || a.starts_with("--token=")
-            || a.starts_with("--token-file=")
+        flags.iter().any(|f| {
+            a == f
+                || a.strip_prefix(f.as_str())
+                    .is_some_and(|r| r.starts_with('='))
+        })
     })
 }
 
-/// `ferrisdb proxy`: serves `listen`, starting `argv` on demand, until `shutdown`. Beyond
-/// loopback it requires a compute command line with a client token, unless `insecure`.
-pub async fn run(
-    listen: SocketAddr,
-    upstream: SocketAddr,
-    argv: Vec<String>,
-    insecure: bool,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+/// `ferrisdb proxy`: serves `--listen`, starting the command on demand, until `shutdown`.
+/// Beyond loopback it requires a compute command line with a client token, unless
+/// `--insecure`.
+pub async fn run(args: ProxyArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let ProxyArgs {
+        listen,
+        insecure,
+        upstream,
+        command: argv,
+    } = args;
     ferrisdb_server_common::auth::check_exposure(
         listen,
         "the proxy (and the compute behind it)",
@@ -197,8 +226,52 @@ pub async fn run(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_arguments_round_trip_and_the_token_check_reads_the_compute_s_flags() {
+        let args = ProxyArgs {
+            listen: "0.0.0.0:4500".parse().unwrap(),
+            insecure: true,
+            upstream: "127.0.0.1:4520".parse().unwrap(),
+            command: vec![
+                "ferrisdb".into(),
+                "compute".into(),
+                "--suspend-after".into(),
+            ],
+        };
+        let argv = ferrisdb_server_common::args::to_argv(&args).unwrap();
+        assert_eq!(
+            ferrisdb_server_common::args::from_argv::<ProxyArgs, _>(&argv).unwrap(),
+            args
+        );
+        let mut compute =
+            ferrisdb_compute::Args::new(vec!["http://s:1".into()], "http://p:1".into());
+        let line = |c: &ferrisdb_compute::Args| {
+            let mut argv = vec!["ferrisdb".to_string(), "compute".to_string()];
+            argv.extend(ferrisdb_server_common::args::to_argv(c).unwrap());
+            argv
+        };
+        assert!(!compute_requires_token(&line(&compute)));
+        compute.token_file = Some("/t".into());
+        assert!(compute_requires_token(&line(&compute)));
+        // A wrapper script's command line: the flags by name.
+        assert!(compute_requires_token(&[
+            "run.sh".into(),
+            "--token=x".into()
+        ]));
+        assert!(compute_requires_token(&[
+            "run.sh".into(),
+            "--token-file".into(),
+            "f".into()
+        ]));
+        assert!(!compute_requires_token(&[
+            "run.sh".into(),
+            "--tokens".into()
+        ]));
+    }
 
     #[test]
     fn accept_backoff_grows_to_a_bound() {

@@ -44,24 +44,13 @@ async fn commit_values(db: &Database, prefix: &str, n: usize) -> (Vec<String>, V
 /// A second compute of the dev cluster's, as a read replica on a fresh port block.
 fn spawn_replica(cluster: &mut DevCluster) -> String {
     let base = support::free_base_port();
-    let mut argv = cluster.component("compute").argv;
-    let set = |argv: &mut Vec<String>, flag: &str, value: String| {
-        let i = argv.iter().position(|a| a == flag).unwrap();
-        argv[i + 1] = value;
-    };
-    set(&mut argv, "--listen-grpc", format!("127.0.0.1:{base}"));
-    set(
-        &mut argv,
-        "--listen-http",
-        format!("127.0.0.1:{}", base + 80),
-    );
-    let cache = cluster.data_dir.join("replica-cache").display().to_string();
-    set(&mut argv, "--warm-tier-dir", cache);
-    argv.extend([
-        "--replica".to_string(),
-        "--primary-endpoint".to_string(),
-        cluster.endpoint(),
-    ]);
+    let mut args = cluster.component("compute").compute_args();
+    args.listen_grpc = format!("127.0.0.1:{base}").parse().unwrap();
+    args.listen_http = format!("127.0.0.1:{}", base + 80).parse().unwrap();
+    args.warm_tier_dir = Some(cluster.data_dir.join("replica-cache"));
+    args.replica = true;
+    args.primary_endpoint = Some(cluster.endpoint());
+    let argv = support::compute_argv(&args);
     cluster.spawn_argv("replica", &argv);
     format!("http://127.0.0.1:{base}")
 }

@@ -220,27 +220,13 @@ async fn a_partitioned_primary_never_answers_stale_reads() {
     let b_base = support::free_base_port();
     // B's admin API wants the cluster credential, as every admin API of the cluster.
     cluster.adopt_ports(b_base);
-    let mut b_argv = dev_compute.argv.clone();
-    let set = |argv: &mut Vec<String>, flag: &str, value: String| {
-        let i = argv.iter().position(|a| a == flag).unwrap();
-        argv[i + 1] = value;
-    };
-    set(&mut b_argv, "--listen-grpc", format!("127.0.0.1:{b_base}"));
-    set(
-        &mut b_argv,
-        "--listen-http",
-        format!("127.0.0.1:{}", b_base + 80),
-    );
-    set(
-        &mut b_argv,
-        "--warm-tier-dir",
-        cluster.data_dir.join("b-cache").display().to_string(),
-    );
-    b_argv.extend([
-        "--standby".into(),
-        "--primary-endpoint".into(),
-        a_endpoint.clone(),
-    ]);
+    let mut b_args = dev_compute.compute_args();
+    b_args.listen_grpc = format!("127.0.0.1:{b_base}").parse().unwrap();
+    b_args.listen_http = format!("127.0.0.1:{}", b_base + 80).parse().unwrap();
+    b_args.warm_tier_dir = Some(cluster.data_dir.join("b-cache"));
+    b_args.standby = true;
+    b_args.primary_endpoint = Some(a_endpoint.clone());
+    let b_argv = support::compute_argv(&b_args);
     let b_gid = gid + 1;
     let _b = spawn(&b_argv, Some(b_gid), &logs.join("b.log"));
     let b_http = format!("http://127.0.0.1:{}", b_base + 80);

@@ -16,33 +16,21 @@ use bytes::Bytes;
 use ferrisdb_client::{ConnectOptions, Database, ErrorKind, RetryOptions, Version};
 use support::{DevCluster, eventually, status};
 
-/// The dev compute's command line, moved to a fresh port block and cache directory, with
-/// `extra` flags.
-fn second_compute(cluster: &DevCluster, name: &str, extra: &[&str]) -> (Vec<String>, u16) {
+/// The dev compute's command line, moved to a fresh port block and cache directory, its
+/// role set by `role` (on the arguments' struct: no flag is spelled here).
+fn second_compute(
+    cluster: &DevCluster,
+    name: &str,
+    role: impl FnOnce(&mut ferrisdb_compute::Args),
+) -> (Vec<String>, u16) {
     let base = support::free_base_port();
     cluster.adopt_ports(base);
-    let mut argv = cluster.component("compute").argv;
-    let set = |argv: &mut Vec<String>, flag: &str, value: String| {
-        let i = argv.iter().position(|a| a == flag).unwrap();
-        argv[i + 1] = value;
-    };
-    set(&mut argv, "--listen-grpc", format!("127.0.0.1:{base}"));
-    set(
-        &mut argv,
-        "--listen-http",
-        format!("127.0.0.1:{}", base + 80),
-    );
-    set(
-        &mut argv,
-        "--warm-tier-dir",
-        cluster
-            .data_dir
-            .join(format!("{name}-cache"))
-            .display()
-            .to_string(),
-    );
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    (argv, base)
+    let mut args = cluster.component("compute").compute_args();
+    args.listen_grpc = format!("127.0.0.1:{base}").parse().unwrap();
+    args.listen_http = format!("127.0.0.1:{}", base + 80).parse().unwrap();
+    args.warm_tier_dir = Some(cluster.data_dir.join(format!("{name}-cache")));
+    role(&mut args);
+    (support::compute_argv(&args), base)
 }
 
 fn counter(v: Option<Bytes>) -> u64 {
@@ -70,11 +58,10 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
         })
         .await
         .unwrap();
-    let (argv, base) = second_compute(
-        &cluster,
-        "replica",
-        &["--replica", "--primary-endpoint", &cluster.endpoint()],
-    );
+    let (argv, base) = second_compute(&cluster, "replica", |a| {
+        a.replica = true;
+        a.primary_endpoint = Some(cluster.endpoint());
+    });
     cluster.spawn_argv("replica", &argv);
     let replica_ep = format!("http://127.0.0.1:{base}");
     let replica = Database::connect(&replica_ep).await.unwrap();
@@ -184,11 +171,10 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
 async fn a_standby_takes_over_when_the_primary_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
-    let (argv, base) = second_compute(
-        &cluster,
-        "standby",
-        &["--standby", "--primary-endpoint", &cluster.endpoint()],
-    );
+    let (argv, base) = second_compute(&cluster, "standby", |a| {
+        a.standby = true;
+        a.primary_endpoint = Some(cluster.endpoint());
+    });
     cluster.spawn_argv("standby", &argv);
     let standby_http = format!("http://127.0.0.1:{}", base + 80);
     eventually(Duration::from_secs(30), "the standby follows", || async {

@@ -78,25 +78,22 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     let key_file = dir.path().join("key.pem");
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, &key_pem).unwrap();
-    let tls_flags = [
-        "--tls-cert".to_string(),
-        cert_file.display().to_string(),
-        "--tls-key".to_string(),
-        key_file.display().to_string(),
-    ];
+    let tls = |security: &mut ferrisdb_server_common::args::SecurityArgs| {
+        security.tls_cert = Some(cert_file.clone());
+        security.tls_key = Some(key_file.clone());
+    };
     // The pageserver too, so the compute's reads of it go over TLS, verified with --tls-ca.
     let pageserver = cluster.component("pageserver");
     DevCluster::kill_pid(pageserver.pid);
-    let mut argv = pageserver.argv.clone();
-    argv.extend(tls_flags.iter().cloned());
-    cluster.spawn_argv("pageserver", &argv);
+    let mut args = pageserver.pageserver_args();
+    tls(&mut args.security);
+    cluster.spawn_argv("pageserver", &support::pageserver_argv(&args));
 
     let compute = cluster.component("compute");
     DevCluster::kill_pid(compute.pid);
-    let mut argv = compute.argv.clone();
-    let i = argv.iter().position(|a| a == "--pageserver").unwrap();
-    argv[i + 1] = argv[i + 1].replace("http://", "https://");
-    argv.extend(tls_flags.iter().cloned());
+    let mut args = compute.compute_args();
+    args.pageserver = args.pageserver.replace("http://", "https://");
+    tls(&mut args.security);
     // The client token from a private file, out of `ps`.
     let token_file = dir.path().join("client.token");
     std::fs::write(&token_file, format!("# clients\n{TOKEN}\n")).unwrap();
@@ -105,12 +102,9 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    argv.extend([
-        "--tls-ca".to_string(),
-        cert_file.display().to_string(),
-        "--token-file".to_string(),
-        token_file.display().to_string(),
-    ]);
+    args.security.tls_ca = Some(cert_file.clone());
+    args.token_file = Some(token_file.clone());
+    let argv = support::compute_argv(&args);
     cluster.spawn_argv("compute", &argv);
 
     let https = format!("https://127.0.0.1:{}", cluster.base_port);

@@ -194,11 +194,10 @@ async fn two_computes_for_one_database_never_both_commit() {
     // A second compute for the same database, on ports of its own.
     let compute = cluster.component("compute");
     let other = support::free_base_port();
-    let mut argv = compute.argv.clone();
-    for (flag, port) in [("--listen-grpc", other), ("--listen-http", other + 80)] {
-        let i = argv.iter().position(|a| a == flag).unwrap();
-        argv[i + 1] = format!("127.0.0.1:{port}");
-    }
+    let mut args = compute.compute_args();
+    args.listen_grpc = format!("127.0.0.1:{other}").parse().unwrap();
+    args.listen_http = format!("127.0.0.1:{}", other + 80).parse().unwrap();
+    let argv = support::compute_argv(&args);
     let second = Database::connect(&format!("http://127.0.0.1:{other}"))
         .await
         .unwrap()

@@ -8,6 +8,7 @@
 
 pub(crate) mod activity;
 pub mod admin_api;
+pub mod args;
 pub mod atomics;
 pub(crate) mod committer;
 pub mod databases;
@@ -30,6 +31,8 @@ pub mod watches;
 mod pipeline_tests;
 #[cfg(test)]
 mod test_safekeepers;
+
+pub use args::Args;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -131,30 +131,57 @@ fn port_free(addr: SocketAddr) -> bool {
     socket.set_reuseaddr(true).is_ok() && socket.bind(addr).is_ok() && socket.listen(1).is_ok()
 }
 
-fn set_flag(argv: &mut [String], flag: &str, value: String) -> anyhow::Result<()> {
-    let i = argv
-        .iter()
-        .position(|a| a == flag)
-        .ok_or_else(|| anyhow!("{flag} missing from a recorded command line"))?;
-    let slot = argv
-        .get_mut(i + 1)
-        .ok_or_else(|| anyhow!("{flag} has no value"))?;
-    *slot = value;
-    Ok(())
+/// A server's arguments, read from a recorded command line (`BINARY SUBCOMMAND ARGS…`)
+/// through the struct that defines its flags, changed as fields, and written back with
+/// [`ferrisdb_server_common::args::to_argv`]: the runner never spells a flag.
+enum Server {
+    Safekeeper(ferrisdb_wal_service::Args),
+    Pageserver(ferrisdb_pageserver::Args),
+    Compute(ferrisdb_compute::Args),
 }
 
-fn flag_value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
-    argv.windows(2)
-        .find(|w| w[0] == flag)
-        .map(|w| w[1].as_str())
-}
+impl Server {
+    /// The arguments of the server `argv` runs.
+    fn parse(argv: &[String]) -> anyhow::Result<Server> {
+        let (Some(subcommand), Some(rest)) = (argv.get(1), argv.get(2..)) else {
+            bail!("a recorded command line has no subcommand: {argv:?}");
+        };
+        Ok(match subcommand.as_str() {
+            "safekeeper" => Server::Safekeeper(ferrisdb_server_common::args::from_argv(rest)?),
+            "pageserver" => Server::Pageserver(ferrisdb_server_common::args::from_argv(rest)?),
+            "compute" => Server::Compute(ferrisdb_server_common::args::from_argv(rest)?),
+            other => bail!("{other} is no server subcommand"),
+        })
+    }
 
-fn port_of(listen: &str) -> anyhow::Result<u16> {
-    listen
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .ok_or_else(|| anyhow!("no port in {listen}"))
+    /// Its subcommand's name.
+    fn subcommand(&self) -> &'static str {
+        match self {
+            Server::Safekeeper(_) => "safekeeper",
+            Server::Pageserver(_) => "pageserver",
+            Server::Compute(_) => "compute",
+        }
+    }
+
+    /// Its gRPC and admin HTTP addresses.
+    fn listen(&self) -> [SocketAddr; 2] {
+        match self {
+            Server::Safekeeper(a) => [a.listen_grpc, a.listen_http],
+            Server::Pageserver(a) => [a.listen_grpc, a.listen_http],
+            Server::Compute(a) => [a.listen_grpc, a.listen_http],
+        }
+    }
+
+    /// The command line running `program` as this server.
+    fn argv(&self, program: &str) -> anyhow::Result<Vec<String>> {
+        let mut argv = vec![program.to_string(), self.subcommand().to_string()];
+        argv.extend(match self {
+            Server::Safekeeper(a) => ferrisdb_server_common::args::to_argv(a)?,
+            Server::Pageserver(a) => ferrisdb_server_common::args::to_argv(a)?,
+            Server::Compute(a) => ferrisdb_server_common::args::to_argv(a)?,
+        });
+        Ok(argv)
+    }
 }
 
 impl Cluster {
@@ -221,15 +248,12 @@ impl Cluster {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut argv = argv;
-            if kind == ProcessKind::Pageserver {
-                set_flag(
-                    &mut argv,
-                    "--cache-disk-bytes",
-                    spec.cache_disk_bytes.to_string(),
-                )?;
+            let mut server = Server::parse(&argv)?;
+            if let Server::Pageserver(a) = &mut server {
+                a.cache_disk_bytes = usize::try_from(spec.cache_disk_bytes)?;
             }
-            let grpc_port = port_of(flag_value(&argv, "--listen-grpc").unwrap_or_default())?;
+            let grpc_port = server.listen()[0].port();
+            let argv = server.argv(argv.first().map_or("ferrisdb", String::as_str))?;
             processes.push(Process {
                 name,
                 kind,
@@ -246,19 +270,15 @@ impl Cluster {
             .ok_or_else(|| anyhow!("cluster.json has no compute"))?;
         let endpoint = format!("http://127.0.0.1:{}", compute.grpc_port);
         let (r_grpc, r_http) = (base_port + 50, base_port + 60);
-        let mut r_argv = compute.argv.clone();
-        set_flag(&mut r_argv, "--listen-grpc", format!("127.0.0.1:{r_grpc}"))?;
-        set_flag(&mut r_argv, "--listen-http", format!("127.0.0.1:{r_http}"))?;
-        set_flag(
-            &mut r_argv,
-            "--warm-tier-dir",
-            data_dir.join("replica-cache").display().to_string(),
-        )?;
-        r_argv.extend([
-            "--replica".to_string(),
-            "--primary-endpoint".to_string(),
-            endpoint.clone(),
-        ]);
+        let Server::Compute(mut replica) = Server::parse(&compute.argv)? else {
+            bail!("the compute's command line is no compute's");
+        };
+        replica.listen_grpc = SocketAddr::from(([127, 0, 0, 1], r_grpc));
+        replica.listen_http = SocketAddr::from(([127, 0, 0, 1], r_http));
+        replica.warm_tier_dir = Some(data_dir.join("replica-cache"));
+        replica.replica = true;
+        replica.primary_endpoint = Some(endpoint.clone());
+        let r_argv = Server::Compute(replica).argv(&compute.argv[0])?;
         let gid = gid_base + processes.len() as u32;
         processes.push(Process {
             name: "replica".into(),
@@ -310,12 +330,9 @@ impl Cluster {
         let data_dir = self.data_dir.clone();
         let envs = self.envs.clone();
         let p = &mut self.processes[i];
-        let ports: Vec<SocketAddr> = p
-            .argv
-            .windows(2)
-            .filter(|w| w[0] == "--listen-grpc" || w[0] == "--listen-http")
-            .filter_map(|w| w[1].parse().ok())
-            .collect();
+        let ports = Server::parse(&p.argv)
+            .map(|s| s.listen().to_vec())
+            .unwrap_or_default();
         for attempt in 0..10 {
             let deadline = Instant::now() + Duration::from_secs(10);
             while !ports.iter().all(|a| port_free(*a)) && Instant::now() < deadline {
@@ -380,7 +397,10 @@ impl Cluster {
 
     /// The directory of a safekeeper (its WAL segments live below it).
     pub fn safekeeper_dir(&self, i: usize) -> Option<PathBuf> {
-        flag_value(&self.processes[i].argv, "--data-dir").map(PathBuf::from)
+        match Server::parse(&self.processes[i].argv) {
+            Ok(Server::Safekeeper(a)) => Some(a.data_dir),
+            _ => None,
+        }
     }
 
     /// The log file of process `i` as the runner started it.

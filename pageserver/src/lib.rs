@@ -11,6 +11,7 @@
 //! uses [`format`](mod@format) and [`block_cache`]; none of them imports back up.
 
 pub mod admin_api;
+pub mod args;
 pub mod block_cache;
 pub mod databases;
 pub mod format;
@@ -20,6 +21,8 @@ pub(crate) mod ingest;
 pub mod metrics;
 pub(crate) mod service;
 pub mod timeline;
+
+pub use args::Args;
 
 use std::future::Future;
 use std::net::SocketAddr;

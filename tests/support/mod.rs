@@ -134,6 +134,57 @@ pub struct ComponentInfo {
     pub http: String,
 }
 
+impl ComponentInfo {
+    /// The recorded command line read back into the compute's arguments, through the struct
+    /// that defines its flags (a test changes fields, never flags by name).
+    pub fn compute_args(&self) -> ferrisdb_compute::Args {
+        assert_eq!(self.argv[1], "compute", "{} is no compute", self.name);
+        ferrisdb_server_common::args::from_argv(&self.argv[2..]).unwrap()
+    }
+
+    /// The recorded command line read back into the pageserver's arguments.
+    pub fn pageserver_args(&self) -> ferrisdb_pageserver::Args {
+        assert_eq!(self.argv[1], "pageserver", "{} is no pageserver", self.name);
+        ferrisdb_server_common::args::from_argv(&self.argv[2..]).unwrap()
+    }
+}
+
+/// The command line running the binary under test as a compute with `args`.
+pub fn compute_argv(args: &ferrisdb_compute::Args) -> Vec<String> {
+    let mut argv = vec![BIN.to_string(), "compute".to_string()];
+    argv.extend(ferrisdb_server_common::args::to_argv(args).unwrap());
+    argv
+}
+
+/// The command line running the binary under test as a pageserver with `args`.
+pub fn pageserver_argv(args: &ferrisdb_pageserver::Args) -> Vec<String> {
+    let mut argv = vec![BIN.to_string(), "pageserver".to_string()];
+    argv.extend(ferrisdb_server_common::args::to_argv(args).unwrap());
+    argv
+}
+
+/// The addresses a server command line (`BIN SUBCOMMAND ARGS…`) listens on, read through
+/// the struct that defines its flags; none for a command line that is not a server's.
+pub fn listen_addrs(argv: &[String]) -> Vec<std::net::SocketAddr> {
+    let (Some(subcommand), Some(rest)) = (argv.get(1), argv.get(2..)) else {
+        return Vec::new();
+    };
+    let pair = match subcommand.as_str() {
+        "safekeeper" => {
+            ferrisdb_server_common::args::from_argv::<ferrisdb_wal_service::Args, _>(rest)
+                .map(|a| [a.listen_grpc, a.listen_http])
+        }
+        "pageserver" => {
+            ferrisdb_server_common::args::from_argv::<ferrisdb_pageserver::Args, _>(rest)
+                .map(|a| [a.listen_grpc, a.listen_http])
+        }
+        "compute" => ferrisdb_server_common::args::from_argv::<ferrisdb_compute::Args, _>(rest)
+            .map(|a| [a.listen_grpc, a.listen_http]),
+        _ => return Vec::new(),
+    };
+    pair.map(Vec::from).unwrap_or_default()
+}
+
 /// A `ferrisdb dev` cluster under test, plus any components restarted by hand.
 pub struct DevCluster {
     pub data_dir: PathBuf,
@@ -326,11 +377,7 @@ impl DevCluster {
     /// down (slowly, on a loaded machine): wait until they can be bound the way the servers
     /// bind them, and start again if the new process exits at once.
     pub fn spawn_argv(&mut self, name: &str, argv: &[String]) -> i32 {
-        let ports: Vec<std::net::SocketAddr> = argv
-            .windows(2)
-            .filter(|w| w[0] == "--listen-grpc" || w[0] == "--listen-http")
-            .filter_map(|w| w[1].parse().ok())
-            .collect();
+        let ports = listen_addrs(argv);
         for attempt in 0..5 {
             let deadline = Instant::now() + Duration::from_secs(10);
             while !ports.iter().all(|a| port_free(*a)) && Instant::now() < deadline {

@@ -7,6 +7,7 @@
 
 pub mod acceptor;
 pub mod admin_api;
+pub mod args;
 pub mod control;
 pub mod durable;
 #[doc(hidden)]
@@ -15,6 +16,8 @@ pub mod log;
 pub mod metrics;
 pub mod service;
 pub mod timeline;
+
+pub use args::Args;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -24,8 +24,29 @@ use clap::{Parser, Subcommand};
 use ferrisdb_client::{Database, Error, RangeOptions, Transaction, Version};
 use futures::StreamExt;
 
-use crate::cli::{self, AtomicArgs, ClientArgs, SelectorArgs, say};
+use super::atomic_op::AtomicArgs;
+use super::client_args::{ClientArgs, connect};
+use super::getkey::SelectorArgs;
+use super::output::say;
+use super::time::{parse_timestamp, rfc3339_text};
 use crate::escape::{self, Codec};
+
+/// `ferrisdb shell`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// Run these `;`-separated commands instead of reading any, then exit.
+    #[arg(long)]
+    pub(crate) exec: Option<String>,
+    #[command(flatten)]
+    pub(crate) args: ClientArgs,
+}
+
+impl ShellArgs {
+    /// Runs the shell: the `--exec` commands, a terminal session, or stdin's commands.
+    pub async fn execute(self) -> ExitCode {
+        run(self.args, self.exec).await
+    }
+}
 
 /// How many rows `getrange` prints when not told (fdbcli's default too): a terminal is not
 /// the place to dump a whole database by accident.
@@ -463,12 +484,12 @@ impl Shell {
                     say(format_args!(
                         "{:>12}  {}  {value}",
                         e.version,
-                        cli::rfc3339_text(e.commit_time_micros)
+                        rfc3339_text(e.commit_time_micros)
                     ));
                 }
             }
             Command::VersionAt { timestamp } => {
-                let micros = cli::parse_timestamp(&timestamp)?;
+                let micros = parse_timestamp(&timestamp)?;
                 say(self.db.version_at(micros).await?);
             }
             Command::Watch { key } => {
@@ -502,7 +523,7 @@ fn history_file() -> Option<PathBuf> {
 
 /// Runs the shell on `args`' database: the `--exec` commands, a terminal, or stdin.
 pub async fn run(args: ClientArgs, exec: Option<String>) -> ExitCode {
-    let db = match cli::connect(&args).await {
+    let db = match connect(&args).await {
         Ok(db) => db,
         Err(e) => {
             eprintln!("error: {e}");

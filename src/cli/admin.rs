@@ -1,0 +1,274 @@
+//! `ferrisdb admin checkpoint | branch | status`: calls to a process's admin HTTP API.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use ferrisdb_client::{Error, ErrorKind};
+use serde_json::json;
+
+use super::output::{fail, say};
+use super::time::parse_timestamp;
+
+/// Options of admin commands. Debug shows whether a token is set, never the token.
+#[derive(Clone, Args)]
+pub struct AdminArgs {
+    /// The admin HTTP API. Default: that of the `ferrisdb dev` cluster whose
+    /// `./.ferrisdb/cluster.json` is in this directory (its compute, or --component), else
+    /// http://127.0.0.1:4580.
+    #[arg(long, env = "FERRISDB_ADMIN_ENDPOINT")]
+    pub(crate) endpoint: Option<String>,
+    /// A component of the `./.ferrisdb/cluster.json` cluster by name (safekeeper-1,
+    /// pageserver, compute, …) instead of --endpoint.
+    #[arg(long, conflicts_with = "endpoint")]
+    pub(crate) component: Option<String>,
+    /// Trust this CA certificate (PEM) for an `https://` endpoint.
+    #[arg(long, env = "FERRISDB_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The admin token (visible in `ps`: prefer --admin-token-file).
+    #[arg(long, env = "FERRISDB_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Read the admin token (or the cluster credential) from this private file; default:
+    /// `.ferrisdb/cluster.token`, the credential `ferrisdb dev` generates, when it exists.
+    #[arg(
+        long,
+        env = "FERRISDB_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "admin_token"
+    )]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminArgs")
+            .field("endpoint", &self.endpoint)
+            .field("component", &self.component)
+            .field("tls_ca", &self.tls_ca)
+            .field(
+                "admin_token",
+                &ferrisdb_common::net::redact(&self.admin_token),
+            )
+            .field("admin_token_file", &self.admin_token_file)
+            .field("json", &self.json)
+            .finish()
+    }
+}
+
+impl AdminArgs {
+    /// The token to send: --admin-token, --admin-token-file, the credential a `ferrisdb dev`
+    /// of this user recorded for the endpoint's port (`local_credentials`), or dev's
+    /// credential in `./.ferrisdb` when present (none: the call goes without one).
+    fn token(&self, endpoint: &str) -> Result<Option<String>, Error> {
+        if let Some(t) = &self.admin_token {
+            return Ok(Some(t.clone()));
+        }
+        let dev = crate::local_cluster::dev_credential();
+        let file = match &self.admin_token_file {
+            Some(f) => f.clone(),
+            None => match crate::local_credentials::lookup(endpoint) {
+                Some(recorded) => recorded,
+                None if dev.exists() => dev,
+                None => return Ok(None),
+            },
+        };
+        Ok(ferrisdb_server_common::auth::read_token_file(&file)?
+            .into_iter()
+            .next())
+    }
+
+    /// An HTTP client trusting --tls-ca (or the platform's roots) for `https://`.
+    fn http_client(&self) -> Result<reqwest::Client, Error> {
+        let Some(path) = &self.tls_ca else {
+            ferrisdb_common::net::install_crypto_provider();
+            return reqwest::Client::builder()
+                .build()
+                .map_err(|e| Error::internal(format!("HTTP client: {e}")));
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::invalid(format!("--tls-ca {}: {e}", path.display())))?;
+        let config = tls_client_config(&pem)
+            .map_err(|e| Error::invalid(format!("--tls-ca {}: {e}", path.display())))?;
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()
+            .map_err(|e| Error::internal(format!("HTTP client: {e}")))
+    }
+}
+
+/// A rustls client configuration trusting exactly the certificates in `ca_pem`.
+fn tls_client_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    ferrisdb_common::net::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Admin commands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Upload everything committed so far to object storage.
+    Checkpoint {
+        /// The database (default: the compute's own).
+        #[arg(long)]
+        database: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Create database NAME as a branch of another at a version or time, by metadata only
+    /// (default: the parent's latest commit). The compute serves it at once.
+    Branch {
+        /// The new database.
+        name: String,
+        /// The database to branch from (default: the compute's own).
+        #[arg(long = "from")]
+        parent: Option<String>,
+        /// Branch at this version of the parent.
+        #[arg(long, conflicts_with = "at_timestamp")]
+        at_version: Option<u64>,
+        /// Branch at the parent's state at this time: Unix microseconds, or RFC 3339.
+        #[arg(long)]
+        at_timestamp: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Print the status of the process behind the admin endpoint.
+    Status {
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+}
+
+impl AdminCommand {
+    /// Makes the call and prints its answer.
+    pub async fn execute(self) -> ExitCode {
+        admin(self).await
+    }
+}
+
+async fn admin(cmd: AdminCommand) -> ExitCode {
+    let (args, method, path, body) = match &cmd {
+        AdminCommand::Checkpoint { args, database } => {
+            let path = match database {
+                // A valid name is safe in a query string as it is.
+                Some(db) => match ferrisdb_common::validate_database_name(db) {
+                    Ok(()) => format!("/v1/checkpoint?database={db}"),
+                    Err(e) => return fail(args.json, &e),
+                },
+                None => "/v1/checkpoint".to_string(),
+            };
+            (args, reqwest::Method::POST, path, None)
+        }
+        AdminCommand::Status { args } => (args, reqwest::Method::GET, "/v1/status".into(), None),
+        AdminCommand::Branch {
+            name,
+            parent,
+            at_version,
+            at_timestamp,
+            args,
+        } => {
+            let timestamp = match at_timestamp.as_deref().map(parse_timestamp).transpose() {
+                Ok(t) => t,
+                Err(e) => return fail(args.json, &e),
+            };
+            let body = json!({
+                "name": name,
+                "parent": parent,
+                "version": at_version,
+                "timestamp_micros": timestamp,
+            });
+            (args, reqwest::Method::POST, "/v1/branch".into(), Some(body))
+        }
+    };
+    let endpoint = match crate::local_cluster::admin_endpoint(
+        args.endpoint.as_deref(),
+        args.component.as_deref(),
+    ) {
+        Ok(e) => e,
+        Err(e) => return fail(args.json, &e),
+    };
+    let url = format!("{}{path}", endpoint.trim_end_matches('/'));
+    let (client, token) = match args
+        .http_client()
+        .and_then(|c| Ok((c, args.token(&endpoint)?)))
+    {
+        Ok(ct) => ct,
+        Err(e) => return fail(args.json, &e),
+    };
+    let mut request = client
+        .request(method, &url)
+        .timeout(Duration::from_secs(60));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    if let Some(token) = &token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            // reqwest's own message hides the cause (refused, certificate unknown, …).
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            return fail(args.json, &Error::unavailable(format!("{url}: {why}")));
+        }
+    };
+    let status = response.status();
+    let body: serde_json::Value = match response.json().await {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(
+                args.json,
+                &Error::internal(format!("{url}: unreadable answer: {e}")),
+            );
+        }
+    };
+    if !status.is_success() {
+        let code = body["error"]["code"]
+            .as_str()
+            .and_then(ErrorKind::from_code)
+            .unwrap_or(ErrorKind::Internal);
+        let message = body["error"]["message"].as_str().unwrap_or("").to_string();
+        return fail(args.json, &Error::new(code, message));
+    }
+    match (&cmd, args.json) {
+        (_, true) | (AdminCommand::Status { .. }, false) => {
+            say(serde_json::to_string_pretty(&body).unwrap_or_default());
+        }
+        (AdminCommand::Checkpoint { .. }, false) => {
+            say(format_args!(
+                "checkpointed: everything up to version {} is in object storage",
+                body["remote_consistent_version"]
+            ));
+        }
+        (AdminCommand::Branch { .. }, false) => {
+            say(format_args!(
+                "created {} from {} at version {}",
+                body["database"].as_str().unwrap_or_default(),
+                body["parent"].as_str().unwrap_or_default(),
+                body["version"]
+            ));
+        }
+    }
+    ExitCode::SUCCESS
+}
