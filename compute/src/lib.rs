@@ -12,6 +12,8 @@ pub mod args;
 pub mod atomics;
 pub(crate) mod committer;
 pub mod databases;
+#[cfg(any(test, feature = "test-aids"))]
+pub mod faulty_page_source;
 pub mod hot_tier;
 pub mod metrics;
 pub mod node;

@@ -267,7 +267,7 @@ mod tests {
     use ferrisdb_common::{Error, ErrorKind};
 
     use super::*;
-    use crate::page_source::{FaultyPageSource, PageCall};
+    use crate::faulty_page_source::{FaultyPageSource, PageCall};
 
     /// A pageserver holding one version of a few keys.
     #[derive(Debug, Default)]
