@@ -97,6 +97,32 @@ fn flags(args: &[String]) -> BTreeMap<String, usize> {
     m
 }
 
+/// Whether `value` is the default of `flag` for a component `kind`, read from the component's
+/// own argument struct (where the flag is defined, once). `dev` leaves defaults out of the
+/// command lines it writes; a compose file may still spell one out for its readers.
+fn is_default(kind: &str, flag: &str, value: &str) -> bool {
+    use clap::Args;
+    let command = clap::Command::new("ferrisdb");
+    let command = match kind {
+        "compute" => ferrisdb_compute::Args::augment_args(command),
+        "pageserver" => ferrisdb_pageserver::Args::augment_args(command),
+        "safekeeper" => ferrisdb_wal_service::Args::augment_args(command),
+        _ => return false,
+    };
+    let long = flag.trim_start_matches("--");
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .is_some_and(|a| {
+            let defaults: Vec<String> = a
+                .get_default_values()
+                .iter()
+                .map(|d| d.to_string_lossy().into_owned())
+                .collect();
+            defaults == [value.to_string()]
+        })
+}
+
 /// Parses `ferrisdb ARGS` with the real binary: `--help` last makes clap check every flag
 /// and value before it (unknown flags and bad values exit 2) and then exit 0 without
 /// starting anything.
@@ -279,9 +305,10 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
                 );
             }
             for flag in theirs.keys().filter(|f| !dev[kind].contains_key(*f)) {
+                let at_default = value_of(args, flag).is_some_and(|v| is_default(kind, flag, v));
                 assert!(
-                    EXTRA_FLAGS.contains(&flag.as_str()),
-                    "{what}: {flag} is neither what dev passes nor an allowed extra"
+                    EXTRA_FLAGS.contains(&flag.as_str()) || at_default,
+                    "{what}: {flag} is neither what dev passes, nor its default, nor an allowed extra"
                 );
             }
             // Beyond loopback a process needs its credentials (docs/security.md).

@@ -26,7 +26,8 @@ fn command<T: Args>() -> Command {
 
 /// The command line (flags and values, without a program or subcommand name) that parses to
 /// `value`: `--flag VALUE` for each value (repeated for a list), `--flag` for a set switch,
-/// positional values in order (after `--` for a `last` argument).
+/// positional values in order (after `--` for a `last` argument). A value equal to its
+/// argument's default is left out.
 ///
 /// Fails if the value does not serialize to a struct of strings, numbers, booleans, lists
 /// and nulls, or if one of its fields is no argument of the struct.
@@ -104,6 +105,17 @@ fn write_argv<T: Args + Serialize>(value: &T, keep: impl Fn(&Arg) -> bool) -> Re
                 .collect::<Result<Vec<_>>>()?,
             other => vec![scalar(id, other)?],
         };
+        // A value equal to the argument's default is left out: the command line says what
+        // differs from the defaults, as a person would write it (and as the compose file and
+        // docs do), and parses back to the same struct.
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        if !defaults.is_empty() && defaults == values {
+            continue;
+        }
         match arg.get_long() {
             Some(long) => {
                 for v in values {
@@ -235,6 +247,21 @@ mod tests {
             },
             command: vec!["ferrisdb".into(), "--x".into()],
         }
+    }
+
+    #[test]
+    fn values_at_their_defaults_are_left_out() {
+        let mut value = sample();
+        value.listen = "127.0.0.1:1".parse().unwrap();
+        value.offset = 0;
+        let argv = to_argv(&value).unwrap();
+        assert!(!argv.iter().any(|a| a.starts_with("--listen")), "{argv:?}");
+        assert!(!argv.iter().any(|a| a.starts_with("--offset")), "{argv:?}");
+        assert_eq!(from_argv::<Sample, _>(&argv).unwrap(), value);
+        // Off its default, the value is written.
+        value.offset = 5;
+        let argv = to_argv(&value).unwrap();
+        assert!(argv.windows(2).any(|w| w == ["--offset", "5"]), "{argv:?}");
     }
 
     #[test]
