@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use ferrisdb_client::{Error, Version};
+use ferrisdb_client::{Error, HistoryEntry, Version};
 use serde_json::json;
 
 use super::client_args::{ClientArgs, connect};
 use super::output::{finish, say};
 use super::time::{rfc3339, rfc3339_text};
+use crate::escape::Codec;
 
 /// `ferrisdb history`'s arguments.
 #[derive(Debug, Args)]
@@ -54,17 +55,23 @@ async fn history(args: &ClientArgs, key: &str, from: u64, to: u64) -> Result<(),
             .collect();
         say(json!({"key": codec.encode(&key), "versions": versions}));
     } else {
-        for e in entries {
-            let value = e
-                .value
-                .as_deref()
-                .map_or_else(|| "(cleared)".to_string(), |v| codec.encode(v));
-            say(format_args!(
-                "{:>12}  {}  {value}",
-                e.version,
-                rfc3339_text(e.commit_time_micros)
-            ));
-        }
+        print_text(&entries, codec);
     }
     Ok(())
+}
+
+/// A key's versions as text, one line each (version, commit time, value or `(cleared)`): the
+/// `history` command's output and the shell's.
+pub(super) fn print_text(entries: &[HistoryEntry], codec: Codec) {
+    for e in entries {
+        let value = e
+            .value
+            .as_deref()
+            .map_or_else(|| "(cleared)".to_string(), |v| codec.encode(v));
+        say(format_args!(
+            "{:>12}  {}  {value}",
+            e.version,
+            rfc3339_text(e.commit_time_micros)
+        ));
+    }
 }

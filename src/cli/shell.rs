@@ -28,7 +28,7 @@ use super::atomic_op::AtomicArgs;
 use super::client_args::{ClientArgs, connect};
 use super::getkey::SelectorArgs;
 use super::output::say;
-use super::time::{parse_timestamp, rfc3339_text};
+use super::time::parse_timestamp;
 use crate::escape::{self, Codec};
 
 /// `ferrisdb shell`'s arguments.
@@ -476,17 +476,7 @@ impl Shell {
                 if entries.is_empty() {
                     say("(no versions)");
                 }
-                for e in entries {
-                    let value = e
-                        .value
-                        .as_deref()
-                        .map_or_else(|| "(cleared)".to_string(), |v| codec.encode(v));
-                    say(format_args!(
-                        "{:>12}  {}  {value}",
-                        e.version,
-                        rfc3339_text(e.commit_time_micros)
-                    ));
-                }
+                super::history::print_text(&entries, codec);
             }
             Command::VersionAt { timestamp } => {
                 let micros = parse_timestamp(&timestamp)?;
