@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_common::{Result, Version};
 use ferrisdb_server_common::objstore::with_retries;
 use ferrisdb_server_common::versioned_map::{RangeTombstone, VersionedMap};
 use object_store::ObjectStoreExt;
@@ -110,12 +110,7 @@ impl Timeline {
     /// manifest naming them instead of the L0 layers, then the L0 objects are deleted.
     pub(super) async fn compact_if_many(&self) -> Result<()> {
         let mut manifest = self.manifest.lock().await;
-        let layers = self
-            .layers
-            .read()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?
-            .layers
-            .clone();
+        let layers = self.read_map()?.layers.clone();
         // Every L0 layer: checkpoints append them after the last L1 run, so they are
         // contiguous in versions.
         let run: Vec<Arc<DeltaLayer>> = layers
@@ -165,10 +160,7 @@ impl Timeline {
         next.layers.splice(at..at, entries);
         manifest::store_next(&self.store, &next).await?;
         {
-            let mut map = self
-                .layers
-                .write()
-                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let mut map = self.write_map()?;
             let at = map
                 .layers
                 .iter()

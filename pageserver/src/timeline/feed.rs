@@ -51,10 +51,7 @@ impl Timeline {
         }
         self.check_retained(Version(after.0.saturating_add(1)))?;
         let (segment, mut records) = {
-            let map = self
-                .layers
-                .read()
-                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let map = self.read_map()?;
             let segment: Option<SegmentEntry> = map
                 .segments
                 .iter()

@@ -71,10 +71,7 @@ impl Timeline {
             .fetch_max(horizon.0, std::sync::atomic::Ordering::SeqCst);
         manifest::store_next(&self.store, &next).await?;
         {
-            let mut map = self
-                .layers
-                .write()
-                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let mut map = self.write_map()?;
             map.layers
                 .retain(|l| !doomed_layers.iter().any(|d| d == l.name()));
             map.segments = next.segments.clone();

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_common::{Result, Version};
 use ferrisdb_server_common::versioned_map::VersionedMap;
 
 use super::Timeline;
@@ -22,12 +22,7 @@ impl Timeline {
     /// delta layers lie above the newest image: reads at or above it then stop there.
     pub(super) async fn write_image_if_deep(&self) -> Result<()> {
         let mut manifest = self.manifest.lock().await;
-        let layers = self
-            .layers
-            .read()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?
-            .layers
-            .clone();
+        let layers = self.read_map()?.layers.clone();
         let above = layers.iter().rposition(|l| l.image).map_or(0, |i| i + 1);
         // An L1 run's partitions count once: a read opens one of them.
         let runs: BTreeSet<(Version, Version)> = layers[above..]
@@ -68,11 +63,7 @@ impl Timeline {
             keys: None,
         });
         manifest::store_next(&self.store, &next).await?;
-        self.layers
-            .write()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?
-            .layers
-            .push(Arc::new(layer));
+        self.write_map()?.layers.push(Arc::new(layer));
         self.metrics.layers.set(next.layers.len() as i64);
         *manifest = next;
         tracing::info!(database = %self.database, version = %at, keys = data.len(), "image layer written");

@@ -15,10 +15,7 @@ impl Timeline {
             return Ok(());
         };
         {
-            let mut map = self
-                .layers
-                .write()
-                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let mut map = self.write_map()?;
             let mut at = self.ingested_version();
             for r in records {
                 if r.version <= at {

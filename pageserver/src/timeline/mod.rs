@@ -35,14 +35,14 @@ mod retention_tests;
 mod tests;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use object_store::ObjectStore;
 use tokio::sync::{Mutex, watch};
 
-use ferrisdb_common::Version;
 use ferrisdb_common::wal::WalRecord;
+use ferrisdb_common::{Error, Result, Version};
 use ferrisdb_server_common::clock::{Clock, SystemClock};
 use ferrisdb_server_common::commit_times::CommitTimes;
 use ferrisdb_server_common::versioned_map::VersionedMap;
@@ -144,6 +144,21 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// The layer map, for reading. A poisoned lock (a panic while it was held) is an
+    /// internal error, never a panic here too.
+    fn read_map(&self) -> Result<RwLockReadGuard<'_, LayerMap>> {
+        self.layers
+            .read()
+            .map_err(|_| Error::internal("layer map lock poisoned"))
+    }
+
+    /// The layer map, for changing; see [`Timeline::read_map`].
+    fn write_map(&self) -> Result<RwLockWriteGuard<'_, LayerMap>> {
+        self.layers
+            .write()
+            .map_err(|_| Error::internal("layer map lock poisoned"))
+    }
+
     /// The database's name.
     pub fn database(&self) -> &str {
         &self.database

@@ -22,10 +22,7 @@ impl Timeline {
         &self,
         memory: impl FnOnce(&[&VersionedMap]) -> T,
     ) -> Result<(T, Vec<Arc<DeltaLayer>>)> {
-        let map = self
-            .layers
-            .read()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?;
+        let map = self.read_map()?;
         let mems: Vec<&VersionedMap> = std::iter::once(&map.open)
             .chain(map.frozen.as_deref())
             .collect();

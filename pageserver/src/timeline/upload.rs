@@ -64,10 +64,7 @@ impl Timeline {
         let start = manifest.remote_consistent_version;
         // Freeze: new WAL goes to a fresh open layer while this one uploads.
         let (frozen, end) = {
-            let mut map = self
-                .layers
-                .write()
-                .map_err(|_| Error::internal("layer map lock poisoned"))?;
+            let mut map = self.write_map()?;
             let end = self.ingested_version();
             let frozen = Arc::new(std::mem::take(&mut map.open));
             map.frozen = Some(frozen.clone());
@@ -127,12 +124,7 @@ impl Timeline {
             new_layer = Some(Arc::new(layer));
         }
         // The committed log itself, as a cold segment (also before the manifest names it).
-        let records = self
-            .layers
-            .read()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?
-            .frozen_records
-            .clone();
+        let records = self.read_map()?.frozen_records.clone();
         if let (Some(first), Some(last)) = (records.first(), records.last()) {
             let name = cold_segment::segment_name(first.version, last.version);
             let entry = SegmentEntry {
@@ -187,10 +179,7 @@ impl Timeline {
     /// Ends a freeze: the frozen data becomes `layer` if it was uploaded, or goes back into
     /// the open layer if not (nothing is lost when an upload fails).
     fn unfreeze(&self, frozen: Arc<VersionedMap>, layer: Option<Arc<DeltaLayer>>) -> Result<()> {
-        let mut map = self
-            .layers
-            .write()
-            .map_err(|_| Error::internal("layer map lock poisoned"))?;
+        let mut map = self.write_map()?;
         map.frozen = None;
         let frozen_records = std::mem::take(&mut map.frozen_records);
         match layer {
