@@ -38,7 +38,10 @@
 //! misses entries of `(F, F']` — it would ask the pageserver at `F` and miss those changes.
 //! So the evictor:
 //!
-//! 1. tells the [`EvictionObserver`] (the warm tier) about every entry in `(F, F']`,
+//! 1. tells the [`EvictionObserver`] (the warm tier) about every entry in `(F, F']`, then —
+//!    when no range clear lies in `(F, F']` — hands it each changed key's value at `F'` (the
+//!    key's newest entry there), so a read after the eviction finds it warm instead of asking
+//!    the pageserver,
 //! 2. publishes `floor = F'` (SeqCst),
 //! 3. only then removes the entries (SeqCst marks inside the skip list),
 //! 4. signals [`HotTier::subscribe_evictions`] (the committer's memory budget).
@@ -166,6 +169,10 @@ pub trait EvictionObserver: Send + Sync + std::fmt::Debug {
     fn evicted_point(&self, key: &[u8], version: Version);
     /// `[begin, end)` was cleared at `version`, which is about to leave the hot tier.
     fn evicted_range(&self, begin: &[u8], end: &[u8], version: Version);
+    /// The value at `floor` (`None`: absent) of every key that changed in an eviction up to
+    /// `floor`, told after every change was reported and before `floor` is published. Only
+    /// for evictions without a range clear: a clear changes keys this tier cannot name.
+    fn evicted_values(&self, floor: Version, values: &[(Bytes, Option<Bytes>)]);
 }
 
 /// Recent commits, versioned.
@@ -504,15 +511,32 @@ impl HotTier {
         }
         let upto = (version, u64::MAX);
         if let Some(observer) = &self.observer {
+            // Each key's newest change up to `version` is its value there, unless a range clear
+            // lies in between: then no values are handed over (the marks still are).
+            let mut newest: std::collections::HashMap<Bytes, Option<Bytes>> = Default::default();
+            let mut cleared = false;
             for e in self.log.range(..=upto) {
                 match &e.value().what {
-                    Logged::Point(key) => observer.evicted_point(key, e.key().0),
+                    Logged::Point(key) => {
+                        observer.evicted_point(key, e.key().0);
+                        if !cleared {
+                            let probe = (key.as_ref(), rev(e.key().0));
+                            if let Some(p) = self.points.get(&probe as &dyn PointProbe) {
+                                newest.insert(key.clone(), p.value().clone());
+                            }
+                        }
+                    }
                     Logged::Range => {
+                        cleared = true;
                         if let Some(t) = self.tombstones.get(e.key()) {
                             observer.evicted_range(&t.value().0, &t.value().1, e.key().0);
                         }
                     }
                 }
+            }
+            if !cleared && !newest.is_empty() {
+                let values: Vec<_> = newest.into_iter().collect();
+                observer.evicted_values(version, &values);
             }
         }
         self.floor.store(version.0, Ordering::SeqCst);

@@ -3,8 +3,11 @@
 //!
 //! # What an entry means
 //!
-//! An entry is `key → (f, value)`: the pageserver said `key` had `value` at version `f` (the
-//! version it was asked at — the hot tier's floor, or an older read version). A read that the
+//! An entry is `key → (f, value)`: `key` had `value` at version `f`. Either the pageserver
+//! said so (`f` is the version it was asked at — the hot tier's floor, or an older read
+//! version), or the hot tier handed the key's newest change over as it evicted up to `f`
+//! (written through, so the reads after a write find the value warm instead of asking the
+//! pageserver for it). A read that the
 //! hot tier sends to the pageserver at version `at` (so no entry of the key lies in
 //! `(at, read version]`) may use the entry only if the key did not change in `(f, at]`; then
 //! its value at `at` is its value at `f`. Reads at `at < f` never use it.
@@ -65,8 +68,11 @@ use foyer::{HybridCache, Load, RecoverMode};
 
 use crate::hot_tier::EvictionObserver;
 
-/// Buckets of key hashes whose newest evicted change is tracked: 8 bytes each, per primary.
-const STALE_BUCKETS: usize = 1 << 14;
+/// Buckets of key hashes whose newest evicted change is tracked: 8 bytes each (2 MiB), per
+/// primary. A change evicts every cached key of its bucket, so there are more buckets than a
+/// hot working set has keys: at 100,000 keys written uniformly, an eviction of a thousand
+/// changes costs about 400 other keys their entry instead of all of them.
+const STALE_BUCKETS: usize = 1 << 18;
 /// `version_at` answers kept per primary.
 const VERSION_AT_ENTRIES: u64 = 10_000;
 
@@ -309,6 +315,15 @@ impl EvictionObserver for WarmTier {
     fn evicted_range(&self, _begin: &[u8], _end: &[u8], version: Version) {
         self.stale_ranges.fetch_max(version.0, Ordering::SeqCst);
     }
+
+    /// Written through: what leaves the hot tier is what the next reads of those keys want,
+    /// and an entry read at the floor is exactly what a pageserver read there would have
+    /// cached ("What an entry means"), so it is checked like any other.
+    fn evicted_values(&self, floor: Version, values: &[(Bytes, Option<Bytes>)]) {
+        for (key, value) in values {
+            self.insert(key, floor, value.as_ref());
+        }
+    }
 }
 
 /// An entry's (version read at, value).
@@ -411,6 +426,39 @@ mod tests {
         assert_eq!(warm.get(b"k", Version(30)).await, None);
         assert_eq!(read(&hot, &warm, &model, b"k", Version(30)).await, None);
         assert_eq!(warm.get(b"k", Version(30)).await, Some(None));
+    }
+
+    /// What leaves the hot tier is read warm: each changed key's newest value at the new
+    /// floor, never an older one of the same eviction, and nothing when a range clear lies in
+    /// the evicted stretch (its keys cannot be named).
+    #[tokio::test]
+    async fn evicted_changes_are_written_through_at_the_floor() {
+        let warm = Arc::new(WarmTier::in_memory(1 << 20).await.unwrap());
+        let hot = HotTier::new(Version(10)).with_observer(warm.clone());
+        hot.apply(Version(11), 1, &[set("a", "a11"), set("b", "b11")]);
+        hot.apply(Version(12), 2, &[set("a", "a12"), Mutation::Clear { key: b("b") }]);
+        hot.apply(Version(13), 3, &[set("c", "c13")]);
+        hot.evict_up_to(Version(12));
+        assert_eq!(hot.get(b"a", Version(13)), HotRead::AskPageserverAt(Version(12)));
+        assert_eq!(warm.get(b"a", Version(12)).await, Some(Some(b("a12"))));
+        assert_eq!(warm.get(b"b", Version(12)).await, Some(None), "a clear is a value too");
+        // Not below the floor it was handed over at, and not a key still in the hot tier.
+        assert_eq!(warm.get(b"a", Version(11)).await, None);
+        assert_eq!(warm.get(b"c", Version(12)).await, None);
+        // An eviction holding a range clear hands nothing over; what it cleared misses.
+        hot.apply(Version(14), 4, &[set("d", "d14")]);
+        hot.apply(
+            Version(15),
+            5,
+            &[Mutation::ClearRange {
+                begin: b("a"),
+                end: b("b"),
+            }],
+        );
+        hot.evict_up_to(Version(15));
+        assert_eq!(warm.get(b"d", Version(15)).await, None);
+        assert_eq!(warm.get(b"a", Version(15)).await, None);
+        assert_eq!(warm.get(b"c", Version(15)).await, None);
     }
 
     /// Readers (with deliberately slow "pageserver" reads, so inserts land late), a writer and
