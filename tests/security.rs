@@ -26,7 +26,7 @@ use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, ChangesRequest, CreateBranchRequest, DurableReport, ElectedRequest,
-    ListDatabasesRequest, PageGetRangeRequest, PageGetRequest, ReadWalRequest,
+    LeaseRequest, ListDatabasesRequest, PageGetRangeRequest, PageGetRequest, ReadWalRequest,
     SafekeeperStatusRequest, VoteRequest,
 };
 use support::{BIN, DevCluster, cli};
@@ -469,6 +469,17 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
                     term,
                     history: Vec::new(),
                     log_start_lsn: u64::MAX / 2,
+                    proposer_id: vec![7u8; 16].into(),
+                })
+                .await,
+        );
+        refused(
+            who,
+            "safekeeper RenewLease",
+            safekeeper
+                .renew_lease(LeaseRequest {
+                    database: db_name(),
+                    term,
                     proposer_id: vec![7u8; 16].into(),
                 })
                 .await,

@@ -15,6 +15,7 @@ pub mod databases;
 #[cfg(any(test, feature = "test-aids"))]
 pub mod faulty_page_source;
 pub mod hot_tier;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod page_source;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub liveness_checks: IntCounterVec,
     /// Read versions answered by a liveness check (over `liveness_checks`: the batch size).
     pub read_versions: IntCounter,
+    /// Read versions answered under the read lease, with no liveness check.
+    pub leased_read_versions: IntCounter,
 }
 
 impl Metrics {
@@ -128,6 +130,11 @@ impl Metrics {
             "ferrisdb_compute_read_versions_total",
             "Read versions answered by a liveness check (refused ones included)",
         )?;
+        let leased_read_versions = IntCounter::new(
+            "ferrisdb_compute_leased_read_versions_total",
+            "Read versions answered under the primary's read lease, without a liveness check",
+        )?;
+        registry.register(Box::new(leased_read_versions.clone()))?;
         registry.register(Box::new(liveness_checks.clone()))?;
         registry.register(Box::new(read_versions.clone()))?;
         registry.register(Box::new(commits.clone()))?;
@@ -162,6 +169,7 @@ impl Metrics {
             commit_throttled,
             liveness_checks,
             read_versions,
+            leased_read_versions,
         })
     }
 }

@@ -29,6 +29,7 @@ pub struct Primary {
     read_checks: Arc<ReadChecks>,
     /// Tells the committer a read version was handed out (see committer::HEARTBEAT).
     read_versions_served: Arc<std::sync::atomic::AtomicBool>,
+    metrics: Metrics,
 }
 
 /// Batches read-version requests into liveness checks ([`Proposer::confirm_term`]), the way
@@ -113,6 +114,9 @@ impl Primary {
         proposer
             .wait_durable(start, Duration::from_secs(30))
             .await?;
+        // An older primary may answer reads under its lease until it runs out: serving before
+        // then could acknowledge a commit, or show a recovered one, it cannot see.
+        proposer.wait_for_older_leases().await;
         proposer.set_commit(start);
         let start = Version(start);
         let (view, committed_tx) =
@@ -135,7 +139,7 @@ impl Primary {
         let read_checks = Arc::new(ReadChecks {
             proposer: proposer.clone(),
             view: view.clone(),
-            metrics,
+            metrics: metrics.clone(),
             state: std::sync::Mutex::default(),
         });
         let primary = Arc::new(Primary {
@@ -144,6 +148,7 @@ impl Primary {
             view,
             read_checks,
             read_versions_served,
+            metrics,
         });
         tracing::info!(database = %primary.database(), term = primary.proposer.term(), %start, "primary serving");
         Ok(primary)
@@ -185,7 +190,22 @@ impl Primary {
         // An idle pipeline supersedes it soon, so it ages even without traffic.
         self.read_versions_served
             .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(version) = self.leased_version() {
+            return Ok(version);
+        }
         self.read_checks.read_version().await
+    }
+
+    /// The visible version, if the read lease runs: no newer term can have served anything
+    /// yet, so it is no older than any commit acknowledged before this call
+    /// (docs/wal-protocol.md, "Read leases"). `None`: ask for a liveness check.
+    fn leased_version(&self) -> Option<Version> {
+        let version = self.view.latest();
+        if !self.proposer.lease_held() {
+            return None;
+        }
+        self.metrics.leased_read_versions.inc();
+        Some(version)
     }
 
     /// Runs `read` at the latest visible version and gives its answer, with that version, once
@@ -201,6 +221,11 @@ impl Primary {
         Fut: Future<Output = Result<T>>,
     {
         self.check_not_fenced()?;
+        if let Some(version) = self.leased_version() {
+            self.read_versions_served
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Ok((version, read(version).await?));
+        }
         let version = self.view.latest();
         let (_, answer) = tokio::try_join!(self.read_version(), read(version))?;
         Ok((version, answer))
@@ -239,6 +264,7 @@ impl Primary {
         let mut status = serde_json::json!({
             "role": if q.fenced.is_some() { "fenced" } else { "primary" },
             "term": self.proposer.term(),
+            "read_lease": self.proposer.lease_held(),
             "committed_version": self.view.latest(),
             "safekeepers": q.peers.iter().map(|p| serde_json::json!({"up": p.up, "flush_lsn": p.flush})).collect::<Vec<_>>(),
         });

@@ -21,8 +21,8 @@ use bytes::{Bytes, BytesMut};
 use ferrisdb_common::error::Reason;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
-    AppendRequest, ElectedRequest, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest,
-    TermSwitch, VoteRequest,
+    AppendRequest, ElectedRequest, LeaseRequest, ReadWalRequest, SafekeeperStatus,
+    SafekeeperStatusRequest, TermSwitch, VoteRequest,
 };
 use ferrisdb_common::traceparent::TraceParent;
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
@@ -31,6 +31,8 @@ use ferrisdb_server_common::telemetry;
 use ferrisdb_server_common::term_history::{Vote, plan_election};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::lease::Lease;
 
 /// An idle append stream sends an empty append this often, to learn the safekeeper's state.
 const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -162,6 +164,11 @@ pub struct Proposer {
     /// Where traced batches begin and the trace context their appends carry (see
     /// [`Proposer::append_traced`]); empty unless traces are exported.
     traces: Mutex<VecDeque<(Lsn, TraceParent)>>,
+    /// This term's read lease.
+    lease: Lease,
+    /// When every read lease an older term's primary may hold has run out, as the voters
+    /// reported it: this term serves nothing before then.
+    older_leases_end: tokio::time::Instant,
 }
 
 /// Most traced batches remembered for the senders: a sender far behind loses their
@@ -212,6 +219,16 @@ impl Proposer {
             async move { rpc(c.request_vote(req)).await }
         }))
         .await;
+        let answered = tokio::time::Instant::now();
+        // How long an older primary's lease may run: the longest any voter reports, never
+        // more than a whole lease (a voter's word is not trusted beyond what it can promise).
+        let older_lease = votes
+            .iter()
+            .flatten()
+            .filter(|v| v.granted)
+            .map(|v| Duration::from_millis(v.lease_remaining_ms).min(ferrisdb_common::lease::LEASE))
+            .max()
+            .unwrap_or_default();
         let granted: Vec<(usize, SafekeeperStatus)> = votes
             .into_iter()
             .enumerate()
@@ -248,8 +265,9 @@ impl Proposer {
         }
         let (end, log_start, commit) = (plan.end, plan.log_start, plan.commit);
         let history: Vec<TermSwitch> = plan.history.iter().map(Into::into).collect();
-        tracing::info!(database, term, donor, end, "won election");
+        tracing::info!(database, term, donor, end, ?older_lease, "won election");
         let peers = vec![PeerState::default(); clients.len()];
+        let lease = Lease::new(clients.len());
         Ok(Arc::new(Proposer {
             database: database.to_string(),
             term,
@@ -272,7 +290,62 @@ impl Proposer {
             })
             .0,
             traces: Mutex::default(),
+            lease,
+            older_leases_end: answered + older_lease,
         }))
+    }
+
+    /// Waits until every read lease an older term's primary may hold has run out (the voters
+    /// said how long theirs may still run, each by its own clock, counted here from after
+    /// their answers arrived). Before that, the old primary may still answer reads at its
+    /// latest version without asking anyone, so this term must neither acknowledge a commit
+    /// nor show a read what the old primary cannot see.
+    pub async fn wait_for_older_leases(&self) {
+        tokio::time::sleep_until(self.older_leases_end).await;
+    }
+
+    /// Whether this term's read lease runs now: a read at the latest version that arrived
+    /// before this call may be answered at the visible version without a liveness check.
+    pub fn lease_held(&self) -> bool {
+        !self.is_fenced() && self.lease.held_at(tokio::time::Instant::now())
+    }
+
+    /// Renews the read lease on every safekeeper every `lease::RENEW_EVERY`, until the
+    /// proposer is fenced or dropped. A safekeeper answering a newer term fences it.
+    async fn renew_lease(me: std::sync::Weak<Self>) {
+        let mut tick = tokio::time::interval(ferrisdb_common::lease::RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(me) = me.upgrade() else { return };
+            if me.is_fenced() {
+                return;
+            }
+            let sent = tokio::time::Instant::now();
+            for (i, c) in me.clients.iter().enumerate() {
+                let mut c = c.clone();
+                let req = LeaseRequest {
+                    database: me.database.clone(),
+                    term: me.term,
+                    proposer_id: me.id.to_bytes(),
+                };
+                let me = Arc::downgrade(&me);
+                // One task per safekeeper, so a slow one delays nobody's grant.
+                tokio::spawn(async move {
+                    let answer = rpc(c.renew_lease(req)).await;
+                    let Some(me) = me.upgrade() else { return };
+                    match answer {
+                        Ok(a) if a.granted && a.term == me.term => me.lease.granted(i, sent),
+                        Ok(a) if a.term > me.term => me.fence(format!(
+                            "safekeeper {i} promised term {}, newer than ours ({})",
+                            a.term, me.term
+                        )),
+                        // Not (yet) ours, or unreachable: the lease runs out unless others grant.
+                        _ => {}
+                    }
+                });
+            }
+        }
     }
 
     /// The term this proposer won.
@@ -370,12 +443,13 @@ impl Proposer {
         self.quorum.subscribe()
     }
 
-    /// Starts one replication task per safekeeper.
+    /// Starts one replication task per safekeeper, and the renewal of the read lease.
     pub fn start(self: &Arc<Self>) {
         for i in 0..self.clients.len() {
             let me = self.clone();
             tokio::spawn(async move { me.replicate(i).await });
         }
+        tokio::spawn(Self::renew_lease(Arc::downgrade(self)));
     }
 
     /// Adds whole frames at the end of the log; the senders ship them. Returns the new end.
@@ -775,6 +849,50 @@ mod tests {
             }
         };
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+
+    /// The read lease over real gRPC: a started proposer comes to hold it; a newer term's
+    /// winner is told how long it may still run and serves only once it has, and the old
+    /// proposer's next renewal is refused with the newer term, which fences it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_term_waits_out_the_old_primarys_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let (urls, _stop) = safekeepers(dir.path()).await;
+        let old = elect(&urls).await;
+        assert!(!old.lease_held(), "no lease before any grant");
+        old.start();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !old.lease_held() {
+            assert!(std::time::Instant::now() < deadline, "never got a lease");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let old_until = old.lease.until().unwrap();
+        let new = elect(&urls).await;
+        // The voters granted the old lease moments ago: the new term has to wait.
+        assert!(
+            new.older_leases_end >= old_until,
+            "the new term would serve at {:?}, before the old lease ends at {old_until:?}",
+            new.older_leases_end
+        );
+        assert!(
+            new.older_leases_end <= tokio::time::Instant::now() + ferrisdb_common::lease::LEASE
+        );
+        new.wait_for_older_leases().await;
+        assert!(!old.lease_held(), "both would serve");
+        assert!(tokio::time::Instant::now() >= old.lease.until().unwrap());
+        // Renewals are refused from the vote on, with the newer term: the old one steps down.
+        let mut quorum = old.watch_quorum();
+        let fenced = tokio::time::timeout(
+            Duration::from_secs(10),
+            quorum.wait_for(|q| q.fenced.is_some()),
+        )
+        .await;
+        assert!(fenced.is_ok(), "the old proposer was never fenced");
+        assert_eq!(
+            old.lease.until(),
+            Some(old_until),
+            "the lease never grew after the vote"
+        );
     }
 
     /// A budget refusal is recognised by its reason, never by its text; the verdict outlives a

@@ -436,12 +436,23 @@ mod tests {
         let warm = Arc::new(WarmTier::in_memory(1 << 20).await.unwrap());
         let hot = HotTier::new(Version(10)).with_observer(warm.clone());
         hot.apply(Version(11), 1, &[set("a", "a11"), set("b", "b11")]);
-        hot.apply(Version(12), 2, &[set("a", "a12"), Mutation::Clear { key: b("b") }]);
+        hot.apply(
+            Version(12),
+            2,
+            &[set("a", "a12"), Mutation::Clear { key: b("b") }],
+        );
         hot.apply(Version(13), 3, &[set("c", "c13")]);
         hot.evict_up_to(Version(12));
-        assert_eq!(hot.get(b"a", Version(13)), HotRead::AskPageserverAt(Version(12)));
+        assert_eq!(
+            hot.get(b"a", Version(13)),
+            HotRead::AskPageserverAt(Version(12))
+        );
         assert_eq!(warm.get(b"a", Version(12)).await, Some(Some(b("a12"))));
-        assert_eq!(warm.get(b"b", Version(12)).await, Some(None), "a clear is a value too");
+        assert_eq!(
+            warm.get(b"b", Version(12)).await,
+            Some(None),
+            "a clear is a value too"
+        );
         // Not below the floor it was handed over at, and not a key still in the hot tier.
         assert_eq!(warm.get(b"a", Version(11)).await, None);
         assert_eq!(warm.get(b"c", Version(12)).await, None);

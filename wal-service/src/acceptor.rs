@@ -22,7 +22,9 @@
 //! pool.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use ferrisdb_common::lease;
 use ferrisdb_common::wal;
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 
@@ -105,6 +107,10 @@ pub struct Acceptor {
     session: Option<(u64, u64)>,
     /// Appends refused because their bytes differed from the log held.
     wal_mismatches: u64,
+    /// Until when this acceptor promised a primary its read lease (`ferrisdb_common::lease`).
+    /// In memory only: an acceptor that restarts cannot know what it promised before, so it
+    /// assumes a full lease granted as it opened, unless it never promised any term.
+    lease_until: Option<Instant>,
 }
 
 impl Acceptor {
@@ -147,6 +153,7 @@ impl Acceptor {
             );
         }
         let persisted_commit_lsn = control.commit_lsn;
+        let lease_until = (control.term > 0).then(|| Instant::now() + lease::LEASE);
         Ok(Acceptor {
             dir,
             control,
@@ -155,6 +162,7 @@ impl Acceptor {
             damage,
             session: None,
             wal_mismatches: 0,
+            lease_until,
         })
     }
 
@@ -301,6 +309,27 @@ impl Acceptor {
         // A new term closes the old term's append session.
         self.session = None;
         Ok((true, self.status()))
+    }
+
+    /// Grants the proposer of the current term its read lease: until [`lease::LEASE`] after
+    /// `now`, a newer term's winner is told to wait before serving ([`Acceptor::lease_remaining`]).
+    /// Only the proposer this acceptor promised `term` to gets it; any other request is refused
+    /// and answered with the promised term, which fences a proposer of an older term.
+    pub fn grant_lease(&mut self, term: u64, proposer: ProposerId, now: Instant) -> (bool, u64) {
+        let ours = term == self.control.term
+            && self.control.proposer.as_deref() == Some(proposer_hex(proposer).as_str());
+        if ours {
+            let until = now + lease::LEASE;
+            self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
+        }
+        (ours, self.control.term)
+    }
+
+    /// How much of the last lease granted is left at `now` (zero: none). A vote reports it, so
+    /// the new term's primary serves only once the old primary's lease has run out.
+    pub fn lease_remaining(&self, now: Instant) -> Duration {
+        self.lease_until
+            .map_or(Duration::ZERO, |u| u.saturating_duration_since(now))
     }
 
     /// Phase 2 set-up: adopt the elected proposer's `history` for `term`, truncating whatever
@@ -719,6 +748,48 @@ mod tests {
             "forgot its promise across a restart"
         );
         assert!(a.vote(2, P).unwrap().0);
+    }
+
+    /// Leases go only to the proposer the current term was promised to, votes report what is
+    /// left of them, and a restarted acceptor that ever promised a term assumes a whole one.
+    #[test]
+    fn leases_are_granted_to_the_term_holder_and_reported_by_votes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(
+            a.lease_remaining(t0),
+            Duration::ZERO,
+            "a new acceptor promised nothing"
+        );
+        assert_eq!(a.grant_lease(1, P, t0), (false, 0), "no term promised yet");
+        a.vote(1, P).unwrap();
+        assert_eq!(a.grant_lease(1, P + 1, t0), (false, 1), "another proposer");
+        assert_eq!(a.grant_lease(0, P, t0), (false, 1), "an older term");
+        assert_eq!(a.grant_lease(2, P, t0), (false, 1), "a term not promised");
+        assert_eq!(a.lease_remaining(t0), Duration::ZERO);
+        assert_eq!(a.grant_lease(1, P, t0), (true, 1));
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(
+            a.lease_remaining(later),
+            lease::LEASE - Duration::from_millis(500)
+        );
+        // A vote for a newer term reports it, and from then on term 1 gets no lease.
+        assert!(a.vote(2, P + 1).unwrap().0);
+        assert_eq!(a.grant_lease(1, P, later), (false, 2));
+        assert_eq!(
+            a.lease_remaining(later),
+            lease::LEASE - Duration::from_millis(500)
+        );
+        assert_eq!(a.lease_remaining(t0 + lease::LEASE), Duration::ZERO);
+        // An earlier grant never shortens a later one.
+        assert_eq!(a.grant_lease(2, P + 1, later), (true, 2));
+        assert_eq!(a.grant_lease(2, P + 1, t0), (true, 2));
+        assert_eq!(a.lease_remaining(later), lease::LEASE);
+        drop(a);
+        let before_restart = Instant::now();
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert!(a.lease_remaining(before_restart) >= lease::LEASE);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use ferrisdb_common::error::{Reason, WAL_BUDGET_FULL};
 use ferrisdb_common::proto::safekeeper_server::Safekeeper;
 use ferrisdb_common::proto::{
-    AppendRequest, AppendResponse, DurableReport, ElectedRequest, ElectedResponse, ReadWalRequest,
-    SafekeeperStatus, SafekeeperStatusRequest, VoteRequest, VoteResponse, WalChunk,
+    AppendRequest, AppendResponse, DurableReport, ElectedRequest, ElectedResponse, LeaseRequest,
+    LeaseResponse, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest, VoteRequest,
+    VoteResponse, WalChunk,
 };
 use ferrisdb_common::{Error, Lsn, Result, validate_database_name};
 use futures::FutureExt;
@@ -365,12 +366,38 @@ impl Safekeeper for SafekeeperService {
         let req = req.into_inner();
         let proposer = proposer_id(&req.proposer_id)?;
         let t = self.state.timeline(&req.database).await?;
-        let (granted, status) = t.with(move |a| a.vote(req.term, proposer)).await?;
-        tracing::info!(database = %req.database, term = req.term, granted, "vote");
+        // What is left of a lease is read under the same lock as the vote, after it: no
+        // lease for the older term can be granted once the newer term is promised.
+        let (granted, status, lease) = t
+            .with(move |a| {
+                let (granted, status) = a.vote(req.term, proposer)?;
+                Ok((
+                    granted,
+                    status,
+                    a.lease_remaining(std::time::Instant::now()),
+                ))
+            })
+            .await?;
+        tracing::info!(database = %req.database, term = req.term, granted, lease_remaining = ?lease, "vote");
         Ok(Response::new(VoteResponse {
             granted,
             status: Some(to_proto(status)),
+            lease_remaining_ms: lease.as_millis().try_into().unwrap_or(u64::MAX),
         }))
+    }
+
+    async fn renew_lease(
+        &self,
+        req: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseResponse>, Status> {
+        let req = req.into_inner();
+        let proposer = proposer_id(&req.proposer_id)?;
+        let t = self.state.timeline(&req.database).await?;
+        // The grant is timed inside the lock, where it is ordered against votes.
+        let (granted, term) = t
+            .with(move |a| Ok(a.grant_lease(req.term, proposer, std::time::Instant::now())))
+            .await?;
+        Ok(Response::new(LeaseResponse { granted, term }))
     }
 
     async fn elected(
