@@ -63,8 +63,11 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// On an idle cluster, a read version handed out is superseded by an empty batch after at
 /// most this long (plus the time to make it durable).
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
-/// Batches appended but not yet durable.
-pub const MAX_IN_FLIGHT: usize = 8;
+/// Batches appended but not yet durable. Two keep the log busy (one is written while the next
+/// forms); more only make the batches smaller, and each batch costs every safekeeper an append
+/// and a sync: at 64 writers on 2 cores, 8 in flight did 10.1k commits/s and 2 did 12.0k, with
+/// a shorter p99 (docs/benchmarks/request-path-profile.md).
+pub const MAX_IN_FLIGHT: usize = 2;
 
 /// A transaction asking to commit, with where its answer goes.
 #[derive(Debug)]
