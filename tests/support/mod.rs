@@ -511,13 +511,20 @@ where
     }
 }
 
-/// A moto S3 server on loopback (its conditional writes hold under concurrency), installed
+/// A moto S3 server on loopback (one request at a time, so its conditional writes hold under
+/// concurrency), installed
 /// with pip when the machine lacks it. Killed on drop.
 pub struct Moto {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
 }
+
+/// Runs moto's S3 app on werkzeug without threads (see [`Moto::start`]).
+const MOTO_UNTHREADED: &str = "import sys\n\
+from werkzeug.serving import run_simple\n\
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)\n";
 
 fn moto_binary() -> Option<PathBuf> {
     let on_path = Command::new("sh")
@@ -555,8 +562,13 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // Served one request at a time, not by `moto_server` (threaded): moto checks a
+        // conditional PUT's precondition and then writes, without a lock, so two racing
+        // `If-None-Match: *` PUTs could both succeed on a threaded server, which real S3 never
+        // lets happen. Unthreaded werkzeug speaks HTTP/1.0, so no connection holds it up.
+        let _installed = bin;
+        let child = Command::new("python3")
+            .args(["-c", MOTO_UNTHREADED, "127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
