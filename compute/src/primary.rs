@@ -180,20 +180,17 @@ impl Primary {
         }
     }
 
-    /// A read version for a new transaction: the latest commit, once a safekeeper majority
-    /// has confirmed (in a check that began after this call) that this compute still holds
-    /// its term. So it is never older than a commit acknowledged anywhere before this call;
+    /// A read version for a new transaction: the latest commit, under the read lease or once a
+    /// safekeeper majority has confirmed (in a check that began after this call) that this
+    /// compute still holds its term. So it is never older than a commit acknowledged anywhere before this call;
     /// `unavailable` when the check fails (cut off from the safekeepers), `fenced` when a
     /// newer term exists.
     pub async fn read_version(&self) -> Result<Version> {
         self.check_not_fenced()?;
-        // An idle pipeline supersedes it soon, so it ages even without traffic.
-        self.read_versions_served
-            .store(true, std::sync::atomic::Ordering::Release);
-        if let Some(version) = self.leased_version() {
-            return Ok(version);
+        match self.leased_version() {
+            Some(version) => Ok(version),
+            None => self.checked_read_version().await,
         }
-        self.read_checks.read_version().await
     }
 
     /// The visible version, if the read lease runs: no newer term can have served anything
@@ -205,16 +202,31 @@ impl Primary {
             return None;
         }
         self.metrics.leased_read_versions.inc();
+        self.read_version_served();
         Some(version)
     }
 
-    /// Runs `read` at the latest visible version and gives its answer, with that version, once
-    /// a liveness check that began after this call confirmed the term, as
-    /// [`Primary::read_version`] does; the read and the check run concurrently, so a read at
-    /// the latest version costs the client one round trip. Reading at the version visible when
-    /// the call arrived is as safe as reading at the one the check takes when it begins (the
-    /// argument of docs/wal-protocol.md needs only a version taken after the request arrived,
-    /// and the check begins after that).
+    /// A read version from the next liveness check (docs/wal-protocol.md, "Linearizable
+    /// reads").
+    async fn checked_read_version(&self) -> Result<Version> {
+        self.read_version_served();
+        self.read_checks.read_version().await
+    }
+
+    /// Tells the committer: an idle pipeline supersedes a read version handed out soon, so it
+    /// ages even without traffic.
+    fn read_version_served(&self) {
+        self.read_versions_served
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Runs `read` at the latest visible version and gives its answer, with that version: at
+    /// once under the read lease, otherwise once a liveness check that began after this call
+    /// confirmed the term, as [`Primary::read_version`] does; the read and the check run
+    /// concurrently, so a read at the latest version costs the client one round trip. Reading
+    /// at the version visible when the call arrived is as safe as reading at the one the check
+    /// takes when it begins (the argument of docs/wal-protocol.md needs only a version taken
+    /// after the request arrived, and the check begins after that).
     pub async fn read_latest<T, F, Fut>(&self, read: F) -> Result<(Version, T)>
     where
         F: FnOnce(Version) -> Fut,
@@ -222,12 +234,10 @@ impl Primary {
     {
         self.check_not_fenced()?;
         if let Some(version) = self.leased_version() {
-            self.read_versions_served
-                .store(true, std::sync::atomic::Ordering::Release);
             return Ok((version, read(version).await?));
         }
         let version = self.view.latest();
-        let (_, answer) = tokio::try_join!(self.read_version(), read(version))?;
+        let (_, answer) = tokio::try_join!(self.checked_read_version(), read(version))?;
         Ok((version, answer))
     }
 

@@ -526,37 +526,37 @@ from werkzeug.serving import run_simple\n\
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n\
 run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)\n";
 
-fn moto_binary() -> Option<PathBuf> {
-    let on_path = Command::new("sh")
-        .arg("-c")
-        .arg("command -v moto_server")
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&on_path.stdout).trim().to_string();
-    (!path.is_empty()).then(|| PathBuf::from(path))
+/// Whether python3 can load the moto app [`MOTO_UNTHREADED`] runs.
+fn moto_installed() -> bool {
+    Command::new("python3")
+        .args(["-c", "import moto.moto_server.werkzeug_app"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Moto {
     /// Starts moto, installing `moto[server]` from PyPI first if it is missing.
     pub async fn start() -> Moto {
         static INSTALL: Mutex<()> = Mutex::new(());
-        let bin = {
+        {
             let _one_at_a_time = INSTALL.lock().unwrap();
-            match moto_binary() {
-                Some(b) => b,
-                None => {
-                    let ok = Command::new("python3")
-                        .args(["-m", "pip", "install", "--quiet", "moto[server]"])
-                        .status()
-                        .is_ok_and(|s| s.success());
-                    assert!(
-                        ok,
-                        "moto is needed for the S3 tests and `python3 -m pip install moto[server]` failed"
-                    );
-                    moto_binary().expect("moto_server not on PATH after installing moto[server]")
-                }
+            if !moto_installed() {
+                let ok = Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(
+                    ok,
+                    "moto is needed for the S3 tests and `python3 -m pip install moto[server]` failed"
+                );
+                assert!(
+                    moto_installed(),
+                    "moto not importable after installing moto[server]"
+                );
             }
-        };
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -566,7 +566,6 @@ impl Moto {
         // conditional PUT's precondition and then writes, without a lock, so two racing
         // `If-None-Match: *` PUTs could both succeed on a threaded server, which real S3 never
         // lets happen. Unthreaded werkzeug speaks HTTP/1.0, so no connection holds it up.
-        let _installed = bin;
         let child = Command::new("python3")
             .args(["-c", MOTO_UNTHREADED, "127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
