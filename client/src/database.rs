@@ -8,11 +8,12 @@ use bytes::Bytes;
 use ferrisdb_common::Version;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use ferrisdb_common::h2_channel::H2Channel;
 use ferrisdb_common::net::{ClientTls, SendToken};
 use ferrisdb_common::proto::database_client::DatabaseClient;
 use ferrisdb_common::proto::{ChangesRequest, HistoryRequest, VersionAtRequest};
 use ferrisdb_common::wal::WalRecord;
-use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result, net};
+use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result};
 use rand::Rng;
 
 use crate::outgoing::{Client, Outgoing};
@@ -256,7 +257,7 @@ impl Database {
             .endpoints
             .iter()
             .map(|url| {
-                let channel = net::channel_with(url, options.tls.as_ref())?;
+                let channel = H2Channel::new(url, options.tls.as_ref())?;
                 Ok(ferrisdb_common::with_message_limits!(
                     DatabaseClient::with_interceptor(channel, Outgoing::new(token.clone()))
                 ))

@@ -2,10 +2,10 @@
 //! caller's trace context, so a transaction's requests join the caller's trace in the
 //! cluster (docs/observability.md).
 
+use ferrisdb_common::h2_channel::H2Channel;
 use ferrisdb_common::net::SendToken;
 use ferrisdb_common::proto::database_client::DatabaseClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// The interceptor of every request the SDK sends.
 #[derive(Debug, Clone)]
@@ -100,4 +100,4 @@ mod tests {
 
 /// The client stub every call goes through: gRPC with the bearer token (and the caller's
 /// trace context) attached.
-pub(crate) type Client = DatabaseClient<InterceptedService<Channel, Outgoing>>;
+pub(crate) type Client = DatabaseClient<InterceptedService<H2Channel, Outgoing>>;

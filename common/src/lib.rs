@@ -12,6 +12,7 @@ mod convert;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod h2_channel;
 pub mod lease;
 pub mod limits;
 pub mod message_size;
