@@ -686,7 +686,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         // No atomic ops here, so the pageserver is never asked.
         let pageserver = PageserverClient::new(
-            ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
+            ferrisdb_server_common::auth::call_channel("http://127.0.0.1:9").unwrap(),
         );
         let reader = TierReader::new(
             "db".into(),

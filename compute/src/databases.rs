@@ -14,7 +14,7 @@ use std::time::Duration;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{CreateBranchRequest, ListDatabasesRequest};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
-use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::auth::CallChannel;
 use ferrisdb_server_common::clock::{Clock, SystemClock};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -65,7 +65,7 @@ impl Databases {
     pub fn new(
         root: String,
         safekeepers: Vec<String>,
-        pageserver: PageserverClient<PeerChannel>,
+        pageserver: PageserverClient<CallChannel>,
         metrics: Metrics,
     ) -> Databases {
         Databases {

@@ -155,7 +155,7 @@ pub async fn run(
     security.warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let pageserver = ferrisdb_common::with_message_limits!(PageserverClient::new(
-        auth::peer_channel(&config.pageserver)?
+        auth::call_channel(&config.pageserver)?
     ));
     let grpc_listener = serve::bind(config.listen_grpc, "gRPC").await?;
     let http_listener = serve::bind(config.listen_http, "HTTP").await?;

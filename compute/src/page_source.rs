@@ -18,7 +18,7 @@ use ferrisdb_common::proto::{
     PageserverStatusRequest, VersionAtRequest,
 };
 use ferrisdb_common::{Result, Version};
-use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::auth::CallChannel;
 
 /// Rows of a range read, and whether more lie past the limit.
 pub type RangeRows = (Vec<(Bytes, Bytes)>, bool);
@@ -42,12 +42,12 @@ pub trait PageSource: Send + Sync + std::fmt::Debug {
 /// The pageserver over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcPageSource {
-    client: PageserverClient<PeerChannel>,
+    client: PageserverClient<CallChannel>,
 }
 
 impl GrpcPageSource {
     /// Reads through `client`.
-    pub fn new(client: PageserverClient<PeerChannel>) -> GrpcPageSource {
+    pub fn new(client: PageserverClient<CallChannel>) -> GrpcPageSource {
         GrpcPageSource { client }
     }
 }
@@ -88,12 +88,12 @@ pub struct Pageserver {
     /// What the read path asks.
     pub pages: Arc<dyn PageSource>,
     /// Checkpoints, branches, the database list and the change feed.
-    pub admin: PageserverClient<PeerChannel>,
+    pub admin: PageserverClient<CallChannel>,
 }
 
 impl Pageserver {
     /// Both over the one gRPC client.
-    pub fn grpc(client: PageserverClient<PeerChannel>) -> Pageserver {
+    pub fn grpc(client: PageserverClient<CallChannel>) -> Pageserver {
         Pageserver {
             pages: Arc::new(GrpcPageSource::new(client.clone())),
             admin: client,

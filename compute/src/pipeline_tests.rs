@@ -90,7 +90,7 @@ async fn pipeline(clock: Arc<dyn Clock>) -> Pipeline {
     let metrics = Metrics::new().unwrap();
     // Every key is cleared first (see `clear_everything`), so the pageserver is never asked.
     let pageserver = PageserverClient::new(
-        ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").unwrap(),
+        ferrisdb_server_common::auth::call_channel("http://127.0.0.1:9").unwrap(),
     );
     let reader = TierReader::new(
         "db".into(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
-use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::auth::CallChannel;
 use ferrisdb_server_common::clock::Clock;
 use tokio::sync::{mpsc, oneshot};
 
@@ -287,7 +287,7 @@ impl Primary {
     }
 
     /// The pageserver client, for admin calls.
-    pub fn pageserver(&self) -> PageserverClient<PeerChannel> {
+    pub fn pageserver(&self) -> PageserverClient<CallChannel> {
         self.view.pageserver()
     }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use ferrisdb_common::proto::HistoryEntry;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
-use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::auth::CallChannel;
 use tokio::sync::watch;
 
 use crate::hot_tier::HotTier;
@@ -103,7 +103,7 @@ impl DatabaseView {
     }
 
     /// The pageserver's gRPC client, for what is not a read (checkpoints, the change feed).
-    pub fn pageserver(&self) -> PageserverClient<PeerChannel> {
+    pub fn pageserver(&self) -> PageserverClient<CallChannel> {
         self.pageserver.admin.clone()
     }
 

@@ -19,6 +19,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use ferrisdb_common::h2_channel::H2Channel;
 use ferrisdb_common::net::{self, CLUSTER_TOKEN_HEADER, ClientTls};
 use ferrisdb_common::{Error, ErrorKind, Result};
 
@@ -393,6 +394,13 @@ impl tonic::service::Interceptor for SendCluster {
 /// A channel to another member of the cluster, carrying the cluster credential.
 pub type PeerChannel = InterceptedService<Channel, SendCluster>;
 
+/// A channel to a peer for calls that send one message each (unary and server-streaming),
+/// carrying the cluster credential: the SDK's HTTP/2 channel
+/// ([`ferrisdb_common::h2_channel`]), one socket write per call instead of two and no
+/// task hops in front of the connection. The compute reads from the pageserver through it;
+/// the client-streaming WAL append needs [`PeerChannel`].
+pub type CallChannel = InterceptedService<H2Channel, SendCluster>;
+
 /// How this process calls its peers: the credential it sends and the CA it trusts.
 struct ClusterAccess {
     send: SendCluster,
@@ -435,6 +443,19 @@ pub fn peer_channel(url: &str) -> Result<PeerChannel> {
     } else {
         net::channel(url)?
     };
+    let send = access.map(|a| a.send.clone()).unwrap_or_default();
+    Ok(InterceptedService::new(channel, send))
+}
+
+/// A lazily connecting [`CallChannel`] to the peer at `url`; over TLS (trusting `--tls-ca`)
+/// when `url` is `https://…`.
+pub fn call_channel(url: &str) -> Result<CallChannel> {
+    let access = CLUSTER_ACCESS.get();
+    let tls = url.starts_with("https://").then(|| ClientTls {
+        ca_pem: access.and_then(|a| a.ca_pem.clone()),
+        domain: None,
+    });
+    let channel = H2Channel::new(url, tls.as_ref())?;
     let send = access.map(|a| a.send.clone()).unwrap_or_default();
     Ok(InterceptedService::new(channel, send))
 }

@@ -24,8 +24,8 @@
 //! same INT64 of Unix microseconds either way. A commit time above `i64::MAX` µs (year 294247)
 //! cannot be stored and is refused when encoding.
 //!
-//! A record without mutations (the committer never writes one today, but the WAL codec allows
-//! it) is kept as a single marker row `op = "none"`, `seq = 0`, empty key, null value, so a
+//! A record without mutations (the committer's heartbeat on an idle cluster, which ages read
+//! versions) is kept as a single marker row `op = "none"`, `seq = 0`, empty key, null value, so a
 //! segment always round-trips its records exactly and never hides a version it covers. Readers
 //! that want mutations only filter on `op`.
 //!
