@@ -68,7 +68,7 @@ fn row(name: &str, r: &Run) {
 fn reader(hot: Arc<HotTier>, warm: Option<Arc<WarmTier>>) -> TierReader {
     // Never connected: every read here is answered by a tier in front of the pageserver.
     let channel =
-        ferrisdb_server_common::auth::peer_channel("http://127.0.0.1:9").expect("channel");
+        ferrisdb_server_common::auth::call_channel("http://127.0.0.1:9").expect("channel");
     TierReader::new(
         "bench".into(),
         hot,

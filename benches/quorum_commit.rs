@@ -210,7 +210,7 @@ fn fdatasync_series(dir: &Path) -> (Histogram<u64>, Duration) {
 /// The compute engine in this process, for the database the cluster serves: it wins the next
 /// term on the cluster's safekeepers, as a restarted compute would.
 async fn in_process_engine(cluster: &Cluster) -> Databases {
-    let channel = ferrisdb_server_common::auth::peer_channel(&cluster.pageserver)
+    let channel = ferrisdb_server_common::auth::call_channel(&cluster.pageserver)
         .expect("pageserver channel");
     let tiers = Tiers::open(&TierConfig::default())
         .await
