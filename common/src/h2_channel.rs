@@ -273,8 +273,11 @@ where
         .map_err(from_h2)?;
     let closed = Arc::new(AtomicBool::new(false));
     let ping = connection.ping_pong();
-    let flag = closed.clone();
+    let flag = SetOnDrop(closed.clone());
     tokio::spawn(async move {
+        // Set however the task ends, including when its runtime shuts down and drops it, so
+        // a channel that outlives the runtime redials instead of reusing a dead connection.
+        let _flag = flag;
         tokio::select! {
             result = &mut connection => {
                 if let Err(e) = result {
@@ -285,10 +288,18 @@ where
                 tracing::debug!("HTTP/2 connection missed its keepalive pong; dropping it");
             }
         }
-        flag.store(true, Ordering::Release);
         // Dropping the connection fails the calls still waiting on it.
     });
     Ok(Live { send, closed })
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Returns when a ping goes unanswered for `every.timeout`.
@@ -580,6 +591,27 @@ mod tests {
             .unwrap();
         assert_eq!(read_all(resp.into_body()).await.0, b"again");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A channel used from a runtime that has since shut down (its connection task dropped)
+    /// dials again from the next runtime instead of failing on the dead connection.
+    #[test]
+    fn a_channel_outliving_its_runtime_redials() {
+        let server = tokio::runtime::Runtime::new().unwrap();
+        let (addr, accepted) = server.block_on(echo_server(usize::MAX));
+        let channel = H2Channel::new(&format!("http://{addr}"), None).unwrap();
+        for round in 1..=2 {
+            let first = tokio::runtime::Runtime::new().unwrap();
+            let mut c = channel.clone();
+            let answer = first.block_on(async move {
+                let resp = c.call(request(Bytes::from_static(b"x"))).await.unwrap();
+                read_all(resp.into_body()).await.0
+            });
+            assert_eq!(answer, b"x");
+            drop(first);
+            assert_eq!(accepted.load(Ordering::SeqCst), round);
+            assert!(channel.shared.current().is_none(), "round {round}");
+        }
     }
 
     #[tokio::test]
