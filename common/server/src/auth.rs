@@ -433,31 +433,32 @@ pub fn install_cluster_access(token: Option<&str>, ca_pem: Option<Vec<u8>>) -> R
 /// A lazily connecting channel to the peer at `url` that carries the cluster credential;
 /// over TLS (trusting `--tls-ca`) when `url` is `https://…`.
 pub fn peer_channel(url: &str) -> Result<PeerChannel> {
-    let access = CLUSTER_ACCESS.get();
-    let channel = if url.starts_with("https://") {
-        let tls = ClientTls {
-            ca_pem: access.and_then(|a| a.ca_pem.clone()),
-            domain: None,
-        };
-        net::channel_with(url, Some(&tls))?
-    } else {
-        net::channel(url)?
-    };
-    let send = access.map(|a| a.send.clone()).unwrap_or_default();
-    Ok(InterceptedService::new(channel, send))
+    let (tls, send) = peer_access(url);
+    Ok(InterceptedService::new(
+        net::channel_with(url, tls.as_ref())?,
+        send,
+    ))
 }
 
 /// A lazily connecting [`CallChannel`] to the peer at `url`; over TLS (trusting `--tls-ca`)
 /// when `url` is `https://…`.
 pub fn call_channel(url: &str) -> Result<CallChannel> {
+    let (tls, send) = peer_access(url);
+    Ok(InterceptedService::new(
+        H2Channel::new(url, tls.as_ref())?,
+        send,
+    ))
+}
+
+/// What a channel to the peer at `url` needs from this process's cluster access: the CA to
+/// trust when `url` is `https://…`, and the credential to send.
+fn peer_access(url: &str) -> (Option<ClientTls>, SendCluster) {
     let access = CLUSTER_ACCESS.get();
     let tls = url.starts_with("https://").then(|| ClientTls {
         ca_pem: access.and_then(|a| a.ca_pem.clone()),
         domain: None,
     });
-    let channel = H2Channel::new(url, tls.as_ref())?;
-    let send = access.map(|a| a.send.clone()).unwrap_or_default();
-    Ok(InterceptedService::new(channel, send))
+    (tls, access.map(|a| a.send.clone()).unwrap_or_default())
 }
 
 /// Requires an admin credential (see [`Require::admin`]) on every route of
