@@ -125,6 +125,45 @@ struct Log {
     commit: Lsn,
 }
 
+impl Log {
+    /// Whole buffered frames from `from` towards `end`, at most [`MAX_APPEND_BYTES`] (but at
+    /// least one frame); `None` when `from` lies below the buffer.
+    fn buffered(&self, from: Lsn, end: Lsn) -> Option<Result<Bytes>> {
+        if from < self.buffer_start {
+            return None;
+        }
+        let missing = || Error::internal(format!("buffer does not hold LSN {from}"));
+        // The buffer is in LSN order and holds up to 64 MiB of frames: find the first one by
+        // binary search (a scan from the front cost more than everything else an append does;
+        // docs/benchmarks/instructions.md).
+        let first = self.frames.partition_point(|(begin, _)| *begin < from);
+        let mut parts: Vec<&Bytes> = Vec::new();
+        let mut len = 0usize;
+        for (begin, f) in self.frames.range(first..) {
+            if *begin != from + len as u64 {
+                return Some(Err(missing()));
+            }
+            if len > 0 && len + f.len() > MAX_APPEND_BYTES {
+                break;
+            }
+            parts.push(f);
+            len += f.len();
+        }
+        Some(match parts.as_slice() {
+            [] if from < end => Err(missing()),
+            // One batch's frames, as buffered: no copy.
+            [one] => Ok((*one).clone()),
+            _ => {
+                let mut out = BytesMut::with_capacity(len);
+                for part in parts {
+                    out.extend_from_slice(part);
+                }
+                Ok(out.freeze())
+            }
+        })
+    }
+}
+
 /// The proposer's id for one election. Whoever learns it may take over this term's append
 /// session, so it is never printed: `Debug` redacts it.
 #[derive(Clone, Copy)]
@@ -689,24 +728,8 @@ impl Proposer {
                 .log
                 .lock()
                 .map_err(|_| Error::internal("proposer lock poisoned"))?;
-            if from >= log.buffer_start {
-                let mut out = BytesMut::new();
-                for (begin, f) in log.frames.iter() {
-                    if *begin < from {
-                        continue;
-                    }
-                    if *begin != from + out.len() as u64 {
-                        return Err(Error::internal(format!("buffer does not hold LSN {from}")));
-                    }
-                    if !out.is_empty() && out.len() + f.len() > MAX_APPEND_BYTES {
-                        break;
-                    }
-                    out.extend_from_slice(f);
-                }
-                if out.is_empty() && from < end {
-                    return Err(Error::internal(format!("buffer does not hold LSN {from}")));
-                }
-                return Ok(out.freeze());
+            if let Some(frames) = log.buffered(from, end) {
+                return frames;
             }
             log.buffer_start
         };
@@ -798,6 +821,57 @@ mod tests {
     use super::*;
 
     use crate::test_safekeepers::{safekeepers, safekeepers_with};
+
+    /// The buffer answers from any frame boundary it holds, joins frames up to the append
+    /// limit, hands a single batch over without copying it, and refuses an LSN inside a frame.
+    #[test]
+    fn buffered_frames_are_found_from_any_boundary() {
+        let frame = |n: usize, fill: u8| Bytes::from(vec![fill; n]);
+        let big = MAX_APPEND_BYTES / 2 + 1;
+        let frames: VecDeque<(Lsn, Bytes)> = [
+            (100, frame(10, 1)),
+            (110, frame(20, 2)),
+            (130, frame(5, 3)),
+            (135, frame(big, 4)),
+            (135 + big as u64, frame(big, 5)),
+        ]
+        .into_iter()
+        .collect();
+        let end = 135 + 2 * big as u64;
+        let log = Log {
+            buffer_start: 100,
+            frames,
+            buffered_bytes: 35 + 2 * big,
+            end,
+            commit: 0,
+        };
+        let got = |from: Lsn| log.buffered(from, end).map(|r| r.map(|b| b.to_vec()));
+        assert!(got(99).is_none(), "below the buffer");
+        let mut want = vec![2u8; 20];
+        want.extend([3u8; 5]);
+        want.extend(vec![4u8; big]);
+        assert_eq!(
+            got(110).unwrap().unwrap(),
+            want,
+            "joined up to the append limit"
+        );
+        assert_eq!(got(135 + big as u64).unwrap().unwrap(), vec![5u8; big]);
+        let single = log.buffered(130, end).unwrap().unwrap();
+        assert_eq!(single.len(), 5 + big);
+        let last = log.buffered(135, end).unwrap().unwrap();
+        assert_eq!(
+            last.as_ptr(),
+            log.frames[3].1.as_ptr(),
+            "one frame is handed over as buffered"
+        );
+        let inside = got(105).unwrap().unwrap_err();
+        assert_eq!(inside.kind(), ErrorKind::Internal, "{inside}");
+        assert_eq!(
+            got(end).unwrap().unwrap(),
+            Vec::<u8>::new(),
+            "nothing to send"
+        );
+    }
 
     async fn elect(urls: &[String]) -> Arc<Proposer> {
         loop {
