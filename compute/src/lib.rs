@@ -21,6 +21,7 @@ pub mod node;
 pub mod page_source;
 pub mod primary;
 pub mod proposer;
+pub mod range_cache;
 pub mod read_path;
 pub mod replica;
 pub mod requests;

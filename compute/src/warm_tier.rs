@@ -67,6 +67,7 @@ use ferrisdb_server_common::hybrid_cache::{self, HybridCacheConfig, byte_weight}
 use foyer::{HybridCache, Load, RecoverMode};
 
 use crate::hot_tier::EvictionObserver;
+use crate::range_cache::RangeCache;
 
 /// Buckets of key hashes whose newest evicted change is tracked: 8 bytes each (2 MiB), per
 /// primary. A change evicts every cached key of its bucket, so there are more buckets than a
@@ -129,6 +130,7 @@ impl WarmCache {
                 .collect(),
             stale_ranges: AtomicU64::new(since.0),
             version_at: moka::future::Cache::new(VERSION_AT_ENTRIES),
+            ranges: RangeCache::new(since),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -183,6 +185,8 @@ pub struct WarmTier {
     stale_ranges: AtomicU64,
     /// Immutable `version_at` answers, by timestamp.
     version_at: moka::future::Cache<u64, Version>,
+    /// Range answers, told about the same evictions.
+    ranges: RangeCache,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -286,6 +290,11 @@ impl WarmTier {
         )
     }
 
+    /// The range answers of this view (see `range_cache`).
+    pub fn ranges(&self) -> &RangeCache {
+        &self.ranges
+    }
+
     /// The shared cache.
     pub fn cache(&self) -> &Arc<WarmCache> {
         &self.cache
@@ -295,6 +304,8 @@ impl WarmTier {
     pub fn status(&self) -> serde_json::Value {
         let (hits, misses) = self.hit_stats();
         let (memory_capacity, disk_capacity) = self.cache.capacity();
+        let (range_hits, range_misses) = self.ranges.hit_stats();
+        let (range_chunks, range_bytes) = self.ranges.usage();
         serde_json::json!({
             "memory_bytes": self.cache.memory_bytes(),
             "memory_capacity_bytes": memory_capacity,
@@ -303,6 +314,12 @@ impl WarmTier {
             "hits": hits,
             "misses": misses,
             "version_at_entries": self.version_at.entry_count(),
+            "range_cache": {
+                "chunks": range_chunks,
+                "bytes": range_bytes,
+                "hits": range_hits,
+                "misses": range_misses,
+            },
         })
     }
 }
@@ -310,10 +327,12 @@ impl WarmTier {
 impl EvictionObserver for WarmTier {
     fn evicted_point(&self, key: &[u8], version: Version) {
         self.bucket(key).fetch_max(version.0, Ordering::SeqCst);
+        self.ranges.changed(key, version);
     }
 
-    fn evicted_range(&self, _begin: &[u8], _end: &[u8], version: Version) {
+    fn evicted_range(&self, begin: &[u8], end: &[u8], version: Version) {
         self.stale_ranges.fetch_max(version.0, Ordering::SeqCst);
+        self.ranges.cleared(begin, end, version);
     }
 
     /// Written through: what leaves the hot tier is what the next reads of those keys want,
