@@ -1,8 +1,8 @@
 //! FerrisDB at FoundationDB's limits (issue 14), on a real `ferrisdb dev`: transactions near
-//! the 10 MB limit pass every hop (primary, replica, pageserver after a checkpoint, history,
-//! change feed) and the database keeps committing; the 5-second rule on an idle cluster;
-//! FoundationDB's rules for oversize keys and system keys; the versionstamp phantom; a read
-//! version from the future.
+//! the 10 MB limit pass every hop (primary, replica, pageserver after a checkpoint, range reads
+//! of the largest values, history, change feed) and the database keeps committing; the
+//! 5-second rule on an idle cluster; FoundationDB's rules for oversize keys and system keys;
+//! the versionstamp phantom; a read version from the future.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferrisdb_client::{AtomicOp, Database, ErrorKind, Mutation, Version};
+use ferrisdb_client::{AtomicOp, Database, ErrorKind, Mutation, RangeOptions, Version};
 use ferrisdb_common::limits::{KEY_OUTSIDE_LEGAL_RANGE, MAX_KEY_SIZE, MAX_VALUE_SIZE};
-use ferrisdb_common::proto::PageGetRequest;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
+use ferrisdb_common::proto::{PageGetRangeRequest, PageGetRequest};
 use futures::StreamExt;
 use support::{DevCluster, cli, eventually};
 
@@ -133,6 +133,57 @@ async fn transactions_near_the_limit_pass_every_hop() {
         };
         let got = pageserver.get(req).await.unwrap().into_inner().value;
         assert_eq!(got, Some(value(k)), "pageserver: {k}");
+    }
+
+    // Range reads of the largest values, from the pageserver: a read ahead capped in bytes
+    // stops at the rows it must hold (with `more`), an uncapped one returns its whole limit.
+    let big: Vec<&String> = keys.iter().filter(|k| k.starts_with("big/")).collect();
+    for (limit, target_bytes, min_rows, want_rows) in [(65, 32 << 10, 2, 2), (65, 0, 0, 65)] {
+        let req = PageGetRangeRequest {
+            database: "default".to_string(),
+            begin: Bytes::from_static(b"big/"),
+            end: Bytes::from_static(b"big0"),
+            version: last.0,
+            limit,
+            reverse: false,
+            target_bytes,
+            min_rows,
+        };
+        let got = pageserver.get_range(req).await.unwrap().into_inner();
+        assert!(got.more, "cap {target_bytes}");
+        let got: Vec<_> = got.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let want: Vec<_> = big[..want_rows]
+            .iter()
+            .map(|k| (Bytes::from((*k).clone()), value(k)))
+            .collect();
+        assert!(got == want, "pageserver range, cap {target_bytes}");
+    }
+    // And through the primary, short scans from both ends and the whole range.
+    for (limit, reverse) in [(1, false), (3, false), (1, true), (2, true), (0, false)] {
+        let opts = RangeOptions {
+            limit,
+            reverse,
+            ..RangeOptions::default()
+        };
+        let got = db
+            .create_transaction()
+            .get_range_opts("big/", "big0", opts)
+            .await
+            .unwrap();
+        let mut want: Vec<_> = big
+            .iter()
+            .map(|k| (Bytes::from((*k).clone()), value(k)))
+            .collect();
+        if reverse {
+            want.reverse();
+        }
+        if limit > 0 {
+            want.truncate(limit);
+        }
+        assert!(
+            got == want,
+            "primary range, limit {limit} reverse {reverse}"
+        );
     }
 
     // History.

@@ -36,7 +36,10 @@
 //!
 //! The read path asks the pageserver for at least 64 rows (and always one more than the read
 //! needs, so the chunk knows whether the range continues): the chunk then settles the later
-//! scans that start anywhere inside it, not only the one that filled it.
+//! scans that start anywhere inside it, not only the one that filled it. What is read ahead is
+//! capped at half a chunk in bytes (`target_bytes` of the request; the pageserver ends the
+//! answer there, with `more`, once it holds the rows the read needs): a short scan over large
+//! values then costs about the rows it returns, not 64 of them.
 //!
 //! # Bounds
 //!

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::hot_tier::{HotRead, HotTier};
 use crate::metrics::Metrics;
 use crate::page_source::{PageSource, RangeRows};
-use crate::range_cache::RangeAsk;
+use crate::range_cache::{MAX_CHUNK_BYTES, RangeAsk};
 use crate::warm_tier::{WarmCache, WarmTier, WarmTierConfig};
 
 /// How big the tiers may grow, from the command line.
@@ -206,6 +206,14 @@ impl TierReader {
             1..=READ_AHEAD_UP_TO => (limit + 1).max(READ_AHEAD_ROWS),
             _ => limit,
         };
+        // What is read ahead is capped in bytes too, so a scan over large values does not
+        // pull 64 of them to answer a read of one; half a chunk, so a capped answer of
+        // middling rows still fits the cache.
+        let (target_bytes, min_rows) = if ask_for > limit {
+            ((MAX_CHUNK_BYTES / 2) as u64, limit + 1)
+        } else {
+            (0, 0)
+        };
         let req = PageGetRangeRequest {
             database: self.database.clone(),
             begin: begin.clone(),
@@ -213,6 +221,8 @@ impl TierReader {
             version: at.0,
             limit: ask_for.min(u32::MAX as usize) as u32,
             reverse,
+            target_bytes,
+            min_rows: min_rows.min(u32::MAX as usize) as u32,
         };
         let span = ferrisdb_server_common::span_in_trace!("read.pageserver");
         let (mut rows, mut more) = self.pages.get_range(req).instrument(span).await?;
@@ -376,6 +386,8 @@ mod tests {
     struct Versions {
         keys: std::sync::Mutex<BTreeMap<Bytes, BTreeMap<Version, Option<Bytes>>>>,
         range_calls: std::sync::atomic::AtomicU64,
+        /// Keys and values answered to range reads.
+        range_bytes: std::sync::atomic::AtomicU64,
     }
 
     impl Versions {
@@ -438,10 +450,25 @@ mod tests {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut rows = self.live(&req.begin, &req.end, Version(req.version), req.reverse);
             let limit = req.limit as usize;
-            let more = limit > 0 && rows.len() > limit;
+            let mut more = limit > 0 && rows.len() > limit;
             if more {
                 rows.truncate(limit);
             }
+            // The byte cap as the pageserver applies it (its `cap_bytes`).
+            if req.target_bytes > 0 {
+                let mut bytes = 0;
+                if let Some(end) = rows.iter().enumerate().position(|(i, (k, v))| {
+                    bytes += (k.len() + v.len()) as u64;
+                    i + 1 >= req.min_rows as usize && bytes >= req.target_bytes
+                }) && end + 1 < rows.len()
+                {
+                    rows.truncate(end + 1);
+                    more = true;
+                }
+            }
+            let answered: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+            self.range_bytes
+                .fetch_add(answered as u64, std::sync::atomic::Ordering::Relaxed);
             Ok((rows, more))
         }
         async fn history(&self, _: HistoryRequest) -> Result<Vec<HistoryEntry>> {
@@ -453,6 +480,68 @@ mod tests {
         async fn status(&self, _: &str) -> Result<PageserverStatus> {
             Ok(PageserverStatus::default())
         }
+    }
+
+    /// A short scan over the largest values reads ahead at most about half a cache chunk, not
+    /// 64 rows of them, and its answers stay whole: forwards, backwards, repeated (the
+    /// answers are too large to cache) and continued from a later key.
+    #[tokio::test]
+    async fn reading_ahead_over_the_largest_values_is_capped_in_bytes() {
+        use ferrisdb_common::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
+        use std::sync::atomic::Ordering::Relaxed;
+        let model = Arc::new(Versions::default());
+        let at = Version(10);
+        let key = |i: u8| {
+            let mut k = vec![b'k'; MAX_KEY_SIZE];
+            k[MAX_KEY_SIZE - 1] = i;
+            Bytes::from(k)
+        };
+        for i in 0..100u8 {
+            model.write(
+                at,
+                &Mutation::Set {
+                    key: key(i),
+                    value: Bytes::from(vec![i; MAX_VALUE_SIZE]),
+                },
+            );
+        }
+        let cache = WarmTier::in_memory(1 << 20).await.unwrap().cache().clone();
+        let warm = Arc::new(cache.tier(at));
+        let hot = Arc::new(HotTier::new(at).with_observer(warm.clone()));
+        let reader = TierReader::new(
+            "db".into(),
+            hot,
+            Some(warm.clone()),
+            model.clone(),
+            Metrics::new().unwrap(),
+        );
+        let row = (MAX_KEY_SIZE + MAX_VALUE_SIZE) as u64;
+        let mut calls = 0;
+        for (lo, limit, reverse) in [(0, 1, false), (0, 1, false), (40, 3, false), (0, 2, true)] {
+            let (begin, end) = (key(lo), key(100));
+            let before = model.range_bytes.load(Relaxed);
+            let got = reader
+                .read_range(begin.clone(), end.clone(), at, limit, reverse)
+                .await
+                .unwrap();
+            let mut want = model.live(&begin, &end, at, reverse);
+            want.truncate(limit);
+            assert_eq!(
+                got,
+                (want, true),
+                "[{lo}, 100) limit {limit} reverse {reverse}"
+            );
+            // The rows needed and the one that tells whether more follow, nothing more.
+            let answered = model.range_bytes.load(Relaxed) - before;
+            assert_eq!(answered, (limit as u64 + 1) * row, "limit {limit}");
+            calls += 1;
+        }
+        assert_eq!(model.range_calls.load(Relaxed), calls);
+        assert_eq!(
+            warm.ranges().usage(),
+            (0, 0),
+            "answers this large are not cached"
+        );
     }
 
     /// Range reads through the tiers, the range cache included, against a model holding every

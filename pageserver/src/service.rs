@@ -1,5 +1,6 @@
 //! The Pageserver gRPC service.
 
+use bytes::Bytes;
 use std::time::Duration;
 
 use ferrisdb_common::proto::pageserver_server::Pageserver;
@@ -112,6 +113,7 @@ impl Pageserver for PageserverService {
                 req.reverse,
             )
             .await?;
+        let (kvs, more) = cap_bytes(kvs, more, req.min_rows as usize, req.target_bytes);
         Ok(Response::new(PageGetRangeResponse {
             kvs: kvs
                 .into_iter()
@@ -227,5 +229,67 @@ impl Pageserver for PageserverService {
             })
             .collect();
         Ok(Response::new(ListDatabasesResponse { databases }))
+    }
+}
+
+/// A range answer ended at the first row, past the first `min_rows`, that brings its keys and
+/// values to `target_bytes` (0: no cap), with `more` set when rows were dropped. The rows past
+/// it were read and are dropped here: the cap saves the wire and the reader's memory, which is
+/// where a read ahead over large values costs (the timeline's own read is bounded by `limit`).
+fn cap_bytes(
+    mut rows: Vec<(Bytes, Bytes)>,
+    more: bool,
+    min_rows: usize,
+    target_bytes: u64,
+) -> (Vec<(Bytes, Bytes)>, bool) {
+    if target_bytes == 0 {
+        return (rows, more);
+    }
+    let mut bytes = 0u64;
+    for (i, (k, v)) in rows.iter().enumerate() {
+        bytes += (k.len() + v.len()) as u64;
+        if i + 1 >= min_rows && bytes >= target_bytes && i + 1 < rows.len() {
+            rows.truncate(i + 1);
+            return (rows, true);
+        }
+    }
+    (rows, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(sizes: &[usize]) -> Vec<(Bytes, Bytes)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Bytes::from(vec![i as u8]), Bytes::from(vec![0u8; *n])))
+            .collect()
+    }
+
+    /// The cap ends the answer at the row that reaches it, never before `min_rows`, sets
+    /// `more` only when it dropped rows, and keeps `more` from the timeline otherwise.
+    #[test]
+    fn the_byte_cap_ends_an_answer_past_min_rows() {
+        let big = ferrisdb_common::limits::MAX_VALUE_SIZE;
+        // No cap: as read.
+        assert_eq!(cap_bytes(rows(&[big; 5]), false, 1, 0).0.len(), 5);
+        // Largest values: one row reaches 64 KiB, but two are needed.
+        let (r, more) = cap_bytes(rows(&[big; 5]), false, 2, 64 << 10);
+        assert_eq!((r.len(), more), (2, true));
+        // Small rows: all of them fit under the cap; `more` is the timeline's.
+        let (r, more) = cap_bytes(rows(&[100; 64]), false, 2, 64 << 10);
+        assert_eq!((r.len(), more), (64, false));
+        let (r, more) = cap_bytes(rows(&[100; 64]), true, 2, 64 << 10);
+        assert_eq!((r.len(), more), (64, true));
+        // The cap reached exactly at the last row drops nothing.
+        let (r, more) = cap_bytes(rows(&[9, 9]), false, 1, 20);
+        assert_eq!((r.len(), more), (2, false));
+        // Reached at the second of three: the third goes.
+        let (r, more) = cap_bytes(rows(&[9, 9, 9]), false, 1, 20);
+        assert_eq!((r.len(), more), (2, true));
+        // Empty answers stay empty.
+        assert_eq!(cap_bytes(Vec::new(), false, 1, 1), (Vec::new(), false));
     }
 }
