@@ -15,7 +15,7 @@ use ferrisdb_loadtest::chaos::{ChaosConfig, run};
 use ferrisdb_loadtest::schedule::{FaultKind, Timing};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_bounded_chaos_run_loses_nothing_and_always_recovers() {
+async fn a_bounded_chaos_run_loses_nothing_and_always_recovers() -> Result<(), String> {
     let seed = std::env::var("FERRISDB_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -44,35 +44,48 @@ async fn a_bounded_chaos_run_loses_nothing_and_always_recovers() {
         workloads: ferrisdb_loadtest::chaos_checked::default_workloads(),
         command: format!("tests/chaos.rs with FERRISDB_CHAOS_SEED={seed}"),
     };
-    let report = run(config).await.unwrap();
+    // A failure is returned, not panicked: the reason is then the last thing the test prints
+    // (no backtrace after it), so even a log cut to its head and tail shows why it failed.
+    let report = match run(config).await {
+        Ok(report) => report,
+        Err(e) => {
+            let kept = dir.keep();
+            return Err(format!(
+                "chaos run could not complete (seed {seed}): {e:#}; files and logs kept in {}",
+                kept.display()
+            ));
+        }
+    };
     eprintln!("{}", report.markdown());
-    if !report.valid {
-        // Keep the cluster's files and logs (logs/*.chaos.log) for whoever reads the failure.
-        let kept = dir.keep();
-        eprintln!(
-            "chaos test: the cluster's files and logs are kept in {}",
-            kept.display()
-        );
-    }
     for d in &report.disabled {
         eprintln!("chaos test: not injected here: {d}");
     }
-    assert_eq!(report.lost, 0, "acknowledged writes lost (seed {seed})");
-    assert_eq!(
-        report.refused_present, 0,
-        "refused writes present (seed {seed})"
-    );
-    assert_eq!(report.anomalies, 0, "anomalies (seed {seed})");
-    assert_eq!(
-        report.unrecovered, 0,
-        "faults after which the cluster never served again (seed {seed})"
-    );
-    assert!(report.valid);
-    assert!(
-        report.faults_injected >= 100,
-        "only {} faults injected (seed {seed})",
-        report.faults_injected
-    );
+    let mut failures = Vec::new();
+    for (what, n) in [
+        ("acknowledged writes lost", report.lost),
+        ("refused writes present", report.refused_present),
+        ("anomalies", report.anomalies),
+        (
+            "faults after which the cluster never served again",
+            report.unrecovered,
+        ),
+    ] {
+        if n > 0 {
+            failures.push(format!("{what}: {n}"));
+        }
+    }
+    if !report.valid && failures.is_empty() {
+        failures.push("the report is not valid".to_string());
+    }
+    // What each failed checker found, the first few of it.
+    for (workload, verdict) in report.verdicts.iter().filter(|(_, v)| !v.is_valid()) {
+        for detail in verdict.details.iter().take(5) {
+            failures.push(format!("{workload}: {detail}"));
+        }
+    }
+    if report.faults_injected < 100 {
+        failures.push(format!("only {} faults injected", report.faults_injected));
+    }
     // Every kind that can be injected on this machine was, at least once.
     let possible: Vec<String> = FaultKind::all()
         .iter()
@@ -87,18 +100,31 @@ async fn a_bounded_chaos_run_loses_nothing_and_always_recovers() {
         .collect();
     for kind in possible {
         let injected = report.by_kind.get(&kind).map_or(0, |s| s.injected);
-        assert!(
-            injected > 0,
-            "{kind} was never injected (seed {seed}); skips: {:?}",
-            report
+        if injected == 0 {
+            let skips: Vec<&String> = report
                 .events
                 .iter()
                 .filter(|e| e.kind == kind)
                 .map(|e| &e.note)
-                .collect::<Vec<_>>()
-        );
+                .collect();
+            failures.push(format!("{kind} was never injected; skips: {skips:?}"));
+        }
     }
     // The checker saw real traffic, so a pass means something.
-    assert!(report.operations.ok > 100, "{:?}", report.operations);
-    assert!(report.replica_reads > 10);
+    if report.operations.ok <= 100 {
+        failures.push(format!("too little traffic: {:?}", report.operations));
+    }
+    if report.replica_reads <= 10 {
+        failures.push(format!("only {} replica reads", report.replica_reads));
+    }
+    if failures.is_empty() {
+        return Ok(());
+    }
+    // Keep the cluster's files and logs (logs/*.chaos.log) for whoever reads the failure.
+    let kept = dir.keep();
+    Err(format!(
+        "chaos run failed (seed {seed}; FERRISDB_CHAOS_SEED={seed} repeats its schedule; files and logs kept in {}): {}",
+        kept.display(),
+        failures.join("; ")
+    ))
 }
