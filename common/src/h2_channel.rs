@@ -36,14 +36,15 @@ use tonic::codegen::http::{Request, Response, Uri};
 use tonic::codegen::{Service, StdError};
 
 use crate::error::{Error, Result};
-use crate::net::{CONNECT_TIMEOUT, ClientTls, install_crypto_provider};
+use crate::net::{
+    CONNECT_TIMEOUT, ClientTls, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, install_crypto_provider,
+};
 
-/// How often an idle or busy connection is pinged, and how long the pong may take before the
-/// connection counts as dead: a compute that vanished without closing the socket (a
-/// partition, a killed VM) fails the calls waiting on it instead of leaving them hanging.
+/// How often an idle or busy connection is pinged, and how long the pong may take: the same
+/// as every other client channel's (`net`).
 const KEEPALIVE: Keepalive = Keepalive {
-    interval: Duration::from_secs(5),
-    timeout: Duration::from_secs(5),
+    interval: KEEPALIVE_INTERVAL,
+    timeout: KEEPALIVE_TIMEOUT,
 };
 
 /// When a connection is pinged and how long its pong may take.

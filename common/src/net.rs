@@ -12,6 +12,14 @@ use crate::error::{Error, Result};
 /// How long a connection attempt to a peer may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How often a client pings its connection, idle or busy, and how long the pong may take
+/// before the connection counts as dead: a peer that vanished without closing the socket (a
+/// partition, a killed VM) fails the calls waiting on it instead of leaving them hanging.
+/// Every client channel uses these (tonic's here, [`crate::h2_channel`]'s own).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// See [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest gRPC message a FerrisDB client or server sends or accepts; derived in
 /// [`crate::message_size`], which says why.
 pub const MAX_MESSAGE_BYTES: usize = crate::message_size::MAX_MESSAGE_BYTES;
@@ -23,8 +31,8 @@ pub fn channel(url: &str) -> Result<Channel> {
         .map_err(|e| Error::invalid(format!("endpoint {url:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     Ok(endpoint.connect_lazy())
 }
 
@@ -65,8 +73,8 @@ pub fn channel_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel> {
         .map_err(|e| Error::invalid(format!("TLS for {url:?}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     Ok(endpoint.connect_lazy())
 }
 
