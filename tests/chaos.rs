@@ -77,6 +77,18 @@ async fn a_bounded_chaos_run_loses_nothing_and_always_recovers() -> Result<(), S
     if !report.valid && failures.is_empty() {
         failures.push("the report is not valid".to_string());
     }
+    // Which faults the cluster did not come back from.
+    for e in report
+        .events
+        .iter()
+        .filter(|e| !e.skipped && e.recovery_ms.is_none())
+        .take(5)
+    {
+        failures.push(format!(
+            "not recovered: #{} {} on {} held {} ms",
+            e.index, e.kind, e.target, e.hold_ms
+        ));
+    }
     // What each failed checker found, the first few of it.
     for (workload, verdict) in report.verdicts.iter().filter(|(_, v)| !v.is_valid()) {
         for detail in verdict.details.iter().take(5) {
