@@ -7,6 +7,7 @@
 //! `ferrisdb-server-common`, under `common/server/`.
 
 pub mod atomic;
+pub mod checksum;
 pub mod codec;
 mod convert;
 pub mod error;

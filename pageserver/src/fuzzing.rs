@@ -252,7 +252,7 @@ pub fn cold_segment(data: &[u8]) {
 /// back equal; its key partitions decode or are refused; [`manifest::load_latest`] on a bucket
 /// holding it returns it exactly when its name and generation match where it is stored.
 pub fn manifest(data: &[u8]) {
-    let parsed = serde_json::from_slice::<Manifest>(data);
+    let parsed = manifest::parse(data);
     if let Ok(m) = &parsed {
         let text = serde_json::to_vec(m).unwrap_or_else(|e| panic!("serializing: {e}"));
         let back: Manifest =

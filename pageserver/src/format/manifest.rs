@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_common::{Error, ErrorKind, Result, Version, checksum};
 use ferrisdb_server_common::objstore::{store_error, with_retries};
 
 /// One layer the manifest names.
@@ -201,8 +201,7 @@ pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result
         return Ok(Manifest::empty(database));
     };
     let bytes = read_object(store, &path).await?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corruption(format!("manifest {path}: {e}")))?;
+    let manifest = parse(&bytes).map_err(|e| Error::corruption(format!("manifest {path}: {e}")))?;
     if manifest.generation != generation || manifest.database != database {
         return Err(Error::corruption(format!(
             "manifest {path} describes {} generation {}",
@@ -210,6 +209,13 @@ pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result
         )));
     }
     Ok(manifest)
+}
+
+/// A manifest object's document: its checksum trailer checked (`ferrisdb_common::checksum`;
+/// manifests written before the trailer have none), then parsed.
+pub fn parse(bytes: &[u8]) -> std::result::Result<Manifest, String> {
+    let document = checksum::unseal(bytes)?;
+    serde_json::from_slice(document).map_err(|e| e.to_string())
 }
 
 /// The databases that have objects in the bucket.
@@ -240,6 +246,7 @@ pub async fn read_object(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<by
 /// content), the write succeeded.
 pub async fn store_next(store: &Arc<dyn ObjectStore>, next: &Manifest) -> Result<()> {
     let body = serde_json::to_vec_pretty(next)
+        .map(checksum::seal)
         .map_err(|e| Error::internal(format!("encoding manifest: {e}")))?;
     let opts = PutOptions {
         mode: PutMode::Create,
@@ -255,7 +262,7 @@ pub async fn store_next(store: &Arc<dyn ObjectStore>, next: &Manifest) -> Result
         Ok(_) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
             let found = read_object(store, &path).await?;
-            let ours = serde_json::from_slice::<Manifest>(&found).is_ok_and(|m| &m == next);
+            let ours = parse(&found).is_ok_and(|m| &m == next);
             if ours {
                 return Ok(());
             }
@@ -300,5 +307,48 @@ mod tests {
         other.writer = "ps-b".into();
         let e = store_next(&store, &other).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Fenced);
+    }
+
+    /// The chaos run's finding: one flipped bit turned a digit of the newest manifest into
+    /// another digit, the JSON still parsed, and the pageserver wrote the next generation from
+    /// the damaged copy. Sealed manifests refuse every such flip; a manifest written before
+    /// the seal (plain JSON) still loads.
+    #[tokio::test]
+    async fn a_manifest_with_a_flipped_digit_is_corruption_not_a_manifest() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut m = Manifest::empty("db");
+        m.generation = 1;
+        m.remote_consistent_version = Version(1_234_507);
+        m.layers.push(LayerEntry {
+            name: crate::format::delta::layer_name(Version(1_019_116), Version(1_234_507)),
+            start: Version(1_019_116),
+            end: Version(1_234_507),
+            size: 4096,
+            kind: LayerKind::Delta,
+            keys: None,
+        });
+        store_next(&store, &m).await.unwrap();
+        let path = manifest_path("db", 1);
+        let sealed = read_object(&store, &path).await.unwrap().to_vec();
+        let text = String::from_utf8(sealed.clone()).unwrap();
+        let digit = text.find("1234507").unwrap() + 6;
+        let mut flips = 0;
+        for bit in 0..8 {
+            let mut damaged = sealed.clone();
+            damaged[digit] ^= 1 << bit;
+            store.put(&path, damaged.into()).await.unwrap();
+            match load_latest(&store, "db").await {
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Corruption, "bit {bit}: {e}");
+                    flips += 1;
+                }
+                Ok(loaded) => panic!("bit {bit}: loaded {loaded:?}"),
+            }
+        }
+        assert_eq!(flips, 8);
+        // Plain JSON, as written before manifests were sealed.
+        let plain = serde_json::to_vec_pretty(&m).unwrap();
+        store.put(&path, plain.into()).await.unwrap();
+        assert_eq!(load_latest(&store, "db").await.unwrap(), m);
     }
 }
