@@ -96,18 +96,29 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A base port whose whole block of cluster ports is free right now.
 pub fn free_base_port() -> u16 {
+    // Blocks lie below the kernel's ephemeral range: a client connecting to a port nobody
+    // listens on yet can be given that very port as its source and connect to itself (TCP
+    // simultaneous open), holding it so the server cannot bind it and the cluster never comes
+    // up. loadtest/src/cluster.rs draws its ports the same way, for the same reason.
+    const LOW: u16 = 20_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let high = if ephemeral >= LOW + 3_000 {
+        ephemeral
+    } else {
+        60_000
+    };
+    let blocks = (high - LOW) / 100 - 1;
     if NEXT_BASE.load(Ordering::SeqCst) == 0 {
         // Spread test binaries (separate processes) over the range by pid.
-        let start = 20_000 + (std::process::id() % 300) as u16 * 100;
+        let start = 1 + (std::process::id() % u32::from(blocks)) as u16;
         let _ = NEXT_BASE.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
     }
-    loop {
-        let base = NEXT_BASE.fetch_add(100, Ordering::SeqCst);
-        let base = if base > 60_000 {
-            20_000 + base % 100
-        } else {
-            base
-        };
+    for _ in 0..u32::from(blocks) * 4 {
+        let n = NEXT_BASE.fetch_add(1, Ordering::SeqCst);
+        let base = LOW + (n % blocks) * 100;
         let mut handed = HANDED_OUT.lock().unwrap();
         let handed = handed.get_or_insert_with(HashSet::new);
         if handed.contains(&base) {
@@ -121,6 +132,7 @@ pub fn free_base_port() -> u16 {
             return base;
         }
     }
+    panic!("no free block of ports between {LOW} and {high}");
 }
 
 /// One component as `cluster.json` records it.
