@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferrisdb_common::h2_channel::H2Channel;
 use ferrisdb_common::net::{ClientTls, SendToken};
-use ferrisdb_common::proto::database_client::DatabaseClient;
 use ferrisdb_common::proto::{ChangesRequest, HistoryRequest, VersionAtRequest};
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result};
 use rand::Rng;
 
+use crate::conn::Conn;
 use crate::outgoing::{Client, Outgoing};
 use crate::transaction::Transaction;
 use crate::watch::Watch;
@@ -81,6 +81,11 @@ pub struct ConnectOptions {
     pub token: Option<String>,
     /// How [`Database::run`] retries.
     pub retry: RetryOptions,
+    /// Send reads, read versions and commits as messages of one long-lived stream per
+    /// endpoint (`Database/Session`, docs/session.md) rather than a call each (default on).
+    /// Off for a proxy in between that does not carry bidirectional gRPC streams. A compute
+    /// without sessions is detected either way.
+    pub sessions: bool,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -91,6 +96,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("tls", &self.tls)
             .field("token", &ferrisdb_common::net::redact(&self.token))
             .field("retry", &self.retry)
+            .field("sessions", &self.sessions)
             .finish()
     }
 }
@@ -110,6 +116,7 @@ impl ConnectOptions {
             tls: None,
             token: None,
             retry: RetryOptions::default(),
+            sessions: true,
         }
         .endpoint(endpoint)
     }
@@ -165,6 +172,18 @@ impl ConnectOptions {
         self
     }
 
+    /// Sends each operation as a call of its own when `sessions` is false (see
+    /// [`ConnectOptions::sessions`]).
+    ///
+    /// ```
+    /// let opts = ferrisdb_client::ConnectOptions::new("http://a:4500").use_sessions(false);
+    /// assert!(!opts.sessions);
+    /// ```
+    pub fn use_sessions(mut self, sessions: bool) -> ConnectOptions {
+        self.sessions = sessions;
+        self
+    }
+
     /// Retries as `retry` says.
     ///
     /// ```
@@ -183,13 +202,13 @@ impl ConnectOptions {
 #[derive(Debug)]
 struct Endpoints {
     urls: Vec<String>,
-    clients: Vec<Client>,
+    clients: Vec<Conn>,
     current: AtomicUsize,
 }
 
 impl Endpoints {
     /// The client in use and its index.
-    fn current(&self) -> (usize, Client) {
+    fn current(&self) -> (usize, Conn) {
         let i = self.current.load(Ordering::Acquire) % self.clients.len();
         (i, self.clients[i].clone())
     }
@@ -258,8 +277,10 @@ impl Database {
             .iter()
             .map(|url| {
                 let channel = H2Channel::new(url, options.tls.as_ref())?;
-                Ok(ferrisdb_common::with_message_limits!(
-                    DatabaseClient::with_interceptor(channel, Outgoing::new(token.clone()))
+                Ok(Conn::new(
+                    channel,
+                    Outgoing::new(token.clone()),
+                    options.sessions,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -289,8 +310,8 @@ impl Database {
     {
         let mut tries = 0;
         loop {
-            let (i, client) = self.endpoints.current();
-            match f(client).await {
+            let (i, conn) = self.endpoints.current();
+            match f(conn.client).await {
                 Err(e)
                     if wants_other_endpoint(e.kind())
                         && tries + 1 < self.endpoints.clients.len() =>
@@ -403,9 +424,9 @@ impl Database {
         let key = key.into();
         let tx = self.create_transaction();
         let known = tx.snapshot().get(key.clone()).await?;
-        let (_, client) = self.endpoints.current();
+        let (_, conn) = self.endpoints.current();
         Ok(Watch::new(Box::pin(crate::watch::wait(
-            client,
+            conn.client,
             self.database.clone(),
             key,
             known,
@@ -414,8 +435,8 @@ impl Database {
 
     /// A new transaction; most code wants [`Database::run`] instead.
     pub fn create_transaction(&self) -> Transaction {
-        let (_, client) = self.endpoints.current();
-        Transaction::new(client, self.database.clone())
+        let (_, conn) = self.endpoints.current();
+        Transaction::new(conn, self.database.clone())
     }
 
     /// Runs `body` in a transaction and commits it, retrying the whole transaction on
@@ -444,8 +465,8 @@ impl Database {
         let mut backoff = self.retry.initial_backoff;
         let mut retries = 0u32;
         loop {
-            let (endpoint, client) = self.endpoints.current();
-            let tx = Transaction::new(client, self.database.clone());
+            let (endpoint, conn) = self.endpoints.current();
+            let tx = Transaction::new(conn, self.database.clone());
             let outcome = match body(tx.clone()).await {
                 Ok(value) => tx.commit().await.map(|_| value),
                 Err(e) => Err(e),

@@ -16,9 +16,11 @@
 //! # }
 //! ```
 
+mod conn;
 mod database;
 mod key_selector;
 mod outgoing;
+mod session;
 pub mod subspace;
 mod transaction;
 pub mod tuple;
@@ -33,3 +35,6 @@ pub use ferrisdb_common::{Error, ErrorKind, Result, Version};
 pub use key_selector::KeySelector;
 pub use transaction::{RangeOptions, RangeStream, Transaction};
 pub use watch::{Watch, WatchEvent};
+
+#[cfg(test)]
+mod session_tests;

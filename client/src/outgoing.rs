@@ -30,29 +30,48 @@ impl tonic::service::Interceptor for Outgoing {
     }
 }
 
+/// The current OpenTelemetry span's context as a W3C `traceparent`, for an operation sent in a
+/// session; empty when there is no valid current span (or the feature is off).
+pub(crate) fn current_traceparent() -> String {
+    #[cfg(feature = "opentelemetry")]
+    {
+        use ferrisdb_common::traceparent::TraceParent;
+        use opentelemetry::trace::TraceContextExt;
+
+        let cx = opentelemetry::Context::current();
+        let span = cx.span();
+        let sc = span.span_context();
+        if sc.is_valid() {
+            return TraceParent {
+                trace_id: sc.trace_id().to_bytes(),
+                span_id: sc.span_id().to_bytes(),
+                flags: sc.trace_flags().to_u8(),
+            }
+            .to_string();
+        }
+    }
+    String::new()
+}
+
 /// Adds the current OpenTelemetry span's context (W3C `traceparent`, and `tracestate` when
 /// it has one) to `metadata`; nothing when there is no valid current span. Written by hand
 /// rather than through the global propagator, so it works whether or not the application
 /// installed one, and needs only the API crate.
 #[cfg(feature = "opentelemetry")]
 fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
-    use ferrisdb_common::traceparent::{TRACEPARENT, TraceParent};
+    use ferrisdb_common::traceparent::TRACEPARENT;
     use opentelemetry::trace::TraceContextExt;
 
+    let parent = current_traceparent();
+    if parent.is_empty() {
+        return;
+    }
+    if let Ok(v) = parent.parse() {
+        metadata.insert(TRACEPARENT, v);
+    }
     let cx = opentelemetry::Context::current();
     let span = cx.span();
     let sc = span.span_context();
-    if !sc.is_valid() {
-        return;
-    }
-    let parent = TraceParent {
-        trace_id: sc.trace_id().to_bytes(),
-        span_id: sc.span_id().to_bytes(),
-        flags: sc.trace_flags().to_u8(),
-    };
-    if let Ok(v) = parent.to_string().parse() {
-        metadata.insert(TRACEPARENT, v);
-    }
     let state = sc.trace_state().header();
     if !state.is_empty()
         && let Ok(v) = state.parse()

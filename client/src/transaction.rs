@@ -15,7 +15,7 @@ use ferrisdb_common::proto::{
 use ferrisdb_common::{Error, Result, Version};
 
 use crate::KeySelector;
-use crate::outgoing::Client;
+use crate::conn::Conn;
 use crate::watch::Watch;
 
 /// How a range read is cut and ordered.
@@ -74,7 +74,7 @@ fn unreadable(key: &[u8]) -> Error {
 /// what lets `Database::run` hand one to a closure and still commit it afterwards.
 #[derive(Debug, Clone)]
 pub struct Transaction {
-    client: Client,
+    conn: Conn,
     database: Arc<str>,
     state: Arc<Mutex<State>>,
     /// Reads through this handle add no read conflicts (see [`Transaction::snapshot`]).
@@ -88,46 +88,10 @@ pub(crate) fn key_after(key: &[u8]) -> Bytes {
     Bytes::from(k)
 }
 
-/// Whether a failed call certainly never reached the server: the connection to it was
-/// refused. Told from the error's cause (an `io::Error` of kind `ConnectionRefused` in the
-/// status's source chain), not from its wording, which belongs to tonic and hyper.
-fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = cause {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
-
-/// What a failed commit call means. A FerrisDB code from the compute is its answer. A transport
-/// failure is not: the request may have reached the compute and committed before the
-/// connection broke, so unless it never left (the connection was refused) the honest answer
-/// is `commit_unknown_result`.
-fn commit_error(status: tonic::Status) -> Error {
-    let tagged = status
-        .metadata()
-        .contains_key(ferrisdb_common::error::CODE_METADATA_KEY);
-    if tagged || never_sent(&status) {
-        return status.into();
-    }
-    Error::new(
-        ferrisdb_common::ErrorKind::CommitUnknownResult,
-        format!("the connection failed during commit, which may have happened: {status}"),
-    )
-}
-
 impl Transaction {
-    pub(crate) fn new(client: Client, database: Arc<str>) -> Transaction {
+    pub(crate) fn new(conn: Conn, database: Arc<str>) -> Transaction {
         Transaction {
-            client,
+            conn,
             database,
             state: Arc::default(),
             snapshot: false,
@@ -224,14 +188,7 @@ impl Transaction {
         let req = GetReadVersionRequest {
             database: self.database.to_string(),
         };
-        let v = Version(
-            self.client
-                .clone()
-                .get_read_version(req)
-                .await?
-                .into_inner()
-                .version,
-        );
+        let v = Version(self.conn.read_version(req).await?.version);
         Ok(*self.state()?.read_version.get_or_insert(v))
     }
 
@@ -259,7 +216,7 @@ impl Transaction {
             version: version.unwrap_or_default().0,
             latest: version.is_none(),
         };
-        let resp = self.client.clone().get(req).await?.into_inner();
+        let resp = self.conn.get(req).await?;
         Ok((resp.value, resp.read_version))
     }
 
@@ -279,7 +236,7 @@ impl Transaction {
             reverse,
             latest: version.is_none(),
         };
-        let resp = self.client.clone().get_range(req).await?.into_inner();
+        let resp = self.conn.get_range(req).await?;
         let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
         Ok(((rows, resp.more), resp.read_version))
     }
@@ -631,13 +588,7 @@ impl Transaction {
             write_conflicts,
             mutations,
         };
-        let response = self
-            .client
-            .clone()
-            .commit(req)
-            .await
-            .map_err(commit_error)?;
-        let response = response.into_inner();
+        let response = self.conn.commit(req).await?;
         let version = Version(response.version);
         let mut s = self.state()?;
         s.committed = Some(version);
@@ -732,8 +683,8 @@ impl Transaction {
                 version: at.0,
                 latest: false,
             };
-            let known = tx.client.clone().get(req).await?.into_inner().value;
-            crate::watch::wait(tx.client.clone(), tx.database.clone(), key, known).await
+            let known = tx.conn.get(req).await?.value;
+            crate::watch::wait(tx.conn.client.clone(), tx.database.clone(), key, known).await
         }))
     }
 

@@ -328,6 +328,33 @@ impl From<tonic::Status> for Error {
     }
 }
 
+/// An operation's failure inside a client session (`Database/Session`), carrying what a unary
+/// call's status carries: the code, the reason and the message (cut as in a status).
+impl From<Error> for crate::proto::SessionError {
+    fn from(e: Error) -> crate::proto::SessionError {
+        crate::proto::SessionError {
+            code: e.kind.code().to_string(),
+            message: truncate_message(&e.message, MAX_STATUS_MESSAGE_BYTES),
+            reason: e.reason.map(|r| r.code().to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<crate::proto::SessionError> for Error {
+    fn from(e: crate::proto::SessionError) -> Error {
+        // A code this SDK does not know comes from a newer compute: it is still the
+        // compute's answer, not a transport failure, so it must not read as `unavailable`
+        // (retried, or for a commit, unknown).
+        let Some(kind) = ErrorKind::from_code(&e.code) else {
+            return Error::internal(format!("error code {}: {}", echo(&e.code), e.message));
+        };
+        Error {
+            reason: Reason::from_code(&e.reason),
+            ..Error::new(kind, e.message)
+        }
+    }
+}
+
 impl From<tonic::transport::Error> for Error {
     fn from(e: tonic::transport::Error) -> Error {
         Error::unavailable(format!("transport: {e}"))
@@ -364,6 +391,29 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::from_code(r.code()), Some(r));
         }
+    }
+
+    #[test]
+    fn every_kind_and_reason_round_trip_through_a_session_error() {
+        for kind in ErrorKind::ALL {
+            let e = Error::new(kind, "boom");
+            let back = Error::from(crate::proto::SessionError::from(e.clone()));
+            assert_eq!(back, e);
+        }
+        let e = Error::unavailable(WAL_BUDGET_FULL).with_reason(Reason::WalBudgetFull);
+        assert_eq!(Error::from(crate::proto::SessionError::from(e.clone())), e);
+        // A long message is cut as a status's is.
+        let long = Error::invalid("x".repeat(10 * MAX_STATUS_MESSAGE_BYTES));
+        let wire = crate::proto::SessionError::from(long);
+        assert!(wire.message.len() <= MAX_STATUS_MESSAGE_BYTES);
+        // A code from a newer compute is its answer, never a transport failure.
+        let unknown = Error::from(crate::proto::SessionError {
+            code: "from_the_future".into(),
+            message: "m".into(),
+            reason: "no_such_reason".into(),
+        });
+        assert_eq!(unknown.kind(), ErrorKind::Internal);
+        assert!(unknown.message().contains("from_the_future"));
     }
 
     #[test]

@@ -261,6 +261,69 @@ impl Shared {
     }
 }
 
+impl H2Channel {
+    /// Opens one bidirectional gRPC call to `path` (`/package.Service/Method`) carrying
+    /// `metadata` (e.g. the bearer token): its HEADERS go out now, its messages as the caller
+    /// sends them through the returned [`StreamSender`], and the response arrives once the
+    /// server answers its headers. A server that refuses the call in its headers (an unknown
+    /// method, a bad token) answers a response whose `grpc-status` says so; reading that is
+    /// the caller's part, as it is tonic's for other calls.
+    pub async fn open_stream(
+        &self,
+        path: &'static str,
+        metadata: tonic::metadata::MetadataMap,
+    ) -> std::result::Result<(StreamSender, Response<ResponseBody>), Status> {
+        let mut uri = self.shared.origin.clone().into_parts();
+        uri.path_and_query = Some(tonic::codegen::http::uri::PathAndQuery::from_static(path));
+        let uri =
+            Uri::from_parts(uri).map_err(|e| Status::internal(format!("request URI: {e}")))?;
+        let mut request = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .map_err(|e| Status::internal(format!("request: {e}")))?;
+        request.headers_mut().extend(metadata.into_headers());
+        let live = self.shared.sender().await?;
+        let broken = |e: h2::Error| {
+            live.closed.store(true, Ordering::Release);
+            from_h2(e)
+        };
+        let mut send = live.send.clone().ready().await.map_err(broken)?;
+        let (response, stream) = send.send_request(request, false).map_err(broken)?;
+        let response = response.await.map_err(from_h2)?;
+        Ok((StreamSender { stream }, response.map(ResponseBody::new)))
+    }
+}
+
+/// The request half of a call opened by [`H2Channel::open_stream`]. What it is given is queued
+/// on the connection at once (the connection task writes it as flow control allows, alongside
+/// whatever else is queued), so a sender never waits; that buffering is unbounded, and bounding
+/// how much is in flight is the caller's part.
+pub struct StreamSender {
+    stream: h2::SendStream<Bytes>,
+}
+
+impl std::fmt::Debug for StreamSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSender").finish_non_exhaustive()
+    }
+}
+
+impl StreamSender {
+    /// Queues `data` (whole gRPC messages, length-prefixed). An error means it was not
+    /// queued: the stream was reset or the connection is gone.
+    pub fn send(&mut self, data: Bytes) -> std::result::Result<(), Status> {
+        self.stream.send_data(data, false).map_err(from_h2)
+    }
+
+    /// Ends the request half: the server reads to the end and may finish the call.
+    pub fn finish(&mut self) {
+        let _ = self.stream.send_data(Bytes::new(), true);
+    }
+}
+
 /// Starts HTTP/2 on `io` and runs the connection (with its keepalive) on a task of its own.
 async fn handshake<T>(io: T, every: Keepalive) -> std::result::Result<Live, Status>
 where

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use prometheus::Gauge;
+use prometheus::{Gauge, IntCounter, IntGauge};
 
 /// When the compute was last asked something, and how its cold start went.
 #[derive(Debug)]
@@ -23,6 +23,18 @@ pub struct Activity {
     busy: AtomicUsize,
     first_read: OnceLock<Duration>,
     cold_start: Gauge,
+    sessions: IntGauge,
+    session_operations: IntCounter,
+}
+
+/// Counts an open client session while alive.
+#[derive(Debug)]
+pub struct OpenSession(IntGauge);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Holds the compute busy while alive (a waiting watch).
@@ -45,12 +57,24 @@ impl Activity {
             "Seconds from process start to the first answered read (0 until then)",
         )?;
         registry.register(Box::new(cold_start.clone()))?;
+        let sessions = IntGauge::new(
+            "ferrisdb_compute_sessions",
+            "Client sessions open (Database/Session streams)",
+        )?;
+        registry.register(Box::new(sessions.clone()))?;
+        let session_operations = IntCounter::new(
+            "ferrisdb_compute_session_operations_total",
+            "Operations received inside client sessions",
+        )?;
+        registry.register(Box::new(session_operations.clone()))?;
         Ok(Activity {
             started,
             last_ms: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             first_read: OnceLock::new(),
             cold_start,
+            sessions,
+            session_operations,
         })
     }
 
@@ -65,6 +89,17 @@ impl Activity {
         self.busy.fetch_add(1, Ordering::AcqRel);
         self.touch();
         Busy(self)
+    }
+
+    /// Counts a session open until the guard drops.
+    pub fn session_opened(&self) -> OpenSession {
+        self.sessions.inc();
+        OpenSession(self.sessions.clone())
+    }
+
+    /// Counts an operation received in a session.
+    pub fn session_operation(&self) {
+        self.session_operations.inc();
     }
 
     /// Records that a read was answered; the first one fixes the cold-start figure.

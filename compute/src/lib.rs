@@ -27,6 +27,7 @@ pub mod replica;
 pub mod requests;
 pub(crate) mod resolver;
 pub(crate) mod service;
+pub mod session;
 pub mod view;
 pub mod warm_tier;
 pub mod watches;
@@ -206,7 +207,8 @@ pub async fn run(
     let grpc = security.grpc_server()?.add_service(InterceptedService::new(
         ferrisdb_common::with_message_limits!(DatabaseServer::new(ComputeService::new(
             databases.clone(),
-            activity.clone()
+            activity.clone(),
+            shutdown.clone(),
         ))),
         security.require_client(),
     ));

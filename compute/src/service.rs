@@ -8,53 +8,72 @@ use ferrisdb_common::proto::database_server::Database;
 use ferrisdb_common::proto::{
     ChangesBatch, ChangesRequest, CommitRequest, CommitResponse, GetRangeRequest, GetRangeResponse,
     GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, HistoryRequest,
-    HistoryResponse, KeyValue, VersionAtRequest, VersionAtResponse, WatchRequest, WatchResponse,
+    HistoryResponse, KeyValue, SessionRequest, VersionAtRequest, VersionAtResponse, WatchRequest,
+    WatchResponse,
 };
 use ferrisdb_common::{Result, Version};
-use tonic::{Request, Response, Status};
+use ferrisdb_server_common::serve::Shutdown;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::activity::Activity;
 use crate::databases::Databases;
 use crate::node::Node;
 use crate::requests::{self, Commit};
+use crate::session::Answers;
 
 /// What the client API needs: the databases served and, once elected, their primaries.
 #[derive(Debug, Clone)]
 pub struct ComputeService {
     databases: Databases,
     activity: Arc<Activity>,
+    /// Sessions stop taking operations once this resolves, so a stop is not held up by a
+    /// client's long-lived stream.
+    shutdown: Shutdown,
 }
 
 impl ComputeService {
     /// A service routing each request to its database's primary (`unavailable` until it has
-    /// won its term), recording client activity in `activity`.
-    pub fn new(databases: Databases, activity: Arc<Activity>) -> ComputeService {
+    /// won its term), recording client activity in `activity`; sessions end on `shutdown`.
+    pub fn new(
+        databases: Databases,
+        activity: Arc<Activity>,
+        shutdown: Shutdown,
+    ) -> ComputeService {
         ComputeService {
             databases,
             activity,
+            shutdown,
         }
+    }
+
+    /// The client activity tracker.
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// What ends this service's sessions.
+    pub(crate) fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
     fn node(&self, database: &str) -> Result<Node> {
         self.activity.touch();
         self.databases.node(database)
     }
-}
 
-#[tonic::async_trait]
-impl Database for ComputeService {
-    async fn get_read_version(
+    /// `GetReadVersion`, as a unary call or inside a session.
+    pub(crate) async fn read_version(
         &self,
-        req: Request<GetReadVersionRequest>,
-    ) -> Result<Response<GetReadVersionResponse>, Status> {
-        let p = self.node(&req.get_ref().database)?;
-        Ok(Response::new(GetReadVersionResponse {
+        req: GetReadVersionRequest,
+    ) -> Result<GetReadVersionResponse> {
+        let p = self.node(&req.database)?;
+        Ok(GetReadVersionResponse {
             version: p.read_version().await?.0,
-        }))
+        })
     }
 
-    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let req = req.into_inner();
+    /// `Get`, as a unary call or inside a session.
+    pub(crate) async fn get(&self, req: GetRequest) -> Result<GetResponse> {
         let p = self.node(&req.database)?;
         let may_exist = requests::check_point_read(&req.key)?;
         let view = p.view();
@@ -72,17 +91,14 @@ impl Database for ComputeService {
             (0, read(Version(req.version)).await?)
         };
         self.activity.read_answered();
-        Ok(Response::new(GetResponse {
+        Ok(GetResponse {
             value,
             read_version,
-        }))
+        })
     }
 
-    async fn get_range(
-        &self,
-        req: Request<GetRangeRequest>,
-    ) -> Result<Response<GetRangeResponse>, Status> {
-        let req = req.into_inner();
+    /// `GetRange`, as a unary call or inside a session.
+    pub(crate) async fn get_range(&self, req: GetRangeRequest) -> Result<GetRangeResponse> {
         let p = self.node(&req.database)?;
         requests::check_range_read(&req.begin, &req.end)?;
         let view = p.view();
@@ -95,14 +111,60 @@ impl Database for ComputeService {
             (0, read(Version(req.version)).await?)
         };
         self.activity.read_answered();
-        Ok(Response::new(GetRangeResponse {
+        Ok(GetRangeResponse {
             kvs: rows
                 .into_iter()
                 .map(|(key, value)| KeyValue { key, value })
                 .collect(),
             more,
             read_version,
-        }))
+        })
+    }
+
+    /// `Commit`, as a unary call or inside a session.
+    pub(crate) async fn commit(&self, req: CommitRequest) -> Result<CommitResponse> {
+        let p = self.node(&req.database)?;
+        let read_version = req.read_version;
+        // Converted and checked here, once; the pipeline trusts what it is given.
+        let Some(commit) = Commit::from_request(req)? else {
+            // A read-only transaction is serializable at its read version: nothing to commit.
+            return Ok(CommitResponse {
+                version: read_version,
+                commit_time_micros: 0,
+                versionstamp: Bytes::new(),
+            });
+        };
+        let (version, commit_time_micros, order) = p.primary()?.commit(commit).await?;
+        Ok(CommitResponse {
+            version: version.0,
+            commit_time_micros,
+            versionstamp: Bytes::copy_from_slice(&atomic::versionstamp(version.0, order)),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Database for ComputeService {
+    async fn get_read_version(
+        &self,
+        req: Request<GetReadVersionRequest>,
+    ) -> Result<Response<GetReadVersionResponse>, Status> {
+        Ok(Response::new(self.read_version(req.into_inner()).await?))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        Ok(Response::new(
+            ComputeService::get(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_range(
+        &self,
+        req: Request<GetRangeRequest>,
+    ) -> Result<Response<GetRangeResponse>, Status> {
+        Ok(Response::new(
+            ComputeService::get_range(self, req.into_inner()).await?,
+        ))
     }
 
     type ChangesStream = std::pin::Pin<
@@ -161,23 +223,17 @@ impl Database for ComputeService {
         &self,
         req: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
-        let req = req.into_inner();
-        let p = self.node(&req.database)?;
-        let read_version = req.read_version;
-        // Converted and checked here, once; the pipeline trusts what it is given.
-        let Some(commit) = Commit::from_request(req)? else {
-            // A read-only transaction is serializable at its read version: nothing to commit.
-            return Ok(Response::new(CommitResponse {
-                version: read_version,
-                commit_time_micros: 0,
-                versionstamp: Bytes::new(),
-            }));
-        };
-        let (version, commit_time_micros, order) = p.primary()?.commit(commit).await?;
-        Ok(Response::new(CommitResponse {
-            version: version.0,
-            commit_time_micros,
-            versionstamp: Bytes::copy_from_slice(&atomic::versionstamp(version.0, order)),
-        }))
+        Ok(Response::new(
+            ComputeService::commit(self, req.into_inner()).await?,
+        ))
+    }
+
+    type SessionStream = Answers;
+
+    async fn session(
+        &self,
+        req: Request<Streaming<SessionRequest>>,
+    ) -> Result<Response<Answers>, Status> {
+        Ok(Response::new(Answers::new(self.clone(), req.into_inner())))
     }
 }

@@ -87,6 +87,8 @@ enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TargetKind {
     Ferrisdb,
+    /// FerrisDB with the SDK's sessions off: a gRPC call per operation, as before sessions.
+    FerrisdbUnary,
     Etcd,
     Redis,
     Postgres,
@@ -177,6 +179,10 @@ impl BenchArgs {
         Ok(match kind {
             TargetKind::Ferrisdb => Box::new(
                 Session::new(target::ferrisdb::FerrisDb::new(&self.ferrisdb_endpoint))
+                    .with_server(server(&self.ferrisdb_pids)),
+            ),
+            TargetKind::FerrisdbUnary => Box::new(
+                Session::new(target::ferrisdb::FerrisDb::unary(&self.ferrisdb_endpoint))
                     .with_server(server(&self.ferrisdb_pids)),
             ),
             TargetKind::Etcd => Box::new(

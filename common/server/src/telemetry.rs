@@ -108,7 +108,7 @@ pub fn grpc_server_span(req: &tonic::codegen::http::Request<()>) -> Span {
     }
     let path = req.uri().path();
     let method = path.rsplit('/').next().unwrap_or_default();
-    if matches!(method, "Append" | "ReadWal" | "Changes") {
+    if matches!(method, "Append" | "ReadWal" | "Changes" | "Session") {
         return Span::none();
     }
     let parent = req
@@ -128,6 +128,27 @@ pub fn grpc_server_span(req: &tonic::codegen::http::Request<()>) -> Span {
         rpc.system = "grpc",
     );
     if let Some(p) = parent {
+        set_parent(&span, &p, true);
+    }
+    span
+}
+
+/// The span of one operation inside a client session (`Database/Session`), named as the
+/// unary call it stands for (`ferrisdb.v1.Database/Get`), child of the `traceparent` the
+/// operation carried: the same span [`grpc_server_span`] gives that unary call.
+pub fn session_op_span(method: &'static str, traceparent: &str) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: TARGET,
+        parent: None,
+        "grpc",
+        otel.name = method,
+        otel.kind = "server",
+        rpc.system = "grpc",
+    );
+    if let Some(p) = TraceParent::parse(traceparent) {
         set_parent(&span, &p, true);
     }
     span

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Context;
-use ferrisdb_client::{Database, Error, RetryOptions, Version};
+use ferrisdb_client::{ConnectOptions, Database, Error, RetryOptions, Version};
 
 use super::{Connection, MAX_ATTEMPTS, OpError, OpResult, Target};
 use crate::keys::{KEY_SPACE_END, key_name};
@@ -16,6 +16,8 @@ const LOAD_BATCH: u64 = 200;
 #[derive(Debug, Clone)]
 pub struct FerrisDb {
     endpoint: String,
+    /// Whether the SDK sends operations in sessions (its default) or a call each.
+    sessions: bool,
 }
 
 impl FerrisDb {
@@ -23,15 +25,26 @@ impl FerrisDb {
     pub fn new(endpoint: &str) -> FerrisDb {
         FerrisDb {
             endpoint: endpoint.to_string(),
+            sessions: true,
+        }
+    }
+
+    /// The compute at `endpoint`, with a gRPC call per operation (the SDK's sessions off):
+    /// what the SDK did before sessions, measured beside them in the same run.
+    pub fn unary(endpoint: &str) -> FerrisDb {
+        FerrisDb {
+            sessions: false,
+            ..FerrisDb::new(endpoint)
         }
     }
 
     async fn database(&self) -> anyhow::Result<Database> {
         // Each client gets its own connection (the SDK's handle owns one), as each peer
         // client does; conflicts are retried with the SDK's own backoff.
-        let db = Database::connect(&self.endpoint)
-            .await
-            .with_context(|| format!("connecting to FerrisDB at {}", self.endpoint))?;
+        let db =
+            Database::connect_with(ConnectOptions::new(&self.endpoint).use_sessions(self.sessions))
+                .await
+                .with_context(|| format!("connecting to FerrisDB at {}", self.endpoint))?;
         Ok(db.with_retry(RetryOptions {
             max_retries: MAX_ATTEMPTS - 1,
             ..RetryOptions::default()
@@ -47,7 +60,11 @@ impl Target for FerrisDb {
     type Conn = FerrisConn;
 
     fn name(&self) -> &'static str {
-        "ferrisdb"
+        if self.sessions {
+            "ferrisdb"
+        } else {
+            "ferrisdb-unary"
+        }
     }
 
     async fn connect(&self) -> anyhow::Result<FerrisConn> {
