@@ -24,7 +24,8 @@
 # next to it as a cross-check (one per transaction that reads).
 #
 # Settings (environment): PORT (27500; compute gRPC, others at +1..3, +10, admin +80),
-# KEYS (10000), CONC (8), WINDOW (40 s), SETTLE (8 s), VALGRIND_FLAGS (extra flags).
+# KEYS (10000), CONC (8), WINDOW (40 s), SETTLE (8 s), VALGRIND_FLAGS (extra flags),
+# TARGET (ferrisdb; ferrisdb-unary for the SDK with sessions off, a call per operation).
 # Writes OUT_DIR/<run>/{callgrind.out.*,dev.log,lt.out,lt.err,m0,m1,meta} and
 # OUT_DIR/table.md (printed at the end).
 # Stops only the processes it started (by pid, with bash's builtin kill).
@@ -44,6 +45,7 @@ CONC=${CONC:-8}
 WINDOW=${WINDOW:-40}
 SETTLE=${SETTLE:-8}
 VALGRIND_FLAGS=${VALGRIND_FLAGS:-}
+TARGET=${TARGET:-ferrisdb}
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
     { echo "needs valgrind (callgrind_control)" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -132,7 +134,7 @@ run_one() { # run_one WORKLOAD RUN_DIR
     # Load the keys; for `idle` a 1 s reads phase ends the load generator right after.
     local phase=$w dur=$((SETTLE + WINDOW + 60))
     [[ $w == idle ]] && { phase=reads; dur=1; }
-    "$LT" run --target ferrisdb --ferrisdb-endpoint "http://127.0.0.1:$PORT" \
+    "$LT" run --target "$TARGET" --ferrisdb-endpoint "http://127.0.0.1:$PORT" \
         --workloads "$phase" --concurrency "$CONC" --duration "$dur" --warmup 0 \
         --keys "$KEYS" --out "$R/lt" >"$R/lt.out" 2>"$R/lt.err" </dev/null &
     LT_PID=$!

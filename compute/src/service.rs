@@ -5,6 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferrisdb_common::atomic;
 use ferrisdb_common::proto::database_server::Database;
+use ferrisdb_common::proto::session_request::Op;
+use ferrisdb_common::proto::session_response::Result as Answer;
 use ferrisdb_common::proto::{
     ChangesBatch, ChangesRequest, CommitRequest, CommitResponse, GetRangeRequest, GetRangeResponse,
     GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, HistoryRequest,
@@ -19,7 +21,7 @@ use crate::activity::Activity;
 use crate::databases::Databases;
 use crate::node::Node;
 use crate::requests::{self, Commit};
-use crate::session::Answers;
+use crate::session::{Answers, Start};
 
 /// What the client API needs: the databases served and, once elected, their primaries.
 #[derive(Debug, Clone)]
@@ -46,26 +48,23 @@ impl ComputeService {
         }
     }
 
-    /// The client activity tracker.
-    pub(crate) fn activity(&self) -> &Activity {
-        &self.activity
-    }
-
-    /// What ends this service's sessions.
-    pub(crate) fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
-    }
-
     fn node(&self, database: &str) -> Result<Node> {
         self.activity.touch();
         self.databases.node(database)
     }
 
+    /// One operation of a session, by the same handler as its unary call.
+    async fn run(self, op: Op) -> Result<Answer> {
+        Ok(match op {
+            Op::GetReadVersion(r) => Answer::GetReadVersion(self.read_version(r).await?),
+            Op::Get(r) => Answer::Get(self.get(r).await?),
+            Op::GetRange(r) => Answer::GetRange(self.get_range(r).await?),
+            Op::Commit(r) => Answer::Commit(self.commit(r).await?),
+        })
+    }
+
     /// `GetReadVersion`, as a unary call or inside a session.
-    pub(crate) async fn read_version(
-        &self,
-        req: GetReadVersionRequest,
-    ) -> Result<GetReadVersionResponse> {
+    async fn read_version(&self, req: GetReadVersionRequest) -> Result<GetReadVersionResponse> {
         let p = self.node(&req.database)?;
         Ok(GetReadVersionResponse {
             version: p.read_version().await?.0,
@@ -73,7 +72,7 @@ impl ComputeService {
     }
 
     /// `Get`, as a unary call or inside a session.
-    pub(crate) async fn get(&self, req: GetRequest) -> Result<GetResponse> {
+    async fn get(&self, req: GetRequest) -> Result<GetResponse> {
         let p = self.node(&req.database)?;
         let may_exist = requests::check_point_read(&req.key)?;
         let view = p.view();
@@ -98,7 +97,7 @@ impl ComputeService {
     }
 
     /// `GetRange`, as a unary call or inside a session.
-    pub(crate) async fn get_range(&self, req: GetRangeRequest) -> Result<GetRangeResponse> {
+    async fn get_range(&self, req: GetRangeRequest) -> Result<GetRangeResponse> {
         let p = self.node(&req.database)?;
         requests::check_range_read(&req.begin, &req.end)?;
         let view = p.view();
@@ -122,7 +121,7 @@ impl ComputeService {
     }
 
     /// `Commit`, as a unary call or inside a session.
-    pub(crate) async fn commit(&self, req: CommitRequest) -> Result<CommitResponse> {
+    async fn commit(&self, req: CommitRequest) -> Result<CommitResponse> {
         let p = self.node(&req.database)?;
         let read_version = req.read_version;
         // Converted and checked here, once; the pipeline trusts what it is given.
@@ -234,6 +233,16 @@ impl Database for ComputeService {
         &self,
         req: Request<Streaming<SessionRequest>>,
     ) -> Result<Response<Answers>, Status> {
-        Ok(Response::new(Answers::new(self.clone(), req.into_inner())))
+        let service = self.clone();
+        let start: Start = Box::new(move |op| {
+            service.activity.session_operation();
+            Box::pin(service.clone().run(op))
+        });
+        Ok(Response::new(Answers::new(
+            req.into_inner(),
+            start,
+            self.shutdown.clone(),
+            self.activity.session_opened(),
+        )))
     }
 }

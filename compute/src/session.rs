@@ -26,25 +26,30 @@ use ferrisdb_common::Error;
 use ferrisdb_common::proto::session_request::Op;
 use ferrisdb_common::proto::session_response::Result as Answer;
 use ferrisdb_common::proto::{SessionRequest, SessionResponse};
-use ferrisdb_server_common::serve::MAX_STREAMS_PER_CONNECTION;
+use ferrisdb_server_common::serve::{MAX_STREAMS_PER_CONNECTION, Shutdown};
 use ferrisdb_server_common::telemetry;
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 use crate::activity::OpenSession;
-use crate::service::ComputeService;
 
 /// Operations one session runs at once; past this the compute stops reading its requests
 /// until one finishes. The same bound a connection has on unary calls, so a session pins no
 /// more of the compute than the streams it replaces could.
 pub const MAX_OPERATIONS_IN_FLIGHT: usize = MAX_STREAMS_PER_CONNECTION as usize;
 
+/// One operation running: its answer, or the error that is its answer.
+pub type Operation = Pin<Box<dyn Future<Output = ferrisdb_common::Result<Answer>> + Send>>;
+
+/// Starts an operation (the service's own handler for it).
+pub type Start = Box<dyn Fn(Op) -> Operation + Send>;
+
 type Running = Pin<Box<dyn Future<Output = SessionResponse> + Send>>;
 
 /// The answers of one session, in the order its operations finish.
 pub struct Answers {
-    service: ComputeService,
+    start: Start,
     /// The client's requests; `None` once it half-closed, sent something undecodable, or
     /// shutdown began.
     requests: Option<Streaming<SessionRequest>>,
@@ -68,18 +73,22 @@ impl std::fmt::Debug for Answers {
 }
 
 impl Answers {
-    /// A session answering `requests` through `service`.
-    pub(crate) fn new(service: ComputeService, requests: Streaming<SessionRequest>) -> Answers {
-        let shutdown = Box::pin(service.shutdown().wait());
-        let _open = service.activity().session_opened();
+    /// A session answering `requests` with the operations `start` starts, ending on
+    /// `shutdown`, counted open while `open` lives.
+    pub fn new(
+        requests: Streaming<SessionRequest>,
+        start: Start,
+        shutdown: Shutdown,
+        open: OpenSession,
+    ) -> Answers {
         Answers {
-            _open,
-            service,
+            start,
             requests: Some(requests),
             running: FuturesUnordered::new(),
-            shutdown,
+            shutdown: Box::pin(shutdown.wait()),
             end: None,
             finished: false,
+            _open: open,
         }
     }
 
@@ -101,9 +110,8 @@ impl Answers {
             };
             match requests.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(req))) => {
-                    self.service.activity().session_operation();
-                    self.running
-                        .push(Box::pin(answer(self.service.clone(), req)));
+                    let running = answer(&self.start, req);
+                    self.running.push(running);
                 }
                 Poll::Ready(Some(Err(status))) => {
                     // Undecodable or over the size limit: nothing after it can be trusted
@@ -139,28 +147,22 @@ impl Stream for Answers {
     }
 }
 
-/// Runs one operation of a session; a failure is its answer, and the session goes on.
-async fn answer(service: ComputeService, req: SessionRequest) -> SessionResponse {
+/// Starts one operation of a session; a failure is its answer, and the session goes on.
+fn answer(start: &Start, req: SessionRequest) -> Running {
     let id = req.id;
-    let result = match req.op {
-        None => Err(Error::invalid("a session request must name an operation")),
-        Some(op) => {
-            let span = telemetry::session_op_span(method(&op), &req.traceparent);
-            run(&service, op).instrument(span).await
+    let running = req.op.map(|op| {
+        let span = telemetry::session_op_span(method(&op), &req.traceparent);
+        start(op).instrument(span)
+    });
+    Box::pin(async move {
+        let result = match running {
+            None => Err(Error::invalid("a session request must name an operation")),
+            Some(running) => running.await,
+        };
+        SessionResponse {
+            id,
+            result: Some(result.unwrap_or_else(|e| Answer::Error(e.into()))),
         }
-    };
-    SessionResponse {
-        id,
-        result: Some(result.unwrap_or_else(|e| Answer::Error(e.into()))),
-    }
-}
-
-async fn run(service: &ComputeService, op: Op) -> ferrisdb_common::Result<Answer> {
-    Ok(match op {
-        Op::GetReadVersion(r) => Answer::GetReadVersion(service.read_version(r).await?),
-        Op::Get(r) => Answer::Get(service.get(r).await?),
-        Op::GetRange(r) => Answer::GetRange(service.get_range(r).await?),
-        Op::Commit(r) => Answer::Commit(service.commit(r).await?),
     })
 }
 
@@ -178,22 +180,21 @@ fn method(op: &Op) -> &'static str {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use bytes::{BufMut, Bytes, BytesMut};
     use ferrisdb_common::ErrorKind;
-    use ferrisdb_common::proto::pageserver_client::PageserverClient;
-    use ferrisdb_common::proto::{GetReadVersionRequest, GetRequest, SessionError};
-    use ferrisdb_server_common::serve::Shutdown;
+    use ferrisdb_common::proto::{
+        GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, SessionError,
+    };
     use http_body::Frame;
     use prost::Message;
-    use tokio::sync::mpsc;
+    use tokio::sync::{mpsc, oneshot};
     use tonic::codec::Codec as _;
 
     use super::*;
     use crate::activity::Activity;
-    use crate::databases::Databases;
 
     /// A request body fed by the test, as the client's half of the stream.
     struct Fed(mpsc::UnboundedReceiver<Bytes>);
@@ -209,31 +210,54 @@ mod tests {
         }
     }
 
-    /// A compute serving no database (every operation fails fast with `database_not_found`,
-    /// which is all the session's mechanics need), its session fed through the returned
-    /// sender, and the trigger of its shutdown.
-    fn session() -> (
-        Answers,
-        mpsc::UnboundedSender<Bytes>,
-        tokio::sync::oneshot::Sender<()>,
-    ) {
-        let metrics = crate::metrics::Metrics::new().unwrap();
-        let pageserver = PageserverClient::new(
-            ferrisdb_server_common::auth::call_channel("http://127.0.0.1:9").unwrap(),
-        );
-        let databases = Databases::new("db".into(), Vec::new(), pageserver, metrics.clone());
-        let activity =
-            Arc::new(Activity::new(tokio::time::Instant::now(), &metrics.registry).unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// Gates that hold a `get` of key `k` until the test releases it.
+    type Gates = Arc<Mutex<Vec<(Bytes, oneshot::Receiver<()>)>>>;
+
+    /// A session whose operations are: `get` answers its key as the value (after its gate,
+    /// if it has one); `get_read_version` on database "nope" fails with
+    /// `database_not_found`, else answers 9. Fed through the returned sender; the oneshot
+    /// triggers shutdown.
+    fn session(gates: Gates) -> (Answers, mpsc::UnboundedSender<Bytes>, oneshot::Sender<()>) {
+        let start: Start = Box::new(move |op| {
+            let gate = match &op {
+                Op::Get(g) => {
+                    let mut gates = gates.lock().unwrap();
+                    let at = gates.iter().position(|(k, _)| *k == g.key);
+                    at.map(|at| gates.remove(at).1)
+                }
+                _ => None,
+            };
+            Box::pin(async move {
+                if let Some(gate) = gate {
+                    gate.await.unwrap();
+                }
+                match op {
+                    Op::Get(g) => Ok(Answer::Get(GetResponse {
+                        value: Some(g.key),
+                        read_version: 3,
+                    })),
+                    Op::GetReadVersion(r) if r.database == "nope" => {
+                        Err(Error::new(ErrorKind::DatabaseNotFound, "no such database"))
+                    }
+                    Op::GetReadVersion(_) => Ok(Answer::GetReadVersion(GetReadVersionResponse {
+                        version: 9,
+                    })),
+                    other => panic!("unscripted {other:?}"),
+                }
+            })
+        });
+        let registry = prometheus::Registry::new();
+        let activity = Activity::new(tokio::time::Instant::now(), &registry).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = Shutdown::on(async move {
             let _ = stopped.await;
         });
-        let service = ComputeService::new(databases, activity, shutdown);
         let (feed, fed) = mpsc::unbounded_channel();
         let decoder =
             ferrisdb_common::codec::Codec::<SessionResponse, SessionRequest>::default().decoder();
         let requests = Streaming::new_request(decoder, Fed(fed), None, None);
-        (Answers::new(service, requests), feed, stop)
+        let answers = Answers::new(requests, start, shutdown, activity.session_opened());
+        (answers, feed, stop)
     }
 
     fn frame(msg: &SessionRequest) -> Bytes {
@@ -244,12 +268,12 @@ mod tests {
         buf.freeze()
     }
 
-    fn get(id: u64, database: &str) -> Bytes {
+    fn get(id: u64, key: &'static str) -> Bytes {
         frame(&SessionRequest {
             id,
             op: Some(Op::Get(GetRequest {
-                database: database.into(),
-                key: Bytes::from_static(b"k"),
+                database: "db".into(),
+                key: Bytes::from_static(key.as_bytes()),
                 latest: true,
                 ..Default::default()
             })),
@@ -257,13 +281,28 @@ mod tests {
         })
     }
 
-    fn error_of(answer: SessionResponse) -> (u64, ErrorKind) {
-        match answer.result {
-            Some(Answer::Error(SessionError { code, .. })) => {
-                (answer.id, ErrorKind::from_code(&code).unwrap())
-            }
-            other => panic!("expected an error answer, got {other:?}"),
-        }
+    fn read_version(id: u64, database: &str) -> Bytes {
+        frame(&SessionRequest {
+            id,
+            op: Some(Op::GetReadVersion(GetReadVersionRequest {
+                database: database.into(),
+            })),
+            traceparent: "not a traceparent".into(),
+        })
+    }
+
+    /// An answer as (id, what it says).
+    fn said(answer: SessionResponse) -> (u64, String) {
+        let what = match answer.result {
+            Some(Answer::Error(SessionError { code, .. })) => code,
+            Some(Answer::Get(g)) => format!(
+                "value {}",
+                String::from_utf8(g.value.unwrap().to_vec()).unwrap()
+            ),
+            Some(Answer::GetReadVersion(r)) => format!("version {}", r.version),
+            other => panic!("unexpected {other:?}"),
+        };
+        (answer.id, what)
     }
 
     async fn next(answers: &mut Answers) -> Option<Result<SessionResponse, Status>> {
@@ -272,71 +311,97 @@ mod tests {
             .expect("the session answers")
     }
 
+    async fn next_said(answers: &mut Answers) -> (u64, String) {
+        said(next(answers).await.unwrap().unwrap())
+    }
+
     #[tokio::test]
     async fn every_request_is_answered_by_id_and_then_the_stream_ends() {
-        let (mut answers, feed, _stop) = session();
-        // Three requests in one chunk, one of them naming no operation, one split across
-        // two chunks.
+        let (mut answers, feed, _stop) = session(Gates::default());
+        // Four requests in one chunk, one of them naming no operation, one failing, the
+        // last split across two chunks.
         let mut chunk = BytesMut::new();
-        chunk.extend_from_slice(&get(7, "nope"));
+        chunk.extend_from_slice(&get(7, "a"));
         chunk.extend_from_slice(&frame(&SessionRequest {
             id: 8,
             op: None,
             traceparent: String::new(),
         }));
-        let split = frame(&SessionRequest {
-            id: u64::MAX,
-            op: Some(Op::GetReadVersion(GetReadVersionRequest {
-                database: "other".into(),
-            })),
-            traceparent: "not a traceparent".into(),
-        });
+        chunk.extend_from_slice(&read_version(0, "nope"));
+        let split = read_version(u64::MAX, "db");
         chunk.extend_from_slice(&split[..3]);
         feed.send(chunk.freeze()).unwrap();
         feed.send(split.slice(3..)).unwrap();
         drop(feed); // the client half-closes
         let mut got = Vec::new();
         while let Some(answer) = next(&mut answers).await {
-            got.push(error_of(answer.unwrap()));
+            got.push(said(answer.unwrap()));
         }
-        got.sort_by_key(|(id, _)| *id);
-        assert_eq!(
-            got,
-            [
-                (7, ErrorKind::DatabaseNotFound),
-                (8, ErrorKind::InvalidArgument),
-                (u64::MAX, ErrorKind::DatabaseNotFound),
-            ]
-        );
+        got.sort();
+        let want = [
+            (0, "database_not_found".to_string()),
+            (7, "value a".to_string()),
+            (8, "invalid_argument".to_string()),
+            (u64::MAX, "version 9".to_string()),
+        ];
+        assert_eq!(got, want);
         // Ended cleanly, and stays ended.
         assert!(next(&mut answers).await.is_none());
     }
 
     #[tokio::test]
-    async fn shutdown_stops_reading_and_ends_the_session_with_unavailable() {
-        let (mut answers, feed, stop) = session();
-        feed.send(get(1, "nope")).unwrap();
-        assert_eq!(error_of(next(&mut answers).await.unwrap().unwrap()).0, 1);
+    async fn a_slow_operation_holds_up_no_other() {
+        let gates = Gates::default();
+        let (open, gate) = oneshot::channel();
+        gates
+            .lock()
+            .unwrap()
+            .push((Bytes::from_static(b"slow"), gate));
+        let (mut answers, feed, _stop) = session(gates);
+        feed.send(get(1, "slow")).unwrap();
+        feed.send(get(2, "fast")).unwrap();
+        assert_eq!(next_said(&mut answers).await, (2, "value fast".into()));
+        feed.send(read_version(3, "db")).unwrap();
+        assert_eq!(next_said(&mut answers).await, (3, "version 9".into()));
+        open.send(()).unwrap();
+        assert_eq!(next_said(&mut answers).await, (1, "value slow".into()));
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_reading_answers_what_it_read_and_ends_with_unavailable() {
+        let gates = Gates::default();
+        let (open, gate) = oneshot::channel();
+        gates
+            .lock()
+            .unwrap()
+            .push((Bytes::from_static(b"slow"), gate));
+        let (mut answers, feed, stop) = session(gates);
+        feed.send(get(1, "slow")).unwrap();
+        feed.send(get(2, "fast")).unwrap();
+        assert_eq!(next_said(&mut answers).await, (2, "value fast".into()));
         stop.send(()).unwrap();
         // Let the shutdown request land before the next request does.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        feed.send(get(2, "nope")).unwrap();
-        let end = next(&mut answers).await.unwrap().unwrap_err();
-        // A FerrisDB code: the client knows the unanswered request 2 never started.
-        let end = ferrisdb_common::Error::from(end);
+        feed.send(get(3, "late")).unwrap();
+        // The operation it had started still gets its answer...
+        open.send(()).unwrap();
+        assert_eq!(next_said(&mut answers).await, (1, "value slow".into()));
+        // ...then the stream ends with a FerrisDB code, so the client knows request 3 never
+        // started.
+        let end = ferrisdb_common::Error::from(next(&mut answers).await.unwrap().unwrap_err());
         assert_eq!(end.kind(), ErrorKind::Unavailable, "{end}");
         assert!(next(&mut answers).await.is_none());
     }
 
     #[tokio::test]
     async fn an_undecodable_request_ends_the_session_after_the_answers_before_it() {
-        let (mut answers, feed, _stop) = session();
-        let mut chunk = BytesMut::from(&get(1, "nope")[..]);
+        let (mut answers, feed, _stop) = session(Gates::default());
+        let mut chunk = BytesMut::from(&get(1, "a")[..]);
         // A frame whose body is not a SessionRequest.
         chunk.extend_from_slice(&[0, 0, 0, 0, 3, 0xff, 0xff, 0xff]);
-        chunk.extend_from_slice(&get(2, "nope"));
+        chunk.extend_from_slice(&get(2, "b"));
         feed.send(chunk.freeze()).unwrap();
-        assert_eq!(error_of(next(&mut answers).await.unwrap().unwrap()).0, 1);
+        assert_eq!(next_said(&mut answers).await, (1, "value a".into()));
         let end = ferrisdb_common::Error::from(next(&mut answers).await.unwrap().unwrap_err());
         assert_eq!(end.kind(), ErrorKind::InvalidArgument, "{end}");
         // Nothing after the bad frame was run.
