@@ -697,7 +697,7 @@ impl Transaction {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use crate::{Database, ErrorKind};
+    use crate::{ConnectOptions, Database, ErrorKind};
 
     /// A commit whose connection was refused never left: the SDK says `unavailable`, which
     /// the caller may retry freely.
@@ -715,10 +715,12 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     }
 
-    /// A connection that the server cut after accepting it may have carried the commit: the
-    /// SDK says `commit_unknown_result`, never a plain failure.
+    /// A connection that the server cut after accepting it may have carried a unary commit:
+    /// the SDK says `commit_unknown_result`, never a plain failure. In a session the commit is
+    /// only sent once the session is open, so the same cut leaves it certainly unsent:
+    /// `unavailable`. (A cut after it was sent: `session_tests`.)
     #[tokio::test]
-    async fn a_connection_cut_after_accept_is_commit_unknown_result() {
+    async fn a_connection_cut_after_accept_is_commit_unknown_result_unless_never_sent() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -729,12 +731,19 @@ mod tests {
                 drop(socket);
             }
         });
-        let db = Database::connect(&format!("http://127.0.0.1:{port}"))
+        let url = format!("http://127.0.0.1:{port}");
+        let unary = Database::connect_with(ConnectOptions::new(&url).use_sessions(false))
             .await
             .unwrap();
-        let tx = db.create_transaction();
+        let tx = unary.create_transaction();
         tx.set(&b"k"[..], &b"v"[..]);
         let e = tx.commit().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::CommitUnknownResult, "{e}");
+
+        let db = Database::connect(&url).await.unwrap();
+        let tx = db.create_transaction();
+        tx.set(&b"k"[..], &b"v"[..]);
+        let e = tx.commit().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     }
 }

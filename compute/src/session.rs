@@ -349,26 +349,14 @@ mod tests {
         assert!(next(&mut answers).await.is_none());
     }
 
-    #[tokio::test]
-    async fn a_slow_operation_holds_up_no_other() {
-        let gates = Gates::default();
-        let (open, gate) = oneshot::channel();
-        gates
-            .lock()
-            .unwrap()
-            .push((Bytes::from_static(b"slow"), gate));
-        let (mut answers, feed, _stop) = session(gates);
-        feed.send(get(1, "slow")).unwrap();
-        feed.send(get(2, "fast")).unwrap();
-        assert_eq!(next_said(&mut answers).await, (2, "value fast".into()));
-        feed.send(read_version(3, "db")).unwrap();
-        assert_eq!(next_said(&mut answers).await, (3, "version 9".into()));
-        open.send(()).unwrap();
-        assert_eq!(next_said(&mut answers).await, (1, "value slow".into()));
-    }
-
-    #[tokio::test]
-    async fn shutdown_stops_reading_answers_what_it_read_and_ends_with_unavailable() {
+    /// A session running a held `get` of "slow" (request 1) that has already answered a
+    /// `get` of "fast" (request 2) sent after it; the last sender opens the gate.
+    async fn slow_then_fast() -> (
+        Answers,
+        mpsc::UnboundedSender<Bytes>,
+        oneshot::Sender<()>,
+        oneshot::Sender<()>,
+    ) {
         let gates = Gates::default();
         let (open, gate) = oneshot::channel();
         gates
@@ -379,6 +367,21 @@ mod tests {
         feed.send(get(1, "slow")).unwrap();
         feed.send(get(2, "fast")).unwrap();
         assert_eq!(next_said(&mut answers).await, (2, "value fast".into()));
+        (answers, feed, stop, open)
+    }
+
+    #[tokio::test]
+    async fn a_slow_operation_holds_up_no_other() {
+        let (mut answers, feed, _stop, open) = slow_then_fast().await;
+        feed.send(read_version(3, "db")).unwrap();
+        assert_eq!(next_said(&mut answers).await, (3, "version 9".into()));
+        open.send(()).unwrap();
+        assert_eq!(next_said(&mut answers).await, (1, "value slow".into()));
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_reading_answers_what_it_read_and_ends_with_unavailable() {
+        let (mut answers, feed, stop, open) = slow_then_fast().await;
         stop.send(()).unwrap();
         // Let the shutdown request land before the next request does.
         tokio::time::sleep(Duration::from_millis(50)).await;
