@@ -96,8 +96,7 @@ pub async fn newest_durable(store: &Arc<dyn ObjectStore>, database: &str) -> Res
         .await
         .map_err(|e| Error::unavailable(format!("reading manifest {path}: {e}")))?;
     // The pageserver seals its manifests with a checksum trailer (ferrisdb_common::checksum).
-    let head: ManifestHead = ferrisdb_common::checksum::unseal(&bytes)
-        .and_then(|document| serde_json::from_slice(document).map_err(|e| e.to_string()))
+    let head: ManifestHead = ferrisdb_server_common::sealed::parse_json(&bytes)
         .map_err(|e| Error::corruption(format!("manifest {path}: {e}")))?;
     if head.generation != generation || head.database != database {
         return Err(Error::corruption(format!(

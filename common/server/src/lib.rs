@@ -18,6 +18,7 @@ pub mod faulty_store;
 pub mod hybrid_cache;
 pub mod objstore;
 pub mod openapi;
+pub mod sealed;
 pub mod serve;
 pub mod telemetry;
 pub mod term_history;

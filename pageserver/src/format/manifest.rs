@@ -214,8 +214,7 @@ pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result
 /// A manifest object's document: its checksum trailer checked (`ferrisdb_common::checksum`;
 /// manifests written before the trailer have none), then parsed.
 pub fn parse(bytes: &[u8]) -> std::result::Result<Manifest, String> {
-    let document = checksum::unseal(bytes)?;
-    serde_json::from_slice(document).map_err(|e| e.to_string())
+    ferrisdb_server_common::sealed::parse_json(bytes)
 }
 
 /// The databases that have objects in the bucket.
