@@ -60,8 +60,36 @@ impl Overlay {
         Fut: Future<Output = Result<Page>>,
     {
         let in_range = |k: &Bytes| *k >= begin && *k < end;
-        let own: Vec<(&Bytes, &Option<Bytes>)> =
+        let mut own: Vec<(&Bytes, &Option<Bytes>)> =
             self.entries.iter().filter(|(k, _)| in_range(k)).collect();
+        if reverse {
+            own.reverse();
+        }
+        // The first `limit` live rows in scan order lie at or before the `limit`-th entry that
+        // sets a value (own values are live whatever the source holds), so nothing past it is
+        // needed: neither the entries after it nor the source's rows. This keeps a short scan
+        // of a long range, over an overlay with many entries, a short read of the source.
+        let (mut begin, mut end) = (begin, end);
+        let mut narrowed = false;
+        if limit > 0
+            && let Some(i) = own
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, v))| v.is_some())
+                .nth(limit - 1)
+                .map(|(i, _)| i)
+        {
+            own.truncate(i + 1);
+            narrowed = true;
+            let last = own[i].0.clone();
+            if reverse {
+                begin = last;
+            } else {
+                let mut next = last.to_vec();
+                next.push(0);
+                end = Bytes::from(next);
+            }
+        }
         // Each entry hides at most one source row, so asking for that many more usually
         // settles the answer in one page; a cleared range can hide any number, so pages
         // continue from where the last one ended until enough rows survive.
@@ -77,7 +105,10 @@ impl Overlay {
                 // The source had nothing more in range: every row is known.
                 _ => {
                     let live = Self::merge(rows, &own, None, reverse);
-                    let more = limit > 0 && live.len() > limit;
+                    // Narrowed, the range may go on past where it was cut: as FoundationDB
+                    // allows, a read that reached its limit exactly says more may follow.
+                    let more =
+                        limit > 0 && (live.len() > limit || (narrowed && live.len() >= limit));
                     return Ok((Self::cut(live, limit), more));
                 }
             };
@@ -207,5 +238,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, vec![(b("k10"), b("mine"))]);
+    }
+
+    /// A short read of a long range over an overlay with many entries reads the source only
+    /// up to the `limit`-th entry that sets a value (and asks for few rows), in both
+    /// directions; it still says more may follow.
+    #[tokio::test]
+    async fn a_limited_read_stops_at_the_limit_th_own_value() {
+        let mut o = Overlay::default();
+        o.entries.insert(b("k05"), None);
+        for i in 10..=40 {
+            o.entries.insert(b(&format!("k{i}")), Some(b("mine")));
+        }
+        for reverse in [false, true] {
+            let asked = std::sync::Mutex::new(Vec::new());
+            let (rows, more) = o
+                .read_range(b("k00"), b("k50"), 12, reverse, |lo, hi, n| {
+                    asked.lock().unwrap().push((lo.clone(), hi.clone(), n));
+                    source(lo, hi, n, reverse)
+                })
+                .await
+                .unwrap();
+            let want: Vec<String> = if reverse {
+                (38..50).rev().map(|i| format!("k{i}")).collect()
+            } else {
+                [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12]
+                    .iter()
+                    .map(|i| format!("k{i:02}"))
+                    .collect()
+            };
+            assert_eq!(keys(&rows), want, "reverse {reverse}");
+            assert!(more, "reverse {reverse}");
+            let asked = asked.into_inner().unwrap();
+            let want_asked = if reverse {
+                vec![(b("k29"), b("k50"), 24)]
+            } else {
+                vec![(b("k00"), b("k21\0"), 25)]
+            };
+            assert_eq!(asked, want_asked, "reverse {reverse}");
+        }
     }
 }

@@ -170,8 +170,9 @@ pub trait EvictionObserver: Send + Sync + std::fmt::Debug {
     /// `[begin, end)` was cleared at `version`, which is about to leave the hot tier.
     fn evicted_range(&self, begin: &[u8], end: &[u8], version: Version);
     /// The value at `floor` (`None`: absent) of every key that changed in an eviction up to
-    /// `floor`, told after every change was reported and before `floor` is published. Only
-    /// for evictions without a range clear: a clear changes keys this tier cannot name.
+    /// `floor`, in key order, told after every change was reported and before `floor` is
+    /// published. Only for evictions without a range clear: a clear changes keys this tier
+    /// cannot name.
     fn evicted_values(&self, floor: Version, values: &[(Bytes, Option<Bytes>)]);
 }
 
@@ -436,7 +437,24 @@ impl HotTier {
     /// For a range read at `version`: what the hot tier says (each hot key's value, and the
     /// ranges cleared above the floor) and the version at which the pageserver must be asked
     /// for the rest.
-    pub fn range(&self, begin: &[u8], end: &[u8], version: Version) -> (Overlay, Version) {
+    pub fn range(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+        limit: usize,
+        reverse: bool,
+    ) -> (Overlay, Version) {
+        // A forward read of `limit` rows needs no entry past the `limit`-th live one: those
+        // rows already answer it whatever lies beyond (see `Overlay::read_range`). Without
+        // this a short scan to the end of the key space copied every newer key above its
+        // start. (Reverse reads collect the whole range: the points are ordered for forward
+        // walks.)
+        let enough = if limit > 0 && !reverse {
+            limit
+        } else {
+            usize::MAX
+        };
         let (overlay, floor) = self.consistent(|floor| {
             if version <= floor {
                 return Overlay::default();
@@ -445,6 +463,7 @@ impl HotTier {
                 .tombstones_in(floor, version)
                 .overlapping(begin, end, version);
             let mut entries = BTreeMap::new();
+            let mut live = 0;
             if begin < end {
                 self.each_latest(begin, end, floor, version, |k, v, val| {
                     let val = if cleared.hides(k, v, version) {
@@ -452,7 +471,9 @@ impl HotTier {
                     } else {
                         val.clone()
                     };
+                    live += usize::from(val.is_some());
                     entries.insert(k.clone(), val);
+                    live < enough
                 });
             }
             let cleared = cleared
@@ -465,14 +486,15 @@ impl HotTier {
     }
 
     /// Calls `f` with each key of `[begin, end)` whose newest entry at or below `version` lies
-    /// above `floor`, in key order; seeks past the versions it does not need.
+    /// above `floor`, in key order, until `f` returns false; seeks past the versions it does
+    /// not need.
     fn each_latest(
         &self,
         begin: &[u8],
         end: &[u8],
         floor: Version,
         version: Version,
-        mut f: impl FnMut(&Bytes, Version, &Option<Bytes>),
+        mut f: impl FnMut(&Bytes, Version, &Option<Bytes>) -> bool,
     ) {
         let start = (begin, rev(version));
         let mut next = self
@@ -491,8 +513,8 @@ impl HotTier {
                     .lower_bound(Bound::Included(&probe as &dyn PointProbe));
                 continue;
             }
-            if k.version() > floor {
-                f(&k.key, k.version(), e.value());
+            if k.version() > floor && !f(&k.key, k.version(), e.value()) {
+                return;
             }
             // Past this key's older versions.
             let probe = (k.key.as_ref(), u64::MAX);
@@ -535,7 +557,8 @@ impl HotTier {
                 }
             }
             if !cleared && !newest.is_empty() {
-                let values: Vec<_> = newest.into_iter().collect();
+                let mut values: Vec<_> = newest.into_iter().collect();
+                values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 observer.evicted_values(version, &values);
             }
         }
@@ -659,7 +682,7 @@ mod tests {
         assert_eq!(hot.version_at(1_500), None);
         assert_eq!(hot.version_at(2_500), Some(Version(120)));
         assert_eq!(hot.get(b"a", Version(125)), HotRead::Found(None));
-        let (range, floor) = hot.range(b"a", b"z", Version(125));
+        let (range, floor) = hot.range(b"a", b"z", Version(125), 0, false);
         assert_eq!(floor, Version(110));
         assert_eq!(
             range.entries.into_iter().collect::<Vec<_>>(),
@@ -677,7 +700,7 @@ mod tests {
                 set("bb", "3"),
             ],
         );
-        let (range, _) = hot.range(b"a", b"z", Version(130));
+        let (range, _) = hot.range(b"a", b"z", Version(130), 0, false);
         assert_eq!(
             range.entries.clone().into_iter().collect::<Vec<_>>(),
             vec![
@@ -713,7 +736,7 @@ mod tests {
                 &[set("k1", &format!("a{v}")), set(&format!("k{v}"), "x")],
             );
         }
-        let (o, floor) = hot.range(b"k", b"l", Version(25));
+        let (o, floor) = hot.range(b"k", b"l", Version(25), 0, false);
         assert_eq!(floor, Version(0));
         let got: Vec<_> = o.entries.into_iter().collect();
         assert_eq!(
@@ -723,7 +746,7 @@ mod tests {
                 (Bytes::from_static(b"k2"), Some(Bytes::from_static(b"x")))
             ]
         );
-        let (o, _) = hot.range(b"k2", b"k4", Version(50));
+        let (o, _) = hot.range(b"k2", b"k4", Version(50), 0, false);
         assert_eq!(o.entries.len(), 2);
     }
 
@@ -833,7 +856,7 @@ mod tests {
                         assert_eq!(got, want, "key {k:?} at {v}");
                         let a = rng.below(KEYS);
                         let (lo, hi) = (key(a), key(a + 1 + rng.below(6)));
-                        let (overlay, at) = hot.range(&lo, &hi, v);
+                        let (overlay, at) = hot.range(&lo, &hi, v, 0, false);
                         for i in 0..KEYS {
                             let k = key(i);
                             if k < lo || k >= hi {

@@ -15,12 +15,24 @@
 //!
 //! A read the hot tier sends to the pageserver at `at` (see `read_path`) may use a chunk read
 //! at `f` only if `f <= at` and no key of the chunk's range changed in `(f, at]`. The second
-//! half is kept true by deletion rather than checked: the hot tier tells this cache (through
-//! the warm tier, its [`EvictionObserver`](crate::hot_tier::EvictionObserver)) about every
-//! change before it publishes the floor that drops it, and every chunk covering a changed key,
-//! or overlapping a cleared range, is deleted then. A reader's `at` is at or below a floor it
-//! loaded before looking here, so every change at or below `at` has been told and has deleted
-//! what it made stale.
+//! half is kept true by what the hot tier tells this cache (through the warm tier, its
+//! [`EvictionObserver`](crate::hot_tier::EvictionObserver)) before it publishes the floor
+//! that drops a change: every change, and every range clear. A reader's `at` is at or below a
+//! floor it loaded before looking here, so every change at or below `at` has been told.
+//!
+//! - A change at `c` to a key a chunk covers marks the chunk stale from `c`: it still answers
+//!   reads at `at < c` (it is exact there) but no read at or above `c`.
+//! - Once every change of an eviction up to the new floor `F'` has been told, the hot tier
+//!   hands over each changed key's value at `F'` (when no range clear lay in the eviction).
+//!   Each chunk marked stale in that eviction is then *patched*: the changed keys of its range
+//!   are set, added or removed, and it becomes the chunk read at `F'`. Every key of its range
+//!   that changed in `(f, F']` was told in this eviction (a change at or below the previous
+//!   floor would have marked it earlier, and it was patched or dropped then), so the patched
+//!   rows are exactly the range at `F'`. A scan over keys that are being updated thus keeps
+//!   hitting the cache instead of going back to the pageserver after every eviction.
+//! - A range clear deletes every chunk it overlaps; and since no values are handed over for
+//!   an eviction holding one, the chunks marked stale since the last hand-over are deleted at
+//!   the next (they are not known to be patchable).
 //!
 //! # The race this rules out
 //!
@@ -80,6 +92,12 @@ struct Inner {
     told: Version,
     /// Bytes of rows held.
     bytes: usize,
+    /// First keys of the chunks marked stale since the last hand-over of values (possibly
+    /// repeated, or of chunks gone since).
+    stale: Vec<Bytes>,
+    /// A range clear was told since the last hand-over of values: the chunks in `stale` cannot
+    /// be patched from the next one.
+    cleared_since: bool,
     /// Chunks in insertion order, by (begin, serial); entries whose chunk has gone are skipped.
     order: VecDeque<(Bytes, u64)>,
     next_serial: u64,
@@ -89,8 +107,12 @@ struct Inner {
 struct Chunk {
     /// Exclusive end of the covered range.
     end: Bytes,
-    /// The version the pageserver was asked at.
+    /// The version the rows are exact at (the pageserver's read, or the floor of the last
+    /// patch).
     at: Version,
+    /// The oldest change told in the range that the rows do not hold: they are exact for
+    /// reads in `[at, stale_from)` only.
+    stale_from: Option<Version>,
     /// Ascending by key.
     rows: Vec<(Bytes, Bytes)>,
     bytes: usize,
@@ -125,6 +147,8 @@ impl RangeCache {
                 chunks: BTreeMap::new(),
                 told: since,
                 bytes: 0,
+                stale: Vec::new(),
+                cleared_since: false,
                 order: VecDeque::new(),
                 next_serial: 0,
             }),
@@ -158,10 +182,7 @@ impl RangeCache {
         if ask.begin >= ask.end {
             return;
         }
-        let bytes: usize = rows
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + ROW_OVERHEAD)
-            .sum();
+        let bytes = chunk_bytes(rows);
         if bytes > MAX_CHUNK_BYTES.min(self.budget) {
             return;
         }
@@ -183,7 +204,7 @@ impl RangeCache {
         if ask.at < inner.told {
             return;
         }
-        inner.remove_overlapping(&begin, &end);
+        inner.trim_overlapping(&begin, &end);
         let serial = inner.next_serial;
         inner.next_serial += 1;
         inner.bytes += bytes;
@@ -193,6 +214,7 @@ impl RangeCache {
             Chunk {
                 end,
                 at: ask.at,
+                stale_from: None,
                 rows,
                 bytes,
                 serial,
@@ -201,18 +223,23 @@ impl RangeCache {
         inner.shrink_to(self.budget);
     }
 
-    /// `key` changed at `version`, which is about to leave the hot tier.
+    /// `key` changed at `version`, which is about to leave the hot tier: the chunk covering
+    /// it no longer answers reads at or above `version` (until it is patched).
     pub fn changed(&self, key: &[u8], version: Version) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         inner.told = inner.told.max(version);
         let covering = inner
             .chunks
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
-            .filter(|(_, c)| key < c.end.as_ref())
-            .map(|(b, _)| b.clone());
-        if let Some(begin) = covering {
-            inner.remove(&begin);
+            .filter(|(_, c)| key < c.end.as_ref());
+        if let Some((begin, chunk)) = covering
+            && chunk.stale_from.is_none()
+        {
+            // Changes are told in version order, so the first one marked is the oldest.
+            chunk.stale_from = Some(version);
+            inner.stale.push(begin.clone());
         }
     }
 
@@ -220,7 +247,40 @@ impl RangeCache {
     pub fn cleared(&self, begin: &[u8], end: &[u8], version: Version) {
         let mut inner = self.lock();
         inner.told = inner.told.max(version);
+        inner.cleared_since = true;
         inner.remove_overlapping(begin, end);
+    }
+
+    /// Every change up to `floor` has been told, and `values` (in key order) are the values at
+    /// `floor` of every key changed since the last hand-over (`None`: absent): the chunks
+    /// marked stale since then become exact at `floor` (see the module doc).
+    pub fn patch(&self, floor: Version, values: &[(Bytes, Option<Bytes>)]) {
+        debug_assert!(values.is_sorted_by(|a, b| a.0 <= b.0));
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut stale = std::mem::take(&mut inner.stale);
+        stale.sort_unstable();
+        stale.dedup();
+        let patchable = !std::mem::take(&mut inner.cleared_since);
+        for begin in stale {
+            // The chunk marked may have been replaced or dropped since; a chunk at the same
+            // first key that is not stale needs nothing.
+            let Some(chunk) = inner.chunks.get_mut(&begin) else {
+                continue;
+            };
+            if chunk.stale_from.is_none_or(|s| s > floor) {
+                continue;
+            }
+            let before = chunk.bytes;
+            if patchable && chunk.apply(&begin, floor, values) {
+                inner.bytes = inner.bytes - before + chunk.bytes;
+            } else {
+                // `remove` takes the chunk's bytes as counted when it was stored or patched.
+                chunk.bytes = before;
+                inner.remove(&begin);
+            }
+        }
+        inner.shrink_to(self.budget);
     }
 
     /// (hits, misses).
@@ -255,7 +315,7 @@ impl Inner {
                 .chunks
                 .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(ask.end)))
                 .next_back()?;
-            if chunk.end.as_ref() < ask.end || chunk.at > ask.at {
+            if chunk.end.as_ref() < ask.end || !chunk.exact_at(ask.at) {
                 return None;
             }
             let from = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.begin);
@@ -272,7 +332,7 @@ impl Inner {
                 .chunks
                 .range::<[u8], _>((Bound::Unbounded, Bound::Included(ask.begin)))
                 .next_back()?;
-            if chunk.end.as_ref() <= ask.begin || chunk.at > ask.at {
+            if chunk.end.as_ref() <= ask.begin || !chunk.exact_at(ask.at) {
                 return None;
             }
             let from = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.begin);
@@ -323,6 +383,77 @@ impl Inner {
         }
     }
 
+    /// Makes room for a chunk of `[begin, end)`: each chunk overlapping it keeps its keys
+    /// outside it (a part of a range known whole at a version is known whole there too), so a
+    /// read ahead that starts inside a chunk does not throw away the keys before it. Parts
+    /// left with no rows go.
+    fn trim_overlapping(&mut self, begin: &[u8], end: &[u8]) {
+        let mut overlapping: Vec<Bytes> = self
+            .chunks
+            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+            .map(|(b, _)| b.clone())
+            .collect();
+        if let Some((b, c)) = self
+            .chunks
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(begin)))
+            .next_back()
+            && c.end.as_ref() > begin
+        {
+            overlapping.push(b.clone());
+        }
+        for first in overlapping {
+            let Some(chunk) = self.chunks.remove(&first) else {
+                continue;
+            };
+            self.bytes -= chunk.bytes;
+            let Chunk {
+                end: chunk_end,
+                at,
+                stale_from,
+                mut rows,
+                serial,
+                ..
+            } = chunk;
+            let after = rows.split_off(rows.partition_point(|(k, _)| k.as_ref() < end));
+            rows.truncate(rows.partition_point(|(k, _)| k.as_ref() < begin));
+            if first.as_ref() < begin && !rows.is_empty() {
+                // Same first key and serial: its place in the eviction order and in the list
+                // of stale chunks stays.
+                let bytes = chunk_bytes(&rows);
+                self.bytes += bytes;
+                let left = Chunk {
+                    end: Bytes::copy_from_slice(begin),
+                    at,
+                    stale_from,
+                    rows,
+                    bytes,
+                    serial,
+                };
+                self.chunks.insert(first, left);
+            }
+            if chunk_end.as_ref() > end && !after.is_empty() {
+                let first = Bytes::copy_from_slice(end);
+                let serial = self.next_serial;
+                self.next_serial += 1;
+                self.order.push_back((first.clone(), serial));
+                if stale_from.is_some() {
+                    self.stale.push(first.clone());
+                }
+                let bytes = chunk_bytes(&after);
+                self.bytes += bytes;
+                let right = Chunk {
+                    end: chunk_end,
+                    at,
+                    stale_from,
+                    rows: after,
+                    bytes,
+                    serial,
+                };
+                self.chunks.insert(first, right);
+            }
+        }
+    }
+
     /// Drops the oldest chunks until `budget` holds, and forgets order entries of chunks
     /// already gone once they outnumber the live ones.
     fn shrink_to(&mut self, budget: usize) {
@@ -340,6 +471,44 @@ impl Inner {
                 .retain(|(b, s)| chunks.get(b).is_some_and(|c| c.serial == *s));
         }
     }
+}
+
+impl Chunk {
+    /// Whether the rows are the range at version `at`.
+    fn exact_at(&self, at: Version) -> bool {
+        self.at <= at && self.stale_from.is_none_or(|s| at < s)
+    }
+
+    /// Applies the values at `floor` of the changed keys (all of them, in key order) to the
+    /// rows of `[begin, self.end)`, which become exact at `floor`; false when the rows grew
+    /// past [`MAX_CHUNK_BYTES`] (the chunk should go).
+    fn apply(&mut self, begin: &[u8], floor: Version, values: &[(Bytes, Option<Bytes>)]) -> bool {
+        let first = values.partition_point(|(k, _)| k.as_ref() < begin);
+        for (key, value) in values[first..]
+            .iter()
+            .take_while(|(k, _)| k.as_ref() < self.end.as_ref())
+        {
+            match (self.rows.binary_search_by(|(k, _)| k.cmp(key)), value) {
+                (Ok(i), Some(v)) => self.rows[i].1 = v.clone(),
+                (Ok(i), None) => {
+                    self.rows.remove(i);
+                }
+                (Err(i), Some(v)) => self.rows.insert(i, (key.clone(), v.clone())),
+                (Err(_), None) => {}
+            }
+        }
+        self.at = floor;
+        self.stale_from = None;
+        self.bytes = chunk_bytes(&self.rows);
+        self.bytes <= MAX_CHUNK_BYTES
+    }
+}
+
+/// Bytes rows count for.
+fn chunk_bytes(rows: &[(Bytes, Bytes)]) -> usize {
+    rows.iter()
+        .map(|(k, v)| k.len() + v.len() + ROW_OVERHEAD)
+        .sum()
 }
 
 /// The smallest key after `key`.
@@ -538,19 +707,174 @@ mod tests {
     }
 
     #[test]
-    fn changes_delete_the_chunks_they_touch() {
+    fn a_change_makes_the_chunk_it_touches_stale_from_its_version() {
         let cache = RangeCache::new(Version(10));
         cache.insert(ask("a", "c", 0, false, 10), &rows(&["a", "b"]), false);
         cache.insert(ask("c", "e", 0, false, 10), &rows(&["c", "d"]), false);
         cache.insert(ask("e", "g", 0, false, 10), &rows(&["e"]), false);
-        // A new key inside [c, e) (no row there before) deletes that chunk only.
+        // A new key inside [c, e) (no row there before) makes that chunk stale only.
         cache.changed(b"cc", Version(11));
         assert!(cache.get(ask("c", "e", 0, false, 11)).is_none());
+        assert!(cache.get(ask("c", "e", 0, true, 12)).is_none());
+        assert_eq!(
+            keys(cache.get(ask("c", "e", 0, false, 10))),
+            owned(&["c", "d"], false),
+            "still exact below the change"
+        );
         assert!(cache.get(ask("a", "c", 0, false, 11)).is_some());
         assert!(cache.get(ask("e", "g", 0, false, 11)).is_some());
-        // A clear of [b, f) deletes both chunks it overlaps.
-        cache.cleared(b"b", b"f", Version(12));
+        // A clear of [b, dd) deletes both chunks it overlaps, stale or not.
+        cache.cleared(b"b", b"dd", Version(12));
+        assert_eq!(cache.usage().0, 1);
+        assert!(cache.get(ask("c", "e", 0, false, 10)).is_none());
+        assert!(cache.get(ask("e", "g", 0, false, 12)).is_some());
+    }
+
+    /// A new chunk inside an old one keeps the old one's keys on both sides (as two chunks at
+    /// the old version), and a stale old chunk's parts stay stale until the hand-over patches
+    /// them.
+    #[test]
+    fn a_chunk_read_inside_another_keeps_the_keys_on_both_sides() {
+        let cache = RangeCache::new(Version(10));
+        let all = rows(&["b", "d", "f", "h", "j"]);
+        cache.insert(ask("a", "z", 0, false, 10), &all, false);
+        cache.changed(b"i", Version(11));
+        cache.insert(ask("e", "g", 0, false, 11), &rows(&["f"]), false);
+        assert_eq!(cache.usage().0, 3);
+        assert_eq!(
+            keys(cache.get(ask("a", "e", 0, false, 10))),
+            owned(&["b", "d"], false)
+        );
+        assert_eq!(
+            keys(cache.get(ask("g", "z", 0, true, 10))),
+            owned(&["j", "h"], false)
+        );
+        assert_eq!(keys(cache.get(ask("e", "g", 0, false, 10))), None);
+        assert_eq!(
+            keys(cache.get(ask("e", "g", 0, false, 11))),
+            owned(&["f"], false)
+        );
+        assert_eq!(keys(cache.get(ask("g", "z", 0, false, 11))), None, "stale");
+        cache.patch(Version(11), &[(b("i"), Some(b("I")))]);
+        assert_eq!(
+            keys(cache.get(ask("g", "z", 0, false, 11))),
+            owned(&["h", "i", "j"], false)
+        );
+        assert_eq!(
+            keys(cache.get(ask("a", "e", 0, false, 11))),
+            owned(&["b", "d"], false)
+        );
+        let want: usize = ["b", "d", "f", "h", "i", "j"]
+            .iter()
+            .map(|k| 2 * k.len() + ROW_OVERHEAD)
+            .sum();
+        assert_eq!(cache.usage(), (3, want));
+        // A new chunk over the whole of an old one, and over a part with no rows left, leaves
+        // nothing of them.
+        cache.insert(ask("a", "gg", 0, false, 12), &rows(&["b", "d", "f"]), false);
+        assert_eq!(cache.usage().0, 2);
+        assert_eq!(
+            keys(cache.get(ask("gg", "z", 0, false, 12))),
+            owned(&["h", "i", "j"], false)
+        );
+    }
+
+    /// The hand-over of values patches what the changes marked: a set of a new key adds a
+    /// row, a set of a present one replaces its value, a clear removes it; the chunk answers
+    /// at the floor (and above), not below it, and counts its new bytes.
+    #[test]
+    fn the_values_at_the_floor_patch_the_stale_chunks() {
+        let cache = RangeCache::new(Version(10));
+        cache.insert(ask("a", "c", 0, false, 10), &rows(&["a", "b"]), false);
+        cache.insert(ask("c", "e", 0, false, 10), &rows(&["c", "d"]), false);
+        cache.insert(ask("e", "g", 0, false, 10), &rows(&["e"]), false);
+        for (k, v) in [("b", 11), ("cc", 12), ("d", 13), ("cc", 14), ("x", 15)] {
+            cache.changed(k.as_bytes(), Version(v));
+        }
+        let values = vec![
+            (b("b"), Some(b("new-b"))),
+            (b("cc"), Some(b("CC"))),
+            (b("d"), None),
+            (b("x"), Some(b("X"))),
+        ];
+        cache.patch(Version(15), &values);
+        let got = cache.get(ask("a", "c", 0, false, 15)).unwrap();
+        assert_eq!(got, (vec![(b("a"), b("A")), (b("b"), b("new-b"))], false));
+        assert_eq!(
+            keys(cache.get(ask("c", "e", 0, false, 20))),
+            owned(&["c", "cc"], false)
+        );
+        assert_eq!(
+            cache.get(ask("c", "e", 1, true, 15)),
+            Some((vec![(b("cc"), b("CC"))], true))
+        );
+        assert!(
+            cache.get(ask("c", "e", 0, false, 14)).is_none(),
+            "not exact below the floor it was patched at"
+        );
+        assert!(
+            cache.get(ask("e", "g", 0, false, 10)).is_some(),
+            "untouched chunks keep their version"
+        );
+        let (chunks, bytes) = cache.usage();
+        let want: usize = [
+            ("a", "A"),
+            ("b", "new-b"),
+            ("c", "C"),
+            ("cc", "CC"),
+            ("e", "E"),
+        ]
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + ROW_OVERHEAD)
+        .sum();
+        assert_eq!((chunks, bytes), (3, want));
+        // The next change marks the patched chunk again, and the next hand-over patches it.
+        cache.changed(b"c", Version(16));
+        cache.patch(Version(16), &[(b("c"), None)]);
+        assert_eq!(
+            keys(cache.get(ask("c", "e", 0, false, 16))),
+            owned(&["cc"], false)
+        );
+    }
+
+    /// No values are handed over for an eviction holding a range clear, so the chunks marked
+    /// stale since the last hand-over are dropped at the next one rather than patched from
+    /// values that miss what the clear removed.
+    #[test]
+    fn a_clear_since_the_last_hand_over_drops_the_stale_chunks() {
+        let cache = RangeCache::new(Version(10));
+        cache.insert(ask("a", "c", 0, false, 10), &rows(&["a", "b"]), false);
+        cache.insert(ask("m", "p", 0, false, 10), &rows(&["n"]), false);
+        cache.changed(b"b", Version(11));
+        cache.cleared(b"x", b"y", Version(12));
+        // The next eviction has no clear; its hand-over holds only its own change.
+        cache.changed(b"n", Version(13));
+        cache.patch(Version(13), &[(b("n"), Some(b("N2")))]);
+        assert!(cache.get(ask("a", "c", 0, false, 13)).is_none());
+        assert!(cache.get(ask("a", "c", 0, false, 10)).is_none(), "dropped");
+        assert!(cache.get(ask("m", "p", 0, false, 13)).is_none(), "dropped");
         assert_eq!(cache.usage(), (0, 0));
+        // From then on hand-overs patch again.
+        cache.insert(ask("a", "c", 0, false, 13), &rows(&["a"]), false);
+        cache.changed(b"a", Version(14));
+        cache.patch(Version(14), &[(b("a"), Some(b("A2")))]);
+        assert_eq!(
+            cache.get(ask("a", "c", 0, false, 14)),
+            Some((vec![(b("a"), b("A2"))], false))
+        );
+    }
+
+    /// A patch that grows a chunk past the largest cached answer drops it (a chunk is at most
+    /// what one answer may be).
+    #[test]
+    fn a_patch_past_the_chunk_limit_drops_the_chunk() {
+        let cache = RangeCache::new(Version(10));
+        cache.insert(ask("a", "c", 0, false, 10), &rows(&["a"]), false);
+        let big = Bytes::from(vec![1u8; MAX_CHUNK_BYTES]);
+        cache.changed(b"b", Version(11));
+        cache.patch(Version(11), &[(b("b"), Some(big))]);
+        assert_eq!(cache.usage(), (0, 0));
+        assert!(cache.get(ask("a", "c", 0, false, 11)).is_none());
     }
 
     /// The race from the module doc: an answer read at `f` arriving after a change above `f`
@@ -574,8 +898,20 @@ mod tests {
         let cache = RangeCache::with_budget(Version(0), 4 * (2 + ROW_OVERHEAD));
         cache.insert(ask("a", "c", 0, false, 1), &rows(&["a"]), false);
         cache.insert(ask("b", "d", 0, false, 1), &rows(&["b"]), false);
-        assert_eq!(cache.usage().0, 1, "[b, d) replaced [a, c)");
-        assert!(cache.get(ask("a", "b", 0, false, 1)).is_none());
+        assert_eq!(
+            cache.usage().0,
+            2,
+            "[b, d) and what is left of [a, c): [a, b)"
+        );
+        assert_eq!(
+            keys(cache.get(ask("a", "z", 0, false, 1))),
+            None,
+            "the two are not joined"
+        );
+        assert_eq!(
+            keys(cache.get(ask("a", "b", 0, false, 1))),
+            owned(&["a"], false)
+        );
         for k in ["e", "g", "i", "k"] {
             let end = format!("{k}z");
             cache.insert(ask(k, &end, 0, false, 1), &rows(&[k]), false);
@@ -583,7 +919,8 @@ mod tests {
         let (chunks, bytes) = cache.usage();
         assert_eq!((chunks, bytes), (4, 4 * (2 + ROW_OVERHEAD)));
         assert!(
-            cache.get(ask("b", "d", 0, false, 1)).is_none(),
+            cache.get(ask("a", "b", 0, false, 1)).is_none()
+                && cache.get(ask("b", "d", 0, false, 1)).is_none(),
             "oldest went"
         );
         assert!(cache.get(ask("k", "kz", 0, false, 1)).is_some());

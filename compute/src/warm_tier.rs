@@ -342,6 +342,7 @@ impl EvictionObserver for WarmTier {
         for (key, value) in values {
             self.insert(key, floor, value.as_ref());
         }
+        self.ranges.patch(floor, values);
     }
 }
 
