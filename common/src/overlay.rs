@@ -90,6 +90,16 @@ impl Overlay {
                 end = Bytes::from(next);
             }
         }
+        if own.is_empty() && self.cleared.is_empty() {
+            // Nothing to lay over the source (the common case for a short scan): its page is
+            // the answer, without merging it through a map.
+            let (mut page, more) = fetch(begin, end, limit).await?;
+            let cut = limit > 0 && page.len() > limit;
+            if cut {
+                page.truncate(limit);
+            }
+            return Ok((page, more || cut));
+        }
         // Each entry hides at most one source row, so asking for that many more usually
         // settles the answer in one page; a cleared range can hide any number, so pages
         // continue from where the last one ended until enough rows survive.
