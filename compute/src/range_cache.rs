@@ -360,12 +360,12 @@ impl Inner {
         }
     }
 
-    /// Removes every chunk sharing a key with `[begin, end)`.
-    fn remove_overlapping(&mut self, begin: &[u8], end: &[u8]) {
+    /// The first keys of the chunks sharing a key with `[begin, end)` (none when it is empty).
+    fn overlapping(&self, begin: &[u8], end: &[u8]) -> Vec<Bytes> {
         if begin >= end {
-            return;
+            return Vec::new();
         }
-        let mut doomed: Vec<Bytes> = self
+        let mut found: Vec<Bytes> = self
             .chunks
             .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
             .map(|(b, _)| b.clone())
@@ -376,9 +376,14 @@ impl Inner {
             .next_back()
             && c.end.as_ref() > begin
         {
-            doomed.push(b.clone());
+            found.push(b.clone());
         }
-        for b in doomed {
+        found
+    }
+
+    /// Removes every chunk sharing a key with `[begin, end)`.
+    fn remove_overlapping(&mut self, begin: &[u8], end: &[u8]) {
+        for b in self.overlapping(begin, end) {
             self.remove(&b);
         }
     }
@@ -388,20 +393,7 @@ impl Inner {
     /// read ahead that starts inside a chunk does not throw away the keys before it. Parts
     /// left with no rows go.
     fn trim_overlapping(&mut self, begin: &[u8], end: &[u8]) {
-        let mut overlapping: Vec<Bytes> = self
-            .chunks
-            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
-            .map(|(b, _)| b.clone())
-            .collect();
-        if let Some((b, c)) = self
-            .chunks
-            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(begin)))
-            .next_back()
-            && c.end.as_ref() > begin
-        {
-            overlapping.push(b.clone());
-        }
-        for first in overlapping {
+        for first in self.overlapping(begin, end) {
             let Some(chunk) = self.chunks.remove(&first) else {
                 continue;
             };
