@@ -85,9 +85,7 @@ impl Overlay {
             if reverse {
                 begin = last;
             } else {
-                let mut next = last.to_vec();
-                next.push(0);
-                end = Bytes::from(next);
+                end = successor(&last);
             }
         }
         if own.is_empty() && self.cleared.is_empty() {
@@ -130,9 +128,7 @@ impl Overlay {
             if reverse {
                 hi = settled;
             } else {
-                let mut next = settled.to_vec();
-                next.push(0);
-                lo = Bytes::from(next);
+                lo = successor(&settled);
             }
         }
     }
@@ -172,6 +168,14 @@ impl Overlay {
         }
         rows
     }
+}
+
+/// The smallest key after `key` (`key` followed by a zero byte).
+pub fn successor(key: &[u8]) -> Bytes {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    Bytes::from(next)
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use ferrisdb_common::Version;
+use ferrisdb_common::overlay::successor;
 
 use crate::page_source::RangeRows;
 
@@ -501,14 +502,6 @@ fn chunk_bytes(rows: &[(Bytes, Bytes)]) -> usize {
     rows.iter()
         .map(|(k, v)| k.len() + v.len() + ROW_OVERHEAD)
         .sum()
-}
-
-/// The smallest key after `key`.
-fn successor(key: &[u8]) -> Bytes {
-    let mut next = Vec::with_capacity(key.len() + 1);
-    next.extend_from_slice(key);
-    next.push(0);
-    Bytes::from(next)
 }
 
 #[cfg(test)]
