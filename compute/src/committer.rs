@@ -4,9 +4,9 @@
 //! `unavailable` is definite); resolve conflicts against recent commits, the batches still in
 //! flight, and earlier transactions of the same batch; encode the survivors as one WAL frame at
 //! the end of the log (its end LSN is the batch's version) and hand it to the proposer. Up to
-//! [`MAX_IN_FLIGHT`] batches are in flight at once, so the next batch goes out while the
+//! [`MAX_IN_FLIGHT`] batches are in flight at once, so the next batch can go out while the
 //! previous one is being fsynced (pipelining); requests arriving meanwhile join the next batch
-//! (group commit). As the quorum's durable position passes each batch, in order, it is applied
+//! (group commit), which leaves once it is as large as the one in flight (see `launch_now`). As the quorum's durable position passes each batch, in order, it is applied
 //! to the hot tier and the resolver, its version is published, and its clients are answered.
 //!
 //! While the hot tier is over its memory budget (the pageserver has fallen behind), no new
@@ -66,8 +66,25 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 /// Batches appended but not yet durable. Two keep the log busy (one is written while the next
 /// forms); more only make the batches smaller, and each batch costs every safekeeper an append
 /// and a sync: at 64 writers on 2 cores, 8 in flight did 10.1k commits/s and 2 did 12.0k, with
-/// a shorter p99 (docs/benchmarks/request-path-profile.md).
+/// a shorter p99 (docs/benchmarks/request-path-profile.md). A second goes out only once
+/// enough has queued (see [`launch_now`]).
 pub const MAX_IN_FLIGHT: usize = 2;
+
+/// Whether the queued requests go out as a batch now, with `in_flight` batches appended and
+/// not yet durable, the newest of them carrying `newest` transactions.
+///
+/// With nothing in flight, at once. With one in flight, only once as many transactions have
+/// queued as it carries: a lone commit behind a lone commit still goes at once (a light load
+/// pays no wait), while under load the queue grows into a batch as large as the one being
+/// synced instead of trickling out one or two at a time, each costing every safekeeper an
+/// append and a sync. At 16 writers that made batches of 6.2 instead of 4.7 transactions
+/// and 11 % less safekeeper CPU per commit (docs/benchmarks/request-path-profile.md).
+fn launch_now(in_flight: usize, newest: Option<usize>, queued: usize) -> bool {
+    match newest {
+        None => true,
+        Some(newest) => in_flight < MAX_IN_FLIGHT && queued >= newest,
+    }
+}
 
 /// A transaction asking to commit, with where its answer goes.
 #[derive(Debug)]
@@ -238,7 +255,14 @@ impl Committer {
             throttle.update(throttled, &self.hot, &self.metrics);
             // A refusal appends nothing, so it need not wait for memory.
             let may_launch = !throttled || refusal(&q).is_err();
-            if !queue.is_empty() && self.in_flight.len() < MAX_IN_FLIGHT && may_launch {
+            if !queue.is_empty()
+                && launch_now(
+                    self.in_flight.len(),
+                    self.in_flight.back().map(|b| b.replies.len()),
+                    queue.len(),
+                )
+                && may_launch
+            {
                 let batch = next_batch(&mut queue);
                 let rest = self.launch(batch, &q).await;
                 // A batch split for its frame's size: the rest goes first in the next one.
@@ -630,6 +654,7 @@ fn refusal(q: &Quorum) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::hot_tier::HotRead;
     use crate::page_source::GrpcPageSource;
     use bytes::Bytes;
@@ -637,6 +662,21 @@ mod tests {
     use ferrisdb_server_common::clock::SystemClock;
 
     use crate::test_safekeepers::safekeepers;
+
+    #[test]
+    fn a_second_batch_waits_until_the_queue_matches_the_one_in_flight() {
+        // Nothing in flight: whatever is queued goes, even one transaction.
+        assert!(launch_now(0, None, 1));
+        // A lone commit behind a lone commit goes at once (no wait under light load).
+        assert!(launch_now(1, Some(1), 1));
+        // Behind a batch of 8, the queue grows to 8 before it goes.
+        assert!(!launch_now(1, Some(8), 7));
+        assert!(launch_now(1, Some(8), 8));
+        // A heartbeat in flight (no transactions) holds nothing back.
+        assert!(launch_now(1, Some(0), 1));
+        // Never more than MAX_IN_FLIGHT, however long the queue.
+        assert!(!launch_now(MAX_IN_FLIGHT, Some(1), 1000));
+    }
 
     fn set(key: &str, value: Bytes) -> Write {
         Write::Plain(Mutation::Set {

@@ -17,20 +17,22 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use ferrisdb_common::error::Reason;
+use ferrisdb_common::h2_channel::StreamSender;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
-    AppendRequest, ElectedRequest, LeaseRequest, ReadWalRequest, SafekeeperStatus,
+    AppendRequest, AppendResponse, ElectedRequest, LeaseRequest, ReadWalRequest, SafekeeperStatus,
     SafekeeperStatusRequest, TermSwitch, VoteRequest,
 };
 use ferrisdb_common::traceparent::TraceParent;
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
-use ferrisdb_server_common::auth::PeerChannel;
+use ferrisdb_server_common::auth::{PeerChannel, StreamChannel};
 use ferrisdb_server_common::telemetry;
 use ferrisdb_server_common::term_history::{Vote, plan_election};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use prost::Message;
+use tokio::sync::watch;
+use tonic::codec::Codec as _;
 
 use crate::lease::Lease;
 
@@ -194,6 +196,9 @@ pub struct Proposer {
     /// restarted here rather than fed WAL the others have already deleted.
     log_start: std::sync::atomic::AtomicU64,
     clients: Vec<SafekeeperClient<PeerChannel>>,
+    /// The append stream's channel to each safekeeper (its own connection): the sender task
+    /// puts each message straight onto the HTTP/2 stream, with no task in between.
+    streams: Vec<StreamChannel>,
     /// The voter whose log became ours, and where that log ends.
     donor: (usize, Lsn),
     log: Mutex<Log>,
@@ -208,6 +213,27 @@ pub struct Proposer {
     /// When every read lease an older term's primary may hold has run out, as the voters
     /// reported it: this term serves nothing before then.
     older_leases_end: tokio::time::Instant,
+}
+
+/// The gRPC path of `Safekeeper/Append`, opened directly on the HTTP/2 connection.
+const APPEND_PATH: &str = "/ferrisdb.v1.Safekeeper/Append";
+
+/// `msg` as one length-prefixed gRPC message (uncompressed).
+fn grpc_message(msg: &AppendRequest) -> Result<Bytes> {
+    let len = msg.encoded_len();
+    // The safekeeper would end the stream on a larger message; refuse it here, with why.
+    if len > ferrisdb_common::message_size::MAX_MESSAGE_BYTES {
+        return Err(Error::internal(format!(
+            "an append of {len} bytes is over the {}-byte message limit",
+            ferrisdb_common::message_size::MAX_MESSAGE_BYTES
+        )));
+    }
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    msg.encode(&mut buf)
+        .map_err(|e| Error::internal(format!("encoding an append: {e}")))?;
+    Ok(buf.freeze())
 }
 
 /// Most traced batches remembered for the senders: a sender far behind loses their
@@ -229,6 +255,10 @@ impl Proposer {
                     SafekeeperClient::new(ferrisdb_server_common::auth::peer_channel(url)?)
                 ))
             })
+            .collect::<Result<Vec<_>>>()?;
+        let streams = safekeepers
+            .iter()
+            .map(|url| ferrisdb_server_common::auth::stream_channel(url))
             .collect::<Result<Vec<_>>>()?;
         let majority = clients.len() / 2 + 1;
         let statuses = futures::future::join_all(clients.iter().map(|c| {
@@ -314,6 +344,7 @@ impl Proposer {
             history,
             log_start: std::sync::atomic::AtomicU64::new(log_start),
             clients,
+            streams,
             donor: (donor, end),
             log: Mutex::new(Log {
                 buffer_start: end,
@@ -630,8 +661,7 @@ impl Proposer {
         // them from no other stream.
         let session = elected.session;
         let mut flush = elected.status.map_or(0, |s| s.flush_lsn);
-        let (tx, rx) = mpsc::channel::<AppendRequest>(64);
-        let mut responses = client.append(ReceiverStream::new(rx)).await?.into_inner();
+        let (mut requests, mut responses) = self.open_append(i).await?;
         self.update_peer(i, |p| {
             p.up = true;
             p.flush = Some(flush);
@@ -667,8 +697,10 @@ impl Proposer {
                     session,
                     traceparents: self.traces_in(sent, sent + n),
                 };
-                tx.send(req)
-                    .await
+                // Queued on the stream at once; what is in flight is bounded above
+                // (MAX_IN_FLIGHT_BYTES of WAL, one empty message at a time).
+                requests
+                    .send(grpc_message(&req)?)
                     .map_err(|_| Error::unavailable("append stream closed"))?;
                 awaiting += 1;
                 sent += n;
@@ -701,6 +733,37 @@ impl Proposer {
                 }
             }
         }
+    }
+
+    /// Opens the append stream to safekeeper `i`: the sender half, and the answers.
+    async fn open_append(
+        &self,
+        i: usize,
+    ) -> Result<(StreamSender, tonic::Streaming<AppendResponse>)> {
+        let stream = &self.streams[i];
+        let (sender, response) = stream
+            .channel
+            .open_stream(APPEND_PATH, stream.metadata.clone())
+            .await?;
+        // A refusal (a bad credential, a fenced term at the door) comes in the headers.
+        if let Some(status) = tonic::Status::from_header_map(response.headers())
+            && status.code() != tonic::Code::Ok
+        {
+            return Err(status.into());
+        }
+        let (parts, body) = response.into_parts();
+        let decoder =
+            ferrisdb_common::codec::Codec::<AppendRequest, AppendResponse>::default().decoder();
+        Ok((
+            sender,
+            tonic::Streaming::new_response(
+                decoder,
+                body,
+                parts.status,
+                None,
+                Some(ferrisdb_common::message_size::MAX_MESSAGE_BYTES),
+            ),
+        ))
     }
 
     /// The trace contexts of the traced batches beginning in `[from, to)`; nothing (and no

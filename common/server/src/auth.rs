@@ -450,6 +450,41 @@ pub fn call_channel(url: &str) -> Result<CallChannel> {
     ))
 }
 
+/// A lazily connecting HTTP/2 channel to the peer at `url` for bidirectional calls opened
+/// with [`H2Channel::open_stream`] (the WAL append stream), and the metadata that carries the
+/// cluster credential in such a call's headers. Messages go straight onto the HTTP/2 stream
+/// from the caller's task, without tonic's body task in between.
+pub fn stream_channel(url: &str) -> Result<StreamChannel> {
+    let (tls, send) = peer_access(url);
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Some(v) = send.0 {
+        metadata.insert(CLUSTER_TOKEN_HEADER, v);
+    }
+    Ok(StreamChannel {
+        channel: H2Channel::new(url, tls.as_ref())?,
+        metadata,
+    })
+}
+
+/// A peer's channel for bidirectional streams, with the credential to open them with (see
+/// [`stream_channel`]).
+#[derive(Clone)]
+pub struct StreamChannel {
+    /// The connection (dialled on first use, redialled after it breaks).
+    pub channel: H2Channel,
+    /// The cluster credential, for the call's headers.
+    pub metadata: tonic::metadata::MetadataMap,
+}
+
+impl std::fmt::Debug for StreamChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The metadata holds the credential: never printed.
+        f.debug_struct("StreamChannel")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a channel to the peer at `url` needs from this process's cluster access: the CA to
 /// trust when `url` is `https://…`, and the credential to send.
 fn peer_access(url: &str) -> (Option<ClientTls>, SendCluster) {

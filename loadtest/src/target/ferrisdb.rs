@@ -167,10 +167,13 @@ impl Connection for FerrisConn {
                 let (keys, value, counter) = (keys.clone(), value.clone(), counter.clone());
                 async move {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    for k in &keys {
-                        if tx.get(k.clone()).await?.is_none() {
-                            return Err(Error::invalid(format!("key {k} not found")));
-                        }
+                    // The reads go out together, as a FoundationDB client issues them (the
+                    // other targets read their keys in one request too).
+                    let values =
+                        futures::future::try_join_all(keys.iter().map(|k| tx.get(k.clone())))
+                            .await?;
+                    if let Some((k, _)) = keys.iter().zip(&values).find(|(_, v)| v.is_none()) {
+                        return Err(Error::invalid(format!("key {k} not found")));
                     }
                     for k in keys {
                         tx.set(k, value.clone());
