@@ -71,7 +71,8 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 pub const MAX_IN_FLIGHT: usize = 2;
 
 /// Whether the queued requests go out as a batch now, with `in_flight` batches appended and
-/// not yet durable, the newest of them carrying `newest` transactions.
+/// not yet durable, the newest of them carrying `newest` transactions. When the batch would be
+/// `refused` (no quorum, or fenced), at once: nothing is appended, and the queue is answered.
 ///
 /// With nothing in flight, at once. With one in flight, only once as many transactions have
 /// queued as it carries: a lone commit behind a lone commit still goes at once (a light load
@@ -79,7 +80,10 @@ pub const MAX_IN_FLIGHT: usize = 2;
 /// synced instead of trickling out one or two at a time, each costing every safekeeper an
 /// append and a sync. At 16 writers that made batches of 6.2 instead of 4.7 transactions
 /// and 11 % less safekeeper CPU per commit (docs/benchmarks/request-path-profile.md).
-fn launch_now(in_flight: usize, newest: Option<usize>, queued: usize) -> bool {
+fn launch_now(in_flight: usize, newest: Option<usize>, queued: usize, refused: bool) -> bool {
+    if refused {
+        return true;
+    }
     match newest {
         None => true,
         Some(newest) => in_flight < MAX_IN_FLIGHT && queued >= newest,
@@ -253,13 +257,16 @@ impl Committer {
             evictions.borrow_and_update();
             let throttled = !queue.is_empty() && self.hot.over_budget();
             throttle.update(throttled, &self.hot, &self.metrics);
-            // A refusal appends nothing, so it need not wait for memory.
-            let may_launch = !throttled || refusal(&q).is_err();
+            // A refusal appends nothing, so it need not wait for memory, nor for the queue to
+            // grow (see `launch_now`).
+            let refused = refusal(&q).is_err();
+            let may_launch = !throttled || refused;
             if !queue.is_empty()
                 && launch_now(
                     self.in_flight.len(),
                     self.in_flight.back().map(|b| b.replies.len()),
                     queue.len(),
+                    refused,
                 )
                 && may_launch
             {
@@ -666,16 +673,20 @@ mod tests {
     #[test]
     fn a_second_batch_waits_until_the_queue_matches_the_one_in_flight() {
         // Nothing in flight: whatever is queued goes, even one transaction.
-        assert!(launch_now(0, None, 1));
+        assert!(launch_now(0, None, 1, false));
         // A lone commit behind a lone commit goes at once (no wait under light load).
-        assert!(launch_now(1, Some(1), 1));
+        assert!(launch_now(1, Some(1), 1, false));
         // Behind a batch of 8, the queue grows to 8 before it goes.
-        assert!(!launch_now(1, Some(8), 7));
-        assert!(launch_now(1, Some(8), 8));
+        assert!(!launch_now(1, Some(8), 7, false));
+        assert!(launch_now(1, Some(8), 8, false));
         // A heartbeat in flight (no transactions) holds nothing back.
-        assert!(launch_now(1, Some(0), 1));
+        assert!(launch_now(1, Some(0), 1, false));
         // Never more than MAX_IN_FLIGHT, however long the queue.
-        assert!(!launch_now(MAX_IN_FLIGHT, Some(1), 1000));
+        assert!(!launch_now(MAX_IN_FLIGHT, Some(1), 1000, false));
+        // Without a quorum the queue is answered `unavailable` now, however short it is and
+        // however many batches are stuck in flight: it never waits behind them.
+        assert!(launch_now(1, Some(8), 1, true));
+        assert!(launch_now(MAX_IN_FLIGHT, Some(8), 1, true));
     }
 
     fn set(key: &str, value: Bytes) -> Write {
