@@ -17,15 +17,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use ferrisdb_common::Error;
 use ferrisdb_common::error::CODE_METADATA_KEY;
-use ferrisdb_common::h2_channel::{H2Channel, StreamSender};
+use ferrisdb_common::h2_channel::{H2Channel, StreamSender, grpc_message};
 use ferrisdb_common::message_size::MAX_MESSAGE_BYTES;
 use ferrisdb_common::proto::session_request::Op;
 use ferrisdb_common::proto::session_response::Result as Answer;
 use ferrisdb_common::proto::{SessionRequest, SessionResponse};
-use prost::Message;
 use tokio::sync::oneshot;
 use tonic::codec::{Codec as _, Streaming};
 
@@ -249,21 +248,13 @@ impl Session {
 
 /// `request` as one length-prefixed gRPC message.
 fn frame(request: &SessionRequest) -> ferrisdb_common::Result<Bytes> {
-    let len = request.encoded_len();
     // The compute refuses a larger message by ending the whole session; refuse it here, for
     // this operation alone. (A transaction's own size check stops far below this.)
-    if len > MAX_MESSAGE_BYTES {
-        return Err(Error::invalid(format!(
+    grpc_message(request, MAX_MESSAGE_BYTES).map_err(|len| {
+        Error::invalid(format!(
             "a request of {len} bytes is over the {MAX_MESSAGE_BYTES}-byte message limit"
-        )));
-    }
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0); // not compressed
-    buf.put_u32(len as u32);
-    request
-        .encode(&mut buf)
-        .map_err(|e| Error::internal(format!("encoding a session request: {e}")))?;
-    Ok(buf.freeze())
+        ))
+    })
 }
 
 /// Hands each answer to its caller until the answers end, then fails whoever still waits,

@@ -324,6 +324,21 @@ impl StreamSender {
     }
 }
 
+/// `msg` as one length-prefixed, uncompressed gRPC message, for [`StreamSender::send`]; or,
+/// when it is over `max` bytes (the receiver would end the whole call on it), its length.
+pub fn grpc_message<M: prost::Message>(msg: &M, max: usize) -> std::result::Result<Bytes, usize> {
+    let len = msg.encoded_len();
+    if len > max {
+        return Err(len);
+    }
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.extend_from_slice(&[0]); // not compressed
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    // A BytesMut grows as needed, so encoding cannot run out of room.
+    msg.encode_raw(&mut buf);
+    Ok(buf.freeze())
+}
+
 /// Starts HTTP/2 on `io` and runs the connection (with its keepalive) on a task of its own.
 async fn handshake<T>(io: T, every: Keepalive) -> std::result::Result<Live, Status>
 where

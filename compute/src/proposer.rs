@@ -17,9 +17,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use ferrisdb_common::error::Reason;
-use ferrisdb_common::h2_channel::StreamSender;
+use ferrisdb_common::h2_channel::{StreamSender, grpc_message};
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, AppendResponse, ElectedRequest, LeaseRequest, ReadWalRequest, SafekeeperStatus,
@@ -30,7 +30,6 @@ use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 use ferrisdb_server_common::auth::{PeerChannel, StreamChannel};
 use ferrisdb_server_common::telemetry;
 use ferrisdb_server_common::term_history::{Vote, plan_election};
-use prost::Message;
 use tokio::sync::watch;
 use tonic::codec::Codec as _;
 
@@ -218,22 +217,16 @@ pub struct Proposer {
 /// The gRPC path of `Safekeeper/Append`, opened directly on the HTTP/2 connection.
 const APPEND_PATH: &str = "/ferrisdb.v1.Safekeeper/Append";
 
-/// `msg` as one length-prefixed gRPC message (uncompressed).
-fn grpc_message(msg: &AppendRequest) -> Result<Bytes> {
-    let len = msg.encoded_len();
-    // The safekeeper would end the stream on a larger message; refuse it here, with why.
-    if len > ferrisdb_common::message_size::MAX_MESSAGE_BYTES {
-        return Err(Error::internal(format!(
-            "an append of {len} bytes is over the {}-byte message limit",
-            ferrisdb_common::message_size::MAX_MESSAGE_BYTES
-        )));
-    }
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(len as u32);
-    msg.encode(&mut buf)
-        .map_err(|e| Error::internal(format!("encoding an append: {e}")))?;
-    Ok(buf.freeze())
+/// `msg` as one length-prefixed gRPC message.
+fn append_message(msg: &AppendRequest) -> Result<Bytes> {
+    // Frames stay far below the limit (MAX_FRAME_BYTES); a larger message would be our bug,
+    // and the safekeeper would end the stream on it.
+    let max = ferrisdb_common::message_size::MAX_MESSAGE_BYTES;
+    grpc_message(msg, max).map_err(|len| {
+        Error::internal(format!(
+            "an append of {len} bytes is over the {max}-byte message limit"
+        ))
+    })
 }
 
 /// Most traced batches remembered for the senders: a sender far behind loses their
@@ -700,7 +693,7 @@ impl Proposer {
                 // Queued on the stream at once; what is in flight is bounded above
                 // (MAX_IN_FLIGHT_BYTES of WAL, one empty message at a time).
                 requests
-                    .send(grpc_message(&req)?)
+                    .send(append_message(&req)?)
                     .map_err(|_| Error::unavailable("append stream closed"))?;
                 awaiting += 1;
                 sent += n;
