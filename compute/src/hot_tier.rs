@@ -151,7 +151,9 @@ fn rev(version: Version) -> u64 {
 /// What one log record put in the hot tier.
 #[derive(Debug)]
 enum Logged {
-    Point(Bytes),
+    /// A key and the value it was given (`None`: cleared), kept here too so an eviction
+    /// hands values over without looking each one up again.
+    Point(Bytes, Option<Bytes>),
     /// A range clear, kept in `tombstones` under the same (version, sequence).
     Range,
 }
@@ -390,12 +392,12 @@ impl HotTier {
                             key: key.clone(),
                             rev: rev(version),
                         },
-                        value,
+                        value.clone(),
                     );
                     self.log.insert(
                         (version, seq),
                         LogRecord {
-                            what: Logged::Point(key),
+                            what: Logged::Point(key, value),
                             bytes,
                         },
                     );
@@ -535,17 +537,16 @@ impl HotTier {
         if let Some(observer) = &self.observer {
             // Each key's newest change up to `version` is its value there, unless a range clear
             // lies in between: then no values are handed over (the marks still are).
-            let mut newest: std::collections::HashMap<Bytes, Option<Bytes>> = Default::default();
+            // (A point a range clear of its own batch removed is followed by that clear's
+            // record, so no values go over then either.)
+            let mut newest: std::collections::BTreeMap<Bytes, Option<Bytes>> = Default::default();
             let mut cleared = false;
             for e in self.log.range(..=upto) {
                 match &e.value().what {
-                    Logged::Point(key) => {
+                    Logged::Point(key, value) => {
                         observer.evicted_point(key, e.key().0);
                         if !cleared {
-                            let probe = (key.as_ref(), rev(e.key().0));
-                            if let Some(p) = self.points.get(&probe as &dyn PointProbe) {
-                                newest.insert(key.clone(), p.value().clone());
-                            }
+                            newest.insert(key.clone(), value.clone());
                         }
                     }
                     Logged::Range => {
@@ -557,8 +558,8 @@ impl HotTier {
                 }
             }
             if !cleared && !newest.is_empty() {
-                let mut values: Vec<_> = newest.into_iter().collect();
-                values.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                // In key order, as the observer expects.
+                let values: Vec<_> = newest.into_iter().collect();
                 observer.evicted_values(version, &values);
             }
         }
@@ -569,7 +570,7 @@ impl HotTier {
                 break;
             }
             match &e.value().what {
-                Logged::Point(key) => {
+                Logged::Point(key, _) => {
                     let k = (key.as_ref(), rev(e.key().0));
                     self.points.remove(&k as &dyn PointProbe);
                 }
