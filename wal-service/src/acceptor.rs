@@ -273,6 +273,7 @@ impl Acceptor {
         if recovery.damage.is_some() || log.flush_lsn() < d.to {
             return Err(Error::corruption("the log is still damaged after repair"));
         }
+        log.adopt_recent(self.log.recent());
         self.log = log;
         self.damage = None;
         Ok(())
@@ -611,6 +612,12 @@ impl Acceptor {
             self.log.write(new)?;
         }
         Ok(())
+    }
+
+    /// The buffer of the log's newest bytes (see [`crate::recent`]); the same one for the
+    /// acceptor's lifetime.
+    pub fn recent(&self) -> std::sync::Arc<crate::recent::RecentWal> {
+        self.log.recent()
     }
 
     /// Reads whole frames in `[start, end)`; see [`WalLog::read`].

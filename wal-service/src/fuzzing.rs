@@ -73,7 +73,9 @@ pub fn wal_segments(data: &[u8]) {
         "cut {} of {total} bytes",
         recovery.truncated_bytes
     );
-    assert_eq!(log.disk_bytes() + recovery.truncated_bytes, total);
+    // What is neither held nor cut is zeros at the end of the last segment (space written
+    // ahead of the frames).
+    assert!(log.disk_bytes() + recovery.truncated_bytes <= total);
     match recovery.damage {
         None => {
             let all = log

@@ -14,6 +14,7 @@ pub mod durable;
 pub mod fuzzing;
 pub mod log;
 pub mod metrics;
+pub mod recent;
 pub mod service;
 pub mod timeline;
 

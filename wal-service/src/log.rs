@@ -4,24 +4,42 @@
 //! only; a new segment starts once the current one passes [`SEGMENT_TARGET_SIZE`]. On open, the
 //! tail of the last segment is scanned and a torn final record (a crash mid-write) is cut off.
 //! An append is durable when [`WalLog::append`] returns: it is written and fdatasynced.
+//!
+//! The tail segment's file runs ahead of its frames with zeros, [`PREALLOCATION_STEP`] at a
+//! time (PostgreSQL zero-fills whole WAL segments for the same reason): an fdatasync of a
+//! write that grows a file must also commit the file's new size to the filesystem journal,
+//! while one that overwrites blocks already written need not, and is markedly cheaper (ext4:
+//! about 1.5x the syncs per second, a quarter less CPU per sync). Zeros never form a frame
+//! (a frame's length field is never 0), so on open a zero run at the end of the last segment
+//! is where the log ends, not damage; every other segment is cut to its frames before the
+//! next one begins.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ferrisdb_common::wal::{self, FRAME_HEADER_LEN, FrameCheck};
 use ferrisdb_common::{Error, Lsn, Result};
 
 use crate::control::sync_dir;
+use crate::recent::RecentWal;
 
 /// By default a segment is closed and a new one begun once it reaches this size.
 pub const SEGMENT_TARGET_SIZE: u64 = 16 << 20;
 
+/// The tail segment's file is extended with zeros this far at a time, ahead of its frames:
+/// one journal commit per step instead of one per sync, a write of zeros small enough not to
+/// stall the append that makes it, and at most this much unused space per idle log.
+pub const PREALLOCATION_STEP: u64 = 1 << 20;
+
 #[derive(Debug)]
 struct Segment {
     start: Lsn,
+    /// Bytes of frames: the segment ends at `start + len`.
     len: u64,
+    /// The file's length: `len` plus the zeros written ahead of the frames (tail only).
+    allocated: u64,
     path: PathBuf,
 }
 
@@ -45,6 +63,8 @@ pub struct WalLog {
     /// the positions in memory, so nothing more is written until the log is opened again
     /// (open checks every frame).
     failed: Option<String>,
+    /// The newest bytes written, for readers that follow the log's end.
+    recent: Arc<RecentWal>,
 }
 
 /// What [`WalLog::open`] found.
@@ -72,9 +92,11 @@ impl WalLog {
             };
             let start = Lsn::from_str_radix(hex, 16)
                 .map_err(|_| Error::corruption(format!("odd segment name {name}")))?;
+            let len = entry.metadata()?.len();
             segments.push(Segment {
                 start,
-                len: entry.metadata()?.len(),
+                len,
+                allocated: len,
                 path: entry.path(),
             });
         }
@@ -102,10 +124,12 @@ impl WalLog {
             truncated_bytes: 0,
             damage: None,
         };
-        // Every frame of every segment is checked. A bad frame with nothing valid after it at
-        // the end of the log is a torn write (its fdatasync never returned, so it was never
-        // acknowledged) and is cut off; the caller still refuses a cut below the commit
-        // position. A bad frame anywhere else is damage: kept as it is, never served.
+        // Every frame of every segment is checked. Zeros after the last segment's frames are
+        // space written ahead (see the module's note): the log ends there. A bad frame with
+        // nothing valid after it at the end of the log is a torn write (its fdatasync never
+        // returned, so it was never acknowledged) and is cut off; the caller still refuses a
+        // cut below the commit position. A bad frame anywhere else is damage: kept as it is,
+        // never served.
         let count = segments.len();
         for (i, seg) in segments.iter_mut().enumerate() {
             let bytes = fs::read(&seg.path)?;
@@ -114,14 +138,28 @@ impl WalLog {
                 continue;
             }
             let at = seg.start + valid as u64;
-            let is_tail = i + 1 == count && !valid_frame_follows(&bytes[valid..], at);
-            if is_tail {
-                recovery.truncated_bytes = seg.len - valid as u64;
+            let rest = &bytes[valid..];
+            let is_last = i + 1 == count;
+            // The rest up to its last byte that is not zero: what a torn write left.
+            let torn = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+            if is_last && torn == 0 {
+                seg.len = valid as u64;
+                continue;
+            }
+            let follows = last_valid_frame_end(rest, at);
+            if is_last && follows.is_none() {
+                recovery.truncated_bytes = torn as u64;
                 let f = OpenOptions::new().write(true).open(&seg.path)?;
                 f.set_len(valid as u64)?;
                 f.sync_all()?;
                 seg.len = valid as u64;
+                seg.allocated = valid as u64;
             } else {
+                if is_last {
+                    // Damage, then frames: the log runs to the last of them (or the last byte
+                    // that is not zero); the zeros past that are space written ahead.
+                    seg.len = (valid + torn.max(follows.unwrap_or(0))) as u64;
+                }
                 recovery.damage = Some(at);
                 break;
             }
@@ -129,7 +167,7 @@ impl WalLog {
         let start = segments.first().map_or(start_lsn, |s| s.start);
         let flush = segments.last().map_or(start_lsn, |s| s.start + s.len);
         let tail = match segments.last() {
-            Some(s) => Some(OpenOptions::new().append(true).open(&s.path)?),
+            Some(s) => Some(OpenOptions::new().write(true).open(&s.path)?),
             None => None,
         };
         Ok((
@@ -143,9 +181,23 @@ impl WalLog {
                 dirty: false,
                 segment_size: SEGMENT_TARGET_SIZE,
                 failed: None,
+                recent: Arc::default(),
             },
             recovery,
         ))
+    }
+
+    /// The buffer of the newest bytes written, which a reader may use instead of [`WalLog::read`]
+    /// for the positions it holds.
+    pub fn recent(&self) -> Arc<RecentWal> {
+        self.recent.clone()
+    }
+
+    /// Makes `recent` this log's buffer of newest bytes, emptied: a log opened again after a
+    /// repair keeps the buffer its readers already hold.
+    pub fn adopt_recent(&mut self, recent: Arc<RecentWal>) {
+        recent.clear();
+        self.recent = recent;
     }
 
     /// Sets the size at which new segments are started.
@@ -178,7 +230,7 @@ impl WalLog {
         self.segment_size
     }
 
-    /// Bytes of WAL held on disk.
+    /// Bytes of WAL held on disk (frames only, not the zeros written ahead of them).
     pub fn disk_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len).sum()
     }
@@ -219,17 +271,38 @@ impl WalLog {
         if need_new {
             self.start_segment()?;
         }
-        let (Some(tail), Some(seg)) = (self.tail.as_mut(), self.segments.last_mut()) else {
+        let (Some(tail), Some(seg)) = (self.tail.as_ref(), self.segments.last_mut()) else {
             return Err(Error::internal("log has no tail segment"));
         };
-        if let Err(e) = tail.write_all(frames) {
+        if let Err(e) = tail.write_all_at(frames, seg.len) {
             let written = seg.len;
             self.cut_tail_to(written);
             return Err(e.into());
         }
         self.dirty = true;
         seg.len += frames.len() as u64;
+        seg.allocated = seg.allocated.max(seg.len);
+        self.recent.written(self.flush_lsn, frames);
         self.flush_lsn += frames.len() as u64;
+        if seg.allocated == seg.len {
+            // The frames reached the end of the file: write the next step of zeros, synced
+            // with these frames. Up to the segment's target size only (a log with small
+            // segments never runs ahead). A failure (a full disk) costs nothing but the
+            // speed-up: zeros written part-way still read as the end of the log, and the
+            // next write grows the file as it would without them.
+            let ahead = (seg.len / PREALLOCATION_STEP + 1) * PREALLOCATION_STEP;
+            let ahead = ahead.min(self.segment_size.max(seg.len));
+            if ahead > seg.len {
+                let zeros = vec![0u8; (ahead - seg.len) as usize];
+                match tail.write_all_at(&zeros, seg.len) {
+                    Ok(()) => seg.allocated = ahead,
+                    Err(e) => tracing::debug!(
+                        error = %e,
+                        "could not write zeros ahead of the WAL tail; it grows as written"
+                    ),
+                }
+            }
+        }
         Ok(self.flush_lsn)
     }
 
@@ -277,13 +350,16 @@ impl WalLog {
             Ok(()) => {
                 if let Some(seg) = self.segments.last_mut() {
                     seg.len = len;
+                    seg.allocated = len;
                     self.flush_lsn = seg.start + len;
                 }
+                self.recent.cut(self.flush_lsn);
                 // sync_all made everything the file now holds durable.
                 self.synced_lsn = self.flush_lsn;
                 self.dirty = false;
             }
             Err(e) => {
+                self.recent.clear();
                 self.failed = Some(format!(
                     "the tail segment could not be cut back after a failed write: {e}"
                 ));
@@ -303,17 +379,26 @@ impl WalLog {
     }
 
     fn start_segment(&mut self) -> Result<()> {
-        // The segment being closed must be durable before writes move on to the next.
+        // The segment being closed must be durable before writes move on to the next, and
+        // must end at its last frame: on open, zeros are a log's end only in the last segment.
         self.sync()?;
+        if let (Some(tail), Some(seg)) = (&self.tail, self.segments.last_mut())
+            && seg.allocated > seg.len
+        {
+            tail.set_len(seg.len)?;
+            tail.sync_all()?;
+            seg.allocated = seg.len;
+        }
         let path = self.dir.join(format!("{:016X}.seg", self.flush_lsn));
         let f = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)?;
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
             start: self.flush_lsn,
             len: 0,
+            allocated: 0,
             path,
         });
         self.tail = Some(f);
@@ -331,6 +416,8 @@ impl WalLog {
                 self.start_lsn
             )));
         }
+        // Forgotten first: if the cut fails part-way, the buffer holds nothing the log lost.
+        self.recent.cut(lsn);
         while let Some(last) = self.segments.last() {
             if last.start < lsn || (last.start == lsn && self.segments.len() == 1) {
                 break;
@@ -343,7 +430,8 @@ impl WalLog {
             f.set_len(lsn - last.start)?;
             f.sync_all()?;
             last.len = lsn - last.start;
-            self.tail = Some(OpenOptions::new().append(true).open(&last.path)?);
+            last.allocated = last.len;
+            self.tail = Some(OpenOptions::new().write(true).open(&last.path)?);
         } else {
             self.tail = None;
         }
@@ -359,6 +447,7 @@ impl WalLog {
     /// Drops every segment and starts an empty log at `lsn`: used when everything below `lsn`
     /// is durable in object storage and this log's contents diverge from or precede it.
     pub fn reset(&mut self, lsn: Lsn) -> Result<()> {
+        self.recent.clear();
         for s in self.segments.drain(..) {
             fs::remove_file(&s.path)?;
         }
@@ -452,21 +541,23 @@ impl WalLog {
     }
 }
 
-/// Whether a valid frame lies anywhere after the bad frame at the start of `bytes` (which
+/// Where the last valid frame lies after the bad frame at the start of `bytes` (which
 /// begins at LSN `at`). A candidate counts only if its checksum holds *and* the version inside
 /// it equals the LSN where it ends, which bytes of a torn write do not do by accident. This
 /// tells damage in the middle of the log (valid records follow) from a torn tail, even when
-/// the damage hit a length field and the next frame's position is unknown.
-fn valid_frame_follows(bytes: &[u8], at: Lsn) -> bool {
-    (1..bytes.len()).any(|i| match wal::check_frame(&bytes[i..]) {
-        FrameCheck::Complete { len } => {
-            let version = bytes.get(i + FRAME_HEADER_LEN + 1..i + FRAME_HEADER_LEN + 9);
-            version.is_some_and(|v| {
-                u64::from_le_bytes(v.try_into().unwrap_or([0; 8])) == at + (i + len) as u64
-            })
-        }
-        _ => false,
-    })
+/// the damage hit a length field and the next frame's position is unknown. Returns where the
+/// last such frame ends, as an offset into `bytes`.
+fn last_valid_frame_end(bytes: &[u8], at: Lsn) -> Option<usize> {
+    (1..bytes.len())
+        .filter_map(|i| match wal::check_frame(&bytes[i..]) {
+            FrameCheck::Complete { len } => {
+                let version = bytes.get(i + FRAME_HEADER_LEN + 1..i + FRAME_HEADER_LEN + 9)?;
+                let version = u64::from_le_bytes(version.try_into().ok()?);
+                (version == at + (i + len) as u64).then_some(i + len)
+            }
+            _ => None,
+        })
+        .max()
 }
 
 /// The length of the prefix of `bytes` made of whole, valid frames.
@@ -511,6 +602,155 @@ mod tests {
         // A small budget still returns one whole frame.
         assert_eq!(log.read(0, end2, 1).unwrap(), f1.to_vec());
         assert_eq!(log.read(end1, end2, 1 << 20).unwrap(), f2.to_vec());
+    }
+
+    #[test]
+    fn the_tail_runs_ahead_with_zeros_that_read_as_the_end_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let f1 = frame(0, 1);
+        let end1 = log.append(&f1).unwrap();
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), PREALLOCATION_STEP);
+        drop(log);
+        // A restart finds the log ending at its last frame, with nothing cut.
+        let (mut log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            rec,
+            Recovery {
+                truncated_bytes: 0,
+                damage: None
+            }
+        );
+        assert_eq!((log.flush_lsn(), log.disk_bytes()), (end1, end1));
+        // The next frame lands over the zeros, right after the first.
+        let f2 = frame(end1, 2);
+        let end2 = log.append(&f2).unwrap();
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), PREALLOCATION_STEP);
+        assert_eq!(
+            log.read(0, end2, 1 << 20).unwrap(),
+            [&f1[..], &f2[..]].concat()
+        );
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(rec.truncated_bytes, 0);
+        assert_eq!(log.flush_lsn(), end2);
+    }
+
+    #[test]
+    fn a_torn_write_into_the_zeros_is_cut_off_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let end1 = log.append(&frame(0, 1)).unwrap();
+        drop(log);
+        // A crash mid-write: the first 9 bytes of the next frame reached the disk.
+        let f2 = frame(end1, 2);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let file = OpenOptions::new().write(true).open(&seg).unwrap();
+        file.write_all_at(&f2[..9], end1).unwrap();
+        drop(file);
+        let (mut log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            rec,
+            Recovery {
+                truncated_bytes: 9,
+                damage: None
+            }
+        );
+        assert_eq!(log.flush_lsn(), end1);
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            end1,
+            "the torn bytes stayed"
+        );
+        let end2 = log.append(&f2).unwrap();
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(rec.truncated_bytes, 0);
+        assert_eq!(log.flush_lsn(), end2);
+        assert_eq!(
+            wal::decode_frames(&log.read(0, end2, 1 << 20).unwrap(), 0)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_closed_segment_ends_at_its_last_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        log.set_segment_size(3 * PREALLOCATION_STEP);
+        // Frames of ~400 KiB: each segment takes several steps of zeros before it closes.
+        let big = |at: Lsn, n: u8| {
+            let m = Mutation::Set {
+                key: Bytes::from(vec![n]),
+                value: Bytes::from(vec![n; 400 << 10]),
+            };
+            encode_frame(at, n as u64, &[m]).0
+        };
+        let mut end = 0;
+        for n in 1..=20 {
+            end = log.append(&big(end, n)).unwrap();
+        }
+        assert!(log.segments.len() >= 3, "{} segments", log.segments.len());
+        let (closed, last) = log.segments.split_at(log.segments.len() - 1);
+        for s in closed {
+            assert_eq!(std::fs::metadata(&s.path).unwrap().len(), s.len, "{s:?}");
+        }
+        let last_file = std::fs::metadata(&last[0].path).unwrap().len();
+        assert!(
+            last_file > last[0].len && last_file <= 3 * PREALLOCATION_STEP,
+            "{last_file}"
+        );
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            rec,
+            Recovery {
+                truncated_bytes: 0,
+                damage: None
+            }
+        );
+        assert_eq!(log.flush_lsn(), end);
+        let all = log.read(0, end, usize::MAX).unwrap();
+        assert_eq!(wal::decode_frames(&all, 0).unwrap().len(), 20);
+    }
+
+    #[test]
+    fn the_recent_buffer_follows_every_cut_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let recent = log.recent();
+        let end1 = log.append(&frame(0, 1)).unwrap();
+        let end2 = log.append(&frame(end1, 2)).unwrap();
+        assert_eq!(
+            recent.read(0, end2).unwrap(),
+            log.read(0, end2, 1 << 20).unwrap()
+        );
+        // A divergent suffix truncated and written again differently: the buffer serves the
+        // new bytes, never the old.
+        log.truncate(end1).unwrap();
+        assert_eq!(recent.read(end1, end2), None);
+        let other = frame(end1, 9);
+        let end3 = log.append(&other).unwrap();
+        assert_eq!(recent.read(end1, end3).unwrap(), other.to_vec());
+        assert_eq!(
+            recent.read(0, end3).unwrap(),
+            log.read(0, end3, 1 << 20).unwrap()
+        );
+        log.reset(end3).unwrap();
+        assert_eq!(recent.read(0, end3), None);
+        // A log opened again (a repair) keeps the buffer its readers hold, emptied.
+        let (mut again, _) = WalLog::open(dir.path(), end3).unwrap();
+        recent.written(end3, b"stale");
+        again.adopt_recent(recent.clone());
+        assert_eq!(recent.read(end3, end3 + 5), None);
+        let end4 = again.append(&frame(end3, 4)).unwrap();
+        assert_eq!(
+            recent.read(end3, end4).unwrap(),
+            again.read(end3, end4, 1 << 20).unwrap()
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use ferrisdb_common::proto::{
     LeaseResponse, ReadWalRequest, SafekeeperStatus, SafekeeperStatusRequest, VoteRequest,
     VoteResponse, WalChunk,
 };
-use ferrisdb_common::{Error, Lsn, Result, validate_database_name};
+use ferrisdb_common::{Error, Lsn, Result, validate_database_name, wal};
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -595,7 +595,16 @@ fn proposer_id(bytes: &[u8]) -> Result<ProposerId> {
 
 type ChunkSender = mpsc::Sender<Result<WalChunk, Status>>;
 
+/// Whole frames from `at` towards `end`: from memory when `[at, end)` is among the newest bytes
+/// written, fits in one chunk and is whole frames (a bound a reader chose may cut one), else
+/// from the log.
 async fn read_chunk(t: &Timeline, at: Lsn, end: Lsn) -> Result<Vec<u8>> {
+    if end.saturating_sub(at) <= READ_CHUNK_BYTES as u64
+        && let Some(wal) = t.read_recent(at, end)
+        && wal::whole_frames_len(&wal).is_ok_and(|n| n == wal.len())
+    {
+        return Ok(wal);
+    }
     t.with(move |a| a.read(at, end, READ_CHUNK_BYTES)).await
 }
 

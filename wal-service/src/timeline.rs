@@ -7,6 +7,7 @@ use ferrisdb_common::{Error, Lsn, Result};
 use tokio::sync::watch;
 
 use crate::acceptor::{Acceptor, AcceptorStatus};
+use crate::recent::RecentWal;
 
 /// A database's acceptor plus the channel that wakes WAL readers when the commit position moves.
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub struct Timeline {
     commit: watch::Sender<Lsn>,
     /// WAL bytes on disk as of the last operation, readable without taking the lock.
     disk_bytes: std::sync::atomic::AtomicU64,
+    /// The log's newest bytes, readable without the acceptor's lock.
+    recent: Arc<RecentWal>,
 }
 
 impl Timeline {
@@ -22,10 +25,12 @@ impl Timeline {
     pub fn new(acceptor: Acceptor) -> Timeline {
         let (commit, _) = watch::channel(acceptor.status().commit_lsn);
         let disk_bytes = std::sync::atomic::AtomicU64::new(acceptor.disk_bytes());
+        let recent = acceptor.recent();
         Timeline {
             acceptor: Arc::new(Mutex::new(acceptor)),
             commit,
             disk_bytes,
+            recent,
         }
     }
 
@@ -53,6 +58,12 @@ impl Timeline {
             moved
         });
         out
+    }
+
+    /// The bytes `[start, end)` of the log when they are among its newest (see
+    /// [`crate::recent`]); `None` sends the reader to the log itself.
+    pub fn read_recent(&self, start: Lsn, end: Lsn) -> Option<Vec<u8>> {
+        self.recent.read(start, end)
     }
 
     /// The current status.
