@@ -181,6 +181,11 @@ impl Acceptor {
         }
     }
 
+    /// Appends refused since start because their bytes differed from the log held.
+    pub fn wal_mismatches(&self) -> u64 {
+        self.wal_mismatches
+    }
+
     fn check_intact(&self) -> Result<()> {
         match self.damage {
             Some(d) => Err(Error::corruption(format!(

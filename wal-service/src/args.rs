@@ -55,6 +55,11 @@ pub struct Args {
     /// refused with invalid_argument.
     #[arg(long, default_value_t = DEFAULT_MAX_DATABASES)]
     pub max_databases: usize,
+    /// Write and fdatasync appends on the blocking pool instead of on the runtime worker that
+    /// received them: for a safekeeper holding more busy databases than it has cores, on a
+    /// disk that syncs several files in parallel. Off, each sync saves two thread hand-offs.
+    #[arg(long)]
+    pub sync_on_blocking_pool: bool,
     /// The object store the pageserver uploads to (file:///path, s3://bucket/prefix): its
     /// manifests are read to verify durable claims before WAL is deleted. Without it, WAL
     /// is trimmed only up to the commit position and never on a claim above it.
@@ -82,6 +87,7 @@ impl Args {
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
             max_wal_bytes: DEFAULT_MAX_WAL_BYTES,
             max_databases: DEFAULT_MAX_DATABASES,
+            sync_on_blocking_pool: false,
             object_store: None,
             s3: S3Args::default(),
             security: SecurityArgs::default(),
@@ -103,6 +109,7 @@ impl Args {
                 segment_size: self.segment_size_bytes,
                 max_wal_bytes: self.max_wal_bytes,
                 max_databases: self.max_databases,
+                sync_on_blocking_pool: self.sync_on_blocking_pool,
             },
             object_store: self.object_store.map(|url| self.s3.config(url)),
             security,
@@ -132,6 +139,7 @@ mod tests {
             segment_size_bytes: 1 << 20,
             max_wal_bytes: 3 << 30,
             max_databases: 7,
+            sync_on_blocking_pool: true,
             object_store: Some("s3://bucket/prefix".into()),
             s3: S3Args {
                 s3_endpoint: Some("http://127.0.0.1:9000".into()),

@@ -50,6 +50,13 @@ impl Timeline {
         })
         .await
         .map_err(|e| Error::internal(format!("acceptor task: {e}")))??;
+        self.published(commit_lsn, disk_bytes);
+        out
+    }
+
+    /// Publishes what an operation on the acceptor left: its commit position (waking the WAL
+    /// streams when it moved) and its bytes on disk.
+    fn published(&self, commit_lsn: Lsn, disk_bytes: u64) {
         self.disk_bytes
             .store(disk_bytes, std::sync::atomic::Ordering::Relaxed);
         self.commit.send_if_modified(|c| {
@@ -57,13 +64,28 @@ impl Timeline {
             *c = commit_lsn;
             moved
         });
-        out
     }
 
     /// The bytes `[start, end)` of the log when they are among its newest (see
     /// [`crate::recent`]); `None` sends the reader to the log itself.
     pub fn read_recent(&self, start: Lsn, end: Lsn) -> Option<Vec<u8>> {
         self.recent.read(start, end)
+    }
+
+    /// Runs `f` on the acceptor on this thread, blocking it meanwhile (appends: see
+    /// [`crate::service::Limits::sync_on_blocking_pool`]), then publishes the commit position
+    /// it leaves. The lock is the one [`Timeline::with`] takes, so the two exclude each other.
+    pub fn with_here<R>(&self, f: impl FnOnce(&mut Acceptor) -> Result<R>) -> Result<R> {
+        let (out, commit_lsn, disk_bytes) = {
+            let mut a = self
+                .acceptor
+                .lock()
+                .map_err(|_| Error::internal("acceptor lock poisoned"))?;
+            let out = f(&mut a);
+            (out, a.commit_lsn(), a.disk_bytes())
+        };
+        self.published(commit_lsn, disk_bytes);
+        out
     }
 
     /// The current status.

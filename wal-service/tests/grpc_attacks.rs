@@ -65,6 +65,8 @@ impl Safekeeper {
             limits: Limits {
                 segment_size: 1,
                 max_databases: 2,
+                // The other way to sync appends, so a real-gRPC suite covers it too.
+                sync_on_blocking_pool: true,
                 ..Limits::default()
             },
             object_store: Some(ObjectStoreConfig::from_url(format!(
