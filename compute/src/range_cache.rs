@@ -164,8 +164,9 @@ impl RangeCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The answer to `ask` from one chunk, when a chunk read at or below `ask.at` covers
-    /// enough of the range to settle it: the rows and whether the range holds more.
+    /// The answer to `ask` from the cache, when chunks exact at `ask.at` cover enough of the
+    /// range, from its start on without a gap, to settle it: the rows and whether the range
+    /// holds more.
     pub fn get(&self, ask: RangeAsk<'_>) -> Option<RangeRows> {
         let found = self.lock().answer(ask);
         let counter = if found.is_some() {
@@ -310,40 +311,78 @@ impl Inner {
         } else {
             ask.limit + 1
         };
-        let (rows, settled) = if ask.reverse {
+        // A scan may run on from one chunk into the next when the next begins exactly where
+        // it ends and is exact at the same version: the two rows lists are then the range's
+        // rows at `ask.at` together. Without that, a short scan starting near a chunk's end
+        // missed (about one in six 10-row scans over 64-row chunks).
+        let mut rows = Vec::new();
+        let settled = if ask.reverse {
             // The chunk holding the keys just below `end`.
-            let (begin, chunk) = self
+            let (mut first, mut chunk) = self
                 .chunks
                 .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(ask.end)))
                 .next_back()?;
             if chunk.end.as_ref() < ask.end || !chunk.exact_at(ask.at) {
                 return None;
             }
-            let from = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.begin);
-            let to = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.end);
-            let rows: Vec<_> = chunk.rows[from..to]
-                .iter()
-                .rev()
-                .take(want)
-                .cloned()
-                .collect();
-            (rows, begin.as_ref() <= ask.begin)
+            let mut to = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.end);
+            loop {
+                let from = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.begin);
+                let room = want - rows.len();
+                rows.extend(
+                    chunk.rows[from..to.max(from)]
+                        .iter()
+                        .rev()
+                        .take(room)
+                        .cloned(),
+                );
+                if rows.len() >= want || first.as_ref() <= ask.begin {
+                    break first.as_ref() <= ask.begin;
+                }
+                // The chunk that ends where this one begins.
+                match self
+                    .chunks
+                    .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(first.as_ref())))
+                    .next_back()
+                {
+                    Some((b, prev)) if prev.end == *first && prev.exact_at(ask.at) => {
+                        first = b;
+                        chunk = prev;
+                        to = prev.rows.len();
+                    }
+                    _ => break false,
+                }
+            }
         } else {
-            let (_, chunk) = self
+            let (_, mut chunk) = self
                 .chunks
                 .range::<[u8], _>((Bound::Unbounded, Bound::Included(ask.begin)))
                 .next_back()?;
             if chunk.end.as_ref() <= ask.begin || !chunk.exact_at(ask.at) {
                 return None;
             }
-            let from = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.begin);
-            let rows: Vec<_> = chunk.rows[from..]
-                .iter()
-                .take_while(|(k, _)| k.as_ref() < ask.end)
-                .take(want)
-                .cloned()
-                .collect();
-            (rows, chunk.end.as_ref() >= ask.end)
+            let mut from = chunk.rows.partition_point(|(k, _)| k.as_ref() < ask.begin);
+            loop {
+                let room = want - rows.len();
+                rows.extend(
+                    chunk.rows[from..]
+                        .iter()
+                        .take_while(|(k, _)| k.as_ref() < ask.end)
+                        .take(room)
+                        .cloned(),
+                );
+                if rows.len() >= want || chunk.end.as_ref() >= ask.end {
+                    break chunk.end.as_ref() >= ask.end;
+                }
+                // The chunk that begins where this one ends.
+                match self.chunks.get(chunk.end.as_ref()) {
+                    Some(next) if next.exact_at(ask.at) => {
+                        chunk = next;
+                        from = 0;
+                    }
+                    _ => break false,
+                }
+            }
         };
         if ask.limit > 0 && rows.len() > ask.limit {
             let mut rows = rows;
@@ -649,6 +688,44 @@ mod tests {
                 .map(|(r, _)| r[0].1.len()),
             Some(1)
         );
+    }
+
+    #[test]
+    fn a_scan_runs_on_into_the_chunk_that_begins_where_one_ends() {
+        let cache = RangeCache::new(Version(10));
+        // Two cut-short answers that meet: [b, d] then [d\0, g].
+        cache.insert(ask("b", "z", 3, false, 10), &rows(&["b", "c", "d"]), true);
+        cache.insert(ask("d\0", "z", 3, false, 10), &rows(&["e", "f", "g"]), true);
+        assert_eq!(
+            keys(cache.get(ask("c", "z", 3, false, 10))),
+            owned(&["c", "d", "e"], true)
+        );
+        assert_eq!(
+            keys(cache.get(ask("b", "f\0", 0, false, 10))),
+            owned(&["b", "c", "d", "e", "f"], false)
+        );
+        // Reverse, from inside the second back into the first.
+        assert_eq!(
+            keys(cache.get(ask("a", "f", 3, true, 10))),
+            owned(&["e", "d", "c"], true)
+        );
+        // Past what the two cover together: not known.
+        assert_eq!(keys(cache.get(ask("c", "z", 6, false, 10))), None);
+        assert_eq!(keys(cache.get(ask("a", "f", 5, true, 10))), None);
+        // A chunk that is not exact at the version read ends the run: a miss, not a short
+        // answer.
+        cache.changed(b"ee", Version(11));
+        assert_eq!(keys(cache.get(ask("c", "z", 3, false, 11))), None);
+        assert_eq!(keys(cache.get(ask("a", "f", 3, true, 11))), None);
+        assert_eq!(
+            keys(cache.get(ask("c", "z", 1, false, 11))),
+            owned(&["c"], true),
+            "the first chunk alone still answers"
+        );
+        // A gap between chunks ends the run too.
+        cache.insert(ask("p", "z", 2, false, 11), &rows(&["p", "q"]), true);
+        cache.insert(ask("r", "z", 2, false, 11), &rows(&["r", "s"]), true);
+        assert_eq!(keys(cache.get(ask("q", "z", 2, false, 11))), None);
     }
 
     #[test]
