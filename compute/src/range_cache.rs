@@ -34,6 +34,14 @@
 //!   an eviction holding one, the chunks marked stale since the last hand-over are deleted at
 //!   the next (they are not known to be patchable).
 //!
+//! # Adjacent chunks
+//!
+//! A read runs on from the chunk covering its start into the chunk that begins exactly where
+//! that one ends, and so on, as long as each is exact at the version read: chunks exact at
+//! the same version over ranges that meet are, together, exact over their union. A gap, or a
+//! chunk stale at that version, ends the run, and the read is a miss unless what was gathered
+//! already settles it.
+//!
 //! # The race this rules out
 //!
 //! A pageserver range read at `f` is in flight while a change at `c > f` to a key in its range
