@@ -222,6 +222,7 @@ impl WalLog {
         }
         sync_dir(&self.dir)?;
         self.start_lsn = self.segments.first().map_or(self.flush_lsn, |s| s.start);
+        self.recent.trimmed(self.start_lsn);
         Ok(self.start_lsn)
     }
 
@@ -867,8 +868,15 @@ mod tests {
             ends.push(log.append(&frame(*ends.last().unwrap(), tag)).unwrap());
         }
         assert_eq!(log.segments.len(), 4);
+        assert_eq!(
+            log.recent().read(0, ends[4]).map(|b| b.len() as u64),
+            Some(ends[4])
+        );
         assert_eq!(log.trim(ends[2] + 1).unwrap(), ends[2]);
         assert_eq!(log.segments.len(), 2);
+        // Nor is what was trimmed served from memory.
+        assert_eq!(log.recent().read(0, ends[4]), None);
+        assert!(log.recent().read(ends[2], ends[4]).is_some());
         assert_eq!(
             log.read(ends[2], ends[4], 1 << 20).unwrap().len() as u64,
             ends[4] - ends[2]

@@ -74,6 +74,18 @@ impl RecentWal {
         }
     }
 
+    /// Records that the log now starts at `start` (older segments deleted): what lies below is
+    /// no longer served from here either, so a read below the log's start is refused the same
+    /// way whether or not its bytes were recent.
+    pub(crate) fn trimmed(&self, start: Lsn) {
+        let mut r = self.lock();
+        if start > r.start {
+            let drop = ((start - r.start) as usize).min(r.bytes.len());
+            r.bytes.drain(..drop);
+            r.start += drop as u64;
+        }
+    }
+
     /// Records that the log was emptied.
     pub(crate) fn clear(&self) {
         self.lock().bytes.clear();
@@ -114,6 +126,12 @@ mod tests {
         r.written(500, b"zz");
         assert_eq!(r.read(100, 102), None);
         assert_eq!(r.read(500, 502).as_deref(), Some(&b"zz"[..]));
+        r.written(502, b"yy");
+        r.trimmed(503);
+        assert_eq!(r.read(502, 504), None, "below the log's start");
+        assert_eq!(r.read(503, 504).as_deref(), Some(&b"y"[..]));
+        r.trimmed(9000);
+        assert_eq!(r.read(503, 504), None);
         r.cut(10);
         assert_eq!(r.read(500, 502), None);
         r.written(10, b"q");
