@@ -193,10 +193,11 @@ impl WalLog {
         self.recent.clone()
     }
 
-    /// Makes `recent` this log's buffer of newest bytes, emptied: a log opened again after a
-    /// repair keeps the buffer its readers already hold.
+    /// Makes `recent` this log's buffer of newest bytes, emptied and (if a damaged log had
+    /// disabled it) in use again: a log opened again after a repair keeps the buffer its
+    /// readers already hold.
     pub fn adopt_recent(&mut self, recent: Arc<RecentWal>) {
-        recent.clear();
+        recent.enable();
         self.recent = recent;
     }
 

@@ -32,6 +32,9 @@ struct Recent {
     /// The LSN of `bytes[0]`.
     start: Lsn,
     bytes: Vec<u8>,
+    /// Set while the log is damaged: nothing is kept or served until the repaired log is
+    /// opened again and adopts the buffer.
+    disabled: bool,
 }
 
 impl Recent {
@@ -50,6 +53,9 @@ impl RecentWal {
     /// Records that the log now holds `frames` at `at`.
     pub(crate) fn written(&self, at: Lsn, frames: &[u8]) {
         let mut r = self.lock();
+        if r.disabled {
+            return;
+        }
         if r.end() != at || r.bytes.is_empty() {
             r.bytes.clear();
             r.start = at;
@@ -91,10 +97,24 @@ impl RecentWal {
         self.lock().bytes.clear();
     }
 
+    /// Empties the buffer and keeps it empty: the log is damaged (see [`RecentWal::enable`]).
+    pub(crate) fn disable(&self) {
+        let mut r = self.lock();
+        r.bytes.clear();
+        r.disabled = true;
+    }
+
+    /// Starts keeping what is written again, from empty.
+    pub(crate) fn enable(&self) {
+        let mut r = self.lock();
+        r.bytes.clear();
+        r.disabled = false;
+    }
+
     /// The bytes `[start, end)` when the buffer holds all of them.
     pub fn read(&self, start: Lsn, end: Lsn) -> Option<Vec<u8>> {
         let r = self.lock();
-        if start < r.start || end > r.end() || start >= end {
+        if r.disabled || start < r.start || end > r.end() || start >= end {
             return None;
         }
         let from = (start - r.start) as usize;
@@ -137,6 +157,16 @@ mod tests {
         r.written(10, b"q");
         r.clear();
         assert_eq!(r.read(10, 11), None);
+        // Disabled (a damaged log): nothing kept or served until enabled again.
+        r.written(10, b"q");
+        r.disable();
+        assert_eq!(r.read(10, 11), None);
+        r.written(11, b"r");
+        assert_eq!(r.read(11, 12), None);
+        r.enable();
+        assert_eq!(r.read(11, 12), None, "enabled empty");
+        r.written(20, b"s");
+        assert_eq!(r.read(20, 21).as_deref(), Some(&b"s"[..]));
     }
 
     #[test]

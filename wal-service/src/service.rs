@@ -565,7 +565,8 @@ async fn append_group(
     };
     // On this worker by default: the group's write and fdatasync block it for a sync's
     // length, and in exchange no thread is woken to do them and none to hand the answer back
-    // (a fifth less CPU per group on the safekeeper; docs/benchmarks/request-path-profile.md).
+    // (with the zero-filled segment tails, a quarter less CPU per lone commit on a
+    // safekeeper; docs/benchmarks/request-path-profile.md, eighth round).
     let outcome = if state.limits.sync_on_blocking_pool {
         t.with(append).await
     } else {
