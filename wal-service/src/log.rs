@@ -578,11 +578,22 @@ mod tests {
     use ferrisdb_common::wal::{Mutation, encode_frame};
 
     fn frame(at: Lsn, n: u8) -> Bytes {
+        frame_of(at, n, 10)
+    }
+
+    fn frame_of(at: Lsn, n: u8, value_len: usize) -> Bytes {
         let m = Mutation::Set {
             key: Bytes::from(vec![n]),
-            value: Bytes::from(vec![n; 10]),
+            value: Bytes::from(vec![n; value_len]),
         };
         encode_frame(at, n as u64, &[m]).0
+    }
+
+    /// How many frames the log holds below `end`.
+    fn frames_held(log: &WalLog, end: Lsn) -> usize {
+        wal::decode_frames(&log.read(0, end, usize::MAX).unwrap(), 0)
+            .unwrap()
+            .len()
     }
 
     #[test]
@@ -670,12 +681,7 @@ mod tests {
         let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
         assert_eq!(rec.truncated_bytes, 0);
         assert_eq!(log.flush_lsn(), end2);
-        assert_eq!(
-            wal::decode_frames(&log.read(0, end2, 1 << 20).unwrap(), 0)
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(frames_held(&log, end2), 2);
     }
 
     #[test]
@@ -684,16 +690,9 @@ mod tests {
         let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
         log.set_segment_size(3 * PREALLOCATION_STEP);
         // Frames of ~400 KiB: each segment takes several steps of zeros before it closes.
-        let big = |at: Lsn, n: u8| {
-            let m = Mutation::Set {
-                key: Bytes::from(vec![n]),
-                value: Bytes::from(vec![n; 400 << 10]),
-            };
-            encode_frame(at, n as u64, &[m]).0
-        };
         let mut end = 0;
         for n in 1..=20 {
-            end = log.append(&big(end, n)).unwrap();
+            end = log.append(&frame_of(end, n, 400 << 10)).unwrap();
         }
         assert!(log.segments.len() >= 3, "{} segments", log.segments.len());
         let (closed, last) = log.segments.split_at(log.segments.len() - 1);
@@ -715,8 +714,7 @@ mod tests {
             }
         );
         assert_eq!(log.flush_lsn(), end);
-        let all = log.read(0, end, usize::MAX).unwrap();
-        assert_eq!(wal::decode_frames(&all, 0).unwrap().len(), 20);
+        assert_eq!(frames_held(&log, end), 20);
     }
 
     #[test]
@@ -769,12 +767,7 @@ mod tests {
         assert_eq!(log.flush_lsn(), end1);
         // The log continues cleanly after the cut.
         let end2 = log.append(&f2).unwrap();
-        assert_eq!(
-            wal::decode_frames(&log.read(0, end2, 1 << 20).unwrap(), 0)
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(frames_held(&log, end2), 2);
     }
 
     #[test]
