@@ -27,6 +27,8 @@ pub struct Metrics {
     pub wal_mismatches: IntCounter,
     /// Requests refused because they would have created a database past `--max-databases`.
     pub database_refusals: IntCounter,
+    /// Memory the buffers of newest WAL hold (see [`crate::recent`]).
+    pub recent_wal_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -76,6 +78,11 @@ impl Metrics {
             "ferrisdb_safekeeper_database_refusals_total",
             "Requests refused because they would have created a database past --max-databases",
         )?;
+        let recent_wal_bytes = IntGauge::new(
+            "ferrisdb_safekeeper_recent_wal_bytes",
+            "Memory held by the buffers of newest WAL that answer readers at the log's end",
+        )?;
+        registry.register(Box::new(recent_wal_bytes.clone()))?;
         registry.register(Box::new(wal_mismatches.clone()))?;
         registry.register(Box::new(database_refusals.clone()))?;
         registry.register(Box::new(appends.clone()))?;
@@ -98,6 +105,7 @@ impl Metrics {
             budget_refusals,
             wal_mismatches,
             database_refusals,
+            recent_wal_bytes,
         })
     }
 }

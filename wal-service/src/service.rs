@@ -240,14 +240,19 @@ impl SafekeeperState {
         (out, self.broken.lock().await.clone())
     }
 
-    /// Stores each database's commit position if it moved (done periodically).
+    /// Stores each database's commit position if it moved, and sweeps the newest-WAL
+    /// buffers (done every second).
     pub async fn persist_commit_positions(&self) {
         let timelines: Vec<_> = self.timelines.lock().await.values().cloned().collect();
         for t in timelines {
             if let Err(e) = t.with(|a| a.persist_commit_lsn()).await {
                 tracing::warn!(error = %e, "persisting commit position");
             }
+            t.sweep_recent();
         }
+        self.metrics
+            .recent_wal_bytes
+            .set(crate::recent::held_bytes() as i64);
     }
 }
 

@@ -72,6 +72,12 @@ impl Timeline {
         self.recent.read(start, end)
     }
 
+    /// Counts one sweep of the newest-WAL buffer, which gives its memory back once the
+    /// database has been idle for a while (see [`crate::recent`]).
+    pub fn sweep_recent(&self) {
+        self.recent.sweep();
+    }
+
     /// Runs `f` on the acceptor on this thread, blocking it meanwhile (appends: see
     /// [`crate::service::Limits::sync_on_blocking_pool`]), then publishes the commit position
     /// it leaves. The lock is the one [`Timeline::with`] takes, so the two exclude each other.
