@@ -327,4 +327,19 @@ async fn change_feed_serves_checkpointed_commits_from_parquet_and_new_ones_live(
             "pyarrow not installed: the Parquet interop test in pageserver/tests installs and checks it"
         );
     }
+
+    // A commit is in a feed read the moment it is acknowledged: the safekeepers (and so the
+    // pageserver) learn a lone commit's position a little later, and the feed waits for it.
+    {
+        use futures::StreamExt;
+        let db = cluster.db(Duration::from_secs(10)).await;
+        for i in 0..30 {
+            let tx = db.create_transaction();
+            tx.set(format!("now{i:02}"), "x");
+            let v = tx.commit().await.unwrap();
+            let records: Vec<_> = db.changes(v, false).await.unwrap().collect().await;
+            let got: Vec<u64> = records.into_iter().map(|r| r.unwrap().version.0).collect();
+            assert_eq!(got, vec![v.0], "commit {i}: the feed from its version");
+        }
+    }
 }

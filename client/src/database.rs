@@ -379,6 +379,8 @@ impl Database {
             database: self.database.to_string(),
             from_version: from.0,
             follow,
+            // The compute fills in its newest commit.
+            through_version: 0,
         };
         let batches = self
             .call(|mut c| {

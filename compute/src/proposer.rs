@@ -37,6 +37,13 @@ use crate::lease::Lease;
 
 /// An idle append stream sends an empty append this often, to learn the safekeeper's state.
 const KEEPALIVE: Duration = Duration::from_secs(1);
+/// A commit position with no WAL to carry it waits this long for the next append, which then
+/// carries it. Without the wait, every lone commit cost each safekeeper a second message (an
+/// empty append with the new position) and its answer, the same per-message work as the
+/// append itself bar the sync. Commits are acknowledged without waiting for this; only the
+/// safekeepers, and the pageserver and replicas that follow their commit position, learn of
+/// one up to this much later.
+const COMMIT_LINGER: Duration = Duration::from_millis(2);
 /// How long one RPC to a safekeeper may take before it counts as down.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a read's liveness check ([`Proposer::confirm_term`]) waits for a majority before
@@ -668,13 +675,20 @@ impl Proposer {
         // PeerState::after_stream_end).
         let mut probe = true;
         let mut awaiting = 0usize;
+        // When a commit position that no append has carried goes out alone (COMMIT_LINGER).
+        let mut commit_due: Option<tokio::time::Instant> = None;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
         loop {
             let (end, commit) = *positions.borrow_and_update();
+            let now = tokio::time::Instant::now();
             let wal = if sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES {
                 Some(self.frames_from(i, sent, end).await?)
-            } else if (commit_sent < commit || probe) && awaiting == 0 {
+            } else if awaiting == 0
+                && (probe
+                    || (commit_sent < commit
+                        && *commit_due.get_or_insert(now + COMMIT_LINGER) <= now))
+            {
                 Some(Bytes::new())
             } else {
                 None
@@ -698,6 +712,7 @@ impl Proposer {
                 awaiting += 1;
                 sent += n;
                 commit_sent = commit;
+                commit_due = None;
                 probe = false;
                 continue;
             }
@@ -719,6 +734,10 @@ impl Proposer {
                         probe = true;
                     }
                 }
+                // Only while nothing is awaited: an answer comes first, and the position
+                // goes out after it (a due time already past must not spin this loop).
+                () = tokio::time::sleep_until(commit_due.unwrap_or(now)),
+                    if commit_due.is_some() && awaiting == 0 => {}
                 changed = positions.changed() => {
                     if changed.is_err() {
                         return Ok(());

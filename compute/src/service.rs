@@ -174,10 +174,12 @@ impl Database for ComputeService {
         &self,
         req: Request<ChangesRequest>,
     ) -> Result<Response<Self::ChangesStream>, Status> {
-        let req = req.into_inner();
+        let mut req = req.into_inner();
         let p = self.node(&req.database)?;
         // The pageserver holds every ingested commit (the hot tier only the newest values), so
-        // it serves the feed; new commits reach it within milliseconds.
+        // it serves the feed; new commits reach it within milliseconds, and it waits for those
+        // acknowledged before this request (whatever a client put here is replaced).
+        req.through_version = p.view().latest().0;
         let stream = p.view().pageserver().changes(req).await?.into_inner();
         Ok(Response::new(Box::pin(stream)))
     }

@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::databases::{Databases, Timelines};
-use crate::timeline::Timeline;
+use crate::timeline::{READ_WAIT, Timeline};
 
 /// Records per streamed batch of the change feed.
 const FEED_BATCH: usize = 256;
@@ -31,6 +31,7 @@ async fn feed(
     follow: bool,
     tx: &mpsc::Sender<Result<ChangesBatch, Status>>,
 ) -> Result<()> {
+    // Waited for before the stream started (`through_version`), so this is at least it.
     let stop_at = t.ingested_version();
     let mut after = Version(from.saturating_sub(1));
     loop {
@@ -174,6 +175,10 @@ impl Pageserver for PageserverService {
     ) -> Result<Response<Self::ChangesStream>, Status> {
         let req = req.into_inner();
         let t = self.timelines.get(&req.database)?;
+        // The compute's newest commit when the request reached it: the feed holds it. A
+        // version nothing ever commits is refused after the wait, as a read at it is.
+        t.wait_ingested(Version(req.through_version), READ_WAIT)
+            .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             if let Err(e) = feed(&t, req.from_version, req.follow, &tx).await {
