@@ -69,6 +69,14 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 /// a shorter p99 (docs/benchmarks/request-path-profile.md). A second goes out only once
 /// enough has queued (see [`launch_now`]).
 pub const MAX_IN_FLIGHT: usize = 2;
+/// A commit position with no WAL to carry it waits this long for the next append, which then
+/// carries it to every safekeeper; only then is it sent alone ([`Proposer::announce_commit`]).
+/// Sent at once, every lone commit cost each safekeeper a second message (an empty append with
+/// the new position) and its answer, the same per-message work as the append bar the sync,
+/// and woke each of the compute's three senders once more. Commits are acknowledged without
+/// waiting for this; the safekeepers, and the pageserver and replicas that follow their
+/// commit position, learn of one up to this much later (docs/wal-protocol.md).
+pub const COMMIT_LINGER: Duration = Duration::from_millis(2);
 
 /// Whether the queued requests go out as a batch now, with `in_flight` batches appended and
 /// not yet durable, the newest of them carrying `newest` transactions. When the batch would be
@@ -195,6 +203,9 @@ pub struct Committer {
     read_versions_served: Arc<AtomicBool>,
     /// When the last batch was appended.
     last_append: Instant,
+    /// When the commit position, moved since the last append, is sent alone
+    /// ([`COMMIT_LINGER`]); `None` when every append since carried it.
+    announce_at: Option<Instant>,
     /// The largest frame this pipeline appends; [`MAX_FRAME_BYTES`] but for tests that
     /// inject refusals.
     max_frame_bytes: Arc<AtomicUsize>,
@@ -224,6 +235,7 @@ impl Committer {
             metrics,
             read_versions_served: Arc::default(),
             last_append: Instant::now(),
+            announce_at: None,
             max_frame_bytes: Arc::new(AtomicUsize::new(MAX_FRAME_BYTES)),
         }
     }
@@ -279,6 +291,7 @@ impl Committer {
                 continue;
             }
             if !open && queue.is_empty() && self.in_flight.is_empty() {
+                self.proposer.announce_commit();
                 return;
             }
             let deadline = self
@@ -317,6 +330,10 @@ impl Committer {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.answer_unknown("not on a safekeeper quorum in time", Instant::now());
                 }
+                _ = tokio::time::sleep_until(self.announce_at.unwrap_or_else(Instant::now)), if self.announce_at.is_some() => {
+                    self.announce_at = None;
+                    self.proposer.announce_commit();
+                }
                 _ = heartbeat.tick() => {
                     let idle = queue.is_empty() && self.in_flight.is_empty();
                     if idle
@@ -331,6 +348,13 @@ impl Committer {
         }
     }
 
+    /// Notes an append: it carries the commit position to every safekeeper, so there is
+    /// none left to announce.
+    fn appended(&mut self) {
+        self.last_append = Instant::now();
+        self.announce_at = None;
+    }
+
     /// Appends an empty batch: it supersedes the read versions handed out since the last
     /// batch, so they age on an idle cluster.
     async fn append_heartbeat(&mut self) {
@@ -342,7 +366,7 @@ impl Committer {
             return;
         }
         self.last_commit_time = time_micros;
-        self.last_append = Instant::now();
+        self.appended();
         self.in_flight.push_back(InFlight {
             version,
             time_micros,
@@ -455,7 +479,7 @@ impl Committer {
             return rest;
         }
         self.last_commit_time = time_micros;
-        self.last_append = Instant::now();
+        self.appended();
         self.read_versions_served.store(false, Ordering::Release);
         self.in_flight.push_back(InFlight {
             version,
@@ -546,7 +570,9 @@ impl Committer {
             self.resolver.add(b.version, b.time_micros, b.writes);
             self.committed.send_replace(b.version);
             self.watches.on_commit(b.version, &b.mutations);
-            self.proposer.set_commit(b.version.0);
+            self.proposer.set_commit_quietly(b.version.0);
+            self.announce_at
+                .get_or_insert_with(|| Instant::now() + COMMIT_LINGER);
             self.metrics.commits.inc_by(b.replies.len() as u64);
             self.metrics.batches.inc();
             for (order, reply) in b.replies.into_iter().enumerate() {

@@ -66,6 +66,8 @@ struct Pipeline {
     max_frame: Arc<std::sync::atomic::AtomicUsize>,
     served: Arc<std::sync::atomic::AtomicBool>,
     start: Version,
+    /// The safekeepers' gRPC endpoints.
+    urls: Vec<String>,
     _stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -120,6 +122,7 @@ async fn pipeline(clock: Arc<dyn Clock>) -> Pipeline {
         max_frame,
         served,
         start,
+        urls: urls.clone(),
         _stop: stop,
         _dir: dir,
     };
@@ -342,6 +345,48 @@ async fn a_refused_append_does_not_wedge_the_pipeline() {
 /// The 5-second rule on an idle pipeline: once a read version was handed out, a heartbeat
 /// supersedes it, and a commit reading at it more than 5 s (of the injected clock) later is
 /// `transaction_too_old`; one within 5 s commits.
+/// A lone commit's position is not sent at once (the next append would carry it), but once
+/// `COMMIT_LINGER` passes with no append, it goes to every safekeeper alone. Each commit here
+/// is the last for a while, so only that announcement (or the streams' keepalive, once a
+/// second, which cannot cover ten windows of 300 ms) can bring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_commits_position_reaches_every_safekeeper() {
+    use ferrisdb_common::proto::SafekeeperStatusRequest;
+    use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+    let p = pipeline(Arc::new(SystemClock)).await;
+    let mut clients = Vec::new();
+    for url in &p.urls {
+        clients.push(SafekeeperClient::new(
+            ferrisdb_server_common::auth::call_channel(url).unwrap(),
+        ));
+    }
+    for i in 0..10u8 {
+        let set = proto_mutation(MutationType::Set, &[b'k', i], b"v", 0);
+        let (v, ..) = p.commit(p.latest(), vec![set], vec![]).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        for (sk, c) in clients.iter_mut().enumerate() {
+            loop {
+                let status = c
+                    .get_status(SafekeeperStatusRequest {
+                        database: "db".into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                if status.commit_lsn >= v.0 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "commit {i} at {v}: safekeeper {sk} still at {}",
+                    status.commit_lsn
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_version_ages_on_an_idle_pipeline() {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_000_000_000)));

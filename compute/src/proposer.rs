@@ -35,15 +35,19 @@ use tonic::codec::Codec as _;
 
 use crate::lease::Lease;
 
+/// Where the log stands, as the append senders follow it.
+#[derive(Debug, Clone, Copy)]
+struct Positions {
+    /// The end of the log.
+    end: Lsn,
+    /// The commit position; WAL sent carries it.
+    commit: Lsn,
+    /// The commit position that goes to every safekeeper even without WAL to carry it.
+    announced: Lsn,
+}
+
 /// An idle append stream sends an empty append this often, to learn the safekeeper's state.
 const KEEPALIVE: Duration = Duration::from_secs(1);
-/// A commit position with no WAL to carry it waits this long for the next append, which then
-/// carries it. Without the wait, every lone commit cost each safekeeper a second message (an
-/// empty append with the new position) and its answer, the same per-message work as the
-/// append itself bar the sync. Commits are acknowledged without waiting for this; only the
-/// safekeepers, and the pageserver and replicas that follow their commit position, learn of
-/// one up to this much later.
-const COMMIT_LINGER: Duration = Duration::from_millis(2);
 /// How long one RPC to a safekeeper may take before it counts as down.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a read's liveness check ([`Proposer::confirm_term`]) waits for a majority before
@@ -208,8 +212,8 @@ pub struct Proposer {
     /// The voter whose log became ours, and where that log ends.
     donor: (usize, Lsn),
     log: Mutex<Log>,
-    /// (end, commit): wakes the senders when either moves.
-    positions: watch::Sender<(Lsn, Lsn)>,
+    /// What the senders follow; they are woken when the end or the announced commit moves.
+    positions: watch::Sender<Positions>,
     quorum: watch::Sender<Quorum>,
     /// Where traced batches begin and the trace context their appends carry (see
     /// [`Proposer::append_traced`]); empty unless traces are exported.
@@ -353,7 +357,12 @@ impl Proposer {
                 end,
                 commit,
             }),
-            positions: watch::channel((end, commit)).0,
+            positions: watch::channel(Positions {
+                end,
+                commit,
+                announced: commit,
+            })
+            .0,
             quorum: watch::channel(Quorum {
                 peers,
                 fenced: None,
@@ -425,7 +434,7 @@ impl Proposer {
 
     /// The end of the log: where the next append begins.
     pub fn end_lsn(&self) -> Lsn {
-        self.positions.borrow().0
+        self.positions.borrow().end
     }
 
     /// Where the log stood when this proposer was elected: everything up to here is committed
@@ -550,7 +559,7 @@ impl Proposer {
         log.end += frames.len() as u64;
         log.buffered_bytes += frames.len();
         log.frames.push_back((begin, frames));
-        let positions = (log.end, log.commit);
+        let (end, commit) = (log.end, log.commit);
         drop(log);
         if let Some(trace) = trace
             && let Ok(mut traces) = self.traces.lock()
@@ -560,20 +569,44 @@ impl Proposer {
             }
             traces.push_back((begin, trace));
         }
-        self.positions.send_replace(positions);
-        Ok(positions.0)
+        self.positions.send_modify(|p| {
+            p.end = end;
+            p.commit = commit;
+        });
+        Ok(end)
     }
 
     /// Records that object storage now holds everything below `lsn` (never beyond the commit
     /// position), for acceptors that must be restarted past deleted WAL.
     pub fn set_log_start(&self, lsn: Lsn) {
-        let commit = self.positions.borrow().1;
+        let commit = self.positions.borrow().commit;
         self.log_start
             .fetch_max(lsn.min(commit), std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Records that everything up to `lsn` is committed, so safekeepers may serve it.
+    /// Records that everything up to `lsn` is committed, so safekeepers may serve it, and
+    /// sends it to each of them at once (with no WAL to carry it, in an empty append).
     pub fn set_commit(&self, lsn: Lsn) {
+        self.set_commit_quietly(lsn);
+        self.announce_commit();
+    }
+
+    /// Sends the commit position to every safekeeper that has not had it, in an empty append
+    /// where no WAL carries it.
+    pub fn announce_commit(&self) {
+        self.positions.send_if_modified(|p| {
+            let moved = p.announced < p.commit;
+            p.announced = p.commit;
+            moved
+        });
+    }
+
+    /// [`Proposer::set_commit`] without waking the senders: the next append carries the
+    /// position to each safekeeper (the senders read it when they send WAL), or
+    /// [`Proposer::announce_commit`] sends it alone. A lone commit's position sent at once
+    /// cost every safekeeper a second message and its answer; the committer announces it only
+    /// when no append followed within `committer::COMMIT_LINGER`.
+    pub fn set_commit_quietly(&self, lsn: Lsn) {
         let Ok(mut log) = self.log.lock() else { return };
         log.commit = log.commit.max(lsn);
         // Keep WAL above the commit position (it may still be needed to finish replication)
@@ -591,9 +624,13 @@ impl Proposer {
                 log.buffer_start = front_end;
             }
         }
-        let positions = (log.end, log.commit);
+        let (end, commit) = (log.end, log.commit);
         drop(log);
-        self.positions.send_replace(positions);
+        self.positions.send_if_modified(|p| {
+            p.end = end;
+            p.commit = commit;
+            false
+        });
     }
 
     /// Waits until a majority has fsynced up to `lsn`, the proposer is fenced, or `timeout`.
@@ -675,20 +712,19 @@ impl Proposer {
         // PeerState::after_stream_end).
         let mut probe = true;
         let mut awaiting = 0usize;
-        // When a commit position that no append has carried goes out alone (COMMIT_LINGER).
-        let mut commit_due: Option<tokio::time::Instant> = None;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
         loop {
-            let (end, commit) = *positions.borrow_and_update();
-            let now = tokio::time::Instant::now();
+            let Positions {
+                end,
+                commit,
+                announced,
+            } = *positions.borrow_and_update();
+            // WAL carries the newest commit position; without WAL, only an announced one goes
+            // out alone (see `Proposer::set_commit_quietly`).
             let wal = if sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES {
                 Some(self.frames_from(i, sent, end).await?)
-            } else if awaiting == 0
-                && (probe
-                    || (commit_sent < commit
-                        && *commit_due.get_or_insert(now + COMMIT_LINGER) <= now))
-            {
+            } else if awaiting == 0 && (probe || commit_sent < announced) {
                 Some(Bytes::new())
             } else {
                 None
@@ -712,7 +748,6 @@ impl Proposer {
                 awaiting += 1;
                 sent += n;
                 commit_sent = commit;
-                commit_due = None;
                 probe = false;
                 continue;
             }
@@ -734,10 +769,6 @@ impl Proposer {
                         probe = true;
                     }
                 }
-                // Only while nothing is awaited: an answer comes first, and the position
-                // goes out after it (a due time already past must not spin this loop).
-                () = tokio::time::sleep_until(commit_due.unwrap_or(now)),
-                    if commit_due.is_some() && awaiting == 0 => {}
                 changed = positions.changed() => {
                     if changed.is_err() {
                         return Ok(());
