@@ -161,12 +161,7 @@ impl Primary {
 
     /// Waits until a newer term fences this primary, and says why.
     pub async fn fenced(&self) -> String {
-        let mut quorum = self.proposer.watch_quorum();
-        let why = match quorum.wait_for(|q| q.fenced.is_some()).await {
-            Ok(q) => q.fenced.clone(),
-            Err(_) => None,
-        };
-        why.unwrap_or_else(|| "the proposer stopped".to_string())
+        self.proposer.fenced().await
     }
 
     /// Refuses with `fenced` once a newer term has taken over.

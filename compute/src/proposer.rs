@@ -214,7 +214,11 @@ pub struct Proposer {
     log: Mutex<Log>,
     /// What the senders follow; they are woken when the end or the announced commit moves.
     positions: watch::Sender<Positions>,
+    /// Every safekeeper's state. Its watchers (the committer, `wait_durable`) are woken when
+    /// the durable position moves or a safekeeper's standing changes, not at every answer.
     quorum: watch::Sender<Quorum>,
+    /// Woken once, when this proposer is fenced (see [`Proposer::fenced`]).
+    fence_notify: tokio::sync::Notify,
     /// Where traced batches begin and the trace context their appends carry (see
     /// [`Proposer::append_traced`]); empty unless traces are exported.
     traces: Mutex<VecDeque<(Lsn, TraceParent)>>,
@@ -368,6 +372,7 @@ impl Proposer {
                 fenced: None,
             })
             .0,
+            fence_notify: tokio::sync::Notify::new(),
             traces: Mutex::default(),
             lease,
             older_leases_end: answered + older_lease,
@@ -656,11 +661,40 @@ impl Proposer {
         self.quorum.send_modify(|q| f(&mut q.peers[i]));
     }
 
+    /// Records safekeeper `i`'s answer: its log ends at `flush`, and whether it is full. The
+    /// watchers are woken only when that moves the durable position or the safekeeper's
+    /// fullness: of a batch's three answers, only the one that completes a majority wakes the
+    /// committer (each answer used to, twice for nothing).
+    fn peer_answered(&self, i: usize, flush: Lsn, full: bool) {
+        self.quorum.send_if_modified(|q| {
+            let durable = q.durable_lsn();
+            let p = &mut q.peers[i];
+            let was_full = std::mem::replace(&mut p.full, full);
+            p.flush = Some(flush);
+            was_full != full || q.durable_lsn() != durable
+        });
+    }
+
     fn fence(&self, why: String) {
         tracing::error!(database = %self.database, term = self.term, %why, "fenced: stepping down");
         self.quorum.send_modify(|q| {
             q.fenced.get_or_insert(why);
         });
+        self.fence_notify.notify_waiters();
+    }
+
+    /// Waits until a newer term fences this proposer, and says why.
+    pub async fn fenced(&self) -> String {
+        loop {
+            let woken = self.fence_notify.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a fence in between still wakes it.
+            woken.as_mut().enable();
+            if let Some(why) = &self.quorum.borrow().fenced {
+                return why.clone();
+            }
+            woken.await;
+        }
     }
 
     fn is_fenced(&self) -> bool {
@@ -758,10 +792,7 @@ impl Proposer {
                     };
                     flush = resp.flush_lsn;
                     awaiting = awaiting.saturating_sub(1);
-                    self.update_peer(i, |p| {
-                        p.flush = Some(flush);
-                        p.full = resp.budget_full;
-                    });
+                    self.peer_answered(i, flush, resp.budget_full);
                 }
                 _ = keepalive.tick() => {
                     // An idle stream still hears how full the safekeeper is.
@@ -997,6 +1028,13 @@ mod tests {
         let old = elect(&urls).await;
         old.confirm_term().await.unwrap();
         assert!(old.watch_quorum().borrow().fenced.is_none());
+        // Someone waiting for the fence (the database's step-down task) is woken by it.
+        let waiting = tokio::spawn({
+            let old = old.clone();
+            async move { old.fenced().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
 
         let new = elect(&urls).await;
         assert!(new.term() > old.term());
@@ -1007,6 +1045,13 @@ mod tests {
             old.watch_quorum().borrow().fenced.is_some(),
             "the old proposer steps down"
         );
+        let why = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the fence wakes its waiter")
+            .unwrap();
+        assert!(why.contains("term"), "{why}");
+        // Asked after the fact, it answers at once.
+        assert_eq!(old.fenced().await, why);
         // Once fenced, it refuses without asking.
         assert_eq!(
             old.confirm_term().await.unwrap_err().kind(),
