@@ -148,6 +148,8 @@ struct InFlight {
     writes: Vec<KeyRange>,
     /// `None` once answered (`commit_unknown_result` at the deadline).
     replies: Vec<Option<Reply>>,
+    /// When it was appended.
+    appended: Instant,
     deadline: Instant,
     /// The batch's spans, when one of its requests was traced.
     trace: Option<BatchTrace>,
@@ -373,6 +375,7 @@ impl Committer {
             mutations: Vec::new(),
             writes: Vec::new(),
             replies: Vec::new(),
+            appended: Instant::now(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
             trace: None,
         });
@@ -490,6 +493,7 @@ impl Committer {
                 .flat_map(|r| r.commit.writes.iter().cloned())
                 .collect(),
             replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
+            appended: Instant::now(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
             trace: (!batch_span.is_disabled()).then_some(BatchTrace {
                 batch: batch_span,
@@ -575,6 +579,9 @@ impl Committer {
                 .get_or_insert_with(|| Instant::now() + COMMIT_LINGER);
             self.metrics.commits.inc_by(b.replies.len() as u64);
             self.metrics.batches.inc();
+            self.metrics
+                .batch_quorum_seconds
+                .observe(b.appended.elapsed().as_secs_f64());
             for (order, reply) in b.replies.into_iter().enumerate() {
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok((b.version, b.time_micros, order as u16)));

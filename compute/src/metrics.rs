@@ -3,7 +3,7 @@
 //! The registry is shared by every database a compute serves, so the gauges show the last
 //! writer; the counters add up over all of them.
 
-use prometheus::{Counter, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The compute's counters and gauges.
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub struct Metrics {
     pub commits: IntCounter,
     /// WAL batches made durable.
     pub batches: IntCounter,
+    /// From a batch's append to a safekeeper quorum holding it (fsynced).
+    pub batch_quorum_seconds: Histogram,
     /// Transactions refused with `not_committed`.
     pub conflicts: IntCounter,
     /// Reads by the tier that answered (`hot`, `warm`, `pageserver`, `range`).
@@ -139,6 +141,14 @@ impl Metrics {
         registry.register(Box::new(read_versions.clone()))?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(batches.clone()))?;
+        let batch_quorum_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "ferrisdb_compute_batch_quorum_seconds",
+                "From a WAL batch's append to a safekeeper quorum holding it",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+        )?;
+        registry.register(Box::new(batch_quorum_seconds.clone()))?;
         registry.register(Box::new(conflicts.clone()))?;
         registry.register(Box::new(reads.clone()))?;
         registry.register(Box::new(tier_hits.clone()))?;
@@ -155,6 +165,7 @@ impl Metrics {
             registry,
             commits,
             batches,
+            batch_quorum_seconds,
             conflicts,
             reads,
             tier_hits,
