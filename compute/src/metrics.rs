@@ -3,7 +3,10 @@
 //! The registry is shared by every database a compute serves, so the gauges show the last
 //! writer; the counters add up over all of them.
 
-use prometheus::{Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// The compute's counters and gauges.
 #[derive(Debug, Clone)]
