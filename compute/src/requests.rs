@@ -41,9 +41,12 @@ impl KeyRange {
         }
     }
 
-    /// Whether the two ranges share a key.
+    /// Whether the two ranges share a key (an empty range holds none).
     pub fn intersects(&self, other: &KeyRange) -> bool {
-        self.begin < other.end && other.begin < self.end
+        self.begin < self.end
+            && other.begin < other.end
+            && self.begin < other.end
+            && other.begin < self.end
     }
 }
 
