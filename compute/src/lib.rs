@@ -25,7 +25,7 @@ pub mod range_cache;
 pub mod read_path;
 pub mod replica;
 pub mod requests;
-pub mod resolver;
+pub(crate) mod resolver;
 pub(crate) mod service;
 pub mod session;
 pub mod view;

@@ -41,12 +41,9 @@ impl KeyRange {
         }
     }
 
-    /// Whether the two ranges share a key (an empty range holds none).
+    /// Whether the two ranges share a key.
     pub fn intersects(&self, other: &KeyRange) -> bool {
-        self.begin < self.end
-            && other.begin < other.end
-            && self.begin < other.end
-            && other.begin < self.end
+        self.begin < other.end && other.begin < self.end
     }
 }
 
