@@ -186,6 +186,123 @@ async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
     assert_eq!(all["c07"], "v7");
 }
 
+/// Found by the chaos run: a safekeeper restarted with a flipped byte below an uncommitted
+/// suffix, while the next term was elected by the other two and continued without that
+/// suffix. Its repair waited for a peer holding exactly its old log — which none ever
+/// would — so it stayed out, and the next fault on another safekeeper cost the quorum. Now
+/// it repairs up to where the newer term began and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_safekeeper_rejoins_when_a_newer_term_dropped_its_uncommitted_suffix() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cluster = DevCluster::start(&data, &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    for i in 0..20 {
+        put(&db, format!("c{i:02}"), format!("v{i}")).await.unwrap();
+    }
+    let sks: Vec<_> = (1..=3)
+        .map(|i| cluster.component(&format!("safekeeper-{i}")))
+        .collect();
+    let http = sks[0].http.clone();
+    let position = |st: &serde_json::Value| {
+        let d = &st["databases"]["default"];
+        (
+            d["flush_lsn"].as_u64().unwrap_or(0),
+            d["commit_lsn"].as_u64().unwrap_or(0),
+        )
+    };
+    // Everything so far is committed and announced on safekeeper-1.
+    eventually(
+        Duration::from_secs(10),
+        "safekeeper-1 caught up",
+        || async {
+            let (flush, commit) = status(&http).await.map_or((0, 1), |s| position(&s));
+            flush == commit && flush > 0
+        },
+    )
+    .await;
+    let committed = position(&status(&http).await.unwrap()).0;
+
+    // Freeze safekeepers 2 and 3: the next commit's WAL reaches safekeeper-1 alone and is
+    // never committed.
+    for sk in &sks[1..] {
+        kill(Pid::from_raw(sk.pid), Signal::SIGSTOP).unwrap();
+    }
+    let doomed = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(30),
+                put(&db, "suffix".into(), "never".into()),
+            )
+            .await;
+        })
+    };
+    eventually(
+        Duration::from_secs(10),
+        "an uncommitted suffix on safekeeper-1",
+        || async {
+            status(&http)
+                .await
+                .is_some_and(|s| position(&s).0 > committed)
+        },
+    )
+    .await;
+    let compute = cluster.component("compute");
+    DevCluster::kill_pid(compute.pid);
+    for sk in &sks {
+        DevCluster::kill_pid(sk.pid);
+    }
+    doomed.abort();
+
+    // Flip a byte among safekeeper-1's committed frames, below the suffix.
+    let seg = data.join("safekeeper-1/default/0000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = (committed / 2) as usize;
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    // Safekeepers 2 and 3 elect the next term; it continues without the suffix.
+    let sk2 = cluster.restart(&sks[1]);
+    cluster.restart(&sks[2]);
+    cluster.restart(&compute);
+    let db = cluster.db(Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(30), "a commit in the next term", || {
+        let db = db.clone();
+        async move { put(&db, "next-term".into(), "yes".into()).await.is_ok() }
+    })
+    .await;
+
+    // Safekeeper-1 finds its damage and repairs it from a peer of the newer term.
+    cluster.restart(&sks[0]);
+    eventually(Duration::from_secs(30), "safekeeper-1 repaired", || async {
+        metric(&http, "ferrisdb_safekeeper_repairs_total").await == Some(1.0)
+            && metric(&http, "ferrisdb_safekeeper_damaged_databases").await == Some(0.0)
+    })
+    .await;
+    // And counts toward the quorum again: with safekeeper-2 gone, 1 and 3 carry commits.
+    DevCluster::kill_pid(sk2);
+    eventually(
+        Duration::from_secs(30),
+        "a commit on safekeepers 1 and 3",
+        || {
+            let db = db.clone();
+            async move { put(&db, "after-repair".into(), "yes".into()).await.is_ok() }
+        },
+    )
+    .await;
+    let all = read_prefix(&db, "c").await;
+    assert_eq!(all.len(), 20);
+    assert_eq!(all["c07"], "v7");
+    let rows = read_prefix(&db, "").await;
+    assert_eq!(rows.get("after-repair").map(String::as_str), Some("yes"));
+    assert_eq!(rows.get("next-term").map(String::as_str), Some("yes"));
+    // The suffix was never acknowledged, and the new term continued without it.
+    assert_eq!(rows.get("suffix"), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_computes_for_one_database_never_both_commit() {
     let dir = tempfile::tempdir().unwrap();

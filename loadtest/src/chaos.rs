@@ -301,6 +301,7 @@ async fn drive(
         },
     ));
     report.replica_reads = probes.replica_reads.load(Ordering::Relaxed);
+    report.stragglers = safekeepers_rejoined(&env.cluster, REJOIN_LIMIT).await;
     report.operations = ops;
     report.events = events;
     report.unexpected_exits = env
@@ -311,6 +312,94 @@ async fn drive(
         .map(|p| (p.name.clone(), p.unexpected_exits))
         .collect::<BTreeMap<_, _>>();
     Ok(report)
+}
+
+/// How long after the run every safekeeper has to hold the whole log again.
+const REJOIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until every safekeeper serves every database undamaged and all of them end their
+/// logs at the same place (nothing is written any more, so they converge); what is still
+/// wrong at `limit`, one line per safekeeper. A safekeeper left out after a fault is
+/// invisible to the availability probes while the other two make a quorum — until the next
+/// fault takes one of those (the chaos run that found a damaged log waiting forever for a
+/// copy no peer had).
+async fn safekeepers_rejoined(cluster: &Cluster, limit: Duration) -> Vec<String> {
+    let token = std::fs::read_to_string(cluster.data_dir.join("cluster.token"))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let http = reqwest::Client::new();
+    let safekeepers: Vec<(String, Option<std::net::SocketAddr>)> = cluster
+        .processes
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.kind == ProcessKind::Safekeeper)
+        .map(|(i, p)| (p.name.clone(), cluster.admin_addr(i)))
+        .collect();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut problems = Vec::new();
+        // database → (safekeeper, flush) of each that serves it whole
+        let mut flushes: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        for (name, addr) in &safekeepers {
+            let Some(addr) = addr else {
+                problems.push(format!("{name}: no admin address on its command line"));
+                continue;
+            };
+            let status = http
+                .get(format!("http://{addr}/v1/status"))
+                .bearer_auth(&token)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status);
+            let body: serde_json::Value = match status {
+                Ok(r) => match r.json().await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        problems.push(format!("{name}: unreadable status: {e}"));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!("{name}: no status: {e}"));
+                    continue;
+                }
+            };
+            if let Some(corrupt) = body["corrupt_databases"].as_object()
+                && !corrupt.is_empty()
+            {
+                problems.push(format!("{name}: databases it cannot open: {corrupt:?}"));
+            }
+            for (db, st) in body["databases"].as_object().into_iter().flatten() {
+                if !st["damage"].is_null() {
+                    problems.push(format!("{name}: {db} still damaged: {}", st["damage"]));
+                    continue;
+                }
+                let flush = st["flush_lsn"].as_u64().unwrap_or(0);
+                flushes
+                    .entry(db.clone())
+                    .or_default()
+                    .push((name.clone(), flush));
+            }
+        }
+        for (db, held) in &flushes {
+            let newest = held.iter().map(|(_, f)| *f).max().unwrap_or(0);
+            if held.len() < safekeepers.len() {
+                problems.push(format!(
+                    "{db}: served whole by {} of {} safekeepers",
+                    held.len(),
+                    safekeepers.len()
+                ));
+            }
+            for (name, f) in held.iter().filter(|(_, f)| *f < newest) {
+                problems.push(format!("{name}: {db} ends at {f}, behind {newest}"));
+            }
+        }
+        if problems.is_empty() || Instant::now() > deadline {
+            return problems;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Restarts processes that exited on their own, noting them on `event`.

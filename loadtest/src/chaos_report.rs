@@ -92,6 +92,9 @@ pub struct ChaosReport {
     pub unrecovered: u64,
     /// Every fault, in order.
     pub events: Vec<FaultEvent>,
+    /// What kept a safekeeper from holding the whole log again after the run (damage never
+    /// repaired, a log left behind); empty when all rejoined.
+    pub stragglers: Vec<String>,
     /// Whether the run passed: nothing lost, nothing refused present, no anomaly, every fault
     /// recovered from.
     pub valid: bool,
@@ -143,7 +146,8 @@ impl ChaosReport {
         self.valid = self.lost == 0
             && self.refused_present == 0
             && self.anomalies == 0
-            && self.unrecovered == 0;
+            && self.unrecovered == 0
+            && self.stragglers.is_empty();
     }
 
     /// The report as markdown.
@@ -174,6 +178,15 @@ impl ChaosReport {
             self.lost, self.refused_present, self.anomalies, self.unrecovered
         );
         let _ = writeln!(s, "- replica reads checked: {}", self.replica_reads);
+        if self.stragglers.is_empty() {
+            let _ = writeln!(s, "- every safekeeper held the whole log again at the end");
+        } else {
+            let _ = writeln!(
+                s,
+                "- **safekeepers that never rejoined**: {}",
+                self.stragglers.join("; ")
+            );
+        }
         if !self.unexpected_exits.is_empty() {
             let exits: Vec<String> = self
                 .unexpected_exits

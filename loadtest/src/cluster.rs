@@ -403,6 +403,13 @@ impl Cluster {
         }
     }
 
+    /// The admin HTTP address of process `i`, from its command line.
+    pub fn admin_addr(&self, i: usize) -> Option<SocketAddr> {
+        Server::parse(&self.processes[i].argv)
+            .ok()
+            .map(|s| s.listen()[1])
+    }
+
     /// The log file of process `i` as the runner started it.
     pub fn log_of(&self, i: usize) -> PathBuf {
         self.data_dir

@@ -93,6 +93,28 @@ pub struct Damage {
     pub to: Lsn,
 }
 
+/// What a peer reports of its log (`GetStatus`), as a candidate source for a repair.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerLog<'a> {
+    /// Its term history.
+    pub history: &'a [TermSwitch],
+    /// The first LSN it holds.
+    pub log_start: Lsn,
+    /// The end of its log.
+    pub flush: Lsn,
+}
+
+/// How a damaged log is mended from one peer's copy ([`Acceptor::repair_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairPlan {
+    /// Where the copy starts and the log is cut back to (or restarted at, when past the
+    /// damage: object storage holds everything below).
+    pub from: Lsn,
+    /// Where the repaired log ends: the damaged stretch's end, or earlier where a newer term
+    /// continued without this log's uncommitted suffix.
+    pub to: Lsn,
+}
+
 /// One database's acceptor.
 #[derive(Debug)]
 pub struct Acceptor {
@@ -199,87 +221,126 @@ impl Acceptor {
         }
     }
 
-    /// Whether a peer reporting `history` and `[log_start, flush)` holds exactly the bytes
-    /// this acceptor's damaged stretch should hold: it covers the stretch, and the two term
-    /// histories agree up to its end (same proposers wrote the same records).
-    pub fn can_repair_from(&self, history: &[TermSwitch], log_start: Lsn, flush: Lsn) -> bool {
-        self.repair_source(history, log_start, flush, None) == Some(self.damage_from())
-    }
-
-    /// Where a repair from a peer reporting `history` and `[log_start, flush)` starts, or
-    /// `None` if the peer is no source. A peer covering the damaged stretch is a source from
-    /// the first damaged LSN. A peer that has already trimmed part of the stretch (object
-    /// storage holds it) is a source from its own log start, but only when `durable` — what
-    /// the newest manifest says, read by this process — covers that start: the log then
-    /// restarts there, as an `Elected` with a higher log start would. Either way the peer
-    /// must reach the stretch's end and agree on the term history up to it.
-    pub fn repair_source(
-        &self,
-        history: &[TermSwitch],
-        log_start: Lsn,
-        flush: Lsn,
-        durable: Option<Lsn>,
-    ) -> Option<Lsn> {
+    /// How this damaged log would be mended from `peer`'s copy, or `None` if the peer is no
+    /// source (or nothing is damaged). Three checks, all against what this acceptor knows:
+    ///
+    /// - **Whose bytes.** Where the two term histories agree (same term, same start), the
+    ///   peer's bytes are this log's bytes: one proposer per term wrote both. If they agree up
+    ///   to the damaged stretch's end, the copy replaces the stretch exactly. If the peer's log
+    ///   leaves this one earlier, at `agreed`, for a term newer than any this log holds, then
+    ///   that term's proposer was elected by a majority and continued a log without this
+    ///   log's suffix past `agreed`: none of that suffix was committed (every committed record
+    ///   is in every later proposer's log), and the next `Elected` would cut it anyway. The
+    ///   repaired log then ends at `agreed` — never below this acceptor's commit position.
+    ///   A peer that leaves for an *older* term, or that is shorter, is no source.
+    /// - **From where.** From the first damaged LSN (or from `agreed` if the whole damage lies
+    ///   past it). A peer that has already trimmed part of what must be copied is a source
+    ///   from its own log start only when `durable` — what the newest manifest says, read by
+    ///   this process, never taken from the peer — covers that start: the log then restarts
+    ///   there, as an `Elected` with a higher log start would.
+    /// - **How far.** The peer must hold everything up to the repaired log's end.
+    ///
+    /// Found by the chaos run: a safekeeper killed with an uncommitted suffix and a flipped
+    /// byte below it, while a new term took over without it, waited for an exact copy no
+    /// peer would ever have, and stayed out until a second fault cost the quorum.
+    pub fn repair_plan(&self, peer: PeerLog<'_>, durable: Option<Lsn>) -> Option<RepairPlan> {
         let d = self.damage?;
-        let agrees = flush >= d.to
-            && term_history::up_to(history, d.to)
-                == term_history::up_to(&self.control.history, d.to);
-        if !agrees {
+        let own = term_history::up_to(&self.control.history, d.to);
+        let theirs = term_history::up_to(peer.history, peer.flush);
+        let agreed = matching_lsn(&own, d.to, &theirs);
+        let to = if agreed >= d.to {
+            d.to
+        } else {
+            let newer = theirs
+                .iter()
+                .any(|s| s.lsn == agreed && s.term > term_history::last_term(&own));
+            if !newer || agreed < self.control.commit_lsn {
+                return None;
+            }
+            agreed
+        };
+        if peer.flush < to {
             return None;
         }
-        if log_start <= d.from {
-            Some(d.from)
-        } else if log_start <= flush && durable.is_some_and(|v| v >= log_start) {
-            Some(log_start)
+        let want = d.from.min(to);
+        let from = if peer.log_start <= want || want == to {
+            // Nothing the peer trimmed is needed (with `want == to` nothing is copied at all:
+            // the repair only cuts the log back to `to`).
+            want
         } else {
-            None
+            let from = peer.log_start.min(to);
+            if durable.is_none_or(|v| v < from) {
+                return None;
+            }
+            from
+        };
+        // A cut below this log's own start has nothing to keep: only a restart (above)
+        // can go there.
+        if from < self.log.start_lsn() && from <= d.from {
+            return None;
         }
+        Some(RepairPlan { from, to })
     }
 
-    fn damage_from(&self) -> Lsn {
-        self.damage.map_or(0, |d| d.from)
-    }
-
-    /// Replaces the damaged stretch with `frames`, a peer's copy from `from` onwards, then
-    /// re-reads the whole log from disk to prove it is intact. `from` is the first damaged
-    /// LSN, or a later peer log start that `durable` (the newest manifest's durable version)
-    /// covers: the log then restarts empty at `from` before the copy is written.
-    pub fn repair(&mut self, from: Lsn, frames: &[u8], durable: Option<Lsn>) -> Result<()> {
+    /// Mends the damaged log from `peer`'s copy: `frames` are the peer's bytes from the plan's
+    /// `from` (at least to its `to`; anything past `to` is not used). The plan is worked out
+    /// again here from `peer` and `durable` (see [`Acceptor::repair_plan`]), so nothing is cut
+    /// on a plan this acceptor would not make itself. The log is cut back to `from` (or
+    /// restarted empty there, when the plan starts past the damage), the copy written and
+    /// fsynced, and the whole log re-read from disk to prove it is intact and ends at `to`.
+    pub fn repair(&mut self, peer: PeerLog<'_>, frames: &[u8], durable: Option<Lsn>) -> Result<()> {
         let Some(d) = self.damage else { return Ok(()) };
-        let restart = from > d.from;
-        if from < d.from
-            || (restart && durable.is_none_or(|v| v < from))
-            || from + (frames.len() as u64) < d.to
-            || wal::whole_frames_len(frames)? != frames.len()
-        {
+        let Some(plan) = self.repair_plan(peer, durable) else {
             return Err(Error::invalid(format!(
-                "a repair of [{}, {}) needs whole frames from {} (or from a later start that \
-                 object storage covers) to at least {}",
-                d.from, d.to, d.from, d.to
+                "this peer's log ({:?}, [{}, {})) is no source for the damaged [{}, {})",
+                peer.history, peer.log_start, peer.flush, d.from, d.to
+            )));
+        };
+        let need = (plan.to - plan.from) as usize;
+        let copy = frames.get(..need).ok_or_else(|| {
+            Error::invalid(format!(
+                "a repair of [{}, {}) needs {need} bytes from the peer; it sent {}",
+                plan.from,
+                plan.to,
+                frames.len()
+            ))
+        })?;
+        if wal::whole_frames_len(copy)? != copy.len() {
+            return Err(Error::invalid(format!(
+                "the peer's copy of [{}, {}) is not whole frames",
+                plan.from, plan.to
             )));
         }
-        if restart {
+        if plan.from > d.from {
             // Everything below `from` is in object storage: record the intent, then drop the
             // log and start it empty there (an interrupted reset is finished on open).
             let mut next = self.control.clone();
-            next.log_start_lsn = from;
-            next.commit_lsn = next.commit_lsn.max(from);
+            next.log_start_lsn = plan.from;
+            next.commit_lsn = next.commit_lsn.max(plan.from);
             next.reset_pending = true;
             next.store(&self.dir)?;
-            self.log.reset(from)?;
+            self.log.reset(plan.from)?;
             next.reset_pending = false;
             next.store(&self.dir)?;
             self.control = next;
             self.persisted_commit_lsn = self.control.commit_lsn;
         } else {
-            self.log.truncate(from)?;
+            // When the plan ends before the damage did, the history stays as it is: cut at
+            // the shorter log's end it still describes it, as after `Elected`'s truncation.
+            self.log.truncate(plan.from)?;
         }
-        self.log.write(frames)?;
+        if !copy.is_empty() {
+            self.log.write(copy)?;
+        }
         self.log.sync()?;
         let (mut log, recovery) = WalLog::open(&self.dir, self.control.log_start_lsn)?;
         log.set_segment_size(self.log.segment_size());
-        if recovery.damage.is_some() || log.flush_lsn() < d.to {
-            return Err(Error::corruption("the log is still damaged after repair"));
+        if recovery.damage.is_some() || log.flush_lsn() != plan.to {
+            return Err(Error::corruption(format!(
+                "the log is still damaged after repair (it ends at {}, the plan at {})",
+                log.flush_lsn(),
+                plan.to
+            )));
         }
         log.adopt_recent(self.log.recent());
         self.log = log;
@@ -741,6 +802,15 @@ mod tests {
         TermSwitch { term, lsn }
     }
 
+    /// What `st`'s acceptor would report to a repairing peer.
+    fn peer_log(st: &AcceptorStatus) -> PeerLog<'_> {
+        PeerLog {
+            history: &st.history,
+            log_start: st.log_start_lsn,
+            flush: st.flush_lsn,
+        }
+    }
+
     fn frame(at: Lsn, tag: u8) -> Bytes {
         let m = Mutation::Set {
             key: Bytes::from(vec![tag]),
@@ -945,6 +1015,7 @@ mod tests {
             peer.append(1, sess(&peer), end, &f, end).unwrap();
             end = a.append(1, sess(&a), end, &f, end).unwrap();
         }
+        a.persist_commit_lsn().unwrap();
         drop(a);
         let seg = dir.path().join(format!("{:016X}.seg", 0));
         let mut bytes = std::fs::read(&seg).unwrap();
@@ -967,12 +1038,38 @@ mod tests {
                 .kind(),
             ErrorKind::Corruption
         );
-        // A peer whose history disagrees is not a source.
-        assert!(!a.can_repair_from(&[ts(7, 0)], 0, end));
+        // A peer whose log departs from ours below the commit position is not a source.
+        let alien = [ts(7, 0)];
+        let log = |history| PeerLog {
+            history,
+            log_start: 0,
+            flush: end,
+        };
+        assert_eq!(a.repair_plan(log(&alien), None), None);
         let st = peer.status();
-        assert!(a.can_repair_from(&st.history, st.log_start_lsn, st.flush_lsn));
+        assert_eq!(
+            a.repair_plan(peer_log(&st), None),
+            Some(RepairPlan {
+                from: d.from,
+                to: d.to
+            })
+        );
+        // Nor is a peer shorter than the damaged stretch.
+        assert_eq!(a.repair_plan(log(&st.history[..]), None).unwrap().to, end);
+        let short = PeerLog {
+            flush: end - 1,
+            ..peer_log(&st)
+        };
+        assert_eq!(a.repair_plan(short, None), None);
         let copy = peer.read(d.from, d.to, usize::MAX).unwrap();
-        a.repair(d.from, &copy, None).unwrap();
+        // A copy cut short is refused; nothing is cut for it.
+        assert_eq!(
+            a.repair(peer_log(&st), &copy[..copy.len() - 1], None)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+        a.repair(peer_log(&st), &copy, None).unwrap();
         assert_eq!(a.status().damage, None);
         // The buffer the readers hold was kept off while the log was damaged and comes back
         // empty with the repaired log (recent.rs pins the off switch); what is written after
@@ -989,6 +1086,118 @@ mod tests {
         drop(a);
         let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
         assert_eq!(a.status().damage, None);
+    }
+
+    /// Found by the chaos run: a safekeeper killed with an uncommitted suffix and a flipped
+    /// byte, while a newer term took over from a log without that suffix. No peer holds the
+    /// suffix, so an exact copy never came; the repair ends where the newer term began (as
+    /// its `Elected` would have cut), whether the damage lies below that point or past it.
+    #[test]
+    fn damage_under_a_suffix_a_newer_term_dropped_is_repaired_up_to_where_that_term_began() {
+        // (frame whose byte is flipped, where the repair must start)
+        for (damaged_frame, expect_from_frame) in [(1usize, 1usize), (3, 3)] {
+            let peer_dir = tempfile::tempdir().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut peer = Acceptor::open(peer_dir.path().to_path_buf()).unwrap();
+            let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+            for acc in [&mut peer, &mut a] {
+                acc.vote(1, P).unwrap();
+                elect(acc, 1, &[ts(1, 0)], 0).unwrap();
+            }
+            // Frame starts: three frames on both, committed up to the third's start.
+            let mut starts = Vec::new();
+            let mut end = 0;
+            for tag in 1..=3u8 {
+                starts.push(end);
+                let f = frame(end, tag);
+                peer.append(1, sess(&peer), end, &f, end).unwrap();
+                end = a.append(1, sess(&a), end, &f, end).unwrap();
+            }
+            let common = end;
+            let commit = starts[2];
+            // Two more on `a` alone, in term 3: the suffix a newer term continues without.
+            a.vote(3, P).unwrap();
+            elect(&mut a, 3, &[ts(1, 0), ts(3, common)], 0).unwrap();
+            for tag in 4..=5u8 {
+                starts.push(end);
+                end = a
+                    .append(3, sess(&a), end, &frame(end, tag), commit)
+                    .unwrap();
+            }
+            assert_eq!(a.status().commit_lsn, commit);
+            // Term 4 continues the peer's log from `common` and writes on.
+            peer.vote(4, P).unwrap();
+            elect(&mut peer, 4, &[ts(1, 0), ts(4, common)], 0).unwrap();
+            let mut peer_end = common;
+            for tag in 6..=7u8 {
+                peer_end = peer
+                    .append(4, sess(&peer), peer_end, &frame(peer_end, tag), common)
+                    .unwrap();
+            }
+            a.persist_commit_lsn().unwrap();
+            drop(a);
+            let seg = dir.path().join(format!("{:016X}.seg", 0));
+            let mut bytes = std::fs::read(&seg).unwrap();
+            bytes[starts[damaged_frame] as usize + 12] ^= 0x01;
+            std::fs::write(&seg, &bytes).unwrap();
+
+            let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+            let d = a.status().damage.unwrap();
+            assert_eq!((d.from, d.to), (starts[damaged_frame], end));
+            let st = peer.status();
+            // Not sources: our own lineage but shorter than the stretch; a newer term that
+            // departs below the commit position; one that departs where ours does, for an
+            // older term than ours (an abandoned proposer's log).
+            let same_term = [ts(1, 0), ts(3, common)];
+            let below_commit = [ts(1, 0), ts(4, commit - 1)];
+            let older = [ts(1, 0), ts(2, common)];
+            for (history, flush) in [
+                (&same_term[..], end - 1),
+                (&below_commit[..], peer_end),
+                (&older[..], peer_end),
+            ] {
+                let candidate = PeerLog {
+                    history,
+                    log_start: 0,
+                    flush,
+                };
+                assert_eq!(a.repair_plan(candidate, None), None, "{history:?}");
+            }
+            let plan = a.repair_plan(peer_log(&st), None).unwrap();
+            let from = starts[expect_from_frame].min(common);
+            assert_eq!(plan, RepairPlan { from, to: common });
+            // The peer's copy runs into term 2; only up to `common` is used.
+            let copy = if from < common {
+                peer.read(from, peer_end, usize::MAX).unwrap()
+            } else {
+                Vec::new()
+            };
+            a.repair(peer_log(&st), &copy, None).unwrap();
+            let mine = a.status();
+            assert_eq!(mine.damage, None);
+            assert_eq!((mine.flush_lsn, mine.commit_lsn), (common, commit));
+            // Cut at its end, the history still says term 3 began there (nothing of it held),
+            // as right after that term's `Elected`.
+            assert_eq!(mine.history, vec![ts(1, 0), ts(3, common)]);
+            assert_eq!(
+                a.read(0, common, usize::MAX).unwrap(),
+                peer.read(0, common, usize::MAX).unwrap()
+            );
+            // Term 4's proposer brings it up to date like any lagging safekeeper, and a
+            // restart finds it whole.
+            a.vote(4, P).unwrap();
+            elect(&mut a, 4, &[ts(1, 0), ts(4, common)], 0).unwrap();
+            let rest = peer.read(common, peer_end, usize::MAX).unwrap();
+            let after = a.append(4, sess(&a), common, &rest, common).unwrap();
+            assert_eq!(after, peer_end);
+            drop(a);
+            let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+            assert_eq!(a.status().damage, None);
+            assert_eq!(
+                a.read(0, peer_end, usize::MAX).unwrap(),
+                peer.read(0, peer_end, usize::MAX).unwrap()
+            );
+        }
     }
 
     /// Found by the soak: a safekeeper whose damaged stretch its peers had already trimmed
@@ -1037,26 +1246,25 @@ mod tests {
         let st = peer.status();
         assert_eq!(st.log_start_lsn, cut);
         // Without object storage vouching for the peer's start, it is no source.
-        assert!(!a.can_repair_from(&st.history, st.log_start_lsn, st.flush_lsn));
+        assert_eq!(a.repair_plan(peer_log(&st), None), None);
+        assert_eq!(a.repair_plan(peer_log(&st), Some(cut - 1)), None);
+        let plan = a.repair_plan(peer_log(&st), Some(cut)).unwrap();
         assert_eq!(
-            a.repair_source(&st.history, st.log_start_lsn, st.flush_lsn, None),
-            None
+            plan,
+            RepairPlan {
+                from: cut,
+                to: d.to
+            }
         );
-        assert_eq!(
-            a.repair_source(&st.history, st.log_start_lsn, st.flush_lsn, Some(cut - 1)),
-            None
-        );
-        let from = a
-            .repair_source(&st.history, st.log_start_lsn, st.flush_lsn, Some(cut))
-            .unwrap();
-        assert_eq!(from, cut);
-        let copy = peer.read(from, d.to, usize::MAX).unwrap();
+        let copy = peer.read(plan.from, plan.to, usize::MAX).unwrap();
         // The restart is checked again at the repair itself.
         assert_eq!(
-            a.repair(from, &copy, Some(cut - 1)).unwrap_err().kind(),
+            a.repair(peer_log(&st), &copy, Some(cut - 1))
+                .unwrap_err()
+                .kind(),
             ErrorKind::InvalidArgument
         );
-        a.repair(from, &copy, Some(cut)).unwrap();
+        a.repair(peer_log(&st), &copy, Some(cut)).unwrap();
         let mine = a.status();
         assert_eq!(mine.damage, None);
         assert_eq!((mine.log_start_lsn, mine.flush_lsn), (cut, end));

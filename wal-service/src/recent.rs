@@ -223,8 +223,15 @@ impl RecentWal {
 
     /// Empties the buffer and keeps it empty: the log is damaged (see [`RecentWal::enable`]).
     pub(crate) fn disable(&self) {
-        self.release();
-        self.lock().disabled = true;
+        // Under one lock: a write landing between giving the memory back and switching the
+        // buffer off would take a budget share that is never served nor given back.
+        let mut r = self.lock();
+        r.disabled = true;
+        let held = r.release();
+        drop(r);
+        if held {
+            self.budget.give_back();
+        }
     }
 
     /// Starts keeping what is written again, from empty.

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::acceptor::{Acceptor, AcceptorStatus, AppendArgs, ProposerId};
+use crate::acceptor::{Acceptor, AcceptorStatus, AppendArgs, PeerLog, ProposerId};
 use crate::control::{TermSwitch, database_dir};
 use crate::durable::DurableReader;
 use crate::metrics::Metrics;
@@ -282,6 +282,7 @@ async fn repair(
             })
         })
         .collect();
+    let mut rounds: u64 = 0;
     loop {
         let Ok(Some(d)) = t.with(|a| Ok(a.status().damage)).await else {
             return;
@@ -299,39 +300,67 @@ async fn repair(
                 } else {
                     None
                 };
-                let Some(from) = t
-                    .with(move |a| {
-                        Ok(a.repair_source(&history, st.log_start_lsn, st.flush_lsn, held))
+                let plan = {
+                    let history = history.clone();
+                    t.with(move |a| {
+                        let peer = PeerLog {
+                            history: &history,
+                            log_start: st.log_start_lsn,
+                            flush: st.flush_lsn,
+                        };
+                        Ok(a.repair_plan(peer, held))
                     })
                     .await?
-                else {
-                    return Err(Error::unavailable("peer holds no agreeing copy"));
                 };
-                let req = ReadWalRequest {
-                    database: database.clone(),
-                    start_lsn: from,
-                    end_lsn: Some(d.to.max(from)),
+                let Some(plan) = plan else {
+                    return Err(Error::unavailable(format!(
+                        "its log ({history:?}, [{}, {})) holds no copy this log can take",
+                        st.log_start_lsn, st.flush_lsn
+                    )));
                 };
-                let mut stream = c.read_wal(req).await?.into_inner();
                 let mut copy = Vec::new();
-                while let Some(chunk) = stream.message().await? {
-                    copy.extend_from_slice(&chunk.wal);
+                if plan.to > plan.from {
+                    let req = ReadWalRequest {
+                        database: database.clone(),
+                        start_lsn: plan.from,
+                        end_lsn: Some(plan.to),
+                    };
+                    let mut stream = c.read_wal(req).await?.into_inner();
+                    while let Some(chunk) = stream.message().await? {
+                        copy.extend_from_slice(&chunk.wal);
+                    }
                 }
-                t.with(move |a| a.repair(from, &copy, held)).await
+                // The plan is worked out again under the same lock as the repair itself.
+                t.with(move |a| {
+                    let peer = PeerLog {
+                        history: &history,
+                        log_start: st.log_start_lsn,
+                        flush: st.flush_lsn,
+                    };
+                    a.repair(peer, &copy, held)
+                })
+                .await
+                .map(|()| plan)
             };
             match tokio::time::timeout(Duration::from_secs(30), attempt).await {
-                Ok(Ok(())) => {
-                    tracing::info!(%database, %peer, from = d.from, to = d.to, "repaired damaged WAL from a peer");
+                Ok(Ok(plan)) => {
+                    tracing::info!(%database, %peer, from = d.from, to = d.to, repaired_from = plan.from, repaired_to = plan.to, "repaired damaged WAL from a peer");
                     metrics.damaged_databases.dec();
                     metrics.repairs.inc();
                     return;
                 }
+                // Said at the first round and then once a minute: a database that stays
+                // damaged must be visible in the log, not only in a gauge.
+                Ok(Err(e)) if rounds.is_multiple_of(60) => {
+                    tracing::warn!(%database, %peer, error = %e, "cannot repair damaged WAL from this peer (yet)")
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%database, %peer, error = %e, "cannot repair from this peer")
                 }
-                Err(_) => tracing::debug!(%database, %peer, "repair timed out"),
+                Err(_) => tracing::warn!(%database, %peer, "repair timed out"),
             }
         }
+        rounds += 1;
         tokio::time::sleep(REPAIR_RETRY).await;
     }
 }
