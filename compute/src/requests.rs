@@ -41,9 +41,14 @@ impl KeyRange {
         }
     }
 
-    /// Whether the two ranges share a key.
+    /// Whether the two ranges share a key. An empty range holds no key, so it shares none
+    /// (as in FoundationDB, where an empty conflict range conflicts with nothing): a read of
+    /// `[m, m)` inside a written `[a, z)` is no conflict.
     pub fn intersects(&self, other: &KeyRange) -> bool {
-        self.begin < other.end && other.begin < self.end
+        self.begin < self.end
+            && other.begin < other.end
+            && self.begin < other.end
+            && other.begin < self.end
     }
 }
 

@@ -156,6 +156,28 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotCommitted);
     }
 
+    /// An empty range holds no key: as a read it conflicts with nothing, even strictly
+    /// inside a newer write, and as a write it conflicts with no read.
+    #[test]
+    fn empty_ranges_share_no_key() {
+        let mut res = Resolver::new(Version(0));
+        res.add(Version(10), 1, vec![r("a", "z")]);
+        assert!(res.check(Version(5), &[r("m", "m")], &[], 2).is_ok());
+        assert!(res.check(Version(5), &[r("z", "z")], &[], 2).is_ok());
+        assert_eq!(
+            res.check(Version(5), &[r("m", "m"), r("m", "m\0")], &[], 2)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::NotCommitted
+        );
+        res.add(Version(20), 2, vec![r("q", "q")]);
+        assert!(res.check(Version(10), &[r("p", "r")], &[], 2).is_ok());
+        assert!(
+            res.check(Version(10), &[r("p", "r")], &[r("q", "q")], 2)
+                .is_ok()
+        );
+    }
+
     #[test]
     fn old_read_versions_are_too_old() {
         let mut res = Resolver::new(Version(100));
