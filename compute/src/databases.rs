@@ -36,6 +36,21 @@ pub const BRANCH_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between election attempts, and between attempts to list the pageserver's branches.
 const RETRY: Duration = Duration::from_millis(300);
 
+/// The longest pause between election attempts: each failed attempt doubles it from
+/// [`RETRY`] up to here. Every failed election still raises the term on the safekeepers that
+/// granted it, and an acceptor refuses a term more than `MAX_TERM_STEP` (2^20) above its own
+/// promise; at a steady 300 ms, a compute retrying while a majority stayed damaged or away
+/// would carry one safekeeper that far past the others in under four days, after which they
+/// could never vote together again. At 2 s that takes over three weeks.
+const ELECTION_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The pause after `failures` failed election attempts in a row.
+fn election_pause(failures: u32) -> Duration {
+    RETRY
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(8))
+        .min(ELECTION_RETRY_MAX)
+}
+
 /// How often a standby asks the primary whether it is alive.
 const PROBE_EVERY: Duration = Duration::from_millis(300);
 /// Failed probes in a row after which a standby takes over (about a second of silence).
@@ -353,7 +368,7 @@ impl Databases {
                     if attempt % 10 == 1 {
                         tracing::warn!(%database, attempt, error = %e, "not primary yet; retrying");
                     }
-                    tokio::time::sleep(RETRY).await;
+                    tokio::time::sleep(election_pause(attempt)).await;
                 }
             }
         }
@@ -435,5 +450,19 @@ impl Databases {
                 h.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn election_retries_back_off_to_a_bound() {
+        let ms = |f| election_pause(f).as_millis();
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(3), ms(4), ms(40), ms(u32::MAX)],
+            [300, 300, 600, 1200, 2000, 2000, 2000]
+        );
     }
 }
