@@ -230,6 +230,14 @@ async fn a_damaged_safekeeper_rejoins_when_a_newer_term_dropped_its_uncommitted_
     for sk in &sks[1..] {
         kill(Pid::from_raw(sk.pid), Signal::SIGSTOP).unwrap();
     }
+    // A stop takes effect per thread as each next enters the kernel: wait until every thread
+    // of both is stopped, so none can still take the next append.
+    eventually(
+        Duration::from_secs(5),
+        "safekeepers 2 and 3 stopped",
+        || async { sks[1..].iter().all(|sk| all_threads_stopped(sk.pid)) },
+    )
+    .await;
     let doomed = {
         let db = db.clone();
         tokio::spawn(async move {
@@ -274,6 +282,13 @@ async fn a_damaged_safekeeper_rejoins_when_a_newer_term_dropped_its_uncommitted_
         async move { put(&db, "next-term".into(), "yes".into()).await.is_ok() }
     })
     .await;
+    // The next term began where safekeepers 2 and 3 ended: below safekeeper-1's suffix.
+    let history = status(&sks[1].http).await.unwrap()["databases"]["default"]["history"].clone();
+    let term_start = history
+        .as_array()
+        .and_then(|h| h.last())
+        .map(|s| s["lsn"].as_u64());
+    assert_eq!(term_start, Some(Some(committed)), "history {history}");
 
     // Safekeeper-1 finds its damage and repairs it from a peer of the newer term.
     cluster.restart(&sks[0]);
@@ -595,4 +610,19 @@ async fn wal_is_trimmed_below_object_storage_and_the_disk_budget_refuses_then_re
     for k in &acked {
         assert_eq!(present.get(k), Some(&value), "{k} lost after restart");
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in /proc).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ferrisdb_common::lease;
-use ferrisdb_common::wal;
+use ferrisdb_common::wal::{self, FrameCheck};
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
 
 use ferrisdb_server_common::term_history::{self, matching_lsn};
@@ -296,21 +296,47 @@ impl Acceptor {
                 peer.history, peer.log_start, peer.flush, d.from, d.to
             )));
         };
-        let need = (plan.to - plan.from) as usize;
-        let copy = frames.get(..need).ok_or_else(|| {
-            Error::invalid(format!(
-                "a repair of [{}, {}) needs {need} bytes from the peer; it sent {}",
-                plan.from,
-                plan.to,
-                frames.len()
-            ))
-        })?;
-        if wal::whole_frames_len(copy)? != copy.len() {
+        // The copy's whole frames up to the first boundary at or past `to`. Where the repaired
+        // log keeps this log's history up to `to` (the stretch's own end), the frame that
+        // straddles `to` was written by the same term in both logs, so `to` need not be a
+        // boundary of the peer's frames: a torn write after damage ends the stretch
+        // mid-frame. Where a newer term begins at `to`, the copy must end exactly there.
+        let need = plan.to - plan.from;
+        let mut took = 0usize;
+        while (took as u64) < need {
+            match wal::check_frame(&frames[took..]) {
+                FrameCheck::Complete { len } => took += len,
+                FrameCheck::Incomplete => {
+                    return Err(Error::invalid(format!(
+                        "a repair of [{}, {}) needs the peer's frames to at least {}; it sent {} bytes",
+                        plan.from,
+                        plan.to,
+                        plan.to,
+                        frames.len()
+                    )));
+                }
+                FrameCheck::Corrupt(why) => {
+                    return Err(Error::corruption(format!(
+                        "the peer's copy from {} is damaged at {}: {why}",
+                        plan.from,
+                        plan.from + took as u64
+                    )));
+                }
+            }
+        }
+        let end = plan.from + took as u64;
+        let own_history_past_to = self
+            .control
+            .history
+            .iter()
+            .any(|s| s.lsn > plan.to && s.lsn < end);
+        if end != plan.to && (plan.to != d.to || own_history_past_to) {
             return Err(Error::invalid(format!(
-                "the peer's copy of [{}, {}) is not whole frames",
+                "the peer's copy of [{}, {}) does not end on a frame boundary there",
                 plan.from, plan.to
             )));
         }
+        let copy = &frames[..took];
         if plan.from > d.from {
             // Everything below `from` is in object storage: record the intent, then drop the
             // log and start it empty there (an interrupted reset is finished on open).
@@ -335,11 +361,10 @@ impl Acceptor {
         self.log.sync()?;
         let (mut log, recovery) = WalLog::open(&self.dir, self.control.log_start_lsn)?;
         log.set_segment_size(self.log.segment_size());
-        if recovery.damage.is_some() || log.flush_lsn() != plan.to {
+        if recovery.damage.is_some() || log.flush_lsn() != end {
             return Err(Error::corruption(format!(
-                "the log is still damaged after repair (it ends at {}, the plan at {})",
-                log.flush_lsn(),
-                plan.to
+                "the log is still damaged after repair (it ends at {}, the copy at {end})",
+                log.flush_lsn()
             )));
         }
         log.adopt_recent(self.log.recent());
@@ -1198,6 +1223,68 @@ mod tests {
                 peer.read(0, peer_end, usize::MAX).unwrap()
             );
         }
+    }
+
+    /// A torn write after the damage ends the stretch inside a frame the peer holds whole:
+    /// the repair takes that frame too rather than wait for a copy ending mid-frame.
+    #[test]
+    fn damage_followed_by_a_torn_write_is_repaired_through_the_straddling_frame() {
+        let peer_dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut peer = Acceptor::open(peer_dir.path().to_path_buf()).unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        for acc in [&mut peer, &mut a] {
+            acc.vote(1, P).unwrap();
+            elect(acc, 1, &[ts(1, 0)], 0).unwrap();
+        }
+        let mut end = 0;
+        let mut starts = Vec::new();
+        for tag in 1..=4u8 {
+            starts.push(end);
+            let f = frame(end, tag);
+            peer.append(1, sess(&peer), end, &f, end).unwrap();
+            end = a.append(1, sess(&a), end, &f, end).unwrap();
+        }
+        // The peer also holds a fifth frame; `a` got only its first half on disk.
+        let fifth = frame(end, 5);
+        let peer_end = peer.append(1, sess(&peer), end, &fifth, end).unwrap();
+        a.persist_commit_lsn().unwrap();
+        drop(a);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let half = fifth.len() / 2;
+        bytes[end as usize..end as usize + half].copy_from_slice(&fifth[..half]);
+        bytes[starts[1] as usize + 12] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let d = a.status().damage.unwrap();
+        // The stretch runs to the torn write's last byte that is not zero: inside the frame.
+        assert_eq!(d.from, starts[1]);
+        assert!(d.to > end && d.to <= end + half as u64, "{d:?}");
+        let st = peer.status();
+        let plan = a.repair_plan(peer_log(&st), None).unwrap();
+        assert_eq!(
+            plan,
+            RepairPlan {
+                from: d.from,
+                to: d.to
+            }
+        );
+        // Copied only up to the stretch's end, the frame is cut: refused, nothing cut.
+        let short = peer.read(plan.from, end, usize::MAX).unwrap();
+        assert_eq!(
+            a.repair(peer_log(&st), &short, None).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
+        let copy = peer.read(plan.from, peer_end, usize::MAX).unwrap();
+        a.repair(peer_log(&st), &copy, None).unwrap();
+        assert_eq!(a.status().damage, None);
+        assert_eq!(a.status().flush_lsn, peer_end);
+        assert_eq!(
+            a.read(0, peer_end, usize::MAX).unwrap(),
+            peer.read(0, peer_end, usize::MAX).unwrap()
+        );
     }
 
     /// Found by the soak: a safekeeper whose damaged stretch its peers had already trimmed

@@ -164,6 +164,28 @@ impl WalLog {
                 break;
             }
         }
+        // The scan stops at the first damage. A later last segment must still end at its
+        // data, not at the zeros written ahead of it: the damaged stretch runs to the log's end,
+        // and a repair copies a peer's whole frames up to there. Counted with its zeros, that
+        // end was no frame boundary (and could lie past what any peer holds), so no repair
+        // could ever finish (found by a soak: two safekeepers stuck damaged, commits stopped).
+        if let Some(damage) = recovery.damage
+            && let Some(last) = segments.last_mut()
+            && last.start > damage
+        {
+            let bytes = fs::read(&last.path)?;
+            let valid = valid_prefix(&bytes);
+            let rest = &bytes[valid..];
+            // As for a damaged last segment above: frames after a bad one run the log to the
+            // last of them; with none, what follows the valid frames is a torn write or zeros.
+            last.len = match last_valid_frame_end(rest, last.start + valid as u64) {
+                Some(follows) => {
+                    let torn = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                    (valid + torn.max(follows)) as u64
+                }
+                None => valid as u64,
+            };
+        }
         let start = segments.first().map_or(start_lsn, |s| s.start);
         let flush = segments.last().map_or(start_lsn, |s| s.start + s.len);
         let tail = match segments.last() {
@@ -821,6 +843,36 @@ mod tests {
                 damage: Some(second as u64)
             }
         );
+        assert_eq!(log.flush_lsn(), end);
+    }
+
+    /// Found by a soak: damage in an earlier segment stopped the scan before the last
+    /// segment's zeros written ahead were left out, so the log claimed to end at the zeros'
+    /// end — no frame boundary, past what any peer held — and its repair could never finish.
+    #[test]
+    fn damage_in_an_earlier_segment_leaves_the_log_ending_at_its_last_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        log.set_segment_size(4096);
+        let mut end = 0;
+        let mut n = 0u8;
+        // Into a second segment, which then runs ahead of its frames with zeros.
+        while log.segments.len() < 2 || end - log.segments[1].start < 300 {
+            n = n.wrapping_add(1);
+            end = log.append(&frame(end, n)).unwrap();
+        }
+        let (last_path, last_start) = (log.segments[1].path.clone(), log.segments[1].start);
+        drop(log);
+        assert!(
+            std::fs::metadata(&last_path).unwrap().len() > end - last_start,
+            "the last segment runs ahead with zeros"
+        );
+        let first = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes[100] ^= 0x01;
+        std::fs::write(&first, &bytes).unwrap();
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert!(rec.damage.is_some_and(|d| d < 100), "{rec:?}");
         assert_eq!(log.flush_lsn(), end);
     }
 

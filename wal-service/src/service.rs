@@ -256,6 +256,9 @@ impl SafekeeperState {
     }
 }
 
+/// How far past a damaged stretch's end a repair reads, for the frame that may straddle it.
+const STRADDLE_BYTES: u64 = 64 << 20;
+
 /// How often a damaged database looks for a peer to repair from.
 const REPAIR_RETRY: Duration = Duration::from_secs(1);
 
@@ -320,10 +323,19 @@ async fn repair(
                 };
                 let mut copy = Vec::new();
                 if plan.to > plan.from {
+                    // Where the stretch's own end may fall inside a frame (a torn write),
+                    // the frame straddling it is wanted too (see `Acceptor::repair`).
+                    let end = if plan.to == d.to {
+                        st.flush_lsn
+                            .min(plan.to.saturating_add(STRADDLE_BYTES))
+                            .max(plan.to)
+                    } else {
+                        plan.to
+                    };
                     let req = ReadWalRequest {
                         database: database.clone(),
                         start_lsn: plan.from,
-                        end_lsn: Some(plan.to),
+                        end_lsn: Some(end),
                     };
                     let mut stream = c.read_wal(req).await?.into_inner();
                     while let Some(chunk) = stream.message().await? {
