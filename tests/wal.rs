@@ -92,18 +92,27 @@ fn check_outcomes(
     acked
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut cluster = DevCluster::start(&data, &[]).await;
+/// Where both damage tests start: a `ferrisdb dev` cluster in `data` holding twenty committed
+/// keys `c00`..`c19` (`v0`..`v19`), a handle on it, and its three safekeepers in order.
+async fn cluster_with_twenty_keys(
+    data: &std::path::Path,
+) -> (DevCluster, Database, Vec<support::ComponentInfo>) {
+    let cluster = DevCluster::start(data, &[]).await;
     let db = cluster.db(Duration::from_secs(10)).await;
     for i in 0..20 {
         put(&db, format!("c{i:02}"), format!("v{i}")).await.unwrap();
     }
-    let sks: Vec<_> = (1..=3)
+    let sks = (1..=3)
         .map(|i| cluster.component(&format!("safekeeper-{i}")))
         .collect();
+    (cluster, db, sks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut cluster, _, sks) = cluster_with_twenty_keys(&data).await;
     for sk in &sks {
         DevCluster::kill_pid(sk.pid);
     }
@@ -197,14 +206,7 @@ async fn a_damaged_safekeeper_rejoins_when_a_newer_term_dropped_its_uncommitted_
     use nix::unistd::Pid;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut cluster = DevCluster::start(&data, &[]).await;
-    let db = cluster.db(Duration::from_secs(10)).await;
-    for i in 0..20 {
-        put(&db, format!("c{i:02}"), format!("v{i}")).await.unwrap();
-    }
-    let sks: Vec<_> = (1..=3)
-        .map(|i| cluster.component(&format!("safekeeper-{i}")))
-        .collect();
+    let (mut cluster, db, sks) = cluster_with_twenty_keys(&data).await;
     let http = sks[0].http.clone();
     let position = |st: &serde_json::Value| {
         let d = &st["databases"]["default"];

@@ -94,10 +94,10 @@ pub struct Damage {
 }
 
 /// What a peer reports of its log (`GetStatus`), as a candidate source for a repair.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerLog<'a> {
+#[derive(Debug, Clone)]
+pub struct PeerLog {
     /// Its term history.
-    pub history: &'a [TermSwitch],
+    pub history: Vec<TermSwitch>,
     /// The first LSN it holds.
     pub log_start: Lsn,
     /// The end of its log.
@@ -243,10 +243,10 @@ impl Acceptor {
     /// Found by the chaos run: a safekeeper killed with an uncommitted suffix and a flipped
     /// byte below it, while a new term took over without it, waited for an exact copy no
     /// peer would ever have, and stayed out until a second fault cost the quorum.
-    pub fn repair_plan(&self, peer: PeerLog<'_>, durable: Option<Lsn>) -> Option<RepairPlan> {
+    pub fn repair_plan(&self, peer: &PeerLog, durable: Option<Lsn>) -> Option<RepairPlan> {
         let d = self.damage?;
         let own = term_history::up_to(&self.control.history, d.to);
-        let theirs = term_history::up_to(peer.history, peer.flush);
+        let theirs = term_history::up_to(&peer.history, peer.flush);
         let agreed = matching_lsn(&own, d.to, &theirs);
         let to = if agreed >= d.to {
             d.to
@@ -288,7 +288,7 @@ impl Acceptor {
     /// on a plan this acceptor would not make itself. The log is cut back to `from` (or
     /// restarted empty there, when the plan starts past the damage), the copy written and
     /// fsynced, and the whole log re-read from disk to prove it is intact and ends at `to`.
-    pub fn repair(&mut self, peer: PeerLog<'_>, frames: &[u8], durable: Option<Lsn>) -> Result<()> {
+    pub fn repair(&mut self, peer: &PeerLog, frames: &[u8], durable: Option<Lsn>) -> Result<()> {
         let Some(d) = self.damage else { return Ok(()) };
         let Some(plan) = self.repair_plan(peer, durable) else {
             return Err(Error::invalid(format!(
@@ -802,6 +802,7 @@ fn fenced(term: u64, current: u64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::SEGMENT_TARGET_SIZE;
     use bytes::Bytes;
     use ferrisdb_common::wal::{Mutation, encode_frame};
 
@@ -828,9 +829,9 @@ mod tests {
     }
 
     /// What `st`'s acceptor would report to a repairing peer.
-    fn peer_log(st: &AcceptorStatus) -> PeerLog<'_> {
+    fn peer_log(st: &AcceptorStatus) -> PeerLog {
         PeerLog {
-            history: &st.history,
+            history: st.history.clone(),
             log_start: st.log_start_lsn,
             flush: st.flush_lsn,
         }
@@ -842,6 +843,48 @@ mod tests {
             value: Bytes::from(vec![tag; 20]),
         };
         encode_frame(at, tag as u64, &[m]).0
+    }
+
+    /// Where every repair test starts: a peer and the acceptor to be damaged (`a`), both
+    /// elected in term 1 by [`P`], with the same frames `tags` appended to both, each append
+    /// committing up to its own start. The directories go with it: keep them bound for as
+    /// long as the acceptors are used.
+    struct Pair {
+        peer_dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
+        peer: Acceptor,
+        a: Acceptor,
+        /// Where each frame starts.
+        starts: Vec<Lsn>,
+        /// Where both logs end.
+        end: Lsn,
+    }
+
+    fn pair_in_term_1(tags: std::ops::RangeInclusive<u8>, segment_size: u64) -> Pair {
+        let peer_dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut peer = Acceptor::open_with(peer_dir.path().to_path_buf(), segment_size).unwrap();
+        let mut a = Acceptor::open_with(dir.path().to_path_buf(), segment_size).unwrap();
+        for acc in [&mut peer, &mut a] {
+            acc.vote(1, P).unwrap();
+            elect(acc, 1, &[ts(1, 0)], 0).unwrap();
+        }
+        let mut starts = Vec::new();
+        let mut end = 0;
+        for tag in tags {
+            starts.push(end);
+            let f = frame(end, tag);
+            peer.append(1, sess(&peer), end, &f, end).unwrap();
+            end = a.append(1, sess(&a), end, &f, end).unwrap();
+        }
+        Pair {
+            peer_dir,
+            dir,
+            peer,
+            a,
+            starts,
+            end,
+        }
     }
 
     #[test]
@@ -1026,20 +1069,14 @@ mod tests {
 
     #[test]
     fn a_damaged_log_serves_nothing_until_repaired_from_a_peer_copy() {
-        let peer_dir = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut peer = Acceptor::open(peer_dir.path().to_path_buf()).unwrap();
-        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        let mut end = 0;
-        for acc in [&mut peer, &mut a] {
-            acc.vote(1, P).unwrap();
-            elect(acc, 1, &[ts(1, 0)], 0).unwrap();
-        }
-        for tag in 1..=3u8 {
-            let f = frame(end, tag);
-            peer.append(1, sess(&peer), end, &f, end).unwrap();
-            end = a.append(1, sess(&a), end, &f, end).unwrap();
-        }
+        let Pair {
+            peer_dir: _peer_dir,
+            dir,
+            peer,
+            mut a,
+            end,
+            ..
+        } = pair_in_term_1(1..=3, SEGMENT_TARGET_SIZE);
         a.persist_commit_lsn().unwrap();
         drop(a);
         let seg = dir.path().join(format!("{:016X}.seg", 0));
@@ -1065,36 +1102,36 @@ mod tests {
         );
         // A peer whose log departs from ours below the commit position is not a source.
         let alien = [ts(7, 0)];
-        let log = |history| PeerLog {
-            history,
+        let log = |history: &[TermSwitch]| PeerLog {
+            history: history.to_vec(),
             log_start: 0,
             flush: end,
         };
-        assert_eq!(a.repair_plan(log(&alien), None), None);
+        assert_eq!(a.repair_plan(&log(&alien), None), None);
         let st = peer.status();
         assert_eq!(
-            a.repair_plan(peer_log(&st), None),
+            a.repair_plan(&peer_log(&st), None),
             Some(RepairPlan {
                 from: d.from,
                 to: d.to
             })
         );
         // Nor is a peer shorter than the damaged stretch.
-        assert_eq!(a.repair_plan(log(&st.history[..]), None).unwrap().to, end);
+        assert_eq!(a.repair_plan(&log(&st.history), None).unwrap().to, end);
         let short = PeerLog {
             flush: end - 1,
             ..peer_log(&st)
         };
-        assert_eq!(a.repair_plan(short, None), None);
+        assert_eq!(a.repair_plan(&short, None), None);
         let copy = peer.read(d.from, d.to, usize::MAX).unwrap();
         // A copy cut short is refused; nothing is cut for it.
         assert_eq!(
-            a.repair(peer_log(&st), &copy[..copy.len() - 1], None)
+            a.repair(&peer_log(&st), &copy[..copy.len() - 1], None)
                 .unwrap_err()
                 .kind(),
             ErrorKind::InvalidArgument
         );
-        a.repair(peer_log(&st), &copy, None).unwrap();
+        a.repair(&peer_log(&st), &copy, None).unwrap();
         assert_eq!(a.status().damage, None);
         // The buffer the readers hold was kept off while the log was damaged and comes back
         // empty with the repaired log (recent.rs pins the off switch); what is written after
@@ -1121,23 +1158,15 @@ mod tests {
     fn damage_under_a_suffix_a_newer_term_dropped_is_repaired_up_to_where_that_term_began() {
         // (frame whose byte is flipped, where the repair must start)
         for (damaged_frame, expect_from_frame) in [(1usize, 1usize), (3, 3)] {
-            let peer_dir = tempfile::tempdir().unwrap();
-            let dir = tempfile::tempdir().unwrap();
-            let mut peer = Acceptor::open(peer_dir.path().to_path_buf()).unwrap();
-            let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-            for acc in [&mut peer, &mut a] {
-                acc.vote(1, P).unwrap();
-                elect(acc, 1, &[ts(1, 0)], 0).unwrap();
-            }
-            // Frame starts: three frames on both, committed up to the third's start.
-            let mut starts = Vec::new();
-            let mut end = 0;
-            for tag in 1..=3u8 {
-                starts.push(end);
-                let f = frame(end, tag);
-                peer.append(1, sess(&peer), end, &f, end).unwrap();
-                end = a.append(1, sess(&a), end, &f, end).unwrap();
-            }
+            // Three frames on both, committed up to the third's start.
+            let Pair {
+                peer_dir: _peer_dir,
+                dir,
+                mut peer,
+                mut a,
+                mut starts,
+                mut end,
+            } = pair_in_term_1(1..=3, SEGMENT_TARGET_SIZE);
             let common = end;
             let commit = starts[2];
             // Two more on `a` alone, in term 3: the suffix a newer term continues without.
@@ -1182,13 +1211,13 @@ mod tests {
                 (&older[..], peer_end),
             ] {
                 let candidate = PeerLog {
-                    history,
+                    history: history.to_vec(),
                     log_start: 0,
                     flush,
                 };
-                assert_eq!(a.repair_plan(candidate, None), None, "{history:?}");
+                assert_eq!(a.repair_plan(&candidate, None), None, "{history:?}");
             }
-            let plan = a.repair_plan(peer_log(&st), None).unwrap();
+            let plan = a.repair_plan(&peer_log(&st), None).unwrap();
             let from = starts[expect_from_frame].min(common);
             assert_eq!(plan, RepairPlan { from, to: common });
             // The peer's copy runs into term 2; only up to `common` is used.
@@ -1197,7 +1226,7 @@ mod tests {
             } else {
                 Vec::new()
             };
-            a.repair(peer_log(&st), &copy, None).unwrap();
+            a.repair(&peer_log(&st), &copy, None).unwrap();
             let mine = a.status();
             assert_eq!(mine.damage, None);
             assert_eq!((mine.flush_lsn, mine.commit_lsn), (common, commit));
@@ -1229,22 +1258,14 @@ mod tests {
     /// the repair takes that frame too rather than wait for a copy ending mid-frame.
     #[test]
     fn damage_followed_by_a_torn_write_is_repaired_through_the_straddling_frame() {
-        let peer_dir = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut peer = Acceptor::open(peer_dir.path().to_path_buf()).unwrap();
-        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        for acc in [&mut peer, &mut a] {
-            acc.vote(1, P).unwrap();
-            elect(acc, 1, &[ts(1, 0)], 0).unwrap();
-        }
-        let mut end = 0;
-        let mut starts = Vec::new();
-        for tag in 1..=4u8 {
-            starts.push(end);
-            let f = frame(end, tag);
-            peer.append(1, sess(&peer), end, &f, end).unwrap();
-            end = a.append(1, sess(&a), end, &f, end).unwrap();
-        }
+        let Pair {
+            peer_dir: _peer_dir,
+            dir,
+            mut peer,
+            mut a,
+            starts,
+            end,
+        } = pair_in_term_1(1..=4, SEGMENT_TARGET_SIZE);
         // The peer also holds a fifth frame; `a` got only its first half on disk.
         let fifth = frame(end, 5);
         let peer_end = peer.append(1, sess(&peer), end, &fifth, end).unwrap();
@@ -1263,7 +1284,7 @@ mod tests {
         assert_eq!(d.from, starts[1]);
         assert!(d.to > end && d.to <= end + half as u64, "{d:?}");
         let st = peer.status();
-        let plan = a.repair_plan(peer_log(&st), None).unwrap();
+        let plan = a.repair_plan(&peer_log(&st), None).unwrap();
         assert_eq!(
             plan,
             RepairPlan {
@@ -1274,11 +1295,11 @@ mod tests {
         // Copied only up to the stretch's end, the frame is cut: refused, nothing cut.
         let short = peer.read(plan.from, end, usize::MAX).unwrap();
         assert_eq!(
-            a.repair(peer_log(&st), &short, None).unwrap_err().kind(),
+            a.repair(&peer_log(&st), &short, None).unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
         let copy = peer.read(plan.from, peer_end, usize::MAX).unwrap();
-        a.repair(peer_log(&st), &copy, None).unwrap();
+        a.repair(&peer_log(&st), &copy, None).unwrap();
         assert_eq!(a.status().damage, None);
         assert_eq!(a.status().flush_lsn, peer_end);
         assert_eq!(
@@ -1291,51 +1312,43 @@ mod tests {
     /// (it was in object storage) found no source and stayed out for good.
     #[test]
     fn damage_the_peers_trimmed_is_repaired_from_their_log_start_when_object_storage_holds_it() {
-        let peer_dir = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut peer = Acceptor::open_with(peer_dir.path().to_path_buf(), 64).unwrap();
-        let mut a = Acceptor::open_with(dir.path().to_path_buf(), 64).unwrap();
-        let mut end = 0;
-        for acc in [&mut peer, &mut a] {
-            acc.vote(1, P).unwrap();
-            elect(acc, 1, &[ts(1, 0)], 0).unwrap();
-        }
-        let mut ends = Vec::new();
-        for tag in 1..=6u8 {
-            let f = frame(end, tag);
-            peer.append(1, sess(&peer), end, &f, end).unwrap();
-            end = a.append(1, sess(&a), end, &f, end).unwrap();
-            ends.push(end);
-        }
+        let Pair {
+            peer_dir: _peer_dir,
+            dir,
+            mut peer,
+            a,
+            starts,
+            end,
+        } = pair_in_term_1(1..=6, 64);
         drop(a);
         // Damage the second frame, in whichever segment holds it.
-        let mut starts: Vec<Lsn> = std::fs::read_dir(dir.path())
+        let mut segments: Vec<Lsn> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| {
                 let name = e.unwrap().file_name().into_string().unwrap();
                 Lsn::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
             })
             .collect();
-        starts.sort_unstable();
-        assert!(starts.len() >= 3, "{starts:?}");
-        let seg_start = *starts.iter().rev().find(|s| **s <= ends[0]).unwrap();
+        segments.sort_unstable();
+        assert!(segments.len() >= 3, "{segments:?}");
+        let seg_start = *segments.iter().rev().find(|s| **s <= starts[1]).unwrap();
         let seg = dir.path().join(format!("{seg_start:016X}.seg"));
         let mut bytes = std::fs::read(&seg).unwrap();
-        bytes[(ends[0] - seg_start) as usize + 12] ^= 0x01;
+        bytes[(starts[1] - seg_start) as usize + 12] ^= 0x01;
         std::fs::write(&seg, &bytes).unwrap();
         let mut a = Acceptor::open_with(dir.path().to_path_buf(), 64).unwrap();
         let d = a.status().damage.unwrap();
-        assert_eq!(d.from, ends[0]);
+        assert_eq!(d.from, starts[1]);
         // The peer trimmed everything below the fourth frame: object storage holds it.
         // (Trimming deletes whole segments, so the new start is a segment boundary.)
-        let cut = peer.trim(ends[2], Some(ends[2])).unwrap();
+        let cut = peer.trim(starts[3], Some(starts[3])).unwrap();
         assert!(cut > d.from, "{cut} {d:?}");
         let st = peer.status();
         assert_eq!(st.log_start_lsn, cut);
         // Without object storage vouching for the peer's start, it is no source.
-        assert_eq!(a.repair_plan(peer_log(&st), None), None);
-        assert_eq!(a.repair_plan(peer_log(&st), Some(cut - 1)), None);
-        let plan = a.repair_plan(peer_log(&st), Some(cut)).unwrap();
+        assert_eq!(a.repair_plan(&peer_log(&st), None), None);
+        assert_eq!(a.repair_plan(&peer_log(&st), Some(cut - 1)), None);
+        let plan = a.repair_plan(&peer_log(&st), Some(cut)).unwrap();
         assert_eq!(
             plan,
             RepairPlan {
@@ -1346,12 +1359,12 @@ mod tests {
         let copy = peer.read(plan.from, plan.to, usize::MAX).unwrap();
         // The restart is checked again at the repair itself.
         assert_eq!(
-            a.repair(peer_log(&st), &copy, Some(cut - 1))
+            a.repair(&peer_log(&st), &copy, Some(cut - 1))
                 .unwrap_err()
                 .kind(),
             ErrorKind::InvalidArgument
         );
-        a.repair(peer_log(&st), &copy, Some(cut)).unwrap();
+        a.repair(&peer_log(&st), &copy, Some(cut)).unwrap();
         let mine = a.status();
         assert_eq!(mine.damage, None);
         assert_eq!((mine.log_start_lsn, mine.flush_lsn), (cut, end));

@@ -256,8 +256,11 @@ impl SafekeeperState {
     }
 }
 
-/// How far past a damaged stretch's end a repair reads, for the frame that may straddle it.
-const STRADDLE_BYTES: u64 = 64 << 20;
+/// How far past a damaged stretch's end a repair reads, for the frame that may straddle it:
+/// the largest frame a committer appends, with its header (the same bound every hop of the
+/// WAL path is sized by, `ferrisdb_common::message_size`).
+const STRADDLE_BYTES: u64 = (ferrisdb_common::message_size::MAX_FRAME_BYTES
+    + ferrisdb_common::wal::FRAME_HEADER_LEN) as u64;
 
 /// How often a damaged database looks for a peer to repair from.
 const REPAIR_RETRY: Duration = Duration::from_secs(1);
@@ -297,28 +300,24 @@ async fn repair(
                     database: database.clone(),
                 };
                 let st = c.get_status(req).await?.into_inner();
-                let history: Vec<TermSwitch> = st.history.iter().map(Into::into).collect();
+                let peer_log = Arc::new(PeerLog {
+                    history: st.history.iter().map(Into::into).collect(),
+                    log_start: st.log_start_lsn,
+                    flush: st.flush_lsn,
+                });
                 let held = if st.log_start_lsn > d.from {
                     durable.durable(&database, st.log_start_lsn).await?
                 } else {
                     None
                 };
                 let plan = {
-                    let history = history.clone();
-                    t.with(move |a| {
-                        let peer = PeerLog {
-                            history: &history,
-                            log_start: st.log_start_lsn,
-                            flush: st.flush_lsn,
-                        };
-                        Ok(a.repair_plan(peer, held))
-                    })
-                    .await?
+                    let peer_log = peer_log.clone();
+                    t.with(move |a| Ok(a.repair_plan(&peer_log, held))).await?
                 };
                 let Some(plan) = plan else {
                     return Err(Error::unavailable(format!(
-                        "its log ({history:?}, [{}, {})) holds no copy this log can take",
-                        st.log_start_lsn, st.flush_lsn
+                        "its log ({:?}, [{}, {})) holds no copy this log can take",
+                        peer_log.history, st.log_start_lsn, st.flush_lsn
                     )));
                 };
                 let mut copy = Vec::new();
@@ -343,16 +342,9 @@ async fn repair(
                     }
                 }
                 // The plan is worked out again under the same lock as the repair itself.
-                t.with(move |a| {
-                    let peer = PeerLog {
-                        history: &history,
-                        log_start: st.log_start_lsn,
-                        flush: st.flush_lsn,
-                    };
-                    a.repair(peer, &copy, held)
-                })
-                .await
-                .map(|()| plan)
+                t.with(move |a| a.repair(&peer_log, &copy, held))
+                    .await
+                    .map(|()| plan)
             };
             match tokio::time::timeout(Duration::from_secs(30), attempt).await {
                 Ok(Ok(plan)) => {
