@@ -58,7 +58,14 @@ fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, ferrisdb_common::
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Each server sizes its own runtime (`--worker-threads`); the rest take one per core.
+    let runtime = match &cli.command {
+        Command::Safekeeper(a) => a.runtime.build(),
+        Command::Pageserver(a) => a.runtime.build(),
+        Command::Compute(a) => a.runtime.build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

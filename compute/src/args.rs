@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use ferrisdb_common::{DEFAULT_DATABASE, Result};
-use ferrisdb_server_common::args::SecurityArgs;
+use ferrisdb_server_common::args::{RuntimeArgs, SecurityArgs};
 use ferrisdb_server_common::auth::read_token_file;
 
 use crate::read_path::{DEFAULT_HOT_BUDGET_BYTES, TierConfig};
@@ -91,6 +91,11 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub security: SecurityArgs,
+    /// The async runtime's threads (read by the `ferrisdb` binary before it starts the
+    /// runtime; unused by `run`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl std::fmt::Debug for Args {
@@ -137,6 +142,7 @@ impl Args {
             warm_tier_memory_bytes: DEFAULT_WARM_TIER_MEMORY_BYTES,
             warm_tier_disk_bytes: DEFAULT_WARM_TIER_DISK_BYTES,
             security: SecurityArgs::default(),
+            runtime: RuntimeArgs::default(),
         }
     }
 
@@ -210,6 +216,9 @@ mod tests {
             security: SecurityArgs {
                 cluster_token_file: Some("/cluster.token".into()),
                 ..SecurityArgs::default()
+            },
+            runtime: RuntimeArgs {
+                worker_threads: Some(3),
             },
             ..bare.clone()
         };

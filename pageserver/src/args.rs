@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrisdb_common::{DEFAULT_DATABASE, Result};
-use ferrisdb_server_common::args::{S3Args, SecurityArgs};
+use ferrisdb_server_common::args::{RuntimeArgs, S3Args, SecurityArgs};
 
 use crate::PageserverConfig;
 use crate::block_cache::BlockCacheConfig;
@@ -86,6 +86,11 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub security: SecurityArgs,
+    /// The async runtime's threads (read by the `ferrisdb` binary before it starts the
+    /// runtime; unused by `run`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl Args {
@@ -108,6 +113,7 @@ impl Args {
             compact_after_deltas: DEFAULT_COMPACT_AFTER_DELTAS,
             max_branches: DEFAULT_MAX_BRANCHES,
             security: SecurityArgs::default(),
+            runtime: RuntimeArgs::default(),
         }
     }
 
@@ -178,6 +184,9 @@ mod tests {
             security: SecurityArgs {
                 cluster_token_file: Some("/cluster.token".into()),
                 ..SecurityArgs::default()
+            },
+            runtime: RuntimeArgs {
+                worker_threads: Some(2),
             },
             ..bare
         };

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use ferrisdb_common::Result;
-use ferrisdb_server_common::args::{S3Args, SecurityArgs};
+use ferrisdb_server_common::args::{RuntimeArgs, S3Args, SecurityArgs};
 
 use crate::SafekeeperConfig;
 use crate::service::{DEFAULT_MAX_DATABASES, Limits};
@@ -73,6 +73,11 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub security: SecurityArgs,
+    /// The async runtime's threads (read by the `ferrisdb` binary before it starts the
+    /// runtime; unused by `run`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl Args {
@@ -91,6 +96,7 @@ impl Args {
             object_store: None,
             s3: S3Args::default(),
             security: SecurityArgs::default(),
+            runtime: RuntimeArgs::default(),
         }
     }
 
@@ -152,6 +158,9 @@ mod tests {
                 cluster_token_file: Some("/cluster.token".into()),
                 admin_token_file: Some("/admin.token".into()),
                 insecure: true,
+            },
+            runtime: RuntimeArgs {
+                worker_threads: Some(1),
             },
             ..bare
         };
