@@ -263,8 +263,13 @@ impl Committer {
         let mut open = true;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut q = quorum.borrow_and_update().clone();
         loop {
-            let q = quorum.borrow_and_update().clone();
+            // Copied only when it moved (an allocation per turn otherwise). `changed()` below
+            // marks what it saw as seen, so that arm copies it itself.
+            if quorum.has_changed().unwrap_or(false) {
+                q = quorum.borrow_and_update().clone();
+            }
             self.complete_durable(&q);
             // Marked seen before the bytes are checked, so an eviction in between still wakes
             // the select below.
@@ -326,6 +331,7 @@ impl Committer {
                     if changed.is_err() {
                         return;
                     }
+                    q = quorum.borrow_and_update().clone();
                 }
                 // The hot tier keeps the sender, so this never ends in an error.
                 _ = evictions.changed(), if throttled => {}
