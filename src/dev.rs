@@ -193,10 +193,7 @@ fn plan(
             object_store: sk_store.clone(),
             s3: sk_s3.clone(),
             security: security.clone(),
-            // One worker: a safekeeper's work is a write and a sync per append group, and
-            // with five processes on one machine, a worker per core in each made every
-            // append a wake-up across threads (docs/benchmarks/request-path-profile.md,
-            // tenth round). A safekeeper on a machine of its own keeps one per core.
+            // One worker each: the reason is on `RuntimeArgs::worker_threads`.
             runtime: ferrisdb_server_common::args::RuntimeArgs {
                 worker_threads: Some(1),
             },

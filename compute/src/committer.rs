@@ -265,8 +265,8 @@ impl Committer {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut q = quorum.borrow_and_update().clone();
         loop {
-            // Copied only when it moved (an allocation per turn otherwise). `changed()` below
-            // marks what it saw as seen, so that arm copies it itself.
+            // Copied only when it moved (an allocation per turn otherwise); this is the one
+            // place it is copied (the `changed()` arm below marks what it saw unseen again).
             if quorum.has_changed().unwrap_or(false) {
                 q = quorum.borrow_and_update().clone();
             }
@@ -331,7 +331,9 @@ impl Committer {
                     if changed.is_err() {
                         return;
                     }
-                    q = quorum.borrow_and_update().clone();
+                    // `changed()` marked the new state seen; unmark it so the loop's top,
+                    // which copies on `has_changed`, takes it.
+                    quorum.mark_changed();
                 }
                 // The hot tier keeps the sender, so this never ends in an error.
                 _ = evictions.changed(), if throttled => {}

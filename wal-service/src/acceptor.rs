@@ -115,6 +115,28 @@ pub struct RepairPlan {
     pub to: Lsn,
 }
 
+/// How far past a damaged stretch's end a repair reads, for the frame that may straddle it:
+/// the largest frame a committer appends, with its header (the same bound every hop of the
+/// WAL path is sized by, `ferrisdb_common::message_size`).
+pub const STRADDLE_BYTES: u64 =
+    (ferrisdb_common::message_size::MAX_FRAME_BYTES + wal::FRAME_HEADER_LEN) as u64;
+
+impl RepairPlan {
+    /// Where the copy read from a peer whose log ends at `peer_flush` must reach for this plan
+    /// to mend `damage`. Where the plan ends at the damaged stretch's own end, a torn write
+    /// may have left that end inside a frame, and the frame straddling it is wanted too (see
+    /// [`Acceptor::repair`]): up to [`STRADDLE_BYTES`] past it, as far as the peer holds.
+    pub fn copy_end(&self, damage: Damage, peer_flush: Lsn) -> Lsn {
+        if self.to == damage.to {
+            peer_flush
+                .min(self.to.saturating_add(STRADDLE_BYTES))
+                .max(self.to)
+        } else {
+            self.to
+        }
+    }
+}
+
 /// One database's acceptor.
 #[derive(Debug)]
 pub struct Acceptor {
@@ -1298,13 +1320,79 @@ mod tests {
             a.repair(&peer_log(&st), &short, None).unwrap_err().kind(),
             ErrorKind::InvalidArgument
         );
-        let copy = peer.read(plan.from, peer_end, usize::MAX).unwrap();
+        let copy = peer
+            .read(plan.from, plan.copy_end(d, st.flush_lsn), usize::MAX)
+            .unwrap();
         a.repair(&peer_log(&st), &copy, None).unwrap();
         assert_eq!(a.status().damage, None);
         assert_eq!(a.status().flush_lsn, peer_end);
         assert_eq!(
             a.read(0, peer_end, usize::MAX).unwrap(),
             peer.read(0, peer_end, usize::MAX).unwrap()
+        );
+    }
+
+    /// The edge of the straddle bound: a torn write leaves the stretch's end a few bytes into
+    /// the largest frame a committer appends, and the peer holds more past it, so the copy
+    /// read to [`RepairPlan::copy_end`] must reach that whole frame through the bound alone.
+    #[test]
+    fn a_torn_write_into_the_largest_frame_is_repaired_through_the_straddle_bound() {
+        let Pair {
+            peer_dir: _peer_dir,
+            dir,
+            mut peer,
+            mut a,
+            starts,
+            end,
+        } = pair_in_term_1(1..=3, SEGMENT_TARGET_SIZE);
+        // A frame of exactly the committer's largest size, then another as large after it,
+        // so that the peer's log end is no help and only the bound decides.
+        let largest = |at: Lsn, tag: u8| {
+            let value_len = |n: usize| {
+                let m = Mutation::Set {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from(vec![tag; n]),
+                };
+                encode_frame(at, 7, &[m]).0
+            };
+            let probe = value_len(0).len();
+            let f = value_len(ferrisdb_common::message_size::MAX_FRAME_BYTES - probe);
+            assert_eq!(f.len(), ferrisdb_common::message_size::MAX_FRAME_BYTES);
+            f
+        };
+        let big = largest(end, 3);
+        let big_end = peer.append(1, sess(&peer), end, &big, end).unwrap();
+        let after = largest(big_end, 4);
+        let peer_end = peer
+            .append(1, sess(&peer), big_end, &after, big_end)
+            .unwrap();
+        a.persist_commit_lsn().unwrap();
+        drop(a);
+        // `a` got only the big frame's first 64 bytes, and its second frame is damaged.
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let torn = 64;
+        bytes[end as usize..end as usize + torn].copy_from_slice(&big[..torn]);
+        bytes[starts[1] as usize + 12] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let d = a.status().damage.unwrap();
+        assert_eq!(d.from, starts[1]);
+        assert!(d.to > end && d.to <= end + torn as u64, "{d:?}");
+        let st = peer.status();
+        let plan = a.repair_plan(&peer_log(&st), None).unwrap();
+        let copy_end = plan.copy_end(d, st.flush_lsn);
+        // Past the big frame, and short of the peer's end: the bound, not the peer, decided.
+        assert!(copy_end >= big_end && copy_end < peer_end, "{copy_end}");
+        let copy = peer.read(plan.from, copy_end, usize::MAX).unwrap();
+        assert_eq!(plan.from + copy.len() as u64, big_end);
+        a.repair(&peer_log(&st), &copy, None).unwrap();
+        assert_eq!(a.status().damage, None);
+        assert_eq!(a.status().flush_lsn, big_end);
+        assert_eq!(
+            a.read(0, big_end, usize::MAX).unwrap(),
+            peer.read(0, big_end, usize::MAX).unwrap()
         );
     }
 

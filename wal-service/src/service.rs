@@ -256,12 +256,6 @@ impl SafekeeperState {
     }
 }
 
-/// How far past a damaged stretch's end a repair reads, for the frame that may straddle it:
-/// the largest frame a committer appends, with its header (the same bound every hop of the
-/// WAL path is sized by, `ferrisdb_common::message_size`).
-const STRADDLE_BYTES: u64 = (ferrisdb_common::message_size::MAX_FRAME_BYTES
-    + ferrisdb_common::wal::FRAME_HEADER_LEN) as u64;
-
 /// How often a damaged database looks for a peer to repair from.
 const REPAIR_RETRY: Duration = Duration::from_secs(1);
 
@@ -305,8 +299,8 @@ async fn repair(
                     log_start: st.log_start_lsn,
                     flush: st.flush_lsn,
                 });
-                let held = if st.log_start_lsn > d.from {
-                    durable.durable(&database, st.log_start_lsn).await?
+                let held = if peer_log.log_start > d.from {
+                    durable.durable(&database, peer_log.log_start).await?
                 } else {
                     None
                 };
@@ -317,24 +311,15 @@ async fn repair(
                 let Some(plan) = plan else {
                     return Err(Error::unavailable(format!(
                         "its log ({:?}, [{}, {})) holds no copy this log can take",
-                        peer_log.history, st.log_start_lsn, st.flush_lsn
+                        peer_log.history, peer_log.log_start, peer_log.flush
                     )));
                 };
                 let mut copy = Vec::new();
                 if plan.to > plan.from {
-                    // Where the stretch's own end may fall inside a frame (a torn write),
-                    // the frame straddling it is wanted too (see `Acceptor::repair`).
-                    let end = if plan.to == d.to {
-                        st.flush_lsn
-                            .min(plan.to.saturating_add(STRADDLE_BYTES))
-                            .max(plan.to)
-                    } else {
-                        plan.to
-                    };
                     let req = ReadWalRequest {
                         database: database.clone(),
                         start_lsn: plan.from,
-                        end_lsn: Some(end),
+                        end_lsn: Some(plan.copy_end(d, peer_log.flush)),
                     };
                     let mut stream = c.read_wal(req).await?.into_inner();
                     while let Some(chunk) = stream.message().await? {

@@ -4,7 +4,7 @@
 /// the `ferrisdb` binary builds its runtime from them before anything else starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct RuntimeArgs {
-    /// Worker threads of the async runtime (default: one per core). Fewer suit a process
+    /// Worker threads of the async runtime, 1 to 1024 (default: one per core). Fewer suit a process
     /// sharing its machine with others: `ferrisdb dev` runs each safekeeper on one, since
     /// five processes on one machine each running a worker per core wake one another across
     /// threads and cores for every append (docs/benchmarks/request-path-profile.md, tenth
