@@ -1278,33 +1278,46 @@ mod tests {
 
     /// A torn write after the damage ends the stretch inside a frame the peer holds whole:
     /// the repair takes that frame too rather than wait for a copy ending mid-frame.
+    /// Damages the committed frame at `damaged` in `a`'s log (in its first segment), writes
+    /// `torn` (the start of a frame the peer holds whole) at `end` as a torn write would, and
+    /// reopens it. The damaged stretch runs to the torn write's last byte that is not zero:
+    /// inside the torn frame.
+    fn torn_after_damage(
+        mut a: Acceptor,
+        dir: &tempfile::TempDir,
+        damaged: Lsn,
+        end: Lsn,
+        torn: &[u8],
+    ) -> (Acceptor, Damage) {
+        a.persist_commit_lsn().unwrap();
+        drop(a);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[end as usize..end as usize + torn.len()].copy_from_slice(torn);
+        bytes[damaged as usize + 12] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let d = a.status().damage.unwrap();
+        assert_eq!(d.from, damaged);
+        assert!(d.to > end && d.to <= end + torn.len() as u64, "{d:?}");
+        (a, d)
+    }
+
     #[test]
     fn damage_followed_by_a_torn_write_is_repaired_through_the_straddling_frame() {
         let Pair {
             peer_dir: _peer_dir,
             dir,
             mut peer,
-            mut a,
+            a,
             starts,
             end,
         } = pair_in_term_1(1..=4, SEGMENT_TARGET_SIZE);
         // The peer also holds a fifth frame; `a` got only its first half on disk.
         let fifth = frame(end, 5);
         let peer_end = peer.append(1, sess(&peer), end, &fifth, end).unwrap();
-        a.persist_commit_lsn().unwrap();
-        drop(a);
-        let seg = dir.path().join(format!("{:016X}.seg", 0));
-        let mut bytes = std::fs::read(&seg).unwrap();
         let half = fifth.len() / 2;
-        bytes[end as usize..end as usize + half].copy_from_slice(&fifth[..half]);
-        bytes[starts[1] as usize + 12] ^= 0x01;
-        std::fs::write(&seg, &bytes).unwrap();
-
-        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        let d = a.status().damage.unwrap();
-        // The stretch runs to the torn write's last byte that is not zero: inside the frame.
-        assert_eq!(d.from, starts[1]);
-        assert!(d.to > end && d.to <= end + half as u64, "{d:?}");
+        let (mut a, d) = torn_after_damage(a, &dir, starts[1], end, &fifth[..half]);
         let st = peer.status();
         let plan = a.repair_plan(&peer_log(&st), None).unwrap();
         assert_eq!(
@@ -1341,7 +1354,7 @@ mod tests {
             peer_dir: _peer_dir,
             dir,
             mut peer,
-            mut a,
+            a,
             starts,
             end,
         } = pair_in_term_1(1..=3, SEGMENT_TARGET_SIZE);
@@ -1366,20 +1379,8 @@ mod tests {
         let peer_end = peer
             .append(1, sess(&peer), big_end, &after, big_end)
             .unwrap();
-        a.persist_commit_lsn().unwrap();
-        drop(a);
-        // `a` got only the big frame's first 64 bytes, and its second frame is damaged.
-        let seg = dir.path().join(format!("{:016X}.seg", 0));
-        let mut bytes = std::fs::read(&seg).unwrap();
-        let torn = 64;
-        bytes[end as usize..end as usize + torn].copy_from_slice(&big[..torn]);
-        bytes[starts[1] as usize + 12] ^= 0x01;
-        std::fs::write(&seg, &bytes).unwrap();
-
-        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
-        let d = a.status().damage.unwrap();
-        assert_eq!(d.from, starts[1]);
-        assert!(d.to > end && d.to <= end + torn as u64, "{d:?}");
+        // `a` got only the big frame's first 64 bytes.
+        let (mut a, d) = torn_after_damage(a, &dir, starts[1], end, &big[..64]);
         let st = peer.status();
         let plan = a.repair_plan(&peer_log(&st), None).unwrap();
         let copy_end = plan.copy_end(d, st.flush_lsn);
