@@ -19,8 +19,6 @@ use std::process::Command;
 
 use support::{BIN, DevCluster, Moto};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 /// Flags a compose service may add to what dev passes: credentials for listeners beyond
 /// loopback (docs/security.md), TLS, and scale to zero behind `ferrisdb proxy`.
 const EXTRA_FLAGS: &[&str] = &[
@@ -65,7 +63,7 @@ fn compose() -> Result<PathBuf, String> {
 fn run_compose(bin: &Path, secrets: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin)
         .args(args)
-        .current_dir(ROOT)
+        .current_dir(support::root())
         .env("FERRISDB_SECRETS_DIR", secrets)
         .env_remove("COMPOSE_PROFILES")
         .env_remove("COMPOSE_FILE")
@@ -183,7 +181,7 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let secrets = tmp.path().join("secrets");
     let made = Command::new("sh")
-        .arg(Path::new(ROOT).join("compose/secrets.sh"))
+        .arg(support::root().join("compose/secrets.sh"))
         .env("FERRISDB_SECRETS_DIR", &secrets)
         .output()
         .unwrap();
@@ -274,7 +272,7 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
         ],
     );
     let prometheus =
-        std::fs::read_to_string(Path::new(ROOT).join("compose/prometheus.yml")).unwrap();
+        std::fs::read_to_string(support::root().join("compose/prometheus.yml")).unwrap();
     for (variant, project) in [("plain", &plain), ("tls", &tls), ("scale-to-zero", &scaled)] {
         let commands = ferrisdb_commands(project);
         let mut kinds: Vec<&str> = commands.values().map(|(k, _)| k.as_str()).collect();

@@ -52,7 +52,7 @@ fn documented_output(source: &str) -> String {
 async fn build_examples() -> PathBuf {
     let profile_dir = Path::new(BIN).parent().unwrap().to_path_buf();
     let target_dir = profile_dir.parent().unwrap();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let manifest = support::root().join("Cargo.toml");
     let mut cmd = tokio::process::Command::new(env!("CARGO"));
     cmd.args([
         "build",
@@ -117,7 +117,7 @@ async fn examples_print_what_their_docs_say() {
     // same.
     for pass in 1..=2 {
         for name in EXAMPLES {
-            let source_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            let source_path = support::root()
                 .join("client/examples")
                 .join(format!("{name}.rs"));
             let expected = documented_output(&std::fs::read_to_string(&source_path).unwrap());

@@ -33,7 +33,7 @@ fn documents() -> Vec<(ApiInfo, utoipa::openapi::OpenApi)> {
 }
 
 fn committed_path(info: &ApiInfo) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    support::root()
         .join("docs/openapi")
         .join(format!("{}.json", info.component))
 }

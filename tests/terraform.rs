@@ -4,7 +4,6 @@
 //! checkov with no unjustified finding) and `terraform/moto.sh` (a real apply and destroy
 //! against moto on loopback). Skipped, saying why, where terraform is not installed.
 
-use std::path::Path;
 use std::process::Command;
 
 /// Runs `terraform/SCRIPT` and asserts it succeeds and printed every one of `stages`; `None`
@@ -20,9 +19,12 @@ fn run_script(script: &str, stages: &[&str]) -> Option<()> {
         );
         return None;
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("terraform")
-        .join(script);
+    // Read at run time: a target directory shared between checkouts reuses a test compiled
+    // in another.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let path = root.join("terraform").join(script);
     let out = Command::new("sh")
         .arg(&path)
         .output()

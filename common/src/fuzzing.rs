@@ -114,12 +114,25 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Where the corpus of `target` lives: `fuzz/corpus/<target>/` at the repository root.
+/// Where the corpus of `target` lives: `fuzz/corpus/<target>/` at the repository root, found
+/// from the package cargo is testing (`CARGO_MANIFEST_DIR` as cargo sets it at run time, any
+/// crate of the workspace) or else from this crate's own directory. Not only the path compiled
+/// in: a target directory shared between checkouts reuses this crate as compiled in another.
 pub fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("fuzz")
-        .join("corpus")
+    let at_run_time = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let starts = at_run_time
+        .into_iter()
+        .chain(std::iter::once(PathBuf::from(env!("CARGO_MANIFEST_DIR"))));
+    let corpus = Path::new("fuzz").join("corpus");
+    starts
+        .flat_map(|start| start.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
+        .map(|dir| dir.join(&corpus))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(&corpus)
+        })
         .join(target)
 }
 
