@@ -60,6 +60,15 @@ const RECONNECT: Duration = Duration::from_millis(100);
 const MAX_APPEND_BYTES: usize = 4 << 20;
 /// At most this much WAL is sent but not yet acknowledged on one stream.
 const MAX_IN_FLIGHT_BYTES: u64 = 16 << 20;
+/// How long the laggard (see [`laggard`]) gathers WAL before sending it, unless
+/// [`LAGGARD_BYTES`] gather first. Each append costs a safekeeper a message, a write and an
+/// fdatasync (on this project's VM, two virtio requests whose notifications are most of a
+/// safekeeper's CPU), and a batch needs only a majority's: the third safekeeper takes the
+/// batches of this long in one append. Commits wait for it only while one of the other two
+/// is stalled without being down, and then at most this long more.
+pub const LAGGARD_LINGER: Duration = Duration::from_millis(2);
+/// The laggard sends at once once this much WAL is waiting for it.
+const LAGGARD_BYTES: u64 = 1 << 20;
 /// The buffer keeps at most this much WAL below the commit position for lagging safekeepers;
 /// older WAL is read back from a safekeeper that has it.
 const MAX_BUFFERED_COMMITTED_BYTES: usize = 64 << 20;
@@ -106,6 +115,16 @@ pub struct Quorum {
     pub peers: Vec<PeerState>,
     /// Why this proposer was fenced, once it was.
     pub fenced: Option<String>,
+}
+
+/// The safekeeper whose appends may wait up to [`LAGGARD_LINGER`] to gather into one: the
+/// last, and only while every other one is up and has room, so that those alone are a
+/// majority (with three, two). Any of them down or full, and nobody lags: every batch then
+/// needs every safekeeper that can take it. Pure, for the tests.
+pub fn laggard(q: &Quorum) -> Option<usize> {
+    let (_, others) = q.peers.split_last()?;
+    let eager = others.iter().filter(|p| p.up && !p.full).count();
+    (eager == others.len() && eager >= q.majority()).then_some(others.len())
 }
 
 impl Quorum {
@@ -227,6 +246,9 @@ pub struct Proposer {
     /// When every read lease an older term's primary may hold has run out, as the voters
     /// reported it: this term serves nothing before then.
     older_leases_end: tokio::time::Instant,
+    /// [`LAGGARD_LINGER`] in microseconds, but for tests that lengthen it to see the
+    /// laggard gather.
+    laggard_linger_micros: std::sync::atomic::AtomicU64,
 }
 
 /// The gRPC path of `Safekeeper/Append`, opened directly on the HTTP/2 connection.
@@ -376,6 +398,9 @@ impl Proposer {
             traces: Mutex::default(),
             lease,
             older_leases_end: answered + older_lease,
+            laggard_linger_micros: std::sync::atomic::AtomicU64::new(
+                LAGGARD_LINGER.as_micros() as u64
+            ),
         }))
     }
 
@@ -525,6 +550,15 @@ impl Proposer {
     /// A view of the safekeepers' states that changes as they do.
     pub fn watch_quorum(&self) -> watch::Receiver<Quorum> {
         self.quorum.subscribe()
+    }
+
+    /// Lengthens (or shortens) how long the laggard gathers, for tests.
+    #[cfg(test)]
+    pub(crate) fn set_laggard_linger(&self, linger: Duration) {
+        self.laggard_linger_micros.store(
+            linger.as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Starts one replication task per safekeeper, and the renewal of the read lease.
@@ -748,15 +782,37 @@ impl Proposer {
         let mut awaiting = 0usize;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
+        // While this safekeeper is the laggard: when the WAL waiting for it goes out.
+        let mut gather_until: Option<tokio::time::Instant> = None;
         loop {
             let Positions {
                 end,
                 commit,
                 announced,
             } = *positions.borrow_and_update();
+            let may_send = sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES;
+            // The laggard's WAL waits to gather, and is not woken by each batch meanwhile: the
+            // WAL and the commit position it carries are read afresh when the wait ends.
+            let gathering = if may_send
+                && end - sent < LAGGARD_BYTES
+                && laggard(&self.quorum.borrow()) == Some(i)
+            {
+                let until = *gather_until.get_or_insert_with(|| {
+                    let linger = self
+                        .laggard_linger_micros
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::Instant::now() + Duration::from_micros(linger)
+                });
+                (tokio::time::Instant::now() < until).then_some(until)
+            } else {
+                None
+            };
             // WAL carries the newest commit position; without WAL, only an announced one goes
             // out alone (see `Proposer::set_commit_quietly`).
-            let wal = if sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES {
+            let wal = if gathering.is_some() {
+                None
+            } else if may_send {
+                gather_until = None;
                 Some(self.frames_from(i, sent, end).await?)
             } else if awaiting == 0 && (probe || commit_sent < announced) {
                 Some(Bytes::new())
@@ -794,13 +850,14 @@ impl Proposer {
                     awaiting = awaiting.saturating_sub(1);
                     self.peer_answered(i, flush, resp.budget_full);
                 }
-                _ = keepalive.tick() => {
+                _ = tokio::time::sleep_until(gathering.unwrap_or_else(tokio::time::Instant::now)), if gathering.is_some() => {}
+                _ = keepalive.tick(), if gathering.is_none() => {
                     // An idle stream still hears how full the safekeeper is.
                     if awaiting == 0 {
                         probe = true;
                     }
                 }
-                changed = positions.changed() => {
+                changed = positions.changed(), if gathering.is_none() => {
                     if changed.is_err() {
                         return Ok(());
                     }
@@ -1210,6 +1267,86 @@ mod tests {
         .unwrap()
         .clone();
         assert!(!q.quorum_up());
+    }
+
+    #[test]
+    fn the_last_safekeeper_lags_only_while_the_others_are_a_majority_with_room() {
+        let up = PeerState {
+            up: true,
+            ..PeerState::default()
+        };
+        let full = PeerState {
+            full: true,
+            ..up.clone()
+        };
+        let q = |peers: Vec<PeerState>| Quorum {
+            peers,
+            fenced: None,
+        };
+        assert_eq!(laggard(&q(vec![up.clone(); 3])), Some(2));
+        assert_eq!(laggard(&q(vec![up.clone(); 5])), Some(4));
+        // The laggard's own state does not matter: it is not needed for a majority.
+        assert_eq!(
+            laggard(&q(vec![up.clone(), up.clone(), PeerState::default()])),
+            Some(2)
+        );
+        // One of the others down or full: every batch needs every safekeeper that can take it.
+        assert_eq!(
+            laggard(&q(vec![PeerState::default(), up.clone(), up.clone()])),
+            None
+        );
+        assert_eq!(laggard(&q(vec![up.clone(), full, up.clone()])), None);
+        // Too few for anyone to lag.
+        assert_eq!(laggard(&q(vec![up.clone(); 2])), None);
+        assert_eq!(laggard(&q(vec![up.clone()])), None);
+        assert_eq!(laggard(&q(Vec::new())), None);
+    }
+
+    /// Commits become durable on the first two safekeepers while the third gathers their WAL,
+    /// which it then gets whole in the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commits_are_durable_on_two_while_the_laggard_gathers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (urls, _stop) = safekeepers(dir.path()).await;
+        let p = elect(&urls).await;
+        // Long enough that nothing reaches the laggard while the commits below complete.
+        p.set_laggard_linger(Duration::from_secs(5));
+        p.start();
+        let mut quorum = p.watch_quorum();
+        quorum
+            .wait_for(|q| q.peers.iter().all(|s| s.up))
+            .await
+            .unwrap();
+        let laggard_before = quorum.borrow().peers[2].flush;
+        for i in 0..10u64 {
+            let set = ferrisdb_common::wal::Mutation::Set {
+                key: Bytes::from(format!("k{i}")),
+                value: Bytes::from_static(b"v"),
+            };
+            let (frame, version) = ferrisdb_common::wal::encode_frame(p.end_lsn(), i, &[set]);
+            p.append(frame).unwrap();
+            p.wait_durable(version.0, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        let end = p.end_lsn();
+        let q = quorum.borrow().clone();
+        assert_eq!(q.peers[0].flush, Some(end));
+        assert_eq!(q.peers[1].flush, Some(end));
+        assert_eq!(
+            q.peers[2].flush, laggard_before,
+            "the laggard was sent WAL before its linger ended"
+        );
+        // And once it ends, the laggard has it all. (Its answers move no majority, so they
+        // wake no watcher: polled.)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while quorum.borrow().peers[2].flush != Some(end) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the laggard never caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[test]
