@@ -69,6 +69,12 @@ const MAX_IN_FLIGHT_BYTES: u64 = 16 << 20;
 pub const LAGGARD_LINGER: Duration = Duration::from_millis(2);
 /// The laggard sends at once once this much WAL is waiting for it.
 const LAGGARD_BYTES: u64 = 1 << 20;
+/// A safekeeper that leaves an append unanswered this long is slow (see [`PeerState::slow`]):
+/// nobody lags while one of the others is, so a stalled disk or process behind an open stream
+/// costs commits the laggard's wait only until its sender next wakes past this (under load,
+/// the next batch), not for as long as it stalls. Many times an fdatasync's usual length, so
+/// a sound safekeeper under load is not taken for a slow one.
+pub const SLOW_AFTER: Duration = Duration::from_millis(5);
 /// The buffer keeps at most this much WAL below the commit position for lagging safekeepers;
 /// older WAL is read back from a safekeeper that has it.
 const MAX_BUFFERED_COMMITTED_BYTES: usize = 64 << 20;
@@ -85,6 +91,10 @@ pub struct PeerState {
     /// It refused an append for its WAL disk budget, and no append has succeeded since: it
     /// does not count toward a quorum for new commits.
     pub full: bool,
+    /// It has left an append unanswered for [`SLOW_AFTER`] or longer (a stalled disk or
+    /// process whose stream is still open). It still counts toward a quorum; only, nobody
+    /// lags while it is slow (see [`laggard`]).
+    pub slow: bool,
 }
 
 impl PeerState {
@@ -108,6 +118,36 @@ impl PeerState {
     }
 }
 
+/// When each append on a stream still waiting for its answer was sent, oldest first: a
+/// stream answers in order, so the oldest is the one the safekeeper is late with.
+#[derive(Debug, Default)]
+struct Unanswered(VecDeque<tokio::time::Instant>);
+
+impl Unanswered {
+    fn sent(&mut self, at: tokio::time::Instant) {
+        self.0.push_back(at);
+    }
+
+    fn answered(&mut self) {
+        self.0.pop_front();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// When the safekeeper becomes slow if its oldest unanswered append stays unanswered for
+    /// `slow_after` ([`SLOW_AFTER`] but in tests).
+    fn slow_at(&self, slow_after: Duration) -> Option<tokio::time::Instant> {
+        self.0.front().map(|sent| *sent + slow_after)
+    }
+
+    /// Whether it is slow at `now`: an append unanswered for `slow_after` or longer.
+    fn slow(&self, now: tokio::time::Instant, slow_after: Duration) -> bool {
+        self.slow_at(slow_after).is_some_and(|at| now >= at)
+    }
+}
+
 /// Every safekeeper's state, plus whether a newer term has fenced this proposer.
 #[derive(Debug, Clone, Default)]
 pub struct Quorum {
@@ -118,12 +158,12 @@ pub struct Quorum {
 }
 
 /// The safekeeper whose appends may wait up to [`LAGGARD_LINGER`] to gather into one: the
-/// last, and only while every other one is up and has room, so that those alone are a
-/// majority (with three, two). Any of them down or full, and nobody lags: every batch then
-/// needs every safekeeper that can take it. Pure, for the tests.
+/// last, and only while every other one is up, has room and answers promptly, so that those
+/// alone are a majority (with three, two). Any of them down, full or slow, and nobody lags:
+/// every batch then goes to every safekeeper at once. Pure, for the tests.
 pub fn laggard(q: &Quorum) -> Option<usize> {
     let (_, others) = q.peers.split_last()?;
-    let eager = others.iter().filter(|p| p.up && !p.full).count();
+    let eager = others.iter().filter(|p| p.up && !p.full && !p.slow).count();
     (eager == others.len() && eager >= q.majority()).then_some(others.len())
 }
 
@@ -246,9 +286,9 @@ pub struct Proposer {
     /// When every read lease an older term's primary may hold has run out, as the voters
     /// reported it: this term serves nothing before then.
     older_leases_end: tokio::time::Instant,
-    /// [`LAGGARD_LINGER`] in microseconds, but for tests that lengthen it to see the
-    /// laggard gather.
-    laggard_linger_micros: std::sync::atomic::AtomicU64,
+    /// [`LAGGARD_LINGER`] and [`SLOW_AFTER`] in microseconds, but for tests that lengthen
+    /// them to see the laggard gather.
+    laggard_timing_micros: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// The gRPC path of `Safekeeper/Append`, opened directly on the HTTP/2 connection.
@@ -398,9 +438,8 @@ impl Proposer {
             traces: Mutex::default(),
             lease,
             older_leases_end: answered + older_lease,
-            laggard_linger_micros: std::sync::atomic::AtomicU64::new(
-                LAGGARD_LINGER.as_micros() as u64
-            ),
+            laggard_timing_micros: [LAGGARD_LINGER, SLOW_AFTER]
+                .map(|d| std::sync::atomic::AtomicU64::new(d.as_micros() as u64)),
         }))
     }
 
@@ -552,13 +591,21 @@ impl Proposer {
         self.quorum.subscribe()
     }
 
-    /// Lengthens (or shortens) how long the laggard gathers, for tests.
+    /// Sets how long the laggard gathers and when a safekeeper is slow, for tests.
     #[cfg(test)]
-    pub(crate) fn set_laggard_linger(&self, linger: Duration) {
-        self.laggard_linger_micros.store(
-            linger.as_micros() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+    pub(crate) fn set_laggard_timing(&self, linger: Duration, slow_after: Duration) {
+        for (at, d) in self.laggard_timing_micros.iter().zip([linger, slow_after]) {
+            at.store(d.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// How long the laggard gathers, and when a safekeeper is slow.
+    fn laggard_timing(&self) -> (Duration, Duration) {
+        let [linger, slow_after] = self
+            .laggard_timing_micros
+            .each_ref()
+            .map(|at| Duration::from_micros(at.load(std::sync::atomic::Ordering::Relaxed)));
+        (linger, slow_after)
     }
 
     /// Starts one replication task per safekeeper, and the renewal of the read lease.
@@ -779,7 +826,8 @@ impl Proposer {
         // full the safekeeper is, and `full` must not outlive the next one (see
         // PeerState::after_stream_end).
         let mut probe = true;
-        let mut awaiting = 0usize;
+        let mut unanswered = Unanswered::default();
+        let mut slow = false;
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         keepalive.tick().await;
         // While this safekeeper is the laggard: when the WAL waiting for it goes out.
@@ -790,6 +838,14 @@ impl Proposer {
                 commit,
                 announced,
             } = *positions.borrow_and_update();
+            let (linger, slow_after) = self.laggard_timing();
+            // Checked at each wake-up rather than on a timer of its own: under load every
+            // batch wakes this task, and without load nothing waits on the laggard for long.
+            if !slow && unanswered.slow(tokio::time::Instant::now(), slow_after) {
+                tracing::debug!(database = %self.database, safekeeper = i, "safekeeper slow to answer: nobody lags");
+                slow = true;
+                self.update_peer(i, |p| p.slow = true);
+            }
             let may_send = sent < end && sent.saturating_sub(flush) < MAX_IN_FLIGHT_BYTES;
             // The laggard's WAL waits to gather, and is not woken by each batch meanwhile: the
             // WAL and the commit position it carries are read afresh when the wait ends.
@@ -797,12 +853,8 @@ impl Proposer {
                 && end - sent < LAGGARD_BYTES
                 && laggard(&self.quorum.borrow()) == Some(i)
             {
-                let until = *gather_until.get_or_insert_with(|| {
-                    let linger = self
-                        .laggard_linger_micros
-                        .load(std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::Instant::now() + Duration::from_micros(linger)
-                });
+                let until =
+                    *gather_until.get_or_insert_with(|| tokio::time::Instant::now() + linger);
                 (tokio::time::Instant::now() < until).then_some(until)
             } else {
                 None
@@ -814,7 +866,7 @@ impl Proposer {
             } else if may_send {
                 gather_until = None;
                 Some(self.frames_from(i, sent, end).await?)
-            } else if awaiting == 0 && (probe || commit_sent < announced) {
+            } else if unanswered.is_empty() && (probe || commit_sent < announced) {
                 Some(Bytes::new())
             } else {
                 None
@@ -835,7 +887,7 @@ impl Proposer {
                 requests
                     .send(append_message(&req)?)
                     .map_err(|_| Error::unavailable("append stream closed"))?;
-                awaiting += 1;
+                unanswered.sent(tokio::time::Instant::now());
                 sent += n;
                 commit_sent = commit;
                 probe = false;
@@ -847,13 +899,17 @@ impl Proposer {
                         return Err(Error::unavailable("safekeeper closed the append stream"));
                     };
                     flush = resp.flush_lsn;
-                    awaiting = awaiting.saturating_sub(1);
+                    unanswered.answered();
                     self.peer_answered(i, flush, resp.budget_full);
+                    if slow && !unanswered.slow(tokio::time::Instant::now(), slow_after) {
+                        slow = false;
+                        self.update_peer(i, |p| p.slow = false);
+                    }
                 }
                 _ = tokio::time::sleep_until(gathering.unwrap_or_else(tokio::time::Instant::now)), if gathering.is_some() => {}
                 _ = keepalive.tick(), if gathering.is_none() => {
                     // An idle stream still hears how full the safekeeper is.
-                    if awaiting == 0 {
+                    if unanswered.is_empty() {
                         probe = true;
                     }
                 }
@@ -1296,6 +1352,16 @@ mod tests {
             None
         );
         assert_eq!(laggard(&q(vec![up.clone(), full, up.clone()])), None);
+        let slow = PeerState {
+            slow: true,
+            ..up.clone()
+        };
+        assert_eq!(
+            laggard(&q(vec![slow.clone(), up.clone(), up.clone()])),
+            None
+        );
+        // A slow laggard changes nothing: it is not waited for anyway.
+        assert_eq!(laggard(&q(vec![up.clone(), up.clone(), slow])), Some(2));
         // Too few for anyone to lag.
         assert_eq!(laggard(&q(vec![up.clone(); 2])), None);
         assert_eq!(laggard(&q(vec![up.clone()])), None);
@@ -1309,8 +1375,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (urls, _stop) = safekeepers(dir.path()).await;
         let p = elect(&urls).await;
-        // Long enough that nothing reaches the laggard while the commits below complete.
-        p.set_laggard_linger(Duration::from_secs(5));
+        // Long enough that nothing reaches the laggard while the commits below complete, and
+        // no safekeeper is taken for a slow one however loaded the machine.
+        p.set_laggard_timing(Duration::from_secs(5), Duration::from_secs(60));
         p.start();
         let mut quorum = p.watch_quorum();
         quorum
@@ -1347,6 +1414,32 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A safekeeper is slow from the moment its oldest unanswered append has waited
+    /// [`SLOW_AFTER`], and no longer once that one is answered and the next is not as old.
+    #[test]
+    fn a_safekeeper_is_slow_while_its_oldest_unanswered_append_is_overdue() {
+        let t0 = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let mut u = Unanswered::default();
+        assert_eq!(u.slow_at(SLOW_AFTER), None);
+        assert!(
+            !u.slow(t0 + ms(1000), SLOW_AFTER),
+            "nothing sent: never slow"
+        );
+        u.sent(t0);
+        u.sent(t0 + ms(4));
+        assert_eq!(u.slow_at(SLOW_AFTER), Some(t0 + SLOW_AFTER));
+        assert!(!u.slow(t0 + SLOW_AFTER - ms(1), SLOW_AFTER));
+        assert!(u.slow(t0 + SLOW_AFTER, SLOW_AFTER));
+        // The first answered: the second, sent 4 ms later, is what it is late with now.
+        u.answered();
+        assert!(!u.slow(t0 + SLOW_AFTER, SLOW_AFTER));
+        assert!(u.slow(t0 + ms(4) + SLOW_AFTER, SLOW_AFTER));
+        u.answered();
+        assert!(u.is_empty());
+        assert!(!u.slow(t0 + ms(1000), SLOW_AFTER));
     }
 
     #[test]
