@@ -35,13 +35,8 @@ const CRATES: &[&str] = &[
     "loadtest/src",
 ];
 
-/// Where cargo runs this test (read at run time: a target directory shared between
-/// checkouts reuses a test compiled in another).
-fn workspace_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
+#[path = "support/root.rs"]
+mod root;
 
 /// A module of one crate: its path from the crate root and the file that holds it.
 #[derive(Debug)]
@@ -374,7 +369,7 @@ fn code_lines(code: &str) -> usize {
 
 #[test]
 fn no_two_files_import_each_other() {
-    let root = workspace_root();
+    let root = root::root();
     let mut found = Vec::new();
     for krate in CRATES {
         let src = root.join(krate);
@@ -408,7 +403,7 @@ fn no_two_files_import_each_other() {
 
 #[test]
 fn no_library_file_over_the_limit() {
-    let root = workspace_root();
+    let root = root::root();
     let mut over = Vec::new();
     for krate in CRATES {
         let src = root.join(krate);
@@ -483,7 +478,7 @@ fn the_sdk_compiles_no_server_library() {
             "--prefix",
             "none",
         ])
-        .current_dir(workspace_root())
+        .current_dir(root::root())
         .output()
         .expect("run cargo tree");
     assert!(

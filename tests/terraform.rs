@@ -6,6 +6,9 @@
 
 use std::process::Command;
 
+#[path = "support/root.rs"]
+mod root;
+
 /// Runs `terraform/SCRIPT` and asserts it succeeds and printed every one of `stages`; `None`
 /// (after saying why) when terraform or python3 is missing.
 fn run_script(script: &str, stages: &[&str]) -> Option<()> {
@@ -19,12 +22,7 @@ fn run_script(script: &str, stages: &[&str]) -> Option<()> {
         );
         return None;
     }
-    // Read at run time: a target directory shared between checkouts reuses a test compiled
-    // in another.
-    let root = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    let path = root.join("terraform").join(script);
+    let path = root::root().join("terraform").join(script);
     let out = Command::new("sh")
         .arg(&path)
         .output()

@@ -1070,7 +1070,7 @@ async fn rpc<T>(
 mod tests {
     use super::*;
 
-    use crate::test_safekeepers::{safekeepers, safekeepers_with};
+    use crate::test_safekeepers::{safekeepers, safekeepers_with, stallable};
 
     /// The buffer answers from any frame boundary it holds, joins frames up to the append
     /// limit, hands a single batch over without copying it, and refuses an LSN inside a frame.
@@ -1372,31 +1372,15 @@ mod tests {
     /// which it then gets whole in the end.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commits_are_durable_on_two_while_the_laggard_gathers() {
-        let dir = tempfile::tempdir().unwrap();
-        let (urls, _stop) = safekeepers(dir.path()).await;
-        let p = elect(&urls).await;
         // Long enough that nothing reaches the laggard while the commits below complete, and
         // no safekeeper is taken for a slow one however loaded the machine.
-        p.set_laggard_timing(Duration::from_secs(5), Duration::from_secs(60));
-        p.start();
-        let mut quorum = p.watch_quorum();
-        quorum
-            .wait_for(|q| q.peers.iter().all(|s| s.up))
-            .await
-            .unwrap();
+        let (_dir, _stop, p) = started(Duration::from_secs(5), Duration::from_secs(60)).await;
+        let quorum = p.watch_quorum();
         let laggard_before = quorum.borrow().peers[2].flush;
+        let mut end = 0;
         for i in 0..10u64 {
-            let set = ferrisdb_common::wal::Mutation::Set {
-                key: Bytes::from(format!("k{i}")),
-                value: Bytes::from_static(b"v"),
-            };
-            let (frame, version) = ferrisdb_common::wal::encode_frame(p.end_lsn(), i, &[set]);
-            p.append(frame).unwrap();
-            p.wait_durable(version.0, Duration::from_secs(10))
-                .await
-                .unwrap();
+            end = commit_one(&p, i, 1).await;
         }
-        let end = p.end_lsn();
         let q = quorum.borrow().clone();
         assert_eq!(q.peers[0].flush, Some(end));
         assert_eq!(q.peers[1].flush, Some(end));
@@ -1404,16 +1388,144 @@ mod tests {
             q.peers[2].flush, laggard_before,
             "the laggard was sent WAL before its linger ended"
         );
-        // And once it ends, the laggard has it all. (Its answers move no majority, so they
-        // wake no watcher: polled.)
+        // And once it ends, the laggard has it all.
+        poll_until(&quorum, "the laggard never caught up", |q| {
+            q.peers[2].flush == Some(end)
+        })
+        .await;
+    }
+
+    /// A proposer elected over three in-process safekeepers with the laggard's timing set,
+    /// started, and all three up; their directory and stop switch come with it (keep both).
+    async fn started(
+        linger: Duration,
+        slow_after: Duration,
+    ) -> (tempfile::TempDir, watch::Sender<bool>, Arc<Proposer>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (urls, stop) = safekeepers(dir.path()).await;
+        let p = elect(&urls).await;
+        p.set_laggard_timing(linger, slow_after);
+        p.start();
+        poll_until(&p.watch_quorum(), "all up", |q| {
+            q.peers.iter().all(|s| s.up)
+        })
+        .await;
+        (dir, stop, p)
+    }
+
+    /// Appends a one-key frame at the proposer's end and waits for it to be durable; returns
+    /// the log's end after it.
+    async fn commit_one(p: &Proposer, i: u64, value_len: usize) -> Lsn {
+        let set = ferrisdb_common::wal::Mutation::Set {
+            key: Bytes::from(format!("k{i}")),
+            value: Bytes::from(vec![b'v'; value_len]),
+        };
+        let (frame, version) = ferrisdb_common::wal::encode_frame(p.end_lsn(), i, &[set]);
+        p.append(frame).unwrap();
+        p.wait_durable(version.0, Duration::from_secs(20))
+            .await
+            .unwrap();
+        p.end_lsn()
+    }
+
+    /// Polls `quorum` (answers that move no majority wake no watcher) until `done` holds.
+    async fn poll_until(
+        quorum: &watch::Receiver<Quorum>,
+        what: &str,
+        done: impl Fn(&Quorum) -> bool,
+    ) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while quorum.borrow().peers[2].flush != Some(end) {
+        while !done(&quorum.borrow()) {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A real stall, end to end: a safekeeper whose answers are held back behind its open
+    /// connection is marked slow once an append of its waits past the bound, so nobody lags;
+    /// commits stay durable on the other two meanwhile (the third among them), and the mark
+    /// goes once its answers arrive.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_safekeeper_is_marked_slow_until_it_answers_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut urls, _stop) = safekeepers(dir.path()).await;
+        let (proxied, stall) = stallable(&urls[0]).await;
+        urls[0] = proxied;
+        let p = elect(&urls).await;
+        // A bound a loaded test machine's fdatasync does not reach, short against the test.
+        p.set_laggard_timing(LAGGARD_LINGER, Duration::from_millis(200));
+        p.start();
+        let mut quorum = p.watch_quorum();
+        quorum
+            .wait_for(|q| q.peers.iter().all(|s| s.up))
+            .await
+            .unwrap();
+        let mut i = 0;
+        commit_one(&p, i, 1).await;
+        stall.send(true).unwrap();
+        // Commits go on; the stalled one's sender wakes with each and finds its append overdue.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !quorum.borrow().peers[0].slow {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the laggard never caught up"
+                "a stalled safekeeper was never marked slow"
             );
+            i += 1;
+            commit_one(&p, i, 1).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert_eq!(
+            laggard(&quorum.borrow()),
+            None,
+            "nobody lags beside a slow one"
+        );
+        // Its answers are held: the commits made now are durable on the other two.
+        let stalled_at = quorum.borrow().peers[0].flush;
+        for _ in 0..5 {
+            i += 1;
+            let end = commit_one(&p, i, 1).await;
+            let q = quorum.borrow().clone();
+            assert_eq!(q.peers[0].flush, stalled_at);
+            assert!(
+                q.peers[1].flush >= Some(end) && q.peers[2].flush >= Some(end),
+                "{q:?}"
+            );
+            assert!(q.peers[0].up, "a stall is not a broken stream");
+        }
+        stall.send(false).unwrap();
+        let end = p.end_lsn();
+        poll_until(
+            &quorum,
+            "the stalled one caught up and lost the mark",
+            |q| !q.peers[0].slow && q.peers[0].flush == Some(end),
+        )
+        .await;
+        assert_eq!(laggard(&quorum.borrow()), Some(2));
+    }
+
+    /// The largest transaction reaches the laggard at once rather than after its linger: more
+    /// than [`LAGGARD_BYTES`] waiting is sent without gathering.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_largest_transaction_reaches_the_laggard_without_its_linger() {
+        // A linger the test would not outlast.
+        let (_dir, _stop, p) = started(Duration::from_secs(600), Duration::from_secs(60)).await;
+        let quorum = p.watch_quorum();
+        assert_eq!(laggard(&quorum.borrow()), Some(2));
+        // One key whose value fills the largest frame a committer appends.
+        let probe = {
+            let m = ferrisdb_common::wal::Mutation::Set {
+                key: Bytes::from_static(b"k0"),
+                value: Bytes::new(),
+            };
+            ferrisdb_common::wal::encode_frame(0, 0, &[m]).0.len()
+        };
+        let largest = ferrisdb_common::message_size::MAX_FRAME_BYTES - probe;
+        let end = commit_one(&p, 0, largest).await;
+        assert!(end >= ferrisdb_common::message_size::MAX_FRAME_BYTES as u64);
+        poll_until(&quorum, "the laggard waited out its linger", |q| {
+            q.peers[2].flush == Some(end)
+        })
+        .await;
     }
 
     /// A safekeeper is slow from the moment its oldest unanswered append has waited

@@ -43,3 +43,50 @@ pub(crate) async fn safekeepers_with(
     }
     (urls, stop)
 }
+
+/// A loopback TCP proxy in front of the safekeeper at `url` whose answers can be held back:
+/// while the returned sender holds `true`, bytes from the safekeeper wait in the proxy
+/// (requests still reach it), as a paused process or a stalled disk behind open connections
+/// looks to a proposer. Returns the URL to dial instead.
+#[allow(clippy::unwrap_used)]
+pub(crate) async fn stallable(url: &str) -> (String, watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = url.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stall, stalled) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let mut stalled = stalled.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let requests = tokio::io::copy(&mut from_client, &mut to_server);
+                let answers = async {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match from_server.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if stalled.wait_for(|s| !*s).await.is_err()
+                            || to_client.write_all(&buf[..n]).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = requests => {}
+                    _ = answers => {}
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), stall)
+}

@@ -21,14 +21,10 @@ use nix::unistd::Pid;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferrisdb");
 
-/// The repository's root, as cargo says when it runs the test (the package's directory), or
-/// as it was when the test was compiled: a target directory shared between checkouts reuses
-/// a test compiled in another.
-pub fn root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
+mod root;
+// Not every test that includes this module reads the repository's files.
+#[allow(unused_imports)]
+pub use root::root;
 
 /// Port offsets a dev cluster uses from its base port.
 const OFFSETS: [u16; 10] = [0, 1, 2, 3, 10, 80, 81, 82, 83, 90];

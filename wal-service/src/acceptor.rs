@@ -1154,7 +1154,7 @@ mod tests {
             ErrorKind::InvalidArgument
         );
         a.repair(&peer_log(&st), &copy, None).unwrap();
-        assert_eq!(a.status().damage, None);
+        assert_repaired_to(&a, &peer, 0, end);
         // The buffer the readers hold was kept off while the log was damaged and comes back
         // empty with the repaired log (recent.rs pins the off switch); what is written after
         // the repair is served from it.
@@ -1303,6 +1303,18 @@ mod tests {
         (a, d)
     }
 
+    /// How every repair ends: no damage left, the log flushed to `end`, and its bytes from
+    /// `from` to `end` the peer's own.
+    fn assert_repaired_to(a: &Acceptor, peer: &Acceptor, from: Lsn, end: Lsn) {
+        let st = a.status();
+        assert_eq!(st.damage, None);
+        assert_eq!(st.flush_lsn, end);
+        assert_eq!(
+            a.read(from, end, usize::MAX).unwrap(),
+            peer.read(from, end, usize::MAX).unwrap()
+        );
+    }
+
     #[test]
     fn damage_followed_by_a_torn_write_is_repaired_through_the_straddling_frame() {
         let Pair {
@@ -1337,12 +1349,7 @@ mod tests {
             .read(plan.from, plan.copy_end(d, st.flush_lsn), usize::MAX)
             .unwrap();
         a.repair(&peer_log(&st), &copy, None).unwrap();
-        assert_eq!(a.status().damage, None);
-        assert_eq!(a.status().flush_lsn, peer_end);
-        assert_eq!(
-            a.read(0, peer_end, usize::MAX).unwrap(),
-            peer.read(0, peer_end, usize::MAX).unwrap()
-        );
+        assert_repaired_to(&a, &peer, 0, peer_end);
     }
 
     /// The edge of the straddle bound: a torn write leaves the stretch's end a few bytes into
@@ -1389,12 +1396,7 @@ mod tests {
         let copy = peer.read(plan.from, copy_end, usize::MAX).unwrap();
         assert_eq!(plan.from + copy.len() as u64, big_end);
         a.repair(&peer_log(&st), &copy, None).unwrap();
-        assert_eq!(a.status().damage, None);
-        assert_eq!(a.status().flush_lsn, big_end);
-        assert_eq!(
-            a.read(0, big_end, usize::MAX).unwrap(),
-            peer.read(0, big_end, usize::MAX).unwrap()
-        );
+        assert_repaired_to(&a, &peer, 0, big_end);
     }
 
     /// Found by the soak: a safekeeper whose damaged stretch its peers had already trimmed
@@ -1454,13 +1456,8 @@ mod tests {
             ErrorKind::InvalidArgument
         );
         a.repair(&peer_log(&st), &copy, Some(cut)).unwrap();
-        let mine = a.status();
-        assert_eq!(mine.damage, None);
-        assert_eq!((mine.log_start_lsn, mine.flush_lsn), (cut, end));
-        assert_eq!(
-            a.read(cut, end, usize::MAX).unwrap(),
-            peer.read(cut, end, usize::MAX).unwrap()
-        );
+        assert_eq!(a.status().log_start_lsn, cut);
+        assert_repaired_to(&a, &peer, cut, end);
         // A restart finds it whole, and the proposer's next Elected lets it append again.
         drop(a);
         let mut a = Acceptor::open_with(dir.path().to_path_buf(), 64).unwrap();
