@@ -276,8 +276,17 @@ async fn run(
         targets: sessions.iter().map(|s| s.name().to_string()).collect(),
         results: Vec::new(),
     };
-    for spec in specs {
-        for s in &mut sessions {
+    let n = sessions.len();
+    for (j, spec) in specs.into_iter().enumerate() {
+        // The targets take turns going first, so that none always follows the same one: a
+        // target's background work after a write-heavy phase (PostgreSQL's checkpointer and
+        // writer, Redis's AOF rewrite, etcd's snapshots, FerrisDB's layer uploads) lands in
+        // the next target's measurement, and a fixed order would charge it to the same one
+        // every time.
+        for i in turn_order(j, n) {
+            let s = &mut sessions[i];
+            // And each starts with the page cache's dirty data written out, whoever left it.
+            settle().await;
             let r = s.phase(spec.clone()).await?;
             print_line(&r);
             report.results.push(r);
@@ -288,6 +297,18 @@ async fn run(
     report.machine.loadavg_at_end = Machine::detect().loadavg_at_end;
     write_outputs(&report, &bench.out)?;
     Ok(())
+}
+
+/// The order in which `targets` targets run phase `phase`: every one, starting with a
+/// different one each phase (the rest following in their usual order, wrapping round).
+fn turn_order(phase: usize, targets: usize) -> impl Iterator<Item = usize> {
+    (0..targets).map(move |i| (i + phase) % targets)
+}
+
+/// Writes every dirty page of the machine's page cache out (`sync(2)`, off the runtime's
+/// threads), so a phase does not pay for the previous one's writeback.
+async fn settle() {
+    let _ = tokio::task::spawn_blocking(nix::unistd::sync).await;
 }
 
 fn print_line(r: &PhaseResult) {
@@ -378,6 +399,28 @@ fn rfc3339_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Over any `n` phases in a row each of `n` targets goes first once, and every phase runs
+    /// them all: none always follows the same one.
+    #[test]
+    fn targets_take_turns_going_first() {
+        let n = 5;
+        for start in 0..3 {
+            let mut firsts: Vec<usize> = (start..start + n)
+                .map(|j| turn_order(j, n).next().unwrap())
+                .collect();
+            firsts.sort_unstable();
+            assert_eq!(firsts, (0..n).collect::<Vec<_>>());
+        }
+        for j in 0..7 {
+            let mut all: Vec<usize> = turn_order(j, n).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..n).collect::<Vec<_>>(), "phase {j}");
+        }
+        assert_eq!(turn_order(0, n).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(turn_order(6, n).collect::<Vec<_>>(), [1, 2, 3, 4, 0]);
+        assert_eq!(turn_order(3, 1).collect::<Vec<_>>(), [0]);
+    }
 
     #[test]
     fn open_loop_writes_follow_closed_loop_writes() {
