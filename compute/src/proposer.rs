@@ -1500,7 +1500,8 @@ mod tests {
             |q| !q.peers[0].slow && q.peers[0].flush == Some(end),
         )
         .await;
-        assert_eq!(laggard(&quorum.borrow()), Some(2));
+        // (Polled: on a loaded machine another may be slow for a moment too.)
+        poll_until(&quorum, "the third lags again", |q| laggard(q) == Some(2)).await;
     }
 
     /// The largest transaction reaches the laggard at once rather than after its linger: more
