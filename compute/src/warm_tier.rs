@@ -449,12 +449,9 @@ mod tests {
         let mut hits = 0u64;
         for i in 0..KEYS {
             let key = format!("key{i:08}");
-            match warm.get(key.as_bytes(), floor).await {
-                Some(value) => {
-                    assert_eq!(value, Some(Bytes::from(format!("v{i}"))), "{key}");
-                    hits += 1;
-                }
-                None => {}
+            if let Some(value) = warm.get(key.as_bytes(), floor).await {
+                assert_eq!(value, Some(Bytes::from(format!("v{i}"))), "{key}");
+                hits += 1;
             }
         }
         let missed = KEYS - hits;
