@@ -240,9 +240,7 @@ impl WarmTier {
         let point = self
             .slots(key)
             .iter()
-            .map(|slot| slot.load(Ordering::SeqCst))
-            .min()
-            .unwrap_or(u64::MAX);
+            .fold(u64::MAX, |low, slot| low.min(slot.load(Ordering::SeqCst)));
         Version(point.max(self.stale_ranges.load(Ordering::SeqCst)))
     }
 
