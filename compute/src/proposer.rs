@@ -179,10 +179,24 @@ impl Quorum {
     }
 
     /// The highest LSN a majority has fsynced in this term.
+    ///
+    /// That is the majority-th highest flush position: the highest one that at least a
+    /// majority has reached. Counted in place rather than sorted into a new `Vec`, because it
+    /// runs on every answer from a safekeeper and for a handful of peers the allocation was
+    /// most of its cost.
     pub fn durable_lsn(&self) -> Option<Lsn> {
-        let mut flushes: Vec<Lsn> = self.peers.iter().filter_map(|p| p.flush).collect();
-        flushes.sort_unstable_by(|a, b| b.cmp(a));
-        flushes.get(self.majority() - 1).copied()
+        let majority = self.majority();
+        let reached = |lsn: Lsn| {
+            self.peers
+                .iter()
+                .filter(|p| p.flush.is_some_and(|f| f >= lsn))
+                .count()
+        };
+        self.peers
+            .iter()
+            .filter_map(|p| p.flush)
+            .filter(|&lsn| reached(lsn) >= majority)
+            .max()
     }
 }
 

@@ -20,7 +20,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use ferrisdb_common::Error;
 use ferrisdb_common::proto::session_request::Op;
@@ -54,8 +54,16 @@ pub struct Answers {
     /// shutdown began.
     requests: Option<Streaming<SessionRequest>>,
     running: FuturesUnordered<Running>,
-    /// Resolves when the compute is asked to stop; polled only while `requests` is open.
+    /// Whether the compute was asked to stop: read at every poll (a flag), checked only
+    /// while `requests` is open.
+    stop: Shutdown,
+    /// Resolves when the compute is asked to stop. Polled only to leave a waker with it, and
+    /// only when the task's waker is not the one it already holds (`registered`): polling it
+    /// on every poll of the stream cost ~800 instructions per operation, 2.6 % of a point
+    /// read's in the compute (docs/benchmarks/request-path-profile.md, fourteenth round).
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// The waker `shutdown` was last polled with.
+    registered: Option<Waker>,
     /// The status the stream ends with once every operation read is answered; `None`: OK.
     end: Option<Status>,
     finished: bool,
@@ -85,16 +93,40 @@ impl Answers {
             start,
             requests: Some(requests),
             running: FuturesUnordered::new(),
+            stop: shutdown.clone(),
             shutdown: Box::pin(shutdown.wait()),
+            registered: None,
             end: None,
             finished: false,
             _open: open,
         }
     }
 
+    /// Whether the compute was asked to stop, leaving `cx`'s waker to be woken when it is.
+    ///
+    /// The flag is set before the stop's waiters are woken, so a wake-up from the stop
+    /// always finds it set; and the future holds the waker of the last poll that reached it,
+    /// so polling it again with the same waker would only re-register what it has.
+    fn shutdown_requested(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stop.is_requested() {
+            return true;
+        }
+        let holds_waker = self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if !holds_waker {
+            if self.shutdown.as_mut().poll(cx).is_ready() {
+                return true;
+            }
+            self.registered = Some(cx.waker().clone());
+        }
+        false
+    }
+
     /// Starts every request that has arrived, up to [`MAX_OPERATIONS_IN_FLIGHT`].
     fn read_requests(&mut self, cx: &mut Context<'_>) {
-        if self.requests.is_some() && self.shutdown.as_mut().poll(cx).is_ready() {
+        if self.requests.is_some() && self.shutdown_requested(cx) {
             self.requests = None;
             self.end = Some(
                 Error::unavailable(
@@ -394,6 +426,31 @@ mod tests {
         let end = ferrisdb_common::Error::from(next(&mut answers).await.unwrap().unwrap_err());
         assert_eq!(end.kind(), ErrorKind::Unavailable, "{end}");
         assert!(next(&mut answers).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_is_woken_by_shutdown_alone_and_ends_with_unavailable() {
+        let (mut answers, feed, stop) = session(Gates::default());
+        feed.send(get(1, "a")).unwrap();
+        assert_eq!(next_said(&mut answers).await, (1, "value a".into()));
+        // Idle: the next poll leaves its waker with the shutdown and returns pending; polled
+        // twice with the same waker, the second skips the registration.
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut answers).poll_next(&mut cx).is_pending());
+        assert!(Pin::new(&mut answers).poll_next(&mut cx).is_pending());
+        // Only the shutdown can wake it now: no request comes, none is running.
+        let ended = tokio::spawn(async move { next(&mut answers).await.map(|r| r.map(|_| ())) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!ended.is_finished(), "nothing has happened yet");
+        stop.send(()).unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), ended)
+            .await
+            .expect("the shutdown woke the session")
+            .unwrap();
+        let end = ferrisdb_common::Error::from(end.unwrap().unwrap_err());
+        assert_eq!(end.kind(), ErrorKind::Unavailable, "{end}");
+        drop(feed);
     }
 
     #[tokio::test]

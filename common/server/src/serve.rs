@@ -135,6 +135,11 @@ impl Shutdown {
         Shutdown(rx)
     }
 
+    /// Whether shutdown has been requested (a read of the flag, no waiting).
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves once shutdown is requested.
     pub async fn wait(mut self) {
         let _ = self.0.wait_for(|s| *s).await;
