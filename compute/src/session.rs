@@ -433,8 +433,8 @@ mod tests {
         let (mut answers, feed, stop) = session(Gates::default());
         feed.send(get(1, "a")).unwrap();
         assert_eq!(next_said(&mut answers).await, (1, "value a".into()));
-        // Idle: the next poll leaves its waker with the shutdown and returns pending; polled
-        // twice with the same waker, the second skips the registration.
+        // Idle: a poll leaves its waker with the shutdown and returns pending; a second poll
+        // with the same waker skips the registration and is pending too.
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut answers).poll_next(&mut cx).is_pending());
@@ -450,6 +450,7 @@ mod tests {
             .unwrap();
         let end = ferrisdb_common::Error::from(end.unwrap().unwrap_err());
         assert_eq!(end.kind(), ErrorKind::Unavailable, "{end}");
+        // Held open until here: a closed request stream would end the session by itself.
         drop(feed);
     }
 

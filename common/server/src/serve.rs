@@ -135,9 +135,11 @@ impl Shutdown {
         Shutdown(rx)
     }
 
-    /// Whether shutdown has been requested (a read of the flag, no waiting).
+    /// Whether [`Shutdown::wait`] would resolve now, without waiting: shutdown was requested,
+    /// or nothing is left that could request it (the signal's task ended without sending,
+    /// which `wait` also treats as a stop).
     pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
+        *self.0.borrow() || self.0.has_changed().is_err()
     }
 
     /// Resolves once shutdown is requested.
@@ -251,6 +253,27 @@ async fn serve_admin_tls(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn is_requested_agrees_with_wait() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let asked = Shutdown::on(async move {
+            let _ = rx.await;
+        });
+        assert!(!asked.is_requested());
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), asked.clone().wait())
+            .await
+            .unwrap();
+        assert!(asked.is_requested());
+
+        // A signal whose task ends without sending: `wait` resolves, so the flag says so too.
+        let lost = Shutdown::on(async { panic!("the signal's source failed (expected)") });
+        tokio::time::timeout(Duration::from_secs(5), lost.clone().wait())
+            .await
+            .unwrap();
+        assert!(lost.is_requested());
+    }
 
     #[test]
     fn debug_never_prints_a_secret() {
