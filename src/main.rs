@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         }
     };
     let shutdown = ferrisdb_server_common::serve::shutdown_signal;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         // Set by each server command; flushed once the command returns.
         let exporter: Option<telemetry::Telemetry>;
         let result = match cli.command {
@@ -154,8 +154,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         }
-    })
+    });
+    // Dropping a runtime waits for every blocking task without limit. The command has
+    // returned, so whatever still runs is abandoned work (never an acknowledged write: those
+    // are fsynced before they are acknowledged), and a process that has said it is exiting
+    // must exit, so a supervisor can start the next one.
+    runtime.shutdown_timeout(TEARDOWN_GRACE);
+    code
 }
+
+/// How long a finished command waits for leftover background work before the process exits.
+const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Who a server process is in traces.
 fn service<'a>(name: &'static str, instance: &'a str) -> telemetry::Service<'a> {

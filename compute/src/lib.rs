@@ -164,6 +164,31 @@ pub async fn run(
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
 
     let tiers = crate::read_path::Tiers::open(&config.tiers).await?;
+    let warm = tiers.warm.clone();
+    let listeners = (grpc_listener, http_listener);
+    let served = serve_databases(
+        config, started, metrics, pageserver, tiers, listeners, shutdown,
+    )
+    .await;
+    // Closed before the runtime stops, on every path: see `hybrid_cache::close`.
+    if let Some(warm) = warm {
+        warm.close().await;
+    }
+    served
+}
+
+/// The compute from its databases' start to the end of serving (`listeners`: gRPC, then
+/// admin HTTP).
+async fn serve_databases(
+    config: ComputeConfig,
+    started: tokio::time::Instant,
+    metrics: Metrics,
+    pageserver: PageserverClient<auth::CallChannel>,
+    tiers: crate::read_path::Tiers,
+    (grpc_listener, http_listener): (tokio::net::TcpListener, tokio::net::TcpListener),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let security = &config.security;
     let databases = Databases::new(
         config.database.clone(),
         config.safekeepers.clone(),

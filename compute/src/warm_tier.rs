@@ -129,6 +129,12 @@ impl WarmCache {
         }))
     }
 
+    /// Closes the cache and waits for its disk tier (see
+    /// [`hybrid_cache::close`]); the compute does this last, on every path out of `run`.
+    pub async fn close(&self) {
+        hybrid_cache::close("ferrisdb-warm-tier", &self.cache).await;
+    }
+
     /// A fresh view for one primary or replica whose hot tier holds every commit above
     /// `since` (see "Incarnations" in the module doc).
     pub fn tier(self: &Arc<Self>, since: Version) -> WarmTier {

@@ -442,16 +442,43 @@ async fn inject(
         return event;
     }
     let healed = recorder.now_ns();
-    // A process that died of the fault is restarted now (and noted), or nothing recovers.
-    note_exits(env, &mut event).await;
     let probe = match fault.kind {
         FaultKind::Kill(ProcessKind::Replica) | FaultKind::Pause(ProcessKind::Replica) => {
             &probes.replica
         }
         _ => &probes.primary,
     };
-    event.recovery_ms = wait_recovery(probe, healed, config.recovery_timeout).await;
+    event.recovery_ms =
+        supervise_recovery(env, &mut event, probe, healed, config.recovery_timeout).await;
     event
+}
+
+/// How often the runner looks for processes that exited on their own while it waits.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
+
+/// [`wait_recovery`], restarting (and noting) any process that exits meanwhile, as a
+/// supervisor would: one that died of the fault, and one still on its way out when the fault
+/// healed (a pageserver that refused a corrupt manifest once took seconds to exit; checked
+/// only at the heal, it stayed down for the whole wait and so did a replica that needed it).
+async fn supervise_recovery(
+    env: &mut Environment,
+    event: &mut FaultEvent,
+    probe: &crate::probe::LastOk,
+    since: u64,
+    limit: Duration,
+) -> Option<u64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        note_exits(env, event).await;
+        let until_next_look =
+            SUPERVISE_EVERY.min(deadline.saturating_duration_since(Instant::now()));
+        if let Some(ms) = wait_recovery(probe, since, until_next_look).await {
+            return Some(ms);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+    }
 }
 
 /// The fault itself: inject, hold for `fault.hold`, heal.

@@ -60,6 +60,12 @@ impl BlockCache {
             .unwrap_or_else(|e| panic!("in-memory cache: {e}"))
     }
 
+    /// Closes the cache, its disk tier's last writes included (see
+    /// [`hybrid_cache::close`]).
+    pub async fn close(&self) {
+        hybrid_cache::close("ferrisdb-blocks", &self.cache).await;
+    }
+
     /// A cached block, if any tier has it.
     pub async fn get(&self, key: &str) -> Option<Bytes> {
         match self.cache.get(&key.to_string()).await {

@@ -83,6 +83,21 @@ pub async fn run(
     let store = config.object_store.open()?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let cache = Arc::new(block_cache::BlockCache::new(&config.cache).await?);
+    let served = serve_databases(config, store, metrics, cache.clone(), shutdown).await;
+    // Closed here, before the runtime stops, whether serving ended or never began (a corrupt
+    // manifest): see `hybrid_cache::close` for what a cache left to its drop did.
+    cache.close().await;
+    served
+}
+
+/// The pageserver from its databases' start to the end of serving.
+async fn serve_databases(
+    config: PageserverConfig,
+    store: Arc<dyn object_store::ObjectStore>,
+    metrics: Metrics,
+    cache: Arc<block_cache::BlockCache>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let databases = Databases::new(
         store,
         metrics.clone(),

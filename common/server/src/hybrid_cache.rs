@@ -83,8 +83,11 @@ where
     K: StorageKey,
     V: StorageValue,
 {
+    // Writing memory out on close only pays when the next process reads it back.
+    let flush_on_close = !matches!(recover, RecoverMode::None);
     let builder = HybridCacheBuilder::new()
         .with_name(name)
+        .with_flush_on_close(flush_on_close)
         .memory(config.memory_capacity())
         .with_eviction_config(S3FifoConfig::default())
         .with_weighter(weighter)
@@ -113,6 +116,24 @@ where
         private_files(dir)?;
     }
     Ok(cache)
+}
+
+/// Closes a cache built by [`build`] and waits for its disk tier to finish: a process calls
+/// this before it returns from `run`, on every path.
+///
+/// Dropping the last handle instead leaves foyer's close to a task the runtime may cancel
+/// halfway when the process exits: its flusher then logs the cancelled write as an error with
+/// a captured backtrace, and symbolizing that backtrace kept a pageserver that had refused a
+/// corrupt manifest alive for seconds after it said it was exiting (tens of seconds for a
+/// debug build on a loaded machine; the chaos run whose replica could not start meanwhile).
+pub async fn close<K, V>(name: &'static str, cache: &HybridCache<K, V>)
+where
+    K: StorageKey,
+    V: StorageValue,
+{
+    if let Err(e) = cache.close().await {
+        tracing::warn!(cache = name, error = %e, "closing the cache failed; its disk tier is rebuilt as needed");
+    }
 }
 
 /// Makes `dir` private to this user (mode 0700), creating it if needed: cached values are
