@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ferrisdb_client::{Bytes, ErrorKind};
-use support::{DevCluster, cli};
+use support::{DevCluster, checkpoint, cli};
 
 fn key(i: usize) -> String {
     format!("key-{i:04}")
@@ -17,6 +17,23 @@ fn key(i: usize) -> String {
 
 fn val(i: usize) -> String {
     format!("value-{i}")
+}
+
+/// The first `n` of [`key`] → [`val`], in key order.
+fn written(n: usize) -> Vec<(Bytes, Bytes)> {
+    (0..n)
+        .map(|i| (Bytes::from(key(i)), Bytes::from(val(i))))
+        .collect()
+}
+
+/// Every `key-…` row at the latest version.
+async fn all_keys(db: &ferrisdb_client::Database) -> Vec<(Bytes, Bytes)> {
+    db.run(|tx| async move {
+        tx.get_range(Bytes::from("key-"), Bytes::from("key."), 0)
+            .await
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,15 +223,7 @@ async fn restore_from_the_bucket_alone_after_checkpoint() {
         tx.set(k, v);
         last_version = tx.commit().await.unwrap().0;
     }
-    let (ok, out, err) = cli(&[
-        "admin",
-        "checkpoint",
-        "--endpoint",
-        &cluster.admin_endpoint(),
-        "--json",
-    ]);
-    assert!(ok, "checkpoint failed: {out} {err}");
-    let cp: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cp = checkpoint(&cluster.admin_endpoint());
     assert!(cp["remote_consistent_version"].as_u64().unwrap() >= last_version);
     cluster.stop();
 
@@ -222,20 +231,7 @@ async fn restore_from_the_bucket_alone_after_checkpoint() {
     std::fs::remove_dir_all(&data).unwrap();
     cluster.launch().await;
     let db = cluster.db(Duration::from_secs(10)).await;
-    let rows = db
-        .run(|tx| async move {
-            tx.get_range(Bytes::from("key-"), Bytes::from("key."), 0)
-                .await
-        })
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 40);
-    for (i, (k, v)) in rows.iter().enumerate() {
-        assert_eq!(
-            (k.clone(), v.clone()),
-            (Bytes::from(key(i)), Bytes::from(val(i)))
-        );
-    }
+    assert_eq!(all_keys(&db).await, written(40));
     // The restored database keeps going: new versions continue above the restored ones.
     let tx = db.create_transaction();
     tx.set("after-restore", "yes");
@@ -282,13 +278,7 @@ async fn a_pageserver_refuses_a_damaged_manifest_exits_and_serves_once_it_is_res
         tx.set(key(i), val(i));
         tx.commit().await.unwrap();
     }
-    let (ok, out, err) = cli(&[
-        "admin",
-        "checkpoint",
-        "--endpoint",
-        &cluster.admin_endpoint(),
-    ]);
-    assert!(ok, "checkpoint failed: {out} {err}");
+    checkpoint(&cluster.admin_endpoint());
     let pageserver = cluster.component("pageserver");
     assert!(
         pageserver.argv.iter().any(|a| a == "--cache-dir"),
@@ -338,17 +328,7 @@ async fn a_pageserver_refuses_a_damaged_manifest_exits_and_serves_once_it_is_res
     std::fs::write(&manifest, &original).unwrap();
     cluster.launch().await;
     let db = cluster.db(Duration::from_secs(10)).await;
-    let rows = db
-        .run(|tx| async move {
-            tx.get_range(Bytes::from("key-"), Bytes::from("key."), 0)
-                .await
-        })
-        .await
-        .unwrap();
-    let expected: Vec<(Bytes, Bytes)> = (0..20)
-        .map(|i| (Bytes::from(key(i)), Bytes::from(val(i))))
-        .collect();
-    assert_eq!(rows, expected);
+    assert_eq!(all_keys(&db).await, written(20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

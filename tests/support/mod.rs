@@ -656,3 +656,17 @@ pub fn cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Checkpoints every database through `ferrisdb admin checkpoint` against the compute's admin
+/// endpoint, panicking with the CLI's output if it fails; its JSON answer.
+pub fn checkpoint(admin_endpoint: &str) -> serde_json::Value {
+    let (ok, out, err) = cli(&[
+        "admin",
+        "checkpoint",
+        "--endpoint",
+        admin_endpoint,
+        "--json",
+    ]);
+    assert!(ok, "checkpoint failed: {out} {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("checkpoint answer {out:?}: {e}"))
+}
