@@ -599,6 +599,18 @@ mod tests {
         assert_eq!(warm.get(b"d", Version(15)).await, None);
         assert_eq!(warm.get(b"a", Version(15)).await, None);
         assert_eq!(warm.get(b"c", Version(15)).await, None);
+        // A key written twice in one batch and again in the next, keys out of order: each is
+        // handed over once, with its last value.
+        hot.apply(
+            Version(16),
+            6,
+            &[set("f", "f16"), set("e", "e16"), set("f", "f16b")],
+        );
+        hot.apply(Version(17), 7, &[set("e", "e17"), set("g", "g17")]);
+        hot.evict_up_to(Version(17));
+        assert_eq!(warm.get(b"e", Version(17)).await, Some(Some(b("e17"))));
+        assert_eq!(warm.get(b"f", Version(17)).await, Some(Some(b("f16b"))));
+        assert_eq!(warm.get(b"g", Version(17)).await, Some(Some(b("g17"))));
     }
 
     /// Readers (with deliberately slow "pageserver" reads, so inserts land late), a writer and
