@@ -26,6 +26,29 @@ fn written(n: usize) -> Vec<(Bytes, Bytes)> {
         .collect()
 }
 
+/// A dev cluster whose data dir is `<dir>/data` and whose bucket, `<dir>/bucket`, lies outside
+/// it (so the data dir can be wiped or the bucket damaged on its own); (cluster, data, bucket).
+async fn cluster_with_own_bucket(
+    dir: &std::path::Path,
+) -> (DevCluster, std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    let bucket = dir.join("bucket");
+    let store = format!("file://{}", bucket.display());
+    let cluster = DevCluster::start(&data, &["--object-store", &store]).await;
+    (cluster, data, bucket)
+}
+
+/// Commits [`written`]`(n)`, one transaction each; the last commit version.
+async fn write_keys(db: &ferrisdb_client::Database, n: usize) -> u64 {
+    let mut last_version = 0;
+    for i in 0..n {
+        let tx = db.create_transaction();
+        tx.set(key(i), val(i));
+        last_version = tx.commit().await.unwrap().0;
+    }
+    last_version
+}
+
 /// Every `key-…` row at the latest version.
 async fn all_keys(db: &ferrisdb_client::Database) -> Vec<(Bytes, Bytes)> {
     db.run(|tx| async move {
@@ -211,18 +234,9 @@ async fn quorum_one_down_works_two_down_is_unavailable_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_from_the_bucket_alone_after_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let objects = dir.path().join("bucket");
-    let store = format!("file://{}", objects.display());
-    let mut cluster = DevCluster::start(&data, &["--object-store", &store]).await;
+    let (mut cluster, data, _) = cluster_with_own_bucket(dir.path()).await;
     let db = cluster.db(Duration::from_secs(10)).await;
-    let mut last_version = 0;
-    for i in 0..40 {
-        let (k, v) = (key(i), val(i));
-        let tx = db.create_transaction();
-        tx.set(k, v);
-        last_version = tx.commit().await.unwrap().0;
-    }
+    let last_version = write_keys(&db, 40).await;
     let cp = checkpoint(&cluster.admin_endpoint());
     assert!(cp["remote_consistent_version"].as_u64().unwrap() >= last_version);
     cluster.stop();
@@ -268,16 +282,9 @@ fn newest_manifest(bucket: &std::path::Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pageserver_refuses_a_damaged_manifest_exits_and_serves_once_it_is_restored() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let bucket = dir.path().join("bucket");
-    let store = format!("file://{}", bucket.display());
-    let mut cluster = DevCluster::start(&data, &["--object-store", &store]).await;
+    let (mut cluster, _, bucket) = cluster_with_own_bucket(dir.path()).await;
     let db = cluster.db(Duration::from_secs(10)).await;
-    for i in 0..20 {
-        let tx = db.create_transaction();
-        tx.set(key(i), val(i));
-        tx.commit().await.unwrap();
-    }
+    write_keys(&db, 20).await;
     checkpoint(&cluster.admin_endpoint());
     let pageserver = cluster.component("pageserver");
     assert!(
