@@ -265,6 +265,12 @@ impl DevCluster {
     }
 
     /// (Re)launches `ferrisdb dev` with the same data dir, ports and arguments.
+    ///
+    /// After `kill_all` the killed components may still hold their ports while the kernel
+    /// tears them down (a process inside an fdatasync dies only once it returns, slowly on a
+    /// loaded machine), and `ferrisdb dev` refuses to start on a taken port: wait until the
+    /// ports can be bound, and start it again if it exits before the cluster comes up. A
+    /// cluster that still does not come up fails with the end of dev's log.
     pub async fn launch(&mut self) {
         CLUSTERS
             .lock()
@@ -272,28 +278,28 @@ impl DevCluster {
             .push((self.base_port, self.data_dir.clone()));
         let _ = std::fs::remove_file(self.data_dir.join("cluster.json"));
         std::fs::create_dir_all(&self.data_dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir.with_extension("dev.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("dev")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--base-port")
-            .arg(self.base_port.to_string())
-            .args(&self.extra_args)
-            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawn ferrisdb dev");
-        self.dev = Some(child);
+        let ports = self.dev_ports();
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut starts = 0;
         loop {
+            let running = self
+                .dev
+                .as_mut()
+                .is_some_and(|d| matches!(d.try_wait(), Ok(None)));
+            if !running {
+                assert!(
+                    starts < 5 && Instant::now() < deadline,
+                    "dev cluster in {:?} exited {starts} times without coming up; its log ends: {}",
+                    self.data_dir,
+                    self.dev_log_tail()
+                );
+                let free_by = Instant::now() + Duration::from_secs(10);
+                while !ports.iter().all(|a| port_free(*a)) && Instant::now() < free_by {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                self.dev = Some(self.spawn_dev());
+                starts += 1;
+            }
             if self.data_dir.join("cluster.json").exists() {
                 let db = self.db(Duration::from_secs(1)).await;
                 if db
@@ -306,11 +312,57 @@ impl DevCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "dev cluster in {:?} did not come up",
-                self.data_dir
+                "dev cluster in {:?} did not come up; its log ends: {}",
+                self.data_dir,
+                self.dev_log_tail()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The ports `ferrisdb dev` binds for this cluster (src/dev.rs: the compute at the base
+    /// port, or behind the wake proxy at +20 with scale to zero; safekeepers at +1..+3; the
+    /// pageserver at +10; admin ports 80 above).
+    fn dev_ports(&self) -> Vec<std::net::SocketAddr> {
+        let mut offsets = vec![0u16, 1, 2, 3, 10, 80, 81, 82, 83, 90];
+        if self.extra_args.iter().any(|a| a == "--suspend-after") {
+            offsets.push(20);
+        }
+        offsets
+            .into_iter()
+            .filter_map(|o| self.base_port.checked_add(o))
+            .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
+    }
+
+    fn spawn_dev(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("dev.log"))
+            .unwrap();
+        Command::new(BIN)
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--base-port")
+            .arg(self.base_port.to_string())
+            .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn ferrisdb dev")
+    }
+
+    /// The last lines of dev's own log, for a failure message.
+    fn dev_log_tail(&self) -> String {
+        let text =
+            std::fs::read_to_string(self.data_dir.with_extension("dev.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join(" | ")
     }
 
     /// Ports from `base` on belong to a process started by hand with this cluster's
