@@ -293,10 +293,7 @@ impl DevCluster {
                     self.data_dir,
                     self.dev_log_tail()
                 );
-                let free_by = Instant::now() + Duration::from_secs(10);
-                while !ports.iter().all(|a| port_free(*a)) && Instant::now() < free_by {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                wait_until_bindable(&ports);
                 self.dev = Some(self.spawn_dev());
                 starts += 1;
             }
@@ -448,10 +445,7 @@ impl DevCluster {
     pub fn spawn_argv(&mut self, name: &str, argv: &[String]) -> i32 {
         let ports = listen_addrs(argv);
         for attempt in 0..5 {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !ports.iter().all(|a| port_free(*a)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_until_bindable(&ports);
             let pid = self.spawn_once(name, argv);
             std::thread::sleep(Duration::from_millis(300));
             let exited = self
@@ -525,6 +519,15 @@ impl DevCluster {
 impl Drop for DevCluster {
     fn drop(&mut self) {
         self.kill_all();
+    }
+}
+
+/// Waits, at most 10 s, until every one of `ports` could be bound (a process killed a moment
+/// ago may still hold them). Blocks the thread: nothing of the test's runs meanwhile anyway.
+fn wait_until_bindable(ports: &[std::net::SocketAddr]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ports.iter().all(|a| port_free(*a)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
