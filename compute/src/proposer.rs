@@ -1465,14 +1465,40 @@ mod tests {
     ) -> (tempfile::TempDir, watch::Sender<bool>, Arc<Proposer>) {
         let dir = tempfile::tempdir().unwrap();
         let (urls, stop) = safekeepers(dir.path()).await;
-        let p = elect(&urls).await;
+        let p = start_over(&urls, linger, slow_after).await;
+        (dir, stop, p)
+    }
+
+    /// [`started`], with the first safekeeper behind a proxy that holds its answers while
+    /// the returned stall switch is on (its stream stays open: a stall, not a break).
+    async fn started_stalling_first(
+        linger: Duration,
+        slow_after: Duration,
+    ) -> (
+        tempfile::TempDir,
+        watch::Sender<bool>,
+        watch::Sender<bool>,
+        Arc<Proposer>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut urls, stop) = safekeepers(dir.path()).await;
+        let (proxied, stall) = stallable(&urls[0]).await;
+        urls[0] = proxied;
+        let p = start_over(&urls, linger, slow_after).await;
+        (dir, stop, stall, p)
+    }
+
+    /// Elects a proposer over `urls` with the laggard's timing set, starts it, and waits
+    /// until all are up.
+    async fn start_over(urls: &[String], linger: Duration, slow_after: Duration) -> Arc<Proposer> {
+        let p = elect(urls).await;
         p.set_laggard_timing(linger, slow_after);
         p.start();
         poll_until(&p.watch_quorum(), "all up", |q| {
             q.peers.iter().all(|s| s.up)
         })
         .await;
-        (dir, stop, p)
+        p
     }
 
     /// Appends a one-key frame at the proposer's end and waits for it to be durable; returns
@@ -1509,19 +1535,10 @@ mod tests {
     /// goes once its answers arrive.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_safekeeper_is_marked_slow_until_it_answers_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut urls, _stop) = safekeepers(dir.path()).await;
-        let (proxied, stall) = stallable(&urls[0]).await;
-        urls[0] = proxied;
-        let p = elect(&urls).await;
         // A bound a loaded test machine's fdatasync does not reach, short against the test.
-        p.set_laggard_timing(LAGGARD_LINGER, Duration::from_millis(200));
-        p.start();
-        let mut quorum = p.watch_quorum();
-        quorum
-            .wait_for(|q| q.peers.iter().all(|s| s.up))
-            .await
-            .unwrap();
+        let (_dir, _stop, stall, p) =
+            started_stalling_first(LAGGARD_LINGER, Duration::from_millis(200)).await;
+        let quorum = p.watch_quorum();
         let mut i = 0;
         commit_one(&p, i, 1).await;
         stall.send(true).unwrap();
@@ -1572,17 +1589,11 @@ mod tests {
     /// still made durable, by the other eager one and the laggard.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_eager_safekeeper_does_not_hold_a_commit_for_the_laggards_linger() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut urls, _stop) = safekeepers(dir.path()).await;
-        let (proxied, stall) = stallable(&urls[0]).await;
-        urls[0] = proxied;
-        let p = elect(&urls).await;
         // A linger the test would not outlast, and a look every 200 ms (a bound a loaded
         // test machine's fdatasync does not reach, short against the test).
-        p.set_laggard_timing(Duration::from_secs(600), Duration::from_millis(200));
-        p.start();
+        let (_dir, _stop, stall, p) =
+            started_stalling_first(Duration::from_secs(600), Duration::from_millis(200)).await;
         let quorum = p.watch_quorum();
-        poll_until(&quorum, "all up", |q| q.peers.iter().all(|s| s.up)).await;
         // While all keep up, the laggard gathers: a commit is durable on the eager two.
         let first = commit_one(&p, 0, 1).await;
         assert_eq!(laggard(&quorum.borrow()), Some(2));
