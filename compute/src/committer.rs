@@ -148,6 +148,9 @@ struct InFlight {
     writes: Vec<KeyRange>,
     /// `None` once answered (`commit_unknown_result` at the deadline).
     replies: Vec<Option<Reply>>,
+    /// Transactions refused for a conflict while this batch was the last in the log, answered
+    /// when it completes (see [`Committer::park_conflicts`]).
+    conflicts: Vec<(Reply, Error)>,
     /// When it was appended.
     appended: Instant,
     deadline: Instant,
@@ -304,7 +307,7 @@ impl Committer {
             let deadline = self
                 .in_flight
                 .iter()
-                .find(|b| b.replies.iter().any(Option::is_some))
+                .find(|b| b.replies.iter().any(Option::is_some) || !b.conflicts.is_empty())
                 .map(|b| b.deadline);
             tokio::select! {
                 r = requests.recv(), if open && !throttled => match r {
@@ -383,6 +386,7 @@ impl Committer {
             mutations: Vec::new(),
             writes: Vec::new(),
             replies: Vec::new(),
+            conflicts: Vec::new(),
             appended: Instant::now(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
             trace: None,
@@ -392,6 +396,43 @@ impl Committer {
     /// Resolves and appends one batch. Returns the transactions split off because the batch's
     /// frame came out too large; they go in the next batch.
     async fn launch(&mut self, batch: Vec<CommitRequest>, q: &Quorum) -> Vec<CommitRequest> {
+        let mut conflicts = Vec::new();
+        let rest = self.resolve_and_append(batch, q, &mut conflicts).await;
+        self.park_conflicts(conflicts);
+        rest
+    }
+
+    /// Holds the conflict answers until the last batch in the log completes, as FoundationDB's
+    /// commit proxy answers a batch's refused transactions with its committed ones.
+    ///
+    /// A transaction often conflicts with a write still in flight. Answered at once, its retry
+    /// takes a read version from before that write, reads the old value and conflicts again,
+    /// and again, each time backing off longer (YCSB F's retries of retries). Answered once
+    /// the write's batch is durable, the retry's read version is at or past the write. The
+    /// last batch in the log is at or after every write it could have conflicted with; with
+    /// none in flight, every such write is already committed and the answer goes now.
+    fn park_conflicts(&mut self, conflicts: Vec<(Reply, Error)>) {
+        if conflicts.is_empty() {
+            return;
+        }
+        match self.in_flight.back_mut() {
+            Some(b) => b.conflicts.extend(conflicts),
+            None => {
+                for (reply, e) in conflicts {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Resolves `batch` against the log and appends what passes; the refused for a conflict
+    /// go to `conflicts`, everything else is answered here or on completion.
+    async fn resolve_and_append(
+        &mut self,
+        batch: Vec<CommitRequest>,
+        q: &Quorum,
+        conflicts: &mut Vec<(Reply, Error)>,
+    ) -> Vec<CommitRequest> {
         if let Err(e) = refusal(q) {
             for r in batch {
                 let _ = r.reply.send(Err(e.clone()));
@@ -431,7 +472,7 @@ impl Committer {
                 }
                 Err(e) => {
                     self.metrics.conflicts.inc();
-                    let _ = r.reply.send(Err(e));
+                    conflicts.push((r.reply, e));
                 }
             }
         }
@@ -501,6 +542,7 @@ impl Committer {
                 .flat_map(|r| r.commit.writes.iter().cloned())
                 .collect(),
             replies: accepted.into_iter().map(|r| Some(r.reply)).collect(),
+            conflicts: Vec::new(),
             appended: Instant::now(),
             deadline: Instant::now() + COMMIT_TIMEOUT,
             trace: (!batch_span.is_disabled()).then_some(BatchTrace {
@@ -595,6 +637,10 @@ impl Committer {
                     let _ = reply.send(Ok((b.version, b.time_micros, order as u16)));
                 }
             }
+            // After `committed` moved: a retry's read version now covers this batch.
+            for (reply, e) in b.conflicts {
+                let _ = reply.send(Err(e));
+            }
         }
         if let Some(why) = &q.fenced {
             self.answer_unknown(
@@ -615,6 +661,10 @@ impl Committer {
         for b in self.in_flight.iter_mut().filter(|b| b.deadline <= cutoff) {
             for reply in b.replies.iter_mut().filter_map(Option::take) {
                 let _ = reply.send(Err(e.clone()));
+            }
+            // A conflict is a definite refusal whatever becomes of the batch.
+            for (reply, conflict) in b.conflicts.drain(..) {
+                let _ = reply.send(Err(conflict));
             }
         }
     }

@@ -206,6 +206,44 @@ fn value_of(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// A transaction refused for a write still in flight hears so only once that write is
+/// committed, so its retry reads at or past it rather than conflicting again on the old value
+/// (YCSB F's retries of retries). The writer and the reader are queued together, so the write
+/// is in the same batch or the one before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_is_answered_once_the_write_it_lost_to_is_committed() {
+    let p = pipeline(Arc::new(SystemClock)).await;
+    for round in 0..20u32 {
+        let key = format!("rmw/{round}").into_bytes();
+        let rv = p.latest();
+        let write = vec![proto_mutation(MutationType::Set, &key, b"first", 0)];
+        let writer = p.send(rv, write, Vec::new()).await.unwrap();
+        let rmw = vec![proto_mutation(MutationType::Set, &key, b"second", 0)];
+        let loser = p
+            .send(rv, rmw, vec![proto_range(&key, &after(&key))])
+            .await
+            .unwrap();
+        let e = answered(loser).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotCommitted, "{e}");
+        // Answered in log order: the winner's outcome is already there, and what a retry
+        // reads at covers it.
+        let mut writer = writer;
+        let (won, ..) = writer
+            .try_recv()
+            .expect("the conflict was answered before the write it lost to committed")
+            .unwrap();
+        assert!(
+            p.latest() >= won,
+            "round {round}: committed {} is behind the winning write {won}",
+            p.latest()
+        );
+        assert_eq!(
+            p.hot.get(&key, p.latest()),
+            HotRead::Found(Some(Bytes::from_static(b"first")))
+        );
+    }
+}
+
 /// Random transactions (sizes up to the limit), random batch compositions (bursts queued at
 /// once), random refusals (a frame limit lowered at random, read versions from the future):
 /// every request is answered, refusals are definite and only for the right reason, every
