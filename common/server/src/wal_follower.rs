@@ -1,10 +1,18 @@
 //! Following a database's committed WAL from the safekeepers: what pageservers and read
 //! replicas both do.
 //!
-//! The follower streams from the safekeeper with the highest commit position. Safekeepers only
-//! stream committed WAL, and the committed prefix is the same on all of them, so switching
-//! between them is always safe; it switches when its stream breaks, or when its safekeeper
-//! idles while another reports a higher commit position (a lagging safekeeper just restarted).
+//! The follower streams from the safekeeper with the highest commit position, the first listed
+//! among equals. Safekeepers only stream committed WAL, and the committed prefix is the same on
+//! all of them, so switching between them is always safe; it switches when its stream breaks,
+//! or when its safekeeper idles while another reports a higher commit position (a lagging
+//! safekeeper just restarted).
+//!
+//! Why the first among equals: the compute lets the last safekeeper it lists lag (it gathers
+//! that one's WAL for up to 20 ms, see `LAGGARD_LINGER` in docs/wal-protocol.md), so that one
+//! learns each commit late. On an idle cluster every commit position is equal, which is when a
+//! follower usually starts, and a follower that took the last would trail the log by the
+//! laggard's linger from then on (it only moves when its stream idles). Listed in the same
+//! order as the compute's, the first is never the laggard.
 
 use std::time::Duration;
 
@@ -43,12 +51,7 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
     let clients = clients(safekeepers)?;
     loop {
         let commits = commit_positions(&clients, sink.database()).await;
-        let best = commits
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.map(|c| (i, c)))
-            .max_by_key(|(_, c)| *c);
-        if let Some((i, _)) = best
+        if let Some(i) = best(&commits)
             && let Err(e) = stream_from(&clients, i, sink).await
         {
             tracing::info!(
@@ -60,6 +63,20 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
         }
         tokio::time::sleep(RETRY).await;
     }
+}
+
+/// The safekeeper to stream from: the highest commit position, the first listed among equals
+/// (see the module doc); `None` when none answered.
+fn best(commits: &[Option<u64>]) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (i, c) in commits.iter().enumerate() {
+        if let Some(c) = *c
+            && best.is_none_or(|(_, b)| c > b)
+        {
+            best = Some((i, c));
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 /// Each safekeeper's commit position (`None`: did not answer within a second).
@@ -117,4 +134,21 @@ async fn stream_from(
         at += chunk.wal.len() as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best;
+
+    #[test]
+    fn the_highest_commit_position_wins_and_the_first_listed_among_equals() {
+        assert_eq!(best(&[]), None);
+        assert_eq!(best(&[None, None, None]), None);
+        // An idle cluster: all equal, and the last listed is the compute's laggard.
+        assert_eq!(best(&[Some(7), Some(7), Some(7)]), Some(0));
+        assert_eq!(best(&[None, Some(7), Some(7)]), Some(1));
+        assert_eq!(best(&[Some(5), Some(7), Some(7)]), Some(1));
+        assert_eq!(best(&[Some(5), Some(6), Some(9)]), Some(2));
+        assert_eq!(best(&[Some(0), None, Some(0)]), Some(0));
+    }
 }
