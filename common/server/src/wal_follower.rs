@@ -68,15 +68,12 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
 /// The safekeeper to stream from: the highest commit position, the first listed among equals
 /// (see the module doc); `None` when none answered.
 fn best(commits: &[Option<u64>]) -> Option<usize> {
-    let mut best: Option<(usize, u64)> = None;
-    for (i, c) in commits.iter().enumerate() {
-        if let Some(c) = *c
-            && best.is_none_or(|(_, b)| c > b)
-        {
-            best = Some((i, c));
-        }
-    }
-    best.map(|(i, _)| i)
+    commits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.map(|c| (i, c)))
+        .max_by_key(|&(i, c)| (c, std::cmp::Reverse(i)))
+        .map(|(i, _)| i)
 }
 
 /// Each safekeeper's commit position (`None`: did not answer within a second).
