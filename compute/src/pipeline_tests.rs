@@ -20,7 +20,7 @@ use ferrisdb_common::{ErrorKind, Result, Version};
 use ferrisdb_server_common::clock::{Clock, SystemClock};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::committer::{CommitRequest, Committed, Committer};
+use crate::committer::{COMMIT_TIMEOUT, CommitRequest, Committed, Committer};
 use crate::hot_tier::{HotRead, HotTier};
 use crate::metrics::Metrics;
 use crate::page_source::GrpcPageSource;
@@ -68,13 +68,30 @@ struct Pipeline {
     start: Version,
     /// The safekeepers' gRPC endpoints.
     urls: Vec<String>,
+    /// Each safekeeper's stall switch, when the pipeline dials them through
+    /// [`crate::test_safekeepers::stallable`] proxies (empty otherwise).
+    stalls: Vec<watch::Sender<bool>>,
     _stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
 
 async fn pipeline(clock: Arc<dyn Clock>) -> Pipeline {
+    pipeline_over(clock, false).await
+}
+
+/// [`pipeline`], with every safekeeper behind a proxy that can hold its answers back when
+/// `stallable` (see [`Pipeline::stalls`]).
+async fn pipeline_over(clock: Arc<dyn Clock>, stallable: bool) -> Pipeline {
     let dir = tempfile::tempdir().unwrap();
-    let (urls, stop) = crate::test_safekeepers::safekeepers(dir.path()).await;
+    let (mut urls, stop) = crate::test_safekeepers::safekeepers(dir.path()).await;
+    let mut stalls = Vec::new();
+    if stallable {
+        for url in &mut urls {
+            let (proxied, stall) = crate::test_safekeepers::stallable(url).await;
+            *url = proxied;
+            stalls.push(stall);
+        }
+    }
     let proposer = loop {
         match Proposer::elect("db", &urls, 0).await {
             Ok(p) => break p,
@@ -123,6 +140,7 @@ async fn pipeline(clock: Arc<dyn Clock>) -> Pipeline {
         served,
         start,
         urls: urls.clone(),
+        stalls,
         _stop: stop,
         _dir: dir,
     };
@@ -185,6 +203,27 @@ impl Pipeline {
         answered(outcome).await
     }
 
+    /// Queues, both at `rv`, a blind write of `first` to `key` and then a read-modify-write
+    /// of it (`second`, reading `key`), which loses to the write: their outcomes, in that
+    /// order.
+    async fn write_and_lose(
+        &self,
+        key: &[u8],
+        rv: Version,
+    ) -> (
+        oneshot::Receiver<Result<Committed>>,
+        oneshot::Receiver<Result<Committed>>,
+    ) {
+        let write = vec![proto_mutation(MutationType::Set, key, b"first", 0)];
+        let writer = self.send(rv, write, Vec::new()).await.unwrap();
+        let rmw = vec![proto_mutation(MutationType::Set, key, b"second", 0)];
+        let loser = self
+            .send(rv, rmw, vec![proto_range(key, &after(key))])
+            .await
+            .unwrap();
+        (writer, loser)
+    }
+
     fn latest(&self) -> Version {
         *self.committed.borrow()
     }
@@ -216,13 +255,7 @@ async fn a_conflict_is_answered_once_the_write_it_lost_to_is_committed() {
     for round in 0..20u32 {
         let key = format!("rmw/{round}").into_bytes();
         let rv = p.latest();
-        let write = vec![proto_mutation(MutationType::Set, &key, b"first", 0)];
-        let writer = p.send(rv, write, Vec::new()).await.unwrap();
-        let rmw = vec![proto_mutation(MutationType::Set, &key, b"second", 0)];
-        let loser = p
-            .send(rv, rmw, vec![proto_range(&key, &after(&key))])
-            .await
-            .unwrap();
+        let (writer, loser) = p.write_and_lose(&key, rv).await;
         let e = answered(loser).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotCommitted, "{e}");
         // Answered in log order: the winner's outcome is already there, and what a retry
@@ -242,6 +275,55 @@ async fn a_conflict_is_answered_once_the_write_it_lost_to_is_committed() {
             HotRead::Found(Some(Bytes::from_static(b"first")))
         );
     }
+}
+
+/// A conflict parked on a batch that misses its deadline (the whole quorum stalls behind open
+/// connections) is still answered, and answered as what it is: `not_committed`, definite,
+/// beside the batch's own `commit_unknown_result`. Once the quorum answers again the batch
+/// commits (it was in the log) and the pipeline goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_parked_on_a_batch_that_times_out_is_answered_not_committed() {
+    let p = pipeline_over(Arc::new(SystemClock), true).await;
+    let key = b"stalled/rmw".to_vec();
+    let rv = p.latest();
+    for stall in &p.stalls {
+        stall.send_replace(true);
+    }
+    let (writer, loser) = p.write_and_lose(&key, rv).await;
+    let sent = tokio::time::Instant::now();
+    let e = answered(loser).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotCommitted, "{e}");
+    // Held until the batch it lost to was given up on, not answered at once.
+    assert!(
+        sent.elapsed() >= COMMIT_TIMEOUT - Duration::from_millis(500),
+        "the conflict was answered after {:?}, before its batch's deadline",
+        sent.elapsed()
+    );
+    let e = answered(writer).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CommitUnknownResult, "{e}");
+    assert_eq!(
+        p.latest(),
+        rv,
+        "nothing became durable while the quorum stalled"
+    );
+    for stall in &p.stalls {
+        stall.send_replace(false);
+    }
+    // The unknown write was in the log: it commits once the quorum answers, and a fresh
+    // commit after it goes through.
+    let (v, ..) = p
+        .commit(
+            rv,
+            vec![proto_mutation(MutationType::Set, b"after", b"x", 0)],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(p.latest() >= v);
+    assert_eq!(
+        p.hot.get(&key, p.latest()),
+        HotRead::Found(Some(Bytes::from_static(b"first")))
+    );
 }
 
 /// Random transactions (sizes up to the limit), random batch compositions (bursts queued at
