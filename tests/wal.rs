@@ -108,6 +108,97 @@ async fn cluster_with_twenty_keys(
     (cluster, db, sks)
 }
 
+/// Reads one followed stream until it has carried every record whose key starts with
+/// `prefix` (`want` of them): the records' values in log order, and how many chunks with WAL
+/// carried them.
+async fn follow_until(
+    stream: &mut tonic::Streaming<ferrisdb_common::proto::WalChunk>,
+    prefix: &str,
+    want: usize,
+) -> (Vec<String>, usize) {
+    let (mut values, mut chunks) = (Vec::new(), 0);
+    while values.len() < want {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("the follower heard nothing for 30 s")
+            .unwrap()
+            .expect("the stream ended");
+        if chunk.wal.is_empty() {
+            continue;
+        }
+        chunks += 1;
+        for r in ferrisdb_common::wal::decode_frames(&chunk.wal, chunk.begin_lsn).unwrap() {
+            for m in &r.mutations {
+                if m.key().starts_with(prefix.as_bytes()) {
+                    values.push(String::from_utf8(m.value().unwrap().to_vec()).unwrap());
+                }
+            }
+        }
+    }
+    (values, chunks)
+}
+
+/// The pageserver's way of following (`ReadWal` with a gather window): commits that land while
+/// the follower is caught up come one chunk per window, not one per commit, and every one of
+/// them comes, in order; a follower that asks for no window (a replica) gets them all too. A
+/// window past the limit is refused as bad input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gathering_follower_takes_many_commits_per_chunk_and_misses_none() {
+    use ferrisdb_common::proto::SafekeeperStatusRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, db, sks) = cluster_with_twenty_keys(&dir.path().join("data")).await;
+    let mut client = SafekeeperClient::new(support::internal_channel(&sks[0].grpc));
+    let follow = |start_lsn, gather_millis| ReadWalRequest {
+        database: "default".into(),
+        start_lsn,
+        end_lsn: None,
+        gather_millis,
+    };
+    let too_long = client.read_wal(follow(0, 1001)).await.unwrap_err();
+    assert_eq!(
+        ferrisdb_client::Error::from(too_long).kind(),
+        ErrorKind::InvalidArgument
+    );
+
+    let start = client
+        .get_status(SafekeeperStatusRequest {
+            database: "default".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .commit_lsn;
+    const WINDOW: Duration = Duration::from_secs(1);
+    let mut gathered = client
+        .read_wal(follow(start, WINDOW.as_millis() as u32))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut eager = client
+        .read_wal(follow(start, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let began = Instant::now();
+    let n = 20;
+    for i in 0..n {
+        put(&db, format!("g{i:02}"), format!("v{i}")).await.unwrap();
+    }
+    let (values, chunks) = follow_until(&mut gathered, "g", n).await;
+    let elapsed = began.elapsed();
+    let expected: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected);
+    // One chunk per window the commits (and the wait for the last one) spanned, at most.
+    let windows = (elapsed.as_secs_f64() / WINDOW.as_secs_f64()).ceil() as usize;
+    assert!(
+        chunks <= windows + 1,
+        "{chunks} chunks for {n} commits over {elapsed:?} in windows of {WINDOW:?}"
+    );
+    let (values, eager_chunks) = follow_until(&mut eager, "g", n).await;
+    assert_eq!(values, expected);
+    eprintln!("{n} lone commits: {chunks} gathered chunks, {eager_chunks} without a window");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +239,7 @@ async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
         database: "default".into(),
         start_lsn: 0,
         end_lsn: Some(u64::MAX),
+        gather_millis: 0,
     };
     let served = match client.read_wal(req).await {
         Ok(r) => r

@@ -1060,6 +1060,7 @@ impl Proposer {
                 database: self.database.clone(),
                 start_lsn: from,
                 end_lsn: Some(to.min(f)),
+                gather_millis: 0,
             };
             let read = async {
                 let mut stream = c.read_wal(req).await?.into_inner();

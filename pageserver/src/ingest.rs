@@ -25,7 +25,20 @@ impl WalSink for Timeline {
     fn apply(&self, records: &[WalRecord]) -> Result<()> {
         Timeline::apply(self, records)
     }
+
+    fn gather(&self) -> Duration {
+        INGEST_GATHER
+    }
 }
+
+/// How long the safekeeper gathers committed WAL before streaming it here. Nothing reads the
+/// pageserver at the newest version: the compute's hot tier holds every commit above what
+/// the pageserver has ingested and asks it only at that floor. So the pageserver can take
+/// the commits of a window in one message rather than one message per lone commit, which
+/// cost a safekeeper and the pageserver a wake-up, a message and an apply each
+/// (docs/wal-protocol.md, "Following"). What waits for ingestion (the hot tier's eviction,
+/// a branch cut at the newest version, uploads) waits up to this much longer.
+pub const INGEST_GATHER: Duration = Duration::from_millis(10);
 
 /// Follows the WAL of `timeline`'s database from `safekeepers` until the task is dropped.
 pub async fn follow(timeline: Arc<Timeline>, safekeepers: Vec<String>) -> Result<()> {

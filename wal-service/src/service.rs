@@ -30,6 +30,8 @@ use crate::timeline::Timeline;
 const READ_CHUNK_BYTES: usize = 1 << 20;
 /// A follower hears from an idle stream this often, so it can tell a quiet log from a dead peer.
 const KEEPALIVE: Duration = Duration::from_millis(500);
+/// The longest a follower may ask its WAL to be gathered for (`ReadWalRequest.gather_millis`).
+pub const MAX_GATHER_MILLIS: u32 = 1000;
 /// At most this many queued appends share one fdatasync.
 const MAX_GROUP: usize = 256;
 
@@ -320,6 +322,7 @@ async fn repair(
                         database: database.clone(),
                         start_lsn: plan.from,
                         end_lsn: Some(plan.copy_end(d, peer_log.flush)),
+                        gather_millis: 0,
                     };
                     let mut stream = c.read_wal(req).await?.into_inner();
                     while let Some(chunk) = stream.message().await? {
@@ -525,12 +528,20 @@ impl Safekeeper for SafekeeperService {
         req: Request<ReadWalRequest>,
     ) -> Result<Response<Self::ReadWalStream>, Status> {
         let req = req.into_inner();
+        if req.gather_millis > MAX_GATHER_MILLIS {
+            return Err(Error::invalid(format!(
+                "gather_millis {} is over the limit of {MAX_GATHER_MILLIS}",
+                req.gather_millis
+            ))
+            .into());
+        }
+        let gather = Duration::from_millis(req.gather_millis.into());
         let t = self.state.timeline(&req.database).await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let result = match req.end_lsn {
                 Some(end) => stream_bounded(&t, req.start_lsn, end, &tx).await,
-                None => stream_committed(&t, req.start_lsn, &tx).await,
+                None => stream_committed(&t, req.start_lsn, gather, &tx).await,
             };
             if let Err(e) = result {
                 let _ = tx.send(Err(e.into())).await;
@@ -670,11 +681,36 @@ async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) ->
 }
 
 /// Committed WAL from `start`, following the commit position until the reader goes away.
-async fn stream_committed(t: &Timeline, start: Lsn, tx: &ChunkSender) -> Result<()> {
+///
+/// With a `gather` window, WAL that commits while the reader is caught up waits that long
+/// before it is sent, and the commit position is not watched meanwhile: every commit of the
+/// window goes in one chunk, for one wake-up, one message and one apply on each side where a
+/// lone commit each would cost every one of them (docs/wal-protocol.md, "Following").
+async fn stream_committed(
+    t: &Timeline,
+    start: Lsn,
+    gather: Duration,
+    tx: &ChunkSender,
+) -> Result<()> {
     let mut commit = t.watch_commit();
     let mut at = start;
+    // Whether the WAL beyond `at` has waited out its window; until the reader has all of it,
+    // it is sent chunk after chunk with no further wait (a reader far behind catches up at
+    // full speed).
+    let mut waited = false;
     loop {
         let commit_lsn = *commit.borrow_and_update();
+        if at < commit_lsn && !waited && !gather.is_zero() {
+            waited = true;
+            tokio::select! {
+                _ = tokio::time::sleep(gather) => {}
+                _ = tx.closed() => return Ok(()),
+            }
+            continue;
+        }
+        if at >= commit_lsn {
+            waited = false;
+        }
         if at < commit_lsn {
             let wal = read_chunk(t, at, commit_lsn).await?;
             if wal.is_empty() {

@@ -182,6 +182,7 @@ async fn committed_values(c: &mut SafekeeperClient<Channel>, from: Lsn, to: Lsn)
             database: DB.into(),
             start_lsn: from,
             end_lsn: Some(to),
+            gather_millis: 0,
         })
         .await
         .unwrap()

@@ -32,6 +32,12 @@ pub trait WalSink: Send + Sync {
     fn applied_lsn(&self) -> u64;
     /// Applies committed records, in log order, contiguous with what came before.
     fn apply(&self, records: &[WalRecord]) -> Result<()>;
+    /// How long the safekeeper may hold newly committed WAL to send it with what commits
+    /// after it (`ReadWalRequest.gather_millis`): zero for a sink that serves the newest
+    /// versions (a read replica), longer for one that never does (the pageserver).
+    fn gather(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Clients of every safekeeper in `endpoints`, carrying the cluster credential.
@@ -109,6 +115,7 @@ async fn stream_from(
         database: sink.database().to_string(),
         start_lsn: at,
         end_lsn: None,
+        gather_millis: u32::try_from(sink.gather().as_millis()).unwrap_or(u32::MAX),
     };
     let mut stream = client.read_wal(req).await?.into_inner();
     while let Some(chunk) = stream.message().await? {
