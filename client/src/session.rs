@@ -2,9 +2,10 @@
 //! requests and commits of every transaction on one endpoint travel as messages on one
 //! long-lived HTTP/2 stream instead of a stream per call.
 //!
-//! A caller encodes its request and queues it on the stream itself (no task hop); one driver
-//! task per session reads the answers and hands each to its caller by id. The session is
-//! opened on first use and again after it ends.
+//! A caller encodes its request and queues it on the stream itself (no task hop), and the
+//! callers waiting for answers read them in turn, each handing what it reads to its caller by
+//! id until its own comes (see [`State`]): no task stands between the connection and the
+//! callers. The session is opened on first use and again after it ends.
 //!
 //! What a failure means, which decides whether a commit's outcome is unknown:
 //! - the session could not be opened, or the request could not be queued: never sent;
@@ -14,8 +15,11 @@
 //!   run it.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use ferrisdb_common::Error;
@@ -25,7 +29,7 @@ use ferrisdb_common::message_size::MAX_MESSAGE_BYTES;
 use ferrisdb_common::proto::session_request::Op;
 use ferrisdb_common::proto::session_response::Result as Answer;
 use ferrisdb_common::proto::{SessionRequest, SessionResponse};
-use tokio::sync::oneshot;
+use futures::StreamExt as _;
 use tonic::codec::{Codec as _, Streaming};
 
 use crate::outgoing::{Outgoing, current_traceparent};
@@ -87,24 +91,242 @@ impl std::fmt::Debug for Session {
 /// An open session.
 struct Live {
     sender: Mutex<StreamSender>,
-    pending: Arc<Mutex<Pending>>,
+    state: Mutex<State>,
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         // Nobody can send on it any more: end the request half, so the compute answers what
-        // it read and ends the stream, and the driver task ends with it.
+        // it read and ends the stream.
         lock(&self.sender).finish();
     }
 }
 
-/// The operations of a session waiting for answers.
+/// What the callers of one session share.
+///
+/// There is no task reading the answers: the callers waiting for answers take turns at it.
+/// Whoever finds the answers free takes them and reads, handing each answer to its caller,
+/// until its own comes; then it puts them back and wakes one caller still waiting, which
+/// takes them next. With one operation in flight (a client per connection, the common case)
+/// the caller reads its own answer, and the connection task wakes it directly: one wake-up
+/// per operation fewer than a driver task in between (docs/session.md).
 #[derive(Default)]
-struct Pending {
+struct State {
     next_id: u64,
-    waiting: HashMap<u64, oneshot::Sender<Result<Answer, Failure>>>,
+    /// The operations sent and not yet returned to their callers.
+    waiting: HashMap<u64, Slot>,
+    /// The answers, while no caller is reading them.
+    answers: Option<Streaming<SessionResponse>>,
     /// Set when the answers have ended: nothing more is sent on this session.
     ended: bool,
+}
+
+/// One operation in flight: its outcome once some caller has read it, and how to wake its
+/// caller for the outcome or for a turn at reading.
+#[derive(Default)]
+struct Slot {
+    outcome: Option<Result<Answer, Failure>>,
+    waker: Option<Waker>,
+}
+
+impl State {
+    /// Hands `answer` to its caller; one nobody waits for (its caller gave up) is dropped.
+    fn deliver(&mut self, answer: SessionResponse) {
+        let Some(slot) = self.waiting.get_mut(&answer.id) else {
+            tracing::debug!(id = answer.id, "an answer nobody waits for");
+            return;
+        };
+        slot.outcome = Some(outcome_of(answer));
+        if let Some(waker) = slot.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The answers have ended: every caller still waiting fails with `error`.
+    fn end(&mut self, error: &Error, maybe_started: bool) {
+        self.ended = true;
+        self.answers = None;
+        for slot in self.waiting.values_mut() {
+            if slot.outcome.is_none() {
+                slot.outcome = Some(Err(Failure {
+                    error: error.clone(),
+                    maybe_started,
+                }));
+            }
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// With the answers free, wakes one caller still waiting for its answer, to read them.
+    fn hand_over(&mut self) {
+        if self.answers.is_none() {
+            return;
+        }
+        if let Some(waker) = self
+            .waiting
+            .values_mut()
+            .find(|slot| slot.outcome.is_none() && slot.waker.is_some())
+            .and_then(|slot| slot.waker.take())
+        {
+            waker.wake();
+        }
+    }
+
+    /// Whether the session is still open. With nobody reading, the answers are looked at
+    /// once without waiting: a session the compute ended, or whose connection broke, while
+    /// no operation was in flight is found ended here, before anything is sent on it.
+    fn open(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            let Some(answers) = self.answers.as_mut() else {
+                return true;
+            };
+            match answers.poll_next_unpin(&mut cx) {
+                Poll::Pending => return true,
+                Poll::Ready(Some(Ok(answer))) => self.deliver(answer),
+                Poll::Ready(end) => {
+                    let (error, maybe_started) = ending(end);
+                    tracing::debug!(%error, "session ended while idle");
+                    self.end(&error, maybe_started);
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// What an answer says: the compute's result, or, with none, an internal error.
+fn outcome_of(answer: SessionResponse) -> Result<Answer, Failure> {
+    answer.result.ok_or_else(|| Failure {
+        error: Error::internal("the compute's answer carries no result"),
+        maybe_started: true,
+    })
+}
+
+/// What the end of the answers (`None`: the stream ended; else its error) means for the
+/// operations without an answer: the error, and whether the compute may have run them.
+fn ending(end: Option<Result<SessionResponse, tonic::Status>>) -> (Error, bool) {
+    match end {
+        // Every request the compute read has its answer (docs/session.md).
+        None | Some(Ok(_)) => (Error::unavailable("the compute ended the session"), false),
+        Some(Err(status)) => {
+            // A FerrisDB code is the compute's own ending (it is shutting down, a request did
+            // not decode), sent after every answer. Anything else is the transport.
+            let said = status.metadata().contains_key(CODE_METADATA_KEY);
+            (Error::from(status), !said)
+        }
+    }
+}
+
+/// The answer to operation `id` of `live`: read by this caller when the answers are free,
+/// else handed over by whichever caller reads them.
+struct AnswerOf<'a> {
+    live: &'a Live,
+    id: u64,
+    /// The answers, while this caller reads them.
+    reading: Option<Streaming<SessionResponse>>,
+    /// Whether the outcome was returned (the slot is gone).
+    done: bool,
+}
+
+impl AnswerOf<'_> {
+    /// Returns with `outcome` (see [`AnswerOf::leave`]).
+    fn finish(&mut self, outcome: Result<Answer, Failure>) -> Poll<Result<Answer, Failure>> {
+        self.leave();
+        Poll::Ready(outcome)
+    }
+
+    /// Gives up this operation's place: puts the answers back if this caller read them, and
+    /// passes the turn at reading on.
+    fn leave(&mut self) {
+        let mut state = lock(&self.live.state);
+        state.waiting.remove(&self.id);
+        if let Some(answers) = self.reading.take()
+            && !state.ended
+        {
+            state.answers = Some(answers);
+        }
+        state.hand_over();
+        self.done = true;
+    }
+}
+
+impl Future for AnswerOf<'_> {
+    type Output = Result<Answer, Failure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.reading.is_none() {
+            let mut state = lock(&this.live.state);
+            let State {
+                waiting, answers, ..
+            } = &mut *state;
+            let Some(slot) = waiting.get_mut(&this.id) else {
+                drop(state);
+                return this.finish(Err(lost()));
+            };
+            if let Some(outcome) = slot.outcome.take() {
+                drop(state);
+                return this.finish(outcome);
+            }
+            match answers.take() {
+                Some(free) => this.reading = Some(free),
+                None => {
+                    if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        slot.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        // This caller reads: hand each answer to its caller until ours comes.
+        loop {
+            let Some(answers) = this.reading.as_mut() else {
+                return this.finish(Err(lost()));
+            };
+            match answers.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(answer))) if answer.id == this.id => {
+                    return this.finish(outcome_of(answer));
+                }
+                Poll::Ready(Some(Ok(answer))) => lock(&this.live.state).deliver(answer),
+                Poll::Ready(end) => {
+                    let (error, maybe_started) = ending(end);
+                    tracing::debug!(%error, maybe_started, "session ended");
+                    this.reading = None;
+                    lock(&this.live.state).end(&error, maybe_started);
+                    return this.finish(Err(Failure {
+                        error,
+                        maybe_started,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// An operation whose place in its session is gone: a bug, reported rather than waited on.
+fn lost() -> Failure {
+    Failure {
+        error: Error::internal("a session operation lost its place"),
+        maybe_started: true,
+    }
+}
+
+impl Drop for AnswerOf<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // The caller gave up: its answer will be dropped when read, and if it was reading,
+        // the answers go back for someone else.
+        self.leave();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,18 +355,17 @@ impl Session {
             Ok(None) => return Outcome::Unsupported(op),
             Err(failure) => return Outcome::Failed(failure),
         };
-        let (tx, rx) = oneshot::channel();
         let id = {
-            let mut pending = lock(&live.pending);
-            if pending.ended {
+            let mut state = lock(&live.state);
+            if state.ended {
                 // It ended since we looked; nothing was sent.
                 return Outcome::Failed(Failure::not_started(Error::unavailable(
                     "the session ended before the request was sent",
                 )));
             }
-            pending.next_id += 1;
-            let id = pending.next_id;
-            pending.waiting.insert(id, tx);
+            state.next_id += 1;
+            let id = state.next_id;
+            state.waiting.insert(id, Slot::default());
             id
         };
         let request = SessionRequest {
@@ -158,17 +379,20 @@ impl Session {
             })
         });
         if let Err(error) = queued {
-            lock(&live.pending).waiting.remove(&id);
+            let mut state = lock(&live.state);
+            state.waiting.remove(&id);
+            state.hand_over();
             return Outcome::Failed(Failure::not_started(error));
         }
-        match rx.await {
-            Ok(Ok(answer)) => Outcome::Answered(answer),
-            Ok(Err(failure)) => Outcome::Failed(failure),
-            // The driver is gone without saying why (its runtime stopped).
-            Err(_) => Outcome::Failed(Failure {
-                error: Error::unavailable("the session ended while the request was in flight"),
-                maybe_started: true,
-            }),
+        let answer = AnswerOf {
+            live: &live,
+            id,
+            reading: None,
+            done: false,
+        };
+        match answer.await {
+            Ok(answer) => Outcome::Answered(answer),
+            Err(failure) => Outcome::Failed(failure),
         }
     }
 
@@ -202,7 +426,7 @@ impl Session {
     fn current(&self) -> Option<Arc<Live>> {
         lock(&self.live)
             .as_ref()
-            .filter(|live| !lock(&live.pending).ended)
+            .filter(|live| lock(&live.state).open())
             .cloned()
     }
 
@@ -237,11 +461,12 @@ impl Session {
             ferrisdb_common::codec::Codec::<SessionRequest, SessionResponse>::default().decoder();
         let answers =
             Streaming::new_response(decoder, body, parts.status, None, Some(MAX_MESSAGE_BYTES));
-        let pending = Arc::new(Mutex::new(Pending::default()));
-        tokio::spawn(drive(pending.clone(), answers));
         Ok(Some(Live {
             sender: Mutex::new(sender),
-            pending,
+            state: Mutex::new(State {
+                answers: Some(answers),
+                ..State::default()
+            }),
         }))
     }
 }
@@ -255,47 +480,4 @@ fn frame(request: &SessionRequest) -> ferrisdb_common::Result<Bytes> {
             "a request of {len} bytes is over the {MAX_MESSAGE_BYTES}-byte message limit"
         ))
     })
-}
-
-/// Hands each answer to its caller until the answers end, then fails whoever still waits,
-/// saying whether the compute may have run their operations.
-async fn drive(pending: Arc<Mutex<Pending>>, mut answers: Streaming<SessionResponse>) {
-    let (error, maybe_started) = loop {
-        match answers.message().await {
-            Ok(Some(answer)) => deliver(&pending, answer),
-            // Every request the compute read has its answer (docs/session.md).
-            Ok(None) => break (Error::unavailable("the compute ended the session"), false),
-            Err(status) => {
-                // A FerrisDB code is the compute's own ending (it is shutting down, a request
-                // did not decode), sent after every answer. Anything else is the transport.
-                let said = status.metadata().contains_key(CODE_METADATA_KEY);
-                break (Error::from(status), !said);
-            }
-        }
-    };
-    tracing::debug!(%error, maybe_started, "session ended");
-    let waiting = {
-        let mut pending = lock(&pending);
-        pending.ended = true;
-        std::mem::take(&mut pending.waiting)
-    };
-    for (_, caller) in waiting {
-        let _ = caller.send(Err(Failure {
-            error: error.clone(),
-            maybe_started,
-        }));
-    }
-}
-
-fn deliver(pending: &Mutex<Pending>, answer: SessionResponse) {
-    let Some(caller) = lock(pending).waiting.remove(&answer.id) else {
-        // Not a request of ours in flight (its caller may have given up): nothing to do.
-        tracing::debug!(id = answer.id, "an answer nobody waits for");
-        return;
-    };
-    let outcome = answer.result.ok_or_else(|| Failure {
-        error: Error::internal("the compute's answer carries no result"),
-        maybe_started: true,
-    });
-    let _ = caller.send(outcome);
 }

@@ -26,6 +26,12 @@ enum Script {
     /// Reads `n` requests, then answers them in reverse order (a get with its key as the
     /// value) and goes on answering one by one.
     Reversed(usize),
+    /// Reads `n` requests, waits the given time, then answers them in the order they came
+    /// and goes on answering one by one.
+    InOrder(usize, Duration),
+    /// Reads one request, answers it, then ends the stream with FerrisDB's `unavailable`
+    /// while nothing is in flight.
+    AnswersOneThenEnds,
     /// Reads one request, then ends the stream with FerrisDB's `unavailable` (as a compute
     /// shutting down does) without answering it.
     EndsWithStatus,
@@ -200,6 +206,26 @@ async fn session(
             }
             send.send_trailers(trailers(0, None)).unwrap();
         }
+        Script::InOrder(n, wait) => {
+            let mut first = Vec::new();
+            for _ in 0..n {
+                first.push(requests.next().await.unwrap());
+            }
+            tokio::time::sleep(wait).await;
+            for req in first {
+                send.send_data(grpc_frame(&answer_to(req)), false).unwrap();
+            }
+            while let Some(req) = requests.next().await {
+                send.send_data(grpc_frame(&answer_to(req)), false).unwrap();
+            }
+            send.send_trailers(trailers(0, None)).unwrap();
+        }
+        Script::AnswersOneThenEnds => {
+            let req = requests.next().await.unwrap();
+            send.send_data(grpc_frame(&answer_to(req)), false).unwrap();
+            send.send_trailers(trailers(14, Some("unavailable")))
+                .unwrap();
+        }
         Script::EndsWithStatus => {
             requests.next().await.unwrap();
             send.send_trailers(trailers(14, Some("unavailable")))
@@ -242,6 +268,71 @@ async fn answers_reach_their_callers_whatever_their_order() {
         "one session for all"
     );
     assert_eq!(fake.unary.load(Ordering::SeqCst), 0);
+}
+
+/// The first caller reads the answers, and its own comes first: it must pass the reading on,
+/// or everyone else waits forever (no task reads for them).
+#[tokio::test]
+async fn a_reader_whose_answer_comes_first_hands_the_rest_on() {
+    let fake = fake(vec![Script::InOrder(16, Duration::ZERO)]).await;
+    let db = connect(&fake.url).await;
+    // A task each: a caller is polled only when its own waker is woken (callers joined in
+    // one task would all be polled at every wake-up, and find the answers free by luck).
+    let reads: Vec<_> = (0..16)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let key = format!("key-{i:02}");
+                let value = db.create_transaction().get(key.clone()).await.unwrap();
+                assert_eq!(value.as_deref(), Some(key.as_bytes()));
+            })
+        })
+        .collect();
+    for read in tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(reads))
+        .await
+        .expect("every read answered")
+    {
+        read.unwrap();
+    }
+    assert_eq!(fake.sessions.load(Ordering::SeqCst), 1);
+}
+
+/// A caller that gives up while it reads the answers puts them back and wakes another.
+#[tokio::test]
+async fn a_reader_that_gives_up_leaves_the_answers_to_the_others() {
+    // Two requests, answered in order 2 s after the compute has both.
+    let fake = fake(vec![Script::InOrder(2, Duration::from_secs(2))]).await;
+    let db = connect(&fake.url).await;
+    let (a, b) = (db.create_transaction(), db.create_transaction());
+    let first = tokio::spawn(async move { a.get("first").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(async move { b.get("second").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The first (the one reading) gives up before any answer; the second, waiting on its own
+    // task, must be woken to read.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second caller was answered")
+        .unwrap();
+    assert_eq!(second.unwrap().as_deref(), Some(&b"second"[..]));
+    assert_eq!(fake.sessions.load(Ordering::SeqCst), 1);
+}
+
+/// A session the compute ends while nothing is in flight is found ended before the next
+/// operation is sent on it: that operation goes on a new session and succeeds.
+#[tokio::test]
+async fn a_session_ended_while_idle_is_replaced_before_the_next_operation() {
+    let fake = fake(vec![Script::AnswersOneThenEnds, Script::Reversed(1)]).await;
+    let db = connect(&fake.url).await;
+    let value = db.create_transaction().get("one").await.unwrap();
+    assert_eq!(value.as_deref(), Some(&b"one"[..]));
+    // Let the ending reach the client.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let value = db.create_transaction().get("two").await.unwrap();
+    assert_eq!(value.as_deref(), Some(&b"two"[..]));
+    assert_eq!(fake.sessions.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
