@@ -190,7 +190,7 @@ impl State {
                 Poll::Pending => return true,
                 Poll::Ready(Some(Ok(answer))) => self.deliver(answer),
                 Poll::Ready(end) => {
-                    let (error, maybe_started) = ending(end);
+                    let (error, maybe_started) = ending(end.and_then(Result::err));
                     tracing::debug!(%error, "session ended while idle");
                     self.end(&error, maybe_started);
                     return false;
@@ -208,13 +208,14 @@ fn outcome_of(answer: SessionResponse) -> Result<Answer, Failure> {
     })
 }
 
-/// What the end of the answers (`None`: the stream ended; else its error) means for the
-/// operations without an answer: the error, and whether the compute may have run them.
-fn ending(end: Option<Result<SessionResponse, tonic::Status>>) -> (Error, bool) {
-    match end {
+/// What the end of the answers (`None`: the stream ended cleanly; else the status it ended
+/// with) means for the operations without an answer: the error, and whether the compute may
+/// have run them.
+fn ending(status: Option<tonic::Status>) -> (Error, bool) {
+    match status {
         // Every request the compute read has its answer (docs/session.md).
-        None | Some(Ok(_)) => (Error::unavailable("the compute ended the session"), false),
-        Some(Err(status)) => {
+        None => (Error::unavailable("the compute ended the session"), false),
+        Some(status) => {
             // A FerrisDB code is the compute's own ending (it is shutting down, a request did
             // not decode), sent after every answer. Anything else is the transport.
             let said = status.metadata().contains_key(CODE_METADATA_KEY);
@@ -296,7 +297,7 @@ impl Future for AnswerOf<'_> {
                 }
                 Poll::Ready(Some(Ok(answer))) => lock(&this.live.state).deliver(answer),
                 Poll::Ready(end) => {
-                    let (error, maybe_started) = ending(end);
+                    let (error, maybe_started) = ending(end.and_then(Result::err));
                     tracing::debug!(%error, maybe_started, "session ended");
                     this.reading = None;
                     lock(&this.live.state).end(&error, maybe_started);

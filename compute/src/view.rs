@@ -223,7 +223,9 @@ impl DatabaseView {
                 // `ferrisdb dev`'s single compute worker, all of them).
                 let hot = self.hot.clone();
                 let upto = ingested.min(committed);
-                let _ = tokio::task::spawn_blocking(move || hot.evict_up_to(upto)).await;
+                if let Err(e) = tokio::task::spawn_blocking(move || hot.evict_up_to(upto)).await {
+                    tracing::error!(database = %self.database, error = %e, "hot-tier eviction failed");
+                }
             }
             let (_, entries, bytes) = self.hot.stats();
             self.metrics.hot_tier_bytes.set(bytes as i64);

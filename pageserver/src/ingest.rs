@@ -36,7 +36,7 @@ impl WalSink for Timeline {
 /// the pageserver has ingested and asks it only at that floor. So the pageserver can take
 /// the commits of a window in one message rather than one message per lone commit, which
 /// cost a safekeeper and the pageserver a wake-up, a message and an apply each
-/// (docs/wal-protocol.md, "Following"). What waits for ingestion (the hot tier's eviction,
+/// (docs/wal-protocol.md, "Following with a gather window"). What waits for ingestion (the hot tier's eviction,
 /// a branch cut at the newest version, uploads) waits up to this much longer.
 pub const INGEST_GATHER: Duration = Duration::from_millis(10);
 

@@ -685,7 +685,7 @@ async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) ->
 /// With a `gather` window, WAL that commits while the reader is caught up waits that long
 /// before it is sent, and the commit position is not watched meanwhile: every commit of the
 /// window goes in one chunk, for one wake-up, one message and one apply on each side where a
-/// lone commit each would cost every one of them (docs/wal-protocol.md, "Following").
+/// lone commit each would cost every one of them (docs/wal-protocol.md, "Following with a gather window").
 async fn stream_committed(
     t: &Timeline,
     start: Lsn,
