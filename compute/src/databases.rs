@@ -73,6 +73,8 @@ pub struct Databases {
     role: Role,
     /// The primary's client endpoint (replicas name it; standbys watch it).
     primary_endpoint: Option<String>,
+    /// Where primaries run their commit pipelines (`None`: on the caller's runtime).
+    pipeline: Option<tokio::runtime::Handle>,
 }
 
 impl Databases {
@@ -93,6 +95,7 @@ impl Databases {
             elections: Arc::default(),
             role: Role::Primary,
             primary_endpoint: None,
+            pipeline: None,
         }
     }
 
@@ -106,6 +109,13 @@ impl Databases {
     /// Builds every primary's tiers with `tiers` (default: no hot-tier budget, no warm tier).
     pub fn with_tiers(mut self, tiers: Tiers) -> Databases {
         self.tiers = tiers;
+        self
+    }
+
+    /// Runs every primary's commit pipeline on `pipeline` (see [`crate::pipeline_thread`])
+    /// rather than on the runtime that serves requests.
+    pub fn with_pipeline_runtime(mut self, pipeline: tokio::runtime::Handle) -> Databases {
+        self.pipeline = Some(pipeline);
         self
     }
 
@@ -355,6 +365,7 @@ impl Databases {
                     clock.clone(),
                     self.metrics.clone(),
                     self.tiers.clone(),
+                    self.pipeline.as_ref(),
                 )
                 .await
             }

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod page_source;
+pub mod pipeline_thread;
 pub mod primary;
 pub mod proposer;
 pub mod range_cache;
@@ -47,6 +48,7 @@ use ferrisdb_common::proto::database_server::DatabaseServer;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, Result, validate_database_name};
 use ferrisdb_server_common::{admin, auth, serve};
+use pipeline_thread::PipelineThread;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::activity::Activity;
@@ -166,25 +168,34 @@ pub async fn run(
     let tiers = crate::read_path::Tiers::open(&config.tiers).await?;
     let warm = tiers.warm.clone();
     let listeners = (grpc_listener, http_listener);
+    // Lives until the warm cache is closed: the committer on it reads through that cache.
+    let pipeline = PipelineThread::start()?;
     let served = serve_databases(
-        config, started, metrics, pageserver, tiers, listeners, shutdown,
+        config,
+        started,
+        metrics,
+        pageserver,
+        (tiers, pipeline.handle()),
+        listeners,
+        shutdown,
     )
     .await;
     // Closed before the runtime stops, on every path: see `hybrid_cache::close`.
     if let Some(warm) = warm {
         warm.close().await;
     }
+    drop(pipeline);
     served
 }
 
 /// The compute from its databases' start to the end of serving (`listeners`: gRPC, then
-/// admin HTTP).
+/// admin HTTP; primaries' commit pipelines on `pipeline`).
 async fn serve_databases(
     config: ComputeConfig,
     started: tokio::time::Instant,
     metrics: Metrics,
     pageserver: PageserverClient<auth::CallChannel>,
-    tiers: crate::read_path::Tiers,
+    (tiers, pipeline): (crate::read_path::Tiers, tokio::runtime::Handle),
     (grpc_listener, http_listener): (tokio::net::TcpListener, tokio::net::TcpListener),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -196,7 +207,8 @@ async fn serve_databases(
         metrics.clone(),
     )
     .with_tiers(tiers)
-    .with_role(config.role, config.primary_endpoint.clone());
+    .with_role(config.role, config.primary_endpoint.clone())
+    .with_pipeline_runtime(pipeline);
     databases.serve(&config.database);
     let branches = tokio::spawn(databases.clone().serve_branches());
 

@@ -100,7 +100,9 @@ impl ReadChecks {
 
 impl Primary {
     /// Finishes taking over after winning an election: waits until a majority holds the log
-    /// as elected, then starts the pipeline with everything up to there committed.
+    /// as elected, then starts the pipeline with everything up to there committed. The
+    /// proposer's senders and the committer run on `pipeline_runtime` when given (see
+    /// [`crate::pipeline_thread`]), else on the caller's runtime.
     pub async fn start(
         database: String,
         proposer: Arc<Proposer>,
@@ -108,8 +110,14 @@ impl Primary {
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         tiers: Tiers,
+        pipeline_runtime: Option<&tokio::runtime::Handle>,
     ) -> Result<Arc<Primary>> {
-        proposer.start();
+        {
+            // The senders' streams dial their connections from there, so those connections'
+            // tasks run there too.
+            let _on_pipeline = pipeline_runtime.map(tokio::runtime::Handle::enter);
+            proposer.start();
+        }
         let start = proposer.elected_end();
         proposer
             .wait_durable(start, Duration::from_secs(30))
@@ -133,7 +141,10 @@ impl Primary {
             metrics.clone(),
         );
         let read_versions_served = committer.read_versions_served();
-        tokio::spawn(committer.run(requests));
+        match pipeline_runtime {
+            Some(runtime) => drop(runtime.spawn(committer.run(requests))),
+            None => drop(tokio::spawn(committer.run(requests))),
+        }
         metrics.committed_version.set(start.0 as i64);
         tokio::spawn(view.clone().evict_loop(Some(proposer.clone())));
         let read_checks = Arc::new(ReadChecks {
