@@ -159,6 +159,18 @@ impl State {
         }
     }
 
+    /// The answers ended with `status` (`None`: cleanly; see [`ending`]): every caller still
+    /// waiting fails, and so does the one that found the end.
+    fn close(&mut self, status: Option<tonic::Status>) -> Failure {
+        let (error, maybe_started) = ending(status);
+        tracing::debug!(%error, maybe_started, "session ended");
+        self.end(&error, maybe_started);
+        Failure {
+            error,
+            maybe_started,
+        }
+    }
+
     /// With the answers free, wakes one caller still waiting for its answer, to read them.
     fn hand_over(&mut self) {
         if self.answers.is_none() {
@@ -190,9 +202,7 @@ impl State {
                 Poll::Pending => return true,
                 Poll::Ready(Some(Ok(answer))) => self.deliver(answer),
                 Poll::Ready(end) => {
-                    let (error, maybe_started) = ending(end.and_then(Result::err));
-                    tracing::debug!(%error, "session ended while idle");
-                    self.end(&error, maybe_started);
+                    self.close(end.and_then(Result::err));
                     return false;
                 }
             }
@@ -297,14 +307,9 @@ impl Future for AnswerOf<'_> {
                 }
                 Poll::Ready(Some(Ok(answer))) => lock(&this.live.state).deliver(answer),
                 Poll::Ready(end) => {
-                    let (error, maybe_started) = ending(end.and_then(Result::err));
-                    tracing::debug!(%error, maybe_started, "session ended");
                     this.reading = None;
-                    lock(&this.live.state).end(&error, maybe_started);
-                    return this.finish(Err(Failure {
-                        error,
-                        maybe_started,
-                    }));
+                    let failure = lock(&this.live.state).close(end.and_then(Result::err));
+                    return this.finish(Err(failure));
                 }
             }
         }

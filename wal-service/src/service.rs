@@ -700,18 +700,15 @@ async fn stream_committed(
     let mut waited = false;
     loop {
         let commit_lsn = *commit.borrow_and_update();
-        if at < commit_lsn && !waited && !gather.is_zero() {
-            waited = true;
-            tokio::select! {
-                _ = tokio::time::sleep(gather) => {}
-                _ = tx.closed() => return Ok(()),
-            }
-            continue;
-        }
-        if at >= commit_lsn {
-            waited = false;
-        }
         if at < commit_lsn {
+            if !waited && !gather.is_zero() {
+                waited = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(gather) => {}
+                    _ = tx.closed() => return Ok(()),
+                }
+                continue;
+            }
             let wal = read_chunk(t, at, commit_lsn).await?;
             if wal.is_empty() {
                 return Err(Error::internal(format!(
@@ -725,6 +722,8 @@ async fn stream_committed(
             at += n;
             continue;
         }
+        // Caught up: the next WAL to commit waits out a window again.
+        waited = false;
         tokio::select! {
             changed = commit.changed() => {
                 if changed.is_err() {
