@@ -63,9 +63,16 @@ impl ObjectStoreConfig {
                     .to_file_path()
                     .map_err(|()| Error::invalid(format!("not a local path: {}", self.url)))?;
                 std::fs::create_dir_all(&path)?;
-                let fs = LocalFileSystem::new_with_prefix(&path).map_err(|e| {
-                    Error::invalid(format!("object store at {}: {e}", path.display()))
-                })?;
+                // Synced before a put returns, as S3 is durable before it answers: a manifest
+                // that names a layer leads the safekeepers to delete the WAL behind it, so a
+                // layer still in the page cache when the machine loses power would take
+                // acknowledged commits with it (the WAL's deletion is journaled, and made
+                // durable by the safekeepers' own next fdatasync).
+                let fs = LocalFileSystem::new_with_prefix(&path)
+                    .map_err(|e| {
+                        Error::invalid(format!("object store at {}: {e}", path.display()))
+                    })?
+                    .with_fsync(true);
                 Ok(Arc::new(fs))
             }
             "memory" => Ok(Arc::new(InMemory::new())),
@@ -168,6 +175,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::ObjectStoreExt;
 
     #[test]
     fn debug_hides_the_secret_key() {
@@ -203,6 +211,89 @@ mod tests {
         let url = format!("file://{}", path.display());
         ObjectStoreConfig::from_url(url).open().unwrap();
         assert!(path.is_dir());
+    }
+
+    /// Set in the child process of the test below: the directory it puts an object into.
+    const PUT_CHILD: &str = "FERRISDB_TEST_OBJSTORE_PUT_INTO";
+
+    /// A put into a `file://` store is on disk when it returns: the object's file is fsynced
+    /// before it is renamed into place, and its directory after. Observed from outside, with
+    /// strace watching this test binary put one object in a child process (a power cut cannot
+    /// be staged on this machine: no device-mapper to drop unsynced writes).
+    #[test]
+    fn a_file_put_is_synced_before_it_returns() {
+        if let Ok(dir) = std::env::var(PUT_CHILD) {
+            let store = ObjectStoreConfig::from_url(format!("file://{dir}"))
+                .open()
+                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(store.put(
+                &object_store::path::Path::from("db/layers/one"),
+                object_store::PutPayload::from(vec![7u8; 64 * 1024]),
+            ))
+            .unwrap();
+            return;
+        }
+        if std::process::Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: strace is not installed (apt-get install strace)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        let log = dir.path().join("strace.log");
+        let status = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-y",
+                "-qq",
+                "-e",
+                "trace=fsync,fdatasync,rename,renameat,renameat2",
+                "-o",
+            ])
+            .arg(&log)
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "objstore::tests::a_file_put_is_synced_before_it_returns",
+                "--test-threads=1",
+            ])
+            .env(PUT_CHILD, &objects)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child's put failed: {status}");
+        let trace = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = trace.lines().collect();
+        let object = objects.join("db/layers/one");
+        let object = object.to_str().unwrap();
+        let dir_of = objects.join("db/layers");
+        let dir_of = dir_of.to_str().unwrap();
+        // The rename that publishes the object under its name.
+        let published = lines
+            .iter()
+            .position(|l| l.contains("rename") && l.contains(&format!("\"{object}\"")))
+            .unwrap_or_else(|| panic!("no rename to {object} in:\n{trace}"));
+        // Its contents synced before (the staged file's name starts with the object's).
+        let staged = format!("<{object}#");
+        assert!(
+            lines[..published].iter().any(
+                |l| (l.contains(" fsync(") || l.contains(" fdatasync(")) && l.contains(&staged)
+            ),
+            "the object's file was not fsynced before it was published:\n{trace}"
+        );
+        // And the directory entry synced after.
+        assert!(
+            lines[published..]
+                .iter()
+                .any(|l| l.contains(" fsync(") && l.contains(&format!("<{dir_of}>"))),
+            "the object's directory was not fsynced after the rename:\n{trace}"
+        );
     }
 
     #[test]
