@@ -34,12 +34,29 @@ struct Partition {
     data: VersionedMap,
 }
 
+/// Every entry of one layer: its points and its range tombstones.
+type LayerEntries = (Vec<(Bytes, Version, Option<Bytes>)>, Vec<RangeTombstone>);
+
 /// Reads every entry of `run` (L0 layers, oldest first, contiguous in versions) and splits them
 /// into partitions of about `target_bytes` each, cut only between keys.
+///
+/// The reading awaits the store; the merge and the split are seconds of CPU after a long write
+/// load (every entry of the run goes through a map), so they run on the blocking pool, where
+/// they do not hold one of the runtime's workers from `GetPage` and the WAL stream.
 async fn merge_run(run: &[Arc<DeltaLayer>], target_bytes: usize) -> Result<Vec<Partition>> {
-    let mut all = VersionedMap::default();
+    let mut layers: Vec<LayerEntries> = Vec::with_capacity(run.len());
     for layer in run {
-        let (points, tombstones) = layer.all_entries().await?;
+        layers.push(layer.all_entries().await?);
+    }
+    tokio::task::spawn_blocking(move || split_run(layers, target_bytes))
+        .await
+        .map_err(|e| ferrisdb_common::Error::internal(format!("compaction merge: {e}")))
+}
+
+/// The merge of [`merge_run`]: `layers` oldest first, into partitions of about `target_bytes`.
+fn split_run(layers: Vec<LayerEntries>, target_bytes: usize) -> Vec<Partition> {
+    let mut all = VersionedMap::default();
+    for (points, tombstones) in layers {
         for (k, v, val) in points {
             all.insert(k, v, val);
         }
@@ -87,7 +104,7 @@ async fn merge_run(run: &[Arc<DeltaLayer>], target_bytes: usize) -> Result<Vec<P
             data,
         });
     }
-    Ok(partitions)
+    partitions
 }
 
 /// The smaller of a tombstone's end and a partition's end (empty: unbounded).
@@ -127,24 +144,38 @@ impl Timeline {
         let (start, end) = (first.start, last.end);
         let partitions = merge_run(&run, self.options.l1_target_bytes).await?;
         let times: Vec<(Version, u64)> = run.iter().flat_map(|l| l.times.clone()).collect();
-        let mut entries = Vec::with_capacity(partitions.len());
-        let mut opened = Vec::with_capacity(partitions.len());
-        for (i, p) in partitions.iter().enumerate() {
+        // Encoded on the blocking pool too, for the merge's reason.
+        let encoded: Vec<(Bytes, Bytes, Bytes)> = tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    // Commit times once per run, in its first partition.
+                    let times: &[(Version, u64)] = if i == 0 { &times } else { &[] };
+                    let body = delta::encode(start, end, &p.data, times);
+                    (p.begin, p.end, body)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| ferrisdb_common::Error::internal(format!("L1 layer encoder: {e}")))?;
+        let mut entries = Vec::with_capacity(encoded.len());
+        let mut opened = Vec::with_capacity(encoded.len());
+        for (i, (begin, part_end, body)) in encoded.into_iter().enumerate() {
             let name = l1_name(start, end, i);
-            // Commit times once per run, in its first partition.
-            let body = delta::encode(start, end, &p.data, if i == 0 { &times } else { &[] });
             let (layer, size) = self.put_layer(&name, body).await?;
-            let layer = layer.with_keys(Some((p.begin.clone(), p.end.clone())));
+            let layer = layer.with_keys(Some((begin.clone(), part_end.clone())));
             entries.push(LayerEntry {
                 name,
                 start,
                 end,
                 size,
                 kind: LayerKind::Delta,
-                keys: Some(manifest::KeyPartition::new(&p.begin, &p.end)),
+                keys: Some(manifest::KeyPartition::new(&begin, &part_end)),
             });
             opened.push(Arc::new(layer));
         }
+        let opened_count = opened.len();
         let doomed: Vec<String> = run.iter().map(|l| l.name().to_string()).collect();
         let is_doomed = |name: &str| doomed.iter().any(|d| d == name);
         let mut next = manifest.clone();
@@ -179,7 +210,7 @@ impl Timeline {
                 tracing::warn!(%path, error = %e, "could not delete a compacted layer; it is no longer named");
             }
         }
-        tracing::info!(database = %self.database, l0 = doomed.len(), l1 = partitions.len(), %start, %end, "compacted L0 into L1");
+        tracing::info!(database = %self.database, l0 = doomed.len(), l1 = opened_count, %start, %end, "compacted L0 into L1");
         Ok(())
     }
 }

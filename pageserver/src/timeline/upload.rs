@@ -88,7 +88,19 @@ impl Timeline {
                 .map_err(|_| Error::internal("commit times lock poisoned"))?
                 .range(start, end)
                 .to_vec();
-            let body = delta::encode(start, end, &frozen, &times);
+            // Seconds of CPU for a large layer: on the blocking pool, so as not to hold one of
+            // the runtime's workers from `GetPage` and the WAL stream meanwhile.
+            let encoding = frozen.clone();
+            let encoded =
+                tokio::task::spawn_blocking(move || delta::encode(start, end, &encoding, &times))
+                    .await;
+            let body = match encoded {
+                Ok(body) => body,
+                Err(e) => {
+                    self.unfreeze(frozen, None)?;
+                    return Err(Error::internal(format!("delta layer encoder: {e}")));
+                }
+            };
             let size = body.len() as u64;
             let path = manifest::layer_path(&self.database, &name);
             // Parsed from the bytes at hand (a malformed layer never reaches the bucket).
