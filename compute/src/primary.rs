@@ -141,10 +141,10 @@ impl Primary {
             metrics.clone(),
         );
         let read_versions_served = committer.read_versions_served();
-        match pipeline_runtime {
-            Some(runtime) => drop(runtime.spawn(committer.run(requests))),
-            None => drop(tokio::spawn(committer.run(requests))),
-        }
+        pipeline_runtime
+            .cloned()
+            .unwrap_or_else(tokio::runtime::Handle::current)
+            .spawn(committer.run(requests));
         metrics.committed_version.set(start.0 as i64);
         tokio::spawn(view.clone().evict_loop(Some(proposer.clone())));
         let read_checks = Arc::new(ReadChecks {

@@ -37,20 +37,49 @@ struct Partition {
 /// Every entry of one layer: its points and its range tombstones.
 type LayerEntries = (Vec<(Bytes, Version, Option<Bytes>)>, Vec<RangeTombstone>);
 
-/// Reads every entry of `run` (L0 layers, oldest first, contiguous in versions) and splits them
-/// into partitions of about `target_bytes` each, cut only between keys.
+/// One L1 layer encoded: its key range `[begin, end)` (as in [`Partition`]) and its body.
+#[derive(Debug)]
+struct EncodedPartition {
+    begin: Bytes,
+    end: Bytes,
+    body: Bytes,
+}
+
+/// Reads every entry of `run` (L0 layers, oldest first, contiguous in versions, at least one),
+/// splits them into partitions of about `target_bytes` each, cut only between keys, and
+/// encodes each as an L1 layer covering the run's versions `(start, end]`.
 ///
-/// The reading awaits the store; the merge and the split are seconds of CPU after a long write
-/// load (every entry of the run goes through a map), so they run on the blocking pool, where
-/// they do not hold one of the runtime's workers from `GetPage` and the WAL stream.
-async fn merge_run(run: &[Arc<DeltaLayer>], target_bytes: usize) -> Result<Vec<Partition>> {
+/// The reading awaits the store; the merge, the split and the encoding are seconds of CPU
+/// after a long write load (every entry of the run goes through a map), so they run on the
+/// blocking pool, where they do not hold one of the runtime's workers from `GetPage` and the
+/// WAL stream.
+async fn merge_run(
+    run: &[Arc<DeltaLayer>],
+    (start, end): (Version, Version),
+    target_bytes: usize,
+) -> Result<Vec<EncodedPartition>> {
     let mut layers: Vec<LayerEntries> = Vec::with_capacity(run.len());
     for layer in run {
         layers.push(layer.all_entries().await?);
     }
-    tokio::task::spawn_blocking(move || split_run(layers, target_bytes))
-        .await
-        .map_err(|e| ferrisdb_common::Error::internal(format!("compaction merge: {e}")))
+    let times: Vec<(Version, u64)> = run.iter().flat_map(|l| l.times.clone()).collect();
+    tokio::task::spawn_blocking(move || {
+        split_run(layers, target_bytes)
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // Commit times once per run, in its first partition.
+                let times: &[(Version, u64)] = if i == 0 { &times } else { &[] };
+                EncodedPartition {
+                    body: delta::encode(start, end, &p.data, times),
+                    begin: p.begin,
+                    end: p.end,
+                }
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| ferrisdb_common::Error::internal(format!("compaction merge: {e}")))
 }
 
 /// The merge of [`merge_run`]: `layers` oldest first, into partitions of about `target_bytes`.
@@ -142,40 +171,24 @@ impl Timeline {
             return Ok(());
         };
         let (start, end) = (first.start, last.end);
-        let partitions = merge_run(&run, self.options.l1_target_bytes).await?;
-        let times: Vec<(Version, u64)> = run.iter().flat_map(|l| l.times.clone()).collect();
-        // Encoded on the blocking pool too, for the merge's reason.
-        let encoded: Vec<(Bytes, Bytes, Bytes)> = tokio::task::spawn_blocking(move || {
-            partitions
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    // Commit times once per run, in its first partition.
-                    let times: &[(Version, u64)] = if i == 0 { &times } else { &[] };
-                    let body = delta::encode(start, end, &p.data, times);
-                    (p.begin, p.end, body)
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| ferrisdb_common::Error::internal(format!("L1 layer encoder: {e}")))?;
+        let encoded = merge_run(&run, (start, end), self.options.l1_target_bytes).await?;
+        let l1_layers = encoded.len();
         let mut entries = Vec::with_capacity(encoded.len());
         let mut opened = Vec::with_capacity(encoded.len());
-        for (i, (begin, part_end, body)) in encoded.into_iter().enumerate() {
+        for (i, p) in encoded.into_iter().enumerate() {
             let name = l1_name(start, end, i);
-            let (layer, size) = self.put_layer(&name, body).await?;
-            let layer = layer.with_keys(Some((begin.clone(), part_end.clone())));
+            let (layer, size) = self.put_layer(&name, p.body).await?;
+            let layer = layer.with_keys(Some((p.begin.clone(), p.end.clone())));
             entries.push(LayerEntry {
                 name,
                 start,
                 end,
                 size,
                 kind: LayerKind::Delta,
-                keys: Some(manifest::KeyPartition::new(&begin, &part_end)),
+                keys: Some(manifest::KeyPartition::new(&p.begin, &p.end)),
             });
             opened.push(Arc::new(layer));
         }
-        let opened_count = opened.len();
         let doomed: Vec<String> = run.iter().map(|l| l.name().to_string()).collect();
         let is_doomed = |name: &str| doomed.iter().any(|d| d == name);
         let mut next = manifest.clone();
@@ -210,7 +223,7 @@ impl Timeline {
                 tracing::warn!(%path, error = %e, "could not delete a compacted layer; it is no longer named");
             }
         }
-        tracing::info!(database = %self.database, l0 = doomed.len(), l1 = opened_count, %start, %end, "compacted L0 into L1");
+        tracing::info!(database = %self.database, l0 = doomed.len(), l1 = l1_layers, %start, %end, "compacted L0 into L1");
         Ok(())
     }
 }
