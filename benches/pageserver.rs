@@ -1,5 +1,6 @@
 //! Pageserver benchmark: WAL ingest throughput, point-read latency on a block-cache hit vs a
-//! miss, and time-travel read latency at old versions vs the latest.
+//! miss, time-travel read latency at old versions vs the latest, and how long an L0 → L1
+//! compaction of a run of checkpoints takes.
 //!
 //! ```sh
 //! cargo bench --bench pageserver
@@ -10,7 +11,8 @@
 //! a ranged read of a file plus checksum and lz4 decompression — a lower bound for S3, where a
 //! miss adds a network round trip. Sizes: `FERRISDB_BENCH_KEYS` keys (default 100,000) of
 //! 100-byte values, written in `FERRISDB_BENCH_VERSIONS` versions (default 10, so every key has
-//! 10 versions for time travel).
+//! 10 versions for time travel). The compaction merges `FERRISDB_BENCH_COMPACT_DELTAS` (default
+//! 8, the pageserver's default trigger) checkpoints, each of every key once.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +29,20 @@ use object_store::local::LocalFileSystem;
 use support::{Lcg, env_usize as env, key};
 
 mod support;
+
+/// One WAL frame at `lsn` setting each key of `chunk` to `value`, as the compute encodes a
+/// batch; and the position after it.
+fn set_frame(chunk: &[usize], value: &Bytes, lsn: u64) -> (Bytes, u64) {
+    let muts: Vec<Mutation> = chunk
+        .iter()
+        .map(|&i| Mutation::Set {
+            key: key(i),
+            value: value.clone(),
+        })
+        .collect();
+    let (frame, v) = wal::encode_frame(lsn, 1_000_000 + lsn, &muts);
+    (frame, v.0)
+}
 
 fn row(name: &str, h: &Histogram<u64>) {
     println!(
@@ -61,7 +77,7 @@ async fn main() {
     let base = std::env::var("FERRISDB_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir());
-    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let dir = tempfile::tempdir_in(&base).expect("temp dir");
     let store: Arc<dyn ObjectStore> =
         Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
 
@@ -73,16 +89,9 @@ async fn main() {
     let mut version_ends = Vec::new();
     for round in 0..versions {
         for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
-            let muts: Vec<Mutation> = chunk
-                .iter()
-                .map(|&i| Mutation::Set {
-                    key: key(i),
-                    value: value.clone(),
-                })
-                .collect();
-            let (frame, v) = wal::encode_frame(lsn, 1_000_000 + lsn, &muts);
+            let (frame, v) = set_frame(chunk, &value, lsn);
             frames.push((lsn, frame));
-            lsn = v.0;
+            lsn = v;
         }
         version_ends.push((round, lsn));
     }
@@ -156,5 +165,61 @@ async fn main() {
     println!(
         "\nblock cache: {hits} hits, {misses} misses; miss p50 / hit p50 = {:.1}",
         miss.value_at_quantile(0.5) as f64 / hit.value_at_quantile(0.5).max(1) as f64
+    );
+
+    compaction(&base, keys, env("FERRISDB_BENCH_COMPACT_DELTAS", 8)).await;
+}
+
+/// 4. L0 → L1 compaction: `deltas` checkpoints of every key once each, written with compaction
+///    off, then merged by a timeline that compacts after `deltas` L0 layers.
+async fn compaction(base: &std::path::Path, keys: usize, deltas: usize) {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("local store"));
+    let options = |compact_after_deltas| TimelineOptions {
+        compact_after_deltas,
+        image_after_deltas: usize::MAX,
+        ..TimelineOptions::keep_everything()
+    };
+    let load = |compact_after_deltas| {
+        Timeline::load_with_options(
+            "bench-compaction",
+            store.clone(),
+            Metrics::new().expect("metrics"),
+            Arc::new(BlockCache::in_memory(64 << 20)),
+            options(compact_after_deltas),
+        )
+    };
+    let writer = load(usize::MAX).await.expect("load timeline");
+    let mut lsn = 0u64;
+    for round in 0..deltas {
+        let value = Bytes::from(format!("{round:0>100}"));
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
+            let (frame, v) = set_frame(chunk, &value, lsn);
+            let records = wal::decode_frames(&frame, lsn).expect("decode");
+            writer.apply(&records).expect("apply");
+            lsn = v;
+        }
+        writer.checkpoint(Version(lsn)).await.expect("checkpoint");
+    }
+    drop(writer);
+    let compactor = load(deltas).await.expect("load timeline");
+    let started = Instant::now();
+    compactor.maintain().await.expect("compaction");
+    let took = started.elapsed();
+    // The newest round's value is what a read at the end finds, from the L1 layers.
+    let last = Bytes::from(format!("{:0>100}", deltas - 1));
+    let probe = key(keys / 2);
+    let read = compactor.get(&probe, Version(lsn)).await.expect("get");
+    assert_eq!(
+        read.as_deref(),
+        Some(&last[..]),
+        "compaction lost the newest value"
+    );
+    let entries = keys * deltas;
+    println!(
+        "\ncompaction: {deltas} L0 layers, {entries} entries, merged into L1 in {:.2} s = {:.0}k entries/s",
+        took.as_secs_f64(),
+        entries as f64 / took.as_secs_f64() / 1e3
     );
 }

@@ -98,6 +98,11 @@ impl RangeTombstones {
         self.0.iter()
     }
 
+    /// Every tombstone, oldest first, as a slice.
+    pub fn as_slice(&self) -> &[RangeTombstone] {
+        &self.0
+    }
+
     /// Adds every tombstone of `other`.
     pub fn extend(&mut self, other: RangeTombstones) {
         for t in other.0 {

@@ -67,6 +67,22 @@ fn put_key(buf: &mut BytesMut, k: &[u8]) {
     buf.put_slice(k);
 }
 
+/// Like [`take`], for a cursor `p` into `whole`: the field as a slice of `whole`, not a copy.
+fn take_shared(whole: &Bytes, p: &mut &[u8]) -> Option<Bytes> {
+    if p.remaining() < 4 {
+        return None;
+    }
+    let len = p.get_u32_le() as usize;
+    if p.remaining() < len {
+        return None;
+    }
+    let start = whole.len() - p.remaining();
+    p.advance(len);
+    Some(whole.slice(start..start + len))
+}
+
+/// A length-prefixed field at the cursor `p`, copied out (metadata sections, which live as
+/// long as the layer).
 fn take(p: &mut &[u8]) -> Option<Bytes> {
     if p.remaining() < 4 {
         return None;
@@ -108,11 +124,8 @@ struct Bloom {
 }
 
 impl Bloom {
-    fn positions(&self, key: &[u8]) -> impl Iterator<Item = usize> + '_ {
-        let h1 = crc32c::crc32c(key) as u64;
-        let h2 = (crc32c::crc32c_append(0x9E37_79B9, key) as u64) | 1;
-        let m = (self.bits.len() * 8) as u64;
-        (0..self.hashes as u64).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
+    fn positions(&self, key: &[u8]) -> impl Iterator<Item = usize> + use<> {
+        bit_positions(key, self.hashes, self.bits.len())
     }
 
     fn build<'a>(keys: impl Iterator<Item = &'a [u8]>, count: usize) -> Bloom {
@@ -122,8 +135,7 @@ impl Bloom {
             bits: vec![0; bytes],
         };
         for k in keys {
-            let ps: Vec<usize> = bloom.positions(k).collect();
-            for p in ps {
+            for p in bit_positions(k, bloom.hashes, bytes) {
                 bloom.bits[p / 8] |= 1 << (p % 8);
             }
         }
@@ -136,6 +148,14 @@ impl Bloom {
     }
 }
 
+/// The bits `key` sets in a filter of `bytes` bytes with `hashes` hashes.
+fn bit_positions(key: &[u8], hashes: u32, bytes: usize) -> impl Iterator<Item = usize> + use<> {
+    let h1 = crc32c::crc32c(key) as u64;
+    let h2 = (crc32c::crc32c_append(0x9E37_79B9, key) as u64) | 1;
+    let m = (bytes * 8) as u64;
+    (0..hashes as u64).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
+}
+
 /// Serializes a layer holding `data` (versions in `(start, end]`) and their commit times.
 pub fn encode(
     start: Version,
@@ -143,7 +163,28 @@ pub fn encode(
     data: &VersionedMap,
     times: &[(Version, u64)],
 ) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.approximate_bytes() / 2 + 4096);
+    encode_sorted(
+        (start, end),
+        data.iter(),
+        data.range_tombstones().as_slice(),
+        data.approximate_bytes(),
+        times,
+    )
+}
+
+/// Serializes a layer from point entries already sorted by key, then version (as
+/// [`VersionedMap::iter`] yields them, or a merge of layers' [`DeltaLayer::all_entries`]), its
+/// range tombstones (oldest first) and commit times; `size_hint` is about the entries' bytes.
+///
+/// Compaction encodes straight from its merged run this way, with no map to build first.
+pub fn encode_sorted<'a>(
+    (start, end): (Version, Version),
+    points: impl Iterator<Item = (&'a Bytes, Version, &'a Option<Bytes>)>,
+    ranges: &[RangeTombstone],
+    size_hint: usize,
+    times: &[(Version, u64)],
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(size_hint / 2 + 4096);
     let mut index = BytesMut::new();
     let mut blocks = 0u32;
     let mut raw = BytesMut::new();
@@ -171,7 +212,14 @@ pub fn encode(
         *entries = 0;
         *first = None;
     };
-    for (key, version, value) in data.iter() {
+    // The bloom filter's keys: each once, as the entries come sorted by key.
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    let mut total = 0u64;
+    for (key, version, value) in points {
+        if distinct.last() != Some(&key.as_ref()) {
+            distinct.push(key.as_ref());
+        }
+        total += 1;
         // A key's versions may span blocks; the index's first and last keys say which to read.
         raw.put_u32_le(key.len() as u32);
         raw.put_slice(key);
@@ -202,11 +250,7 @@ pub fn encode(
     index_section.put_u32_le(blocks);
     index_section.put_slice(&index);
     let index_section = seal(index_section);
-    let distinct = data
-        .iter()
-        .map(|(k, _, _)| k)
-        .collect::<std::collections::BTreeSet<_>>();
-    let bloom = Bloom::build(distinct.iter().map(|k| k.as_ref()), distinct.len());
+    let bloom = Bloom::build(distinct.iter().copied(), distinct.len());
     let mut bloom_section = BytesMut::new();
     bloom_section.put_u32_le(bloom.hashes);
     bloom_section.put_u32_le(bloom.bits.len() as u32);
@@ -220,8 +264,8 @@ pub fn encode(
     }
     let times_section = seal(times_section);
     let mut ranges_section = BytesMut::new();
-    ranges_section.put_u32_le(data.range_tombstones().len() as u32);
-    for t in data.range_tombstones().iter() {
+    ranges_section.put_u32_le(ranges.len() as u32);
+    for t in ranges {
         put_key(&mut ranges_section, &t.begin);
         put_key(&mut ranges_section, &t.end);
         ranges_section.put_u64_le(t.version.0);
@@ -233,7 +277,7 @@ pub fn encode(
     footer.put_u32_le(FORMAT);
     footer.put_u64_le(start.0);
     footer.put_u64_le(end.0);
-    footer.put_u64_le(data.len() as u64);
+    footer.put_u64_le(total);
     for section in [
         &index_section,
         &bloom_section,
@@ -759,17 +803,21 @@ fn parse_times(section: &[u8]) -> Result<Vec<(Version, u64)>> {
         .collect())
 }
 
+/// Every entry of one decompressed block, in the order written (key, then version).
+///
+/// Keys and values are slices of the block, not copies: a point read parses a whole block for
+/// one entry, and a compaction every block of its run, and a copy was two allocations per entry.
 fn parse_block(raw: Bytes) -> Result<Vec<(Bytes, Version, Option<Bytes>)>> {
     let mut p = &raw[..];
     let mut out = Vec::new();
     while p.has_remaining() {
-        let key = take(&mut p).ok_or_else(|| bad("truncated entry"))?;
+        let key = take_shared(&raw, &mut p).ok_or_else(|| bad("truncated entry"))?;
         if p.remaining() < 9 {
             return Err(bad("truncated entry"));
         }
         let version = Version(p.get_u64_le());
         let kind = p.get_u8();
-        let value = take(&mut p).ok_or_else(|| bad("truncated entry"))?;
+        let value = take_shared(&raw, &mut p).ok_or_else(|| bad("truncated entry"))?;
         out.push((key, version, (kind == 1).then_some(value)));
     }
     Ok(out)
@@ -828,6 +876,28 @@ mod tests {
             }
         }
         m
+    }
+
+    #[tokio::test]
+    async fn the_bloom_filter_is_sized_by_distinct_keys_not_versions() {
+        // 2,000 keys, each at 10 versions: the filter holds 2,000 keys' bits.
+        let mut m = VersionedMap::default();
+        for v in 1..=10u64 {
+            for i in 0..2_000 {
+                m.insert(Bytes::from(format!("key-{i:05}")), Version(v), None);
+            }
+        }
+        let body = encode(Version(0), Version(10), &m, &[]);
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        let layer =
+            DeltaLayer::from_bytes(store, Path::from("l"), "l".into(), &body, cache).unwrap();
+        assert_eq!(
+            layer.bloom.bits.len(),
+            (2_000 * BLOOM_BITS_PER_KEY).div_ceil(8)
+        );
+        assert_eq!(layer.entries, 20_000);
+        assert!((0..2_000).all(|i| layer.bloom.may_contain(format!("key-{i:05}").as_bytes())));
     }
 
     async fn written(n: usize) -> (DeltaLayer, Bytes, Arc<dyn ObjectStore>) {
