@@ -36,6 +36,9 @@ pub struct DevArgs {
     /// Seconds between the pageserver's automatic checkpoints.
     #[arg(long, default_value_t = ferrisdb_pageserver::args::DEFAULT_CHECKPOINT_INTERVAL_SECS)]
     checkpoint_interval_secs: u64,
+    /// The pageserver checkpoints sooner once its in-memory layer holds this many bytes.
+    #[arg(long, default_value_t = ferrisdb_pageserver::args::DEFAULT_CHECKPOINT_BYTES)]
+    checkpoint_bytes: usize,
     /// Safekeepers start new WAL segments at this size.
     #[arg(long, default_value_t = ferrisdb_wal_service::args::DEFAULT_SEGMENT_SIZE_BYTES)]
     segment_size_bytes: u64,
@@ -212,6 +215,7 @@ fn plan(
         listen_http: ps_http,
         s3: args.s3.clone(),
         checkpoint_interval_secs: args.checkpoint_interval_secs,
+        checkpoint_bytes: args.checkpoint_bytes,
         cache_dir: Some(data_dir.join("pageserver-cache")),
         cache_disk_bytes: DEV_CACHE_DISK_BYTES,
         compact_after_deltas: args.compact_after_deltas,

@@ -9,7 +9,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ferrisdb_client::{Bytes, ErrorKind};
-use support::{DevCluster, checkpoint, cli};
+use support::{DevCluster, checkpoint, cli, eventually, metric};
 
 fn key(i: usize) -> String {
     format!("key-{i:04}")
@@ -389,4 +389,46 @@ async fn concurrent_increments_are_serializable_and_conflicts_are_refused() {
     assert_eq!(e.kind(), ErrorKind::NotCommitted);
     let tx = db.create_transaction();
     assert_eq!(tx.get("contended").await.unwrap(), Some(Bytes::from("t1")));
+}
+
+/// The pageserver checkpoints by size as well as by time: with the periodic checkpoint an
+/// hour away and a 1 MiB mark, the commit whose 100 kB value takes its in-memory layer past
+/// the mark reaches the bucket on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pageserver_checkpoints_once_its_memory_reaches_the_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(
+        &dir.path().join("data"),
+        &[
+            "--checkpoint-interval-secs",
+            "3600",
+            "--checkpoint-bytes",
+            "1048576",
+        ],
+    )
+    .await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let ps = cluster.component("pageserver").http;
+    let checkpoints = || async { metric(&ps, "ferrisdb_pageserver_checkpoints_total").await };
+    assert_eq!(checkpoints().await, Some(0.0));
+    let value = Bytes::from(vec![b'x'; 100_000]);
+    let mut versions = Vec::new();
+    for i in 0..11 {
+        let tx = db.create_transaction();
+        tx.set(format!("big/{i:02}"), value.clone());
+        versions.push(tx.commit().await.unwrap().0);
+    }
+    // Eleven values of 100 kB: the eleventh is past 1 MiB.
+    let crossing = versions[10];
+    eventually(Duration::from_secs(30), "a checkpoint by size", || async {
+        metric(&ps, "ferrisdb_pageserver_remote_consistent_version")
+            .await
+            .is_some_and(|v| v as u64 >= crossing)
+    })
+    .await;
+    assert!(checkpoints().await.unwrap() >= 1.0);
+    let (ok, out, err) = cli(&["get", "big/10", "--endpoint", &cluster.endpoint()]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim().len(), 100_000);
+    cluster.stop();
 }

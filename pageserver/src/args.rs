@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferrisdb_common::{DEFAULT_DATABASE, Result};
+use ferrisdb_common::{DEFAULT_DATABASE, Error, Result};
 use ferrisdb_server_common::args::{RuntimeArgs, S3Args, SecurityArgs};
 
 use crate::PageserverConfig;
@@ -24,6 +24,11 @@ pub const DEFAULT_LISTEN_HTTP: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4590));
 /// Seconds between automatic checkpoints when not told.
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 30;
+/// Bytes the open in-memory layer may hold before a checkpoint is due, when not told.
+pub const DEFAULT_CHECKPOINT_BYTES: usize = crate::timeline::DEFAULT_CHECKPOINT_BYTES;
+/// The smallest `--checkpoint-bytes` accepted: below it a busy database would checkpoint
+/// (a layer, a cold segment and a manifest in the bucket) for every few commits.
+pub const MIN_CHECKPOINT_BYTES: usize = 1 << 20;
 /// Bytes of layer blocks cached in memory when not told.
 pub const DEFAULT_CACHE_MEMORY_BYTES: usize = 64 << 20;
 /// Bytes of layer blocks cached on disk when not told.
@@ -60,6 +65,10 @@ pub struct Args {
     /// Seconds between automatic checkpoints.
     #[arg(long, default_value_t = DEFAULT_CHECKPOINT_INTERVAL_SECS)]
     pub checkpoint_interval_secs: u64,
+    /// A checkpoint is due sooner once the open in-memory layer holds this many bytes (at
+    /// least 1 MiB).
+    #[arg(long, default_value_t = DEFAULT_CHECKPOINT_BYTES)]
+    pub checkpoint_bytes: usize,
     /// A directory for the block cache's disk tier (none: memory only).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -105,6 +114,7 @@ impl Args {
             safekeepers,
             databases: vec![DEFAULT_DATABASE.to_string()],
             checkpoint_interval_secs: DEFAULT_CHECKPOINT_INTERVAL_SECS,
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
             cache_dir: None,
             cache_memory_bytes: DEFAULT_CACHE_MEMORY_BYTES,
             cache_disk_bytes: DEFAULT_CACHE_DISK_BYTES,
@@ -121,6 +131,12 @@ impl Args {
     /// installs what internal calls send), so it fails on a file that is missing or others
     /// can read.
     pub fn into_config(self) -> Result<PageserverConfig> {
+        if self.checkpoint_bytes < MIN_CHECKPOINT_BYTES {
+            return Err(Error::invalid(format!(
+                "--checkpoint-bytes {} is below the minimum of {MIN_CHECKPOINT_BYTES}",
+                self.checkpoint_bytes
+            )));
+        }
         let security = self.security.load(Vec::new())?;
         Ok(PageserverConfig {
             listen_grpc: self.listen_grpc,
@@ -138,6 +154,7 @@ impl Args {
                 pitr_interval: Duration::from_secs(self.pitr_interval_secs),
                 image_after_deltas: self.image_after_deltas,
                 compact_after_deltas: self.compact_after_deltas,
+                checkpoint_bytes: self.checkpoint_bytes,
                 ..Default::default()
             },
             max_branches: self.max_branches,
@@ -174,6 +191,7 @@ mod tests {
             ],
             databases: vec!["default".into(), "other".into()],
             checkpoint_interval_secs: 1,
+            checkpoint_bytes: 7 << 20,
             cache_dir: Some("/cache dir".into()),
             cache_memory_bytes: 1,
             cache_disk_bytes: 2,
@@ -191,5 +209,20 @@ mod tests {
             ..bare
         };
         assert_eq!(from_argv::<Args, _>(to_argv(&full).unwrap()).unwrap(), full);
+    }
+
+    #[test]
+    fn a_checkpoint_size_below_the_minimum_is_refused_at_startup() {
+        let at = |checkpoint_bytes| Args {
+            checkpoint_bytes,
+            ..Args::new("memory://".into(), vec!["http://127.0.0.1:7001".into()])
+        };
+        let e = at(MIN_CHECKPOINT_BYTES - 1).into_config().unwrap_err();
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("--checkpoint-bytes"), "{e}");
+        // (One accepted configuration per process: it installs the cluster's credentials.)
+        let config = at(MIN_CHECKPOINT_BYTES).into_config().unwrap();
+        assert_eq!(config.timeline.checkpoint_bytes, MIN_CHECKPOINT_BYTES);
+        assert_eq!(Args::new(String::new(), vec![]).checkpoint_bytes, 256 << 20);
     }
 }

@@ -56,6 +56,9 @@ impl Timelines {
     }
 }
 
+/// How long the checkpoint loop waits after a failed checkpoint before the next may start.
+const CHECKPOINT_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 /// Everything needed to bring a database up, and the ones that are.
 #[derive(Clone)]
 pub struct Databases {
@@ -154,18 +157,26 @@ impl Databases {
         Ok(t)
     }
 
-    /// Starts a timeline's WAL follower, durable-position reports and periodic checkpoints.
+    /// Starts a timeline's WAL follower, durable-position reports and its checkpoints: every
+    /// `checkpoint_interval` when there is new WAL, and sooner whenever the open layer
+    /// reaches its size mark.
     fn start(&self, t: Arc<Timeline>) {
         let every = self.checkpoint_interval;
         let follow = tokio::spawn(ingest::follow(t.clone(), self.safekeepers.clone()));
         let report = tokio::spawn(ingest::report_durable(t.clone(), self.safekeepers.clone()));
         let checkpoints = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = t.checkpoint_due() => {}
+                }
                 if t.ingested_version() > t.remote_consistent_version()
                     && let Err(e) = t.checkpoint(Version::ZERO).await
                 {
                     tracing::warn!(database = t.database(), error = %e, "periodic checkpoint failed");
+                    // An oversized layer signals again with the next WAL: a pause, so a store
+                    // that keeps failing is not retried as fast as WAL arrives.
+                    tokio::time::sleep(CHECKPOINT_RETRY_PAUSE).await;
                 }
             }
         });

@@ -14,7 +14,7 @@ impl Timeline {
         let Some(last) = records.last() else {
             return Ok(());
         };
-        {
+        let oversized = {
             let mut map = self.write_map()?;
             let mut at = self.ingested_version();
             for r in records {
@@ -38,6 +38,11 @@ impl Timeline {
             for r in records {
                 times.push(r.version, r.commit_time_micros);
             }
+            map.open.approximate_bytes() >= self.options.checkpoint_bytes
+        };
+        if oversized {
+            // Repeats while the layer stays over the mark coalesce into one kept signal.
+            self.oversized.notify_one();
         }
         self.ingested.send_replace(last.version);
         self.metrics.ingested_version.set(last.version.0 as i64);

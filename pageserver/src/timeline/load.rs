@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use object_store::ObjectStore;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 
 use ferrisdb_common::{Error, Result};
 use ferrisdb_server_common::commit_times::CommitTimes;
@@ -148,6 +148,7 @@ impl Timeline {
             ancestor,
             options,
             metrics,
+            oversized: Notify::new(),
         })
     }
 

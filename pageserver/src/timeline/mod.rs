@@ -39,7 +39,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use object_store::ObjectStore;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, Result, Version};
@@ -52,6 +52,12 @@ use crate::format::delta::DeltaLayer;
 use crate::format::manifest::{Manifest, SegmentEntry};
 use crate::metrics::Metrics;
 
+/// Bytes the open in-memory layer may hold before a checkpoint is due, when not told (as
+/// Neon's `checkpoint_distance`): it bounds the pageserver's memory (the layer, and the
+/// records behind it, held until uploaded) and the WAL the safekeepers keep for it under a
+/// write load heavy enough to outrun the periodic checkpoint.
+pub const DEFAULT_CHECKPOINT_BYTES: usize = 256 << 20;
+
 /// Retention and compaction settings of a timeline.
 #[derive(Clone)]
 pub struct TimelineOptions {
@@ -63,6 +69,9 @@ pub struct TimelineOptions {
     pub compact_after_deltas: usize,
     /// Uncompressed size of one L1 layer's partition.
     pub l1_target_bytes: usize,
+    /// Once the open in-memory layer holds this many bytes, a checkpoint is due before the
+    /// next periodic one ([`Timeline::checkpoint_due`]).
+    pub checkpoint_bytes: usize,
     /// Where "now" comes from, for the retention horizon.
     pub clock: Arc<dyn Clock>,
 }
@@ -74,6 +83,7 @@ impl Default for TimelineOptions {
             image_after_deltas: 16,
             compact_after_deltas: 8,
             l1_target_bytes: 8 << 20,
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
             clock: Arc::new(SystemClock),
         }
     }
@@ -96,6 +106,7 @@ impl std::fmt::Debug for TimelineOptions {
             .field("pitr_interval", &self.pitr_interval)
             .field("image_after_deltas", &self.image_after_deltas)
             .field("compact_after_deltas", &self.compact_after_deltas)
+            .field("checkpoint_bytes", &self.checkpoint_bytes)
             .finish()
     }
 }
@@ -141,6 +152,9 @@ pub struct Timeline {
     /// this timeline's own layers do not (see [`Timeline::create_branch`]).
     ancestor: Option<(Arc<Timeline>, Version)>,
     metrics: Metrics,
+    /// Signalled when the open layer reaches [`TimelineOptions::checkpoint_bytes`]; a
+    /// signal with no one waiting is kept for the next wait.
+    oversized: Notify,
 }
 
 impl Timeline {
@@ -177,6 +191,12 @@ impl Timeline {
     /// A receiver that changes whenever the remote consistent version does.
     pub fn watch_remote_consistent(&self) -> watch::Receiver<Version> {
         self.remote_consistent.subscribe()
+    }
+
+    /// Resolves once the open in-memory layer has reached
+    /// [`TimelineOptions::checkpoint_bytes`] (at once, if it did while no one was waiting).
+    pub async fn checkpoint_due(&self) {
+        self.oversized.notified().await
     }
 
     /// Bytes held in the open in-memory layer.

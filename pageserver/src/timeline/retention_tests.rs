@@ -311,6 +311,7 @@ async fn windowed_range_reads_match_the_full_merge() {
             compact_after_deltas: 3,
             l1_target_bytes: 8 << 10,
             clock,
+            ..TimelineOptions::default()
         };
         let cache = Arc::new(BlockCache::in_memory(1 << 22));
         let t = Timeline::load_with_options(

@@ -166,3 +166,45 @@ async fn reads_beyond_ingestion_wait_then_fail_with_future_version() {
     let e = t.get(b"a", Version(5)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::FutureVersion);
 }
+
+#[tokio::test]
+async fn a_checkpoint_is_due_once_the_open_layer_reaches_its_size_mark() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = Timeline::load_with_options(
+        "db",
+        store,
+        Metrics::new().unwrap(),
+        Arc::new(BlockCache::in_memory(1 << 20)),
+        TimelineOptions {
+            checkpoint_bytes: 10_000,
+            ..TimelineOptions::keep_everything()
+        },
+    )
+    .await
+    .unwrap();
+    let value = "v".repeat(1_000);
+    // Nine values of 1 kB: under the mark, nothing is due.
+    for i in 1..=9u64 {
+        t.apply(&[rec(i, &[(&format!("k{i}"), Some(value.as_str()))])])
+            .unwrap();
+    }
+    assert!(t.open_layer_bytes() < 10_000);
+    let waited = tokio::time::timeout(Duration::from_millis(100), t.checkpoint_due()).await;
+    assert!(waited.is_err(), "due at {} bytes", t.open_layer_bytes());
+    // The tenth and eleventh are over it: due, though no one was waiting when they were
+    // applied.
+    t.apply(&[rec(10, &[("k10", Some(value.as_str()))])])
+        .unwrap();
+    t.apply(&[rec(11, &[("k11", Some(value.as_str()))])])
+        .unwrap();
+    assert!(t.open_layer_bytes() >= 10_000);
+    tokio::time::timeout(Duration::from_secs(1), t.checkpoint_due())
+        .await
+        .expect("a checkpoint is due");
+    // One signal was kept for the two records over the mark, not one each: after the
+    // checkpoint empties the open layer, nothing more is due.
+    t.checkpoint(Version(11)).await.unwrap();
+    assert_eq!(t.open_layer_bytes(), 0);
+    let again = tokio::time::timeout(Duration::from_millis(100), t.checkpoint_due()).await;
+    assert!(again.is_err(), "a second signal was kept");
+}
