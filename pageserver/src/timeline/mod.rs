@@ -125,7 +125,8 @@ struct LayerMap {
     /// The committed records behind `open` and `frozen`, in commit order: they become the
     /// next cold segment, and serve the change feed until then.
     open_records: Vec<WalRecord>,
-    frozen_records: Vec<WalRecord>,
+    /// Shared, so the cold segment's encoder reads them without a copy of every mutation.
+    frozen_records: Arc<Vec<WalRecord>>,
     /// Cold segments in the bucket, oldest first.
     segments: Vec<SegmentEntry>,
 }
