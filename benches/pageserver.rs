@@ -12,7 +12,8 @@
 //! miss adds a network round trip. Sizes: `FERRISDB_BENCH_KEYS` keys (default 100,000) of
 //! 100-byte values, written in `FERRISDB_BENCH_VERSIONS` versions (default 10, so every key has
 //! 10 versions for time travel). The compaction merges `FERRISDB_BENCH_COMPACT_DELTAS` (default
-//! 8, the pageserver's default trigger) checkpoints, each of every key once.
+//! 8, the pageserver's default trigger) checkpoints, each of every key once; an image layer of
+//! every key is then written over the result.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -221,5 +222,33 @@ async fn compaction(base: &std::path::Path, keys: usize, deltas: usize) {
         "\ncompaction: {deltas} L0 layers, {entries} entries, merged into L1 in {:.2} s = {:.0}k entries/s",
         took.as_secs_f64(),
         entries as f64 / took.as_secs_f64() / 1e3
+    );
+    drop(compactor);
+
+    // 5. An image layer of every key over the compacted run.
+    let imager = Timeline::load_with_options(
+        "bench-compaction",
+        store.clone(),
+        Metrics::new().expect("metrics"),
+        Arc::new(BlockCache::in_memory(64 << 20)),
+        TimelineOptions {
+            image_after_deltas: 1,
+            ..options(usize::MAX)
+        },
+    )
+    .await
+    .expect("load timeline");
+    let started = Instant::now();
+    imager.maintain().await.expect("image");
+    let took = started.elapsed();
+    let read = imager.get(&probe, Version(lsn)).await.expect("get");
+    assert_eq!(
+        read.as_deref(),
+        Some(&last[..]),
+        "the image lost the newest value"
+    );
+    println!(
+        "image: {keys} keys over {deltas} versions each, written in {:.2} s",
+        took.as_secs_f64()
     );
 }

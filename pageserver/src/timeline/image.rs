@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ferrisdb_common::{Result, Version};
-use ferrisdb_server_common::versioned_map::VersionedMap;
 
 use super::Timeline;
 use super::merge::visible;
@@ -34,7 +33,6 @@ impl Timeline {
             return Ok(());
         }
         let at = manifest.remote_consistent_version;
-        let mut data = VersionedMap::default();
         let mut sources = Self::layers_range(&layers, b"", &keyspace_end(), at).await?;
         // A branch's image holds what it inherited too: reads stop at the image.
         if let Some((parent, point)) = self.ancestor_below(&layers, at) {
@@ -42,13 +40,31 @@ impl Timeline {
                 Box::pin(parent.get_range(b"", &keyspace_end(), point, 0, false)).await?;
             sources.push(Self::parent_rows(rows, point));
         }
-        for (k, (v, val)) in visible(sources, at) {
-            if let Some(val) = val {
-                data.insert(k, v, Some(val));
-            }
-        }
+        // The merge of every layer and the encoding are seconds of CPU for a large keyspace:
+        // on the blocking pool, off the async workers that serve `GetPage` and the WAL
+        // stream. The merge comes out sorted by key, so it is encoded as it stands.
+        let (body, keys) = tokio::task::spawn_blocking(move || {
+            let merged = visible(sources, at);
+            let live = || {
+                merged
+                    .iter()
+                    .filter(|(_, (_, val))| val.is_some())
+                    .map(|(k, (v, val))| (k, *v, val))
+            };
+            let (keys, bytes) = live().fold((0usize, 0usize), |(n, b), (k, _, val)| {
+                (
+                    n + 1,
+                    b + k.len() + val.as_ref().map_or(0, |v| v.len()) + 17,
+                )
+            });
+            (
+                delta::encode_sorted((at, at), live(), &[], bytes, &[]),
+                keys,
+            )
+        })
+        .await
+        .map_err(|e| ferrisdb_common::Error::internal(format!("image encoder: {e}")))?;
         let name = format!("{:016X}.image", at.0);
-        let body = delta::encode(at, at, &data, &[]);
         let (layer, size) = self.put_layer(&name, body).await?;
         let layer = layer.with_image(true);
         let mut next = manifest.clone();
@@ -66,7 +82,7 @@ impl Timeline {
         self.write_map()?.layers.push(Arc::new(layer));
         self.metrics.layers.set(next.layers.len() as i64);
         *manifest = next;
-        tracing::info!(database = %self.database, version = %at, keys = data.len(), "image layer written");
+        tracing::info!(database = %self.database, version = %at, keys, "image layer written");
         Ok(())
     }
 }
