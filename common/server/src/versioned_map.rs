@@ -145,10 +145,17 @@ pub enum Lookup {
     Found(Option<Bytes>),
 }
 
+/// The bytes one point entry counts for in [`VersionedMap::approximate_bytes`]: its key, its
+/// value, and 17 for the version and the tombstone flag. Whatever sizes runs of entries the
+/// same way (a compaction's partitions, an encoder's buffer) uses this.
+pub fn entry_bytes(key: &[u8], value: Option<&Bytes>) -> usize {
+    key.len() + value.map_or(0, |v| v.len()) + 17
+}
+
 impl VersionedMap {
     /// Records `key` = `value` (or a tombstone) at `version`.
     pub fn insert(&mut self, key: Bytes, version: Version, value: Option<Bytes>) {
-        self.bytes += key.len() + value.as_ref().map_or(0, |v| v.len()) + 17;
+        self.bytes += entry_bytes(&key, value.as_ref());
         let versions = self.keys.entry(key).or_default();
         if versions.insert(version, value).is_none() {
             self.entries += 1;
@@ -172,9 +179,7 @@ impl VersionedMap {
                 && let Some(old) = vs.remove(&version)
             {
                 self.entries -= 1;
-                self.bytes = self
-                    .bytes
-                    .saturating_sub(k.len() + old.as_ref().map_or(0, |v| v.len()) + 17);
+                self.bytes = self.bytes.saturating_sub(entry_bytes(&k, old.as_ref()));
                 if vs.is_empty() {
                     self.keys.remove(&k);
                 }
@@ -311,9 +316,7 @@ impl VersionedMap {
             let keep = versions.split_off(&Version(version.0.saturating_add(1)));
             for value in versions.values() {
                 evicted += 1;
-                self.bytes = self
-                    .bytes
-                    .saturating_sub(key.len() + value.as_ref().map_or(0, |v| v.len()) + 17);
+                self.bytes = self.bytes.saturating_sub(entry_bytes(key, value.as_ref()));
             }
             *versions = keep;
             !versions.is_empty()

@@ -67,33 +67,26 @@ fn put_key(buf: &mut BytesMut, k: &[u8]) {
     buf.put_slice(k);
 }
 
-/// Like [`take`], for a cursor `p` into `whole`: the field as a slice of `whole`, not a copy.
-fn take_shared(whole: &Bytes, p: &mut &[u8]) -> Option<Bytes> {
+/// The length-prefixed field at the cursor `p`, borrowed; the cursor moves past it.
+fn take_slice<'a>(p: &mut &'a [u8]) -> Option<&'a [u8]> {
     if p.remaining() < 4 {
         return None;
     }
     let len = p.get_u32_le() as usize;
-    if p.remaining() < len {
-        return None;
-    }
-    let start = whole.len() - p.remaining();
-    p.advance(len);
-    Some(whole.slice(start..start + len))
+    let (field, rest) = p.split_at_checked(len)?;
+    *p = rest;
+    Some(field)
+}
+
+/// Like [`take`], for a cursor `p` into `whole`: the field as a slice of `whole`, not a copy.
+fn take_shared(whole: &Bytes, p: &mut &[u8]) -> Option<Bytes> {
+    take_slice(p).map(|field| whole.slice_ref(field))
 }
 
 /// A length-prefixed field at the cursor `p`, copied out (metadata sections, which live as
 /// long as the layer).
 fn take(p: &mut &[u8]) -> Option<Bytes> {
-    if p.remaining() < 4 {
-        return None;
-    }
-    let len = p.get_u32_le() as usize;
-    if p.remaining() < len {
-        return None;
-    }
-    let out = Bytes::copy_from_slice(&p[..len]);
-    p.advance(len);
-    Some(out)
+    take_slice(p).map(Bytes::copy_from_slice)
 }
 
 /// Appends `crc32c(section)` to a section.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ferrisdb_common::{Result, Version};
 use ferrisdb_server_common::objstore::with_retries;
-use ferrisdb_server_common::versioned_map::RangeTombstone;
+use ferrisdb_server_common::versioned_map::{RangeTombstone, entry_bytes};
 use object_store::ObjectStoreExt;
 
 use super::Timeline;
@@ -40,8 +40,8 @@ struct EncodedPartition {
 }
 
 /// The bytes an entry counts for when sizing partitions (as the in-memory layers count it).
-fn entry_bytes((k, _, val): &Point) -> usize {
-    k.len() + val.as_ref().map_or(0, |v| v.len()) + 17
+fn point_bytes((k, _, val): &Point) -> usize {
+    entry_bytes(k, val.as_ref())
 }
 
 /// Reads every entry of `run` (L0 layers, oldest first, contiguous in versions, at least one),
@@ -69,7 +69,7 @@ async fn merge_run(
             let clipped = clip_tombstones(&tombstones, &begin, &end_key);
             // Commit times once per run, in its first partition.
             let times: &[(Version, u64)] = if i == 0 { &times } else { &[] };
-            let size: usize = slice.iter().map(entry_bytes).sum();
+            let size: usize = slice.iter().map(point_bytes).sum();
             let body = delta::encode_sorted(
                 (start, end),
                 slice.iter().map(|(k, v, val)| (k, *v, val)),
@@ -145,7 +145,7 @@ fn split_points(points: &[Point], target_bytes: usize) -> Vec<(Bytes, Bytes, &[P
             cuts.push(i);
             size = 0;
         }
-        size += entry_bytes(p);
+        size += point_bytes(p);
     }
     let mut partitions = Vec::with_capacity(cuts.len() + 1);
     let mut from = 0usize;
@@ -426,7 +426,7 @@ mod tests {
                     right[0].0,
                     "target {target}: a key split"
                 );
-                let size: usize = left.iter().map(entry_bytes).sum();
+                let size: usize = left.iter().map(point_bytes).sum();
                 assert!(
                     size >= target,
                     "target {target}: cut before the target was met"
@@ -440,6 +440,62 @@ mod tests {
         let parts = split_points(&[], 100);
         assert_eq!(parts.len(), 1);
         assert!(parts[0].0.is_empty() && parts[0].1.is_empty() && parts[0].2.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_largest_key_and_value_survive_the_merge_and_an_l1_layer() {
+        use crate::block_cache::BlockCache;
+        use ferrisdb_common::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
+        use ferrisdb_server_common::versioned_map::Lookup;
+        use object_store::memory::InMemory;
+        use object_store::path::Path;
+        let big_key = Bytes::from(vec![0xFE; MAX_KEY_SIZE]);
+        let big_value = Bytes::from(vec![7; MAX_VALUE_SIZE]);
+        let older = (
+            vec![
+                point("a", 1, Some("x")),
+                (big_key.clone(), Version(2), Some(big_value.clone())),
+            ],
+            vec![],
+        );
+        let newer = (
+            vec![
+                point("b", 11, Some("y")),
+                (big_key.clone(), Version(12), None),
+            ],
+            vec![],
+        );
+        let (merged, _) = merge_layers(vec![older, newer]).unwrap();
+        // A target of one byte: every key a partition of its own, the big key's last.
+        let parts = split_points(&merged, 1);
+        assert_eq!(parts.len(), 3);
+        let (begin, end, slice) = &parts[2];
+        assert_eq!((begin, end.is_empty(), slice.len()), (&big_key, true, 2));
+        let size = slice.iter().map(point_bytes).sum();
+        let body = delta::encode_sorted(
+            (Version(0), Version(20)),
+            slice.iter().map(|(k, v, val)| (k, *v, val)),
+            &[],
+            size,
+            &[],
+        );
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let path = Path::from("big.l1");
+        store.put(&path, body.clone().into()).await.unwrap();
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        let layer = DeltaLayer::from_bytes(store, path, "big.l1".into(), &body, cache).unwrap();
+        assert_eq!(
+            layer.get(&big_key, Version(5)).await.unwrap(),
+            Lookup::Found(Some(big_value))
+        );
+        assert_eq!(
+            layer.get(&big_key, Version(12)).await.unwrap(),
+            Lookup::Found(None)
+        );
+        assert_eq!(
+            layer.get(&big_key, Version(1)).await.unwrap(),
+            Lookup::Absent
+        );
     }
 
     #[test]

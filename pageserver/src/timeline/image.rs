@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use ferrisdb_common::{Result, Version};
 
+use ferrisdb_server_common::versioned_map::entry_bytes;
+
 use super::Timeline;
 use super::merge::visible;
 use crate::format::delta;
@@ -52,10 +54,7 @@ impl Timeline {
                     .map(|(k, (v, val))| (k, *v, val))
             };
             let (keys, bytes) = live().fold((0usize, 0usize), |(n, b), (k, _, val)| {
-                (
-                    n + 1,
-                    b + k.len() + val.as_ref().map_or(0, |v| v.len()) + 17,
-                )
+                (n + 1, b + entry_bytes(k, val.as_ref()))
             });
             (
                 delta::encode_sorted((at, at), live(), &[], bytes, &[]),
