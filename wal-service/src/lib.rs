@@ -16,6 +16,7 @@ pub mod log;
 pub mod metrics;
 pub mod recent;
 pub mod service;
+pub mod tail_buffer;
 pub mod timeline;
 
 pub use args::Args;

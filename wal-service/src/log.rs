@@ -13,9 +13,15 @@
 //! (a frame's length field is never 0), so on open a zero run at the end of the last segment
 //! is where the log ends, not damage; every other segment is cut to its frames before the
 //! next one begins.
+//!
+//! The tail segment is written with direct I/O where the file system allows it: appends wait
+//! in memory ([`crate::tail_buffer`]) until the sync, which writes them from there in whole
+//! blocks and then fdatasyncs, skipping the page cache's copy and writeback. Where `O_DIRECT`
+//! is refused (some file systems, or a transfer size the device will not take) the log falls
+//! back to buffered writes, which are equally durable.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +30,7 @@ use ferrisdb_common::{Error, Lsn, Result};
 
 use crate::control::sync_dir;
 use crate::recent::RecentWal;
+use crate::tail_buffer::{self, TailBuffer};
 
 /// By default a segment is closed and a new one begun once it reaches this size.
 pub const SEGMENT_TARGET_SIZE: u64 = 16 << 20;
@@ -32,6 +39,10 @@ pub const SEGMENT_TARGET_SIZE: u64 = 16 << 20;
 /// one journal commit per step instead of one per sync, a write of zeros small enough not to
 /// stall the append that makes it, and at most this much unused space per idle log.
 pub const PREALLOCATION_STEP: u64 = 1 << 20;
+
+/// Appends held in memory for a direct-I/O tail are written out (not synced) once they pass
+/// this much, so a long run of writes before one sync (a repair's copy) does not pile up.
+const WRITE_OUT_AT: usize = 8 << 20;
 
 #[derive(Debug)]
 struct Segment {
@@ -50,6 +61,18 @@ pub struct WalLog {
     segments: Vec<Segment>,
     /// Append handle on the last segment.
     tail: Option<File>,
+    /// Whether `tail` was opened for direct I/O; its appends then wait in `tail_buffer`.
+    tail_direct: bool,
+    /// A direct tail's unfinished last block and the frames not yet written out; `None` until
+    /// the first write after the tail was opened or cut (it is read back from the file then).
+    tail_buffer: Option<TailBuffer>,
+    /// Whether tails are opened for direct I/O at all: on by default, off once the file system
+    /// refused it.
+    direct_io: bool,
+    /// Set when a write-out inside [`WalLog::write`] failed and the unsynced writes before it,
+    /// which had returned `Ok`, were cut off with it: the next sync reports the loss, so none of
+    /// them is acknowledged.
+    unsynced_lost: bool,
     start_lsn: Lsn,
     /// The end of what has been written (synced or not).
     flush_lsn: Lsn,
@@ -188,25 +211,80 @@ impl WalLog {
         }
         let start = segments.first().map_or(start_lsn, |s| s.start);
         let flush = segments.last().map_or(start_lsn, |s| s.start + s.len);
-        let tail = match segments.last() {
-            Some(s) => Some(OpenOptions::new().write(true).open(&s.path)?),
-            None => None,
+        let tail_path = segments.last().map(|s| s.path.clone());
+        let mut log = WalLog {
+            dir: dir.to_path_buf(),
+            segments,
+            tail: None,
+            tail_direct: false,
+            tail_buffer: None,
+            direct_io: true,
+            unsynced_lost: false,
+            start_lsn: start,
+            flush_lsn: flush,
+            synced_lsn: flush,
+            dirty: false,
+            segment_size: SEGMENT_TARGET_SIZE,
+            failed: None,
+            recent: Arc::default(),
         };
-        Ok((
-            WalLog {
-                dir: dir.to_path_buf(),
-                segments,
-                tail,
-                start_lsn: start,
-                flush_lsn: flush,
-                synced_lsn: flush,
-                dirty: false,
-                segment_size: SEGMENT_TARGET_SIZE,
-                failed: None,
-                recent: Arc::default(),
-            },
-            recovery,
-        ))
+        if let Some(path) = tail_path {
+            log.open_tail(&path)?;
+        }
+        Ok((log, recovery))
+    }
+
+    /// Turns direct I/O for the tail segment on or off (on by default; off, every write goes
+    /// through the page cache as it is made). Syncs what is written first.
+    pub fn set_direct_io(&mut self, on: bool) -> Result<()> {
+        self.sync()?;
+        self.direct_io = on;
+        if let Some(path) = self.segments.last().map(|s| s.path.clone()) {
+            self.open_tail(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the tail segment is written with direct I/O.
+    pub fn writes_direct(&self) -> bool {
+        self.tail_direct
+    }
+
+    /// Opens the append handle on `path`, the tail segment: with `O_DIRECT` when allowed and
+    /// the file system takes it, else buffered.
+    fn open_tail(&mut self, path: &Path) -> Result<()> {
+        self.tail = None;
+        self.tail_buffer = None;
+        self.tail_direct = false;
+        if self.direct_io {
+            match OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+                .open(path)
+            {
+                Ok(f) => {
+                    self.tail = Some(f);
+                    self.tail_direct = true;
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => {
+                    self.refuse_direct_io(&e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.tail = Some(OpenOptions::new().write(true).open(path)?);
+        Ok(())
+    }
+
+    /// Stops using direct I/O in this log after the file system refused it.
+    fn refuse_direct_io(&mut self, why: &std::io::Error) {
+        tracing::warn!(
+            dir = %self.dir.display(),
+            error = %why,
+            "direct I/O refused for the WAL; it is written through the page cache instead"
+        );
+        self.direct_io = false;
     }
 
     /// The buffer of the newest bytes written, which a reader may use instead of [`WalLog::read`]
@@ -295,6 +373,9 @@ impl WalLog {
         if need_new {
             self.start_segment()?;
         }
+        if self.tail_direct {
+            return self.write_direct(frames);
+        }
         let (Some(tail), Some(seg)) = (self.tail.as_ref(), self.segments.last_mut()) else {
             return Err(Error::internal("log has no tail segment"));
         };
@@ -330,7 +411,95 @@ impl WalLog {
         Ok(self.flush_lsn)
     }
 
-    /// Makes every write so far durable (fdatasync of the tail segment).
+    /// [`WalLog::write`] for a direct-I/O tail: the frames wait in memory for the sync.
+    fn write_direct(&mut self, frames: &[u8]) -> Result<Lsn> {
+        let Some(seg) = self.segments.last_mut() else {
+            return Err(Error::internal("log has no tail segment"));
+        };
+        let buffer = match &mut self.tail_buffer {
+            Some(b) => b,
+            None => self
+                .tail_buffer
+                .insert(TailBuffer::load(&seg.path, seg.len)?),
+        };
+        buffer.push(frames);
+        let pending = buffer.pending();
+        seg.len += frames.len() as u64;
+        self.dirty = true;
+        self.recent.written(self.flush_lsn, frames);
+        self.flush_lsn += frames.len() as u64;
+        if pending >= WRITE_OUT_AT
+            && let Err(e) = self.write_out_tail()
+        {
+            // What reached the file is unknown, and the earlier writes since the last sync
+            // went out in the same transfer: all of them are cut off, and the next sync says
+            // so rather than acknowledging them.
+            let keep = self
+                .segments
+                .last()
+                .map_or(0, |s| self.synced_lsn.saturating_sub(s.start));
+            self.cut_tail_to(keep);
+            self.unsynced_lost = true;
+            return Err(e.into());
+        }
+        Ok(self.flush_lsn)
+    }
+
+    /// Writes a direct-I/O tail's pending frames to its file (not synced), and zeros ahead of
+    /// them when they reached the file's end. A buffered tail writes as it goes: nothing to do.
+    fn write_out_tail(&mut self) -> std::io::Result<()> {
+        let (Some(tail), Some(seg), Some(buffer)) = (
+            self.tail.as_ref(),
+            self.segments.last_mut(),
+            self.tail_buffer.as_mut(),
+        ) else {
+            return Ok(());
+        };
+        if buffer.pending() == 0 {
+            return Ok(());
+        }
+        let transfer_end = match buffer.write_out(tail) {
+            Ok(end) => end,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => {
+                // The device wants larger or differently aligned transfers than a block: write
+                // the pending frames through the page cache, and the log that way from now on.
+                let from = buffer.file_end();
+                let mut pending = vec![0u8; buffer.pending()];
+                buffer.read_pending(from, &mut pending)?;
+                let path = seg.path.clone();
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.write_all_at(&pending, from)?;
+                seg.allocated = seg.allocated.max(seg.len);
+                self.refuse_direct_io(&e);
+                self.tail = Some(f);
+                self.tail_direct = false;
+                self.tail_buffer = None;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        seg.allocated = seg.allocated.max(transfer_end);
+        if transfer_end == seg.allocated {
+            // As in `write`: the next step of zeros, synced with these frames; a failure
+            // costs nothing but the speed-up.
+            let ahead = (seg.len / PREALLOCATION_STEP + 1) * PREALLOCATION_STEP;
+            let ahead = ahead.min(self.segment_size.max(seg.len));
+            let ahead = ahead - ahead % tail_buffer::BLOCK as u64;
+            if ahead > transfer_end {
+                match tail_buffer::write_zeros(tail, transfer_end, ahead) {
+                    Ok(()) => seg.allocated = ahead,
+                    Err(e) => tracing::debug!(
+                        error = %e,
+                        "could not write zeros ahead of the WAL tail; it grows as written"
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable (fdatasync of the tail segment; a direct-I/O tail's
+    /// frames are written out first).
     ///
     /// After a failed fdatasync the kernel may already have dropped the unsynced pages and
     /// would report the next fdatasync as a success, so a retry proves nothing: the writes
@@ -338,10 +507,19 @@ impl WalLog {
     /// the log ends where it last was durable.
     pub fn sync(&mut self) -> Result<()> {
         self.check_usable()?;
+        if std::mem::take(&mut self.unsynced_lost) {
+            return Err(Error::unavailable(format!(
+                "WAL written to {} since the last sync was lost to a failed write; none of it \
+                 is durable",
+                self.dir.display()
+            )));
+        }
         if self.dirty {
-            if let Some(tail) = &self.tail
-                && let Err(e) = tail.sync_data()
-            {
+            let synced = self.write_out_tail().and_then(|()| match &self.tail {
+                Some(tail) => tail.sync_data(),
+                None => Ok(()),
+            });
+            if let Err(e) = synced {
                 // Unsynced writes all lie in the tail segment: a new segment is begun only
                 // after a sync.
                 let keep = self
@@ -377,6 +555,8 @@ impl WalLog {
                     seg.allocated = len;
                     self.flush_lsn = seg.start + len;
                 }
+                // Read back from the file before the next direct write.
+                self.tail_buffer = None;
                 self.recent.cut(self.flush_lsn);
                 // sync_all made everything the file now holds durable.
                 self.synced_lsn = self.flush_lsn;
@@ -406,15 +586,17 @@ impl WalLog {
         // The segment being closed must be durable before writes move on to the next, and
         // must end at its last frame: on open, zeros are a log's end only in the last segment.
         self.sync()?;
+        // The file's own length, not `allocated`: zeros written part-way ahead (a full disk)
+        // are past `allocated` and must go too.
         if let (Some(tail), Some(seg)) = (&self.tail, self.segments.last_mut())
-            && seg.allocated > seg.len
+            && tail.metadata()?.len() > seg.len
         {
             tail.set_len(seg.len)?;
             tail.sync_all()?;
             seg.allocated = seg.len;
         }
         let path = self.dir.join(format!("{:016X}.seg", self.flush_lsn));
-        let f = OpenOptions::new()
+        OpenOptions::new()
             .create_new(true)
             .write(true)
             .open(&path)?;
@@ -423,10 +605,9 @@ impl WalLog {
             start: self.flush_lsn,
             len: 0,
             allocated: 0,
-            path,
+            path: path.clone(),
         });
-        self.tail = Some(f);
-        Ok(())
+        self.open_tail(&path)
     }
 
     /// Cuts the log back to end at `lsn` (a frame boundary at or above the log start).
@@ -440,6 +621,8 @@ impl WalLog {
                 self.start_lsn
             )));
         }
+        // Frames still in a direct tail's memory must be in the file before it is cut.
+        self.sync()?;
         // Forgotten first: if the cut fails part-way, the buffer holds nothing the log lost.
         self.recent.cut(lsn);
         while let Some(last) = self.segments.last() {
@@ -455,9 +638,11 @@ impl WalLog {
             f.sync_all()?;
             last.len = lsn - last.start;
             last.allocated = last.len;
-            self.tail = Some(OpenOptions::new().write(true).open(&last.path)?);
+            let path = last.path.clone();
+            self.open_tail(&path)?;
         } else {
             self.tail = None;
+            self.tail_buffer = None;
         }
         sync_dir(&self.dir)?;
         self.flush_lsn = lsn;
@@ -477,6 +662,8 @@ impl WalLog {
         }
         sync_dir(&self.dir)?;
         self.tail = None;
+        self.tail_buffer = None;
+        self.unsynced_lost = false;
         self.start_lsn = lsn;
         self.flush_lsn = lsn;
         self.synced_lsn = lsn;
@@ -555,11 +742,22 @@ impl WalLog {
             if at >= seg_end {
                 return Err(Error::internal(format!("LSN {at} is past the log end")));
             }
-            let n = (end.min(seg_end) - at) as usize;
-            let mut chunk = vec![0u8; n];
-            File::open(&seg.path)?.read_exact_at(&mut chunk, at - seg.start)?;
+            // The frames of a direct tail not written out yet are only in its buffer.
+            let pending = match &self.tail_buffer {
+                Some(b) if idx == self.segments.len() && b.pending() > 0 => Some(b),
+                _ => None,
+            };
+            let file_end = pending.map_or(seg_end, |b| seg.start + b.file_end());
+            let mut chunk;
+            if let Some(buffer) = pending.filter(|_| at >= file_end) {
+                chunk = vec![0u8; (end.min(seg_end) - at) as usize];
+                buffer.read_pending(at - seg.start, &mut chunk)?;
+            } else {
+                chunk = vec![0u8; (end.min(file_end) - at) as usize];
+                File::open(&seg.path)?.read_exact_at(&mut chunk, at - seg.start)?;
+            }
             out.extend_from_slice(&chunk);
-            at += n as u64;
+            at += chunk.len() as u64;
         }
         Ok(out)
     }
@@ -959,5 +1157,112 @@ mod tests {
             log.read(0, end, 100).unwrap_err().kind(),
             ferrisdb_common::ErrorKind::VersionTooOld
         );
+    }
+
+    /// Whether this file system takes `O_DIRECT` (tmpfs before Linux 6.6 does not, for one).
+    fn takes_direct_io(dir: &Path) -> bool {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+            .open(dir.join("probe"))
+            .is_ok()
+    }
+
+    #[test]
+    fn the_tail_is_written_with_direct_io_where_the_file_system_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let end = log.append(&frame(0, 1)).unwrap();
+        assert_eq!(log.writes_direct(), takes_direct_io(dir.path()));
+        log.set_direct_io(false).unwrap();
+        assert!(!log.writes_direct());
+        let end = log.append(&frame(end, 2)).unwrap();
+        assert_eq!(frames_held(&log, end), 2);
+    }
+
+    #[test]
+    fn frames_not_yet_synced_read_back_from_memory_and_are_durable_after_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let f1 = frame_of(0, 1, 5000);
+        let end1 = log.append(&f1).unwrap();
+        // Two writes sharing one sync, the second crossing a block boundary.
+        let f2 = frame_of(end1, 2, 3000);
+        let end2 = log.write(&f2).unwrap();
+        let f3 = frame_of(end2, 3, 9000);
+        let end3 = log.write(&f3).unwrap();
+        let all = [&f1[..], &f2[..], &f3[..]].concat();
+        assert_eq!(log.read(0, end3, usize::MAX).unwrap(), all);
+        // A read that starts in the file and ends in memory, and one inside memory only.
+        assert_eq!(
+            log.read_exact(10, end2 + 5 - 10).unwrap(),
+            all[10..(end2 + 5) as usize]
+        );
+        assert_eq!(log.read(end2, end3, usize::MAX).unwrap(), f3.to_vec());
+        log.sync().unwrap();
+        assert_eq!(log.read(0, end3, usize::MAX).unwrap(), all);
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!((rec.truncated_bytes, rec.damage), (0, None));
+        assert_eq!(log.read(0, end3, usize::MAX).unwrap(), all);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let on_disk = std::fs::read(seg).unwrap();
+        assert_eq!(&on_disk[..all.len()], &all[..]);
+        assert!(on_disk[all.len()..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_truncation_into_frames_not_yet_synced_keeps_what_lies_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let f1 = frame(0, 1);
+        let end1 = log.append(&f1).unwrap();
+        let f2 = frame_of(end1, 2, 6000);
+        let end2 = log.write(&f2).unwrap();
+        log.write(&frame(end2, 3)).unwrap();
+        log.truncate(end2).unwrap();
+        assert_eq!(log.flush_lsn(), end2);
+        // The next frame lands right after the cut, in the same unfinished block.
+        let f4 = frame(end2, 4);
+        let end4 = log.append(&f4).unwrap();
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!((rec.truncated_bytes, rec.damage), (0, None));
+        assert_eq!(
+            log.read(0, end4, usize::MAX).unwrap(),
+            [&f1[..], &f2[..], &f4[..]].concat()
+        );
+    }
+
+    #[test]
+    fn direct_and_buffered_writes_continue_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        log.set_segment_size(3 * PREALLOCATION_STEP);
+        let mut expect = Vec::new();
+        let mut end = 0;
+        // Frames of odd sizes, the mode switched every few, across segment boundaries.
+        for n in 1..=40u8 {
+            if n % 7 == 0 {
+                log.set_direct_io(n % 14 != 0).unwrap();
+            }
+            let f = frame_of(end, n, 150_000 + 777 * n as usize);
+            end = if n % 3 == 0 {
+                log.write(&f).unwrap()
+            } else {
+                log.append(&f).unwrap()
+            };
+            expect.extend_from_slice(&f);
+        }
+        log.sync().unwrap();
+        assert!(log.segments.len() >= 2, "{} segments", log.segments.len());
+        assert_eq!(log.read(0, end, usize::MAX).unwrap(), expect);
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!((rec.truncated_bytes, rec.damage), (0, None));
+        assert_eq!(log.flush_lsn(), end);
+        assert_eq!(log.read(0, end, usize::MAX).unwrap(), expect);
     }
 }

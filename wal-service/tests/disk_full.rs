@@ -56,12 +56,50 @@ fn a_write_cut_short_by_a_full_disk_leaves_the_log_whole() {
     drop(log);
 
     // And a restart finds the same log, with nothing cut and no damage.
-    let (log, recovery) = WalLog::open(dir.path(), 0).unwrap();
+    let (mut log, recovery) = WalLog::open(dir.path(), 0).unwrap();
     assert_eq!(recovery.truncated_bytes, 0, "{recovery:?}");
     assert_eq!(recovery.damage, None, "{recovery:?}");
     assert_eq!(log.flush_lsn(), end3);
     assert_eq!(
         log.read(0, end3, usize::MAX).unwrap(),
         [&f1[..], &f3[..]].concat()
+    );
+
+    // Writes that share one sync, the disk full under them. With direct I/O they wait in
+    // memory and reach the disk together (here once they pass 8 MiB, before the sync): the
+    // ones that had returned Ok are lost with the one that failed, and the sync must say so
+    // rather than acknowledge them. Buffered, the first write fails on its own.
+    let direct = log.writes_direct();
+    setrlimit(Resource::RLIMIT_FSIZE, end3 + 10, hard).unwrap();
+    let mut at = end3;
+    let mut failed = false;
+    for n in 4..=8 {
+        match log.write(&frame(at, n, 3 << 20)) {
+            Ok(end) => at = end,
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    let synced = log.sync();
+    setrlimit(Resource::RLIMIT_FSIZE, soft, hard).unwrap();
+    assert!(failed, "writes of 15 MiB past the limit all succeeded");
+    if direct {
+        assert!(
+            synced.is_err(),
+            "a sync acknowledged writes lost to the full disk"
+        );
+        assert!(log.sync().is_ok(), "the loss is reported once");
+    }
+    assert_eq!(log.flush_lsn(), end3, "lost writes count in the log");
+    let f9 = frame(end3, 9, 100);
+    let end9 = log.append(&f9).unwrap();
+    drop(log);
+    let (log, recovery) = WalLog::open(dir.path(), 0).unwrap();
+    assert_eq!((recovery.truncated_bytes, recovery.damage), (0, None));
+    assert_eq!(
+        log.read(0, end9, usize::MAX).unwrap(),
+        [&f1[..], &f3[..], &f9[..]].concat()
     );
 }
