@@ -267,7 +267,13 @@ impl WalLog {
                     self.tail_direct = true;
                     return Ok(());
                 }
-                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => {
+                // EINVAL is how Linux file systems without direct I/O refuse it (tmpfs before
+                // 6.6, older ZFS); EOPNOTSUPP how some network and FUSE ones do.
+                Err(e)
+                    if [nix::errno::Errno::EINVAL, nix::errno::Errno::EOPNOTSUPP]
+                        .iter()
+                        .any(|&errno| e.raw_os_error() == Some(errno as i32)) =>
+                {
                     self.refuse_direct_io(&e);
                 }
                 Err(e) => return Err(e.into()),
