@@ -267,15 +267,7 @@ impl WalLog {
                     self.tail_direct = true;
                     return Ok(());
                 }
-                // EINVAL is how Linux file systems without direct I/O refuse it (tmpfs before
-                // 6.6, older ZFS); EOPNOTSUPP how some network and FUSE ones do.
-                Err(e)
-                    if [nix::errno::Errno::EINVAL, nix::errno::Errno::EOPNOTSUPP]
-                        .iter()
-                        .any(|&errno| e.raw_os_error() == Some(errno as i32)) =>
-                {
-                    self.refuse_direct_io(&e);
-                }
+                Err(e) if is_direct_io_refusal(&e) => self.refuse_direct_io(&e),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -401,8 +393,7 @@ impl WalLog {
             // segments never runs ahead). A failure (a full disk) costs nothing but the
             // speed-up: zeros written part-way still read as the end of the log, and the
             // next write grows the file as it would without them.
-            let ahead = (seg.len / PREALLOCATION_STEP + 1) * PREALLOCATION_STEP;
-            let ahead = ahead.min(self.segment_size.max(seg.len));
+            let ahead = zeros_end(seg.len, self.segment_size);
             if ahead > seg.len {
                 let zeros = vec![0u8; (ahead - seg.len) as usize];
                 match tail.write_all_at(&zeros, seg.len) {
@@ -466,14 +457,13 @@ impl WalLog {
         }
         let transfer_end = match buffer.write_out(tail) {
             Ok(end) => end,
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINVAL as i32) => {
+            Err(e) if is_direct_io_refusal(&e) => {
                 // The device wants larger or differently aligned transfers than a block: write
                 // the pending frames through the page cache, and the log that way from now on.
                 let from = buffer.file_end();
                 let mut pending = vec![0u8; buffer.pending()];
                 buffer.read_pending(from, &mut pending)?;
-                let path = seg.path.clone();
-                let f = OpenOptions::new().write(true).open(&path)?;
+                let f = OpenOptions::new().write(true).open(&seg.path)?;
                 f.write_all_at(&pending, from)?;
                 seg.allocated = seg.allocated.max(seg.len);
                 self.refuse_direct_io(&e);
@@ -486,10 +476,9 @@ impl WalLog {
         };
         seg.allocated = seg.allocated.max(transfer_end);
         if transfer_end == seg.allocated {
-            // As in `write`: the next step of zeros, synced with these frames; a failure
-            // costs nothing but the speed-up.
-            let ahead = (seg.len / PREALLOCATION_STEP + 1) * PREALLOCATION_STEP;
-            let ahead = ahead.min(self.segment_size.max(seg.len));
+            // As in `write`: the next step of zeros, synced with these frames, ending on a
+            // block boundary as direct writes must; a failure costs nothing but the speed-up.
+            let ahead = zeros_end(seg.len, self.segment_size);
             let ahead = ahead - ahead % tail_buffer::BLOCK as u64;
             if ahead > transfer_end {
                 match tail_buffer::write_zeros(tail, transfer_end, ahead) {
@@ -786,6 +775,24 @@ fn last_valid_frame_end(bytes: &[u8], at: Lsn) -> Option<usize> {
             _ => None,
         })
         .max()
+}
+
+/// Where the zeros written ahead of a tail segment's frames end once its frames reach
+/// `seg_len`: the next [`PREALLOCATION_STEP`] boundary, but never past the segment size (a log
+/// with small segments never runs ahead).
+fn zeros_end(seg_len: u64, segment_size: u64) -> u64 {
+    let ahead = (seg_len / PREALLOCATION_STEP + 1) * PREALLOCATION_STEP;
+    ahead.min(segment_size.max(seg_len))
+}
+
+/// Whether an `O_DIRECT` open or transfer failed because the file system or device does not
+/// do direct I/O (or not with these sizes), rather than for a reason buffered I/O would share:
+/// EINVAL is how Linux file systems without it refuse (tmpfs before 6.6, older ZFS) and how a
+/// device refuses a transfer it cannot align; EOPNOTSUPP how some network and FUSE ones do.
+fn is_direct_io_refusal(e: &std::io::Error) -> bool {
+    [nix::errno::Errno::EINVAL, nix::errno::Errno::EOPNOTSUPP]
+        .iter()
+        .any(|&errno| e.raw_os_error() == Some(errno as i32))
 }
 
 /// The length of the prefix of `bytes` made of whole, valid frames.
@@ -1270,5 +1277,33 @@ mod tests {
         assert_eq!((rec.truncated_bytes, rec.damage), (0, None));
         assert_eq!(log.flush_lsn(), end);
         assert_eq!(log.read(0, end, usize::MAX).unwrap(), expect);
+    }
+
+    #[test]
+    fn the_largest_frame_goes_through_the_direct_tail_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let end1 = log.append(&frame(0, 1)).unwrap();
+        // One value as large as a frame may carry: past the early write-out mark on its own.
+        let value_len = ferrisdb_common::message_size::MAX_FRAME_BYTES - 200;
+        let big = frame_of(end1, 2, value_len);
+        assert!(big.len() <= ferrisdb_common::message_size::MAX_FRAME_BYTES);
+        assert!(
+            big.len() >= WRITE_OUT_AT,
+            "the frame does not reach the write-out mark"
+        );
+        let end2 = log.write(&big).unwrap();
+        let f3 = frame(end2, 3);
+        let end3 = log.append(&f3).unwrap();
+        assert_eq!(
+            log.read_exact(end1, big.len() as u64).unwrap(),
+            big.to_vec()
+        );
+        drop(log);
+        let (log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!((rec.truncated_bytes, rec.damage), (0, None));
+        assert_eq!(log.flush_lsn(), end3);
+        assert_eq!(log.read(end1, end2, 1).unwrap(), big.to_vec());
+        assert_eq!(log.read(end2, end3, usize::MAX).unwrap(), f3.to_vec());
     }
 }
