@@ -1183,6 +1183,81 @@ mod tests {
             .is_ok()
     }
 
+    /// A directory on ramfs, unmounted on drop. ramfs has no direct I/O: it refuses `O_DIRECT`
+    /// at open with EINVAL, as tmpfs did before Linux 6.6, so it exercises the log's open-time
+    /// fallback on a real file system rather than an injected error.
+    struct Ramfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Ramfs {
+        /// Mounts one, or says why not (mounting needs root) and returns `None`.
+        fn mount() -> Option<Ramfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "ramfs", "ramfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !mounted {
+                eprintln!(
+                    "skipped: could not mount ramfs (needs root) for a file system that refuses O_DIRECT"
+                );
+                return None;
+            }
+            Some(Ramfs { dir })
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
+    impl Drop for Ramfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_file_system_that_refuses_direct_io_at_open_is_written_through_the_page_cache() {
+        let Some(ramfs) = Ramfs::mount() else { return };
+        assert!(
+            !takes_direct_io(ramfs.path()),
+            "ramfs took O_DIRECT on this kernel; the test needs a file system that refuses it"
+        );
+        let (mut log, _) = WalLog::open(ramfs.path(), 0).unwrap();
+        assert!(!log.writes_direct());
+        // Small segments, so that every segment switch opens a new tail on the refusing file
+        // system, and frames that span block boundaries.
+        log.set_segment_size(3 * PREALLOCATION_STEP);
+        let mut end = 0;
+        let mut n = 0u8;
+        while log.segments.len() < 4 {
+            n = n.wrapping_add(1);
+            end = log.append(&frame_of(end, n, 3000)).unwrap();
+            if n.is_multiple_of(5) {
+                log.sync().unwrap();
+            }
+        }
+        log.sync().unwrap();
+        assert!(!log.writes_direct());
+        let held = frames_held(&log, end);
+        drop(log);
+
+        // Reopened: every frame is there and the log appends on, still buffered.
+        let (mut log, _) = WalLog::open(ramfs.path(), 0).unwrap();
+        assert!(!log.writes_direct());
+        assert_eq!(log.flush_lsn(), end);
+        assert_eq!(frames_held(&log, end), held);
+        let end = log.append(&frame(end, 0xee)).unwrap();
+        log.sync().unwrap();
+        assert_eq!(frames_held(&log, end), held + 1);
+    }
+
     #[test]
     fn the_tail_is_written_with_direct_io_where_the_file_system_takes_it() {
         let dir = tempfile::tempdir().unwrap();
