@@ -1216,7 +1216,10 @@ mod tests {
 
     impl Drop for Ramfs {
         fn drop(&mut self) {
+            // Lazy: detached even while something still holds a file there (a failed test's
+            // log), so no mount outlives the test; its memory goes with the last file.
             let _ = std::process::Command::new("umount")
+                .arg("--lazy")
                 .arg(self.dir.path())
                 .status();
         }
@@ -1256,6 +1259,51 @@ mod tests {
         let end = log.append(&frame(end, 0xee)).unwrap();
         log.sync().unwrap();
         assert_eq!(frames_held(&log, end), held + 1);
+    }
+
+    #[test]
+    fn a_transfer_refused_after_the_open_took_direct_io_is_written_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        if !takes_direct_io(dir.path()) {
+            eprintln!("skipped: the temporary directory's file system refuses O_DIRECT at open");
+            return;
+        }
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        let f1 = frame_of(0, 1, 5000);
+        let end1 = log.append(&f1).unwrap();
+        assert!(log.writes_direct());
+        // Two writes waiting for one sync, spanning several blocks, so the refused transfer
+        // leaves a prefix of them in the file.
+        let f2 = frame_of(end1, 2, 3000);
+        let end2 = log.write(&f2).unwrap();
+        let f3 = frame_of(end2, 3, 9000);
+        let end3 = log.write(&f3).unwrap();
+        tail_buffer::REFUSE_NEXT_TRANSFER.with(|r| r.set(true));
+        log.sync().unwrap();
+        assert_eq!(log.flush_lsn(), end3);
+        assert!(
+            !tail_buffer::REFUSE_NEXT_TRANSFER.with(|r| r.get()),
+            "the sync did not reach the direct write-out"
+        );
+        assert!(!log.writes_direct());
+        let f4 = frame_of(end3, 4, 2000);
+        let end4 = log.append(&f4).unwrap();
+        assert!(!log.writes_direct(), "direct I/O came back in the same log");
+        let all = [&f1[..], &f2[..], &f3[..], &f4[..]].concat();
+        assert_eq!(log.read(0, end4, usize::MAX).unwrap(), all);
+        drop(log);
+
+        // Reopened: every frame is whole, nothing after them but zeros, and the log appends on.
+        let (mut log, rec) = WalLog::open(dir.path(), 0).unwrap();
+        assert_eq!((rec.truncated_bytes, rec.damage), (0, None));
+        assert_eq!(log.flush_lsn(), end4);
+        assert_eq!(log.read(0, end4, usize::MAX).unwrap(), all);
+        let on_disk = std::fs::read(dir.path().join(format!("{:016X}.seg", 0))).unwrap();
+        assert_eq!(&on_disk[..all.len()], &all[..]);
+        assert!(on_disk[all.len()..].iter().all(|&b| b == 0));
+        let f5 = frame_of(end4, 5, 100);
+        let end5 = log.append(&f5).unwrap();
+        assert_eq!(frames_held(&log, end5), 5);
     }
 
     #[test]

@@ -142,6 +142,18 @@ impl TailBuffer {
     pub fn write_out(&mut self, file: &File) -> io::Result<u64> {
         let from = round_down(self.written);
         let to = round_up(self.len);
+        #[cfg(test)]
+        if REFUSE_NEXT_TRANSFER.with(|r| r.replace(false)) {
+            // As a device that takes the open but not the transfer: the first block lands,
+            // then the kernel answers EINVAL.
+            file.write_all_at(
+                &self.mem.bytes()[from..from + BLOCK],
+                self.base + from as u64,
+            )?;
+            return Err(io::Error::from_raw_os_error(
+                nix::errno::Errno::EINVAL as i32,
+            ));
+        }
         file.write_all_at(&self.mem.bytes()[from..to], self.base + from as u64)?;
         let transfer_end = self.base + to as u64;
         self.written = self.len;
@@ -165,6 +177,14 @@ impl TailBuffer {
         }
         Ok(transfer_end)
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by a test: the next [`TailBuffer::write_out`] on this thread writes one block and
+    /// is then refused with EINVAL, as by a device that accepted `O_DIRECT` at open but not
+    /// this transfer (no device here does).
+    pub static REFUSE_NEXT_TRANSFER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Writes zeros to `file` (opened with `O_DIRECT`) over `[from, to)`, both block boundaries.
