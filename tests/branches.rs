@@ -64,6 +64,19 @@ async fn branches_read_the_parent_below_the_branch_point_and_write_their_own_sid
     assert_eq!(get(&ep, "feature", "k"), "v1");
     assert_eq!(get(&ep, "feature", "shared"), "s");
     assert!(get(&ep, "feature", "later").is_null());
+    // Version 0 is the parent before its first commit, not "no version given" (the latest).
+    let empty = run(&[
+        "admin",
+        "branch",
+        "empty",
+        "--at-version",
+        "0",
+        "--endpoint",
+        &admin,
+    ]);
+    assert_eq!(empty["version"].as_u64(), Some(0));
+    assert!(get(&ep, "empty", "k").is_null());
+    assert!(get(&ep, "empty", "shared").is_null());
 
     // Writes on each side stay there.
     let own = run(&["set", "k", "b1", "--database", "feature", "--endpoint", &ep])["version"]

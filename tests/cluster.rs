@@ -236,9 +236,28 @@ async fn restore_from_the_bucket_alone_after_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let (mut cluster, data, _) = cluster_with_own_bucket(dir.path()).await;
     let db = cluster.db(Duration::from_secs(10)).await;
-    let last_version = write_keys(&db, 40).await;
-    let cp = checkpoint(&cluster.admin_endpoint());
-    assert!(cp["remote_consistent_version"].as_u64().unwrap() >= last_version);
+    let first_version = write_keys(&db, 40).await;
+    let admin = cluster.admin_endpoint();
+    let durable = |cp: serde_json::Value| cp["remote_consistent_version"].as_u64().unwrap();
+    let cp = durable(checkpoint(&admin));
+    assert!(cp >= first_version);
+    // Reads only, then a checkpoint: the read versions' liveness records are all it has to
+    // upload, so the durable version moves on with no layer. Once the next layer did not
+    // chain on to the last, and a pageserver restored from this bucket refused it as corrupt.
+    for _ in 0..2 {
+        db.create_transaction().read_version().await.unwrap();
+        tokio::time::sleep(ferrisdb_common::lease::LEASE + Duration::from_millis(200)).await;
+    }
+    db.create_transaction().read_version().await.unwrap();
+    let idle = durable(checkpoint(&admin));
+    assert!(
+        idle > cp,
+        "reads alone wrote no record (durable {idle}, before {cp}): the idle stretch is not tested"
+    );
+    let tx = db.create_transaction();
+    tx.set("after-idle", "yes");
+    let last_version = tx.commit().await.unwrap().0;
+    assert!(durable(checkpoint(&admin)) >= last_version);
     cluster.stop();
 
     // Every local directory goes; only the bucket (outside the data dir here) remains.
@@ -260,6 +279,7 @@ async fn restore_from_the_bucket_alone_after_checkpoint() {
         tx.get("after-restore").await.unwrap(),
         Some(Bytes::from("yes"))
     );
+    assert_eq!(tx.get("after-idle").await.unwrap(), Some(Bytes::from("yes")));
 }
 
 /// The newest manifest under `bucket`'s default database.

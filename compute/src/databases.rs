@@ -309,7 +309,7 @@ impl Databases {
         let req = CreateBranchRequest {
             database: name.to_string(),
             parent: parent.to_string(),
-            version: version.map_or(0, |v| v.0),
+            version: version.map(|v| v.0),
             timestamp_micros,
         };
         let at = self

@@ -203,7 +203,7 @@ impl Pageserver for PageserverService {
         req: Request<CreateBranchRequest>,
     ) -> Result<Response<CreateBranchResponse>, Status> {
         let req = req.into_inner();
-        let version = (req.version > 0).then_some(Version(req.version));
+        let version = req.version.map(Version);
         let at = self
             .databases
             .branch(&req.database, &req.parent, version, req.timestamp_micros)

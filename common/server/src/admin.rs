@@ -269,6 +269,9 @@ impl IntoResponse for ApiError {
             // A version the server does not have yet: the client's to retry later, never a
             // server fault (a 5xx would page someone for a client asking too early).
             ErrorKind::FutureVersion => StatusCode::CONFLICT,
+            // Below the retention window: what was asked for is gone for good, and asking
+            // again will not bring it back.
+            ErrorKind::VersionTooOld => StatusCode::GONE,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::ReadOnly => StatusCode::CONFLICT,
             ErrorKind::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -316,6 +319,25 @@ mod tests {
             .unwrap_or_default();
         let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
         (status, content_type, json)
+    }
+
+    /// What a request can be refused for is a 4xx with its code; only a fault of the server's
+    /// own is a 5xx (which would page an operator).
+    #[test]
+    fn errors_map_to_the_status_their_cause_deserves() {
+        for (kind, want) in [
+            (ErrorKind::InvalidArgument, 400),
+            (ErrorKind::DatabaseNotFound, 404),
+            (ErrorKind::FutureVersion, 409),
+            (ErrorKind::VersionTooOld, 410),
+            (ErrorKind::LimitExceeded, 429),
+            (ErrorKind::Unavailable, 503),
+            (ErrorKind::Internal, 500),
+            (ErrorKind::Corruption, 500),
+        ] {
+            let response = ApiError(Error::new(kind, "x")).into_response();
+            assert_eq!(response.status().as_u16(), want, "{kind:?}");
+        }
     }
 
     #[tokio::test]

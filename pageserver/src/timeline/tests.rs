@@ -159,6 +159,50 @@ async fn reads_at_versions_across_checkpoints_and_reload() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::FutureVersion);
 }
 
+/// A checkpoint with only empty commits to upload (the records a read's liveness check
+/// writes) moves the durable version on without a layer; the layer after it must still chain
+/// on to the one before, or a pageserver restarted from the bucket refuses the manifest as
+/// corrupt (the delta chain has a gap) and the database cannot be restored.
+#[tokio::test]
+async fn checkpoints_of_empty_commits_leave_a_bucket_that_reloads() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let metrics = Metrics::new().unwrap();
+    let t = load_all(store.clone(), metrics.clone()).await.unwrap();
+    t.apply(&[rec(10, &[("a", Some("a1"))])]).unwrap();
+    assert_eq!(t.checkpoint(Version(10)).await.unwrap(), Version(10));
+    // Only empty commits since: a checkpoint, then another with nothing new at all.
+    t.apply(&[rec(20, &[]), rec(30, &[])]).unwrap();
+    assert_eq!(t.checkpoint(Version(30)).await.unwrap(), Version(30));
+    assert_eq!(t.checkpoint(Version(30)).await.unwrap(), Version(30));
+    t.apply(&[rec(35, &[])]).unwrap();
+    assert_eq!(t.checkpoint(Version(35)).await.unwrap(), Version(35));
+    t.apply(&[rec(40, &[("a", Some("a4")), ("b", Some("b4"))])])
+        .unwrap();
+    assert_eq!(t.checkpoint(Version(40)).await.unwrap(), Version(40));
+    t.apply(&[rec(50, &[])]).unwrap();
+    assert_eq!(t.checkpoint(Version(50)).await.unwrap(), Version(50));
+
+    let reloaded = load_all(store, metrics).await.unwrap();
+    assert_eq!(reloaded.remote_consistent_version(), Version(50));
+    for (at, a, b) in [
+        (9, None, None),
+        (10, s("a1"), None),
+        (25, s("a1"), None),
+        (39, s("a1"), None),
+        (40, s("a4"), s("b4")),
+        (50, s("a4"), s("b4")),
+    ] {
+        assert_eq!(reloaded.get(b"a", Version(at)).await.unwrap(), a, "a at {at}");
+        assert_eq!(reloaded.get(b"b", Version(at)).await.unwrap(), b, "b at {at}");
+    }
+    let h = reloaded
+        .history(b"a", Version(0), Version(50))
+        .await
+        .unwrap();
+    let versions: Vec<u64> = h.iter().map(|(v, _, _)| v.0).collect();
+    assert_eq!(versions, vec![10, 40]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn reads_beyond_ingestion_wait_then_fail_with_future_version() {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());

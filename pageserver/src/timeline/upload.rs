@@ -81,6 +81,11 @@ impl Timeline {
         next.writer = self.writer.clone();
         let mut new_layer = None;
         if !frozen.is_empty() {
+            // The layer starts where the newest delta layer ends, which is behind `start` when
+            // checkpoints since then had only empty commits (a read's liveness record) to
+            // upload: they moved the durable version on without a layer, and the deltas must
+            // still chain without a gap, or a reload takes the gap for a lost layer.
+            let start = delta_chain_end(&manifest.layers).unwrap_or(start);
             let name = delta::layer_name(start, end);
             let times: Vec<(Version, u64)> = self
                 .times
@@ -221,6 +226,16 @@ impl Timeline {
         free_off_worker(freed);
         Ok(())
     }
+}
+
+/// Where the chain of delta layers in `layers` ends (the highest end of a delta layer), or
+/// `None` without one: the next delta layer starts there.
+pub(super) fn delta_chain_end(layers: &[LayerEntry]) -> Option<Version> {
+    layers
+        .iter()
+        .filter(|l| l.kind == LayerKind::Delta)
+        .map(|l| l.end)
+        .max()
 }
 
 /// Drops `garbage` on the blocking pool when there is a runtime (inline when not, as in a
