@@ -279,7 +279,10 @@ async fn restore_from_the_bucket_alone_after_checkpoint() {
         tx.get("after-restore").await.unwrap(),
         Some(Bytes::from("yes"))
     );
-    assert_eq!(tx.get("after-idle").await.unwrap(), Some(Bytes::from("yes")));
+    assert_eq!(
+        tx.get("after-idle").await.unwrap(),
+        Some(Bytes::from("yes"))
+    );
 }
 
 /// The newest manifest under `bucket`'s default database.

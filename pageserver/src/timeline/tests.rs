@@ -192,8 +192,16 @@ async fn checkpoints_of_empty_commits_leave_a_bucket_that_reloads() {
         (40, s("a4"), s("b4")),
         (50, s("a4"), s("b4")),
     ] {
-        assert_eq!(reloaded.get(b"a", Version(at)).await.unwrap(), a, "a at {at}");
-        assert_eq!(reloaded.get(b"b", Version(at)).await.unwrap(), b, "b at {at}");
+        assert_eq!(
+            reloaded.get(b"a", Version(at)).await.unwrap(),
+            a,
+            "a at {at}"
+        );
+        assert_eq!(
+            reloaded.get(b"b", Version(at)).await.unwrap(),
+            b,
+            "b at {at}"
+        );
     }
     let h = reloaded
         .history(b"a", Version(0), Version(50))
