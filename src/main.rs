@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cli::output::warn;
 
 /// FerrisDB: a disaggregated transactional key-value database.
 ///
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            warn(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -124,7 +125,7 @@ fn main() -> ExitCode {
                     None => match private_temp_dir("ferrisdb-warm-tier-") {
                         Ok(guard) => (guard.path().to_path_buf(), Some(guard)),
                         Err(e) => {
-                            eprintln!("error: {e}");
+                            warn(format_args!("error: {e}"));
                             return ExitCode::FAILURE;
                         }
                     },
@@ -172,6 +173,6 @@ fn service<'a>(name: &'static str, instance: &'a str) -> telemetry::Service<'a> 
 }
 
 fn fail(e: &ferrisdb_common::Error) -> ExitCode {
-    eprintln!("error: {e}");
+    warn(format_args!("error: {e}"));
     ExitCode::FAILURE
 }

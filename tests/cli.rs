@@ -438,6 +438,43 @@ async fn selectors_versions_and_watches() {
     let n: u32 = value.strip_prefix(r"v\x00").unwrap().parse().unwrap();
     assert!(n < i, "{fired}");
     assert!(fired["version"].as_u64().unwrap() > before);
+
+    // Output that cannot be written. A closed stderr never turns a command's error into a
+    // panic (exit 101 instead of its status); a reader of stdout that went away (`| head`)
+    // ends a command quietly; a full disk under stdout fails a command that worked, since
+    // nobody saw its answer.
+    let status = |args: &[&str], stdout: Stdio, stderr: Stdio| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--endpoint", &ep]);
+        let out = Command::new(BIN)
+            .args(&all)
+            .stdout(stdout)
+            .stderr(stderr)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    assert_eq!(
+        status(&["get", r"a\q"], Stdio::null(), closed()).0,
+        Some(1),
+        "a bad escape with stderr closed"
+    );
+    assert_eq!(status(&["get", "k/a"], closed(), Stdio::piped()).0, Some(0));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (code, err) = status(&["get", "k/a"], Stdio::from(full), Stdio::piped());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("writing the output"), "{err}");
 }
 
 /// A shell fed through a pipe, with its output read line by line as it comes.

@@ -190,6 +190,22 @@ async fn every_bad_input_gets_a_ferrisdb_code() {
             "{\"nome\": 1}",
             422,
         ),
+        // A misspelt field is refused, not ignored: ignored, `at_version` branched at the
+        // latest commit.
+        (
+            Method::POST,
+            format!("{compute_http}/v1/branch"),
+            json,
+            "{\"name\": \"b\", \"at_version\": 0}",
+            422,
+        ),
+        (
+            Method::POST,
+            format!("{ps_http}/v1/databases/x/branch"),
+            json,
+            "{\"parent\": \"default\", \"versoin\": 0}",
+            422,
+        ),
         (
             Method::POST,
             format!("{compute_http}/v1/branch"),

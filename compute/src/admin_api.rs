@@ -236,6 +236,8 @@ async fn checkpoint(
 
 /// The body of a branch request.
 #[derive(serde::Deserialize, ToSchema)]
+// A misspelt field (`at_version`) must not branch at the latest commit as if it were absent.
+#[serde(deny_unknown_fields)]
 struct BranchParams {
     /// The new database.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]

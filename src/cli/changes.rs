@@ -1,6 +1,5 @@
 //! `ferrisdb changes [--from V] [--follow] [--limit N]`: the change feed as JSON lines.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -9,7 +8,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::client_args::{ClientArgs, connect};
-use super::output::fail;
+use super::output::{fail, output_lost, say};
 
 /// `ferrisdb changes`' arguments.
 #[derive(Debug, Args)]
@@ -71,7 +70,8 @@ async fn changes(args: ClientArgs, from: u64, follow: bool, limit: Option<usize>
             "commit_time_micros": record.commit_time_micros,
             "mutations": mutations,
         });
-        if writeln!(std::io::stdout(), "{line}").is_err() {
+        say(line);
+        if output_lost() {
             break;
         }
     }

@@ -23,7 +23,7 @@ mod get;
 mod getkey;
 mod getversion;
 mod history;
-mod output;
+pub(crate) mod output;
 mod scan;
 mod set;
 mod shell;
@@ -83,7 +83,7 @@ pub enum ClientCommand {
 
 /// Runs one client command, printing its outcome.
 pub async fn run(cmd: ClientCommand) -> ExitCode {
-    match cmd {
+    let code = match cmd {
         ClientCommand::Set(c) => c.execute().await,
         ClientCommand::Get(c) => c.execute().await,
         ClientCommand::GetKey(c) => c.execute().await,
@@ -98,5 +98,6 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
         ClientCommand::Watch(c) => c.execute().await,
         ClientCommand::Shell(c) => c.execute().await,
         ClientCommand::Admin { command } => command.execute().await,
-    }
+    };
+    output::exit_status(code)
 }

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::client_args::{ClientArgs, connect};
-use super::output::{fail, js};
+use super::output::{fail, js, warn};
 use super::time::{At, resolve_at};
 
 /// `ferrisdb scan`'s arguments.
@@ -185,7 +185,7 @@ async fn scan(
         }
         (Some(err), false) => {
             out.flush();
-            eprintln!("error: {err}");
+            warn(format_args!("error: {err}"));
             ExitCode::FAILURE
         }
     };

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use super::atomic_op::AtomicArgs;
 use super::client_args::{ClientArgs, connect};
 use super::getkey::SelectorArgs;
-use super::output::say;
+use super::output::{say, warn};
 use super::time::parse_timestamp;
 use crate::escape::{self, Codec};
 
@@ -263,7 +263,7 @@ impl Shell {
                         say(shown.trim_end());
                         continue;
                     }
-                    eprintln!("{}", shown.trim_end());
+                    warn(format_args!("{}", shown.trim_end()));
                     return Next::Failed;
                 }
             };
@@ -282,7 +282,9 @@ impl Shell {
                 // `commit` ends the transaction before it sends it, so a cancelled commit
                 // leaves none open; whether it happened is unknown, as the message says.
                 None => {
-                    eprintln!("cancelled (a commit cut short may or may not have happened)");
+                    warn(format_args!(
+                        "cancelled (a commit cut short may or may not have happened)"
+                    ));
                     return Next::Failed;
                 }
             }
@@ -291,7 +293,7 @@ impl Shell {
     }
 
     fn report(&self, e: &Error) -> Next {
-        eprintln!("ERROR: {}: {}", e.code(), e.message());
+        warn(format_args!("ERROR: {}: {}", e.code(), e.message()));
         Next::Failed
     }
 
@@ -516,7 +518,7 @@ pub async fn run(args: ClientArgs, exec: Option<String>) -> ExitCode {
     let db = match connect(&args).await {
         Ok(db) => db,
         Err(e) => {
-            eprintln!("error: {e}");
+            warn(format_args!("error: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -549,7 +551,7 @@ pub async fn run(args: ClientArgs, exec: Option<String>) -> ExitCode {
             let line = match line {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("error: reading stdin: {e}");
+                    warn(format_args!("error: reading stdin: {e}"));
                     failed = true;
                     break;
                 }
@@ -565,7 +567,9 @@ pub async fn run(args: ClientArgs, exec: Option<String>) -> ExitCode {
         }
     }
     if shell.tx.is_some() {
-        eprintln!("warning: the open transaction was not committed; its writes are discarded");
+        warn(format_args!(
+            "warning: the open transaction was not committed; its writes are discarded"
+        ));
         // A script that ends inside `begin` did not do what it says; on a terminal the
         // person saw the warning.
         failed |= !interactive;
@@ -582,7 +586,7 @@ async fn terminal(shell: &mut Shell, args: &ClientArgs) -> bool {
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("error: cannot set up the terminal: {e}");
+            warn(format_args!("error: cannot set up the terminal: {e}"));
             return false;
         }
     };
@@ -616,7 +620,7 @@ async fn terminal(shell: &mut Shell, args: &ClientArgs) -> bool {
             Err(rustyline::error::ReadlineError::Interrupted) => {}
             Err(rustyline::error::ReadlineError::Eof) => break true,
             Err(e) => {
-                eprintln!("error: terminal: {e}");
+                warn(format_args!("error: terminal: {e}"));
                 break false;
             }
         }
@@ -624,7 +628,10 @@ async fn terminal(shell: &mut Shell, args: &ClientArgs) -> bool {
     if let Some(h) = &history
         && let Err(e) = editor.save_history(h)
     {
-        eprintln!("warning: history not saved to {}: {e}", h.display());
+        warn(format_args!(
+            "warning: history not saved to {}: {e}",
+            h.display()
+        ));
     }
     ok
 }

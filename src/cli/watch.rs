@@ -8,7 +8,7 @@ use ferrisdb_client::{Error, Version};
 use serde_json::json;
 
 use super::client_args::{ClientArgs, connect};
-use super::output::{finish, say};
+use super::output::{finish, output_lost, say};
 
 /// `ferrisdb watch`'s arguments.
 #[derive(Debug, Args)]
@@ -61,7 +61,7 @@ async fn watch(args: &ClientArgs, key: &str, follow: bool) -> Result<(), Error> 
         }
         let event = tx.watch(key.clone()).await?;
         show(event.value.as_deref(), event.version);
-        if !follow {
+        if !follow || output_lost() {
             return Ok(());
         }
         last = Some(event.value);
