@@ -195,6 +195,38 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     ]);
     assert!(!ok);
     assert_eq!(json(&out)["error"]["code"], "invalid_argument");
+
+    // A time still ahead maps to no version yet (a commit before it comes would change the
+    // answer): `future_version`, as for a version above the latest, on every surface.
+    let ahead = "2099-01-01T00:00:00Z";
+    for args in [
+        vec!["get", "tt", "--at-timestamp", ahead],
+        vec!["versionat", ahead],
+    ] {
+        let mut all = args.clone();
+        all.extend_from_slice(&["--endpoint", &ep, "--json"]);
+        let (ok, out, err) = cli(&all);
+        assert!(!ok, "{args:?}: {out} {err}");
+        assert_eq!(json(&out)["error"]["code"], "future_version", "{args:?}");
+    }
+    let (ok, out, err) = cli(&[
+        "admin",
+        "branch",
+        "from-the-future",
+        "--at-timestamp",
+        ahead,
+        "--endpoint",
+        &admin,
+        "--json",
+    ]);
+    assert!(!ok, "{out} {err}");
+    assert_eq!(json(&out)["error"]["code"], "future_version");
+    let resp = support::admin_get(&format!(
+        "{admin}/v1/version_at?timestamp_micros=4070908800000000"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
 }
 
 fn feed(ep: &str, from: u64) -> Vec<serde_json::Value> {

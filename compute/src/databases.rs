@@ -280,6 +280,9 @@ impl Databases {
             (None, None) => Some(p.read_version().await?),
             (v, _) => v,
         };
+        if let Some(t) = timestamp_micros {
+            p.view().check_time(t)?;
+        }
         if let Some(v) = version {
             // Past the parent's latest commit nothing can be waited for: no version above it
             // exists yet.

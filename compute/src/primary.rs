@@ -127,8 +127,14 @@ impl Primary {
         proposer.wait_for_older_leases().await;
         proposer.set_commit(start);
         let start = Version(start);
-        let (view, committed_tx) =
-            DatabaseView::new(database, start, pageserver, metrics.clone(), &tiers);
+        let (view, committed_tx) = DatabaseView::new(
+            database,
+            start,
+            pageserver,
+            metrics.clone(),
+            &tiers,
+            clock.clone(),
+        );
         let view = Arc::new(view);
         let (pipeline, requests) = mpsc::channel(4096);
         let committer = Committer::new(

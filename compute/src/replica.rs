@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
+use ferrisdb_server_common::clock::SystemClock;
 use ferrisdb_server_common::wal_follower::{self, WalSink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -74,8 +75,14 @@ impl Replica {
     ) -> Result<Arc<Replica>> {
         let status = pageserver.pages.status(&database).await?;
         let floor = Version(status.ingested_version);
-        let (view, applied) =
-            DatabaseView::new(database.clone(), floor, pageserver, metrics, &tiers);
+        let (view, applied) = DatabaseView::new(
+            database.clone(),
+            floor,
+            pageserver,
+            metrics,
+            &tiers,
+            Arc::new(SystemClock),
+        );
         let view = Arc::new(view);
         let applier = Applier {
             view: view.clone(),

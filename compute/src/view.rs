@@ -12,6 +12,7 @@ use ferrisdb_common::proto::HistoryEntry;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::auth::CallChannel;
+use ferrisdb_server_common::clock::Clock;
 use tokio::sync::watch;
 
 use crate::hot_tier::HotTier;
@@ -41,6 +42,8 @@ pub struct DatabaseView {
     /// Clients waiting for keys to change.
     watches: Arc<Watches>,
     metrics: Metrics,
+    /// What "now" is to a timestamp (commit times come from the primary's clock).
+    clock: Arc<dyn Clock>,
 }
 
 impl DatabaseView {
@@ -52,6 +55,7 @@ impl DatabaseView {
         pageserver: Pageserver,
         metrics: Metrics,
         tiers: &Tiers,
+        clock: Arc<dyn Clock>,
     ) -> (DatabaseView, watch::Sender<Version>) {
         let warm = tiers.warm.as_ref().map(|w| Arc::new(w.tier(floor)));
         let mut hot = HotTier::new(floor).with_budget(tiers.hot_budget_bytes);
@@ -78,6 +82,7 @@ impl DatabaseView {
             reader,
             watches: Arc::new(Watches::new(MAX_WATCHES)),
             metrics,
+            clock,
         };
         (view, visible_tx)
     }
@@ -193,9 +198,28 @@ impl DatabaseView {
         self.reader.history(key, from, to).await
     }
 
-    /// The latest committed version at or before `time_micros` (0: nothing had committed).
+    /// The latest committed version at or before `time_micros` (0: nothing had committed);
+    /// `future_version` for a time still ahead of this compute's clock.
     pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
+        self.check_time(time_micros)?;
         self.reader.version_at(time_micros).await
+    }
+
+    /// Refuses a time still ahead of this compute's clock with `future_version`, as a version
+    /// above the latest is refused: a commit made before that time comes would change what
+    /// it maps to, and a read there must give the same answer every time.
+    pub fn check_time(&self, time_micros: u64) -> Result<()> {
+        let now = self.clock.now_micros();
+        if time_micros > now {
+            return Err(Error::new(
+                ErrorKind::FutureVersion,
+                format!(
+                    "time {time_micros} (Unix microseconds) is ahead of this compute's clock \
+                     ({now}): no version maps to it yet"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Raises the hot tier's floor as the pageserver ingests, and keeps the tier gauges

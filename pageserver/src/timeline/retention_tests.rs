@@ -20,7 +20,7 @@ use crate::block_cache::BlockCache;
 use crate::format::manifest;
 use crate::metrics::Metrics;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct TestClock(AtomicU64);
 
 impl Clock for TestClock {
