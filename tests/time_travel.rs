@@ -199,16 +199,26 @@ async fn time_travel_by_version_and_timestamp_live_checkpointed_and_restored() {
     // A time still ahead maps to no version yet (a commit before it comes would change the
     // answer): `future_version`, as for a version above the latest, on every surface.
     let ahead = "2099-01-01T00:00:00Z";
-    for args in [
-        vec!["get", "tt", "--at-timestamp", ahead],
-        vec!["versionat", ahead],
-    ] {
-        let mut all = args.clone();
+    let refused = |args: &[&str], code: &str| {
+        let mut all = args.to_vec();
         all.extend_from_slice(&["--endpoint", &ep, "--json"]);
         let (ok, out, err) = cli(&all);
         assert!(!ok, "{args:?}: {out} {err}");
-        assert_eq!(json(&out)["error"]["code"], "future_version", "{args:?}");
-    }
+        assert_eq!(json(&out)["error"]["code"], code, "{args:?}");
+    };
+    refused(&["get", "tt", "--at-timestamp", ahead], "future_version");
+    refused(&["versionat", ahead], "future_version");
+    // History over an inverted range, or from a version still ahead, is refused rather than
+    // answered with nothing.
+    let (first, last) = (versions[0].to_string(), versions[3].to_string());
+    refused(
+        &["history", "tt", "--from", &last, "--to", &first],
+        "invalid_argument",
+    );
+    refused(
+        &["history", "tt", "--from", "99999999999"],
+        "future_version",
+    );
     let (ok, out, err) = cli(&[
         "admin",
         "branch",

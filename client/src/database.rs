@@ -336,8 +336,10 @@ impl Database {
         self
     }
 
-    /// Every version of `key` from `from` to `to` (inclusive; `Version(0)` for `to` means the
-    /// latest), oldest first, with commit times. A `None` value is a clear.
+    /// Every version of `key` from `from` to `to` (inclusive; `Version(0)` for `from` means the
+    /// oldest version still retained, for `to` the latest), oldest first, with commit times.
+    /// A `None` value is a clear. An explicit `from` below the retention window is
+    /// `version_too_old`, an inverted range `invalid_argument`.
     pub async fn history(
         &self,
         key: impl Into<Bytes>,
@@ -366,8 +368,8 @@ impl Database {
             .collect())
     }
 
-    /// The change feed: every committed record with a version at or above `from`, in commit
-    /// order, each with its mutations in the order they applied. With `follow` the stream
+    /// The change feed: every committed record with a version at or above `from`
+    /// (`Version(0)`: from the oldest commit still retained), in commit order, each with its mutations in the order they applied. With `follow` the stream
     /// keeps delivering new commits; without it, it ends once caught up.
     pub async fn changes(
         &self,

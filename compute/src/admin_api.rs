@@ -128,7 +128,7 @@ async fn version_at(
 struct HistoryParams {
     /// The key (UTF-8).
     key: String,
-    /// The first version of interest (default 0).
+    /// The first version of interest (default, or 0: the oldest version still retained).
     #[serde(default, deserialize_with = "int64")]
     from: u64,
     /// The last version of interest (default, or 0: the latest).

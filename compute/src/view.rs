@@ -195,6 +195,12 @@ impl DatabaseView {
         let committed = *self.visible.borrow();
         let to = if to == Version::ZERO { committed } else { to };
         self.check_version(to)?;
+        self.check_version(from)?;
+        if from > to {
+            return Err(Error::invalid(format!(
+                "history from version {from} to {to}: the range is inverted"
+            )));
+        }
         self.reader.history(key, from, to).await
     }
 

@@ -33,6 +33,7 @@ async fn feed(
 ) -> Result<()> {
     // Waited for before the stream started (`through_version`), so this is at least it.
     let stop_at = t.ingested_version();
+    let from = t.feed_start(Version(from)).0;
     let mut after = Version(from.saturating_sub(1));
     loop {
         // One segment or FEED_BATCH records from memory at a time, however far back `from`

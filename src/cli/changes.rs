@@ -13,7 +13,7 @@ use super::output::{fail, output_lost, say};
 /// `ferrisdb changes`' arguments.
 #[derive(Debug, Args)]
 pub struct Changes {
-    /// From this version (inclusive).
+    /// From this version (inclusive); default (or 0) the oldest commit still retained.
     #[arg(long, default_value_t = 0)]
     pub(crate) from: u64,
     /// Keep printing new commits as they happen.

@@ -16,7 +16,7 @@ use crate::escape::Codec;
 pub struct History {
     /// The key.
     pub(crate) key: String,
-    /// From this version (inclusive).
+    /// From this version (inclusive); default (or 0) the oldest version still retained.
     #[arg(long, default_value_t = 0)]
     pub(crate) from: u64,
     /// Up to this version (inclusive); default the latest.

@@ -26,6 +26,17 @@ impl Timeline {
         }
     }
 
+    /// Where a change feed asked to start at `from` starts: 0 asks for every commit still
+    /// held, which begins at the retention horizon (GC keeps every cold segment holding a
+    /// version at or above it); any other version is taken as it is.
+    pub fn feed_start(&self, from: Version) -> Version {
+        if from == Version::ZERO {
+            self.gc_horizon()
+        } else {
+            from
+        }
+    }
+
     /// The next committed records with a version above `after`, in commit order, in memory
     /// bounded whatever `after` is: the records of the oldest cold segment holding any (what
     /// was checkpointed; one segment's worth, decoded alone), or else at most `limit` from

@@ -15,6 +15,13 @@ impl Timeline {
         from: Version,
         to: Version,
     ) -> Result<Vec<(Version, u64, Option<Bytes>)>> {
+        // 0 asks for everything still held: from the retention horizon. An explicit version
+        // below it is refused, as a read there is.
+        let from = if from == Version::ZERO {
+            self.gc_horizon()
+        } else {
+            from
+        };
         self.check_retained(from)?;
         self.wait_ingested(to, READ_WAIT).await?;
         let ((memory, mut cleared), layers) = self.snapshot(|mems| {

@@ -184,6 +184,11 @@ impl Timeline {
         *self.ingested.borrow()
     }
 
+    /// Reads below this version are refused (`version_too_old`): the retention horizon.
+    pub fn gc_horizon(&self) -> Version {
+        Version(self.gc_horizon.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     /// Every commit up to here is in object storage.
     pub fn remote_consistent_version(&self) -> Version {
         *self.remote_consistent.borrow()

@@ -225,7 +225,7 @@ async fn images_then_gc_keep_every_answer_above_the_horizon_and_refuse_below() {
             ErrorKind::VersionTooOld
         );
         assert_eq!(
-            t.history(b"a", Version(0), Version(40))
+            t.history(b"a", Version(1), Version(40))
                 .await
                 .unwrap_err()
                 .kind(),
@@ -237,6 +237,22 @@ async fn images_then_gc_keep_every_answer_above_the_horizon_and_refuse_below() {
             vec![20, 40],
             "history from the horizon on is whole"
         );
+        // 0 is "from the oldest version still held": the horizon, not a refusal.
+        let h = t.history(b"a", Version(0), Version(40)).await.unwrap();
+        assert_eq!(
+            h.iter().map(|(v, _, _)| v.0).collect::<Vec<_>>(),
+            vec![20, 40]
+        );
+        // The change feed likewise: from 0 it starts at the horizon; from below it, refused.
+        assert_eq!(t.feed_start(Version(0)), Version(20));
+        assert_eq!(t.feed_start(Version(30)), Version(30));
+        assert_eq!(
+            t.records_batch(Version(0), 100).await.unwrap_err().kind(),
+            ErrorKind::VersionTooOld
+        );
+        let after = Version(t.feed_start(Version(0)).0 - 1);
+        let fed = t.records_batch(after, 100).await.unwrap();
+        assert_eq!(fed.first().map(|r| r.version), Some(Version(20)));
         assert_eq!(
             t.version_at(15).unwrap_err().kind(),
             ErrorKind::VersionTooOld
