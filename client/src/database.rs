@@ -369,8 +369,9 @@ impl Database {
     }
 
     /// The change feed: every committed record with a version at or above `from`
-    /// (`Version(0)`: from the oldest commit still retained), in commit order, each with its mutations in the order they applied. With `follow` the stream
-    /// keeps delivering new commits; without it, it ends once caught up.
+    /// (`Version(0)`: from the oldest commit still retained), in commit order, each with its
+    /// mutations in the order they applied. With `follow` the stream keeps delivering new
+    /// commits; without it, it ends once caught up.
     pub async fn changes(
         &self,
         from: Version,
