@@ -48,6 +48,10 @@ pub struct DevArgs {
     /// The pageserver merges L0 delta layers into L1 layers once this many exist.
     #[arg(long, default_value_t = ferrisdb_pageserver::args::DEFAULT_COMPACT_AFTER_DELTAS)]
     compact_after_deltas: usize,
+    /// Reads may go back this many seconds (the retention window): GC drops what only older
+    /// reads needed.
+    #[arg(long, default_value_t = ferrisdb_pageserver::args::DEFAULT_PITR_INTERVAL_SECS)]
+    pitr_interval_secs: u64,
     /// The compute's hot-tier memory budget: past it, commits wait for the pageserver to
     /// catch up (0: no budget).
     #[arg(long, default_value_t = ferrisdb_compute::read_path::DEFAULT_HOT_BUDGET_BYTES)]
@@ -219,6 +223,7 @@ fn plan(
         cache_dir: Some(data_dir.join("pageserver-cache")),
         cache_disk_bytes: DEV_CACHE_DISK_BYTES,
         compact_after_deltas: args.compact_after_deltas,
+        pitr_interval_secs: args.pitr_interval_secs,
         security: security.clone(),
         ..ferrisdb_pageserver::Args::new(object_store.to_string(), safekeepers.clone())
     };

@@ -26,8 +26,8 @@ use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, ChangesRequest, CreateBranchRequest, DurableReport, ElectedRequest,
-    LeaseRequest, ListDatabasesRequest, PageGetRangeRequest, PageGetRequest, ReadWalRequest,
-    SafekeeperStatusRequest, VoteRequest,
+    LeaseRequest, ListDatabasesRequest, MaintenanceRequest, PageGetRangeRequest, PageGetRequest,
+    ReadWalRequest, SafekeeperStatusRequest, VoteRequest,
 };
 use support::{BIN, DevCluster, cli};
 use tonic::service::interceptor::InterceptedService;
@@ -437,6 +437,22 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
             })
             .await,
         );
+        refused(
+            who,
+            "pageserver Compact",
+            page.compact(MaintenanceRequest {
+                database: "default".into(),
+            })
+            .await,
+        );
+        refused(
+            who,
+            "pageserver CollectGarbage",
+            page.collect_garbage(MaintenanceRequest {
+                database: "default".into(),
+            })
+            .await,
+        );
 
         let mut safekeeper = SafekeeperClient::new(outsider(&sk.grpc, headers));
         let db_name = || "default".to_string();
@@ -547,6 +563,22 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
             (
                 format!("{}/v1/databases/outsider-p/branch", ps.http),
                 serde_json::json!({"parent": "default"}),
+            ),
+            (
+                format!("{}/v1/compact", cluster.admin_endpoint()),
+                serde_json::Value::Null,
+            ),
+            (
+                format!("{}/v1/gc", cluster.admin_endpoint()),
+                serde_json::Value::Null,
+            ),
+            (
+                format!("{}/v1/databases/default/compact", ps.http),
+                serde_json::Value::Null,
+            ),
+            (
+                format!("{}/v1/databases/default/gc", ps.http),
+                serde_json::Value::Null,
             ),
         ];
         for (url, body) in calls {

@@ -385,3 +385,130 @@ async fn change_feed_serves_checkpointed_commits_from_parquet_and_new_ones_live(
         }
     }
 }
+
+/// Compaction and GC on an operator's word, through `ferrisdb admin compact | gc` (the
+/// compute's admin API, which asks the pageserver): the L0 layers become L1 with every
+/// version still readable, and GC raises the retention horizon to the window's edge, after
+/// which older versions are `version_too_old` and history from the default starts there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_and_gc_on_demand_through_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Nothing compacts on its own; the retention window is two seconds.
+    let cluster = DevCluster::start(
+        &data,
+        &[
+            "--compact-after-deltas",
+            "1000",
+            "--pitr-interval-secs",
+            "2",
+        ],
+    )
+    .await;
+    let ep = cluster.endpoint();
+    let admin = cluster.admin_endpoint();
+    let run = |args: &[&str]| {
+        let (ok, out, err) = cli(args);
+        assert!(ok, "{args:?} failed: {out} {err}");
+        json(&out)
+    };
+    let mut versions = Vec::new();
+    for i in 1..=3 {
+        let v = run(&["set", "gc", &format!("v{i}"), "--endpoint", &ep, "--json"]);
+        versions.push(v["version"].as_u64().unwrap());
+        run(&["admin", "checkpoint", "--endpoint", &admin, "--json"]);
+    }
+    let layers = |bucket_kind: &str| {
+        walk(&data.join("objects"))
+            .into_iter()
+            .filter(|p| p.ends_with(bucket_kind))
+            .count()
+    };
+    assert!(layers(".delta") >= 3, "one L0 layer per checkpoint");
+    assert_eq!(layers(".l1"), 0);
+
+    let compacted = run(&["admin", "compact", "--endpoint", &admin, "--json"]);
+    assert_eq!(compacted["database"], "default");
+    assert_eq!(layers(".delta"), 0, "every L0 layer merged");
+    assert!(layers(".l1") >= 1);
+    assert_eq!(
+        compacted["layers"].as_u64(),
+        Some(layers(".l1") as u64),
+        "{compacted}"
+    );
+    for (i, v) in versions.iter().enumerate() {
+        let got = run(&[
+            "get",
+            "gc",
+            "--at-version",
+            &v.to_string(),
+            "--endpoint",
+            &ep,
+            "--json",
+        ]);
+        assert_eq!(
+            got["value"],
+            format!("v{}", i + 1),
+            "at {v} after compaction"
+        );
+    }
+
+    // Past the window, GC on demand raises the horizon above the first versions.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let collected = run(&["admin", "gc", "--endpoint", &admin, "--json"]);
+    let horizon = collected["gc_horizon"].as_u64().unwrap();
+    assert!(horizon > versions[0], "{collected}");
+    let (ok, out, _) = cli(&[
+        "get",
+        "gc",
+        "--at-version",
+        &versions[0].to_string(),
+        "--endpoint",
+        &ep,
+        "--json",
+    ]);
+    assert!(!ok);
+    assert_eq!(json(&out)["error"]["code"], "version_too_old");
+    let latest = run(&["get", "gc", "--endpoint", &ep, "--json"]);
+    assert_eq!(latest["value"], "v3");
+    // History and the change feed from their default start at the horizon, not refused.
+    let h = run(&["history", "gc", "--endpoint", &ep, "--json"]);
+    let seen: Vec<u64> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert!(seen.iter().all(|v| *v >= horizon), "{h}");
+    assert_eq!(seen.last(), versions.last(), "{h}");
+    let (ok, out, err) = cli(&["changes", "--endpoint", &ep]);
+    assert!(ok, "changes from the default: {out} {err}");
+    // An unknown database is refused with its code.
+    let (ok, out, _) = cli(&[
+        "admin",
+        "gc",
+        "--database",
+        "nosuch",
+        "--endpoint",
+        &admin,
+        "--json",
+    ]);
+    assert!(!ok);
+    assert_eq!(json(&out)["error"]["code"], "database_not_found");
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}

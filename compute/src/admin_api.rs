@@ -1,13 +1,13 @@
 //! The compute's admin HTTP API (besides the common `/healthz`, `/metrics`,
-//! `/openapi.json`): status, checkpoints, time travel and branches. Each handler carries its
+//! `/openapi.json`): status, checkpoints, compaction and GC, time travel and branches. Each handler carries its
 //! OpenAPI description; `docs/openapi/compute.json` is the document they generate.
 
 use axum::Json;
 use axum::extract::{Query, State};
-use ferrisdb_common::proto::CheckpointRequest;
+use ferrisdb_common::proto::{CheckpointRequest, MaintenanceRequest};
 use ferrisdb_common::{Error, Version};
 use ferrisdb_server_common::admin::ApiError;
-use ferrisdb_server_common::openapi::{ApiInfo, Branched, int64, opt_int64};
+use ferrisdb_server_common::openapi::{ApiInfo, Branched, Maintained, int64, opt_int64};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,6 +33,8 @@ pub fn routes() -> OpenApiRouter<Databases> {
         .routes(routes!(version_at))
         .routes(routes!(history))
         .routes(routes!(branch))
+        .routes(routes!(compact))
+        .routes(routes!(collect_garbage))
 }
 
 /// The compute's admin API document, as `/openapi.json` serves it.
@@ -275,4 +277,64 @@ async fn branch(
         parent,
         version: at,
     }))
+}
+
+/// Which maintenance pass an admin call asks the pageserver for.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    Compact,
+    CollectGarbage,
+}
+
+/// Has the pageserver run `pass` on the database now; its storage afterwards.
+async fn maintain(
+    dbs: &Databases,
+    db: DatabaseParam,
+    pass: Pass,
+) -> Result<Json<Maintained>, ApiError> {
+    let node = db.node(dbs)?;
+    let view = node.view();
+    let database = view.database().to_string();
+    let req = MaintenanceRequest {
+        database: database.clone(),
+    };
+    let mut pages = view.pageserver();
+    let answer = match pass {
+        Pass::Compact => pages.compact(req).await,
+        Pass::CollectGarbage => pages.collect_garbage(req).await,
+    };
+    Ok(Json(Maintained::of(database, answer?.into_inner())))
+}
+
+/// Has the pageserver merge the database's L0 delta layers into L1 layers now, if there are
+/// at least two (checkpoints do once there are `--compact-after-deltas` of them).
+#[utoipa::path(
+    post,
+    path = "/v1/compact",
+    tag = "storage",
+    params(DatabaseParam),
+    responses((status = 200, description = "Compacted (or nothing to merge)", body = Maintained))
+)]
+async fn compact(
+    State(dbs): State<Databases>,
+    Query(db): Query<DatabaseParam>,
+) -> Result<Json<Maintained>, ApiError> {
+    maintain(&dbs, db, Pass::Compact).await
+}
+
+/// Has the pageserver raise the database's retention horizon as far as its retention window
+/// (and its branch points) allow and delete what only reads below it needed, now
+/// (checkpoints do it after each upload).
+#[utoipa::path(
+    post,
+    path = "/v1/gc",
+    tag = "storage",
+    params(DatabaseParam),
+    responses((status = 200, description = "Collected (or nothing to collect)", body = Maintained))
+)]
+async fn collect_garbage(
+    State(dbs): State<Databases>,
+    Query(db): Query<DatabaseParam>,
+) -> Result<Json<Maintained>, ApiError> {
+    maintain(&dbs, db, Pass::CollectGarbage).await
 }

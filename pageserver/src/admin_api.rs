@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use ferrisdb_common::Version;
 use ferrisdb_server_common::admin::ApiError;
-use ferrisdb_server_common::openapi::{ApiInfo, Branched, int64, opt_int64};
+use ferrisdb_server_common::openapi::{ApiInfo, Branched, Maintained, int64, opt_int64};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,6 +29,8 @@ pub fn routes() -> OpenApiRouter<Databases> {
         .routes(routes!(status))
         .routes(routes!(checkpoint))
         .routes(routes!(branch))
+        .routes(routes!(compact))
+        .routes(routes!(collect_garbage))
 }
 
 /// The pageserver's admin API document, as `/openapi.json` serves it.
@@ -149,4 +151,55 @@ async fn branch(
         parent: params.parent,
         version: at,
     }))
+}
+
+/// Runs a maintenance pass on `database` now; its storage afterwards.
+async fn maintain(
+    dbs: &Databases,
+    database: String,
+    collect_garbage: bool,
+) -> Result<Json<Maintained>, ApiError> {
+    let t = dbs.timelines.get(&database)?;
+    if collect_garbage {
+        t.collect_garbage().await?;
+    } else {
+        t.compact().await?;
+    }
+    Ok(Json(Maintained::of(
+        database,
+        crate::service::maintenance_of(&t),
+    )))
+}
+
+/// Merges the database's L0 delta layers into L1 layers now, if there are at least two
+/// (checkpoints do once there are `--compact-after-deltas` of them).
+#[utoipa::path(
+    post,
+    path = "/v1/databases/{database}/compact",
+    tag = "storage",
+    params(("database" = String, Path, description = "The database", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses((status = 200, description = "Compacted (or nothing to merge)", body = Maintained))
+)]
+async fn compact(
+    State(dbs): State<Databases>,
+    Path(database): Path<String>,
+) -> Result<Json<Maintained>, ApiError> {
+    maintain(&dbs, database, false).await
+}
+
+/// Raises the database's retention horizon as far as its retention window (and its branch
+/// points) allow, and deletes what only reads below it needed, now (checkpoints do it after
+/// each upload).
+#[utoipa::path(
+    post,
+    path = "/v1/databases/{database}/gc",
+    tag = "storage",
+    params(("database" = String, Path, description = "The database", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses((status = 200, description = "Collected (or nothing to collect)", body = Maintained))
+)]
+async fn collect_garbage(
+    State(dbs): State<Databases>,
+    Path(database): Path<String>,
+) -> Result<Json<Maintained>, ApiError> {
+    maintain(&dbs, database, true).await
 }

@@ -7,9 +7,9 @@ use ferrisdb_common::proto::pageserver_server::Pageserver;
 use ferrisdb_common::proto::{
     ChangesBatch, ChangesRequest, CheckpointRequest, CommittedRecord, CreateBranchRequest,
     CreateBranchResponse, DatabaseInfo, HistoryEntry, HistoryRequest, HistoryResponse, KeyValue,
-    ListDatabasesRequest, ListDatabasesResponse, PageGetRangeRequest, PageGetRangeResponse,
-    PageGetRequest, PageGetResponse, PageserverStatus, PageserverStatusRequest, VersionAtRequest,
-    VersionAtResponse,
+    ListDatabasesRequest, ListDatabasesResponse, MaintenanceRequest, MaintenanceResponse,
+    PageGetRangeRequest, PageGetRangeResponse, PageGetRequest, PageGetResponse, PageserverStatus,
+    PageserverStatusRequest, VersionAtRequest, VersionAtResponse,
 };
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Result, Version};
@@ -81,6 +81,15 @@ impl PageserverService {
             timelines: databases.timelines.clone(),
             databases,
         }
+    }
+}
+
+/// A database's storage, as a maintenance pass left it.
+pub(crate) fn maintenance_of(t: &Timeline) -> MaintenanceResponse {
+    MaintenanceResponse {
+        layers: t.layer_count() as u64,
+        gc_horizon: t.gc_horizon().0,
+        remote_consistent_version: t.remote_consistent_version().0,
     }
 }
 
@@ -187,6 +196,24 @@ impl Pageserver for PageserverService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<MaintenanceRequest>,
+    ) -> Result<Response<MaintenanceResponse>, Status> {
+        let t = self.timelines.get(&req.into_inner().database)?;
+        t.compact().await?;
+        Ok(Response::new(maintenance_of(&t)))
+    }
+
+    async fn collect_garbage(
+        &self,
+        req: Request<MaintenanceRequest>,
+    ) -> Result<Response<MaintenanceResponse>, Status> {
+        let t = self.timelines.get(&req.into_inner().database)?;
+        t.collect_garbage().await?;
+        Ok(Response::new(maintenance_of(&t)))
     }
 
     async fn checkpoint(

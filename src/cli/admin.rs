@@ -1,4 +1,5 @@
-//! `ferrisdb admin checkpoint | branch | status`: calls to a process's admin HTTP API.
+//! `ferrisdb admin checkpoint | compact | gc | branch | status`: calls to a process's admin
+//! HTTP API.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -130,6 +131,24 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
+    /// Merge the database's L0 delta layers into L1 layers now (the pageserver does once
+    /// there are enough of them).
+    Compact {
+        /// The database (default: the compute's own).
+        #[arg(long)]
+        database: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
+    /// Collect garbage now: raise the retention horizon as far as the retention window allows
+    /// and delete what only reads below it needed (the pageserver does after each checkpoint).
+    Gc {
+        /// The database (default: the compute's own).
+        #[arg(long)]
+        database: Option<String>,
+        #[command(flatten)]
+        args: AdminArgs,
+    },
     /// Create database NAME as a branch of another at a version or time, by metadata only
     /// (default: the parent's latest commit). The compute serves it at once.
     Branch {
@@ -163,14 +182,21 @@ impl AdminCommand {
 
 async fn admin(cmd: AdminCommand) -> ExitCode {
     let (args, method, path, body) = match &cmd {
-        AdminCommand::Checkpoint { args, database } => {
+        AdminCommand::Checkpoint { args, database }
+        | AdminCommand::Compact { args, database }
+        | AdminCommand::Gc { args, database } => {
+            let route = match &cmd {
+                AdminCommand::Compact { .. } => "/v1/compact",
+                AdminCommand::Gc { .. } => "/v1/gc",
+                _ => "/v1/checkpoint",
+            };
             let path = match database {
                 // A valid name is safe in a query string as it is.
                 Some(db) => match ferrisdb_common::validate_database_name(db) {
-                    Ok(()) => format!("/v1/checkpoint?database={db}"),
+                    Ok(()) => format!("{route}?database={db}"),
                     Err(e) => return fail(args.json, &e),
                 },
-                None => "/v1/checkpoint".to_string(),
+                None => route.to_string(),
             };
             (args, reqwest::Method::POST, path, None)
         }
@@ -252,8 +278,19 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
         return fail(args.json, &Error::new(code, message));
     }
     match (&cmd, args.json) {
-        (_, true) | (AdminCommand::Status { .. }, false) => {
+        // One line, as every other command's --json answer.
+        (_, true) => say(&body),
+        (AdminCommand::Status { .. }, false) => {
             say(serde_json::to_string_pretty(&body).unwrap_or_default());
+        }
+        (AdminCommand::Compact { .. } | AdminCommand::Gc { .. }, false) => {
+            say(format_args!(
+                "{}: {} layers, versions from {} on retained, everything up to version {} in object storage",
+                body["database"].as_str().unwrap_or_default(),
+                body["layers"],
+                body["gc_horizon"],
+                body["remote_consistent_version"]
+            ));
         }
         (AdminCommand::Checkpoint { .. }, false) => {
             say(format_args!(

@@ -42,6 +42,31 @@ pub struct Branched {
     pub version: ferrisdb_common::Version,
 }
 
+/// A database's storage after a compaction or GC pass (compute and pageserver admin APIs).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Maintained {
+    /// The database.
+    pub database: String,
+    /// Layers its manifest names (delta, L1 partitions and images).
+    pub layers: u64,
+    /// Reads below this version are refused with `version_too_old`.
+    pub gc_horizon: u64,
+    /// Everything up to here is in object storage.
+    pub remote_consistent_version: u64,
+}
+
+impl Maintained {
+    /// The pageserver's answer, for `database`.
+    pub fn of(database: String, m: ferrisdb_common::proto::MaintenanceResponse) -> Maintained {
+        Maintained {
+            database,
+            layers: m.layers,
+            gc_horizon: m.gc_horizon,
+            remote_consistent_version: m.remote_consistent_version,
+        }
+    }
+}
+
 /// The security scheme of an admin token (or the cluster credential) as a bearer token.
 pub const BEARER: &str = "bearer";
 

@@ -205,6 +205,18 @@ impl Timeline {
     /// [`TimelineOptions::compact_after_deltas`](super::TimelineOptions::compact_after_deltas) of them: the L1 layers are uploaded, then a
     /// manifest naming them instead of the L0 layers, then the L0 objects are deleted.
     pub(super) async fn compact_if_many(&self) -> Result<()> {
+        self.compact_at_least(self.options.compact_after_deltas.max(2))
+            .await
+    }
+
+    /// Merges the L0 delta layers into L1 now, if there are at least two (an operator's
+    /// compaction: one L0 layer is already as merged as it gets).
+    pub async fn compact(&self) -> Result<()> {
+        self.compact_at_least(2).await
+    }
+
+    /// Merges the L0 delta layers into L1 once there are `min_run` of them.
+    async fn compact_at_least(&self, min_run: usize) -> Result<()> {
         let mut manifest = self.manifest.lock().await;
         let layers = self.read_map()?.layers.clone();
         // Every L0 layer: checkpoints append them after the last L1 run, so they are
@@ -214,7 +226,7 @@ impl Timeline {
             .filter(|l| !l.image && !l.is_l1())
             .cloned()
             .collect();
-        if run.len() < self.options.compact_after_deltas.max(2) {
+        if run.len() < min_run.max(2) {
             return Ok(());
         }
         let (Some(first), Some(last)) = (run.first(), run.last()) else {

@@ -14,7 +14,7 @@ impl Timeline {
     /// reads below it needed: delta layers and older images covered by an image at or below the
     /// horizon, and cold segments entirely below it. The manifest that stops naming them is
     /// written first; an interrupted GC leaves only unnamed objects behind.
-    pub(super) async fn collect_garbage(&self) -> Result<()> {
+    pub async fn collect_garbage(&self) -> Result<()> {
         let cutoff = self.options.clock.now_micros().saturating_sub(
             u64::try_from(self.options.pitr_interval.as_micros()).unwrap_or(u64::MAX),
         );

@@ -184,6 +184,11 @@ impl Timeline {
         *self.ingested.borrow()
     }
 
+    /// Layers the manifest names (delta, L1 partitions and images).
+    pub fn layer_count(&self) -> usize {
+        self.read_map().map_or(0, |m| m.layers.len())
+    }
+
     /// Reads below this version are refused (`version_too_old`): the retention horizon.
     pub fn gc_horizon(&self) -> Version {
         Version(self.gc_horizon.load(std::sync::atomic::Ordering::SeqCst))
