@@ -206,6 +206,8 @@ impl Databases {
     /// What this compute is for `database`: `database_not_found` if not served,
     /// `unavailable` until it has a role.
     pub fn node(&self, database: &str) -> Result<Node> {
+        // A name no database can have is bad input, not a database this compute lacks.
+        ferrisdb_common::validate_database_name(database)?;
         let served = self
             .served
             .read()
