@@ -394,8 +394,26 @@ pub async fn run(args: DevArgs) -> Result<()> {
         data_dir.join("cluster.json").display()
     );
     println!("  logs          {}", logs.display());
+    // Commands run here find this cluster by itself only when its data dir is ./.ferrisdb;
+    // elsewhere they need the endpoint (the credential is then found by the port).
+    let found_here = std::path::Path::new(".ferrisdb")
+        .canonicalize()
+        .ok()
+        .zip(data_dir.canonicalize().ok())
+        .is_some_and(|(here, ours)| here == ours);
+    let client_hint = match components.iter().find(|c| c.kind == "compute") {
+        Some(c) if !found_here => format!(" --endpoint {}", c.endpoints.grpc),
+        _ => String::new(),
+    };
+    let admin_hint = match components.iter().find(|c| c.kind == "compute") {
+        Some(c) if !found_here => format!(
+            "`ferrisdb admin … --endpoint {}` finds it by the port",
+            c.endpoints.http
+        ),
+        _ => "`ferrisdb admin` finds it in ./.ferrisdb".to_string(),
+    };
     println!(
-        "  credential    {} (internal and admin APIs; `ferrisdb admin` finds it in ./.ferrisdb)",
+        "  credential    {} (internal and admin APIs; {admin_hint})",
         token_file.display()
     );
 
@@ -422,7 +440,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             _ = &mut shutdown => break,
             _ = &mut ready, if !announced => {
                 announced = true;
-                println!("ready: try `ferrisdb set hello world` and `ferrisdb get hello`");
+                println!("ready: try `ferrisdb set hello world{client_hint}` and `ferrisdb get hello{client_hint}`");
             }
             Some((i, status)) = waits.next() => {
                 let c = &components[i];
