@@ -127,6 +127,21 @@ pub fn check_transaction_size(bytes: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks the part of a transaction counted so far (a check as it arrives, before the rest
+/// is read): past the limit, the whole is at least that large, and the message says so.
+pub fn check_transaction_size_so_far(bytes: usize) -> Result<()> {
+    if bytes > MAX_TRANSACTION_SIZE {
+        return Err(Error::new(
+            ErrorKind::TransactionTooLarge,
+            format!(
+                "transaction is over {MAX_TRANSACTION_SIZE} bytes (at least {bytes} counted \
+                 before the rest); the limit is {MAX_TRANSACTION_SIZE}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +160,11 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::ValueTooLarge);
         let e = check_transaction_size(MAX_TRANSACTION_SIZE + 1).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::TransactionTooLarge);
+        // A count cut short says it is a lower bound, not the transaction's size.
+        assert!(check_transaction_size_so_far(MAX_TRANSACTION_SIZE).is_ok());
+        let e = check_transaction_size_so_far(MAX_TRANSACTION_SIZE + 1).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::TransactionTooLarge);
+        assert!(e.message().contains("at least"), "{e}");
     }
 
     #[test]

@@ -12,8 +12,8 @@
 use bytes::Bytes;
 use ferrisdb_common::atomic::{self, AtomicOp};
 use ferrisdb_common::limits::{
-    MAX_KEY_SIZE, check_key, check_read_key, check_read_range, check_transaction_size, check_value,
-    clear_range_bounds, mutation_size, range_size,
+    MAX_KEY_SIZE, check_key, check_read_key, check_read_range, check_transaction_size,
+    check_transaction_size_so_far, check_value, clear_range_bounds, mutation_size, range_size,
 };
 use ferrisdb_common::proto;
 use ferrisdb_common::wal::Mutation;
@@ -111,7 +111,7 @@ impl Commit {
         let mut writes = Vec::new();
         for m in req_mutations {
             size += mutation_size(m.key.len(), m.param.len());
-            check_transaction_size(size)?;
+            check_transaction_size_so_far(size)?;
             if m.r#type == proto::MutationType::Atomic as i32 {
                 let (w, conflict) = atomic_write(m)?;
                 writes.push(conflict);
