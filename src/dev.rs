@@ -333,6 +333,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .open(&log)?;
         let child = tokio::process::Command::new(&exe)
             .args(&args)
+            .env(PARENT_ENV, std::process::id().to_string())
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -490,6 +491,34 @@ fn write_cluster_file(data_dir: &Path, object_store: &str, components: &[Compone
     let tmp = data_dir.join("cluster.json.tmp");
     std::fs::write(&tmp, body)?;
     std::fs::rename(&tmp, data_dir.join("cluster.json"))?;
+    Ok(())
+}
+
+/// Set on the processes `dev` starts: its pid. Such a process stops (SIGTERM, a clean
+/// shutdown) when `dev` dies, however it dies: left running after a SIGKILL of `dev`, they
+/// held ports and data directories a second `dev` then worked around.
+pub const PARENT_ENV: &str = "FERRISDB_DEV_PARENT";
+
+/// For a process `dev` started ([`PARENT_ENV`] set): asks the kernel for SIGTERM when the
+/// parent dies, then checks it has not died already (the request only covers a death after
+/// it). Nothing for a process started otherwise.
+pub fn follow_parent() -> Result<()> {
+    let Ok(parent) = std::env::var(PARENT_ENV) else {
+        return Ok(());
+    };
+    let parent: i32 = parent
+        .parse()
+        .map_err(|_| Error::invalid(format!("{PARENT_ENV}={parent:?} is not a pid")))?;
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+            .map_err(|e| Error::internal(format!("asking to follow the parent: {e}")))?;
+        if nix::unistd::getppid().as_raw() != parent {
+            return Err(Error::unavailable(format!(
+                "ferrisdb dev (pid {parent}) that started this process has exited"
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -59,6 +59,13 @@ fn private_temp_dir(prefix: &str) -> Result<tempfile::TempDir, ferrisdb_common::
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Safekeeper(_) | Command::Pageserver(_) | Command::Compute(_)
+    ) && let Err(e) = dev::follow_parent()
+    {
+        return fail(&e);
+    }
     // Each server sizes its own runtime (`--worker-threads`); the rest take one per core.
     let runtime = match &cli.command {
         Command::Safekeeper(a) => a.runtime.build(),

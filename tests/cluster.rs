@@ -455,3 +455,54 @@ async fn the_pageserver_checkpoints_once_its_memory_reaches_the_mark() {
     assert_eq!(out.trim().len(), 100_000);
     cluster.stop();
 }
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// One process per data directory: a second safekeeper on a running one's directory exits at
+/// once naming the holder. And `dev`'s components do not outlive it: SIGKILLed, it takes them
+/// with it. (Left running, they once let a second `dev` started on another port share their
+/// directories, and two clusters acknowledged different commits at the same versions.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_data_directory_and_none_outlives_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    write_keys(&db, 3).await;
+    let sk = cluster.component("safekeeper-1");
+    let base = support::free_base_port();
+    let mut argv = sk.argv.clone();
+    for (flag, port) in [("--listen-grpc", base), ("--listen-http", base + 1)] {
+        let i = argv.iter().position(|a| a == flag).unwrap();
+        argv[i + 1] = format!("127.0.0.1:{port}");
+    }
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second safekeeper started: {err}");
+    assert!(
+        err.contains(&format!("in use by process {}", sk.pid)),
+        "{err}"
+    );
+    // The first one never noticed.
+    assert!(alive(sk.pid));
+    write_keys(&db, 3).await;
+
+    let components: Vec<i32> = cluster.components().iter().map(|c| c.pid).collect();
+    support::DevCluster::kill_pid(cluster.dev_pid().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while components.iter().any(|p| alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "components outlived dev: {:?}",
+            components.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

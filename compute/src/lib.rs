@@ -165,6 +165,7 @@ pub async fn run(
     let http_listener = serve::bind(config.listen_http, "HTTP").await?;
     tracing::info!(grpc = %config.listen_grpc, http = %config.listen_http, database = %config.database, "compute serving");
 
+    let _warm_lock = config.tiers.warm.lock_disk("compute")?;
     let tiers = crate::read_path::Tiers::open(&config.tiers).await?;
     let warm = tiers.warm.clone();
     let listeners = (grpc_listener, http_listener);

@@ -82,6 +82,7 @@ pub async fn run(
         .warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let store = config.object_store.open()?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
+    let _cache_lock = config.cache.lock_disk("pageserver")?;
     let cache = Arc::new(block_cache::BlockCache::new(&config.cache).await?);
     let served = serve_databases(config, store, metrics, cache.clone(), shutdown).await;
     // Closed here, before the runtime stops, whether serving ended or never began (a corrupt

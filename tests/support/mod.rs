@@ -421,6 +421,11 @@ impl DevCluster {
             .unwrap()
     }
 
+    /// The pid of `ferrisdb dev` itself, while it runs.
+    pub fn dev_pid(&self) -> Option<i32> {
+        self.dev.as_ref().map(|c| c.id() as i32)
+    }
+
     /// SIGKILLs one process. (Signals go through nix, never `/usr/bin/kill`: procps-ng 4.0.2
     /// misreads `kill -9 -PGID` and signals every process.)
     pub fn kill_pid(pid: i32) {

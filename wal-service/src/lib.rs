@@ -68,6 +68,9 @@ pub async fn run(
     config
         .security
         .warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
+    // Before anything in it is read: two safekeepers on one directory would each vote and
+    // acknowledge on their own while overwriting each other's log.
+    let _lock = ferrisdb_server_common::dir_lock::DirLock::acquire(&config.data_dir, "safekeeper")?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let store = match &config.object_store {
         Some(c) => Some(c.open()?),

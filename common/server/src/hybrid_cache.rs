@@ -54,6 +54,19 @@ impl<const DEFAULT_MEMORY_BYTES: usize> HybridCacheConfig<DEFAULT_MEMORY_BYTES> 
         self.memory_bytes.max(1)
     }
 
+    /// Locks the disk tier's directory for `who` (none without a disk tier): two processes
+    /// sharing one would each overwrite blocks the other indexes (see [`crate::dir_lock`]).
+    /// Held for as long as the cache is open.
+    pub fn lock_disk(
+        &self,
+        who: &str,
+    ) -> ferrisdb_common::Result<Option<crate::dir_lock::DirLock>> {
+        self.disk
+            .as_ref()
+            .map(|(dir, _)| crate::dir_lock::DirLock::acquire(dir, who))
+            .transpose()
+    }
+
     /// The disk capacity [`build`] gives the cache (0 without a disk tier), for status reports
     /// and to skip disk lookups that cannot hit.
     pub fn disk_capacity(&self) -> usize {

@@ -13,6 +13,7 @@ pub mod args;
 pub mod auth;
 pub mod clock;
 pub mod commit_times;
+pub mod dir_lock;
 #[cfg(any(test, feature = "test-aids"))]
 pub mod faulty_store;
 pub mod hybrid_cache;
