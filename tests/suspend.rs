@@ -82,4 +82,31 @@ async fn idle_compute_exits_and_the_next_get_wakes_it() {
     }
     let (_, out, _) = cli(&["get", "greeting", "--endpoint", &ep, "--timeout", "30"]);
     assert_eq!(out.trim(), "again");
+
+    // A call outside a transaction wakes it too: `history` asks again while the woken
+    // compute is still starting (it once failed at once with `unavailable`).
+    let third = cluster.component("compute").pid;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(third) {
+        assert!(Instant::now() < deadline, "the compute did not suspend");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = cli(&[
+        "history",
+        "greeting",
+        "--endpoint",
+        &ep,
+        "--timeout",
+        "30",
+        "--json",
+    ]);
+    assert!(ok, "history after suspend failed: {out} {err}");
+    let h: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let values: Vec<&str> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(values, ["hello", "again"]);
 }

@@ -308,7 +308,10 @@ impl Database {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let started = Instant::now();
+        let mut backoff = self.retry.initial_backoff;
         let mut tries = 0;
+        let mut retries = 0u32;
         loop {
             let (i, conn) = self.endpoints.current();
             match f(conn.client).await {
@@ -318,6 +321,20 @@ impl Database {
                 {
                     tries += 1;
                     self.endpoints.fail_over(i);
+                }
+                // A compute still starting (woken from scale to zero, restarted) or a moment
+                // without a quorum. These calls read and change nothing, so asking again is
+                // safe, within the bounds `run` keeps.
+                Err(e)
+                    if e.kind() == ErrorKind::Unavailable
+                        && retries < self.retry.max_retries
+                        && started.elapsed() + backoff <= self.retry.timeout =>
+                {
+                    retries += 1;
+                    let sleep = rand::rng().random_range(Duration::ZERO..=backoff);
+                    tracing::debug!(error = %e, retries, ?sleep, "retrying");
+                    tokio::time::sleep(sleep).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
                 }
                 other => return other,
             }

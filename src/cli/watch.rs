@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::Args;
-use ferrisdb_client::{Error, Version};
+use std::time::{Duration, Instant};
+
+use ferrisdb_client::{Database, Error, ErrorKind, Transaction, Version};
 use serde_json::json;
 
 use super::client_args::{ClientArgs, connect};
@@ -53,9 +55,7 @@ async fn watch(args: &ClientArgs, key: &str, follow: bool) -> Result<(), Error> 
     };
     let mut last: Option<Option<Bytes>> = None;
     loop {
-        let tx = db.create_transaction();
-        let now = tx.get(key.clone()).await?;
-        let read_at = tx.commit().await?;
+        let (tx, now, read_at) = read_and_commit(&db, &key, args.timeout()).await?;
         if last.as_ref().is_some_and(|l| *l != now) {
             show(now.as_deref(), read_at);
         }
@@ -65,5 +65,36 @@ async fn watch(args: &ClientArgs, key: &str, follow: bool) -> Result<(), Error> 
             return Ok(());
         }
         last = Some(event.value);
+    }
+}
+
+/// Reads `key` in a transaction and commits it (read-only: nothing is written), asking again
+/// while the compute answers `unavailable` (starting after a wake from scale to zero or a
+/// restart) for up to `timeout`, as the other commands' retry loop does.
+async fn read_and_commit(
+    db: &Database,
+    key: &Bytes,
+    timeout: Duration,
+) -> Result<(Transaction, Option<Bytes>, Version), Error> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let tx = db.create_transaction();
+        let attempt = async {
+            let now = tx.get(key.clone()).await?;
+            let at = tx.commit().await?;
+            Ok::<_, Error>((now, at))
+        }
+        .await;
+        match attempt {
+            Ok((now, at)) => return Ok((tx, now, at)),
+            Err(e)
+                if e.kind() == ErrorKind::Unavailable && started.elapsed() + pause <= timeout =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
