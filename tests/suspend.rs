@@ -1,6 +1,7 @@
 //! Scale to zero through the real CLI: `ferrisdb dev --suspend-after` lets an idle compute
 //! process exit, the next `ferrisdb get` wakes it through dev's proxy and reads the right
-//! value, and the woken compute reports its cold start as a metric.
+//! value, and the woken compute reports its cold start as a metric; a call outside a
+//! transaction (`history`) wakes it as well, and a followed change feed keeps it awake.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{DevCluster, cli, metric};
+use support::{BIN, DevCluster, cli, metric};
 
 /// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
 fn alive(pid: i32) -> bool {
@@ -109,4 +110,30 @@ async fn idle_compute_exits_and_the_next_get_wakes_it() {
         .map(|e| e["value"].as_str().unwrap())
         .collect();
     assert_eq!(values, ["hello", "again"]);
+
+    // A change feed being followed keeps it awake, as a waiting watch does; once the
+    // follower goes, it suspends.
+    let fourth = cluster.component("compute").pid;
+    let mut follower = std::process::Command::new(BIN)
+        .args(["changes", "--follow", "--endpoint", &ep, "--timeout", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        alive(fourth),
+        "the compute suspended under a change feed being followed"
+    );
+    assert!(follower.try_wait().unwrap().is_none(), "the follower ended");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(fourth) {
+        assert!(
+            Instant::now() < deadline,
+            "the compute did not suspend once the follower left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

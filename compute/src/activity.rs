@@ -1,7 +1,8 @@
 //! Client activity: what scale to zero decides on, and the cold-start figure.
 //!
 //! Every client request touches the tracker; a watch also holds it busy for as long as it
-//! waits, so a compute with watchers is never idle. With `--suspend-after`, [`idle`] resolves
+//! waits, and a change feed for as long as it streams, so a compute with watchers or
+//! followers is never idle. With `--suspend-after`, [`idle`] resolves
 //! once nothing has touched the tracker for that long, and the compute shuts down: it holds
 //! nothing that is not already durable on the safekeepers, so the next start (woken by
 //! `ferrisdb dev` or `ferrisdb proxy` on the next connection) loses nothing.
@@ -48,7 +49,26 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// Holds the compute busy while alive, owning its tracker (a change feed's stream).
+#[derive(Debug)]
+pub struct BusyStream(std::sync::Arc<Activity>);
+
+impl Drop for BusyStream {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Activity {
+    /// Keeps the compute busy until the guard drops; the guard owns the tracker, so it can
+    /// live inside a stream answered to a client.
+    pub fn busy_owned(self: &std::sync::Arc<Self>) -> BusyStream {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        BusyStream(self.clone())
+    }
+
     /// A tracker for a process that started at `started`, exporting the cold start on
     /// `registry` as `ferrisdb_compute_cold_start_seconds`.
     pub fn new(started: Instant, registry: &prometheus::Registry) -> prometheus::Result<Activity> {

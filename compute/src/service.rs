@@ -15,6 +15,7 @@ use ferrisdb_common::proto::{
 };
 use ferrisdb_common::{Result, Version};
 use ferrisdb_server_common::serve::Shutdown;
+use futures::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::activity::Activity;
@@ -194,6 +195,12 @@ impl Database for ComputeService {
         // acknowledged before this request (whatever a client put here is replaced).
         req.through_version = p.view().latest().0;
         let stream = p.view().pageserver().changes(req).await?.into_inner();
+        // A follower is a client waiting, as a watch is: no scale to zero under it.
+        let busy = self.state.activity.busy_owned();
+        let stream = stream.map(move |batch| {
+            let _held = &busy;
+            batch
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
