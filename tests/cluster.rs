@@ -470,7 +470,7 @@ fn alive(pid: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_per_data_directory_and_none_outlives_dev() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
     let db = cluster.db(Duration::from_secs(10)).await;
     write_keys(&db, 3).await;
     let sk = cluster.component("safekeeper-1");
