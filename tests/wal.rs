@@ -425,6 +425,8 @@ async fn two_computes_for_one_database_never_both_commit() {
     let mut args = compute.compute_args();
     args.listen_grpc = format!("127.0.0.1:{other}").parse().unwrap();
     args.listen_http = format!("127.0.0.1:{}", other + 80).parse().unwrap();
+    // A cache directory of its own: one process per directory (the first one holds it).
+    args.warm_tier_dir = Some(cluster.data_dir.join("compute-2-cache"));
     let argv = support::compute_argv(&args);
     let second = Database::connect(&format!("http://127.0.0.1:{other}"))
         .await
