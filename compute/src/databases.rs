@@ -206,22 +206,23 @@ impl Databases {
     /// What this compute is for `database`: `database_not_found` if not served,
     /// `unavailable` until it has a role.
     pub fn node(&self, database: &str) -> Result<Node> {
-        // A name no database can have is bad input, not a database this compute lacks.
-        ferrisdb_common::validate_database_name(database)?;
         let served = self
             .served
             .read()
             .map_err(|_| Error::internal("database map poisoned"))?;
-        let slot = served.get(database).ok_or_else(|| {
-            Error::new(
+        let Some(slot) = served.get(database) else {
+            // Checked only on a miss (every served name is valid, and this runs per
+            // request): a name no database can have is bad input, not one this compute lacks.
+            ferrisdb_common::validate_database_name(database)?;
+            return Err(Error::new(
                 ErrorKind::DatabaseNotFound,
                 format!(
                     "this compute serves database {:?} and its branches, not {}",
                     self.root,
                     ferrisdb_common::error::echo(database)
                 ),
-            )
-        })?;
+            ));
+        };
         let node = slot.borrow().clone();
         node.ok_or_else(|| {
             Error::unavailable(format!(
