@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 use cli::output::warn;
 
 /// FerrisDB: a disaggregated transactional key-value database.
-///
-/// No Debug: the arguments hold tokens, which must never be printed.
+// No Debug derive: the arguments hold tokens, which must never be printed. (A `//` comment, so
+// clap does not show it in `--help`.)
 #[derive(Parser)]
 #[command(name = "ferrisdb", version, about)]
 struct Cli {

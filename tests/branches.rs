@@ -156,6 +156,22 @@ async fn branches_read_the_parent_below_the_branch_point_and_write_their_own_sid
     ]);
     assert!(t["version"].as_u64().unwrap() < v2);
     assert_eq!(get(&ep, "then", "k"), "v1");
+    // At the time just after a commit: the branch holds it, whether or not the pageserver
+    // had ingested it when the branch was asked for (the compute maps the time itself).
+    let fresh = run(&["set", "fresh", "f", "--endpoint", &ep])["version"]
+        .as_u64()
+        .unwrap();
+    let now = run(&[
+        "admin",
+        "branch",
+        "justnow",
+        "--at-timestamp",
+        &now_micros().to_string(),
+        "--endpoint",
+        &admin,
+    ]);
+    assert!(now["version"].as_u64().unwrap() >= fresh, "{now}");
+    assert_eq!(get(&ep, "justnow", "fresh"), "f");
     // A branch of a branch.
     run(&[
         "admin",

@@ -553,7 +553,7 @@ async fn check_reads(
     model: &Model,
     cell: &str,
     failures: &mut Vec<String>,
-) -> usize {
+) -> (usize, bool) {
     let handle = if kind.snapshot {
         tx.snapshot()
     } else {
@@ -573,6 +573,11 @@ async fn check_reads(
         got
     };
     let n = got.len();
+    // A read version handed out as the latest serves reads for 5 s only; a slow run can pass
+    // that, and the caller then repeats the attempt.
+    let aged = got
+        .iter()
+        .any(|(_, out)| *out == Err(ErrorKind::TransactionTooOld));
     for (r, out) in got {
         let want = model_read(model, &r);
         if out != want {
@@ -581,7 +586,7 @@ async fn check_reads(
             ));
         }
     }
-    n
+    (n, aged)
 }
 
 /// The whole user keyspace, read in a fresh transaction.
@@ -662,7 +667,7 @@ async fn every_read_after_every_kind_of_write_sees_the_write() {
                 }
                 let mut failures = Vec::new();
                 let cell = format!("[{name}]");
-                let n = check_reads(&tx, kind, rns, after, &cell, &mut failures).await;
+                let (n, _) = check_reads(&tx, kind, rns, after, &cell, &mut failures).await;
                 (n, failures)
             }
         });
@@ -675,22 +680,25 @@ async fn every_read_after_every_kind_of_write_sees_the_write() {
         // Step by step in one transaction: every read after each write, then the commit. A
         // slow debug run can take past the 5-second rule (which holds on an idle cluster
         // too) and be refused as too old; then the attempt is repeated shorter: every write,
-        // then every kind of read at once, then the commit.
+        // then every kind of read at once, then the commit. Its reads are refused too once
+        // the read version is that old, and that also repeats the attempt.
         let mut attempts = 0;
         let stamp = loop {
             attempts += 1;
             let tx = db.create_transaction();
             let mut model = stored.clone();
-            let (mut attempt_failures, mut attempt_reads) = (Vec::new(), 0);
+            let (mut attempt_failures, mut attempt_reads, mut aged) = (Vec::new(), 0, false);
             if attempts == 1 {
                 for (step, w) in writes.iter().enumerate() {
                     write(&tx, &rns, w);
                     model_write(&mut model, &rns, w, None);
                     for kind in read_kinds() {
                         let cell = format!("[{name}, step {step}: after {w:?}]");
-                        attempt_reads +=
+                        let (n, old) =
                             check_reads(&tx, kind, &rns, &model, &cell, &mut attempt_failures)
                                 .await;
+                        attempt_reads += n;
+                        aged |= old;
                     }
                 }
             } else {
@@ -702,13 +710,17 @@ async fn every_read_after_every_kind_of_write_sees_the_write() {
                 let reads = read_kinds().into_iter().map(|kind| async move {
                     let mut f = Vec::new();
                     let cell = format!("[{name}, after every write]");
-                    let n = check_reads(tx, kind, rns, model, &cell, &mut f).await;
-                    (n, f)
+                    let (n, old) = check_reads(tx, kind, rns, model, &cell, &mut f).await;
+                    (n, old, f)
                 });
-                for (n, f) in futures::future::join_all(reads).await {
+                for (n, old, f) in futures::future::join_all(reads).await {
                     attempt_reads += n;
+                    aged |= old;
                     attempt_failures.extend(f);
                 }
+            }
+            if aged && attempts < 5 {
+                continue;
             }
             match tx.commit().await {
                 Ok(_) => {

@@ -339,10 +339,24 @@ async fn key_selectors_streams_watches_and_the_read_window() {
     // cannot be checked any more.
     let old = db.create_transaction();
     old.get("acct").await.unwrap();
-    put(&db, &[("tick", "1")]).await;
+    let then = put(&db, &[("tick", "1")]).await;
+    // A time-travel read names its version: it is answered however old the version is.
+    let travel = db.create_transaction();
+    travel.set_read_version(then).unwrap();
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     put(&db, &[("tick", "2")]).await;
+    assert_eq!(travel.get("tick").await.unwrap(), Some(b("1")));
+    // A read version handed out as the latest is too old to read at, snapshot or not, and
+    // for point and range reads alike (DESIGN.md §2); its own writes are still its own.
+    for e in [
+        old.get("acct").await.unwrap_err(),
+        old.snapshot().get("tick").await.unwrap_err(),
+        old.get_range("a", "z", 0).await.unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::TransactionTooOld, "{e}");
+    }
     old.set("late", "1");
+    assert_eq!(old.get("late").await.unwrap(), Some(b("1")));
     assert_eq!(
         old.commit().await.unwrap_err().kind(),
         ErrorKind::TransactionTooOld

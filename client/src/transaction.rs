@@ -2,18 +2,19 @@
 
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrisdb_common::atomic::{self, AtomicOp};
-use ferrisdb_common::limits::MAX_KEY_SIZE;
+use ferrisdb_common::limits::{MAX_KEY_SIZE, MAX_READ_VERSION_AGE};
 use ferrisdb_common::overlay::{Overlay, Page};
 use ferrisdb_common::proto::{
     CommitRequest, GetRangeRequest, GetReadVersionRequest, GetRequest, KeyRange, Mutation,
     MutationType,
 };
-use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
 use crate::KeySelector;
 use crate::conn::Conn;
@@ -39,6 +40,11 @@ const DEFAULT_BATCH_SIZE: usize = 1_000;
 #[derive(Debug, Default)]
 struct State {
     read_version: Option<Version>,
+    /// When the compute handed out `read_version` as its latest (a version given with
+    /// [`Transaction::set_read_version`] is a time-travel read and has none): reads at it stop
+    /// after [`MAX_READ_VERSION_AGE`], as FoundationDB's storage servers stop serving a
+    /// version that old. The commit's check is the resolver's.
+    latest_at: Option<Instant>,
     /// This transaction's own writes and range clears, so its reads see them.
     own: Overlay,
     /// Atomic ops on keys whose value this transaction does not know yet, in order: a read
@@ -55,6 +61,16 @@ struct State {
 }
 
 impl State {
+    /// Takes `v`, just answered by the compute as its latest version, as the read version
+    /// unless the transaction already has one; returns the read version.
+    fn adopt_latest(&mut self, v: Version) -> Version {
+        if self.read_version.is_none() {
+            self.read_version = Some(v);
+            self.latest_at = Some(Instant::now());
+        }
+        self.read_version.unwrap_or(v)
+    }
+
     /// Forgets what this transaction had pending on keys in `[begin, end)`: a later write
     /// decides them.
     fn overwrite(&mut self, begin: &Bytes, end: &Bytes) {
@@ -190,7 +206,28 @@ impl Transaction {
             database: self.database.to_string(),
         };
         let v = Version(self.conn.read_version(req).await?.version);
-        Ok(*self.state()?.read_version.get_or_insert(v))
+        Ok(self.state()?.adopt_latest(v))
+    }
+
+    /// The read version, if the transaction has one, for a read about to be sent:
+    /// `transaction_too_old` once a version handed out as the latest is older than
+    /// [`MAX_READ_VERSION_AGE`] (DESIGN.md §2). An explicit version (time travel) never ages.
+    fn read_version_for_read(&self) -> Result<Option<Version>> {
+        let s = self.state()?;
+        if let (Some(v), Some(at)) = (s.read_version, s.latest_at) {
+            let age = at.elapsed();
+            if age > MAX_READ_VERSION_AGE {
+                return Err(Error::new(
+                    ErrorKind::TransactionTooOld,
+                    format!(
+                        "read version {v} was the latest {} ms ago; reads at it are refused after {} ms",
+                        age.as_millis(),
+                        MAX_READ_VERSION_AGE.as_millis()
+                    ),
+                ));
+            }
+        }
+        Ok(s.read_version)
     }
 
     /// After a read that asked the compute for the latest version and was answered at
@@ -204,7 +241,7 @@ impl Transaction {
             let v = self.read_version().await?;
             return Ok((v, v.0 == 0));
         }
-        let v = *self.state()?.read_version.get_or_insert(Version(answered));
+        let v = self.state()?.adopt_latest(Version(answered));
         Ok((v, v.0 == answered))
     }
 
@@ -245,7 +282,7 @@ impl Transaction {
     /// One page of a range read at the transaction's read version; the first read of a
     /// transaction asks for the latest version and adopts it (one round trip, not two).
     async fn range_page(&self, page: (Bytes, Bytes, usize, bool)) -> Result<Page> {
-        let known = self.state()?.read_version;
+        let known = self.read_version_for_read()?;
         if let Some(v) = known {
             return Ok(self.range_at(page, Some(v)).await?.0);
         }
@@ -256,9 +293,14 @@ impl Transaction {
         }
     }
 
-    /// Reads from the version `version` instead of the latest one (must be called before any read).
+    /// Reads from the version `version` instead of the latest one (must be called before any
+    /// read): time travel, answered for any version inside the database's retention, however
+    /// old. A read version the compute handed out as its latest instead stops serving reads
+    /// 5 s later (`transaction_too_old`), as in FoundationDB.
     pub fn set_read_version(&self, version: Version) -> Result<()> {
-        self.state()?.read_version = Some(version);
+        let mut s = self.state()?;
+        s.read_version = Some(version);
+        s.latest_at = None;
         Ok(())
     }
 
@@ -304,7 +346,7 @@ impl Transaction {
     /// The first read of a transaction asks for the latest version and adopts the one it was
     /// answered at (one round trip, not two).
     async fn get_stored(&self, key: &Bytes) -> Result<Option<Bytes>> {
-        let known = self.state()?.read_version;
+        let known = self.read_version_for_read()?;
         let value = match known {
             Some(v) => self.get_at(key, Some(v)).await?.0,
             None => {

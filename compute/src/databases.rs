@@ -278,45 +278,48 @@ impl Databases {
             .primary()
             .cloned()?;
         // Without a point, branch at the latest commit, which the pageserver may not have
-        // ingested yet: name it so the pageserver waits for it.
+        // ingested yet: name it so the pageserver waits for it. A timestamp is mapped here
+        // too, where every commit up to now is known: the pageserver would map it by what it
+        // has ingested so far and could cut the branch below a commit made before that time.
         let version = match (version, timestamp_micros) {
-            (None, None) => Some(p.read_version().await?),
-            (v, _) => v,
-        };
-        if let Some(t) = timestamp_micros {
-            p.view().check_time(t)?;
-        }
-        if let Some(v) = version {
-            // Past the parent's latest commit nothing can be waited for: no version above it
-            // exists yet.
-            let latest = p.view().latest();
-            if v > latest {
-                return Err(Error::new(
-                    ErrorKind::FutureVersion,
-                    format!("version {v} of {parent} is newer than its latest commit {latest}"),
+            (None, None) => p.read_version().await?,
+            (None, Some(t)) => p.view().version_at(t).await?,
+            (Some(v), None) => v,
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "branch at a version or at a timestamp, not both",
                 ));
             }
-            // Make sure what the branch is cut from has reached the pageserver.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                let s = self.pageserver.pages.status(parent).await?;
-                if s.ingested_version >= v.0 {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(Error::new(
-                        ErrorKind::FutureVersion,
-                        format!("version {v} of {parent} is not on the pageserver yet"),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Past the parent's latest commit nothing can be waited for: no version above it
+        // exists yet.
+        let latest = p.view().latest();
+        if version > latest {
+            return Err(Error::new(
+                ErrorKind::FutureVersion,
+                format!("version {version} of {parent} is newer than its latest commit {latest}"),
+            ));
+        }
+        // Make sure what the branch is cut from has reached the pageserver.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.pageserver.pages.status(parent).await?;
+            if s.ingested_version >= version.0 {
+                break;
             }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::FutureVersion,
+                    format!("version {version} of {parent} is not on the pageserver yet"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let req = CreateBranchRequest {
             database: name.to_string(),
             parent: parent.to_string(),
-            version: version.map(|v| v.0),
-            timestamp_micros,
+            version: Some(version.0),
+            timestamp_micros: None,
         };
         let at = self
             .pageserver

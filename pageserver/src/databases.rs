@@ -225,7 +225,21 @@ impl Databases {
         let p = self.timelines.get(parent)?;
         let at = match (version, timestamp_micros) {
             (Some(v), None) => v,
-            (None, Some(t)) => p.version_at(t)?,
+            (None, Some(t)) => {
+                // A time still ahead maps to nothing yet: a commit made before it comes would
+                // belong below the branch point (the compute refuses it the same way).
+                let now = self.options.clock.now_micros();
+                if t > now {
+                    return Err(Error::new(
+                        ErrorKind::FutureVersion,
+                        format!(
+                            "time {t} (Unix microseconds) is ahead of this pageserver's clock \
+                             ({now}): no version maps to it yet"
+                        ),
+                    ));
+                }
+                p.version_at(t)?
+            }
             (None, None) => p.ingested_version(),
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(
@@ -284,6 +298,48 @@ mod tests {
         assert!(dbs.timelines.get("b3").is_err());
         // The refusal changed nothing: the branches made still serve.
         assert_eq!(dbs.list().len(), 3);
+        dbs.stop();
+    }
+
+    /// A clock stopped at one instant.
+    #[derive(Debug)]
+    struct Stopped(u64);
+
+    impl ferrisdb_server_common::clock::Clock for Stopped {
+        fn now_micros(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_branch_at_a_time_still_ahead_is_refused() {
+        let now = 1_800_000_000_000_000;
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let cache = Arc::new(BlockCache::new(&Default::default()).await.unwrap());
+        let options = TimelineOptions {
+            clock: Arc::new(Stopped(now)),
+            ..TimelineOptions::default()
+        };
+        let dbs = Databases::new(
+            store,
+            Metrics::new().unwrap(),
+            cache,
+            options,
+            vec!["http://127.0.0.1:1".to_string()],
+            Duration::from_secs(3600),
+        );
+        dbs.start_all(&["default".to_string()]).await.unwrap();
+        let e = dbs
+            .branch("later", "default", None, Some(now + 1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::FutureVersion, "{e}");
+        assert!(dbs.timelines.get("later").is_err());
+        // Now itself is a time that has come.
+        assert_eq!(
+            dbs.branch("now", "default", None, Some(now)).await.unwrap(),
+            Version::ZERO
+        );
         dbs.stop();
     }
 }
