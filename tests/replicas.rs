@@ -197,28 +197,34 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
     let ok = Arc::new(AtomicU64::new(0));
     let unknown = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (db, ok, unknown, stop) = (db.clone(), ok.clone(), unknown.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let r = db
-                    .run(|tx| async move {
-                        let n = counter(tx.get("n").await?);
-                        tx.set("n", (n + 1).to_string());
-                        Ok(())
-                    })
-                    .await;
-                match r {
-                    Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
-                    Err(e) if e.kind() == ErrorKind::CommitUnknownResult => {
-                        unknown.fetch_add(1, Ordering::SeqCst)
+    let start_workers = || {
+        stop.store(false, Ordering::SeqCst);
+        (0..4)
+            .map(|_| {
+                let (db, ok, unknown, stop) =
+                    (db.clone(), ok.clone(), unknown.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let r = db
+                            .run(|tx| async move {
+                                let n = counter(tx.get("n").await?);
+                                tx.set("n", (n + 1).to_string());
+                                Ok(())
+                            })
+                            .await;
+                        match r {
+                            Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                            Err(e) if e.kind() == ErrorKind::CommitUnknownResult => {
+                                unknown.fetch_add(1, Ordering::SeqCst)
+                            }
+                            Err(e) => panic!("increment failed: {e}"),
+                        };
                     }
-                    Err(e) => panic!("increment failed: {e}"),
-                };
-            }
-        }));
-    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let workers = start_workers();
     let wait_for = |n: u64| {
         let ok = ok.clone();
         async move {
@@ -247,9 +253,62 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         .await
         .unwrap();
     let n = counter(read_at(&standby, "n", None).await.1);
-    let (ok, unknown) = (ok.load(Ordering::SeqCst), unknown.load(Ordering::SeqCst));
+    let (acked, unsure) = (ok.load(Ordering::SeqCst), unknown.load(Ordering::SeqCst));
     assert!(
-        n >= ok && n <= ok + unknown,
-        "every acknowledged increment survived the failover, none was invented: n={n} ok={ok} unknown={unknown}"
+        n >= acked && n <= acked + unsure,
+        "every acknowledged increment survived the failover, none was invented: n={n} ok={acked} unknown={unsure}"
+    );
+
+    // The old primary comes back, under load: it wins a newer term and fences the standby,
+    // which goes back to watching it. While the old primary is still starting (recovering,
+    // then waiting out the standby's read lease) it answers the standby's probes "starting",
+    // and the standby lets it finish instead of counting that as silence and taking over
+    // again; the two must not fence each other in turn.
+    let workers = start_workers();
+    let restarted = cluster.restart(&old);
+    let primary_http = old.http.clone();
+    let settled = Instant::now() + Duration::from_secs(30);
+    let term = loop {
+        let s = status(&primary_http).await;
+        if let Some(s) = &s
+            && s["primary"]["role"] == "primary"
+        {
+            break s["primary"]["term"].as_u64().unwrap();
+        }
+        assert!(
+            Instant::now() < settled,
+            "the restarted primary never served: {s:?}; the standby: {:?}",
+            status(&standby_http).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Longer than a standby's takeover (three failed probes, ~1 s) and an older primary's
+    // lease (2 s) together: a standby that took over again would show here.
+    let watch_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < watch_until {
+        let s = status(&primary_http).await.unwrap();
+        assert_eq!(
+            (&s["primary"]["role"], s["primary"]["term"].as_u64()),
+            (&serde_json::json!("primary"), Some(term)),
+            "the restarted primary (pid {restarted}) kept its term: {s}"
+        );
+        let b = status(&standby_http).await.unwrap();
+        assert_ne!(
+            b["primary"]["role"], "primary",
+            "the standby took over again: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = ok.load(Ordering::SeqCst);
+    wait_for(before + 20).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let n = counter(read_at(&db, "n", None).await.1);
+    let (acked, unsure) = (ok.load(Ordering::SeqCst), unknown.load(Ordering::SeqCst));
+    assert!(
+        n >= acked && n <= acked + unsure,
+        "every acknowledged increment survived the failback: n={n} ok={acked} unknown={unsure}"
     );
 }

@@ -24,16 +24,21 @@ pub enum Reason {
     /// A safekeeper refused WAL because its disk budget is full (kind `unavailable`): the
     /// proposer counts it as full rather than down until an append succeeds again.
     WalBudgetFull,
+    /// A compute is starting the database (electing, recovering the log, or waiting out an
+    /// older primary's read lease; kind `unavailable`): a standby watching it gives it time
+    /// to finish rather than taking over, which would only fence it.
+    Starting,
 }
 
 impl Reason {
     /// Every reason, for tables and tests.
-    pub const ALL: [Reason; 1] = [Reason::WalBudgetFull];
+    pub const ALL: [Reason; 2] = [Reason::WalBudgetFull, Reason::Starting];
 
     /// The stable name it travels as.
     pub fn code(self) -> &'static str {
         match self {
             Reason::WalBudgetFull => "wal_budget_full",
+            Reason::Starting => "starting",
         }
     }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use ferrisdb_common::error::Reason;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{CreateBranchRequest, ListDatabasesRequest};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
@@ -55,6 +56,11 @@ fn election_pause(failures: u32) -> Duration {
 const PROBE_EVERY: Duration = Duration::from_millis(300);
 /// Failed probes in a row after which a standby takes over (about a second of silence).
 const PROBES_BEFORE_TAKEOVER: u32 = 3;
+/// How long a standby lets a primary answer "starting" before it counts that as failure: a
+/// restarted primary elects, recovers the log and then waits out the read lease of whoever
+/// served before it (up to [`ferrisdb_common::lease::LEASE`]); taking over meanwhile would
+/// fence it, and it would fence back. A primary stuck starting longer is taken over from.
+const STARTING_GRACE: Duration = Duration::from_secs(6);
 
 type NodeSlot = watch::Receiver<Option<Node>>;
 
@@ -229,6 +235,7 @@ impl Databases {
                 "the compute is starting {}: it is not serving it yet",
                 ferrisdb_common::error::echo(database)
             ))
+            .with_reason(Reason::Starting)
         })
     }
 
@@ -445,17 +452,40 @@ impl Databases {
         };
         let mut client = ferrisdb_common::with_message_limits!(DatabaseClient::new(channel));
         let mut failures = 0;
+        // Since when the primary has answered "starting" without a break.
+        let mut starting_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
             let req = GetReadVersionRequest {
                 database: database.to_string(),
             };
             let probe = tokio::time::timeout(PROBE_EVERY, client.get_read_version(req));
-            match probe.await {
-                Ok(Ok(_)) => failures = 0,
+            let starting = match probe.await {
+                Ok(Ok(_)) => {
+                    failures = 0;
+                    false
+                }
                 // A primary that refuses the probe is alive: taking over would fence it.
-                Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => failures = 0,
-                _ => failures += 1,
+                Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => {
+                    failures = 0;
+                    false
+                }
+                Ok(Err(s)) if Error::from(s.clone()).reason() == Some(Reason::Starting) => {
+                    let since = *starting_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() < STARTING_GRACE {
+                        failures = 0;
+                    } else {
+                        failures += 1;
+                    }
+                    true
+                }
+                _ => {
+                    failures += 1;
+                    false
+                }
+            };
+            if !starting {
+                starting_since = None;
             }
             if failures >= PROBES_BEFORE_TAKEOVER {
                 return;
