@@ -14,9 +14,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferrisdb_client::{AtomicOp, Database, ErrorKind, Mutation, RangeOptions, Version};
 use ferrisdb_common::limits::{KEY_OUTSIDE_LEGAL_RANGE, MAX_KEY_SIZE, MAX_VALUE_SIZE};
+use ferrisdb_common::message_size::REPLY_TARGET_BYTES;
+use ferrisdb_common::proto::database_client::DatabaseClient;
 use ferrisdb_common::proto::pageserver_client::PageserverClient;
-use ferrisdb_common::proto::{PageGetRangeRequest, PageGetRequest};
+use ferrisdb_common::proto::{
+    ChangesRequest, GetRangeRequest, HistoryRequest, PageGetRangeRequest, PageGetRequest,
+};
 use futures::StreamExt;
+use prost::Message;
 use support::{DevCluster, cli, eventually};
 
 fn value(key: &str) -> Bytes {
@@ -186,14 +191,96 @@ async fn transactions_near_the_limit_pass_every_hop() {
         );
     }
 
-    // History.
+    // Answers that could grow without bound come in pages that stop at a byte target, so
+    // no answer outgrows what a hop carries (one 10 MB commit record, a range of 10 MB
+    // or a key's history of 4.5 MB, here; sums past 64 MiB were unreadable): the raw
+    // protocol says more follow, and the SDK reads on to the whole answer.
+    let mut raw = ferrisdb_common::with_message_limits!(DatabaseClient::new(
+        ferrisdb_common::net::channel(&cluster.endpoint()).unwrap()
+    ));
+    let page = raw
+        .get_range(GetRangeRequest {
+            database: "default".into(),
+            begin: Bytes::from_static(b"big/"),
+            end: Bytes::from_static(b"big0"),
+            version: 0,
+            limit: 0,
+            reverse: false,
+            latest: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        page.more && !page.kvs.is_empty() && page.kvs.len() < big.len(),
+        "one page of the whole range: {} rows, more {}",
+        page.kvs.len(),
+        page.more
+    );
+    let versions: Vec<Bytes> = (0..45u32).map(|i| value(&format!("h{i}"))).collect();
+    let mut written = Vec::new();
+    for v in &versions {
+        let tx = db.create_transaction();
+        tx.set("hist", v.clone());
+        written.push(tx.commit().await.unwrap());
+    }
+    let page = raw
+        .history(HistoryRequest {
+            database: "default".into(),
+            key: Bytes::from_static(b"hist"),
+            from_version: 0,
+            to_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        page.more && page.entries.len() < versions.len(),
+        "one page of history"
+    );
+    let h = db.history("hist", Version(0), Version(0)).await.unwrap();
+    let got: Vec<(Version, Option<Bytes>)> = h.into_iter().map(|e| (e.version, e.value)).collect();
+    let want: Vec<(Version, Option<Bytes>)> = written
+        .iter()
+        .zip(&versions)
+        .map(|(v, value)| (*v, Some(value.clone())))
+        .collect();
+    assert!(
+        got == want,
+        "history of 45 versions of 100 kB: {} entries",
+        got.len()
+    );
     for k in keys.iter().step_by(7) {
         let h = db.history(k.clone(), Version(0), Version(0)).await.unwrap();
         assert_eq!(h.len(), 1, "{k}");
         assert_eq!(h[0].value, Some(value(k)), "history: {k}");
     }
 
-    // The change feed.
+    // The change feed: each batch stops growing at the target, so a batch holds at most one
+    // record past it; through the SDK, every record arrives.
+    let mut batches = raw
+        .changes(ChangesRequest {
+            database: "default".into(),
+            from_version: first.0,
+            follow: false,
+            through_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = 0;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.unwrap();
+        let last = batch.records.last().map_or(0, |r| r.encoded_len());
+        assert!(
+            batch.encoded_len() - last < REPLY_TARGET_BYTES,
+            "a batch of {} bytes in {} records",
+            batch.encoded_len(),
+            batch.records.len()
+        );
+        records += batch.records.len();
+    }
+    assert!(records > 2, "{records} records");
     let mut seen = BTreeMap::new();
     let mut feed = db.changes(first, false).await.unwrap();
     while let Some(record) = feed.next().await {

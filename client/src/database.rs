@@ -363,18 +363,29 @@ impl Database {
         from: Version,
         to: Version,
     ) -> Result<Vec<HistoryEntry>> {
-        let req = HistoryRequest {
+        let mut req = HistoryRequest {
             database: self.database.to_string(),
             key: key.into(),
             from_version: from.0,
             to_version: to.0,
         };
-        let entries = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { Ok(c.history(req).await?.into_inner().entries) }
-            })
-            .await?;
+        // A long history comes in pages (each reply stops at a byte target); the next page
+        // starts after the last version received.
+        let mut entries = Vec::new();
+        loop {
+            let page = self
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { Ok(c.history(req).await?.into_inner()) }
+                })
+                .await?;
+            let next = page.entries.last().map(|e| e.version + 1);
+            entries.extend(page.entries);
+            match next {
+                Some(from) if page.more => req.from_version = from,
+                _ => break,
+            }
+        }
         Ok(entries
             .into_iter()
             .map(|e| HistoryEntry {

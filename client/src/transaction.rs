@@ -429,15 +429,34 @@ impl Transaction {
                     .collect(),
             }
         };
-        let (rows, _) = own
-            .read_range(
-                begin.clone(),
-                end.clone(),
-                opts.limit,
-                opts.reverse,
-                |lo, hi, n| self.range_page((lo, hi, n, opts.reverse)),
-            )
-            .await?;
+        // The compute answers in pages (each stops at a byte target, saying more follow): read
+        // on after the last row until the limit or the end of the range.
+        let mut rows = Vec::new();
+        let (mut lo, mut hi) = (begin.clone(), end.clone());
+        loop {
+            let want = if opts.limit == 0 {
+                0
+            } else {
+                opts.limit - rows.len()
+            };
+            let (page, more) = own
+                .read_range(lo.clone(), hi.clone(), want, opts.reverse, |lo, hi, n| {
+                    self.range_page((lo, hi, n, opts.reverse))
+                })
+                .await?;
+            let last = page.last().map(|(k, _)| k.clone());
+            rows.extend(page);
+            match last {
+                Some(last) if more && (opts.limit == 0 || rows.len() < opts.limit) => {
+                    if opts.reverse {
+                        hi = last;
+                    } else {
+                        lo = key_after(&last);
+                    }
+                }
+                _ => break,
+            }
+        }
         if let Some((k, _)) = rows.iter().find(|(k, _)| stamped.contains(k)) {
             return Err(unreadable(k));
         }

@@ -13,8 +13,11 @@
 //!   encoded against it too, since resolved atomic ops can grow).
 //! - An `Append` groups frames up to 4 MiB but always carries at least one whole frame; a
 //!   `ReadWal` chunk likewise (1 MiB, or one whole frame). Both fit in [`MAX_WAL_MESSAGE_BYTES`].
-//! - Range answers carry no byte limit of their own (rows are limited by count), so every
-//!   hop accepts [`MAX_MESSAGE_BYTES`], a multiple of the WAL bound.
+//! - Answers that could grow without bound — a range page, a page of a key's history, a
+//!   change-feed batch — stop growing once they hold [`REPLY_TARGET_BYTES`], and say that more
+//!   follows; each holds at least one row or record, so at most one whole row (≤ 110 kB) or one
+//!   commit record (≤ [`MAX_FRAME_BYTES`]) over the target. Every hop accepts
+//!   [`MAX_MESSAGE_BYTES`], a multiple of the WAL bound.
 //!
 //! Every server and client (client → compute, compute → safekeepers, safekeeper → peers,
 //! pageserver and replicas ← safekeepers, compute → pageserver, history and the change feed)
@@ -45,6 +48,24 @@ pub const MAX_WAL_MESSAGE_BYTES: usize = MAX_FRAME_BYTES + MESSAGE_HEADROOM;
 /// `transaction_too_large` rather than a transport error.
 pub const MAX_MESSAGE_BYTES: usize = MAX_WAL_MESSAGE_BYTES.next_power_of_two() * 4;
 
+/// A range page, a page of history or a change-feed batch stops growing once it holds this
+/// many bytes of keys, values and records (it always holds at least one).
+pub const REPLY_TARGET_BYTES: usize = 4 << 20;
+
+/// Cuts `entries` (a key's history, oldest first) once they hold [`REPLY_TARGET_BYTES`] of
+/// values, keeping at least one; returns whether it cut (more follow the last one kept).
+pub fn cap_history(entries: &mut Vec<crate::proto::HistoryEntry>) -> bool {
+    let mut bytes = 0;
+    for (i, e) in entries.iter().enumerate() {
+        bytes += e.value.as_ref().map_or(0, |v| v.len()) + 32;
+        if bytes >= REPLY_TARGET_BYTES && i + 1 < entries.len() {
+            entries.truncate(i + 1);
+            return true;
+        }
+    }
+    false
+}
+
 const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
@@ -54,6 +75,8 @@ const _: () = assert!(MAX_WAL_MESSAGE_BYTES <= MAX_MESSAGE_BYTES);
 const _: () = assert!(MAX_FRAME_BYTES <= crate::wal::MAX_FRAME_PAYLOAD);
 const _: () = assert!(MAX_FRAME_BYTES > MAX_TRANSACTION_SIZE && MAX_FRAME_BYTES > MAX_BATCH_BYTES);
 const _: () = assert!(MAX_WAL_MESSAGE_BYTES > 4 << 20);
+// A capped answer (the target, then one more row or one more commit record) fits.
+const _: () = assert!(REPLY_TARGET_BYTES + MAX_WAL_MESSAGE_BYTES <= MAX_MESSAGE_BYTES);
 
 /// Applies [`MAX_MESSAGE_BYTES`] as the encode and decode limit of a generated gRPC client or
 /// server (`SafekeeperClient::new(channel)`, `PageserverServer::new(service)`, ...).

@@ -46,13 +46,34 @@ impl Overlay {
 
     /// Up to `limit` (0: all) live rows of `[begin, end)`, in key order or reversed, with a
     /// flag saying whether more may follow. `fetch(begin, end, limit)` reads one page of the
-    /// source in the same direction.
+    /// source in the same direction; it may answer fewer rows than asked, saying more follow.
+    /// A caller wanting every row reads again after the last row while the flag is set.
     pub async fn read_range<F, Fut>(
         &self,
         begin: Bytes,
         end: Bytes,
         limit: usize,
         reverse: bool,
+        fetch: F,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool)>
+    where
+        F: FnMut(Bytes, Bytes, usize) -> Fut,
+        Fut: Future<Output = Result<Page>>,
+    {
+        self.read_range_capped(begin, end, limit, reverse, 0, fetch)
+            .await
+    }
+
+    /// [`Overlay::read_range`], stopping once the rows hold `max_bytes` of keys and values
+    /// (0: no cap; at least one row is kept) and then saying more follow: the answer is a
+    /// prefix of the range in scan order, whatever the cap cut.
+    pub async fn read_range_capped<F, Fut>(
+        &self,
+        begin: Bytes,
+        end: Bytes,
+        limit: usize,
+        reverse: bool,
+        max_bytes: usize,
         mut fetch: F,
     ) -> Result<(Vec<(Bytes, Bytes)>, bool)>
     where
@@ -96,7 +117,8 @@ impl Overlay {
             if cut {
                 page.truncate(limit);
             }
-            return Ok((page, more || cut));
+            let capped = cap_bytes(&mut page, max_bytes);
+            return Ok((page, more || cut || capped));
         }
         // Each entry hides at most one source row, so asking for that many more usually
         // settles the answer in one page; a cleared range can hide any number, so pages
@@ -117,13 +139,24 @@ impl Overlay {
                     // allows, a read that reached its limit exactly says more may follow.
                     let more =
                         limit > 0 && (live.len() > limit || (narrowed && live.len() >= limit));
-                    return Ok((Self::cut(live, limit), more));
+                    let mut live = Self::cut(live, limit);
+                    let capped = cap_bytes(&mut live, max_bytes);
+                    return Ok((live, more || capped));
                 }
             };
             // Only what lies up to where this page ended is known.
-            let live = Self::merge(rows.clone(), &own, Some(&settled), reverse);
-            if live.len() >= limit {
-                return Ok((Self::cut(live, limit), true));
+            let mut live = Self::merge(rows.clone(), &own, Some(&settled), reverse);
+            // Without a limit, a page whose rows this overlay all hid answers nothing yet:
+            // read on rather than return an empty page that says more follow.
+            let enough = if limit == 0 {
+                !live.is_empty()
+            } else {
+                live.len() >= limit
+            };
+            if enough || cap_bytes(&mut live, max_bytes) {
+                let mut live = Self::cut(live, limit);
+                cap_bytes(&mut live, max_bytes);
+                return Ok((live, true));
             }
             if reverse {
                 hi = settled;
@@ -168,6 +201,23 @@ impl Overlay {
         }
         rows
     }
+}
+
+/// Cuts `rows` once they hold `max_bytes` of keys and values (0: never), keeping at least
+/// one; returns whether it cut.
+fn cap_bytes(rows: &mut Vec<(Bytes, Bytes)>, max_bytes: usize) -> bool {
+    if max_bytes == 0 {
+        return false;
+    }
+    let mut bytes = 0;
+    for (i, (k, v)) in rows.iter().enumerate() {
+        bytes += k.len() + v.len();
+        if bytes >= max_bytes && i + 1 < rows.len() {
+            rows.truncate(i + 1);
+            return true;
+        }
+    }
+    false
 }
 
 /// The smallest key after `key` (`key` followed by a zero byte).
@@ -291,5 +341,76 @@ mod tests {
             };
             assert_eq!(asked, want_asked, "reverse {reverse}");
         }
+    }
+
+    /// Reads all of `[k00, k50)` through `overlay` the way a client does: page after page,
+    /// from after the last row while more follow, from a source that answers at most five
+    /// rows a page, with answers capped at `max_bytes`.
+    async fn read_all(overlay: &Overlay, reverse: bool, max_bytes: usize) -> Vec<String> {
+        let (mut lo, mut hi) = (b("k00"), b("k50"));
+        let mut all = Vec::new();
+        loop {
+            let (rows, more) = overlay
+                .read_range_capped(lo.clone(), hi.clone(), 0, reverse, max_bytes, |l, h, _| {
+                    source(l, h, 5, reverse)
+                })
+                .await
+                .unwrap();
+            assert!(
+                !(more && rows.is_empty()),
+                "an empty page saying more follow"
+            );
+            let last = rows.last().map(|(k, _)| k.clone());
+            all.extend(keys(&rows));
+            match last {
+                Some(last) if more => {
+                    if reverse {
+                        hi = last;
+                    } else {
+                        lo = successor(&last);
+                    }
+                }
+                _ => return all,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn paged_sources_and_byte_caps_still_give_every_row() {
+        // A clear hides whole pages of the source; a set lands in the middle of it.
+        let overlay = Overlay {
+            entries: [(b("k20"), Some(b("own")))].into_iter().collect(),
+            cleared: vec![(b("k00"), b("k30"))],
+        };
+        let mut want: Vec<String> = std::iter::once("k20".to_string())
+            .chain((30..50).map(|i| format!("k{i:02}")))
+            .collect();
+        for max_bytes in [0, 1, 12, 1 << 20] {
+            assert_eq!(
+                read_all(&overlay, false, max_bytes).await,
+                want,
+                "cap {max_bytes}"
+            );
+        }
+        want.reverse();
+        for max_bytes in [0, 1, 12] {
+            assert_eq!(
+                read_all(&overlay, true, max_bytes).await,
+                want,
+                "reverse, cap {max_bytes}"
+            );
+        }
+        // With nothing laid over the source, the cap still cuts its pages: five bytes a row,
+        // so the third reaches twelve.
+        let (rows, more) = Overlay::default()
+            .read_range_capped(b("k00"), b("k50"), 0, false, 12, |l, h, n| {
+                source(l, h, n, false)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (keys(&rows), more),
+            (vec!["k00".into(), "k01".into(), "k02".into()], true)
+        );
     }
 }

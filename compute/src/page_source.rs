@@ -64,8 +64,19 @@ impl PageSource for GrpcPageSource {
         Ok((rows, resp.more))
     }
 
-    async fn history(&self, req: HistoryRequest) -> Result<Vec<HistoryEntry>> {
-        Ok(self.client.clone().history(req).await?.into_inner().entries)
+    async fn history(&self, mut req: HistoryRequest) -> Result<Vec<HistoryEntry>> {
+        // Page by page: each answer stops at the reply's byte target. The compute always
+        // names the last version (it is never 0, "the latest", here), so the pages agree.
+        let mut all = Vec::new();
+        loop {
+            let page = self.client.clone().history(req.clone()).await?.into_inner();
+            let next = page.entries.last().map(|e| e.version + 1);
+            all.extend(page.entries);
+            match next {
+                Some(from) if page.more && from <= req.to_version => req.from_version = from,
+                _ => return Ok(all),
+            }
+        }
     }
 
     async fn version_at(&self, req: VersionAtRequest) -> Result<Version> {

@@ -9,6 +9,7 @@
 //! A pageserver error is the read's error: nothing is cached from a failed read, so a later
 //! read asks again.
 
+use ferrisdb_common::message_size::REPLY_TARGET_BYTES;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -229,9 +230,17 @@ impl TierReader {
     ) -> Result<RangeRows> {
         let (hot, at) = self.hot.range(&begin, &end, version, limit, reverse);
         self.counted.range_reads.inc();
-        hot.read_range(begin, end, limit, reverse, |lo, hi, n| {
-            self.pageserver_range(lo, hi, n, reverse, at)
-        })
+        // Capped in bytes as well as rows: a range of large values (or `limit` 0, every row)
+        // would otherwise make an answer no hop can carry. The client reads on after the last
+        // row while `more` is set.
+        hot.read_range_capped(
+            begin,
+            end,
+            limit,
+            reverse,
+            REPLY_TARGET_BYTES,
+            |lo, hi, n| self.pageserver_range(lo, hi, n, reverse, at),
+        )
         .await
     }
 
@@ -275,7 +284,8 @@ impl TierReader {
         let (target_bytes, min_rows) = if ask_for > limit {
             ((MAX_CHUNK_BYTES / 2) as u64, limit + 1)
         } else {
-            (0, 0)
+            // Any other page stops at the reply target (see read_range).
+            (REPLY_TARGET_BYTES as u64, 1)
         };
         let req = PageGetRangeRequest {
             database: self.database.clone(),

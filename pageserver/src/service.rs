@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use std::time::Duration;
 
+use ferrisdb_common::message_size::REPLY_TARGET_BYTES;
 use ferrisdb_common::proto::pageserver_server::Pageserver;
 use ferrisdb_common::proto::{
     ChangesBatch, ChangesRequest, CheckpointRequest, CommittedRecord, CreateBranchRequest,
@@ -11,8 +12,8 @@ use ferrisdb_common::proto::{
     PageGetRangeRequest, PageGetRangeResponse, PageGetRequest, PageGetResponse, PageserverStatus,
     PageserverStatusRequest, VersionAtRequest, VersionAtResponse,
 };
-use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Result, Version};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -41,14 +42,25 @@ async fn feed(
         let records = t.records_batch(after, FEED_BATCH).await?;
         // Batches that changed nothing (the compute's idle heartbeats, commits of conflict
         // ranges only) are no change: the feed skips them.
-        let changed: Vec<&WalRecord> = records.iter().filter(|r| !r.mutations.is_empty()).collect();
-        for chunk in changed.chunks(FEED_BATCH) {
-            let batch = ChangesBatch {
-                records: chunk.iter().map(|r| CommittedRecord::from(*r)).collect(),
-            };
-            if tx.send(Ok(batch)).await.is_err() {
-                return Ok(());
+        // A batch is cut by count and by bytes: a few commits of the largest legal size
+        // would otherwise make one message no hop can carry, and the feed could never get
+        // past them.
+        let mut batch = ChangesBatch::default();
+        let mut bytes = 0;
+        let changed = records.iter().filter(|r| !r.mutations.is_empty());
+        for r in changed {
+            let record = CommittedRecord::from(r);
+            bytes += record.encoded_len();
+            batch.records.push(record);
+            if batch.records.len() >= FEED_BATCH || bytes >= REPLY_TARGET_BYTES {
+                if tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                    return Ok(());
+                }
+                bytes = 0;
             }
+        }
+        if !batch.records.is_empty() && tx.send(Ok(batch)).await.is_err() {
+            return Ok(());
         }
         if let Some(last) = records.last() {
             after = last.version;
@@ -153,7 +165,7 @@ impl Pageserver for PageserverService {
         } else {
             Version(req.to_version)
         };
-        let entries = t
+        let mut entries = t
             .history(&req.key, Version(req.from_version), to)
             .await?
             .into_iter()
@@ -163,7 +175,8 @@ impl Pageserver for PageserverService {
                 value,
             })
             .collect();
-        Ok(Response::new(HistoryResponse { entries }))
+        let more = ferrisdb_common::message_size::cap_history(&mut entries);
+        Ok(Response::new(HistoryResponse { entries, more }))
     }
 
     async fn version_at(
