@@ -43,9 +43,9 @@ pub const MESSAGE_HEADROOM: usize = 1 << 20;
 pub const MAX_WAL_MESSAGE_BYTES: usize = MAX_FRAME_BYTES + MESSAGE_HEADROOM;
 
 /// The limit every FerrisDB gRPC server and client encodes and decodes with: the WAL bound
-/// rounded up to a power of two, times four for range answers (bounded by row count, not
-/// bytes). An over-limit transaction below this still reaches the size check and gets
-/// `transaction_too_large` rather than a transport error.
+/// rounded up to a power of two, times four: room for a capped answer (the reply target plus
+/// one record) with a wide margin. An over-limit transaction below this still reaches the
+/// size check and gets `transaction_too_large` rather than a transport error.
 pub const MAX_MESSAGE_BYTES: usize = MAX_WAL_MESSAGE_BYTES.next_power_of_two() * 4;
 
 /// A range page, a page of history or a change-feed batch stops growing once it holds this
