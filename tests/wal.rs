@@ -502,6 +502,29 @@ async fn two_computes_for_one_database_never_both_commit() {
     let refused = put(&first, "after-fencing".into(), "x".into()).await;
     assert_eq!(refused.map_err(|e| e.kind()), Err(ErrorKind::Fenced));
 
+    // Given both endpoints, the fenced one first, an explicit transaction (the shell's kind,
+    // committed once, not retried) is refused with `fenced`, and the next one goes to the
+    // new primary and commits (found by an outside audit: the shell kept choosing the fenced
+    // compute for as long as it lived).
+    let both = Database::connect(&format!("{},http://127.0.0.1:{other}", cluster.endpoint()))
+        .await
+        .unwrap();
+    let tx = both.create_transaction();
+    tx.set("explicit", "1");
+    assert_eq!(
+        tx.commit().await.map_err(|e| e.kind()),
+        Err(ErrorKind::Fenced)
+    );
+    let tx = both.create_transaction();
+    tx.set("explicit", "2");
+    let committed = tx.commit().await.unwrap();
+    let tx = second.create_transaction();
+    tx.set_read_version(committed).unwrap();
+    assert_eq!(
+        tx.get("explicit").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+
     // Nothing acknowledged is lost, nothing refused appears, nothing is duplicated.
     let mut outcomes = BTreeMap::new();
     for (k, v, r) in a.into_iter().chain(b) {

@@ -466,10 +466,22 @@ impl Database {
         ))))
     }
 
-    /// A new transaction; most code wants [`Database::run`] instead.
+    /// A new transaction; most code wants [`Database::run`] instead. If its commit is refused
+    /// by a compute that cannot commit (fenced, read-only, unreachable) and other endpoints
+    /// were given, the next transaction goes to the next one, as `run` would: the shell's and
+    /// an application's own transactions find the new primary after a failover too.
     pub fn create_transaction(&self) -> Transaction {
-        let (_, conn) = self.endpoints.current();
-        Transaction::new(conn, self.database.clone())
+        let (endpoint, conn) = self.endpoints.current();
+        let tx = Transaction::new(conn, self.database.clone());
+        if self.endpoints.clients.len() < 2 {
+            return tx;
+        }
+        let endpoints = self.endpoints.clone();
+        tx.reporting_refusals(crate::transaction::OnRefusal(Arc::new(move |kind| {
+            if wants_other_endpoint(kind) {
+                endpoints.fail_over(endpoint);
+            }
+        })))
     }
 
     /// Runs `body` in a transaction and commits it, retrying the whole transaction on

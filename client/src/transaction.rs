@@ -87,6 +87,18 @@ fn unreadable(key: &[u8]) -> Error {
     ))
 }
 
+/// What a transaction tells its [`crate::Database`] when its commit was refused in a way
+/// another endpoint may not refuse (the compute was fenced, is read-only, or unreachable), so
+/// the next transaction goes elsewhere.
+#[derive(Clone)]
+pub(crate) struct OnRefusal(pub(crate) Arc<dyn Fn(ErrorKind) + Send + Sync>);
+
+impl std::fmt::Debug for OnRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnRefusal")
+    }
+}
+
 /// A FoundationDB-style transaction. Cheap to clone: clones share one transaction, which is
 /// what lets `Database::run` hand one to a closure and still commit it afterwards.
 #[derive(Debug, Clone)]
@@ -96,6 +108,7 @@ pub struct Transaction {
     state: Arc<Mutex<State>>,
     /// Reads through this handle add no read conflicts (see [`Transaction::snapshot`]).
     snapshot: bool,
+    on_refusal: Option<OnRefusal>,
 }
 
 /// The first key after `key` in byte order.
@@ -112,7 +125,14 @@ impl Transaction {
             database,
             state: Arc::default(),
             snapshot: false,
+            on_refusal: None,
         }
+    }
+
+    /// The same transaction, reporting a refused commit to `on_refusal`.
+    pub(crate) fn reporting_refusals(mut self, on_refusal: OnRefusal) -> Transaction {
+        self.on_refusal = Some(on_refusal);
+        self
     }
 
     /// The same transaction, read at snapshot isolation: reads through the returned handle
@@ -655,7 +675,15 @@ impl Transaction {
             write_conflicts,
             mutations,
         };
-        let response = self.conn.commit(req).await?;
+        let response = match self.conn.commit(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(OnRefusal(report)) = &self.on_refusal {
+                    report(e.kind());
+                }
+                return Err(e);
+            }
+        };
         let version = Version(response.version);
         let mut s = self.state()?;
         s.committed = Some(version);

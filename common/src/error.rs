@@ -149,7 +149,9 @@ impl ErrorKind {
             | ErrorKind::TransactionTooLarge
             | ErrorKind::InvalidArgument => Code::InvalidArgument,
             ErrorKind::DatabaseNotFound => Code::NotFound,
-            ErrorKind::FutureVersion => Code::DeadlineExceeded,
+            // Not yet: asking again later succeeds, which is what UNAVAILABLE tells a generic
+            // gRPC client (DEADLINE_EXCEEDED read as the client's own deadline running out).
+            ErrorKind::FutureVersion => Code::Unavailable,
             ErrorKind::VersionTooOld => Code::OutOfRange,
             ErrorKind::Unavailable => Code::Unavailable,
             ErrorKind::Fenced => Code::PermissionDenied,

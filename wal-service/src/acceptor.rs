@@ -80,6 +80,9 @@ pub struct AcceptorStatus {
     pub damage: Option<Damage>,
     /// Appends refused since start because their bytes differed from the log held.
     pub wal_mismatches: u64,
+    /// Started empty while the peers held the database's log: no votes until caught up
+    /// (see [`Acceptor::start_recovering`]).
+    pub recovering: bool,
 }
 
 /// A damaged stretch of the log: from the first bad frame to the end the log must reach again
@@ -225,7 +228,29 @@ impl Acceptor {
             disk_bytes: self.log.disk_bytes(),
             damage: self.damage,
             wal_mismatches: self.wal_mismatches,
+            recovering: self.control.recovering,
         }
+    }
+
+    /// Whether this acceptor has never promised anything for the database, nor held a log
+    /// of it: it cannot tell a new database from one whose log it lost.
+    pub fn is_pristine(&self) -> bool {
+        self.control.term == 0 && self.control.history.is_empty() && !self.control.recovering
+    }
+
+    /// Records that this acceptor lost the log its peers hold (it is pristine, and a peer has
+    /// a term history). Until a primary elected by the others brings it up to date, it
+    /// refuses votes: with its empty log it could otherwise make a majority with a lagging
+    /// peer that elects a log without commits only the lost disk and an absent peer held.
+    pub fn start_recovering(&mut self) -> Result<()> {
+        if self.control.recovering {
+            return Ok(());
+        }
+        let mut next = self.control.clone();
+        next.recovering = true;
+        next.store(&self.dir)?;
+        self.control = next;
+        Ok(())
     }
 
     /// Appends refused since start because their bytes differed from the log held.
@@ -414,6 +439,13 @@ impl Acceptor {
         // A damaged log could make it the donor of a log with a hole: no vote until repaired.
         self.check_intact()?;
         self.check_term_step(term)?;
+        if self.control.recovering {
+            return Err(Error::unavailable(
+                "this safekeeper started without the log its peers hold (a wiped or replaced \
+                 disk): it votes again once a primary elected by the others has brought it up \
+                 to date",
+            ));
+        }
         if term <= self.control.term {
             return Ok((false, self.status()));
         }
@@ -632,6 +664,7 @@ impl Acceptor {
         let flush = self.log.flush_lsn();
         if synced.is_ok() {
             self.control.commit_lsn = self.control.commit_lsn.max(commit.min(flush));
+            self.end_recovery(commit, flush);
         }
         results
             .into_iter()
@@ -640,6 +673,30 @@ impl Acceptor {
                 (_, r) => r.map(|()| flush),
             })
             .collect()
+    }
+
+    /// Ends recovery once this log holds everything committed in the current term: its
+    /// proposer (elected by a majority without this acceptor, and so holding every commit)
+    /// reports a commit position past where its term began, and the log reaches it.
+    fn end_recovery(&mut self, proposer_commit: Lsn, flush: Lsn) {
+        let term_start = self.control.history.last().map(|s| s.lsn);
+        let caught_up =
+            term_start.is_some_and(|start| proposer_commit >= start) && proposer_commit <= flush;
+        if !self.control.recovering || !caught_up {
+            return;
+        }
+        let mut next = self.control.clone();
+        next.recovering = false;
+        match next.store(&self.dir) {
+            Ok(()) => {
+                tracing::info!(dir = %self.dir.display(), commit = proposer_commit, "caught up with the log the peers hold: voting again");
+                self.control = next;
+            }
+            // Still recovering on disk: the next append tries again.
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot record the end of recovery")
+            }
+        }
     }
 
     fn write_one(&mut self, req: &AppendArgs<'_>) -> Result<()> {
@@ -907,6 +964,53 @@ mod tests {
             starts,
             end,
         }
+    }
+
+    /// An acceptor that lost its log refuses votes, across restarts, until the proposer of a
+    /// term it joined by `Elected` reports a commit past its term's start that this log holds.
+    #[test]
+    fn a_recovering_acceptor_votes_again_once_it_holds_what_its_term_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert!(a.is_pristine());
+        // What it got back of term 1 before its peers told it more exists.
+        a.vote(1, P).unwrap();
+        elect(&mut a, 1, &[ts(1, 0)], 0).unwrap();
+        let f1 = frame(0, 1);
+        let end1 = a.append(1, sess(&a), 0, &f1, 0).unwrap();
+        a.start_recovering().unwrap();
+        assert!(!a.is_pristine());
+        assert_eq!(a.vote(5, P).unwrap_err().kind(), ErrorKind::Unavailable);
+        drop(a);
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert!(
+            a.status().recovering,
+            "forgot it is recovering across a restart"
+        );
+        assert_eq!(a.vote(5, P).unwrap_err().kind(), ErrorKind::Unavailable);
+        // The others elected term 5 from a donor whose log went on to `end2`.
+        let f2 = frame(end1, 2);
+        let end2 = end1 + f2.len() as u64;
+        elect(&mut a, 5, &[ts(1, 0), ts(5, end2)], 0).unwrap();
+        // The proposer streams what it lacks, reporting the old commit position ...
+        a.append(5, sess(&a), end1, &f2, end1).unwrap();
+        assert!(
+            a.status().recovering,
+            "ended before its term committed anything"
+        );
+        // ... then a commit past this log's end does not end recovery either ...
+        a.append(5, sess(&a), end2, &[], end2 + 1_000).unwrap();
+        assert!(a.status().recovering, "ended at a commit it does not hold");
+        // ... and its term's commit within what this log holds does, durably.
+        drop(a);
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        elect(&mut a, 5, &[ts(1, 0), ts(5, end2)], 0).unwrap();
+        a.append(5, sess(&a), end2, &[], end2).unwrap();
+        assert!(!a.status().recovering);
+        assert!(a.vote(6, P).unwrap().0);
+        drop(a);
+        let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert!(!a.status().recovering);
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub struct Control {
     /// checksum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposer: Option<String>,
+    /// Set when this acceptor started with no state for a database whose log its peers hold
+    /// (its disk was wiped, or it replaces a lost safekeeper): it votes again only once a
+    /// primary elected without it has brought it up to that primary's commit position
+    /// (docs/wal-protocol.md, "Amnesia"). Skipped when unset so other files keep their
+    /// checksum.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovering: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -132,6 +139,7 @@ mod tests {
             reset_pending: false,
             remote_consistent_lsn: 0,
             proposer: Some(format!("{:032x}", 7u128)),
+            recovering: true,
         };
         c.store(dir.path()).unwrap();
         assert_eq!(Control::load(dir.path()).unwrap(), c);

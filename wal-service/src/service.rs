@@ -26,6 +26,8 @@ use crate::durable::DurableReader;
 use crate::metrics::Metrics;
 use crate::timeline::Timeline;
 
+/// How long a pristine safekeeper waits for each peer's status before its first vote.
+const AMNESIA_PEER_TIMEOUT: Duration = Duration::from_secs(1);
 /// How much WAL one streamed chunk carries at most (a larger single record goes whole).
 const READ_CHUNK_BYTES: usize = 1 << 20;
 /// A follower hears from an idle stream this often, so it can tell a quiet log from a dead peer.
@@ -187,6 +189,62 @@ impl SafekeeperState {
                 Err(e)
             }
         }
+    }
+
+    /// Before the first vote of an acceptor that holds nothing of `database`: asks the peers
+    /// whether the database is new. If one of them holds a log of it (a term history), this
+    /// safekeeper lost its own (a wiped disk) or replaces a lost one, and starts recovering
+    /// (no votes until caught up); if a majority of the cluster, this one included, answered
+    /// and none holds a log, the database is new and the vote goes ahead. Otherwise nothing
+    /// can be told yet: `unavailable`, and the next vote asks again. Without peers configured
+    /// there is no one to ask, and the vote goes ahead as it always did.
+    pub async fn check_amnesia(&self, database: &str, t: &Arc<Timeline>) -> Result<()> {
+        use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
+        if self.peers.is_empty() {
+            return Ok(());
+        }
+        let asks = self.peers.iter().map(|peer| async move {
+            let channel = ferrisdb_server_common::auth::peer_channel(peer)?;
+            let mut c = ferrisdb_common::with_message_limits!(SafekeeperClient::new(channel));
+            let req = SafekeeperStatusRequest {
+                database: database.to_string(),
+            };
+            let st = tokio::time::timeout(AMNESIA_PEER_TIMEOUT, c.get_status(req))
+                .await
+                .map_err(|_| Error::unavailable("no answer"))??
+                .into_inner();
+            Ok::<_, Error>((peer, st))
+        });
+        let answers: Vec<_> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some((peer, st)) = answers.iter().find(|(_, st)| !st.history.is_empty()) {
+            tracing::warn!(
+                database,
+                %peer,
+                peer_term = st.term,
+                peer_flush_lsn = st.flush_lsn,
+                "this safekeeper holds nothing of a database whose log a peer holds (a wiped or \
+                 replaced disk): it votes again once a primary has brought it up to date"
+            );
+            t.with(|a| a.start_recovering()).await?;
+            return Err(Error::unavailable(format!(
+                "safekeeper holds none of the log of {database:?} that its peer {peer} holds: \
+                 recovering before it votes"
+            )));
+        }
+        let cluster = self.peers.len() + 1;
+        if answers.len() + 1 < cluster / 2 + 1 {
+            return Err(Error::unavailable(format!(
+                "safekeeper holds nothing of {database:?} and only {} of its {} peers answered: \
+                 it cannot tell a new database from a lost log yet",
+                answers.len(),
+                self.peers.len()
+            )));
+        }
+        Ok(())
     }
 
     /// For each database and peer: the peer's flush and commit positions and how far this
@@ -397,6 +455,9 @@ impl Safekeeper for SafekeeperService {
         let req = req.into_inner();
         let proposer = proposer_id(&req.proposer_id)?;
         let t = self.state.timeline(&req.database).await?;
+        if t.with(|a| Ok(a.is_pristine())).await? {
+            self.state.check_amnesia(&req.database, &t).await?;
+        }
         // What is left of a lease is read under the same lock as the vote, after it: no
         // lease for the older term can be granted once the newer term is promised.
         let (granted, status, lease) = t
