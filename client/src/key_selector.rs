@@ -116,6 +116,14 @@ impl KeySelector {
         } else {
             self.key.clone()
         };
+        // Anchored at `\xff` itself (the end of the user keyspace, a legal anchor in
+        // FoundationDB): no user key lies at or past it, so reading up to `\xff` reads the
+        // same keys as up to `\xff\x00`, a bound the compute refuses as outside the range.
+        let split = if split.as_ref() == b"\xff\x00" {
+            Bytes::from_static(b"\xff")
+        } else {
+            split
+        };
         if self.offset >= 1 {
             (
                 split,
@@ -157,5 +165,26 @@ impl std::ops::Sub<i32> for KeySelector {
     fn sub(mut self, n: i32) -> KeySelector {
         self.offset = self.offset.saturating_sub(n);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Selectors anchored at `\xff` read no bound past it (found by an outside audit:
+    /// `last_less_or_equal("\xff")` was refused as `key_outside_legal_range`).
+    #[test]
+    fn anchors_at_the_end_of_the_keyspace_read_inside_it() {
+        let end = Bytes::from_static(b"\xff");
+        let plan = KeySelector::last_less_or_equal(end.clone()).plan();
+        assert_eq!(plan, (Bytes::new(), end.clone(), true, 1));
+        let plan = (KeySelector::first_greater_than(end.clone()) - 1).plan();
+        assert_eq!(plan, (Bytes::new(), end.clone(), true, 1));
+        let plan = KeySelector::first_greater_than(end.clone()).plan();
+        assert_eq!(plan, (end.clone(), end.clone(), false, 1));
+        // Inside the keyspace nothing changes.
+        let plan = KeySelector::last_less_or_equal("k").plan();
+        assert_eq!(plan, (Bytes::new(), Bytes::from_static(b"k\x00"), true, 1));
     }
 }
