@@ -314,7 +314,22 @@ impl Database {
         let mut retries = 0u32;
         loop {
             let (i, conn) = self.endpoints.current();
-            match f(conn.client).await {
+            // One call that hangs (a compute waiting on a stopped pageserver) is cut at what
+            // is left of the retry budget: the timeout bounds the whole call.
+            let left = match self.retry.timeout {
+                // No time for retries still leaves the one call.
+                Duration::ZERO => Duration::MAX,
+                timeout => timeout.saturating_sub(started.elapsed()),
+            };
+            let answer = tokio::time::timeout(left, f(conn.client))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::unavailable(format!(
+                        "no answer within the {:?} timeout",
+                        self.retry.timeout
+                    )))
+                });
+            match answer {
                 Err(e)
                     if wants_other_endpoint(e.kind())
                         && tries + 1 < self.endpoints.clients.len() =>
@@ -400,7 +415,102 @@ impl Database {
     /// (`Version(0)`: from the oldest commit still retained), in commit order, each with its
     /// mutations in the order they applied. With `follow` the stream keeps delivering new
     /// commits; without it, it ends once caught up.
+    ///
+    /// A followed feed outlives the compute it was opened on: when that stream breaks (the
+    /// compute restarted, failed over, or scaled to zero and woke), it is opened again after
+    /// the last record delivered — on the next endpoint if several were given — so no record
+    /// is missed or repeated. It gives up, yielding the error, once reopening has failed for
+    /// the retry bounds of [`RetryOptions`] (a stream that stayed up a second or delivered a
+    /// record starts the count again).
     pub async fn changes(
+        &self,
+        from: Version,
+        follow: bool,
+    ) -> Result<impl futures::Stream<Item = Result<WalRecord>> + use<>> {
+        use futures::StreamExt;
+        let first = self.open_changes(from, follow).await?;
+        if !follow {
+            return Ok(first.boxed());
+        }
+        /// A followed feed: where the next record starts, the open stream and when it was
+        /// opened, and the failures since it last worked.
+        struct Follow {
+            db: Database,
+            next: Version,
+            records: Option<futures::stream::BoxStream<'static, Result<WalRecord>>>,
+            opened_at: Instant,
+            reopened: u32,
+            failing_since: Option<Instant>,
+            done: bool,
+        }
+        let state = Follow {
+            db: self.clone(),
+            next: from,
+            records: Some(first.boxed()),
+            opened_at: Instant::now(),
+            reopened: 0,
+            failing_since: None,
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, |mut s| async move {
+            loop {
+                if s.done {
+                    return None;
+                }
+                let failure = match s.records.as_mut() {
+                    None => match s.db.open_changes(s.next, true).await {
+                        Ok(records) => {
+                            s.records = Some(records.boxed());
+                            s.opened_at = Instant::now();
+                            continue;
+                        }
+                        Err(e) => e,
+                    },
+                    Some(records) => match records.next().await {
+                        Some(Ok(record)) => {
+                            s.next = Version(record.version.0.saturating_add(1));
+                            (s.reopened, s.failing_since) = (0, None);
+                            return Some((Ok(record), s));
+                        }
+                        broke => {
+                            // A stream that had been up a while broke: a new failure.
+                            if s.opened_at.elapsed() >= Duration::from_secs(1) {
+                                (s.reopened, s.failing_since) = (0, None);
+                            }
+                            match broke {
+                                Some(Err(e)) => e,
+                                // A followed stream does not end on its own: its compute
+                                // went away.
+                                _ => Error::unavailable("the change feed's stream ended"),
+                            }
+                        }
+                    },
+                };
+                s.records = None;
+                let since = *s.failing_since.get_or_insert_with(Instant::now);
+                let retry = &s.db.retry;
+                let within = s.reopened < retry.max_retries
+                    && since.elapsed() < retry.timeout
+                    && (failure.kind() == ErrorKind::Unavailable
+                        || wants_other_endpoint(failure.kind()));
+                if !within {
+                    s.done = true;
+                    return Some((Err(failure), s));
+                }
+                tracing::debug!(error = %failure, from = %s.next, "opening the change feed again");
+                s.reopened += 1;
+                let pause = retry
+                    .initial_backoff
+                    .saturating_mul(1 << s.reopened.min(8))
+                    .min(retry.max_backoff);
+                tokio::time::sleep(pause).await;
+            }
+        })
+        .boxed())
+    }
+
+    /// Opens the change feed once (see [`Database::changes`]).
+    async fn open_changes(
         &self,
         from: Version,
         follow: bool,
