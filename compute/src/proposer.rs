@@ -540,8 +540,10 @@ impl Proposer {
                     match answer {
                         Ok(a) if a.granted && a.term == me.term => me.lease.granted(i, sent),
                         Ok(a) if a.term > me.term => me.fence(format!(
-                            "safekeeper {i} promised term {}, newer than ours ({})",
-                            a.term, me.term
+                            "safekeeper {} promised term {}, newer than ours ({})",
+                            i + 1,
+                            a.term,
+                            me.term
                         )),
                         // Not (yet) ours, or unreachable: the lease runs out unless others grant.
                         _ => {}
@@ -601,7 +603,8 @@ impl Proposer {
                 match answer {
                     Ok(status) if status.get_ref().term > self.term => {
                         let why = format!(
-                            "safekeeper {i} promised term {}, newer than ours ({})",
+                            "safekeeper {} promised term {}, newer than ours ({})",
+                            i + 1,
                             status.get_ref().term,
                             self.term
                         );
@@ -616,7 +619,7 @@ impl Proposer {
                     }
                     Err(status) => {
                         failed += 1;
-                        last_error = format!("safekeeper {i}: {}", status.message());
+                        last_error = format!("safekeeper {}: {}", i + 1, status.message());
                         if failed > self.clients.len() - majority {
                             break;
                         }
@@ -624,9 +627,9 @@ impl Proposer {
                 }
             }
             Err(Error::unavailable(format!(
-                "cannot confirm term {} on a safekeeper majority ({confirmed} of {} confirmed, \
-                 {majority} needed; last error: {last_error}): refusing to hand out a read \
-                 version that might be stale",
+                "cannot confirm term {} on a safekeeper majority (of {}, {failed} failed and \
+                 {confirmed} confirmed before the check gave up; {majority} needed; last error: \
+                 {last_error}): refusing to hand out a read version that might be stale",
                 self.term,
                 self.clients.len()
             )))
@@ -846,7 +849,7 @@ impl Proposer {
             match result {
                 Err(e) if e.kind() == ErrorKind::Fenced => self.fence(e.message().to_string()),
                 Err(e) if was_up => {
-                    tracing::warn!(database = %self.database, safekeeper = i, error = %e, "safekeeper down");
+                    tracing::warn!(database = %self.database, safekeeper = i + 1, error = %e, "safekeeper down");
                 }
                 _ => {}
             }
@@ -873,7 +876,7 @@ impl Proposer {
             p.up = true;
             p.flush = Some(flush);
         });
-        tracing::info!(database = %self.database, safekeeper = i, flush, "safekeeper in sync for term {}", self.term);
+        tracing::info!(database = %self.database, safekeeper = i + 1, flush, "safekeeper in sync for term {}", self.term);
         let mut positions = self.positions.subscribe();
         let mut sent = flush;
         let mut commit_sent = 0;
@@ -899,7 +902,7 @@ impl Proposer {
             // Checked at each wake-up rather than on a timer of its own: under load every
             // batch wakes this task, and without load nothing waits on the laggard for long.
             if !slow && unanswered.slow(tokio::time::Instant::now(), slow_after) {
-                tracing::debug!(database = %self.database, safekeeper = i, "safekeeper slow to answer: nobody lags");
+                tracing::debug!(database = %self.database, safekeeper = i + 1, "safekeeper slow to answer: nobody lags");
                 slow = true;
                 self.update_peer(i, |p| p.slow = true);
             }
