@@ -35,6 +35,17 @@ fn value(key: &str) -> Bytes {
     )
 }
 
+/// `rows` (in key order) as a range read with `limit` (0: none) and `reverse` answers them.
+fn scan_order(mut rows: Vec<(Bytes, Bytes)>, limit: usize, reverse: bool) -> Vec<(Bytes, Bytes)> {
+    if reverse {
+        rows.reverse();
+    }
+    if limit > 0 {
+        rows.truncate(limit);
+    }
+    rows
+}
+
 /// Commits `n` values of 100 kB under `prefix`; returns the keys and the commit version.
 async fn commit_values(db: &Database, prefix: &str, n: usize) -> (Vec<String>, Version) {
     let keys: Vec<String> = (0..n).map(|i| format!("{prefix}/{i:03}")).collect();
@@ -175,16 +186,11 @@ async fn transactions_near_the_limit_pass_every_hop() {
             .get_range_opts("big/", "big0", opts)
             .await
             .unwrap();
-        let mut want: Vec<_> = big
+        let all: Vec<_> = big
             .iter()
             .map(|k| (Bytes::from((*k).clone()), value(k)))
             .collect();
-        if reverse {
-            want.reverse();
-        }
-        if limit > 0 {
-            want.truncate(limit);
-        }
+        let want = scan_order(all, limit, reverse);
         assert!(
             got == want,
             "primary range, limit {limit} reverse {reverse}"
@@ -198,19 +204,23 @@ async fn transactions_near_the_limit_pass_every_hop() {
     let mut raw = ferrisdb_common::with_message_limits!(DatabaseClient::new(
         ferrisdb_common::net::channel(&cluster.endpoint()).unwrap()
     ));
-    let page = raw
-        .get_range(GetRangeRequest {
-            database: "default".into(),
-            begin: Bytes::from_static(b"big/"),
-            end: Bytes::from_static(b"big0"),
-            version: 0,
-            limit: 0,
-            reverse: false,
-            latest: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ranges = raw.clone();
+    let first_page = move |begin: &'static [u8], end: &'static [u8]| {
+        let mut raw = ranges.clone();
+        async move {
+            let req = GetRangeRequest {
+                database: "default".into(),
+                begin: Bytes::from_static(begin),
+                end: Bytes::from_static(end),
+                version: 0,
+                limit: 0,
+                reverse: false,
+                latest: true,
+            };
+            raw.get_range(req).await.unwrap().into_inner()
+        }
+    };
+    let page = first_page(b"big/", b"big0").await;
     assert!(
         page.more && !page.kvs.is_empty() && page.kvs.len() < big.len(),
         "one page of the whole range: {} rows, more {}",
@@ -250,6 +260,78 @@ async fn transactions_near_the_limit_pass_every_hop() {
         "history of 45 versions of 100 kB: {} entries",
         got.len()
     );
+    // The largest keys: pages counted in keys and values both (60 keys of 10,000 bytes with
+    // 100 kB values, 6.6 MB: two pages at least), read whole forwards and backwards and with a
+    // limit, and a 10,000-byte key's history over pages. Empty and inverted ranges read
+    // nothing, and `scan` says so rather than failing.
+    let long_key = |i: u8| {
+        let mut k = vec![b'L'; MAX_KEY_SIZE];
+        k[MAX_KEY_SIZE - 1] = i;
+        Bytes::from(k)
+    };
+    let long_value = |i: u8| Bytes::from(vec![i; MAX_VALUE_SIZE]);
+    let tx = db.create_transaction();
+    for i in 0..60u8 {
+        tx.set(long_key(i), long_value(i));
+    }
+    tx.commit().await.unwrap();
+    let (lo, hi) = (Bytes::from_static(b"L"), Bytes::from_static(b"M"));
+    let page = first_page(b"L", b"M").await;
+    assert!(page.more && page.kvs.len() < 60, "{} rows", page.kvs.len());
+    let want: Vec<(Bytes, Bytes)> = (0..60u8).map(|i| (long_key(i), long_value(i))).collect();
+    for (limit, reverse) in [(0, false), (0, true), (50, false), (50, true)] {
+        let opts = RangeOptions {
+            limit,
+            reverse,
+            ..RangeOptions::default()
+        };
+        let got = db
+            .create_transaction()
+            .get_range_opts(lo.clone(), hi.clone(), opts)
+            .await
+            .unwrap();
+        let want = scan_order(want.clone(), limit, reverse);
+        assert!(
+            got == want,
+            "largest keys, limit {limit} reverse {reverse}: {} rows",
+            got.len()
+        );
+    }
+    let tx = db.create_transaction();
+    for (b, e) in [(&lo, &lo), (&hi, &lo)] {
+        let got = tx.get_range(b.clone(), e.clone(), 0).await.unwrap();
+        assert!(got.is_empty(), "{b:?}..{e:?}");
+    }
+    let (ok, out, err) = cli(&[
+        "scan",
+        "M",
+        "L",
+        "--endpoint",
+        &cluster.endpoint(),
+        "--json",
+    ]);
+    assert!(ok, "an inverted scan: {out} {err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["rows"],
+        serde_json::json!([])
+    );
+    let mut written = Vec::new();
+    for i in 0..45u8 {
+        let tx = db.create_transaction();
+        tx.set(long_key(200), long_value(i));
+        written.push((tx.commit().await.unwrap(), Some(long_value(i))));
+    }
+    let h = db
+        .history(long_key(200), Version(0), Version(0))
+        .await
+        .unwrap();
+    let got: Vec<(Version, Option<Bytes>)> = h.into_iter().map(|e| (e.version, e.value)).collect();
+    assert!(
+        got == written,
+        "a long key's history: {} entries",
+        got.len()
+    );
+
     for k in keys.iter().step_by(7) {
         let h = db.history(k.clone(), Version(0), Version(0)).await.unwrap();
         assert_eq!(h.len(), 1, "{k}");

@@ -13,8 +13,8 @@ use ferrisdb_common::net::{ClientTls, SendToken};
 use ferrisdb_common::proto::{ChangesRequest, HistoryRequest, VersionAtRequest};
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result};
-use rand::Rng;
 
+use crate::backoff::Backoff;
 use crate::conn::Conn;
 use crate::outgoing::{Client, Outgoing};
 use crate::transaction::Transaction;
@@ -308,19 +308,13 @@ impl Database {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let started = Instant::now();
-        let mut backoff = self.retry.initial_backoff;
+        let mut backoff = Backoff::new(self.retry);
         let mut tries = 0;
-        let mut retries = 0u32;
         loop {
             let (i, conn) = self.endpoints.current();
             // One call that hangs (a compute waiting on a stopped pageserver) is cut at what
             // is left of the retry budget: the timeout bounds the whole call.
-            let left = match self.retry.timeout {
-                // No time for retries still leaves the one call.
-                Duration::ZERO => Duration::MAX,
-                timeout => timeout.saturating_sub(started.elapsed()),
-            };
+            let left = backoff.remaining().unwrap_or(Duration::MAX);
             let answer = tokio::time::timeout(left, f(conn.client))
                 .await
                 .unwrap_or_else(|_| {
@@ -340,16 +334,9 @@ impl Database {
                 // A compute still starting (woken from scale to zero, restarted) or a moment
                 // without a quorum. These calls read and change nothing, so asking again is
                 // safe, within the bounds `run` keeps.
-                Err(e)
-                    if e.kind() == ErrorKind::Unavailable
-                        && retries < self.retry.max_retries
-                        && started.elapsed() + backoff <= self.retry.timeout =>
-                {
-                    retries += 1;
-                    let sleep = rand::rng().random_range(Duration::ZERO..=backoff);
-                    tracing::debug!(error = %e, retries, ?sleep, "retrying");
-                    tokio::time::sleep(sleep).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                Err(e) if e.kind() == ErrorKind::Unavailable && backoff.allows_retry() => {
+                    tracing::debug!(error = %e, retries = backoff.retries() + 1, "retrying");
+                    backoff.pause().await;
                 }
                 other => return other,
             }
@@ -439,8 +426,8 @@ impl Database {
             next: Version,
             records: Option<futures::stream::BoxStream<'static, Result<WalRecord>>>,
             opened_at: Instant,
-            reopened: u32,
-            failing_since: Option<Instant>,
+            /// The retry budget since the feed last worked.
+            failing: Option<Backoff>,
             done: bool,
         }
         let state = Follow {
@@ -448,8 +435,7 @@ impl Database {
             next: from,
             records: Some(first.boxed()),
             opened_at: Instant::now(),
-            reopened: 0,
-            failing_since: None,
+            failing: None,
             done: false,
         };
         Ok(futures::stream::unfold(state, |mut s| async move {
@@ -469,13 +455,13 @@ impl Database {
                     Some(records) => match records.next().await {
                         Some(Ok(record)) => {
                             s.next = Version(record.version.0.saturating_add(1));
-                            (s.reopened, s.failing_since) = (0, None);
+                            s.failing = None;
                             return Some((Ok(record), s));
                         }
                         broke => {
                             // A stream that had been up a while broke: a new failure.
                             if s.opened_at.elapsed() >= Duration::from_secs(1) {
-                                (s.reopened, s.failing_since) = (0, None);
+                                s.failing = None;
                             }
                             match broke {
                                 Some(Err(e)) => e,
@@ -487,10 +473,9 @@ impl Database {
                     },
                 };
                 s.records = None;
-                let since = *s.failing_since.get_or_insert_with(Instant::now);
-                let retry = &s.db.retry;
-                let within = s.reopened < retry.max_retries
-                    && since.elapsed() < retry.timeout
+                let retry = s.db.retry;
+                let backoff = s.failing.get_or_insert_with(|| Backoff::new(retry));
+                let within = backoff.allows_retry()
                     && (failure.kind() == ErrorKind::Unavailable
                         || wants_other_endpoint(failure.kind()));
                 if !within {
@@ -498,12 +483,7 @@ impl Database {
                     return Some((Err(failure), s));
                 }
                 tracing::debug!(error = %failure, from = %s.next, "opening the change feed again");
-                s.reopened += 1;
-                let pause = retry
-                    .initial_backoff
-                    .saturating_mul(1 << s.reopened.min(8))
-                    .min(retry.max_backoff);
-                tokio::time::sleep(pause).await;
+                backoff.pause().await;
             }
         })
         .boxed())
@@ -616,9 +596,7 @@ impl Database {
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let started = Instant::now();
-        let mut backoff = self.retry.initial_backoff;
-        let mut retries = 0u32;
+        let mut backoff = Backoff::new(self.retry);
         loop {
             let (endpoint, conn) = self.endpoints.current();
             let tx = Transaction::new(conn, self.database.clone());
@@ -635,17 +613,11 @@ impl Database {
             if elsewhere {
                 self.endpoints.fail_over(endpoint);
             }
-            if !(err.kind().is_retryable() || elsewhere)
-                || retries >= self.retry.max_retries
-                || started.elapsed() + backoff > self.retry.timeout
-            {
+            if !(err.kind().is_retryable() || elsewhere) || !backoff.allows_retry() {
                 return Err(err);
             }
-            retries += 1;
-            let sleep = rand::rng().random_range(Duration::ZERO..=backoff);
-            tracing::debug!(error = %err, retries, ?sleep, "retrying transaction");
-            tokio::time::sleep(sleep).await;
-            backoff = (backoff * 2).min(self.retry.max_backoff);
+            tracing::debug!(error = %err, retries = backoff.retries() + 1, "retrying transaction");
+            backoff.pause().await;
         }
     }
 }

@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod conn;
 mod database;
 mod key_selector;

@@ -243,6 +243,19 @@ impl Error {
         Error::new(ErrorKind::InvalidArgument, message)
     }
 
+    /// `future_version` for a time (Unix microseconds) still ahead of `whose` clock, which
+    /// reads `now_micros`: a commit made before that time comes would change what it maps to,
+    /// so no version is named for it yet.
+    pub fn future_time(time_micros: u64, now_micros: u64, whose: &str) -> Error {
+        Error::new(
+            ErrorKind::FutureVersion,
+            format!(
+                "time {time_micros} (Unix microseconds) is ahead of {whose} clock \
+                 ({now_micros}): no version maps to it yet"
+            ),
+        )
+    }
+
     /// Shorthand for an [`ErrorKind::Internal`] error.
     pub fn internal(message: impl Into<String>) -> Error {
         Error::new(ErrorKind::Internal, message)

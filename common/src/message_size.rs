@@ -52,18 +52,40 @@ pub const MAX_MESSAGE_BYTES: usize = MAX_WAL_MESSAGE_BYTES.next_power_of_two() *
 /// many bytes of keys, values and records (it always holds at least one).
 pub const REPLY_TARGET_BYTES: usize = 4 << 20;
 
-/// Cuts `entries` (a key's history, oldest first) once they hold [`REPLY_TARGET_BYTES`] of
-/// values, keeping at least one; returns whether it cut (more follow the last one kept).
-pub fn cap_history(entries: &mut Vec<crate::proto::HistoryEntry>) -> bool {
-    let mut bytes = 0;
-    for (i, e) in entries.iter().enumerate() {
-        bytes += e.value.as_ref().map_or(0, |v| v.len()) + 32;
-        if bytes >= REPLY_TARGET_BYTES && i + 1 < entries.len() {
-            entries.truncate(i + 1);
+/// Cuts `items` at the first one, past the first `min_items`, that brings their summed
+/// `size_of` to `target` bytes (0: no cap), keeping at least one; returns whether it dropped
+/// any (then more follow the last one kept). Every byte-capped answer — a range page on
+/// either hop, a page of history, a change-feed batch — is cut by this one rule.
+pub fn cap_by_bytes<T>(
+    items: &mut Vec<T>,
+    min_items: usize,
+    target: usize,
+    size_of: impl Fn(&T) -> usize,
+) -> bool {
+    if target == 0 {
+        return false;
+    }
+    let mut bytes = 0usize;
+    for (i, item) in items.iter().enumerate() {
+        bytes = bytes.saturating_add(size_of(item));
+        if i + 1 >= min_items && bytes >= target && i + 1 < items.len() {
+            items.truncate(i + 1);
             return true;
         }
     }
     false
+}
+
+/// The bytes a history entry counts for against a byte target: its value and a fixed
+/// allowance for its version, time and framing.
+pub fn history_entry_bytes(entry: &crate::proto::HistoryEntry) -> usize {
+    entry.value.as_ref().map_or(0, |v| v.len()) + 32
+}
+
+/// Cuts `entries` (a key's history, oldest first) once they hold [`REPLY_TARGET_BYTES`] of
+/// values, keeping at least one; returns whether it cut (more follow the last one kept).
+pub fn cap_history(entries: &mut Vec<crate::proto::HistoryEntry>) -> bool {
+    cap_by_bytes(entries, 1, REPLY_TARGET_BYTES, history_entry_bytes)
 }
 
 const fn max(a: usize, b: usize) -> usize {

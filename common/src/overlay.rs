@@ -206,18 +206,7 @@ impl Overlay {
 /// Cuts `rows` once they hold `max_bytes` of keys and values (0: never), keeping at least
 /// one; returns whether it cut.
 fn cap_bytes(rows: &mut Vec<(Bytes, Bytes)>, max_bytes: usize) -> bool {
-    if max_bytes == 0 {
-        return false;
-    }
-    let mut bytes = 0;
-    for (i, (k, v)) in rows.iter().enumerate() {
-        bytes += k.len() + v.len();
-        if bytes >= max_bytes && i + 1 < rows.len() {
-            rows.truncate(i + 1);
-            return true;
-        }
-    }
-    false
+    crate::message_size::cap_by_bytes(rows, 1, max_bytes, |(k, v)| k.len() + v.len())
 }
 
 /// The smallest key after `key` (`key` followed by a zero byte).

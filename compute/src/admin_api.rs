@@ -176,7 +176,7 @@ async fn history(
     let entries = db
         .node(&dbs)?
         .view()
-        .history(key, Version(p.from), Version(p.to))
+        .whole_history(key, Version(p.from), Version(p.to))
         .await?;
     let versions = entries
         .iter()

@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use ferrisdb_common::proto::{
-    HistoryEntry, HistoryRequest, PageGetRangeRequest, PageGetRequest, PageserverStatus,
-    VersionAtRequest,
+    HistoryRequest, PageGetRangeRequest, PageGetRequest, PageserverStatus, VersionAtRequest,
 };
 use ferrisdb_common::{Error, Result, Version};
 
-use crate::page_source::{PageSource, RangeRows};
+use crate::page_source::{HistoryPage, PageSource, RangeRows};
 
 /// One kind of page-source call, for naming the calls a [`FaultyPageSource`] fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,7 +107,7 @@ impl PageSource for FaultyPageSource {
         self.inner.get_range(req).await
     }
 
-    async fn history(&self, req: HistoryRequest) -> Result<Vec<HistoryEntry>> {
+    async fn history(&self, req: HistoryRequest) -> Result<HistoryPage> {
         self.check(PageCall::History)?;
         self.inner.history(req).await
     }

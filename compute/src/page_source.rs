@@ -23,6 +23,10 @@ use ferrisdb_server_common::auth::CallChannel;
 /// Rows of a range read, and whether more lie past the limit.
 pub type RangeRows = (Vec<(Bytes, Bytes)>, bool);
 
+/// A page of a key's history, oldest first, and whether more versions follow its last one
+/// (the page stopped at the reply's byte target).
+pub type HistoryPage = (Vec<HistoryEntry>, bool);
+
 /// The pageserver's read side, as the compute's tiers use it. Requests are the pageserver's
 /// own wire messages, so a source answers exactly what the pageserver would be asked.
 #[tonic::async_trait]
@@ -31,8 +35,9 @@ pub trait PageSource: Send + Sync + std::fmt::Debug {
     async fn get(&self, req: PageGetRequest) -> Result<Option<Bytes>>;
     /// The rows of a range at a version, up to its limit.
     async fn get_range(&self, req: PageGetRangeRequest) -> Result<RangeRows>;
-    /// Every version of a key in a version range, oldest first.
-    async fn history(&self, req: HistoryRequest) -> Result<Vec<HistoryEntry>>;
+    /// The versions of a key in a version range, oldest first: one page, cut at the reply's
+    /// byte target, saying whether more follow.
+    async fn history(&self, req: HistoryRequest) -> Result<HistoryPage>;
     /// The latest version committed at or before a time.
     async fn version_at(&self, req: VersionAtRequest) -> Result<Version>;
     /// How far the pageserver has ingested a database, and how much object storage holds.
@@ -64,19 +69,9 @@ impl PageSource for GrpcPageSource {
         Ok((rows, resp.more))
     }
 
-    async fn history(&self, mut req: HistoryRequest) -> Result<Vec<HistoryEntry>> {
-        // Page by page: each answer stops at the reply's byte target. The compute always
-        // names the last version (it is never 0, "the latest", here), so the pages agree.
-        let mut all = Vec::new();
-        loop {
-            let page = self.client.clone().history(req.clone()).await?.into_inner();
-            let next = page.entries.last().map(|e| e.version + 1);
-            all.extend(page.entries);
-            match next {
-                Some(from) if page.more && from <= req.to_version => req.from_version = from,
-                _ => return Ok(all),
-            }
-        }
+    async fn history(&self, req: HistoryRequest) -> Result<HistoryPage> {
+        let page = self.client.clone().history(req).await?.into_inner();
+        Ok((page.entries, page.more))
     }
 
     async fn version_at(&self, req: VersionAtRequest) -> Result<Version> {

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::hot_tier::{HotRead, HotTier};
 use crate::metrics::Metrics;
-use crate::page_source::{PageSource, RangeRows};
+use crate::page_source::{HistoryPage, PageSource, RangeRows};
 use crate::range_cache::{MAX_CHUNK_BYTES, RangeAsk};
 use crate::warm_tier::{WarmCache, WarmTier, WarmTierConfig};
 
@@ -316,14 +316,11 @@ impl TierReader {
         Ok((rows, more))
     }
 
-    /// Every version of `key` in `[from, to]`, oldest first: the pageserver's up to the hot
-    /// tier's floor, the hot tier's above it. `to` must be visible (the caller checks).
-    pub async fn history(
-        &self,
-        key: Bytes,
-        from: Version,
-        to: Version,
-    ) -> Result<Vec<HistoryEntry>> {
+    /// The versions of `key` in `[from, to]`, oldest first, one page of them: the pageserver's
+    /// up to the hot tier's floor, the hot tier's above it, and whether more follow the last
+    /// one (the pageserver's page stopped at its byte target; the caller asks again from the
+    /// version after it). `to` must be visible (the caller checks).
+    pub async fn history(&self, key: Bytes, from: Version, to: Version) -> Result<HistoryPage> {
         let (hot, floor) = self.hot.history(&key, to);
         let mut entries = Vec::new();
         if from <= floor {
@@ -335,7 +332,13 @@ impl TierReader {
             };
             // Version 0 means "latest" on the wire; an empty range below version 1 has nothing.
             if req.to_version > 0 {
-                entries = self.pages.history(req).await?;
+                let more;
+                (entries, more) = self.pages.history(req).await?;
+                // The pageserver's part goes on past this page: the hot tier's versions come
+                // after all of it, in a later page.
+                if more && !entries.is_empty() {
+                    return Ok((entries, true));
+                }
             }
         }
         for (v, time, value, range_clear) in hot.into_iter().filter(|e| e.0 >= from) {
@@ -355,7 +358,7 @@ impl TierReader {
                 value,
             });
         }
-        Ok(entries)
+        Ok((entries, false))
     }
 
     /// The latest committed version at or before `time_micros` (0: nothing had committed).
@@ -421,8 +424,8 @@ mod tests {
                 .collect();
             Ok((rows, false))
         }
-        async fn history(&self, _: HistoryRequest) -> Result<Vec<HistoryEntry>> {
-            Ok(Vec::new())
+        async fn history(&self, _: HistoryRequest) -> Result<HistoryPage> {
+            Ok((Vec::new(), false))
         }
         async fn version_at(&self, _: VersionAtRequest) -> Result<Version> {
             Ok(Version::ZERO)
@@ -443,6 +446,8 @@ mod tests {
         range_calls: std::sync::atomic::AtomicU64,
         /// Keys and values answered to range reads.
         range_bytes: std::sync::atomic::AtomicU64,
+        /// History entries answered, over all pages.
+        history_entries: std::sync::atomic::AtomicU64,
     }
 
     impl Versions {
@@ -509,25 +514,38 @@ mod tests {
             if more {
                 rows.truncate(limit);
             }
-            // The byte cap as the pageserver applies it (its `cap_bytes`).
-            if req.target_bytes > 0 {
-                let mut bytes = 0;
-                if let Some(end) = rows.iter().enumerate().position(|(i, (k, v))| {
-                    bytes += (k.len() + v.len()) as u64;
-                    i + 1 >= req.min_rows as usize && bytes >= req.target_bytes
-                }) && end + 1 < rows.len()
-                {
-                    rows.truncate(end + 1);
-                    more = true;
-                }
-            }
+            // The byte cap as the pageserver applies it.
+            let target = req.target_bytes as usize;
+            more |= ferrisdb_common::message_size::cap_by_bytes(
+                &mut rows,
+                req.min_rows as usize,
+                target,
+                |(k, v)| k.len() + v.len(),
+            );
             let answered: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
             self.range_bytes
                 .fetch_add(answered as u64, std::sync::atomic::Ordering::Relaxed);
             Ok((rows, more))
         }
-        async fn history(&self, _: HistoryRequest) -> Result<Vec<HistoryEntry>> {
-            Ok(Vec::new())
+        async fn history(&self, req: HistoryRequest) -> Result<HistoryPage> {
+            // Paged as the pageserver pages it: cut at the reply's byte target.
+            let keys = self.keys.lock().unwrap();
+            let mut entries: Vec<HistoryEntry> = keys
+                .get(&req.key)
+                .map(|vs| {
+                    vs.range(Version(req.from_version)..=Version(req.to_version))
+                        .map(|(v, value)| HistoryEntry {
+                            version: v.0,
+                            commit_time_micros: v.0,
+                            value: value.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let more = ferrisdb_common::message_size::cap_history(&mut entries);
+            self.history_entries
+                .fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok((entries, more))
         }
         async fn version_at(&self, _: VersionAtRequest) -> Result<Version> {
             Ok(Version::ZERO)
@@ -535,6 +553,76 @@ mod tests {
         async fn status(&self, _: &str) -> Result<PageserverStatus> {
             Ok(PageserverStatus::default())
         }
+    }
+
+    /// A long history comes in pages, as a client reads it (each page from the version after
+    /// the last one): every version once, in order, the pageserver's then the hot tier's, a
+    /// range clear only where it removed a value; and each of the pageserver's entries is
+    /// fetched once over all the pages, not again for every later page.
+    #[tokio::test]
+    async fn a_long_history_pages_without_fetching_again() {
+        use ferrisdb_common::limits::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
+        use std::sync::atomic::Ordering::Relaxed;
+        let model = Arc::new(Versions::default());
+        // The largest key, so the page's bytes are not only values.
+        let key = Bytes::from(vec![b'h'; MAX_KEY_SIZE]);
+        let value = |i: u64| Bytes::from(vec![i as u8; MAX_VALUE_SIZE]);
+        let below = 150u64;
+        for v in 1..=below {
+            model.write(
+                Version(v),
+                &Mutation::Set {
+                    key: key.clone(),
+                    value: value(v),
+                },
+            );
+        }
+        let floor = Version(below);
+        let hot = Arc::new(HotTier::new(floor));
+        let reader = TierReader::new(
+            "db".into(),
+            hot.clone(),
+            None,
+            model.clone(),
+            Metrics::new().unwrap(),
+        );
+        // Above the floor: a set, a range clear that removes it, a range clear with nothing
+        // to remove (not a version of the key), a set.
+        let clear = Mutation::ClearRange {
+            begin: b("h"),
+            end: b("i"),
+        };
+        let set = |v: u64| Mutation::Set {
+            key: key.clone(),
+            value: value(v),
+        };
+        hot.apply(Version(151), 151, &[set(151)]);
+        hot.apply(Version(152), 152, std::slice::from_ref(&clear));
+        hot.apply(Version(153), 153, &[clear]);
+        hot.apply(Version(154), 154, &[set(154)]);
+        let to = Version(154);
+        let (mut from, mut got, mut pages) = (Version(1), Vec::new(), 0);
+        loop {
+            let (entries, more) = reader.history(key.clone(), from, to).await.unwrap();
+            pages += 1;
+            let next = entries.last().map(|e| Version(e.version + 1));
+            got.extend(entries);
+            match next {
+                Some(next) if more => from = next,
+                _ => break,
+            }
+        }
+        let versions: Vec<u64> = got.iter().map(|e| e.version).collect();
+        let want: Vec<u64> = (1..=152).chain([154]).collect();
+        assert_eq!(versions, want);
+        assert_eq!(got[151].value, None, "the range clear that removed a value");
+        assert_eq!(got[152].value.as_ref(), Some(&value(154)));
+        assert!(pages > 3, "150 values of 100 kB come in pages, got {pages}");
+        assert_eq!(
+            model.history_entries.load(Relaxed),
+            below,
+            "each of the pageserver's versions is fetched once"
+        );
     }
 
     /// Each read moves the counters of the tiers it passed: a hit where it was answered (and

@@ -211,11 +211,10 @@ impl Database for ComputeService {
         let req = req.into_inner();
         let p = self.node(&req.database)?;
         requests::check_history(&req.key)?;
-        let mut entries = p
+        let (entries, more) = p
             .view()
             .history(req.key, Version(req.from_version), Version(req.to_version))
             .await?;
-        let more = ferrisdb_common::message_size::cap_history(&mut entries);
         Ok(Response::new(HistoryResponse { entries, more }))
     }
 

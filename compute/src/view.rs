@@ -184,14 +184,19 @@ impl DatabaseView {
         })
     }
 
-    /// Every version of `key` in `[from, to]` (`to` 0: the latest), oldest first: the
-    /// pageserver's up to the hot tier's floor, the hot tier's above it.
+    /// The versions of `key` in `[from, to]` (`to` 0: the latest), oldest first, one page of
+    /// them (at most [`REPLY_TARGET_BYTES`] past its first entry), and whether more follow its
+    /// last one: the pageserver's up to the hot tier's floor, the hot tier's above it. The
+    /// page's own bound is `to` made explicit, so a reader asking on from the version after
+    /// the last entry gets the same history.
+    ///
+    /// [`REPLY_TARGET_BYTES`]: ferrisdb_common::message_size::REPLY_TARGET_BYTES
     pub async fn history(
         &self,
         key: Bytes,
         from: Version,
         to: Version,
-    ) -> Result<Vec<HistoryEntry>> {
+    ) -> Result<(Vec<HistoryEntry>, bool)> {
         let committed = *self.visible.borrow();
         let to = if to == Version::ZERO { committed } else { to };
         self.check_version(to)?;
@@ -201,7 +206,32 @@ impl DatabaseView {
                 "history from version {from} to {to}: the range is inverted"
             )));
         }
-        self.reader.history(key, from, to).await
+        let (mut entries, more) = self.reader.history(key, from, to).await?;
+        let capped = ferrisdb_common::message_size::cap_history(&mut entries);
+        Ok((entries, more || capped))
+    }
+
+    /// Every version of `key` in `[from, to]` (`to` 0: the latest), oldest first, page after
+    /// page: for answers with no size bound of their own (the admin API's JSON).
+    pub async fn whole_history(
+        &self,
+        key: Bytes,
+        from: Version,
+        to: Version,
+    ) -> Result<Vec<HistoryEntry>> {
+        let committed = *self.visible.borrow();
+        let to = if to == Version::ZERO { committed } else { to };
+        let mut all = Vec::new();
+        let mut from = from;
+        loop {
+            let (entries, more) = self.history(key.clone(), from, to).await?;
+            let next = entries.last().map(|e| Version(e.version.saturating_add(1)));
+            all.extend(entries);
+            match next {
+                Some(next) if more && next <= to => from = next,
+                _ => return Ok(all),
+            }
+        }
     }
 
     /// The latest committed version at or before `time_micros` (0: nothing had committed);
@@ -217,13 +247,7 @@ impl DatabaseView {
     pub fn check_time(&self, time_micros: u64) -> Result<()> {
         let now = self.clock.now_micros();
         if time_micros > now {
-            return Err(Error::new(
-                ErrorKind::FutureVersion,
-                format!(
-                    "time {time_micros} (Unix microseconds) is ahead of this compute's clock \
-                     ({now}): no version maps to it yet"
-                ),
-            ));
+            return Err(Error::future_time(time_micros, now, "this compute's"));
         }
         Ok(())
     }

@@ -230,13 +230,7 @@ impl Databases {
                 // belong below the branch point (the compute refuses it the same way).
                 let now = self.options.clock.now_micros();
                 if t > now {
-                    return Err(Error::new(
-                        ErrorKind::FutureVersion,
-                        format!(
-                            "time {t} (Unix microseconds) is ahead of this pageserver's clock \
-                             ({now}): no version maps to it yet"
-                        ),
-                    ));
+                    return Err(Error::future_time(t, now, "this pageserver's"));
                 }
                 p.version_at(t)?
             }

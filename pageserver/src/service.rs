@@ -288,18 +288,12 @@ fn cap_bytes(
     min_rows: usize,
     target_bytes: u64,
 ) -> (Vec<(Bytes, Bytes)>, bool) {
-    if target_bytes == 0 {
-        return (rows, more);
-    }
-    let mut bytes = 0u64;
-    for (i, (k, v)) in rows.iter().enumerate() {
-        bytes += (k.len() + v.len()) as u64;
-        if i + 1 >= min_rows && bytes >= target_bytes && i + 1 < rows.len() {
-            rows.truncate(i + 1);
-            return (rows, true);
-        }
-    }
-    (rows, more)
+    let target = usize::try_from(target_bytes).unwrap_or(usize::MAX);
+    let capped =
+        ferrisdb_common::message_size::cap_by_bytes(&mut rows, min_rows, target, |(k, v)| {
+            k.len() + v.len()
+        });
+    (rows, more || capped)
 }
 
 #[cfg(test)]
