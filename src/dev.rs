@@ -261,11 +261,17 @@ const DEV_CACHE_DISK_BYTES: usize = 256 << 20;
 
 /// Starts the cluster and supervises it until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)?;
+    // One dev per data directory, decided before anything in it is written: a second dev on
+    // the same directory rewrote the first one's cluster.json and credential pointers before
+    // its components failed on their own locks. Created private: it will hold every value.
+    let _lock = ferrisdb_server_common::dir_lock::DirLock::acquire(&args.data_dir, "ferrisdb dev")?;
     let data_dir = args.data_dir.canonicalize()?;
     let object_store = match &args.object_store {
         Some(u) => u.clone(),
-        None => format!("file://{}", data_dir.join("objects").display()),
+        None => {
+            create_private_dir(&data_dir.join("objects"))?;
+            format!("file://{}", data_dir.join("objects").display())
+        }
     };
     // Refuse early and clearly when a port is taken (often: another dev cluster).
     let token_file = cluster_token(&data_dir)?;
@@ -298,7 +304,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     crate::local_credentials::register(&token_file, &admin_ports);
     let exe = std::env::current_exe()?;
     let logs = data_dir.join("logs");
-    std::fs::create_dir_all(&logs)?;
+    create_private_dir(&logs)?;
     let mut components = Vec::new();
     let mut children = Vec::new();
     let mut woken = None;
@@ -450,6 +456,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
                     "{} (pid {}) exited: {how}; dev does not restart it. Start it again with: {}",
                     c.name, c.pid, c.argv.join(" ")
                 );
+                if waits.is_empty() {
+                    // Nothing left to supervise: say so and stop, rather than stay up
+                    // looking like a running cluster.
+                    crate::local_credentials::unregister(&token_file, &admin_ports);
+                    return Err(Error::unavailable(format!(
+                        "every component of the cluster exited; logs in {}",
+                        logs.display()
+                    )));
+                }
             }
         }
     }
@@ -477,6 +492,25 @@ pub async fn run(args: DevArgs) -> Result<()> {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
     }
+    // Nothing listens on these ports for this credential any more.
+    crate::local_credentials::unregister(&token_file, &admin_ports);
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) readable by its owner only, as the data directory's
+/// other contents are: logs and the object store hold keys and values.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    // Made private too when an older dev left it readable by others.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     Ok(())
 }
 
@@ -488,9 +522,7 @@ fn write_cluster_file(data_dir: &Path, object_store: &str, components: &[Compone
     };
     let body = serde_json::to_vec_pretty(&file)
         .map_err(|e| Error::internal(format!("cluster.json: {e}")))?;
-    let tmp = data_dir.join("cluster.json.tmp");
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, data_dir.join("cluster.json"))?;
+    crate::local_credentials::write_private(&data_dir.join("cluster.json"), &body)?;
     Ok(())
 }
 

@@ -212,6 +212,25 @@ async fn branches_read_the_parent_below_the_branch_point_and_write_their_own_sid
     assert!(!ok);
     assert_eq!(json(&out)["error"]["code"], "database_not_found");
 
+    // A branch made on the pageserver directly (its own admin route) is served by the running
+    // compute from the first request that names it, not only after a restart.
+    let token = std::fs::read_to_string(cluster.data_dir.join("cluster.token")).unwrap();
+    let made = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/databases/direct/branch",
+            cluster.component("pageserver").http
+        ))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({ "parent": "default" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{:?}", made.text().await);
+    assert_eq!(get(&ep, "direct", "k"), "v2");
+    assert!(cli(&["set", "k", "d1", "--database", "direct", "--endpoint", &ep]).0);
+    assert_eq!(get(&ep, "direct", "k"), "d1");
+    assert_eq!(get(&ep, "default", "k"), "v2");
+
     // Everything comes back after a restart, and from the bucket alone once checkpointed.
     let check = |phase: &str| {
         assert_eq!(get(&ep, "feature", "k"), "b1", "{phase}");

@@ -493,6 +493,26 @@ async fn one_process_per_data_directory_and_none_outlives_dev() {
     // The first one never noticed.
     assert!(alive(sk.pid));
     write_keys(&db, 3).await;
+    // Nor does a second `dev` on the same directory get anywhere: it exits at once, naming
+    // the running one, before it touches the cluster file the CLI finds the cluster by.
+    let file = cluster.data_dir.join("cluster.json");
+    let before = std::fs::read(&file).unwrap();
+    let base = support::free_base_port().to_string();
+    let data = cluster.data_dir.display().to_string();
+    let second = std::process::Command::new(support::BIN)
+        .args(["dev", "--data-dir", &data, "--base-port", &base])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second dev started: {err}");
+    let dev = cluster.dev_pid().unwrap();
+    assert!(err.contains(&format!("in use by process {dev}")), "{err}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "cluster.json rewritten"
+    );
+    write_keys(&db, 3).await;
 
     let components: Vec<i32> = cluster.components().iter().map(|c| c.pid).collect();
     support::DevCluster::kill_pid(cluster.dev_pid().unwrap());

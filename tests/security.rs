@@ -836,4 +836,88 @@ async fn admin_finds_its_users_dev_credential_and_nobody_elses() {
         String::from_utf8_lossy(&theirs.stderr)
     );
     assert!(said.contains("unauthenticated"), "{said}");
+
+    // A pointer outlives what listened on its port (here the compute, killed; a compute
+    // suspended by scale to zero leaves its admin port free the same way). Whoever listens
+    // there next — a squatter that relays the identity challenge to a live process of the
+    // same cluster, which holds the same credential — does not receive the credential: the
+    // live process proves its own port, the proof does not match, the CLI refuses.
+    let token = std::fs::read_to_string(cluster.data_dir.join("cluster.token")).unwrap();
+    let token = token.trim().to_string();
+    let safekeeper_admin = cluster.component("safekeeper-1").http;
+    DevCluster::kill_pid(cluster.component("compute").pid);
+    let addr: std::net::SocketAddr = admin
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let squatter = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut conn, _)) = squatter.accept().await {
+            let mut head = vec![0u8; 16 << 10];
+            let n = conn.read(&mut head).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&head[..n]).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let body = if path.starts_with("/v1/identity") {
+                reqwest::get(format!("{safekeeper_admin}{path}"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            } else {
+                "{}".to_string()
+            };
+            let _ = seen_tx.send(head);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(reply.as_bytes()).await;
+        }
+    });
+    let out = Command::new(BIN)
+        .args(["admin", "status", "--endpoint", &admin, "--json"])
+        .current_dir(&elsewhere)
+        .env("HOME", &home)
+        .env_remove("FERRISDB_ADMIN_TOKEN")
+        .env_remove("FERRISDB_ADMIN_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !out.status.success(),
+        "the CLI took the squatter's answer: {said}"
+    );
+    assert!(
+        said.contains("unauthenticated") && said.contains("did not prove"),
+        "{said}"
+    );
+    let mut requests = Vec::new();
+    while let Ok(r) = seen.try_recv() {
+        requests.push(r);
+    }
+    assert!(
+        requests.iter().any(|r| r.contains("/v1/identity")),
+        "the CLI never asked for a proof: {requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.contains(&token)),
+        "the credential reached the squatter: {requests:?}"
+    );
+
+    // And `dev` stopped cleanly takes its pointers with it.
+    let mut cluster = cluster;
+    cluster.stop();
+    assert!(
+        !registry.join(port).exists(),
+        "a pointer outlived the cluster that left it"
+    );
 }

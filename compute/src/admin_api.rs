@@ -52,8 +52,9 @@ struct DatabaseParam {
 }
 
 impl DatabaseParam {
-    fn node(&self, dbs: &Databases) -> Result<Node, Error> {
-        dbs.node(self.database.as_deref().unwrap_or(&dbs.root))
+    async fn node(&self, dbs: &Databases) -> Result<Node, Error> {
+        dbs.find(self.database.as_deref().unwrap_or(&dbs.root))
+            .await
     }
 }
 
@@ -118,7 +119,12 @@ async fn version_at(
     Query(db): Query<DatabaseParam>,
     Query(p): Query<VersionAtParams>,
 ) -> Result<Json<VersionAt>, ApiError> {
-    let version = db.node(&dbs)?.view().version_at(p.timestamp_micros).await?;
+    let version = db
+        .node(&dbs)
+        .await?
+        .view()
+        .version_at(p.timestamp_micros)
+        .await?;
     Ok(Json(VersionAt {
         timestamp_micros: p.timestamp_micros,
         version,
@@ -174,7 +180,8 @@ async fn history(
 ) -> Result<Json<History>, ApiError> {
     let key = bytes::Bytes::from(p.key.clone());
     let entries = db
-        .node(&dbs)?
+        .node(&dbs)
+        .await?
         .view()
         .whole_history(key, Version(p.from), Version(p.to))
         .await?;
@@ -220,7 +227,7 @@ async fn checkpoint(
     State(dbs): State<Databases>,
     Query(db): Query<DatabaseParam>,
 ) -> Result<Json<Checkpointed>, ApiError> {
-    let node = db.node(&dbs)?;
+    let node = db.node(&dbs).await?;
     // The latest commit, not a read version handed out: no heartbeat follows.
     let version = node.view().latest();
     let view = node.view();
@@ -292,7 +299,7 @@ async fn maintain(
     db: DatabaseParam,
     pass: Pass,
 ) -> Result<Json<Maintained>, ApiError> {
-    let node = db.node(dbs)?;
+    let node = db.node(dbs).await?;
     let view = node.view();
     let database = view.database().to_string();
     let req = MaintenanceRequest {

@@ -162,7 +162,10 @@ impl Args {
     pub fn into_config(self, warm_dir: PathBuf) -> Result<ComputeConfig> {
         let client = match (&self.token, &self.token_file) {
             (_, Some(p)) => read_token_file(p)?,
-            (Some(t), None) => vec![t.clone()],
+            (Some(t), None) => {
+                ferrisdb_server_common::auth::check_token(t, "--token")?;
+                vec![t.clone()]
+            }
             (None, None) => Vec::new(),
         };
         let security = self.security.load(client)?;

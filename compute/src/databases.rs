@@ -37,6 +37,10 @@ pub const BRANCH_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between election attempts, and between attempts to list the pageserver's branches.
 const RETRY: Duration = Duration::from_millis(300);
 
+/// The least time between two looks at the pageserver for a database a request named that
+/// this compute does not serve ([`Databases::find`]).
+pub const DISCOVERY_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest pause between election attempts: each failed attempt doubles it from
 /// [`RETRY`] up to here. Every failed election still raises the term on the safekeepers that
 /// granted it, and an acceptor refuses a term more than `MAX_TERM_STEP` (2^20) above its own
@@ -81,6 +85,9 @@ pub struct Databases {
     primary_endpoint: Option<String>,
     /// Where primaries run their commit pipelines (`None`: on the caller's runtime).
     pipeline: Option<tokio::runtime::Handle>,
+    /// When [`Databases::find`] last asked the pageserver for its databases; held while it
+    /// asks, so concurrent misses ask once.
+    last_discovery: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl Databases {
@@ -102,6 +109,7 @@ impl Databases {
             role: Role::Primary,
             primary_endpoint: None,
             pipeline: None,
+            last_discovery: Arc::default(),
         }
     }
 
@@ -168,18 +176,24 @@ impl Databases {
     /// Serves every branch descending from the root that the pageserver knows, retrying
     /// until the pageserver answers.
     pub async fn serve_branches(self) {
-        let databases = loop {
-            match self
-                .pageserver
-                .admin
-                .clone()
-                .list_databases(ListDatabasesRequest {})
-                .await
-            {
-                Ok(r) => break r.into_inner().databases,
-                Err(_) => tokio::time::sleep(RETRY).await,
-            }
-        };
+        while let Err(e) = self.discover_branches().await {
+            tracing::debug!(error = %e, "listing the pageserver's databases");
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Asks the pageserver for its databases once and serves every branch descending from
+    /// the root that is not served yet (created through the pageserver's own admin route,
+    /// or by another compute).
+    async fn discover_branches(&self) -> Result<()> {
+        let databases = self
+            .pageserver
+            .admin
+            .clone()
+            .list_databases(ListDatabasesRequest {})
+            .await?
+            .into_inner()
+            .databases;
         let parents: BTreeMap<String, String> = databases
             .iter()
             .filter(|d| !d.parent.is_empty())
@@ -200,6 +214,37 @@ impl Databases {
                     break;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// [`Databases::node`], and for a database not served here, a look at the pageserver
+    /// that began after the request arrived: a branch of the root created on the pageserver
+    /// directly is served from the first request that names it (waiting, as a new branch
+    /// does, for its first term). Looks are at most one a [`DISCOVERY_EVERY`] and shared by
+    /// the requests waiting for one, so requests naming databases that exist nowhere cost
+    /// the pageserver one call a second (and wait up to that long for their refusal).
+    pub async fn find(&self, database: &str) -> Result<Node> {
+        let asked = tokio::time::Instant::now();
+        match self.node(database) {
+            Err(e) if e.kind() == ErrorKind::DatabaseNotFound => {
+                {
+                    let mut last = self.last_discovery.lock().await;
+                    // A look that began after this request arrived has seen what it needs.
+                    if !last.is_some_and(|began| began >= asked) {
+                        if let Some(began) = *last {
+                            tokio::time::sleep_until(began + DISCOVERY_EVERY).await;
+                        }
+                        *last = Some(tokio::time::Instant::now());
+                        if let Err(failed) = self.discover_branches().await {
+                            tracing::debug!(error = %failed, "listing the pageserver's databases");
+                            return Err(e);
+                        }
+                    }
+                }
+                self.node_when_started(database, BRANCH_START_TIMEOUT).await
+            }
+            found => found,
         }
     }
 

@@ -62,9 +62,9 @@ impl ComputeService {
         }
     }
 
-    fn node(&self, database: &str) -> Result<Node> {
+    async fn node(&self, database: &str) -> Result<Node> {
         self.state.activity.touch();
-        self.state.databases.node(database)
+        self.state.databases.find(database).await
     }
 
     /// One operation of a session, by the same handler as its unary call.
@@ -79,7 +79,7 @@ impl ComputeService {
 
     /// `GetReadVersion`, as a unary call or inside a session.
     async fn read_version(&self, req: GetReadVersionRequest) -> Result<GetReadVersionResponse> {
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         Ok(GetReadVersionResponse {
             version: p.read_version().await?.0,
         })
@@ -87,7 +87,7 @@ impl ComputeService {
 
     /// `Get`, as a unary call or inside a session.
     async fn get(&self, req: GetRequest) -> Result<GetResponse> {
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         let may_exist = requests::check_point_read(&req.key)?;
         let view = p.view();
         let read = |version| async move {
@@ -112,7 +112,7 @@ impl ComputeService {
 
     /// `GetRange`, as a unary call or inside a session.
     async fn get_range(&self, req: GetRangeRequest) -> Result<GetRangeResponse> {
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         requests::check_range_read(&req.begin, &req.end)?;
         let view = p.view();
         let read =
@@ -136,7 +136,7 @@ impl ComputeService {
 
     /// `Commit`, as a unary call or inside a session.
     async fn commit(&self, req: CommitRequest) -> Result<CommitResponse> {
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         let read_version = req.read_version;
         // Converted and checked here, once; the pipeline trusts what it is given.
         let Some(commit) = Commit::from_request(req)? else {
@@ -189,7 +189,7 @@ impl Database for ComputeService {
         req: Request<ChangesRequest>,
     ) -> Result<Response<Self::ChangesStream>, Status> {
         let mut req = req.into_inner();
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         // The pageserver holds every ingested commit (the hot tier only the newest values), so
         // it serves the feed; new commits reach it within milliseconds, and it waits for those
         // acknowledged before this request (whatever a client put here is replaced).
@@ -209,7 +209,7 @@ impl Database for ComputeService {
         req: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         let req = req.into_inner();
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         requests::check_history(&req.key)?;
         let (entries, more) = p
             .view()
@@ -223,14 +223,14 @@ impl Database for ComputeService {
         req: Request<VersionAtRequest>,
     ) -> Result<Response<VersionAtResponse>, Status> {
         let req = req.into_inner();
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         let version = p.view().version_at(req.timestamp_micros).await?;
         Ok(Response::new(VersionAtResponse { version: version.0 }))
     }
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchResponse>, Status> {
         let req = req.into_inner();
-        let p = self.node(&req.database)?;
+        let p = self.node(&req.database).await?;
         requests::check_watch(&req.key)?;
         let _busy = self.state.activity.busy();
         let (version, value) = p.view().watch(req.key, req.value).await?;

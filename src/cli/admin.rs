@@ -62,23 +62,37 @@ impl std::fmt::Debug for AdminArgs {
 impl AdminArgs {
     /// The token to send: --admin-token, --admin-token-file, the credential a `ferrisdb dev`
     /// of this user recorded for the endpoint's port (`local_credentials`), or dev's
-    /// credential in `./.ferrisdb` when present (none: the call goes without one).
-    fn token(&self, endpoint: &str) -> Result<Option<String>, Error> {
+    /// credential in `./.ferrisdb` when present (none: the call goes without one). A
+    /// credential found on disk rather than named comes with the file it was found in: it
+    /// goes only to a loopback endpoint, and only once that server has proved it holds it
+    /// ([`prove_identity`]).
+    fn token(&self, endpoint: &str) -> Result<Option<Token>, Error> {
         if let Some(t) = &self.admin_token {
-            return Ok(Some(t.clone()));
+            return Ok(Some(Token {
+                value: t.clone(),
+                found_in: None,
+            }));
         }
-        let dev = crate::local_cluster::dev_credential();
-        let file = match &self.admin_token_file {
-            Some(f) => f.clone(),
+        let (file, found) = match &self.admin_token_file {
+            Some(f) => (f.clone(), false),
             None => match crate::local_credentials::lookup(endpoint) {
-                Some(recorded) => recorded,
-                None if dev.exists() => dev,
-                None => return Ok(None),
+                Some(recorded) => (recorded, true),
+                None => {
+                    let dev = crate::local_cluster::dev_credential();
+                    if !(crate::local_credentials::is_loopback(endpoint) && dev.exists()) {
+                        return Ok(None);
+                    }
+                    (dev, true)
+                }
             },
         };
-        Ok(ferrisdb_server_common::auth::read_token_file(&file)?
+        let value = ferrisdb_server_common::auth::read_token_file(&file)?
             .into_iter()
-            .next())
+            .next();
+        Ok(value.map(|value| Token {
+            value,
+            found_in: found.then_some(file),
+        }))
     }
 
     /// An HTTP client trusting --tls-ca (or the platform's roots) for `https://`.
@@ -97,6 +111,73 @@ impl AdminArgs {
             .tls_backend_preconfigured(config)
             .build()
             .map_err(|e| Error::internal(format!("HTTP client: {e}")))
+    }
+}
+
+/// The admin credential a call carries.
+struct Token {
+    value: String,
+    /// Where it was found, when the user did not name it.
+    found_in: Option<std::path::PathBuf>,
+}
+
+/// Asks the server at `endpoint` to prove it holds `token` (`GET /v1/identity` with a fresh
+/// challenge) before a credential found on disk is sent to it: a pointer outlives the
+/// cluster that left it, and whoever listens on its port now must not receive the cluster's
+/// secret (ferrisdb_server_common::identity).
+async fn prove_identity(
+    client: &reqwest::Client,
+    endpoint: &str,
+    token: &str,
+    found_in: &std::path::Path,
+) -> Result<(), Error> {
+    use ferrisdb_server_common::identity;
+    let port = url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.port_or_known_default())
+        .ok_or_else(|| Error::invalid(format!("{endpoint}: no port")))?;
+    let challenge = identity::new_challenge()?;
+    let url = format!(
+        "{}{}?challenge={challenge}",
+        endpoint.trim_end_matches('/'),
+        identity::IDENTITY_PATH
+    );
+    let refused = |why: String| {
+        Error::new(
+            ErrorKind::Unauthenticated,
+            format!(
+                "{endpoint} did not prove it holds the cluster credential found in {} ({why}); \
+                 it was not sent. Is the cluster that left it still running on this port? \
+                 Pass --admin-token-file to send a credential anyway",
+                found_in.display()
+            ),
+        )
+    };
+    let answer = client
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| Error::unavailable(format!("{url}: {e}")))?;
+    if !answer.status().is_success() {
+        return Err(refused(format!("it answered {}", answer.status())));
+    }
+    let body: serde_json::Value = answer
+        .json()
+        .await
+        .map_err(|e| refused(format!("an unreadable answer: {e}")))?;
+    let proofs: Vec<String> = body["proofs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if identity::proves(token, port, &challenge, &proofs) {
+        Ok(())
+    } else {
+        Err(refused("no proof matched".into()))
     }
 }
 
@@ -158,7 +239,11 @@ pub enum AdminCommand {
         #[arg(long = "from")]
         parent: Option<String>,
         /// Branch at this version of the parent.
-        #[arg(long, conflicts_with = "at_timestamp")]
+        #[arg(
+            long,
+            conflicts_with = "at_timestamp",
+            value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64)
+        )]
         at_version: Option<u64>,
         /// Branch at the parent's state at this time: Unix microseconds, or RFC 3339.
         #[arg(long)]
@@ -243,7 +328,12 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
         request = request.json(&body);
     }
     if let Some(token) = &token {
-        request = request.bearer_auth(token);
+        if let Some(found_in) = &token.found_in
+            && let Err(e) = prove_identity(&client, &endpoint, &token.value, found_in).await
+        {
+            return fail(args.json, &e);
+        }
+        request = request.bearer_auth(&token.value);
     }
     let response = request.send().await;
     let response = match response {

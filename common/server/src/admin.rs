@@ -30,6 +30,46 @@ fn base_routes() -> OpenApiRouter<BaseState> {
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
+        .routes(routes!(identity))
+}
+
+/// `GET /v1/identity`'s query.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct IdentityParams {
+    /// 32 to 128 hex digits, fresh for each ask.
+    challenge: String,
+}
+
+/// Proofs that this server holds credentials, one per admin credential it accepts.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct IdentityProofs {
+    /// Hex HMAC-SHA256, keyed by a credential's SHA-256 digest, of a domain label, the port
+    /// this server listens on and the challenge (docs/security.md, "Discovered credentials").
+    proofs: Vec<String>,
+}
+
+/// Proves which admin credentials this server accepts without revealing them, so a client
+/// that found a credential on disk sends it only to a server that holds it (no credential
+/// needed).
+#[utoipa::path(
+    get,
+    path = "/v1/identity",
+    tag = "health",
+    security(()),
+    params(IdentityParams),
+    responses(
+        (status = 200, description = "One proof per accepted credential (none for an open server)", body = IdentityProofs),
+        (status = 400, description = "The challenge is not 32 to 128 hex digits", body = crate::openapi::ErrorBody)
+    )
+)]
+async fn identity(
+    axum::extract::Query(p): axum::extract::Query<IdentityParams>,
+    known: Option<axum::Extension<crate::identity::Identity>>,
+) -> Result<axum::Json<IdentityProofs>, ApiError> {
+    crate::identity::check_challenge(&p.challenge)?;
+    let proofs = known.map_or_else(Vec::new, |k| k.proofs(&p.challenge));
+    Ok(axum::Json(IdentityProofs { proofs }))
 }
 
 /// Whether the process is up (for load balancers; no credential needed).

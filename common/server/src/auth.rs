@@ -47,6 +47,11 @@ impl Tokens {
         ))
     }
 
+    /// The tokens' SHA-256 digests (what [`crate::identity`] proves possession of).
+    pub(crate) fn digests(&self) -> &[[u8; 32]] {
+        &self.0
+    }
+
     /// No token at all (accepts nothing).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -115,17 +120,35 @@ pub fn read_token_file(path: &Path) -> Result<Vec<String>> {
             path.display()
         )));
     }
-    if let Some(i) = tokens
-        .iter()
-        .position(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return Err(Error::invalid(format!(
-            "token file {}: token {} is not printable ASCII without spaces",
-            path.display(),
-            i + 1
-        )));
+    for (i, t) in tokens.iter().enumerate() {
+        check_token(
+            t,
+            &format!("token file {}: token {}", path.display(), i + 1),
+        )?;
     }
     Ok(tokens)
+}
+
+/// Tokens shorter than this are accepted with a warning: a guess at one takes fewer tries
+/// than anyone should be able to afford (`openssl rand -hex 16` makes 32 characters).
+pub const WEAK_TOKEN_CHARS: usize = 16;
+
+/// Refuses a token that is empty or not printable ASCII without spaces (one that a header
+/// cannot carry, or a blank that a listener beyond loopback would count as authentication);
+/// warns about one shorter than [`WEAK_TOKEN_CHARS`]. `what` names it in the message.
+pub fn check_token(token: &str, what: &str) -> Result<()> {
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(format!(
+            "{what} is empty or not printable ASCII without spaces"
+        )));
+    }
+    if token.len() < WEAK_TOKEN_CHARS {
+        tracing::warn!(
+            "{what} has {} characters: a token should have at least {WEAK_TOKEN_CHARS} (e.g. `openssl rand -hex 16`)",
+            token.len()
+        );
+    }
+    Ok(())
 }
 
 /// Reads a cluster credential file: like [`read_token_file`], and every token must be hex of
@@ -214,7 +237,7 @@ impl Require {
         if self.is_open() {
             return true;
         }
-        let bearer = authorization.and_then(|h| h.strip_prefix("Bearer "));
+        let bearer = authorization.and_then(bearer_token);
         // Both checks always run: which header carried a valid token does not show in timing.
         self.bearer.accepts(bearer) | self.cluster.accepts(cluster)
     }
@@ -223,6 +246,15 @@ impl Require {
     pub fn refusal(&self) -> Error {
         Error::new(ErrorKind::Unauthenticated, self.refusal)
     }
+}
+
+/// The token of an `authorization: Bearer <token>` header. The scheme's name is matched
+/// without regard to case (RFC 9110, 11.1: proxies and clients send `bearer` too).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 impl tonic::service::Interceptor for Require {
@@ -300,7 +332,9 @@ impl Security {
         listener: tokio::net::TcpListener,
         shutdown: serve::Shutdown,
     ) -> tokio::task::JoinHandle<Result<()>> {
-        let router = require_on_admin(router, self.require_admin());
+        // The port clients reach, which identity proofs name (see `identity`).
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let router = require_on_admin(router, self.require_admin(), port);
         let tls = self.tls.clone();
         tokio::spawn(
             async move { serve::serve_http(router, listener, tls.as_ref(), shutdown).await },
@@ -497,11 +531,15 @@ fn peer_access(url: &str) -> (Option<ClientTls>, SendCluster) {
 }
 
 /// Requires an admin credential (see [`Require::admin`]) on every route of
-/// `router` except `/healthz`, which load balancers probe without credentials, and
-/// `/openapi.json` (see [`is_open_route`]). `/metrics`
+/// `router` except `/healthz`, which load balancers probe without credentials,
+/// `/openapi.json` and `/v1/identity` (see [`is_open_route`]). `/metrics`
 /// is guarded like the rest: metric names and values describe the data (databases, sizes,
-/// terms), and Prometheus sends a bearer token (`authorization.credentials_file`).
-pub fn require_on_admin(router: axum::Router, require: Require) -> axum::Router {
+/// terms), and Prometheus sends a bearer token (`authorization.credentials_file`). The
+/// identity route proves the credentials this server accepts, listening on `port`
+/// ([`crate::identity`]).
+pub fn require_on_admin(router: axum::Router, require: Require, port: u16) -> axum::Router {
+    let identity = crate::identity::Identity::new(require.bearer.clone(), port);
+    let router = router.layer(axum::Extension(identity));
     if require.is_open() {
         return router;
     }
@@ -528,10 +566,14 @@ pub fn require_on_admin(router: axum::Router, require: Require) -> axum::Router 
     ))
 }
 
-/// Routes served without a credential: the health probe, and the API's own description
-/// (the same for every deployment, and the repository's docs/openapi/ publish it anyway).
+/// Routes served without a credential: the health probe, the API's own description (the
+/// same for every deployment, and the repository's docs/openapi/ publish it anyway), and the
+/// identity challenge (it proves a credential without revealing it).
 fn is_open_route(path: &str) -> bool {
-    matches!(path, "/healthz" | "/openapi.json")
+    matches!(
+        path,
+        "/healthz" | "/openapi.json" | crate::identity::IDENTITY_PATH
+    )
 }
 
 #[cfg(test)]
@@ -569,11 +611,31 @@ mod tests {
         let adm = Require::admin(&admin, &cluster);
         assert!(adm.accepts(Some("Bearer admin"), None));
         assert!(adm.accepts(Some("Bearer cluster"), None));
+        assert!(
+            adm.accepts(Some("bearer admin"), None),
+            "the scheme in any case"
+        );
+        assert!(adm.accepts(Some("BEARER  admin"), None));
+        assert!(!adm.accepts(Some("Basic admin"), None));
+        assert!(!adm.accepts(Some("Beareradmin"), None));
         assert!(adm.accepts(None, Some("cluster")));
         assert!(!adm.accepts(Some("Bearer client"), None));
         assert!(!adm.accepts(None, Some("admin")));
         assert!(Require::client(&Tokens::default(), &cluster).is_open());
         assert!(Require::admin(&Tokens::default(), &Tokens::default()).is_open());
+    }
+
+    /// A blank or spaced token is refused wherever it comes from; a short one is only warned
+    /// about (refusing it would break deployments that work).
+    #[test]
+    fn blank_tokens_are_refused() {
+        for bad in ["", " ", "  ", "a b", "tab\there", "é"] {
+            let e = check_token(bad, "--token").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+            assert!(e.message().starts_with("--token"), "{}", e.message());
+        }
+        assert!(check_token("s3cret", "--token").is_ok());
+        assert!(check_token(&"x".repeat(64), "--token").is_ok());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod dir_lock;
 #[cfg(any(test, feature = "test-aids"))]
 pub mod faulty_store;
 pub mod hybrid_cache;
+pub mod identity;
 pub mod objstore;
 pub mod openapi;
 pub mod sealed;
