@@ -481,6 +481,17 @@ async fn compaction_and_gc_on_demand_through_the_admin_api() {
         .collect();
     assert!(seen.iter().all(|v| *v >= horizon), "{h}");
     assert_eq!(seen.last(), versions.last(), "{h}");
+    // The value current at the window's start, which history does not list when it was
+    // written before, is read at the horizon the pageserver's status names.
+    let status = run(&[
+        "admin",
+        "status",
+        "--endpoint",
+        &cluster.component("pageserver").http,
+        "--json",
+    ]);
+    let shown = status["databases"]["default"]["gc_horizon"].as_u64();
+    assert_eq!(shown, Some(horizon), "{status}");
     let (ok, out, err) = cli(&["changes", "--endpoint", &ep]);
     assert!(ok, "changes from the default: {out} {err}");
     // An unknown database is refused with its code.
