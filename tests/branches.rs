@@ -231,6 +231,49 @@ async fn branches_read_the_parent_below_the_branch_point_and_write_their_own_sid
     assert_eq!(get(&ep, "direct", "k"), "d1");
     assert_eq!(get(&ep, "default", "k"), "v2");
 
+    // Both admin APIs list them: the root, each branch with its parent and branch point, and
+    // (the compute's) which it serves.
+    let listed = run(&["admin", "databases", "--endpoint", &admin]);
+    let entry = |name: &str| {
+        listed["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+    };
+    assert_eq!(entry("default")["parent"], serde_json::Value::Null);
+    assert_eq!(entry("default")["served"], true);
+    assert_eq!(entry("feature")["parent"], "default");
+    assert_eq!(entry("feature")["branch_version"], v2 - 1);
+    assert_eq!(entry("grandchild")["parent"], "feature");
+    assert_eq!(entry("direct")["served"], true);
+    let names_of = |list: &serde_json::Value| -> Vec<String> {
+        let all = list["databases"].as_array().unwrap();
+        all.iter()
+            .map(|d| d["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let names = names_of(&listed);
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+    let ps_listed = run(&[
+        "admin",
+        "databases",
+        "--endpoint",
+        &cluster.component("pageserver").http,
+    ]);
+    assert_eq!(names_of(&ps_listed), names);
+    assert!(
+        ps_listed["databases"][0].get("served").is_none(),
+        "{ps_listed}"
+    );
+    let (ok, text, _) = cli(&["admin", "databases", "--endpoint", &admin]);
+    assert!(
+        ok && text.contains("feature\tbranch of default at version"),
+        "{text}"
+    );
+
     // Everything comes back after a restart, and from the bucket alone once checkpointed.
     let check = |phase: &str| {
         assert_eq!(get(&ep, "feature", "k"), "b1", "{phase}");

@@ -7,7 +7,9 @@ use axum::extract::{Query, State};
 use ferrisdb_common::proto::{CheckpointRequest, MaintenanceRequest};
 use ferrisdb_common::{Error, Version};
 use ferrisdb_server_common::admin::ApiError;
-use ferrisdb_server_common::openapi::{ApiInfo, Branched, Maintained, int64, opt_int64};
+use ferrisdb_server_common::openapi::{
+    ApiInfo, Branched, DatabaseList, Maintained, int64, opt_int64,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -29,6 +31,7 @@ pub const ADMIN_API: ApiInfo = ApiInfo {
 pub fn routes() -> OpenApiRouter<Databases> {
     OpenApiRouter::new()
         .routes(routes!(status))
+        .routes(routes!(list_databases))
         .routes(routes!(checkpoint))
         .routes(routes!(version_at))
         .routes(routes!(history))
@@ -200,6 +203,21 @@ async fn history(
         key: p.key,
         versions,
     }))
+}
+
+/// Every database the pageserver holds (root databases and branches, with each branch's
+/// parent and branch point), and whether this compute serves it: the root it was started
+/// for and that root's branches.
+#[utoipa::path(
+    get,
+    path = "/v1/databases",
+    tag = "databases",
+    responses((status = 200, description = "The databases", body = DatabaseList))
+)]
+async fn list_databases(State(dbs): State<Databases>) -> Result<Json<DatabaseList>, ApiError> {
+    let infos = dbs.list_all().await?;
+    let served = |name: &str| dbs.serves(name);
+    Ok(Json(DatabaseList::of(infos, Some(&served))))
 }
 
 /// A checkpoint's outcome.

@@ -182,18 +182,30 @@ impl Databases {
         }
     }
 
-    /// Asks the pageserver for its databases once and serves every branch descending from
-    /// the root that is not served yet (created through the pageserver's own admin route,
-    /// or by another compute).
-    async fn discover_branches(&self) -> Result<()> {
-        let databases = self
+    /// Every database the pageserver holds.
+    pub async fn list_all(&self) -> Result<Vec<ferrisdb_common::proto::DatabaseInfo>> {
+        Ok(self
             .pageserver
             .admin
             .clone()
             .list_databases(ListDatabasesRequest {})
             .await?
             .into_inner()
-            .databases;
+            .databases)
+    }
+
+    /// Whether this compute serves `database` (in any role, or starting to).
+    pub fn serves(&self, database: &str) -> bool {
+        self.served
+            .read()
+            .is_ok_and(|served| served.contains_key(database))
+    }
+
+    /// Asks the pageserver for its databases once and serves every branch descending from
+    /// the root that is not served yet (created through the pageserver's own admin route,
+    /// or by another compute).
+    async fn discover_branches(&self) -> Result<()> {
+        let databases = self.list_all().await?;
         let parents: BTreeMap<String, String> = databases
             .iter()
             .filter(|d| !d.parent.is_empty())

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use ferrisdb_common::Version;
 use ferrisdb_server_common::admin::ApiError;
-use ferrisdb_server_common::openapi::{ApiInfo, Branched, Maintained, int64, opt_int64};
+use ferrisdb_server_common::openapi::{
+    ApiInfo, Branched, DatabaseList, Maintained, int64, opt_int64,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,6 +29,7 @@ pub const ADMIN_API: ApiInfo = ApiInfo {
 pub fn routes() -> OpenApiRouter<Databases> {
     OpenApiRouter::new()
         .routes(routes!(status))
+        .routes(routes!(list_databases))
         .routes(routes!(checkpoint))
         .routes(routes!(branch))
         .routes(routes!(compact))
@@ -66,6 +69,18 @@ async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
         );
     }
     Json(serde_json::json!({"kind": "pageserver", "databases": databases}))
+}
+
+/// Every database this pageserver holds: root databases and branches, with each branch's
+/// parent and branch point.
+#[utoipa::path(
+    get,
+    path = "/v1/databases",
+    tag = "databases",
+    responses((status = 200, description = "The databases", body = DatabaseList))
+)]
+async fn list_databases(State(dbs): State<Databases>) -> Json<DatabaseList> {
+    Json(DatabaseList::of(dbs.infos(), None))
 }
 
 #[derive(serde::Deserialize, IntoParams)]

@@ -255,6 +255,22 @@ impl Databases {
             .collect()
     }
 
+    /// Every database as the wire lists it (a root's parent empty, its branch version 0).
+    pub fn infos(&self) -> Vec<ferrisdb_common::proto::DatabaseInfo> {
+        self.list()
+            .into_iter()
+            .map(|(name, ancestor)| {
+                let (parent, branch_version) =
+                    ancestor.map_or((String::new(), 0), |(p, v)| (p, v.0));
+                ferrisdb_common::proto::DatabaseInfo {
+                    name,
+                    parent,
+                    branch_version,
+                }
+            })
+            .collect()
+    }
+
     /// Stops every database's background tasks.
     pub fn stop(&self) {
         if let Ok(tasks) = self.tasks.lock() {

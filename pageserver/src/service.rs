@@ -7,7 +7,7 @@ use ferrisdb_common::message_size::REPLY_TARGET_BYTES;
 use ferrisdb_common::proto::pageserver_server::Pageserver;
 use ferrisdb_common::proto::{
     ChangesBatch, ChangesRequest, CheckpointRequest, CommittedRecord, CreateBranchRequest,
-    CreateBranchResponse, DatabaseInfo, HistoryEntry, HistoryRequest, HistoryResponse, KeyValue,
+    CreateBranchResponse, HistoryEntry, HistoryRequest, HistoryResponse, KeyValue,
     ListDatabasesRequest, ListDatabasesResponse, MaintenanceRequest, MaintenanceResponse,
     PageGetRangeRequest, PageGetRangeResponse, PageGetRequest, PageGetResponse, PageserverStatus,
     PageserverStatusRequest, VersionAtRequest, VersionAtResponse,
@@ -260,20 +260,7 @@ impl Pageserver for PageserverService {
         &self,
         _req: Request<ListDatabasesRequest>,
     ) -> Result<Response<ListDatabasesResponse>, Status> {
-        let databases = self
-            .databases
-            .list()
-            .into_iter()
-            .map(|(name, ancestor)| {
-                let (parent, branch_version) =
-                    ancestor.map_or((String::new(), 0), |(p, v)| (p, v.0));
-                DatabaseInfo {
-                    name,
-                    parent,
-                    branch_version,
-                }
-            })
-            .collect();
+        let databases = self.databases.infos();
         Ok(Response::new(ListDatabasesResponse { databases }))
     }
 }

@@ -256,6 +256,12 @@ pub enum AdminCommand {
         #[command(flatten)]
         args: AdminArgs,
     },
+    /// List the databases the pageserver holds: root databases and branches (with parent and
+    /// branch point), and which of them the compute serves.
+    Databases {
+        #[command(flatten)]
+        args: AdminArgs,
+    },
 }
 
 impl AdminCommand {
@@ -286,6 +292,9 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
             (args, reqwest::Method::POST, path, None)
         }
         AdminCommand::Status { args } => (args, reqwest::Method::GET, "/v1/status".into(), None),
+        AdminCommand::Databases { args } => {
+            (args, reqwest::Method::GET, "/v1/databases".into(), None)
+        }
         AdminCommand::Branch {
             name,
             parent,
@@ -372,6 +381,23 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
         (_, true) => say(&body),
         (AdminCommand::Status { .. }, false) => {
             say(serde_json::to_string_pretty(&body).unwrap_or_default());
+        }
+        (AdminCommand::Databases { .. }, false) => {
+            for d in body["databases"].as_array().into_iter().flatten() {
+                let name = d["name"].as_str().unwrap_or_default();
+                let origin = match d["parent"].as_str() {
+                    Some(parent) => {
+                        format!("branch of {parent} at version {}", d["branch_version"])
+                    }
+                    None => "root".to_string(),
+                };
+                let served = match d["served"].as_bool() {
+                    Some(true) => ", served here",
+                    Some(false) => ", not served here",
+                    None => "",
+                };
+                say(format_args!("{name}\t{origin}{served}"));
+            }
         }
         (AdminCommand::Compact { .. } | AdminCommand::Gc { .. }, false) => {
             say(format_args!(

@@ -42,6 +42,51 @@ pub struct Branched {
     pub version: ferrisdb_common::Version,
 }
 
+/// One database a pageserver holds (compute and pageserver admin APIs, `GET /v1/databases`).
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct DatabaseEntry {
+    /// Its name.
+    pub name: String,
+    /// The database it was branched from (none for a root database).
+    pub parent: Option<String>,
+    /// The parent's version it starts from (none for a root database).
+    pub branch_version: Option<u64>,
+    /// Whether the compute answering serves it (the compute's list only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served: Option<bool>,
+}
+
+/// Every database a pageserver holds, by name.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct DatabaseList {
+    /// Root databases and branches, ordered by name.
+    pub databases: Vec<DatabaseEntry>,
+}
+
+impl DatabaseList {
+    /// The list from the pageserver's gRPC answer; `served` says, for a compute, which of
+    /// them it serves.
+    pub fn of(
+        mut infos: Vec<ferrisdb_common::proto::DatabaseInfo>,
+        served: Option<&dyn Fn(&str) -> bool>,
+    ) -> DatabaseList {
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let databases = infos
+            .into_iter()
+            .map(|d| {
+                let root = d.parent.is_empty();
+                DatabaseEntry {
+                    served: served.map(|f| f(&d.name)),
+                    parent: (!root).then_some(d.parent),
+                    branch_version: (!root).then_some(d.branch_version),
+                    name: d.name,
+                }
+            })
+            .collect();
+        DatabaseList { databases }
+    }
+}
+
 /// A database's storage after a compaction or GC pass (compute and pageserver admin APIs).
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Maintained {
