@@ -76,10 +76,14 @@ pub fn cap_by_bytes<T>(
     false
 }
 
-/// The bytes a history entry counts for against a byte target: its value and a fixed
-/// allowance for its version, time and framing.
+/// What a history entry counts for against a byte target besides its value: its version,
+/// time and framing.
+pub const HISTORY_ENTRY_OVERHEAD: usize = 32;
+
+/// The bytes a history entry counts for against a byte target: its value and
+/// [`HISTORY_ENTRY_OVERHEAD`].
 pub fn history_entry_bytes(entry: &crate::proto::HistoryEntry) -> usize {
-    entry.value.as_ref().map_or(0, |v| v.len()) + 32
+    entry.value.as_ref().map_or(0, |v| v.len()) + HISTORY_ENTRY_OVERHEAD
 }
 
 /// Cuts `entries` (a key's history, oldest first) once they hold [`REPLY_TARGET_BYTES`] of

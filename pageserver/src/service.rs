@@ -165,9 +165,11 @@ impl Pageserver for PageserverService {
         } else {
             Version(req.to_version)
         };
-        let mut entries = t
-            .history(&req.key, Version(req.from_version), to)
-            .await?
+        // One page, read no further than it needs: the reader asks on from after its last.
+        let (page, more) = t
+            .history_page(&req.key, Version(req.from_version), to, REPLY_TARGET_BYTES)
+            .await?;
+        let entries = page
             .into_iter()
             .map(|(v, time, value)| HistoryEntry {
                 version: v.0,
@@ -175,7 +177,6 @@ impl Pageserver for PageserverService {
                 value,
             })
             .collect();
-        let more = ferrisdb_common::message_size::cap_history(&mut entries);
         Ok(Response::new(HistoryResponse { entries, more }))
     }
 

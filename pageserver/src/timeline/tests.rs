@@ -260,3 +260,81 @@ async fn a_checkpoint_is_due_once_the_open_layer_reaches_its_size_mark() {
     let again = tokio::time::timeout(Duration::from_millis(100), t.checkpoint_due()).await;
     assert!(again.is_err(), "a second signal was kept");
 }
+
+/// A long history comes in pages that read no further than they need: joined, the pages are
+/// the whole history (a range clear that removed a value included, one that found nothing
+/// not); each holds at most one entry past its byte target and reads about as many layers
+/// as it answers entries, whatever follows it.
+#[tokio::test]
+async fn a_history_page_reads_only_the_layers_it_answers() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = load_all(store, Metrics::new().unwrap()).await.unwrap();
+    let big = |i: u64| Bytes::from(vec![i as u8; 10_000]);
+    let mut v = 0;
+    for i in 0..40u64 {
+        v += 10;
+        let m = match i % 10 {
+            // A range clear that removes the value, then one with nothing to remove.
+            7 | 8 => Mutation::ClearRange {
+                begin: Bytes::from_static(b"k"),
+                end: Bytes::from_static(b"l"),
+            },
+            _ => Mutation::Set {
+                key: Bytes::from_static(b"k"),
+                value: big(i),
+            },
+        };
+        t.apply(&[WalRecord {
+            version: Version(v),
+            commit_time_micros: v,
+            mutations: vec![m],
+        }])
+        .unwrap();
+        // One layer per version, but the last few stay in memory.
+        if i < 36 {
+            t.checkpoint(Version(v)).await.unwrap();
+        }
+    }
+    let to = Version(v);
+    let whole = t.history(b"k", Version(0), to).await.unwrap();
+    let versions: Vec<u64> = whole.iter().map(|(v, _, _)| v.0).collect();
+    // Of each ten: seven sets, the clear that removed one; the second clear is no version.
+    let want: Vec<u64> = (1..=40u64)
+        .filter(|i| (i - 1) % 10 != 8)
+        .map(|i| i * 10)
+        .collect();
+    assert_eq!(versions, want);
+    let target = 50_000;
+    let (mut from, mut joined, mut pages) = (Version(0), Vec::new(), 0);
+    loop {
+        let (hits, misses) = t.cache_stats();
+        let (page, more) = t.history_page(b"k", from, to, target).await.unwrap();
+        let (hits2, misses2) = t.cache_stats();
+        let blocks = (hits2 + misses2) - (hits + misses);
+        pages += 1;
+        let bytes: usize = page
+            .iter()
+            .map(|(_, _, v)| super::history::entry_bytes(v))
+            .sum();
+        let last = page
+            .last()
+            .map(|e| e.2.as_ref().map_or(0, |v| v.len()) + 32);
+        assert!(
+            bytes - last.unwrap_or(0) < target,
+            "page {pages}: {bytes} bytes"
+        );
+        assert!(
+            blocks <= page.len() as u64 + 2,
+            "page {pages}: {blocks} blocks read for {} entries",
+            page.len()
+        );
+        let next = page.last().map(|(v, _, _)| Version(v.0 + 1));
+        joined.extend(page);
+        match next {
+            Some(n) if more => from = n,
+            _ => break,
+        }
+    }
+    assert!(pages >= 6, "{pages} pages");
+    assert_eq!(joined, whole);
+}
