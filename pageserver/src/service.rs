@@ -127,15 +127,18 @@ impl Pageserver for PageserverService {
     ) -> Result<Response<PageGetRangeResponse>, Status> {
         let req = req.into_inner();
         let t = self.timelines.get(&req.database)?;
-        let (kvs, more) = t
-            .get_range(
-                &req.begin,
-                &req.end,
-                Version(req.version),
-                req.limit as usize,
-                req.reverse,
-            )
-            .await?;
+        let version = Version(req.version);
+        let (kvs, more) = if req.limit == 0 && req.target_bytes > 0 {
+            // No limit but a byte target: read no further than the page needs.
+            let target = usize::try_from(req.target_bytes).unwrap_or(usize::MAX);
+            let min_rows = req.min_rows as usize;
+            t.get_range_until(&req.begin, &req.end, version, req.reverse, min_rows, target)
+                .await?
+        } else {
+            let limit = req.limit as usize;
+            t.get_range(&req.begin, &req.end, version, limit, req.reverse)
+                .await?
+        };
         let (kvs, more) = cap_bytes(kvs, more, req.min_rows as usize, req.target_bytes);
         Ok(Response::new(PageGetRangeResponse {
             kvs: kvs

@@ -186,6 +186,57 @@ impl Timeline {
         ))
     }
 
+    /// The rows of `[begin, end)` at `version` in scan order, from the first on, until they
+    /// hold `target_bytes` of keys and values and at least `min_rows` rows, and whether more
+    /// may follow. It reads in windows ([`Timeline::scan_windowed`]), each sized from the rows
+    /// seen so far, so a page of a range of any size costs about the page (an unlimited range
+    /// read gathered the whole range, for every page of it).
+    pub async fn get_range_until(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        version: Version,
+        reverse: bool,
+        min_rows: usize,
+        target_bytes: usize,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+        self.check_retained(version)?;
+        self.wait_ingested(version, READ_WAIT).await?;
+        self.metrics.reads.inc();
+        let (mut lo, mut hi) = (Bytes::copy_from_slice(begin), Bytes::copy_from_slice(end));
+        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            // Enough rows of the size seen so far to reach the target, within bounds that keep
+            // a window's own cost in check.
+            let want = match out.len() {
+                0 => 64,
+                n => (target_bytes.saturating_sub(bytes) / (bytes / n).max(1) + 1).clamp(16, 4096),
+            }
+            .max(min_rows.saturating_sub(out.len()));
+            if lo >= hi {
+                return Ok((out, false));
+            }
+            let (rows, more) = self.scan_windowed(&lo, &hi, version, want, reverse).await?;
+            bytes += rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            let last = rows.last().map(|(k, _)| k.clone());
+            out.extend(rows);
+            let Some(last) = last.filter(|_| more) else {
+                return Ok((out, false));
+            };
+            if bytes >= target_bytes && out.len() >= min_rows {
+                return Ok((out, true));
+            }
+            if reverse {
+                hi = last;
+            } else {
+                let mut next = last.to_vec();
+                next.push(0);
+                lo = Bytes::from(next);
+            }
+        }
+    }
+
     /// A limited range read that touches only about as much as it returns: each source (the
     /// in-memory layers and the layers a read at `version` needs) yields its first `want` keys
     /// from the cursor in scan order; results are final up to the nearest point where a source

@@ -338,3 +338,89 @@ async fn a_history_page_reads_only_the_layers_it_answers() {
     assert!(pages >= 6, "{pages} pages");
     assert_eq!(joined, whole);
 }
+
+/// An unlimited range read with a byte target comes in pages that read about their own size:
+/// joined, forwards and backwards, the pages are the whole range (clears and a range clear
+/// applied, the newest rows from memory), and no page reads more than a fraction of the
+/// blocks the whole range takes.
+#[tokio::test]
+async fn a_range_page_reads_about_its_own_size() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = load_all(store, Metrics::new().unwrap()).await.unwrap();
+    let key = |i: u32| Bytes::from(format!("k{i:05}"));
+    let mut v = 0;
+    for round in 0..4u32 {
+        v += 10;
+        let mut mutations: Vec<Mutation> = (0..8000u32)
+            .filter(|i| i % 4 == round)
+            .map(|i| Mutation::Set {
+                key: key(i),
+                value: Bytes::from(vec![round as u8; 1000]),
+            })
+            .collect();
+        if round == 2 {
+            mutations.push(Mutation::ClearRange {
+                begin: key(500),
+                end: key(700),
+            });
+            mutations.push(Mutation::Clear { key: key(5) });
+        }
+        t.apply(&[WalRecord {
+            version: Version(v),
+            commit_time_micros: v,
+            mutations,
+        }])
+        .unwrap();
+        if round < 3 {
+            t.checkpoint(Version(v)).await.unwrap();
+        }
+    }
+    let at = Version(v);
+    let (whole, more) = t.get_range(b"k", b"l", at, 0, false).await.unwrap();
+    assert!(!more);
+    assert!(whole.len() > 7500 && !whole.iter().any(|(k, _)| *k == key(5)));
+    let (h0, m0) = t.cache_stats();
+    t.get_range(b"k", b"l", at, 0, false).await.unwrap();
+    let (h1, m1) = t.cache_stats();
+    let whole_blocks = (h1 + m1) - (h0 + m0);
+    let target = 64 << 10;
+    for reverse in [false, true] {
+        let (mut lo, mut hi) = (Bytes::from_static(b"k"), Bytes::from_static(b"l"));
+        let mut joined = Vec::new();
+        loop {
+            let (h0, m0) = t.cache_stats();
+            let (page, more) = t
+                .get_range_until(&lo, &hi, at, reverse, 1, target)
+                .await
+                .unwrap();
+            let (h1, m1) = t.cache_stats();
+            let blocks = (h1 + m1) - (h0 + m0);
+            assert!(
+                blocks * 4 < whole_blocks,
+                "a page of {} rows read {blocks} of the range's {whole_blocks} blocks",
+                page.len()
+            );
+            let bytes: usize = page.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert!(!more || bytes >= target, "a short page said more follow");
+            let last = page.last().map(|(k, _)| k.clone());
+            joined.extend(page);
+            match last {
+                Some(last) if more => {
+                    if reverse {
+                        hi = last;
+                    } else {
+                        let mut next = last.to_vec();
+                        next.push(0);
+                        lo = Bytes::from(next);
+                    }
+                }
+                _ => break,
+            }
+        }
+        let mut want = whole.clone();
+        if reverse {
+            want.reverse();
+        }
+        assert!(joined == want, "reverse {reverse}: {} rows", joined.len());
+    }
+}
