@@ -227,13 +227,7 @@ impl Timeline {
             if bytes >= target_bytes && out.len() >= min_rows {
                 return Ok((out, true));
             }
-            if reverse {
-                hi = last;
-            } else {
-                let mut next = last.to_vec();
-                next.push(0);
-                lo = Bytes::from(next);
-            }
+            past(&last, reverse, &mut lo, &mut hi);
         }
     }
 
@@ -327,13 +321,16 @@ impl Timeline {
             if out.len() == limit {
                 return Ok((out, true));
             }
-            if reverse {
-                hi = f;
-            } else {
-                let mut next = f.to_vec();
-                next.push(0);
-                lo = Bytes::from(next);
-            }
+            past(&f, reverse, &mut lo, &mut hi);
         }
+    }
+}
+
+/// Narrows the rest of a range scan `[lo, hi)` to what lies past `last` in scan order.
+pub(crate) fn past(last: &Bytes, reverse: bool, lo: &mut Bytes, hi: &mut Bytes) {
+    if reverse {
+        *hi = last.clone();
+    } else {
+        *lo = ferrisdb_common::overlay::successor(last);
     }
 }

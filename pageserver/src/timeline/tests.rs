@@ -405,15 +405,7 @@ async fn a_range_page_reads_about_its_own_size() {
             let last = page.last().map(|(k, _)| k.clone());
             joined.extend(page);
             match last {
-                Some(last) if more => {
-                    if reverse {
-                        hi = last;
-                    } else {
-                        let mut next = last.to_vec();
-                        next.push(0);
-                        lo = Bytes::from(next);
-                    }
-                }
+                Some(last) if more => super::read::past(&last, reverse, &mut lo, &mut hi),
                 _ => break,
             }
         }
