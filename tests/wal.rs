@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ferrisdb_client::{Bytes, Database, ErrorKind, RetryOptions};
+use ferrisdb_client::{Bytes, Database, ErrorKind, RetryOptions, Version};
 use ferrisdb_common::proto::ReadWalRequest;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use support::{DevCluster, eventually, metric, status};
@@ -481,12 +481,13 @@ async fn two_computes_for_one_database_never_both_commit() {
     let status = status(&cluster.admin_endpoint()).await.unwrap();
     assert_eq!(status["primary"]["role"], "fenced");
 
-    // The fenced compute keeps serving reads, as a replica of the log it lost: it converges
-    // to the new primary's last commit and still refuses commits with `fenced`.
+    // The fenced compute keeps serving reads at versions, as a replica of the log it lost:
+    // it converges to the new primary's last commit and still refuses commits with `fenced`.
+    // With no primary to ask, it cannot prove a read at the latest version current, and
+    // refuses those rather than answer from a log it may be cut off from.
     let last_b = b
         .iter()
-        .filter(|(_, _, r)| r.is_ok())
-        .map(|(k, v, _)| (k.clone(), v.clone()))
+        .filter_map(|(k, v, r)| r.as_ref().ok().map(|at| (k.clone(), v.clone(), *at)))
         .next_back()
         .unwrap();
     eventually(
@@ -494,11 +495,16 @@ async fn two_computes_for_one_database_never_both_commit() {
         "the fenced compute serves the new primary's commits",
         || async {
             let tx = first.create_transaction();
-            let got = tx.get(last_b.0.clone()).await;
+            let got = match tx.set_read_version(Version(last_b.2)) {
+                Ok(()) => tx.get(last_b.0.clone()).await,
+                Err(e) => Err(e),
+            };
             matches!(got, Ok(Some(v)) if v == last_b.1.as_bytes())
         },
     )
     .await;
+    let latest = first.create_transaction().get(last_b.0.clone()).await;
+    assert_eq!(latest.map_err(|e| e.kind()), Err(ErrorKind::Unavailable));
     let refused = put(&first, "after-fencing".into(), "x".into()).await;
     assert_eq!(refused.map_err(|e| e.kind()), Err(ErrorKind::Fenced));
 

@@ -47,8 +47,9 @@ pub struct Args {
     /// The pageserver's gRPC endpoint.
     #[arg(long)]
     pub pageserver: String,
-    /// Serve as a read replica: follow the WAL, answer read-only transactions, refuse
-    /// commits with `read_only` naming --primary-endpoint.
+    /// Serve as a read replica: follow the WAL, answer read-only transactions (reads at the
+    /// latest version at the primary's read version, asked of --primary-endpoint: without
+    /// it, only reads at an explicit version), refuse commits with `read_only`.
     #[arg(long, conflicts_with = "standby")]
     pub replica: bool,
     /// Serve as a replica until the primary (--primary-endpoint) stops answering, then

@@ -163,6 +163,11 @@ impl Databases {
                     while this.primary_endpoint.is_some() {
                         this.wait_for_primary_to_die(&database).await;
                         tracing::warn!(%database, primary = ?this.primary_endpoint, "the primary stopped answering: taking over");
+                        // Until this compute serves as primary, its clients are told to wait,
+                        // not sent to the primary that just stopped answering.
+                        if let Some(Node::Replica(r)) = tx.borrow().as_ref() {
+                            r.start_taking_over();
+                        }
                         this.lead(&database, &tx).await;
                     }
                 }

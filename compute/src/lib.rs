@@ -14,6 +14,7 @@ pub(crate) mod committer;
 pub mod databases;
 #[cfg(any(test, feature = "test-aids"))]
 pub mod faulty_page_source;
+pub mod freshness;
 pub mod hot_tier;
 pub mod lease;
 pub mod metrics;

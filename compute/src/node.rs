@@ -27,20 +27,20 @@ impl Node {
         }
     }
 
-    /// The version a new transaction reads at. On a primary, the latest commit, confirmed
-    /// with a safekeeper majority to be no older than any commit acknowledged before this
-    /// call (linearizable). On a replica, the newest version it has applied: a consistent
-    /// snapshot of committed history that may lag the primary (not linearizable).
+    /// The version a new transaction reads at, no older than any commit acknowledged before
+    /// this call (linearizable). On a primary, the latest commit, confirmed with a safekeeper
+    /// majority; on a replica, the primary's read version once applied here
+    /// ([`Replica::read_version`]).
     pub async fn read_version(&self) -> Result<Version> {
         match self {
             Node::Primary(p) => p.read_version().await,
-            Node::Replica(r) => Ok(r.view().latest()),
+            Node::Replica(r) => r.read_version().await,
         }
     }
 
     /// Runs `read` at the version [`Node::read_version`] would answer and gives its answer
     /// with that version: on a primary, the read and the liveness check run concurrently
-    /// ([`Primary::read_latest`]); on a replica, at the newest version it has applied.
+    /// ([`Primary::read_latest`]); on a replica, at the primary's read version once applied.
     pub async fn read_latest<T, F, Fut>(&self, read: F) -> Result<(Version, T)>
     where
         F: FnOnce(Version) -> Fut,
@@ -49,7 +49,7 @@ impl Node {
         match self {
             Node::Primary(p) => p.read_latest(read).await,
             Node::Replica(r) => {
-                let version = r.view().latest();
+                let version = r.read_version().await?;
                 Ok((version, read(version).await?))
             }
         }

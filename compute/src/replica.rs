@@ -1,5 +1,6 @@
 //! A read replica: follows the committed WAL from the safekeepers into its own hot tier and
-//! serves read-only transactions at the newest version it has applied.
+//! serves read-only transactions, at the primary's read version once it has applied that far
+//! (linearizable, see [`crate::freshness`]) or at an explicit version it has.
 //!
 //! It starts at what the pageserver has ingested (the hot tier's floor: everything below comes
 //! from the pageserver) and applies each record the safekeepers stream. Safekeepers stream only
@@ -18,6 +19,7 @@ use ferrisdb_server_common::wal_follower::{self, WalSink};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::freshness::Freshness;
 use crate::metrics::Metrics;
 use crate::page_source::Pageserver;
 use crate::read_path::Tiers;
@@ -28,10 +30,18 @@ use crate::view::DatabaseView;
 pub struct Replica {
     view: Arc<DatabaseView>,
     primary_endpoint: Option<String>,
+    /// Read versions from the primary, when this replica knows where it is.
+    freshness: Option<Freshness>,
     /// Why this compute stopped being primary, if it was primary before.
     lost_term: Option<String>,
+    /// Set when this standby starts taking over from a primary that stopped answering.
+    taking_over: std::sync::atomic::AtomicBool,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// How long a read at the latest version waits for this replica to apply what the primary
+/// has committed before it is refused as `unavailable`.
+pub const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where the follower applies records: the view's hot tier, then its visible version, then
 /// its watches (the same order as the primary's committer, which watches rely on).
@@ -95,10 +105,16 @@ impl Replica {
         });
         let evict = tokio::spawn(view.clone().evict_loop(None));
         tracing::info!(%database, %floor, "replica following the WAL");
+        let freshness = primary_endpoint
+            .as_ref()
+            .map(|p| Freshness::new(database.clone(), p.clone()))
+            .transpose()?;
         Ok(Arc::new(Replica {
             view,
             primary_endpoint,
+            freshness,
             lost_term,
+            taking_over: Default::default(),
             tasks: vec![follow, evict],
         }))
     }
@@ -108,8 +124,46 @@ impl Replica {
         &self.view
     }
 
-    /// The error a commit gets here: `read_only`, or `fenced` on a former primary.
+    /// The version a read at "the latest version" reads at here: the primary's read version
+    /// (linearizable: no older than any commit it acknowledged before this call), once this
+    /// replica has applied that far ([`crate::freshness`]). Without a primary to ask — a
+    /// replica started without `--primary-endpoint`, or a former primary that lost its term
+    /// — nothing proves this replica current, and the read is refused as `unavailable`; a
+    /// read at an explicit version is served either way.
+    pub async fn read_version(&self) -> Result<Version> {
+        let Some(freshness) = &self.freshness else {
+            let why = match &self.lost_term {
+                Some(lost) => format!("this compute lost its term ({lost})"),
+                None => "this replica was started without --primary-endpoint".to_string(),
+            };
+            return Err(Error::unavailable(format!(
+                "{why}, so it cannot prove a read at the latest version of {:?} is current: \
+                 read at the primary, or at an explicit version here",
+                self.view.database()
+            )));
+        };
+        let version = freshness.read_version().await?;
+        self.view.wait_visible(version, CATCH_UP_TIMEOUT).await?;
+        Ok(version)
+    }
+
+    /// Marks this standby as taking over: commits are refused as `unavailable` (retried), no
+    /// longer as `read_only` naming the primary that stopped answering.
+    pub fn start_taking_over(&self) {
+        self.taking_over
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The error a commit gets here: `read_only`, or `fenced` on a former primary, or
+    /// `unavailable` (starting) on a standby taking over.
     pub fn refuse_commit(&self) -> Error {
+        if self.taking_over.load(std::sync::atomic::Ordering::Relaxed) {
+            return Error::unavailable(format!(
+                "this compute is taking over as primary of {:?}: retry in a moment",
+                self.view.database()
+            ))
+            .with_reason(ferrisdb_common::error::Reason::Starting);
+        }
         let whom = match &self.primary_endpoint {
             Some(p) => format!("commit at the primary, {p}"),
             None => "commit at the primary".to_string(),

@@ -117,6 +117,25 @@ impl DatabaseView {
         *self.visible.borrow()
     }
 
+    /// Waits until `version` is visible here, at most `timeout` (then `unavailable`: a
+    /// replica that far behind its primary answers nothing rather than something old).
+    pub async fn wait_visible(&self, version: Version, timeout: Duration) -> Result<()> {
+        let mut visible = self.visible.clone();
+        match tokio::time::timeout(timeout, visible.wait_for(|v| *v >= version)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::unavailable(format!(
+                "{:?} stopped applying the WAL before version {version}",
+                self.database
+            ))),
+            Err(_) => Err(Error::unavailable(format!(
+                "{:?} has applied up to version {}, behind the primary's {version}, after \
+                 {timeout:?}",
+                self.database,
+                self.latest()
+            ))),
+        }
+    }
+
     /// The tiers' part of `/v1/status`.
     pub fn tier_status(&self) -> serde_json::Value {
         let (floor, entries, bytes) = self.hot.stats();
