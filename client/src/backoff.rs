@@ -9,7 +9,29 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::database::RetryOptions;
+/// How [`crate::Database::run`] (and every other retrying call of the SDK) retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOptions {
+    /// Give up (returning the last error) once this much time has passed.
+    pub timeout: Duration,
+    /// Give up after this many retries.
+    pub max_retries: u32,
+    /// First backoff; it doubles up to `max_backoff`, with full jitter.
+    pub initial_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryOptions {
+    fn default() -> RetryOptions {
+        RetryOptions {
+            timeout: Duration::from_secs(30),
+            max_retries: u32::MAX,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
 
 /// One retrying loop's budget: when it started, how many retries it made, and the bound of
 /// its next pause.

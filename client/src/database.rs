@@ -14,7 +14,7 @@ use ferrisdb_common::proto::{ChangesRequest, HistoryRequest, VersionAtRequest};
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result};
 
-use crate::backoff::Backoff;
+use crate::backoff::{Backoff, RetryOptions};
 use crate::conn::Conn;
 use crate::outgoing::{Client, Outgoing};
 use crate::transaction::Transaction;
@@ -29,30 +29,6 @@ pub struct HistoryEntry {
     pub commit_time_micros: u64,
     /// The value it set; `None` when it cleared the key.
     pub value: Option<Bytes>,
-}
-
-/// How [`Database::run`] retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryOptions {
-    /// Give up (returning the last error) once this much time has passed.
-    pub timeout: Duration,
-    /// Give up after this many retries.
-    pub max_retries: u32,
-    /// First backoff; it doubles up to `max_backoff`, with full jitter.
-    pub initial_backoff: Duration,
-    /// Largest backoff.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryOptions {
-    fn default() -> RetryOptions {
-        RetryOptions {
-            timeout: Duration::from_secs(30),
-            max_retries: u32::MAX,
-            initial_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_secs(1),
-        }
-    }
 }
 
 /// How to reach a database: where, as whom, and how to retry.

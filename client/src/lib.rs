@@ -27,8 +27,9 @@ mod transaction;
 pub mod tuple;
 mod watch;
 
+pub use backoff::RetryOptions;
 pub use bytes::Bytes;
-pub use database::{ConnectOptions, Database, HistoryEntry, RetryOptions};
+pub use database::{ConnectOptions, Database, HistoryEntry};
 pub use ferrisdb_common::atomic::AtomicOp;
 pub use ferrisdb_common::net::ClientTls;
 pub use ferrisdb_common::wal::{Mutation, WalRecord as ChangeRecord};

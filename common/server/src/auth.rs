@@ -538,7 +538,7 @@ fn peer_access(url: &str) -> (Option<ClientTls>, SendCluster) {
 /// identity route proves the credentials this server accepts, listening on `port`
 /// ([`crate::identity`]).
 pub fn require_on_admin(router: axum::Router, require: Require, port: u16) -> axum::Router {
-    let identity = crate::identity::Identity::new(require.bearer.clone(), port);
+    let identity = crate::identity::Identity::new(require.bearer.digests(), port);
     let router = router.layer(axum::Extension(identity));
     if require.is_open() {
         return router;

@@ -33,22 +33,36 @@ const LABEL: &[u8] = b"ferrisdb admin identity v1\0";
 
 /// What a server proves: the admin credentials it accepts, and the port it listens on. The
 /// admin router carries it to the identity route as a request extension.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Identity {
-    tokens: crate::auth::Tokens,
+    /// The credentials' SHA-256 digests (what `auth::Tokens` keeps of them).
+    digests: std::sync::Arc<[[u8; 32]]>,
     port: u16,
 }
 
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Identity({} redacted, port {})",
+            self.digests.len(),
+            self.port
+        )
+    }
+}
+
 impl Identity {
-    /// The credentials `tokens`, proved for `port`.
-    pub fn new(tokens: crate::auth::Tokens, port: u16) -> Identity {
-        Identity { tokens, port }
+    /// The credentials whose SHA-256 digests are `digests`, proved for `port`.
+    pub fn new(digests: &[[u8; 32]], port: u16) -> Identity {
+        Identity {
+            digests: digests.into(),
+            port,
+        }
     }
 
     /// A proof of each credential for `challenge` (none when the server takes none).
     pub fn proofs(&self, challenge: &str) -> Vec<String> {
-        self.tokens
-            .digests()
+        self.digests
             .iter()
             .map(|d| proof_from_digest(d, self.port, challenge))
             .collect()
