@@ -65,7 +65,7 @@ fn spawn_replica(cluster: &mut DevCluster) -> String {
     args.listen_http = format!("127.0.0.1:{}", base + 80).parse().unwrap();
     args.warm_tier_dir = Some(cluster.data_dir.join("replica-cache"));
     args.replica = true;
-    args.primary_endpoint = Some(cluster.endpoint());
+    args.primary_endpoints = vec![cluster.endpoint()];
     let argv = support::compute_argv(&args);
     cluster.spawn_argv("replica", &argv);
     format!("http://127.0.0.1:{base}")

@@ -225,7 +225,7 @@ async fn a_partitioned_primary_never_answers_stale_reads() {
     b_args.listen_http = format!("127.0.0.1:{}", b_base + 80).parse().unwrap();
     b_args.warm_tier_dir = Some(cluster.data_dir.join("b-cache"));
     b_args.standby = true;
-    b_args.primary_endpoint = Some(a_endpoint.clone());
+    b_args.primary_endpoints = vec![a_endpoint.clone()];
     let b_argv = support::compute_argv(&b_args);
     let b_gid = gid + 1;
     let _b = spawn(&b_argv, Some(b_gid), &logs.join("b.log"));

@@ -60,7 +60,7 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
         .unwrap();
     let (argv, base) = second_compute(&cluster, "replica", |a| {
         a.replica = true;
-        a.primary_endpoint = Some(cluster.endpoint());
+        a.primary_endpoints = vec![cluster.endpoint()];
     });
     cluster.spawn_argv("replica", &argv);
     let replica_ep = format!("http://127.0.0.1:{base}");
@@ -139,7 +139,7 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
     // version are refused as unavailable, reads at a version it has are served.
     let (argv, lone_base) = second_compute(&cluster, "lone", |a| {
         a.replica = true;
-        a.primary_endpoint = None;
+        a.primary_endpoints = Vec::new();
     });
     cluster.spawn_argv("lone", &argv);
     let lone = Database::connect_with(
@@ -211,16 +211,31 @@ async fn a_replica_converges_and_never_shows_an_uncommitted_version() {
 async fn a_standby_takes_over_when_the_primary_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    // One list for every compute, as an operator would write it: the standby leaves itself
+    // out; the replica asks whichever of the two answers.
     let (argv, base) = second_compute(&cluster, "standby", |a| {
         a.standby = true;
-        a.primary_endpoint = Some(cluster.endpoint());
+        a.primary_endpoints = vec![cluster.endpoint(), format!("http://{}", a.listen_grpc)];
     });
+    let computes = vec![cluster.endpoint(), format!("http://127.0.0.1:{base}")];
     cluster.spawn_argv("standby", &argv);
     let standby_http = format!("http://127.0.0.1:{}", base + 80);
     eventually(Duration::from_secs(30), "the standby follows", || async {
         status(&standby_http)
             .await
             .is_some_and(|s| s["primary"]["role"] == "replica")
+    })
+    .await;
+    let (argv, replica_base) = second_compute(&cluster, "replica", |a| {
+        a.replica = true;
+        a.primary_endpoints = computes.clone();
+    });
+    cluster.spawn_argv("replica", &argv);
+    let replica = Database::connect(&format!("http://127.0.0.1:{replica_base}"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "the replica serves", || async {
+        replica.create_transaction().get("n").await.is_ok()
     })
     .await;
 
@@ -297,6 +312,31 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
     assert!(
         n >= acked && n <= acked + unsure,
         "every acknowledged increment survived the failover, none was invented: n={n} ok={acked} unknown={unsure}"
+    );
+
+    // The replica's reads at the latest version follow the failover: it asks the standby
+    // now, and still sees every commit acknowledged before the read began.
+    for round in 0..10 {
+        let tx = db.create_transaction();
+        tx.set("after-failover", round.to_string());
+        let version = tx.commit().await.unwrap();
+        let (read_version, value) = read_at(&replica, "after-failover", None).await;
+        assert_eq!(
+            value.as_deref(),
+            Some(round.to_string().as_bytes()),
+            "round {round}: the replica missed a commit the new primary acknowledged"
+        );
+        assert!(
+            read_version >= version,
+            "round {round}: {read_version:?} < {version:?}"
+        );
+    }
+    let r = status(&format!("http://127.0.0.1:{}", replica_base + 80))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["primary"]["primary_endpoint"], computes[1],
+        "the replica names the compute that answered: {r}"
     );
 
     // The old primary comes back, under load: it wins a newer term and fences the standby,

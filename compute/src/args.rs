@@ -49,16 +49,20 @@ pub struct Args {
     pub pageserver: String,
     /// Serve as a read replica: follow the WAL, answer read-only transactions (reads at the
     /// latest version at the primary's read version, asked of --primary-endpoint: without
-    /// it, only reads at an explicit version), refuse commits with `read_only`.
+    /// one, only reads at an explicit version), refuse commits with `read_only`.
     #[arg(long, conflicts_with = "standby")]
     pub replica: bool,
     /// Serve as a replica until the primary (--primary-endpoint) stops answering, then
     /// win the next term and take over.
-    #[arg(long, requires = "primary_endpoint")]
+    #[arg(long, requires = "primary_endpoints")]
     pub standby: bool,
-    /// The primary's client endpoint (for replicas and standbys).
-    #[arg(long)]
-    pub primary_endpoint: Option<String>,
+    /// The primary's client endpoint, then those of standbys that may take over from it
+    /// (repeat, or separate with commas). A replica asks whichever answers for the read
+    /// version of its reads at the latest version; a standby takes over once none answers;
+    /// a primary that loses its term asks them as a replica would. This compute's own
+    /// endpoint may be in the list (one list for every compute): it is left out.
+    #[arg(long = "primary-endpoint", value_delimiter = ',')]
+    pub primary_endpoints: Vec<String>,
     /// Exit after this long without client requests (e.g. `5m`); `ferrisdb dev` starts the
     /// compute again on the next connection.
     #[arg(long)]
@@ -109,7 +113,7 @@ impl std::fmt::Debug for Args {
             .field("pageserver", &self.pageserver)
             .field("replica", &self.replica)
             .field("standby", &self.standby)
-            .field("primary_endpoint", &self.primary_endpoint)
+            .field("primary_endpoints", &self.primary_endpoints)
             .field("suspend_after", &self.suspend_after)
             .field("token", &ferrisdb_common::net::redact(&self.token))
             .field("token_file", &self.token_file)
@@ -134,7 +138,7 @@ impl Args {
             pageserver,
             replica: false,
             standby: false,
-            primary_endpoint: None,
+            primary_endpoints: Vec::new(),
             suspend_after: None,
             token: None,
             token_file: None,
@@ -186,7 +190,7 @@ impl Args {
                 },
             },
             role,
-            primary_endpoint: self.primary_endpoint,
+            primary_endpoints: self.primary_endpoints,
             suspend_after: self.suspend_after.map(std::time::Duration::from),
             security,
         })
@@ -210,7 +214,10 @@ mod tests {
             database: "other".into(),
             safekeepers: vec!["http://a:1".into(), "http://b:2".into()],
             standby: true,
-            primary_endpoint: Some("http://127.0.0.1:4500".into()),
+            primary_endpoints: vec![
+                "http://127.0.0.1:4500".into(),
+                "http://127.0.0.1:4501".into(),
+            ],
             suspend_after: Some("5m 3s".parse().unwrap()),
             token_file: Some("/client.token".into()),
             hot_tier_budget_bytes: 0,

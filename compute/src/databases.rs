@@ -81,8 +81,9 @@ pub struct Databases {
     served: Arc<RwLock<BTreeMap<String, NodeSlot>>>,
     elections: Arc<std::sync::Mutex<Vec<AbortHandle>>>,
     role: Role,
-    /// The primary's client endpoint (replicas name it; standbys watch it).
-    primary_endpoint: Option<String>,
+    /// The primary's client endpoint, then any standby's that may take over from it
+    /// (replicas ask them for read versions; standbys watch them).
+    primary_endpoints: Vec<String>,
     /// Where primaries run their commit pipelines (`None`: on the caller's runtime).
     pipeline: Option<tokio::runtime::Handle>,
     /// When [`Databases::find`] last asked the pageserver for its databases; held while it
@@ -107,16 +108,17 @@ impl Databases {
             served: Arc::default(),
             elections: Arc::default(),
             role: Role::Primary,
-            primary_endpoint: None,
+            primary_endpoints: Vec::new(),
             pipeline: None,
             last_discovery: Arc::default(),
         }
     }
 
-    /// Serves every database as `role`, with the primary at `primary_endpoint`.
-    pub fn with_role(mut self, role: Role, primary_endpoint: Option<String>) -> Databases {
+    /// Serves every database as `role`, with the primary (or a standby that took over from
+    /// it) at one of `primary_endpoints`.
+    pub fn with_role(mut self, role: Role, primary_endpoints: Vec<String>) -> Databases {
         self.role = role;
-        self.primary_endpoint = primary_endpoint;
+        self.primary_endpoints = primary_endpoints;
         self
     }
 
@@ -160,9 +162,9 @@ impl Databases {
                     this.become_replica(&database, &tx, None).await;
                     // Without a primary to watch there is nothing to take over from twice:
                     // leading again after a demotion would only fence the new primary.
-                    while this.primary_endpoint.is_some() {
+                    while !this.primary_endpoints.is_empty() {
                         this.wait_for_primary_to_die(&database).await;
-                        tracing::warn!(%database, primary = ?this.primary_endpoint, "the primary stopped answering: taking over");
+                        tracing::warn!(%database, primary = ?this.primary_endpoints, "the primary stopped answering: taking over");
                         // Until this compute serves as primary, its clients are told to wait,
                         // not sent to the primary that just stopped answering.
                         if let Some(Node::Replica(r)) = tx.borrow().as_ref() {
@@ -480,7 +482,7 @@ impl Databases {
                 self.pageserver.clone(),
                 self.metrics.clone(),
                 self.tiers.clone(),
-                self.primary_endpoint.clone(),
+                &self.primary_endpoints,
                 lost_term.clone(),
             )
             .await;
@@ -500,51 +502,60 @@ impl Databases {
     }
 
     /// Returns once the primary has failed [`PROBES_BEFORE_TAKEOVER`] probes in a row: it is
-    /// unreachable or not serving. A primary that is merely slow or partitioned from this
-    /// standby is fenced by the election that follows, so a wrong guess costs availability
-    /// for a moment, never safety.
+    /// unreachable or not serving. With several endpoints (the primary, then other standbys)
+    /// a probe goes to all of them and succeeds if any answers, so a standby does not take
+    /// over from another that already has. A primary that is merely slow or partitioned from
+    /// this standby is fenced by the election that follows, so a wrong guess costs
+    /// availability for a moment, never safety.
     async fn wait_for_primary_to_die(&self, database: &str) {
-        let Some(endpoint) = &self.primary_endpoint else {
-            return;
-        };
         // The cluster credential rides along, so a primary that requires client tokens
         // still answers this probe.
-        let Ok(channel) = ferrisdb_server_common::auth::peer_channel(endpoint) else {
+        let clients: Vec<_> = self
+            .primary_endpoints
+            .iter()
+            .filter_map(|e| ferrisdb_server_common::auth::peer_channel(e).ok())
+            .map(|channel| ferrisdb_common::with_message_limits!(DatabaseClient::new(channel)))
+            .collect();
+        if clients.is_empty() {
             return;
-        };
-        let mut client = ferrisdb_common::with_message_limits!(DatabaseClient::new(channel));
+        }
         let mut failures = 0;
         // Since when the primary has answered "starting" without a break.
         let mut starting_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
-            let req = GetReadVersionRequest {
-                database: database.to_string(),
-            };
-            let probe = tokio::time::timeout(PROBE_EVERY, client.get_read_version(req));
-            let starting = match probe.await {
-                Ok(Ok(_)) => {
-                    failures = 0;
-                    false
-                }
-                // A primary that refuses the probe is alive: taking over would fence it.
-                Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => {
-                    failures = 0;
-                    false
-                }
-                Ok(Err(s)) if Error::from(s.clone()).reason() == Some(Reason::Starting) => {
-                    let since = *starting_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() < STARTING_GRACE {
-                        failures = 0;
-                    } else {
-                        failures += 1;
+            let probes = clients.iter().map(|client| {
+                let mut client = client.clone();
+                let req = GetReadVersionRequest {
+                    database: database.to_string(),
+                };
+                async move {
+                    match tokio::time::timeout(PROBE_EVERY, client.get_read_version(req)).await {
+                        Ok(Ok(_)) => Probe::Alive,
+                        // A primary that refuses the probe is alive: taking over would fence it.
+                        Ok(Err(s)) if s.code() == tonic::Code::Unauthenticated => Probe::Alive,
+                        Ok(Err(s)) if Error::from(s.clone()).reason() == Some(Reason::Starting) => {
+                            Probe::Starting
+                        }
+                        _ => Probe::Silent,
                     }
-                    true
                 }
-                _ => {
+            });
+            let answers = futures::future::join_all(probes).await;
+            let starting = if answers.contains(&Probe::Alive) {
+                failures = 0;
+                false
+            } else if answers.contains(&Probe::Starting) {
+                let since = *starting_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() < STARTING_GRACE {
+                    failures = 0;
+                } else {
                     failures += 1;
-                    false
                 }
+                true
+            } else {
+                failures += 1;
+                false
             };
             if !starting {
                 starting_since = None;
@@ -563,6 +574,17 @@ impl Databases {
             }
         }
     }
+}
+
+/// What one probe of a compute a standby watches found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// It answered (or refused the credential): alive.
+    Alive,
+    /// It is starting up as primary.
+    Starting,
+    /// No answer, or an error: not serving.
+    Silent,
 }
 
 #[cfg(test)]

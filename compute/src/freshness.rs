@@ -14,8 +14,16 @@
 //! the next one, so each answer comes from an ask that began after the request arrived (an
 //! ask begun earlier could miss a commit acknowledged in between), and a busy replica sends
 //! the primary one request per round trip, not one per transaction.
+//!
+//! A replica may be told several endpoints (`--primary-endpoint P,S`: the primary, then the
+//! standby that takes over from it). Any compute's read version is linearizable — a primary
+//! confirms its term with a safekeeper majority, a replica asks its own primary, a fenced
+//! compute with nobody to ask refuses — so whichever endpoint answers, its answer will do.
+//! An ask tries the endpoint that answered last first, then the others in order, which is
+//! what keeps a replica's latest reads available across a failover to a standby elsewhere.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ferrisdb_common::proto::GetReadVersionRequest;
@@ -31,9 +39,18 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct Freshness {
     database: String,
-    endpoint: String,
-    client: DatabaseClient<PeerChannel>,
+    /// Where to ask, in the order the operator gave; never empty.
+    endpoints: Arc<[Endpoint]>,
+    /// The index of the endpoint that answered last, tried first.
+    preferred: Arc<AtomicUsize>,
     state: Arc<Mutex<Pending>>,
+}
+
+/// One compute a replica may ask.
+#[derive(Debug)]
+struct Endpoint {
+    address: String,
+    client: DatabaseClient<PeerChannel>,
 }
 
 /// Requests waiting for the next ask, and whether an ask is in flight.
@@ -44,17 +61,49 @@ struct Pending {
 }
 
 impl Freshness {
-    /// Asks the primary at `endpoint` (with the cluster credential, which every client API
-    /// accepts) for `database`'s read versions.
-    pub fn new(database: String, endpoint: String) -> Result<Freshness> {
-        let channel = ferrisdb_server_common::auth::peer_channel(&endpoint)?;
-        let client = ferrisdb_common::with_message_limits!(DatabaseClient::new(channel));
-        Ok(Freshness {
+    /// Asks the computes at `endpoints` (with the cluster credential, which every client API
+    /// accepts) for `database`'s read versions; `None` when there is nobody to ask.
+    pub fn new(database: String, endpoints: &[String]) -> Result<Option<Freshness>> {
+        let endpoints = endpoints
+            .iter()
+            .map(|address| {
+                let channel = ferrisdb_server_common::auth::peer_channel(address)?;
+                Ok(Endpoint {
+                    address: address.clone(),
+                    client: ferrisdb_common::with_message_limits!(DatabaseClient::new(channel)),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Freshness {
             database,
-            endpoint,
-            client,
+            endpoints: endpoints.into(),
+            preferred: Arc::default(),
             state: Arc::default(),
-        })
+        }))
+    }
+
+    /// The endpoint that answered last (the first one given, until another answers): the
+    /// primary as far as this replica knows.
+    pub fn primary(&self) -> &str {
+        &self
+            .endpoint(self.preferred.load(Ordering::Relaxed))
+            .address
+    }
+
+    fn endpoint(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index % self.endpoints.len()]
+    }
+
+    /// The batch's state. Nothing that runs under this lock can panic, and the state stays
+    /// consistent at every step, so a poisoned lock is taken over rather than leaving the
+    /// requests already waiting unanswered.
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A read version at least as new as every commit the primary acknowledged before this
@@ -62,10 +111,7 @@ impl Freshness {
     pub async fn read_version(&self) -> Result<Version> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut state = self
-                .state
-                .lock()
-                .map_err(|_| Error::internal("read-version batch poisoned"))?;
+            let mut state = self.pending();
             state.waiting.push(tx);
             !std::mem::replace(&mut state.asking, true)
         };
@@ -80,13 +126,13 @@ impl Freshness {
     /// until nobody waits.
     async fn ask_until_drained(self) {
         loop {
-            let batch = match self.state.lock() {
-                Ok(mut state) if !state.waiting.is_empty() => std::mem::take(&mut state.waiting),
-                Ok(mut state) => {
+            let batch = {
+                let mut state = self.pending();
+                if state.waiting.is_empty() {
                     state.asking = false;
                     return;
                 }
-                Err(_) => return,
+                std::mem::take(&mut state.waiting)
             };
             let answer = self.ask().await;
             for tx in batch {
@@ -95,30 +141,57 @@ impl Freshness {
         }
     }
 
+    /// Asks the endpoint that answered last, then each other in order, until one answers.
     async fn ask(&self) -> Result<Version> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut refusals = Vec::new();
+        for offset in 0..self.endpoints.len() {
+            let index = (first + offset) % self.endpoints.len();
+            match self.ask_one(self.endpoint(index)).await {
+                Ok(version) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(version);
+                }
+                Err(e) => refusals.push(e),
+            }
+        }
+        // One endpoint: its refusal as it was (a `database_not_found` stays one). Several:
+        // `unavailable` unless they all said the same, so a client moves on and retries.
+        let kind = match refusals.first() {
+            Some(e) if refusals.iter().all(|r| r.kind() == e.kind()) => e.kind(),
+            _ => ferrisdb_common::ErrorKind::Unavailable,
+        };
+        let why = refusals
+            .iter()
+            .map(|e| e.message().to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(Error::new(
+            kind,
+            format!(
+                "this replica reads at the primary's read version and cannot prove a read here \
+                 is current (read at an explicit version, or at the primary): {why}"
+            ),
+        ))
+    }
+
+    async fn ask_one(&self, endpoint: &Endpoint) -> Result<Version> {
         let req = GetReadVersionRequest {
             database: self.database.clone(),
         };
-        let mut client = self.client.clone();
+        let mut client = endpoint.client.clone();
         match tokio::time::timeout(ASK_TIMEOUT, client.get_read_version(req)).await {
             Ok(Ok(answer)) => Ok(Version(answer.into_inner().version)),
             Ok(Err(status)) => {
                 let e = Error::from(status);
                 Err(Error::new(
                     e.kind(),
-                    format!(
-                        "this replica reads at the primary's read version, and the primary at \
-                         {} refused it: {}",
-                        self.endpoint,
-                        e.message()
-                    ),
+                    format!("{} refused: {}", endpoint.address, e.message()),
                 ))
             }
             Err(_) => Err(Error::unavailable(format!(
-                "this replica reads at the primary's read version, and the primary at {} did \
-                 not answer within {ASK_TIMEOUT:?}: it cannot prove a read here is current \
-                 (read at an explicit version, or at the primary)",
-                self.endpoint
+                "{} did not answer within {ASK_TIMEOUT:?}",
+                endpoint.address
             ))),
         }
     }

@@ -74,9 +74,10 @@ pub struct ComputeConfig {
     pub tiers: crate::read_path::TierConfig,
     /// Primary, read replica or standby.
     pub role: Role,
-    /// The primary's client endpoint, named to clients whose commits reach a replica, and
-    /// watched by a standby.
-    pub primary_endpoint: Option<String>,
+    /// The primary's client endpoint, then standbys' that may take over from it: asked for
+    /// read versions by a replica, named to clients whose commits reach one, and watched by
+    /// a standby. An entry naming this compute's own `listen_grpc` is left out.
+    pub primary_endpoints: Vec<String>,
     /// Exit after this long without a client request (scale to zero); `None`: never.
     pub suspend_after: Option<std::time::Duration>,
     /// TLS for the client and admin APIs, and the tokens they require (client tokens on the
@@ -94,7 +95,7 @@ impl std::fmt::Debug for ComputeConfig {
             .field("pageserver", &self.pageserver)
             .field("tiers", &self.tiers)
             .field("role", &self.role)
-            .field("primary_endpoint", &self.primary_endpoint)
+            .field("primary_endpoints", &self.primary_endpoints)
             .field("suspend_after", &self.suspend_after)
             .field("security", &self.security)
             .finish()
@@ -118,7 +119,7 @@ impl ComputeConfig {
             pageserver,
             tiers: crate::read_path::TierConfig::default(),
             role: Role::Primary,
-            primary_endpoint: None,
+            primary_endpoints: Vec::new(),
             suspend_after: None,
             security: auth::Security::default(),
         }
@@ -190,6 +191,35 @@ pub async fn run(
     served
 }
 
+/// Whether `endpoint` (`http://host:port`, `https://…`) is this compute's own client API at
+/// `own`: asking itself for a read version, or watching itself as the primary, would only
+/// wait for itself. Hosts are compared as written or as loopback; a name other than
+/// `localhost` is not resolved, so an endpoint spelled by another name is kept (it costs a
+/// timed-out ask, never a wrong answer).
+fn names_this_compute(endpoint: &str, own: SocketAddr) -> bool {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return false;
+    };
+    if port.parse::<u16>().ok() != Some(own.port()) {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host {
+        "localhost" => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        other => match other.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => return false,
+        },
+    };
+    ip == own.ip() || (own.ip().is_unspecified() && ip.is_loopback())
+}
+
 /// The compute from its databases' start to the end of serving (`listeners`: gRPC, then
 /// admin HTTP; primaries' commit pipelines on `pipeline`).
 async fn serve_databases(
@@ -202,6 +232,13 @@ async fn serve_databases(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let security = &config.security;
+    let own = grpc_listener.local_addr()?;
+    let primary_endpoints: Vec<String> = config
+        .primary_endpoints
+        .iter()
+        .filter(|e| !names_this_compute(e, own))
+        .cloned()
+        .collect();
     let databases = Databases::new(
         config.database.clone(),
         config.safekeepers.clone(),
@@ -209,7 +246,7 @@ async fn serve_databases(
         metrics.clone(),
     )
     .with_tiers(tiers)
-    .with_role(config.role, config.primary_endpoint.clone())
+    .with_role(config.role, primary_endpoints)
     .with_pipeline_runtime(pipeline);
     databases.serve(&config.database);
     let branches = tokio::spawn(databases.clone().serve_branches());
@@ -256,4 +293,39 @@ async fn serve_databases(
     databases.stop();
     let _ = http.await;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::names_this_compute;
+
+    #[test]
+    fn a_compute_recognises_its_own_endpoint_in_a_shared_list() {
+        let own = "127.0.0.1:4500".parse().unwrap();
+        for e in [
+            "http://127.0.0.1:4500",
+            "https://127.0.0.1:4500/",
+            "http://localhost:4500",
+            "127.0.0.1:4500",
+        ] {
+            assert!(names_this_compute(e, own), "{e}");
+        }
+        for e in [
+            "http://127.0.0.1:4501",
+            "http://10.0.0.1:4500",
+            "http://compute-1:4500",
+            "http://127.0.0.1",
+            "",
+        ] {
+            assert!(!names_this_compute(e, own), "{e}");
+        }
+        let any = "0.0.0.0:4500".parse().unwrap();
+        assert!(names_this_compute("http://127.0.0.1:4500", any));
+        assert!(names_this_compute(
+            "http://[::1]:4500",
+            "[::]:4500".parse().unwrap()
+        ));
+        assert!(!names_this_compute("http://10.0.0.1:4500", any));
+    }
 }

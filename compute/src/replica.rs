@@ -29,7 +29,6 @@ use crate::view::DatabaseView;
 #[derive(Debug)]
 pub struct Replica {
     view: Arc<DatabaseView>,
-    primary_endpoint: Option<String>,
     /// Read versions from the primary, when this replica knows where it is.
     freshness: Option<Freshness>,
     /// Why this compute stopped being primary, if it was primary before.
@@ -80,7 +79,7 @@ impl Replica {
         pageserver: Pageserver,
         metrics: Metrics,
         tiers: Tiers,
-        primary_endpoint: Option<String>,
+        primary_endpoints: &[String],
         lost_term: Option<String>,
     ) -> Result<Arc<Replica>> {
         let status = pageserver.pages.status(&database).await?;
@@ -105,13 +104,9 @@ impl Replica {
         });
         let evict = tokio::spawn(view.clone().evict_loop(None));
         tracing::info!(%database, %floor, "replica following the WAL");
-        let freshness = primary_endpoint
-            .as_ref()
-            .map(|p| Freshness::new(database.clone(), p.clone()))
-            .transpose()?;
+        let freshness = Freshness::new(database.clone(), primary_endpoints)?;
         Ok(Arc::new(Replica {
             view,
-            primary_endpoint,
             freshness,
             lost_term,
             taking_over: Default::default(),
@@ -164,8 +159,8 @@ impl Replica {
             ))
             .with_reason(ferrisdb_common::error::Reason::Starting);
         }
-        let whom = match &self.primary_endpoint {
-            Some(p) => format!("commit at the primary, {p}"),
+        let whom = match &self.freshness {
+            Some(f) => format!("commit at the primary, {}", f.primary()),
             None => "commit at the primary".to_string(),
         };
         if let Some(why) = &self.lost_term {
@@ -193,7 +188,7 @@ impl Replica {
             // "fenced" keeps what a former primary reported before it became a replica.
             "role": if self.lost_term.is_some() { "fenced" } else { "replica" },
             "applied_version": self.view.latest(),
-            "primary_endpoint": self.primary_endpoint,
+            "primary_endpoint": self.freshness.as_ref().map(Freshness::primary),
             "lost_term": self.lost_term,
         });
         if let (Some(s), serde_json::Value::Object(tiers)) =

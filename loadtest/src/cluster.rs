@@ -277,7 +277,7 @@ impl Cluster {
         replica.listen_http = SocketAddr::from(([127, 0, 0, 1], r_http));
         replica.warm_tier_dir = Some(data_dir.join("replica-cache"));
         replica.replica = true;
-        replica.primary_endpoint = Some(endpoint.clone());
+        replica.primary_endpoints = vec![endpoint.clone()];
         let r_argv = Server::Compute(replica).argv(&compute.argv[0])?;
         let gid = gid_base + processes.len() as u32;
         processes.push(Process {
