@@ -625,4 +625,35 @@ async fn a_call_that_hangs_is_cut_at_the_clients_timeout() {
     // And with the pageserver back, the same call answers.
     let (ok, out, err) = cli(&["history", "hang", "--endpoint", &ep, "--json"]);
     assert!(ok, "{out} {err}");
+
+    // A transaction's own calls are cut there too: with the compute stopped (its socket
+    // accepts, nothing answers), a read, a scan and a read version end at the timeout with
+    // `unavailable`, and a write with `commit_unknown_result` (the commit may have been
+    // sent). Before, each waited for the connection's keep-alive to give up (10 s).
+    let compute = Pid::from_raw(cluster.component("compute").pid);
+    kill(compute, Signal::SIGSTOP).unwrap();
+    let mut outcomes = Vec::new();
+    for (args, code) in [
+        (&["get", "hang"][..], "unavailable"),
+        (&["scan", "a", "z"][..], "unavailable"),
+        (&["getversion"][..], "unavailable"),
+        (&["set", "hang", "w"][..], "commit_unknown_result"),
+    ] {
+        let mut argv = args.to_vec();
+        argv.extend(["--endpoint", &ep, "--timeout", "2", "--json"]);
+        let started = std::time::Instant::now();
+        let (ok, out, _) = cli(&argv);
+        outcomes.push((args, code, ok, out, started.elapsed()));
+    }
+    kill(compute, Signal::SIGCONT).unwrap();
+    for (args, code, ok, out, took) in outcomes {
+        assert!(!ok, "{args:?} answered with the compute stopped: {out}");
+        assert_eq!(json(&out)["error"]["code"], code, "{args:?}: {out}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    }
+    // The compute, resumed, has the value from before (or the one whose commit was cut, if
+    // it was sent): nothing else.
+    let (ok, out, err) = cli(&["get", "hang", "--endpoint", &ep]);
+    assert!(ok, "{out} {err}");
+    assert!(out.trim() == "v" || out.trim() == "w", "{out}");
 }

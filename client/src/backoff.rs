@@ -12,7 +12,11 @@ use rand::Rng;
 /// How [`crate::Database::run`] (and every other retrying call of the SDK) retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryOptions {
-    /// Give up (returning the last error) once this much time has passed.
+    /// Give up (returning the last error) once this much time has passed. It also bounds
+    /// every call a transaction makes: in [`crate::Database::run`] none waits past the end of
+    /// the run's timeout, and in a transaction from `create_transaction` each call waits at
+    /// most this long; a read that waited it out fails `unavailable`, a commit
+    /// `commit_unknown_result`. Zero: no bound.
     pub timeout: Duration,
     /// Give up after this many retries.
     pub max_retries: u32,

@@ -17,7 +17,7 @@ use ferrisdb_common::{DEFAULT_DATABASE, Error, ErrorKind, Result};
 use crate::backoff::{Backoff, RetryOptions};
 use crate::conn::Conn;
 use crate::outgoing::{Client, Outgoing};
-use crate::transaction::Transaction;
+use crate::transaction::{CallLimit, Transaction};
 use crate::watch::Watch;
 
 /// One version of a key, as [`Database::history`] returns it.
@@ -538,7 +538,10 @@ impl Database {
     /// an application's own transactions find the new primary after a failover too.
     pub fn create_transaction(&self) -> Transaction {
         let (endpoint, conn) = self.endpoints.current();
-        let tx = Transaction::new(conn, self.database.clone());
+        let tx = Transaction::new(conn, self.database.clone()).limited(CallLimit {
+            per_call: Backoff::new(self.retry).remaining(),
+            until: None,
+        });
         if self.endpoints.clients.len() < 2 {
             return tx;
         }
@@ -575,7 +578,11 @@ impl Database {
         let mut backoff = Backoff::new(self.retry);
         loop {
             let (endpoint, conn) = self.endpoints.current();
-            let tx = Transaction::new(conn, self.database.clone());
+            // The attempt's calls end with the run's timeout, like its retries.
+            let tx = Transaction::new(conn, self.database.clone()).limited(CallLimit {
+                per_call: None,
+                until: backoff.remaining().map(|left| Instant::now() + left),
+            });
             let outcome = match body(tx.clone()).await {
                 Ok(value) => tx.commit().await.map(|_| value),
                 Err(e) => Err(e),

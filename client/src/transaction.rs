@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,6 +109,40 @@ pub struct Transaction {
     /// Reads through this handle add no read conflicts (see [`Transaction::snapshot`]).
     snapshot: bool,
     on_refusal: Option<OnRefusal>,
+    limit: CallLimit,
+}
+
+/// How long a transaction's calls to the compute may wait for an answer: each at most
+/// `per_call` (the database's retry timeout, for a transaction made with
+/// `create_transaction`), and none past `until` (the end of the timeout of the `run` it
+/// belongs to). A compute that stops answering without closing its connection (paused,
+/// cut off behind a firewall that drops packets) would otherwise hold a read or a commit
+/// until the operating system gives up on the connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallLimit {
+    /// The longest one call may wait; `None`: no bound.
+    pub(crate) per_call: Option<Duration>,
+    /// No call waits past this; `None`: no bound.
+    pub(crate) until: Option<Instant>,
+}
+
+impl CallLimit {
+    /// How long the next call may wait, if bounded.
+    fn left(&self) -> Option<Duration> {
+        let until = self
+            .until
+            .map(|u| u.saturating_duration_since(Instant::now()));
+        match (self.per_call, until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The error of a read (or read version) that got no answer within `left`: retryable, as
+/// nothing was changed.
+fn read_timed_out(left: Duration) -> Error {
+    Error::unavailable(format!("no answer within {left:?} (the timeout)"))
 }
 
 /// The first key after `key` in byte order.
@@ -126,6 +160,28 @@ impl Transaction {
             state: Arc::default(),
             snapshot: false,
             on_refusal: None,
+            limit: CallLimit::default(),
+        }
+    }
+
+    /// The same transaction, its calls bounded by `limit`.
+    pub(crate) fn limited(mut self, limit: CallLimit) -> Transaction {
+        self.limit = limit;
+        self
+    }
+
+    /// `call`'s answer, or `timed_out(bound)` once the call has waited as long as this
+    /// transaction's [`CallLimit`] allows.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T>>,
+        timed_out: impl FnOnce(Duration) -> Error,
+    ) -> Result<T> {
+        match self.limit.left() {
+            None => call.await,
+            Some(left) => tokio::time::timeout(left, call)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(left))),
         }
     }
 
@@ -225,7 +281,11 @@ impl Transaction {
         let req = GetReadVersionRequest {
             database: self.database.to_string(),
         };
-        let v = Version(self.conn.read_version(req).await?.version);
+        let v = Version(
+            self.bounded(self.conn.read_version(req), read_timed_out)
+                .await?
+                .version,
+        );
         Ok(self.state()?.adopt_latest(v))
     }
 
@@ -274,7 +334,7 @@ impl Transaction {
             version: version.unwrap_or_default().0,
             latest: version.is_none(),
         };
-        let resp = self.conn.get(req).await?;
+        let resp = self.bounded(self.conn.get(req), read_timed_out).await?;
         Ok((resp.value, resp.read_version))
     }
 
@@ -294,7 +354,9 @@ impl Transaction {
             reverse,
             latest: version.is_none(),
         };
-        let resp = self.conn.get_range(req).await?;
+        let resp = self
+            .bounded(self.conn.get_range(req), read_timed_out)
+            .await?;
         let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
         Ok(((rows, resp.more), resp.read_version))
     }
@@ -675,7 +737,16 @@ impl Transaction {
             write_conflicts,
             mutations,
         };
-        let response = match self.conn.commit(req).await {
+        let commit = self.bounded(self.conn.commit(req), |left| {
+            Error::new(
+                ErrorKind::CommitUnknownResult,
+                format!(
+                    "no answer to the commit within {left:?} (the timeout): it may or may not \
+                     have happened"
+                ),
+            )
+        });
+        let response = match commit.await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(OnRefusal(report)) = &self.on_refusal {
@@ -778,7 +849,7 @@ impl Transaction {
                 version: at.0,
                 latest: false,
             };
-            let known = tx.conn.get(req).await?.value;
+            let known = tx.bounded(tx.conn.get(req), read_timed_out).await?.value;
             crate::watch::wait(tx.conn.client.clone(), tx.database.clone(), key, known).await
         }))
     }
