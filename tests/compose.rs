@@ -346,9 +346,15 @@ async fn compose_file_is_valid_and_runs_what_dev_runs() {
                 .next()
                 .unwrap()
                 .to_string();
+            // A compute is healthy once it can take commits (`/readyz`), the others once up.
+            let probe = if kind == "compute" {
+                "readyz"
+            } else {
+                "healthz"
+            };
             let check = project["services"][service]["healthcheck"]["test"].to_string();
             assert!(
-                check.contains(&format!(":{port}/healthz")),
+                check.contains(&format!(":{port}/{probe}")),
                 "{what}: healthcheck {check}"
             );
             assert!(

@@ -95,11 +95,12 @@ fn every_document_is_openapi_3_1_with_errors_and_auth() {
                     op["responses"]["default"]["$ref"], "#/components/responses/Error",
                     "{name} {method} {route}"
                 );
-                // Only the probe, the document itself and the identity challenge are open.
+                // Only the probes, the document itself and the identity challenge are open.
                 let open = op["security"] == serde_json::json!([{}]);
                 assert_eq!(
                     open,
-                    ["/healthz", "/openapi.json", "/v1/identity"].contains(&route.as_str()),
+                    ["/healthz", "/readyz", "/openapi.json", "/v1/identity"]
+                        .contains(&route.as_str()),
                     "{name} {method} {route}"
                 );
             }

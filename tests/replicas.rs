@@ -33,6 +33,15 @@ fn second_compute(
     (support::compute_argv(&args), base)
 }
 
+/// `GET /readyz` (with `?reads=true` when `reads`) on an admin endpoint, without a
+/// credential, as a load balancer probes it: the status code and the body.
+async fn readyz(http: &str, reads: bool) -> (u16, serde_json::Value) {
+    let url = format!("{http}/readyz{}", if reads { "?reads=true" } else { "" });
+    let r = reqwest::get(&url).await.unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap())
+}
+
 fn counter(v: Option<Bytes>) -> u64 {
     v.map_or(0, |b| String::from_utf8_lossy(&b).parse().unwrap())
 }
@@ -238,6 +247,21 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         replica.create_transaction().get("n").await.is_ok()
     })
     .await;
+    // Only the primary is ready for commits, so a load balancer probing /readyz sends
+    // clients there; the standby and the replica are ready for reads.
+    let replica_http = format!("http://127.0.0.1:{}", replica_base + 80);
+    let primary_http = cluster.component("compute").http.clone();
+    assert_eq!(readyz(&primary_http, false).await.0, 200);
+    for http in [&standby_http, &replica_http] {
+        let (code, body) = readyz(http, false).await;
+        assert_eq!(
+            (code, &body["role"]),
+            (503, &serde_json::json!("replica")),
+            "{body}"
+        );
+        let (code, body) = readyz(http, true).await;
+        assert_eq!(code, 200, "{http}: {body}");
+    }
 
     let db = Database::connect_with(
         ConnectOptions::new(&format!("{},http://127.0.0.1:{base}", cluster.endpoint())).retry(
@@ -303,6 +327,12 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
     assert_eq!(
         s["primary"]["role"], "primary",
         "the standby took over: {s}"
+    );
+    let (code, body) = readyz(&standby_http, false).await;
+    assert_eq!(
+        (code, &body["role"]),
+        (200, &serde_json::json!("primary")),
+        "{body}"
     );
     let standby = Database::connect(&format!("http://127.0.0.1:{base}"))
         .await

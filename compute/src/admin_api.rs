@@ -23,13 +23,14 @@ pub const ADMIN_API: ApiInfo = ApiInfo {
     title: "FerrisDB compute admin API",
     description: "Status, checkpoints, time travel and branches of a FerrisDB compute (the \
                   primary of one database and the branches it serves). Every route but \
-                  /healthz and /openapi.json requires an admin token or the cluster \
-                  credential (docs/security.md).",
+                  /healthz, /readyz, /v1/identity and /openapi.json requires an admin token \
+                  or the cluster credential (docs/security.md).",
 };
 
 /// The compute's own admin routes.
 pub fn routes() -> OpenApiRouter<Databases> {
     OpenApiRouter::new()
+        .routes(routes!(readyz))
         .routes(routes!(status))
         .routes(routes!(list_databases))
         .routes(routes!(checkpoint))
@@ -58,6 +59,90 @@ impl DatabaseParam {
     async fn node(&self, dbs: &Databases) -> Result<Node, Error> {
         dbs.find(self.database.as_deref().unwrap_or(&dbs.root))
             .await
+    }
+}
+
+/// What `/readyz` asks for.
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ReadyParams {
+    /// Ready to serve reads at the latest version (a primary, or a replica whose primary
+    /// answers), rather than to take commits (the primary only).
+    #[serde(default)]
+    reads: bool,
+}
+
+/// Whether this compute is ready, and as what.
+#[derive(serde::Serialize, ToSchema)]
+struct Readiness {
+    /// Whether it is ready for what was asked.
+    ready: bool,
+    /// `primary`, `replica`, `fenced` (a former primary that lost its term) or `starting`.
+    role: &'static str,
+    /// Why not, as an error code (`unavailable`, …), when a check failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+}
+
+/// How long `/readyz` waits for its check (a load balancer's probe times out soon after).
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether this compute is ready to take commits for its database — it is the primary and
+/// has just confirmed its term, as a read version does — or, with `reads=true`, to answer
+/// reads at the latest version. 200 when ready, 503 when not. For load balancers: `/healthz`
+/// only says the process is up, so a balancer probing it sends clients to standbys and
+/// fenced computes, which refuse their commits.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    security(()),
+    params(ReadyParams),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready (starting, a replica, or cut off)", body = Readiness)
+    )
+)]
+async fn readyz(
+    State(dbs): State<Databases>,
+    Query(params): Query<ReadyParams>,
+) -> (axum::http::StatusCode, Json<Readiness>) {
+    let not = |role, code: Option<&'static str>| {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(Readiness {
+                ready: false,
+                role,
+                code,
+            }),
+        )
+    };
+    let node = match dbs.node(&dbs.root) {
+        Ok(node) => node,
+        Err(e) => return not("starting", Some(e.kind().code())),
+    };
+    let role = match &node {
+        Node::Primary(_) => "primary",
+        Node::Replica(r) if r.is_fenced() => "fenced",
+        Node::Replica(_) => "replica",
+    };
+    if role != "primary" && !params.reads {
+        return not(role, None);
+    }
+    // The same proof a read version needs: a primary's term confirmed by a safekeeper
+    // majority, a replica's primary answering.
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, node.read_version()).await {
+        Ok(Ok(_)) => (
+            axum::http::StatusCode::OK,
+            Json(Readiness {
+                ready: true,
+                role,
+                code: None,
+            }),
+        ),
+        Ok(Err(e)) => not(role, Some(e.kind().code())),
+        Err(_) => not(role, Some(ferrisdb_common::ErrorKind::Unavailable.code())),
     }
 }
 

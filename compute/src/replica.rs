@@ -142,6 +142,11 @@ impl Replica {
         Ok(version)
     }
 
+    /// Whether this is a former primary that lost its term (status `role: "fenced"`).
+    pub fn is_fenced(&self) -> bool {
+        self.lost_term.is_some()
+    }
+
     /// Marks this standby as taking over: commits are refused as `unavailable` (retried), no
     /// longer as `read_only` naming the primary that stopped answering.
     pub fn start_taking_over(&self) {

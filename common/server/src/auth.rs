@@ -566,13 +566,14 @@ pub fn require_on_admin(router: axum::Router, require: Require, port: u16) -> ax
     ))
 }
 
-/// Routes served without a credential: the health probe, the API's own description (the
-/// same for every deployment, and the repository's docs/openapi/ publish it anyway), and the
-/// identity challenge (it proves a credential without revealing it).
+/// Routes served without a credential: the health and readiness probes (load balancers
+/// carry no credential; readiness says only a role and an error code), the API's own
+/// description (the same for every deployment, and the repository's docs/openapi/ publish
+/// it anyway), and the identity challenge (it proves a credential without revealing it).
 fn is_open_route(path: &str) -> bool {
     matches!(
         path,
-        "/healthz" | "/openapi.json" | crate::identity::IDENTITY_PATH
+        "/healthz" | "/readyz" | "/openapi.json" | crate::identity::IDENTITY_PATH
     )
 }
 

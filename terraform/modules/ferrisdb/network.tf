@@ -31,7 +31,7 @@ locals {
     ["pageserver", local.ports.pageserver_grpc, "compute", "page reads from the computes"],
     ["compute", local.ports.compute_grpc, "compute", "a standby probing its primary"],
     ["compute", local.ports.compute_grpc, "nlb", "client traffic through the load balancer"],
-    ["compute", local.ports.compute_http, "nlb", "load balancer health checks on /healthz"],
+    ["compute", local.ports.compute_http, "nlb", "load balancer health checks on /readyz"],
   ]
   internal = { for r in local.internal_rules : "${r[2]}-to-${r[0]}-${r[1]}" => {
     to = r[0], port = r[1], from = r[2], why = r[3]

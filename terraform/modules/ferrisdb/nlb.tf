@@ -1,5 +1,6 @@
 # The computes' client port behind a network load balancer (TCP: TLS, when on, is the
-# compute's own, end to end). Health checks probe /healthz on the admin port.
+# compute's own, end to end). Health checks probe /readyz on the admin port: only the
+# primary is healthy, so clients are not sent to standbys, which refuse commits.
 
 resource "aws_lb" "compute" {
   # checkov:skip=CKV_AWS_91: NLB access logs record TLS listeners only; this listener is TCP (TLS, when on, ends in the compute)
@@ -22,7 +23,7 @@ resource "aws_lb_target_group" "compute" {
   health_check {
     protocol            = local.tls ? "HTTPS" : "HTTP"
     port                = tostring(local.ports.compute_http)
-    path                = "/healthz"
+    path                = "/readyz"
     healthy_threshold   = 2
     unhealthy_threshold = 2
     interval            = 10
