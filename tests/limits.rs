@@ -248,6 +248,16 @@ async fn transactions_near_the_limit_pass_every_hop() {
         page.more && page.entries.len() < versions.len(),
         "one page of history"
     );
+    // Every page of rows fits the 4 MiB a gRPC client built from the protos accepts by
+    // default (an outside audit's client refused a 4.06 MiB page of history).
+    let default_limit = ferrisdb_common::message_size::GRPC_DEFAULT_RECEIVE_BYTES;
+    assert!(page.encoded_len() < default_limit, "{}", page.encoded_len());
+    let range_page = first_page(b"big/", b"big0").await;
+    assert!(
+        range_page.encoded_len() < default_limit,
+        "{}",
+        range_page.encoded_len()
+    );
     let h = db.history("hist", Version(0), Version(0)).await.unwrap();
     let got: Vec<(Version, Option<Bytes>)> = h.into_iter().map(|e| (e.version, e.value)).collect();
     let want: Vec<(Version, Option<Bytes>)> = written

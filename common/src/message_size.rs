@@ -49,8 +49,23 @@ pub const MAX_WAL_MESSAGE_BYTES: usize = MAX_FRAME_BYTES + MESSAGE_HEADROOM;
 pub const MAX_MESSAGE_BYTES: usize = MAX_WAL_MESSAGE_BYTES.next_power_of_two() * 4;
 
 /// A range page, a page of history or a change-feed batch stops growing once it holds this
-/// many bytes of keys, values and records (it always holds at least one).
-pub const REPLY_TARGET_BYTES: usize = 4 << 20;
+/// many bytes of keys, values and records (it always holds at least one). Below gRPC's
+/// default receive limit by more than one row, so a client built from the protos with no
+/// settings reads every page of rows: at 4 MiB, a page of 100 kB history entries arrived at
+/// 4,258,983 bytes and such a client refused it (`RESOURCE_EXHAUSTED`; an outside audit).
+pub const REPLY_TARGET_BYTES: usize = 3 << 20;
+
+/// The receive limit gRPC libraries apply by default (4 MiB): what a client of the protos
+/// accepts unless told otherwise. Every page of rows fits in it ([`REPLY_TARGET_BYTES`]);
+/// only a change-feed record of a transaction larger than it cannot.
+pub const GRPC_DEFAULT_RECEIVE_BYTES: usize = 4 << 20;
+
+// A page is the target plus one row (the largest key and value) plus protobuf framing,
+// which the 64 kB margin covers for the per-row fields the byte count leaves out of a page.
+const _: () = assert!(
+    REPLY_TARGET_BYTES + crate::limits::MAX_KEY_SIZE + crate::limits::MAX_VALUE_SIZE + (64 << 10)
+        <= GRPC_DEFAULT_RECEIVE_BYTES
+);
 
 /// Cuts `items` at the first one, past the first `min_items`, that brings their summed
 /// `size_of` to `target` bytes (0: no cap), keeping at least one; returns whether it dropped
@@ -79,6 +94,17 @@ pub fn cap_by_bytes<T>(
 /// What a history entry counts for against a byte target besides its value: its version,
 /// time and framing.
 pub const HISTORY_ENTRY_OVERHEAD: usize = 32;
+
+/// What a range row counts for against a byte target beyond its key and value: its
+/// protobuf framing (the row's tag and length, the key's and the value's), so a page of
+/// many tiny rows is cut by its size on the wire, not by its payload alone.
+pub const RANGE_ROW_OVERHEAD: usize = 16;
+
+/// The bytes a range row counts for against a byte target: its key, its value and
+/// [`RANGE_ROW_OVERHEAD`]. Every hop cuts range pages by this one measure.
+pub fn range_row_bytes(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len() + RANGE_ROW_OVERHEAD
+}
 
 /// The bytes a history entry counts for against a byte target: its value and
 /// [`HISTORY_ENTRY_OVERHEAD`].

@@ -203,10 +203,13 @@ impl Overlay {
     }
 }
 
-/// Cuts `rows` once they hold `max_bytes` of keys and values (0: never), keeping at least
-/// one; returns whether it cut.
+/// Cuts `rows` once they hold `max_bytes` of rows as
+/// [`crate::message_size::range_row_bytes`] counts them (0: never), keeping at least one;
+/// returns whether it cut.
 fn cap_bytes(rows: &mut Vec<(Bytes, Bytes)>, max_bytes: usize) -> bool {
-    crate::message_size::cap_by_bytes(rows, 1, max_bytes, |(k, v)| k.len() + v.len())
+    crate::message_size::cap_by_bytes(rows, 1, max_bytes, |(k, v)| {
+        crate::message_size::range_row_bytes(k, v)
+    })
 }
 
 /// The smallest key after `key` (`key` followed by a zero byte).
@@ -389,10 +392,12 @@ mod tests {
                 "reverse, cap {max_bytes}"
             );
         }
-        // With nothing laid over the source, the cap still cuts its pages: five bytes a row,
-        // so the third reaches twelve.
+        // With nothing laid over the source, the cap still cuts its pages: five bytes a row
+        // and the row's framing (21 counted), so the third reaches 60.
+        let per_row = crate::message_size::range_row_bytes(b"k00", b"vv");
+        assert_eq!(per_row, 21);
         let (rows, more) = Overlay::default()
-            .read_range_capped(b("k00"), b("k50"), 0, false, 12, |l, h, n| {
+            .read_range_capped(b("k00"), b("k50"), 0, false, 60, |l, h, n| {
                 source(l, h, n, false)
             })
             .await

@@ -520,9 +520,12 @@ mod tests {
                 &mut rows,
                 req.min_rows as usize,
                 target,
-                |(k, v)| k.len() + v.len(),
+                |(k, v)| ferrisdb_common::message_size::range_row_bytes(k, v),
             );
-            let answered: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let answered: usize = rows
+                .iter()
+                .map(|(k, v)| ferrisdb_common::message_size::range_row_bytes(k, v))
+                .sum();
             self.range_bytes
                 .fetch_add(answered as u64, std::sync::atomic::Ordering::Relaxed);
             Ok((rows, more))
@@ -733,7 +736,10 @@ mod tests {
             model.clone(),
             Metrics::new().unwrap(),
         );
-        let row = (MAX_KEY_SIZE + MAX_VALUE_SIZE) as u64;
+        let row = ferrisdb_common::message_size::range_row_bytes(
+            &[0; MAX_KEY_SIZE],
+            &[0; MAX_VALUE_SIZE],
+        ) as u64;
         let mut calls = 0;
         for (lo, limit, reverse) in [(0, 1, false), (0, 1, false), (40, 3, false), (0, 2, true)] {
             let (begin, end) = (key(lo), key(100));

@@ -60,7 +60,7 @@ async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
                 "ingested_version": t.ingested_version(),
                 "remote_consistent_version": t.remote_consistent_version(),
                 // The oldest version still readable (the retention window's start).
-                "gc_horizon": t.gc_horizon(),
+                "gc_horizon": t.readable_from(),
                 "manifest_generation": t.manifest_generation().await,
                 "open_layer_bytes": t.open_layer_bytes(),
                 "block_cache": {"hits": t.cache_stats().0, "misses": t.cache_stats().1},

@@ -100,7 +100,7 @@ impl PageserverService {
 pub(crate) fn maintenance_of(t: &Timeline) -> MaintenanceResponse {
     MaintenanceResponse {
         layers: t.layer_count() as u64,
-        gc_horizon: t.gc_horizon().0,
+        gc_horizon: t.readable_from().0,
         remote_consistent_version: t.remote_consistent_version().0,
     }
 }
@@ -282,7 +282,7 @@ fn cap_bytes(
     let target = usize::try_from(target_bytes).unwrap_or(usize::MAX);
     let capped =
         ferrisdb_common::message_size::cap_by_bytes(&mut rows, min_rows, target, |(k, v)| {
-            k.len() + v.len()
+            ferrisdb_common::message_size::range_row_bytes(k, v)
         });
     (rows, more || capped)
 }
@@ -314,11 +314,16 @@ mod tests {
         assert_eq!((r.len(), more), (64, false));
         let (r, more) = cap_bytes(rows(&[100; 64]), true, 2, 64 << 10);
         assert_eq!((r.len(), more), (64, true));
+        // A row of a 1-byte key and a 9-byte value counts 26 bytes, its framing included.
+        assert_eq!(
+            ferrisdb_common::message_size::range_row_bytes(&[1], &[0; 9]),
+            26
+        );
         // The cap reached exactly at the last row drops nothing.
-        let (r, more) = cap_bytes(rows(&[9, 9]), false, 1, 20);
+        let (r, more) = cap_bytes(rows(&[9, 9]), false, 1, 52);
         assert_eq!((r.len(), more), (2, false));
         // Reached at the second of three: the third goes.
-        let (r, more) = cap_bytes(rows(&[9, 9, 9]), false, 1, 20);
+        let (r, more) = cap_bytes(rows(&[9, 9, 9]), false, 1, 52);
         assert_eq!((r.len(), more), (2, true));
         // Empty answers stay empty.
         assert_eq!(cap_bytes(Vec::new(), false, 1, 1), (Vec::new(), false));

@@ -25,6 +25,14 @@ impl Timeline {
     /// first manifest names the parent and makes `at` its durable version, so its WAL starts
     /// there. Fails with `invalid_argument` if `name` exists, and `version_too_old` or
     /// `future_version` if `at` is outside what the parent holds.
+    ///
+    /// The parent is first made durable in object storage up to `at` (a checkpoint, when its
+    /// remote consistent version is below): the branch's first manifest says everything up to
+    /// `at` is in the bucket, and the branch reads the parent's versions up to `at`, so they
+    /// must be there. Before, a branch at the parent's latest version pointed at parent
+    /// versions only the safekeepers held; restored from the bucket, the parent came back
+    /// lower and reused those version numbers, and the branch showed the new commits (or lost
+    /// its own history) — an outside audit's finding.
     pub async fn create_branch(parent: &Timeline, name: &str, at: Version) -> Result<()> {
         let existing = manifest::load_latest(&parent.store, name).await?;
         if existing.generation > 0 {
@@ -33,7 +41,7 @@ impl Timeline {
                 ferrisdb_common::error::echo(name)
             )));
         }
-        parent.check_retained(at)?;
+        parent.check_readable(at)?;
         if at > parent.ingested_version() {
             return Err(Error::new(
                 ErrorKind::FutureVersion,
@@ -44,10 +52,20 @@ impl Timeline {
                 ),
             ));
         }
+        if parent.remote_consistent_version() < at {
+            parent.upload(at).await?;
+        }
         {
             let mut m = parent.manifest.lock().await;
+            // A checkpoint cannot lower it, and the upload above raised it to `at` or past.
+            if m.remote_consistent_version < at {
+                return Err(Error::unavailable(format!(
+                    "cannot branch {} at {at}: only {} is in object storage",
+                    parent.database, m.remote_consistent_version
+                )));
+            }
             // Checked again under the manifest lock: GC raises the horizon under it.
-            parent.check_retained(at)?;
+            parent.check_readable(at)?;
             let mut next = m.clone();
             next.generation += 1;
             next.writer = parent.writer.clone();

@@ -28,10 +28,11 @@ impl Timeline {
 
     /// Where a change feed asked to start at `from` starts: 0 asks for every commit still
     /// held, which begins at the retention horizon (GC keeps every cold segment holding a
-    /// version at or above it); any other version is taken as it is.
+    /// version at or above it; on a branch, the parent's where higher: [`Timeline::readable_from`]);
+    /// any other version is taken as it is.
     pub fn feed_start(&self, from: Version) -> Version {
         if from == Version::ZERO {
-            self.gc_horizon()
+            self.readable_from()
         } else {
             from
         }

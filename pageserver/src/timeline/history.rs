@@ -42,7 +42,7 @@ impl Timeline {
         // 0 asks for everything still held: from the retention horizon. An explicit version
         // below it is refused, as a read there is.
         let from = if from == Version::ZERO {
-            self.gc_horizon()
+            self.readable_from()
         } else {
             from
         };

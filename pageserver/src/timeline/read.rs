@@ -30,6 +30,37 @@ impl Timeline {
     }
 
     /// Refuses versions below the GC horizon: what they need may be gone.
+    /// The oldest version readable here: this timeline's retention horizon or, on a branch,
+    /// its parent's where that is higher (a branch's versions up to its branch point are read
+    /// in its parent, whose GC keeps its branch points, so the parent's never passes the
+    /// branch point). The status's `gc_horizon`, and where history and change feeds start
+    /// when asked for "everything held".
+    pub fn readable_from(&self) -> Version {
+        let own = self.gc_horizon();
+        match &self.ancestor {
+            Some((parent, point)) => own.max(parent.readable_from().min(*point)),
+            None => own,
+        }
+    }
+
+    /// `version_too_old` below [`Timeline::readable_from`]: what a branch created at
+    /// `version`, or a read there, would find gone.
+    pub(super) fn check_readable(&self, version: Version) -> Result<()> {
+        self.check_retained(version)?;
+        let from = self.readable_from();
+        if version < from {
+            return Err(Error::new(
+                ErrorKind::VersionTooOld,
+                format!(
+                    "version {version} of {} is below the retention horizon of the database it \
+                     branched from ({from})",
+                    self.database
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn check_retained(&self, version: Version) -> Result<()> {
         let horizon = self.gc_horizon.load(std::sync::atomic::Ordering::SeqCst);
         if version.0 < horizon {
@@ -218,7 +249,10 @@ impl Timeline {
                 return Ok((out, false));
             }
             let (rows, more) = self.scan_windowed(&lo, &hi, version, want, reverse).await?;
-            bytes += rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            bytes += rows
+                .iter()
+                .map(|(k, v)| ferrisdb_common::message_size::range_row_bytes(k, v))
+                .sum::<usize>();
             let last = rows.last().map(|(k, _)| k.clone());
             out.extend(rows);
             let Some(last) = last.filter(|_| more) else {

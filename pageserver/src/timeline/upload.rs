@@ -57,7 +57,7 @@ impl Timeline {
     }
 
     /// Uploads everything ingested (after waiting for `wait_for`); see [`Timeline::checkpoint`].
-    async fn upload(&self, wait_for: Version) -> Result<Version> {
+    pub(super) async fn upload(&self, wait_for: Version) -> Result<Version> {
         self.wait_ingested(wait_for, Duration::from_secs(10))
             .await?;
         let mut manifest = self.manifest.lock().await;
