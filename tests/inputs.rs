@@ -291,6 +291,58 @@ async fn every_bad_input_gets_a_ferrisdb_code() {
             405,
         ),
         (Method::GET, format!("{ps_http}/nowhere"), None, "", 404),
+        // A database named where the route does not read it, or a misspelt parameter, is
+        // refused rather than ignored: ignored, the call acted on the compute's own database
+        // (an outside audit's finding).
+        (
+            Method::POST,
+            format!("{compute_http}/v1/gc"),
+            json,
+            "{\"database\": \"nosuch\"}",
+            400,
+        ),
+        (
+            Method::POST,
+            format!("{compute_http}/v1/checkpoint?databse=nosuch"),
+            None,
+            "",
+            400,
+        ),
+        (
+            Method::POST,
+            format!("{compute_http}/v1/compact?database=default&x=1"),
+            None,
+            "",
+            400,
+        ),
+        (
+            Method::GET,
+            format!("{compute_http}/v1/history?key=canary&databse=nosuch"),
+            None,
+            "",
+            400,
+        ),
+        (
+            Method::POST,
+            format!("{ps_http}/v1/databases/default/gc?database=nosuch"),
+            None,
+            "",
+            400,
+        ),
+        (
+            Method::POST,
+            format!("{ps_http}/v1/databases/default/compact"),
+            json,
+            "{\"database\": \"nosuch\"}",
+            400,
+        ),
+        (
+            Method::POST,
+            format!("{ps_http}/v1/databases/default/checkpoint?wait=1"),
+            None,
+            "",
+            400,
+        ),
     ];
     for sk in &safekeepers {
         let sk_http = url(&sk.http);
@@ -310,7 +362,17 @@ async fn every_bad_input_gets_a_ferrisdb_code() {
         assert_eq!(v["error"]["code"], "invalid_argument", "{method} {u}: {v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
-    // What is valid still works: a UTF-8 key's history.
+    // What is valid still works: maintenance with the database in the query, or none.
+    for u in [
+        format!("{compute_http}/v1/gc"),
+        format!("{compute_http}/v1/compact?database=default"),
+        format!("{ps_http}/v1/databases/default/gc"),
+    ] {
+        let (status, v) = admin(Method::POST, &u, None, "").await;
+        assert_eq!(status, 200, "{u}: {v}");
+        assert_eq!(v["database"], "default", "{u}: {v}");
+    }
+    // A UTF-8 key's history.
     let (status, v) = admin(
         Method::GET,
         &format!("{compute_http}/v1/history?key=canary"),

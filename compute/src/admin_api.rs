@@ -47,8 +47,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Which database an admin call is about (default: the one the compute was started for).
+/// Anything else in the query is refused: a misspelt `?databse=b1` must not act on the
+/// compute's own database as if nothing had been named (an outside audit's finding).
 #[derive(serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct DatabaseParam {
     /// The database (default: the compute's own).
     #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
@@ -57,9 +60,13 @@ struct DatabaseParam {
 
 impl DatabaseParam {
     async fn node(&self, dbs: &Databases) -> Result<Node, Error> {
-        dbs.find(self.database.as_deref().unwrap_or(&dbs.root))
-            .await
+        node_of(dbs, self.database.as_deref()).await
     }
+}
+
+/// What the compute is for `database` (default: its own).
+async fn node_of(dbs: &Databases, database: Option<&str>) -> Result<Node, Error> {
+    dbs.find(database.unwrap_or(&dbs.root)).await
 }
 
 /// What `/readyz` asks for.
@@ -178,7 +185,11 @@ async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
 
 #[derive(serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct VersionAtParams {
+    /// The database (default: the compute's own).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    database: Option<String>,
     /// A wall-clock time, Unix microseconds.
     #[serde(deserialize_with = "int64")]
     timestamp_micros: u64,
@@ -199,16 +210,14 @@ struct VersionAt {
     get,
     path = "/v1/version_at",
     tag = "time travel",
-    params(DatabaseParam, VersionAtParams),
+    params(VersionAtParams),
     responses((status = 200, description = "The version", body = VersionAt))
 )]
 async fn version_at(
     State(dbs): State<Databases>,
-    Query(db): Query<DatabaseParam>,
     Query(p): Query<VersionAtParams>,
 ) -> Result<Json<VersionAt>, ApiError> {
-    let version = db
-        .node(&dbs)
+    let version = node_of(&dbs, p.database.as_deref())
         .await?
         .view()
         .version_at(p.timestamp_micros)
@@ -221,7 +230,11 @@ async fn version_at(
 
 #[derive(serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct HistoryParams {
+    /// The database (default: the compute's own).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    database: Option<String>,
     /// The key (UTF-8).
     key: String,
     /// The first version of interest (default, or 0: the oldest version still retained).
@@ -258,17 +271,15 @@ struct History {
     get,
     path = "/v1/history",
     tag = "time travel",
-    params(DatabaseParam, HistoryParams),
+    params(HistoryParams),
     responses((status = 200, description = "The key's versions", body = History))
 )]
 async fn history(
     State(dbs): State<Databases>,
-    Query(db): Query<DatabaseParam>,
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<History>, ApiError> {
     let key = bytes::Bytes::from(p.key.clone());
-    let entries = db
-        .node(&dbs)
+    let entries = node_of(&dbs, p.database.as_deref())
         .await?
         .view()
         .whole_history(key, Version(p.from), Version(p.to))
@@ -329,6 +340,7 @@ struct Checkpointed {
 async fn checkpoint(
     State(dbs): State<Databases>,
     Query(db): Query<DatabaseParam>,
+    _body: ferrisdb_server_common::admin::NoBody,
 ) -> Result<Json<Checkpointed>, ApiError> {
     let node = db.node(&dbs).await?;
     // The latest commit, not a read version handed out: no heartbeat follows.
@@ -428,6 +440,7 @@ async fn maintain(
 async fn compact(
     State(dbs): State<Databases>,
     Query(db): Query<DatabaseParam>,
+    _body: ferrisdb_server_common::admin::NoBody,
 ) -> Result<Json<Maintained>, ApiError> {
     maintain(&dbs, db, Pass::Compact).await
 }
@@ -445,6 +458,7 @@ async fn compact(
 async fn collect_garbage(
     State(dbs): State<Databases>,
     Query(db): Query<DatabaseParam>,
+    _body: ferrisdb_server_common::admin::NoBody,
 ) -> Result<Json<Maintained>, ApiError> {
     maintain(&dbs, db, Pass::CollectGarbage).await
 }

@@ -85,6 +85,7 @@ async fn list_databases(State(dbs): State<Databases>) -> Json<DatabaseList> {
 
 #[derive(serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 struct CheckpointParams {
     /// Wait until this version is ingested first (default 0: no wait).
     #[serde(default, deserialize_with = "int64")]
@@ -116,6 +117,7 @@ async fn checkpoint(
     State(dbs): State<Databases>,
     Path(database): Path<String>,
     Query(params): Query<CheckpointParams>,
+    _body: ferrisdb_server_common::admin::NoBody,
 ) -> Result<Json<Checkpointed>, ApiError> {
     let t = dbs.timelines.get(&database)?;
     let v = t.checkpoint(Version(params.wait_for_version)).await?;
@@ -170,6 +172,11 @@ async fn branch(
     }))
 }
 
+/// A route that takes no query parameters: any given is refused, not ignored.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
 /// Runs a maintenance pass on `database` now; its storage afterwards.
 async fn maintain(
     dbs: &Databases,
@@ -200,6 +207,8 @@ async fn maintain(
 async fn compact(
     State(dbs): State<Databases>,
     Path(database): Path<String>,
+    _query: Query<NoParams>,
+    _body: ferrisdb_server_common::admin::NoBody,
 ) -> Result<Json<Maintained>, ApiError> {
     maintain(&dbs, database, false).await
 }
@@ -217,6 +226,8 @@ async fn compact(
 async fn collect_garbage(
     State(dbs): State<Databases>,
     Path(database): Path<String>,
+    _query: Query<NoParams>,
+    _body: ferrisdb_server_common::admin::NoBody,
 ) -> Result<Json<Maintained>, ApiError> {
     maintain(&dbs, database, true).await
 }
