@@ -37,6 +37,9 @@ pub const DEFAULT_CACHE_DISK_BYTES: usize = 1 << 30;
 pub const DEFAULT_PITR_INTERVAL_SECS: u64 = 7 * 24 * 3600;
 /// Delta layers above the newest image that trigger a new image, when not told.
 pub const DEFAULT_IMAGE_AFTER_DELTAS: usize = 16;
+/// The most bytes of layers an image layer is built from when not told (see
+/// [`TimelineOptions::image_max_input_bytes`]).
+pub const DEFAULT_IMAGE_MAX_INPUT_BYTES: usize = 1 << 30;
 /// L0 delta layers that trigger a merge into L1, when not told.
 pub const DEFAULT_COMPACT_AFTER_DELTAS: usize = 8;
 
@@ -84,6 +87,10 @@ pub struct Args {
     /// Write an image layer once this many delta layers lie above the newest one.
     #[arg(long, default_value_t = DEFAULT_IMAGE_AFTER_DELTAS)]
     pub image_after_deltas: usize,
+    /// Write no image layer that would be built from more than this many bytes of layers
+    /// (an image is built in memory: about three times this at its peak).
+    #[arg(long, default_value_t = DEFAULT_IMAGE_MAX_INPUT_BYTES)]
+    pub image_max_input_bytes: usize,
     /// Merge the L0 delta layers into key-partitioned L1 layers once this many exist.
     #[arg(long, default_value_t = DEFAULT_COMPACT_AFTER_DELTAS)]
     pub compact_after_deltas: usize,
@@ -120,6 +127,7 @@ impl Args {
             cache_disk_bytes: DEFAULT_CACHE_DISK_BYTES,
             pitr_interval_secs: DEFAULT_PITR_INTERVAL_SECS,
             image_after_deltas: DEFAULT_IMAGE_AFTER_DELTAS,
+            image_max_input_bytes: DEFAULT_IMAGE_MAX_INPUT_BYTES,
             compact_after_deltas: DEFAULT_COMPACT_AFTER_DELTAS,
             max_branches: DEFAULT_MAX_BRANCHES,
             security: SecurityArgs::default(),
@@ -153,6 +161,7 @@ impl Args {
             timeline: TimelineOptions {
                 pitr_interval: Duration::from_secs(self.pitr_interval_secs),
                 image_after_deltas: self.image_after_deltas,
+                image_max_input_bytes: self.image_max_input_bytes,
                 compact_after_deltas: self.compact_after_deltas,
                 checkpoint_bytes: self.checkpoint_bytes,
                 ..Default::default()
@@ -197,6 +206,7 @@ mod tests {
             cache_disk_bytes: 2,
             pitr_interval_secs: 3,
             image_after_deltas: 4,
+            image_max_input_bytes: 7,
             compact_after_deltas: 5,
             max_branches: 6,
             security: SecurityArgs {

@@ -34,6 +34,28 @@ impl Timeline {
         if runs.len() < self.options.image_after_deltas.max(1) {
             return Ok(());
         }
+        // What the image would be built from, all of it in memory at once: the newest image
+        // and every layer above it (a branch's inherited rows come on top, unbounded here).
+        let newest_image = manifest
+            .layers
+            .iter()
+            .rposition(|l| l.kind == LayerKind::Image)
+            .unwrap_or(0);
+        let input: u64 = manifest.layers[newest_image..].iter().map(|l| l.size).sum();
+        if input > self.options.image_max_input_bytes as u64 {
+            if !self
+                .image_skipped
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    database = %self.database,
+                    input_bytes = input,
+                    limit = self.options.image_max_input_bytes,
+                    "no image layer: it would be built in memory from more than --image-max-input-bytes of layers; reads open the delta layers instead"
+                );
+            }
+            return Ok(());
+        }
         let at = manifest.remote_consistent_version;
         let mut sources = Self::layers_range(&layers, b"", &keyspace_end(), at).await?;
         // A branch's image holds what it inherited too: reads stop at the image.

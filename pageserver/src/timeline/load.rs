@@ -149,6 +149,7 @@ impl Timeline {
             options,
             metrics,
             oversized: Notify::new(),
+            image_skipped: Default::default(),
         })
     }
 

@@ -65,6 +65,13 @@ pub struct TimelineOptions {
     pub pitr_interval: Duration,
     /// An image layer is written once this many delta layers lie above the newest image.
     pub image_after_deltas: usize,
+    /// No image layer is written from more than this many bytes of layers (the newest
+    /// image and the deltas above it). An image is built in memory — every row of those
+    /// layers, their merge, the encoded layer — so without a bound a large database's image
+    /// took more memory than the host had, and the pageserver was killed at every
+    /// checkpoint after (an outside audit: 21 GB). Reads above a skipped image open the
+    /// deltas (compacted into L1 runs) instead.
+    pub image_max_input_bytes: usize,
     /// L0 delta layers are merged into key-partitioned L1 layers once this many exist.
     pub compact_after_deltas: usize,
     /// Uncompressed size of one L1 layer's partition.
@@ -81,6 +88,7 @@ impl Default for TimelineOptions {
         TimelineOptions {
             pitr_interval: Duration::from_secs(7 * 24 * 3600),
             image_after_deltas: 16,
+            image_max_input_bytes: 1 << 30,
             compact_after_deltas: 8,
             l1_target_bytes: 8 << 20,
             checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
@@ -105,6 +113,7 @@ impl std::fmt::Debug for TimelineOptions {
         f.debug_struct("TimelineOptions")
             .field("pitr_interval", &self.pitr_interval)
             .field("image_after_deltas", &self.image_after_deltas)
+            .field("image_max_input_bytes", &self.image_max_input_bytes)
             .field("compact_after_deltas", &self.compact_after_deltas)
             .field("checkpoint_bytes", &self.checkpoint_bytes)
             .finish()
@@ -156,6 +165,9 @@ pub struct Timeline {
     /// Signalled when the open layer reaches [`TimelineOptions::checkpoint_bytes`]; a
     /// signal with no one waiting is kept for the next wait.
     oversized: Notify,
+    /// Whether an image was skipped for [`TimelineOptions::image_max_input_bytes`] (warned
+    /// once, not at every checkpoint).
+    image_skipped: std::sync::atomic::AtomicBool,
 }
 
 impl Timeline {

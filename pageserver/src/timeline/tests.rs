@@ -416,3 +416,48 @@ async fn a_range_page_reads_about_its_own_size() {
         assert!(joined == want, "reverse {reverse}: {} rows", joined.len());
     }
 }
+
+/// An image is built in memory from the layers under it, so none is written from more than
+/// `image_max_input_bytes` of them; the same reads are answered from the deltas instead.
+#[tokio::test]
+async fn no_image_is_built_from_more_than_its_input_bound() {
+    let mut answers = Vec::new();
+    for bound in [usize::MAX, 1] {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let options = TimelineOptions {
+            image_after_deltas: 2,
+            image_max_input_bytes: bound,
+            ..TimelineOptions::keep_everything()
+        };
+        let cache = Arc::new(BlockCache::in_memory(1 << 20));
+        let t = Timeline::load_with_options("db", store, Metrics::new().unwrap(), cache, options)
+            .await
+            .unwrap();
+        for v in 1..=4u64 {
+            let value = format!("v{v}");
+            t.apply(&[rec(v * 10, &[("a", Some(value.as_str())), ("b", None)])])
+                .unwrap();
+            t.checkpoint(Version(v * 10)).await.unwrap();
+        }
+        let images = t
+            .read_map()
+            .unwrap()
+            .layers
+            .iter()
+            .filter(|l| l.image)
+            .count();
+        assert_eq!(
+            images > 0,
+            bound == usize::MAX,
+            "bound {bound}: {images} images"
+        );
+        let mut read = Vec::new();
+        for v in [10, 25, 40] {
+            read.push(t.get(b"a", Version(v)).await.unwrap());
+            read.push(t.get(b"b", Version(v)).await.unwrap());
+        }
+        answers.push(read);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][4], s("v4"));
+}
