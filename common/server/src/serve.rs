@@ -160,13 +160,51 @@ pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<()> {
-    // Commits are small request/response exchanges: without TCP_NODELAY, Nagle's algorithm
-    // meets delayed ACKs and adds tens of milliseconds to a round trip.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = accepted(listener);
     tokio::select! {
         r = router.serve_with_incoming_shutdown(incoming, shutdown.clone().wait()) => r.map_err(Error::from),
         _ = shutdown.deadline() => Ok(()),
     }
+}
+
+/// How long an accept loop waits after a failed accept (out of file descriptors, say)
+/// before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The connections `listener` accepts, with `TCP_NODELAY` set. A failed accept is logged
+/// (once, then again once accepts have worked in between) and retried after
+/// [`ACCEPT_RETRY`]: tonic's own incoming stream retried at once, so a compute out of file
+/// descriptors spun on `accept` at a whole core, logging nothing, while its clients' new
+/// connections were dropped (an outside audit's finding).
+fn accepted(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static {
+    futures::stream::unfold((listener, false), |(listener, failing)| async move {
+        let mut failing = failing;
+        loop {
+            match listener.accept().await {
+                Ok((tcp, _)) => {
+                    if failing {
+                        tracing::info!("accepting connections again");
+                    }
+                    // Commits are small request/response exchanges: without TCP_NODELAY,
+                    // Nagle's algorithm meets delayed ACKs and adds tens of milliseconds to a
+                    // round trip.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY");
+                    }
+                    return Some((Ok(tcp), (listener, false)));
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "cannot accept connections (out of file descriptors?): retrying every {ACCEPT_RETRY:?}");
+                    }
+                    failing = true;
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            }
+        }
+    })
 }
 
 /// Serves the admin HTTP `router` on `listener` until `shutdown`, bounded like
