@@ -327,6 +327,20 @@ async fn read_range(store: &Arc<dyn ObjectStore>, path: &Path, range: Range<u64>
         .map_err(store_error)
 }
 
+/// After a failed read of the layer at `path`, which its manifest says is `size` bytes: a
+/// `corruption` error if the object is another size (truncated, emptied), so the cause is
+/// named rather than reported as the store being unavailable (an outside audit met an
+/// emptied layer as `unavailable: … Requested range was invalid`).
+async fn size_mismatch(store: &Arc<dyn ObjectStore>, path: &Path, size: u64) -> Option<Error> {
+    let meta = store.head(path).await.ok()?;
+    (meta.size != size).then(|| {
+        bad(&format!(
+            "object {path} is {} bytes, its manifest entry says {size}",
+            meta.size
+        ))
+    })
+}
+
 /// The block-cache prefix of the layer at `path` whose block index is `index`.
 ///
 /// One block cache serves every database and branch of a pageserver, and layer names are only
@@ -350,7 +364,10 @@ impl DeltaLayer {
         if size < FOOTER_LEN as u64 {
             return Err(bad("object too small"));
         }
-        let footer = read_range(&store, &path, size - FOOTER_LEN as u64..size).await?;
+        let footer = match read_range(&store, &path, size - FOOTER_LEN as u64..size).await {
+            Ok(footer) => footer,
+            Err(e) => return Err(size_mismatch(&store, &path, size).await.unwrap_or(e)),
+        };
         let sections = parse_footer(&footer, size)?;
         let metadata = read_range(&store, &path, sections.index.start..sections.ranges.end).await?;
         let at = |r: &Range<u64>| {
@@ -1005,6 +1022,30 @@ mod tests {
                 layer.bloom.may_contain(format!("key-{i:05}").as_bytes()),
                 "false negative"
             );
+        }
+    }
+
+    /// A layer object emptied or cut short (its manifest entry still naming the old size)
+    /// is `corruption` naming both sizes, not the store being unavailable.
+    #[tokio::test]
+    async fn a_layer_shorter_than_its_manifest_says_is_corruption() {
+        let (_, bytes, store) = written(200).await;
+        for len in [0, bytes.len() / 2] {
+            let path = Path::from(format!("cut-{len}"));
+            store
+                .put(&path, Bytes::from(bytes[..len].to_vec()).into())
+                .await
+                .unwrap();
+            let cache = Arc::new(BlockCache::in_memory(1 << 20));
+            let e = DeltaLayer::open(store.clone(), path, "c".into(), bytes.len() as u64, cache)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ferrisdb_common::ErrorKind::Corruption,
+                "{len}: {e}"
+            );
+            assert!(e.message().contains(&format!("is {len} bytes")), "{e}");
         }
     }
 
