@@ -29,6 +29,8 @@ pub struct Metrics {
     pub database_refusals: IntCounter,
     /// Memory the buffers of newest WAL hold (see [`crate::recent`]).
     pub recent_wal_bytes: IntGauge,
+    /// Appends that failed on this safekeeper's own disk (a full disk, an I/O error).
+    pub append_failures: IntCounter,
 }
 
 impl Metrics {
@@ -82,6 +84,11 @@ impl Metrics {
             "ferrisdb_safekeeper_recent_wal_bytes",
             "Memory held by the buffers of newest WAL that answer readers at the log's end",
         )?;
+        let append_failures = IntCounter::new(
+            "ferrisdb_safekeeper_append_failures_total",
+            "Appends that failed writing or syncing this safekeeper's WAL (disk full, I/O error)",
+        )?;
+        registry.register(Box::new(append_failures.clone()))?;
         registry.register(Box::new(recent_wal_bytes.clone()))?;
         registry.register(Box::new(wal_mismatches.clone()))?;
         registry.register(Box::new(database_refusals.clone()))?;
@@ -105,6 +112,7 @@ impl Metrics {
             budget_refusals,
             wal_mismatches,
             database_refusals,
+            append_failures,
             recent_wal_bytes,
         })
     }

@@ -673,6 +673,18 @@ async fn append_group(
             results
         })
         .unwrap_or_else(|e| vec![Err(e)]);
+    // A failure of this disk (full, failing) is the operator's to see here, not only in the
+    // compute's log as a safekeeper that stopped taking WAL (an outside audit's finding):
+    // counted, and logged at the first and then every hundredth.
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        if e.kind() == ferrisdb_common::ErrorKind::Internal {
+            let m = &state.metrics.append_failures;
+            if m.get().is_multiple_of(100) {
+                tracing::error!(%database, failures = m.get() + 1, error = %e, "append failed on this safekeeper's disk");
+            }
+            m.inc();
+        }
+    }
     if bytes > 0 {
         let m = &state.metrics;
         m.appends
