@@ -179,6 +179,11 @@ impl Transaction {
     ) -> Result<T> {
         match self.limit.left() {
             None => call.await,
+            // Spent before the call went out: nothing was sent, so even a commit is a plain
+            // refusal, not one that may have happened.
+            Some(Duration::ZERO) => Err(Error::unavailable(
+                "the timeout ran out before this call was sent",
+            )),
             Some(left) => tokio::time::timeout(left, call)
                 .await
                 .unwrap_or_else(|_| Err(timed_out(left))),
