@@ -89,6 +89,9 @@ pub struct Databases {
     /// When [`Databases::find`] last asked the pageserver for its databases; held while it
     /// asks, so concurrent misses ask once.
     last_discovery: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// Why each database still starting failed its last attempt (a pageserver that holds it
+    /// as damaged, say), so clients told to wait are told what for.
+    start_errors: Arc<std::sync::Mutex<BTreeMap<String, Error>>>,
 }
 
 impl Databases {
@@ -111,6 +114,7 @@ impl Databases {
             primary_endpoints: Vec::new(),
             pipeline: None,
             last_discovery: Arc::default(),
+            start_errors: Arc::default(),
         }
     }
 
@@ -295,12 +299,32 @@ impl Databases {
         };
         let node = slot.borrow().clone();
         node.ok_or_else(|| {
+            let last = self
+                .start_errors
+                .lock()
+                .ok()
+                .and_then(|m| m.get(database).map(|e| format!(" (its last attempt: {e})")))
+                .unwrap_or_default();
             Error::unavailable(format!(
-                "the compute is starting {}: it is not serving it yet",
+                "the compute is starting {}: it is not serving it yet{last}",
                 ferrisdb_common::error::echo(database)
             ))
             .with_reason(Reason::Starting)
         })
+    }
+
+    /// Records why starting `database` failed (`None`: it started).
+    fn note_start(&self, database: &str, outcome: Option<&Error>) {
+        if let Ok(mut m) = self.start_errors.lock() {
+            match outcome {
+                Some(e) => {
+                    m.insert(database.to_string(), e.clone());
+                }
+                None => {
+                    m.remove(database);
+                }
+            }
+        }
     }
 
     /// [`Databases::node`], waiting up to `timeout` while `database` is still starting (a
@@ -452,10 +476,12 @@ impl Databases {
             .await;
             match result {
                 Ok(p) => {
+                    self.note_start(&database, None);
                     node.send_replace(Some(Node::Primary(p.clone())));
                     return p;
                 }
                 Err(e) => {
+                    self.note_start(&database, Some(&e));
                     if attempt % 10 == 1 {
                         tracing::warn!(%database, attempt, error = %e, "not primary yet; retrying");
                     }
@@ -488,10 +514,12 @@ impl Databases {
             .await;
             match replica {
                 Ok(r) => {
+                    self.note_start(database, None);
                     node.send_replace(Some(Node::Replica(r)));
                     return;
                 }
                 Err(e) => {
+                    self.note_start(database, Some(&e));
                     if attempt % 10 == 1 {
                         tracing::warn!(%database, attempt, error = %e, "cannot start the replica yet; retrying");
                     }

@@ -68,7 +68,19 @@ async fn status(State(dbs): State<Databases>) -> Json<serde_json::Value> {
             }),
         );
     }
-    Json(serde_json::json!({"kind": "pageserver", "databases": databases}))
+    // Databases whose objects are damaged: not served, each with the error its requests get.
+    let broken: serde_json::Map<String, serde_json::Value> = dbs
+        .timelines
+        .broken()
+        .into_iter()
+        .map(|(name, e)| {
+            (
+                name,
+                serde_json::json!({"code": e.kind().code(), "message": e.message()}),
+            )
+        })
+        .collect();
+    Json(serde_json::json!({"kind": "pageserver", "databases": databases, "broken": broken}))
 }
 
 /// Every database this pageserver holds: root databases and branches, with each branch's

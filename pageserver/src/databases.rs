@@ -19,39 +19,82 @@ use crate::timeline::{Timeline, TimelineOptions};
 pub const DEFAULT_MAX_BRANCHES: usize = 1000;
 
 /// The databases a pageserver serves, by name. Branches join while it runs.
+///
+/// A database whose objects could not be loaded (a damaged manifest or layer) is held as
+/// *broken* with the error that stopped it, rather than stopping the whole pageserver: the
+/// others are served, and every request for it answers that error, so the operator sees what
+/// to repair instead of a pageserver that will not start.
 #[derive(Debug, Clone, Default)]
-pub struct Timelines(Arc<std::sync::RwLock<BTreeMap<String, Arc<Timeline>>>>);
+pub struct Timelines(Arc<std::sync::RwLock<Registry>>);
+
+/// What [`Timelines`] holds.
+#[derive(Debug, Default)]
+struct Registry {
+    served: BTreeMap<String, Arc<Timeline>>,
+    broken: BTreeMap<String, Error>,
+}
 
 impl Timelines {
-    /// The timeline of `database`, or `database_not_found`.
+    /// The timeline of `database`: `database_not_found` for one not held, and the error that
+    /// stopped it from loading for a broken one.
     pub fn get(&self, database: &str) -> Result<Arc<Timeline>> {
-        self.0
+        let registry = self
+            .0
             .read()
-            .ok()
-            .and_then(|m| m.get(database).cloned())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::DatabaseNotFound,
-                    format!(
-                        "this pageserver does not serve database {}",
-                        ferrisdb_common::error::echo(database)
-                    ),
-                )
-            })
+            .map_err(|_| Error::internal("the database registry's lock was poisoned"))?;
+        if let Some(t) = registry.served.get(database) {
+            return Ok(t.clone());
+        }
+        if let Some(e) = registry.broken.get(database) {
+            return Err(e.clone());
+        }
+        Err(Error::new(
+            ErrorKind::DatabaseNotFound,
+            format!(
+                "this pageserver does not serve database {}",
+                ferrisdb_common::error::echo(database)
+            ),
+        ))
     }
 
-    /// Every timeline, by name.
+    /// Every timeline served, by name (broken databases are not among them).
     pub fn all(&self) -> Vec<(String, Arc<Timeline>)> {
         self.0.read().map_or_else(
             |_| Vec::new(),
-            |m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            |m| {
+                m.served
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            },
+        )
+    }
+
+    /// Every broken database with the error that stopped it from loading.
+    pub fn broken(&self) -> Vec<(String, Error)> {
+        self.0.read().map_or_else(
+            |_| Vec::new(),
+            |m| {
+                m.broken
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            },
         )
     }
 
     /// Adds a timeline.
     pub fn insert(&self, timeline: Arc<Timeline>) {
         if let Ok(mut m) = self.0.write() {
-            m.insert(timeline.database().to_string(), timeline);
+            m.broken.remove(timeline.database());
+            m.served.insert(timeline.database().to_string(), timeline);
+        }
+    }
+
+    /// Holds `database` as broken: every request for it answers `error`.
+    fn insert_broken(&self, database: &str, error: Error) {
+        if let Ok(mut m) = self.0.write() {
+            m.broken.insert(database.to_string(), error);
         }
     }
 }
@@ -127,34 +170,79 @@ impl Databases {
         }
         for db in &all {
             validate_database_name(db)?;
-            self.open(db).await?;
+            match self.open(db).await {
+                Ok(_) => {}
+                // Damage is confined to its database (and its branches): the rest are served.
+                // Anything else (the store unreachable, say) stops the start, so a supervisor's
+                // restart tries again rather than serving a partial set for good.
+                Err(e) if e.kind() == ErrorKind::Corruption => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
 
     /// The timeline of `name`, loading and starting it (and its ancestors first) if needed.
     async fn open(&self, name: &str) -> Result<Arc<Timeline>> {
-        if let Ok(t) = self.timelines.get(name) {
-            return Ok(t);
+        match self.timelines.get(name) {
+            Ok(t) => return Ok(t),
+            Err(e) if e.kind() == ErrorKind::DatabaseNotFound => {}
+            Err(broken) => return Err(broken),
         }
-        let ancestor = match Timeline::ancestor_of(&self.store, name).await? {
-            Some(point) => Some(Box::pin(self.open(&point.database)).await?),
-            None => None,
+        let loaded = match Timeline::ancestor_of(&self.store, name).await {
+            Ok(Some(point)) => match Box::pin(self.open(&point.database)).await {
+                Ok(parent) => self.load(name, Some(parent)).await,
+                Err(e) => Err(Error::new(
+                    e.kind(),
+                    format!(
+                        "database {name} could not be loaded: its parent {} could not be: {}",
+                        point.database,
+                        e.message()
+                    ),
+                )),
+            },
+            Ok(None) => self.load(name, None).await,
+            Err(e) => Err(e),
         };
-        let t = Arc::new(
-            Timeline::load_with_ancestor(
-                name,
-                self.store.clone(),
-                self.metrics.clone(),
-                self.cache.clone(),
-                self.options.clone(),
-                ancestor,
-            )
-            .await?,
-        );
+        let t = match loaded {
+            Ok(t) => Arc::new(t),
+            Err(e) if e.kind() == ErrorKind::Corruption => {
+                tracing::error!(
+                    database = name,
+                    error = %e,
+                    "database not served: its objects are damaged; every request for it answers this error until they are repaired and the pageserver restarted"
+                );
+                self.timelines.insert_broken(name, e.clone());
+                self.metrics
+                    .broken_databases
+                    .set(self.timelines.broken().len() as i64);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.timelines.insert(t.clone());
         self.start(t.clone());
         Ok(t)
+    }
+
+    /// Loads `name` from the bucket, naming the database in a corruption error.
+    async fn load(&self, name: &str, ancestor: Option<Arc<Timeline>>) -> Result<Timeline> {
+        Timeline::load_with_ancestor(
+            name,
+            self.store.clone(),
+            self.metrics.clone(),
+            self.cache.clone(),
+            self.options.clone(),
+            ancestor,
+        )
+        .await
+        .map_err(|e| match e.kind() {
+            ErrorKind::Corruption => Error::corruption(format!(
+                "database {name} could not be loaded: {}",
+                e.message()
+            )),
+            _ => e,
+        })
     }
 
     /// Starts a timeline's WAL follower, durable-position reports and its checkpoints: every

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub reads: IntCounter,
     /// Read amplification: layers (in-memory and in object storage) a point read consulted.
     pub read_layers: Histogram,
+    /// Databases held as broken: their objects are damaged and they are not served.
+    pub broken_databases: IntGauge,
 }
 
 impl Metrics {
@@ -45,6 +47,10 @@ impl Metrics {
         )?;
         let layers = IntGauge::new("ferrisdb_pageserver_layers", "Live delta layers")?;
         let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
+        let broken_databases = IntGauge::new(
+            "ferrisdb_pageserver_broken_databases",
+            "Databases not served because their objects in the bucket are damaged",
+        )?;
         let read_layers = Histogram::with_opts(
             HistogramOpts::new(
                 "ferrisdb_pageserver_read_layers",
@@ -56,7 +62,12 @@ impl Metrics {
         for c in [&ingested_records, &checkpoints, &reads] {
             registry.register(Box::new(c.clone()))?;
         }
-        for g in [&ingested_version, &remote_consistent_version, &layers] {
+        for g in [
+            &ingested_version,
+            &remote_consistent_version,
+            &layers,
+            &broken_databases,
+        ] {
             registry.register(Box::new(g.clone()))?;
         }
         Ok(Metrics {
@@ -68,6 +79,7 @@ impl Metrics {
             layers,
             reads,
             read_layers,
+            broken_databases,
         })
     }
 }
