@@ -108,6 +108,7 @@ where
     let cache = match &config.disk {
         Some((dir, bytes)) => {
             private_dir(dir)?;
+            prune(dir, *bytes)?;
             let device = FsDeviceBuilder::new(dir)
                 .with_capacity(*bytes)
                 .build()
@@ -125,10 +126,108 @@ where
     };
     let cache = cache.map_err(|e| Error::internal(format!("{name}: {e}")))?;
     // foyer creates every file of its device while building, with the default mode.
-    if let Some((dir, _)) = &config.disk {
+    if let Some((dir, bytes)) = &config.disk {
         private_files(dir)?;
+        if let Err(e) = reserve(dir, *bytes) {
+            close(name, &cache).await;
+            return Err(Error::new(e.kind(), format!("{name}: {}", e.message())));
+        }
     }
     Ok(cache)
+}
+
+/// The name foyer's directory device gives its partition files, followed by the partition's
+/// number (foyer-storage's `FsDevice::filename`).
+const PARTITION_PREFIX: &str = "foyer-storage-direct-fs-";
+
+/// Deletes the partition files a tier of `capacity` bytes does not use: those a larger tier
+/// left in the directory. foyer would never open them again, and reserved (see [`reserve`])
+/// they would hold their disk for good.
+fn prune(dir: &std::path::Path, capacity: usize) -> Result<()> {
+    let partitions = capacity / DISK_BLOCK_BYTES;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PARTITION_PREFIX))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if n >= partitions {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Allocates the disk blocks of every file in a disk tier's directory (foyer creates them
+/// sparse), so the tier's space is the cache's from the start.
+///
+/// A sparse tier on a filesystem smaller than its capacity, or one something else fills,
+/// runs out of space midway: foyer's flusher then stops on the first failed write, logs every
+/// insert after it as an error (thousands a minute) and the disk tier stays dead until the
+/// process restarts. Reserved, the tier writes only into blocks it owns, and a capacity the
+/// disk cannot hold is refused when the process starts rather than discovered in production.
+/// Filesystems that cannot reserve (no `fallocate`) keep the sparse files, with a warning.
+fn reserve(dir: &std::path::Path, capacity: usize) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    // What this call allocated, given back if the whole tier does not fit: a refused start
+    // must not leave the disk fuller than it found it.
+    let mut reserved: Vec<(std::fs::File, i64)> = Vec::new();
+    let give_back = |reserved: &[(std::fs::File, i64)]| {
+        let punch = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        for (file, len) in reserved {
+            let _ = nix::fcntl::fallocate(file, punch, 0, *len);
+        }
+    };
+    for path in files {
+        let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+        let meta = file.metadata()?;
+        // Already allocated (a restart over the same tier): nothing to ask for.
+        if meta.blocks().saturating_mul(512) >= meta.len() {
+            continue;
+        }
+        let len = i64::try_from(meta.len()).unwrap_or(i64::MAX);
+        match nix::fcntl::fallocate(&file, nix::fcntl::FallocateFlags::empty(), 0, len) {
+            Ok(()) => reserved.push((file, len)),
+            Err(nix::errno::Errno::EOPNOTSUPP) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "this filesystem cannot reserve the disk cache's space (no fallocate): it is written sparse, and a full disk stops it until a restart"
+                );
+                return Ok(());
+            }
+            Err(nix::errno::Errno::ENOSPC) => {
+                reserved.push((file, len));
+                give_back(&reserved);
+                let free = nix::sys::statvfs::statvfs(dir)
+                    .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+                    .unwrap_or(0);
+                return Err(Error::invalid(format!(
+                    "a disk tier of {capacity} bytes does not fit in {}: {free} bytes are free there besides what the tier already held; give the cache less disk or the directory more",
+                    dir.display()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::internal(format!(
+                    "reserving the disk cache's space in {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Closes a cache built by [`build`] and waits for its disk tier to finish: a process calls
@@ -312,5 +411,119 @@ mod tests {
             result.err().map(|e| e.kind()),
             Some(ferrisdb_common::ErrorKind::Internal)
         );
+    }
+
+    /// Allocated bytes of the files in `dir`.
+    fn allocated(dir: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn the_disk_tier_owns_its_space_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let config = Config {
+            memory_bytes: 1 << 20,
+            disk: Some((path.clone(), 16 << 20)),
+        };
+        let cache = build("test-reserve", &config, RecoverMode::None, byte_weight)
+            .await
+            .unwrap();
+        serves_what_was_inserted(&cache).await;
+        close("test-reserve", &cache).await;
+        drop(cache);
+        assert!(
+            allocated(&path) >= 16 << 20,
+            "the tier's files should be allocated, not sparse: {} bytes",
+            allocated(&path)
+        );
+        // Opening it again asks for nothing more.
+        let again = build("test-reserve", &config, RecoverMode::None, byte_weight)
+            .await
+            .unwrap();
+        serves_what_was_inserted(&again).await;
+    }
+
+    #[tokio::test]
+    async fn a_smaller_tier_deletes_the_partitions_it_no_longer_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let sized = |bytes: usize| Config {
+            memory_bytes: 1 << 20,
+            disk: Some((path.clone(), bytes)),
+        };
+        let files = || std::fs::read_dir(&path).unwrap().count();
+        let cache: HybridCache<Bytes, Bytes> = build(
+            "test-prune",
+            &sized(16 << 20),
+            RecoverMode::Quiet,
+            byte_weight,
+        )
+        .await
+        .unwrap();
+        close("test-prune", &cache).await;
+        drop(cache);
+        assert_eq!(files(), 16);
+        let cache = build(
+            "test-prune",
+            &sized(4 << 20),
+            RecoverMode::Quiet,
+            byte_weight,
+        )
+        .await
+        .unwrap();
+        serves_what_was_inserted(&cache).await;
+        assert_eq!(files(), 4);
+        assert!(allocated(&path) < 8 << 20, "{}", allocated(&path));
+    }
+
+    /// A disk tier larger than its filesystem is refused when the process starts (a small
+    /// tmpfs, mounted by the test: it needs root, and says so when it cannot).
+    #[tokio::test]
+    async fn a_disk_tier_larger_than_its_filesystem_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("small");
+        std::fs::create_dir(&mount).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&mount)
+            .output();
+        match mounted {
+            Ok(o) if o.status.success() => {}
+            other => {
+                eprintln!("skipped: cannot mount a small tmpfs (needs root): {other:?}");
+                return;
+            }
+        }
+        let config = Config {
+            memory_bytes: 1 << 20,
+            disk: Some((mount.join("cache"), 64 << 20)),
+        };
+        let result =
+            build::<Bytes, Bytes, _>("test-too-big", &config, RecoverMode::None, byte_weight).await;
+        let fits = build::<Bytes, Bytes, _>(
+            "test-fits",
+            &Config {
+                memory_bytes: 1 << 20,
+                disk: Some((mount.join("fits"), 4 << 20)),
+            },
+            RecoverMode::None,
+            byte_weight,
+        )
+        .await;
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&mount)
+            .status();
+        let Err(e) = result else {
+            panic!("a 64 MiB tier on an 8 MiB filesystem was accepted");
+        };
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.message().contains("does not fit"), "{e}");
+        assert!(fits.is_ok(), "{:?}", fits.err());
     }
 }
