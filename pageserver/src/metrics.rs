@@ -21,6 +21,8 @@ pub struct Metrics {
     pub reads: IntCounter,
     /// Read amplification: layers (in-memory and in object storage) a point read consulted.
     pub read_layers: Histogram,
+    /// Objects no manifest named, deleted by the orphan sweep.
+    pub orphans_deleted: IntCounter,
     /// Databases held as broken: their objects are damaged and they are not served.
     pub broken_databases: IntGauge,
 }
@@ -47,6 +49,10 @@ impl Metrics {
         )?;
         let layers = IntGauge::new("ferrisdb_pageserver_layers", "Live delta layers")?;
         let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
+        let orphans_deleted = IntCounter::new(
+            "ferrisdb_pageserver_orphans_deleted_total",
+            "Objects no manifest named (left by an upload or deletion that did not finish), deleted",
+        )?;
         let broken_databases = IntGauge::new(
             "ferrisdb_pageserver_broken_databases",
             "Databases not served because their objects in the bucket are damaged",
@@ -59,7 +65,7 @@ impl Metrics {
             .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]),
         )?;
         registry.register(Box::new(read_layers.clone()))?;
-        for c in [&ingested_records, &checkpoints, &reads] {
+        for c in [&ingested_records, &checkpoints, &reads, &orphans_deleted] {
             registry.register(Box::new(c.clone()))?;
         }
         for g in [
@@ -79,6 +85,7 @@ impl Metrics {
             layers,
             reads,
             read_layers,
+            orphans_deleted,
             broken_databases,
         })
     }

@@ -150,6 +150,7 @@ impl Timeline {
             metrics,
             oversized: Notify::new(),
             image_skipped: Default::default(),
+            last_orphan_sweep: AtomicU64::new(0),
         })
     }
 

@@ -26,6 +26,7 @@ mod image;
 mod ingest;
 mod load;
 mod merge;
+mod orphans;
 mod read;
 mod upload;
 
@@ -168,6 +169,8 @@ pub struct Timeline {
     /// Whether an image was skipped for [`TimelineOptions::image_max_input_bytes`] (warned
     /// once, not at every checkpoint).
     image_skipped: std::sync::atomic::AtomicBool,
+    /// When the last sweep for orphan objects ran, by the timeline's clock (0: never).
+    last_orphan_sweep: AtomicU64,
 }
 
 impl Timeline {

@@ -480,3 +480,97 @@ async fn windowed_range_reads_match_the_full_merge() {
         }
     }
 }
+
+/// Objects no manifest names (an upload whose manifest never came, a deletion that failed)
+/// are deleted once older than the grace period, and only those: a fresh unnamed object may
+/// be a checkpoint's layer whose manifest is on its way.
+#[tokio::test]
+async fn orphans_older_than_the_grace_are_swept_and_nothing_named_is() {
+    use super::orphans::{ORPHAN_GRACE, ORPHAN_SWEEP_EVERY};
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clock = Arc::new(TestClock::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    clock.0.store(now, Ordering::SeqCst);
+    let t = open(&store, &clock).await;
+    t.apply(&[rec(10, &[("a", Some("a1"))])]).unwrap();
+    t.checkpoint(Version(10)).await.unwrap();
+    t.apply(&[rec(20, &[("b", Some("b2"))])]).unwrap();
+    t.checkpoint(Version(20)).await.unwrap();
+    let named_layers = objects(&store, ".delta").await;
+    let named_segments = objects(&store, ".parquet").await;
+    assert!(!named_layers.is_empty() && !named_segments.is_empty());
+
+    let orphan_layer = object_store::path::Path::from(
+        "databases/db/layers/00000000000000000015-00000000000000000016.delta",
+    );
+    let orphan_segment = object_store::path::Path::from(
+        "databases/db/segments/000000000000000F-0000000000000010.parquet",
+    );
+    for p in [&orphan_layer, &orphan_segment] {
+        store
+            .put(p, bytes::Bytes::from_static(b"left behind").into())
+            .await
+            .unwrap();
+    }
+    // Another database's objects are never this timeline's to judge.
+    let other = object_store::path::Path::from("databases/dbx/layers/x.delta");
+    store
+        .put(&other, bytes::Bytes::from_static(b"x").into())
+        .await
+        .unwrap();
+
+    // Young: kept.
+    assert_eq!(t.sweep_orphans().await.unwrap(), 0);
+    assert!(store.head(&orphan_layer).await.is_ok());
+
+    // Past the grace: exactly the two orphans go.
+    let later = now + ORPHAN_GRACE.as_micros() as u64 + 1_000_000;
+    clock.0.store(later, Ordering::SeqCst);
+    assert_eq!(t.sweep_orphans().await.unwrap(), 2);
+    assert!(store.head(&orphan_layer).await.is_err());
+    assert!(store.head(&orphan_segment).await.is_err());
+    assert!(store.head(&other).await.is_ok());
+    let own = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("databases/db/"))
+            .collect()
+    };
+    assert_eq!(own(objects(&store, ".delta").await), named_layers);
+    assert_eq!(own(objects(&store, ".parquet").await), named_segments);
+    assert_eq!(
+        t.get(b"a", Version(20)).await.unwrap(),
+        s("a1"),
+        "a named layer must survive"
+    );
+    let reloaded = open(&store, &clock).await;
+    assert_eq!(reloaded.get(b"b", Version(20)).await.unwrap(), s("b2"));
+
+    // The periodic sweep lists at most every ORPHAN_SWEEP_EVERY. (The store dates objects by
+    // the real clock, far behind the test's from here on: every orphan is old enough.)
+    let much_later = later + ORPHAN_GRACE.as_micros() as u64;
+    clock.0.store(much_later, Ordering::SeqCst);
+    store
+        .put(&orphan_layer, bytes::Bytes::from_static(b"again").into())
+        .await
+        .unwrap();
+    assert_eq!(t.sweep_orphans_if_due().await.unwrap(), 1);
+    store
+        .put(
+            &orphan_layer,
+            bytes::Bytes::from_static(b"and again").into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.sweep_orphans_if_due().await.unwrap(), 0, "not due yet");
+    assert!(store.head(&orphan_layer).await.is_ok());
+    clock.0.store(
+        much_later + ORPHAN_SWEEP_EVERY.as_micros() as u64,
+        Ordering::SeqCst,
+    );
+    assert_eq!(t.sweep_orphans_if_due().await.unwrap(), 1);
+    assert!(store.head(&orphan_layer).await.is_err());
+}

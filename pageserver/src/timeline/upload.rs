@@ -34,7 +34,8 @@ impl Timeline {
     pub async fn maintain(&self) -> Result<()> {
         self.compact_if_many().await?;
         self.write_image_if_deep().await?;
-        self.collect_garbage().await
+        self.collect_garbage().await?;
+        self.sweep_orphans_if_due().await.map(|_| ())
     }
 
     /// Uploads a layer object just encoded, parsing it first (a malformed layer never reaches
