@@ -78,22 +78,6 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
     let key_file = dir.path().join("key.pem");
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, &key_pem).unwrap();
-    let tls = |security: &mut ferrisdb_server_common::args::SecurityArgs| {
-        security.tls_cert = Some(cert_file.clone());
-        security.tls_key = Some(key_file.clone());
-    };
-    // The pageserver too, so the compute's reads of it go over TLS, verified with --tls-ca.
-    let pageserver = cluster.component("pageserver");
-    DevCluster::kill_pid(pageserver.pid);
-    let mut args = pageserver.pageserver_args();
-    tls(&mut args.security);
-    cluster.spawn_argv("pageserver", &support::pageserver_argv(&args));
-
-    let compute = cluster.component("compute");
-    DevCluster::kill_pid(compute.pid);
-    let mut args = compute.compute_args();
-    args.pageserver = args.pageserver.replace("http://", "https://");
-    tls(&mut args.security);
     // The client token from a private file, out of `ps`.
     let token_file = dir.path().join("client.token");
     std::fs::write(&token_file, format!("# clients\n{TOKEN}\n")).unwrap();
@@ -102,10 +86,35 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    args.security.tls_ca = Some(cert_file.clone());
-    args.token_file = Some(token_file.clone());
-    let argv = support::compute_argv(&args);
-    cluster.spawn_argv("compute", &argv);
+    // Every process again with TLS, as docs/security.md deploys it: a certificate to serve
+    // with, the CA to trust, and every peer at https://. (A process using TLS refuses an
+    // http:// peer: that is tested below.)
+    let components = cluster.components();
+    for c in &components {
+        DevCluster::kill_pid(c.pid);
+    }
+    let with_tls = |argv: &[String]| -> Vec<String> {
+        let mut argv: Vec<String> = argv
+            .iter()
+            .map(|a| a.replace("http://", "https://"))
+            .collect();
+        for (flag, file) in [
+            ("--tls-cert", &cert_file),
+            ("--tls-key", &key_file),
+            ("--tls-ca", &cert_file),
+        ] {
+            argv.extend([flag.to_string(), file.display().to_string()]);
+        }
+        argv
+    };
+    for c in &components {
+        let mut argv = with_tls(&c.argv);
+        if c.name == "compute" {
+            argv.extend(["--token-file".to_string(), token_file.display().to_string()]);
+        }
+        cluster.spawn_argv(&c.name, &argv);
+    }
+    let pageserver = cluster.component("pageserver");
 
     let https = format!("https://127.0.0.1:{}", cluster.base_port);
     let ca = cert_pem.as_bytes();
@@ -244,6 +253,85 @@ async fn tls_and_token_on_the_client_and_admin_apis() {
         Some(&b"42"[..])
     );
     assert_eq!(listed.current_endpoint(), https);
+
+    // Asked for TLS, given http:// (one character off): refused before anything is sent.
+    // A listener of our own counts the bytes that reach it.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let trap_url = format!("http://{}", trap.local_addr().unwrap());
+    let caught = |trap: &std::net::TcpListener| -> usize {
+        use std::io::Read;
+        let mut n = 0;
+        while let Ok((mut conn, _)) = trap.accept() {
+            conn.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(k) = conn.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+        }
+        n
+    };
+    let (ok, out, err) = cli(&[
+        "get",
+        "secret",
+        "--endpoint",
+        &trap_url,
+        "--tls-ca",
+        &ca_arg,
+        "--token",
+        TOKEN,
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("invalid_argument") && err.contains("https://"),
+        "{err}"
+    );
+    let (ok, out, _) = cli(&[
+        "admin",
+        "checkpoint",
+        "--endpoint",
+        &trap_url,
+        "--tls-ca",
+        &ca_arg,
+        "--admin-token",
+        TOKEN,
+        "--json",
+    ]);
+    assert!(!ok, "{out}");
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["error"]["code"], "invalid_argument", "{e}");
+    let mixed = format!("{https},{trap_url}");
+    let (ok, _, err) = cli(&[
+        "get",
+        "secret",
+        "--endpoint",
+        &mixed,
+        "--tls-ca",
+        &ca_arg,
+        "--token",
+        TOKEN,
+    ]);
+    assert!(!ok && err.contains("invalid_argument"), "{err}");
+    // A server using TLS given an http:// peer: it exits at start naming it.
+    let compute = components.iter().find(|c| c.name == "compute").unwrap();
+    let mut argv = with_tls(&compute.argv);
+    let at = argv.iter().position(|a| a == "--pageserver").unwrap();
+    argv[at + 1] = trap_url.clone();
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("invalid_argument") && stderr.contains(&trap_url),
+        "{stderr}"
+    );
+    assert_eq!(caught(&trap), 0, "bytes reached the cleartext listener");
 }
 
 /// A channel to `url` sending these headers on every call: what an outsider can do.

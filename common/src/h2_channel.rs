@@ -112,6 +112,13 @@ impl H2Channel {
         if https && tls.is_none() {
             return Err(bad("https needs TLS settings (a CA to trust)"));
         }
+        // The converse: TLS was asked for, and an http:// endpoint (a typo, one entry of a
+        // list) would send the bearer token in clear before anything failed.
+        if !https && tls.is_some() {
+            return Err(bad(
+                "TLS settings (a CA to trust) are given, so the endpoint must be https:// (over http:// credentials would travel in clear)",
+            ));
+        }
         let authority = uri.authority().ok_or_else(|| bad("no host"))?.clone();
         let host = authority
             .host()

@@ -59,6 +59,11 @@ pub fn channel_with(url: &str, tls: Option<&ClientTls>) -> Result<Channel> {
     let Some(tls) = tls else {
         return channel(url);
     };
+    if !url.starts_with("https://") {
+        return Err(Error::invalid(format!(
+            "endpoint {url:?}: TLS settings (a CA to trust) are given, so the endpoint must be https:// (over http:// credentials would travel in clear)"
+        )));
+    }
     install_crypto_provider();
     let mut config = tonic::transport::ClientTlsConfig::new();
     if let Some(ca) = &tls.ca_pem {

@@ -174,6 +174,12 @@ impl Args {
             (None, None) => Vec::new(),
         };
         let security = self.security.load(client)?;
+        ferrisdb_server_common::auth::check_peers(
+            self.safekeepers
+                .iter()
+                .chain([&self.pageserver])
+                .chain(&self.primary_endpoints),
+        )?;
         let role = self.role();
         Ok(ComputeConfig {
             listen_grpc: self.listen_grpc,

@@ -146,6 +146,7 @@ impl Args {
             )));
         }
         let security = self.security.load(Vec::new())?;
+        ferrisdb_server_common::auth::check_peers(&self.safekeepers)?;
         Ok(PageserverConfig {
             listen_grpc: self.listen_grpc,
             listen_http: self.listen_http,

@@ -322,6 +322,16 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(args.json, &e),
     };
+    // Asked for TLS but given a cleartext endpoint (one character off): the token would
+    // leave in clear before anything failed.
+    if args.tls_ca.is_some() && !endpoint.starts_with("https://") {
+        return fail(
+            args.json,
+            &Error::invalid(format!(
+                "endpoint {endpoint:?}: --tls-ca is given, so the endpoint must be https:// (over http:// the admin token would travel in clear)"
+            )),
+        );
+    }
     let url = format!("{}{path}", endpoint.trim_end_matches('/'));
     let (client, token) = match args
         .http_client()

@@ -105,6 +105,7 @@ impl Args {
     /// can read.
     pub fn into_config(self) -> Result<SafekeeperConfig> {
         let security = self.security.load(Vec::new())?;
+        ferrisdb_server_common::auth::check_peers(&self.peers)?;
         Ok(SafekeeperConfig {
             name: self.name,
             listen_grpc: self.listen_grpc,

@@ -439,6 +439,8 @@ pub type CallChannel = InterceptedService<H2Channel, SendCluster>;
 struct ClusterAccess {
     send: SendCluster,
     ca_pem: Option<Vec<u8>>,
+    /// Whether this process serves or calls over TLS: then no peer is called over http://.
+    uses_tls: bool,
 }
 
 /// Set once at start by the binary; internal clients are made deep inside every component
@@ -448,8 +450,14 @@ struct ClusterAccess {
 static CLUSTER_ACCESS: OnceLock<ClusterAccess> = OnceLock::new();
 
 /// Sets the credential sent on internal calls and the CA (PEM) that `https://` peers'
-/// certificates must chain to. Once per process; a second call is refused.
-pub fn install_cluster_access(token: Option<&str>, ca_pem: Option<Vec<u8>>) -> Result<()> {
+/// certificates must chain to; `serves_tls` says whether this process's own listeners use
+/// TLS. A process with either calls no peer over `http://`. Once per process; a second call
+/// is refused.
+pub fn install_cluster_access(
+    token: Option<&str>,
+    ca_pem: Option<Vec<u8>>,
+    serves_tls: bool,
+) -> Result<()> {
     let value = token
         .map(|t| {
             t.parse::<MetadataValue<Ascii>>()
@@ -459,6 +467,7 @@ pub fn install_cluster_access(token: Option<&str>, ca_pem: Option<Vec<u8>>) -> R
     CLUSTER_ACCESS
         .set(ClusterAccess {
             send: SendCluster(value),
+            uses_tls: serves_tls || ca_pem.is_some(),
             ca_pem,
         })
         .map_err(|_| Error::internal("cluster access is already installed"))
@@ -467,7 +476,7 @@ pub fn install_cluster_access(token: Option<&str>, ca_pem: Option<Vec<u8>>) -> R
 /// A lazily connecting channel to the peer at `url` that carries the cluster credential;
 /// over TLS (trusting `--tls-ca`) when `url` is `https://…`.
 pub fn peer_channel(url: &str) -> Result<PeerChannel> {
-    let (tls, send) = peer_access(url);
+    let (tls, send) = peer_access(url)?;
     Ok(InterceptedService::new(
         net::channel_with(url, tls.as_ref())?,
         send,
@@ -477,7 +486,7 @@ pub fn peer_channel(url: &str) -> Result<PeerChannel> {
 /// A lazily connecting [`CallChannel`] to the peer at `url`; over TLS (trusting `--tls-ca`)
 /// when `url` is `https://…`.
 pub fn call_channel(url: &str) -> Result<CallChannel> {
-    let (tls, send) = peer_access(url);
+    let (tls, send) = peer_access(url)?;
     Ok(InterceptedService::new(
         H2Channel::new(url, tls.as_ref())?,
         send,
@@ -489,7 +498,7 @@ pub fn call_channel(url: &str) -> Result<CallChannel> {
 /// cluster credential in such a call's headers. Messages go straight onto the HTTP/2 stream
 /// from the caller's task, without tonic's body task in between.
 pub fn stream_channel(url: &str) -> Result<StreamChannel> {
-    let (tls, send) = peer_access(url);
+    let (tls, send) = peer_access(url)?;
     let mut metadata = tonic::metadata::MetadataMap::new();
     if let Some(v) = send.0 {
         metadata.insert(CLUSTER_TOKEN_HEADER, v);
@@ -519,15 +528,35 @@ impl std::fmt::Debug for StreamChannel {
     }
 }
 
+/// Checks, at start, that every peer URL can be called under this process's cluster access
+/// (installed by [`install_cluster_access`]): with TLS in use, each must be `https://` (see
+/// [`peer_access`]). A refused URL stops the process before anything is sent.
+pub fn check_peers<'a>(urls: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    for url in urls {
+        peer_access(url)?;
+    }
+    Ok(())
+}
+
 /// What a channel to the peer at `url` needs from this process's cluster access: the CA to
 /// trust when `url` is `https://…`, and the credential to send.
-fn peer_access(url: &str) -> (Option<ClientTls>, SendCluster) {
+///
+/// A process that uses TLS (it serves with a certificate or trusts a CA for its peers)
+/// refuses an `http://` peer: one mistyped URL would otherwise send the cluster credential,
+/// which lets its holder vote, append and trim the WAL, in clear, silently.
+fn peer_access(url: &str) -> Result<(Option<ClientTls>, SendCluster)> {
     let access = CLUSTER_ACCESS.get();
-    let tls = url.starts_with("https://").then(|| ClientTls {
+    let https = url.starts_with("https://");
+    if !https && access.is_some_and(|a| a.uses_tls) {
+        return Err(Error::invalid(format!(
+            "peer {url:?}: this process uses TLS (--tls-cert or --tls-ca), so every peer URL must be https:// (over http:// the cluster credential would travel in clear)"
+        )));
+    }
+    let tls = https.then(|| ClientTls {
         ca_pem: access.and_then(|a| a.ca_pem.clone()),
         domain: None,
     });
-    (tls, access.map(|a| a.send.clone()).unwrap_or_default())
+    Ok((tls, access.map(|a| a.send.clone()).unwrap_or_default()))
 }
 
 /// Requires an admin credential (see [`Require::admin`]) on every route of

@@ -53,7 +53,7 @@ impl SecurityArgs {
             })?),
             None => None,
         };
-        auth::install_cluster_access(cluster.first().map(String::as_str), ca)?;
+        auth::install_cluster_access(cluster.first().map(String::as_str), ca, tls.is_some())?;
         Ok(Security {
             tls,
             cluster: Tokens::new(&cluster),
