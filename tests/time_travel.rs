@@ -657,3 +657,96 @@ async fn a_call_that_hangs_is_cut_at_the_clients_timeout() {
     assert!(ok, "{out} {err}");
     assert!(out.trim() == "v" || out.trim() == "w", "{out}");
 }
+
+/// libfaketime's preload library (Debian's `libfaketime`), installed if missing; `None` with
+/// the reason when it cannot be had.
+fn libfaketime() -> Result<std::path::PathBuf, String> {
+    let lib = std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
+    if !lib.exists() {
+        let _ = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "libfaketime"])
+            .output();
+    }
+    if lib.exists() {
+        Ok(lib)
+    } else {
+        Err(format!(
+            "{} is missing and apt-get could not install libfaketime",
+            lib.display()
+        ))
+    }
+}
+
+/// A pageserver whose clock runs two hours ahead of the compute's keeps the retention window
+/// as the compute counts it: GC there collects nothing a read inside the window needs. (An
+/// outside audit's pageserver under libfaketime +2 h discarded a whole 300 s window in one GC:
+/// a version committed 86 s earlier answered `version_too_old`, its history empty.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pageserver_clock_ahead_of_the_computes_collects_nothing_inside_the_window() {
+    let lib = match libfaketime() {
+        Ok(lib) => lib,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster =
+        DevCluster::start(&dir.path().join("data"), &["--pitr-interval-secs", "300"]).await;
+    let ep = cluster.endpoint();
+    let admin = cluster.admin_endpoint();
+    let run = |args: &[&str]| {
+        let (ok, out, err) = cli(args);
+        assert!(ok, "{args:?} failed: {out} {err}");
+        json(&out)
+    };
+    let first = run(&["set", "skew", "A", "--endpoint", &ep, "--json"])["version"]
+        .as_u64()
+        .unwrap();
+    run(&["admin", "checkpoint", "--endpoint", &admin, "--json"]);
+
+    let pageserver = cluster.component("pageserver");
+    DevCluster::kill_pid(pageserver.pid);
+    let lib = lib.display().to_string();
+    cluster.spawn_argv_with_env(
+        "pageserver",
+        &pageserver.argv,
+        &[
+            ("LD_PRELOAD", &lib),
+            ("FAKETIME", "+2h"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    // Fresh commits reach the skewed pageserver; each checkpoint is followed by GC there.
+    for i in 0..5 {
+        run(&["set", "skew", &format!("B{i}"), "--endpoint", &ep, "--json"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, _, err) = cli(&["admin", "checkpoint", "--endpoint", &admin, "--json"]);
+            if ok {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "checkpoint: {err}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let collected = run(&["admin", "gc", "--endpoint", &admin, "--json"]);
+    let horizon = collected["gc_horizon"].as_u64().unwrap();
+    assert!(
+        horizon <= first,
+        "GC raised the horizon to {horizon}, past {first}, committed seconds ago: {collected}"
+    );
+    let got = run(&[
+        "get",
+        "skew",
+        "--at-version",
+        &first.to_string(),
+        "--endpoint",
+        &ep,
+        "--json",
+    ]);
+    assert_eq!(got["value"], "A", "{got}");
+    let (ok, out, err) = cli(&["history", "skew", "--endpoint", &ep]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 6, "every version of the key: {out}");
+}

@@ -448,10 +448,20 @@ impl DevCluster {
     /// down (slowly, on a loaded machine): wait until they can be bound the way the servers
     /// bind them, and start again if the new process exits at once.
     pub fn spawn_argv(&mut self, name: &str, argv: &[String]) -> i32 {
+        self.spawn_argv_with_env(name, argv, &[])
+    }
+
+    /// [`DevCluster::spawn_argv`] with `envs` added to the process's environment.
+    pub fn spawn_argv_with_env(
+        &mut self,
+        name: &str,
+        argv: &[String],
+        envs: &[(&str, &str)],
+    ) -> i32 {
         let ports = listen_addrs(argv);
         for attempt in 0..5 {
             wait_until_bindable(&ports);
-            let pid = self.spawn_once(name, argv);
+            let pid = self.spawn_once(name, argv, envs);
             std::thread::sleep(Duration::from_millis(300));
             let exited = self
                 .restarted
@@ -464,7 +474,7 @@ impl DevCluster {
         unreachable!("the loop returns on its last attempt")
     }
 
-    fn spawn_once(&mut self, name: &str, argv: &[String]) -> i32 {
+    fn spawn_once(&mut self, name: &str, argv: &[String], envs: &[(&str, &str)]) -> i32 {
         let c = ComponentInfo {
             name: name.to_string(),
             kind: String::new(),
@@ -480,6 +490,7 @@ impl DevCluster {
             .unwrap();
         let child = Command::new(&c.argv[0])
             .args(&c.argv[1..])
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

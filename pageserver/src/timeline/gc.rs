@@ -8,14 +8,29 @@ use object_store::ObjectStoreExt;
 use super::Timeline;
 use crate::format::manifest::{self, LayerEntry, LayerKind};
 
+/// How far ahead of the computes' clocks this pageserver's may run before GC warns.
+const CLOCK_AHEAD_WARNING_MICROS: u64 = 60 * 1_000_000;
+
 impl Timeline {
     /// Raises the retention horizon to the newest version committed before
     /// `now - pitr_interval` (never above what object storage holds), and deletes what only
     /// reads below it needed: delta layers and older images covered by an image at or below the
     /// horizon, and cold segments entirely below it. The manifest that stops naming them is
     /// written first; an interrupted GC leaves only unnamed objects behind.
+    ///
+    /// "Now" is this pageserver's clock less how far it runs ahead of the computes' (see
+    /// [`super::clock_ahead`]): the window is theirs, counted in their commit times.
     pub async fn collect_garbage(&self) -> Result<()> {
-        let cutoff = self.options.clock.now_micros().saturating_sub(
+        let ahead = self.clock_ahead.micros();
+        if ahead >= CLOCK_AHEAD_WARNING_MICROS {
+            tracing::warn!(
+                database = %self.database,
+                ahead_secs = ahead / 1_000_000,
+                "this pageserver's clock runs ahead of the computes' commit times; GC counts the retention window by theirs (check NTP)"
+            );
+        }
+        let now = self.options.clock.now_micros().saturating_sub(ahead);
+        let cutoff = now.saturating_sub(
             u64::try_from(self.options.pitr_interval.as_micros()).unwrap_or(u64::MAX),
         );
         let Some(horizon) = self

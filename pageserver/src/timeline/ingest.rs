@@ -44,6 +44,8 @@ impl Timeline {
             // Repeats while the layer stays over the mark coalesce into one kept signal.
             self.oversized.notify_one();
         }
+        self.clock_ahead
+            .observe(self.options.clock.now_micros(), last.commit_time_micros);
         self.ingested.send_replace(last.version);
         self.metrics.ingested_version.set(last.version.0 as i64);
         self.metrics.ingested_records.inc_by(records.len() as u64);

@@ -18,6 +18,7 @@
 //! - `gc`: the retention horizon, and deleting what only older reads needed.
 
 mod branch;
+mod clock_ahead;
 mod compaction;
 mod feed;
 mod gc;
@@ -169,6 +170,9 @@ pub struct Timeline {
     /// Whether an image was skipped for [`TimelineOptions::image_max_input_bytes`] (warned
     /// once, not at every checkpoint).
     image_skipped: std::sync::atomic::AtomicBool,
+    /// How far this pageserver's clock runs ahead of the computes' commit times; GC counts
+    /// the retention window by theirs.
+    clock_ahead: clock_ahead::ClockAhead,
     /// When the last sweep for orphan objects ran, by the timeline's clock (0: never).
     last_orphan_sweep: AtomicU64,
 }
