@@ -615,3 +615,58 @@ async fn a_compute_out_of_file_descriptors_says_so_and_recovers() {
     let (ok, out, err) = cli(&["get", "after", "--endpoint", &ep]);
     assert!(ok && out.trim() == "fds", "{out} {err}");
 }
+
+/// `changes --follow --timeout 0` ("no bound") follows across a compute killed and restarted:
+/// it delivers the next commit, once, instead of exiting on the first `unavailable` (as it did:
+/// a zero timeout left the feed no retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_feed_followed_without_a_bound_survives_a_compute_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let ep = cluster.endpoint();
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let from = write_keys(&db, 1).await + 1;
+    let follower = std::process::Command::new(support::BIN)
+        .args([
+            "changes",
+            "--from",
+            &from.to_string(),
+            "--follow",
+            "--limit",
+            "1",
+        ])
+        .args(["--endpoint", &ep, "--timeout", "0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let compute = cluster.component("compute");
+    DevCluster::kill_pid(compute.pid);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.restart(&compute);
+    let db = cluster.db(Duration::from_secs(30)).await;
+    db.run(|tx| async move {
+        tx.set("after-restart", "yes");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || follower.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the follower never printed the commit made after the restart")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(record["mutations"][0]["key"], "after-restart", "{record}");
+}

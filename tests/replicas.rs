@@ -315,6 +315,15 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         }
     };
     wait_for(40).await;
+    // Watches set through both endpoints, one by the database and one by a transaction (as
+    // `ferrisdb watch` sets them), follow the failover: they fire for a change made on the
+    // standby, with the version that made it.
+    let watch_db = db.watch("watched").await.unwrap();
+    let watch_db = tokio::spawn(watch_db);
+    let tx = db.create_transaction();
+    assert_eq!(tx.get("watched-tx").await.unwrap(), None);
+    tx.commit().await.unwrap();
+    let watch_tx = tokio::spawn(tx.watch("watched-tx"));
     let old = cluster.component("compute");
     DevCluster::kill_pid(old.pid);
     let before = ok.load(Ordering::SeqCst);
@@ -343,6 +352,23 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         n >= acked && n <= acked + unsure,
         "every acknowledged increment survived the failover, none was invented: n={n} ok={acked} unknown={unsure}"
     );
+
+    let tx = db.create_transaction();
+    tx.set("watched", "after");
+    tx.set("watched-tx", "after");
+    let changed = tx.commit().await.unwrap();
+    for (name, watch) in [("database", watch_db), ("transaction", watch_tx)] {
+        let event = tokio::time::timeout(Duration::from_secs(30), watch)
+            .await
+            .unwrap_or_else(|_| panic!("the {name}'s watch never fired after the failover"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.value.as_deref(), Some(&b"after"[..]), "{name}");
+        assert_eq!(
+            event.version, changed,
+            "{name}: the version that changed it"
+        );
+    }
 
     // The replica's reads at the latest version follow the failover: it asks the standby
     // now, and still sees every commit acknowledged before the read began.

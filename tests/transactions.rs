@@ -328,6 +328,24 @@ async fn key_selectors_streams_watches_and_the_read_window() {
         .unwrap()
         .unwrap();
     assert_eq!((event.version, event.value), (cleared, None));
+    // A watch first polled after its key changed (set on a stale value, as one re-issued
+    // after a failover is) names the version of the change, not a later read's.
+    let stale = db
+        .run(|tx| async move {
+            tx.set("w", "4");
+            Ok(tx.watch("w"))
+        })
+        .await
+        .unwrap();
+    let first_change = put(&db, &[("w", "5")]).await;
+    let last_change = put(&db, &[("w", "6")]).await;
+    let later = put(&db, &[("other", "y")]).await;
+    assert!(first_change < last_change && last_change < later);
+    let event = tokio::time::timeout(Duration::from_secs(10), stale)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((event.version, event.value), (last_change, Some(b("6"))));
     // A watch set by a transaction that never committed fails instead of hanging.
     let tx = db.create_transaction();
     assert_eq!(

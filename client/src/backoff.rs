@@ -16,7 +16,9 @@ pub struct RetryOptions {
     /// every call a transaction makes: in [`crate::Database::run`] none waits past the end of
     /// the run's timeout, and in a transaction from `create_transaction` each call waits at
     /// most this long; a read that waited it out fails `unavailable`, a commit
-    /// `commit_unknown_result`. Zero: no bound.
+    /// `commit_unknown_result`. Zero: no bound on a call's wait, and no retries, except where
+    /// the caller waits for good: a followed change feed reopens and a watch re-issues
+    /// without end.
     pub timeout: Duration,
     /// Give up after this many retries.
     pub max_retries: u32,

@@ -451,7 +451,10 @@ impl Database {
                 s.records = None;
                 let retry = s.db.retry;
                 let backoff = s.failing.get_or_insert_with(|| Backoff::new(retry));
-                let within = backoff.allows_retry()
+                // A zero timeout leaves a call no retries, but a followed feed is meant to run
+                // for good: with no bound, it reopens without end.
+                let unbounded = retry.timeout.is_zero();
+                let within = (unbounded || backoff.allows_retry())
                     && (failure.kind() == ErrorKind::Unavailable
                         || wants_other_endpoint(failure.kind()));
                 if !within {
@@ -523,13 +526,25 @@ impl Database {
         let key = key.into();
         let tx = self.create_transaction();
         let known = tx.snapshot().get(key.clone()).await?;
-        let (_, conn) = self.endpoints.current();
         Ok(Watch::new(Box::pin(crate::watch::wait(
-            conn.client,
+            self.watch_target(),
             self.database.clone(),
             key,
-            known,
+            crate::watch::Known::Value(known),
         ))))
+    }
+
+    /// Where watches go: the current endpoint, moving on to the next when it is unavailable
+    /// or fenced, as transactions do.
+    fn watch_target(&self) -> crate::watch::Target {
+        let (pick, failed) = (self.endpoints.clone(), self.endpoints.clone());
+        crate::watch::Target {
+            pick: Arc::new(move || {
+                let (i, conn) = pick.current();
+                (i, conn.client)
+            }),
+            failed: Arc::new(move |i| failed.fail_over(i)),
+        }
     }
 
     /// A new transaction; most code wants [`Database::run`] instead. If its commit is refused
@@ -546,11 +561,12 @@ impl Database {
             return tx;
         }
         let endpoints = self.endpoints.clone();
-        tx.reporting_refusals(crate::transaction::OnRefusal(Arc::new(move |kind| {
-            if wants_other_endpoint(kind) {
-                endpoints.fail_over(endpoint);
-            }
-        })))
+        tx.watching_through(self.watch_target())
+            .reporting_refusals(crate::transaction::OnRefusal(Arc::new(move |kind| {
+                if wants_other_endpoint(kind) {
+                    endpoints.fail_over(endpoint);
+                }
+            })))
     }
 
     /// Runs `body` in a transaction and commits it, retrying the whole transaction on
@@ -579,10 +595,13 @@ impl Database {
         loop {
             let (endpoint, conn) = self.endpoints.current();
             // The attempt's calls end with the run's timeout, like its retries.
-            let tx = Transaction::new(conn, self.database.clone()).limited(CallLimit {
+            let mut tx = Transaction::new(conn, self.database.clone()).limited(CallLimit {
                 per_call: None,
                 until: backoff.remaining().map(|left| Instant::now() + left),
             });
+            if self.endpoints.clients.len() > 1 {
+                tx = tx.watching_through(self.watch_target());
+            }
             let outcome = match body(tx.clone()).await {
                 Ok(value) => tx.commit().await.map(|_| value),
                 Err(e) => Err(e),

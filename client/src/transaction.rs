@@ -110,6 +110,9 @@ pub struct Transaction {
     snapshot: bool,
     on_refusal: Option<OnRefusal>,
     limit: CallLimit,
+    /// Where this transaction's watches wait (`None`: its own connection only): the
+    /// database's endpoints, so a watch follows a failover.
+    watch_target: Option<crate::watch::Target>,
 }
 
 /// How long a transaction's calls to the compute may wait for an answer: each at most
@@ -160,6 +163,7 @@ impl Transaction {
             state: Arc::default(),
             snapshot: false,
             on_refusal: None,
+            watch_target: None,
             limit: CallLimit::default(),
         }
     }
@@ -188,6 +192,13 @@ impl Transaction {
                 .await
                 .unwrap_or_else(|_| Err(timed_out(left))),
         }
+    }
+
+    /// The same transaction, its watches waiting through `target` rather than its own
+    /// connection alone.
+    pub(crate) fn watching_through(mut self, target: crate::watch::Target) -> Transaction {
+        self.watch_target = Some(target);
+        self
     }
 
     /// The same transaction, reporting a refused commit to `on_refusal`.
@@ -848,14 +859,17 @@ impl Transaction {
                     "the transaction that set this watch has not committed",
                 ));
             };
-            let req = GetRequest {
-                database: tx.database.to_string(),
-                key: key.clone(),
-                version: at.0,
-                latest: false,
-            };
-            let known = tx.bounded(tx.conn.get(req), read_timed_out).await?.value;
-            crate::watch::wait(tx.conn.client.clone(), tx.database.clone(), key, known).await
+            // The value at the commit is read by the watch itself, so that read too moves on
+            // to another endpoint if this one has gone away meanwhile.
+            crate::watch::wait(
+                tx.watch_target
+                    .clone()
+                    .unwrap_or_else(|| crate::watch::Target::fixed(tx.conn.client.clone())),
+                tx.database.clone(),
+                key,
+                crate::watch::Known::At(at),
+            )
+            .await
         }))
     }
 

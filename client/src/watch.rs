@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::outgoing::Client;
 use bytes::Bytes;
-use ferrisdb_common::proto::WatchRequest;
+use ferrisdb_common::proto::{GetRequest, WatchRequest};
 use ferrisdb_common::{Result, Version};
 use futures::future::BoxFuture;
 
@@ -16,7 +16,8 @@ use futures::future::BoxFuture;
 /// watch was set on, and the value there (`None`: cleared).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchEvent {
-    /// The version that changed the key (or a later one).
+    /// The version that changed the key (a later one only when the key's history does not
+    /// list the change: below the retention horizon).
     pub version: Version,
     /// The key's value at `version`.
     pub value: Option<Bytes>,
@@ -52,33 +53,96 @@ impl Future for Watch {
     }
 }
 
-/// Waits on the compute until `key` differs from `known`, retrying while it is unavailable.
+/// The value a watch is set on.
+#[derive(Debug, Clone)]
+pub(crate) enum Known {
+    /// This value (`None`: the key has none).
+    Value(Option<Bytes>),
+    /// Whatever the key held at this version (a transaction's commit), read first.
+    At(Version),
+}
+
+/// Where a watch's calls go: the compute to ask now (with its index among the endpoints),
+/// and what to do when that one could not answer (move on to the next endpoint).
+#[derive(Clone)]
+pub(crate) struct Target {
+    /// The endpoint to ask now.
+    pub(crate) pick: Arc<dyn Fn() -> (usize, Client) + Send + Sync>,
+    /// Called with the endpoint that was unavailable or fenced.
+    pub(crate) failed: Arc<dyn Fn(usize) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Target")
+    }
+}
+
+impl Target {
+    /// Always the one compute (a transaction's watch: its own connection).
+    pub(crate) fn fixed(client: Client) -> Target {
+        Target {
+            pick: Arc::new(move || (0, client.clone())),
+            failed: Arc::new(|_| {}),
+        }
+    }
+}
+
+/// Waits on the compute until `key` differs from `known`, retrying while it is unavailable
+/// and moving through the target's endpoints as a transaction would (a watch set through a
+/// list of computes follows a failover to the standby).
 pub(crate) async fn wait(
-    client: Client,
+    target: Target,
     database: Arc<str>,
     key: Bytes,
-    known: Option<Bytes>,
+    known: Known,
 ) -> Result<WatchEvent> {
     let mut backoff = Duration::from_millis(10);
+    let mut known = known;
     loop {
-        let req = WatchRequest {
-            database: database.to_string(),
-            key: key.clone(),
-            value: known.clone(),
+        let (endpoint, mut client) = (target.pick)();
+        let outcome = match &known {
+            // The value the watch is set on, read at its version first: on any compute, as
+            // a read at an explicit version answers the same everywhere.
+            Known::At(at) => client
+                .get(GetRequest {
+                    database: database.to_string(),
+                    key: key.clone(),
+                    version: at.0,
+                    latest: false,
+                })
+                .await
+                .map(|resp| {
+                    known = Known::Value(resp.into_inner().value);
+                    None
+                }),
+            Known::Value(value) => client
+                .watch(WatchRequest {
+                    database: database.to_string(),
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .await
+                .map(|resp| {
+                    let resp = resp.into_inner();
+                    Some(WatchEvent {
+                        version: Version(resp.version),
+                        value: resp.value,
+                    })
+                }),
         };
-        match client.clone().watch(req).await {
-            Ok(resp) => {
-                let resp = resp.into_inner();
-                return Ok(WatchEvent {
-                    version: Version(resp.version),
-                    value: resp.value,
-                });
-            }
+        match outcome {
+            Ok(Some(event)) => return Ok(event),
+            Ok(None) => continue,
             Err(status) => {
                 let e: ferrisdb_common::Error = status.into();
-                if e.kind() != ferrisdb_common::ErrorKind::Unavailable {
+                if !matches!(
+                    e.kind(),
+                    ferrisdb_common::ErrorKind::Unavailable | ferrisdb_common::ErrorKind::Fenced
+                ) {
                     return Err(e);
                 }
+                (target.failed)(endpoint);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

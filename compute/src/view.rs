@@ -188,19 +188,50 @@ impl DatabaseView {
     }
 
     /// Waits until the committed value of `key` differs from `known`; returns the version
-    /// that made it differ (the latest, if it already does) and the value there.
+    /// that made it differ and the value there.
     pub async fn watch(&self, key: Bytes, known: Option<Bytes>) -> Result<Fired> {
         // Register before reading, so a commit between the read and the wait is not missed
         // (see the watches module).
         let fired = self.watches.register(key.clone(), known.clone())?;
         let now = *self.visible.borrow();
-        let current = self.reader.read(key, now).await?;
+        let current = self.reader.read(key.clone(), now).await?;
         if current != known {
-            return Ok((now, current));
+            // It changed before this watch was set (a watch re-issued after a failover, or
+            // set on a stale value): answer the version of that change, not this read's, so
+            // a watcher reading "the value before" at version − 1 reads the old one.
+            let changed = self.last_change(&key, now).await?;
+            return Ok((changed, current));
         }
         fired.await.map_err(|_| {
             Error::unavailable("the compute stopped serving this database; watch again")
         })
+    }
+
+    /// The version of `key`'s newest change at or before `at` (`at` itself when its history
+    /// holds none: a change below the retention horizon, or one its history does not list).
+    /// The hot tier answers a recent change alone; an older one pages through the history.
+    async fn last_change(&self, key: &Bytes, at: Version) -> Result<Version> {
+        let hot = self.reader.hot();
+        let (recent, floor) = hot.history(key, at);
+        let mut from = if recent.is_empty() {
+            Version::ZERO
+        } else {
+            // Above the floor: the hot tier's versions only, no pageserver call.
+            Version(floor.0 + 1)
+        };
+        let mut last = None;
+        loop {
+            let (entries, more) = self.reader.history(key.clone(), from, at).await?;
+            let Some(entry) = entries.last() else {
+                break;
+            };
+            last = Some(Version(entry.version));
+            if !more || entry.version >= at.0 {
+                break;
+            }
+            from = Version(entry.version + 1);
+        }
+        Ok(last.unwrap_or(at))
     }
 
     /// The versions of `key` in `[from, to]` (`to` 0: the latest), oldest first, one page of
