@@ -750,3 +750,76 @@ async fn a_pageserver_clock_ahead_of_the_computes_collects_nothing_inside_the_wi
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 6, "every version of the key: {out}");
 }
+
+/// A primary whose clock is an hour off (ahead, then behind) still stamps commits with the
+/// safekeepers' time, so `versionat` and `--at-timestamp` keep meaning the real moment. (An
+/// outside audit's primary under libfaketime +1 h pushed every commit time an hour ahead, and
+/// `--at-timestamp now` answered "not found" for a key set seconds before; one at −1 h gave
+/// every commit the same time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_times_follow_the_safekeepers_clocks_not_a_skewed_primarys() {
+    let lib = match libfaketime() {
+        Ok(lib) => lib,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let lib = lib.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let ep = cluster.endpoint();
+    let run = |args: &[&str]| {
+        let (ok, out, err) = cli(args);
+        assert!(ok, "{args:?} failed: {out} {err}");
+        json(&out)
+    };
+    let compute = cluster.component("compute");
+    let mut running = compute.pid;
+    for skew in ["+1h", "-1h"] {
+        DevCluster::kill_pid(running);
+        running = cluster.spawn_argv_with_env(
+            "compute",
+            &compute.argv,
+            &[
+                ("LD_PRELOAD", &lib),
+                ("FAKETIME", skew),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+        );
+        let db = cluster.db(Duration::from_secs(30)).await;
+        let before = now_micros();
+        // Through `run`'s retries: the restarted primary may still be starting.
+        db.run(|tx| {
+            let key = format!("skew{skew}");
+            async move {
+                tx.set(key, "x");
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        let after = now_micros();
+        let history = run(&[
+            "history",
+            &format!("skew{skew}"),
+            "--endpoint",
+            &ep,
+            "--json",
+        ]);
+        let entry = &history["versions"][0];
+        let at = entry["commit_time_micros"].as_u64().unwrap();
+        let version = entry["version"].as_u64().unwrap();
+        // The committer never lets times decrease, so behind the previous primary's last
+        // time a commit may carry that; a second either way is the bound.
+        assert!(
+            at + 1_000_000 >= before && at <= after + 1_000_000,
+            "{skew}: commit time {at} outside [{before}, {after}] (the real moment): {history}"
+        );
+        let mapped = run(&["versionat", &after.to_string(), "--endpoint", &ep, "--json"]);
+        assert!(
+            mapped["version"].as_u64().unwrap() >= version,
+            "{skew}: versionat(now) {mapped} is before the commit at {version}"
+        );
+    }
+}

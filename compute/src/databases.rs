@@ -16,7 +16,7 @@ use ferrisdb_common::proto::pageserver_client::PageserverClient;
 use ferrisdb_common::proto::{CreateBranchRequest, ListDatabasesRequest};
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::auth::CallChannel;
-use ferrisdb_server_common::clock::{Clock, SystemClock};
+use ferrisdb_server_common::clock::Clock;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -448,7 +448,6 @@ impl Databases {
         database: String,
         node: &watch::Sender<Option<Node>>,
     ) -> Arc<Primary> {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -462,11 +461,13 @@ impl Databases {
                     .await?
                     .remote_consistent_version;
                 let proposer = Proposer::elect(&database, &self.safekeepers, durable).await?;
+                // Commit times follow the safekeepers' clocks, not this compute's alone.
+                let clock: Arc<dyn Clock> = proposer.clock();
                 Primary::start(
                     database.clone(),
                     proposer,
                     self.pageserver.clone(),
-                    clock.clone(),
+                    clock,
                     self.metrics.clone(),
                     self.tiers.clone(),
                     self.pipeline.as_ref(),

@@ -23,6 +23,7 @@ pub mod page_source;
 pub mod pipeline_thread;
 pub mod primary;
 pub mod proposer;
+pub mod quorum_clock;
 pub mod range_cache;
 pub mod read_path;
 pub mod replica;

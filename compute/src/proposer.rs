@@ -34,6 +34,8 @@ use tokio::sync::watch;
 use tonic::codec::Codec as _;
 
 use crate::lease::Lease;
+use crate::quorum_clock::QuorumClock;
+use ferrisdb_server_common::clock::SystemClock;
 
 /// Where the log stands, as the append senders follow it.
 #[derive(Debug, Clone, Copy)]
@@ -341,6 +343,8 @@ pub struct Proposer {
     /// When every read lease an older term's primary may hold has run out, as the voters
     /// reported it: this term serves nothing before then.
     older_leases_end: tokio::time::Instant,
+    /// The safekeepers' clock, measured from their vote and lease answers.
+    clock: Arc<QuorumClock>,
     /// [`LAGGARD_LINGER`] and [`SLOW_AFTER`] in microseconds, but for tests that lengthen
     /// them to see the laggard gather.
     laggard_timing_micros: [std::sync::atomic::AtomicU64; 2],
@@ -403,14 +407,23 @@ impl Proposer {
         }
         let term = next_term(statuses.iter().flatten().map(|s| s.term))?;
         let id = ProposerId(rand::random());
-        let votes = futures::future::join_all(clients.iter().map(|c| {
+        let clock = Arc::new(QuorumClock::new(Arc::new(SystemClock), clients.len()));
+        let votes = futures::future::join_all(clients.iter().enumerate().map(|(i, c)| {
             let mut c = c.clone();
             let req = VoteRequest {
                 database: database.to_string(),
                 term,
                 proposer_id: id.to_bytes(),
             };
-            async move { rpc(c.request_vote(req)).await }
+            let clock = clock.clone();
+            async move {
+                let sent = clock.local_micros();
+                let vote = rpc(c.request_vote(req)).await;
+                if let Ok(v) = &vote {
+                    clock.observe(i, sent, clock.local_micros(), v.now_micros);
+                }
+                vote
+            }
         }))
         .await;
         let answered = tokio::time::Instant::now();
@@ -459,7 +472,15 @@ impl Proposer {
         }
         let (end, log_start, commit) = (plan.end, plan.log_start, plan.commit);
         let history: Vec<TermSwitch> = plan.history.iter().map(Into::into).collect();
-        tracing::info!(database, term, donor, end, ?older_lease, "won election");
+        tracing::info!(
+            database,
+            term,
+            donor,
+            end,
+            ?older_lease,
+            clock_offset_micros = clock.offset_micros(),
+            "won election"
+        );
         let peers = vec![PeerState::default(); clients.len()];
         let lease = Lease::new(clients.len());
         Ok(Arc::new(Proposer {
@@ -493,6 +514,7 @@ impl Proposer {
             traces: Mutex::default(),
             lease,
             older_leases_end: answered + older_lease,
+            clock,
             laggard_timing_micros: [LAGGARD_LINGER, SLOW_AFTER]
                 .map(|d| std::sync::atomic::AtomicU64::new(d.as_micros() as u64)),
         }))
@@ -525,6 +547,7 @@ impl Proposer {
                 return;
             }
             let sent = tokio::time::Instant::now();
+            let sent_micros = me.clock.local_micros();
             for (i, c) in me.clients.iter().enumerate() {
                 let mut c = c.clone();
                 let req = LeaseRequest {
@@ -537,6 +560,10 @@ impl Proposer {
                 tokio::spawn(async move {
                     let answer = rpc(c.renew_lease(req)).await;
                     let Some(me) = me.upgrade() else { return };
+                    if let Ok(a) = &answer {
+                        me.clock
+                            .observe(i, sent_micros, me.clock.local_micros(), a.now_micros);
+                    }
                     match answer {
                         Ok(a) if a.granted && a.term == me.term => me.lease.granted(i, sent),
                         Ok(a) if a.term > me.term => me.fence(format!(
@@ -551,6 +578,11 @@ impl Proposer {
                 });
             }
         }
+    }
+
+    /// The quorum's clock (see [`crate::quorum_clock`]): commit times come from it.
+    pub fn clock(&self) -> Arc<QuorumClock> {
+        self.clock.clone()
     }
 
     /// The term this proposer won.

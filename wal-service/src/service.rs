@@ -14,6 +14,7 @@ use ferrisdb_common::proto::{
     VoteResponse, WalChunk,
 };
 use ferrisdb_common::{Error, Lsn, Result, validate_database_name, wal};
+use ferrisdb_server_common::clock::{Clock, SystemClock};
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -475,6 +476,7 @@ impl Safekeeper for SafekeeperService {
             granted,
             status: Some(to_proto(status)),
             lease_remaining_ms: lease.as_millis().try_into().unwrap_or(u64::MAX),
+            now_micros: SystemClock.now_micros(),
         }))
     }
 
@@ -489,7 +491,11 @@ impl Safekeeper for SafekeeperService {
         let (granted, term) = t
             .with(move |a| Ok(a.grant_lease(req.term, proposer, std::time::Instant::now())))
             .await?;
-        Ok(Response::new(LeaseResponse { granted, term }))
+        Ok(Response::new(LeaseResponse {
+            granted,
+            term,
+            now_micros: SystemClock.now_micros(),
+        }))
     }
 
     async fn elected(
