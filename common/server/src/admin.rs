@@ -41,7 +41,7 @@ struct IdentityParams {
     challenge: String,
 }
 
-/// Proofs that this server holds credentials, one per admin credential it accepts.
+/// Proofs that this server holds credentials, one per cluster credential it accepts.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct IdentityProofs {
     /// Hex HMAC-SHA256, keyed by a credential's SHA-256 digest, of a domain label, the port
@@ -49,9 +49,10 @@ struct IdentityProofs {
     proofs: Vec<String>,
 }
 
-/// Proves which admin credentials this server accepts without revealing them, so a client
-/// that found a credential on disk sends it only to a server that holds it (no credential
-/// needed).
+/// Proves which cluster credentials this server accepts without revealing them, so a client
+/// that found one on disk sends it only to a server that holds it (no credential needed).
+/// Admin tokens are never proved: they may be short, and proofs on chosen challenges would
+/// let anyone test guesses offline.
 #[utoipa::path(
     get,
     path = "/v1/identity",

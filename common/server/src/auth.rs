@@ -227,6 +227,14 @@ impl Require {
         }
     }
 
+    /// What `/v1/identity` proves for a server listening on `port`: the cluster credential
+    /// only. It is the one the CLI finds on disk, and it is at least 32 random bytes; proofs
+    /// for admin tokens (which may be short) would give anyone an oracle to test guesses
+    /// against offline.
+    pub fn identity(&self, port: u16) -> crate::identity::Identity {
+        crate::identity::Identity::new(self.cluster.digests(), port)
+    }
+
     /// Whether anything is required at all.
     pub fn is_open(&self) -> bool {
         self.bearer.is_empty() && self.cluster.is_empty()
@@ -567,7 +575,7 @@ fn peer_access(url: &str) -> Result<(Option<ClientTls>, SendCluster)> {
 /// identity route proves the credentials this server accepts, listening on `port`
 /// ([`crate::identity`]).
 pub fn require_on_admin(router: axum::Router, require: Require, port: u16) -> axum::Router {
-    let identity = crate::identity::Identity::new(require.bearer.digests(), port);
+    let identity = require.identity(port);
     let router = router.layer(axum::Extension(identity));
     if require.is_open() {
         return router;
@@ -623,6 +631,23 @@ mod tests {
         assert!(!t.accepts(None));
         assert!(!Tokens::default().accepts(Some("")));
         assert_eq!(format!("{t:?}"), "Tokens(2 redacted)");
+    }
+
+    #[test]
+    fn identity_proves_the_cluster_credential_and_never_an_admin_token() {
+        let admin = Tokens::new(["short"]);
+        let cluster = Tokens::new(["ab".repeat(32)]);
+        let identity = Require::admin(&admin, &cluster).identity(4580);
+        let challenge = crate::identity::new_challenge().unwrap();
+        let proofs = identity.proofs(&challenge);
+        assert_eq!(proofs.len(), 1);
+        assert!(crate::identity::proves(
+            &"ab".repeat(32),
+            4580,
+            &challenge,
+            &proofs
+        ));
+        assert!(!crate::identity::proves("short", 4580, &challenge, &proofs));
     }
 
     #[test]

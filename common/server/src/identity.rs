@@ -8,7 +8,9 @@
 //! named), the CLI asks the server to prove it holds it:
 //!
 //! - the client sends a fresh random challenge to `GET /v1/identity` (no credential needed);
-//! - the server answers, for each admin credential it accepts, HMAC-SHA256 keyed by the
+//! - the server answers, for each cluster credential it accepts (never an admin token: those
+//!   may be short, and proofs on chosen challenges would let anyone test guesses offline;
+//!   the cluster credential is at least 32 random bytes), HMAC-SHA256 keyed by the
 //!   credential's SHA-256 digest (which is all a server keeps of a token) over a domain
 //!   label, the port it listens on and the challenge;
 //! - the client computes the same over its own credential and sends the credential only if
