@@ -1009,3 +1009,54 @@ async fn admin_finds_its_users_dev_credential_and_nobody_elses() {
         "a pointer outlived the cluster that left it"
     );
 }
+
+/// TLS material is checked when the process starts, naming the files: a key that does not
+/// match its certificate is refused before anything listens (it used to log "serving" and
+/// then exit with "TLS identity: transport error"), and a key others may read is warned about.
+#[test]
+fn tls_material_is_checked_at_start_naming_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let two = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.path().join("one.pem");
+    let key = dir.path().join("two.key");
+    std::fs::write(&cert, one.cert.pem()).unwrap();
+    std::fs::write(&key, two.signing_key.serialize_pem()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let port = support::free_base_port();
+    let (grpc, http) = (
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{}", port + 80),
+    );
+    let data = dir.path().join("sk");
+    let args = [
+        "safekeeper",
+        "--listen-grpc",
+        &grpc,
+        "--listen-http",
+        &http,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let (exited, log) = run_for(&args, Duration::from_secs(20), &dir.path().join("sk.log"));
+    assert_eq!(exited, Some(false), "{log}");
+    assert!(
+        log.contains("invalid_argument")
+            && log.contains(cert.to_str().unwrap())
+            && log.contains(key.to_str().unwrap()),
+        "{log}"
+    );
+    assert!(
+        !log.contains("serving"),
+        "it listened before refusing: {log}"
+    );
+    assert!(log.contains("may be read by group or others"), "{log}");
+}

@@ -129,6 +129,11 @@ pub fn read_token_file(path: &Path) -> Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// Most characters a token may have: it travels in a header of every call, and HTTP/2 peers
+/// refuse large header lists (a 40,000-character cluster credential was accepted at start and
+/// then every internal call failed with an opaque HTTP 431).
+pub const MAX_TOKEN_CHARS: usize = 1024;
+
 /// Tokens shorter than this are accepted with a warning: a guess at one takes fewer tries
 /// than anyone should be able to afford (`openssl rand -hex 16` makes 32 characters).
 pub const WEAK_TOKEN_CHARS: usize = 16;
@@ -140,6 +145,12 @@ pub fn check_token(token: &str, what: &str) -> Result<()> {
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::invalid(format!(
             "{what} is empty or not printable ASCII without spaces"
+        )));
+    }
+    if token.len() > MAX_TOKEN_CHARS {
+        return Err(Error::invalid(format!(
+            "{what} has {} characters, more than the {MAX_TOKEN_CHARS} a request header may carry to every peer",
+            token.len()
         )));
     }
     if token.len() < WEAK_TOKEN_CHARS {
@@ -631,6 +642,13 @@ mod tests {
         assert!(!t.accepts(None));
         assert!(!Tokens::default().accepts(Some("")));
         assert_eq!(format!("{t:?}"), "Tokens(2 redacted)");
+    }
+
+    #[test]
+    fn a_token_too_long_for_a_header_is_refused() {
+        assert!(check_token(&"a".repeat(MAX_TOKEN_CHARS), "token").is_ok());
+        let e = check_token(&"a".repeat(MAX_TOKEN_CHARS + 1), "token").unwrap_err();
+        assert_eq!(e.kind(), ferrisdb_common::ErrorKind::InvalidArgument);
     }
 
     #[test]

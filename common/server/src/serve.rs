@@ -50,10 +50,34 @@ impl ServerTls {
             std::fs::read(p)
                 .map_err(|e| Error::invalid(format!("cannot read {}: {e}", p.display())))
         };
-        Ok(ServerTls {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(key)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    key = %key.display(),
+                    mode = format!("{:04o}", meta.permissions().mode() & 0o777),
+                    "the TLS private key may be read by group or others: whoever reads it can pose as this server (chmod 600)"
+                );
+            }
+        }
+        let tls = ServerTls {
             cert_pem: read(cert)?,
             key_pem: read(key)?,
-        })
+        };
+        // Checked now, naming the files, rather than when the first listener starts (after
+        // the process said it was serving) with only "TLS identity: transport error".
+        tls.rustls_config().map_err(|e| {
+            Error::invalid(format!(
+                "--tls-cert {} / --tls-key {}: {}",
+                cert.display(),
+                key.display(),
+                e.message()
+            ))
+        })?;
+        Ok(tls)
     }
 
     /// A rustls server configuration with this identity, offering HTTP/2 and HTTP/1.1 (the
