@@ -417,10 +417,10 @@ impl Proposer {
             };
             let clock = clock.clone();
             async move {
-                let sent = clock.local_micros();
+                let sent = std::time::Instant::now();
                 let vote = rpc(c.request_vote(req)).await;
                 if let Ok(v) = &vote {
-                    clock.observe(i, sent, clock.local_micros(), v.now_micros);
+                    clock.observe(i, sent, std::time::Instant::now(), v.now_micros);
                 }
                 vote
             }
@@ -547,7 +547,6 @@ impl Proposer {
                 return;
             }
             let sent = tokio::time::Instant::now();
-            let sent_micros = me.clock.local_micros();
             for (i, c) in me.clients.iter().enumerate() {
                 let mut c = c.clone();
                 let req = LeaseRequest {
@@ -561,8 +560,12 @@ impl Proposer {
                     let answer = rpc(c.renew_lease(req)).await;
                     let Some(me) = me.upgrade() else { return };
                     if let Ok(a) = &answer {
-                        me.clock
-                            .observe(i, sent_micros, me.clock.local_micros(), a.now_micros);
+                        me.clock.observe(
+                            i,
+                            sent.into_std(),
+                            std::time::Instant::now(),
+                            a.now_micros,
+                        );
                     }
                     match answer {
                         Ok(a) if a.granted && a.term == me.term => me.lease.granted(i, sent),
