@@ -539,12 +539,17 @@ impl Databases {
     async fn wait_for_primary_to_die(&self, database: &str) {
         // The cluster credential rides along, so a primary that requires client tokens
         // still answers this probe.
-        let clients: Vec<_> = self
+        let (endpoints, clients): (Vec<&String>, Vec<_>) = self
             .primary_endpoints
             .iter()
-            .filter_map(|e| ferrisdb_server_common::auth::peer_channel(e).ok())
-            .map(|channel| ferrisdb_common::with_message_limits!(DatabaseClient::new(channel)))
-            .collect();
+            .filter_map(|e| {
+                let channel = ferrisdb_server_common::auth::peer_channel(e).ok()?;
+                Some((
+                    e,
+                    ferrisdb_common::with_message_limits!(DatabaseClient::new(channel)),
+                ))
+            })
+            .unzip();
         if clients.is_empty() {
             return;
         }
@@ -566,7 +571,8 @@ impl Databases {
                         Ok(Err(s)) if Error::from(s.clone()).reason() == Some(Reason::Starting) => {
                             Probe::Starting
                         }
-                        _ => Probe::Silent,
+                        Ok(Err(s)) => Probe::Silent(Error::from(s).to_string()),
+                        Err(_) => Probe::Silent(format!("no answer within {PROBE_EVERY:?}")),
                     }
                 }
             });
@@ -590,6 +596,17 @@ impl Databases {
                 starting_since = None;
             }
             if failures >= PROBES_BEFORE_TAKEOVER {
+                // Why, in the operator's words: a TLS or address mistake on the probe path
+                // looks like a dead primary from here, and taking over fences a healthy one.
+                let why: Vec<String> = endpoints
+                    .iter()
+                    .zip(&answers)
+                    .map(|(endpoint, probe)| match probe {
+                        Probe::Silent(e) => format!("{endpoint}: {e}"),
+                        other => format!("{endpoint}: {other:?}"),
+                    })
+                    .collect();
+                tracing::warn!(%database, ?why, "the last {PROBES_BEFORE_TAKEOVER} probes of the primary all failed");
                 return;
             }
         }
@@ -606,14 +623,14 @@ impl Databases {
 }
 
 /// What one probe of a compute a standby watches found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Probe {
     /// It answered (or refused the credential): alive.
     Alive,
     /// It is starting up as primary.
     Starting,
-    /// No answer, or an error: not serving.
-    Silent,
+    /// No answer, or an error (which): not serving.
+    Silent(String),
 }
 
 #[cfg(test)]
