@@ -99,6 +99,12 @@ impl Timelines {
     }
 }
 
+/// The first pause before a broken database is loaded again; it doubles up to
+/// [`BROKEN_RETRY_MAX`].
+const BROKEN_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest pause between attempts to load a broken database.
+const BROKEN_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// How long the checkpoint loop waits after a failed checkpoint before the next may start.
 const CHECKPOINT_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -119,6 +125,8 @@ pub struct Databases {
     /// Held while a branch is created, so concurrent requests can neither pass the limit
     /// together nor both create the same name.
     branching: Arc<tokio::sync::Mutex<()>>,
+    /// Broken databases whose loading is being retried (one loop each).
+    retrying: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Databases {
@@ -150,6 +158,7 @@ impl Databases {
             tasks: Arc::default(),
             max_branches: DEFAULT_MAX_BRANCHES,
             branching: Arc::default(),
+            retrying: Arc::default(),
         }
     }
 
@@ -189,6 +198,13 @@ impl Databases {
             Err(e) if e.kind() == ErrorKind::DatabaseNotFound => {}
             Err(broken) => return Err(broken),
         }
+        self.load_and_start(name).await
+    }
+
+    /// Loads `name` (its ancestors first, through [`Databases::open`]) and starts serving
+    /// it; a database whose objects are damaged is held as broken, and loading it is retried
+    /// in the background (see [`Databases::retry_broken`]).
+    async fn load_and_start(&self, name: &str) -> Result<Arc<Timeline>> {
         let loaded = match Timeline::ancestor_of(&self.store, name).await {
             Ok(Some(point)) => match Box::pin(self.open(&point.database)).await {
                 Ok(parent) => self.load(name, Some(parent)).await,
@@ -207,22 +223,68 @@ impl Databases {
         let t = match loaded {
             Ok(t) => Arc::new(t),
             Err(e) if e.kind() == ErrorKind::Corruption => {
-                tracing::error!(
-                    database = name,
-                    error = %e,
-                    "database not served: its objects are damaged; every request for it answers this error until they are repaired and the pageserver restarted"
-                );
+                let first = !self.timelines.broken().iter().any(|(n, _)| n == name);
+                if first {
+                    tracing::error!(
+                        database = name,
+                        error = %e,
+                        "database not served: its objects are damaged; every request for it answers this error, and loading it is retried until they are repaired"
+                    );
+                }
                 self.timelines.insert_broken(name, e.clone());
                 self.metrics
                     .broken_databases
                     .set(self.timelines.broken().len() as i64);
+                self.retry_broken(name);
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
         self.timelines.insert(t.clone());
+        self.metrics
+            .broken_databases
+            .set(self.timelines.broken().len() as i64);
         self.start(t.clone());
         Ok(t)
+    }
+
+    /// Retries loading broken database `name` in the background, with pauses growing to
+    /// [`BROKEN_RETRY_MAX`], until it loads: damage may be repaired while the pageserver
+    /// runs (an object restored from a backup, a store's read that failed its checksum once),
+    /// and the other databases keep being served meanwhile. One loop per database.
+    fn retry_broken(&self, name: &str) {
+        let Ok(mut retrying) = self.retrying.lock() else {
+            return;
+        };
+        if !retrying.insert(name.to_string()) {
+            return;
+        }
+        drop(retrying);
+        let this = self.clone();
+        let name = name.to_string();
+        let task = tokio::spawn(async move {
+            let mut pause = BROKEN_RETRY_FIRST;
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(BROKEN_RETRY_MAX);
+                match this.load_and_start(&name).await {
+                    Ok(_) => {
+                        tracing::info!(database = %name, "database loaded after all: serving it");
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Corruption => {}
+                    Err(e) => {
+                        tracing::warn!(database = %name, error = %e, "retrying a broken database failed");
+                    }
+                }
+            }
+            if let Ok(mut retrying) = this.retrying.lock() {
+                retrying.remove(&name);
+            }
+        });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task.abort_handle());
+        }
     }
 
     /// Loads `name` from the bucket, naming the database in a corruption error.
