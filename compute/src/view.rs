@@ -199,7 +199,15 @@ impl DatabaseView {
             // It changed before this watch was set (a watch re-issued after a failover, or
             // set on a stale value): answer the version of that change, not this read's, so
             // a watcher reading "the value before" at version − 1 reads the old one.
-            let changed = self.last_change(&key, now).await?;
+            // Finding it may need the pageserver; if that fails, the read's version still
+            // tells the watcher the value changed (a later one than the change, as before).
+            let changed = match self.last_change(&key, now).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the watched key's last change could not be found; answering the read's version");
+                    now
+                }
+            };
             return Ok((changed, current));
         }
         fired.await.map_err(|_| {
