@@ -658,8 +658,15 @@ async fn a_call_that_hangs_is_cut_at_the_clients_timeout() {
     assert!(out.trim() == "v" || out.trim() == "w", "{out}");
 }
 
-/// libfaketime's preload library (Debian's `libfaketime`), installed if missing; `None` with
-/// the reason when it cannot be had.
+/// [`libfaketime`], or `None` after saying why the test is skipped.
+fn libfaketime_or_skip() -> Option<std::path::PathBuf> {
+    libfaketime()
+        .map_err(|why| eprintln!("skipped: {why}"))
+        .ok()
+}
+
+/// libfaketime's preload library (Debian's `libfaketime`), installed if missing; the reason
+/// when it cannot be had.
 fn libfaketime() -> Result<std::path::PathBuf, String> {
     let lib = std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
     if !lib.exists() {
@@ -683,12 +690,8 @@ fn libfaketime() -> Result<std::path::PathBuf, String> {
 /// a version committed 86 s earlier answered `version_too_old`, its history empty.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pageserver_clock_ahead_of_the_computes_collects_nothing_inside_the_window() {
-    let lib = match libfaketime() {
-        Ok(lib) => lib,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(lib) = libfaketime_or_skip() else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let mut cluster =
@@ -758,12 +761,8 @@ async fn a_pageserver_clock_ahead_of_the_computes_collects_nothing_inside_the_wi
 /// every commit the same time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_times_follow_the_safekeepers_clocks_not_a_skewed_primarys() {
-    let lib = match libfaketime() {
-        Ok(lib) => lib,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(lib) = libfaketime_or_skip() else {
+        return;
     };
     let lib = lib.display().to_string();
     let dir = tempfile::tempdir().unwrap();
