@@ -822,3 +822,56 @@ async fn commit_times_follow_the_safekeepers_clocks_not_a_skewed_primarys() {
         );
     }
 }
+
+/// A primary whose own clock steps while it serves (an NTP jump, a VM resumed) keeps stamping
+/// commits with the real time: it keeps time by the safekeepers' readings on its monotonic
+/// clock. (Before, a step back let a 7 s old transaction commit past the 5-second rule, and a
+/// step ahead would stamp commits in the future and, times never decreasing, freeze them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_whose_clock_steps_keeps_stamping_the_real_time() {
+    let Some(lib) = libfaketime_or_skip() else {
+        return;
+    };
+    let lib = lib.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let step = dir.path().join("faketime");
+    std::fs::write(&step, "+0\n").unwrap();
+    let step_arg = step.display().to_string();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let compute = cluster.component("compute");
+    DevCluster::kill_pid(compute.pid);
+    cluster.spawn_argv_with_env(
+        "compute",
+        &compute.argv,
+        &[
+            ("LD_PRELOAD", &lib),
+            ("FAKETIME_TIMESTAMP_FILE", &step_arg),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let db = cluster.db(Duration::from_secs(30)).await;
+    for (i, offset) in ["+0", "+1h", "-1h", "+1h"].iter().enumerate() {
+        std::fs::write(&step, format!("{offset}\n")).unwrap();
+        let key = format!("step{i}");
+        let before = now_micros();
+        db.run(|tx| {
+            let key = key.clone();
+            async move {
+                tx.set(key, "x");
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+        let after = now_micros();
+        let (ok, out, err) = cli(&["history", &key, "--endpoint", &cluster.endpoint(), "--json"]);
+        assert!(ok, "{err}");
+        let h = json(&out);
+        let at = h["versions"][0]["commit_time_micros"].as_u64().unwrap();
+        assert!(
+            at + 1_000_000 >= before && at <= after + 1_000_000,
+            "clock stepped {offset}: commit time {at} outside [{before}, {after}]: {h}"
+        );
+    }
+}
