@@ -243,10 +243,26 @@ where
     K: StorageKey,
     V: StorageValue,
 {
-    if let Err(e) = cache.close().await {
-        tracing::warn!(cache = name, error = %e, "closing the cache failed; its disk tier is rebuilt as needed");
+    match tokio::time::timeout(CLOSE_TIMEOUT, cache.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(cache = name, error = %e, "closing the cache failed; its disk tier is rebuilt as needed");
+        }
+        // A disk tier whose writer died (its disk failed) never finishes flushing: a process
+        // stopping must not hang on it (an outside audit's pageserver sat at 0 % CPU after
+        // SIGTERM, in this close, until SIGKILL). The cache is only a cache.
+        Err(_) => {
+            tracing::warn!(
+                cache = name,
+                timeout = ?CLOSE_TIMEOUT,
+                "closing the cache did not finish in time; stopping without it (its disk tier is rebuilt as needed)"
+            );
+        }
     }
 }
+
+/// How long [`close`] waits for a cache's disk tier to finish.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Makes `dir` private to this user (mode 0700), creating it if needed: cached values are
 /// user data. A directory others may write to (such as /tmp itself) is refused rather than
