@@ -91,11 +91,17 @@ impl Timelines {
         }
     }
 
-    /// Holds `database` as broken: every request for it answers `error`.
-    fn insert_broken(&self, database: &str, error: Error) {
-        if let Ok(mut m) = self.0.write() {
-            m.broken.insert(database.to_string(), error);
-        }
+    /// Holds `database` as broken: every request for it answers `error` (the latest one
+    /// given). Whether it was not broken before.
+    fn insert_broken(&self, database: &str, error: Error) -> bool {
+        self.0
+            .write()
+            .is_ok_and(|mut m| m.broken.insert(database.to_string(), error).is_none())
+    }
+
+    /// How many databases are broken.
+    fn broken_count(&self) -> usize {
+        self.0.read().map_or(0, |m| m.broken.len())
     }
 }
 
@@ -125,8 +131,6 @@ pub struct Databases {
     /// Held while a branch is created, so concurrent requests can neither pass the limit
     /// together nor both create the same name.
     branching: Arc<tokio::sync::Mutex<()>>,
-    /// Broken databases whose loading is being retried (one loop each).
-    retrying: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Databases {
@@ -158,7 +162,6 @@ impl Databases {
             tasks: Arc::default(),
             max_branches: DEFAULT_MAX_BRANCHES,
             branching: Arc::default(),
-            retrying: Arc::default(),
         }
     }
 
@@ -223,19 +226,19 @@ impl Databases {
         let t = match loaded {
             Ok(t) => Arc::new(t),
             Err(e) if e.kind() == ErrorKind::Corruption => {
-                let first = !self.timelines.broken().iter().any(|(n, _)| n == name);
-                if first {
+                // Newly broken: say so, and start the one loop that loads it again (a retry
+                // that fails again only refreshes the error).
+                if self.timelines.insert_broken(name, e.clone()) {
                     tracing::error!(
                         database = name,
                         error = %e,
                         "database not served: its objects are damaged; every request for it answers this error, and loading it is retried until they are repaired"
                     );
+                    self.retry_broken(name);
                 }
-                self.timelines.insert_broken(name, e.clone());
                 self.metrics
                     .broken_databases
-                    .set(self.timelines.broken().len() as i64);
-                self.retry_broken(name);
+                    .set(self.timelines.broken_count() as i64);
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -243,7 +246,7 @@ impl Databases {
         self.timelines.insert(t.clone());
         self.metrics
             .broken_databases
-            .set(self.timelines.broken().len() as i64);
+            .set(self.timelines.broken_count() as i64);
         self.start(t.clone());
         Ok(t)
     }
@@ -251,15 +254,9 @@ impl Databases {
     /// Retries loading broken database `name` in the background, with pauses growing to
     /// [`BROKEN_RETRY_MAX`], until it loads: damage may be repaired while the pageserver
     /// runs (an object restored from a backup, a store's read that failed its checksum once),
-    /// and the other databases keep being served meanwhile. One loop per database.
+    /// and the other databases keep being served meanwhile. Started once per breakage (see
+    /// [`Databases::load_and_start`]); it ends when the database loads.
     fn retry_broken(&self, name: &str) {
-        let Ok(mut retrying) = self.retrying.lock() else {
-            return;
-        };
-        if !retrying.insert(name.to_string()) {
-            return;
-        }
-        drop(retrying);
         let this = self.clone();
         let name = name.to_string();
         let task = tokio::spawn(async move {
@@ -277,9 +274,6 @@ impl Databases {
                         tracing::warn!(database = %name, error = %e, "retrying a broken database failed");
                     }
                 }
-            }
-            if let Ok(mut retrying) = this.retrying.lock() {
-                retrying.remove(&name);
             }
         });
         if let Ok(mut tasks) = self.tasks.lock() {
