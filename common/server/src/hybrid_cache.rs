@@ -144,22 +144,34 @@ const PARTITION_PREFIX: &str = "foyer-storage-direct-fs-";
 /// left in the directory. foyer would never open them again, and reserved (see [`reserve`])
 /// they would hold their disk for good.
 fn prune(dir: &std::path::Path, capacity: usize) -> Result<()> {
-    let partitions = capacity / DISK_BLOCK_BYTES;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(n) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PARTITION_PREFIX))
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if n >= partitions {
-            std::fs::remove_file(entry.path())?;
+    let used = capacity / DISK_BLOCK_BYTES;
+    for (n, path) in partition_files(dir)? {
+        if n >= used {
+            std::fs::remove_file(path)?;
         }
     }
     Ok(())
+}
+
+/// The partition files in a disk tier's directory, by partition number (other files, such
+/// as the directory's lock, are not the tier's blocks).
+fn partition_files(dir: &std::path::Path) -> Result<Vec<(usize, std::path::PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let number = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(PARTITION_PREFIX))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = number
+            && entry.file_type()?.is_file()
+        {
+            files.push((n, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Allocates the disk blocks of every file in a disk tier's directory (foyer creates them
@@ -173,14 +185,6 @@ fn prune(dir: &std::path::Path, capacity: usize) -> Result<()> {
 /// Filesystems that cannot reserve (no `fallocate`) keep the sparse files, with a warning.
 fn reserve(dir: &std::path::Path, capacity: usize) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            files.push(entry.path());
-        }
-    }
-    files.sort();
     // What this call allocated, given back if the whole tier does not fit: a refused start
     // must not leave the disk fuller than it found it.
     let mut reserved: Vec<(std::fs::File, i64)> = Vec::new();
@@ -191,7 +195,7 @@ fn reserve(dir: &std::path::Path, capacity: usize) -> Result<()> {
             let _ = nix::fcntl::fallocate(file, punch, 0, *len);
         }
     };
-    for path in files {
+    for (_, path) in partition_files(dir)? {
         let file = std::fs::OpenOptions::new().write(true).open(&path)?;
         let meta = file.metadata()?;
         // Already allocated (a restart over the same tier): nothing to ask for.
@@ -220,6 +224,7 @@ fn reserve(dir: &std::path::Path, capacity: usize) -> Result<()> {
                 )));
             }
             Err(e) => {
+                give_back(&reserved);
                 return Err(Error::internal(format!(
                     "reserving the disk cache's space in {}: {e}",
                     path.display()
