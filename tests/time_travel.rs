@@ -754,6 +754,39 @@ async fn a_pageserver_clock_ahead_of_the_computes_collects_nothing_inside_the_wi
     assert_eq!(out.lines().count(), 6, "every version of the key: {out}");
 }
 
+/// Sets `key` (a fresh key) through `run` (the primary may still be starting) and checks that
+/// its commit time, read back through `ferrisdb history`, is the real moment, give or take a
+/// second (the committer never lets times decrease, so a commit just after another primary's
+/// may carry that one's last time). Returns the commit's version and the real time after it.
+async fn set_at_the_real_moment(
+    db: &ferrisdb_client::Database,
+    endpoint: &str,
+    key: &str,
+) -> (u64, u64) {
+    let before = now_micros();
+    db.run(|tx| {
+        let key = key.to_string();
+        async move {
+            tx.set(key, "x");
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    let after = now_micros();
+    let (ok, out, err) = cli(&["history", key, "--endpoint", endpoint, "--json"]);
+    assert!(ok, "{err}");
+    let history = json(&out);
+    let at = history["versions"][0]["commit_time_micros"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        at + 1_000_000 >= before && at <= after + 1_000_000,
+        "{key}: commit time {at} outside [{before}, {after}] (the real moment): {history}"
+    );
+    (history["versions"][0]["version"].as_u64().unwrap(), after)
+}
+
 /// A primary whose clock is an hour off (ahead, then behind) still stamps commits with the
 /// safekeepers' time, so `versionat` and `--at-timestamp` keep meaning the real moment. (An
 /// outside audit's primary under libfaketime +1 h pushed every commit time an hour ahead, and
@@ -787,34 +820,7 @@ async fn commit_times_follow_the_safekeepers_clocks_not_a_skewed_primarys() {
             ],
         );
         let db = cluster.db(Duration::from_secs(30)).await;
-        let before = now_micros();
-        // Through `run`'s retries: the restarted primary may still be starting.
-        db.run(|tx| {
-            let key = format!("skew{skew}");
-            async move {
-                tx.set(key, "x");
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
-        let after = now_micros();
-        let history = run(&[
-            "history",
-            &format!("skew{skew}"),
-            "--endpoint",
-            &ep,
-            "--json",
-        ]);
-        let entry = &history["versions"][0];
-        let at = entry["commit_time_micros"].as_u64().unwrap();
-        let version = entry["version"].as_u64().unwrap();
-        // The committer never lets times decrease, so behind the previous primary's last
-        // time a commit may carry that; a second either way is the bound.
-        assert!(
-            at + 1_000_000 >= before && at <= after + 1_000_000,
-            "{skew}: commit time {at} outside [{before}, {after}] (the real moment): {history}"
-        );
+        let (version, after) = set_at_the_real_moment(&db, &ep, &format!("skew{skew}")).await;
         let mapped = run(&["versionat", &after.to_string(), "--endpoint", &ep, "--json"]);
         assert!(
             mapped["version"].as_u64().unwrap() >= version,
@@ -852,26 +858,8 @@ async fn a_primary_whose_clock_steps_keeps_stamping_the_real_time() {
     );
     let db = cluster.db(Duration::from_secs(30)).await;
     for (i, offset) in ["+0", "+1h", "-1h", "+1h"].iter().enumerate() {
+        eprintln!("the compute's clock at {offset}");
         std::fs::write(&step, format!("{offset}\n")).unwrap();
-        let key = format!("step{i}");
-        let before = now_micros();
-        db.run(|tx| {
-            let key = key.clone();
-            async move {
-                tx.set(key, "x");
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
-        let after = now_micros();
-        let (ok, out, err) = cli(&["history", &key, "--endpoint", &cluster.endpoint(), "--json"]);
-        assert!(ok, "{err}");
-        let h = json(&out);
-        let at = h["versions"][0]["commit_time_micros"].as_u64().unwrap();
-        assert!(
-            at + 1_000_000 >= before && at <= after + 1_000_000,
-            "clock stepped {offset}: commit time {at} outside [{before}, {after}]: {h}"
-        );
+        set_at_the_real_moment(&db, &cluster.endpoint(), &format!("step{i}")).await;
     }
 }
