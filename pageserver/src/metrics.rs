@@ -23,6 +23,8 @@ pub struct Metrics {
     pub read_layers: Histogram,
     /// Objects no manifest named, deleted by the orphan sweep.
     pub orphans_deleted: IntCounter,
+    /// Superseded manifest generations deleted by the same sweep.
+    pub manifests_deleted: IntCounter,
     /// Databases held as broken: their objects are damaged and they are not served.
     pub broken_databases: IntGauge,
 }
@@ -53,6 +55,10 @@ impl Metrics {
             "ferrisdb_pageserver_orphans_deleted_total",
             "Objects no manifest named (left by an upload or deletion that did not finish), deleted",
         )?;
+        let manifests_deleted = IntCounter::new(
+            "ferrisdb_pageserver_manifests_deleted_total",
+            "Superseded manifest generations deleted (the newest few of each database are kept)",
+        )?;
         let broken_databases = IntGauge::new(
             "ferrisdb_pageserver_broken_databases",
             "Databases not served because their objects in the bucket are damaged",
@@ -65,7 +71,13 @@ impl Metrics {
             .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0]),
         )?;
         registry.register(Box::new(read_layers.clone()))?;
-        for c in [&ingested_records, &checkpoints, &reads, &orphans_deleted] {
+        for c in [
+            &ingested_records,
+            &checkpoints,
+            &reads,
+            &orphans_deleted,
+            &manifests_deleted,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         for g in [
@@ -86,6 +98,7 @@ impl Metrics {
             reads,
             read_layers,
             orphans_deleted,
+            manifests_deleted,
             broken_databases,
         })
     }

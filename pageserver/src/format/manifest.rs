@@ -183,19 +183,25 @@ fn manifest_path(database: &str, generation: u64) -> Path {
     ))
 }
 
+/// Where `database`'s manifest generations live.
+pub fn manifest_prefix(database: &str) -> Path {
+    Path::from(format!("databases/{database}/manifest"))
+}
+
+/// The generation a manifest object's name gives, if it is one (`<generation:020>.json`).
+pub fn generation_of(path: &Path) -> Option<u64> {
+    path.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
 /// Loads the newest manifest of `database`, or an empty one if there is none.
 pub async fn load_latest(store: &Arc<dyn ObjectStore>, database: &str) -> Result<Manifest> {
-    let prefix = Path::from(format!("databases/{database}/manifest"));
+    let prefix = manifest_prefix(database);
     let metas: Vec<_> = with_retries("list manifests", || store.list(Some(&prefix)).try_collect())
         .await
         .map_err(store_error)?;
     let newest = metas
         .iter()
-        .filter_map(|m| {
-            let name = m.location.filename()?;
-            let generation: u64 = name.strip_suffix(".json")?.parse().ok()?;
-            Some((generation, m.location.clone()))
-        })
+        .filter_map(|m| Some((generation_of(&m.location)?, m.location.clone())))
         .max_by_key(|(g, _)| *g);
     let Some((generation, path)) = newest else {
         return Ok(Manifest::empty(database));

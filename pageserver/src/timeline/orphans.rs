@@ -11,6 +11,14 @@
 //! by a checkpoint still writing its manifest (this pageserver's, or a newer one's that is
 //! about to fence this one) is unnamed too, and deleting it would lose the data the manifest
 //! is about to promise. No upload takes an hour between its object and its manifest.
+//!
+//! Superseded manifest generations go the same way. Every checkpoint that moves the durable
+//! version writes a generation, so a database written all day leaves thousands of them, and
+//! every start lists them all to find the newest. Only the newest is ever read (by a
+//! pageserver loading the database, and by a safekeeper checking what is durable before it
+//! trims), so the sweep keeps the newest [`MANIFEST_GENERATIONS_KEPT`] (the last few, to look
+//! at after an incident) and deletes older ones once they too are past the grace. It never
+//! judges generations above the one it holds: those are a newer pageserver's.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -24,9 +32,13 @@ use ferrisdb_common::Result;
 use ferrisdb_server_common::objstore::{store_error, with_retries};
 
 use super::Timeline;
+use crate::format::manifest;
 
 /// How old an unnamed object must be before the sweep deletes it.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
+
+/// How many manifest generations, the live one included, the sweep always keeps.
+pub const MANIFEST_GENERATIONS_KEPT: u64 = 10;
 
 /// How often a database's objects are listed for orphans: listing costs a request per
 /// thousand objects, so not at every checkpoint.
@@ -54,12 +66,12 @@ impl Timeline {
             manifest
                 .layers
                 .iter()
-                .map(|e| crate::format::manifest::layer_path(&self.database, &e.name))
+                .map(|e| manifest::layer_path(&self.database, &e.name))
                 .chain(
                     manifest
                         .segments
                         .iter()
-                        .map(|s| crate::format::manifest::segment_path(&self.database, &s.name)),
+                        .map(|s| manifest::segment_path(&self.database, &s.name)),
                 )
                 .collect()
         };
@@ -89,12 +101,49 @@ impl Timeline {
                 }
             }
         }
+        deleted += self.sweep_old_manifests(cutoff).await?;
         if deleted > 0 {
             tracing::info!(
                 database = %self.database,
                 deleted,
-                "deleted objects no manifest names (left by an upload or a deletion that did not finish)"
+                "deleted objects no manifest names (left by an upload or a deletion that did not finish) and superseded manifests"
             );
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes manifest generations more than [`MANIFEST_GENERATIONS_KEPT`] below the live one
+    /// and written before `cutoff`. Returns how many went.
+    async fn sweep_old_manifests(&self, cutoff: u64) -> Result<usize> {
+        let live = self.manifest.lock().await.generation;
+        let Some(below) = live.checked_sub(MANIFEST_GENERATIONS_KEPT - 1) else {
+            return Ok(0);
+        };
+        let prefix = manifest::manifest_prefix(&self.database);
+        let listed: Vec<object_store::ObjectMeta> = with_retries("list manifests", || {
+            self.store.list(Some(&prefix)).try_collect()
+        })
+        .await
+        .map_err(store_error)?;
+        let mut deleted = 0;
+        for meta in listed {
+            let modified = u64::try_from(meta.last_modified.timestamp_micros()).unwrap_or(0);
+            // Not a generation (nothing of ours), one of the kept ones, or too young: left.
+            let Some(generation) = manifest::generation_of(&meta.location) else {
+                continue;
+            };
+            if generation >= below || modified > cutoff {
+                continue;
+            }
+            match with_retries("delete manifest", || self.store.delete(&meta.location)).await {
+                Ok(()) => {
+                    deleted += 1;
+                    self.metrics.manifests_deleted.inc();
+                }
+                Err(e) => {
+                    tracing::warn!(path = %meta.location, error = %e, "could not delete a superseded manifest; the next sweep tries again");
+                }
+            }
         }
         Ok(deleted)
     }

@@ -574,3 +574,81 @@ async fn orphans_older_than_the_grace_are_swept_and_nothing_named_is() {
     assert_eq!(t.sweep_orphans_if_due().await.unwrap(), 1);
     assert!(store.head(&orphan_layer).await.is_err());
 }
+
+/// Superseded manifest generations are swept once past the grace, keeping the newest
+/// `MANIFEST_GENERATIONS_KEPT`; the database loads from what is left with every commit.
+#[tokio::test]
+async fn superseded_manifests_past_the_grace_are_swept_keeping_the_newest() {
+    use super::orphans::{MANIFEST_GENERATIONS_KEPT, ORPHAN_GRACE};
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let clock = Arc::new(TestClock::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    clock.0.store(now, Ordering::SeqCst);
+    let t = open(&store, &clock).await;
+    let keys: Vec<String> = (0..16).map(|i| format!("k{i:02}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let v = 10 * (i as u64 + 1);
+        t.apply(&[rec(v, &[(k.as_str(), Some("v"))])]).unwrap();
+        t.checkpoint(Version(v)).await.unwrap();
+    }
+    let generations = || async {
+        let mut g: Vec<u64> = store
+            .list(Some(&manifest::manifest_prefix("db")))
+            .map_ok(|m| manifest::generation_of(&m.location).unwrap())
+            .try_collect()
+            .await
+            .unwrap();
+        g.sort();
+        g
+    };
+    let before = generations().await;
+    let live = *before.last().unwrap();
+    assert!(
+        before.len() as u64 > MANIFEST_GENERATIONS_KEPT + 2,
+        "the test needs more generations than are kept: {before:?}"
+    );
+    // A generation above the live one (a newer pageserver's, say) is never this one's to judge.
+    let newer = format!("databases/db/manifest/{:020}.json", live + 5);
+    let newer = object_store::path::Path::from(newer);
+    store
+        .put(&newer, bytes::Bytes::from_static(b"{}").into())
+        .await
+        .unwrap();
+
+    // Young: every generation kept.
+    assert_eq!(t.sweep_orphans().await.unwrap(), 0);
+    assert_eq!(generations().await.len(), before.len() + 1);
+
+    // Past the grace: all but the newest MANIFEST_GENERATIONS_KEPT (and the newer one) go.
+    clock.0.store(
+        now + ORPHAN_GRACE.as_micros() as u64 + 1_000_000,
+        Ordering::SeqCst,
+    );
+    let swept = t.sweep_orphans().await.unwrap();
+    let after = generations().await;
+    let mut expected: Vec<u64> = (live + 1 - MANIFEST_GENERATIONS_KEPT..=live).collect();
+    expected.push(live + 5);
+    assert_eq!(after, expected);
+    assert_eq!(swept, before.len() - MANIFEST_GENERATIONS_KEPT as usize);
+    store.delete(&newer).await.unwrap();
+
+    // What is left loads as the live generation, with every commit.
+    assert_eq!(
+        manifest::load_latest(&store, "db")
+            .await
+            .unwrap()
+            .generation,
+        live
+    );
+    let reloaded = open(&store, &clock).await;
+    for k in &keys {
+        assert_eq!(
+            reloaded.get(k.as_bytes(), Version(160)).await.unwrap(),
+            s("v"),
+            "{k}"
+        );
+    }
+}
