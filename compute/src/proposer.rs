@@ -1395,10 +1395,14 @@ mod tests {
             Duration::from_secs(30),
             quorum.wait_for(|q| q.peers.iter().all(|s| s.full)),
         )
-        .await
-        .expect("the safekeepers were never counted full")
-        .unwrap()
-        .clone();
+        .await;
+        let Ok(q) = q else {
+            panic!(
+                "the safekeepers were never counted full: {:?}",
+                p.watch_quorum().borrow()
+            );
+        };
+        let q = q.unwrap().clone();
         assert!(!q.quorum_up());
         assert!(q.durable_lsn().is_none_or(|d| d < p.end_lsn()));
     }

@@ -11,6 +11,9 @@ pub(crate) async fn safekeepers(dir: &std::path::Path) -> (Vec<String>, watch::S
 }
 
 /// [`safekeepers`] with `limits` (a small WAL budget, to fill it).
+///
+/// Each one is handed listeners this function bound (to port 0), so no other test can take
+/// its ports between being found free and being listened on; it panics if one cannot start.
 #[allow(clippy::unwrap_used)]
 pub(crate) async fn safekeepers_with(
     dir: &std::path::Path,
@@ -19,17 +22,14 @@ pub(crate) async fn safekeepers_with(
     let (stop, stopped) = watch::channel(false);
     let mut urls = Vec::new();
     for i in 0..3 {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap()
-        };
-        let (grpc, http) = (port(), port());
-        urls.push(format!("http://{grpc}"));
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (grpc, http) = (bind(), bind());
+        let grpc_addr = grpc.local_addr().unwrap();
+        urls.push(format!("http://{grpc_addr}"));
         let config = ferrisdb_wal_service::SafekeeperConfig {
             name: format!("safekeeper-{i}"),
-            listen_grpc: grpc,
-            listen_http: http,
+            listen_grpc: grpc_addr,
+            listen_http: http.local_addr().unwrap(),
             data_dir: dir.join(format!("sk{i}")),
             peers: Vec::new(),
             limits,
@@ -37,9 +37,14 @@ pub(crate) async fn safekeepers_with(
             security: Default::default(),
         };
         let mut stopped = stopped.clone();
-        tokio::spawn(ferrisdb_wal_service::run(config, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(async move {
+            let run = ferrisdb_wal_service::run_on(config, Some((grpc, http)), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            });
+            if let Err(e) = run.await {
+                tracing::error!(safekeeper = i, error = %e, "test safekeeper stopped");
+            }
+        });
     }
     (urls, stop)
 }

@@ -62,6 +62,18 @@ pub async fn run(
     config: SafekeeperConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    run_on(config, None, shutdown).await
+}
+
+/// [`run`] on listeners already bound (gRPC, then HTTP) rather than the configured
+/// addresses, which should name the same ports. For tests that start safekeepers in their
+/// own process: a port found free and bound again later can be taken in between by another
+/// test (the safekeeper then fails to start, and its clients talk to a stranger).
+pub async fn run_on(
+    config: SafekeeperConfig,
+    listeners: Option<(std::net::TcpListener, std::net::TcpListener)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     config
         .security
         .check_internal(config.listen_grpc, config.listen_http)?;
@@ -90,8 +102,13 @@ pub async fn run(
         metrics.clone(),
     )
     .await?;
-    let grpc_listener = serve::bind(config.listen_grpc, "gRPC").await?;
-    let http_listener = serve::bind(config.listen_http, "HTTP").await?;
+    let (grpc_listener, http_listener) = match listeners {
+        None => (
+            serve::bind(config.listen_grpc, "gRPC").await?,
+            serve::bind(config.listen_http, "HTTP").await?,
+        ),
+        Some((grpc, http)) => (serve::adopt(grpc, "gRPC")?, serve::adopt(http, "HTTP")?),
+    };
     tracing::info!(name = %config.name, grpc = %config.listen_grpc, http = %config.listen_http, "safekeeper serving");
 
     let shutdown = serve::Shutdown::on(shutdown);

@@ -26,9 +26,12 @@ use tonic::transport::Channel;
 const DB: &str = "default";
 const COMMITTED: [&str; 3] = ["acked-1", "acked-2", "acked-3"];
 
-fn free_addr() -> SocketAddr {
+/// A listener on a free port, kept bound and handed to the safekeeper (`run_on`), so no
+/// other test can take the port in between.
+fn listener() -> (std::net::TcpListener, SocketAddr) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let addr = l.local_addr().unwrap();
+    (l, addr)
 }
 
 fn record(at: Lsn, value: &str) -> Bytes {
@@ -55,7 +58,7 @@ struct Safekeeper {
 
 impl Safekeeper {
     async fn start(dir: &Path) -> (Safekeeper, SafekeeperClient<Channel>) {
-        let (grpc, http) = (free_addr(), free_addr());
+        let ((grpc_listener, grpc), (http_listener, http)) = (listener(), listener());
         let config = SafekeeperConfig {
             name: "safekeeper-under-attack".into(),
             listen_grpc: grpc,
@@ -78,7 +81,8 @@ impl Safekeeper {
         };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            ferrisdb_wal_service::run(config, async move {
+            let listeners = Some((grpc_listener, http_listener));
+            ferrisdb_wal_service::run_on(config, listeners, async move {
                 let _ = rx.await;
             })
             .await

@@ -116,6 +116,14 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListene
         .map_err(|e| Error::unavailable(format!("cannot listen for {what} on {addr}: {e}")))
 }
 
+/// Takes over a listener bound elsewhere (see `ferrisdb_wal_service::run_on`).
+pub fn adopt(listener: std::net::TcpListener, what: &str) -> Result<tokio::net::TcpListener> {
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|e| Error::unavailable(format!("cannot listen for {what}: {e}")))
+}
+
 /// Resolves on SIGINT or SIGTERM: the way every FerrisDB process is asked to stop.
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
