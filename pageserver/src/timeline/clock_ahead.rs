@@ -19,6 +19,13 @@ use std::time::Duration;
 /// How long one window of observations lasts, by the local clock.
 const WINDOW: Duration = Duration::from_secs(600);
 
+/// How far ahead is worth a warning: a minute, far beyond any delivery delay.
+pub const WARN_AHEAD: Duration = Duration::from_secs(60);
+
+/// How often the warning repeats while the clock stays ahead (GC runs after every
+/// checkpoint, every 30 s or so per database: each time would flood the log).
+pub const WARN_EVERY: Duration = Duration::from_secs(600);
+
 /// The estimate: see the module doc.
 #[derive(Debug, Default)]
 pub struct ClockAhead(Mutex<Windows>);
@@ -30,6 +37,8 @@ struct Windows {
     /// The smallest offset seen in the current window, and in the one before it.
     current: Option<i64>,
     previous: Option<i64>,
+    /// When the last warning was given (local clock), if one was.
+    warned: Option<u64>,
 }
 
 impl ClockAhead {
@@ -58,6 +67,23 @@ impl ClockAhead {
         w.current = Some(w.current.map_or(offset, |m| m.min(offset)));
     }
 
+    /// How far ahead, if that is [`WARN_AHEAD`] or more and no warning was given in the last
+    /// [`WARN_EVERY`] (by the local clock `now`): the caller warns with it.
+    pub fn warning_due(&self, now: u64) -> Option<u64> {
+        let ahead = self.micros();
+        if ahead < duration_micros(WARN_AHEAD) {
+            return None;
+        }
+        let mut w = self.0.lock().ok()?;
+        if w.warned
+            .is_some_and(|at| now.saturating_sub(at) < duration_micros(WARN_EVERY))
+        {
+            return None;
+        }
+        w.warned = Some(now);
+        Some(ahead)
+    }
+
     /// How many microseconds this clock runs ahead of the computes' (0 when behind, in step,
     /// or never observed).
     pub fn micros(&self) -> u64 {
@@ -71,6 +97,10 @@ impl ClockAhead {
         };
         u64::try_from(least.max(0)).unwrap_or(0)
     }
+}
+
+fn duration_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -115,5 +145,21 @@ mod tests {
             now += 601 * S;
         }
         assert_eq!(c.micros(), 0);
+    }
+
+    #[test]
+    fn the_warning_comes_once_per_warn_every_while_ahead() {
+        let little = ClockAhead::default();
+        let mut now = 10_000 * S;
+        little.observe(now, now - 30 * S); // 30 s: not worth a warning
+        assert_eq!(little.warning_due(now), None);
+        let c = ClockAhead::default();
+        let ahead = 3600 * S;
+        c.observe(now + ahead, now);
+        now += ahead;
+        assert_eq!(c.warning_due(now), Some(ahead));
+        assert_eq!(c.warning_due(now + 30 * S), None, "repeated at the next GC");
+        assert_eq!(c.warning_due(now + 599 * S), None);
+        assert_eq!(c.warning_due(now + 600 * S), Some(ahead));
     }
 }

@@ -8,9 +8,6 @@ use object_store::ObjectStoreExt;
 use super::Timeline;
 use crate::format::manifest::{self, LayerEntry, LayerKind};
 
-/// How far ahead of the computes' clocks this pageserver's may run before GC warns.
-const CLOCK_AHEAD_WARNING_MICROS: u64 = 60 * 1_000_000;
-
 impl Timeline {
     /// Raises the retention horizon to the newest version committed before
     /// `now - pitr_interval` (never above what object storage holds), and deletes what only
@@ -22,7 +19,10 @@ impl Timeline {
     /// [`super::clock_ahead`]): the window is theirs, counted in their commit times.
     pub async fn collect_garbage(&self) -> Result<()> {
         let ahead = self.clock_ahead.micros();
-        if ahead >= CLOCK_AHEAD_WARNING_MICROS {
+        if let Some(ahead) = self
+            .clock_ahead
+            .warning_due(self.options.clock.now_micros())
+        {
             tracing::warn!(
                 database = %self.database,
                 ahead_secs = ahead / 1_000_000,
