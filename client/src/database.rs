@@ -271,6 +271,12 @@ impl Database {
         })
     }
 
+    /// The gRPC client of the current endpoint, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn current_client(&self) -> crate::outgoing::Client {
+        self.endpoints.current().1.client
+    }
+
     /// The endpoint calls go to now.
     pub fn current_endpoint(&self) -> &str {
         let (i, _) = self.endpoints.current();

@@ -101,6 +101,9 @@ pub(crate) async fn wait(
     let mut known = known;
     loop {
         let (endpoint, mut client) = (target.pick)();
+        // Only the read at the transaction's commit version can meet a compute that has not
+        // applied that version yet (a replica behind, after a failover): it will have.
+        let reading_at = matches!(known, Known::At(_));
         let outcome = match &known {
             // The value the watch is set on, read at its version first: on any compute, as
             // a read at an explicit version answers the same everywhere.
@@ -136,10 +139,14 @@ pub(crate) async fn wait(
             Ok(None) => continue,
             Err(status) => {
                 let e: ferrisdb_common::Error = status.into();
-                if !matches!(
-                    e.kind(),
-                    ferrisdb_common::ErrorKind::Unavailable | ferrisdb_common::ErrorKind::Fenced
-                ) {
+                let retry = match e.kind() {
+                    ferrisdb_common::ErrorKind::Unavailable
+                    | ferrisdb_common::ErrorKind::Fenced => true,
+                    // The version was committed: whoever is behind it catches up.
+                    ferrisdb_common::ErrorKind::FutureVersion => reading_at,
+                    _ => false,
+                };
+                if !retry {
                     return Err(e);
                 }
                 (target.failed)(endpoint);
@@ -147,5 +154,109 @@ pub(crate) async fn wait(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::{BufMut, BytesMut};
+    use ferrisdb_common::proto::{GetResponse, WatchResponse};
+    use prost::Message;
+    use tonic::codegen::http;
+
+    use super::*;
+
+    fn frame(msg: &impl Message) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_u8(0);
+        buf.put_u32(msg.encoded_len() as u32);
+        msg.encode(&mut buf).unwrap();
+        buf.freeze()
+    }
+
+    /// A compute behind the commit a transaction's watch starts from: its first read at that
+    /// version answers `future_version` (a replica that has not applied it yet, as one may
+    /// after a failover), the next ones the value; its watch answers a later change.
+    async fn behind_once() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let gets = Arc::new(AtomicUsize::new(0));
+        let counted = gets.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let gets = counted.clone();
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(tcp).await.unwrap();
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let ok = http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let body = match req.uri().path() {
+                            "/ferrisdb.v1.Database/Get"
+                                if gets.fetch_add(1, Ordering::SeqCst) == 0 =>
+                            {
+                                let mut refused = ok;
+                                let h = refused.headers_mut();
+                                h.insert("grpc-status", "11".parse().unwrap());
+                                h.insert("grpc-message", "not applied yet".parse().unwrap());
+                                h.insert("ferrisdb-code", "future_version".parse().unwrap());
+                                respond.send_response(refused, true).unwrap();
+                                continue;
+                            }
+                            "/ferrisdb.v1.Database/Get" => frame(&GetResponse {
+                                value: Some(Bytes::from_static(b"old")),
+                                read_version: 5,
+                            }),
+                            "/ferrisdb.v1.Database/Watch" => frame(&WatchResponse {
+                                version: 9,
+                                value: Some(Bytes::from_static(b"new")),
+                            }),
+                            other => panic!("unscripted {other}"),
+                        };
+                        let mut send = respond.send_response(ok, false).unwrap();
+                        send.send_data(body, false).unwrap();
+                        send.send_trailers(trailers).unwrap();
+                    }
+                });
+            }
+        });
+        (url, gets)
+    }
+
+    /// A transaction's watch reads the key at its commit version first; a compute that has
+    /// not applied that version yet is waited for, not taken for a failed watch.
+    #[tokio::test]
+    async fn a_watch_from_a_commit_waits_for_a_compute_behind_it() {
+        let (url, gets) = behind_once().await;
+        let db = crate::Database::connect(&url).await.unwrap();
+        let watch = wait(
+            Target::fixed(db.current_client()),
+            Arc::from("db"),
+            Bytes::from_static(b"k"),
+            Known::At(Version(5)),
+        );
+        let event = tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            event,
+            WatchEvent {
+                version: Version(9),
+                value: Some(Bytes::from_static(b"new")),
+            }
+        );
+        assert_eq!(
+            gets.load(Ordering::SeqCst),
+            2,
+            "read again after the refusal"
+        );
     }
 }
