@@ -280,12 +280,18 @@ fn model_write(m: &mut Model, ns: &str, w: &W, stamp: Option<&[u8]>) {
             };
             m.insert(key(ns, k), cell);
         }
-        W::VsKey(suffix, v) => {
-            if let Some(s) = stamp {
+        W::VsKey(suffix, v) => match stamp {
+            Some(s) => {
                 let k = stamped(format!("{ns}{suffix}").as_bytes(), s);
                 m.insert(k, Cell::Val(Bytes::copy_from_slice(v)));
             }
-        }
+            // Where it lands is unknown: a read that gets there is refused, as in
+            // FoundationDB. The template's prefix stands for the range (no stored key lies
+            // between it and the stamped keys).
+            None => {
+                m.insert(key(ns, suffix), Cell::Unreadable);
+            }
+        },
     }
 }
 
@@ -464,8 +470,8 @@ async fn run_read(tx: &Transaction, r: &Read) -> Outcome {
 }
 
 /// What the model says `r` gives: FoundationDB's rules, where reading a versionstamped value
-/// (a get of it, a range read whose rows include it, a selector that walks over it) is
-/// refused and nothing else is.
+/// or where a versionstamped key will land (a get of it, a range read whose rows include it,
+/// a selector that walks over it) is refused and nothing else is.
 fn model_read(m: &Model, r: &Read) -> Outcome {
     let unreadable = Err(ErrorKind::InvalidArgument);
     match r {
@@ -768,5 +774,84 @@ async fn every_read_after_every_kind_of_write_sees_the_write() {
         "{} reads disagree with the model:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// A log appended to with versionstamped keys, as FoundationDB applications keep one: after
+/// an append, the entries up to the read version read as usual (the new one lands above
+/// them, its commit version being higher), a read that reaches where it may land is refused, and a later clear over all
+/// of that range makes it readable again (empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_appended_with_versionstamped_keys_reads_below_the_read_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(20)).await;
+    let mut entries = Vec::new();
+    for i in 0..3u8 {
+        let tx = db.create_transaction();
+        tx.atomic_op(AtomicOp::SetVersionstampedKey, template(b"log/"), vec![i]);
+        tx.commit().await.unwrap();
+        entries.push((
+            stamped(b"log/", &tx.versionstamp().unwrap()),
+            Bytes::from(vec![i]),
+        ));
+    }
+    let tx = db.create_transaction();
+    let rv = tx.read_version().await.unwrap();
+    tx.atomic_op(
+        AtomicOp::SetVersionstampedKey,
+        template(b"log/"),
+        b"new".to_vec(),
+    );
+    let below = stamped(b"log/", &ferrisdb_common::atomic::versionstamp(rv.0 + 1, 0));
+    assert_eq!(
+        tx.get_range(Bytes::from_static(b"log/"), below.clone(), 0)
+            .await
+            .unwrap(),
+        entries,
+        "the entries below the read version's stamp"
+    );
+    // Newest first with a limit: the first key it would return may be the new one.
+    let newest = tx
+        .get_range_opts(
+            Bytes::from_static(b"log/"),
+            Bytes::from_static(b"log0"),
+            RangeOptions {
+                limit: 1,
+                reverse: true,
+                batch_size: 0,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(newest.kind(), ErrorKind::InvalidArgument, "{newest}");
+    assert!(
+        newest.to_string().contains("set_versionstamped_key"),
+        "{newest}"
+    );
+    let e = tx
+        .get_key(KeySelector::first_greater_or_equal(below.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    let e = tx.get(stamped(b"log/", &[0xff; 10])).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    // A clear of the whole log after the append: it lands and is cleared, so all is known.
+    tx.clear_range(Bytes::from_static(b"log/"), Bytes::from_static(b"log0"));
+    assert_eq!(
+        tx.get_range(Bytes::from_static(b"log/"), Bytes::from_static(b"log0"), 0)
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        db.run(|tx| async move {
+            tx.get_range(Bytes::from_static(b"log/"), Bytes::from_static(b"log0"), 0)
+                .await
+        })
+        .await
+        .unwrap(),
+        Vec::new()
     );
 }

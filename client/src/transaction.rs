@@ -52,6 +52,10 @@ struct State {
     pending: BTreeMap<Bytes, Vec<(AtomicOp, Bytes)>>,
     /// Keys given a versionstamped value: unknown until the commit.
     unreadable: BTreeSet<Bytes>,
+    /// The templates of this transaction's versionstamped keys: where each lands is unknown
+    /// until the commit, so reads of the range it may land in are refused (see
+    /// [`State::stamped_ranges`]).
+    stamped_keys: Vec<Bytes>,
     mutations: Vec<Mutation>,
     read_conflicts: Vec<KeyRange>,
     /// Write conflicts added explicitly (mutations add their own on the compute).
@@ -77,7 +81,48 @@ impl State {
         let inside = |k: &Bytes| begin <= k && k < end;
         self.pending.retain(|k, _| !inside(k));
         self.unreadable.retain(|k| !inside(k));
+        // A versionstamped key is known again only once a later clear covers every place it
+        // could have landed (it then lands and is cleared).
+        self.stamped_keys
+            .retain(|t| stamped_range(t, 0).is_none_or(|(b, e)| !(*begin <= b && e <= *end)));
     }
+
+    /// Where this transaction's versionstamped keys may land: for each, the keys its template
+    /// gives with every versionstamp from the version after the read version on (its commit
+    /// version is above the read version; before the read version is known, from zero), as
+    /// FoundationDB's `getVersionstampKeyRange` bounds it (which starts one version lower).
+    fn stamped_ranges(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
+        let from = self.read_version.map_or(0, |v| v.0.saturating_add(1));
+        self.stamped_keys
+            .iter()
+            .filter_map(move |t| stamped_range(t, from))
+    }
+
+    /// The first of this transaction's versionstamped-key ranges that meets `[begin, end)`.
+    fn stamped_range_in(&self, begin: &[u8], end: &[u8]) -> Option<(Bytes, Bytes)> {
+        self.stamped_ranges()
+            .find(|(b, e)| b.as_ref() < end && begin < e.as_ref())
+    }
+}
+
+/// The keys `template` (a versionstamped key's) may become with a versionstamp from
+/// `(from, 0)` up: `[key with that stamp, key with the stamp all 0xff, then \0)`; `None` for
+/// a template the commit will refuse anyway.
+fn stamped_range(template: &[u8], from: u64) -> Option<(Bytes, Bytes)> {
+    let low = atomic::place_versionstamp(template, &atomic::versionstamp(from, 0)).ok()?;
+    let high = atomic::place_versionstamp(template, &[0xff; atomic::VERSIONSTAMP_LEN]).ok()?;
+    Some((Bytes::from(low), key_after(&high)))
+}
+
+/// The refusal of a read that may see where a versionstamped key of this transaction lands.
+fn stamped_key_unreadable(range: &(Bytes, Bytes)) -> Error {
+    Error::invalid(format!(
+        "the read meets [{:?}, {:?}), where a key this transaction set with \
+         set_versionstamped_key will land: unknown until the transaction commits \
+         (FoundationDB's accessed_unreadable)",
+        String::from_utf8_lossy(&range.0),
+        String::from_utf8_lossy(&range.1)
+    ))
 }
 
 fn unreadable(key: &[u8]) -> Error {
@@ -418,6 +463,9 @@ impl Transaction {
             if s.own.is_cleared(&key) {
                 return Ok(None);
             }
+            if let Some(range) = s.stamped_range_in(&key, &key_after(&key)) {
+                return Err(stamped_key_unreadable(&range));
+            }
             s.pending.get(&key).cloned()
         };
         let stored = self.get_stored(&key).await?;
@@ -558,13 +606,18 @@ impl Transaction {
         if let Some((k, _)) = rows.iter().find(|(k, _)| stamped.contains(k)) {
             return Err(unreadable(k));
         }
-        // Conflict on what was actually read: the whole range, or up to the last row returned.
+        // What was actually read: the whole range, or up to the last row returned.
         let cut = opts.limit != 0 && rows.len() == opts.limit;
         let (lo, hi) = match (cut, rows.last(), opts.reverse) {
             (true, Some((last, _)), false) => (begin, key_after(last)),
             (true, Some((last, _)), true) => (last.clone(), end),
             _ => (begin, end),
         };
+        // A versionstamped key of this transaction's may land in there: the answer could be
+        // missing it (or, cut by the limit, end elsewhere).
+        if let Some(range) = self.state()?.stamped_range_in(&lo, &hi) {
+            return Err(stamped_key_unreadable(&range));
+        }
         self.read_conflict(lo, hi)?;
         Ok(rows)
     }
@@ -786,7 +839,11 @@ impl Transaction {
     /// For [`AtomicOp::SetVersionstampedKey`] the key is a template ending in the 4-byte
     /// little-endian offset where the 10-byte versionstamp goes (see
     /// `tuple::pack_with_versionstamp`); for [`AtomicOp::SetVersionstampedValue`], the value
-    /// is. Such a value cannot be read back before the commit (`invalid_argument`).
+    /// is. What they write is unknown before the commit, so this transaction's reads that
+    /// would depend on it are refused (`invalid_argument`, FoundationDB's
+    /// `accessed_unreadable`): a get of a key given a versionstamped value, and any read that
+    /// reaches where a versionstamped key may land (its template with a stamp above the read
+    /// version).
     pub fn atomic_op(&self, op: AtomicOp, key: impl Into<Bytes>, param: impl Into<Bytes>) {
         let (key, param) = (key.into(), param.into());
         let Ok(mut s) = self.state() else {
@@ -799,7 +856,7 @@ impl Transaction {
             atomic_op: u32::from(op.code()),
         });
         match op {
-            AtomicOp::SetVersionstampedKey => {}
+            AtomicOp::SetVersionstampedKey => s.stamped_keys.push(key),
             AtomicOp::SetVersionstampedValue => {
                 s.overwrite(&key, &key_after(&key));
                 s.own.entries.remove(&key);
