@@ -630,6 +630,23 @@ async fn piped_shell_runs_transactions_and_stops_at_errors() {
     drop(sh.child.stdin.take());
     assert!(!sh.child.wait().unwrap().success());
     assert_eq!(stored(&db, b"auto").await.as_deref(), Some(&b"theirs"[..]));
+
+    // A watch inside a transaction is FoundationDB's transaction watch: armed by the commit
+    // against the value the transaction left, so neither the commit nor its own write fires it.
+    let mut sh = PipedShell::start(&ep);
+    sh.send("begin");
+    assert_eq!(sh.next(), "Transaction started");
+    sh.send("set w here");
+    sh.send("watch w");
+    assert!(sh.next().starts_with("Watch on `w' set"));
+    sh.send("commit");
+    let line = sh.next();
+    assert!(line.starts_with("Committed (version "), "{line}");
+    ok(&ep, &["set", "w", "there"]);
+    assert_eq!(sh.next(), "`w' is `there'");
+    assert!(sh.next().starts_with("(at version "));
+    drop(sh.child.stdin.take());
+    assert!(sh.child.wait().unwrap().success());
 }
 
 /// A tmux server of our own, on a socket in the test's temporary directory (so neither the

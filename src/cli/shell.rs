@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use ferrisdb_client::{Database, Error, RangeOptions, Transaction, Version};
+use ferrisdb_client::{Database, Error, RangeOptions, Transaction, Version, WatchEvent};
 use futures::StreamExt;
 
 use super::atomic_op::AtomicArgs;
@@ -145,7 +145,8 @@ enum Command {
         /// The time.
         timestamp: String,
     },
-    /// Wait until KEY changes and print its new value (Ctrl-C stops waiting).
+    /// Wait until KEY changes and print its new value (Ctrl-C stops waiting). Inside a
+    /// transaction the watch is armed by the commit and waited for after it.
     Watch {
         /// The key.
         key: String,
@@ -170,6 +171,9 @@ struct Shell {
     tx: Option<Transaction>,
     /// Whether the open transaction has a versionstamp op, whose stamp the commit reports.
     stamped: bool,
+    /// Keys watched inside the open transaction: as FoundationDB's transaction watches, each
+    /// is armed by the commit (against the value the transaction left) and waited for then.
+    watches: Vec<Bytes>,
     /// Whether Ctrl-C should cancel the running command (only with a terminal: a script is
     /// interrupted as a whole).
     interactive: bool,
@@ -451,19 +455,25 @@ impl Shell {
                 // error the writes are gone and `begin` starts afresh.
                 self.tx = None;
                 let stamped = std::mem::take(&mut self.stamped);
+                let watches = std::mem::take(&mut self.watches);
                 let version = tx.commit().await?;
                 committed(version, tx.versionstamp().as_ref().filter(|_| stamped));
+                for key in watches {
+                    print_watch_event(codec, &key, tx.watch(key.clone()).await?);
+                }
             }
             Command::Rollback => {
                 self.open("roll back")?;
                 self.tx = None;
                 self.stamped = false;
+                self.watches.clear();
                 say("Transaction rolled back");
             }
             Command::Reset => {
                 self.open("reset")?;
                 self.tx = Some(self.db.create_transaction());
                 self.stamped = false;
+                self.watches.clear();
                 say("Transaction reset");
             }
             Command::GetVersion => {
@@ -486,17 +496,29 @@ impl Shell {
             }
             Command::Watch { key } => {
                 let key = Bytes::from(codec.decode("key", &key)?);
-                let event = self.db.watch(key.clone()).await?.await?;
-                match event.value {
-                    Some(v) => print_pair(codec, &key, &v),
-                    None => say(format_args!("`{}': cleared", codec.encode(&key))),
+                if self.tx.is_some() {
+                    say(format_args!(
+                        "Watch on `{}' set: it waits after the commit, for a change from the value the transaction leaves",
+                        codec.encode(&key)
+                    ));
+                    self.watches.push(key);
+                } else {
+                    print_watch_event(codec, &key, self.db.watch(key.clone()).await?.await?);
                 }
-                say(format_args!("(at version {})", event.version));
             }
             Command::Exit => return Ok(Next::Exit),
         }
         Ok(Next::Continue)
     }
+}
+
+/// Prints what a fired watch saw.
+fn print_watch_event(codec: Codec, key: &Bytes, event: WatchEvent) {
+    match event.value {
+        Some(v) => print_pair(codec, key, &v),
+        None => say(format_args!("`{}': cleared", codec.encode(key))),
+    }
+    say(format_args!("(at version {})", event.version));
 }
 
 fn committed(version: Version, stamp: Option<&Bytes>) {
@@ -528,6 +550,7 @@ pub async fn run(args: ClientArgs, exec: Option<String>) -> ExitCode {
         codec: args.codec(),
         tx: None,
         stamped: false,
+        watches: Vec::new(),
         interactive,
     };
     let mut failed = false;
