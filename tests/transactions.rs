@@ -117,6 +117,32 @@ async fn conflicts_snapshot_reads_and_explicit_ranges() {
     .await;
     assert!(out.is_ok(), "{out:?}");
 
+    // A range read of what the transaction cleared itself depends on nothing stored: a
+    // concurrent insert there does not conflict (FoundationDB's rule)...
+    let out = race(
+        &db,
+        |t1| t1.set("tmp/m", "theirs"),
+        async |t2| {
+            t2.clear_range("tmp/", "tmp0");
+            assert!(t2.get_range("tmp/", "tmp0", 0).await.unwrap().is_empty());
+            t2.set("x", "3a");
+        },
+    )
+    .await;
+    assert!(out.is_ok(), "{out:?}");
+    // ...while the part of the read outside the own clear still conflicts.
+    let out = race(
+        &db,
+        |t1| t1.set("tmp1", "theirs"),
+        async |t2| {
+            t2.clear_range("tmp/", "tmp0");
+            t2.get_range("tmp/", "tmp2", 0).await.unwrap();
+            t2.set("x", "3b");
+        },
+    )
+    .await;
+    assert_eq!(out, Err(ErrorKind::NotCommitted));
+
     // Explicit read conflict ranges act as reads; explicit write conflict ranges as writes.
     let out = race(
         &db,

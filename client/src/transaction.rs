@@ -114,6 +114,32 @@ fn stamped_range(template: &[u8], from: u64) -> Option<(Bytes, Bytes)> {
     Some((Bytes::from(low), key_after(&high)))
 }
 
+/// The parts of `[begin, end)` outside every range of `cleared`, in order.
+fn outside(begin: Bytes, end: Bytes, cleared: &[(Bytes, Bytes)]) -> Vec<(Bytes, Bytes)> {
+    let mut cuts: Vec<&(Bytes, Bytes)> = cleared
+        .iter()
+        .filter(|(b, e)| b < e && *b < end && begin < *e)
+        .collect();
+    cuts.sort();
+    let mut out = Vec::new();
+    let mut from = begin;
+    for (b, e) in cuts {
+        if from >= end {
+            break;
+        }
+        if *b > from {
+            out.push((from.clone(), b.clone().min(end.clone())));
+        }
+        if *e > from {
+            from = e.clone();
+        }
+    }
+    if from < end {
+        out.push((from, end));
+    }
+    out
+}
+
 /// The refusal of a read that may see where a versionstamped key of this transaction lands.
 fn stamped_key_unreadable(range: &(Bytes, Bytes)) -> Error {
     Error::invalid(format!(
@@ -615,10 +641,18 @@ impl Transaction {
         };
         // A versionstamped key of this transaction's may land in there: the answer could be
         // missing it (or, cut by the limit, end elsewhere).
-        if let Some(range) = self.state()?.stamped_range_in(&lo, &hi) {
-            return Err(stamped_key_unreadable(&range));
+        let cleared = {
+            let s = self.state()?;
+            if let Some(range) = s.stamped_range_in(&lo, &hi) {
+                return Err(stamped_key_unreadable(&range));
+            }
+            s.own.cleared.clone()
+        };
+        // What this transaction cleared itself it knows without the database: no conflict
+        // there, as FoundationDB adds read conflicts only where its write map is unmodified.
+        for (b, e) in outside(lo, hi, &cleared) {
+            self.read_conflict(b, e)?;
         }
-        self.read_conflict(lo, hi)?;
         Ok(rows)
     }
 
@@ -940,6 +974,36 @@ impl Transaction {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use crate::{ConnectOptions, Database, ErrorKind};
+
+    /// A range read's conflict leaves out what the transaction cleared itself.
+    #[test]
+    fn a_read_conflicts_only_outside_its_own_clears() {
+        use bytes::Bytes;
+        let b = |s: &str| Bytes::from(s.to_string());
+        let r = |x: &str, y: &str| (b(x), b(y));
+        let outside =
+            |lo: &str, hi: &str, cleared: &[(Bytes, Bytes)]| super::outside(b(lo), b(hi), cleared);
+        assert_eq!(outside("a", "z", &[]), vec![r("a", "z")]);
+        assert_eq!(outside("c", "f", &[r("a", "z")]), vec![]);
+        assert_eq!(outside("c", "f", &[r("c", "f")]), vec![]);
+        assert_eq!(
+            outside("a", "z", &[r("m", "p"), r("c", "f"), r("e", "h")]),
+            vec![r("a", "c"), r("h", "m"), r("p", "z")]
+        );
+        assert_eq!(
+            outside("d", "k", &[r("a", "e"), r("j", "x")]),
+            vec![r("e", "j")]
+        );
+        // Nothing inside the read, and empty or inverted clears: all of it.
+        assert_eq!(
+            outside(
+                "d",
+                "k",
+                &[r("a", "b"), r("x", "y"), r("f", "f"), r("h", "g")]
+            ),
+            vec![r("d", "k")]
+        );
+    }
 
     /// A commit whose connection was refused never left: the SDK says `unavailable`, which
     /// the caller may retry freely.
