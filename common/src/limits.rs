@@ -19,6 +19,12 @@ pub const SYSTEM_KEY_PREFIX: u8 = 0xFF;
 
 /// Checks a key a user wants to write.
 pub fn check_key(key: &[u8]) -> Result<()> {
+    check_key_as(key, "a written key")
+}
+
+/// [`check_key`] for a key used otherwise (`what` names it in the refusal: "the watched
+/// key").
+pub fn check_key_as(key: &[u8], what: &str) -> Result<()> {
     if key.len() > MAX_KEY_SIZE {
         return Err(Error::new(
             ErrorKind::KeyTooLarge,
@@ -26,7 +32,7 @@ pub fn check_key(key: &[u8]) -> Result<()> {
         ));
     }
     if key.first() == Some(&SYSTEM_KEY_PREFIX) {
-        return Err(outside_legal_range("a written key"));
+        return Err(outside_legal_range(what));
     }
     Ok(())
 }

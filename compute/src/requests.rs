@@ -188,7 +188,7 @@ pub fn check_history(key: &[u8]) -> Result<()> {
 
 /// Checks the key of a watch as a written key is checked (its size, the user keyspace).
 pub fn check_watch(key: &[u8]) -> Result<()> {
-    check_key(key)
+    ferrisdb_common::limits::check_key_as(key, "the watched key")
 }
 
 /// Checks an atomic op from the wire: a known op, a writable key, a value within limits, a
