@@ -52,6 +52,11 @@ impl CommitTimes {
         self.0.drain(..n);
     }
 
+    /// The newest entry's time, if any.
+    pub fn last_time(&self) -> Option<u64> {
+        self.0.last().map(|(_, t)| *t)
+    }
+
     /// The oldest entry's time, if any.
     pub fn first_time(&self) -> Option<u64> {
         self.0.first().map(|(_, t)| *t)

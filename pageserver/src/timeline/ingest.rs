@@ -29,14 +29,23 @@ impl Timeline {
                 }
                 at = r.version;
             }
-            map.open_records.extend(records.iter().cloned());
             // Under the layer-map lock, so a reader never sees a version without its time.
             let mut times = self
                 .times
                 .write()
                 .map_err(|_| Error::internal("commit times lock poisoned"))?;
+            // Commit times never decrease (DESIGN.md §2). A primary stamps its own commits in
+            // order, but one elected after a failover does not know its predecessor's last
+            // time, and its clock may be a little behind: such a time is raised to the one
+            // before here, where the log is whole, so the change feed, the cold segments and
+            // `history` all carry the same time for a version.
+            let mut floor = times.last_time().unwrap_or(0);
             for r in records {
+                let mut r = r.clone();
+                r.commit_time_micros = r.commit_time_micros.max(floor);
+                floor = r.commit_time_micros;
                 times.push(r.version, r.commit_time_micros);
+                map.open_records.push(r);
             }
             map.open.approximate_bytes() >= self.options.checkpoint_bytes
         };
