@@ -19,6 +19,14 @@
 //! before a step ahead stamped commits in the future and, since times never decrease, froze
 //! them there. One safekeeper with a wrong clock moves nothing; a compute whose clock is off
 //! says so. The estimate is as good as half a round trip (a millisecond on a LAN).
+//!
+//! Not every answer is as good as the last: under load a lease answer may wait behind
+//! appends on either side, and the midpoint is then off by up to half that wait (several
+//! milliseconds were seen on a loaded two-core host, a commit stamped after the moment its
+//! client heard it had committed). So, as NTP's clock filter does, each safekeeper's reading
+//! kept is the one with the smallest error bound: half its round trip, plus what the clocks
+//! may have drifted apart since ([`DRIFT_PPM`]). A new answer replaces it when its bound is no
+//! larger, which a fresh answer's soon is, so a reading never ages for long.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -26,6 +34,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ferrisdb_server_common::clock::Clock;
+
+/// How fast two clocks are taken to drift apart at most, in parts per million, when an old
+/// reading is weighed against a new one (commodity quartz is within about 50).
+const DRIFT_PPM: u64 = 100;
+
+/// One safekeeper's reading: about when it was taken (the call's midpoint, monotonic clock),
+/// what it read (Unix µs), and half the call's round trip (µs), the reading's error bound
+/// when it was taken.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    at: Instant,
+    remote: u64,
+    half_rtt: u64,
+}
+
+impl Reading {
+    /// Its error bound at `now`: half the round trip, plus the drift allowed since.
+    fn bound_at(&self, now: Instant) -> u64 {
+        let age =
+            u64::try_from(now.saturating_duration_since(self.at).as_micros()).unwrap_or(u64::MAX);
+        self.half_rtt.saturating_add(age / (1_000_000 / DRIFT_PPM))
+    }
+}
 
 /// How far this compute's clock may be from the quorum's before it warns.
 const WARN_AFTER_MICROS: i64 = 1_000_000;
@@ -35,8 +66,8 @@ const WARN_AFTER_MICROS: i64 = 1_000_000;
 pub struct QuorumClock {
     /// This compute's wall clock: until a majority has answered, and to warn about its offset.
     local: Arc<dyn Clock>,
-    /// Each safekeeper's latest reading: the instant it was (about) taken, and what it read.
-    readings: Mutex<Vec<Option<(Instant, u64)>>>,
+    /// Each safekeeper's best reading (the smallest error bound, see the module doc).
+    readings: Mutex<Vec<Option<Reading>>>,
     majority: usize,
     /// Whether the local clock's offset has been warned about (once per crossing).
     warned: AtomicBool,
@@ -60,7 +91,12 @@ impl QuorumClock {
         if remote == 0 || received < sent {
             return;
         }
-        let midpoint = sent + (received - sent) / 2;
+        let rtt = received - sent;
+        let reading = Reading {
+            at: sent + rtt / 2,
+            remote,
+            half_rtt: u64::try_from(rtt.as_micros() / 2).unwrap_or(u64::MAX),
+        };
         {
             let Ok(mut readings) = self.readings.lock() else {
                 return;
@@ -68,7 +104,9 @@ impl QuorumClock {
             let Some(slot) = readings.get_mut(member) else {
                 return;
             };
-            *slot = Some((midpoint, remote));
+            if slot.is_none_or(|kept| reading.half_rtt <= kept.bound_at(received)) {
+                *slot = Some(reading);
+            }
         }
         let Some(quorum) = self.at(received) else {
             return;
@@ -89,16 +127,17 @@ impl QuorumClock {
         }
     }
 
-    /// The quorum's time at instant `now`: the median of every safekeeper's latest reading
+    /// The quorum's time at instant `now`: the median of every safekeeper's best reading
     /// carried forward to `now`, once a majority has answered (`None` before).
     fn at(&self, now: Instant) -> Option<u64> {
         let readings = self.readings.lock().ok()?;
         let mut estimates: Vec<u64> = readings
             .iter()
             .flatten()
-            .map(|(at, remote)| {
-                let elapsed = now.saturating_duration_since(*at).as_micros();
-                remote.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+            .map(|r| {
+                let elapsed = now.saturating_duration_since(r.at).as_micros();
+                r.remote
+                    .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
             })
             .collect();
         if estimates.len() < self.majority {
@@ -194,5 +233,43 @@ mod tests {
         assert_eq!(c.at(t), None);
         assert_eq!(c.now_micros(), 10 * H);
         assert_eq!(c.offset_micros(), 0);
+    }
+
+    /// A reading taken over a slow round trip does not replace a fresher, tighter one; it
+    /// does once the kept one has aged past its bound, and a tight one always does.
+    #[test]
+    fn the_reading_with_the_smallest_error_bound_is_kept() {
+        let (_, c) = clock(10 * H);
+        let t = Instant::now();
+        let us = Duration::from_micros;
+        for i in 0..3 {
+            c.observe(i, t, t + us(100), 10 * H);
+        }
+        let at = t + us(50);
+        assert_eq!(c.at(at), Some(10 * H));
+        // 20 ms round trips, their readings 5 ms late (an answer queued at the safekeeper):
+        // kept out while the tight reading's bound (50 µs, plus 100 µs per second) is smaller.
+        let later = t + Duration::from_secs(1);
+        for i in 0..3 {
+            c.observe(i, later, later + us(20_000), 10 * H + 1_015_000);
+        }
+        assert_eq!(c.at(at + Duration::from_secs(1)), Some(10 * H + 1_000_000));
+        // Two minutes on, the old reading's bound (12 ms) is past the slow one's (10 ms):
+        // the slow reading is taken.
+        let much_later = t + Duration::from_secs(120);
+        for i in 0..3 {
+            c.observe(i, much_later, much_later + us(20_000), 10 * H + 120_015_000);
+        }
+        assert_eq!(
+            c.at(much_later + us(10_000)),
+            Some(10 * H + 120_015_000),
+            "an aged reading gives way"
+        );
+        // A tight reading replaces any.
+        let next = much_later + Duration::from_secs(1);
+        for i in 0..3 {
+            c.observe(i, next, next, 10 * H + 121_000_000);
+        }
+        assert_eq!(c.at(next), Some(10 * H + 121_000_000));
     }
 }
