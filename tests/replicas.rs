@@ -448,3 +448,73 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         "every acknowledged increment survived the failback: n={n} ok={acked} unknown={unsure}"
     );
 }
+
+/// A replica maps timestamps by the primary's clock (the one commits are stamped with) and
+/// only once it has applied every commit made up to then. Its own clock an hour ahead, it
+/// used to answer a time half an hour in the future with its latest version (which a commit
+/// before then would change); an hour behind, it refused the present as `future_version`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_maps_timestamps_by_the_primarys_clock() {
+    let Some(lib) = support::libfaketime_or_skip() else {
+        return;
+    };
+    let lib = lib.display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let ep = cluster.endpoint();
+    let primary = cluster.db(Duration::from_secs(10)).await;
+    let versionat = |endpoint: &str, micros: u64| {
+        let (ok, out, err) = support::cli(&[
+            "versionat",
+            &micros.to_string(),
+            "--endpoint",
+            endpoint,
+            "--json",
+        ]);
+        // With --json an error is a JSON object on stdout too.
+        let json = |out: &str| serde_json::from_str::<serde_json::Value>(out.trim()).unwrap();
+        ok.then(|| json(&out)["version"].as_u64().unwrap())
+            .ok_or(format!("{out} {err}"))
+    };
+    let mut running = None;
+    for skew in ["+1h", "-1h"] {
+        if let Some(pid) = running {
+            DevCluster::kill_pid(pid);
+        }
+        let (argv, base) = second_compute(&cluster, &format!("replica{skew}"), |a| {
+            a.replica = true;
+            a.primary_endpoints = vec![ep.clone()];
+        });
+        running = Some(cluster.spawn_argv_with_env(
+            "replica",
+            &argv,
+            &[
+                ("LD_PRELOAD", &lib),
+                ("FAKETIME", skew),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+        ));
+        let replica_ep = format!("http://127.0.0.1:{base}");
+        let replica = Database::connect(&replica_ep).await.unwrap();
+        eventually(Duration::from_secs(30), "the replica serves", || async {
+            replica.create_transaction().get("k").await.is_ok()
+        })
+        .await;
+        // A commit on the primary, then its commit time mapped on the replica at once: that
+        // commit's version or later, however far behind the replica was.
+        let tx = primary.create_transaction();
+        tx.set("k", skew);
+        let committed = tx.commit().await.unwrap();
+        let history = primary.history("k", committed, committed).await.unwrap();
+        let at = history[0].commit_time_micros;
+        let mapped = versionat(&replica_ep, at).unwrap_or_else(|e| panic!("{skew}: {e}"));
+        assert!(
+            mapped >= committed.0,
+            "{skew}: versionat({at}) on the replica gave {mapped}, before the commit at {committed}"
+        );
+        let now = support::now_micros();
+        // Half an hour ahead of the primary's clock: not yet, whatever the replica's says.
+        let e = versionat(&replica_ep, now + 1_800_000_000).unwrap_err();
+        assert!(e.contains("future_version"), "{skew}: {e}");
+    }
+}

@@ -658,39 +658,13 @@ async fn a_call_that_hangs_is_cut_at_the_clients_timeout() {
     assert!(out.trim() == "v" || out.trim() == "w", "{out}");
 }
 
-/// [`libfaketime`], or `None` after saying why the test is skipped.
-fn libfaketime_or_skip() -> Option<std::path::PathBuf> {
-    libfaketime()
-        .map_err(|why| eprintln!("skipped: {why}"))
-        .ok()
-}
-
-/// libfaketime's preload library (Debian's `libfaketime`), installed if missing; the reason
-/// when it cannot be had.
-fn libfaketime() -> Result<std::path::PathBuf, String> {
-    let lib = std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
-    if !lib.exists() {
-        let _ = std::process::Command::new("apt-get")
-            .args(["install", "-y", "-q", "libfaketime"])
-            .output();
-    }
-    if lib.exists() {
-        Ok(lib)
-    } else {
-        Err(format!(
-            "{} is missing and apt-get could not install libfaketime",
-            lib.display()
-        ))
-    }
-}
-
 /// A pageserver whose clock runs two hours ahead of the compute's keeps the retention window
 /// as the compute counts it: GC there collects nothing a read inside the window needs. (An
 /// outside audit's pageserver under libfaketime +2 h discarded a whole 300 s window in one GC:
 /// a version committed 86 s earlier answered `version_too_old`, its history empty.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pageserver_clock_ahead_of_the_computes_collects_nothing_inside_the_window() {
-    let Some(lib) = libfaketime_or_skip() else {
+    let Some(lib) = support::libfaketime_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -794,7 +768,7 @@ async fn set_at_the_real_moment(
 /// every commit the same time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_times_follow_the_safekeepers_clocks_not_a_skewed_primarys() {
-    let Some(lib) = libfaketime_or_skip() else {
+    let Some(lib) = support::libfaketime_or_skip() else {
         return;
     };
     let lib = lib.display().to_string();
@@ -835,7 +809,7 @@ async fn commit_times_follow_the_safekeepers_clocks_not_a_skewed_primarys() {
 /// step ahead would stamp commits in the future and, times never decreasing, freeze them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_whose_clock_steps_keeps_stamping_the_real_time() {
-    let Some(lib) = libfaketime_or_skip() else {
+    let Some(lib) = support::libfaketime_or_skip() else {
         return;
     };
     let lib = lib.display().to_string();

@@ -219,7 +219,6 @@ async fn version_at(
 ) -> Result<Json<VersionAt>, ApiError> {
     let version = node_of(&dbs, p.database.as_deref())
         .await?
-        .view()
         .version_at(p.timestamp_micros)
         .await?;
     Ok(Json(VersionAt {

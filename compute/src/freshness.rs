@@ -53,10 +53,19 @@ struct Endpoint {
     client: DatabaseClient<PeerChannel>,
 }
 
+/// The primary's answer to one ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// Its read version.
+    pub version: Version,
+    /// Its clock (the one it stamps commits with) when it answered; 0 if it could not say.
+    pub now_micros: u64,
+}
+
 /// Requests waiting for the next ask, and whether an ask is in flight.
 #[derive(Debug, Default)]
 struct Pending {
-    waiting: Vec<oneshot::Sender<Result<Version>>>,
+    waiting: Vec<oneshot::Sender<Result<Answer>>>,
     asking: bool,
 }
 
@@ -109,6 +118,11 @@ impl Freshness {
     /// A read version at least as new as every commit the primary acknowledged before this
     /// call: the primary's answer to an ask that began after it.
     pub async fn read_version(&self) -> Result<Version> {
+        Ok(self.ask_primary().await?.version)
+    }
+
+    /// [`Freshness::read_version`], with the primary's clock when it answered.
+    pub async fn ask_primary(&self) -> Result<Answer> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut state = self.pending();
@@ -142,15 +156,15 @@ impl Freshness {
     }
 
     /// Asks the endpoint that answered last, then each other in order, until one answers.
-    async fn ask(&self) -> Result<Version> {
+    async fn ask(&self) -> Result<Answer> {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut refusals = Vec::new();
         for offset in 0..self.endpoints.len() {
             let index = (first + offset) % self.endpoints.len();
             match self.ask_one(self.endpoint(index)).await {
-                Ok(version) => {
+                Ok(answer) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(version);
+                    return Ok(answer);
                 }
                 Err(e) => refusals.push(e),
             }
@@ -175,13 +189,19 @@ impl Freshness {
         ))
     }
 
-    async fn ask_one(&self, endpoint: &Endpoint) -> Result<Version> {
+    async fn ask_one(&self, endpoint: &Endpoint) -> Result<Answer> {
         let req = GetReadVersionRequest {
             database: self.database.clone(),
         };
         let mut client = endpoint.client.clone();
         match tokio::time::timeout(ASK_TIMEOUT, client.get_read_version(req)).await {
-            Ok(Ok(answer)) => Ok(Version(answer.into_inner().version)),
+            Ok(Ok(answer)) => {
+                let answer = answer.into_inner();
+                Ok(Answer {
+                    version: Version(answer.version),
+                    now_micros: answer.now_micros,
+                })
+            }
             Ok(Err(status)) => {
                 let e = Error::from(status);
                 Err(Error::new(

@@ -80,8 +80,10 @@ impl ComputeService {
     /// `GetReadVersion`, as a unary call or inside a session.
     async fn read_version(&self, req: GetReadVersionRequest) -> Result<GetReadVersionResponse> {
         let p = self.node(&req.database).await?;
+        let version = p.read_version().await?.0;
         Ok(GetReadVersionResponse {
-            version: p.read_version().await?.0,
+            version,
+            now_micros: p.commit_clock_micros(),
         })
     }
 
@@ -224,7 +226,7 @@ impl Database for ComputeService {
     ) -> Result<Response<VersionAtResponse>, Status> {
         let req = req.into_inner();
         let p = self.node(&req.database).await?;
-        let version = p.view().version_at(req.timestamp_micros).await?;
+        let version = p.version_at(req.timestamp_micros).await?;
         Ok(Response::new(VersionAtResponse { version: version.0 }))
     }
 

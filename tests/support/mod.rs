@@ -741,3 +741,29 @@ pub fn checkpoint(admin_endpoint: &str) -> serde_json::Value {
     assert!(ok, "checkpoint failed: {out} {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("checkpoint answer {out:?}: {e}"))
 }
+
+/// [`libfaketime`], or `None` after saying why the test is skipped.
+pub fn libfaketime_or_skip() -> Option<std::path::PathBuf> {
+    libfaketime()
+        .map_err(|why| eprintln!("skipped: {why}"))
+        .ok()
+}
+
+/// libfaketime's preload library (Debian's `libfaketime`), installed if missing; the reason
+/// when it cannot be had.
+pub fn libfaketime() -> Result<std::path::PathBuf, String> {
+    let lib = std::path::PathBuf::from("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
+    if !lib.exists() {
+        let _ = std::process::Command::new("apt-get")
+            .args(["install", "-y", "-q", "libfaketime"])
+            .output();
+    }
+    if lib.exists() {
+        Ok(lib)
+    } else {
+        Err(format!(
+            "{} is missing and apt-get could not install libfaketime",
+            lib.display()
+        ))
+    }
+}
