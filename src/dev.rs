@@ -177,7 +177,7 @@ fn plan(
     };
     // The safekeepers read the pageserver's manifests to verify its durable claims before
     // deleting WAL. A memory:// store lives inside one process and cannot be shared, so they
-    // get none and trim only up to their commit position (docs/wal-protocol.md).
+    // get none and keep all their WAL (docs/wal-protocol.md).
     let (sk_store, sk_s3) = if object_store.starts_with("memory:") {
         (None, ferrisdb_server_common::args::S3Args::default())
     } else {

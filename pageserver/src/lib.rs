@@ -81,6 +81,11 @@ pub async fn run(
         .security
         .warn_if_cleartext(&[config.listen_grpc, config.listen_http]);
     let store = config.object_store.open()?;
+    if config.object_store.url.starts_with("memory:") {
+        tracing::warn!(
+            "--object-store memory:// keeps every upload inside this process: all of every database is lost when it stops (for tests and experiments only)"
+        );
+    }
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let _cache_lock = config.cache.lock_disk("pageserver")?;
     let cache = Arc::new(block_cache::BlockCache::new(&config.cache).await?);

@@ -805,8 +805,7 @@ impl Acceptor {
     /// - never above this acceptor's own commit position;
     /// - with an object store configured (`durable` is `Some`, what the newest manifest
     ///   names), never above `durable`;
-    /// - without one, a claim above the commit position is not believed at all (a sound
-    ///   pageserver can only have uploaded committed WAL), so nothing is trimmed.
+    /// - without one (`durable` is `None`), nothing is trimmed: the claim cannot be checked.
     ///
     /// Whole segments ending at or below the resulting point go, never the tail. Returns the
     /// new first LSN.
@@ -815,13 +814,15 @@ impl Acceptor {
         let commit = self.control.commit_lsn;
         let up_to = match durable {
             Some(d) => claim.min(d).min(commit),
-            None if claim <= commit => claim,
             None => {
+                // Nothing can check the claim: a pageserver on a store that does not keep
+                // what it says it uploaded (`memory://`, a mistyped path) would have this
+                // delete the only copy of committed WAL on its word alone.
                 tracing::debug!(
                     dir = %self.dir.display(),
                     claim,
                     commit,
-                    "durable claim above the commit position with no object store to check it: not trimming"
+                    "durable claim with no object store to check it: not trimming"
                 );
                 return Ok(self.log.start_lsn());
             }
@@ -1501,6 +1502,27 @@ mod tests {
         assert_eq!(plan.from + copy.len() as u64, big_end);
         a.repair(&peer_log(&st), &copy, None).unwrap();
         assert_repaired_to(&a, &peer, 0, big_end);
+    }
+
+    /// Without an object store to check a durable claim against, nothing is trimmed, however
+    /// modest the claim: a pageserver whose uploads do not last (`memory://`) would otherwise
+    /// have the safekeepers delete the only other copy of committed WAL.
+    #[test]
+    fn an_unverifiable_durable_claim_trims_nothing() {
+        let Pair {
+            peer_dir: _peer_dir,
+            dir: _dir,
+            mut peer,
+            a: _a,
+            starts,
+            end: _,
+        } = pair_in_term_1(1..=6, 64);
+        let start = peer.status().log_start_lsn;
+        assert!(peer.commit_lsn() >= starts[3]);
+        assert_eq!(peer.trim(starts[3], None).unwrap(), start);
+        assert_eq!(peer.status().log_start_lsn, start);
+        // The same claim, vouched for by object storage, trims.
+        assert!(peer.trim(starts[3], Some(starts[3])).unwrap() > start);
     }
 
     /// Found by the soak: a safekeeper whose damaged stretch its peers had already trimmed

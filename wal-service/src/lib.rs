@@ -88,8 +88,9 @@ pub async fn run_on(
         Some(c) => Some(c.open()?),
         None => {
             tracing::warn!(
-                "no --object-store: durable claims cannot be verified, so WAL is trimmed only up to \
-                 the commit position and never on a claim above it"
+                "no --object-store: the pageserver's durable claims cannot be verified, so this \
+                 safekeeper never deletes WAL (its --max-wal-bytes budget then stops commits \
+                 once full): give it the bucket the pageserver uploads to"
             );
             None
         }

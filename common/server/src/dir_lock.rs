@@ -29,6 +29,26 @@ pub struct DirLock {
     path: PathBuf,
 }
 
+/// Warns when `dir` (the data of `who`: a log, layers, cached values) may be read by other
+/// users. A directory this process creates is private (0700); one that already existed keeps
+/// its mode, the operator's choice, but the choice is named.
+pub fn warn_if_readable_by_others(dir: &Path, who: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{mode:o}"),
+                    "the {who}'s directory may be read by other users of this machine, and it holds the database's data: chmod 700 it"
+                );
+            }
+        }
+    }
+}
+
 impl DirLock {
     /// Locks `dir` (created if missing) for `who` (e.g. "safekeeper"), or fails at once with
     /// `invalid_argument` naming the process that holds it.
@@ -45,6 +65,7 @@ impl DirLock {
             options.mode(0o600);
         }
         builder.create(dir)?;
+        warn_if_readable_by_others(dir, who);
         let path = dir.join(LOCK_FILE);
         let mut file = options.open(&path)?;
         match file.try_lock() {

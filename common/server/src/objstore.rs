@@ -62,7 +62,16 @@ impl ObjectStoreConfig {
                 let path = url
                     .to_file_path()
                     .map_err(|()| Error::invalid(format!("not a local path: {}", self.url)))?;
-                std::fs::create_dir_all(&path)?;
+                // Private when created here (the objects are every database's data); an
+                // existing directory readable by others is named.
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder.create(&path).map_err(|e| {
+                    Error::invalid(format!("object store at {}: {e}", path.display()))
+                })?;
+                crate::dir_lock::warn_if_readable_by_others(&path, "object store");
                 // Synced before a put returns, as S3 is durable before it answers: a manifest
                 // that names a layer leads the safekeepers to delete the WAL behind it, so a
                 // layer still in the page cache when the machine loses power would take
@@ -176,6 +185,22 @@ where
 mod tests {
     use super::*;
     use object_store::ObjectStoreExt;
+
+    /// A `file://` store made by the process is private: every database's data is in it.
+    #[cfg(unix)]
+    #[test]
+    fn a_local_store_it_creates_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new").join("objects");
+        ObjectStoreConfig::from_url(format!("file://{}", path.display()))
+            .open()
+            .unwrap();
+        for d in [&path, &dir.path().join("new")] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+    }
 
     #[test]
     fn debug_hides_the_secret_key() {
