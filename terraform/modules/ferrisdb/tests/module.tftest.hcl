@@ -136,8 +136,24 @@ run "three_safekeepers_in_three_zones_with_wal_volumes" {
     error_message = "one safekeeper per subnet"
   }
   assert {
-    condition     = alltrue([for k, i in aws_instance.node : one(i.ebs_block_device).encrypted && !one(i.ebs_block_device).delete_on_termination if startswith(k, "safekeeper-")])
-    error_message = "safekeeper WAL volumes are encrypted and outlive their instance"
+    condition     = alltrue([for v in aws_ebs_volume.wal : v.encrypted && v.size == var.safekeeper_volume_gb])
+    error_message = "safekeeper WAL volumes are encrypted, of the size asked"
+  }
+  assert {
+    condition     = [for v in aws_ebs_volume.wal : v.availability_zone] == [for s in slice(data.aws_subnet.selected, 0, 3) : s.availability_zone]
+    error_message = "each WAL volume is in its safekeeper's zone"
+  }
+  assert {
+    condition     = alltrue([for k, i in aws_instance.node : length(i.ebs_block_device) == 0 if startswith(k, "safekeeper-")])
+    error_message = "no safekeeper has a WAL volume of its own: a replaced instance would get an empty one"
+  }
+  assert {
+    condition     = alltrue([for a in aws_volume_attachment.wal : a.device_name == "/dev/sdf" && a.stop_instance_before_detaching])
+    error_message = "WAL volumes attach as /dev/sdf, detached only from a stopped instance"
+  }
+  assert {
+    condition     = strcontains(aws_instance.node["safekeeper-1"].user_data, "ExecStartPre=/usr/bin/mountpoint -q /var/lib/ferrisdb") && !strcontains(aws_instance.node["compute-1"].user_data, "mountpoint")
+    error_message = "a safekeeper never starts on the root disk"
   }
   assert {
     condition     = one(aws_instance.node["pageserver"].ebs_block_device).volume_size == 200
@@ -174,8 +190,27 @@ run "cloud_init_runs_the_ferrisdb_subcommands" {
   }
 }
 
+# After the cluster above was applied, a new AMI and a new binary replace and restart
+# nothing: instances are rolled one at a time by the operator (README, "Upgrades").
+run "an_upgrade_replaces_no_instance_by_itself" {
+  command = plan
+
+  variables {
+    ami_id                 = "ami-0456"
+    ferrisdb_binary_url    = "https://example.com/ferrisdb"
+    ferrisdb_binary_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+  }
+
+  assert {
+    condition     = alltrue([for i in values(aws_instance.node) : i.ami == "ami-0123" && !strcontains(i.user_data, "example.com")])
+    error_message = "a new AMI or binary would replace or restart every instance at once"
+  }
+}
+
 run "tls_and_standbys" {
   command = apply
+  # A cluster of its own: the one above ignores changes to what cloud-init runs.
+  state_key = "tls"
 
   variables {
     compute_count = 2
