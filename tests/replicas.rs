@@ -262,6 +262,20 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         let (code, body) = readyz(http, true).await;
         assert_eq!(code, 200, "{http}: {body}");
     }
+    // A pageserver that stops answering: not ready for reads (they would hang until they
+    // time out), still ready for commits (the WAL does not need it).
+    let pageserver = cluster.component("pageserver").pid;
+    let signal = |s| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pageserver), s).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let (code, body) = readyz(&primary_http, true).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["code"], "unavailable", "{body}");
+    assert_eq!(readyz(&primary_http, false).await.0, 200);
+    signal(nix::sys::signal::Signal::SIGCONT);
+    eventually(Duration::from_secs(30), "ready for reads again", || async {
+        readyz(&primary_http, true).await.0 == 200
+    })
+    .await;
 
     let db = Database::connect_with(
         ConnectOptions::new(&format!("{},http://127.0.0.1:{base}", cluster.endpoint())).retry(

@@ -75,7 +75,8 @@ async fn node_of(dbs: &Databases, database: Option<&str>) -> Result<Node, Error>
 #[serde(deny_unknown_fields)]
 struct ReadyParams {
     /// Ready to serve reads at the latest version (a primary, or a replica whose primary
-    /// answers), rather than to take commits (the primary only).
+    /// answers, with the pageserver answering too), rather than to take commits (the primary
+    /// only).
     #[serde(default)]
     reads: bool,
 }
@@ -138,8 +139,16 @@ async fn readyz(
         return not(role, None);
     }
     // The same proof a read version needs: a primary's term confirmed by a safekeeper
-    // majority, a replica's primary answering.
-    match tokio::time::timeout(READY_CHECK_TIMEOUT, node.read_version()).await {
+    // majority, a replica's primary answering. Reads also need the pageserver (all but the
+    // newest and cached values come from it): without it, reads hang until they time out.
+    let check = async {
+        node.read_version().await?;
+        if params.reads {
+            node.view().pageserver_answers().await?;
+        }
+        Ok::<_, ferrisdb_common::Error>(())
+    };
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, check).await {
         Ok(Ok(_)) => (
             axum::http::StatusCode::OK,
             Json(Readiness {

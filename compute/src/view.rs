@@ -112,6 +112,16 @@ impl DatabaseView {
         self.pageserver.admin.clone()
     }
 
+    /// Whether the pageserver answers for this database (a status call): reads of anything
+    /// not in the hot or warm tier need it.
+    pub async fn pageserver_answers(&self) -> Result<()> {
+        self.pageserver
+            .pages
+            .status(&self.database)
+            .await
+            .map(|_| ())
+    }
+
     /// The newest visible version.
     pub fn latest(&self) -> Version {
         *self.visible.borrow()
