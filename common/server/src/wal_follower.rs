@@ -52,20 +52,40 @@ pub fn clients(endpoints: &[String]) -> Result<Vec<SafekeeperClient<PeerChannel>
         .collect()
 }
 
+/// How often a follower that needs WAL the safekeepers no longer hold says so.
+const TRIMMED_WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// Follows the committed WAL into `sink` until the task is dropped.
 pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
     let clients = clients(safekeepers)?;
+    let mut trimmed_warned: Option<tokio::time::Instant> = None;
     loop {
         let commits = commit_positions(&clients, sink.database()).await;
         if let Some(i) = best(&commits)
             && let Err(e) = stream_from(&clients, i, sink).await
         {
-            tracing::info!(
-                database = sink.database(),
-                safekeeper = %safekeepers[i],
-                error = %e,
-                "WAL stream ended; picking a safekeeper again"
-            );
+            if e.kind() == ferrisdb_common::ErrorKind::VersionTooOld {
+                // The WAL this follower needs next is gone: the safekeepers deleted it once
+                // object storage held it. Retrying cannot help; an object store that is not
+                // the one the database was uploaded to (a typo, an empty bucket) is the usual
+                // cause. Loud, but once a minute.
+                if trimmed_warned.is_none_or(|at| at.elapsed() >= TRIMMED_WARN_EVERY) {
+                    trimmed_warned = Some(tokio::time::Instant::now());
+                    tracing::error!(
+                        database = sink.database(),
+                        safekeeper = %safekeepers[i],
+                        error = %e,
+                        "the WAL needed next was deleted by the safekeepers after it reached object storage, and it is not in the state loaded here: is --object-store the bucket this database was uploaded to?"
+                    );
+                }
+            } else {
+                tracing::info!(
+                    database = sink.database(),
+                    safekeeper = %safekeepers[i],
+                    error = %e,
+                    "WAL stream ended; picking a safekeeper again"
+                );
+            }
         }
         tokio::time::sleep(RETRY).await;
     }
