@@ -40,12 +40,27 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Called with the pid of every compute the waker starts.
 pub type OnStart = Box<dyn Fn(u32) + Send + Sync>;
 
+/// A compute that exits sooner than this after starting failed to start (a bad flag, a
+/// port taken): the next start waits, longer each time it happens again.
+const QUICK_EXIT: Duration = Duration::from_secs(5);
+
+/// The longest wait before starting again a compute that keeps failing to start.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(10);
+
 /// Starts the compute on demand: at most one child at a time.
 pub struct Waker {
     argv: Vec<String>,
     log: Option<PathBuf>,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Running>,
     on_start: OnStart,
+}
+
+/// The child last started, when, and how many starts in a row ended within [`QUICK_EXIT`].
+#[derive(Default)]
+struct Running {
+    child: Option<Child>,
+    started: Option<tokio::time::Instant>,
+    quick_exits: u32,
 }
 
 impl std::fmt::Debug for Waker {
@@ -64,18 +79,42 @@ impl Waker {
         Ok(Waker {
             argv,
             log,
-            child: Mutex::new(None),
+            child: Mutex::new(Running::default()),
             on_start,
         })
     }
 
     /// Starts the compute unless it is running; returns whether it had to.
     pub async fn ensure_running(&self) -> Result<bool> {
-        let mut child = self.child.lock().await;
-        if let Some(c) = child.as_mut()
-            && matches!(c.try_wait(), Ok(None))
-        {
-            return Ok(false);
+        let mut running = self.child.lock().await;
+        let exited = match running.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => return Ok(false),
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            None => None,
+        };
+        // Suspended after idling is the usual exit; one soon after its start is a failure,
+        // and starting it again at once, for every connection, spun (an outside audit saw
+        // 303 starts in 5 s from one bad flag).
+        if let (Some(status), Some(started)) = (exited, running.started) {
+            let lived = started.elapsed();
+            if lived < QUICK_EXIT {
+                running.quick_exits = running.quick_exits.saturating_add(1);
+                let pause = Duration::from_millis(100)
+                    .saturating_mul(1u32 << running.quick_exits.min(10))
+                    .min(MAX_RESTART_PAUSE);
+                tracing::warn!(
+                    %status,
+                    lived_ms = lived.as_millis() as u64,
+                    in_a_row = running.quick_exits,
+                    ?pause,
+                    "the compute exited soon after it started (see its log); starting it again after a pause"
+                );
+                tokio::time::sleep(pause).await;
+            } else {
+                running.quick_exits = 0;
+                tracing::info!(%status, "the compute had exited (suspended when idle); starting it again");
+            }
         }
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
@@ -94,14 +133,15 @@ impl Waker {
         let pid = started.id().unwrap_or(0);
         tracing::info!(pid, "starting the compute");
         (self.on_start)(pid);
-        *child = Some(started);
+        running.child = Some(started);
+        running.started = Some(tokio::time::Instant::now());
         Ok(true)
     }
 
     /// The running compute's pid, if one runs.
     pub async fn pid(&self) -> Option<u32> {
-        let mut child = self.child.lock().await;
-        let c = child.as_mut()?;
+        let mut running = self.child.lock().await;
+        let c = running.child.as_mut()?;
         match c.try_wait() {
             Ok(None) => c.id(),
             _ => None,
@@ -229,6 +269,32 @@ pub async fn run(args: ProxyArgs, shutdown: impl std::future::Future<Output = ()
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A compute that exits at once (a bad flag) is started again after a pause that grows,
+    /// not at once for every connection.
+    #[tokio::test]
+    async fn a_compute_that_exits_at_once_is_restarted_after_growing_pauses() {
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = starts.clone();
+        let waker = Waker::new(
+            vec!["false".into()],
+            None,
+            Box::new(move |_| seen.lock().unwrap().push(std::time::Instant::now())),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert!(waker.ensure_running().await.unwrap());
+            // Let it exit before the next connection asks.
+            while waker.pid().await.is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let starts = starts.lock().unwrap();
+        assert_eq!(starts.len(), 3);
+        // Paused 200 ms before the second start and 400 ms before the third, at least.
+        assert!(starts[1] - starts[0] >= Duration::from_millis(200));
+        assert!(starts[2] - starts[1] >= Duration::from_millis(400));
+    }
 
     #[test]
     fn proxy_arguments_round_trip_and_the_token_check_reads_the_compute_s_flags() {
