@@ -492,9 +492,12 @@ async fn the_pageserver_checkpoints_once_its_memory_reaches_the_mark() {
     // Eleven values of 100 kB: the eleventh is past 1 MiB.
     let crossing = versions[10];
     eventually(Duration::from_secs(30), "a checkpoint by size", || async {
-        metric(&ps, "ferrisdb_pageserver_remote_consistent_version")
-            .await
-            .is_some_and(|v| v as u64 >= crossing)
+        metric(
+            &ps,
+            "ferrisdb_pageserver_remote_consistent_version{database=\"default\"}",
+        )
+        .await
+        .is_some_and(|v| v as u64 >= crossing)
     })
     .await;
     assert!(checkpoints().await.unwrap() >= 1.0);

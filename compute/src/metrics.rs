@@ -27,12 +27,12 @@ pub struct Metrics {
     pub tier_hits: IntCounterVec,
     /// Point lookups a tier could not answer, by tier (`hot`, `warm`).
     pub tier_misses: IntCounterVec,
-    /// The latest committed version.
-    pub committed_version: IntGauge,
-    /// Bytes held in the hot tier.
-    pub hot_tier_bytes: IntGauge,
-    /// Entries held in the hot tier.
-    pub hot_tier_entries: IntGauge,
+    /// The latest committed version, by database (a compute serves its branches too).
+    pub committed_version: IntGaugeVec,
+    /// Bytes held in the hot tier, by database.
+    pub hot_tier_bytes: IntGaugeVec,
+    /// Entries held in the hot tier, by database.
+    pub hot_tier_entries: IntGaugeVec,
     /// The hot tier's memory budget.
     pub hot_tier_budget_bytes: IntGauge,
     /// Bytes held by the warm tier, by medium (`memory`, `disk`).
@@ -85,17 +85,26 @@ impl Metrics {
             ),
             &["tier"],
         )?;
-        let committed_version = IntGauge::new(
-            "ferrisdb_compute_committed_version",
-            "Latest committed version",
+        let committed_version = IntGaugeVec::new(
+            Opts::new(
+                "ferrisdb_compute_committed_version",
+                "Latest committed version, by database",
+            ),
+            &["database"],
         )?;
-        let hot_tier_bytes = IntGauge::new(
-            "ferrisdb_compute_hot_tier_bytes",
-            "Bytes held in the hot tier",
+        let hot_tier_bytes = IntGaugeVec::new(
+            Opts::new(
+                "ferrisdb_compute_hot_tier_bytes",
+                "Bytes held in the hot tier, by database",
+            ),
+            &["database"],
         )?;
-        let hot_tier_entries = IntGauge::new(
-            "ferrisdb_compute_hot_tier_entries",
-            "Point entries held in the hot tier",
+        let hot_tier_entries = IntGaugeVec::new(
+            Opts::new(
+                "ferrisdb_compute_hot_tier_entries",
+                "Point entries held in the hot tier, by database",
+            ),
+            &["database"],
         )?;
         let hot_tier_budget_bytes = IntGauge::new(
             "ferrisdb_compute_hot_tier_budget_bytes",

@@ -151,7 +151,10 @@ impl Primary {
             .cloned()
             .unwrap_or_else(tokio::runtime::Handle::current)
             .spawn(committer.run(requests));
-        metrics.committed_version.set(start.0 as i64);
+        metrics
+            .committed_version
+            .with_label_values(&[view.database()])
+            .set(start.0 as i64);
         tokio::spawn(view.clone().evict_loop(Some(proposer.clone())));
         let read_checks = Arc::new(ReadChecks {
             proposer: proposer.clone(),

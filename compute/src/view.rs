@@ -356,8 +356,15 @@ impl DatabaseView {
                 }
             }
             let (_, entries, bytes) = self.hot.stats();
-            self.metrics.hot_tier_bytes.set(bytes as i64);
-            self.metrics.hot_tier_entries.set(entries as i64);
+            let database = [self.database.as_str()];
+            self.metrics
+                .hot_tier_bytes
+                .with_label_values(&database)
+                .set(bytes as i64);
+            self.metrics
+                .hot_tier_entries
+                .with_label_values(&database)
+                .set(entries as i64);
             if let Some(warm) = self.reader.warm() {
                 let cache = warm.cache();
                 let gauge = &self.metrics.warm_tier_bytes;
@@ -370,6 +377,7 @@ impl DatabaseView {
             }
             self.metrics
                 .committed_version
+                .with_label_values(&database)
                 .set(self.visible.borrow().0 as i64);
         }
     }

@@ -1,22 +1,22 @@
 //! Pageserver metrics, exported on `/metrics`.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// The pageserver's counters and gauges.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     /// Where they are registered.
     pub registry: Registry,
-    /// The highest version applied.
-    pub ingested_version: IntGauge,
-    /// The highest version in object storage.
-    pub remote_consistent_version: IntGauge,
+    /// The highest version applied, by database.
+    pub ingested_version: IntGaugeVec,
+    /// The highest version in object storage, by database.
+    pub remote_consistent_version: IntGaugeVec,
     /// WAL records applied.
     pub ingested_records: IntCounter,
     /// Checkpoints uploaded.
     pub checkpoints: IntCounter,
-    /// Live delta layers.
-    pub layers: IntGauge,
+    /// Live layers, by database.
+    pub layers: IntGaugeVec,
     /// Reads served (get and range).
     pub reads: IntCounter,
     /// Read amplification: layers (in-memory and in object storage) a point read consulted.
@@ -33,13 +33,15 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
-        let ingested_version = IntGauge::new(
+        let by_database =
+            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["database"]);
+        let ingested_version = by_database(
             "ferrisdb_pageserver_ingested_version",
-            "Highest version applied",
+            "Highest version applied, by database",
         )?;
-        let remote_consistent_version = IntGauge::new(
+        let remote_consistent_version = by_database(
             "ferrisdb_pageserver_remote_consistent_version",
-            "Highest version durable in object storage",
+            "Highest version durable in object storage, by database",
         )?;
         let ingested_records = IntCounter::new(
             "ferrisdb_pageserver_ingested_records_total",
@@ -49,7 +51,7 @@ impl Metrics {
             "ferrisdb_pageserver_checkpoints_total",
             "Checkpoints uploaded",
         )?;
-        let layers = IntGauge::new("ferrisdb_pageserver_layers", "Live delta layers")?;
+        let layers = by_database("ferrisdb_pageserver_layers", "Live layers, by database")?;
         let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
         let orphans_deleted = IntCounter::new(
             "ferrisdb_pageserver_orphans_deleted_total",
@@ -80,14 +82,10 @@ impl Metrics {
         ] {
             registry.register(Box::new(c.clone()))?;
         }
-        for g in [
-            &ingested_version,
-            &remote_consistent_version,
-            &layers,
-            &broken_databases,
-        ] {
+        for g in [&ingested_version, &remote_consistent_version, &layers] {
             registry.register(Box::new(g.clone()))?;
         }
+        registry.register(Box::new(broken_databases.clone()))?;
         Ok(Metrics {
             registry,
             ingested_version,

@@ -276,7 +276,10 @@ impl Timeline {
             let at = at.min(map.layers.len());
             map.layers.splice(at..at, opened);
         }
-        self.metrics.layers.set(next.layers.len() as i64);
+        self.metrics
+            .layers
+            .with_label_values(&[&self.database])
+            .set(next.layers.len() as i64);
         *manifest = next;
         drop(manifest);
         for name in &doomed {

@@ -91,7 +91,10 @@ impl Timeline {
                 .retain(|l| !doomed_layers.iter().any(|d| d == l.name()));
             map.segments = next.segments.clone();
         }
-        self.metrics.layers.set(next.layers.len() as i64);
+        self.metrics
+            .layers
+            .with_label_values(&[&self.database])
+            .set(next.layers.len() as i64);
         *manifest = next;
         drop(manifest);
         for name in &doomed_layers {

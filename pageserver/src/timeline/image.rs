@@ -101,7 +101,10 @@ impl Timeline {
         });
         manifest::store_next(&self.store, &next).await?;
         self.write_map()?.layers.push(Arc::new(layer));
-        self.metrics.layers.set(next.layers.len() as i64);
+        self.metrics
+            .layers
+            .with_label_values(&[&self.database])
+            .set(next.layers.len() as i64);
         *manifest = next;
         tracing::info!(database = %self.database, version = %at, keys, "image layer written");
         Ok(())

@@ -56,7 +56,10 @@ impl Timeline {
         self.clock_ahead
             .observe(self.options.clock.now_micros(), last.commit_time_micros);
         self.ingested.send_replace(last.version);
-        self.metrics.ingested_version.set(last.version.0 as i64);
+        self.metrics
+            .ingested_version
+            .with_label_values(&[&self.database])
+            .set(last.version.0 as i64);
         self.metrics.ingested_records.inc_by(records.len() as u64);
         Ok(())
     }

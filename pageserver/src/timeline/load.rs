@@ -127,9 +127,18 @@ impl Timeline {
             remote_consistent_version = %durable,
             "loaded manifest"
         );
-        metrics.layers.set(layers.len() as i64);
-        metrics.remote_consistent_version.set(durable.0 as i64);
-        metrics.ingested_version.set(durable.0 as i64);
+        metrics
+            .layers
+            .with_label_values(&[database])
+            .set(layers.len() as i64);
+        metrics
+            .remote_consistent_version
+            .with_label_values(&[database])
+            .set(durable.0 as i64);
+        metrics
+            .ingested_version
+            .with_label_values(&[database])
+            .set(durable.0 as i64);
         Ok(Timeline {
             database: database.to_string(),
             store,

@@ -187,9 +187,15 @@ impl Timeline {
         }
         *manifest = next;
         self.remote_consistent.send_replace(end);
-        self.metrics.remote_consistent_version.set(end.0 as i64);
+        self.metrics
+            .remote_consistent_version
+            .with_label_values(&[&self.database])
+            .set(end.0 as i64);
         self.metrics.checkpoints.inc();
-        self.metrics.layers.set(manifest.layers.len() as i64);
+        self.metrics
+            .layers
+            .with_label_values(&[&self.database])
+            .set(manifest.layers.len() as i64);
         tracing::info!(database = %self.database, generation = manifest.generation, %end, "checkpoint uploaded");
         Ok(end)
     }
