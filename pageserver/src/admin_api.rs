@@ -20,8 +20,8 @@ pub const ADMIN_API: ApiInfo = ApiInfo {
     component: "pageserver",
     title: "FerrisDB pageserver admin API",
     description: "Status, checkpoints and branches of a FerrisDB pageserver, which turns the \
-                  committed WAL into layers in object storage. Every route but /healthz and \
-                  /openapi.json requires an admin token or the cluster credential \
+                  committed WAL into layers in object storage. Every route but /healthz, \
+                  /v1/identity and /openapi.json requires an admin token or the cluster credential \
                   (docs/security.md).",
 };
 

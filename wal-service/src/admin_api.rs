@@ -17,7 +17,7 @@ pub const ADMIN_API: ApiInfo = ApiInfo {
     component: "safekeeper",
     title: "FerrisDB safekeeper admin API",
     description: "The state of a FerrisDB safekeeper, an acceptor of the WAL quorum. Every \
-                  route but /healthz and /openapi.json requires an admin token or the cluster \
+                  route but /healthz, /v1/identity and /openapi.json requires an admin token or the cluster \
                   credential (docs/security.md).",
 };
 
