@@ -42,18 +42,18 @@ pub struct Args {
     #[arg(long)]
     pub data_dir: PathBuf,
     /// Another safekeeper's gRPC endpoint, to repair damaged WAL from (repeat for each).
-    #[arg(long = "peer")]
+    #[arg(long = "peer", value_parser = parse_peer)]
     pub peers: Vec<String>,
     /// New WAL segments start at this size.
-    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE_BYTES)]
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE_BYTES, value_parser = clap::value_parser!(u64).range(4096..))]
     pub segment_size_bytes: u64,
     /// WAL bytes per database past which commits are refused (slowed from 75% on) until
     /// the pageserver has uploaded enough for the WAL below to be deleted.
-    #[arg(long, default_value_t = DEFAULT_MAX_WAL_BYTES)]
+    #[arg(long, default_value_t = DEFAULT_MAX_WAL_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_wal_bytes: u64,
     /// Databases this safekeeper holds at most; a request that would create another is
     /// refused with invalid_argument.
-    #[arg(long, default_value_t = DEFAULT_MAX_DATABASES)]
+    #[arg(long, default_value_t = DEFAULT_MAX_DATABASES, value_parser = parse_max_databases)]
     pub max_databases: usize,
     /// Write and fdatasync appends on the blocking pool instead of on the runtime worker that
     /// received them: for a safekeeper holding more busy databases than it has cores, on a
@@ -121,6 +121,24 @@ impl Args {
             object_store: self.object_store.map(|url| self.s3.config(url)),
             security,
         })
+    }
+}
+
+/// A peer's gRPC endpoint: an `http://` or `https://` URL with a host.
+fn parse_peer(s: &str) -> std::result::Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(s.to_string()),
+        Ok(_) => Err(format!("{s:?} is not an http:// or https:// endpoint")),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
+}
+
+/// At least one database.
+fn parse_max_databases(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a safekeeper must hold at least one database".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
