@@ -155,6 +155,9 @@ fn main() -> ExitCode {
                 return cli::run(cmd).await;
             }
         };
+        if result.is_ok() {
+            tracing::info!("stopped");
+        }
         if let Some(exporter) = exporter {
             exporter.shutdown().await;
         }

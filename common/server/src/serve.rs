@@ -137,14 +137,17 @@ pub async fn shutdown_signal() {
                     return;
                 }
             };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
+        let signal = tokio::select! {
+            _ = interrupt => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        // An operator reading the log sees the stop asked for, not just the process gone.
+        tracing::info!(signal, "asked to stop: shutting down");
     }
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+        tracing::info!("asked to stop: shutting down");
     }
 }
 
