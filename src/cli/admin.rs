@@ -383,7 +383,21 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
             .as_str()
             .and_then(ErrorKind::from_code)
             .unwrap_or(ErrorKind::Internal);
-        let message = body["error"]["message"].as_str().unwrap_or("").to_string();
+        let mut message = body["error"]["message"].as_str().unwrap_or("").to_string();
+        // Only a compute has these routes (it names the database and asks its pageserver).
+        let compute_only = matches!(
+            cmd,
+            AdminCommand::Checkpoint { .. }
+                | AdminCommand::Compact { .. }
+                | AdminCommand::Gc { .. }
+                | AdminCommand::Branch { .. }
+        );
+        if status == reqwest::StatusCode::NOT_FOUND && compute_only {
+            message.push_str(
+                " (checkpoint, compact, gc and branch go to a compute's admin API, which asks \
+                 its pageserver: --component compute, or the compute's admin endpoint)",
+            );
+        }
         return fail(args.json, &Error::new(code, message));
     }
     match (&cmd, args.json) {
