@@ -837,3 +837,57 @@ async fn a_primary_whose_clock_steps_keeps_stamping_the_real_time() {
         set_at_the_real_moment(&db, &cluster.endpoint(), &format!("step{i}")).await;
     }
 }
+
+/// A timestamp maps to the same version every time, even one just past while commits are
+/// in flight: a batch stamped at or before it (appended, or still being resolved) is waited
+/// for before the answer, so no later lookup finds a commit the first one missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_just_past_maps_to_the_same_version_while_commits_are_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(20)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let tx = db.create_transaction();
+                    tx.set(format!("w{w}"), i.to_string());
+                    let _ = tx.commit().await;
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let t = now_micros() - 300;
+        match db.version_at(t).await {
+            Ok(v) => seen.push((t, v)),
+            // Just ahead of the quorum's clock: nothing to compare.
+            Err(e) if e.kind() == ferrisdb_client::ErrorKind::FutureVersion => {}
+            Err(e) => panic!("version_at({t}): {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(seen.len() > 50, "only {} lookups answered", seen.len());
+    let mut changed = Vec::new();
+    for (t, v) in &seen {
+        let again = db.version_at(*t).await.unwrap();
+        if again != *v {
+            changed.push(format!("{t}: {v} then {again}"));
+        }
+    }
+    assert!(
+        changed.is_empty(),
+        "{} of {} lookups answered differently later: {changed:?}",
+        changed.len(),
+        seen.len()
+    );
+}

@@ -35,7 +35,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferrisdb_common::atomic;
@@ -206,6 +206,9 @@ pub struct Committer {
     metrics: Metrics,
     /// Set when a read version was handed out; cleared by every batch appended.
     read_versions_served: Arc<AtomicBool>,
+    /// The commit time of the batch between being stamped and being appended, `u64::MAX`
+    /// when there is none: see [`Committer::stamping`].
+    stamping: Arc<AtomicU64>,
     /// When the last batch was appended.
     last_append: Instant,
     /// When the commit position, moved since the last append, is sent alone
@@ -214,6 +217,22 @@ pub struct Committer {
     /// The largest frame this pipeline appends; [`MAX_FRAME_BYTES`] but for tests that
     /// inject refusals.
     max_frame_bytes: Arc<AtomicUsize>,
+}
+
+/// Marks a batch as stamped at a time and not yet appended, while it lives.
+struct Stamped(Arc<AtomicU64>);
+
+impl Stamped {
+    fn at(stamping: &Arc<AtomicU64>, time_micros: u64) -> Stamped {
+        stamping.store(time_micros, Ordering::SeqCst);
+        Stamped(stamping.clone())
+    }
+}
+
+impl Drop for Stamped {
+    fn drop(&mut self) {
+        self.0.store(u64::MAX, Ordering::SeqCst);
+    }
 }
 
 impl Committer {
@@ -239,10 +258,19 @@ impl Committer {
             in_flight: VecDeque::new(),
             metrics,
             read_versions_served: Arc::default(),
+            stamping: Arc::new(AtomicU64::new(u64::MAX)),
             last_append: Instant::now(),
             announce_at: None,
             max_frame_bytes: Arc::new(AtomicUsize::new(MAX_FRAME_BYTES)),
         }
+    }
+
+    /// The commit time of a batch stamped but not yet appended (`u64::MAX`: none). A batch
+    /// is stamped before it is resolved (which may read) and appended after, so a timestamp
+    /// lookup must not take the log's end for everything stamped up to a time while this is
+    /// at or below it ([`crate::primary::Primary::version_at`]).
+    pub fn stamping(&self) -> Arc<AtomicU64> {
+        self.stamping.clone()
     }
 
     /// The flag a read-version server sets each time it hands one out, so that an idle
@@ -372,6 +400,7 @@ impl Committer {
     /// batch, so they age on an idle cluster.
     async fn append_heartbeat(&mut self) {
         let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
+        let _stamped = Stamped::at(&self.stamping, time_micros);
         let begin = self.proposer.end_lsn();
         let (frame, version) = wal::encode_frame(begin, time_micros, &[]);
         self.read_versions_served.store(false, Ordering::Release);
@@ -442,6 +471,8 @@ impl Committer {
         let batch_span = batch_span(&batch);
         let resolve = ferrisdb_server_common::child_span!(batch_span, "commit.resolve");
         let time_micros = self.clock.now_micros().max(self.last_commit_time + 1);
+        // Until this returns (appended, or refused), a timestamp lookup waits for it.
+        let _stamped = Stamped::at(&self.stamping, time_micros);
         let committed = *self.committed.borrow();
         // Batches in flight are ahead of this one in the log: their writes count as committed.
         let mut pending: Vec<KeyRange> = self

@@ -378,7 +378,7 @@ impl Databases {
         // has ingested so far and could cut the branch below a commit made before that time.
         let version = match (version, timestamp_micros) {
             (None, None) => p.read_version().await?,
-            (None, Some(t)) => p.view().version_at(t).await?,
+            (None, Some(t)) => p.version_at(t).await?,
             (Some(v), None) => v,
             (Some(_), Some(_)) => {
                 return Err(Error::invalid(

@@ -60,7 +60,7 @@ impl Node {
     /// and once every commit up to then is applied here ([`Replica::version_at`]).
     pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
         match self {
-            Node::Primary(p) => p.view().version_at(time_micros).await,
+            Node::Primary(p) => p.version_at(time_micros).await,
             Node::Replica(r) => r.version_at(time_micros).await,
         }
     }

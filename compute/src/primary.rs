@@ -29,6 +29,9 @@ pub struct Primary {
     read_checks: Arc<ReadChecks>,
     /// Tells the committer a read version was handed out (see committer::HEARTBEAT).
     read_versions_served: Arc<std::sync::atomic::AtomicBool>,
+    /// The commit time of a batch stamped and not yet appended (see
+    /// [`Committer::stamping`]).
+    stamping: Arc<std::sync::atomic::AtomicU64>,
     metrics: Metrics,
 }
 
@@ -98,6 +101,10 @@ impl ReadChecks {
     }
 }
 
+/// How long a timestamp lookup waits for batches stamped at or before its time to become
+/// visible (a commit's own deadline is 5 s).
+const VERSION_AT_WAIT: Duration = Duration::from_secs(5);
+
 impl Primary {
     /// Finishes taking over after winning an election: waits until a majority holds the log
     /// as elected, then starts the pipeline with everything up to there committed. The
@@ -147,6 +154,7 @@ impl Primary {
             metrics.clone(),
         );
         let read_versions_served = committer.read_versions_served();
+        let stamping = committer.stamping();
         pipeline_runtime
             .cloned()
             .unwrap_or_else(tokio::runtime::Handle::current)
@@ -168,6 +176,7 @@ impl Primary {
             view,
             read_checks,
             read_versions_served,
+            stamping,
             metrics,
         });
         tracing::info!(database = %primary.database(), term = primary.proposer.term(), %start, "primary serving");
@@ -254,6 +263,29 @@ impl Primary {
         let version = self.view.latest();
         let (_, answer) = tokio::try_join!(self.checked_read_version(), read(version))?;
         Ok((version, answer))
+    }
+
+    /// The latest version committed at or before `time_micros`, once that time has passed
+    /// by the clock commits are stamped with. The same answer every time: unless a visible
+    /// commit with a later time settles it, it waits until every batch stamped at or before
+    /// that time is visible (appended batches wait for their quorum; a batch still being
+    /// resolved is stamped before it is appended, so it is waited for first).
+    pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
+        self.view.check_time(time_micros)?;
+        if time_micros >= self.view.hot().last_commit_time() {
+            let deadline = tokio::time::Instant::now() + VERSION_AT_WAIT;
+            while self.stamping.load(std::sync::atomic::Ordering::SeqCst) <= time_micros {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(Error::unavailable(
+                        "a commit batch stamped before that time is still being resolved",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            let appended = Version(self.proposer.end_lsn());
+            self.view.wait_visible(appended, VERSION_AT_WAIT).await?;
+        }
+        self.view.version_at(time_micros).await
     }
 
     /// What reads are answered from.
