@@ -119,14 +119,8 @@ fn grpc_response() -> Response<()> {
 
 async fn unary_read_version(mut respond: h2::server::SendResponse<Bytes>) {
     let mut send = respond.send_response(grpc_response(), false).unwrap();
-    send.send_data(
-        grpc_frame(&GetReadVersionResponse {
-            version: 7,
-            now_micros: 0,
-        }),
-        false,
-    )
-    .unwrap();
+    send.send_data(grpc_frame(&GetReadVersionResponse { version: 7 }), false)
+        .unwrap();
     send.send_trailers(trailers(0, None)).unwrap();
 }
 
@@ -160,10 +154,7 @@ fn answer_to(req: SessionRequest) -> SessionResponse {
             value: Some(g.key),
             read_version: 5,
         }),
-        Op::GetReadVersion(_) => Answer::GetReadVersion(GetReadVersionResponse {
-            version: 5,
-            now_micros: 0,
-        }),
+        Op::GetReadVersion(_) => Answer::GetReadVersion(GetReadVersionResponse { version: 5 }),
         other => panic!("unscripted {other:?}"),
     };
     SessionResponse {

@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ferrisdb_common::proto::GetReadVersionRequest;
 use ferrisdb_common::proto::database_client::DatabaseClient;
-use ferrisdb_common::{Error, Result, Version};
+use ferrisdb_common::proto::{GetReadVersionRequest, VersionAtRequest};
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::auth::PeerChannel;
 use tokio::sync::oneshot;
 
@@ -53,19 +53,10 @@ struct Endpoint {
     client: DatabaseClient<PeerChannel>,
 }
 
-/// The primary's answer to one ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answer {
-    /// Its read version.
-    pub version: Version,
-    /// Its clock (the one it stamps commits with) when it answered; 0 if it could not say.
-    pub now_micros: u64,
-}
-
 /// Requests waiting for the next ask, and whether an ask is in flight.
 #[derive(Debug, Default)]
 struct Pending {
-    waiting: Vec<oneshot::Sender<Result<Answer>>>,
+    waiting: Vec<oneshot::Sender<Result<Version>>>,
     asking: bool,
 }
 
@@ -118,11 +109,6 @@ impl Freshness {
     /// A read version at least as new as every commit the primary acknowledged before this
     /// call: the primary's answer to an ask that began after it.
     pub async fn read_version(&self) -> Result<Version> {
-        Ok(self.ask_primary().await?.version)
-    }
-
-    /// [`Freshness::read_version`], with the primary's clock when it answered.
-    pub async fn ask_primary(&self) -> Result<Answer> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut state = self.pending();
@@ -156,15 +142,15 @@ impl Freshness {
     }
 
     /// Asks the endpoint that answered last, then each other in order, until one answers.
-    async fn ask(&self) -> Result<Answer> {
+    async fn ask(&self) -> Result<Version> {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut refusals = Vec::new();
         for offset in 0..self.endpoints.len() {
             let index = (first + offset) % self.endpoints.len();
             match self.ask_one(self.endpoint(index)).await {
-                Ok(answer) => {
+                Ok(version) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(answer);
+                    return Ok(version);
                 }
                 Err(e) => refusals.push(e),
             }
@@ -189,19 +175,58 @@ impl Freshness {
         ))
     }
 
-    async fn ask_one(&self, endpoint: &Endpoint) -> Result<Answer> {
+    /// The primary's answer to `VersionAt(time_micros)`: the endpoint that answered last
+    /// first, then each other in order. Not batched: lookups of times no commit here settles
+    /// are rare next to reads.
+    pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for offset in 0..self.endpoints.len() {
+            let index = (first + offset) % self.endpoints.len();
+            let endpoint = self.endpoint(index);
+            let req = VersionAtRequest {
+                database: self.database.clone(),
+                timestamp_micros: time_micros,
+            };
+            let mut client = endpoint.client.clone();
+            match tokio::time::timeout(ASK_TIMEOUT, client.version_at(req)).await {
+                Ok(Ok(answer)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(Version(answer.into_inner().version));
+                }
+                // Its answer, not the endpoint's failure: a time ahead of the primary's clock.
+                Ok(Err(status)) => {
+                    let e = Error::from(status);
+                    if !matches!(
+                        e.kind(),
+                        ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::ReadOnly
+                    ) {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+                Err(_) => {
+                    last = Some(Error::unavailable(format!(
+                        "{} did not answer within {ASK_TIMEOUT:?}",
+                        endpoint.address
+                    )));
+                }
+            }
+        }
+        Err(Error::unavailable(format!(
+            "this replica maps a time no commit it has applied settles by asking the primary, \
+             and none answered: {}",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+
+    async fn ask_one(&self, endpoint: &Endpoint) -> Result<Version> {
         let req = GetReadVersionRequest {
             database: self.database.clone(),
         };
         let mut client = endpoint.client.clone();
         match tokio::time::timeout(ASK_TIMEOUT, client.get_read_version(req)).await {
-            Ok(Ok(answer)) => {
-                let answer = answer.into_inner();
-                Ok(Answer {
-                    version: Version(answer.version),
-                    now_micros: answer.now_micros,
-                })
-            }
+            Ok(Ok(answer)) => Ok(Version(answer.into_inner().version)),
             Ok(Err(status)) => {
                 let e = Error::from(status);
                 Err(Error::new(

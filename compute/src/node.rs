@@ -55,21 +55,14 @@ impl Node {
         }
     }
 
-    /// The latest version committed at or before `time_micros`. On a primary, once that time
-    /// has passed by the clock it stamps commits with; on a replica, by the primary's clock
-    /// and once every commit up to then is applied here ([`Replica::version_at`]).
+    /// The latest version committed at or before `time_micros`, the same every time: on a
+    /// primary once that time has passed by the clock it stamps commits with and every batch
+    /// stamped up to it is visible ([`Primary::version_at`]); on a replica, as its primary
+    /// answers it unless a commit applied here settles it ([`Replica::version_at`]).
     pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
         match self {
             Node::Primary(p) => p.version_at(time_micros).await,
             Node::Replica(r) => r.version_at(time_micros).await,
-        }
-    }
-
-    /// The time a primary stamps commits with now (Unix microseconds); 0 on a replica.
-    pub fn commit_clock_micros(&self) -> u64 {
-        match self {
-            Node::Primary(p) => p.view().now_micros(),
-            Node::Replica(_) => 0,
         }
     }
 

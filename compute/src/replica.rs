@@ -142,36 +142,24 @@ impl Replica {
         Ok(version)
     }
 
-    /// The latest version committed at or before `time_micros`, as the primary would answer
-    /// it. A commit already applied here with a later time settles it (times never
-    /// decrease). Otherwise this replica may not have applied every commit made up to then
-    /// (it lags the primary), and its own clock is not the one commits are stamped with: it
-    /// asks the primary for a read version and its clock, refuses a time still ahead of that
-    /// clock (`future_version`), and answers once it has applied that version.
+    /// The latest version committed at or before `time_micros`, as the primary answers it.
+    /// A commit already applied here with a later time settles it (times never decrease).
+    /// Otherwise this replica may not have applied every commit made up to then (it lags),
+    /// its own clock is not the one commits are stamped with, and the primary may have a
+    /// batch stamped before then in flight: the primary is asked (it answers once every
+    /// batch stamped up to then is visible, and refuses a time still ahead of its clock).
     pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
         if time_micros < self.view.hot().last_commit_time() {
             return self.view.reader().version_at(time_micros).await;
         }
         let Some(freshness) = &self.freshness else {
             return Err(Error::unavailable(format!(
-                "this replica has no commit after {time_micros} and no primary to ask whether                  one was made since (started without --primary-endpoint, or it lost its term):                  ask the primary"
+                "this replica has no commit after {time_micros} and no primary to ask whether \
+                 one was made since (started without --primary-endpoint, or it lost its term): \
+                 ask the primary"
             )));
         };
-        let answer = freshness.ask_primary().await?;
-        if answer.now_micros == 0 {
-            // A primary too old to say: its clock is taken to be this one, as before.
-            self.view.check_time(time_micros)?;
-        } else if time_micros > answer.now_micros {
-            return Err(Error::future_time(
-                time_micros,
-                answer.now_micros,
-                "the primary's",
-            ));
-        }
-        self.view
-            .wait_visible(answer.version, CATCH_UP_TIMEOUT)
-            .await?;
-        self.view.reader().version_at(time_micros).await
+        freshness.version_at(time_micros).await
     }
 
     /// Whether this is a former primary that lost its term (status `role: "fenced"`).

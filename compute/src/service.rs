@@ -80,10 +80,8 @@ impl ComputeService {
     /// `GetReadVersion`, as a unary call or inside a session.
     async fn read_version(&self, req: GetReadVersionRequest) -> Result<GetReadVersionResponse> {
         let p = self.node(&req.database).await?;
-        let version = p.read_version().await?.0;
         Ok(GetReadVersionResponse {
-            version,
-            now_micros: p.commit_clock_micros(),
+            version: p.read_version().await?.0,
         })
     }
 

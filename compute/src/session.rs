@@ -273,7 +273,6 @@ mod tests {
                     }
                     Op::GetReadVersion(_) => Ok(Answer::GetReadVersion(GetReadVersionResponse {
                         version: 9,
-                        now_micros: 0,
                     })),
                     other => panic!("unscripted {other:?}"),
                 }

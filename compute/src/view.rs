@@ -309,12 +309,6 @@ impl DatabaseView {
         self.reader.version_at(time_micros).await
     }
 
-    /// Now by the clock times are checked against (a primary's: the one it stamps commits
-    /// with).
-    pub fn now_micros(&self) -> u64 {
-        self.clock.now_micros()
-    }
-
     /// Refuses a time still ahead of this compute's clock with `future_version`, as a version
     /// above the latest is refused: a commit made before that time comes would change what
     /// it maps to, and a read there must give the same answer every time.
