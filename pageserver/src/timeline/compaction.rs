@@ -275,6 +275,8 @@ impl Timeline {
             map.layers.retain(|l| !is_doomed(l.name()));
             let at = at.min(map.layers.len());
             map.layers.splice(at..at, opened);
+            self.layers_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         self.metrics
             .layers

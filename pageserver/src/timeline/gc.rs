@@ -89,6 +89,8 @@ impl Timeline {
             let mut map = self.write_map()?;
             map.layers
                 .retain(|l| !doomed_layers.iter().any(|d| d == l.name()));
+            self.layers_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             map.segments = next.segments.clone();
         }
         self.metrics

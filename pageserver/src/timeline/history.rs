@@ -39,6 +39,18 @@ impl Timeline {
         to: Version,
         target_bytes: usize,
     ) -> Result<HistoryPage> {
+        self.retry_if_layers_dropped(|| self.history_page_once(key, from, to, target_bytes))
+            .await
+    }
+
+    /// [`Timeline::history_page`], once.
+    async fn history_page_once(
+        &self,
+        key: &[u8],
+        from: Version,
+        to: Version,
+        target_bytes: usize,
+    ) -> Result<HistoryPage> {
         // 0 asks for everything still held: from the retention horizon. An explicit version
         // below it is refused, as a read there is.
         let from = if from == Version::ZERO {

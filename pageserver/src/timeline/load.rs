@@ -160,6 +160,7 @@ impl Timeline {
             oversized: Notify::new(),
             image_skipped: Default::default(),
             last_orphan_sweep: AtomicU64::new(0),
+            layers_dropped: AtomicU64::new(0),
             clock_ahead: Default::default(),
         })
     }

@@ -175,6 +175,10 @@ pub struct Timeline {
     clock_ahead: clock_ahead::ClockAhead,
     /// When the last sweep for orphan objects ran, by the timeline's clock (0: never).
     last_orphan_sweep: AtomicU64,
+    /// Counts the layer-map changes that drop layers (compaction, GC), after which their
+    /// objects are deleted: a read that failed across one is run again
+    /// ([`Timeline::retry_if_layers_dropped`]).
+    layers_dropped: AtomicU64,
 }
 
 impl Timeline {

@@ -518,3 +518,41 @@ async fn no_image_is_built_from_more_than_its_input_bound() {
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0][4], s("v4"));
 }
+
+/// A read that failed while compaction or GC dropped layers (its layer's object deleted
+/// under it) is run once more; one that failed with the layers unchanged is not.
+#[tokio::test]
+async fn a_read_failing_across_dropped_layers_is_run_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = load_all(store, Metrics::new().unwrap()).await.unwrap();
+    let runs = AtomicUsize::new(0);
+    let answer = t
+        .retry_if_layers_dropped(|| async {
+            if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Compaction replaced the layers this run had chosen and deleted them.
+                t.layers_dropped.fetch_add(1, Ordering::SeqCst);
+                return Err(ferrisdb_common::Error::unavailable(
+                    "object store: layer not found",
+                ));
+            }
+            Ok(7)
+        })
+        .await;
+    assert_eq!(answer.unwrap(), 7);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    let runs = AtomicUsize::new(0);
+    let answer: Result<u32> = t
+        .retry_if_layers_dropped(|| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Err(ferrisdb_common::Error::unavailable("object store: down"))
+        })
+        .await;
+    assert_eq!(answer.unwrap_err().kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "nothing changed: not run again"
+    );
+}
