@@ -13,9 +13,11 @@
 //! batch is appended: queued requests wait, and the channel in front of the pipeline fills and
 //! holds back new ones, until an eviction (signalled through
 //! [`HotTier::subscribe_evictions`]) brings the bytes back under the budget. Commits are
-//! slowed, never dropped, and the wait is logged and counted
-//! (`ferrisdb_compute_commit_throttled_seconds_total`). Batches already in flight still
-//! complete meanwhile.
+//! slowed, and the wait is logged and counted
+//! (`ferrisdb_compute_commit_throttled_seconds_total`); one held back in the queue longer
+//! than [`COMMIT_TIMEOUT`] is refused `unavailable` (nothing was appended), so a client
+//! without a deadline is not held for as long as the pageserver is away. Batches already in
+//! flight still complete meanwhile.
 //!
 //! A batch not durable within [`COMMIT_TIMEOUT`] is answered `commit_unknown_result`, because
 //! it is in the log and commits if the quorum returns; the pipeline keeps it and applies it
@@ -108,6 +110,9 @@ pub struct CommitRequest {
     /// The span of the request that asked (its trace continues through the batch); `None`
     /// unless traces are exported.
     pub trace: Option<TraceParent>,
+    /// When it reached the pipeline: one held back longer than [`COMMIT_TIMEOUT`] while the
+    /// hot tier is over its budget is refused (`unavailable`, nothing appended).
+    pub arrived: Instant,
 }
 
 /// A commit's outcome: its version, its commit time, and its order within its batch (the last
@@ -332,6 +337,10 @@ impl Committer {
                 self.proposer.announce_commit();
                 return;
             }
+            let expire_at = throttled
+                .then(|| queue.iter().map(|r| r.arrived).min())
+                .flatten()
+                .map(|at| at + COMMIT_TIMEOUT);
             let deadline = self
                 .in_flight
                 .iter()
@@ -368,6 +377,18 @@ impl Committer {
                 }
                 // The hot tier keeps the sender, so this never ends in an error.
                 _ = evictions.changed(), if throttled => {}
+                // Held back too long by the hot tier's budget: refused, so a client without a
+                // deadline of its own is not held for as long as the pageserver is away.
+                _ = tokio::time::sleep_until(expire_at.unwrap_or_else(Instant::now)), if expire_at.is_some() => {
+                    let now = Instant::now();
+                    while queue.front().is_some_and(|r| r.arrived + COMMIT_TIMEOUT <= now) {
+                        if let Some(r) = queue.pop_front() {
+                            let _ = r.reply.send(Err(Error::unavailable(format!(
+                                "not committed: held back {COMMIT_TIMEOUT:?} while the hot tier was over its memory budget (the pageserver is not keeping up)"
+                            ))));
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.answer_unknown("not on a safekeeper quorum in time", Instant::now());
                 }
@@ -824,6 +845,7 @@ mod tests {
     ) -> (CommitRequest, oneshot::Receiver<Result<Committed>>) {
         let (reply, outcome) = oneshot::channel();
         let req = CommitRequest {
+            arrived: Instant::now(),
             commit: Commit {
                 read_version,
                 reads: Vec::new(),
@@ -888,6 +910,10 @@ mod tests {
         let (v1, _, _) = outcome.await.unwrap().unwrap();
         assert!(hot.over_budget());
 
+        // First in the queue, one that has already waited almost COMMIT_TIMEOUT.
+        let (mut late, late_outcome) = request(v1, set("late", Bytes::from_static(b"l")));
+        late.arrived = Instant::now() - COMMIT_TIMEOUT + Duration::from_millis(300);
+        pipeline.send(late).await.unwrap();
         let mut outcomes = Vec::new();
         for i in 0..5 {
             let (req, outcome) = request(v1, set(&format!("k{i}"), Bytes::from(format!("v{i}"))));
@@ -906,6 +932,17 @@ mod tests {
         }
         assert_eq!(*committed.borrow(), v1);
         assert_eq!(hot.get(b"k0", v1), HotRead::AskPageserverAt(start));
+        // Held back past COMMIT_TIMEOUT: refused, definitely (nothing was appended); the
+        // others wait on.
+        let e = late_outcome.await.unwrap().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.to_string().contains("memory budget"), "{e}");
+        for o in &mut outcomes {
+            assert!(matches!(
+                o.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ));
+        }
 
         // The pageserver "ingests" the big batch; the eviction wakes the committer.
         hot.evict_up_to(v1);

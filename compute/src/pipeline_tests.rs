@@ -188,6 +188,7 @@ impl Pipeline {
             commit,
             reply,
             trace: None,
+            arrived: tokio::time::Instant::now(),
         };
         self.sender.send(req).await.unwrap();
         Ok(outcome)

@@ -302,6 +302,7 @@ impl Primary {
             reply,
             // The request's span (the gRPC server span), which the batch continues.
             trace: ferrisdb_server_common::telemetry::current(),
+            arrived: tokio::time::Instant::now(),
         };
         self.pipeline
             .send(req)
