@@ -271,6 +271,20 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["code"], "unavailable", "{body}");
     assert_eq!(readyz(&primary_http, false).await.0, 200);
+    // A read that needs it is refused, clearly, within the compute's bound on its calls.
+    let (ok, out, err) = support::cli(&[
+        "history",
+        "n",
+        "--endpoint",
+        &cluster.endpoint(),
+        "--timeout",
+        "0",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("unavailable") && err.contains("pageserver did not answer"),
+        "{err}"
+    );
     signal(nix::sys::signal::Signal::SIGCONT);
     eventually(Duration::from_secs(30), "ready for reads again", || async {
         readyz(&primary_http, true).await.0 == 200

@@ -57,25 +57,58 @@ impl GrpcPageSource {
     }
 }
 
+/// How long one call to the pageserver may take: past its own wait for a version to be
+/// ingested (5 s, then `future_version`) with room for the read itself. A pageserver that is
+/// paused or cut off behind an open connection answers nothing; without a bound the read
+/// waited for the connection's keepalive and failed with a transport error.
+pub const PAGESERVER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// `call`, or `unavailable` once it has taken [`PAGESERVER_CALL_TIMEOUT`].
+async fn bounded<T>(
+    what: &str,
+    call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    match tokio::time::timeout(PAGESERVER_CALL_TIMEOUT, call).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        // No FerrisDB code: the connection failed, not the pageserver's answer (a keepalive
+        // that went unanswered, a reset): say which call, to whom.
+        Ok(Err(status))
+            if status
+                .metadata()
+                .get(ferrisdb_common::error::CODE_METADATA_KEY)
+                .is_none() =>
+        {
+            Err(ferrisdb_common::Error::unavailable(format!(
+                "the pageserver did not answer a {what}: {}",
+                status.message()
+            )))
+        }
+        Ok(Err(status)) => Err(status.into()),
+        Err(_) => Err(ferrisdb_common::Error::unavailable(format!(
+            "the pageserver did not answer a {what} within {PAGESERVER_CALL_TIMEOUT:?}"
+        ))),
+    }
+}
+
 #[tonic::async_trait]
 impl PageSource for GrpcPageSource {
     async fn get(&self, req: PageGetRequest) -> Result<Option<Bytes>> {
-        Ok(self.client.clone().get(req).await?.into_inner().value)
+        Ok(bounded("read", self.client.clone().get(req)).await?.value)
     }
 
     async fn get_range(&self, req: PageGetRangeRequest) -> Result<RangeRows> {
-        let resp = self.client.clone().get_range(req).await?.into_inner();
+        let resp = bounded("range read", self.client.clone().get_range(req)).await?;
         let rows = resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
         Ok((rows, resp.more))
     }
 
     async fn history(&self, req: HistoryRequest) -> Result<HistoryPage> {
-        let page = self.client.clone().history(req).await?.into_inner();
+        let page = bounded("history read", self.client.clone().history(req)).await?;
         Ok((page.entries, page.more))
     }
 
     async fn version_at(&self, req: VersionAtRequest) -> Result<Version> {
-        let resp = self.client.clone().version_at(req).await?.into_inner();
+        let resp = bounded("timestamp lookup", self.client.clone().version_at(req)).await?;
         Ok(Version(resp.version))
     }
 
@@ -83,7 +116,7 @@ impl PageSource for GrpcPageSource {
         let req = PageserverStatusRequest {
             database: database.to_string(),
         };
-        Ok(self.client.clone().get_status(req).await?.into_inner())
+        bounded("status call", self.client.clone().get_status(req)).await
     }
 }
 
