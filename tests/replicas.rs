@@ -343,6 +343,18 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         }
     };
     wait_for(40).await;
+    // A branch made after the standby started: the standby finds it by itself and takes it
+    // over with the root, before any client names it.
+    let (made, out, err) = support::cli(&[
+        "admin",
+        "branch",
+        "late",
+        "--from",
+        "default",
+        "--endpoint",
+        &primary_http,
+    ]);
+    assert!(made, "{out} {err}");
     // Watches set through both endpoints, one by the database and one by a transaction (as
     // `ferrisdb watch` sets them), follow the failover: they fire for a change made on the
     // standby, with the version that made it.
@@ -371,6 +383,16 @@ async fn a_standby_takes_over_when_the_primary_is_killed() {
         (200, &serde_json::json!("primary")),
         "{body}"
     );
+    eventually(
+        Duration::from_secs(20),
+        "the standby leads the branch no client named",
+        || async {
+            status(&standby_http)
+                .await
+                .is_some_and(|s| s["databases"]["late"]["role"] == "primary")
+        },
+    )
+    .await;
     let standby = Database::connect(&format!("http://127.0.0.1:{base}"))
         .await
         .unwrap();

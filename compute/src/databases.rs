@@ -41,6 +41,10 @@ const RETRY: Duration = Duration::from_millis(300);
 /// this compute does not serve ([`Databases::find`]).
 pub const DISCOVERY_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a compute lists the pageserver's databases for branches of its root it does
+/// not serve yet ([`Databases::serve_branches`]).
+pub const BRANCH_DISCOVERY_EVERY: Duration = Duration::from_secs(5);
+
 /// The longest pause between election attempts: each failed attempt doubles it from
 /// [`RETRY`] up to here. Every failed election still raises the term on the safekeepers that
 /// granted it, and an acceptor refuses a term more than `MAX_TERM_STEP` (2^20) above its own
@@ -184,12 +188,23 @@ impl Databases {
         }
     }
 
-    /// Serves every branch descending from the root that the pageserver knows, retrying
-    /// until the pageserver answers.
+    /// Serves every branch descending from the root that the pageserver knows, and goes on
+    /// looking every [`BRANCH_DISCOVERY_EVERY`]: a branch created since (through another
+    /// compute, or the pageserver's own route) is then served here too, so a standby has
+    /// each branch's replica running, and takes each over with the root, before a client
+    /// names it (it used to start one at the first request, which waited for the dead
+    /// primary's probes first: an outside audit's branch answered `unavailable` 20 s after
+    /// the failover, then took 4 s).
     pub async fn serve_branches(self) {
-        while let Err(e) = self.discover_branches().await {
-            tracing::debug!(error = %e, "listing the pageserver's databases");
-            tokio::time::sleep(RETRY).await;
+        loop {
+            let pause = match self.discover_branches().await {
+                Ok(()) => BRANCH_DISCOVERY_EVERY,
+                Err(e) => {
+                    tracing::debug!(error = %e, "listing the pageserver's databases");
+                    RETRY
+                }
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
