@@ -90,14 +90,15 @@ impl Timeline {
                 if named.contains(&meta.location) || modified > cutoff {
                     continue;
                 }
-                match with_retries("delete orphan", || self.store.delete(&meta.location)).await {
-                    Ok(()) => {
-                        deleted += 1;
-                        self.metrics.orphans_deleted.inc();
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %meta.location, error = %e, "could not delete an orphan object; the next sweep tries again");
-                    }
+                if self
+                    .delete_counted(
+                        &meta.location,
+                        &self.metrics.orphans_deleted,
+                        "an orphan object",
+                    )
+                    .await
+                {
+                    deleted += 1;
                 }
             }
         }
@@ -110,6 +111,26 @@ impl Timeline {
             );
         }
         Ok(deleted)
+    }
+
+    /// Deletes `path` and counts it in `counter`; whether it went. A failure is logged
+    /// (`what` names the object) and left to the next sweep.
+    async fn delete_counted(
+        &self,
+        path: &Path,
+        counter: &prometheus::IntCounter,
+        what: &str,
+    ) -> bool {
+        match with_retries("delete", || self.store.delete(path)).await {
+            Ok(()) => {
+                counter.inc();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "could not delete {what}; the next sweep tries again");
+                false
+            }
+        }
     }
 
     /// Deletes manifest generations more than [`MANIFEST_GENERATIONS_KEPT`] below the live one
@@ -135,14 +156,15 @@ impl Timeline {
             if generation >= below || modified > cutoff {
                 continue;
             }
-            match with_retries("delete manifest", || self.store.delete(&meta.location)).await {
-                Ok(()) => {
-                    deleted += 1;
-                    self.metrics.manifests_deleted.inc();
-                }
-                Err(e) => {
-                    tracing::warn!(path = %meta.location, error = %e, "could not delete a superseded manifest; the next sweep tries again");
-                }
+            if self
+                .delete_counted(
+                    &meta.location,
+                    &self.metrics.manifests_deleted,
+                    "a superseded manifest",
+                )
+                .await
+            {
+                deleted += 1;
             }
         }
         Ok(deleted)

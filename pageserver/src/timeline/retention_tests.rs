@@ -29,6 +29,15 @@ impl Clock for TestClock {
     }
 }
 
+/// A test clock set to the real time (the store dates objects by it), and that time.
+fn clock_at_now() -> (Arc<TestClock>, u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    (Arc::new(TestClock(AtomicU64::new(now))), now)
+}
+
 async fn objects(store: &Arc<dyn ObjectStore>, kind: &str) -> Vec<String> {
     let mut names: Vec<String> = store
         .list(None)
@@ -488,12 +497,7 @@ async fn windowed_range_reads_match_the_full_merge() {
 async fn orphans_older_than_the_grace_are_swept_and_nothing_named_is() {
     use super::orphans::{ORPHAN_GRACE, ORPHAN_SWEEP_EVERY};
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let clock = Arc::new(TestClock::default());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64;
-    clock.0.store(now, Ordering::SeqCst);
+    let (clock, now) = clock_at_now();
     let t = open(&store, &clock).await;
     t.apply(&[rec(10, &[("a", Some("a1"))])]).unwrap();
     t.checkpoint(Version(10)).await.unwrap();
@@ -581,12 +585,7 @@ async fn orphans_older_than_the_grace_are_swept_and_nothing_named_is() {
 async fn superseded_manifests_past_the_grace_are_swept_keeping_the_newest() {
     use super::orphans::{MANIFEST_GENERATIONS_KEPT, ORPHAN_GRACE};
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let clock = Arc::new(TestClock::default());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64;
-    clock.0.store(now, Ordering::SeqCst);
+    let (clock, now) = clock_at_now();
     let t = open(&store, &clock).await;
     let keys: Vec<String> = (0..16).map(|i| format!("k{i:02}")).collect();
     for (i, k) in keys.iter().enumerate() {
