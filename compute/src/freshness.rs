@@ -143,18 +143,21 @@ impl Freshness {
 
     /// Asks the endpoint that answered last, then each other in order, until one answers.
     async fn ask(&self) -> Result<Version> {
-        let first = self.preferred.load(Ordering::Relaxed);
-        let mut refusals = Vec::new();
-        for offset in 0..self.endpoints.len() {
-            let index = (first + offset) % self.endpoints.len();
-            match self.ask_one(self.endpoint(index)).await {
-                Ok(version) => {
-                    self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(version);
-                }
-                Err(e) => refusals.push(e),
-            }
-        }
+        let refusals = match self
+            .in_turn(
+                |mut client, database| async move {
+                    let req = GetReadVersionRequest { database };
+                    Ok(Version(
+                        client.get_read_version(req).await?.into_inner().version,
+                    ))
+                },
+                |_| false,
+            )
+            .await
+        {
+            Ok(answer) => return answer,
+            Err(refusals) => refusals,
+        };
         // One endpoint: its refusal as it was (a `database_not_found` stays one). Several:
         // `unavailable` unless they all said the same, so a client moves on and retries.
         let kind = match refusals.first() {
@@ -175,69 +178,76 @@ impl Freshness {
         ))
     }
 
-    /// The primary's answer to `VersionAt(time_micros)`: the endpoint that answered last
-    /// first, then each other in order. Not batched: lookups of times no commit here settles
-    /// are rare next to reads.
+    /// The primary's answer to `VersionAt(time_micros)`, asked as [`Freshness::ask`] asks.
+    /// Not batched: lookups of times no commit here settles are rare next to reads.
     pub async fn version_at(&self, time_micros: u64) -> Result<Version> {
+        let asked = self
+            .in_turn(
+                |mut client, database| async move {
+                    let req = VersionAtRequest {
+                        database,
+                        timestamp_micros: time_micros,
+                    };
+                    Ok(Version(client.version_at(req).await?.into_inner().version))
+                },
+                // The primary's answer, not the endpoint's failure: a time ahead of its clock.
+                |e| {
+                    !matches!(
+                        e.kind(),
+                        ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::ReadOnly
+                    )
+                },
+            )
+            .await;
+        match asked {
+            Ok(answer) => answer,
+            Err(refusals) => Err(Error::unavailable(format!(
+                "this replica maps a time no commit it has applied settles by asking the primary, \
+                 and none answered: {}",
+                refusals
+                    .iter()
+                    .map(|e| e.message().to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
+        }
+    }
+
+    /// Makes `call` on the endpoint that answered last, then on each other in order, each
+    /// bounded by [`ASK_TIMEOUT`], until one answers (and is preferred from then on) or
+    /// refuses with an error `is_answer` takes as the answer itself (that error is the
+    /// answer). Otherwise every endpoint's refusal, named by its address.
+    async fn in_turn<T, F, Fut>(
+        &self,
+        call: F,
+        is_answer: impl Fn(&Error) -> bool,
+    ) -> std::result::Result<Result<T>, Vec<Error>>
+    where
+        F: Fn(DatabaseClient<PeerChannel>, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let first = self.preferred.load(Ordering::Relaxed);
-        let mut last = None;
+        let mut refusals = Vec::new();
         for offset in 0..self.endpoints.len() {
             let index = (first + offset) % self.endpoints.len();
             let endpoint = self.endpoint(index);
-            let req = VersionAtRequest {
-                database: self.database.clone(),
-                timestamp_micros: time_micros,
-            };
-            let mut client = endpoint.client.clone();
-            match tokio::time::timeout(ASK_TIMEOUT, client.version_at(req)).await {
+            let asked = call(endpoint.client.clone(), self.database.clone());
+            match tokio::time::timeout(ASK_TIMEOUT, asked).await {
                 Ok(Ok(answer)) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return Ok(Version(answer.into_inner().version));
+                    return Ok(Ok(answer));
                 }
-                // Its answer, not the endpoint's failure: a time ahead of the primary's clock.
-                Ok(Err(status)) => {
-                    let e = Error::from(status);
-                    if !matches!(
-                        e.kind(),
-                        ErrorKind::Unavailable | ErrorKind::Fenced | ErrorKind::ReadOnly
-                    ) {
-                        return Err(e);
-                    }
-                    last = Some(e);
-                }
-                Err(_) => {
-                    last = Some(Error::unavailable(format!(
-                        "{} did not answer within {ASK_TIMEOUT:?}",
-                        endpoint.address
-                    )));
-                }
-            }
-        }
-        Err(Error::unavailable(format!(
-            "this replica maps a time no commit it has applied settles by asking the primary, \
-             and none answered: {}",
-            last.map(|e| e.to_string()).unwrap_or_default()
-        )))
-    }
-
-    async fn ask_one(&self, endpoint: &Endpoint) -> Result<Version> {
-        let req = GetReadVersionRequest {
-            database: self.database.clone(),
-        };
-        let mut client = endpoint.client.clone();
-        match tokio::time::timeout(ASK_TIMEOUT, client.get_read_version(req)).await {
-            Ok(Ok(answer)) => Ok(Version(answer.into_inner().version)),
-            Ok(Err(status)) => {
-                let e = Error::from(status);
-                Err(Error::new(
+                Ok(Err(e)) if is_answer(&e) => return Ok(Err(e)),
+                Ok(Err(e)) => refusals.push(Error::new(
                     e.kind(),
                     format!("{} refused: {}", endpoint.address, e.message()),
-                ))
+                )),
+                Err(_) => refusals.push(Error::unavailable(format!(
+                    "{} did not answer within {ASK_TIMEOUT:?}",
+                    endpoint.address
+                ))),
             }
-            Err(_) => Err(Error::unavailable(format!(
-                "{} did not answer within {ASK_TIMEOUT:?}",
-                endpoint.address
-            ))),
         }
+        Err(refusals)
     }
 }
