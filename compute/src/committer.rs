@@ -380,13 +380,17 @@ impl Committer {
                 // Held back too long by the hot tier's budget: refused, so a client without a
                 // deadline of its own is not held for as long as the pageserver is away.
                 _ = tokio::time::sleep_until(expire_at.unwrap_or_else(Instant::now)), if expire_at.is_some() => {
+                    // Every expired one, wherever it is in the queue: the timer is set by the
+                    // oldest, so leaving it would wake this arm again at once.
                     let now = Instant::now();
-                    while queue.front().is_some_and(|r| r.arrived + COMMIT_TIMEOUT <= now) {
-                        if let Some(r) = queue.pop_front() {
-                            let _ = r.reply.send(Err(Error::unavailable(format!(
-                                "not committed: held back {COMMIT_TIMEOUT:?} while the hot tier was over its memory budget (the pageserver is not keeping up)"
-                            ))));
-                        }
+                    let (expired, kept): (VecDeque<_>, VecDeque<_>) = queue
+                        .drain(..)
+                        .partition(|r| r.arrived + COMMIT_TIMEOUT <= now);
+                    queue = kept;
+                    for r in expired {
+                        let _ = r.reply.send(Err(Error::unavailable(format!(
+                            "not committed: held back {COMMIT_TIMEOUT:?} while the hot tier was over its memory budget (the pageserver is not keeping up)"
+                        ))));
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
