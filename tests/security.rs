@@ -577,17 +577,20 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
                 })
                 .await,
         );
-        refused(
-            who,
-            "safekeeper RenewLease",
-            safekeeper
-                .renew_lease(LeaseRequest {
-                    database: db_name(),
-                    term,
-                    proposer_id: vec![7u8; 16].into(),
-                })
-                .await,
-        );
+        for release in [false, true] {
+            refused(
+                who,
+                "safekeeper RenewLease",
+                safekeeper
+                    .renew_lease(LeaseRequest {
+                        database: db_name(),
+                        term,
+                        proposer_id: vec![7u8; 16].into(),
+                        release,
+                    })
+                    .await,
+            );
+        }
         let forged = AppendRequest {
             database: db_name(),
             term,

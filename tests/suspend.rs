@@ -1,6 +1,7 @@
 //! Scale to zero through the real CLI: `ferrisdb dev --suspend-after` lets an idle compute
 //! process exit, the next `ferrisdb get` wakes it through dev's proxy and reads the right
-//! value, and the woken compute reports its cold start as a metric; a call outside a
+//! value without waiting out the suspended compute's read lease (given back as it stopped),
+//! and the woken compute reports its cold start as a metric; a call outside a
 //! transaction (`history`) wakes it as well, and a followed change feed keeps it awake.
 
 #![allow(clippy::unwrap_used)]
@@ -63,6 +64,14 @@ async fn idle_compute_exits_and_the_next_get_wakes_it() {
     .await
     .unwrap();
     assert!(cold > 0.0, "cold start recorded: {cold}");
+    // The suspended compute gave its read lease back as it stopped, so the woken one, elected
+    // well within the lease's 2 s, had no older lease to wait out (it waited ~1.5 s when the
+    // lease was left to run out).
+    let status = support::status(&cluster.admin_endpoint()).await.unwrap();
+    assert_eq!(
+        status["primary"]["older_lease_wait_ms"], 0,
+        "the woken compute waited for the suspended one's lease: {status}"
+    );
     println!(
         "cold start (process start to first answered read): {:.0} ms",
         cold * 1000.0

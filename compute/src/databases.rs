@@ -635,6 +635,24 @@ impl Databases {
             }
         }
     }
+
+    /// Gives back the read lease of every database this compute leads, for a compute that
+    /// answers no more requests (suspending or shutting down), so the next primary of each
+    /// serves without waiting for the lease to run out. Call it after the client API has
+    /// stopped and [`Databases::stop`], so no read and no new term starts afterwards.
+    pub async fn release_leases(&self) {
+        let primaries: Vec<Arc<Primary>> = match self.served.read() {
+            Ok(served) => served
+                .values()
+                .filter_map(|slot| match slot.borrow().as_ref() {
+                    Some(Node::Primary(p)) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        futures::future::join_all(primaries.iter().map(|p| p.release_lease())).await;
+    }
 }
 
 /// What one probe of a compute a standby watches found.

@@ -292,6 +292,8 @@ async fn serve_databases(
     serve::serve_grpc(grpc, grpc_listener, shutdown).await?;
     branches.abort();
     databases.stop();
+    // No read is answered from here on: the next compute need not wait out our leases.
+    databases.release_leases().await;
     let _ = http.await;
     Ok(())
 }

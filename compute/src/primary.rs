@@ -188,6 +188,12 @@ impl Primary {
         self.proposer.term()
     }
 
+    /// Gives the term's read lease back once this compute answers no more reads (see
+    /// [`Proposer::release_lease`]).
+    pub async fn release_lease(&self) {
+        self.proposer.release_lease().await
+    }
+
     /// Waits until a newer term fences this primary, and says why.
     pub async fn fenced(&self) -> String {
         self.proposer.fenced().await
@@ -323,6 +329,8 @@ impl Primary {
             "role": if q.fenced.is_some() { "fenced" } else { "primary" },
             "term": self.proposer.term(),
             "read_lease": self.proposer.lease_held(),
+            // How long this term waited, once elected, for an older primary's read lease.
+            "older_lease_wait_ms": self.proposer.older_lease().as_millis() as u64,
             "committed_version": self.view.latest(),
             "safekeepers": q.peers.iter().map(|p| serde_json::json!({"up": p.up, "flush_lsn": p.flush})).collect::<Vec<_>>(),
         });

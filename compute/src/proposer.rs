@@ -52,6 +52,10 @@ struct Positions {
 const KEEPALIVE: Duration = Duration::from_secs(1);
 /// How long one RPC to a safekeeper may take before it counts as down.
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a stopping compute waits for each safekeeper to take its lease back: short, since
+/// it only saves the next compute a wait no longer than the lease.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a read's liveness check ([`Proposer::confirm_term`]) waits for a majority before
 /// the read is refused with `unavailable`.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -340,9 +344,13 @@ pub struct Proposer {
     traces: Mutex<VecDeque<(Lsn, TraceParent)>>,
     /// This term's read lease.
     lease: Lease,
+    /// The lease was given back ([`Proposer::release_lease`]): never held again.
+    lease_released: std::sync::atomic::AtomicBool,
     /// When every read lease an older term's primary may hold has run out, as the voters
     /// reported it: this term serves nothing before then.
     older_leases_end: tokio::time::Instant,
+    /// How long that was from the election (zero: no older lease ran, or it was given back).
+    older_lease: Duration,
     /// The safekeepers' clock, measured from their vote and lease answers.
     clock: Arc<QuorumClock>,
     /// [`LAGGARD_LINGER`] and [`SLOW_AFTER`] in microseconds, but for tests that lengthen
@@ -513,7 +521,9 @@ impl Proposer {
             fence_notify: tokio::sync::Notify::new(),
             traces: Mutex::default(),
             lease,
+            lease_released: std::sync::atomic::AtomicBool::new(false),
             older_leases_end: answered + older_lease,
+            older_lease,
             clock,
             laggard_timing_micros: [LAGGARD_LINGER, SLOW_AFTER]
                 .map(|d| std::sync::atomic::AtomicU64::new(d.as_micros() as u64)),
@@ -529,10 +539,60 @@ impl Proposer {
         tokio::time::sleep_until(self.older_leases_end).await;
     }
 
+    /// How long [`Proposer::wait_for_older_leases`] waits from the election: the longest
+    /// lease an older term's primary may still hold, as the voters reported it.
+    pub fn older_lease(&self) -> Duration {
+        self.older_lease
+    }
+
     /// Whether this term's read lease runs now: a read at the latest version that arrived
     /// before this call may be answered at the visible version without a liveness check.
     pub fn lease_held(&self) -> bool {
-        !self.is_fenced() && self.lease.held_at(tokio::time::Instant::now())
+        !self.is_fenced()
+            && !self
+                .lease_released
+                .load(std::sync::atomic::Ordering::Acquire)
+            && self.lease.held_at(tokio::time::Instant::now())
+    }
+
+    /// Gives the read lease back, for a compute that has stopped answering reads (suspending
+    /// or shutting down): from the moment this is called the lease is never held again, and
+    /// the safekeepers that take the release tell the next term's winner it need not wait for
+    /// the lease to run out, so a woken compute serves at once instead of up to
+    /// [`ferrisdb_common::lease::LEASE`] later. A read answered under the lease before this
+    /// call took its version while the lease ran, so it stays linearizable. Safekeepers that
+    /// do not answer in time keep the lease until it runs out: the next term waits for them,
+    /// as it would have.
+    pub async fn release_lease(&self) {
+        self.lease_released
+            .store(true, std::sync::atomic::Ordering::Release);
+        if self.is_fenced() {
+            return;
+        }
+        let released = futures::future::join_all(self.clients.iter().map(|c| {
+            let mut c = c.clone();
+            let req = LeaseRequest {
+                database: self.database.clone(),
+                term: self.term,
+                proposer_id: self.id.to_bytes(),
+                release: true,
+            };
+            async move {
+                let answer = tokio::time::timeout(RELEASE_TIMEOUT, c.renew_lease(req)).await;
+                matches!(answer, Ok(Ok(a)) if a.get_ref().granted)
+            }
+        }))
+        .await
+        .into_iter()
+        .filter(|r| *r)
+        .count();
+        tracing::info!(
+            database = %self.database,
+            term = self.term,
+            released,
+            safekeepers = self.clients.len(),
+            "gave the read lease back"
+        );
     }
 
     /// Renews the read lease on every safekeeper every `lease::RENEW_EVERY`, until the
@@ -543,7 +603,7 @@ impl Proposer {
         loop {
             tick.tick().await;
             let Some(me) = me.upgrade() else { return };
-            if me.is_fenced() {
+            if me.is_fenced() || me.lease_released.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
             let sent = tokio::time::Instant::now();
@@ -553,6 +613,7 @@ impl Proposer {
                     database: me.database.clone(),
                     term: me.term,
                     proposer_id: me.id.to_bytes(),
+                    release: false,
                 };
                 let me = Arc::downgrade(&me);
                 // One task per safekeeper, so a slow one delays nobody's grant.

@@ -158,6 +158,13 @@ pub struct Acceptor {
     /// In memory only: an acceptor that restarts cannot know what it promised before, so it
     /// assumes a full lease granted as it opened, unless it never promised any term.
     lease_until: Option<Instant>,
+    /// What of [`Acceptor::lease_until`] was promised to terms before the current one, kept
+    /// when a vote promises a newer term: a release by the current term's proposer gives back
+    /// only its own lease, never one an older primary may still be using.
+    older_leases_until: Option<Instant>,
+    /// The current term's proposer gave its lease back ([`Acceptor::release_lease`]): this
+    /// term is granted no more (a renewal sent before the release may arrive after it).
+    lease_released: bool,
 }
 
 impl Acceptor {
@@ -213,6 +220,9 @@ impl Acceptor {
             session: None,
             wal_mismatches: 0,
             lease_until,
+            // Which term a lease assumed at restart belonged to is unknown: none is released.
+            older_leases_until: lease_until,
+            lease_released: false,
         })
     }
 
@@ -453,6 +463,8 @@ impl Acceptor {
         next.term = term;
         next.proposer = Some(proposer_hex(proposer));
         next.store(&self.dir)?;
+        self.older_leases_until = self.lease_until;
+        self.lease_released = false;
         self.control = next;
         self.persisted_commit_lsn = self.control.commit_lsn;
         // A new term closes the old term's append session.
@@ -465,13 +477,31 @@ impl Acceptor {
     /// Only the proposer this acceptor promised `term` to gets it; any other request is refused
     /// and answered with the promised term, which fences a proposer of an older term.
     pub fn grant_lease(&mut self, term: u64, proposer: ProposerId, now: Instant) -> (bool, u64) {
-        let ours = term == self.control.term
-            && self.control.proposer.as_deref() == Some(proposer_hex(proposer).as_str());
+        let ours = self.is_current_proposer(term, proposer) && !self.lease_released;
         if ours {
             let until = now + lease::LEASE;
             self.lease_until = Some(self.lease_until.map_or(until, |u| u.max(until)));
         }
         (ours, self.control.term)
+    }
+
+    /// The proposer of the current term gives its read lease back: it answers no more reads
+    /// for this term, so a newer term's winner need not wait for the lease to run out. Leases
+    /// promised to older terms stay (their primaries may still be using them), and this term
+    /// is granted no more. Like a grant, only the proposer promised `term` may do this; any
+    /// other request changes nothing and is answered with the promised term.
+    pub fn release_lease(&mut self, term: u64, proposer: ProposerId) -> (bool, u64) {
+        let ours = self.is_current_proposer(term, proposer);
+        if ours {
+            self.lease_until = self.older_leases_until;
+            self.lease_released = true;
+        }
+        (ours, self.control.term)
+    }
+
+    fn is_current_proposer(&self, term: u64, proposer: ProposerId) -> bool {
+        term == self.control.term
+            && self.control.proposer.as_deref() == Some(proposer_hex(proposer).as_str())
     }
 
     /// How much of the last lease granted is left at `now` (zero: none). A vote reports it, so
@@ -1069,6 +1099,61 @@ mod tests {
         drop(a);
         let before_restart = Instant::now();
         let a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert!(a.lease_remaining(before_restart) >= lease::LEASE);
+    }
+
+    /// A proposer that stops serving gives its lease back, so the next term need not wait;
+    /// nobody else can, a lease an older term may still use stays, and a renewal arriving
+    /// after the release grants nothing.
+    #[test]
+    fn a_released_lease_frees_the_next_term_but_keeps_older_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        let t0 = Instant::now();
+        a.vote(1, P).unwrap();
+        assert_eq!(a.grant_lease(1, P, t0), (true, 1));
+        assert_eq!(a.release_lease(1, P + 1), (false, 1), "another proposer");
+        assert_eq!(a.release_lease(0, P), (false, 1), "an older term");
+        assert_eq!(a.release_lease(2, P), (false, 1), "a term not promised");
+        assert_eq!(
+            a.lease_remaining(t0),
+            lease::LEASE,
+            "refused releases kept it"
+        );
+        assert_eq!(a.release_lease(1, P), (true, 1));
+        assert_eq!(a.lease_remaining(t0), Duration::ZERO);
+        assert_eq!(
+            a.grant_lease(1, P, t0),
+            (false, 1),
+            "a renewal after the release"
+        );
+        assert_eq!(a.lease_remaining(t0), Duration::ZERO);
+
+        // Term 2 is promised while term 1's lease runs: term 2's release leaves term 1's.
+        let other = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(other.path().to_path_buf()).unwrap();
+        a.vote(1, P).unwrap();
+        assert_eq!(a.grant_lease(1, P, t0), (true, 1));
+        assert!(a.vote(2, P + 1).unwrap().0);
+        assert_eq!(a.grant_lease(2, P + 1, t0), (true, 2));
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(a.grant_lease(2, P + 1, later), (true, 2));
+        assert_eq!(a.release_lease(2, P + 1), (true, 2));
+        assert_eq!(
+            a.lease_remaining(t0),
+            lease::LEASE,
+            "term 1's primary may still use its lease"
+        );
+        // A newer term can be leased again after an older one released.
+        assert!(a.vote(3, P).unwrap().0);
+        assert_eq!(a.grant_lease(3, P, later), (true, 3));
+        assert_eq!(a.lease_remaining(later), lease::LEASE);
+
+        // A lease assumed at a restart is never released: whose it was is unknown.
+        drop(a);
+        let before_restart = Instant::now();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(a.release_lease(1, P), (true, 1));
         assert!(a.lease_remaining(before_restart) >= lease::LEASE);
     }
 

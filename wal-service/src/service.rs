@@ -488,9 +488,19 @@ impl Safekeeper for SafekeeperService {
         let proposer = proposer_id(&req.proposer_id)?;
         let t = self.state.timeline(&req.database).await?;
         // The grant is timed inside the lock, where it is ordered against votes.
+        let release = req.release;
         let (granted, term) = t
-            .with(move |a| Ok(a.grant_lease(req.term, proposer, std::time::Instant::now())))
+            .with(move |a| {
+                Ok(if release {
+                    a.release_lease(req.term, proposer)
+                } else {
+                    a.grant_lease(req.term, proposer, std::time::Instant::now())
+                })
+            })
             .await?;
+        if release {
+            tracing::info!(database = %req.database, term = req.term, released = granted, "read lease given back");
+        }
         Ok(Response::new(LeaseResponse {
             granted,
             term,
