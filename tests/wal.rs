@@ -737,6 +737,71 @@ async fn wal_is_trimmed_below_object_storage_and_the_disk_budget_refuses_then_re
     }
 }
 
+/// A WAL budget smaller than what the checkpoint interval lets pile up is kept by early
+/// checkpoints: with periodic checkpoints an hour apart and a 16 MiB budget, 40 MiB of commits
+/// go through, because the safekeepers tell the pageserver their WAL passed half the budget
+/// and it uploads at once (an outside audit saw a 64 MiB budget throttle commits for good).
+/// Without them the budget fills after ~16 MiB and nothing ever trims it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_wal_budget_is_kept_by_checkpoints_the_safekeepers_ask_for() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let budget = (16 * MIB).to_string();
+    let args = [
+        "--segment-size-bytes",
+        "1048576",
+        "--max-wal-bytes",
+        &budget,
+        "--checkpoint-interval-secs",
+        "3600",
+    ];
+    let cluster = DevCluster::start(&dir.path().join("data"), &args).await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+    // 400 commits of 100 kB (the largest value) over 20 keys: 40 MiB of WAL.
+    let value = |i: usize| format!("{i:06}").repeat(100_000 / 6);
+    let mut refused = 0;
+    for i in 0..400 {
+        let key = format!("v{:02}", i % 20);
+        // A commit refused while an upload runs is retried; one that never gets through
+        // (the budget full for good) fails the test.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match put(&db, key.clone(), value(i)).await {
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::Unavailable => {
+                    refused += 1;
+                    assert!(
+                        Instant::now() < deadline,
+                        "commit {i} refused for a minute: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("commit {i}: {e}"),
+            }
+        }
+    }
+    let ps = cluster.component("pageserver").http.clone();
+    let early = metric(&ps, "ferrisdb_pageserver_early_checkpoints_total")
+        .await
+        .unwrap();
+    assert!(early >= 2.0, "{early} early checkpoints for 40 MiB of WAL");
+    let sk = cluster.component("safekeeper-1");
+    let on_disk = status(&sk.http).await.unwrap()["databases"]["default"]["disk_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(on_disk < 16 * MIB, "{on_disk} bytes of WAL on disk");
+    eprintln!("{early} early checkpoints, {refused} refusals retried, {on_disk} bytes of WAL");
+    let present = read_prefix(&db, "v").await;
+    for k in 0..20 {
+        let last = 380 + k;
+        assert_eq!(
+            present.get(&format!("v{k:02}")),
+            Some(&value(last)),
+            "v{k:02}"
+        );
+    }
+}
+
 /// Whether every thread of process `pid` is stopped (state `T` in /proc).
 fn all_threads_stopped(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

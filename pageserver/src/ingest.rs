@@ -29,6 +29,10 @@ impl WalSink for Timeline {
     fn gather(&self) -> Duration {
         INGEST_GATHER
     }
+
+    fn wal_budget(&self, wal_bytes: u64, max_wal_bytes: u64) {
+        Timeline::wal_budget(self, wal_bytes, max_wal_bytes)
+    }
 }
 
 /// How long the safekeeper gathers committed WAL before streaming it here. Nothing reads the

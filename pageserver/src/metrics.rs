@@ -15,6 +15,8 @@ pub struct Metrics {
     pub ingested_records: IntCounter,
     /// Checkpoints uploaded.
     pub checkpoints: IntCounter,
+    /// Checkpoints asked for early because a safekeeper's WAL neared its budget.
+    pub early_checkpoints: IntCounter,
     /// Live layers, by database.
     pub layers: IntGaugeVec,
     /// Reads served (get and range).
@@ -51,6 +53,10 @@ impl Metrics {
             "ferrisdb_pageserver_checkpoints_total",
             "Checkpoints uploaded",
         )?;
+        let early_checkpoints = IntCounter::new(
+            "ferrisdb_pageserver_early_checkpoints_total",
+            "Checkpoints asked for before their time because a safekeeper's WAL neared its budget",
+        )?;
         let layers = by_database("ferrisdb_pageserver_layers", "Live layers, by database")?;
         let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
         let orphans_deleted = IntCounter::new(
@@ -76,6 +82,7 @@ impl Metrics {
         for c in [
             &ingested_records,
             &checkpoints,
+            &early_checkpoints,
             &reads,
             &orphans_deleted,
             &manifests_deleted,
@@ -92,6 +99,7 @@ impl Metrics {
             remote_consistent_version,
             ingested_records,
             checkpoints,
+            early_checkpoints,
             layers,
             reads,
             read_layers,

@@ -614,11 +614,12 @@ impl Safekeeper for SafekeeperService {
         }
         let gather = Duration::from_millis(req.gather_millis.into());
         let t = self.state.timeline(&req.database).await?;
+        let max_wal_bytes = self.state.limits.max_wal_bytes;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let result = match req.end_lsn {
                 Some(end) => stream_bounded(&t, req.start_lsn, end, &tx).await,
-                None => stream_committed(&t, req.start_lsn, gather, &tx).await,
+                None => stream_committed(&t, req.start_lsn, gather, &tx, max_wal_bytes).await,
             };
             if let Err(e) = result {
                 let _ = tx.send(Err(e.into())).await;
@@ -744,12 +745,21 @@ async fn read_chunk(t: &Timeline, at: Lsn, end: Lsn) -> Result<Vec<u8>> {
     t.with(move |a| a.read(at, end, READ_CHUNK_BYTES)).await
 }
 
-/// Sends one chunk; false when the reader has gone away.
-async fn send_chunk(tx: &ChunkSender, begin_lsn: Lsn, wal: Vec<u8>, commit_lsn: Lsn) -> bool {
+/// Sends one chunk; false when the reader has gone away. `budget` is `(WAL on disk,
+/// --max-wal-bytes)` for a follower that acts on it (`WalChunk.wal_bytes`), or zeros.
+async fn send_chunk(
+    tx: &ChunkSender,
+    begin_lsn: Lsn,
+    wal: Vec<u8>,
+    commit_lsn: Lsn,
+    (wal_bytes, max_wal_bytes): (u64, u64),
+) -> bool {
     let chunk = WalChunk {
         begin_lsn,
         wal: wal.into(),
         commit_lsn,
+        wal_bytes,
+        max_wal_bytes,
     };
     tx.send(Ok(chunk)).await.is_ok()
 }
@@ -761,7 +771,7 @@ async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) ->
     while at < end {
         let wal = read_chunk(t, at, end).await?;
         let n = wal.len() as u64;
-        if n == 0 || !send_chunk(tx, at, wal, commit_lsn).await {
+        if n == 0 || !send_chunk(tx, at, wal, commit_lsn, (0, 0)).await {
             break;
         }
         at += n;
@@ -780,7 +790,9 @@ async fn stream_committed(
     start: Lsn,
     gather: Duration,
     tx: &ChunkSender,
+    max_wal_bytes: u64,
 ) -> Result<()> {
+    let budget = || (t.disk_bytes(), max_wal_bytes);
     let mut commit = t.watch_commit();
     let mut at = start;
     // Whether the WAL beyond `at` has waited out its window; until the reader has all of it,
@@ -805,7 +817,7 @@ async fn stream_committed(
                 )));
             }
             let n = wal.len() as u64;
-            if !send_chunk(tx, at, wal, commit_lsn).await {
+            if !send_chunk(tx, at, wal, commit_lsn, budget()).await {
                 return Ok(());
             }
             at += n;
@@ -820,7 +832,7 @@ async fn stream_committed(
                 }
             }
             _ = tokio::time::sleep(KEEPALIVE) => {
-                if !send_chunk(tx, at, Vec::new(), commit_lsn).await {
+                if !send_chunk(tx, at, Vec::new(), commit_lsn, budget()).await {
                     return Ok(());
                 }
             }

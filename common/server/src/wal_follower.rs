@@ -38,6 +38,11 @@ pub trait WalSink: Send + Sync {
     fn gather(&self) -> Duration {
         Duration::ZERO
     }
+    /// What the safekeeper streaming to this sink said of its WAL on disk and its budget
+    /// (`WalChunk.wal_bytes`, `max_wal_bytes`; 0: not said), with every chunk. A sink that
+    /// makes WAL deletable (the pageserver, by uploading) may act on it; the default ignores
+    /// it. It is a peer's word: it may cost work, never data.
+    fn wal_budget(&self, _wal_bytes: u64, _max_wal_bytes: u64) {}
 }
 
 /// Clients of every safekeeper in `endpoints`, carrying the cluster credential.
@@ -139,6 +144,7 @@ async fn stream_from(
     };
     let mut stream = client.read_wal(req).await?.into_inner();
     while let Some(chunk) = stream.message().await? {
+        sink.wal_budget(chunk.wal_bytes, chunk.max_wal_bytes);
         if chunk.begin_lsn != at {
             return Err(Error::internal(format!(
                 "WAL chunk starts at {}, expected {at}",

@@ -158,6 +158,7 @@ impl Timeline {
             options,
             metrics,
             oversized: Notify::new(),
+            budget_asked_at: AtomicU64::new(u64::MAX),
             image_skipped: Default::default(),
             last_orphan_sweep: AtomicU64::new(0),
             layers_dropped: AtomicU64::new(0),

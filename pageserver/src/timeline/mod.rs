@@ -167,6 +167,10 @@ pub struct Timeline {
     /// Signalled when the open layer reaches [`TimelineOptions::checkpoint_bytes`]; a
     /// signal with no one waiting is kept for the next wait.
     oversized: Notify,
+    /// The remote consistent version when a safekeeper's WAL budget last asked for a
+    /// checkpoint ([`Timeline::wal_budget`]; `u64::MAX`: never), so it asks once per
+    /// checkpoint, not with every chunk while the upload runs.
+    budget_asked_at: AtomicU64,
     /// Whether an image was skipped for [`TimelineOptions::image_max_input_bytes`] (warned
     /// once, not at every checkpoint).
     image_skipped: std::sync::atomic::AtomicBool,

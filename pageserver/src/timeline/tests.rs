@@ -318,6 +318,57 @@ async fn a_checkpoint_is_due_once_the_open_layer_reaches_its_size_mark() {
     assert!(again.is_err(), "a second signal was kept");
 }
 
+/// A safekeeper past half its WAL budget makes a checkpoint due at once, if enough WAL awaits
+/// upload (a quarter of the budget, at least 1 MiB), and only once per checkpoint; a budget
+/// too small to be true costs at most a checkpoint per MiB.
+#[tokio::test]
+async fn a_safekeeper_near_its_wal_budget_makes_a_checkpoint_due_once_per_checkpoint() {
+    const MIB: u64 = 1 << 20;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let metrics = Metrics::new().unwrap();
+    let t = load_all(store, metrics.clone()).await.unwrap();
+    let due = || async {
+        tokio::time::timeout(Duration::from_millis(100), t.checkpoint_due())
+            .await
+            .is_ok()
+    };
+    // Versions are WAL positions: 4 MiB of WAL await upload.
+    t.apply(&[rec(4 * MIB, &[("a", Some("1"))])]).unwrap();
+    t.wal_budget(10 * MIB, 64 * MIB);
+    assert!(!due().await, "under half the budget");
+    t.wal_budget(40 * MIB, 64 * MIB);
+    assert!(!due().await, "4 MiB pending is under a quarter of 64 MiB");
+    t.wal_budget(0, 0);
+    assert!(!due().await, "a safekeeper that said nothing");
+    t.wal_budget(5 * MIB, 8 * MIB);
+    assert!(due().await, "past half of 8 MiB with 4 MiB pending");
+    assert_eq!(metrics.early_checkpoints.get(), 1);
+    t.wal_budget(6 * MIB, 8 * MIB);
+    assert!(!due().await, "asked twice before the checkpoint");
+
+    t.checkpoint(Version(4 * MIB)).await.unwrap();
+    assert_eq!(t.remote_consistent_version(), Version(4 * MIB));
+    t.apply(&[rec(4 * MIB + 512 * 1024, &[("a", Some("2"))])])
+        .unwrap();
+    t.wal_budget(6 * MIB, 8 * MIB);
+    assert!(!due().await, "512 KiB pending");
+    t.apply(&[rec(8 * MIB, &[("a", Some("3"))])]).unwrap();
+    t.wal_budget(6 * MIB, 8 * MIB);
+    assert!(due().await, "asked again after the checkpoint");
+    assert_eq!(metrics.early_checkpoints.get(), 2);
+
+    // A budget of 1 KiB: a checkpoint per MiB at most, not one per chunk.
+    t.checkpoint(Version(8 * MIB)).await.unwrap();
+    t.apply(&[rec(8 * MIB + 100_000, &[("a", Some("4"))])])
+        .unwrap();
+    t.wal_budget(MIB, 1024);
+    assert!(!due().await, "100 kB pending against a tiny budget");
+    t.apply(&[rec(9 * MIB, &[("a", Some("5"))])]).unwrap();
+    t.wal_budget(MIB, 1024);
+    assert!(due().await);
+    assert_eq!(metrics.early_checkpoints.get(), 3);
+}
+
 /// A long history comes in pages that read no further than they need: joined, the pages are
 /// the whole history (a range clear that removed a value included, one that found nothing
 /// not); each holds at most one entry past its byte target and reads about as many layers
