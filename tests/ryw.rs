@@ -854,4 +854,41 @@ async fn a_log_appended_with_versionstamped_keys_reads_below_the_read_version() 
         .unwrap(),
         Vec::new()
     );
+
+    // At the edge: a stamped key of the largest legal size (10,000 bytes once stamped).
+    let mut prefix = b"big/".to_vec();
+    prefix.resize(10_000 - 10, b'k');
+    let (begin, end) = (Bytes::from_static(b"big/"), Bytes::from_static(b"big0"));
+    let tx = db.create_transaction();
+    tx.atomic_op(AtomicOp::SetVersionstampedKey, template(&prefix), vec![1]);
+    tx.commit().await.unwrap();
+    let first = stamped(&prefix, &tx.versionstamp().unwrap());
+    assert_eq!(first.len(), 10_000);
+    let tx = db.create_transaction();
+    tx.atomic_op(AtomicOp::SetVersionstampedKey, template(&prefix), vec![2]);
+    let e = tx
+        .get_range(begin.clone(), end.clone(), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(
+        tx.get(first.clone()).await.unwrap(),
+        Some(Bytes::from(vec![1]))
+    );
+    tx.commit().await.unwrap();
+    let second = stamped(&prefix, &tx.versionstamp().unwrap());
+    let rows = db
+        .run(|tx| {
+            let (begin, end) = (begin.clone(), end.clone());
+            async move { tx.get_range(begin, end, 0).await }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (first, Bytes::from(vec![1])),
+            (second, Bytes::from(vec![2]))
+        ]
+    );
 }

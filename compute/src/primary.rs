@@ -289,7 +289,19 @@ impl Primary {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
             let appended = Version(self.proposer.end_lsn());
-            self.view.wait_visible(appended, VERSION_AT_WAIT).await?;
+            self.view
+                .wait_visible(appended, VERSION_AT_WAIT)
+                .await
+                .map_err(|e| match e.kind() {
+                    // `wait_visible` speaks as a replica behind its primary; here the batches
+                    // wait for their safekeeper quorum.
+                    ErrorKind::Unavailable => Error::unavailable(format!(
+                        "commits appended before that time (up to version {appended}) did not \
+                         become visible (acknowledged by a safekeeper quorum) within \
+                         {VERSION_AT_WAIT:?}; try again"
+                    )),
+                    _ => e,
+                })?;
         }
         self.view.version_at(time_micros).await
     }
