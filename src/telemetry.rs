@@ -111,7 +111,95 @@ fn provider(service: &Service<'_>) -> Result<SdkTracerProvider, String> {
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(Reporting::new(exporter))
         .with_resource(resource)
         .build())
+}
+
+/// How often a failing exporter says so again.
+const EXPORT_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// An exporter that says when exports fail. The SDK drops a batch it could not send and, with
+/// its own logging off, says nothing: a collector that went away looked like a process with
+/// nothing to trace (an outside audit's finding). The first failure is a warning with the
+/// error, repeated at most every [`EXPORT_WARN_EVERY`] with the spans dropped meanwhile;
+/// the first success after failures says how many were lost. The warning's target is not
+/// exported, so it cannot feed the failing exporter.
+#[derive(Debug)]
+struct Reporting<E> {
+    inner: E,
+    state: std::sync::Mutex<ExportFailures>,
+}
+
+/// What [`Reporting`] remembers between batches.
+#[derive(Debug, Default)]
+struct ExportFailures {
+    /// Spans dropped since exports last worked.
+    dropped: u64,
+    /// Spans dropped since the last warning.
+    dropped_since_warning: u64,
+    /// When the last warning was logged.
+    warned: Option<std::time::Instant>,
+}
+
+impl<E> Reporting<E> {
+    fn new(inner: E) -> Reporting<E> {
+        Reporting {
+            inner,
+            state: Default::default(),
+        }
+    }
+
+    /// Notes one batch's outcome and logs what is due.
+    fn note(&self, spans: usize, result: &opentelemetry_sdk::error::OTelSdkResult) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        match result {
+            Err(e) => {
+                s.dropped += spans as u64;
+                s.dropped_since_warning += spans as u64;
+                if s.warned.is_none_or(|w| w.elapsed() >= EXPORT_WARN_EVERY) {
+                    tracing::warn!(
+                        error = %e,
+                        dropped = s.dropped_since_warning,
+                        "exporting traces over OTLP failed: spans are dropped until the collector answers"
+                    );
+                    s.warned = Some(std::time::Instant::now());
+                    s.dropped_since_warning = 0;
+                }
+            }
+            Ok(()) if s.dropped > 0 => {
+                tracing::info!(dropped = s.dropped, "exporting traces over OTLP again");
+                *s = ExportFailures::default();
+            }
+            Ok(()) => {}
+        }
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Reporting<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        self.note(spans, &result);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource)
+    }
 }

@@ -276,3 +276,52 @@ async fn one_sdk_commit_is_one_trace_through_the_compute_and_a_safekeeper_quorum
     assert_eq!(page.name, "ferrisdb.v1.Pageserver/Get", "{names:#?}");
     assert_eq!(parent_of(page).name, "read.pageserver", "{names:#?}");
 }
+
+/// A collector that does not answer is reported in the log (the SDK dropped the spans
+/// silently), and the database works as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_does_not_answer_is_named_in_the_log() {
+    // A port nothing listens on: every export is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("c");
+    let cluster = DevCluster::start_with_env(
+        &data,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+    db.run(|tx| async move {
+        tx.set("traced", "value");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let got = db
+        .run(|tx| async move { tx.get("traced").await })
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&b"value"[..]));
+    let log = data.join("logs/compute.log");
+    eventually(
+        Duration::from_secs(30),
+        "the compute logs the failed export",
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { text.contains("exporting traces over OTLP failed") }
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("exporting traces over OTLP failed").count(),
+        1,
+        "warned more than once a minute"
+    );
+}
