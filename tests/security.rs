@@ -1015,7 +1015,8 @@ async fn admin_finds_its_users_dev_credential_and_nobody_elses() {
 
 /// TLS material is checked when the process starts, naming the files: a key that does not
 /// match its certificate is refused before anything listens (it used to log "serving" and
-/// then exit with "TLS identity: transport error"), and a key others may read is warned about.
+/// then exit with "TLS identity: transport error"), and a key others may read is warned about,
+/// as is an expired certificate.
 #[test]
 fn tls_material_is_checked_at_start_naming_the_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -1062,4 +1063,19 @@ fn tls_material_is_checked_at_start_naming_the_files() {
         "it listened before refusing: {log}"
     );
     assert!(log.contains("may be read by group or others"), "{log}");
+
+    // An expired certificate: the server starts (a renewal may be on its way) and says so.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired_key = rcgen::KeyPair::generate().unwrap();
+    let expired = params.self_signed(&expired_key).unwrap();
+    std::fs::write(&cert, expired.pem()).unwrap();
+    std::fs::write(&key, expired_key.serialize_pem()).unwrap();
+    let (exited, log) = run_for(&args, Duration::from_secs(3), &dir.path().join("sk2.log"));
+    assert_eq!(exited, None, "it stopped: {log}");
+    assert!(
+        log.contains("the TLS certificate expired at 2021-01-01T00:00:00Z"),
+        "{log}"
+    );
 }

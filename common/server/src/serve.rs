@@ -77,6 +77,12 @@ impl ServerTls {
                 e.message()
             ))
         })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Some(problem) = validity_problem(&tls.cert_pem, now) {
+            tracing::warn!(cert = %cert.display(), "the TLS certificate {problem}");
+        }
         Ok(tls)
     }
 
@@ -106,6 +112,49 @@ impl ServerTls {
         grpc_server()
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| Error::invalid(format!("TLS identity: {e}")))
+    }
+}
+
+/// How long before a certificate's end its coming expiry is warned about at start.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// What is wrong with the validity period of the first certificate of `cert_pem` at `now`
+/// (Unix seconds): expired, not yet valid, or ending within [`EXPIRY_WARNING`]. Peers and
+/// clients check it (rustls does) and refuse the handshake with an error that names the
+/// client's side, not this server; a server that says so when it starts saves that hunt.
+/// `None` also for a chain that cannot be parsed (rustls has accepted it by then).
+pub fn validity_problem(cert_pem: &[u8], now: i64) -> Option<String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::pem_slice_iter(cert_pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let validity = cert.validity();
+    let (from, to) = (
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    );
+    let rfc3339 = |secs: i64| {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    if now > to {
+        Some(format!(
+            "expired at {}: clients and peers refuse to connect",
+            rfc3339(to)
+        ))
+    } else if now < from {
+        Some(format!(
+            "is not valid before {}: clients and peers refuse to connect until then (is the clock right?)",
+            rfc3339(from)
+        ))
+    } else if to - now < EXPIRY_WARNING.as_secs() as i64 {
+        Some(format!(
+            "expires at {} (in {} hours): renew it and restart",
+            rfc3339(to),
+            (to - now) / 3600
+        ))
+    } else {
+        None
     }
 }
 
@@ -326,6 +375,36 @@ async fn serve_admin_tls(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate valid from `from` to `to` (years), PEM.
+    fn cert(from: i32, to: i32) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem().into_bytes()
+    }
+
+    #[test]
+    fn a_certificate_out_of_its_validity_or_near_its_end_is_named() {
+        // 2030-01-01T00:00:00Z.
+        let y2030 = 1_893_456_000;
+        let day = 24 * 3600;
+        let expired = validity_problem(&cert(2020, 2021), y2030).unwrap();
+        assert!(
+            expired.starts_with("expired at 2021-01-01T00:00:00Z"),
+            "{expired}"
+        );
+        let early = validity_problem(&cert(2031, 2040), y2030).unwrap();
+        assert!(
+            early.starts_with("is not valid before 2031-01-01T00:00:00Z"),
+            "{early}"
+        );
+        let ending = validity_problem(&cert(2020, 2030), y2030 - 3 * day).unwrap();
+        assert!(ending.contains("(in 72 hours)"), "{ending}");
+        assert_eq!(validity_problem(&cert(2020, 2030), y2030 - 15 * day), None);
+        assert_eq!(validity_problem(b"not a certificate", y2030), None);
+    }
 
     #[tokio::test]
     async fn is_requested_agrees_with_wait() {
