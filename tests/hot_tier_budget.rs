@@ -140,3 +140,99 @@ async fn commits_wait_for_a_stalled_pageserver_and_all_complete_when_it_resumes(
     .await;
     cluster.stop();
 }
+
+/// Change feeds whose clients stop reading stall only themselves: with four of them holding
+/// a backlog, reads that need the pageserver are answered, the hot tier is evicted as the
+/// pageserver ingests, and commits go on past the hot tier's budget. (They once shared the
+/// compute's one connection to the pageserver, whose flow-control window their unread data
+/// used up: reads timed out, eviction stopped, and once the budget was full so did every
+/// commit, until the feeds' clients went away.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feeds_that_stop_reading_stall_only_themselves() {
+    use ferrisdb_common::proto::ChangesRequest;
+    use ferrisdb_common::proto::database_client::DatabaseClient;
+    const FEED_BUDGET: u64 = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = DevCluster::start(
+        &dir.path().join("data"),
+        &["--hot-tier-budget-bytes", &FEED_BUDGET.to_string()],
+    )
+    .await;
+    let admin = cluster.admin_endpoint();
+    let db = cluster.db(Duration::from_secs(30)).await;
+    let value = |i: usize| Bytes::from(format!("{i:08}").repeat(100_000 / 8));
+    // A backlog of 12 MB for the feeds: more than the windows of one connection (5 MiB).
+    for i in 0..120 {
+        db.run(|tx| {
+            let v = value(i);
+            async move {
+                tx.set(format!("feed/{:03}", i % 30), v);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    }
+    // Four followers from the start of the log, each on a connection of its own, which read
+    // one batch and then nothing more while staying connected.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut raw = ferrisdb_common::with_message_limits!(DatabaseClient::new(
+            ferrisdb_common::net::channel(&cluster.endpoint()).unwrap()
+        ));
+        let mut feed = raw
+            .changes(ChangesRequest {
+                database: "default".into(),
+                from_version: 0,
+                follow: true,
+                through_version: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(20), feed.message())
+            .await
+            .expect("a feed's first batch waited 20 s");
+        assert!(first.unwrap().is_some(), "a first batch");
+        stalled.push((raw, feed));
+    }
+    // Three times the hot tier's budget of commits: they complete only if the hot tier is
+    // evicted as the pageserver ingests.
+    for i in 0..120 {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            db.run(|tx| {
+                let v = value(1000 + i);
+                async move {
+                    tx.set(format!("feed/{:03}", i % 30), v);
+                    Ok(())
+                }
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("commit {i} waited 30 s"))
+        .unwrap_or_else(|e| panic!("commit {i}: {e}"));
+    }
+    // A read the hot tier cannot answer goes to the pageserver, and is answered.
+    let absent = tokio::time::timeout(
+        Duration::from_secs(20),
+        db.run(|tx| async move { tx.get("feed/absent").await }),
+    )
+    .await
+    .expect("a read of the pageserver waited 20 s")
+    .unwrap();
+    assert_eq!(absent, None);
+    eventually(Duration::from_secs(30), "the hot tier evicted", || async {
+        hot_bytes(&admin).await < FEED_BUDGET
+    })
+    .await;
+    // The stalled feeds were still open (nothing ended them), and read on.
+    for (_, feed) in &mut stalled {
+        let batch = tokio::time::timeout(Duration::from_secs(20), feed.message())
+            .await
+            .expect("a stalled feed read on waited 20 s")
+            .unwrap()
+            .expect("the feed still follows");
+        assert!(!batch.records.is_empty());
+    }
+}

@@ -143,6 +143,13 @@ impl Databases {
         self
     }
 
+    /// Names the pageserver's URL, so each change feed gets a connection of its own
+    /// ([`Pageserver::feed_client`]).
+    pub fn with_pageserver_url(mut self, url: &str) -> Databases {
+        self.pageserver.url = Some(url.to_string());
+        self
+    }
+
     /// Sends every read of the pageserver through `pages` (a test's fault injector) instead
     /// of the gRPC client.
     pub fn with_page_source(mut self, pages: Arc<dyn PageSource>) -> Databases {

@@ -246,6 +246,7 @@ async fn serve_databases(
         pageserver.clone(),
         metrics.clone(),
     )
+    .with_pageserver_url(&config.pageserver)
     .with_tiers(tiers)
     .with_role(config.role, primary_endpoints)
     .with_pipeline_runtime(pipeline);

@@ -126,8 +126,11 @@ impl PageSource for GrpcPageSource {
 pub struct Pageserver {
     /// What the read path asks.
     pub pages: Arc<dyn PageSource>,
-    /// Checkpoints, branches, the database list and the change feed.
+    /// Checkpoints, branches and the database list.
     pub admin: PageserverClient<CallChannel>,
+    /// The pageserver's URL, when known: each followed change feed gets a connection of its
+    /// own ([`Pageserver::feed_client`]).
+    pub url: Option<String>,
 }
 
 impl Pageserver {
@@ -136,6 +139,22 @@ impl Pageserver {
         Pageserver {
             pages: Arc::new(GrpcPageSource::new(client.clone())),
             admin: client,
+            url: None,
+        }
+    }
+
+    /// A client for one change feed: on a connection of its own when the URL is known, else
+    /// the shared one. A feed whose client stops reading leaves what the pageserver sent it
+    /// unread, and unread data holds HTTP/2's connection-wide flow-control window: on the
+    /// shared connection, a few stalled feeds (5 MiB between them) stopped every read and
+    /// the ingest-position poll the hot tier's eviction needs, and then every commit (an
+    /// outside audit's finding). On its own connection a stalled feed stalls only itself.
+    pub fn feed_client(&self) -> Result<PageserverClient<CallChannel>> {
+        match &self.url {
+            Some(url) => Ok(ferrisdb_common::with_message_limits!(
+                PageserverClient::new(ferrisdb_server_common::auth::call_channel(url)?)
+            )),
+            None => Ok(self.admin.clone()),
         }
     }
 

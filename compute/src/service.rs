@@ -13,7 +13,7 @@ use ferrisdb_common::proto::{
     HistoryResponse, KeyValue, SessionRequest, VersionAtRequest, VersionAtResponse, WatchRequest,
     WatchResponse,
 };
-use ferrisdb_common::{Result, Version};
+use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::serve::Shutdown;
 use futures::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
@@ -43,7 +43,13 @@ struct ServiceState {
     /// Sessions stop taking operations once this resolves, so a stop is not held up by a
     /// client's long-lived stream.
     shutdown: Shutdown,
+    /// One permit per change feed being served: each has a connection to the pageserver of
+    /// its own, so their number is bounded here rather than by the streams of one connection.
+    feeds: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most change feeds a compute serves at once (each holds a pageserver connection).
+pub const MAX_CHANGE_FEEDS: usize = 1024;
 
 impl ComputeService {
     /// A service routing each request to its database's primary (`unavailable` until it has
@@ -58,6 +64,7 @@ impl ComputeService {
                 databases,
                 activity,
                 shutdown,
+                feeds: Arc::new(tokio::sync::Semaphore::new(MAX_CHANGE_FEEDS)),
             }),
         }
     }
@@ -190,15 +197,24 @@ impl Database for ComputeService {
     ) -> Result<Response<Self::ChangesStream>, Status> {
         let mut req = req.into_inner();
         let p = self.node(&req.database).await?;
+        let feed = self.state.feeds.clone().try_acquire_owned().map_err(|_| {
+            Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "this compute serves {MAX_CHANGE_FEEDS} change feeds, its maximum: try again \
+                     once one ends"
+                ),
+            )
+        })?;
         // The pageserver holds every ingested commit (the hot tier only the newest values), so
         // it serves the feed; new commits reach it within milliseconds, and it waits for those
         // acknowledged before this request (whatever a client put here is replaced).
         req.through_version = p.view().latest().0;
-        let stream = p.view().pageserver().changes(req).await?.into_inner();
+        let stream = p.view().feed_client()?.changes(req).await?.into_inner();
         // A follower is a client waiting, as a watch is: no scale to zero under it.
         let busy = self.state.activity.busy_owned();
         let stream = stream.map(move |batch| {
-            let _held = &busy;
+            let _held = (&busy, &feed);
             batch
         });
         Ok(Response::new(Box::pin(stream)))

@@ -107,9 +107,14 @@ impl DatabaseView {
         &self.watches
     }
 
-    /// The pageserver's gRPC client, for what is not a read (checkpoints, the change feed).
+    /// The pageserver's gRPC client, for what is not a read (checkpoints, branches).
     pub fn pageserver(&self) -> PageserverClient<CallChannel> {
         self.pageserver.admin.clone()
+    }
+
+    /// A pageserver client for one change feed (see [`Pageserver::feed_client`]).
+    pub fn feed_client(&self) -> Result<PageserverClient<CallChannel>> {
+        self.pageserver.feed_client()
     }
 
     /// Whether the pageserver answers for this database (a status call): reads of anything
