@@ -816,3 +816,53 @@ fn all_threads_stopped(pid: i32) -> bool {
         })
     })
 }
+
+/// A safekeeper given a bucket it cannot read starts (it holds the WAL; the bucket may be down
+/// for a while) but says so, since it then never deletes WAL.
+#[test]
+fn a_safekeeper_says_when_its_object_store_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_base_port();
+    // An S3 endpoint nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let log_path = dir.path().join("sk.log");
+    let mut child = std::process::Command::new(support::BIN)
+        .args([
+            "safekeeper",
+            "--listen-grpc",
+            &format!("127.0.0.1:{port}"),
+            "--listen-http",
+            &format!("127.0.0.1:{}", port + 80),
+            "--data-dir",
+            dir.path().join("sk").to_str().unwrap(),
+            "--object-store",
+            "s3://no-such-bucket/x",
+            "--s3-endpoint",
+            &endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("--object-store") && log.contains("no WAL is deleted") {
+            break log;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the safekeeper exited: {log}"
+        );
+        assert!(Instant::now() < deadline, "no warning: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(log.contains("safekeeper serving"), "{log}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -471,12 +471,22 @@ impl Proposer {
             .ok_or_else(|| Error::internal("no voters"))?;
         let donor = granted[plan.donor].0;
         if plan.end > votes[plan.donor].flush_lsn {
-            tracing::warn!(
-                database,
-                durable_elsewhere,
-                donor_flush = votes[plan.donor].flush_lsn,
-                "object storage is ahead of every safekeeper: restarting the log there"
-            );
+            if votes[plan.donor].flush_lsn == 0 {
+                // No safekeeper has held WAL for it: a new branch, or a database restored
+                // from the bucket. Its log starts where object storage ends, as it should.
+                tracing::info!(
+                    database,
+                    durable_elsewhere,
+                    "no safekeeper holds WAL for this database yet: its log starts where object storage ends"
+                );
+            } else {
+                tracing::warn!(
+                    database,
+                    durable_elsewhere,
+                    donor_flush = votes[plan.donor].flush_lsn,
+                    "object storage is ahead of every safekeeper: restarting the log there"
+                );
+            }
         }
         let (end, log_start, commit) = (plan.end, plan.log_start, plan.commit);
         let history: Vec<TermSwitch> = plan.history.iter().map(Into::into).collect();

@@ -85,7 +85,11 @@ pub async fn run_on(
     let _lock = ferrisdb_server_common::dir_lock::DirLock::acquire(&config.data_dir, "safekeeper")?;
     let metrics = Metrics::new().map_err(|e| Error::internal(format!("metrics: {e}")))?;
     let store = match &config.object_store {
-        Some(c) => Some(c.open()?),
+        Some(c) => {
+            let store = c.open()?;
+            tokio::spawn(check_store(store.clone(), c.url.clone()));
+            Some(store)
+        }
         None => {
             tracing::warn!(
                 "no --object-store: the pageserver's durable claims cannot be verified, so this \
@@ -153,4 +157,35 @@ pub async fn run_on(
     let _ = http.await;
     let _ = persister.await;
     Ok(())
+}
+
+/// How long the start-up look at the bucket may take before it is reported as unanswered.
+const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Looks at the bucket once after start and warns if it cannot be read. A safekeeper starts
+/// whatever the bucket's state (it holds the WAL, and the bucket may be down for a while);
+/// but one given a wrong bucket, endpoint or credentials would otherwise never say so and
+/// simply never delete WAL, until `--max-wal-bytes` stops commits (an outside audit's
+/// finding).
+async fn check_store(store: std::sync::Arc<dyn object_store::ObjectStore>, url: String) {
+    let prefix = object_store::path::Path::from("databases");
+    match tokio::time::timeout(
+        STORE_CHECK_TIMEOUT,
+        store.list_with_delimiter(Some(&prefix)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {
+            tracing::info!(%url, "object store readable: the pageserver's durable claims can be verified")
+        }
+        Ok(Err(e)) => tracing::warn!(
+            %url,
+            error = %e,
+            "cannot read --object-store: the pageserver's durable claims cannot be verified and no WAL is deleted until it can (check the bucket, endpoint and credentials)"
+        ),
+        Err(_) => tracing::warn!(
+            %url,
+            "--object-store did not answer within {STORE_CHECK_TIMEOUT:?}: no WAL is deleted until the pageserver's durable claims can be verified there"
+        ),
+    }
 }
