@@ -558,3 +558,44 @@ async fn a_branch_reads_from_its_parents_retention_horizon() {
     wait_served(&ep, "y").await;
     assert!(get(&ep, "y", "k").is_string());
 }
+
+/// A branch the safekeepers refuse to hold (their `--max-databases` reached) is created on the
+/// pageserver but cannot be served: `admin branch` says why rather than a bare success, and
+/// the refusal is named, not taken for unreachable safekeepers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_the_safekeepers_refuse_says_why_it_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+    db.run(|tx| async move {
+        tx.set("k", "v");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    // The safekeepers again, each allowed the one database it holds.
+    for c in cluster.components() {
+        if c.kind == "safekeeper" {
+            DevCluster::kill_pid(c.pid);
+            let mut argv = c.argv.clone();
+            argv.extend(["--max-databases".to_string(), "1".to_string()]);
+            cluster.spawn_argv(&c.name, &argv);
+        }
+    }
+    let db = cluster.db(Duration::from_secs(30)).await;
+    let got = db.run(|tx| async move { tx.get("k").await }).await.unwrap();
+    assert_eq!(got.as_deref(), Some(&b"v"[..]));
+    let admin = cluster.admin_endpoint();
+    let (ok, out, err) = cli(&["admin", "branch", "refused", "--endpoint", &admin, "--json"]);
+    assert!(ok, "{out} {err}");
+    let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let why = body["not_served_yet"].as_str().unwrap_or_default();
+    assert!(why.contains("--max-databases"), "{body}");
+    assert!(!why.contains("reachable"), "{body}");
+    let (ok, out, err) = cli(&["admin", "branch", "refused-too", "--endpoint", &admin]);
+    assert!(ok, "{out} {err}");
+    assert!(
+        err.contains("warning: the branch is not served yet") && err.contains("--max-databases"),
+        "{out} {err}"
+    );
+}

@@ -392,20 +392,21 @@ struct BranchParams {
     path = "/v1/branch",
     tag = "branches",
     request_body = BranchParams,
-    responses((status = 200, description = "The branch exists and is served", body = Branched))
+    responses((status = 200, description = "The branch exists and is served, or (with `not_served_yet`) exists and is still starting after 10 s, and why", body = Branched))
 )]
 async fn branch(
     State(dbs): State<Databases>,
     Json(p): Json<BranchParams>,
 ) -> Result<Json<Branched>, ApiError> {
     let parent = p.parent.clone().unwrap_or_else(|| dbs.root.clone());
-    let at = dbs
+    let (at, starting) = dbs
         .branch(&p.name, &parent, p.version.map(Version), p.timestamp_micros)
         .await?;
     Ok(Json(Branched {
         database: p.name,
         parent,
         version: at,
+        not_served_yet: starting.map(|e| e.to_string()),
     }))
 }
 

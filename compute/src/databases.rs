@@ -380,15 +380,15 @@ impl Databases {
 
     /// Creates `name` as a branch of `parent` (a database served here) at a version or
     /// timestamp (neither: the parent's latest commit) and starts serving it. Returns the
-    /// branch point once the branch serves (or after [`BRANCH_START_TIMEOUT`], still
-    /// starting). A parent that is itself still starting is waited for as long.
+    /// branch point once the branch serves, or after [`BRANCH_START_TIMEOUT`] with why it is
+    /// still starting. A parent that is itself still starting is waited for as long.
     pub async fn branch(
         &self,
         name: &str,
         parent: &str,
         version: Option<Version>,
         timestamp_micros: Option<u64>,
-    ) -> Result<Version> {
+    ) -> Result<(Version, Option<Error>)> {
         let p = self
             .node_when_started(parent, BRANCH_START_TIMEOUT)
             .await?
@@ -447,9 +447,12 @@ impl Databases {
             .into_inner();
         self.serve(name);
         // Answer once the branch serves, so the caller's next request finds it; a branch
-        // still starting after the wait exists all the same.
-        let _ = self.node_when_started(name, BRANCH_START_TIMEOUT).await;
-        Ok(Version(at.version))
+        // still starting after the wait exists all the same, and the caller hears why.
+        let starting = self
+            .node_when_started(name, BRANCH_START_TIMEOUT)
+            .await
+            .err();
+        Ok((Version(at.version), starting))
     }
 
     /// Serves `database` as its primary until a newer term fences it, then as a replica that

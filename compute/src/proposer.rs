@@ -408,9 +408,21 @@ impl Proposer {
         .await;
         let reachable = statuses.iter().filter(|s| s.is_ok()).count();
         if reachable < majority {
+            // What each of the others said: "unreachable" alone blamed the network for a
+            // safekeeper that refused the database (its --max-databases reached, say).
+            let why: Vec<String> = statuses
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.as_ref()
+                        .err()
+                        .map(|e| format!("safekeeper {}: {e}", i + 1))
+                })
+                .collect();
             return Err(Error::unavailable(format!(
-                "only {reachable} of {} safekeepers reachable; {majority} needed to elect",
-                clients.len()
+                "only {reachable} of {} safekeepers answered; {majority} needed to elect ({})",
+                clients.len(),
+                why.join("; ")
             )));
         }
         let term = next_term(statuses.iter().flatten().map(|s| s.term))?;

@@ -181,6 +181,7 @@ async fn branch(
         database,
         parent: params.parent,
         version: at,
+        not_served_yet: None,
     }))
 }
 

@@ -445,6 +445,9 @@ async fn admin(cmd: AdminCommand) -> ExitCode {
                 body["parent"].as_str().unwrap_or_default(),
                 body["version"]
             ));
+            if let Some(why) = body["not_served_yet"].as_str() {
+                eprintln!("warning: the branch is not served yet: {why}");
+            }
         }
     }
     ExitCode::SUCCESS

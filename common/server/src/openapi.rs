@@ -40,6 +40,12 @@ pub struct Branched {
     /// The parent's version it starts from.
     #[schema(value_type = u64)]
     pub version: ferrisdb_common::Version,
+    /// Present when the compute is not serving the branch yet after its wait (10 s): why its
+    /// last attempt to lead it failed (a safekeeper's `--max-databases` reached, say). The
+    /// branch exists all the same, and is served once that is resolved; until then requests
+    /// naming it are answered `unavailable` with this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_served_yet: Option<String>,
 }
 
 /// One database a pageserver holds (compute and pageserver admin APIs, `GET /v1/databases`).
