@@ -318,6 +318,53 @@ async fn a_checkpoint_is_due_once_the_open_layer_reaches_its_size_mark() {
     assert!(again.is_err(), "a second signal was kept");
 }
 
+/// A checkpoint of empty commits only (a read's liveness record) uploads them in a segment and
+/// lets them go, so the next checkpoint does not upload them again; and after a restart from
+/// the bucket the change feed reads across them (it refused with `version_too_old`: the
+/// commit times, loaded from layers, did not list them).
+#[tokio::test]
+async fn empty_commits_are_uploaded_once_and_the_feed_reads_across_them_after_a_restart() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let metrics = Metrics::new().unwrap();
+    let t = load_all(store.clone(), metrics.clone()).await.unwrap();
+    t.apply(&[rec(10, &[("a", Some("1"))])]).unwrap();
+    t.checkpoint(Version(10)).await.unwrap();
+    t.apply(&[rec(20, &[])]).unwrap();
+    t.apply(&[rec(30, &[])]).unwrap();
+    t.checkpoint(Version(30)).await.unwrap();
+    t.apply(&[rec(40, &[])]).unwrap();
+    t.checkpoint(Version(40)).await.unwrap();
+    let segments: Vec<(u64, u64)> = t
+        .read_map()
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| (s.first.0, s.last.0))
+        .collect();
+    assert_eq!(segments, vec![(10, 10), (20, 30), (40, 40)]);
+    let versions = |rs: Vec<WalRecord>| rs.iter().map(|r| r.version.0).collect::<Vec<_>>();
+    assert_eq!(
+        versions(t.records_since(Version(0)).await.unwrap()),
+        vec![10, 20, 30, 40]
+    );
+
+    let reloaded = load_all(store, metrics).await.unwrap();
+    assert_eq!(reloaded.remote_consistent_version(), Version(40));
+    assert_eq!(
+        versions(reloaded.records_since(Version(0)).await.unwrap()),
+        vec![10, 20, 30, 40]
+    );
+    reloaded.apply(&[rec(50, &[("a", Some("5"))])]).unwrap();
+    assert_eq!(
+        versions(reloaded.records_since(Version(10)).await.unwrap()),
+        vec![20, 30, 40, 50]
+    );
+    assert_eq!(
+        versions(reloaded.records_since(Version(40)).await.unwrap()),
+        vec![50]
+    );
+}
+
 /// A safekeeper past half its WAL budget makes a checkpoint due at once, if enough WAL awaits
 /// upload (a quarter of the budget, at least 1 MiB), and only once per checkpoint; a budget
 /// too small to be true costs at most a checkpoint per MiB.

@@ -73,7 +73,7 @@ impl Timeline {
             (frozen, end)
         };
         if end <= start {
-            self.unfreeze(frozen, None)?;
+            self.unfreeze(frozen, Thaw::Kept)?;
             return Ok(start);
         }
         let mut next = manifest.clone();
@@ -103,7 +103,7 @@ impl Timeline {
             let body = match encoded {
                 Ok(body) => body,
                 Err(e) => {
-                    self.unfreeze(frozen, None)?;
+                    self.unfreeze(frozen, Thaw::Kept)?;
                     return Err(Error::internal(format!("delta layer encoder: {e}")));
                 }
             };
@@ -120,7 +120,7 @@ impl Timeline {
             let layer = match layer {
                 Ok(l) => l,
                 Err(e) => {
-                    self.unfreeze(frozen, None)?;
+                    self.unfreeze(frozen, Thaw::Kept)?;
                     return Err(e);
                 }
             };
@@ -128,7 +128,7 @@ impl Timeline {
             let payload = PutPayload::from(body);
             let put = with_retries("put layer", || self.store.put(&path, payload.clone())).await;
             if let Err(e) = put {
-                self.unfreeze(frozen, None)?;
+                self.unfreeze(frozen, Thaw::Kept)?;
                 return Err(store_error(e));
             }
             next.layers.push(LayerEntry {
@@ -172,16 +172,16 @@ impl Timeline {
             match uploaded {
                 Ok(size) => next.segments.push(SegmentEntry { size, ..entry }),
                 Err(e) => {
-                    self.unfreeze(frozen, None)?;
+                    self.unfreeze(frozen, Thaw::Kept)?;
                     return Err(e);
                 }
             }
         }
         if let Err(e) = manifest::store_next(&self.store, &next).await {
-            self.unfreeze(frozen, None)?;
+            self.unfreeze(frozen, Thaw::Kept)?;
             return Err(e);
         }
-        self.unfreeze(frozen, new_layer)?;
+        self.unfreeze(frozen, Thaw::Uploaded(new_layer))?;
         if let Ok(mut map) = self.layers.write() {
             map.segments = next.segments.clone();
         }
@@ -200,24 +200,24 @@ impl Timeline {
         Ok(end)
     }
 
-    /// Ends a freeze: the frozen data becomes `layer` if it was uploaded, or goes back into
+    /// Ends a freeze: the frozen data becomes its layer if it was uploaded, or goes back into
     /// the open layer if not (nothing is lost when an upload fails).
     ///
     /// An uploaded freeze's map and records are freed on the blocking pool, after the layer
     /// map's lock is released: a checkpoint of a million entries takes ~0.2 s of CPU just to
     /// free, which under the lock would stall every read and the WAL's ingestion, and on an
     /// async worker would hold it from `GetPage` and the WAL stream.
-    fn unfreeze(&self, frozen: Arc<VersionedMap>, layer: Option<Arc<DeltaLayer>>) -> Result<()> {
+    fn unfreeze(&self, frozen: Arc<VersionedMap>, thaw: Thaw) -> Result<()> {
         let freed = {
             let mut map = self.write_map()?;
             let in_map = map.frozen.take();
             let frozen_records = std::mem::take(&mut map.frozen_records);
-            match layer {
-                Some(l) => {
-                    map.layers.push(l);
+            match thaw {
+                Thaw::Uploaded(layer) => {
+                    map.layers.extend(layer);
                     (frozen, in_map, frozen_records)
                 }
-                None => {
+                Thaw::Kept => {
                     // Not uploaded: the records go back in front of what arrived meanwhile.
                     let frozen_records = Arc::unwrap_or_clone(frozen_records);
                     let newer = std::mem::replace(&mut map.open_records, frozen_records);
@@ -233,6 +233,17 @@ impl Timeline {
         free_off_worker(freed);
         Ok(())
     }
+}
+
+/// How a freeze ends ([`Timeline::unfreeze`]).
+enum Thaw {
+    /// Uploaded: its records are in a cold segment and its data in this layer, none when it
+    /// held only empty commits (a read's liveness record); memory lets both go. (Such a
+    /// checkpoint once put its records back as if it had failed, so every later one uploaded
+    /// them again: read-only stretches left overlapping segments in the manifest.)
+    Uploaded(Option<Arc<DeltaLayer>>),
+    /// Not uploaded (failed, or nothing new): everything goes back into the open layer.
+    Kept,
 }
 
 /// Where the chain of delta layers in `layers` ends (the highest end of a delta layer), or
