@@ -99,6 +99,15 @@ impl Timelines {
             .is_ok_and(|mut m| m.broken.insert(database.to_string(), error).is_none())
     }
 
+    /// Stops serving `database`: every request for it answers `error` until it is loaded
+    /// again. Whether it was not broken before.
+    fn take_out(&self, database: &str, error: Error) -> bool {
+        self.0.write().is_ok_and(|mut m| {
+            m.served.remove(database);
+            m.broken.insert(database.to_string(), error).is_none()
+        })
+    }
+
     /// How many databases are broken.
     fn broken_count(&self) -> usize {
         self.0.read().map_or(0, |m| m.broken.len())
@@ -251,6 +260,39 @@ impl Databases {
         Ok(t)
     }
 
+    /// Another pageserver wrote `t`'s manifest (its checkpoint was fenced): this one stops
+    /// serving the database (stale layers the other may have compacted away, a durable
+    /// position that can never advance) and loads it again from the newest manifest in the
+    /// bucket, as a broken database is retried. Until then every request for it answers
+    /// `fenced`. Before, a fenced pageserver went on serving with a healthy-looking status,
+    /// retrying the same generation forever and uploading an orphan layer at every attempt
+    /// (an outside audit's finding). Two pageservers on one database take it from each other
+    /// at each checkpoint this way, always from the newest manifest: a misconfiguration, but
+    /// one that neither loses data nor wedges. A branch of it keeps the ancestor it was
+    /// loaded with until the pageserver restarts.
+    fn fenced(&self, t: &Timeline, e: Error) {
+        let name = t.database();
+        tracing::error!(
+            database = name,
+            error = %e,
+            "another pageserver wrote this database's manifest: no longer serving it here; loading the newest manifest from the bucket (one pageserver per database)"
+        );
+        let error = Error::new(
+            ErrorKind::Fenced,
+            format!(
+                "database {name} was taken over by another pageserver writing the same bucket \
+                 ({}); this pageserver is loading the newest manifest",
+                e.message()
+            ),
+        );
+        if self.timelines.take_out(name, error) {
+            self.retry_broken(name);
+        }
+        self.metrics
+            .broken_databases
+            .set(self.timelines.broken_count() as i64);
+    }
+
     /// Retries loading broken database `name` in the background, with pauses growing to
     /// [`BROKEN_RETRY_MAX`], until it loads: damage may be repaired while the pageserver
     /// runs (an object restored from a backup, a store's read that failed its checksum once),
@@ -308,6 +350,8 @@ impl Databases {
         let every = self.checkpoint_interval;
         let follow = tokio::spawn(ingest::follow(t.clone(), self.safekeepers.clone()));
         let report = tokio::spawn(ingest::report_durable(t.clone(), self.safekeepers.clone()));
+        let this = self.clone();
+        let followers = [follow.abort_handle(), report.abort_handle()];
         let checkpoints = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -317,6 +361,13 @@ impl Databases {
                 if t.ingested_version() > t.remote_consistent_version()
                     && let Err(e) = t.checkpoint(Version::ZERO).await
                 {
+                    if e.kind() == ErrorKind::Fenced {
+                        for f in &followers {
+                            f.abort();
+                        }
+                        this.fenced(&t, e);
+                        return;
+                    }
                     tracing::warn!(database = t.database(), error = %e, "periodic checkpoint failed");
                     // An oversized layer signals again with the next WAL: a pause, so a store
                     // that keeps failing is not retried as fast as WAL arrives.
@@ -453,6 +504,71 @@ mod tests {
         // The refusal changed nothing: the branches made still serve.
         assert_eq!(dbs.list().len(), 3);
         dbs.stop();
+    }
+
+    /// A pageserver whose checkpoint is fenced by another writing the same database stops
+    /// serving it and loads it again from the newest manifest, then checkpoints on from there.
+    #[tokio::test]
+    async fn a_fenced_pageserver_reloads_the_newest_manifest() {
+        use ferrisdb_common::wal::{Mutation, WalRecord};
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let pageserver = |every| {
+            let store = store.clone();
+            async move {
+                let cache = Arc::new(BlockCache::new(&Default::default()).await.unwrap());
+                let dbs = Databases::new(
+                    store,
+                    Metrics::new().unwrap(),
+                    cache,
+                    TimelineOptions::default(),
+                    // Nothing listens there: records are applied by hand below.
+                    vec!["http://127.0.0.1:1".to_string()],
+                    every,
+                );
+                dbs.start_all(&["default".to_string()]).await.unwrap();
+                dbs
+            }
+        };
+        let rec = |v: u64, value: &str| WalRecord {
+            version: Version(v),
+            commit_time_micros: v,
+            mutations: vec![Mutation::Set {
+                key: bytes::Bytes::from_static(b"k"),
+                value: bytes::Bytes::copy_from_slice(value.as_bytes()),
+            }],
+        };
+        let a = pageserver(Duration::from_secs(3600)).await;
+        let b = pageserver(Duration::from_millis(50)).await;
+        // A checkpoints first: generation 1 is its.
+        let at = a.timelines.get("default").unwrap();
+        at.apply(&[rec(10, "a")]).unwrap();
+        at.checkpoint(Version(10)).await.unwrap();
+        // B, with data of its own, is fenced at its next checkpoint and reloads A's manifest.
+        let old = b.timelines.get("default").unwrap();
+        old.apply(&[rec(10, "a"), rec(20, "b")]).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let reloaded = loop {
+            if let Ok(t) = b.timelines.get("default")
+                && !Arc::ptr_eq(&t, &old)
+            {
+                break t;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "B never reloaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(reloaded.manifest_generation().await, 1);
+        assert_eq!(reloaded.remote_consistent_version(), Version(10));
+        assert_eq!(
+            reloaded.get(b"k", Version(10)).await.unwrap().as_deref(),
+            Some(&b"a"[..])
+        );
+        // And goes on from there: its next checkpoint is generation 2.
+        reloaded.apply(&[rec(20, "b")]).unwrap();
+        reloaded.checkpoint(Version(20)).await.unwrap();
+        assert_eq!(reloaded.manifest_generation().await, 2);
+        assert!(b.timelines.broken().is_empty());
+        a.stop();
+        b.stop();
     }
 
     /// A clock stopped at one instant.
