@@ -74,7 +74,7 @@ impl Timeline {
                 version: at,
             });
             manifest::store_next(&parent.store, &next).await?;
-            *m = next;
+            parent.replace_manifest(&mut m, next);
         }
         let mut first = Manifest::empty(name);
         first.generation = 1;

@@ -282,7 +282,7 @@ impl Timeline {
             .layers
             .with_label_values(&[&self.database])
             .set(next.layers.len() as i64);
-        *manifest = next;
+        self.replace_manifest(&mut manifest, next);
         drop(manifest);
         for name in &doomed {
             let path = manifest::layer_path(&self.database, name);

@@ -97,7 +97,7 @@ impl Timeline {
             .layers
             .with_label_values(&[&self.database])
             .set(next.layers.len() as i64);
-        *manifest = next;
+        self.replace_manifest(&mut manifest, next);
         drop(manifest);
         for name in &doomed_layers {
             let path = manifest::layer_path(&self.database, name);

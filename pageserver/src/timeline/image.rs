@@ -105,7 +105,7 @@ impl Timeline {
             .layers
             .with_label_values(&[&self.database])
             .set(next.layers.len() as i64);
-        *manifest = next;
+        self.replace_manifest(&mut manifest, next);
         tracing::info!(database = %self.database, version = %at, keys, "image layer written");
         Ok(())
     }

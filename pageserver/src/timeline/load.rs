@@ -150,6 +150,7 @@ impl Timeline {
             times: RwLock::new(times),
             ingested: watch::channel(durable).0,
             remote_consistent: watch::channel(durable).0,
+            generation: AtomicU64::new(manifest.generation),
             manifest: Mutex::new(manifest),
             writer: format!("{:016x}", rand::random::<u64>()),
             cache,

@@ -154,6 +154,10 @@ pub struct Timeline {
     remote_consistent: watch::Sender<Version>,
     /// The live manifest; holding it is the checkpoint lock.
     manifest: Mutex<Manifest>,
+    /// The live manifest's generation, readable without that lock: a checkpoint holds it
+    /// for as long as its uploads take, so a status call waiting for it hung while the store
+    /// did (an outside audit: 20 of 21 status calls unanswered in 10 s during an S3 outage).
+    generation: AtomicU64,
     /// This instance's identity in the manifests it writes.
     writer: String,
     cache: Arc<BlockCache>,
@@ -247,8 +251,15 @@ impl Timeline {
         self.cache.stats()
     }
 
-    /// The live manifest generation.
+    /// The live manifest generation, at once, even while a checkpoint uploads.
     pub async fn manifest_generation(&self) -> u64 {
-        self.manifest.lock().await.generation
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Makes `next` the live manifest (`live` is the locked one).
+    fn replace_manifest(&self, live: &mut Manifest, next: Manifest) {
+        self.generation
+            .store(next.generation, std::sync::atomic::Ordering::Release);
+        *live = next;
     }
 }

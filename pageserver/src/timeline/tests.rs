@@ -365,6 +365,22 @@ async fn empty_commits_are_uploaded_once_and_the_feed_reads_across_them_after_a_
     );
 }
 
+/// The manifest's generation is read without the checkpoint lock, which an upload holds for
+/// as long as the store takes: a status call answers while a checkpoint is stuck.
+#[tokio::test]
+async fn the_manifest_generation_is_read_while_a_checkpoint_holds_the_manifest() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = load_all(store, Metrics::new().unwrap()).await.unwrap();
+    t.apply(&[rec(10, &[("a", Some("1"))])]).unwrap();
+    t.checkpoint(Version(10)).await.unwrap();
+    let held = t.manifest.lock().await;
+    let generation = tokio::time::timeout(Duration::from_secs(1), t.manifest_generation())
+        .await
+        .expect("waited for the manifest lock");
+    assert_eq!(generation, held.generation);
+    assert_eq!(generation, 1);
+}
+
 /// A safekeeper past half its WAL budget makes a checkpoint due at once, if enough WAL awaits
 /// upload (a quarter of the budget, at least 1 MiB), and only once per checkpoint; a budget
 /// too small to be true costs at most a checkpoint per MiB.

@@ -185,7 +185,7 @@ impl Timeline {
         if let Ok(mut map) = self.layers.write() {
             map.segments = next.segments.clone();
         }
-        *manifest = next;
+        self.replace_manifest(&mut manifest, next);
         self.remote_consistent.send_replace(end);
         self.metrics
             .remote_consistent_version
