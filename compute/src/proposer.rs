@@ -593,12 +593,7 @@ impl Proposer {
         }
         let released = futures::future::join_all(self.clients.iter().map(|c| {
             let mut c = c.clone();
-            let req = LeaseRequest {
-                database: self.database.clone(),
-                term: self.term,
-                proposer_id: self.id.to_bytes(),
-                release: true,
-            };
+            let req = self.lease_request(true);
             async move {
                 let answer = tokio::time::timeout(RELEASE_TIMEOUT, c.renew_lease(req)).await;
                 matches!(answer, Ok(Ok(a)) if a.get_ref().granted)
@@ -617,6 +612,16 @@ impl Proposer {
         );
     }
 
+    /// This term's lease request: a renewal, or with `release` the lease given back.
+    fn lease_request(&self, release: bool) -> LeaseRequest {
+        LeaseRequest {
+            database: self.database.clone(),
+            term: self.term,
+            proposer_id: self.id.to_bytes(),
+            release,
+        }
+    }
+
     /// Renews the read lease on every safekeeper every `lease::RENEW_EVERY`, until the
     /// proposer is fenced or dropped. A safekeeper answering a newer term fences it.
     async fn renew_lease(me: std::sync::Weak<Self>) {
@@ -631,12 +636,7 @@ impl Proposer {
             let sent = tokio::time::Instant::now();
             for (i, c) in me.clients.iter().enumerate() {
                 let mut c = c.clone();
-                let req = LeaseRequest {
-                    database: me.database.clone(),
-                    term: me.term,
-                    proposer_id: me.id.to_bytes(),
-                    release: false,
-                };
+                let req = me.lease_request(false);
                 let me = Arc::downgrade(&me);
                 // One task per safekeeper, so a slow one delays nobody's grant.
                 tokio::spawn(async move {
