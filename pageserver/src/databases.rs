@@ -481,20 +481,26 @@ impl Databases {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn branches_stop_at_the_configured_maximum() {
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    /// A pageserver on `store` checkpointing every `every`, not started. Its safekeeper
+    /// address has nothing listening: the followers retry quietly, which the tests ignore.
+    async fn pageserver(store: Arc<dyn ObjectStore>, every: Duration) -> Databases {
         let cache = Arc::new(BlockCache::new(&Default::default()).await.unwrap());
-        let dbs = Databases::new(
+        Databases::new(
             store,
             Metrics::new().unwrap(),
             cache,
             TimelineOptions::default(),
-            // Nothing listens there: the followers retry quietly, which this test ignores.
             vec!["http://127.0.0.1:1".to_string()],
-            Duration::from_secs(3600),
+            every,
         )
-        .with_max_branches(2);
+    }
+
+    #[tokio::test]
+    async fn branches_stop_at_the_configured_maximum() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let dbs = pageserver(store, Duration::from_secs(3600))
+            .await
+            .with_max_branches(2);
         dbs.start_all(&["default".to_string()]).await.unwrap();
         dbs.branch("b1", "default", None, None).await.unwrap();
         dbs.branch("b2", "b1", None, None).await.unwrap();
@@ -512,19 +518,11 @@ mod tests {
     async fn a_fenced_pageserver_reloads_the_newest_manifest() {
         use ferrisdb_common::wal::{Mutation, WalRecord};
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let pageserver = |every| {
+        // Records are applied by hand below.
+        let started = |every| {
             let store = store.clone();
             async move {
-                let cache = Arc::new(BlockCache::new(&Default::default()).await.unwrap());
-                let dbs = Databases::new(
-                    store,
-                    Metrics::new().unwrap(),
-                    cache,
-                    TimelineOptions::default(),
-                    // Nothing listens there: records are applied by hand below.
-                    vec!["http://127.0.0.1:1".to_string()],
-                    every,
-                );
+                let dbs = pageserver(store, every).await;
                 dbs.start_all(&["default".to_string()]).await.unwrap();
                 dbs
             }
@@ -537,8 +535,8 @@ mod tests {
                 value: bytes::Bytes::copy_from_slice(value.as_bytes()),
             }],
         };
-        let a = pageserver(Duration::from_secs(3600)).await;
-        let b = pageserver(Duration::from_millis(50)).await;
+        let a = started(Duration::from_secs(3600)).await;
+        let b = started(Duration::from_millis(50)).await;
         // A checkpoints first: generation 1 is its.
         let at = a.timelines.get("default").unwrap();
         at.apply(&[rec(10, "a")]).unwrap();
