@@ -802,6 +802,131 @@ async fn a_small_wal_budget_is_kept_by_checkpoints_the_safekeepers_ask_for() {
     }
 }
 
+/// Makes a directory tree immutable (`chattr +i`: not even root creates, renames or deletes
+/// in it) until dropped: an object store that refuses every write, for a file:// bucket.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    /// `None` (with the reason) where `chattr` cannot do it: not root, or a file system
+    /// without the attribute.
+    fn new(dir: &std::path::Path) -> Result<Immutable, String> {
+        let out = std::process::Command::new("chattr")
+            .args(["-R", "+i"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("chattr: {e}"))?;
+        let guard = Immutable(dir.to_path_buf());
+        if !out.status.success() {
+            return Err(format!(
+                "chattr -R +i: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        // Root ignores permissions, not this attribute: check it holds.
+        if std::fs::write(dir.join("probe"), b"x").is_ok() {
+            return Err("chattr +i did not stop a write".to_string());
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .args(["-R", "-i"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// While the bucket refuses every write, the pageserver holds at most two checkpoints' worth
+/// of WAL in memory and then stops ingesting (said in its log and metrics); commits go on,
+/// served from the compute's hot tier and kept by the safekeepers. Once the bucket takes
+/// writes again everything is uploaded and read back. Without the bound the pageserver took
+/// the WAL as fast as it came (an outside audit: 748 MB in memory against 256 MiB
+/// `--checkpoint-bytes` during an S3 outage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pageserver_whose_uploads_fail_stops_ingesting_at_its_memory_bound() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--checkpoint-bytes",
+        "1048576",
+        "--checkpoint-interval-secs",
+        "3600",
+    ];
+    let cluster = DevCluster::start(&dir.path().join("data"), &args).await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+    put(&db, "before".into(), "1".into()).await.unwrap();
+    let objects = cluster.data_dir.join("objects");
+    let frozen = match Immutable::new(&objects) {
+        Ok(f) => f,
+        Err(why) => {
+            eprintln!("skipped: cannot make the bucket refuse writes ({why})");
+            return;
+        }
+    };
+    let ps = cluster.component("pageserver").http.clone();
+    // 60 commits of 100 kB over distinct keys: about 6 MiB, three times the bound.
+    let value = |i: usize| format!("{i:06}").repeat(100_000 / 6);
+    let mut last = 0;
+    for i in 0..60 {
+        last = put(&db, format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), "ingestion pauses", || async {
+        metric(&ps, "ferrisdb_pageserver_ingest_paused").await == Some(1.0)
+    })
+    .await;
+    let held = || async {
+        let s = status(&ps).await.unwrap();
+        let db = &s["databases"]["default"];
+        (
+            db["ingested_version"].as_u64().unwrap(),
+            db["open_layer_bytes"].as_u64().unwrap(),
+        )
+    };
+    let (ingested, open) = held().await;
+    assert!(ingested < last, "ingested {ingested} of {last}");
+    // The bound (2 MiB) and at most the chunk that crossed it.
+    assert!(open <= 3 * MIB, "{open} bytes in the open layer");
+    eventually(Duration::from_secs(30), "a checkpoint fails", || async {
+        metric(&ps, "ferrisdb_pageserver_checkpoint_failures_total").await >= Some(1.0)
+    })
+    .await;
+    // Still paused a little later, and every commit reads back meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(held().await.0, ingested, "ingestion went on");
+    let present = read_prefix(&db, "k").await;
+    assert_eq!(present.len(), 60);
+    assert_eq!(present.get("k59"), Some(&value(59)));
+
+    drop(frozen);
+    eventually(
+        Duration::from_secs(60),
+        "ingestion resumes and catches up",
+        || async {
+            metric(&ps, "ferrisdb_pageserver_ingest_paused").await == Some(0.0)
+                && held().await.0 >= last
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "the WAL reaches the bucket",
+        || async {
+            status(&ps).await.unwrap()["databases"]["default"]["remote_consistent_version"]
+                .as_u64()
+                .unwrap()
+                >= last
+        },
+    )
+    .await;
+    let present = read_prefix(&db, "k").await;
+    for i in 0..60 {
+        assert_eq!(present.get(&format!("k{i:02}")), Some(&value(i)), "k{i:02}");
+    }
+}
+
 /// Whether every thread of process `pid` is stopped (state `T` in /proc).
 fn all_threads_stopped(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

@@ -30,6 +30,14 @@ impl WalSink for Timeline {
         INGEST_GATHER
     }
 
+    fn has_room(&self) -> bool {
+        Timeline::has_room(self)
+    }
+
+    fn wait_for_room(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(Timeline::wait_for_room(self))
+    }
+
     fn wal_budget(&self, wal_bytes: u64, max_wal_bytes: u64) {
         Timeline::wal_budget(self, wal_bytes, max_wal_bytes)
     }

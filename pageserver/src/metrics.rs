@@ -17,6 +17,12 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     /// Checkpoints asked for early because a safekeeper's WAL neared its budget.
     pub early_checkpoints: IntCounter,
+    /// Checkpoints that failed (the object store refused or did not answer, usually); each
+    /// is retried, and what it held stays in memory meanwhile.
+    pub checkpoint_failures: IntCounter,
+    /// Databases whose WAL ingestion waits for a checkpoint: their in-memory layers hold
+    /// what [`crate::timeline::HELD_CHECKPOINTS`] checkpoints would upload.
+    pub ingest_paused: IntGauge,
     /// Live layers, by database.
     pub layers: IntGaugeVec,
     /// Reads served (get and range).
@@ -57,6 +63,14 @@ impl Metrics {
             "ferrisdb_pageserver_early_checkpoints_total",
             "Checkpoints asked for before their time because a safekeeper's WAL neared its budget",
         )?;
+        let checkpoint_failures = IntCounter::new(
+            "ferrisdb_pageserver_checkpoint_failures_total",
+            "Checkpoints that failed (object store errors, usually); retried, their data kept in memory",
+        )?;
+        let ingest_paused = IntGauge::new(
+            "ferrisdb_pageserver_ingest_paused",
+            "Databases whose WAL ingestion waits for a checkpoint to upload (the in-memory layers are full)",
+        )?;
         let layers = by_database("ferrisdb_pageserver_layers", "Live layers, by database")?;
         let reads = IntCounter::new("ferrisdb_pageserver_reads_total", "Reads served")?;
         let orphans_deleted = IntCounter::new(
@@ -83,6 +97,7 @@ impl Metrics {
             &ingested_records,
             &checkpoints,
             &early_checkpoints,
+            &checkpoint_failures,
             &reads,
             &orphans_deleted,
             &manifests_deleted,
@@ -93,6 +108,7 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
         }
         registry.register(Box::new(broken_databases.clone()))?;
+        registry.register(Box::new(ingest_paused.clone()))?;
         Ok(Metrics {
             registry,
             ingested_version,
@@ -100,6 +116,8 @@ impl Metrics {
             ingested_records,
             checkpoints,
             early_checkpoints,
+            checkpoint_failures,
+            ingest_paused,
             layers,
             reads,
             read_layers,

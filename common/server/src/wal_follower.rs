@@ -43,6 +43,17 @@ pub trait WalSink: Send + Sync {
     /// makes WAL deletable (the pageserver, by uploading) may act on it; the default ignores
     /// it. It is a peer's word: it may cost work, never data.
     fn wal_budget(&self, _wal_bytes: u64, _max_wal_bytes: u64) {}
+    /// Whether the sink takes more records now. One that holds them in memory until it can
+    /// put them elsewhere (the pageserver, until it uploads) says no when full, and the
+    /// follower stops reading the stream until [`WalSink::wait_for_room`]: the safekeeper's
+    /// stream then waits on HTTP/2 flow control, with the WAL safe on its disk.
+    fn has_room(&self) -> bool {
+        true
+    }
+    /// Resolves once [`WalSink::has_room`]; called only when it said no.
+    fn wait_for_room(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Clients of every safekeeper in `endpoints`, carrying the cluster credential.
@@ -160,6 +171,9 @@ async fn stream_from(
             continue;
         }
         let records = wal::decode_frames(&chunk.wal, chunk.begin_lsn)?;
+        if !sink.has_room() {
+            sink.wait_for_room().await;
+        }
         sink.apply(&records)?;
         at += chunk.wal.len() as u64;
     }

@@ -7,12 +7,17 @@ use std::time::Duration;
 use ferrisdb_common::wal::WalRecord;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 
-use super::Timeline;
+use super::{HELD_CHECKPOINTS, Timeline};
 
 /// The least WAL not yet in object storage for which a safekeeper's budget asks a checkpoint
 /// early ([`Timeline::wal_budget`]): a safekeeper that reports a tiny budget (by mistake, or
 /// a lie) costs at most one checkpoint per this much WAL.
 pub const BUDGET_CHECKPOINT_MIN_BYTES: u64 = 1 << 20;
+
+/// How often ingestion that waits for room asks for a checkpoint again: after a failed one
+/// the checkpoint loop otherwise waits for new WAL (none comes while ingestion waits) or the
+/// periodic interval.
+const ROOM_RECHECK: Duration = Duration::from_secs(1);
 
 impl Timeline {
     /// What the safekeeper streaming WAL here said of its WAL on disk and its budget
@@ -42,6 +47,54 @@ impl Timeline {
         );
         self.metrics.early_checkpoints.inc();
         self.oversized.notify_one();
+    }
+
+    /// Bytes the in-memory layers hold: the open one and the one a checkpoint uploads.
+    fn held_bytes(&self) -> usize {
+        self.read_map().map_or(0, |m| {
+            m.open.approximate_bytes() + m.frozen.as_ref().map_or(0, |f| f.approximate_bytes())
+        })
+    }
+
+    /// Whether more WAL may be applied now: the in-memory layers hold less than
+    /// [`HELD_CHECKPOINTS`] checkpoints' worth. When they do not, the uploads are not keeping
+    /// up (the store is down or slow) and ingestion waits ([`Timeline::wait_for_room`]).
+    pub fn has_room(&self) -> bool {
+        self.held_bytes() < self.held_limit()
+    }
+
+    fn held_limit(&self) -> usize {
+        self.options
+            .checkpoint_bytes
+            .saturating_mul(HELD_CHECKPOINTS)
+    }
+
+    /// Waits until [`Timeline::has_room`], asking for a checkpoint every [`ROOM_RECHECK`]
+    /// meanwhile. What this holds back waits on the safekeepers (which keep WAL until object
+    /// storage holds it) and, past their budget, slows commits: the pageserver's memory stays
+    /// bounded however long the store is down.
+    pub async fn wait_for_room(&self) {
+        if self.has_room() {
+            return;
+        }
+        if !self.ingest_paused.swap(true, Ordering::Relaxed) {
+            self.metrics.ingest_paused.inc();
+            tracing::warn!(
+                database = %self.database,
+                held_bytes = self.held_bytes(),
+                limit = self.held_limit(),
+                "WAL ingestion waits: the in-memory layers are full and their upload has not succeeded (is the object store reachable?)"
+            );
+        }
+        let mut durable = self.remote_consistent.subscribe();
+        while !self.has_room() {
+            self.oversized.notify_one();
+            let _ = tokio::time::timeout(ROOM_RECHECK, durable.changed()).await;
+        }
+        if self.ingest_paused.swap(false, Ordering::Relaxed) {
+            self.metrics.ingest_paused.dec();
+            tracing::info!(database = %self.database, "WAL ingestion resumes: a checkpoint made room");
+        }
     }
 
     /// Applies committed records, which must continue exactly where ingestion stands.

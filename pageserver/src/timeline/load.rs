@@ -159,6 +159,7 @@ impl Timeline {
             options,
             metrics,
             oversized: Notify::new(),
+            ingest_paused: std::sync::atomic::AtomicBool::new(false),
             budget_asked_at: AtomicU64::new(u64::MAX),
             image_skipped: Default::default(),
             last_orphan_sweep: AtomicU64::new(0),

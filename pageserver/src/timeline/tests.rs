@@ -318,6 +318,86 @@ async fn a_checkpoint_is_due_once_the_open_layer_reaches_its_size_mark() {
     assert!(again.is_err(), "a second signal was kept");
 }
 
+/// While the store refuses every upload, the in-memory layers fill to two checkpoints' worth
+/// and then say they have no room (the WAL follower stops reading there); the wait asks for a
+/// checkpoint again and again, and ends once one succeeds. Without the bound the open layer
+/// grew with the write rate for as long as the store was down.
+#[tokio::test(start_paused = true)]
+async fn ingestion_waits_while_uploads_fail_and_resumes_after_one_succeeds() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let faulty = Arc::new(ferrisdb_server_common::faulty_store::FaultyStore::new(
+        bucket, 0, 7,
+    ));
+    let metrics = Metrics::new().unwrap();
+    let t = Arc::new(
+        Timeline::load_with_options(
+            "db",
+            faulty.clone(),
+            metrics.clone(),
+            Arc::new(BlockCache::in_memory(1 << 20)),
+            TimelineOptions {
+                checkpoint_bytes: 10_000,
+                ..TimelineOptions::keep_everything()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    faulty.set_fail_percent(100);
+    let value = "v".repeat(1_000);
+    let mut version = 0;
+    while t.has_room() {
+        version += 1;
+        t.apply(&[rec(
+            version,
+            &[(&format!("k{version}"), Some(value.as_str()))],
+        )])
+        .unwrap();
+        assert!(
+            version < 100,
+            "still room at {} bytes",
+            t.open_layer_bytes()
+        );
+    }
+    // Two checkpoints' worth (20,000 bytes of 1 kB values), not more.
+    assert!((19..=22).contains(&version), "full after {version} records");
+    assert!(t.checkpoint(Version(version)).await.is_err());
+    assert!(!t.has_room(), "a failed upload kept everything in memory");
+    assert_eq!(metrics.checkpoint_failures.get(), 1);
+
+    let waiting = tokio::spawn({
+        let t = t.clone();
+        async move { t.wait_for_room().await }
+    });
+    // The wait asks for a checkpoint, and again after a failed one.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(5), t.checkpoint_due())
+            .await
+            .expect("the wait asks for a checkpoint");
+        assert!(t.checkpoint(Version(version)).await.is_err());
+    }
+    assert!(!waiting.is_finished(), "room while every upload fails");
+    assert_eq!(metrics.ingest_paused.get(), 1);
+
+    faulty.set_fail_percent(0);
+    tokio::time::timeout(Duration::from_secs(5), t.checkpoint_due())
+        .await
+        .expect("the wait asks for a checkpoint");
+    assert_eq!(
+        t.checkpoint(Version(version)).await.unwrap(),
+        Version(version)
+    );
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the wait ends once a checkpoint made room")
+        .unwrap();
+    assert!(t.has_room());
+    assert_eq!(metrics.ingest_paused.get(), 0);
+    // Nothing held back was lost on the way.
+    let v = t.get(b"k1", Version(version)).await.unwrap();
+    assert_eq!(v.as_deref(), Some(value.as_bytes()));
+}
+
 /// A checkpoint of empty commits only (a read's liveness record) uploads them in a segment and
 /// lets them go, so the next checkpoint does not upload them again; and after a restart from
 /// the bucket the change feed reads across them (it refused with `version_too_old`: the

@@ -21,7 +21,9 @@ impl Timeline {
     /// Uploads everything ingested (after waiting for `wait_for`) as a delta layer, then a
     /// manifest naming it. Returns the new remote consistent version.
     pub async fn checkpoint(&self, wait_for: Version) -> Result<Version> {
-        let end = self.upload(wait_for).await?;
+        let end = self.upload(wait_for).await.inspect_err(|_| {
+            self.metrics.checkpoint_failures.inc();
+        })?;
         // Compaction and GC follow a checkpoint; their failure does not undo it.
         if let Err(e) = self.maintain().await {
             tracing::warn!(database = %self.database, error = %e, "image/GC pass failed; retried after the next checkpoint");
