@@ -282,7 +282,7 @@ async fn serve_databases(
         databases.clone(),
     );
     let http = security.spawn_admin(router, http_listener, shutdown.clone());
-    let grpc = security.grpc_server()?.add_service(InterceptedService::new(
+    let grpc = serve::grpc_server().add_service(InterceptedService::new(
         ferrisdb_common::with_message_limits!(DatabaseServer::new(ComputeService::new(
             databases.clone(),
             activity.clone(),
@@ -290,7 +290,7 @@ async fn serve_databases(
         ))),
         security.require_client(),
     ));
-    serve::serve_grpc(grpc, grpc_listener, shutdown).await?;
+    security.serve_grpc(grpc, grpc_listener, shutdown).await?;
     branches.abort();
     databases.stop();
     // No read is answered from here on: the next compute need not wait out our leases.

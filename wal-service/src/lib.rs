@@ -144,16 +144,16 @@ pub async fn run_on(
     let http = config
         .security
         .spawn_admin(router, http_listener, shutdown.clone());
-    let grpc = config
+    let grpc = serve::grpc_server().add_service(InterceptedService::new(
+        ferrisdb_common::with_message_limits!(SafekeeperServer::new(SafekeeperService::new(
+            state.clone()
+        ))),
+        config.security.require_cluster(),
+    ));
+    config
         .security
-        .grpc_server()?
-        .add_service(InterceptedService::new(
-            ferrisdb_common::with_message_limits!(SafekeeperServer::new(SafekeeperService::new(
-                state.clone()
-            ))),
-            config.security.require_cluster(),
-        ));
-    serve::serve_grpc(grpc, grpc_listener, shutdown).await?;
+        .serve_grpc(grpc, grpc_listener, shutdown)
+        .await?;
     let _ = http.await;
     let _ = persister.await;
     Ok(())

@@ -360,12 +360,15 @@ impl Security {
         )
     }
 
-    /// A gRPC server builder with the per-connection limits, over TLS when configured.
-    pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
-        match &self.tls {
-            Some(tls) => tls.grpc_server(),
-            None => Ok(serve::grpc_server()),
-        }
+    /// Serves a gRPC `router` (built on [`serve::grpc_server`]) on `listener` until
+    /// `shutdown`, over TLS when configured: every process's gRPC API is served this way.
+    pub async fn serve_grpc(
+        &self,
+        router: tonic::transport::server::Router,
+        listener: tokio::net::TcpListener,
+        shutdown: serve::Shutdown,
+    ) -> Result<()> {
+        serve::serve_grpc(router, listener, self.tls.as_ref(), shutdown).await
     }
 
     /// What the admin HTTP API requires.

@@ -9,6 +9,7 @@
 //! object_store, axum, prometheus).
 
 pub mod admin;
+pub mod admission;
 pub mod args;
 pub mod auth;
 pub mod clock;

@@ -9,17 +9,29 @@ use std::time::Duration;
 use ferrisdb_common::net::{REDACTED, install_crypto_provider};
 use ferrisdb_common::{Error, Result};
 
+use crate::admission::{self, Opening};
+
 /// Most requests one client connection may have in flight at once (HTTP/2 streams, so
 /// long-lived ones such as watches and WAL streams count too). A peer that opens more waits
 /// for a stream to end (the HTTP/2 setting tells well-behaved clients) or has the extra
 /// streams refused, so one connection cannot pin unbounded server memory.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
+/// How often a server pings an HTTP/2 peer that has been quiet, and how long it waits for
+/// the answer before closing the connection: a peer gone without a FIN (its host lost, a
+/// partition) otherwise holds its connection, and its streams' state, until TCP gives up
+/// hours later. A live client's HTTP/2 stack answers pings by itself.
+pub const HTTP2_KEEPALIVE: (Duration, Duration) =
+    (Duration::from_secs(30), Duration::from_secs(20));
+
 /// A gRPC server builder with FerrisDB's per-connection limits; every server starts here.
+/// TLS, when configured, is done by [`serve_grpc`] (with the handshake deadline).
 pub fn grpc_server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE.1))
         // A span per request, child of the caller's trace (a disabled span unless traces
         // are exported: see crate::telemetry).
         .trace_fn(crate::telemetry::grpc_server_span)
@@ -105,13 +117,11 @@ impl ServerTls {
         Ok(std::sync::Arc::new(config))
     }
 
-    /// A gRPC server builder serving with this identity.
-    pub fn grpc_server(&self) -> Result<tonic::transport::Server> {
-        install_crypto_provider();
-        let identity = tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem);
-        grpc_server()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-            .map_err(|e| Error::invalid(format!("TLS identity: {e}")))
+    /// A rustls server configuration with this identity for a gRPC listener: HTTP/2 only.
+    pub fn grpc_rustls_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+        let mut config = (*self.rustls_config()?).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(std::sync::Arc::new(config))
     }
 }
 
@@ -238,13 +248,17 @@ impl Shutdown {
     }
 }
 
-/// Serves gRPC on `listener` until `shutdown`, then drains for at most [`SHUTDOWN_GRACE`].
+/// Serves gRPC on `listener` until `shutdown`, then drains for at most [`SHUTDOWN_GRACE`];
+/// over TLS with `tls`. A connection is served once admitted: its TLS handshake and HTTP/2
+/// preface within [`crate::admission::HANDSHAKE_DEADLINE`].
 pub async fn serve_grpc(
     router: tonic::transport::server::Router,
     listener: tokio::net::TcpListener,
+    tls: Option<&ServerTls>,
     shutdown: Shutdown,
 ) -> Result<()> {
-    let incoming = accepted(listener);
+    let tls = tls.map(ServerTls::grpc_rustls_config).transpose()?;
+    let incoming = admission::admitted(accepted(listener), tls, Opening::Http2Preface);
     tokio::select! {
         r = router.serve_with_incoming_shutdown(incoming, shutdown.clone().wait()) => r.map_err(Error::from),
         _ = shutdown.deadline() => Ok(()),
@@ -291,83 +305,59 @@ fn accepted(
     })
 }
 
+/// How long an HTTP/1.1 client of the admin API may take to send a request's headers, once
+/// its connection is admitted (and how long a kept-alive connection may sit idle).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the admin HTTP `router` on `listener` until `shutdown`, bounded like
-/// [`serve_grpc`]; over TLS with `tls`.
+/// [`serve_grpc`]; over TLS with `tls`. Every error answer is a FerrisDB error in JSON (see
+/// [`crate::admin::json_errors`]).
 pub async fn serve_http(
     router: axum::Router,
     listener: tokio::net::TcpListener,
     tls: Option<&ServerTls>,
     shutdown: Shutdown,
 ) -> Result<()> {
+    let tls = tls.map(ServerTls::rustls_config).transpose()?;
     let stop = shutdown.clone();
     let serve = async move {
-        match tls {
-            Some(tls) => {
-                let config = tls.rustls_config()?;
-                serve_admin_tls(listener, router, config, stop.wait()).await;
-                Ok(())
-            }
-            None => serve_admin(listener, router, stop.wait())
-                .await
-                .map_err(Error::from),
+        let router = crate::admin::json_errors(router);
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(HTTP2_KEEPALIVE.0))
+            .keep_alive_timeout(HTTP2_KEEPALIVE.1);
+        let incoming = admission::admitted(accepted(listener), tls, Opening::AnyByte);
+        let mut incoming = std::pin::pin!(incoming);
+        let stopped = stop.wait();
+        tokio::pin!(stopped);
+        loop {
+            let conn = tokio::select! {
+                _ = &mut stopped => return,
+                next = futures::StreamExt::next(&mut incoming) => match next {
+                    Some(Ok(conn)) => conn,
+                    Some(Err(_)) => continue,
+                    None => return,
+                },
+            };
+            let (builder, router) = (builder.clone(), router.clone());
+            tokio::spawn(async move {
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let _ = builder
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(conn), service)
+                    .await;
+            });
         }
     };
     tokio::select! {
-        r = serve => r,
+        () = serve => Ok(()),
         _ = shutdown.deadline() => Ok(()),
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves. Every error answer is a
-/// FerrisDB error in JSON (see [`crate::admin::json_errors`]).
-async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, crate::admin::json_errors(router))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Serves `router` over TLS on `listener` until `shutdown` resolves. Each connection does
-/// its handshake in its own task (bounded in time), so a slow or silent client holds up no
-/// one else.
-async fn serve_admin_tls(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    config: std::sync::Arc<rustls::ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let router = crate::admin::json_errors(router);
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "admin API: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let handshake =
-                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
-            let Ok(Ok(stream)) = handshake.await else {
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-        });
     }
 }
 
