@@ -84,7 +84,8 @@ pub struct Args {
     /// Reads may go back this many seconds (the retention window, pitr_interval).
     #[arg(long, default_value_t = DEFAULT_PITR_INTERVAL_SECS)]
     pub pitr_interval_secs: u64,
-    /// Write an image layer once this many delta layers lie above the newest one.
+    /// Write an image layer once this many delta runs lie above the newest one (an L1 run
+    /// counts once); one is also written when the retention horizon passes the newest image.
     #[arg(long, default_value_t = DEFAULT_IMAGE_AFTER_DELTAS)]
     pub image_after_deltas: usize,
     /// Write no image layer that would be built from more than this many bytes of layers

@@ -72,7 +72,8 @@ pub const HELD_CHECKPOINTS: usize = 2;
 pub struct TimelineOptions {
     /// Reads may go this far back in time; GC may remove what only older reads need.
     pub pitr_interval: Duration,
-    /// An image layer is written once this many delta layers lie above the newest image.
+    /// An image layer is written once this many delta runs lie above the newest image (and
+    /// also when the retention horizon has passed it: see `image.rs`).
     pub image_after_deltas: usize,
     /// No image layer is written from more than this many bytes of layers (the newest
     /// image and the deltas above it). An image is built in memory — every row of those
