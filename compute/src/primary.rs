@@ -340,7 +340,7 @@ impl Primary {
         let mut status = serde_json::json!({
             "role": if q.fenced.is_some() { "fenced" } else { "primary" },
             "term": self.proposer.term(),
-            "read_lease": self.proposer.lease_held(),
+            "read_lease": self.proposer.lease_runs(),
             // How long this term waited, once elected, for an older primary's read lease.
             "older_lease_wait_ms": self.proposer.older_lease().as_millis() as u64,
             "committed_version": self.view.latest(),

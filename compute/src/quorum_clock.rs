@@ -14,7 +14,9 @@
 //! `remote` at about the midpoint of the call (monotonic clock), so at a later instant `t` that
 //! safekeeper's clock reads about `remote + (t − midpoint)`. The time is the median of those
 //! estimates over every safekeeper's latest answer, once a majority has answered (the lease is
-//! renewed four times a second, so answers stay fresh). This compute's own wall clock is not
+//! renewed four times a second while the database is read or written, so answers stay fresh;
+//! an idle one lets it lapse, and a reading then ages by [`DRIFT_PPM`] until the next answer
+//! replaces it). This compute's own wall clock is not
 //! used at all from then on: a step of it (an NTP jump, a VM resumed) changes nothing, where
 //! before a step ahead stamped commits in the future and, since times never decrease, froze
 //! them there. One safekeeper with a wrong clock moves nothing; a compute whose clock is off
