@@ -17,6 +17,7 @@ pub mod faulty_page_source;
 pub mod freshness;
 pub mod hot_tier;
 pub mod lease;
+pub mod mark_table;
 pub mod metrics;
 pub mod node;
 pub mod page_source;

@@ -76,11 +76,13 @@ use ferrisdb_server_common::hybrid_cache::{self, HybridCacheConfig, byte_weight}
 use foyer::{HybridCache, Load, RecoverMode};
 
 use crate::hot_tier::EvictionObserver;
+use crate::mark_table::MarkTable;
 use crate::range_cache::RangeCache;
 
 /// Slots of the table of marks (see "Knowing that the key did not change" in the module
-/// doc): 8 bytes each, 8 MiB per primary or replica view, many more slots than a hot working
-/// set has keys, so a key rarely shares all of its slots with keys written after it.
+/// doc): 8 bytes each, up to 8 MiB per primary or replica view (allocated as marks land, see
+/// [`MarkTable`]), many more slots than a hot working set has keys, so a key rarely shares all
+/// of its slots with keys written after it.
 const STALE_SLOTS: usize = 1 << 20;
 /// Slots per key: its mark is the lowest of them. Each is `STALE_SLOT_BITS` bits of one hash.
 const SLOTS_PER_KEY: usize = 3;
@@ -144,8 +146,9 @@ impl WarmCache {
             prefix: incarnation.to_be_bytes(),
             // Changes at or below `since` never passed through this hot tier, so nothing
             // marks them: count every key as changed at `since`, which makes entries read
-            // below it miss.
-            stale: (0..STALE_SLOTS).map(|_| AtomicU64::new(since.0)).collect(),
+            // below it miss. The newest range clear starts there, and a key's mark is never
+            // below it, so the table's slots may start at 0 (unallocated).
+            stale: MarkTable::new(STALE_SLOTS),
             stale_ranges: AtomicU64::new(since.0),
             version_at: moka::future::Cache::new(VERSION_AT_ENTRIES),
             ranges: RangeCache::new(since),
@@ -199,7 +202,7 @@ pub struct WarmTier {
     prefix: [u8; 8],
     /// The table of marks: each slot holds the newest version evicted from the hot tier for
     /// any key that hashes to it; a key's mark is the lowest of its slots.
-    stale: Box<[AtomicU64]>,
+    stale: MarkTable,
     /// The newest range clear evicted from the hot tier.
     stale_ranges: AtomicU64,
     /// Immutable `version_at` answers, by timestamp.
@@ -232,21 +235,20 @@ impl WarmTier {
 
     /// The slots of `key` in the table of marks: disjoint bit fields of one hash (two may
     /// coincide, which only makes the key's mark more conservative).
-    fn slots(&self, key: &[u8]) -> [&AtomicU64; SLOTS_PER_KEY] {
+    fn slots(key: &[u8]) -> [usize; SLOTS_PER_KEY] {
         let mut h = DefaultHasher::new();
         key.hash(&mut h);
         let h = h.finish();
         let mask = (1u64 << STALE_SLOT_BITS) - 1;
-        std::array::from_fn(|i| &self.stale[((h >> (i as u32 * STALE_SLOT_BITS)) & mask) as usize])
+        std::array::from_fn(|i| ((h >> (i as u32 * STALE_SLOT_BITS)) & mask) as usize)
     }
 
     /// The newest version at which `key` may have changed and left the hot tier: the lowest of
     /// its slots (each was raised by every change of it), or the newest evicted range clear.
     fn stale_mark(&self, key: &[u8]) -> Version {
-        let point = self
-            .slots(key)
+        let point = Self::slots(key)
             .iter()
-            .fold(u64::MAX, |low, slot| low.min(slot.load(Ordering::SeqCst)));
+            .fold(u64::MAX, |low, slot| low.min(self.stale.get(*slot)));
         Version(point.max(self.stale_ranges.load(Ordering::SeqCst)))
     }
 
@@ -353,8 +355,8 @@ impl WarmTier {
 
 impl EvictionObserver for WarmTier {
     fn evicted_point(&self, key: &[u8], version: Version) {
-        for slot in self.slots(key) {
-            slot.fetch_max(version.0, Ordering::SeqCst);
+        for slot in Self::slots(key) {
+            self.stale.raise(slot, version.0);
         }
         self.ranges.changed(key, version);
     }
@@ -472,7 +474,7 @@ mod tests {
     async fn a_shared_slot_alone_does_not_cost_a_key_its_entry() {
         let warm = Arc::new(WarmTier::in_memory(1 << 20).await.unwrap());
         let hot = HotTier::new(Version(0)).with_observer(warm.clone());
-        let slots = |k: &[u8]| warm.slots(k).map(|s| s as *const AtomicU64 as usize);
+        let slots = |k: &[u8]| WarmTier::slots(k);
         let mine = slots(b"mine");
         let other = (0u64..)
             .map(|i| format!("other{i}"))
@@ -494,9 +496,9 @@ mod tests {
         hot.evict_up_to(Version(2));
         // The shared slot now holds 2, above the entry's 1; the key's own slots still say 1.
         assert!(
-            warm.slots(b"mine")
+            WarmTier::slots(b"mine")
                 .iter()
-                .any(|s| s.load(Ordering::SeqCst) == 2)
+                .any(|s| warm.stale.get(*s) == 2)
         );
         assert_eq!(warm.get(b"mine", Version(2)).await, Some(Some(b("m1"))));
         assert_eq!(
