@@ -569,6 +569,52 @@ mod tests {
         b.stop();
     }
 
+    /// A layer the manifest names but the bucket lost holds that database as broken, with
+    /// `corruption` naming the object, while the pageserver serves the others. It was
+    /// `unavailable`, which stopped the pageserver at start with every database on it (an
+    /// outside audit).
+    #[tokio::test]
+    async fn a_layer_missing_from_the_bucket_holds_only_its_database_broken() {
+        use ferrisdb_common::wal::{Mutation, WalRecord};
+        use object_store::ObjectStoreExt;
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let names = ["default".to_string(), "other".to_string()];
+        let first = pageserver(store.clone(), Duration::from_secs(3600)).await;
+        first.start_all(&names).await.unwrap();
+        for name in &names {
+            let t = first.timelines.get(name).unwrap();
+            t.apply(&[WalRecord {
+                version: Version(10),
+                commit_time_micros: 10,
+                mutations: vec![Mutation::Set {
+                    key: bytes::Bytes::from_static(b"k"),
+                    value: bytes::Bytes::copy_from_slice(name.as_bytes()),
+                }],
+            }])
+            .unwrap();
+            t.checkpoint(Version(10)).await.unwrap();
+        }
+        first.stop();
+        let m = crate::format::manifest::load_latest(&store, "default")
+            .await
+            .unwrap();
+        let lost = crate::format::manifest::layer_path("default", &m.layers[0].name);
+        store.delete(&lost).await.unwrap();
+
+        let second = pageserver(store, Duration::from_secs(3600)).await;
+        second.start_all(&names).await.unwrap();
+        let other = second.timelines.get("other").unwrap();
+        assert_eq!(
+            other.get(b"k", Version(10)).await.unwrap().as_deref(),
+            Some(&b"other"[..])
+        );
+        let e = second.timelines.get("default").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+        assert!(e.message().contains(&lost.to_string()), "{e}");
+        assert!(e.message().contains("missing from the bucket"), "{e}");
+        second.stop();
+    }
+
     /// A clock stopped at one instant.
     #[derive(Debug)]
     struct Stopped(u64);

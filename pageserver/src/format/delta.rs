@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ferrisdb_common::{Error, Result, Version};
-use ferrisdb_server_common::objstore::{store_error, with_retries};
+use ferrisdb_server_common::objstore::with_retries;
 use ferrisdb_server_common::versioned_map::{
     Lookup, RangeTombstone, RangeTombstones, VersionedMap,
 };
@@ -324,7 +324,7 @@ pub struct DeltaLayer {
 async fn read_range(store: &Arc<dyn ObjectStore>, path: &Path, range: Range<u64>) -> Result<Bytes> {
     with_retries("get layer range", || store.get_range(path, range.clone()))
         .await
-        .map_err(store_error)
+        .map_err(|e| super::manifest::named_object_error(path, e))
 }
 
 /// After a failed read of the layer at `path`, which its manifest says is `size` bytes: a

@@ -242,7 +242,23 @@ pub async fn list_databases(store: &Arc<dyn ObjectStore>) -> Result<Vec<String>>
 pub async fn read_object(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bytes::Bytes> {
     with_retries("get", || async { store.get(path).await?.bytes().await })
         .await
-        .map_err(store_error)
+        .map_err(|e| named_object_error(path, e))
+}
+
+/// A failed read of an object a manifest names, as a FerrisDB error: `corruption` when the
+/// store says the object does not exist (the bucket lost it, or was rolled back or partly
+/// restored: it will not come back by retrying, and the database is held as broken with the
+/// object named), `unavailable` for everything else. A missing layer was `unavailable`,
+/// which stopped the pageserver at start with every other database, or had clients retry
+/// forever (an outside audit). Reads that race a compaction or GC deleting what they were
+/// reading are run again by the timeline before this reaches a client.
+pub fn named_object_error(path: &Path, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::corruption(format!(
+            "{path} is named by the manifest but missing from the bucket"
+        )),
+        e => store_error(e),
+    }
 }
 
 /// Writes `next` as generation `next.generation`, failing with `fenced` if that generation
