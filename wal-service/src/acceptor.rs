@@ -165,6 +165,8 @@ pub struct Acceptor {
     /// The current term's proposer gave its lease back ([`Acceptor::release_lease`]): this
     /// term is granted no more (a renewal sent before the release may arrive after it).
     lease_released: bool,
+    /// A read found damage that nobody has yet started to repair ([`Acceptor::serve`]).
+    found_damage: bool,
 }
 
 impl Acceptor {
@@ -179,6 +181,17 @@ impl Acceptor {
         let mut control = Control::load(&dir)?;
         let (mut log, recovery) = WalLog::open(&dir, control.log_start_lsn)?;
         log.set_segment_size(segment_size);
+        if log.flush_lsn() > log.start_lsn() && !Control::exists(&dir) {
+            // No byte is appended before a vote stored the control file, so WAL without one
+            // means the file was lost (deleted, or a restore that missed it). Started as
+            // pristine it would vote again in terms it may have promised, and take its old
+            // WAL for an empty log (an outside audit: no warning at all).
+            return Err(Error::corruption(format!(
+                "{} holds WAL up to LSN {} but no control file: what this safekeeper promised is lost; delete the directory to have the database rebuilt from its peers (docs/wal-protocol.md, \"Amnesia\")",
+                dir.display(),
+                log.flush_lsn()
+            )));
+        }
         if control.reset_pending {
             // A reset was interrupted after its intent was stored: finish it.
             log.reset(control.log_start_lsn)?;
@@ -223,6 +236,7 @@ impl Acceptor {
             // Which term a lease assumed at restart belonged to is unknown: none is released.
             older_leases_until: lease_until,
             lease_released: false,
+            found_damage: false,
         })
     }
 
@@ -829,6 +843,42 @@ impl Acceptor {
         self.log.read(start, end, max_bytes)
     }
 
+    /// [`Acceptor::read`] for serving: a frame that fails its checksum (rot under a running
+    /// safekeeper) makes the log damaged from there, as if it had been found on open: nothing
+    /// more is served, voted or appended until the stretch is repaired from a peer
+    /// ([`Acceptor::take_found_damage`] tells the caller to start the repair). Before, the
+    /// read failed and nothing else happened: the pageserver asked this safekeeper again and
+    /// again, its status said nothing was wrong, and ingestion stopped (an outside audit).
+    pub fn serve(&mut self, start: Lsn, end: Lsn, max_bytes: usize) -> Result<Vec<u8>> {
+        let read = self.read(start, end, max_bytes);
+        if let Err(e) = &read
+            && e.kind() == ErrorKind::Corruption
+        {
+            let from = self.log.first_bad_frame(start, end).unwrap_or(start);
+            let d = Damage {
+                from,
+                to: self.log.flush_lsn().max(self.control.commit_lsn),
+            };
+            self.log.recent().disable();
+            self.damage = Some(d);
+            self.found_damage = true;
+            tracing::error!(
+                dir = %self.dir.display(),
+                from = d.from,
+                to = d.to,
+                error = %e,
+                "WAL damaged under a running safekeeper (found by a read): not serving this database until it is repaired from a peer"
+            );
+        }
+        read
+    }
+
+    /// Whether a read found damage since the last call: the caller starts the repair (and
+    /// counts the damaged database) once.
+    pub fn take_found_damage(&mut self) -> bool {
+        std::mem::take(&mut self.found_damage)
+    }
+
     /// Deletes WAL that object storage holds, on the pageserver's `claim` that everything
     /// below it is durable there. The claim is checked, never trusted:
     ///
@@ -1253,6 +1303,24 @@ mod tests {
     }
 
     #[test]
+    fn wal_without_its_control_file_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
+        a.vote(1, P).unwrap();
+        elect(&mut a, 1, &[ts(1, 0)], 0).unwrap();
+        let c = a.append(1, sess(&a), 0, &frame(0, 1), 0).unwrap();
+        drop(a);
+        std::fs::remove_file(dir.path().join("control.json")).unwrap();
+        let e = Acceptor::open(dir.path().to_path_buf()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+        assert!(e.message().contains(&format!("WAL up to LSN {c}")), "{e}");
+        // A fresh directory, and one whose control file was never needed, open as before.
+        let fresh = tempfile::tempdir().unwrap();
+        assert!(Acceptor::open(fresh.path().to_path_buf()).is_ok());
+        assert!(Acceptor::open(fresh.path().to_path_buf()).is_ok());
+    }
+
+    #[test]
     fn an_interrupted_reset_is_finished_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Acceptor::open(dir.path().to_path_buf()).unwrap();
@@ -1277,6 +1345,52 @@ mod tests {
             (9000, 9000, 9000)
         );
         assert!(!Control::load(dir.path()).unwrap().reset_pending);
+    }
+
+    /// Rot under a running safekeeper, found by a read: the log is damaged from the bad frame
+    /// on (nothing served, voted or appended), the finding is handed once to whoever starts
+    /// the repair, and the repair from a peer's copy makes it whole, as for damage found on
+    /// open. Before, the read failed and the acceptor went on as if nothing were wrong.
+    #[test]
+    fn rot_found_by_a_read_makes_the_log_damaged_until_repaired() {
+        let Pair {
+            peer_dir: _peer_dir,
+            dir,
+            peer,
+            mut a,
+            starts,
+            end,
+        } = pair_in_term_1(1..=8, 1 << 20);
+        let seg = dir.path().join(format!("{:016X}.seg", 0));
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[starts[2] as usize + 12] ^= 0x01; // inside the third frame
+        std::fs::write(&seg, &bytes).unwrap();
+
+        // Frames before it still read; the one read that meets it finds the damage.
+        assert!(a.serve(0, starts[2], usize::MAX).is_ok());
+        assert!(a.status().damage.is_none());
+        let e = a.serve(starts[1], end, usize::MAX).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+        let d = a.status().damage.unwrap();
+        assert_eq!((d.from, d.to), (starts[2], end));
+        assert!(a.take_found_damage());
+        assert!(!a.take_found_damage(), "handed over once");
+        assert_eq!(
+            a.read(0, starts[2], usize::MAX).unwrap_err().kind(),
+            ErrorKind::Corruption
+        );
+        assert_eq!(a.vote(2, P).unwrap_err().kind(), ErrorKind::Corruption);
+
+        let st = peer.status();
+        let plan = a.repair_plan(&peer_log(&st), None).unwrap();
+        assert_eq!((plan.from, plan.to), (starts[2], end));
+        let copy = peer.read(plan.from, plan.to, usize::MAX).unwrap();
+        a.repair(&peer_log(&st), &copy, None).unwrap();
+        assert!(a.status().damage.is_none());
+        assert_eq!(
+            a.read(0, end, usize::MAX).unwrap(),
+            peer.read(0, end, usize::MAX).unwrap()
+        );
     }
 
     #[test]

@@ -59,6 +59,11 @@ struct OnDisk {
 }
 
 impl Control {
+    /// Whether `dir` holds a control file at all (a missing one loads as the default).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(CONTROL_FILE).exists()
+    }
+
     /// Reads the control file in `dir`; a missing file is a fresh acceptor.
     pub fn load(dir: &Path) -> Result<Control> {
         let path = dir.join(CONTROL_FILE);

@@ -705,6 +705,30 @@ impl WalLog {
         Ok(buf)
     }
 
+    /// The first frame at or after `start` (a frame boundary) and below `end` that does not
+    /// hold (an impossible length, a checksum that fails, bytes that cannot be read), read
+    /// frame by frame; `None` when every frame there holds. Where a read found damage, this
+    /// says where it begins.
+    pub fn first_bad_frame(&self, start: Lsn, end: Lsn) -> Option<Lsn> {
+        let end = end.min(self.flush_lsn);
+        let mut at = start.max(self.start_lsn);
+        while at < end {
+            let Ok(head) = self.read_raw(at, FRAME_HEADER_LEN) else {
+                return Some(at);
+            };
+            let payload = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let len = FRAME_HEADER_LEN + payload.min(wal::MAX_FRAME_PAYLOAD);
+            if at.saturating_add(len as u64) > self.flush_lsn {
+                return Some(at);
+            }
+            match self.read_raw(at, len).map(|frame| wal::check_frame(&frame)) {
+                Ok(FrameCheck::Complete { len }) => at += len as u64,
+                _ => return Some(at),
+            }
+        }
+        None
+    }
+
     /// Exactly the bytes `[start, start + len)`, which must lie inside the log held (used to
     /// compare a re-sent append with what is already on disk).
     pub fn read_exact(&self, start: Lsn, len: u64) -> Result<Vec<u8>> {

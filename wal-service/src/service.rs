@@ -192,6 +192,21 @@ impl SafekeeperState {
         }
     }
 
+    /// Starts the repair of damage that a read found in `database`'s log, once per finding
+    /// (see [`crate::acceptor::Acceptor::serve`]): the same repair as for damage found on open.
+    async fn repair_found_damage(&self, database: &str, t: &Arc<Timeline>) {
+        if let Ok(true) = t.with(|a| Ok(a.take_found_damage())).await {
+            self.metrics.damaged_databases.inc();
+            tokio::spawn(repair(
+                database.to_string(),
+                t.clone(),
+                self.peers.clone(),
+                self.durable.clone(),
+                self.metrics.clone(),
+            ));
+        }
+    }
+
     /// Before the first vote of an acceptor that holds nothing of `database`: asks the peers
     /// whether the database is new. If one of them holds a log of it (a term history), this
     /// safekeeper lost its own (a wiped disk) or replaces a lost one, and starts recovering
@@ -616,12 +631,16 @@ impl Safekeeper for SafekeeperService {
         let t = self.state.timeline(&req.database).await?;
         let max_wal_bytes = self.state.limits.max_wal_bytes;
         let (tx, rx) = mpsc::channel(4);
+        let state = self.state.clone();
         tokio::spawn(async move {
             let result = match req.end_lsn {
                 Some(end) => stream_bounded(&t, req.start_lsn, end, &tx).await,
                 None => stream_committed(&t, req.start_lsn, gather, &tx, max_wal_bytes).await,
             };
             if let Err(e) = result {
+                if e.kind() == ferrisdb_common::ErrorKind::Corruption {
+                    state.repair_found_damage(&req.database, &t).await;
+                }
                 let _ = tx.send(Err(e.into())).await;
             }
         });
@@ -742,7 +761,7 @@ async fn read_chunk(t: &Timeline, at: Lsn, end: Lsn) -> Result<Vec<u8>> {
     {
         return Ok(wal);
     }
-    t.with(move |a| a.read(at, end, READ_CHUNK_BYTES)).await
+    t.with(move |a| a.serve(at, end, READ_CHUNK_BYTES)).await
 }
 
 /// Sends one chunk; false when the reader has gone away. `budget` is `(WAL on disk,
