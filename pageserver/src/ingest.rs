@@ -57,8 +57,9 @@ pub async fn follow(timeline: Arc<Timeline>, safekeepers: Vec<String>) -> Result
     wal_follower::follow(timeline.as_ref(), &safekeepers).await
 }
 
-/// How often the safekeepers hear what object storage holds.
-const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How often the safekeepers hear what object storage holds when it has not changed (a
+/// restarted safekeeper must hear it too); a change is told at once.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Tells every safekeeper, whenever it changes and periodically (a restarted safekeeper must
 /// hear it too), up to which version object storage holds the WAL, so they can delete it.

@@ -850,7 +850,9 @@ impl Acceptor {
     /// read failed and nothing else happened: the pageserver asked this safekeeper again and
     /// again, its status said nothing was wrong, and ingestion stopped (an outside audit).
     pub fn serve(&mut self, start: Lsn, end: Lsn, max_bytes: usize) -> Result<Vec<u8>> {
-        let read = self.read(start, end, max_bytes);
+        // Damage already known is refused as such, not found again.
+        self.check_intact()?;
+        let read = self.log.read(start, end, max_bytes);
         if let Err(e) = &read
             && e.kind() == ErrorKind::Corruption
         {
@@ -1375,6 +1377,13 @@ mod tests {
         assert_eq!((d.from, d.to), (starts[2], end));
         assert!(a.take_found_damage());
         assert!(!a.take_found_damage(), "handed over once");
+        // Served again while damaged: refused, and not found a second time (that started a
+        // second repair and left the damaged-databases gauge counting it for good).
+        assert_eq!(
+            a.serve(0, end, usize::MAX).unwrap_err().kind(),
+            ErrorKind::Corruption
+        );
+        assert!(!a.take_found_damage(), "known damage found again");
         assert_eq!(
             a.read(0, starts[2], usize::MAX).unwrap_err().kind(),
             ErrorKind::Corruption

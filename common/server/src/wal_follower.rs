@@ -76,6 +76,10 @@ const TRIMMED_WARN_EVERY: Duration = Duration::from_secs(60);
 /// meanwhile.
 const AVOID_DAMAGED: Duration = Duration::from_secs(30);
 
+/// How often a follower on an idle stream asks the other safekeepers whether one of them is
+/// ahead of the one it follows.
+const IDLE_RECHECK: Duration = Duration::from_secs(2);
+
 /// Follows the committed WAL into `sink` until the task is dropped.
 pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
     let clients = clients(safekeepers)?;
@@ -178,6 +182,7 @@ async fn stream_from(
         gather_millis: u32::try_from(sink.gather().as_millis()).unwrap_or(u32::MAX),
     };
     let mut stream = client.read_wal(req).await?.into_inner();
+    let mut last_check = None;
     while let Some(chunk) = stream.message().await? {
         sink.wal_budget(chunk.wal_bytes, chunk.max_wal_bytes);
         if chunk.begin_lsn != at {
@@ -187,7 +192,14 @@ async fn stream_from(
             )));
         }
         if chunk.wal.is_empty() {
-            // Idle: if another safekeeper has committed WAL this one lacks, go there.
+            // Idle: if another safekeeper has committed WAL this one lacks, go there. Asked at
+            // most every [`IDLE_RECHECK`], not at every keep-alive (two a second): for an idle
+            // database that was six status calls a second to the safekeepers, most of what a
+            // compute's idle branches cost them.
+            if last_check.is_some_and(|t: tokio::time::Instant| t.elapsed() < IDLE_RECHECK) {
+                continue;
+            }
+            last_check = Some(tokio::time::Instant::now());
             let others = commit_positions(clients, sink.database()).await;
             if others.iter().flatten().any(|c| *c > at) && chunk.commit_lsn <= at {
                 return Ok(());
