@@ -24,6 +24,10 @@ pub struct FaultyStore {
     rng: Mutex<StdRng>,
     injected: AtomicU64,
     gets: AtomicU64,
+    /// Milliseconds every GET waits before it is served (a store far away).
+    get_delay_ms: AtomicU64,
+    gets_in_flight: AtomicU64,
+    most_gets_in_flight: AtomicU64,
 }
 
 impl FaultyStore {
@@ -35,6 +39,9 @@ impl FaultyStore {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             injected: AtomicU64::new(0),
             gets: AtomicU64::new(0),
+            get_delay_ms: AtomicU64::new(0),
+            gets_in_flight: AtomicU64::new(0),
+            most_gets_in_flight: AtomicU64::new(0),
         }
     }
 
@@ -46,6 +53,17 @@ impl FaultyStore {
     /// How many reads (GETs, ranged or not) reached the store so far.
     pub fn gets(&self) -> u64 {
         self.gets.load(Ordering::SeqCst)
+    }
+
+    /// Makes every GET wait `delay` before it is served, as a distant store's would.
+    pub fn set_get_delay(&self, delay: std::time::Duration) {
+        self.get_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The most GETs that were in flight at once since the last call (or the start).
+    pub fn most_gets_in_flight(&self) -> u64 {
+        self.most_gets_in_flight.swap(0, Ordering::SeqCst)
     }
 
     /// How many failures were injected so far.
@@ -124,7 +142,15 @@ impl ObjectStore for FaultyStore {
         if self.roll() {
             return Err(Self::fault("get"));
         }
-        self.inner.get_opts(location, options).await
+        let now = self.gets_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_gets_in_flight.fetch_max(now, Ordering::SeqCst);
+        let delay = self.get_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        let got = self.inner.get_opts(location, options).await;
+        self.gets_in_flight.fetch_sub(1, Ordering::SeqCst);
+        got
     }
 
     fn delete_stream(

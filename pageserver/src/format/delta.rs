@@ -35,6 +35,7 @@ use ferrisdb_server_common::objstore::with_retries;
 use ferrisdb_server_common::versioned_map::{
     Lookup, RangeTombstone, RangeTombstones, VersionedMap,
 };
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -320,6 +321,9 @@ pub struct DeltaLayer {
     keys: Option<(Bytes, Bytes)>,
 }
 
+/// How many blocks a range read fetches at once ([`DeltaLayer::prefetched`]).
+const PREFETCH_BLOCKS: usize = 8;
+
 /// Reads `range` of the object at `path`, retrying transient failures.
 async fn read_range(store: &Arc<dyn ObjectStore>, path: &Path, range: Range<u64>) -> Result<Bytes> {
     with_retries("get layer range", || store.get_range(path, range.clone()))
@@ -461,6 +465,19 @@ impl DeltaLayer {
         Ok(raw)
     }
 
+    /// Blocks `blocks`, in that order, with up to [`PREFETCH_BLOCKS`] fetched at once: a
+    /// cold range read over a distant store paid one round trip per block in turn (an outside
+    /// audit: a 200-key scan over S3 timed out after 8 s). A scan that stops early drops the
+    /// fetches still in flight; what they read is cached.
+    fn prefetched(
+        &self,
+        blocks: Vec<usize>,
+    ) -> impl futures::Stream<Item = Result<Bytes>> + Send + '_ {
+        futures::stream::iter(blocks)
+            .map(move |i| self.block(i))
+            .buffered(PREFETCH_BLOCKS)
+    }
+
     /// Blocks that may hold keys in `[begin, end]` (inclusive bounds).
     fn blocks_for(&self, begin: &[u8], end_inclusive: &[u8]) -> Vec<usize> {
         let from = self.index.partition_point(|b| b.last.as_ref() < begin);
@@ -561,8 +578,9 @@ impl DeltaLayer {
         if begin >= end {
             return Ok(Vec::new());
         }
-        for i in self.blocks_for(begin, end) {
-            for (k, v, val) in parse_block(self.block(i).await?)? {
+        let mut blocks = self.prefetched(self.blocks_for(begin, end));
+        while let Some(block) = blocks.next().await {
+            for (k, v, val) in parse_block(block?)? {
                 if k.as_ref() < begin || k.as_ref() >= end || v > version {
                     continue;
                 }
@@ -601,8 +619,11 @@ impl DeltaLayer {
         }
         let mut latest: std::collections::BTreeMap<Bytes, (Version, Option<Bytes>)> =
             Default::default();
-        for (n, i) in blocks.iter().enumerate() {
-            let entries = parse_block(self.block(*i).await?)?;
+        let count = blocks.len();
+        let mut fetched = self.prefetched(blocks);
+        let mut n = 0;
+        while let Some(block) = fetched.next().await {
+            let entries = parse_block(block?)?;
             // A key may continue into the next block in scan order: only keys strictly inside
             // this block's span (away from that edge) are complete.
             let edge = if reverse {
@@ -626,7 +647,8 @@ impl DeltaLayer {
                         .is_some_and(|e| if reverse { *k > e } else { *k < e })
                 })
                 .count();
-            if complete >= want && n + 1 < blocks.len() {
+            n += 1;
+            if complete >= want && n < count {
                 let mut rows: Vec<_> = latest
                     .into_iter()
                     .map(|(k, (v, val))| (k, v, val))
@@ -925,6 +947,54 @@ mod tests {
             .await
             .unwrap();
         (layer, bytes, store)
+    }
+
+    /// A range read over a distant store fetches its blocks several at a time, and answers
+    /// exactly what the same read over a near store does (a scan that stops early too).
+    #[tokio::test]
+    async fn range_reads_fetch_blocks_several_at_a_time() {
+        let (near, bytes, store) = written(2000).await;
+        let slow = Arc::new(ferrisdb_server_common::faulty_store::FaultyStore::new(
+            store, 0, 1,
+        ));
+        slow.set_get_delay(std::time::Duration::from_millis(5));
+        let far = DeltaLayer::open(
+            slow.clone(),
+            Path::from("l"),
+            "l".into(),
+            bytes.len() as u64,
+            Arc::new(BlockCache::in_memory(1 << 20)),
+        )
+        .await
+        .unwrap();
+        assert!(
+            far.index.len() > PREFETCH_BLOCKS,
+            "{} blocks",
+            far.index.len()
+        );
+        let want = near
+            .range_at(b"key-00000", b"key-99999", Version(12))
+            .await
+            .unwrap();
+        let got = far
+            .range_at(b"key-00000", b"key-99999", Version(12))
+            .await
+            .unwrap();
+        assert_eq!(got, want);
+        assert!(
+            slow.most_gets_in_flight() > 1,
+            "blocks were fetched one at a time"
+        );
+        for reverse in [false, true] {
+            assert_eq!(
+                far.scan_limited(b"key-00100", b"key-01900", Version(12), 700, reverse)
+                    .await
+                    .unwrap(),
+                near.scan_limited(b"key-00100", b"key-01900", Version(12), 700, reverse)
+                    .await
+                    .unwrap()
+            );
+        }
     }
 
     #[tokio::test]

@@ -10,9 +10,16 @@ use bytes::Bytes;
 use ferrisdb_common::{Error, ErrorKind, Result, Version};
 use ferrisdb_server_common::versioned_map::{Lookup, VersionedMap};
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::merge::{Row, SourceRows, visible};
 use super::{READ_WAIT, Timeline};
 use crate::format::delta::DeltaLayer;
+
+/// How many layers a range read reads at once (each fetching a few blocks at once, see
+/// `DeltaLayer::prefetched`): over a distant store, a read across many layers paid their
+/// round trips one after another.
+const LAYERS_AT_ONCE: usize = 4;
 
 impl Timeline {
     /// Takes what a read needs under the layer-map lock — the in-memory layers' answer via
@@ -180,17 +187,19 @@ impl Timeline {
         end: &[u8],
         version: Version,
     ) -> Result<Vec<SourceRows>> {
-        let mut sources = Vec::new();
-        for layer in Self::layers_for(layers, version)
+        let reads = Self::layers_for(layers, version)
             .into_iter()
             .filter(|l| l.overlaps_keys(begin, end))
-        {
-            sources.push((
-                layer.latest_in_range(begin, end, version).await?,
-                layer.range_tombstones().overlapping(begin, end, version),
-            ));
-        }
-        Ok(sources)
+            .map(|layer| async move {
+                Ok((
+                    layer.latest_in_range(begin, end, version).await?,
+                    layer.range_tombstones().overlapping(begin, end, version),
+                ))
+            });
+        futures::stream::iter(reads)
+            .buffered(LAYERS_AT_ONCE)
+            .try_collect()
+            .await
     }
 
     /// The in-memory layers' parts of a range read.
@@ -346,14 +355,24 @@ impl Timeline {
                     .collect::<Vec<_>>()
             })?;
             let mut sources = memory;
-            for layer in Self::layers_for(&layers, version)
+            let (lo_ref, hi_ref) = (&lo, &hi);
+            let scans = Self::layers_for(&layers, version)
                 .into_iter()
-                .filter(|l| l.overlaps_keys(&lo, &hi))
-            {
-                let (rows, cut) = layer.scan_limited(&lo, &hi, version, want, reverse).await?;
-                let tombstones = layer.range_tombstones().overlapping(&lo, &hi, version);
-                sources.push((rows, cut, tombstones));
-            }
+                .filter(|l| l.overlaps_keys(lo_ref, hi_ref))
+                .map(|layer| async move {
+                    let (rows, cut) = layer
+                        .scan_limited(lo_ref, hi_ref, version, want, reverse)
+                        .await?;
+                    let tombstones = layer
+                        .range_tombstones()
+                        .overlapping(lo_ref, hi_ref, version);
+                    Ok::<_, Error>((rows, cut, tombstones))
+                });
+            let scanned: Vec<_> = futures::stream::iter(scans)
+                .buffered(LAYERS_AT_ONCE)
+                .try_collect()
+                .await?;
+            sources.extend(scanned);
             if let Some((parent, at)) = self.ancestor_below(&layers, version) {
                 let (rows, cut) = Box::pin(parent.get_range(&lo, &hi, at, want, reverse)).await?;
                 let (rows, tombstones) = Self::parent_rows(rows, at);

@@ -398,6 +398,50 @@ async fn ingestion_waits_while_uploads_fail_and_resumes_after_one_succeeds() {
     assert_eq!(v.as_deref(), Some(value.as_bytes()));
 }
 
+/// A range read across many layers over a distant store reads several of them at once
+/// (each layer here is one block, so only reading layers together puts more than one GET in
+/// flight), and answers as over a near store.
+#[tokio::test]
+async fn a_range_read_reads_several_layers_at_once() {
+    let bucket: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let t = load_all(bucket.clone(), Metrics::new().unwrap())
+        .await
+        .unwrap();
+    for i in 1..=12u64 {
+        t.apply(&[rec(i * 10, &[(&format!("k{i:02}"), Some("v"))])])
+            .unwrap();
+        t.checkpoint(Version(i * 10)).await.unwrap();
+    }
+    let want = t
+        .get_range(b"k", b"l", Version(120), 0, false)
+        .await
+        .unwrap();
+    assert_eq!(want.0.len(), 12);
+    let slow = Arc::new(ferrisdb_server_common::faulty_store::FaultyStore::new(
+        bucket, 0, 1,
+    ));
+    let far = load_all(slow.clone(), Metrics::new().unwrap())
+        .await
+        .unwrap();
+    slow.set_get_delay(Duration::from_millis(5));
+    let _ = slow.most_gets_in_flight();
+    let got = far
+        .get_range(b"k", b"l", Version(120), 0, false)
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+    assert!(
+        slow.most_gets_in_flight() > 1,
+        "layers were read one at a time"
+    );
+    let limited = far
+        .get_range(b"k", b"l", Version(120), 5, true)
+        .await
+        .unwrap();
+    assert_eq!(limited.0.len(), 5);
+    assert_eq!(limited.0[0].0.as_ref(), b"k12");
+}
+
 /// A checkpoint of empty commits only (a read's liveness record) uploads them in a segment and
 /// lets them go, so the next checkpoint does not upload them again; and after a restart from
 /// the bucket the change feed reads across them (it refused with `version_too_old`: the
