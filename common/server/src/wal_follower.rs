@@ -91,13 +91,7 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
     let mut avoid: Vec<Option<tokio::time::Instant>> = vec![None; clients.len()];
     loop {
         let commits = commit_positions(&clients, sink.database()).await;
-        let now = tokio::time::Instant::now();
-        let usable: Vec<Option<u64>> = commits
-            .iter()
-            .zip(&avoid)
-            .map(|(c, until)| c.filter(|_| until.is_none_or(|t| t <= now)))
-            .collect();
-        if let Some(i) = best(&usable).or_else(|| best(&commits))
+        if let Some(i) = choose(&commits, &avoid, tokio::time::Instant::now())
             && let Err(e) = stream_from(&clients, i, sink).await
         {
             if e.kind() == ferrisdb_common::ErrorKind::Corruption {
@@ -133,6 +127,21 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
         }
         tokio::time::sleep(RETRY).await;
     }
+}
+
+/// The safekeeper to stream from: [`best`] among those not avoided at `now` (see
+/// [`AVOID_DAMAGED`]), or among all when every one that answered is avoided.
+fn choose(
+    commits: &[Option<u64>],
+    avoid: &[Option<tokio::time::Instant>],
+    now: tokio::time::Instant,
+) -> Option<usize> {
+    let usable: Vec<Option<u64>> = commits
+        .iter()
+        .zip(avoid)
+        .map(|(c, until)| c.filter(|_| until.is_none_or(|t| t <= now)))
+        .collect();
+    best(&usable).or_else(|| best(commits))
 }
 
 /// The safekeeper to stream from: the highest commit position, the first listed among equals
@@ -218,7 +227,25 @@ async fn stream_from(
 
 #[cfg(test)]
 mod tests {
-    use super::best;
+    use super::{best, choose};
+
+    #[test]
+    fn a_safekeeper_that_sent_damaged_wal_is_passed_over_until_its_time_is_up() {
+        let now = tokio::time::Instant::now();
+        let later = now + std::time::Duration::from_secs(30);
+        let commits = [Some(9), Some(7), Some(7)];
+        // The highest commit position wins, unless it is avoided.
+        assert_eq!(choose(&commits, &[None, None, None], now), Some(0));
+        assert_eq!(choose(&commits, &[Some(later), None, None], now), Some(1));
+        // Once its time is up, it is chosen again.
+        assert_eq!(choose(&commits, &[Some(later), None, None], later), Some(0));
+        // Avoided, but the only one answering: still followed rather than none.
+        assert_eq!(
+            choose(&[Some(9), None, None], &[Some(later), None, None], now),
+            Some(0)
+        );
+        assert_eq!(choose(&[None, None, None], &[None, None, None], now), None);
+    }
 
     #[test]
     fn the_highest_commit_position_wins_and_the_first_listed_among_equals() {
