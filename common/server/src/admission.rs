@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// How long a new connection has to finish its TLS handshake and send its first bytes.
@@ -49,12 +50,8 @@ impl Opening {
     }
 }
 
-/// The transport under an admitted connection.
-#[derive(Debug)]
-enum Transport {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// The transport under an admitted connection: TCP, or TLS over it.
+type Transport = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// A connection that finished its handshake and sent its opening in time; it reads the
 /// opening again first, then the rest of what the client sends.
@@ -82,15 +79,12 @@ pub async fn admit(
     };
     let admit = async move {
         let mut transport = match tls {
-            Some(acceptor) => Transport::Tls(Box::new(acceptor.accept(tcp).await?)),
-            None => Transport::Plain(tcp),
+            Some(acceptor) => Either::Right(Box::new(acceptor.accept(tcp).await?)),
+            None => Either::Left(tcp),
         };
         let mut first = [0u8; HTTP2_PREFACE.len()];
         let len = opening.len();
-        match &mut transport {
-            Transport::Plain(s) => s.read_exact(&mut first[..len]).await?,
-            Transport::Tls(s) => s.read_exact(&mut first[..len]).await?,
-        };
+        transport.read_exact(&mut first[..len]).await?;
         if opening == Opening::Http2Preface && &first != HTTP2_PREFACE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -178,10 +172,7 @@ impl AsyncRead for Admitted {
             this.replayed += n;
             return Poll::Ready(Ok(()));
         }
-        match &mut this.transport {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut this.transport).poll_read(cx, buf)
     }
 }
 
@@ -191,10 +182,7 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().transport {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().transport).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -202,31 +190,19 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().transport {
-            Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        Pin::new(&mut self.get_mut().transport).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.transport {
-            Transport::Plain(s) => s.is_write_vectored(),
-            Transport::Tls(s) => s.is_write_vectored(),
-        }
+        self.transport.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().transport {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().transport).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().transport {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().transport).poll_shutdown(cx)
     }
 }
 
