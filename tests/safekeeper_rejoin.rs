@@ -198,3 +198,134 @@ async fn a_wiped_safekeeper_votes_only_once_brought_up_to_date() {
     )
     .await;
 }
+
+/// The pageserver's ingested version, as its status reports it.
+async fn ingested(pageserver_http: &str) -> Option<u64> {
+    status(pageserver_http).await?["databases"]["default"]["ingested_version"].as_u64()
+}
+
+/// Found by an outside audit (audit 13 F3): after a double fault that rewrote committed WAL
+/// (one of the two safekeepers that acknowledged it restored from an older copy of its
+/// directory, the other down), the pageserver went on following the new log from the
+/// position it had reached in the old one, and applied another history's records on top of
+/// the one it held. The protocol does not survive that double fault (docs/wal-protocol.md,
+/// "Known limits"), but the pageserver must not make it worse: it now names the term it read
+/// below its position when it resumes, and the safekeepers, whose history says another term
+/// wrote there, refuse. Here the new log's frames are sized to begin exactly where the
+/// pageserver stopped, so only the term tells the two logs apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pageserver_does_not_follow_a_log_rewritten_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(
+        &dir.path().join("data"),
+        &["--checkpoint-interval-secs", "3600"],
+    )
+    .await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+    // One commit alone, its version returned: a frame of its own in the log.
+    async fn put(db: &ferrisdb_client::Database, key: String, len: usize) -> u64 {
+        let tx = db.create_transaction();
+        tx.set(key, vec![b'v'; len]);
+        tx.commit().await.unwrap().0
+    }
+    for i in 0..5 {
+        put(&db, format!("a{i}"), 100).await;
+    }
+    let [sk1, sk2, sk3] =
+        ["safekeeper-1", "safekeeper-2", "safekeeper-3"].map(|n| cluster.component(n));
+    let (compute, pageserver) = (
+        cluster.component("compute"),
+        cluster.component("pageserver"),
+    );
+    // An old copy of safekeeper 1's directory, taken at rest.
+    DevCluster::kill_pid(sk3.pid);
+    DevCluster::kill_pid(sk1.pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backup = dir.path().join("sk1-backup");
+    copy_dir(&data_dir_of(&sk1), &backup);
+    let sk1_again = tokio::task::block_in_place(|| cluster.restart(&sk1));
+    // Acknowledged by safekeepers 1 and 2 only, and ingested by the pageserver.
+    let mut versions = Vec::new();
+    for i in 0..5 {
+        versions.push(put(&db, format!("b{i}"), 100).await);
+    }
+    let frame = versions[4] - versions[3];
+    assert_eq!(
+        versions[3] - versions[2],
+        frame,
+        "one frame per lone commit"
+    );
+    let end = versions[4];
+    eventually(
+        Duration::from_secs(30),
+        "the pageserver ingests the commits",
+        || async { ingested(&pageserver.http).await.is_some_and(|v| v >= end) },
+    )
+    .await;
+
+    // The double fault: safekeeper 1 comes back from its old copy while 2 is down.
+    for pid in [compute.pid, sk2.pid, sk1_again] {
+        DevCluster::kill_pid(pid);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_dir_all(data_dir_of(&sk1)).unwrap();
+    copy_dir(&backup, &data_dir_of(&sk1));
+    tokio::task::block_in_place(|| {
+        for c in [&sk1, &sk3, &compute] {
+            cluster.restart(c);
+        }
+    });
+    let db = cluster.db(Duration::from_secs(30)).await;
+    // Once a primary is elected (retried until then), the new term's log, with a frame that
+    // ends exactly where the pageserver stopped.
+    db.run(|tx| async move {
+        tx.set("c-first", vec![b'c'; 100]);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let mut at = put(&db, "c-second".into(), 100).await;
+    assert!(at < end, "the new log starts below the old one's end");
+    while end - at >= 2 * frame {
+        at = put(&db, format!("c{at}"), 100).await;
+    }
+    // A key as long as the old log's ("b0"), so the frame's size is the value's plus as much.
+    let stretch = (end - at) as usize - (frame as usize - 100);
+    at = put(&db, "c0".into(), stretch).await;
+    assert_eq!(at, end, "a frame of the new log ends where the old one did");
+    for i in 0..5 {
+        put(&db, format!("c-after{i}"), 100).await;
+    }
+
+    // The pageserver refuses to go on from there, and says why.
+    let log = cluster.data_dir.join("logs/pageserver.log");
+    eventually(
+        Duration::from_secs(30),
+        "the pageserver reports the rewritten log",
+        || async {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("the log was rewritten under it"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ingested(&pageserver.http).await,
+        Some(end),
+        "the pageserver applied the rewritten log on top of the one it held"
+    );
+}
+
+/// Copies a directory tree (a safekeeper's data, at rest).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

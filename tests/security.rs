@@ -616,6 +616,7 @@ async fn an_outsider_on_loopback_reaches_no_internal_api_and_changes_nothing() {
                     start_lsn: 0,
                     end_lsn: Some(u64::MAX),
                     gather_millis: 0,
+                    expected_term: 0,
                 })
                 .await,
         );

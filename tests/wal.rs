@@ -153,6 +153,7 @@ async fn a_gathering_follower_takes_many_commits_per_chunk_and_misses_none() {
         start_lsn,
         end_lsn: None,
         gather_millis,
+        expected_term: 0,
     };
     let too_long = client.read_wal(follow(0, 1001)).await.unwrap_err();
     assert_eq!(
@@ -240,6 +241,7 @@ async fn damaged_wal_is_reported_never_served_and_repaired_from_peers() {
         start_lsn: 0,
         end_lsn: Some(u64::MAX),
         gather_millis: 0,
+        expected_term: 0,
     };
     let served = match client.read_wal(req).await {
         Ok(r) => r

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferrisdb_client::Database;
+use ferrisdb_common::error::Reason;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{
     AppendRequest, DurableReport, ElectedRequest, SafekeeperStatusRequest, TermSwitch, VoteRequest,
@@ -201,4 +202,93 @@ async fn a_peer_that_reaches_the_safekeepers_cannot_destroy_acknowledged_data() 
     }
     put(&db, "after-attacks".into(), "ok".into()).await;
     assert_eq!(get(&db, "after-attacks").await.as_deref(), Some("ok"));
+}
+
+/// A WAL reader that asks for the log from a position inside a frame (a peer's mistake, a
+/// follower whose log was rewritten under it, or a credential holder's probe) is refused
+/// (`wal_diverged`), and the safekeeper does not take the frame it cannot find there for
+/// damage. Before, the read's checksum failure marked the log damaged from that position
+/// (no serving, voting or appending until repaired), and the repair asked the peers for the
+/// same stretch from the same position, which takes the same path on them. A follower that
+/// names the term it read below its position is checked against the safekeeper's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_from_inside_a_frame_or_another_terms_log_is_refused_and_damages_nothing() {
+    use ferrisdb_common::proto::ReadWalRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cluster = DevCluster::start(&data, &[]).await;
+    let db = cluster.db(Duration::from_secs(10)).await;
+    let value = |i: usize| format!("{i}-{}", "v".repeat(300));
+    for i in 0..20 {
+        put(&db, format!("k-{i:02}"), value(i)).await;
+    }
+    let sks: Vec<_> = (1..=3)
+        .map(|i| cluster.component(&format!("safekeeper-{i}")))
+        .collect();
+    for sk in &sks {
+        let mut c = SafekeeperClient::new(support::internal_channel(&sk.grpc));
+        let st = c
+            .get_status(SafekeeperStatusRequest {
+                database: DB.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // Versions are the LSNs where frames end: 10 bytes below the last one is inside it.
+        let inside = st.commit_lsn - 10;
+        for end_lsn in [Some(st.commit_lsn), None] {
+            let req = ReadWalRequest {
+                database: DB.into(),
+                start_lsn: inside,
+                end_lsn,
+                gather_millis: 0,
+                expected_term: 0,
+            };
+            let mut stream = c.read_wal(req).await.unwrap().into_inner();
+            let e = tokio::time::timeout(Duration::from_secs(5), stream.message())
+                .await
+                .expect("an answer")
+                .expect_err("WAL served from inside a frame");
+            let e: Error = e.into();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", sk.name);
+            assert_eq!(e.reason(), Some(Reason::WalDiverged), "{}", sk.name);
+        }
+        // From a frame boundary, a follower that names the term it read below it is served,
+        // and told the term of what it is sent; one that names another term is refused.
+        let term = st.history.last().unwrap().term;
+        let follow = |expected_term| ReadWalRequest {
+            database: DB.into(),
+            start_lsn: st.commit_lsn,
+            end_lsn: None,
+            gather_millis: 0,
+            expected_term,
+        };
+        let mut stream = c.read_wal(follow(term)).await.unwrap().into_inner();
+        let keepalive = stream.message().await.unwrap().unwrap();
+        assert_eq!((keepalive.begin_lsn, keepalive.term), (st.commit_lsn, term));
+        let e: Error = c.read_wal(follow(term + 1)).await.unwrap_err().into();
+        assert_eq!(
+            (e.kind(), e.reason()),
+            (ErrorKind::InvalidArgument, Some(Reason::WalDiverged)),
+            "{}: {e}",
+            sk.name
+        );
+    }
+    // Give a repair, had one started, time to spread, then: no safekeeper thinks its log is
+    // damaged, commits go on, and everything reads back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for sk in &sks {
+        assert_eq!(
+            support::metric(&sk.http, "ferrisdb_safekeeper_damaged_databases").await,
+            Some(0.0),
+            "{} took a read from inside a frame for damage",
+            sk.name
+        );
+    }
+    put(&db, "after".into(), "ok".into()).await;
+    assert_eq!(get(&db, "after").await.as_deref(), Some("ok"));
+    for i in 0..20 {
+        assert_eq!(get(&db, &format!("k-{i:02}")).await, Some(value(i)));
+    }
 }

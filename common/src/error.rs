@@ -28,17 +28,23 @@ pub enum Reason {
     /// older primary's read lease; kind `unavailable`): a standby watching it gives it time
     /// to finish rather than taking over, which would only fence it.
     Starting,
+    /// A WAL follower's position does not lie in the log as the safekeeper holds it: inside a
+    /// frame, or written in another term than the one the follower read there (kind
+    /// `invalid_argument`). The log was rewritten under the follower, which must not go on
+    /// from there (docs/wal-protocol.md, "Followers check the term they resume in").
+    WalDiverged,
 }
 
 impl Reason {
     /// Every reason, for tables and tests.
-    pub const ALL: [Reason; 2] = [Reason::WalBudgetFull, Reason::Starting];
+    pub const ALL: [Reason; 3] = [Reason::WalBudgetFull, Reason::Starting, Reason::WalDiverged];
 
     /// The stable name it travels as.
     pub fn code(self) -> &'static str {
         match self {
             Reason::WalBudgetFull => "wal_budget_full",
             Reason::Starting => "starting",
+            Reason::WalDiverged => "wal_diverged",
         }
     }
 

@@ -1223,6 +1223,7 @@ impl Proposer {
                 start_lsn: from,
                 end_lsn: Some(to.min(f)),
                 gather_millis: 0,
+                expected_term: 0,
             };
             let read = async {
                 let mut stream = c.read_wal(req).await?.into_inner();

@@ -41,6 +41,14 @@ impl WalSink for Timeline {
     fn wal_budget(&self, wal_bytes: u64, max_wal_bytes: u64) {
         Timeline::wal_budget(self, wal_bytes, max_wal_bytes)
     }
+
+    fn resume_term(&self) -> Option<u64> {
+        self.term_at(self.ingested_version())
+    }
+
+    fn applied_term(&self, lsn: u64, term: u64) {
+        Timeline::applied_term(self, Version(lsn), term)
+    }
 }
 
 /// How long the safekeeper gathers committed WAL before streaming it here. Nothing reads the

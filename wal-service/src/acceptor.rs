@@ -24,6 +24,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ferrisdb_common::error::Reason;
 use ferrisdb_common::lease;
 use ferrisdb_common::wal::{self, FrameCheck};
 use ferrisdb_common::{Error, ErrorKind, Lsn, Result};
@@ -856,6 +857,19 @@ impl Acceptor {
         if let Err(e) = &read
             && e.kind() == ErrorKind::Corruption
         {
+            // A position inside a frame finds no frame there, which is not damage: refused as
+            // the reader's error. Taken for damage, it made this log "damaged" from there, and
+            // the repair asked each peer for the same stretch from the same position, which
+            // failed the same way on each of them (one ReadWal took the database down).
+            if !self.log.is_frame_boundary(start) {
+                return Err(Error::invalid(format!(
+                    "no frame begins at LSN {start} in this log (its frames run from {} to {}): \
+                     the position is inside a frame, or from a log that was rewritten since",
+                    self.log.start_lsn(),
+                    self.log.flush_lsn()
+                ))
+                .with_reason(Reason::WalDiverged));
+            }
             let from = self.log.first_bad_frame(start, end).unwrap_or(start);
             let d = Damage {
                 from,
@@ -873,6 +887,20 @@ impl Acceptor {
             );
         }
         read
+    }
+
+    /// The term that wrote the byte just below `lsn`, by this acceptor's term history: the
+    /// last term to start writing below `lsn`. `None` when no term did (nothing of this log
+    /// lies below `lsn`, or it was never written here). What a WAL follower resuming at `lsn`
+    /// is checked against.
+    pub fn term_below(&self, lsn: Lsn) -> Option<u64> {
+        term_history::term_below(&self.control.history, lsn)
+    }
+
+    /// The term history of the log held (every switch, including one past the log's end that
+    /// an elected proposer announced before its first append).
+    pub fn history(&self) -> &[TermSwitch] {
+        &self.control.history
     }
 
     /// Whether a read found damage since the last call: the caller starts the repair (and

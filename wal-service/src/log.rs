@@ -729,6 +729,42 @@ impl WalLog {
         None
     }
 
+    /// Whether a frame begins at `lsn` (or the log ends there), found by walking the length
+    /// fields from the start of the segment holding it: a segment always begins with a frame.
+    /// A read that fails at its very first frame is damage only if a frame was meant to begin
+    /// there; a reader's position inside a frame (a peer's mistake, or a follower whose log was
+    /// rewritten under it) is not. At most one segment is read, and only on such a failure.
+    pub fn is_frame_boundary(&self, lsn: Lsn) -> bool {
+        if lsn == self.start_lsn || lsn == self.flush_lsn {
+            return true;
+        }
+        if lsn < self.start_lsn || lsn > self.flush_lsn {
+            return false;
+        }
+        let idx = self.segments.partition_point(|s| s.start <= lsn);
+        let Some(seg) = idx.checked_sub(1).and_then(|i| self.segments.get(i)) else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(lsn - seg.start) else {
+            return false;
+        };
+        let Ok(bytes) = self.read_raw(seg.start, len) else {
+            return false;
+        };
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let Some(head) = bytes.get(at..at + 4) else {
+                return false;
+            };
+            let payload = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if payload == 0 {
+                return false;
+            }
+            at = at.saturating_add(FRAME_HEADER_LEN + payload);
+        }
+        at == bytes.len()
+    }
+
     /// Exactly the bytes `[start, start + len)`, which must lie inside the log held (used to
     /// compare a re-sent append with what is already on disk).
     pub fn read_exact(&self, start: Lsn, len: u64) -> Result<Vec<u8>> {
@@ -872,6 +908,37 @@ mod tests {
         // A small budget still returns one whole frame.
         assert_eq!(log.read(0, end2, 1).unwrap(), f1.to_vec());
         assert_eq!(log.read(end1, end2, 1 << 20).unwrap(), f2.to_vec());
+    }
+
+    #[test]
+    fn frame_boundaries_are_told_from_positions_inside_frames_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = WalLog::open(dir.path(), 0).unwrap();
+        log.set_segment_size(4096);
+        // Frames of varied sizes over several segments, some not yet synced.
+        let mut starts = vec![0];
+        for n in 1..=40u8 {
+            let at = *starts.last().unwrap();
+            let f = frame_of(at, n, 50 + 37 * n as usize);
+            starts.push(if n % 3 == 0 {
+                log.write(&f).unwrap()
+            } else {
+                log.append(&f).unwrap()
+            });
+        }
+        assert!(log.segments.len() > 3, "{} segments", log.segments.len());
+        let end = *starts.last().unwrap();
+        for w in starts.windows(2) {
+            assert!(log.is_frame_boundary(w[0]), "{}", w[0]);
+            for inside in [w[0] + 1, w[0] + 4, w[0] + 8, w[1] - 1] {
+                assert!(!log.is_frame_boundary(inside), "{inside} is inside a frame");
+            }
+        }
+        assert!(log.is_frame_boundary(end));
+        assert!(!log.is_frame_boundary(end + 1), "past the end");
+        // What serving makes of it: a read from inside a frame fails; one from a boundary not.
+        assert!(log.read(starts[7] + 3, end, 1 << 20).is_err());
+        assert!(log.read(starts[7], end, 1 << 20).is_ok());
     }
 
     #[test]

@@ -397,6 +397,7 @@ async fn repair(
                         start_lsn: plan.from,
                         end_lsn: Some(plan.copy_end(d, peer_log.flush)),
                         gather_millis: 0,
+                        expected_term: 0,
                     };
                     let mut stream = c.read_wal(req).await?.into_inner();
                     while let Some(chunk) = stream.message().await? {
@@ -629,13 +630,35 @@ impl Safekeeper for SafekeeperService {
         }
         let gather = Duration::from_millis(req.gather_millis.into());
         let t = self.state.timeline(&req.database).await?;
+        if req.expected_term != 0 {
+            // The follower's word on what it read below its position, checked against this
+            // log's history before anything is sent: a follower that goes on from a position
+            // in a log rewritten under it would apply another history's records on top of
+            // the one it holds.
+            let start = req.start_lsn;
+            let here = t.with(move |a| Ok(a.term_below(start))).await?;
+            if let Some(here) = here
+                && here != req.expected_term
+            {
+                return Err(Error::invalid(format!(
+                    "the WAL below LSN {start} was written in term {here} here, not in term {} \
+                     as the follower read it: the log was rewritten under the follower",
+                    req.expected_term
+                ))
+                .with_reason(Reason::WalDiverged)
+                .into());
+            }
+        }
         let max_wal_bytes = self.state.limits.max_wal_bytes;
         let (tx, rx) = mpsc::channel(4);
         let state = self.state.clone();
         tokio::spawn(async move {
             let result = match req.end_lsn {
                 Some(end) => stream_bounded(&t, req.start_lsn, end, &tx).await,
-                None => stream_committed(&t, req.start_lsn, gather, &tx, max_wal_bytes).await,
+                None => {
+                    let term = (req.expected_term != 0).then_some(req.expected_term);
+                    stream_committed(&t, req.start_lsn, term, gather, &tx, max_wal_bytes).await
+                }
             };
             if let Err(e) = result {
                 if e.kind() == ferrisdb_common::ErrorKind::Corruption {
@@ -772,6 +795,7 @@ async fn send_chunk(
     wal: Vec<u8>,
     commit_lsn: Lsn,
     (wal_bytes, max_wal_bytes): (u64, u64),
+    term: u64,
 ) -> bool {
     let chunk = WalChunk {
         begin_lsn,
@@ -779,6 +803,7 @@ async fn send_chunk(
         commit_lsn,
         wal_bytes,
         max_wal_bytes,
+        term,
     };
     tx.send(Ok(chunk)).await.is_ok()
 }
@@ -790,7 +815,7 @@ async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) ->
     while at < end {
         let wal = read_chunk(t, at, end).await?;
         let n = wal.len() as u64;
-        if n == 0 || !send_chunk(tx, at, wal, commit_lsn, (0, 0)).await {
+        if n == 0 || !send_chunk(tx, at, wal, commit_lsn, (0, 0), 0).await {
             break;
         }
         at += n;
@@ -804,13 +829,28 @@ async fn stream_bounded(t: &Timeline, start: Lsn, end: Lsn, tx: &ChunkSender) ->
 /// before it is sent, and the commit position is not watched meanwhile: every commit of the
 /// window goes in one chunk, for one wake-up, one message and one apply on each side where a
 /// lone commit each would cost every one of them (docs/wal-protocol.md, "Following with a gather window").
+///
+/// `term` is the term the follower read below `start` (`ReadWalRequest.expected_term`), or
+/// `None`. Each chunk is sent only if the term below where it begins is still the one the
+/// follower last heard of: a log rewritten while the follower waited (a new term elected
+/// from a minority that lacked what the follower read) ends the stream (`wal_diverged`)
+/// instead of handing it another history's records from the old position.
 async fn stream_committed(
     t: &Timeline,
     start: Lsn,
+    mut term: Option<u64>,
     gather: Duration,
     tx: &ChunkSender,
     max_wal_bytes: u64,
 ) -> Result<()> {
+    let check = |at: Lsn, told: Option<u64>| match (told, t.term_below(at)) {
+        (Some(told), Some(here)) if told != here => Err(Error::invalid(format!(
+            "the WAL below LSN {at} is now term {here}'s here, not term {told}'s as the \
+             follower read it: the log was rewritten under the follower"
+        ))
+        .with_reason(Reason::WalDiverged)),
+        _ => Ok(()),
+    };
     let budget = || (t.disk_bytes(), max_wal_bytes);
     let mut commit = t.watch_commit();
     let mut at = start;
@@ -836,9 +876,13 @@ async fn stream_committed(
                 )));
             }
             let n = wal.len() as u64;
-            if !send_chunk(tx, at, wal, commit_lsn, budget()).await {
+            // Looked up after the read: every term that wrote what was read is in it.
+            check(at, term)?;
+            let end_term = t.term_below(at + n);
+            if !send_chunk(tx, at, wal, commit_lsn, budget(), end_term.unwrap_or(0)).await {
                 return Ok(());
             }
+            term = end_term.or(term);
             at += n;
             continue;
         }
@@ -851,7 +895,9 @@ async fn stream_committed(
                 }
             }
             _ = tokio::time::sleep(KEEPALIVE) => {
-                if !send_chunk(tx, at, Vec::new(), commit_lsn, budget()).await {
+                check(at, term)?;
+                let here = t.term_below(at).unwrap_or(0);
+                if !send_chunk(tx, at, Vec::new(), commit_lsn, budget(), here).await {
                     return Ok(());
                 }
             }

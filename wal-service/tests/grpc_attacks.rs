@@ -187,6 +187,7 @@ async fn committed_values(c: &mut SafekeeperClient<Channel>, from: Lsn, to: Lsn)
             start_lsn: from,
             end_lsn: Some(to),
             gather_millis: 0,
+            expected_term: 0,
         })
         .await
         .unwrap()

@@ -30,6 +30,12 @@ pub fn last_term(history: &[TermSwitch]) -> u64 {
     history.last().map_or(0, |s| s.term)
 }
 
+/// The term that wrote the byte just below `lsn` in a log with `history`: the last term to
+/// start writing below `lsn`; `None` when none did.
+pub fn term_below(history: &[TermSwitch], lsn: Lsn) -> Option<u64> {
+    history.iter().rev().find(|s| s.lsn < lsn).map(|s| s.term)
+}
+
 /// Where a log with history `own` (cut at `own_flush`) stops agreeing with a proposer whose
 /// history is `proposer`: the end of the last term both hold (same term, same start), at
 /// whichever of the two logs leaves that term first. With no term in common, nothing agrees (0).
@@ -128,6 +134,20 @@ mod tests {
 
     fn ts(term: u64, lsn: Lsn) -> TermSwitch {
         TermSwitch { term, lsn }
+    }
+
+    #[test]
+    fn the_term_below_a_position_is_the_last_to_start_below_it() {
+        let h = [ts(1, 0), ts(3, 100), ts(4, 250)];
+        assert_eq!(term_below(&h, 0), None, "nothing lies below the start");
+        assert_eq!(term_below(&h, 1), Some(1));
+        assert_eq!(term_below(&h, 100), Some(1), "the byte at 99 is term 1's");
+        assert_eq!(term_below(&h, 101), Some(3));
+        assert_eq!(term_below(&h, 250), Some(3));
+        assert_eq!(term_below(&h, u64::MAX), Some(4));
+        // A log restarted where object storage ends holds no term below its start.
+        assert_eq!(term_below(&[ts(7, 500)], 500), None);
+        assert_eq!(term_below(&[], 500), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use crate::auth::{self, PeerChannel};
+use ferrisdb_common::error::Reason;
 use ferrisdb_common::proto::safekeeper_client::SafekeeperClient;
 use ferrisdb_common::proto::{ReadWalRequest, SafekeeperStatusRequest};
 use ferrisdb_common::wal::{self, WalRecord};
@@ -50,6 +51,17 @@ pub trait WalSink: Send + Sync {
     fn has_room(&self) -> bool {
         true
     }
+    /// The term that wrote the WAL just below [`WalSink::applied_lsn`], when the sink kept it
+    /// from an earlier run (the pageserver: in its manifest); `None` otherwise. The first
+    /// stream is checked against it (`ReadWalRequest.expected_term`); later ones against the
+    /// term the safekeepers named for what this follower applied.
+    fn resume_term(&self) -> Option<u64> {
+        None
+    }
+    /// Notes that the WAL up to `lsn` (where applied records end) was written in `term`, as
+    /// the safekeeper streaming it says (`WalChunk.term`). A sink that keeps the term across
+    /// restarts (see [`WalSink::resume_term`]) records it here; the default ignores it.
+    fn applied_term(&self, _lsn: u64, _term: u64) {}
     /// Resolves once [`WalSink::has_room`]; called only when it said no.
     fn wait_for_room(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
@@ -76,6 +88,11 @@ const TRIMMED_WARN_EVERY: Duration = Duration::from_secs(60);
 /// meanwhile.
 const AVOID_DAMAGED: Duration = Duration::from_secs(30);
 
+/// How long a follower is refused as diverged, without applying anything, before it says
+/// so as an error: a safekeeper with a stale suffix says it for a moment, a rewritten log for
+/// good.
+const DIVERGED_ALARM: Duration = Duration::from_secs(10);
+
 /// How often a follower on an idle stream asks the other safekeepers whether one of them is
 /// ahead of the one it follows.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
@@ -89,12 +106,54 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
     // damaged safekeeper 3,052 times in 11 minutes while two intact copies sat unused, and
     // ingestion stopped (an outside audit).
     let mut avoid: Vec<Option<tokio::time::Instant>> = vec![None; clients.len()];
+    // The term that wrote the WAL just below a position this follower applied up to, as the
+    // safekeepers named it: each new stream is asked to check it (see [`Resume`]).
+    let mut resume = Resume(sink.resume_term().map(|t| (sink.applied_lsn(), t)));
+    let mut diverged_warned: Option<tokio::time::Instant> = None;
+    // Since when, at which applied position, every stream was refused as diverged.
+    let mut diverged: Option<(u64, tokio::time::Instant)> = None;
     loop {
         let commits = commit_positions(&clients, sink.database()).await;
         if let Some(i) = choose(&commits, &avoid, tokio::time::Instant::now())
-            && let Err(e) = stream_from(&clients, i, sink).await
+            && let Err(e) = stream_from(&clients, i, sink, &mut resume).await
         {
-            if e.kind() == ferrisdb_common::ErrorKind::Corruption {
+            if e.reason() == Some(Reason::WalDiverged) {
+                // The safekeeper's log below this follower's position is not the one it
+                // applied. A safekeeper still holding a suffix that never committed (it was
+                // down through a failover, and is cut back when it rejoins) says so for a
+                // while; a log rewritten under the follower (a lost or restored safekeeper
+                // disk, docs/wal-protocol.md, "Followers check the term they resume in") says
+                // so for good, and going on would put another history's records on top of
+                // the ones applied. The others are asked meanwhile, this one again later;
+                // once every answer has said so for [`DIVERGED_ALARM`], it is an error.
+                avoid[i] = Some(tokio::time::Instant::now() + AVOID_DAMAGED);
+                let applied = sink.applied_lsn();
+                let since = match diverged {
+                    Some((at, since)) if at == applied => since,
+                    _ => tokio::time::Instant::now(),
+                };
+                diverged = Some((applied, since));
+                if since.elapsed() >= DIVERGED_ALARM
+                    && diverged_warned.is_none_or(|at| at.elapsed() >= TRIMMED_WARN_EVERY)
+                {
+                    diverged_warned = Some(tokio::time::Instant::now());
+                    tracing::error!(
+                        database = sink.database(),
+                        safekeeper = %safekeepers[i],
+                        applied,
+                        error = %e,
+                        "the safekeepers' WAL is not the WAL this follower applied: the log was rewritten under it (a lost or restored safekeeper disk); not following it"
+                    );
+                } else {
+                    tracing::warn!(
+                        database = sink.database(),
+                        safekeeper = %safekeepers[i],
+                        applied,
+                        error = %e,
+                        "this safekeeper's WAL below the follower's position is another term's: following the others"
+                    );
+                }
+            } else if e.kind() == ferrisdb_common::ErrorKind::Corruption {
                 avoid[i] = Some(tokio::time::Instant::now() + AVOID_DAMAGED);
                 tracing::warn!(
                     database = sink.database(),
@@ -176,11 +235,32 @@ pub async fn commit_positions(
     futures::future::join_all(asks).await
 }
 
+/// What a follower knows of the term that wrote the WAL it applied: `(lsn, term)`, the term
+/// that wrote the byte just below `lsn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume(Option<(u64, u64)>);
+
+impl Resume {
+    /// The term to send as `ReadWalRequest.expected_term` for a stream from `at`: known only
+    /// when it was named for exactly that position (0: not known, nothing is checked).
+    fn expected_at(self, at: u64) -> u64 {
+        self.0.filter(|&(lsn, _)| lsn == at).map_or(0, |(_, t)| t)
+    }
+
+    /// Notes a safekeeper's `term` for the WAL below `lsn` (0: it did not say).
+    fn note(&mut self, lsn: u64, term: u64) {
+        if term != 0 {
+            self.0 = Some((lsn, term));
+        }
+    }
+}
+
 /// Streams from safekeeper `i` until the stream fails or another safekeeper is ahead.
 async fn stream_from(
     clients: &[SafekeeperClient<PeerChannel>],
     i: usize,
     sink: &dyn WalSink,
+    resume: &mut Resume,
 ) -> Result<()> {
     let mut at = sink.applied_lsn();
     let mut client = clients[i].clone();
@@ -189,6 +269,7 @@ async fn stream_from(
         start_lsn: at,
         end_lsn: None,
         gather_millis: u32::try_from(sink.gather().as_millis()).unwrap_or(u32::MAX),
+        expected_term: resume.expected_at(at),
     };
     let mut stream = client.read_wal(req).await?.into_inner();
     let mut last_check = None;
@@ -201,6 +282,7 @@ async fn stream_from(
             )));
         }
         if chunk.wal.is_empty() {
+            resume.note(at, chunk.term);
             // Idle: if another safekeeper has committed WAL this one lacks, go there. Asked at
             // most every [`IDLE_RECHECK`], not at every keep-alive (two a second): for an idle
             // database that was six status calls a second to the safekeepers, most of what a
@@ -221,13 +303,34 @@ async fn stream_from(
         }
         sink.apply(&records)?;
         at += chunk.wal.len() as u64;
+        resume.note(at, chunk.term);
+        if chunk.term != 0 {
+            sink.applied_term(at, chunk.term);
+        }
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{best, choose};
+    use super::{Resume, best, choose};
+
+    #[test]
+    fn a_follower_names_a_term_only_for_the_position_it_was_told_of() {
+        let mut r = Resume(None);
+        assert_eq!(r.expected_at(100), 0, "nothing known: nothing checked");
+        r.note(100, 3);
+        assert_eq!(r.expected_at(100), 3);
+        assert_eq!(r.expected_at(120), 0, "another position: not known");
+        r.note(120, 0);
+        assert_eq!(
+            r.expected_at(100),
+            3,
+            "a safekeeper that did not say changes nothing"
+        );
+        r.note(120, 4);
+        assert_eq!((r.expected_at(100), r.expected_at(120)), (0, 4));
+    }
 
     #[test]
     fn a_safekeeper_that_sent_damaged_wal_is_passed_over_until_its_time_is_up() {

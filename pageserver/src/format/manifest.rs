@@ -122,6 +122,13 @@ pub struct Manifest {
     pub generation: u64,
     /// Every commit up to here is in the named layers.
     pub remote_consistent_version: Version,
+    /// The term that wrote the WAL just below `remote_consistent_version`, as the safekeepers
+    /// named it when it was ingested (0: not known). A pageserver restarted from this manifest
+    /// asks the safekeepers to check it before it follows their WAL from there, so a log
+    /// rewritten since is refused rather than applied on top (docs/wal-protocol.md, "Followers
+    /// check the term they resume in"). Skipped when 0, so older manifests read the same.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub remote_consistent_term: u64,
     /// Live layers, oldest first.
     pub layers: Vec<LayerEntry>,
     /// Cold log segments, oldest first.
@@ -144,6 +151,10 @@ pub struct Manifest {
     pub branches: Vec<BranchPoint>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Manifest {
     /// The state of a database nothing was ever uploaded for.
     pub fn empty(database: &str) -> Manifest {
@@ -152,6 +163,7 @@ impl Manifest {
             database: database.to_string(),
             generation: 0,
             remote_consistent_version: Version::ZERO,
+            remote_consistent_term: 0,
             layers: Vec::new(),
             segments: Vec::new(),
             gc_horizon: Version::ZERO,

@@ -119,6 +119,8 @@ impl Timeline {
             layers.push(Arc::new(layer));
         }
         let durable = manifest.remote_consistent_version;
+        let applied_term = (manifest.remote_consistent_term != 0)
+            .then_some((durable, manifest.remote_consistent_term));
         let gc_horizon = manifest.gc_horizon.0;
         tracing::info!(
             database,
@@ -165,6 +167,7 @@ impl Timeline {
             last_orphan_sweep: AtomicU64::new(0),
             layers_dropped: AtomicU64::new(0),
             clock_ahead: Default::default(),
+            applied_term: std::sync::Mutex::new(applied_term),
         })
     }
 

@@ -193,6 +193,10 @@ pub struct Timeline {
     /// How far this pageserver's clock runs ahead of the computes' commit times; GC counts
     /// the retention window by theirs.
     clock_ahead: clock_ahead::ClockAhead,
+    /// The term that wrote the WAL just below a version ingested up to, as the safekeepers
+    /// named it (`WalSink::applied_term`); from the manifest on load. A checkpoint ending at
+    /// exactly that version records the term in the manifest it writes.
+    applied_term: std::sync::Mutex<Option<(Version, u64)>>,
     /// When the last sweep for orphan objects ran, by the timeline's clock (0: never).
     last_orphan_sweep: AtomicU64,
     /// Counts the layer-map changes that drop layers (compaction, GC), after which their
@@ -235,6 +239,21 @@ impl Timeline {
     /// Reads below this version are refused (`version_too_old`): the retention horizon.
     pub fn gc_horizon(&self) -> Version {
         Version(self.gc_horizon.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// The term the safekeepers named for the WAL just below `version`, when this timeline
+    /// ingested up to exactly there last (or loaded a manifest ending there); `None` otherwise.
+    pub fn term_at(&self, version: Version) -> Option<u64> {
+        let held = *self.applied_term.lock().ok()?;
+        held.filter(|&(v, _)| v == version).map(|(_, t)| t)
+    }
+
+    /// Notes the term the safekeepers named for the WAL just below `version`, up to which
+    /// records have just been applied.
+    pub fn applied_term(&self, version: Version, term: u64) {
+        if let Ok(mut held) = self.applied_term.lock() {
+            *held = Some((version, term));
+        }
     }
 
     /// Every commit up to here is in object storage.

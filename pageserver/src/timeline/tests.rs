@@ -794,3 +794,43 @@ async fn a_read_failing_across_dropped_layers_is_run_again() {
         "nothing changed: not run again"
     );
 }
+
+/// The term the safekeepers named for the WAL below a checkpoint's end goes into its manifest,
+/// and a timeline loaded from it names that term when it resumes following: a log rewritten
+/// under the database while this pageserver was down is then refused (docs/wal-protocol.md,
+/// "Followers check the term they resume in"). A checkpoint whose end the term was not named
+/// for records none, rather than a term that may belong to another position.
+#[tokio::test]
+async fn the_term_below_the_durable_version_survives_a_reload() {
+    use ferrisdb_server_common::wal_follower::WalSink;
+
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let metrics = Metrics::new().unwrap();
+    let t = load_all(store.clone(), metrics.clone()).await.unwrap();
+    assert_eq!(
+        WalSink::resume_term(&t),
+        None,
+        "a new database: nothing to check"
+    );
+    t.apply(&[rec(10, &[("a", Some("a1"))])]).unwrap();
+    WalSink::applied_term(&t, 10, 3);
+    assert_eq!(t.checkpoint(Version(10)).await.unwrap(), Version(10));
+    let reloaded = load_all(store.clone(), metrics.clone()).await.unwrap();
+    assert_eq!(WalSink::applied_lsn(&reloaded), 10);
+    assert_eq!(WalSink::resume_term(&reloaded), Some(3));
+
+    // Records applied past the last position a term was named for: none is recorded.
+    t.apply(&[rec(20, &[("a", Some("a2"))])]).unwrap();
+    assert_eq!(t.checkpoint(Version(20)).await.unwrap(), Version(20));
+    let reloaded = load_all(store.clone(), metrics.clone()).await.unwrap();
+    assert_eq!(WalSink::applied_lsn(&reloaded), 20);
+    assert_eq!(WalSink::resume_term(&reloaded), None);
+
+    WalSink::applied_term(&t, 20, 4);
+    t.apply(&[rec(30, &[("b", Some("b3"))])]).unwrap();
+    WalSink::applied_term(&t, 30, 5);
+    assert_eq!(t.checkpoint(Version(30)).await.unwrap(), Version(30));
+    let reloaded = load_all(store, metrics).await.unwrap();
+    assert_eq!(WalSink::resume_term(&reloaded), Some(5));
+    assert_eq!(reloaded.get(b"a", Version(30)).await.unwrap(), s("a2"));
+}

@@ -81,6 +81,7 @@ impl Timeline {
         let mut next = manifest.clone();
         next.generation += 1;
         next.remote_consistent_version = end;
+        next.remote_consistent_term = self.term_at(end).unwrap_or(0);
         next.writer = self.writer.clone();
         let mut new_layer = None;
         if !frozen.is_empty() {
