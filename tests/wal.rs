@@ -980,6 +980,16 @@ async fn a_pageserver_whose_uploads_fail_stops_ingesting_at_its_memory_bound() {
     let present = read_prefix(&db, "k").await;
     assert_eq!(present.len(), 60);
     assert_eq!(present.get("k59"), Some(&value(59)));
+    // The largest legal transaction, committed while ingestion waits: 99 values of ~100 kB
+    // (9.9 MB with their keys and conflict ranges) in one frame, which reaches the pageserver
+    // as one chunk past its bound once ingestion resumes.
+    let large = |i: usize| format!("{i:03}").repeat(100_000 / 3);
+    let tx = db.create_transaction();
+    for i in 0..99 {
+        tx.set(format!("t{i:03}"), large(i));
+    }
+    last = tx.commit().await.unwrap().0;
+    assert_eq!(held().await.0, ingested, "ingestion went on");
 
     drop(frozen);
     eventually(
@@ -1005,6 +1015,11 @@ async fn a_pageserver_whose_uploads_fail_stops_ingesting_at_its_memory_bound() {
     let present = read_prefix(&db, "k").await;
     for i in 0..60 {
         assert_eq!(present.get(&format!("k{i:02}")), Some(&value(i)), "k{i:02}");
+    }
+    let present = read_prefix(&db, "t").await;
+    assert_eq!(present.len(), 99);
+    for i in 0..99 {
+        assert_eq!(present.get(&format!("t{i:03}")), Some(&large(i)), "t{i:03}");
     }
 }
 
