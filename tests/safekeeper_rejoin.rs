@@ -204,17 +204,19 @@ async fn ingested(pageserver_http: &str) -> Option<u64> {
     status(pageserver_http).await?["databases"]["default"]["ingested_version"].as_u64()
 }
 
-/// Found by an outside audit (audit 13 F3): after a double fault that rewrote committed WAL
-/// (one of the two safekeepers that acknowledged it restored from an older copy of its
-/// directory, the other down), the pageserver went on following the new log from the
-/// position it had reached in the old one, and applied another history's records on top of
-/// the one it held. The protocol does not survive that double fault (docs/wal-protocol.md,
-/// "Known limits"), but the pageserver must not make it worse: it now names the term it read
-/// below its position when it resumes, and the safekeepers, whose history says another term
-/// wrote there, refuse. Here the new log's frames are sized to begin exactly where the
-/// pageserver stopped, so only the term tells the two logs apart.
+/// Found by an outside audit (audit 13 F2, F3): after a double fault that loses committed
+/// WAL from the safekeepers (one of the two that acknowledged it restored from an older copy
+/// of its directory, the other down), the restored copy and the third safekeeper elected a
+/// log without those commits: they were lost, the next commits reused their versions, and
+/// the pageserver, which had ingested them, went on from its position in the new log on top
+/// of them. The pageserver's ingested WAL is committed WAL, so the compute now refuses to
+/// elect a log that ends below it (the cluster waits for the missing safekeeper); once the
+/// pageserver uploads what it ingested, the log restarts past it, and nothing it held is
+/// lost or has its version reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pageserver_does_not_follow_a_log_rewritten_under_it() {
+async fn a_log_without_wal_the_pageserver_ingested_is_not_elected() {
+    use ferrisdb_client::{ConnectOptions, Database, RetryOptions};
+
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = DevCluster::start(
         &dir.path().join("data"),
@@ -222,14 +224,14 @@ async fn a_pageserver_does_not_follow_a_log_rewritten_under_it() {
     )
     .await;
     let db = cluster.db(Duration::from_secs(30)).await;
-    // One commit alone, its version returned: a frame of its own in the log.
-    async fn put(db: &ferrisdb_client::Database, key: String, len: usize) -> u64 {
+    // One commit alone, its version returned.
+    async fn put(db: &Database, key: String) -> u64 {
         let tx = db.create_transaction();
-        tx.set(key, vec![b'v'; len]);
+        tx.set(key.clone(), key);
         tx.commit().await.unwrap().0
     }
     for i in 0..5 {
-        put(&db, format!("a{i}"), 100).await;
+        put(&db, format!("a{i}")).await;
     }
     let [sk1, sk2, sk3] =
         ["safekeeper-1", "safekeeper-2", "safekeeper-3"].map(|n| cluster.component(n));
@@ -245,17 +247,11 @@ async fn a_pageserver_does_not_follow_a_log_rewritten_under_it() {
     copy_dir(&data_dir_of(&sk1), &backup);
     let sk1_again = tokio::task::block_in_place(|| cluster.restart(&sk1));
     // Acknowledged by safekeepers 1 and 2 only, and ingested by the pageserver.
-    let mut versions = Vec::new();
+    let mut acked = Vec::new();
     for i in 0..5 {
-        versions.push(put(&db, format!("b{i}"), 100).await);
+        acked.push((format!("b{i}"), put(&db, format!("b{i}")).await));
     }
-    let frame = versions[4] - versions[3];
-    assert_eq!(
-        versions[3] - versions[2],
-        frame,
-        "one frame per lone commit"
-    );
-    let end = versions[4];
+    let end = acked[4].1;
     eventually(
         Duration::from_secs(30),
         "the pageserver ingests the commits",
@@ -275,9 +271,196 @@ async fn a_pageserver_does_not_follow_a_log_rewritten_under_it() {
             cluster.restart(c);
         }
     });
+
+    // No primary is elected from the two: no commit is acknowledged, and the compute says why.
+    let impatient = Database::connect_with(ConnectOptions::new(&cluster.endpoint()).retry(
+        RetryOptions {
+            timeout: Duration::from_secs(5),
+            ..RetryOptions::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let refused = impatient
+        .run(|tx| async move {
+            tx.set("during", "x");
+            Ok(())
+        })
+        .await;
+    assert!(
+        refused.is_err(),
+        "a log without acknowledged commits was elected: {refused:?}"
+    );
+    let log = cluster.data_dir.join("logs/compute.restarted.log");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("is on none of the voting safekeepers"),
+        "the compute does not say why it waits"
+    );
+
+    // The pageserver uploads what it ingested (its periodic checkpoint; asked for here): the
+    // next election restarts the log past it, and every acknowledged commit reads back at its
+    // version, with new commits above it.
+    let url = format!("{}/v1/databases/default/checkpoint", pageserver.http);
+    let token = support::admin_token(&url).unwrap();
+    let answer = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    let db = cluster.db(Duration::from_secs(30)).await;
+    let after = db
+        .run(|tx| async move {
+            tx.set("after", "1");
+            Ok(())
+        })
+        .await;
+    assert!(after.is_ok(), "{after:?}");
+    let version = put(&db, "after-2".into()).await;
+    assert!(version > end, "version {version} reused below {end}");
+    for (key, at) in &acked {
+        let (key, at) = (key.clone(), *at);
+        let value = db
+            .run(|tx| {
+                let key = key.clone();
+                async move {
+                    tx.set_read_version(ferrisdb_common::Version(at))?;
+                    tx.get(key).await
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(value.as_deref(), Some(key.as_bytes()), "{key} at {at}");
+    }
+    let latest = db
+        .run(|tx| async move { tx.get("b4").await })
+        .await
+        .unwrap();
+    assert_eq!(latest.as_deref(), Some(&b"b4"[..]));
+}
+
+/// Copies a directory tree (a safekeeper's data, at rest).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A read replica that applied commits the pageserver had not (the pageserver was stopped
+/// meanwhile, then restarted from the bucket), when a double fault then rewrites those
+/// commits' WAL (audit 13 F3: one of the two safekeepers that acknowledged them restored from
+/// an older copy, the other down): the replica names the term it read below its position when
+/// it resumes, the safekeepers' history says another term wrote there, and the replica does
+/// not follow the new log. The new log's frames are sized so that one ends exactly where the
+/// replica stopped, so only the term tells the two logs apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_does_not_follow_a_log_rewritten_under_it() {
+    use ferrisdb_client::Database;
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(
+        &dir.path().join("data"),
+        &["--checkpoint-interval-secs", "3600"],
+    )
+    .await;
+    let db = cluster.db(Duration::from_secs(30)).await;
+    async fn put(db: &Database, key: String, len: usize) -> u64 {
+        let tx = db.create_transaction();
+        tx.set(key, vec![b'v'; len]);
+        tx.commit().await.unwrap().0
+    }
+    for i in 0..5 {
+        put(&db, format!("a{i}"), 100).await;
+    }
+    let base = support::free_base_port();
+    cluster.adopt_ports(base);
+    let mut args = cluster.component("compute").compute_args();
+    args.listen_grpc = format!("127.0.0.1:{base}").parse().unwrap();
+    args.listen_http = format!("127.0.0.1:{}", base + 80).parse().unwrap();
+    args.warm_tier_dir = Some(cluster.data_dir.join("replica-cache"));
+    args.replica = true;
+    cluster.spawn_argv("replica", &support::compute_argv(&args));
+    let replica = Database::connect(&format!("http://127.0.0.1:{base}"))
+        .await
+        .unwrap();
+    // A read on the replica at `version` (it serves explicit versions on its own), `None`
+    // when it fails (a version it has not applied) or finds nothing.
+    let on_replica = |key: String, version: u64| {
+        let replica = replica.clone();
+        async move {
+            let tx = replica.create_transaction();
+            tx.set_read_version(ferrisdb_common::Version(version))
+                .ok()?;
+            tx.get(key).await.ok().flatten()
+        }
+    };
+    let a4 = put(&db, "a4".into(), 100).await;
+    eventually(Duration::from_secs(30), "the replica serves", || async {
+        on_replica("a4".into(), a4).await.is_some()
+    })
+    .await;
+
+    let [sk1, sk2, sk3] =
+        ["safekeeper-1", "safekeeper-2", "safekeeper-3"].map(|n| cluster.component(n));
+    let (compute, pageserver) = (
+        cluster.component("compute"),
+        cluster.component("pageserver"),
+    );
+    // The pageserver ingests nothing more; the replica goes on following.
+    kill(Pid::from_raw(pageserver.pid), Signal::SIGSTOP).unwrap();
+    DevCluster::kill_pid(sk3.pid);
+    DevCluster::kill_pid(sk1.pid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let backup = dir.path().join("sk1-backup");
+    copy_dir(&data_dir_of(&sk1), &backup);
+    let sk1_again = tokio::task::block_in_place(|| cluster.restart(&sk1));
+    // Acknowledged by safekeepers 1 and 2 only, and applied by the replica.
+    let mut versions = Vec::new();
+    for i in 0..5 {
+        versions.push(put(&db, format!("b{i}"), 100).await);
+    }
+    let frame = versions[4] - versions[3];
+    assert_eq!(
+        versions[3] - versions[2],
+        frame,
+        "one frame per lone commit"
+    );
+    let end = versions[4];
+    eventually(
+        Duration::from_secs(30),
+        "the replica applies the commits",
+        || async { on_replica("b4".into(), end).await.is_some() },
+    )
+    .await;
+
+    // The double fault: safekeeper 1 comes back from its old copy while 2 is down, and the
+    // pageserver restarts from the bucket, which holds none of the commits.
+    for pid in [pageserver.pid, compute.pid, sk2.pid, sk1_again] {
+        DevCluster::kill_pid(pid);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_dir_all(data_dir_of(&sk1)).unwrap();
+    copy_dir(&backup, &data_dir_of(&sk1));
+    tokio::task::block_in_place(|| {
+        for c in [&sk1, &sk3, &pageserver, &compute] {
+            cluster.restart(c);
+        }
+    });
     let db = cluster.db(Duration::from_secs(30)).await;
     // Once a primary is elected (retried until then), the new term's log, with a frame that
-    // ends exactly where the pageserver stopped.
+    // ends exactly where the replica stopped.
     db.run(|tx| async move {
         tx.set("c-first", vec![b'c'; 100]);
         Ok(())
@@ -293,39 +476,27 @@ async fn a_pageserver_does_not_follow_a_log_rewritten_under_it() {
     let stretch = (end - at) as usize - (frame as usize - 100);
     at = put(&db, "c0".into(), stretch).await;
     assert_eq!(at, end, "a frame of the new log ends where the old one did");
+    let mut after = 0;
     for i in 0..5 {
-        put(&db, format!("c-after{i}"), 100).await;
+        after = put(&db, format!("c-after{i}"), 100).await;
     }
 
-    // The pageserver refuses to go on from there, and says why.
-    let log = cluster.data_dir.join("logs/pageserver.log");
+    // The replica refuses to go on from there, and says why.
+    let log = cluster.data_dir.join("logs/replica.restarted.log");
     eventually(
-        Duration::from_secs(30),
-        "the pageserver reports the rewritten log",
+        Duration::from_secs(40),
+        "the replica reports the rewritten log",
         || async {
             std::fs::read_to_string(&log)
                 .is_ok_and(|l| l.contains("the log was rewritten under it"))
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nor does it serve the new log's commits: it never applies their versions, and a read
+    // there fails rather than answer.
     assert_eq!(
-        ingested(&pageserver.http).await,
-        Some(end),
-        "the pageserver applied the rewritten log on top of the one it held"
+        on_replica("c-after4".into(), after).await,
+        None,
+        "the replica applied the new log"
     );
-}
-
-/// Copies a directory tree (a safekeeper's data, at rest).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

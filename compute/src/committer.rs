@@ -869,7 +869,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (urls, _stop) = safekeepers(dir.path()).await;
         let proposer = loop {
-            match Proposer::elect("db", &urls, 0).await {
+            match Proposer::elect("db", &urls, 0, 0).await {
                 Ok(p) => break p,
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }

@@ -479,13 +479,15 @@ impl Databases {
             let result = async {
                 // What object storage already holds bounds the log from below (see
                 // Proposer::elect); for a new branch that is its branch point.
-                let durable = self
-                    .pageserver
-                    .pages
-                    .status(&database)
-                    .await?
-                    .remote_consistent_version;
-                let proposer = Proposer::elect(&database, &self.safekeepers, durable).await?;
+                // What it ingested is committed WAL, which the elected log must hold.
+                let held = self.pageserver.pages.status(&database).await?;
+                let proposer = Proposer::elect(
+                    &database,
+                    &self.safekeepers,
+                    held.remote_consistent_version,
+                    held.ingested_version,
+                )
+                .await?;
                 // Commit times follow the safekeepers' clocks, not this compute's alone.
                 let clock: Arc<dyn Clock> = proposer.clock();
                 Primary::start(

@@ -93,7 +93,7 @@ async fn pipeline_over(clock: Arc<dyn Clock>, stallable: bool) -> Pipeline {
         }
     }
     let proposer = loop {
-        match Proposer::elect("db", &urls, 0).await {
+        match Proposer::elect("db", &urls, 0, 0).await {
             Ok(p) => break p,
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }

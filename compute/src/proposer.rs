@@ -388,11 +388,22 @@ const MAX_TRACED_BATCHES: usize = 1024;
 
 impl Proposer {
     /// Runs one election for `database` over `safekeepers`. `durable_elsewhere` is the version
-    /// object storage already holds (the pageserver's remote consistent version).
+    /// object storage already holds (the pageserver's remote consistent version);
+    /// `committed_elsewhere` a position up to which the WAL is known to have committed (the
+    /// pageserver's ingested version: it follows committed WAL only), or 0.
+    ///
+    /// A log that would continue below `committed_elsewhere` is refused (`unavailable`) rather
+    /// than elected: every committed record is on some voter, so a most advanced voting log
+    /// that ends below committed WAL means a safekeeper lost acknowledged WAL (a disk that
+    /// lost fsynced writes, a directory restored from an old copy) while another that held it
+    /// is down. Electing it loses those commits and reuses their versions. The election is
+    /// tried again until that safekeeper returns, or until the pageserver uploads what it
+    /// ingested, after which the log restarts past it (docs/wal-protocol.md, "Known limits").
     pub async fn elect(
         database: &str,
         safekeepers: &[String],
         durable_elsewhere: Lsn,
+        committed_elsewhere: Lsn,
     ) -> Result<Arc<Proposer>> {
         let clients = safekeepers
             .iter()
@@ -491,6 +502,21 @@ impl Proposer {
         let plan = plan_election(term, &votes, durable_elsewhere)
             .ok_or_else(|| Error::internal("no voters"))?;
         let donor = granted[plan.donor].0;
+        if committed_elsewhere > plan.end {
+            tracing::error!(
+                database,
+                term,
+                committed_elsewhere,
+                log_end = plan.end,
+                durable_elsewhere,
+                "WAL the pageserver ingested (so committed) is on none of the voting safekeepers: one of them lost acknowledged WAL while another that holds it is down; not electing a log without it (waiting for the other safekeepers, or for the pageserver to upload what it ingested)"
+            );
+            return Err(Error::unavailable(format!(
+                "committed WAL up to {committed_elsewhere} is on none of the voting \
+                 safekeepers (the most advanced log ends at {}): waiting for the others",
+                plan.end
+            )));
+        }
         if plan.end > votes[plan.donor].flush_lsn {
             if votes[plan.donor].flush_lsn == 0 {
                 // No safekeeper has held WAL for it: a new branch, or a database restored
@@ -1351,7 +1377,7 @@ mod tests {
 
     async fn elect(urls: &[String]) -> Arc<Proposer> {
         loop {
-            match Proposer::elect("db", urls, 0).await {
+            match Proposer::elect("db", urls, 0, 0).await {
                 Ok(p) => return p,
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
