@@ -99,8 +99,6 @@ fn data_dir_of(c: &support::ComponentInfo) -> std::path::PathBuf {
 /// safekeeper 2 instead, and then has every acknowledged commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_safekeeper_votes_only_once_brought_up_to_date() {
-    use ferrisdb_client::{ConnectOptions, Database, RetryOptions};
-
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = DevCluster::start(&dir.path().join("data"), &[]).await;
     let db = cluster.db(Duration::from_secs(30)).await;
@@ -136,20 +134,7 @@ async fn a_wiped_safekeeper_votes_only_once_brought_up_to_date() {
     });
 
     // The wiped safekeeper 1 and the lagging 3 elect no one: no commit is acknowledged.
-    let impatient = Database::connect_with(ConnectOptions::new(&cluster.endpoint()).retry(
-        RetryOptions {
-            timeout: Duration::from_secs(4),
-            ..RetryOptions::default()
-        },
-    ))
-    .await
-    .unwrap();
-    let refused = impatient
-        .run(|tx| async move {
-            tx.set("during", "x");
-            Ok(())
-        })
-        .await;
+    let refused = commit_within(&cluster, Duration::from_secs(4)).await;
     assert!(
         refused.is_err(),
         "a commit without safekeeper 2: {refused:?}"
@@ -215,7 +200,7 @@ async fn ingested(pageserver_http: &str) -> Option<u64> {
 /// lost or has its version reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_without_wal_the_pageserver_ingested_is_not_elected() {
-    use ferrisdb_client::{ConnectOptions, Database, RetryOptions};
+    use ferrisdb_client::Database;
 
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = DevCluster::start(
@@ -273,20 +258,7 @@ async fn a_log_without_wal_the_pageserver_ingested_is_not_elected() {
     });
 
     // No primary is elected from the two: no commit is acknowledged, and the compute says why.
-    let impatient = Database::connect_with(ConnectOptions::new(&cluster.endpoint()).retry(
-        RetryOptions {
-            timeout: Duration::from_secs(5),
-            ..RetryOptions::default()
-        },
-    ))
-    .await
-    .unwrap();
-    let refused = impatient
-        .run(|tx| async move {
-            tx.set("during", "x");
-            Ok(())
-        })
-        .await;
+    let refused = commit_within(&cluster, Duration::from_secs(5)).await;
     assert!(
         refused.is_err(),
         "a log without acknowledged commits was elected: {refused:?}"
@@ -340,6 +312,28 @@ async fn a_log_without_wal_the_pageserver_ingested_is_not_elected() {
         .await
         .unwrap();
     assert_eq!(latest.as_deref(), Some(&b"b4"[..]));
+}
+
+/// One commit through a client that retries for `limit` at most.
+async fn commit_within(
+    cluster: &DevCluster,
+    limit: Duration,
+) -> Result<(), ferrisdb_client::Error> {
+    use ferrisdb_client::{ConnectOptions, Database, RetryOptions};
+    let impatient = Database::connect_with(ConnectOptions::new(&cluster.endpoint()).retry(
+        RetryOptions {
+            timeout: limit,
+            ..RetryOptions::default()
+        },
+    ))
+    .await
+    .unwrap();
+    impatient
+        .run(|tx| async move {
+            tx.set("during", "x");
+            Ok(())
+        })
+        .await
 }
 
 /// Copies a directory tree (a safekeeper's data, at rest).
