@@ -568,3 +568,93 @@ async fn a_replica_maps_timestamps_by_the_primarys_clock() {
         assert!(e.contains("future_version"), "{skew}: {e}");
     }
 }
+
+/// Found by an outside audit (audit 14 F1): a replica cut off from the safekeepers for longer
+/// than a checkpoint and a trim found the WAL it needed next deleted, and kept its position for
+/// good: reads at the latest version `unavailable` and newer explicit versions
+/// `future_version`, until the process was restarted. It now starts again from what the
+/// pageserver has ingested, as a restart does, and serves the newest commits. Here it is
+/// stopped (SIGSTOP) while the safekeepers trim past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_fell_behind_the_trimmed_wal_starts_again_from_the_pageserver() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = DevCluster::start(
+        &dir.path().join("data"),
+        &[
+            "--checkpoint-interval-secs",
+            "1",
+            "--segment-size-bytes",
+            "65536",
+        ],
+    )
+    .await;
+    let primary = cluster.db(Duration::from_secs(20)).await;
+    let put = |key: String| {
+        let primary = primary.clone();
+        async move {
+            let tx = primary.create_transaction();
+            tx.set(key, vec![7u8; 100_000]);
+            tx.commit().await.unwrap()
+        }
+    };
+    let first = put("first".into()).await;
+    let (argv, base) = second_compute(&cluster, "replica", |a| a.replica = true);
+    let pid = cluster.spawn_argv("replica", &argv);
+    let replica = Database::connect(&format!("http://127.0.0.1:{base}"))
+        .await
+        .unwrap();
+    // A read on the replica at an explicit version (it serves those without a primary).
+    let on_replica = |key: &'static str, at: Version| {
+        let replica = replica.clone();
+        async move {
+            let tx = replica.create_transaction();
+            tx.set_read_version(at).ok()?;
+            tx.get(key).await.ok().flatten()
+        }
+    };
+    eventually(Duration::from_secs(30), "the replica serves", || async {
+        on_replica("first", first).await.is_some()
+    })
+    .await;
+
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+    // 40 MB of WAL, more than the stream's flow-control windows take in while the replica is
+    // stopped, uploaded and trimmed meanwhile.
+    for i in 0..400 {
+        put(format!("k{i:04}")).await;
+    }
+    let last = put("last".into()).await;
+    let sk = cluster.component("safekeeper-1").http;
+    eventually(
+        Duration::from_secs(60),
+        "the safekeepers trim past the replica",
+        || async {
+            status(&sk).await.is_some_and(|s| {
+                s["databases"]["default"]["log_start_lsn"]
+                    .as_u64()
+                    .is_some_and(|l| l > first.0)
+            })
+        },
+    )
+    .await;
+    kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
+
+    eventually(
+        Duration::from_secs(60),
+        "the replica serves the newest commit",
+        || async { on_replica("last", last).await.is_some() },
+    )
+    .await;
+    assert_eq!(
+        on_replica("k0300", last).await.as_deref(),
+        Some(&[7u8; 100_000][..])
+    );
+    let log = std::fs::read_to_string(cluster.data_dir.join("logs/replica.restarted.log")).unwrap();
+    assert!(
+        log.contains("starting it again from the pageserver"),
+        "not by a new start"
+    );
+}

@@ -171,21 +171,34 @@ impl Databases {
         let database = database.to_string();
         let election = tokio::spawn(async move {
             match this.role {
-                Role::Primary => this.lead(&database, &tx).await,
-                Role::Replica => this.become_replica(&database, &tx, None).await,
+                Role::Primary => {
+                    this.lead(&database, &tx).await;
+                }
+                Role::Replica => loop {
+                    let replica = this.become_replica(&database, &tx, None).await;
+                    replica.fell_behind().await;
+                    tracing::warn!(%database, "the replica fell behind the WAL the safekeepers keep: starting it again from the pageserver");
+                },
                 Role::Standby => {
-                    this.become_replica(&database, &tx, None).await;
+                    let mut replica = this.become_replica(&database, &tx, None).await;
                     // Without a primary to watch there is nothing to take over from twice:
                     // leading again after a demotion would only fence the new primary.
                     while !this.primary_endpoints.is_empty() {
-                        this.wait_for_primary_to_die(&database).await;
+                        tokio::select! {
+                            _ = this.wait_for_primary_to_die(&database) => {}
+                            _ = replica.fell_behind() => {
+                                tracing::warn!(%database, "the standby fell behind the WAL the safekeepers keep: starting it again from the pageserver");
+                                replica = this.become_replica(&database, &tx, None).await;
+                                continue;
+                            }
+                        }
                         tracing::warn!(%database, primary = ?this.primary_endpoints, "the primary stopped answering: taking over");
                         // Until this compute serves as primary, its clients are told to wait,
                         // not sent to the primary that just stopped answering.
                         if let Some(Node::Replica(r)) = tx.borrow().as_ref() {
                             r.start_taking_over();
                         }
-                        this.lead(&database, &tx).await;
+                        replica = this.lead(&database, &tx).await;
                     }
                 }
             }
@@ -456,14 +469,14 @@ impl Databases {
     }
 
     /// Serves `database` as its primary until a newer term fences it, then as a replica that
-    /// says it lost its term.
-    async fn lead(&self, database: &str, node: &watch::Sender<Option<Node>>) {
+    /// says it lost its term (returned).
+    async fn lead(&self, database: &str, node: &watch::Sender<Option<Node>>) -> Arc<Replica> {
         let primary = self.become_primary(database.to_string(), node).await;
         let why = primary.fenced().await;
         primary.view().watches().close();
         drop(primary);
         tracing::warn!(%database, %why, "lost the term: serving reads as a replica");
-        self.become_replica(database, node, Some(why)).await;
+        self.become_replica(database, node, Some(why)).await
     }
 
     /// Retries elections for `database` until one is won and the log recovered, then
@@ -526,7 +539,7 @@ impl Databases {
         database: &str,
         node: &watch::Sender<Option<Node>>,
         lost_term: Option<String>,
-    ) {
+    ) -> Arc<Replica> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -543,8 +556,8 @@ impl Databases {
             match replica {
                 Ok(r) => {
                     self.note_start(database, None);
-                    node.send_replace(Some(Node::Replica(r)));
-                    return;
+                    node.send_replace(Some(Node::Replica(r.clone())));
+                    return r;
                 }
                 Err(e) => {
                     self.note_start(database, Some(&e));

@@ -35,6 +35,8 @@ pub struct Replica {
     lost_term: Option<String>,
     /// Set when this standby starts taking over from a primary that stopped answering.
     taking_over: std::sync::atomic::AtomicBool,
+    /// Told when the follower found the WAL it needs next deleted ([`Replica::fell_behind`]).
+    fell_behind: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -47,6 +49,8 @@ pub const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 struct Applier {
     view: Arc<DatabaseView>,
     applied: watch::Sender<Version>,
+    /// Told when the WAL needed next is gone (see [`Replica::fell_behind`]).
+    fell_behind: Arc<tokio::sync::Notify>,
 }
 
 impl WalSink for Applier {
@@ -67,6 +71,15 @@ impl WalSink for Applier {
             self.view.watches().on_commit(r.version, &r.mutations);
         }
         Ok(())
+    }
+
+    /// A replica cut off from the safekeepers for longer than a checkpoint and a trim finds
+    /// the WAL it needs next deleted; it held its position for good, refusing reads at the
+    /// latest version until the process was restarted (an outside audit). It starts again
+    /// from what the pageserver has ingested instead, as a restart does.
+    fn wal_trimmed(&self) -> bool {
+        self.fell_behind.notify_one();
+        true
     }
 }
 
@@ -93,9 +106,11 @@ impl Replica {
             Arc::new(SystemClock),
         );
         let view = Arc::new(view);
+        let fell_behind = Arc::new(tokio::sync::Notify::new());
         let applier = Applier {
             view: view.clone(),
             applied,
+            fell_behind: fell_behind.clone(),
         };
         let follow = tokio::spawn(async move {
             if let Err(e) = wal_follower::follow(&applier, &safekeepers).await {
@@ -110,8 +125,15 @@ impl Replica {
             freshness,
             lost_term,
             taking_over: Default::default(),
+            fell_behind,
             tasks: vec![follow, evict],
         }))
+    }
+
+    /// Resolves once this replica has fallen behind the WAL the safekeepers keep: it follows
+    /// no more, and the caller replaces it with one started from the pageserver.
+    pub async fn fell_behind(&self) {
+        self.fell_behind.notified().await;
     }
 
     /// What reads are answered from.

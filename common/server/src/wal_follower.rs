@@ -62,6 +62,13 @@ pub trait WalSink: Send + Sync {
     /// the safekeeper streaming it says (`WalChunk.term`). A sink that keeps the term across
     /// restarts (see [`WalSink::resume_term`]) records it here; the default ignores it.
     fn applied_term(&self, _lsn: u64, _term: u64) {}
+    /// The WAL this sink needs next is gone: the safekeepers deleted it once object storage
+    /// held it. A sink that can start again from there (a read replica, from what the
+    /// pageserver has ingested) arranges that and returns true, and [`follow`] returns; the
+    /// default, false, keeps asking (and says why once a minute).
+    fn wal_trimmed(&self) -> bool {
+        false
+    }
     /// Resolves once [`WalSink::has_room`]; called only when it said no.
     fn wait_for_room(&self) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
@@ -97,7 +104,8 @@ const DIVERGED_ALARM: Duration = Duration::from_secs(10);
 /// ahead of the one it follows.
 const IDLE_RECHECK: Duration = Duration::from_secs(2);
 
-/// Follows the committed WAL into `sink` until the task is dropped.
+/// Follows the committed WAL into `sink` until the task is dropped, or until the WAL it needs
+/// is gone and the sink says it starts again elsewhere ([`WalSink::wal_trimmed`]).
 pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
     let clients = clients(safekeepers)?;
     let mut trimmed_warned: Option<tokio::time::Instant> = None;
@@ -161,6 +169,14 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
                     error = %e,
                     "this safekeeper's WAL failed a check: following the others for {AVOID_DAMAGED:?}"
                 );
+            } else if e.kind() == ferrisdb_common::ErrorKind::VersionTooOld && sink.wal_trimmed() {
+                tracing::warn!(
+                    database = sink.database(),
+                    safekeeper = %safekeepers[i],
+                    applied = sink.applied_lsn(),
+                    "the WAL needed next was deleted by the safekeepers after it reached object storage: starting again from there"
+                );
+                return Ok(());
             } else if e.kind() == ferrisdb_common::ErrorKind::VersionTooOld {
                 // The WAL this follower needs next is gone: the safekeepers deleted it once
                 // object storage held it. Retrying cannot help; an object store that is not
