@@ -122,9 +122,19 @@ pub async fn follow(sink: &dyn WalSink, safekeepers: &[String]) -> Result<()> {
     let mut diverged: Option<(u64, tokio::time::Instant)> = None;
     loop {
         let commits = commit_positions(&clients, sink.database()).await;
-        if let Some(i) = choose(&commits, &avoid, tokio::time::Instant::now())
-            && let Err(e) = stream_from(&clients, i, sink, &mut resume).await
+        let Some(i) = choose(&commits, &avoid, tokio::time::Instant::now()) else {
+            tokio::time::sleep(RETRY).await;
+            continue;
+        };
+        let streamed = stream_from(&clients, i, sink, &mut resume).await;
+        if !streamed
+            .as_ref()
+            .is_err_and(|e| e.reason() == Some(Reason::WalDiverged))
         {
+            // A stream that was not refused as diverged ends the run of refusals.
+            diverged = None;
+        }
+        if let Err(e) = streamed {
             if e.reason() == Some(Reason::WalDiverged) {
                 // The safekeeper's log below this follower's position is not the one it
                 // applied. A safekeeper still holding a suffix that never committed (it was
